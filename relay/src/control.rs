@@ -1,0 +1,166 @@
+//! The control-plane vocabulary: what signalling asks of a relay and what the relay reports back.
+//!
+//! Every type here is plain data with serde, so the same requests can later travel to a relay on
+//! another machine; [`crate::RelayHandle`] is the in-process transport.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::srtp::SrtpProfile;
+use crate::ids::{FeedId, Sid, Ssrc, Uid};
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// An audio stream.
+    Audio,
+    /// A video stream.
+    Video,
+}
+
+/// A negotiated RTP header extension (RFC 8285): the id the participant uses for a URI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderExtension {
+    /// The one-byte or two-byte extension id (1..=255).
+    pub id: u8,
+    /// The extension's URI, e.g. `urn:ietf:params:rtp-hdrext:sdes:mid`.
+    pub uri: String,
+}
+
+/// One published stream as signalling negotiated it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedDescription {
+    /// The feed's id, unique within the session.
+    pub feed_id: FeedId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The media SSRC the publisher sends with.
+    pub ssrc: Ssrc,
+    /// RTP clock rate of the codec (90000 for video, 48000 for opus).
+    pub clock_rate: u32,
+    /// Payload types the publisher may use; packets with others are dropped. Empty: any.
+    pub payload_types: Vec<u8>,
+    /// Header extensions as the publisher numbers them.
+    pub header_extensions: Vec<HeaderExtension>,
+}
+
+/// What the relay needs to accept a participant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantConfig {
+    /// The participant's ICE ufrag from its offer; checks naming another one are refused.
+    /// None accepts any (used by peers that learn it only later).
+    pub remote_ufrag: Option<String>,
+    /// `sha-256 AB:CD:…` fingerprint of the participant's DTLS certificate from its offer;
+    /// None accepts any certificate (tests and trusted links only).
+    pub remote_fingerprint: Option<String>,
+}
+
+/// What a participant needs to reach the relay (goes into the SDP answer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    /// The relay's ICE ufrag for this participant.
+    pub ice_ufrag: String,
+    /// The relay's ICE password for this participant.
+    pub ice_pwd: String,
+    /// The relay's DTLS certificate fingerprint, `sha-256 AB:CD:…`.
+    pub fingerprint: String,
+    /// The UDP address of the core that owns the session (the ICE host candidate).
+    pub candidate: SocketAddr,
+}
+
+/// A subscription as the subscriber will see it on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    /// The feed subscribed to.
+    pub feed_id: FeedId,
+    /// The SSRC the relay sends this feed with to this subscriber.
+    pub ssrc: Ssrc,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The publisher's description (payload types and extensions to put in the offer).
+    pub feed: FeedDescription,
+}
+
+/// Where a session lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPlacement {
+    /// Index of the core that owns it.
+    pub core: usize,
+    /// That core's UDP address.
+    pub address: SocketAddr,
+}
+
+/// Why a participant was disconnected by the relay (not by a control request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// No verified ICE check for the consent timeout (RFC 7675): the peer went away.
+    ConsentExpired,
+    /// The DTLS handshake did not finish in time.
+    DtlsTimeout,
+    /// The DTLS handshake failed.
+    DtlsFailed {
+        /// What the DTLS layer said.
+        detail: String,
+    },
+    /// The peer closed DTLS (close_notify) or the association broke after the handshake.
+    DtlsClosed,
+}
+
+/// Something that happened on a relay, reported to the control plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// ICE and DTLS completed: media can flow.
+    ParticipantConnected {
+        /// The session.
+        sid: Sid,
+        /// The participant.
+        uid: Uid,
+        /// The address ICE selected.
+        address: SocketAddr,
+        /// The SRTP profile DTLS negotiated.
+        profile: SrtpProfile,
+    },
+    /// A nominated check from a new address moved the participant there.
+    ParticipantMigrated {
+        /// The session.
+        sid: Sid,
+        /// The participant.
+        uid: Uid,
+        /// Old address.
+        from: SocketAddr,
+        /// New address.
+        to: SocketAddr,
+    },
+    /// The relay dropped the participant; it is no longer in the session.
+    ParticipantDisconnected {
+        /// The session.
+        sid: Sid,
+        /// The participant.
+        uid: Uid,
+        /// Why.
+        #[serde(flatten)]
+        reason: DisconnectReason,
+    },
+    /// The first packet of a feed arrived (again, after it had stopped).
+    FeedStarted {
+        /// The session.
+        sid: Sid,
+        /// The publisher.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+    },
+    /// A feed sent nothing for the inactivity timeout.
+    FeedStopped {
+        /// The session.
+        sid: Sid,
+        /// The publisher.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+    },
+}

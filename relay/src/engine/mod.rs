@@ -1,0 +1,8 @@
+//! Sans-IO protocol pieces: each takes bytes and `now`, returns bytes or a verdict, and never
+//! touches a socket or a clock.
+
+pub mod demux;
+pub mod ice_lite;
+pub mod rtcp;
+pub mod rtp;
+pub mod srtp;

@@ -1,0 +1,141 @@
+//! The relay's error types, one per layer.
+//!
+//! [`ControlError`] is what a control-plane request can be refused with: it is API misuse by the
+//! caller (or a race with a participant that just left), never a fault of the relay, and it is
+//! serialisable so it can cross the network unchanged. [`Error`] is for starting and running
+//! the relay process itself.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{FeedId, Sid, Uid};
+
+/// A control request the relay refused, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ControlError {
+    /// A session with this sid already exists.
+    #[error("session {sid} already exists")]
+    SessionExists {
+        /// The session.
+        sid: Sid,
+    },
+    /// No session with this sid on the relay.
+    #[error("no session {sid}")]
+    NoSuchSession {
+        /// The session.
+        sid: Sid,
+    },
+    /// The uid is already a participant of the session.
+    #[error("participant {uid} already in session {sid}")]
+    ParticipantExists {
+        /// The session.
+        sid: Sid,
+        /// The participant.
+        uid: Uid,
+    },
+    /// No such participant in the session.
+    #[error("no participant {uid} in session {sid}")]
+    NoSuchParticipant {
+        /// The session.
+        sid: Sid,
+        /// The participant.
+        uid: Uid,
+    },
+    /// The ICE ufrag is already used by another participant on the same core.
+    #[error("ICE ufrag already in use on this core")]
+    UfragInUse,
+    /// ICE credentials shorter than RFC 8445 allows (ufrag ≥ 4, pwd ≥ 22 characters).
+    #[error("ICE credentials too short (ufrag needs 4 characters, pwd 22)")]
+    BadIceCredentials,
+    /// No such feed in the session.
+    #[error("no feed {feed_id} in session {sid}")]
+    NoSuchFeed {
+        /// The session.
+        sid: Sid,
+        /// The feed.
+        feed_id: FeedId,
+    },
+    /// The feed id belongs to another participant.
+    #[error("feed {feed_id} is published by another participant")]
+    FeedOwnedByOther {
+        /// The feed.
+        feed_id: FeedId,
+    },
+    /// The SSRC is already used by another feed of the same participant.
+    #[error("SSRC {ssrc} already used by another feed of this participant")]
+    SsrcInUse {
+        /// The SSRC.
+        ssrc: u32,
+    },
+    /// A feed description with values the relay cannot forward.
+    #[error("invalid feed description: {reason}")]
+    InvalidFeed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Already subscribed to this feed.
+    #[error("participant {uid} already subscribes to feed {feed_id}")]
+    AlreadySubscribed {
+        /// The subscriber.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+    },
+    /// Not subscribed to this feed.
+    #[error("participant {uid} does not subscribe to feed {feed_id}")]
+    NotSubscribed {
+        /// The subscriber.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+    },
+    /// A participant cannot subscribe to its own feed.
+    #[error("participant {uid} cannot subscribe to its own feed")]
+    OwnFeed {
+        /// The participant.
+        uid: Uid,
+    },
+    /// The core that owns the session is gone (the relay is shutting down).
+    #[error("relay core {core} is not running")]
+    CoreGone {
+        /// The core index.
+        core: usize,
+    },
+}
+
+/// Errors starting or running the relay process.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding or configuring a core's UDP socket failed.
+    #[error("core {core}: socket {addr}: {source}")]
+    Socket {
+        /// The core index.
+        core: usize,
+        /// The address it tried.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Generating the DTLS certificate failed.
+    #[error("DTLS certificate: {0}")]
+    Certificate(String),
+    /// A core thread could not be started.
+    #[error("core {core}: thread: {source}")]
+    Thread {
+        /// The core index.
+        core: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A core thread died while starting.
+    #[error("core {core} failed to start")]
+    CoreStart {
+        /// The core index.
+        core: usize,
+    },
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+}

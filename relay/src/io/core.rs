@@ -1,0 +1,285 @@
+//! One core's event loop: a `tokio-uring` runtime on a pinned thread.
+//!
+//! Four local tasks share the core's [`Worker`] through an `Rc<RefCell<_>>` (one thread, so no
+//! lock): the receive loop, the timer, the control loop (woken through a `Notify` after the
+//! control plane pushes a command into the core's crossbeam channel) and the DTLS egress loop.
+//! No `RefCell` borrow is ever held across an `.await`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ::dtls::crypto::Certificate;
+use crossbeam_channel::{Receiver, TryRecvError};
+use tokio::sync::{mpsc, Notify};
+use tokio_uring::net::UdpSocket;
+
+use crate::control::Event;
+use crate::engine::srtp::SrtpProfile;
+use crate::ids::ParticipantKey;
+use crate::io::dtls::{self, ChannelConn};
+use crate::relay::Command;
+use crate::sfu::worker::{Output, Transmit, Worker, WorkerConfig};
+
+/// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
+const RECV_BUFFER: usize = 4096;
+
+/// DTLS records queued per handshake before further ones are dropped.
+const DTLS_QUEUE: usize = 64;
+
+/// The timer task wakes at least this often, so deadlines created between wake-ups are late by
+/// at most this much.
+const MAX_TIMER_SLEEP: Duration = Duration::from_millis(50);
+
+/// Everything a core thread needs, prepared by [`crate::Relay::start`].
+pub(crate) struct CoreSetup {
+    pub(crate) socket: std::net::UdpSocket,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) notify: Arc<Notify>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) certificate: Certificate,
+    pub(crate) worker: WorkerConfig,
+    pub(crate) pin: Option<core_affinity::CoreId>,
+    pub(crate) ready: std::sync::mpsc::Sender<()>,
+}
+
+struct Shell {
+    worker: RefCell<Worker>,
+    socket: UdpSocket,
+    local: SocketAddr,
+    certificate: Certificate,
+    events: mpsc::Sender<Event>,
+    dtls_inboxes: RefCell<HashMap<ParticipantKey, mpsc::Sender<Vec<u8>>>>,
+    dtls_tasks: RefCell<HashMap<ParticipantKey, tokio::task::JoinHandle<()>>>,
+    dtls_egress: mpsc::UnboundedSender<(ParticipantKey, Vec<u8>)>,
+}
+
+/// Run a core until it receives `Command::Shutdown` or its command channel closes.
+pub(crate) fn run(setup: CoreSetup) {
+    if let Some(id) = setup.pin {
+        core_affinity::set_for_current(id);
+    }
+    tokio_uring::start(async move {
+        let local = match setup.socket.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let socket = UdpSocket::from_std(setup.socket);
+        let (egress_tx, egress_rx) = mpsc::unbounded_channel();
+        let seed = rand::random();
+        let shell = Rc::new(Shell {
+            worker: RefCell::new(Worker::new(
+                setup.worker,
+                Instant::now(),
+                SystemTime::now(),
+                seed,
+            )),
+            socket,
+            local,
+            certificate: setup.certificate,
+            events: setup.events,
+            dtls_inboxes: RefCell::new(HashMap::new()),
+            dtls_tasks: RefCell::new(HashMap::new()),
+            dtls_egress: egress_tx,
+        });
+        let _ = setup.ready.send(());
+
+        let egress = tokio_uring::spawn(dtls_egress_loop(shell.clone(), egress_rx));
+        let timer = tokio_uring::spawn(timer_loop(shell.clone()));
+        tokio::select! {
+            _ = control_loop(shell.clone(), setup.commands, setup.notify) => {}
+            _ = recv_loop(shell.clone()) => {}
+        }
+        egress.abort();
+        timer.abort();
+        for (_, task) in shell.dtls_tasks.borrow_mut().drain() {
+            task.abort();
+        }
+        shell.dtls_inboxes.borrow_mut().clear();
+    });
+}
+
+impl Shell {
+    /// Drain the worker's outputs; returns the datagrams to send.
+    fn drain(self: &Rc<Self>) -> Vec<Transmit> {
+        let mut sends = Vec::new();
+        loop {
+            // The borrow ends with this statement, before any branch below re-enters.
+            let output = self.worker.borrow_mut().poll_output();
+            match output {
+                None => break,
+                Some(Output::Transmit(t)) => sends.push(t),
+                Some(Output::DtlsStart {
+                    key,
+                    remote_fingerprint,
+                }) => self.start_dtls(key, remote_fingerprint),
+                Some(Output::DtlsRecord { key, data }) => {
+                    let full = match self.dtls_inboxes.borrow().get(&key) {
+                        Some(inbox) => inbox.try_send(data).is_err(),
+                        None => false,
+                    };
+                    if full {
+                        self.worker.borrow_mut().handle_dtls_queue_full();
+                    }
+                }
+                Some(Output::DtlsClose(key)) => {
+                    self.dtls_inboxes.borrow_mut().remove(&key);
+                    if let Some(task) = self.dtls_tasks.borrow_mut().remove(&key) {
+                        task.abort();
+                    }
+                }
+                Some(Output::Event(e)) => {
+                    if self.events.try_send(e).is_err() {
+                        tracing::warn!("event queue full or closed; event dropped");
+                    }
+                }
+            }
+        }
+        sends
+    }
+
+    /// Drain outputs and send them. All sends are submitted to the ring before any is awaited.
+    async fn flush(self: &Rc<Self>) {
+        let sends = self.drain();
+        match sends.len() {
+            0 => {}
+            1 => {
+                let t = sends.into_iter().next().expect("one");
+                let _ = self.socket.send_to(t.contents, t.destination).await;
+            }
+            _ => {
+                futures::future::join_all(
+                    sends
+                        .into_iter()
+                        .map(|t| self.socket.send_to(t.contents, t.destination)),
+                )
+                .await;
+            }
+        }
+    }
+
+    fn start_dtls(self: &Rc<Self>, key: ParticipantKey, remote_fingerprint: Option<String>) {
+        let (tx, rx) = mpsc::channel(DTLS_QUEUE);
+        self.dtls_inboxes.borrow_mut().insert(key, tx);
+        let conn = Arc::new(ChannelConn::new(
+            rx,
+            self.dtls_egress.clone(),
+            key,
+            self.local,
+            self.local,
+        ));
+        let config = dtls::config(
+            &self.certificate,
+            &[SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80],
+            remote_fingerprint,
+        );
+        let shell = self.clone();
+        let task = tokio_uring::spawn(async move {
+            let result = async {
+                let conn = ::dtls::conn::DTLSConn::new(conn, config, false, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let keys = dtls::srtp_keys(&conn, false).await?;
+                Ok::<_, String>((conn, keys))
+            }
+            .await;
+            match result {
+                Ok((conn, keys)) => {
+                    shell
+                        .worker
+                        .borrow_mut()
+                        .handle_dtls_connected(Instant::now(), key, keys);
+                    shell.flush().await;
+                    // Application data (SCTP for data channels) is not used yet; keep reading
+                    // so that close_notify and fatal alerts are noticed.
+                    let mut buf = vec![0u8; 2048];
+                    while conn.read(&mut buf, None).await.is_ok() {}
+                    let _ = conn.close().await;
+                    // Still registered means the peer ended it, not a local removal.
+                    if shell.dtls_inboxes.borrow_mut().remove(&key).is_some() {
+                        shell.dtls_tasks.borrow_mut().remove(&key);
+                        shell.worker.borrow_mut().handle_dtls_closed(key);
+                        shell.flush().await;
+                    }
+                }
+                Err(detail) => {
+                    if shell.dtls_inboxes.borrow_mut().remove(&key).is_some() {
+                        shell.dtls_tasks.borrow_mut().remove(&key);
+                        shell.worker.borrow_mut().handle_dtls_failed(key, detail);
+                        shell.flush().await;
+                    }
+                }
+            }
+        });
+        self.dtls_tasks.borrow_mut().insert(key, task);
+    }
+}
+
+async fn recv_loop(shell: Rc<Shell>) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let (result, b) = shell.socket.recv_from(buf).await;
+        buf = b;
+        match result {
+            Ok((n, src)) => {
+                shell
+                    .worker
+                    .borrow_mut()
+                    .handle_receive(Instant::now(), src, &buf[..n]);
+                shell.flush().await;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
+                // one peer, not the socket.
+                tracing::debug!("recv_from: {e}");
+            }
+        }
+    }
+}
+
+async fn timer_loop(shell: Rc<Shell>) {
+    loop {
+        let now = Instant::now();
+        let cap = now + MAX_TIMER_SLEEP;
+        let at = shell
+            .worker
+            .borrow()
+            .poll_timeout()
+            .map_or(cap, |t| t.min(cap));
+        tokio::time::sleep_until(at.into()).await;
+        shell.worker.borrow_mut().handle_timeout(Instant::now());
+        shell.flush().await;
+    }
+}
+
+async fn control_loop(shell: Rc<Shell>, commands: Receiver<Command>, notify: Arc<Notify>) {
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                Ok(cmd) => cmd.apply(&mut shell.worker.borrow_mut(), Instant::now()),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        shell.flush().await;
+        notify.notified().await;
+    }
+}
+
+async fn dtls_egress_loop(
+    shell: Rc<Shell>,
+    mut egress: mpsc::UnboundedReceiver<(ParticipantKey, Vec<u8>)>,
+) {
+    while let Some((key, record)) = egress.recv().await {
+        let dst = shell
+            .worker
+            .borrow_mut()
+            .dtls_destination(key, record.len());
+        if let Some(dst) = dst {
+            let _ = shell.socket.send_to(record, dst).await;
+        }
+    }
+}

@@ -1,0 +1,23 @@
+#![forbid(unsafe_code)]
+//! The WebRTC.ai media relay.
+//!
+//! Thread-per-core: each core runs its own `tokio-uring` runtime with its own UDP socket and its
+//! own sessions; nothing on the packet path is shared between cores. Within a core, all protocol
+//! and forwarding logic is the sans-IO [`sfu::worker::Worker`]; the I/O shell in [`io`] only
+//! moves datagrams, timers and DTLS records between the socket and the worker.
+//!
+//! The control plane (signalling) talks to the relay through [`RelayHandle`]: create a session,
+//! add participants, declare feeds, subscribe; the relay reports [`control::Event`]s back.
+
+pub mod control;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod io;
+mod relay;
+pub mod sfu;
+pub mod stats;
+
+pub use control::{Event, FeedDescription, MediaKind, ParticipantConfig, ParticipantInfo};
+pub use error::{ControlError, Error};
+pub use relay::{Relay, RelayConfig, RelayHandle};

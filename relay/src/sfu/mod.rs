@@ -1,0 +1,7 @@
+//! Forwarding: sessions, participants, feeds and subscriptions of one core, as a sans-IO state
+//! machine ([`worker::Worker`]).
+
+pub mod consumer;
+pub mod feed;
+pub mod participant;
+pub mod worker;

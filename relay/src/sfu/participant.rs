@@ -1,0 +1,100 @@
+//! One participant on a core: its ICE-lite agent, DTLS state, SRTP contexts and the SSRC maps
+//! that route its packets to feeds.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::engine::ice_lite::IceLite;
+use crate::engine::srtp::{SrtpProfile, SrtpSession};
+use crate::ids::{FeedKey, SessionKey, Sid, Uid};
+
+/// Where the participant's DTLS association stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsState {
+    /// No DTLS record seen yet.
+    Idle,
+    /// A handshake task runs since the given time.
+    Handshaking {
+        /// When the first record arrived.
+        since: Instant,
+    },
+    /// Keys are installed.
+    Connected {
+        /// The negotiated SRTP profile.
+        profile: SrtpProfile,
+    },
+}
+
+/// Byte and packet counters of one participant, for usage metering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParticipantUsage {
+    /// Datagrams received from the participant.
+    pub packets_in: u64,
+    /// Bytes received from the participant.
+    pub bytes_in: u64,
+    /// Datagrams sent to the participant.
+    pub packets_out: u64,
+    /// Bytes sent to the participant.
+    pub bytes_out: u64,
+}
+
+/// A participant on this core.
+pub struct Participant {
+    /// Its session.
+    pub sid: Sid,
+    /// Its session's key on this core.
+    pub session: SessionKey,
+    /// Its id in the session.
+    pub uid: Uid,
+    /// ICE-lite agent.
+    pub ice: IceLite,
+    /// DTLS progress.
+    pub dtls: DtlsState,
+    /// Expected certificate fingerprint, if signalling gave one.
+    pub remote_fingerprint: Option<String>,
+    /// SRTP contexts once DTLS has completed.
+    pub srtp: Option<SrtpSession>,
+    /// Media SSRC → feed it publishes.
+    pub published: HashMap<u32, FeedKey>,
+    /// SSRC the relay sends with → feed it subscribes to.
+    pub subscriptions: HashMap<u32, FeedKey>,
+    /// The relay's own SSRC in RTCP toward this participant (receiver reports, PLI).
+    pub rtcp_ssrc: u32,
+    /// When the next RTCP report toward this participant is due.
+    pub next_report: Option<Instant>,
+    /// Traffic counters.
+    pub usage: ParticipantUsage,
+}
+
+impl Participant {
+    /// A participant that has not sent anything yet.
+    pub fn new(
+        sid: Sid,
+        session: SessionKey,
+        uid: Uid,
+        ice: IceLite,
+        remote_fingerprint: Option<String>,
+        rtcp_ssrc: u32,
+    ) -> Self {
+        Participant {
+            sid,
+            session,
+            uid,
+            ice,
+            dtls: DtlsState::Idle,
+            remote_fingerprint,
+            srtp: None,
+            published: HashMap::new(),
+            subscriptions: HashMap::new(),
+            rtcp_ssrc,
+            next_report: None,
+            usage: ParticipantUsage::default(),
+        }
+    }
+
+    /// Where to send media and RTCP, once ICE has selected an address and SRTP is keyed.
+    pub fn media_destination(&self) -> Option<std::net::SocketAddr> {
+        self.srtp.as_ref()?;
+        self.ice.selected()
+    }
+}

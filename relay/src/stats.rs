@@ -1,0 +1,182 @@
+//! Per-core counters.
+//!
+//! Counters are plain integers owned by the core's state machine (no atomics on the packet path);
+//! the control plane reads a [`CoreStats`] snapshot through a control command.
+
+use serde::{Deserialize, Serialize};
+
+/// Why the relay dropped an ingress datagram (or an egress one it could not build).
+///
+/// Every drop is counted under exactly one reason, so tests and operators can tell an attack
+/// (bad integrity, unknown sources) from a bug (malformed output) or overload (queue full).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// First byte matches none of the RFC 7983 ranges we accept.
+    UnknownProtocol,
+    /// Starts like STUN but does not parse as a STUN message.
+    StunMalformed,
+    /// A well-formed STUN message that is not a Binding request (or indication) for us.
+    StunNotBindingRequest,
+    /// Binding request without USERNAME, or whose USERNAME names no participant on this core.
+    StunUnknownUfrag,
+    /// MESSAGE-INTEGRITY missing or does not verify with the participant's ICE password.
+    StunBadIntegrity,
+    /// FINGERPRINT missing or wrong.
+    StunBadFingerprint,
+    /// DTLS record from an address that has not passed an ICE connectivity check.
+    DtlsUnknownSource,
+    /// A new DTLS handshake was refused because too many are already in progress on this core.
+    DtlsHandshakeLimit,
+    /// The participant's DTLS input queue is full (the handshake task is not keeping up).
+    DtlsQueueFull,
+    /// RTP from an address that has not passed an ICE connectivity check.
+    RtpUnknownSource,
+    /// RTCP from an address that has not passed an ICE connectivity check.
+    RtcpUnknownSource,
+    /// SRTP or SRTCP before the DTLS handshake produced keys.
+    SrtpNotReady,
+    /// SRTP/SRTCP authentication failed (wrong key, tampered, or truncated packet).
+    SrtpAuthFailed,
+    /// SRTP/SRTCP packet already received (replay protection).
+    SrtpReplay,
+    /// Decrypted RTP whose header does not parse.
+    RtpMalformed,
+    /// RTP with an SSRC that the participant has not declared in any feed.
+    RtpUnknownSsrc,
+    /// Decrypted RTCP that does not parse as a compound packet.
+    RtcpMalformed,
+    /// Encrypting toward a subscriber failed (its context is exhausted or broken).
+    SrtpProtectFailed,
+    /// RTP with a payload type the feed did not declare.
+    RtpUnknownPayloadType,
+}
+
+impl DropReason {
+    /// Every reason, in declaration order (the index into [`CoreStats::drops`]).
+    pub const ALL: [DropReason; 19] = [
+        DropReason::UnknownProtocol,
+        DropReason::StunMalformed,
+        DropReason::StunNotBindingRequest,
+        DropReason::StunUnknownUfrag,
+        DropReason::StunBadIntegrity,
+        DropReason::StunBadFingerprint,
+        DropReason::DtlsUnknownSource,
+        DropReason::DtlsHandshakeLimit,
+        DropReason::DtlsQueueFull,
+        DropReason::RtpUnknownSource,
+        DropReason::RtcpUnknownSource,
+        DropReason::SrtpNotReady,
+        DropReason::SrtpAuthFailed,
+        DropReason::SrtpReplay,
+        DropReason::RtpMalformed,
+        DropReason::RtpUnknownSsrc,
+        DropReason::RtcpMalformed,
+        DropReason::SrtpProtectFailed,
+        DropReason::RtpUnknownPayloadType,
+    ];
+
+    /// Stable snake_case name, as used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownProtocol => "unknown_protocol",
+            DropReason::StunMalformed => "stun_malformed",
+            DropReason::StunNotBindingRequest => "stun_not_binding_request",
+            DropReason::StunUnknownUfrag => "stun_unknown_ufrag",
+            DropReason::StunBadIntegrity => "stun_bad_integrity",
+            DropReason::StunBadFingerprint => "stun_bad_fingerprint",
+            DropReason::DtlsUnknownSource => "dtls_unknown_source",
+            DropReason::DtlsHandshakeLimit => "dtls_handshake_limit",
+            DropReason::DtlsQueueFull => "dtls_queue_full",
+            DropReason::RtpUnknownSource => "rtp_unknown_source",
+            DropReason::RtcpUnknownSource => "rtcp_unknown_source",
+            DropReason::SrtpNotReady => "srtp_not_ready",
+            DropReason::SrtpAuthFailed => "srtp_auth_failed",
+            DropReason::SrtpReplay => "srtp_replay",
+            DropReason::RtpMalformed => "rtp_malformed",
+            DropReason::RtpUnknownSsrc => "rtp_unknown_ssrc",
+            DropReason::RtcpMalformed => "rtcp_malformed",
+            DropReason::SrtpProtectFailed => "srtp_protect_failed",
+            DropReason::RtpUnknownPayloadType => "rtp_unknown_payload_type",
+        }
+    }
+}
+
+/// Counters of one core, as a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreStats {
+    /// Index of the core.
+    pub core: usize,
+    /// Datagrams received on the core's socket.
+    pub packets_in: u64,
+    /// Bytes received on the core's socket.
+    pub bytes_in: u64,
+    /// Datagrams handed to the socket for sending.
+    pub packets_out: u64,
+    /// Bytes handed to the socket for sending.
+    pub bytes_out: u64,
+    /// RTP packets forwarded to subscribers (one per subscriber copy).
+    pub rtp_forwarded: u64,
+    /// Keyframe requests (PLI/FIR from subscribers, or for new subscribers) sent to publishers.
+    pub keyframe_requests_forwarded: u64,
+    /// Keyframe requests not forwarded because one was sent to the publisher very recently.
+    pub keyframe_requests_suppressed: u64,
+    /// Drops, indexed like [`DropReason::ALL`].
+    pub drops: [u64; DropReason::ALL.len()],
+    /// Sessions on this core.
+    pub sessions: u64,
+    /// Participants on this core.
+    pub participants: u64,
+    /// DTLS handshakes in progress.
+    pub handshakes: u64,
+}
+
+impl CoreStats {
+    /// Count one drop.
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// How many datagrams were dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Drops of all reasons.
+    pub fn total_dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Add another core's counters into this one (for a relay-wide total).
+    pub fn accumulate(&mut self, other: &CoreStats) {
+        self.packets_in += other.packets_in;
+        self.bytes_in += other.bytes_in;
+        self.packets_out += other.packets_out;
+        self.bytes_out += other.bytes_out;
+        self.rtp_forwarded += other.rtp_forwarded;
+        self.keyframe_requests_forwarded += other.keyframe_requests_forwarded;
+        self.keyframe_requests_suppressed += other.keyframe_requests_suppressed;
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+        self.sessions += other.sessions;
+        self.participants += other.participants;
+        self.handshakes += other.handshakes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_own_slot() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?} out of order in ALL");
+        }
+        let mut s = CoreStats::default();
+        s.drop(DropReason::SrtpReplay);
+        assert_eq!(s.dropped(DropReason::SrtpReplay), 1);
+        assert_eq!(s.total_dropped(), 1);
+    }
+}
