@@ -47,7 +47,7 @@ pub struct FeedDescription {
 }
 
 /// What the relay needs to accept a participant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantConfig {
     /// The participant's ICE ufrag from its offer; checks naming another one are refused.
     /// None accepts any (used by peers that learn it only later).
