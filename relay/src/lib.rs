@@ -15,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod io;
 mod relay;
+pub mod remote;
 pub mod sfu;
 pub mod stats;
 

@@ -1,1 +1,116 @@
-fn main() {}
+//! `relay`: run the media relay as its own process, controlled over TCP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use relay::{Relay, RelayConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// WebRTC.ai media relay: thread-per-core ICE-lite / DTLS / SRTP forwarding.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address the media sockets bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// UDP port of core 0; core i listens on port + i. 0 picks free ports.
+    #[arg(long, default_value_t = 40000)]
+    port: u16,
+    /// Number of cores (one pinned thread each); 0 = every CPU.
+    #[arg(long, default_value_t = 0)]
+    cores: usize,
+    /// Address announced in ICE candidates (needed when binding 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<IpAddr>,
+    /// Do not pin core threads to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Where the control API (newline-delimited JSON over TCP) listens.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    control: SocketAddr,
+    /// Token a control connection must present first; required unless the control address
+    /// is loopback.
+    #[arg(long, env = "RELAY_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
+    /// ICE consent timeout in seconds (RFC 7675).
+    #[arg(long, default_value_t = 30)]
+    consent_timeout: u64,
+    /// Log per-core counters every N seconds (0 = never).
+    #[arg(long, default_value_t = 10)]
+    stats_interval: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if args.control_token.is_none() && !args.control.ip().is_loopback() {
+        anyhow::bail!("--control on a non-loopback address needs --control-token");
+    }
+    let mut relay = Relay::start(RelayConfig {
+        bind: args.bind,
+        port: args.port,
+        cores: args.cores,
+        pin: !args.no_pin,
+        advertise: args.advertise,
+        consent_timeout: Duration::from_secs(args.consent_timeout),
+        ..Default::default()
+    })
+    .context("starting the relay")?;
+    let handle = relay.handle();
+    let events = relay.take_events().context("events")?;
+    tracing::info!(
+        cores = handle.cores(),
+        addresses = ?handle.core_addresses(),
+        fingerprint = handle.fingerprint(),
+        control = %args.control,
+        "relay running"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("control runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.control)
+            .await
+            .with_context(|| format!("binding control address {}", args.control))?;
+        let stats_handle = handle.clone();
+        if args.stats_interval > 0 {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(args.stats_interval));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Ok(all) = stats_handle.stats().await {
+                        for s in all {
+                            tracing::info!(
+                                core = s.core,
+                                sessions = s.sessions,
+                                participants = s.participants,
+                                packets_in = s.packets_in,
+                                packets_out = s.packets_out,
+                                forwarded = s.rtp_forwarded,
+                                dropped = s.total_dropped(),
+                                "counters"
+                            );
+                        }
+                    }
+                }
+            });
+        }
+        tokio::select! {
+            _ = relay::remote::serve(listener, handle, events, args.control_token) => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        }
+        anyhow::Ok(())
+    })?;
+    relay.shutdown();
+    Ok(())
+}

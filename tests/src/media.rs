@@ -71,7 +71,7 @@ impl Source {
     pub fn next_packet(&mut self) -> rtp::packet::Packet {
         let index = self.next_index;
         self.next_index += 1;
-        let last_of_frame = (index + 1) % self.packets_per_frame as u64 == 0;
+        let last_of_frame = (index + 1).is_multiple_of(self.packets_per_frame as u64);
         let pkt = rtp::packet::Packet {
             header: rtp::header::Header {
                 version: 2,

@@ -479,30 +479,26 @@ impl WirePeer {
 
     /// Next decrypted RTP or RTCP datagram.
     pub async fn recv(&mut self, timeout: Duration) -> Result<Received, PeerError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let d = tokio::time::timeout_at(deadline, self.media_rx.recv())
-                .await
-                .map_err(|_| PeerError::Timeout("media"))?
-                .ok_or(PeerError::Timeout("media (closed)"))?;
-            if d.len() >= 2 && (192..=223).contains(&d[1]) {
-                let plain = self
-                    .rx
-                    .decrypt_rtcp(&d)
-                    .map_err(|e| PeerError::Srtp(e.to_string()))?;
-                let pkts = rtcp::packet::unmarshal(&mut plain.clone())
-                    .map_err(|_| PeerError::Malformed("RTCP"))?;
-                return Ok(Received::Rtcp(pkts));
-            }
+        let d = tokio::time::timeout(timeout, self.media_rx.recv())
+            .await
+            .map_err(|_| PeerError::Timeout("media"))?
+            .ok_or(PeerError::Timeout("media (closed)"))?;
+        if d.len() >= 2 && (192..=223).contains(&d[1]) {
             let plain = self
                 .rx
-                .decrypt_rtp(&d)
+                .decrypt_rtcp(&d)
                 .map_err(|e| PeerError::Srtp(e.to_string()))?;
-            let mut b: Bytes = plain;
-            let pkt =
-                rtp::packet::Packet::unmarshal(&mut b).map_err(|_| PeerError::Malformed("RTP"))?;
-            return Ok(Received::Rtp(pkt));
+            let pkts = rtcp::packet::unmarshal(&mut plain.clone())
+                .map_err(|_| PeerError::Malformed("RTCP"))?;
+            return Ok(Received::Rtcp(pkts));
         }
+        let mut plain: Bytes = self
+            .rx
+            .decrypt_rtp(&d)
+            .map_err(|e| PeerError::Srtp(e.to_string()))?;
+        let pkt =
+            rtp::packet::Packet::unmarshal(&mut plain).map_err(|_| PeerError::Malformed("RTP"))?;
+        Ok(Received::Rtp(pkt))
     }
 
     /// Next RTP packet; RTCP arriving meanwhile is handed to `on_rtcp`.

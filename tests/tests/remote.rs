@@ -1,0 +1,196 @@
+//! The control API over TCP: a remote control plane sets up a call that real peers then use;
+//! bad lines get reasons, unauthenticated connections are refused.
+
+use std::time::Duration;
+
+use relay::control::{Event, ParticipantConfig};
+use relay::ids::{FeedId, Sid, Uid};
+use relay::remote::{self, Client, RemoteError};
+use relay::ControlError;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use webrtcai_tests::harness::{video_feed, TestRelay};
+use webrtcai_tests::media::{verify, Source};
+use webrtcai_tests::peer::{PeerConfig, WirePeer};
+
+const TOKEN: &str = "s3cret-control-token";
+
+async fn start() -> (TestRelay, std::net::SocketAddr) {
+    let mut t = TestRelay::start(2, |_| {});
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let events = std::mem::replace(&mut t.events, rx);
+    tokio::spawn(remote::serve(
+        listener,
+        t.handle.clone(),
+        events,
+        Some(TOKEN.into()),
+    ));
+    (t, addr)
+}
+
+async fn raw_exchange(addr: std::net::SocketAddr, lines: &[&[u8]]) -> Vec<serde_json::Value> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for l in lines {
+        // The server may close early (that is what some cases test): stop writing then.
+        if s.write_all(l).await.is_err() || s.write_all(b"\n").await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let mut r = BufReader::new(s).lines();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(500), r.next_line()).await
+    {
+        out.push(serde_json::from_str(&line).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_control_plane_runs_a_call() {
+    let (t, addr) = start().await;
+    let (client, mut events) = Client::connect(addr, Some(TOKEN.into())).await.unwrap();
+    let info = client.info().await.unwrap();
+    assert_eq!(info.fingerprint, t.handle.fingerprint());
+    assert_eq!(info.cores.len(), 2);
+
+    let sid = Sid::from("remote-room");
+    client.create_session(sid.clone(), None).await.unwrap();
+    let err = client.create_session(sid.clone(), None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RemoteError::Refused(ControlError::SessionExists { .. })
+        ),
+        "{err}"
+    );
+
+    let mut peers = Vec::new();
+    for uid in ["pub", "sub"] {
+        let (cert, fp) = WirePeer::certificate();
+        let ufrag = WirePeer::random_ufrag();
+        let p = client
+            .add_participant(
+                sid.clone(),
+                Uid::from(uid),
+                ParticipantConfig {
+                    remote_ufrag: Some(ufrag.clone()),
+                    remote_fingerprint: Some(fp),
+                },
+            )
+            .await
+            .unwrap();
+        peers.push(
+            WirePeer::connect(&p, ufrag, cert, PeerConfig::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut sub = peers.pop().unwrap();
+    let mut publisher = peers.pop().unwrap();
+    client
+        .publish(sid.clone(), Uid::from("pub"), video_feed("cam", 77))
+        .await
+        .unwrap();
+    let s = client
+        .subscribe(sid.clone(), Uid::from("sub"), FeedId::from("cam"))
+        .await
+        .unwrap();
+    let mut src = Source::video(77, 1000);
+    for _ in 0..30 {
+        publisher.send_rtp(&src.next_packet()).await.unwrap();
+    }
+    for i in 0..30 {
+        let p = sub.recv_rtp(Duration::from_secs(5), |_| {}).await.unwrap();
+        assert_eq!(p.header.ssrc, s.ssrc.0);
+        assert_eq!(verify(&p.payload), Some(i));
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.iter().map(|s| s.rtp_forwarded).sum::<u64>(), 30);
+
+    // Events reached the remote control plane.
+    let mut connected = 0;
+    let mut started = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        match e {
+            Event::ParticipantConnected { .. } => connected += 1,
+            Event::FeedStarted { .. } => started += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((connected, started), (2, 1));
+    client.remove_session(sid.clone()).await.unwrap();
+    assert_eq!(
+        t.handle
+            .stats()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.participants)
+            .sum::<u64>(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_and_missing_token() {
+    let (_t, addr) = start().await;
+
+    // No hello: refused and closed.
+    let r = raw_exchange(
+        addr,
+        &[br#"{"id":5,"op":"info"}"#, br#"{"id":6,"op":"info"}"#],
+    )
+    .await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["id"], 5);
+    assert_eq!(r[0]["error"]["code"], "unauthorized");
+
+    // Wrong token: same.
+    let r = raw_exchange(
+        addr,
+        &[
+            br#"{"id":1,"op":"hello","token":"guess"}"#,
+            br#"{"id":2,"op":"info"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["error"]["code"], "unauthorized");
+
+    // Authenticated: each bad line gets a reason and the connection carries on.
+    let hello = format!(r#"{{"id":1,"op":"hello","token":"{TOKEN}"}}"#);
+    let r = raw_exchange(
+        addr,
+        &[
+            hello.as_bytes(),
+            b"{not json",
+            br#"{"id":3,"op":"launch"}"#,
+            br#"{"id":4,"op":"subscribe","sid":"nope","uid":"u","feed_id":"f"}"#,
+            br#"{"id":5,"op":"info"}"#,
+        ],
+    )
+    .await;
+    let by_id = |id: i64| r.iter().find(|v| v["id"] == id).cloned().unwrap();
+    assert!(r
+        .iter()
+        .any(|v| v["id"].is_null() && v["error"]["code"] == "invalid_request"));
+    assert_eq!(by_id(3)["error"]["code"], "invalid_request");
+    assert!(by_id(3)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("launch"));
+    assert_eq!(by_id(4)["error"]["code"], "no_such_session");
+    assert!(by_id(5)["ok"]["fingerprint"].is_string());
+
+    // An endless line is cut off.
+    let long = vec![b'x'; remote::MAX_LINE + 10];
+    let r = raw_exchange(addr, &[hello.as_bytes(), &long, br#"{"id":9,"op":"info"}"#]).await;
+    assert!(
+        r.iter().any(|v| v["error"]["code"] == "line_too_long"),
+        "{r:?}"
+    );
+    assert!(!r.iter().any(|v| v["id"] == 9));
+}
