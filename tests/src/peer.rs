@@ -454,7 +454,11 @@ impl WirePeer {
     /// Encrypt and send an RTP packet.
     pub async fn send_rtp(&mut self, packet: &rtp::packet::Packet) -> Result<(), PeerError> {
         let sealed = self.protect_rtp(packet)?;
-        self.send_raw(&sealed).await
+        // Await on owned values only: holding `&self` across the await would make the future
+        // require `WirePeer: Sync`, which the SRTP contexts are not.
+        let (socket, relay) = (self.current_socket(), self.ice.relay);
+        socket.send_to(&sealed, relay).await?;
+        Ok(())
     }
 
     /// Encrypt and send a compound RTCP packet.
@@ -468,7 +472,9 @@ impl WirePeer {
             .tx
             .encrypt_rtcp(&raw)
             .map_err(|e| PeerError::Srtp(e.to_string()))?;
-        self.send_raw(&sealed).await
+        let (socket, relay) = (self.current_socket(), self.ice.relay);
+        socket.send_to(&sealed, relay).await?;
+        Ok(())
     }
 
     /// Send arbitrary bytes to the relay from this peer's address.

@@ -1,0 +1,141 @@
+//! Shared pieces of the whole-system benchmarks: starting the relay as its own process and
+//! reading its CPU time from `/proc`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+/// CPU time a process has used, two ways.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTime {
+    /// utime + stime from `/proc/<pid>/stat`, in seconds (clock-tick resolution).
+    pub stat_secs: f64,
+    /// Sum of every thread's run time from `/proc/<pid>/task/*/schedstat`, in seconds
+    /// (nanosecond resolution).
+    pub sched_secs: f64,
+}
+
+impl CpuTime {
+    /// Read the current CPU time of `pid`.
+    pub fn of(pid: u32) -> anyhow::Result<CpuTime> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may contain spaces) start at state (field 3).
+        let rest = stat.rsplit_once(')').context("stat format")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11).context("utime")?.parse()?;
+        let stime: f64 = fields.get(12).context("stime")?.parse()?;
+        let mut sched_ns = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let path = task?.path().join("schedstat");
+            if let Ok(s) = std::fs::read_to_string(path) {
+                sched_ns += s
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+        Ok(CpuTime {
+            stat_secs: (utime + stime) / clock_ticks() as f64,
+            sched_secs: sched_ns as f64 / 1e9,
+        })
+    }
+
+    /// Time used between `earlier` and `self`.
+    pub fn since(&self, earlier: &CpuTime) -> CpuTime {
+        CpuTime {
+            stat_secs: self.stat_secs - earlier.stat_secs,
+            sched_secs: self.sched_secs - earlier.sched_secs,
+        }
+    }
+}
+
+/// `sysconf(_SC_CLK_TCK)`, read through `getconf` (100 on Linux unless configured otherwise).
+pub fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Resident set size of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The relay binary: `$RELAY_BIN`, or `relay` next to the running executable.
+pub fn relay_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("RELAY_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("exe dir")?;
+    for candidate in [dir.join("relay"), dir.join("../relay")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "relay binary not found next to {}; build it or set RELAY_BIN",
+        exe.display()
+    )
+}
+
+/// A relay process on loopback.
+pub struct RelayProcess {
+    /// The child.
+    pub child: Child,
+    /// Its control address.
+    pub control: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Start `relay` with `cores` pinned cores and wait until its control port answers.
+    pub async fn start(cores: usize, extra: &[&str]) -> anyhow::Result<RelayProcess> {
+        let bin = relay_binary()?;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let control: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new(&bin)
+            .args(["--port", "0", "--stats-interval", "0", "--cores"])
+            .arg(cores.to_string())
+            .arg("--control")
+            .arg(control.to_string())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(control).await.is_ok() {
+                return Ok(RelayProcess { child, control });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("relay did not open its control port")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
