@@ -12,6 +12,8 @@
 pub mod control;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod io;
 mod relay;

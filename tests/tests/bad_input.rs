@@ -217,6 +217,13 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
     let mut stray = Source::video(0xdead, 100);
     publisher.send_rtp(&stray.next_packet()).await.unwrap();
     wait_for(&t, DropReason::RtpUnknownSsrc, 1).await;
+    // An RTP header whose extension element runs past the packet, under the publisher's SSRC.
+    let mut hostile = vec![
+        0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0x0a, 0xbc, 0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0,
+    ];
+    hostile.extend_from_slice(&[0; 10]);
+    publisher.send_raw(&hostile).await.unwrap();
+    wait_for(&t, DropReason::RtpMalformed, 1).await;
     let mut srtcp = vec![0x80, 201, 0, 1, 0, 0, 0, 1];
     srtcp.extend_from_slice(&[0x55; 30]);
     publisher.send_raw(&srtcp).await.unwrap();

@@ -232,39 +232,45 @@ impl IceLite {
     }
 }
 
+/// A Binding request as a controlling agent sends it: USERNAME, ICE-CONTROLLING, optional
+/// USE-CANDIDATE, MESSAGE-INTEGRITY with `pwd`, FINGERPRINT. For tests and fuzzing; peers
+/// build their own.
+pub fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+    use stun::attributes::{RawAttribute, ATTR_ICE_CONTROLLING};
+    let mut m = Message::new();
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(BINDING_REQUEST),
+        Box::new(stun::agent::TransactionId::new()),
+        Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
+        Box::new(RawAttribute {
+            typ: ATTR_ICE_CONTROLLING,
+            length: 8,
+            value: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        }),
+    ];
+    if use_candidate {
+        setters.push(Box::new(RawAttribute {
+            typ: ATTR_USE_CANDIDATE,
+            length: 0,
+            value: vec![],
+        }));
+    }
+    setters.push(Box::new(MessageIntegrity::new_short_term_integrity(
+        pwd.to_owned(),
+    )));
+    setters.push(Box::new(FINGERPRINT));
+    // Building fails only on attribute overflow; a USERNAME longer than 763 bytes is the
+    // caller's mistake, and yields a request without it.
+    let _ = m.build(&setters);
+    m.raw
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use stun::attributes::ATTR_ICE_CONTROLLING;
     use stun::message::Getter;
 
-    /// Build a Binding request the way a controlling browser agent does.
-    pub(crate) fn request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
-        let mut m = Message::new();
-        let mut setters: Vec<Box<dyn Setter>> = vec![
-            Box::new(BINDING_REQUEST),
-            Box::new(stun::agent::TransactionId::new()),
-            Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
-            Box::new(stun::attributes::RawAttribute {
-                typ: ATTR_ICE_CONTROLLING,
-                length: 8,
-                value: vec![1, 2, 3, 4, 5, 6, 7, 8],
-            }),
-        ];
-        if use_candidate {
-            setters.push(Box::new(stun::attributes::RawAttribute {
-                typ: ATTR_USE_CANDIDATE,
-                length: 0,
-                value: vec![],
-            }));
-        }
-        setters.push(Box::new(MessageIntegrity::new_short_term_integrity(
-            pwd.to_owned(),
-        )));
-        setters.push(Box::new(FINGERPRINT));
-        m.build(&setters).unwrap();
-        m.raw
-    }
+    pub(crate) use super::binding_request as request;
 
     fn creds() -> IceCredentials {
         IceCredentials {

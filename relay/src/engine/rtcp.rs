@@ -10,9 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rtcp::packet::Packet;
-use rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtcp::sender_report::SenderReport;
 
 /// Seconds from 1900 (NTP era 0) to 1970 (Unix epoch).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
@@ -76,29 +73,67 @@ pub enum Feedback {
     },
 }
 
-/// Parse a decrypted compound RTCP packet into the feedback the relay acts on.
-/// Returns None if the compound does not parse.
+/// RTCP packet types (RFC 3550 §12.1, RFC 4585 §6.1).
+const PT_SR: u8 = 200;
+const PT_PSFB: u8 = 206;
+/// Payload-specific feedback formats (RFC 4585 §6.3, RFC 5104 §4.3).
+const FMT_PLI: u8 = 1;
+const FMT_FIR: u8 = 4;
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Parse a decrypted compound (or reduced-size, RFC 5506) RTCP packet into the feedback the
+/// relay acts on. Returns None if the compound is malformed: a packet with a version other
+/// than 2, a length running past the datagram, or an SR/PLI/FIR too short for its fields.
+///
+/// The walk is our own rather than a general RTCP library's: it reads only the packet types the
+/// relay acts on, and it must never panic on what an authenticated but hostile peer sends.
 pub fn parse_feedback(plain: &[u8], out: &mut Vec<Feedback>) -> Option<()> {
-    let mut buf = Bytes::copy_from_slice(plain);
-    let packets = rtcp::packet::unmarshal(&mut buf).ok()?;
-    for p in &packets {
-        let any = p.as_any();
-        if let Some(sr) = any.downcast_ref::<SenderReport>() {
-            out.push(Feedback::SenderReport {
-                ssrc: sr.ssrc,
-                ntp: sr.ntp_time,
-                rtp_time: sr.rtp_time,
-            });
-        } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-            out.push(Feedback::KeyframeRequest {
-                media_ssrc: pli.media_ssrc,
-            });
-        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-            for entry in &fir.fir {
-                out.push(Feedback::KeyframeRequest {
-                    media_ssrc: entry.ssrc,
+    if plain.is_empty() {
+        return None;
+    }
+    let mut rest = plain;
+    while !rest.is_empty() {
+        if rest.len() < 4 || rest[0] >> 6 != 2 {
+            return None;
+        }
+        let count = rest[0] & 0x1f;
+        let pt = rest[1];
+        let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+        let packet = rest.get(..len)?;
+        rest = &rest[len..];
+        match (pt, count) {
+            (PT_SR, _) => {
+                let ssrc = be32(packet, 4)?;
+                let ntp = (be32(packet, 8)? as u64) << 32 | be32(packet, 12)? as u64;
+                let rtp_time = be32(packet, 16)?;
+                out.push(Feedback::SenderReport {
+                    ssrc,
+                    ntp,
+                    rtp_time,
                 });
             }
+            (PT_PSFB, FMT_PLI) => out.push(Feedback::KeyframeRequest {
+                media_ssrc: be32(packet, 8)?,
+            }),
+            (PT_PSFB, FMT_FIR) => {
+                // FCI entries of 8 bytes after the 12-byte common part; padding excluded.
+                let pad = if packet[0] & 0x20 != 0 {
+                    *packet.last()? as usize
+                } else {
+                    0
+                };
+                let body = packet.get(12..packet.len().checked_sub(pad)?)?;
+                for entry in body.chunks_exact(8) {
+                    out.push(Feedback::KeyframeRequest {
+                        media_ssrc: be32(entry, 0)?,
+                    });
+                }
+            }
+            _ => {}
         }
     }
     Some(())
@@ -113,7 +148,10 @@ pub fn marshal(packets: &[Box<dyn Packet + Send + Sync>]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+    use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
     use rtcp::receiver_report::ReceiverReport;
+    use rtcp::sender_report::SenderReport;
 
     #[test]
     fn ntp_clock_is_monotonic_and_anchored() {
@@ -170,5 +208,30 @@ mod tests {
         );
         assert!(parse_feedback(&raw[..raw.len() - 3], &mut out).is_none());
         assert!(parse_feedback(&[], &mut out).is_none());
+    }
+
+    #[test]
+    fn hostile_compounds_are_refused_not_panicked_on() {
+        let mut out = vec![];
+        // A NACK whose length field claims more than the datagram has (found by fuzzing: a
+        // general-purpose parser panicked on it).
+        let crash = [
+            0x81, 0xc8, 0x00, 0x0c, 0x00, 0x00, 0x12, 0x34, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x22, 0x02,
+            0xff, 0x28, 0x21, 0x00, 0x28, 0x00, 0x37, 0x37, 0x37, 0x37, 0x37, 0x00, 0x00, 0x0a,
+            0x00, 0x00, 0x03, 0xe8, 0x00, 0x01, 0x81, 0xce, 0x00, 0x02, 0x81, 0xcd, 0x00, 0x01,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x03, 0x00, 0x00, 0x00, 0x01, 0x37, 0x37,
+        ];
+        let _ = parse_feedback(&crash, &mut out);
+        // Version 1, a zero-length SR, a PLI without its media SSRC, FIR padding past the end.
+        assert!(parse_feedback(&[0x40, 200, 0, 0], &mut out).is_none());
+        assert!(parse_feedback(&[0x80, 200, 0, 0], &mut out).is_none());
+        assert!(parse_feedback(&[0x81, 206, 0, 1, 0, 0, 0, 1], &mut out).is_none());
+        let mut fir = vec![0xa4, 206, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff];
+        assert!(parse_feedback(&fir, &mut out).is_none());
+        fir[15] = 4; // now the padding is the whole (empty) FCI
+        out.clear();
+        assert!(parse_feedback(&fir, &mut out).is_some());
+        assert!(out.is_empty());
     }
 }

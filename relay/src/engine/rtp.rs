@@ -33,23 +33,73 @@ pub fn peek_ssrc(packet: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// Parse and validate the header of a plaintext RTP packet.
-pub fn parse(packet: &[u8]) -> Option<RtpHeader> {
+/// Length of a valid RTP header at the start of `packet`, including CSRCs and the header
+/// extension; None if the header is malformed.
+///
+/// RFC 8285 extension elements are walked too and must each lie inside the extension block.
+/// This runs on SRTP packets before decryption (the header is in the clear), so that nothing
+/// downstream ever parses a header whose declared lengths run past the packet.
+pub fn header_len(packet: &[u8]) -> Option<usize> {
     if packet.len() < FIXED_HEADER_LEN || packet[0] >> 6 != 2 {
         return None;
     }
-    let padding = packet[0] & 0x20 != 0;
     let extension = packet[0] & 0x10 != 0;
     let csrc_count = (packet[0] & 0x0f) as usize;
-    let mut header_len = FIXED_HEADER_LEN + 4 * csrc_count;
+    let mut len = FIXED_HEADER_LEN + 4 * csrc_count;
     if extension {
-        let ext = packet.get(header_len..header_len + 4)?;
+        let ext = packet.get(len..len + 4)?;
+        let profile = u16::from_be_bytes([ext[0], ext[1]]);
         let words = u16::from_be_bytes([ext[2], ext[3]]) as usize;
-        header_len += 4 + 4 * words;
+        let block = packet.get(len + 4..len + 4 + 4 * words)?;
+        if !extension_elements_fit(profile, block) {
+            return None;
+        }
+        len += 4 + 4 * words;
     }
-    if header_len > packet.len() {
-        return None;
+    (len <= packet.len()).then_some(len)
+}
+
+/// Whether every RFC 8285 element of an extension block lies inside it.
+fn extension_elements_fit(profile: u16, block: &[u8]) -> bool {
+    let mut i = 0;
+    if profile == 0xbede {
+        while i < block.len() {
+            let b = block[i];
+            if b == 0 {
+                i += 1; // padding
+                continue;
+            }
+            if b >> 4 == 15 {
+                return true; // reserved id: the rest is ignored
+            }
+            let len = (b & 0x0f) as usize + 1;
+            if i + 1 + len > block.len() {
+                return false;
+            }
+            i += 1 + len;
+        }
+    } else if profile & 0xfff0 == 0x1000 {
+        while i < block.len() {
+            if block[i] == 0 {
+                i += 1;
+                continue;
+            }
+            let Some(&len) = block.get(i + 1) else {
+                return false;
+            };
+            if i + 2 + len as usize > block.len() {
+                return false;
+            }
+            i += 2 + len as usize;
+        }
     }
+    true
+}
+
+/// Parse and validate the header of a plaintext RTP packet (header and padding).
+pub fn parse(packet: &[u8]) -> Option<RtpHeader> {
+    let header_len = header_len(packet)?;
+    let padding = packet[0] & 0x20 != 0;
     let mut payload_len = packet.len() - header_len;
     if padding {
         let pad = *packet.last()? as usize;
@@ -135,5 +185,28 @@ mod tests {
         pad.resize(13, 0);
         pad[12] = 5; // more padding than payload
         assert_eq!(parse(&pad), None);
+    }
+
+    #[test]
+    fn extension_elements_must_fit_their_block() {
+        // One-byte profile, one word: element id 1 claiming 16 bytes (found by fuzzing: a
+        // general-purpose parser read past the packet on this).
+        let mut p = vec![
+            0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0,
+        ];
+        assert_eq!(header_len(&p), None);
+        p[16] = 0x12; // id 1, 3 bytes: fits exactly
+        assert_eq!(header_len(&p), Some(20));
+        p[16] = 0x00; // padding only
+        assert_eq!(header_len(&p), Some(20));
+        // Two-byte profile: id 1 with 3 bytes fits a 1-word block only if 2 + 3 <= 4.
+        let mut q = vec![
+            0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0x10, 0x00, 0, 1, 1, 3, 0, 0,
+        ];
+        assert_eq!(header_len(&q), None);
+        q[17] = 2;
+        assert_eq!(header_len(&q), Some(20));
+        q.truncate(19);
+        assert_eq!(header_len(&q), None);
     }
 }

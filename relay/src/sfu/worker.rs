@@ -606,16 +606,13 @@ impl Worker {
         src: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        let key = *self
-            .by_addr
-            .get(&src)
-            .ok_or(DropReason::DtlsUnknownSource)?;
-        let p = self
-            .participants
-            .get_mut(&key)
-            .expect("participant of address");
-        p.usage.packets_in += 1;
-        p.usage.bytes_in += datagram.len() as u64;
+        let (key, p) = authenticated_source(
+            &self.by_addr,
+            &mut self.participants,
+            src,
+            datagram.len(),
+            DropReason::DtlsUnknownSource,
+        )?;
         if p.dtls == DtlsState::Idle {
             if self.handshakes >= self.config.max_handshakes {
                 return Err(DropReason::DtlsHandshakeLimit);
@@ -641,18 +638,20 @@ impl Worker {
         src: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        let key = *self.by_addr.get(&src).ok_or(DropReason::RtpUnknownSource)?;
-        let p = self
-            .participants
-            .get_mut(&key)
-            .expect("participant of address");
-        p.usage.packets_in += 1;
-        p.usage.bytes_in += datagram.len() as u64;
+        let (_, p) = authenticated_source(
+            &self.by_addr,
+            &mut self.participants,
+            src,
+            datagram.len(),
+            DropReason::RtpUnknownSource,
+        )?;
         let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
         // Route by the cleartext SSRC before decrypting, so that undeclared SSRCs cost no
         // crypto and create no SRTP state.
         let ssrc = rtp::peek_ssrc(datagram).ok_or(DropReason::RtpMalformed)?;
         let fkey = *p.published.get(&ssrc).ok_or(DropReason::RtpUnknownSsrc)?;
+        // The SRTP library parses the cleartext header itself and trusts its length fields.
+        rtp::header_len(datagram).ok_or(DropReason::RtpMalformed)?;
         let plain = srtp.unprotect_rtp(datagram)?;
         let header = rtp::parse(&plain).ok_or(DropReason::RtpMalformed)?;
         // `published` only names feeds that exist in the participant's session.
@@ -726,16 +725,13 @@ impl Worker {
         src: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        let key = *self
-            .by_addr
-            .get(&src)
-            .ok_or(DropReason::RtcpUnknownSource)?;
-        let p = self
-            .participants
-            .get_mut(&key)
-            .expect("participant of address");
-        p.usage.packets_in += 1;
-        p.usage.bytes_in += datagram.len() as u64;
+        let (key, p) = authenticated_source(
+            &self.by_addr,
+            &mut self.participants,
+            src,
+            datagram.len(),
+            DropReason::RtcpUnknownSource,
+        )?;
         let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
         let plain = srtp.unprotect_rtcp(datagram)?;
         let mut feedback = std::mem::take(&mut self.feedback);
@@ -1044,6 +1040,23 @@ impl Worker {
             Err(reason) => self.stats.drop(reason),
         }
     }
+}
+
+/// The participant whose ICE-selected address is `src`, with the datagram counted to it;
+/// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
+fn authenticated_source<'a>(
+    by_addr: &HashMap<SocketAddr, ParticipantKey>,
+    participants: &'a mut HashMap<ParticipantKey, Participant>,
+    src: SocketAddr,
+    len: usize,
+    unknown: DropReason,
+) -> Result<(ParticipantKey, &'a mut Participant), DropReason> {
+    let key = *by_addr.get(&src).ok_or(unknown)?;
+    // Every by_addr entry names a live participant: removal deletes its entry.
+    let p = participants.get_mut(&key).expect("participant of address");
+    p.usage.packets_in += 1;
+    p.usage.bytes_in += len as u64;
+    Ok((key, p))
 }
 
 fn random_credentials(rng: &mut StdRng) -> IceCredentials {

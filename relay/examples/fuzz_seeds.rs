@@ -1,0 +1,141 @@
+//! Writes the seed inputs of the fuzz corpora (`fuzz/corpus/<target>/seed-*`): one valid
+//! example of each input shape, from which the fuzzer mutates.
+//!
+//! `cargo run -p relay --example fuzz_seeds` (from the workspace root).
+
+use std::path::Path;
+
+use relay::engine::ice_lite::binding_request;
+use rtcp::packet::Packet;
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = Path::new("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+}
+
+fn rtcp_compound() -> Vec<u8> {
+    use rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
+    use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtcp::receiver_report::ReceiverReport;
+    use rtcp::reception_report::ReceptionReport;
+    use rtcp::sender_report::SenderReport;
+    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+    let packets: Vec<Box<dyn Packet + Send + Sync>> = vec![
+        Box::new(SenderReport {
+            ssrc: 0x1234,
+            ntp_time: 1 << 40,
+            rtp_time: 9000,
+            packet_count: 10,
+            octet_count: 1000,
+            reports: vec![ReceptionReport {
+                ssrc: 5,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        Box::new(ReceiverReport {
+            ssrc: 1,
+            ..Default::default()
+        }),
+        Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 0x1234,
+        }),
+        Box::new(FullIntraRequest {
+            sender_ssrc: 1,
+            media_ssrc: 0,
+            fir: vec![FirEntry {
+                ssrc: 0x1234,
+                sequence_number: 3,
+            }],
+        }),
+        Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 0x1234,
+            nacks: vec![NackPair {
+                packet_id: 100,
+                lost_packets: 0b101,
+            }],
+        }),
+    ];
+    rtcp::packet::marshal(&packets).expect("marshal").to_vec()
+}
+
+fn rtp_packet(ssrc: u32, ext: bool, padding: bool) -> Vec<u8> {
+    let mut p = vec![0x80, 96, 0x12, 0x34, 0, 0, 0x0b, 0xb8];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    if ext {
+        p[0] |= 0x10;
+        p.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0]);
+    }
+    p.extend_from_slice(&[0xaa; 40]);
+    if padding {
+        p[0] |= 0x20;
+        p.extend_from_slice(&[0, 0, 3]);
+    }
+    p
+}
+
+fn record(flags: u8, data: &[u8]) -> Vec<u8> {
+    let mut r = vec![flags];
+    r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    r.extend_from_slice(data);
+    r
+}
+
+fn main() {
+    let stun = binding_request("relayufr:peer", "passwordpasswordpassword", true);
+    let stun_plain = binding_request("relayufr:peer", "passwordpasswordpassword", false);
+    let dtls = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3];
+    let rtp = rtp_packet(0x1234, true, true);
+    let rtcp = rtcp_compound();
+
+    for (name, d) in [
+        ("stun", &stun[..]),
+        ("dtls", &dtls[..]),
+        ("rtp", &rtp[..]),
+        ("rtcp", &rtcp[..]),
+    ] {
+        write("demux", name, d);
+    }
+    write("stun", "use-candidate", &stun);
+    write("stun", "plain", &stun_plain);
+    write("rtp", "ext-padding", &rtp);
+    write("rtp", "minimal", &rtp_packet(1, false, false));
+    write("rtcp", "compound", &rtcp);
+    for (name, line) in [
+        ("hello", r#"{"id":1,"op":"hello","token":"t"}"#),
+        (
+            "create",
+            r#"{"id":2,"op":"create_session","sid":"a","core":1}"#,
+        ),
+        (
+            "add",
+            r#"{"id":3,"op":"add_participant","sid":"a","uid":"u","config":{"remote_ufrag":"x","remote_fingerprint":null}}"#,
+        ),
+        (
+            "publish",
+            r#"{"id":4,"op":"publish","sid":"a","uid":"u","feed":{"feed_id":"f","kind":"video","ssrc":5,"clock_rate":90000,"payload_types":[96],"header_extensions":[{"id":3,"uri":"urn:ietf:params:rtp-hdrext:sdes:mid"}]}}"#,
+        ),
+        (
+            "subscribe",
+            r#"{"id":5,"op":"subscribe","sid":"a","uid":"v","feed_id":"f"}"#,
+        ),
+        ("stats", r#"{"id":6,"op":"stats"}"#),
+    ] {
+        write("control", name, line.as_bytes());
+    }
+    // Worker: media from the publisher (protected with its real key), feedback from the
+    // subscriber, timers, and packets from a stranger.
+    let mut w = Vec::new();
+    w.extend(record(4, &rtp_packet(0x1234, true, false)));
+    w.extend(record(4 | 0x10, &rtp_packet(0x1234, false, false)));
+    w.extend(record(8 | 1, &rtcp));
+    w.extend(record(8, &rtcp));
+    w.extend(record(2, &stun));
+    w.extend(record(2, &dtls));
+    w.extend(record(0x20, &stun_plain));
+    w.extend(record(0x30, &[]));
+    write("worker", "session", &w);
+}
