@@ -3,6 +3,7 @@
 
 pub mod demux;
 pub mod ice_lite;
+pub mod replay;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;

@@ -5,18 +5,21 @@
 //! module owns key splitting, profile mapping and the classification of failures into drop
 //! reasons.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use webrtc_srtp::context::Context;
-use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
+use super::replay::ReplayWindow;
 use crate::stats::DropReason;
 
 /// RFC 5764 §4.2 exporter label.
 pub const EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 
-/// Replay window in packets; 64 is the RFC 3711 minimum and what browsers use.
-const REPLAY_WINDOW: usize = 64;
+/// Replay windows kept per direction; SSRCs beyond this (only authenticated ones count) reuse
+/// no state and are refused, which bounds memory per participant.
+const MAX_REPLAY_SSRCS: usize = 64;
 
 /// The SRTP protection profiles the relay negotiates, in order of preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,31 +113,60 @@ impl SrtpKeys {
 pub struct SrtpSession {
     rx: Context,
     tx: Context,
+    /// Shortest SRTCP packet that can be valid: header and sender SSRC, E-flag and index,
+    /// authentication tag. The SRTP library indexes into shorter ones without checking.
+    min_srtcp_len: usize,
+    rtcp_tag_len: usize,
+    /// Replay windows per SSRC, moved only by authenticated packets (see [`super::replay`]).
+    rtp_replay: HashMap<u32, ReplayWindow>,
+    rtcp_replay: HashMap<u32, ReplayWindow>,
 }
 
 impl SrtpSession {
     /// Build the contexts; fails only on key lengths that do not fit the profile.
     pub fn new(keys: &SrtpKeys) -> Result<Self, webrtc_srtp::Error> {
         let p = keys.profile.protection_profile();
-        let rx = Context::new(
-            &keys.remote_key,
-            &keys.remote_salt,
-            p,
-            Some(srtp_replay_protection(REPLAY_WINDOW)),
-            Some(srtcp_replay_protection(REPLAY_WINDOW)),
-        )?;
+        // No replay detection inside the library (it would be moved by forged packets);
+        // ours runs around it.
+        let rx = Context::new(&keys.remote_key, &keys.remote_salt, p, None, None)?;
         let tx = Context::new(&keys.local_key, &keys.local_salt, p, None, None)?;
-        Ok(SrtpSession { rx, tx })
+        Ok(SrtpSession {
+            rx,
+            tx,
+            min_srtcp_len: 8 + 4 + p.rtcp_auth_tag_len(),
+            rtcp_tag_len: p.rtcp_auth_tag_len(),
+            rtp_replay: HashMap::new(),
+            rtcp_replay: HashMap::new(),
+        })
     }
 
     /// Authenticate and decrypt an SRTP packet from the peer.
+    /// The caller has checked the header with [`super::rtp::header_len`].
     pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Bytes, DropReason> {
-        self.rx.decrypt_rtp(packet).map_err(classify)
+        let (Some(ssrc), Some(seq)) = (super::rtp::peek_ssrc(packet), packet.get(2..4)) else {
+            return Err(DropReason::SrtpAuthFailed);
+        };
+        let seq = u16::from_be_bytes([seq[0], seq[1]]) as u64;
+        check(&self.rtp_replay, ssrc, seq)?;
+        let plain = self.rx.decrypt_rtp(packet).map_err(classify)?;
+        accept(&mut self.rtp_replay, ssrc, seq, 1 << 16);
+        Ok(plain)
     }
 
     /// Authenticate and decrypt an SRTCP compound packet from the peer.
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Bytes, DropReason> {
-        self.rx.decrypt_rtcp(packet).map_err(classify)
+        if packet.len() < self.min_srtcp_len {
+            return Err(DropReason::SrtpAuthFailed);
+        }
+        let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        let at = packet.len() - self.rtcp_tag_len - 4;
+        let e_index =
+            u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]);
+        let index = (e_index & 0x7fff_ffff) as u64;
+        check(&self.rtcp_replay, ssrc, index)?;
+        let plain = self.rx.decrypt_rtcp(packet).map_err(classify)?;
+        accept(&mut self.rtcp_replay, ssrc, index, 1 << 31);
+        Ok(plain)
     }
 
     /// Encrypt an RTP packet toward the peer.
@@ -150,6 +182,21 @@ impl SrtpSession {
             .encrypt_rtcp(packet)
             .map_err(|_| DropReason::SrtpProtectFailed)
     }
+}
+
+fn check(windows: &HashMap<u32, ReplayWindow>, ssrc: u32, seq: u64) -> Result<(), DropReason> {
+    match windows.get(&ssrc) {
+        Some(w) if !w.check(seq) => Err(DropReason::SrtpReplay),
+        None if windows.len() >= MAX_REPLAY_SSRCS => Err(DropReason::SrtpReplay),
+        _ => Ok(()),
+    }
+}
+
+fn accept(windows: &mut HashMap<u32, ReplayWindow>, ssrc: u32, seq: u64, modulus: u64) {
+    windows
+        .entry(ssrc)
+        .or_insert_with(|| ReplayWindow::new(modulus))
+        .accept(seq);
 }
 
 fn classify(e: webrtc_srtp::Error) -> DropReason {
@@ -205,6 +252,25 @@ mod tests {
             assert_eq!(
                 server.unprotect_rtp(&bad[..5]).err(),
                 Some(DropReason::SrtpAuthFailed)
+            );
+            // Forged SRTCP cannot move the replay window, and short SRTCP of every length below
+            // a valid one is refused, never indexed past.
+            let rtcp = [0x80, 201, 0, 1, 0, 0, 0, 1];
+            let mut forged = client.protect_rtcp(&rtcp).unwrap().to_vec();
+            let at = forged.len() - profile.protection_profile().rtcp_auth_tag_len() - 4;
+            forged[at..at + 4].copy_from_slice(&0xf000_0000u32.to_be_bytes());
+            assert_eq!(
+                server.unprotect_rtcp(&forged).err(),
+                Some(DropReason::SrtpAuthFailed)
+            );
+            let sealed = client.protect_rtcp(&rtcp).unwrap();
+            for n in 0..sealed.len() {
+                assert!(server.unprotect_rtcp(&sealed[..n]).is_err(), "{n} bytes");
+            }
+            assert_eq!(&server.unprotect_rtcp(&sealed).unwrap()[..], &rtcp[..]);
+            assert_eq!(
+                server.unprotect_rtcp(&sealed).err(),
+                Some(DropReason::SrtpReplay)
             );
         }
     }
