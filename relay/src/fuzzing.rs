@@ -223,8 +223,11 @@ pub fn worker(data: &[u8]) {
     assert!(stats.participants <= 2);
 }
 
+/// A fuzz target: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
