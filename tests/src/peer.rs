@@ -259,6 +259,18 @@ impl Drop for WirePeer {
     }
 }
 
+/// A loopback UDP socket with the same 4 MiB buffer request as the relay's (the kernel caps it
+/// at `net.core.rmem_max`), so that bursts are not lost in the peer's own receive queue.
+fn bind_socket() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 fn fingerprint(der: &[u8]) -> String {
     let hex: Vec<String> = Sha256::digest(der)
         .iter()
@@ -290,7 +302,7 @@ impl WirePeer {
         config: PeerConfig,
     ) -> Result<WirePeer, PeerError> {
         let relay = info.candidate;
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let socket = Arc::new(bind_socket()?);
         let (stun_tx, stun_rx) = mpsc::unbounded_channel();
         let (dtls_tx, dtls_rx) = mpsc::unbounded_channel();
         let (media_tx, media_rx) = mpsc::unbounded_channel();
@@ -431,7 +443,7 @@ impl WirePeer {
 
     /// Move to a new local port (a network change) and nominate it with USE-CANDIDATE.
     pub async fn migrate(&mut self) -> Result<SocketAddr, PeerError> {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let socket = Arc::new(bind_socket()?);
         self.demux.abort();
         self.demux = spawn_demux(socket.clone(), self.ice.relay, self.inboxes.clone());
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = socket.clone();
