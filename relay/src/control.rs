@@ -70,6 +70,19 @@ pub struct ParticipantInfo {
     pub candidate: SocketAddr,
 }
 
+/// How a subscription is presented to the subscriber.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeOptions {
+    /// The mid of the subscriber's m-section for this feed. When the feed carries the
+    /// `sdes:mid` header extension, the relay writes this value into it, so the subscriber's
+    /// BUNDLE demultiplexing finds the right transceiver.
+    #[serde(default)]
+    pub mid: Option<String>,
+}
+
+/// The header-extension URI of the RTP MID (RFC 8843 §15.2).
+pub const MID_EXTENSION_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
 /// A subscription as the subscriber will see it on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionInfo {

@@ -144,12 +144,23 @@ fn harness() -> Harness {
                 ssrc: Ssrc(PUBLISHER_SSRC),
                 clock_rate: 90_000,
                 payload_types: vec![96, 97],
-                header_extensions: vec![],
+                header_extensions: vec![crate::control::HeaderExtension {
+                    id: 1,
+                    uri: crate::control::MID_EXTENSION_URI.into(),
+                }],
             },
         )
         .expect("publish");
     worker
-        .subscribe(now, &sid, &Uid::from("sub"), &FeedId::from("cam"))
+        .subscribe(
+            now,
+            &sid,
+            &Uid::from("sub"),
+            &FeedId::from("cam"),
+            crate::control::SubscribeOptions {
+                mid: Some("1".into()),
+            },
+        )
         .expect("subscribe");
     while worker.poll_output().is_some() {}
     Harness {
@@ -253,7 +264,10 @@ mod tests {
             if let Output::Transmit(t) = o {
                 assert_eq!(t.destination, h.subscriber);
                 let plain = h.clients[1].unprotect_rtp(&t.contents).unwrap();
-                assert_eq!(&plain[12..], &pkt[12..]);
+                // The subscriber's mid ("1") was added as a header extension.
+                let header = rtp::parse(&plain).unwrap();
+                assert_eq!(&plain[header.header_len..], &pkt[12..]);
+                assert_eq!(&plain[12..18], &[0xbe, 0xde, 0, 1, 0x10, b'1']);
                 forwarded += 1;
             }
         }

@@ -15,7 +15,8 @@ use crossbeam_channel::Sender;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::control::{
-    Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscriptionInfo,
+    Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
+    SubscriptionInfo,
 };
 use crate::engine::ice_lite::IceCredentials;
 use crate::error::{ControlError, Error};
@@ -102,7 +103,13 @@ pub(crate) enum Command {
         sid: Sid,
         uid: Uid,
         feed_id: FeedId,
+        options: SubscribeOptions,
         reply: Reply<SubscriptionInfo>,
+    },
+    RequestKeyframe {
+        sid: Sid,
+        feed_id: FeedId,
+        reply: Reply<()>,
     },
     Unsubscribe {
         sid: Sid,
@@ -163,9 +170,17 @@ impl Command {
                 sid,
                 uid,
                 feed_id,
+                options,
                 reply,
             } => {
-                let _ = reply.send(w.subscribe(now, &sid, &uid, &feed_id));
+                let _ = reply.send(w.subscribe(now, &sid, &uid, &feed_id, options));
+            }
+            Command::RequestKeyframe {
+                sid,
+                feed_id,
+                reply,
+            } => {
+                let _ = reply.send(w.request_keyframe(now, &sid, &feed_id));
             }
             Command::Unsubscribe {
                 sid,
@@ -540,11 +555,24 @@ impl RelayHandle {
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
+        options: SubscribeOptions,
     ) -> Result<SubscriptionInfo, ControlError> {
         let core = self.core_of(sid)?;
         self.call(core, |reply| Command::Subscribe {
             sid: sid.clone(),
             uid: uid.clone(),
+            feed_id: feed_id.clone(),
+            options,
+            reply,
+        })
+        .await?
+    }
+
+    /// Ask a feed's publisher for a keyframe (rate-limited per feed).
+    pub async fn request_keyframe(&self, sid: &Sid, feed_id: &FeedId) -> Result<(), ControlError> {
+        let core = self.core_of(sid)?;
+        self.call(core, |reply| Command::RequestKeyframe {
+            sid: sid.clone(),
             feed_id: feed_id.clone(),
             reply,
         })

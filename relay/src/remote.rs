@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::{
-    Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscriptionInfo,
+    Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
+    SubscriptionInfo,
 };
 use crate::error::ControlError;
 use crate::ids::{FeedId, Sid, Uid};
@@ -103,6 +104,16 @@ pub enum Request {
         uid: Uid,
         /// The feed.
         feed_id: FeedId,
+        /// The subscriber's mid for it.
+        #[serde(default)]
+        mid: Option<String>,
+    },
+    /// Ask a feed's publisher for a keyframe.
+    RequestKeyframe {
+        /// The session.
+        sid: Sid,
+        /// The feed.
+        feed_id: FeedId,
     },
     /// End a subscription.
     Unsubscribe {
@@ -176,8 +187,16 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
         Request::Unpublish { sid, uid, feed_id } => {
             ok(handle.unpublish(&sid, &uid, &feed_id).await)
         }
-        Request::Subscribe { sid, uid, feed_id } => {
-            ok(handle.subscribe(&sid, &uid, &feed_id).await)
+        Request::Subscribe {
+            sid,
+            uid,
+            feed_id,
+            mid,
+        } => ok(handle
+            .subscribe(&sid, &uid, &feed_id, SubscribeOptions { mid })
+            .await),
+        Request::RequestKeyframe { sid, feed_id } => {
+            ok(handle.request_keyframe(&sid, &feed_id).await)
         }
         Request::Unsubscribe { sid, uid, feed_id } => {
             ok(handle.unsubscribe(&sid, &uid, &feed_id).await)
@@ -540,7 +559,13 @@ impl Client {
         uid: Uid,
         feed_id: FeedId,
     ) -> Result<SubscriptionInfo, RemoteError> {
-        self.typed(Request::Subscribe { sid, uid, feed_id }).await
+        self.typed(Request::Subscribe {
+            sid,
+            uid,
+            feed_id,
+            mid: None,
+        })
+        .await
     }
 
     /// See [`RelayHandle::remove_session`].
@@ -566,12 +591,13 @@ mod tests {
                 sid: "s".into(),
                 uid: "u".into(),
                 feed_id: "f".into(),
+                mid: Some("2".into()),
             },
         };
         let line = serde_json::to_vec(&e).unwrap();
         assert_eq!(
             std::str::from_utf8(&line).unwrap(),
-            r#"{"id":7,"op":"subscribe","sid":"s","uid":"u","feed_id":"f"}"#
+            r#"{"id":7,"op":"subscribe","sid":"s","uid":"u","feed_id":"f","mid":"2"}"#
         );
         assert_eq!(decode(&line).unwrap(), e);
         assert!(decode(b"{").unwrap_err().contains("EOF"));

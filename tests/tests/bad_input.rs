@@ -62,7 +62,12 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
         .await
         .unwrap();
     t.handle
-        .subscribe(&sid, &Uid::from("sub"), &FeedId::from("cam"))
+        .subscribe(
+            &sid,
+            &Uid::from("sub"),
+            &FeedId::from("cam"),
+            Default::default(),
+        )
         .await
         .unwrap();
     let mut src = Source::video(0xabc, 1000);

@@ -102,7 +102,7 @@ async fn one_publisher_three_subscribers_and_a_second_session_on_another_core() 
     for (name, peer) in subs_a {
         let info = t
             .handle
-            .subscribe(&a, &Uid::from(name), &cam)
+            .subscribe(&a, &Uid::from(name), &cam, Default::default())
             .await
             .unwrap();
         ssrcs_a.push(info.ssrc.0);
@@ -110,7 +110,12 @@ async fn one_publisher_three_subscribers_and_a_second_session_on_another_core() 
     }
     let info_b = t
         .handle
-        .subscribe(&b, &Uid::from("frank"), &FeedId::from("eve-cam"))
+        .subscribe(
+            &b,
+            &Uid::from("frank"),
+            &FeedId::from("eve-cam"),
+            Default::default(),
+        )
         .await
         .unwrap();
     tasks.push(tokio::spawn(receive_all(frank, info_b.ssrc.0, PACKETS)));
@@ -173,4 +178,60 @@ async fn one_publisher_three_subscribers_and_a_second_session_on_another_core() 
     }
     assert_eq!(connected, 6);
     assert_eq!(started, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_extension_is_rewritten_per_subscriber() {
+    use relay::control::{HeaderExtension, SubscribeOptions, MID_EXTENSION_URI};
+    let t = TestRelay::start(1, |_| {});
+    let sid = Sid::from("mids");
+    t.handle.create_session(sid.clone(), None).await.unwrap();
+    let mut publisher = t.join("mids", "pub", PeerConfig::default()).await.unwrap();
+    let mut feed = video_feed("cam", 0x77);
+    feed.header_extensions = vec![HeaderExtension {
+        id: 1,
+        uri: MID_EXTENSION_URI.into(),
+    }];
+    t.handle
+        .publish(&sid, &Uid::from("pub"), feed)
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    for (uid, mid) in [("a", "3"), ("b", "12")] {
+        let peer = t.join("mids", uid, PeerConfig::default()).await.unwrap();
+        t.handle
+            .subscribe(
+                &sid,
+                &Uid::from(uid),
+                &FeedId::from("cam"),
+                SubscribeOptions {
+                    mid: Some(mid.into()),
+                },
+            )
+            .await
+            .unwrap();
+        subs.push((peer, mid));
+    }
+    let mut src = Source::video(0x77, 500);
+    for _ in 0..10 {
+        let mut p = src.next_packet();
+        p.header
+            .set_extension(1, bytes::Bytes::from_static(b"0"))
+            .unwrap();
+        p.header
+            .set_extension(4, bytes::Bytes::from_static(&[1, 2, 3]))
+            .unwrap();
+        publisher.send_rtp(&p).await.unwrap();
+    }
+    for (peer, mid) in &mut subs {
+        for i in 0..10 {
+            let got = peer.recv_rtp(Duration::from_secs(5), |_| {}).await.unwrap();
+            assert_eq!(got.header.get_extension(1).as_deref(), Some(mid.as_bytes()));
+            assert_eq!(
+                got.header.get_extension(4).as_deref(),
+                Some(&[1u8, 2, 3][..])
+            );
+            assert_eq!(verify(&got.payload), Some(i));
+        }
+    }
 }

@@ -42,11 +42,21 @@ async fn consent_expires_for_a_silent_peer_only() {
         .await
         .unwrap();
     t.handle
-        .subscribe(&sid, &Uid::from("sub"), &FeedId::from("cam"))
+        .subscribe(
+            &sid,
+            &Uid::from("sub"),
+            &FeedId::from("cam"),
+            Default::default(),
+        )
         .await
         .unwrap();
     t.handle
-        .subscribe(&sid, &Uid::from("quiet"), &FeedId::from("cam"))
+        .subscribe(
+            &sid,
+            &Uid::from("quiet"),
+            &FeedId::from("cam"),
+            Default::default(),
+        )
         .await
         .unwrap();
     let mut src = Source::video(5, 500);
@@ -101,7 +111,12 @@ async fn nominated_check_from_a_new_address_migrates() {
         .await
         .unwrap();
     t.handle
-        .subscribe(&sid, &Uid::from("sub"), &FeedId::from("cam"))
+        .subscribe(
+            &sid,
+            &Uid::from("sub"),
+            &FeedId::from("cam"),
+            Default::default(),
+        )
         .await
         .unwrap();
     let mut src = Source::video(5, 800);

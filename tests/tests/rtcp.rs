@@ -53,14 +53,14 @@ async fn keyframe_requests_and_reports() {
         .unwrap();
     let s1 = t
         .handle
-        .subscribe(&sid, &Uid::from("sub1"), &cam)
+        .subscribe(&sid, &Uid::from("sub1"), &cam, Default::default())
         .await
         .unwrap()
         .ssrc
         .0;
     let s2 = t
         .handle
-        .subscribe(&sid, &Uid::from("sub2"), &cam)
+        .subscribe(&sid, &Uid::from("sub2"), &cam, Default::default())
         .await
         .unwrap()
         .ssrc
@@ -133,8 +133,8 @@ async fn keyframe_requests_and_reports() {
         .iter()
         .flatten()
         .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
-        .filter(|sr| sr.ssrc == s1)
-        .last() // the newest: earlier ones have waited in the peer's queue since it joined
+        // The newest: earlier ones waited in the peer's queue since it joined.
+        .rfind(|sr| sr.ssrc == s1)
         .expect("a sender report for the subscription");
     assert_eq!(sr.packet_count, 150);
     assert_eq!(sr.octet_count, 150 * 900);
@@ -164,7 +164,7 @@ async fn subscriber_sees_one_stream_across_a_publisher_restart() {
         .unwrap();
     let ssrc = t
         .handle
-        .subscribe(&sid, &Uid::from("sub"), &cam)
+        .subscribe(&sid, &Uid::from("sub"), &cam, Default::default())
         .await
         .unwrap()
         .ssrc

@@ -126,6 +126,60 @@ pub fn rewrite(packet: &mut [u8], ssrc: u32, sequence: u16, timestamp: u32) {
     packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
 
+/// Copy `packet` into `out` with the RFC 8285 one-byte header-extension element `id` set to
+/// `value` (added if absent, replaced if present), keeping every other element. SFUs need this
+/// for the MID extension: each subscriber's m-section has its own mid.
+///
+/// Returns false (and leaves `out` empty) when the packet uses the two-byte or an unknown
+/// extension profile, or the value does not fit one element (1..=16 bytes); the caller then
+/// forwards the packet as it is.
+pub fn with_extension(packet: &[u8], id: u8, value: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if !(1..=14).contains(&id) || value.is_empty() || value.len() > 16 {
+        return false;
+    }
+    let Some(header_len) = header_len(packet) else {
+        return false;
+    };
+    let fixed = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
+    let mut elements: Vec<u8> = Vec::with_capacity(header_len - fixed + 20);
+    if packet[0] & 0x10 != 0 {
+        if packet[fixed..fixed + 2] != [0xbe, 0xde] {
+            return false;
+        }
+        let block = &packet[fixed + 4..header_len];
+        let mut i = 0;
+        while i < block.len() {
+            let b = block[i];
+            if b == 0 {
+                i += 1;
+                continue;
+            }
+            if b >> 4 == 15 {
+                break;
+            }
+            let len = (b & 0x0f) as usize + 1;
+            // header_len() checked that every element fits.
+            if b >> 4 != id {
+                elements.extend_from_slice(&block[i..i + 1 + len]);
+            }
+            i += 1 + len;
+        }
+    }
+    elements.push(id << 4 | (value.len() - 1) as u8);
+    elements.extend_from_slice(value);
+    while !elements.len().is_multiple_of(4) {
+        elements.push(0);
+    }
+    out.extend_from_slice(&packet[..fixed]);
+    out[0] |= 0x10;
+    out.extend_from_slice(&[0xbe, 0xde]);
+    out.extend_from_slice(&((elements.len() / 4) as u16).to_be_bytes());
+    out.extend_from_slice(&elements);
+    out.extend_from_slice(&packet[header_len..]);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +239,53 @@ mod tests {
         pad.resize(13, 0);
         pad[12] = 5; // more padding than payload
         assert_eq!(parse(&pad), None);
+    }
+
+    #[test]
+    fn mid_is_replaced_added_and_others_kept() {
+        use webrtc_util::marshal::{Marshal, Unmarshal};
+        let ext = |id, v: &'static [u8]| rtp::header::Extension {
+            id,
+            payload: bytes::Bytes::from_static(v),
+        };
+        let pkt = rtp::packet::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: 96,
+                sequence_number: 7,
+                ssrc: 9,
+                extension: true,
+                extension_profile: 0xbede,
+                extensions: vec![ext(3, &[1, 2, 3]), ext(1, b"0"), ext(5, &[9, 9])],
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[7; 33]),
+        };
+        let raw = pkt.marshal().unwrap();
+        let mut out = Vec::new();
+        assert!(with_extension(&raw, 1, b"12", &mut out));
+        let back = rtp::packet::Packet::unmarshal(&mut bytes::Bytes::from(out.clone())).unwrap();
+        let get = |id| back.header.get_extension(id);
+        assert_eq!(get(1).as_deref(), Some(&b"12"[..]));
+        assert_eq!(get(3).as_deref(), Some(&[1, 2, 3][..]));
+        assert_eq!(get(5).as_deref(), Some(&[9, 9][..]));
+        assert_eq!(back.payload, pkt.payload);
+        assert_eq!(parse(&out).unwrap().payload_len, 33);
+
+        // Added to a packet without extensions.
+        let plain = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0xaa, 0xbb];
+        assert!(with_extension(&plain, 1, b"x", &mut out));
+        assert_eq!(&out[12..20], &[0xbe, 0xde, 0, 1, 0x10, b'x', 0, 0]);
+        assert_eq!(&out[20..], &[0xaa, 0xbb]);
+        assert_eq!(out[0], 0x90);
+
+        // Two-byte profile and oversized values are left alone.
+        assert!(!with_extension(&plain, 1, &[0; 17], &mut out));
+        let two = [
+            0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0x10, 0, 0, 1, 1, 1, 7, 0,
+        ];
+        assert!(!with_extension(&two, 1, b"x", &mut out));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Consumer {
     pub packets_sent: u32,
     /// Payload octets sent (for SR).
     pub octets_sent: u32,
+    /// Value for the MID header extension in this subscriber's packets.
+    pub mid: Option<Vec<u8>>,
 }
 
 impl Consumer {
@@ -133,6 +135,7 @@ impl Consumer {
             rewriter: Rewriter::new(initial_seq, initial_ts),
             packets_sent: 0,
             octets_sent: 0,
+            mid: None,
         }
     }
 }

@@ -123,11 +123,14 @@ pub struct Feed {
     pub last_keyframe_request: Option<Instant>,
     /// Last sender report from the publisher: (NTP, RTP timestamp).
     pub last_sr: Option<(u64, u32)>,
+    /// The id of the MID header extension in this feed's packets, if negotiated.
+    pub mid_extension: Option<u8>,
 }
 
 impl Feed {
     /// A feed that has not sent anything yet.
     pub fn new(publisher: ParticipantKey, description: FeedDescription) -> Self {
+        let mid_extension = mid_extension_of(&description);
         Feed {
             publisher,
             description,
@@ -136,7 +139,15 @@ impl Feed {
             last_packet_at: None,
             last_keyframe_request: None,
             last_sr: None,
+            mid_extension,
         }
+    }
+
+    /// Replace the description (a renegotiation).
+    pub fn update(&mut self, description: FeedDescription) {
+        self.mid_extension = mid_extension_of(&description);
+        self.description = description;
+        self.recv = RecvStats::default();
     }
 
     /// Whether a keyframe request may be sent now; records it if so.
@@ -149,6 +160,13 @@ impl Feed {
             }
         }
     }
+}
+
+fn mid_extension_of(d: &FeedDescription) -> Option<u8> {
+    d.header_extensions
+        .iter()
+        .find(|e| e.uri == crate::control::MID_EXTENSION_URI && (1..=14).contains(&e.id))
+        .map(|e| e.id)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use rtcp::receiver_report::ReceiverReport;
 use rtcp::sender_report::SenderReport;
 
 use crate::control::{
-    DisconnectReason, Event, FeedDescription, ParticipantConfig, SubscriptionInfo,
+    DisconnectReason, Event, FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo,
 };
 use crate::engine::demux::{classify, PacketKind};
 use crate::engine::ice_lite::{BindingRequest, IceCredentials, IceLite};
@@ -423,8 +423,7 @@ impl Worker {
                 for c in &mut feed.consumers {
                     c.rewriter.request_resync();
                 }
-                feed.description = description;
-                feed.recv = Default::default();
+                feed.update(description);
             }
             None => {
                 p.published.insert(ssrc, fkey);
@@ -470,6 +469,7 @@ impl Worker {
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
+        options: SubscribeOptions,
     ) -> Result<SubscriptionInfo, ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
         let session = self.sessions.get_mut(&skey).expect("session of key");
@@ -492,12 +492,9 @@ impl Worker {
             }
         };
         p.subscriptions.insert(ssrc, fkey);
-        feed.consumers.push(Consumer::new(
-            key,
-            Ssrc(ssrc),
-            self.rng.random(),
-            self.rng.random(),
-        ));
+        let mut consumer = Consumer::new(key, Ssrc(ssrc), self.rng.random(), self.rng.random());
+        consumer.mid = options.mid.map(String::into_bytes);
+        feed.consumers.push(consumer);
         let info = SubscriptionInfo {
             feed_id: feed_id.clone(),
             ssrc: Ssrc(ssrc),
@@ -511,6 +508,27 @@ impl Worker {
             self.send_pli(publisher, media_ssrc);
         }
         Ok(info)
+    }
+
+    /// Ask the publisher of a feed for a keyframe (rate-limited like subscribers' requests).
+    /// Signalling calls this once a subscriber has applied the description of a new feed.
+    pub fn request_keyframe(
+        &mut self,
+        now: Instant,
+        sid: &Sid,
+        feed_id: &FeedId,
+    ) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        let session = self.sessions.get_mut(&skey).expect("session_key found it");
+        let fkey = session.feed_key(sid, feed_id)?;
+        let feed = session.feeds.get_mut(&fkey).expect("feed_key found it");
+        if feed.allow_keyframe_request(now) {
+            let (publisher, ssrc) = (feed.publisher, feed.description.ssrc.0);
+            self.send_pli(publisher, ssrc);
+        } else {
+            self.stats.keyframe_requests_suppressed += 1;
+        }
+        Ok(())
     }
 
     /// End a subscription.
@@ -692,7 +710,14 @@ impl Worker {
             let (seq, ts) =
                 c.rewriter
                     .rewrite(now, ssrc, header.sequence, header.timestamp, clock_rate);
-            let mut out = plain.to_vec();
+            let mut out = Vec::with_capacity(plain.len() + 8);
+            let rewritten = match (feed.mid_extension, &c.mid) {
+                (Some(id), Some(mid)) => rtp::with_extension(&plain, id, mid, &mut out),
+                _ => false,
+            };
+            if !rewritten {
+                out.extend_from_slice(&plain);
+            }
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             // media_destination() implies srtp is set.
             let srtp = sub.srtp.as_mut().expect("keyed subscriber");
