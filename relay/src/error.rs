@@ -96,6 +96,9 @@ pub enum ControlError {
         /// The participant.
         uid: Uid,
     },
+    /// The certificate fingerprint cannot change once DTLS has started.
+    #[error("DTLS already started; the fingerprint cannot change")]
+    DtlsStarted,
     /// The core that owns the session is gone (the relay is shutting down).
     #[error("relay core {core} is not running")]
     CoreGone {

@@ -87,6 +87,12 @@ pub(crate) enum Command {
         uid: Uid,
         reply: Reply<()>,
     },
+    UpdateParticipant {
+        sid: Sid,
+        uid: Uid,
+        config: ParticipantConfig,
+        reply: Reply<()>,
+    },
     Publish {
         sid: Sid,
         uid: Uid,
@@ -149,6 +155,14 @@ impl Command {
             }
             Command::RemoveParticipant { sid, uid, reply } => {
                 let _ = reply.send(w.remove_participant(&sid, &uid));
+            }
+            Command::UpdateParticipant {
+                sid,
+                uid,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(w.update_participant(&sid, &uid, config));
             }
             Command::Publish {
                 sid,
@@ -510,6 +524,23 @@ impl RelayHandle {
         self.call(core, |reply| Command::RemoveParticipant {
             sid: sid.clone(),
             uid: uid.clone(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Set a participant's ICE ufrag and certificate fingerprint (from its answer).
+    pub async fn update_participant(
+        &self,
+        sid: &Sid,
+        uid: &Uid,
+        config: ParticipantConfig,
+    ) -> Result<(), ControlError> {
+        let core = self.core_of(sid)?;
+        self.call(core, |reply| Command::UpdateParticipant {
+            sid: sid.clone(),
+            uid: uid.clone(),
+            config,
             reply,
         })
         .await?

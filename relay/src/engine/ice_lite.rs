@@ -150,6 +150,11 @@ impl IceLite {
         }
     }
 
+    /// Set the peer's ufrag once its answer is known (None accepts any).
+    pub fn set_remote_ufrag(&mut self, remote_ufrag: Option<String>) {
+        self.remote_ufrag = remote_ufrag;
+    }
+
     /// The relay's credentials for this participant.
     pub fn local(&self) -> &IceCredentials {
         &self.local

@@ -315,6 +315,25 @@ impl Worker {
         Ok(creds)
     }
 
+    /// Tell the relay the participant's ICE ufrag and certificate fingerprint once signalling
+    /// has them (from the browser's answer). The fingerprint can be set until DTLS starts and
+    /// never changed afterwards.
+    pub fn update_participant(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        config: ParticipantConfig,
+    ) -> Result<(), ControlError> {
+        let (_, key) = self.key_of(sid, uid)?;
+        let p = self.participants.get_mut(&key).expect("participant of key");
+        if p.dtls != DtlsState::Idle && config.remote_fingerprint != p.remote_fingerprint {
+            return Err(ControlError::DtlsStarted);
+        }
+        p.ice.set_remote_ufrag(config.remote_ufrag);
+        p.remote_fingerprint = config.remote_fingerprint;
+        Ok(())
+    }
+
     /// Remove a participant, its feeds and its subscriptions. No event is emitted.
     pub fn remove_participant(&mut self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
         let (_, key) = self.key_of(sid, uid)?;

@@ -1,0 +1,56 @@
+// The demo app: uses only the public SDK API.
+import { WebRTCai } from '/sdk/webrtcai.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const client = WebRTCai.init({ key: params.get('key') || 'demo' });
+let session = null;
+
+function tile(feedId, label) {
+  const fig = document.createElement('figure');
+  fig.id = `tile-${feedId}`;
+  const video = document.createElement('video');
+  video.id = `video-${feedId}`;
+  const cap = document.createElement('figcaption');
+  cap.textContent = label;
+  fig.append(video, cap);
+  $('grid').append(fig);
+  return video;
+}
+
+async function show(feed) {
+  const who = session.participants.get(feed.uid);
+  const video = tile(feed.feedId, `${who?.name || feed.uid} · ${feed.source}`);
+  await session.subscribe(feed.feedId, video);
+}
+
+$('join-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('join').disabled = true;
+  $('status').textContent = 'joining…';
+  session = await client.join($('room').value, { name: $('name').value || undefined });
+  session.on('feed-published', (feed) => show(feed));
+  session.on('feed-unpublished', ({ feedId }) => $(`tile-${feedId}`)?.remove());
+  session.on('participant-joined', (p) => ($('status').textContent = `${p.name || p.uid} joined`));
+  session.on('participant-left', (p) => ($('status').textContent = `${p.uid} left`));
+  session.on('reconnecting', () => ($('status').textContent = 'reconnecting…'));
+  session.on('reconnected', () => ($('status').textContent = 'connected'));
+  session.on('disconnected', (d) => ($('status').textContent = `disconnected: ${d.reason}`));
+  await session.publish({ source: 'webcam', target: 'me' });
+  for (const feed of session.feeds.values()) show(feed);
+  $('status').textContent = `in ${session.sid} as ${session.uid}`;
+  $('screen').disabled = false;
+  $('leave').disabled = false;
+});
+
+$('screen').addEventListener('click', async () => {
+  const video = tile('my-screen', 'my screen');
+  video.muted = true;
+  await session.publish({ source: 'screen', target: video });
+  $('screen').disabled = true;
+});
+
+$('leave').addEventListener('click', async () => {
+  await session.leave();
+  location.reload();
+});

@@ -1,0 +1,48 @@
+//! WebRTC.ai signalling: the websocket protocol ([`protocol`]), SDP offer/answer ([`sdp`]),
+//! the session state machine ([`hub`]) and the HTTP server that serves the SDK and demo app
+//! ([`http`]). It drives a relay through [`relay::RelayHandle`] and never touches media.
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod sdp;
+pub mod ws;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+/// Start the hub on the current runtime: it takes relay events from `events` and ticks every
+/// second; returns the sender that websocket connections feed.
+pub fn start_hub(
+    relay: relay::RelayHandle,
+    mut events: mpsc::Receiver<relay::Event>,
+) -> mpsc::Sender<hub::Input> {
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(hub::Hub::new(relay).run(rx));
+    let relay_tx = tx.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if relay_tx.send(hub::Input::Relay(e)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let tick_tx = tx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if tick_tx
+                .send(hub::Input::Tick(Instant::now()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tx
+}

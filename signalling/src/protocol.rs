@@ -1,0 +1,307 @@
+//! The websocket protocol between the SDK and signalling, version 1 (`docs/protocol.md` has an
+//! example of every message).
+//!
+//! Requests carry an `id` and get exactly one `reply` with that id, either `ok` or `error`
+//! (a stable `code` and a human-readable `reason`). The server also pushes `offer`s (it is
+//! always the offerer, so the two sides never offer at once) and `event`s.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; the SDK sends it in `join`.
+pub const VERSION: u32 = 1;
+
+/// Largest websocket message accepted from a client.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What a feed carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Camera and microphone.
+    Webcam,
+    /// Screen share.
+    Screen,
+}
+
+/// A request from the SDK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Join a session (first request of a connection), or resume one after a reconnect.
+    Join {
+        /// Request id.
+        id: u64,
+        /// Protocol version the SDK speaks.
+        v: u32,
+        /// The session to join.
+        sid: String,
+        /// Display name.
+        #[serde(default)]
+        name: Option<String>,
+        /// WEB_ONLY API key.
+        #[serde(default)]
+        key: Option<String>,
+        /// JWT.
+        #[serde(default)]
+        token: Option<String>,
+        /// Resume token from an earlier join on a connection that dropped.
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    /// Publish a feed; its tracks are negotiated with the next offer.
+    Publish {
+        /// Request id.
+        id: u64,
+        /// Webcam or screen.
+        source: Source,
+        /// Whether it has an audio track.
+        #[serde(default)]
+        audio: bool,
+        /// Whether it has a video track.
+        #[serde(default)]
+        video: bool,
+    },
+    /// Stop publishing a feed.
+    Unpublish {
+        /// Request id.
+        id: u64,
+        /// The feed.
+        feed_id: String,
+    },
+    /// Receive a feed; it arrives with the next offer.
+    Subscribe {
+        /// Request id.
+        id: u64,
+        /// The feed.
+        feed_id: String,
+    },
+    /// Stop receiving a feed.
+    Unsubscribe {
+        /// Request id.
+        id: u64,
+        /// The feed.
+        feed_id: String,
+    },
+    /// The answer to the server's latest offer. The SDK applies it locally after the reply,
+    /// so the relay knows the browser's ICE ufrag and certificate before any packet arrives.
+    Answer {
+        /// Request id.
+        id: u64,
+        /// Which offer it answers.
+        offer_id: u64,
+        /// The SDP.
+        sdp: String,
+    },
+    /// Leave the session.
+    Leave {
+        /// Request id.
+        id: u64,
+    },
+}
+
+impl Request {
+    /// The request's id.
+    pub fn id(&self) -> u64 {
+        match self {
+            Request::Join { id, .. }
+            | Request::Publish { id, .. }
+            | Request::Unpublish { id, .. }
+            | Request::Subscribe { id, .. }
+            | Request::Unsubscribe { id, .. }
+            | Request::Answer { id, .. }
+            | Request::Leave { id } => *id,
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable, machine-readable.
+    pub code: ErrorCode,
+    /// For people.
+    pub reason: String,
+}
+
+/// Stable error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, unknown type, missing or wrong fields.
+    InvalidMessage,
+    /// Larger than [`MAX_MESSAGE`].
+    MessageTooLarge,
+    /// The protocol version is not supported.
+    UnsupportedVersion,
+    /// A request other than `join` before joining, or `join` twice.
+    NotJoined,
+    /// Already joined on this connection.
+    AlreadyJoined,
+    /// The resume token is unknown or expired.
+    ResumeFailed,
+    /// No such feed in the session.
+    NoSuchFeed,
+    /// The request names the participant's own feed where that makes no sense.
+    OwnFeed,
+    /// Already subscribed, or not subscribed.
+    SubscriptionState,
+    /// The answer does not fit the offer (wrong offer id, unparsable or hostile SDP).
+    InvalidSdp,
+    /// The relay refused.
+    Relay,
+    /// Publish without any track.
+    NothingToPublish,
+}
+
+/// A message from the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The reply to a request.
+    Reply {
+        /// The request's id (null when the request could not be read).
+        id: Option<u64>,
+        /// Success payload.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ok: Option<serde_json::Value>,
+        /// Failure.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
+    /// A new description for the participant's peer connection.
+    Offer {
+        /// To be echoed in the answer.
+        offer_id: u64,
+        /// The SDP.
+        sdp: String,
+        /// What each m-section is for.
+        transceivers: Vec<TransceiverInfo>,
+    },
+    /// Something happened in the session.
+    Event(Event),
+}
+
+/// The role of one m-section in the participant's peer connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransceiverInfo {
+    /// Its mid.
+    pub mid: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// `publish` (the browser sends), `subscribe` (the browser receives) or `closed`.
+    pub role: String,
+    /// The feed it carries.
+    pub feed_id: Option<String>,
+}
+
+/// A feed as other participants see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedInfo {
+    /// The feed.
+    pub feed_id: String,
+    /// Its publisher.
+    pub uid: String,
+    /// Webcam or screen.
+    pub source: Source,
+    /// `audio` and/or `video`.
+    pub kinds: Vec<String>,
+}
+
+/// A participant as others see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    /// Its id.
+    pub uid: String,
+    /// Display name.
+    pub name: Option<String>,
+}
+
+/// Session events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// Someone joined.
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left (or was disconnected for good).
+    ParticipantLeft {
+        /// Who.
+        uid: String,
+    },
+    /// A feed can be subscribed to.
+    FeedPublished(FeedInfo),
+    /// A feed is gone; subscriptions to it ended.
+    FeedUnpublished {
+        /// The feed.
+        feed_id: String,
+        /// Its publisher.
+        uid: String,
+    },
+}
+
+/// Decode a client message; the error is the reason for an `invalid_message` reply.
+pub fn decode(text: &str) -> Result<Request, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+impl ServerMessage {
+    /// A successful reply.
+    pub fn ok(id: u64, value: serde_json::Value) -> Self {
+        ServerMessage::Reply {
+            id: Some(id),
+            ok: Some(value),
+            error: None,
+        }
+    }
+
+    /// A refusal.
+    pub fn error(id: Option<u64>, code: ErrorCode, reason: impl Into<String>) -> Self {
+        ServerMessage::Reply {
+            id,
+            ok: None,
+            error: Some(ErrorBody {
+                code,
+                reason: reason.into(),
+            }),
+        }
+    }
+
+    /// As JSON text.
+    pub fn to_text(&self) -> String {
+        // Serialising these plain types cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms() {
+        let r = decode(r#"{"type":"subscribe","id":4,"feed_id":"f1"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Subscribe {
+                id: 4,
+                feed_id: "f1".into()
+            }
+        );
+        assert!(decode(r#"{"type":"fly","id":1}"#)
+            .unwrap_err()
+            .contains("unknown variant"));
+        assert!(decode(r#"{"type":"leave"}"#).unwrap_err().contains("id"));
+        let e = ServerMessage::Event(Event::FeedUnpublished {
+            feed_id: "f".into(),
+            uid: "u".into(),
+        });
+        assert_eq!(
+            e.to_text(),
+            r#"{"type":"event","event":"feed-unpublished","feed_id":"f","uid":"u"}"#
+        );
+        let err = ServerMessage::error(Some(3), ErrorCode::NoSuchFeed, "no feed x");
+        assert_eq!(
+            err.to_text(),
+            r#"{"type":"reply","id":3,"error":{"code":"no_such_feed","reason":"no feed x"}}"#
+        );
+    }
+}

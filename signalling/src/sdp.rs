@@ -1,0 +1,581 @@
+//! SDP for the server-offers model: signalling writes every offer (so it chooses mids, payload
+//! types and header-extension ids once for everybody, and the relay never has to translate
+//! them) and reads the browser's answers. Parsing and writing use the `sdp` crate; this module
+//! holds the WebRTC rules on top (ICE-lite, BUNDLE, rtcp-mux, DTLS roles, codecs).
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use sdp::description::common::{Address, Attribute, ConnectionInformation};
+use sdp::description::media::{MediaDescription, MediaName, RangedPort};
+use sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
+
+/// Header extensions offered, with the ids used by every participant.
+pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
+    (1, "urn:ietf:params:rtp-hdrext:sdes:mid", None),
+    (
+        2,
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        None,
+    ),
+    (
+        3,
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        None,
+    ),
+    (
+        4,
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        Some(Kind::Audio),
+    ),
+    (
+        10,
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        Some(Kind::Video),
+    ),
+    (
+        11,
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        Some(Kind::Video),
+    ),
+];
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+impl Kind {
+    /// `audio` / `video`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Audio => "audio",
+            Kind::Video => "video",
+        }
+    }
+}
+
+/// One codec in an m-section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name, e.g. `VP8`.
+    pub name: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Audio channels.
+    pub channels: Option<u16>,
+    /// `a=fmtp` parameters.
+    pub fmtp: Option<String>,
+    /// `a=rtcp-fb` values.
+    pub feedback: Vec<String>,
+}
+
+fn codec(
+    pt: u8,
+    name: &str,
+    clock_rate: u32,
+    channels: Option<u16>,
+    fmtp: Option<&str>,
+    feedback: &[&str],
+) -> Codec {
+    Codec {
+        pt,
+        name: name.into(),
+        clock_rate,
+        channels,
+        fmtp: fmtp.map(Into::into),
+        feedback: feedback.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// What signalling offers for a published track, in order of preference.
+pub fn publish_codecs(kind: Kind) -> Vec<Codec> {
+    let video_fb: &[&str] = &["goog-remb", "transport-cc", "ccm fir", "nack pli"];
+    match kind {
+        Kind::Audio => vec![codec(
+            111,
+            "opus",
+            48_000,
+            Some(2),
+            Some("minptime=10;useinbandfec=1"),
+            &["transport-cc"],
+        )],
+        Kind::Video => vec![
+            codec(96, "VP8", 90_000, None, None, video_fb),
+            codec(98, "VP9", 90_000, None, Some("profile-id=0"), video_fb),
+            codec(
+                102,
+                "H264",
+                90_000,
+                None,
+                Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
+                video_fb,
+            ),
+            codec(45, "AV1", 90_000, None, None, video_fb),
+        ],
+    }
+}
+
+/// The role of an m-section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The browser sends a track of this feed.
+    Publish {
+        /// The feed.
+        feed_id: String,
+    },
+    /// The browser receives a track of this feed with this SSRC.
+    Subscribe {
+        /// The feed.
+        feed_id: String,
+        /// The SSRC the relay sends with.
+        ssrc: u32,
+        /// The publisher's negotiated codecs.
+        codecs: Vec<Codec>,
+    },
+    /// No longer used (port 0).
+    Closed,
+}
+
+/// One m-section of a participant's peer connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// Its mid.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: Kind,
+    /// What it does.
+    pub role: Role,
+}
+
+/// What an offer needs besides the sections.
+pub struct OfferParams<'a> {
+    /// o= session id (stable per participant).
+    pub session_id: u64,
+    /// o= version (increases with each offer).
+    pub version: u64,
+    /// The relay's ICE ufrag for this participant.
+    pub ice_ufrag: &'a str,
+    /// The relay's ICE password.
+    pub ice_pwd: &'a str,
+    /// `sha-256 AB:…`
+    pub fingerprint: &'a str,
+    /// The relay core's address.
+    pub candidate: SocketAddr,
+}
+
+fn attr(k: &str, v: impl Into<String>) -> Attribute {
+    Attribute::new(k.into(), Some(v.into()))
+}
+
+fn flag(k: &str) -> Attribute {
+    Attribute::new(k.into(), None)
+}
+
+/// Write an offer for `sections`.
+pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
+    let ip = p.candidate.ip();
+    let ip_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let (fp_alg, fp_value) = p
+        .fingerprint
+        .split_once(' ')
+        .unwrap_or(("sha-256", p.fingerprint));
+    let bundle: Vec<&str> = sections
+        .iter()
+        .filter(|s| s.role != Role::Closed)
+        .map(|s| s.mid.as_str())
+        .collect();
+    let mut sd = SessionDescription {
+        origin: Origin {
+            username: "-".into(),
+            session_id: p.session_id,
+            session_version: p.version,
+            network_type: "IN".into(),
+            address_type: "IP4".into(),
+            unicast_address: "0.0.0.0".into(),
+        },
+        session_name: "-".into(),
+        time_descriptions: vec![TimeDescription {
+            timing: Timing {
+                start_time: 0,
+                stop_time: 0,
+            },
+            repeat_times: vec![],
+        }],
+        ..Default::default()
+    };
+    sd.attributes.push(flag("ice-lite"));
+    if !bundle.is_empty() {
+        sd.attributes
+            .push(attr("group", format!("BUNDLE {}", bundle.join(" "))));
+    }
+    sd.attributes.push(attr("msid-semantic", " WMS *"));
+    sd.attributes
+        .push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
+
+    for s in sections {
+        let codecs: Vec<Codec> = match &s.role {
+            Role::Publish { .. } => publish_codecs(s.kind),
+            Role::Subscribe { codecs, .. } => codecs.clone(),
+            Role::Closed => publish_codecs(s.kind).into_iter().take(1).collect(),
+        };
+        let port = if s.role == Role::Closed {
+            0
+        } else {
+            p.candidate.port() as isize
+        };
+        let mut m = MediaDescription {
+            media_name: MediaName {
+                media: s.kind.as_str().into(),
+                port: RangedPort {
+                    value: port,
+                    range: None,
+                },
+                protos: vec!["UDP".into(), "TLS".into(), "RTP".into(), "SAVPF".into()],
+                formats: codecs.iter().map(|c| c.pt.to_string()).collect(),
+            },
+            connection_information: Some(ConnectionInformation {
+                network_type: "IN".into(),
+                address_type: ip_type.into(),
+                address: Some(Address {
+                    address: ip.to_string(),
+                    ttl: None,
+                    range: None,
+                }),
+            }),
+            ..Default::default()
+        };
+        let a = &mut m.attributes;
+        a.push(attr("mid", s.mid.clone()));
+        if s.role == Role::Closed {
+            a.push(flag("inactive"));
+            sd.media_descriptions.push(m);
+            continue;
+        }
+        a.push(attr("ice-ufrag", p.ice_ufrag));
+        a.push(attr("ice-pwd", p.ice_pwd));
+        a.push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
+        a.push(attr("setup", "actpass"));
+        a.push(flag("rtcp-mux"));
+        a.push(flag("rtcp-rsize"));
+        for (id, uri, only) in EXTENSIONS {
+            if only.is_none_or(|k| k == s.kind) {
+                a.push(attr("extmap", format!("{id} {uri}")));
+            }
+        }
+        match &s.role {
+            Role::Publish { .. } => a.push(flag("recvonly")),
+            Role::Subscribe { feed_id, .. } => {
+                a.push(flag("sendonly"));
+                a.push(attr(
+                    "msid",
+                    format!("{feed_id} {feed_id}-{}", s.kind.as_str()),
+                ));
+            }
+            Role::Closed => {}
+        }
+        for c in &codecs {
+            let channels = c.channels.map(|n| format!("/{n}")).unwrap_or_default();
+            a.push(attr(
+                "rtpmap",
+                format!("{} {}/{}{channels}", c.pt, c.name, c.clock_rate),
+            ));
+            for fb in &c.feedback {
+                a.push(attr("rtcp-fb", format!("{} {fb}", c.pt)));
+            }
+            if let Some(f) = &c.fmtp {
+                a.push(attr("fmtp", format!("{} {f}", c.pt)));
+            }
+        }
+        if let Role::Subscribe { feed_id, ssrc, .. } = &s.role {
+            a.push(attr("ssrc", format!("{ssrc} cname:{feed_id}")));
+            a.push(attr(
+                "ssrc",
+                format!("{ssrc} msid:{feed_id} {feed_id}-{}", s.kind.as_str()),
+            ));
+        }
+        a.push(attr(
+            "candidate",
+            format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
+        ));
+        a.push(flag("end-of-candidates"));
+        sd.media_descriptions.push(m);
+    }
+    sd.marshal()
+}
+
+/// What signalling needs from a browser's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The browser's ICE ufrag.
+    pub ice_ufrag: String,
+    /// The browser's certificate fingerprint, `sha-256 AB:…`.
+    pub fingerprint: String,
+    /// Per m-section, in order.
+    pub sections: Vec<AnsweredSection>,
+}
+
+/// One m-section of an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnsweredSection {
+    /// Its mid.
+    pub mid: String,
+    /// Port 0: the browser rejected it.
+    pub rejected: bool,
+    /// The codecs it accepted, in its order of preference.
+    pub codecs: Vec<Codec>,
+    /// The header extensions it accepted: (id, uri).
+    pub extensions: Vec<(u8, String)>,
+    /// The SSRC the browser sends with (the primary of an FID group), if it sends.
+    pub ssrc: Option<u32>,
+}
+
+/// Why an answer was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SdpError {
+    /// The text is not SDP.
+    #[error("not parsable SDP: {0}")]
+    Parse(String),
+    /// A required attribute is missing or has a bad value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(s: impl Into<String>) -> SdpError {
+    SdpError::Invalid(s.into())
+}
+
+/// Read a browser's answer.
+pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
+    let sd = SessionDescription::unmarshal(&mut Cursor::new(text.as_bytes()))
+        .map_err(|e| SdpError::Parse(e.to_string()))?;
+    let session_attr = |k: &str| sd.attribute(k).cloned();
+    let mut ice_ufrag = session_attr("ice-ufrag");
+    let mut fingerprint = session_attr("fingerprint");
+    let mut sections = Vec::with_capacity(sd.media_descriptions.len());
+    for m in &sd.media_descriptions {
+        let get = |k: &str| m.attribute(k).flatten().map(str::to_owned);
+        let mid = get("mid").ok_or_else(|| invalid("an m-section has no a=mid"))?;
+        let rejected = m.media_name.port.value == 0;
+        if !rejected {
+            if let Some(u) = get("ice-ufrag") {
+                ice_ufrag.get_or_insert(u);
+            }
+            if let Some(f) = get("fingerprint") {
+                fingerprint.get_or_insert(f);
+            }
+            match get("setup").as_deref() {
+                Some("active") | None => {}
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "a=setup:{other} in mid {mid}: the browser must be the DTLS client (active)"
+                    )))
+                }
+            }
+        }
+        let values = |k: &str| -> Vec<&str> {
+            m.attributes
+                .iter()
+                .filter(|a| a.key == k)
+                .filter_map(|a| a.value.as_deref())
+                .collect()
+        };
+        let mut codecs = Vec::new();
+        for f in &m.media_name.formats {
+            let Ok(pt) = f.parse::<u8>() else {
+                return Err(invalid(format!("payload type {f:?} in mid {mid}")));
+            };
+            let prefix = format!("{pt} ");
+            let Some(map) = values("rtpmap")
+                .into_iter()
+                .find_map(|v| v.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            let mut parts = map.split('/');
+            let name = parts.next().unwrap_or_default().to_owned();
+            let clock_rate = parts
+                .next()
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| invalid(format!("rtpmap of {pt} in mid {mid}")))?;
+            let channels = parts.next().and_then(|c| c.parse().ok());
+            codecs.push(Codec {
+                pt,
+                name,
+                clock_rate,
+                channels,
+                fmtp: values("fmtp")
+                    .into_iter()
+                    .find_map(|v| v.strip_prefix(&prefix))
+                    .map(str::to_owned),
+                feedback: values("rtcp-fb")
+                    .into_iter()
+                    .filter_map(|v| v.strip_prefix(&prefix))
+                    .map(str::to_owned)
+                    .collect(),
+            });
+        }
+        let mut extensions = Vec::new();
+        for v in values("extmap") {
+            let (id, uri) = v
+                .split_once(' ')
+                .ok_or_else(|| invalid(format!("extmap {v:?} in mid {mid}")))?;
+            let id = id.split('/').next().unwrap_or(id);
+            let id: u8 = id
+                .parse()
+                .map_err(|_| invalid(format!("extmap id {id:?} in mid {mid}")))?;
+            extensions.push((id, uri.split(' ').next().unwrap_or(uri).to_owned()));
+        }
+        let fid_primary = values("ssrc-group").into_iter().find_map(|v| {
+            let mut it = v.split_whitespace();
+            (it.next() == Some("FID")).then(|| it.next()?.parse::<u32>().ok())?
+        });
+        let first_ssrc = values("ssrc")
+            .into_iter()
+            .find_map(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        sections.push(AnsweredSection {
+            mid,
+            rejected,
+            codecs,
+            extensions,
+            ssrc: fid_primary.or(first_ssrc),
+        });
+    }
+    let ice_ufrag = ice_ufrag.ok_or_else(|| invalid("no a=ice-ufrag"))?;
+    let fingerprint = fingerprint.ok_or_else(|| invalid("no a=fingerprint"))?;
+    if !fingerprint.to_ascii_lowercase().starts_with("sha-256 ") {
+        return Err(invalid("a=fingerprint must be sha-256"));
+    }
+    Ok(Answer {
+        ice_ufrag,
+        fingerprint,
+        sections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> OfferParams<'static> {
+        OfferParams {
+            session_id: 42,
+            version: 2,
+            ice_ufrag: "relayufr",
+            ice_pwd: "relaypasswordrelaypassword",
+            fingerprint: "sha-256 AA:BB",
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn offer_has_the_webrtc_essentials() {
+        let sections = vec![
+            Section {
+                mid: "0".into(),
+                kind: Kind::Video,
+                role: Role::Publish {
+                    feed_id: "f1".into(),
+                },
+            },
+            Section {
+                mid: "1".into(),
+                kind: Kind::Audio,
+                role: Role::Subscribe {
+                    feed_id: "f2".into(),
+                    ssrc: 1234,
+                    codecs: publish_codecs(Kind::Audio),
+                },
+            },
+            Section {
+                mid: "2".into(),
+                kind: Kind::Video,
+                role: Role::Closed,
+            },
+        ];
+        let o = offer(&params(), &sections);
+        for line in [
+            "a=ice-lite",
+            "a=group:BUNDLE 0 1",
+            "a=fingerprint:sha-256 AA:BB",
+            "m=video 40000 UDP/TLS/RTP/SAVPF 96 98 102 45",
+            "c=IN IP4 127.0.0.1",
+            "a=setup:actpass",
+            "a=rtcp-mux",
+            "a=recvonly",
+            "a=rtpmap:96 VP8/90000",
+            "a=rtcp-fb:96 nack pli",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host",
+            "m=audio 40000 UDP/TLS/RTP/SAVPF 111",
+            "a=rtpmap:111 opus/48000/2",
+            "a=sendonly",
+            "a=msid:f2 f2-audio",
+            "a=ssrc:1234 cname:f2",
+            "m=video 0 UDP/TLS/RTP/SAVPF 96",
+            "a=inactive",
+        ] {
+            assert!(
+                o.contains(&format!("{line}\r\n")),
+                "missing {line:?} in\n{o}"
+            );
+        }
+        // The crate reads back what it wrote.
+        SessionDescription::unmarshal(&mut Cursor::new(o.as_bytes())).unwrap();
+    }
+
+    const CHROME_ANSWER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 98\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Zx9q\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 01:02:03\r\na=setup:active\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=sendonly\r\na=msid:- 8f1e\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    #[test]
+    fn reads_a_chrome_style_answer() {
+        let a = parse_answer(CHROME_ANSWER).unwrap();
+        assert_eq!(a.ice_ufrag, "Zx9q");
+        assert_eq!(a.fingerprint, "sha-256 01:02:03");
+        assert_eq!(a.sections.len(), 2);
+        let v = &a.sections[0];
+        assert_eq!(v.mid, "0");
+        assert!(!v.rejected);
+        assert_eq!(v.ssrc, Some(1111));
+        assert_eq!(v.codecs[0].name, "VP8");
+        assert_eq!(v.codecs[0].feedback, vec!["nack pli"]);
+        assert_eq!(v.codecs[1].fmtp.as_deref(), Some("profile-id=0"));
+        assert_eq!(
+            v.extensions[1],
+            (
+                3,
+                "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01".into()
+            )
+        );
+        assert!(a.sections[1].rejected);
+    }
+
+    #[test]
+    fn hostile_answers_are_refused_with_reasons() {
+        assert!(matches!(parse_answer("hello"), Err(SdpError::Parse(_))));
+        let passive = CHROME_ANSWER.replace("a=setup:active", "a=setup:passive");
+        assert!(parse_answer(&passive)
+            .unwrap_err()
+            .to_string()
+            .contains("DTLS client"));
+        let no_fp = CHROME_ANSWER.replace("a=fingerprint:sha-256 01:02:03\r\n", "");
+        assert_eq!(
+            parse_answer(&no_fp).unwrap_err(),
+            invalid("no a=fingerprint")
+        );
+        let sha1 = CHROME_ANSWER.replace("sha-256 01", "sha-1 01");
+        assert!(parse_answer(&sha1).is_err());
+        let bad_pt = CHROME_ANSWER.replace("SAVPF 96 98", "SAVPF 96 999");
+        assert!(parse_answer(&bad_pt)
+            .unwrap_err()
+            .to_string()
+            .contains("999"));
+        let no_mid = CHROME_ANSWER.replace("a=mid:0\r\n", "");
+        assert!(parse_answer(&no_mid).is_err());
+    }
+}

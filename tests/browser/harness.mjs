@@ -1,0 +1,151 @@
+// Shared set-up for the browser tests: the product binary and headless Chromium, all on
+// 127.0.0.1. Run the tests inside a loopback-only network namespace (see scripts/test).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+];
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** Start `webrtcai` (the debug build unless WEBRTCAI_BIN is set); resolves once /healthz answers. */
+export async function startServer() {
+  const bin = process.env.WEBRTCAI_BIN || join(root, 'target', 'debug', 'webrtcai');
+  const port = await freePort();
+  const child = spawn(bin, ['--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin'], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) return { base, port, child, stop: () => child.kill('SIGKILL') };
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error('webrtcai did not start');
+}
+
+/** A fresh headless Chromium with fake camera, microphone and screen. */
+export async function launch() {
+  const dir = mkdtempSync(join(tmpdir(), 'webrtcai-chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_FLAGS,
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Open the demo origin and join `sid` through the SDK; events are recorded in window.events. */
+export async function joinPage(context, base, sid, name) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  await page.goto(`${base}/`);
+  await page.evaluate(
+    async ({ sid, name }) => {
+      const { WebRTCai } = await import('/sdk/webrtcai.js');
+      window.events = [];
+      const client = WebRTCai.init({ key: 'test-key' });
+      window.session = await client.join(sid, { name });
+      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'reconnecting', 'reconnected', 'disconnected']) {
+        window.session.on(ev, (v) => window.events.push({ ev, v }));
+      }
+    },
+    { sid, name },
+  );
+  return page;
+}
+
+/** Publish the fake webcam into a new <video id="local">; returns the feed id. */
+export async function publishWebcam(page) {
+  return page.evaluate(async () => {
+    const v = document.createElement('video');
+    v.id = 'local';
+    document.body.append(v);
+    const feed = await window.session.publish({ source: 'webcam', target: v });
+    return feed.feedId;
+  });
+}
+
+/** Subscribe to `feedId` into a new <video id="remote-…">. */
+export async function subscribe(page, feedId) {
+  return page.evaluate(async (feedId) => {
+    const v = document.createElement('video');
+    v.id = `remote-${feedId}`;
+    document.body.append(v);
+    await window.session.subscribe(feedId, v);
+    return v.id;
+  }, feedId);
+}
+
+/** Wait until the page saw an event matching `pred` (a function source run in the page). */
+export async function waitEvent(page, name, timeoutMs = 10000) {
+  await page.waitForFunction((name) => window.events.some((e) => e.ev === name), name, { timeout: timeoutMs });
+  return page.evaluate((name) => window.events.find((e) => e.ev === name).v, name);
+}
+
+/** Frames decoded so far for the video element's inbound stream, and its width. */
+export async function videoState(page, videoId) {
+  return page.evaluate(async (videoId) => {
+    const v = document.getElementById(videoId);
+    let framesDecoded = 0;
+    const stats = await window.session.pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded || 0;
+    });
+    return { width: v.videoWidth, framesDecoded };
+  }, videoId);
+}
+
+/** Resolve once the element shows decoded frames that keep growing. */
+export async function expectPlaying(page, videoId, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let first = null;
+  while (Date.now() < deadline) {
+    const s = await videoState(page, videoId);
+    if (s.width > 0 && s.framesDecoded > 0) {
+      if (first === null) first = s.framesDecoded;
+      else if (s.framesDecoded > first + 5) return s;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const s = await videoState(page, videoId);
+  throw new Error(`${videoId} is not playing: ${JSON.stringify(s)}`);
+}
