@@ -237,7 +237,7 @@ impl Hub {
             self.send(
                 conn,
                 ServerMessage::error(
-                    None,
+                    protocol::request_id(&text),
                     ErrorCode::MessageTooLarge,
                     format!("messages are limited to {} bytes", protocol::MAX_MESSAGE),
                 ),
@@ -247,9 +247,7 @@ impl Hub {
         let request = match protocol::decode(&text) {
             Ok(r) => r,
             Err(reason) => {
-                let id = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|i| i.as_u64()));
+                let id = protocol::request_id(&text);
                 self.send(
                     conn,
                     ServerMessage::error(id, ErrorCode::InvalidMessage, reason),

@@ -243,6 +243,16 @@ pub fn decode(text: &str) -> Result<Request, String> {
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
+/// The `id` of a message that did not decode as a request, so its error reply can be matched.
+/// Reads any JSON object with an integer `id`, whatever else it holds.
+pub fn request_id(text: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id
+}
+
 impl ServerMessage {
     /// A successful reply.
     pub fn ok(id: u64, value: serde_json::Value) -> Self {

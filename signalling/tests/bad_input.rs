@@ -1,0 +1,219 @@
+//! Bad input over a real websocket: every bad message gets an error reply with a reason, the
+//! connection carries on, and other participants notice nothing.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use relay::{Relay, RelayConfig};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn server() -> (Relay, String) {
+    let mut relay = Relay::start(RelayConfig {
+        cores: 1,
+        pin: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let events = relay.take_events().unwrap();
+    let hub = signalling::start_hub(relay.handle(), events);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, signalling::http::router(hub))
+            .await
+            .unwrap();
+    });
+    (relay, format!("ws://{addr}/ws"))
+}
+
+async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// Next JSON message, skipping nothing.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// The next reply (events and offers before it are returned too).
+async fn reply(ws: &mut Ws) -> (Value, Vec<Value>) {
+    let mut other = Vec::new();
+    loop {
+        let v = next(ws).await;
+        if v["type"] == "reply" {
+            return (v, other);
+        }
+        other.push(v);
+    }
+}
+
+async fn join(ws: &mut Ws, sid: &str, name: &str) -> Value {
+    send(
+        ws,
+        json!({"type":"join","id":1,"v":1,"sid":sid,"name":name,"key":"k"}),
+    )
+    .await;
+    let (r, _) = reply(ws).await;
+    assert!(r["ok"]["uid"].is_string(), "{r}");
+    r["ok"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_get_reasons_and_change_nothing() {
+    let (_relay, url) = server().await;
+    let mut bystander = connect(&url).await;
+    join(&mut bystander, "s", "bystander").await;
+    let mut ws = connect(&url).await;
+
+    // Before joining.
+    send(&mut ws, json!({"type":"subscribe","id":9,"feed_id":"x"})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["id"], 9);
+    assert_eq!(r["error"]["code"], "not_joined");
+
+    send(&mut ws, json!({"type":"join","id":2,"v":99,"sid":"s"})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "unsupported_version");
+
+    let me = join(&mut ws, "s", "tester").await;
+    let (ev, _) = (next(&mut bystander).await, ());
+    assert_eq!(ev["event"], "participant-joined");
+
+    // Not JSON, unknown type, missing field, binary, oversized.
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["id"], Value::Null);
+    assert_eq!(r["error"]["code"], "invalid_message");
+    assert!(!r["error"]["reason"].as_str().unwrap().is_empty());
+
+    send(&mut ws, json!({"type":"teleport","id":3})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(
+        (r["id"].as_u64(), r["error"]["code"].as_str()),
+        (Some(3), Some("invalid_message"))
+    );
+    assert!(r["error"]["reason"].as_str().unwrap().contains("teleport"));
+
+    send(&mut ws, json!({"type":"subscribe","id":4})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert!(r["error"]["reason"].as_str().unwrap().contains("feed_id"));
+
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "invalid_message");
+
+    let big = json!({"type":"subscribe","id":5,"feed_id":"x".repeat(100_000)});
+    send(&mut ws, big).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "message_too_large");
+
+    // A feed that does not exist, joining twice.
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":6,"feed_id":"f-nope"}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(
+        (r["id"].as_u64(), r["error"]["code"].as_str()),
+        (Some(6), Some("no_such_feed"))
+    );
+    send(&mut ws, json!({"type":"join","id":7,"v":1,"sid":"s"})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "already_joined");
+
+    // Publish, then answer its offer badly in every way.
+    send(
+        &mut ws,
+        json!({"type":"publish","id":8,"source":"webcam","audio":true,"video":true}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    let feed_id = r["ok"]["feed_id"].as_str().unwrap().to_owned();
+    let offer = next(&mut ws).await;
+    assert_eq!(offer["type"], "offer");
+    let offer_id = offer["offer_id"].as_u64().unwrap();
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(
+        sdp.contains("a=ice-lite") && sdp.contains("a=group:BUNDLE 0 1"),
+        "{sdp}"
+    );
+    let tr = &offer["transceivers"];
+    assert_eq!(tr[0]["feed_id"], feed_id.as_str());
+
+    for (i, (bad, why)) in [
+        ("garbage".to_owned(), "SDP"),
+        ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=setup:passive\r\na=ice-ufrag:x\r\na=fingerprint:sha-256 AA\r\n".to_owned(), "DTLS client"),
+        ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ice-ufrag:x\r\n".to_owned(), "fingerprint"),
+        ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ice-ufrag:x\r\na=fingerprint:sha-256 AA\r\n".to_owned(), "mid 1"),
+        (format!("v=0\r\n{}", "a=x\r\n".repeat(20_000)), "limited"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        send(&mut ws, json!({"type":"answer","id":100 + i,"offer_id":offer_id,"sdp":bad})).await;
+        let (r, _) = reply(&mut ws).await;
+        assert_eq!(r["id"], 100 + i);
+        let code = r["error"]["code"].as_str().unwrap();
+        assert!(code == "invalid_sdp" || code == "message_too_large", "{r}");
+        assert!(r["error"]["reason"].as_str().unwrap().contains(why), "{r} should mention {why}");
+    }
+    send(
+        &mut ws,
+        json!({"type":"answer","id":200,"offer_id":offer_id + 5,"sdp":"v=0"}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    assert!(r["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("outstanding"));
+
+    // The connection still works, and the bystander saw only the join and, now, the leave.
+    send(&mut ws, json!({"type":"leave","id":300})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["ok"], json!({}));
+    let ev = next(&mut bystander).await;
+    assert_eq!(ev["event"], "participant-left");
+    assert_eq!(ev["uid"], me["uid"]);
+
+    // A frame beyond the websocket limit closes only that connection.
+    let mut rude = connect(&url).await;
+    let _ = rude.send(Message::Text("x".repeat(2 << 20).into())).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rude.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok());
+    send(
+        &mut bystander,
+        json!({"type":"subscribe","id":2,"feed_id":"f-none"}),
+    )
+    .await;
+    let (r, _) = reply(&mut bystander).await;
+    assert_eq!(r["error"]["code"], "no_such_feed");
+}
