@@ -85,6 +85,33 @@ class Session extends Emitter {
     this._attempt = 0;
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc.ontrack = (ev) => this._onTrack(ev);
+    this.pc.oniceconnectionstatechange = () => this._onIceState();
+  }
+
+  // Media recovers by itself: a failed (or long-disconnected) ICE connection asks the server
+  // for an ICE restart, which comes back as a new offer.
+  _onIceState() {
+    const state = this.pc.iceConnectionState;
+    clearTimeout(this._iceTimer);
+    if (state === 'failed') {
+      this._restartIce();
+    } else if (state === 'disconnected') {
+      this._iceTimer = setTimeout(() => {
+        if (this.pc.iceConnectionState === 'disconnected') this._restartIce();
+      }, 2000);
+    }
+  }
+
+  async _restartIce() {
+    if (this._left || this._restarting) return;
+    this._restarting = true;
+    try {
+      await this._request({ type: 'restart_ice' });
+    } catch {
+      // The websocket is down; the reconnect path restarts ICE if it is still needed.
+    } finally {
+      this._restarting = false;
+    }
   }
 
   async _open(resume) {
@@ -235,6 +262,8 @@ class Session extends Emitter {
         await this._open(this._resume);
         this._attempt = 0;
         this._emit('reconnected', {});
+        const ice = this.pc.iceConnectionState;
+        if (ice === 'failed' || ice === 'disconnected') this._restartIce();
         return;
       } catch (e) {
         if (e instanceof WebRTCaiError && e.code === 'resume_failed') {

@@ -93,6 +93,11 @@ pub(crate) enum Command {
         config: ParticipantConfig,
         reply: Reply<()>,
     },
+    RestartIce {
+        sid: Sid,
+        uid: Uid,
+        reply: Reply<IceCredentials>,
+    },
     Publish {
         sid: Sid,
         uid: Uid,
@@ -155,6 +160,9 @@ impl Command {
             }
             Command::RemoveParticipant { sid, uid, reply } => {
                 let _ = reply.send(w.remove_participant(&sid, &uid));
+            }
+            Command::RestartIce { sid, uid, reply } => {
+                let _ = reply.send(w.restart_ice(&sid, &uid));
             }
             Command::UpdateParticipant {
                 sid,
@@ -527,6 +535,25 @@ impl RelayHandle {
             reply,
         })
         .await?
+    }
+
+    /// ICE restart: new relay ICE credentials for the participant (its answer then brings
+    /// its own new ufrag through [`RelayHandle::update_participant`]).
+    pub async fn restart_ice(&self, sid: &Sid, uid: &Uid) -> Result<ParticipantInfo, ControlError> {
+        let core = self.core_of(sid)?;
+        let creds = self
+            .call(core, |reply| Command::RestartIce {
+                sid: sid.clone(),
+                uid: uid.clone(),
+                reply,
+            })
+            .await??;
+        Ok(ParticipantInfo {
+            ice_ufrag: creds.ufrag,
+            ice_pwd: creds.pwd,
+            fingerprint: self.inner.fingerprint.clone(),
+            candidate: self.inner.cores[core].address,
+        })
     }
 
     /// Set a participant's ICE ufrag and certificate fingerprint (from its answer).

@@ -77,6 +77,8 @@ struct Peer {
     version: u64,
     next_offer: u64,
     outstanding: Option<u64>,
+    /// An ICE restart waits for the next offer.
+    ice_restart: bool,
 }
 
 struct Track {
@@ -396,6 +398,7 @@ impl Hub {
             version: 1,
             next_offer: 1,
             outstanding: None,
+            ice_restart: false,
         };
         self.rooms
             .get_mut(&sid)
@@ -616,6 +619,18 @@ impl Hub {
                 }
             }
             Request::Answer { offer_id, sdp, .. } => self.answer(sid, uid, offer_id, &sdp).await,
+            Request::RestartIce { .. } => {
+                let info = self
+                    .relay
+                    .restart_ice(&Sid::from(sid), &Uid::from(uid))
+                    .await
+                    .map_err(|e| (ErrorCode::Relay, e.to_string()))?;
+                let peer = self.peer_mut(sid, uid).expect("joined peer");
+                peer.ice_ufrag = info.ice_ufrag;
+                peer.ice_pwd = info.ice_pwd;
+                peer.ice_restart = true;
+                Ok(Some(json!({})))
+            }
             Request::Leave { .. } => {
                 self.leave(sid, uid).await;
                 Ok(Some(json!({})))
@@ -631,10 +646,11 @@ impl Hub {
         };
         if peer.outstanding.is_some()
             || peer.conn.is_none()
-            || !peer.entries.iter().any(|e| e.state == Negotiation::New)
+            || !(peer.ice_restart || peer.entries.iter().any(|e| e.state == Negotiation::New))
         {
             return;
         }
+        peer.ice_restart = false;
         for e in &mut peer.entries {
             if e.state == Negotiation::New {
                 e.state = Negotiation::Offered;

@@ -92,6 +92,11 @@ pub enum Request {
         /// The SDP.
         sdp: String,
     },
+    /// Ask for a new offer with fresh ICE credentials (the network changed or ICE failed).
+    RestartIce {
+        /// Request id.
+        id: u64,
+    },
     /// Leave the session.
     Leave {
         /// Request id.
@@ -109,6 +114,7 @@ impl Request {
             | Request::Subscribe { id, .. }
             | Request::Unsubscribe { id, .. }
             | Request::Answer { id, .. }
+            | Request::RestartIce { id }
             | Request::Leave { id } => *id,
         }
     }

@@ -44,3 +44,41 @@ test('websocket cut: resume without a leave', async () => {
     server.stop();
   }
 });
+
+test('ICE restart: new credentials, media keeps flowing', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server.base, 'restart-1', 'alice');
+    const b = await joinPage(browser.context, server.base, 'restart-1', 'bob');
+    const feedA = await publishWebcam(a);
+    await waitEvent(b, 'feed-published');
+    const videoB = await subscribe(b, feedA);
+    await expectPlaying(b, videoB);
+    const transport = () =>
+      b.evaluate(async () => {
+        const stats = await window.session.pc.getStats();
+        let t = null;
+        stats.forEach((s) => {
+          if (s.type === 'transport') t = { ufrag: s.iceLocalUsernameFragment, changes: s.selectedCandidatePairChanges, state: s.iceState };
+        });
+        return t;
+      });
+    const before = await transport();
+    await b.evaluate(() => window.session._restartIce());
+    // Checks with the new credentials succeed: the browser selects a pair of the new
+    // ICE generation.
+    let after = before;
+    for (let i = 0; i < 50 && !(after.ufrag !== before.ufrag && after.changes > before.changes && after.state === 'connected'); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      after = await transport();
+    }
+    assert.notEqual(after.ufrag, before.ufrag, JSON.stringify({ before, after }));
+    assert.ok(after.changes > before.changes, JSON.stringify({ before, after }));
+    assert.equal(after.state, 'connected');
+    await expectPlaying(b, videoB);
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});

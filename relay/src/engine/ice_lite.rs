@@ -150,6 +150,15 @@ impl IceLite {
         }
     }
 
+    /// ICE restart (RFC 8445 §9): new local credentials; the peer's new ufrag follows with its
+    /// answer. The selected address and consent stay until checks on the new credentials
+    /// select one, so media does not stop while the restart runs.
+    pub fn restart(&mut self, local: IceCredentials) {
+        self.integrity = MessageIntegrity::new_short_term_integrity(local.pwd.clone());
+        self.local = local;
+        self.remote_ufrag = None;
+    }
+
     /// Set the peer's ufrag once its answer is known (None accepts any).
     pub fn set_remote_ufrag(&mut self, remote_ufrag: Option<String>) {
         self.remote_ufrag = remote_ufrag;

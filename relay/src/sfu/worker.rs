@@ -315,6 +315,22 @@ impl Worker {
         Ok(creds)
     }
 
+    /// ICE restart: fresh relay credentials for the participant (DTLS and SRTP are kept).
+    pub fn restart_ice(&mut self, sid: &Sid, uid: &Uid) -> Result<IceCredentials, ControlError> {
+        let (_, key) = self.key_of(sid, uid)?;
+        let creds = loop {
+            let c = random_credentials(&mut self.rng);
+            if !self.by_ufrag.contains_key(&c.ufrag) {
+                break c;
+            }
+        };
+        let p = self.participants.get_mut(&key).expect("participant of key");
+        self.by_ufrag.remove(&p.ice.local().ufrag);
+        self.by_ufrag.insert(creds.ufrag.clone(), key);
+        p.ice.restart(creds.clone());
+        Ok(creds)
+    }
+
     /// Tell the relay the participant's ICE ufrag and certificate fingerprint once signalling
     /// has them (from the browser's answer). The fingerprint can be set until DTLS starts and
     /// never changed afterwards.
