@@ -235,6 +235,8 @@ struct Inner {
     advertise: IpAddr,
     /// Which core owns each session. Control-plane state only: never touched by packets.
     placement: Mutex<HashMap<Sid, usize>>,
+    /// Each core's packet counter when placement last looked, to turn it into a rate.
+    load_samples: Mutex<Vec<Option<(Instant, u64)>>>,
 }
 
 /// The control plane's handle to a running relay. Cheap to clone; usable from any thread or
@@ -339,6 +341,7 @@ impl Relay {
                     fingerprint,
                     advertise,
                     placement: Mutex::new(HashMap::new()),
+                    load_samples: Mutex::new(vec![None; cores]),
                 }),
             },
             threads,
@@ -433,12 +436,49 @@ impl RelayHandle {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Create a session on the core with the fewest sessions, or on `core` if given.
+    /// The core a new session should go to: the fewest participants, then the lowest packet
+    /// rate since the last placement, then the fewest sessions.
+    async fn least_loaded_core(&self) -> usize {
+        let Ok(stats) = self.stats().await else {
+            return 0;
+        };
+        let now = Instant::now();
+        let mut samples = self
+            .inner
+            .load_samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut best = (u64::MAX, u64::MAX, u64::MAX, 0);
+        for s in &stats {
+            let rate = match samples.get(s.core).copied().flatten() {
+                Some((at, packets)) => {
+                    let secs = now.saturating_duration_since(at).as_secs_f64().max(1e-3);
+                    (s.packets_in.saturating_sub(packets) as f64 / secs) as u64
+                }
+                None => 0,
+            };
+            if let Some(slot) = samples.get_mut(s.core) {
+                *slot = Some((now, s.packets_in));
+            }
+            let key = (s.participants, rate, s.sessions, s.core);
+            if key < best {
+                best = key;
+            }
+        }
+        best.3
+    }
+
+    /// Create a session on the least-loaded core ([`RelayHandle::least_loaded_core`]), or on
+    /// `core` if given.
     pub async fn create_session(
         &self,
         sid: Sid,
         core: Option<usize>,
     ) -> Result<SessionPlacement, ControlError> {
+        let least_loaded = match core {
+            None => Some(self.least_loaded_core().await),
+            Some(_) => None,
+        };
         let index = {
             let mut placement = self.placement();
             if placement.contains_key(&sid) {
@@ -447,13 +487,7 @@ impl RelayHandle {
             let index = match core {
                 Some(c) if c < self.cores() => c,
                 Some(c) => return Err(ControlError::CoreGone { core: c }),
-                None => {
-                    let mut load = vec![0usize; self.cores()];
-                    for c in placement.values() {
-                        load[*c] += 1;
-                    }
-                    (0..self.cores()).min_by_key(|c| load[*c]).unwrap_or(0)
-                }
+                None => least_loaded.unwrap_or(0),
             };
             // Reserve the sid before the core confirms, so two racing creates cannot both
             // succeed on different cores.

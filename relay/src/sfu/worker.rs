@@ -536,12 +536,10 @@ impl Worker {
             kind: feed.description.kind,
             feed: feed.description.clone(),
         };
-        // A new subscriber can only start decoding at a keyframe.
-        let publisher = feed.publisher;
-        let media_ssrc = feed.description.ssrc.0;
-        if feed.allow_keyframe_request(now) {
-            self.send_pli(publisher, media_ssrc);
-        }
+        // No keyframe request yet: the subscriber cannot use one before it has applied the
+        // description of this stream. The control plane calls `request_keyframe` when it has
+        // (signalling: when the answer arrives), and a first DTLS connection asks by itself.
+        let _ = now;
         Ok(info)
     }
 
@@ -909,14 +907,14 @@ impl Worker {
                 }));
         }
         // Ask the publishers this participant subscribes to for a keyframe: it can decode
-        // nothing before one.
+        // nothing before one. This bypasses the per-feed limit (once per subscriber), since a
+        // request made moments ago for someone else arrived before this one could receive.
         let mut requests: Vec<(ParticipantKey, u32)> = Vec::new();
         if let Some(session) = self.sessions.get_mut(&p.session) {
             for fkey in p.subscriptions.values() {
                 if let Some(feed) = session.feeds.get_mut(fkey) {
-                    if feed.allow_keyframe_request(now) {
-                        requests.push((feed.publisher, feed.description.ssrc.0));
-                    }
+                    feed.last_keyframe_request = Some(now);
+                    requests.push((feed.publisher, feed.description.ssrc.0));
                 }
             }
         }
