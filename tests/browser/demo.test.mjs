@@ -1,0 +1,50 @@
+// The demo app, used as a person would: two pages type a session name and press Join; each
+// shows the other's webcam; one shares its screen and the other shows it too.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launch } from './harness.mjs';
+
+async function playing(page, selector) {
+  await page.waitForFunction(
+    (sel) => {
+      const v = document.querySelector(sel);
+      return v && v.videoWidth > 0 && v.currentTime > 0.2;
+    },
+    selector,
+    { timeout: 15000 },
+  );
+}
+
+test('demo app: join, see each other, share a screen', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const pages = [];
+    for (const name of ['Ada', 'Grace']) {
+      const page = await browser.context.newPage();
+      await page.goto(`${server.base}/`);
+      await page.fill('#room', 'demo-test');
+      await page.fill('#name', name);
+      await page.click('#join');
+      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('in '));
+      pages.push(page);
+    }
+    const [ada, grace] = pages;
+    await playing(ada, '#me');
+    await playing(ada, '#grid figure:nth-child(2) video');
+    await playing(grace, '#grid figure:nth-child(2) video');
+
+    await ada.click('#screen');
+    await grace.waitForFunction(() => document.querySelectorAll('#grid figure').length === 3, null, { timeout: 15000 });
+    await playing(grace, '#grid figure:nth-child(3) video');
+    const caption = await grace.textContent('#grid figure:nth-child(3) figcaption');
+    assert.match(caption, /Ada · screen/);
+    await grace.screenshot({ path: process.env.DEMO_SCREENSHOT || '/tmp/webrtcai-demo.png' });
+
+    await ada.click('#leave');
+    await grace.waitForFunction(() => document.querySelectorAll('#grid figure').length === 1, null, { timeout: 15000 });
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
