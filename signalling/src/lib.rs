@@ -10,6 +10,7 @@ pub mod http;
 pub mod hub;
 pub mod protocol;
 pub mod sdp;
+pub mod store;
 pub mod ws;
 
 use std::time::{Duration, Instant};

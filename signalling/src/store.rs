@@ -1,0 +1,429 @@
+//! The embedded account database: clients, their keys, and usage, in one SQLite file.
+//!
+//! Migrations run when the store opens (`rusqlite_migration`, tracked in `user_version`).
+//! Key secrets are stored so that tokens can be verified, returned once when a key is created,
+//! and never again; `Debug` output of a key record does not show them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use serde::{Deserialize, Serialize};
+
+/// Why the store refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file cannot be opened or created (missing directory, permissions).
+    #[error("database {path}: cannot open: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// Another process holds a lock on the file for too long.
+    #[error("database {path} is locked by another process")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a database or is damaged.
+    #[error("database {path} is corrupt or not a SQLite database: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// The file is read-only.
+    #[error("database {path} is not writable")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A schema migration failed.
+    #[error("database {path}: migration failed: {reason}")]
+    Migration {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No such client.
+    #[error("no client {0}")]
+    NoSuchClient(String),
+    /// No such key.
+    #[error("no key {0}")]
+    NoSuchKey(String),
+    /// Any other SQLite failure.
+    #[error("database: {0}")]
+    Sql(String),
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE clients (
+            cid TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE keys (
+            key_id TEXT PRIMARY KEY,
+            cid TEXT NOT NULL REFERENCES clients(cid),
+            secret TEXT NOT NULL,
+            domains TEXT NOT NULL,
+            recording INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        CREATE INDEX keys_by_client ON keys(cid);",
+    )])
+}
+
+/// A client (an organisation that owns keys and sessions).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// Its id.
+    pub cid: String,
+    /// Display name.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A key as listed: everything but the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// The WEB_ONLY key itself (public: it is in web pages) and the JWT `kid`.
+    pub key_id: String,
+    /// Its client.
+    pub cid: String,
+    /// Allowed Origin hosts: exact hosts or `*.example.com`, optionally with `:port`.
+    pub domains: Vec<String>,
+    /// Whether sessions joined with this key may be recorded.
+    pub recording: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, once revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A key with its secret, for verifying tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// What can be shown.
+    pub info: KeyInfo,
+    /// The HS256 secret tokens are signed with.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("info", &self.info)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+/// The account database.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn random_token(prefix: &str, bytes: usize) -> String {
+    let mut rng = rand::rng();
+    let hex: String = (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect();
+    format!("{prefix}{hex}")
+}
+
+impl Store {
+    /// Open (or create) the database file and bring its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let classify = |e: rusqlite::Error| -> StoreError {
+            use rusqlite::ErrorCode as C;
+            match e.sqlite_error_code() {
+                Some(C::DatabaseBusy | C::DatabaseLocked) => {
+                    StoreError::Locked { path: path.clone() }
+                }
+                Some(C::NotADatabase | C::DatabaseCorrupt) => StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                },
+                Some(C::ReadOnly) => StoreError::ReadOnly { path: path.clone() },
+                Some(C::CannotOpen | C::PermissionDenied) => StoreError::Open {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                },
+                _ => StoreError::Sql(e.to_string()),
+            }
+        };
+        let mut conn = Connection::open(&path).map_err(|e| match classify(e) {
+            StoreError::Sql(reason) => StoreError::Open {
+                path: path.clone(),
+                reason,
+            },
+            other => other,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(classify)?;
+        // Reading the schema is the first access to the file's contents: corruption and locks
+        // show up here.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(classify)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(classify)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(classify)?;
+        migrations().to_latest(&mut conn).map_err(|e| match e {
+            rusqlite_migration::Error::RusqliteError { err, .. } => classify(err),
+            other => StoreError::Migration {
+                path: path.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+        Ok(Store {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked {
+                    path: self.path.clone(),
+                }
+            }
+            Some(rusqlite::ErrorCode::ReadOnly) => StoreError::ReadOnly {
+                path: self.path.clone(),
+            },
+            _ => StoreError::Sql(e.to_string()),
+        })
+    }
+
+    /// Create a client.
+    pub fn create_client(&self, name: &str) -> Result<Client, StoreError> {
+        let client = Client {
+            cid: random_token("c-", 8),
+            name: name.to_owned(),
+            created_at: now(),
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO clients (cid, name, created_at) VALUES (?1, ?2, ?3)",
+                params![client.cid, client.name, client.created_at],
+            )
+        })?;
+        Ok(client)
+    }
+
+    /// Every client.
+    pub fn clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT cid, name, created_at FROM clients ORDER BY created_at, cid")?;
+            let rows = st.query_map([], |r| {
+                Ok(Client {
+                    cid: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Create a WEB_ONLY key for a client; the secret is returned here and never again.
+    pub fn create_key(
+        &self,
+        cid: &str,
+        domains: &[String],
+        recording: bool,
+    ) -> Result<KeyRecord, StoreError> {
+        let exists = self.with(|c| {
+            c.query_row("SELECT 1 FROM clients WHERE cid = ?1", [cid], |_| Ok(()))
+                .optional()
+        })?;
+        if exists.is_none() {
+            return Err(StoreError::NoSuchClient(cid.to_owned()));
+        }
+        let record = KeyRecord {
+            info: KeyInfo {
+                key_id: random_token("wk_", 12),
+                cid: cid.to_owned(),
+                domains: domains.to_vec(),
+                recording,
+                created_at: now(),
+                revoked_at: None,
+            },
+            secret: random_token("sk_", 32),
+        };
+        let domains_json =
+            serde_json::to_string(&record.info.domains).unwrap_or_else(|_| "[]".into());
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO keys (key_id, cid, secret, domains, recording, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    record.info.key_id,
+                    record.info.cid,
+                    record.secret,
+                    domains_json,
+                    recording,
+                    record.info.created_at
+                ],
+            )
+        })?;
+        Ok(record)
+    }
+
+    fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+        let domains: String = r.get(3)?;
+        Ok(KeyRecord {
+            info: KeyInfo {
+                key_id: r.get(0)?,
+                cid: r.get(1)?,
+                domains: serde_json::from_str(&domains).unwrap_or_default(),
+                recording: r.get(4)?,
+                created_at: r.get(5)?,
+                revoked_at: r.get(6)?,
+            },
+            secret: r.get(2)?,
+        })
+    }
+
+    /// A key with its secret (for authentication), revoked or not.
+    pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT key_id, cid, secret, domains, recording, created_at, revoked_at FROM keys WHERE key_id = ?1",
+                [key_id],
+                Self::row_to_record,
+            )
+            .optional()
+        })
+    }
+
+    /// The keys of a client (or of every client), without secrets.
+    pub fn keys(&self, cid: Option<&str>) -> Result<Vec<KeyInfo>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT key_id, cid, secret, domains, recording, created_at, revoked_at FROM keys
+                 WHERE ?1 IS NULL OR cid = ?1 ORDER BY created_at, key_id",
+            )?;
+            let rows = st.query_map([cid], Self::row_to_record)?;
+            rows.map(|r| r.map(|k| k.info)).collect()
+        })
+    }
+
+    /// Revoke a key; it stops working for every new join at once.
+    pub fn revoke_key(&self, key_id: &str) -> Result<KeyInfo, StoreError> {
+        let changed = self.with(|c| {
+            c.execute(
+                "UPDATE keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                params![key_id, now()],
+            )
+        })?;
+        match self.key(key_id)? {
+            Some(k) if changed == 1 || k.info.revoked_at.is_some() => Ok(k.info),
+            _ => Err(StoreError::NoSuchKey(key_id.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("webrtcai-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("accounts.db")
+    }
+
+    #[test]
+    fn clients_keys_and_revocation_survive_reopening() {
+        let path = temp("roundtrip");
+        let (cid, key_id, secret) = {
+            let s = Store::open(&path).unwrap();
+            let c = s.create_client("Acme").unwrap();
+            let k = s
+                .create_key(
+                    &c.cid,
+                    &["app.example.com".into(), "*.example.org".into()],
+                    true,
+                )
+                .unwrap();
+            assert!(format!("{k:?}").contains("<hidden>") && !format!("{k:?}").contains(&k.secret));
+            (c.cid, k.info.key_id, k.secret)
+        };
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.clients().unwrap()[0].name, "Acme");
+        let k = s.key(&key_id).unwrap().unwrap();
+        assert_eq!(k.secret, secret);
+        assert_eq!(k.info.domains, vec!["app.example.com", "*.example.org"]);
+        assert!(k.info.recording);
+        let listed = s.keys(Some(&cid)).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(!serde_json::to_string(&listed).unwrap().contains(&secret));
+        assert!(s.revoke_key(&key_id).unwrap().revoked_at.is_some());
+        assert!(s.key(&key_id).unwrap().unwrap().info.revoked_at.is_some());
+        assert!(matches!(
+            s.revoke_key("wk_nope"),
+            Err(StoreError::NoSuchKey(_))
+        ));
+        assert!(matches!(
+            s.create_key("c-nope", &[], false),
+            Err(StoreError::NoSuchClient(_))
+        ));
+    }
+
+    #[test]
+    fn unusable_files_are_clear_errors() {
+        let corrupt = temp("corrupt");
+        std::fs::write(&corrupt, vec![0x42; 8192]).unwrap();
+        let e = Store::open(&corrupt).err().unwrap();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+
+        let missing_dir = temp("missing")
+            .parent()
+            .unwrap()
+            .join("no/such/dir/accounts.db");
+        let e = Store::open(&missing_dir).err().unwrap();
+        assert!(matches!(e, StoreError::Open { .. }), "{e}");
+
+        // Held open with an exclusive lock by another connection.
+        let locked = temp("locked");
+        Store::open(&locked).unwrap();
+        let holder = Connection::open(&locked).unwrap();
+        holder
+            .execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;")
+            .unwrap();
+        let e = Store::open(&locked).err().unwrap();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+    }
+}
