@@ -14,15 +14,15 @@ const server = await startServer();
 const browser = await launch();
 const results = [];
 try {
-  const publisher = await joinPage(browser.context, server.base, 'join-bench', 'publisher');
+  const publisher = await joinPage(browser.context, server, 'join-bench', 'publisher');
   await publishWebcam(publisher);
   for (let i = 0; i < runs; i++) {
     const page = await browser.context.newPage();
     await page.goto(`${server.base}/`);
-    const r = await page.evaluate(async () => {
+    const r = await page.evaluate(async (key) => {
       const { WebRTCai } = await import('/sdk/webrtcai.js');
       const t0 = performance.now();
-      const session = await WebRTCai.init({ key: 'bench' }).join('join-bench');
+      const session = await WebRTCai.init({ key }).join('join-bench');
       const tJoined = performance.now();
       const feed = [...session.feeds.values()][0];
       const v = document.createElement('video');
@@ -43,7 +43,7 @@ try {
         connected: tConnected === null ? null : tConnected - t0,
         first_frame: tFrame - t0,
       };
-    });
+    }, server.key);
     results.push(r);
     await page.close();
     console.log(`run ${i + 1}: ${JSON.stringify(Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v && Math.round(v)])))}`);

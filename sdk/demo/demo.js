@@ -3,7 +3,9 @@ import { WebRTCai } from '/sdk/webrtcai.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const client = WebRTCai.init({ key: params.get('key') || 'demo' });
+// The key comes from the page's address (?key=…): the server prints a development key and
+// this URL on first start.
+const client = WebRTCai.init({ key: params.get('key') || 'missing-key' });
 let session = null;
 
 function tile(feedId, label) {
@@ -28,7 +30,13 @@ $('join-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   $('join').disabled = true;
   $('status').textContent = 'joining…';
-  session = await client.join($('room').value, { name: $('name').value || undefined });
+  try {
+    session = await client.join($('room').value, { name: $('name').value || undefined });
+  } catch (e) {
+    $('status').textContent = `cannot join (${e.code}): ${e.message}`;
+    $('join').disabled = false;
+    return;
+  }
   session.on('feed-published', (feed) => show(feed));
   session.on('feed-unpublished', ({ feedId }) => $(`tile-${feedId}`)?.remove());
   session.on('participant-joined', (p) => ($('status').textContent = `${p.name || p.uid} joined`));

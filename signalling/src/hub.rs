@@ -8,6 +8,8 @@
 //! reply to `publish`/`subscribe` is sent once the answer that carries it has been applied.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -19,11 +21,14 @@ use relay::RelayHandle;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::auth::{self, Grants};
+use crate::limits::JoinLimiter;
 use crate::protocol::{
     self, ErrorCode, Event, FeedInfo, ParticipantInfo, Request, ServerMessage, Source,
     TransceiverInfo,
 };
 use crate::sdp::{self, Codec, Kind, OfferParams, Role, Section};
+use crate::store::Store;
 
 /// A websocket connection's id.
 pub type ConnId = u64;
@@ -35,7 +40,7 @@ pub const RESUME_WINDOW: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub enum Input {
     /// A websocket connection opened; messages to it go to the sender.
-    Connected(ConnId, mpsc::UnboundedSender<String>),
+    Connected(ConnId, mpsc::UnboundedSender<String>, ConnMeta),
     /// A text message arrived.
     Message(ConnId, String),
     /// A message the transport refused (binary, or larger than the protocol allows).
@@ -46,6 +51,15 @@ pub enum Input {
     Relay(relay::Event),
     /// Periodic housekeeping (resume windows).
     Tick(Instant),
+}
+
+/// What the HTTP upgrade told about a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// The peer's address.
+    pub ip: IpAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +79,7 @@ struct Entry {
 
 struct Peer {
     name: Option<String>,
+    grants: Grants,
     conn: Option<ConnId>,
     disconnected_at: Option<Instant>,
     resume_token: String,
@@ -117,12 +132,15 @@ struct Room {
 
 struct Conn {
     tx: mpsc::UnboundedSender<String>,
+    meta: ConnMeta,
     joined: Option<(String, String)>,
 }
 
 /// The signalling state.
 pub struct Hub {
     relay: RelayHandle,
+    store: Arc<Store>,
+    limiter: JoinLimiter,
     fingerprint: String,
     rooms: HashMap<String, Room>,
     conns: HashMap<ConnId, Conn>,
@@ -138,11 +156,13 @@ fn random_id(prefix: &str) -> String {
 }
 
 impl Hub {
-    /// A hub in front of `relay`.
-    pub fn new(relay: RelayHandle) -> Self {
+    /// A hub in front of `relay`, authenticating joins against `store`.
+    pub fn new(relay: RelayHandle, store: Arc<Store>, limiter: JoinLimiter) -> Self {
         Hub {
             fingerprint: relay.fingerprint().to_owned(),
             relay,
+            store,
+            limiter,
             rooms: HashMap::new(),
             conns: HashMap::new(),
             resume: HashMap::new(),
@@ -159,8 +179,15 @@ impl Hub {
     /// Handle one input.
     pub async fn handle(&mut self, input: Input) {
         match input {
-            Input::Connected(conn, tx) => {
-                self.conns.insert(conn, Conn { tx, joined: None });
+            Input::Connected(conn, tx, meta) => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        tx,
+                        meta,
+                        joined: None,
+                    },
+                );
             }
             Input::Message(conn, text) => self.message(conn, text).await,
             Input::Refused(conn, code, reason) => {
@@ -265,11 +292,13 @@ impl Hub {
                     v,
                     sid,
                     name,
+                    key,
+                    token,
                     resume,
                     ..
                 },
                 None,
-            ) => self.join(conn, id, v, sid, name, resume).await,
+            ) => self.join(conn, id, v, sid, name, key, token, resume).await,
             (Request::Join { .. }, Some(_)) => Err((
                 ErrorCode::AlreadyJoined,
                 "this connection has joined already".into(),
@@ -300,6 +329,7 @@ impl Hub {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn join(
         &mut self,
         conn: ConnId,
@@ -307,9 +337,10 @@ impl Hub {
         v: u32,
         sid: String,
         name: Option<String>,
+        key: Option<String>,
+        token: Option<String>,
         resume: Option<String>,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
-        let _ = id;
         if v != protocol::VERSION {
             return Err((
                 ErrorCode::UnsupportedVersion,
@@ -325,6 +356,24 @@ impl Hub {
                 "sid must be 1 to 128 characters".into(),
             ));
         }
+        let meta = self
+            .conns
+            .get(&conn)
+            .map(|c| c.meta.clone())
+            .ok_or((ErrorCode::NotJoined, "connection closed".to_owned()))?;
+        let limit_key = key.as_deref().or(token.as_ref().map(|_| "token"));
+        if let Err(why) = self.limiter.check(Instant::now(), limit_key, meta.ip) {
+            return Err((ErrorCode::RateLimited, why));
+        }
+        let identity = match (&key, &token) {
+            (_, Some(token)) => auth::with_token(&self.store, token, &sid),
+            (Some(key), None) => auth::with_key(&self.store, key, meta.origin.as_deref()),
+            (None, None) => Err(auth::AuthError::MissingCredentials),
+        }
+        .map_err(|e| (ErrorCode::Unauthorized, e.to_string()))?;
+        // Session names are per client: the same name under two clients is two sessions.
+        let public_sid = sid;
+        let sid = format!("{}/{public_sid}", identity.cid);
         if let Some(token) = resume {
             let Some((rsid, uid)) = self.resume.get(&token).cloned() else {
                 return Err((
@@ -373,7 +422,22 @@ impl Hub {
             }
             self.rooms.insert(sid.clone(), Room::default());
         }
-        let uid = random_id("u-");
+        let uid = match identity.uid {
+            Some(uid)
+                if self
+                    .rooms
+                    .get(&sid)
+                    .is_some_and(|r| r.peers.contains_key(&uid)) =>
+            {
+                return Err((
+                    ErrorCode::AlreadyJoined,
+                    format!("participant {uid} is already in the session"),
+                ));
+            }
+            Some(uid) => uid,
+            None => random_id("u-"),
+        };
+        let name = name.or(identity.name);
         let info = self
             .relay
             .add_participant(
@@ -386,6 +450,7 @@ impl Hub {
         let token = random_id("r-") + &random_id("");
         let peer = Peer {
             name: name.clone(),
+            grants: identity.grants,
             conn: Some(conn),
             disconnected_at: None,
             resume_token: token.clone(),
@@ -438,7 +503,8 @@ impl Hub {
             .filter(|(_, f)| f.published && f.owner != uid)
             .map(|(id, f)| f.info(id))
             .collect();
-        json!({ "uid": uid, "sid": sid, "participants": participants, "feeds": feeds, "resume_token": token })
+        let public_sid = sid.split_once('/').map_or(sid, |(_, s)| s);
+        json!({ "uid": uid, "sid": public_sid, "participants": participants, "feeds": feeds, "resume_token": token })
     }
 
     async fn request(
@@ -448,13 +514,22 @@ impl Hub {
         request: Request,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
         match request {
-            Request::Join { .. } => unreachable!("handled by the caller"),
+            Request::Join { .. } => Err((
+                ErrorCode::AlreadyJoined,
+                "this connection has joined already".into(),
+            )),
             Request::Publish {
                 source,
                 audio,
                 video,
                 ..
             } => {
+                if !self.rooms[sid].peers[uid].grants.publish {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "this participant may not publish (no publish grant)".into(),
+                    ));
+                }
                 if !audio && !video {
                     return Err((
                         ErrorCode::NothingToPublish,
@@ -503,6 +578,12 @@ impl Hub {
             }
             Request::Subscribe { feed_id, .. } => {
                 let room = self.rooms.get(sid).expect("joined room");
+                if !room.peers[uid].grants.subscribe {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "this participant may not subscribe (no subscribe grant)".into(),
+                    ));
+                }
                 let Some(feed) = room.feeds.get(&feed_id).filter(|f| f.published) else {
                     return Err((
                         ErrorCode::NoSuchFeed,

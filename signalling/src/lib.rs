@@ -9,6 +9,7 @@ pub mod auth;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod protocol;
 pub mod sdp;
 pub mod store;
@@ -18,14 +19,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-/// Start the hub on the current runtime: it takes relay events from `events` and ticks every
-/// second; returns the sender that websocket connections feed.
+/// Start the hub on the current runtime: it takes relay events from `events`, authenticates
+/// joins against `store`, and ticks every second; returns the sender that websocket
+/// connections feed.
 pub fn start_hub(
     relay: relay::RelayHandle,
     mut events: mpsc::Receiver<relay::Event>,
+    store: std::sync::Arc<store::Store>,
+    limits: limits::JoinLimits,
 ) -> mpsc::Sender<hub::Input> {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(hub::Hub::new(relay).run(rx));
+    tokio::spawn(hub::Hub::new(relay, store, limits::JoinLimiter::new(limits)).run(rx));
     let relay_tx = tx.clone();
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {

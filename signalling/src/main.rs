@@ -1,18 +1,37 @@
-//! `webrtcai`: the whole product in one process: relay, signalling, SDK and demo app.
+//! `webrtcai`: the whole product in one process (relay, signalling, SDK and demo app), and the
+//! administration commands for clients, keys and tokens on the same database file.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use relay::{Relay, RelayConfig};
+use signalling::auth::{self, Claims, Grants};
+use signalling::limits::JoinLimits;
+use signalling::store::Store;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// WebRTC.ai media cloud in one process.
+/// WebRTC.ai media cloud in one process. Without a subcommand it serves; the subcommands
+/// administer the account database.
 #[derive(Parser, Debug)]
 #[command(version)]
-struct Args {
+struct Cli {
+    /// The account database (SQLite; created on first use).
+    #[arg(long, global = true, default_value = "webrtcai.db")]
+    db: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
     /// HTTP and websocket address (demo app at /, SDK at /sdk/webrtcai.js, websocket at /ws).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
@@ -31,16 +50,183 @@ struct Args {
     /// Do not pin relay threads to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Join attempts allowed per key per minute.
+    #[arg(long, default_value_t = JoinLimits::default().per_key_per_minute)]
+    joins_per_key: u32,
+    /// Join attempts allowed per source address per minute.
+    #[arg(long, default_value_t = JoinLimits::default().per_address_per_minute)]
+    joins_per_address: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Clients (organisations that own keys and sessions).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// WEB_ONLY API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Join tokens (JWT, HS256).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Create a client.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List clients.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        /// The owning client.
+        #[arg(long)]
+        cid: String,
+        /// An allowed Origin host (`app.example.com`, `*.example.com`, optionally `:port`);
+        /// repeat for several.
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// Allow recording of sessions joined with this key.
+        #[arg(long)]
+        recording: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this client's.
+        #[arg(long)]
+        cid: Option<String>,
+    },
+    /// Revoke a key: new joins with it, or with tokens it signed, are refused at once.
+    Revoke {
+        /// The key.
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Mint a join token signed with a key's secret.
+    Mint {
+        /// The signing key.
+        #[arg(long)]
+        key: String,
+        /// The session.
+        #[arg(long)]
+        sid: String,
+        /// The participant id (else assigned at join).
+        #[arg(long)]
+        uid: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Grants: publish,subscribe,publish_data,record.
+        #[arg(long, default_value = "publish,subscribe")]
+        grant: String,
+        /// Lifetime, e.g. 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+    },
+}
+
+fn print(v: impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Client(ClientCommand::Create { name }) => print(store.create_client(&name)?),
+        Command::Client(ClientCommand::List) => print(store.clients()?),
+        Command::Key(KeyCommand::Create {
+            cid,
+            domains,
+            recording,
+        }) => {
+            let k = store.create_key(&cid, &domains, recording)?;
+            print(serde_json::json!({ "key": k.info, "secret": k.secret }))
+        }
+        Command::Key(KeyCommand::List { cid }) => print(store.keys(cid.as_deref())?),
+        Command::Key(KeyCommand::Revoke { key }) => print(store.revoke_key(&key)?),
+        Command::Token(TokenCommand::Mint {
+            key,
+            sid,
+            uid,
+            name,
+            grant,
+            ttl,
+        }) => {
+            let record = store.key(&key)?.with_context(|| format!("no key {key}"))?;
+            let grants = Grants::parse(&grant).map_err(anyhow::Error::msg)?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let claims = Claims {
+                cid: record.info.cid.clone(),
+                sid,
+                uid,
+                name,
+                grants,
+                exp: now + Duration::from(ttl).as_secs(),
+                nbf: None,
+            };
+            let token = auth::mint(&key, &record.secret, &claims).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+/// On first start, a development client and key that work from this machine's own pages.
+fn development_key(store: &Store) -> anyhow::Result<String> {
+    let clients = store.clients()?;
+    if let Some(dev) = clients.iter().find(|c| c.name == "development") {
+        if let Some(k) = store
+            .keys(Some(&dev.cid))?
+            .into_iter()
+            .find(|k| k.revoked_at.is_none())
+        {
+            return Ok(k.key_id);
+        }
+    }
+    if !clients.is_empty() {
+        return Ok(String::new());
+    }
+    let client = store.create_client("development")?;
+    let key = store.create_key(
+        &client.cid,
+        &["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
+        true,
+    )?;
+    println!(
+        "Created the development client {} with WEB_ONLY key {} (allowed on localhost and 127.0.0.1).\n\
+         Its secret, for minting tokens, is shown only now: {}",
+        client.cid, key.info.key_id, key.secret
+    );
+    Ok(key.info.key_id)
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,dtls=error".into()),
         )
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let store = Store::open(&cli.db)?;
+    if let Some(command) = cli.command {
+        return admin(&store, command);
+    }
+    let args = cli.serve;
+    let dev_key = development_key(&store)?;
+    let store = Arc::new(store);
     let mut relay = Relay::start(RelayConfig {
         bind: args.media_bind,
         port: args.media_port,
@@ -58,21 +244,28 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("runtime")?;
     rt.block_on(async move {
-        let hub = signalling::start_hub(handle.clone(), events);
+        let limits = JoinLimits {
+            per_key_per_minute: args.joins_per_key,
+            per_address_per_minute: args.joins_per_address,
+        };
+        let hub = signalling::start_hub(handle.clone(), events, store, limits);
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding {}", args.http))?;
-        tracing::info!(
-            "WebRTC.ai running: demo at http://{}/ , media on {:?}",
-            args.http,
-            handle.core_addresses()
-        );
-        axum::serve(listener, signalling::http::router(hub))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("http server")
+        if dev_key.is_empty() {
+            tracing::info!("WebRTC.ai running on http://{}/", args.http);
+        } else {
+            tracing::info!(
+                "WebRTC.ai running: demo at http://{}/?key={dev_key}",
+                args.http
+            );
+        }
+        tracing::info!(media = ?handle.core_addresses(), "relay cores");
+        signalling::http::serve(listener, hub, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("http server")
     })?;
     relay.shutdown();
     Ok(())

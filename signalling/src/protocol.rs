@@ -157,6 +157,12 @@ pub enum ErrorCode {
     Relay,
     /// Publish without any track.
     NothingToPublish,
+    /// The key or token was refused; the reason says which check failed.
+    Unauthorized,
+    /// The participant's grants do not allow the request.
+    Forbidden,
+    /// Too many join attempts from this key or address.
+    RateLimited,
 }
 
 /// A message from the server.

@@ -6,7 +6,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::hub::{ConnId, Input};
+use crate::hub::{ConnId, ConnMeta, Input};
 use crate::protocol::ErrorCode;
 
 /// Frames above this are refused by the websocket layer itself (the connection closes);
@@ -16,10 +16,10 @@ pub const MAX_FRAME: usize = 1 << 20;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Serve one upgraded connection until it closes.
-pub async fn serve(socket: WebSocket, hub: mpsc::Sender<Input>) {
+pub async fn serve(socket: WebSocket, hub: mpsc::Sender<Input>, meta: ConnMeta) {
     let conn: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, mut outgoing) = mpsc::unbounded_channel();
-    if hub.send(Input::Connected(conn, tx)).await.is_err() {
+    if hub.send(Input::Connected(conn, tx, meta)).await.is_err() {
         return;
     }
     let (mut sink, mut stream) = socket.split();

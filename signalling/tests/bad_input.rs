@@ -1,85 +1,21 @@
 //! Bad input over a real websocket: every bad message gets an error reply with a reason, the
 //! connection carries on, and other participants notice nothing.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{connect, join, next, reply, send, server};
 use futures::{SinkExt, StreamExt};
-use relay::{Relay, RelayConfig};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn server() -> (Relay, String) {
-    let mut relay = Relay::start(RelayConfig {
-        cores: 1,
-        pin: false,
-        ..Default::default()
-    })
-    .unwrap();
-    let events = relay.take_events().unwrap();
-    let hub = signalling::start_hub(relay.handle(), events);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, signalling::http::router(hub))
-            .await
-            .unwrap();
-    });
-    (relay, format!("ws://{addr}/ws"))
-}
-
-async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// Next JSON message, skipping nothing.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-/// The next reply (events and offers before it are returned too).
-async fn reply(ws: &mut Ws) -> (Value, Vec<Value>) {
-    let mut other = Vec::new();
-    loop {
-        let v = next(ws).await;
-        if v["type"] == "reply" {
-            return (v, other);
-        }
-        other.push(v);
-    }
-}
-
-async fn join(ws: &mut Ws, sid: &str, name: &str) -> Value {
-    send(
-        ws,
-        json!({"type":"join","id":1,"v":1,"sid":sid,"name":name,"key":"k"}),
-    )
-    .await;
-    let (r, _) = reply(ws).await;
-    assert!(r["ok"]["uid"].is_string(), "{r}");
-    r["ok"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_get_reasons_and_change_nothing() {
-    let (_relay, url) = server().await;
+    let srv = server("bad-input", Default::default()).await;
+    let (url, key) = (srv.url.clone(), srv.key.info.key_id.clone());
     let mut bystander = connect(&url).await;
-    join(&mut bystander, "s", "bystander").await;
+    join(&mut bystander, &key, "s", "bystander").await;
     let mut ws = connect(&url).await;
 
     // Before joining.
@@ -88,11 +24,15 @@ async fn bad_messages_get_reasons_and_change_nothing() {
     assert_eq!(r["id"], 9);
     assert_eq!(r["error"]["code"], "not_joined");
 
-    send(&mut ws, json!({"type":"join","id":2,"v":99,"sid":"s"})).await;
+    send(
+        &mut ws,
+        json!({"type":"join","id":2,"v":99,"sid":"s","key":key}),
+    )
+    .await;
     let (r, _) = reply(&mut ws).await;
     assert_eq!(r["error"]["code"], "unsupported_version");
 
-    let me = join(&mut ws, "s", "tester").await;
+    let me = join(&mut ws, &key, "s", "tester").await;
     let (ev, _) = (next(&mut bystander).await, ());
     assert_eq!(ev["event"], "participant-joined");
 

@@ -1,7 +1,7 @@
 """An aiortc participant that speaks the WebRTC.ai signalling protocol (docs/protocol.md)
 and publishes a synthetic video track: a second, independently written WebRTC stack.
 
-    publisher.py ws://127.0.0.1:8080/ws SESSION
+    publisher.py ws://127.0.0.1:8080/ws SESSION TOKEN
 
 Prints `PUBLISHED <feed_id>` once the relay receives its feed, then keeps sending until killed.
 """
@@ -46,7 +46,7 @@ class Pattern(VideoStreamTrack):
         return frame
 
 
-async def main(url, sid):
+async def main(url, sid, token):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = Pattern()
     next_id = 1
@@ -93,11 +93,11 @@ async def main(url, sid):
                     asyncio.ensure_future(on_offer(msg))
 
         read_task = asyncio.ensure_future(reader())
-        await request({"type": "join", "v": 1, "sid": sid, "name": "aiortc", "key": "test-key"})
+        await request({"type": "join", "v": 1, "sid": sid, "name": "aiortc", "token": token})
         published = await request({"type": "publish", "source": "webcam", "video": True, "audio": False})
         feed_id = published["feed_id"]
         await read_task
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))

@@ -14,7 +14,9 @@ test('aiortc publishes, Chromium decodes', async () => {
   const server = await startServer();
   const browser = await launch();
   const wsUrl = server.base.replace('http', 'ws') + '/ws';
-  const child = spawn(python, [join(here, '..', 'aiortc', 'publisher.py'), wsUrl, 'aiortc-1'], {
+  // A server-side participant has no web origin: it joins with a token, not a WEB_ONLY key.
+  const token = server.token('aiortc-1', 'aiortc', 'publish');
+  const child = spawn(python, [join(here, '..', 'aiortc', 'publisher.py'), wsUrl, 'aiortc-1', token], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {
@@ -31,7 +33,7 @@ test('aiortc publishes, Chromium decodes', async () => {
       });
       child.on('exit', (code) => reject(new Error(`aiortc exited with ${code}`)));
     });
-    const page = await joinPage(browser.context, server.base, 'aiortc-1', 'viewer');
+    const page = await joinPage(browser.context, server, 'aiortc-1', 'viewer');
     const feeds = await page.evaluate(() => [...window.session.feeds.keys()]);
     assert.deepEqual(feeds, [feedId]);
     const video = await subscribe(page, feedId);

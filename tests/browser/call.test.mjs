@@ -8,8 +8,8 @@ test('two browsers see each other, then one leaves', async () => {
   const server = await startServer();
   const browser = await launch();
   try {
-    const a = await joinPage(browser.context, server.base, 'call-1', 'alice');
-    const b = await joinPage(browser.context, server.base, 'call-1', 'bob');
+    const a = await joinPage(browser.context, server, 'call-1', 'alice');
+    const b = await joinPage(browser.context, server, 'call-1', 'bob');
     const joined = await waitEvent(a, 'participant-joined');
     assert.equal(joined.name, 'bob');
 

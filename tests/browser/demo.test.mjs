@@ -22,7 +22,7 @@ test('demo app: join, see each other, share a screen', async () => {
     const pages = [];
     for (const name of ['Ada', 'Grace']) {
       const page = await browser.context.newPage();
-      await page.goto(`${server.base}/`);
+      await page.goto(`${server.base}/?key=${server.key}`);
       await page.fill('#room', 'demo-test');
       await page.fill('#name', name);
       await page.click('#join');

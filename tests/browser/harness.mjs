@@ -1,6 +1,6 @@
 // Shared set-up for the browser tests: the product binary and headless Chromium, all on
 // 127.0.0.1. Run the tests inside a loopback-only network namespace (see scripts/test).
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -34,11 +34,16 @@ async function freePort() {
   });
 }
 
-/** Start `webrtcai` (the debug build unless WEBRTCAI_BIN is set); resolves once /healthz answers. */
+/** Start `webrtcai` (the debug build unless WEBRTCAI_BIN is set) on a fresh database with one
+ * client and a WEB_ONLY key for pages on 127.0.0.1; resolves once /healthz answers. */
 export async function startServer() {
   const bin = process.env.WEBRTCAI_BIN || join(root, 'target', 'debug', 'webrtcai');
+  const db = join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
+  const admin = (...args) => execFileSync(bin, ['--db', db, ...args], { env: { ...process.env, RUST_LOG: 'error' } }).toString();
+  const client = JSON.parse(admin('client', 'create', '--name', 'browser-tests'));
+  const key = JSON.parse(admin('key', 'create', '--cid', client.cid, '--domain', '127.0.0.1')).key.key_id;
   const port = await freePort();
-  const child = spawn(bin, ['--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin'], {
+  const child = spawn(bin, ['--db', db, '--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin'], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -46,7 +51,20 @@ export async function startServer() {
   for (let i = 0; i < 100; i++) {
     try {
       const r = await fetch(`${base}/healthz`);
-      if (r.ok) return { base, port, child, stop: () => child.kill('SIGKILL') };
+      if (r.ok) {
+        return {
+          base,
+          port,
+          child,
+          key,
+          db,
+          admin,
+          /** A join token for `sid`, signed with the key. */
+          token: (sid, uid, grants = 'publish,subscribe') =>
+            admin('token', 'mint', '--key', key, '--sid', sid, '--uid', uid, '--grant', grants).trim(),
+          stop: () => child.kill('SIGKILL'),
+        };
+      }
     } catch {
       // not up yet
     }
@@ -73,22 +91,24 @@ export async function launch() {
   };
 }
 
-/** Open the demo origin and join `sid` through the SDK; events are recorded in window.events. */
-export async function joinPage(context, base, sid, name) {
+/** Open the demo origin and join `sid` through the SDK with the server's key; events are
+ * recorded in window.events. */
+export async function joinPage(context, server, sid, name) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  await page.goto(`${base}/`);
+  await page.goto(`${server.base}/`);
+  const key = server.key;
   await page.evaluate(
-    async ({ sid, name }) => {
+    async ({ sid, name, key }) => {
       const { WebRTCai } = await import('/sdk/webrtcai.js');
       window.events = [];
-      const client = WebRTCai.init({ key: 'test-key' });
+      const client = WebRTCai.init({ key });
       window.session = await client.join(sid, { name });
       for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'reconnecting', 'reconnected', 'disconnected']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },
-    { sid, name },
+    { sid, name, key },
   );
   return page;
 }

@@ -8,8 +8,8 @@ test('websocket cut: resume without a leave', async () => {
   const server = await startServer();
   const browser = await launch();
   try {
-    const a = await joinPage(browser.context, server.base, 'reconnect-1', 'alice');
-    const b = await joinPage(browser.context, server.base, 'reconnect-1', 'bob');
+    const a = await joinPage(browser.context, server, 'reconnect-1', 'alice');
+    const b = await joinPage(browser.context, server, 'reconnect-1', 'bob');
     const feedA = await publishWebcam(a);
     await waitEvent(b, 'feed-published');
     const videoB = await subscribe(b, feedA);
@@ -49,8 +49,8 @@ test('ICE restart: new credentials, media keeps flowing', async () => {
   const server = await startServer();
   const browser = await launch();
   try {
-    const a = await joinPage(browser.context, server.base, 'restart-1', 'alice');
-    const b = await joinPage(browser.context, server.base, 'restart-1', 'bob');
+    const a = await joinPage(browser.context, server, 'restart-1', 'alice');
+    const b = await joinPage(browser.context, server, 'restart-1', 'bob');
     const feedA = await publishWebcam(a);
     await waitEvent(b, 'feed-published');
     const videoB = await subscribe(b, feedA);
