@@ -712,6 +712,20 @@ impl Hub {
                 peer.ice_restart = true;
                 Ok(Some(json!({})))
             }
+            Request::Record { .. } => {
+                if !self.rooms[sid].peers[uid].grants.record {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "recording is not permitted: the key does not allow recording, or the \
+                         token has no record grant"
+                            .into(),
+                    ));
+                }
+                Err((
+                    ErrorCode::RecordingUnavailable,
+                    "recording is permitted but no recorder runs on this server".into(),
+                ))
+            }
             Request::Leave { .. } => {
                 self.leave(sid, uid).await;
                 Ok(Some(json!({})))

@@ -97,6 +97,13 @@ pub enum Request {
         /// Request id.
         id: u64,
     },
+    /// Start or stop recording the session (needs the record grant).
+    Record {
+        /// Request id.
+        id: u64,
+        /// Start (true) or stop (false).
+        enable: bool,
+    },
     /// Leave the session.
     Leave {
         /// Request id.
@@ -115,6 +122,7 @@ impl Request {
             | Request::Unsubscribe { id, .. }
             | Request::Answer { id, .. }
             | Request::RestartIce { id }
+            | Request::Record { id, .. }
             | Request::Leave { id } => *id,
         }
     }
@@ -163,6 +171,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Too many join attempts from this key or address.
     RateLimited,
+    /// Recording is permitted but this server has no recorder.
+    RecordingUnavailable,
 }
 
 /// A message from the server.

@@ -173,3 +173,46 @@ async fn join_attempts_are_rate_limited() {
         .unwrap()
         .contains("per minute"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_needs_the_key_permission() {
+    let srv = server("auth-recording", Default::default()).await;
+    // The test key was created without recording.
+    let mut ws = connect(&srv.url).await;
+    join(&mut ws, &srv.key.info.key_id, "room", "a").await;
+    send(&mut ws, json!({"type":"record","id":5,"enable":true})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    assert!(r["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("recording is not permitted"));
+
+    // A key with recording passes the permission check.
+    let with = srv
+        .store
+        .create_key(&srv.key.info.cid, &["127.0.0.1".into()], true)
+        .unwrap();
+    let mut ws = connect(&srv.url).await;
+    join(&mut ws, &with.info.key_id, "room", "b").await;
+    send(&mut ws, json!({"type":"record","id":6,"enable":true})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "recording_unavailable", "{r}");
+
+    // A token's record grant is capped by its key: without the key's permission it is refused.
+    let c = Claims {
+        cid: srv.key.info.cid.clone(),
+        sid: "room".into(),
+        uid: Some("rec".into()),
+        name: None,
+        grants: Grants::parse("subscribe,record").unwrap(),
+        exp: now() + 60,
+        nbf: None,
+    };
+    let mut ws = connect_from(&srv.url, None).await;
+    let token = mint(&srv.key.info.key_id, &srv.key.secret, &c).unwrap();
+    assert!(try_join(&mut ws, json!({"token": token})).await["ok"].is_object());
+    send(&mut ws, json!({"type":"record","id":7,"enable":true})).await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "forbidden");
+}
