@@ -136,6 +136,10 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<CoreStats>,
     },
+    SessionUsage {
+        sid: Sid,
+        reply: Reply<Vec<(Uid, ParticipantUsage)>>,
+    },
     Shutdown,
 }
 
@@ -214,6 +218,9 @@ impl Command {
             }
             Command::Usage { sid, uid, reply } => {
                 let _ = reply.send(w.participant_usage(&sid, &uid));
+            }
+            Command::SessionUsage { sid, reply } => {
+                let _ = reply.send(w.session_usage(&sid));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(w.stats());
@@ -701,6 +708,19 @@ impl RelayHandle {
             reply,
         })
         .await
+    }
+
+    /// Traffic counters of every participant of a session.
+    pub async fn session_usage(
+        &self,
+        sid: &Sid,
+    ) -> Result<Vec<(Uid, ParticipantUsage)>, ControlError> {
+        let core = self.core_of(sid)?;
+        self.call(core, |reply| Command::SessionUsage {
+            sid: sid.clone(),
+            reply,
+        })
+        .await?
     }
 
     /// Counters of every core.

@@ -28,7 +28,8 @@ use crate::protocol::{
     TransceiverInfo,
 };
 use crate::sdp::{self, Codec, Kind, OfferParams, Role, Section};
-use crate::store::Store;
+use crate::store::{Store, UsageDelta};
+use relay::sfu::participant::ParticipantUsage;
 
 /// A websocket connection's id.
 pub type ConnId = u64;
@@ -124,10 +125,50 @@ impl Feed {
     }
 }
 
-#[derive(Default)]
 struct Room {
+    cid: String,
+    public_sid: String,
+    /// Unix seconds: identifies this run of the session in the usage records.
+    started_at: i64,
     peers: HashMap<String, Peer>,
     feeds: HashMap<String, Feed>,
+    meter: Meter,
+}
+
+/// Usage counted since the last flush to the database.
+struct Meter {
+    last_flush: Instant,
+    pending: UsageDelta,
+    peak: u32,
+    /// The relay's cumulative counters per participant at the last flush.
+    counters: HashMap<String, ParticipantUsage>,
+    /// Up to when each participant's presence has been counted.
+    metered_until: HashMap<String, Instant>,
+}
+
+impl Meter {
+    fn new(now: Instant) -> Self {
+        Meter {
+            last_flush: now,
+            pending: UsageDelta::default(),
+            peak: 0,
+            counters: HashMap::new(),
+            metered_until: HashMap::new(),
+        }
+    }
+
+    /// Account one participant's presence and traffic up to `now`.
+    fn account(&mut self, now: Instant, uid: &str, usage: Option<ParticipantUsage>) {
+        if let Some(since) = self.metered_until.get_mut(uid) {
+            self.pending.participant_seconds += now.saturating_duration_since(*since).as_secs_f64();
+            *since = now;
+        }
+        if let Some(u) = usage {
+            let last = self.counters.insert(uid.to_owned(), u).unwrap_or_default();
+            self.pending.bytes_in += u.bytes_in.saturating_sub(last.bytes_in);
+            self.pending.bytes_out += u.bytes_out.saturating_sub(last.bytes_out);
+        }
+    }
 }
 
 struct Conn {
@@ -141,6 +182,7 @@ pub struct Hub {
     relay: RelayHandle,
     store: Arc<Store>,
     limiter: JoinLimiter,
+    usage_flush: Duration,
     fingerprint: String,
     rooms: HashMap<String, Room>,
     conns: HashMap<ConnId, Conn>,
@@ -157,12 +199,19 @@ fn random_id(prefix: &str) -> String {
 
 impl Hub {
     /// A hub in front of `relay`, authenticating joins against `store`.
-    pub fn new(relay: RelayHandle, store: Arc<Store>, limiter: JoinLimiter) -> Self {
+    /// Usage is written to the store every `usage_flush`, so a crash loses at most that.
+    pub fn new(
+        relay: RelayHandle,
+        store: Arc<Store>,
+        limiter: JoinLimiter,
+        usage_flush: Duration,
+    ) -> Self {
         Hub {
             fingerprint: relay.fingerprint().to_owned(),
             relay,
             store,
             limiter,
+            usage_flush,
             rooms: HashMap::new(),
             conns: HashMap::new(),
             resume: HashMap::new(),
@@ -226,6 +275,17 @@ impl Hub {
                     .collect();
                 for (sid, uid) in expired {
                     self.leave(&sid, &uid).await;
+                }
+                let due: Vec<String> = self
+                    .rooms
+                    .iter()
+                    .filter(|(_, r)| {
+                        now.saturating_duration_since(r.meter.last_flush) >= self.usage_flush
+                    })
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                for sid in due {
+                    self.flush_usage(&sid, now, None).await;
                 }
             }
         }
@@ -420,7 +480,20 @@ impl Hub {
                 Ok(_) | Err(relay::ControlError::SessionExists { .. }) => {}
                 Err(e) => return Err((ErrorCode::Relay, e.to_string())),
             }
-            self.rooms.insert(sid.clone(), Room::default());
+            self.rooms.insert(
+                sid.clone(),
+                Room {
+                    cid: identity.cid.clone(),
+                    public_sid: public_sid.clone(),
+                    started_at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0),
+                    peers: HashMap::new(),
+                    feeds: HashMap::new(),
+                    meter: Meter::new(Instant::now()),
+                },
+            );
         }
         let uid = match identity.uid {
             Some(uid)
@@ -465,11 +538,10 @@ impl Hub {
             outstanding: None,
             ice_restart: false,
         };
-        self.rooms
-            .get_mut(&sid)
-            .expect("inserted above")
-            .peers
-            .insert(uid.clone(), peer);
+        let room = self.rooms.get_mut(&sid).expect("inserted above");
+        room.peers.insert(uid.clone(), peer);
+        room.meter.metered_until.insert(uid.clone(), Instant::now());
+        room.meter.peak = room.meter.peak.max(room.peers.len() as u32);
         self.resume
             .insert(token.clone(), (sid.clone(), uid.clone()));
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -1017,11 +1089,21 @@ impl Hub {
         for f in feeds {
             self.unpublish(sid, &f).await;
         }
+        // Its last traffic counts before the relay forgets it.
+        let usage = self
+            .relay
+            .session_usage(&Sid::from(sid))
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|(u, _)| u.0 == uid).map(|(_, u)| u));
         let _ = self
             .relay
             .remove_participant(&Sid::from(sid), &Uid::from(uid))
             .await;
         let room = self.rooms.get_mut(sid).expect("checked above");
+        room.meter.account(Instant::now(), uid, usage);
+        room.meter.metered_until.remove(uid);
+        room.meter.counters.remove(uid);
         if let Some(peer) = room.peers.remove(uid) {
             self.resume.remove(&peer.resume_token);
             if let Some(c) = peer.conn.and_then(|c| self.conns.get_mut(&c)) {
@@ -1037,8 +1119,48 @@ impl Hub {
             },
         );
         if empty {
+            let ended = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.flush_usage(sid, Instant::now(), Some(ended)).await;
             self.rooms.remove(sid);
             let _ = self.relay.remove_session(&Sid::from(sid)).await;
+        }
+    }
+
+    /// Write a session's usage since the last flush (and close its record when it ended).
+    async fn flush_usage(&mut self, sid: &str, now: Instant, ended: Option<i64>) {
+        let usage = self
+            .relay
+            .session_usage(&Sid::from(sid))
+            .await
+            .unwrap_or_default();
+        let Some(room) = self.rooms.get_mut(sid) else {
+            return;
+        };
+        let uids: Vec<String> = room.peers.keys().cloned().collect();
+        for uid in uids {
+            let u = usage.iter().find(|(u, _)| u.0 == uid).map(|(_, u)| *u);
+            room.meter.account(now, &uid, u);
+        }
+        let delta = std::mem::take(&mut room.meter.pending);
+        room.meter.last_flush = now;
+        if let Err(e) = self.store.add_usage(
+            &room.cid,
+            &room.public_sid,
+            room.started_at,
+            delta,
+            room.meter.peak,
+            ended,
+        ) {
+            // Keep the counts for the next try rather than lose them.
+            tracing::warn!(sid, "usage not written: {e}");
+            let p = &mut room.meter.pending;
+            p.participant_seconds += delta.participant_seconds;
+            p.bytes_in += delta.bytes_in;
+            p.bytes_out += delta.bytes_out;
+            p.recording_seconds += delta.recording_seconds;
         }
     }
 }

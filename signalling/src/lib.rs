@@ -27,9 +27,12 @@ pub fn start_hub(
     mut events: mpsc::Receiver<relay::Event>,
     store: std::sync::Arc<store::Store>,
     limits: limits::JoinLimits,
+    usage_flush: Duration,
 ) -> mpsc::Sender<hub::Input> {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(hub::Hub::new(relay, store, limits::JoinLimiter::new(limits)).run(rx));
+    tokio::spawn(
+        hub::Hub::new(relay, store, limits::JoinLimiter::new(limits), usage_flush).run(rx),
+    );
     let relay_tx = tx.clone();
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {

@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Join attempts allowed per key per minute.
     #[arg(long, default_value_t = JoinLimits::default().per_key_per_minute)]
     joins_per_key: u32,
+    /// Seconds between usage writes to the database (a crash loses at most this much).
+    #[arg(long, default_value_t = 10)]
+    usage_flush_secs: u64,
     /// Join attempts allowed per source address per minute.
     #[arg(long, default_value_t = JoinLimits::default().per_address_per_minute)]
     joins_per_address: u32,
@@ -69,6 +72,62 @@ enum Command {
     /// Join tokens (JWT, HS256).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Usage of a client: participant-minutes, bytes, peak participants, recording minutes.
+    Usage {
+        /// The client.
+        #[arg(long)]
+        cid: String,
+        /// Start of the period (RFC 3339, or YYYY-MM-DD); default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period (exclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
+        .with_context(|| format!("{s:?} is not a date (YYYY-MM-DD) or RFC 3339 time"))?;
+    Ok(t.duration_since(UNIX_EPOCH)?.as_secs() as i64)
+}
+
+fn usage_table(r: &signalling::store::UsageReport) -> String {
+    let mut out = format!(
+        "{:<24} {:>20} {:>10} {:>14} {:>14} {:>6} {:>10}\n",
+        "session", "started (unix)", "part-min", "bytes in", "bytes out", "peak", "rec-min"
+    );
+    for s in &r.sessions {
+        out += &format!(
+            "{:<24} {:>20} {:>10.2} {:>14} {:>14} {:>6} {:>10.2}\n",
+            s.sid,
+            s.started_at,
+            s.participant_minutes,
+            s.bytes_in,
+            s.bytes_out,
+            s.peak_participants,
+            s.recording_minutes
+        );
+    }
+    out += &format!(
+        "{:<24} {:>20} {:>10.2} {:>14} {:>14} {:>6} {:>10.2}\n",
+        "total",
+        "",
+        r.participant_minutes,
+        r.bytes_in,
+        r.bytes_out,
+        r.peak_participants,
+        r.recording_minutes
+    );
+    out
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +214,25 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
         }
         Command::Key(KeyCommand::List { cid }) => print(store.keys(cid.as_deref())?),
         Command::Key(KeyCommand::Revoke { key }) => print(store.revoke_key(&key)?),
+        Command::Usage {
+            cid,
+            from,
+            to,
+            json,
+        } => {
+            let from = from.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let to = match to.as_deref() {
+                Some(t) => parse_time(t)?,
+                None => SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64 + 1,
+            };
+            let report = store.usage(&cid, from, to)?;
+            if json {
+                print(report)
+            } else {
+                print!("{}", usage_table(&report));
+                Ok(())
+            }
+        }
         Command::Token(TokenCommand::Mint {
             key,
             sid,
@@ -248,7 +326,13 @@ fn main() -> anyhow::Result<()> {
             per_key_per_minute: args.joins_per_key,
             per_address_per_minute: args.joins_per_address,
         };
-        let hub = signalling::start_hub(handle.clone(), events, store, limits);
+        let hub = signalling::start_hub(
+            handle.clone(),
+            events,
+            store,
+            limits,
+            Duration::from_secs(args.usage_flush_secs.max(1)),
+        );
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding {}", args.http))?;

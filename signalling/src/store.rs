@@ -64,8 +64,9 @@ pub enum StoreError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE clients (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE clients (
             cid TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             created_at INTEGER NOT NULL
@@ -80,7 +81,23 @@ fn migrations() -> Migrations<'static> {
             revoked_at INTEGER
         );
         CREATE INDEX keys_by_client ON keys(cid);",
-    )])
+        ),
+        M::up(
+            "CREATE TABLE session_usage (
+                cid TEXT NOT NULL,
+                sid TEXT NOT NULL,
+                started_at INTEGER NOT NULL,
+                ended_at INTEGER,
+                participant_seconds REAL NOT NULL DEFAULT 0,
+                bytes_in INTEGER NOT NULL DEFAULT 0,
+                bytes_out INTEGER NOT NULL DEFAULT 0,
+                peak_participants INTEGER NOT NULL DEFAULT 0,
+                recording_seconds REAL NOT NULL DEFAULT 0,
+                updated_at INTEGER NOT NULL,
+                PRIMARY KEY (cid, sid, started_at)
+            );",
+        ),
+    ])
 }
 
 /// A client (an organisation that owns keys and sessions).
@@ -127,6 +144,65 @@ impl std::fmt::Debug for KeyRecord {
             .field("secret", &"<hidden>")
             .finish()
     }
+}
+
+/// Usage to add to a session's record.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UsageDelta {
+    /// Participant-seconds since the last flush.
+    pub participant_seconds: f64,
+    /// Bytes the relay received from the session's participants.
+    pub bytes_in: u64,
+    /// Bytes the relay sent to them.
+    pub bytes_out: u64,
+    /// Recording seconds.
+    pub recording_seconds: f64,
+}
+
+/// One session's usage, as billed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionUsage {
+    /// The client.
+    pub cid: String,
+    /// The session (as the client names it).
+    pub sid: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds, once the last participant left.
+    pub ended_at: Option<i64>,
+    /// Participant-minutes.
+    pub participant_minutes: f64,
+    /// Bytes received by the relay.
+    pub bytes_in: u64,
+    /// Bytes sent by the relay.
+    pub bytes_out: u64,
+    /// Most participants at once.
+    pub peak_participants: u32,
+    /// Recording minutes.
+    pub recording_minutes: f64,
+}
+
+/// Usage of a client over a period: per session and in total.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The client.
+    pub cid: String,
+    /// Period start (Unix seconds, inclusive): sessions that started in it.
+    pub from: i64,
+    /// Period end (exclusive).
+    pub to: i64,
+    /// Per session.
+    pub sessions: Vec<SessionUsage>,
+    /// Participant-minutes of all sessions.
+    pub participant_minutes: f64,
+    /// Bytes received by the relay.
+    pub bytes_in: u64,
+    /// Bytes sent by the relay.
+    pub bytes_out: u64,
+    /// The highest peak of any session.
+    pub peak_participants: u32,
+    /// Recording minutes.
+    pub recording_minutes: f64,
 }
 
 /// The account database.
@@ -335,6 +411,87 @@ impl Store {
             )?;
             let rows = st.query_map([cid], Self::row_to_record)?;
             rows.map(|r| r.map(|k| k.info)).collect()
+        })
+    }
+
+    /// Add usage to a session's record (created on first use); `ended_at` closes it.
+    pub fn add_usage(
+        &self,
+        cid: &str,
+        sid: &str,
+        started_at: i64,
+        delta: UsageDelta,
+        peak_participants: u32,
+        ended_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO session_usage (cid, sid, started_at, ended_at, participant_seconds,
+                     bytes_in, bytes_out, peak_participants, recording_seconds, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (cid, sid, started_at) DO UPDATE SET
+                     ended_at = COALESCE(excluded.ended_at, ended_at),
+                     participant_seconds = participant_seconds + excluded.participant_seconds,
+                     bytes_in = bytes_in + excluded.bytes_in,
+                     bytes_out = bytes_out + excluded.bytes_out,
+                     peak_participants = MAX(peak_participants, excluded.peak_participants),
+                     recording_seconds = recording_seconds + excluded.recording_seconds,
+                     updated_at = excluded.updated_at",
+                params![
+                    cid,
+                    sid,
+                    started_at,
+                    ended_at,
+                    delta.participant_seconds,
+                    delta.bytes_in as i64,
+                    delta.bytes_out as i64,
+                    peak_participants,
+                    delta.recording_seconds,
+                    now()
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A client's usage for sessions that started in `[from, to)`.
+    pub fn usage(&self, cid: &str, from: i64, to: i64) -> Result<UsageReport, StoreError> {
+        let sessions: Vec<SessionUsage> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT cid, sid, started_at, ended_at, participant_seconds, bytes_in, bytes_out,
+                        peak_participants, recording_seconds
+                 FROM session_usage WHERE cid = ?1 AND started_at >= ?2 AND started_at < ?3
+                 ORDER BY started_at, sid",
+            )?;
+            let rows = st.query_map(params![cid, from, to], |r| {
+                Ok(SessionUsage {
+                    cid: r.get(0)?,
+                    sid: r.get(1)?,
+                    started_at: r.get(2)?,
+                    ended_at: r.get(3)?,
+                    participant_minutes: r.get::<_, f64>(4)? / 60.0,
+                    bytes_in: r.get::<_, i64>(5)? as u64,
+                    bytes_out: r.get::<_, i64>(6)? as u64,
+                    peak_participants: r.get(7)?,
+                    recording_minutes: r.get::<_, f64>(8)? / 60.0,
+                })
+            })?;
+            rows.collect()
+        })?;
+        Ok(UsageReport {
+            cid: cid.to_owned(),
+            from,
+            to,
+            participant_minutes: sessions.iter().map(|s| s.participant_minutes).sum(),
+            bytes_in: sessions.iter().map(|s| s.bytes_in).sum(),
+            bytes_out: sessions.iter().map(|s| s.bytes_out).sum(),
+            peak_participants: sessions
+                .iter()
+                .map(|s| s.peak_participants)
+                .max()
+                .unwrap_or(0),
+            recording_minutes: sessions.iter().map(|s| s.recording_minutes).sum(),
+            sessions,
         })
     }
 

@@ -36,14 +36,18 @@ async function freePort() {
 
 /** Start `webrtcai` (the debug build unless WEBRTCAI_BIN is set) on a fresh database with one
  * client and a WEB_ONLY key for pages on 127.0.0.1; resolves once /healthz answers. */
-export async function startServer() {
+export async function startServer(opts = {}) {
   const bin = process.env.WEBRTCAI_BIN || join(root, 'target', 'debug', 'webrtcai');
-  const db = join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
+  const db = opts.db || join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
   const admin = (...args) => execFileSync(bin, ['--db', db, ...args], { env: { ...process.env, RUST_LOG: 'error' } }).toString();
-  const client = JSON.parse(admin('client', 'create', '--name', 'browser-tests'));
-  const key = JSON.parse(admin('key', 'create', '--cid', client.cid, '--domain', '127.0.0.1')).key.key_id;
+  let { cid, key } = opts;
+  if (!key) {
+    cid = JSON.parse(admin('client', 'create', '--name', 'browser-tests')).cid;
+    key = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', '127.0.0.1')).key.key_id;
+  }
   const port = await freePort();
-  const child = spawn(bin, ['--db', db, '--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin'], {
+  const args = ['--db', db, '--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin', ...(opts.args || [])];
+  const child = spawn(bin, args, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -57,6 +61,7 @@ export async function startServer() {
           port,
           child,
           key,
+          cid,
           db,
           admin,
           /** A join token for `sid`, signed with the key. */

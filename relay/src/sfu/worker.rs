@@ -195,6 +195,16 @@ impl Worker {
         Some(self.participants.get(&key)?.usage)
     }
 
+    /// Traffic counters of every participant of a session (for metering).
+    pub fn session_usage(&self, sid: &Sid) -> Result<Vec<(Uid, ParticipantUsage)>, ControlError> {
+        let skey = self.session_key(sid)?;
+        Ok(self.sessions[&skey]
+            .participants
+            .iter()
+            .filter_map(|(uid, key)| Some((uid.clone(), self.participants.get(key)?.usage)))
+            .collect())
+    }
+
     /// Number of sessions (placement uses it).
     pub fn session_count(&self) -> usize {
         self.sessions.len()

@@ -40,7 +40,13 @@ pub async fn server(name: &str, limits: JoinLimits) -> Server {
     })
     .unwrap();
     let events = relay.take_events().unwrap();
-    let hub = signalling::start_hub(relay.handle(), events, store.clone(), limits);
+    let hub = signalling::start_hub(
+        relay.handle(),
+        events,
+        store.clone(),
+        limits,
+        Duration::from_secs(1),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(signalling::http::serve(
