@@ -68,11 +68,14 @@ async fn websocket(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     hub: mpsc::Sender<Input>,
+    admin: crate::admin::Admin,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(hub).into_make_service_with_connect_info::<SocketAddr>(),
+        router(hub)
+            .merge(crate::admin::router(admin))
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

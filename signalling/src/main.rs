@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Join attempts allowed per key per minute.
     #[arg(long, default_value_t = JoinLimits::default().per_key_per_minute)]
     joins_per_key: u32,
+    /// Secret for the HTTP admin API (`Authorization: Bearer …`); the API is off without it.
+    #[arg(long, env = "WEBRTCAI_ADMIN_SECRET", hide_env_values = true)]
+    admin_secret: Option<String>,
     /// Seconds between usage writes to the database (a crash loses at most this much).
     #[arg(long, default_value_t = 10)]
     usage_flush_secs: u64,
@@ -98,36 +101,6 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
         .with_context(|| format!("{s:?} is not a date (YYYY-MM-DD) or RFC 3339 time"))?;
     Ok(t.duration_since(UNIX_EPOCH)?.as_secs() as i64)
-}
-
-fn usage_table(r: &signalling::store::UsageReport) -> String {
-    let mut out = format!(
-        "{:<24} {:>20} {:>10} {:>14} {:>14} {:>6} {:>10}\n",
-        "session", "started (unix)", "part-min", "bytes in", "bytes out", "peak", "rec-min"
-    );
-    for s in &r.sessions {
-        out += &format!(
-            "{:<24} {:>20} {:>10.2} {:>14} {:>14} {:>6} {:>10.2}\n",
-            s.sid,
-            s.started_at,
-            s.participant_minutes,
-            s.bytes_in,
-            s.bytes_out,
-            s.peak_participants,
-            s.recording_minutes
-        );
-    }
-    out += &format!(
-        "{:<24} {:>20} {:>10.2} {:>14} {:>14} {:>6} {:>10.2}\n",
-        "total",
-        "",
-        r.participant_minutes,
-        r.bytes_in,
-        r.bytes_out,
-        r.peak_participants,
-        r.recording_minutes
-    );
-    out
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,7 +202,7 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
             if json {
                 print(report)
             } else {
-                print!("{}", usage_table(&report));
+                print!("{}", report.table());
                 Ok(())
             }
         }
@@ -326,6 +299,10 @@ fn main() -> anyhow::Result<()> {
             per_key_per_minute: args.joins_per_key,
             per_address_per_minute: args.joins_per_address,
         };
+        let admin = signalling::admin::Admin {
+            store: store.clone(),
+            secret: args.admin_secret.clone(),
+        };
         let hub = signalling::start_hub(
             handle.clone(),
             events,
@@ -345,7 +322,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         tracing::info!(media = ?handle.core_addresses(), "relay cores");
-        signalling::http::serve(listener, hub, async {
+        signalling::http::serve(listener, hub, admin, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

@@ -205,6 +205,40 @@ pub struct UsageReport {
     pub recording_minutes: f64,
 }
 
+impl UsageReport {
+    /// A human-readable table: one row per session and a total.
+    pub fn table(&self) -> String {
+        let row = |name: &str, started: String, pm: f64, bi: u64, bo: u64, peak: u32, rm: f64| {
+            format!("{name:<24} {started:>12} {pm:>10.2} {bi:>14} {bo:>14} {peak:>6} {rm:>9.2}\n")
+        };
+        let mut out = format!(
+            "{:<24} {:>12} {:>10} {:>14} {:>14} {:>6} {:>9}\n",
+            "session", "started", "part-min", "bytes in", "bytes out", "peak", "rec-min"
+        );
+        for s in &self.sessions {
+            out += &row(
+                &s.sid,
+                s.started_at.to_string(),
+                s.participant_minutes,
+                s.bytes_in,
+                s.bytes_out,
+                s.peak_participants,
+                s.recording_minutes,
+            );
+        }
+        out += &row(
+            "total",
+            String::new(),
+            self.participant_minutes,
+            self.bytes_in,
+            self.bytes_out,
+            self.peak_participants,
+            self.recording_minutes,
+        );
+        out
+    }
+}
+
 /// The account database.
 pub struct Store {
     path: PathBuf,

@@ -16,8 +16,12 @@ use tokio_tungstenite::tungstenite::Message;
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The admin API's bearer secret in tests.
+pub const ADMIN_SECRET: &str = "test-admin-secret";
+
 pub struct Server {
     pub relay: Relay,
+    pub http: String,
     pub url: String,
     pub store: Arc<Store>,
     /// A key of client "test" allowed on http(s)://127.0.0.1 (any port).
@@ -49,13 +53,19 @@ pub async fn server(name: &str, limits: JoinLimits) -> Server {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin = signalling::admin::Admin {
+        store: store.clone(),
+        secret: Some(ADMIN_SECRET.into()),
+    };
     tokio::spawn(signalling::http::serve(
         listener,
         hub,
+        admin,
         std::future::pending(),
     ));
     Server {
         relay,
+        http: format!("http://{addr}"),
         url: format!("ws://{addr}/ws"),
         store,
         key,

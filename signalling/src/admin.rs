@@ -1,0 +1,284 @@
+//! The HTTP admin API: the same operations as the `webrtcai` admin subcommands, for a
+//! customer's or operator's backend. Every request needs `Authorization: Bearer <admin secret>`;
+//! without a configured secret the API is off.
+//!
+//! ```text
+//! GET  /admin/clients                      POST /admin/clients  {"name":"Acme"}
+//! GET  /admin/keys?cid=…                   POST /admin/keys     {"cid":"…","domains":["app.example.com"],"recording":true}
+//! POST /admin/keys/{key_id}/revoke
+//! POST /admin/tokens {"key":"wk_…","sid":"room","uid":"ada","grants":"publish,subscribe","ttl_secs":3600}
+//! GET  /admin/usage?cid=…&from=…&to=…[&format=table]
+//! ```
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{self, Claims, Grants};
+use crate::store::{Store, StoreError};
+
+/// What the admin routes need.
+#[derive(Clone)]
+pub struct Admin {
+    /// The account database.
+    pub store: Arc<Store>,
+    /// The bearer secret; None turns the API off.
+    pub secret: Option<String>,
+}
+
+fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "reason": reason.into()}})),
+    )
+        .into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NoSuchClient(_) | StoreError::NoSuchKey(_) => {
+            error(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        other => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database",
+            other.to_string(),
+        ),
+    }
+}
+
+fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(secret) = &admin.secret else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "the admin API is off: start the server with --admin-secret",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer <admin secret>",
+            )
+        })?;
+    let same = given.len() == secret.len()
+        && given
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong admin secret",
+        ))
+    }
+}
+
+/// The admin routes.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/admin/clients", get(list_clients).post(create_client))
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{key_id}/revoke", post(revoke_key))
+        .route("/admin/tokens", post(mint_token))
+        .route("/admin/usage", get(usage))
+        .with_state(admin)
+}
+
+#[derive(Deserialize)]
+struct NewClient {
+    name: String,
+}
+
+async fn list_clients(State(a): State<Admin>, h: HeaderMap) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    a.store
+        .clients()
+        .map(|c| Json(c).into_response())
+        .unwrap_or_else(store_error)
+}
+
+async fn create_client(
+    State(a): State<Admin>,
+    h: HeaderMap,
+    Json(body): Json<NewClient>,
+) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    if body.name.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid", "name must not be empty");
+    }
+    a.store
+        .create_client(&body.name)
+        .map(|c| (StatusCode::CREATED, Json(c)).into_response())
+        .unwrap_or_else(store_error)
+}
+
+#[derive(Deserialize)]
+struct KeyFilter {
+    cid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    cid: String,
+    domains: Vec<String>,
+    #[serde(default)]
+    recording: bool,
+}
+
+async fn list_keys(State(a): State<Admin>, h: HeaderMap, Query(f): Query<KeyFilter>) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    a.store
+        .keys(f.cid.as_deref())
+        .map(|k| Json(k).into_response())
+        .unwrap_or_else(store_error)
+}
+
+async fn create_key(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewKey>) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    if body.domains.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "a key needs at least one allowed domain",
+        );
+    }
+    a.store
+        .create_key(&body.cid, &body.domains, body.recording)
+        .map(|k| {
+            (
+                StatusCode::CREATED,
+                Json(json!({"key": k.info, "secret": k.secret})),
+            )
+                .into_response()
+        })
+        .unwrap_or_else(store_error)
+}
+
+async fn revoke_key(State(a): State<Admin>, h: HeaderMap, Path(key_id): Path<String>) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    a.store
+        .revoke_key(&key_id)
+        .map(|k| Json(k).into_response())
+        .unwrap_or_else(store_error)
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    key: String,
+    sid: String,
+    uid: Option<String>,
+    name: Option<String>,
+    #[serde(default = "default_grants")]
+    grants: String,
+    #[serde(default = "default_ttl")]
+    ttl_secs: u64,
+}
+
+fn default_grants() -> String {
+    "publish,subscribe".into()
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+async fn mint_token(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewToken>) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    let grants = match Grants::parse(&body.grants) {
+        Ok(g) => g,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e),
+    };
+    let key = match a.store.key(&body.key) {
+        Ok(Some(k)) if k.info.revoked_at.is_none() => k,
+        Ok(Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "revoked",
+                "the key has been revoked",
+            )
+        }
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no key {}", body.key),
+            )
+        }
+        Err(e) => return store_error(e),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = Claims {
+        cid: key.info.cid.clone(),
+        sid: body.sid,
+        uid: body.uid,
+        name: body.name,
+        grants,
+        exp: now + body.ttl_secs.clamp(1, 7 * 24 * 3600),
+        nbf: None,
+    };
+    match auth::mint(&key.info.key_id, &key.secret, &claims) {
+        Ok(token) => Json(json!({"token": token, "exp": claims.exp})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "mint", e),
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    cid: String,
+    from: Option<i64>,
+    to: Option<i64>,
+    format: Option<String>,
+}
+
+async fn usage(State(a): State<Admin>, h: HeaderMap, Query(q): Query<UsageQuery>) -> Response {
+    if let Err(r) = authorize(&a, &h) {
+        return r;
+    }
+    let to = q.to.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64 + 1)
+            .unwrap_or(i64::MAX)
+    });
+    match a.store.usage(&q.cid, q.from.unwrap_or(0), to) {
+        Ok(report) if q.format.as_deref() == Some("table") => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            report.table(),
+        )
+            .into_response(),
+        Ok(report) => Json(report).into_response(),
+        Err(e) => store_error(e),
+    }
+}
