@@ -54,25 +54,26 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+/// None when authorised; otherwise the refusal to send.
+fn authorize(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     let Some(secret) = &admin.secret else {
-        return Err(error(
+        return Some(error(
             StatusCode::NOT_FOUND,
             "admin_disabled",
             "the admin API is off: start the server with --admin-secret",
         ));
     };
-    let given = headers
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing Authorization: Bearer <admin secret>",
-            )
-        })?;
+    else {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <admin secret>",
+        ));
+    };
     let same = given.len() == secret.len()
         && given
             .bytes()
@@ -107,7 +108,7 @@ struct NewClient {
 }
 
 async fn list_clients(State(a): State<Admin>, h: HeaderMap) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     a.store
@@ -121,7 +122,7 @@ async fn create_client(
     h: HeaderMap,
     Json(body): Json<NewClient>,
 ) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     if body.name.trim().is_empty() {
@@ -147,7 +148,7 @@ struct NewKey {
 }
 
 async fn list_keys(State(a): State<Admin>, h: HeaderMap, Query(f): Query<KeyFilter>) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     a.store
@@ -157,7 +158,7 @@ async fn list_keys(State(a): State<Admin>, h: HeaderMap, Query(f): Query<KeyFilt
 }
 
 async fn create_key(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewKey>) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     if body.domains.is_empty() {
@@ -180,7 +181,7 @@ async fn create_key(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewKe
 }
 
 async fn revoke_key(State(a): State<Admin>, h: HeaderMap, Path(key_id): Path<String>) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     a.store
@@ -210,7 +211,7 @@ fn default_ttl() -> u64 {
 }
 
 async fn mint_token(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewToken>) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     let grants = match Grants::parse(&body.grants) {
@@ -263,7 +264,7 @@ struct UsageQuery {
 }
 
 async fn usage(State(a): State<Admin>, h: HeaderMap, Query(q): Query<UsageQuery>) -> Response {
-    if let Err(r) = authorize(&a, &h) {
+    if let Some(r) = authorize(&a, &h) {
         return r;
     }
     let to = q.to.unwrap_or_else(|| {
