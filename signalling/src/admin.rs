@@ -80,15 +80,13 @@ fn authorize(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
             .zip(secret.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(error(
+    (!same).then(|| {
+        error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong admin secret",
-        ))
-    }
+        )
+    })
 }
 
 /// The admin routes.
