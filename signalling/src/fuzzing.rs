@@ -29,6 +29,25 @@ pub fn sdp_answer(data: &[u8]) {
     }
 }
 
+/// Check an `Origin` header value against a fixed set of allowed domains.
+pub fn origin(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let domains = [
+        "app.example.com".to_owned(),
+        "*.example.org".to_owned(),
+        "localhost:8080".to_owned(),
+    ];
+    if crate::auth::origin_allowed(Some(text), &domains).is_ok() {
+        let lower = text.to_ascii_lowercase();
+        assert!(
+            lower.starts_with("http://") || lower.starts_with("https://"),
+            "{text}"
+        );
+    }
+}
+
 /// A fuzz target: takes any bytes, must not panic.
 pub type Target = fn(&[u8]);
 

@@ -1,7 +1,9 @@
 """An aiortc participant that speaks the WebRTC.ai signalling protocol (docs/protocol.md)
 and publishes a synthetic video track: a second, independently written WebRTC stack.
 
-    publisher.py ws://127.0.0.1:8080/ws SESSION TOKEN
+    publisher.py ws://127.0.0.1:8080/ws SESSION CID KEY_ID KEY_SECRET
+
+It mints its join token with PyJWT, exactly as the README shows a customer's backend doing.
 
 Prints `PUBLISHED <feed_id>` once the relay receives its feed, then keeps sending until killed.
 """
@@ -11,8 +13,11 @@ import fractions
 import json
 import sys
 
+import time
+
 import aioice.ice
 import av
+import jwt
 import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VideoStreamTrack
@@ -44,6 +49,14 @@ class Pattern(VideoStreamTrack):
         frame.time_base = time_base or fractions.Fraction(1, 90000)
         self.n += 1
         return frame
+
+
+def mint(cid, key_id, secret, sid):
+    return jwt.encode(
+        {"cid": cid, "sid": sid, "uid": "aiortc", "name": "aiortc",
+         "grants": {"publish": True, "subscribe": True},
+         "exp": int(time.time()) + 3600},
+        secret, algorithm="HS256", headers={"kid": key_id})
 
 
 async def main(url, sid, token):
@@ -100,4 +113,5 @@ async def main(url, sid, token):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    url, sid, cid, key_id, secret = sys.argv[1:6]
+    asyncio.run(main(url, sid, mint(cid, key_id, secret, sid)))

@@ -40,10 +40,12 @@ export async function startServer(opts = {}) {
   const bin = process.env.WEBRTCAI_BIN || join(root, 'target', 'debug', 'webrtcai');
   const db = opts.db || join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
   const admin = (...args) => execFileSync(bin, ['--db', db, ...args], { env: { ...process.env, RUST_LOG: 'error' } }).toString();
-  let { cid, key } = opts;
+  let { cid, key, secret } = opts;
   if (!key) {
     cid = JSON.parse(admin('client', 'create', '--name', 'browser-tests')).cid;
-    key = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', '127.0.0.1')).key.key_id;
+    const created = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', '127.0.0.1'));
+    key = created.key.key_id;
+    secret = created.secret;
   }
   const port = await freePort();
   const args = ['--db', db, '--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin', ...(opts.args || [])];
@@ -61,6 +63,7 @@ export async function startServer(opts = {}) {
           port,
           child,
           key,
+          secret,
           cid,
           db,
           admin,
