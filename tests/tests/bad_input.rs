@@ -38,7 +38,8 @@ async fn stream_ok(publisher: &mut WirePeer, subscriber: &mut WirePeer, src: &mu
 }
 
 async fn wait_for(t: &TestRelay, reason: DropReason, at_least: u64) -> CoreStats {
-    for _ in 0..100 {
+    // Up to 10 s: the machine may be busy; the counters are awaited, not timed.
+    for _ in 0..500 {
         let s = stats(t).await;
         if s.dropped(reason) >= at_least {
             return s;
@@ -107,7 +108,7 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
         }
     }
 
-    for _ in 0..100 {
+    for _ in 0..500 {
         if stats(&t).await.total_dropped() >= before_random + 120 {
             break;
         }

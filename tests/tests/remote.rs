@@ -30,7 +30,13 @@ async fn start() -> (TestRelay, std::net::SocketAddr) {
     (t, addr)
 }
 
-async fn raw_exchange(addr: std::net::SocketAddr, lines: &[&[u8]]) -> Vec<serde_json::Value> {
+/// Send `lines`, then collect reply lines until `expect` arrived, the server closed, or 10 s
+/// passed (the machine may be loaded: replies are awaited, not timed).
+async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    lines: &[&[u8]],
+    expect: usize,
+) -> Vec<serde_json::Value> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     for l in lines {
         // The server may close early (that is what some cases test): stop writing then.
@@ -40,10 +46,12 @@ async fn raw_exchange(addr: std::net::SocketAddr, lines: &[&[u8]]) -> Vec<serde_
     }
     let mut out = Vec::new();
     let mut r = BufReader::new(s).lines();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_millis(500), r.next_line()).await
-    {
-        out.push(serde_json::from_str(&line).unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < expect {
+        match tokio::time::timeout_at(deadline, r.next_line()).await {
+            Ok(Ok(Some(line))) => out.push(serde_json::from_str(&line).unwrap()),
+            _ => break,
+        }
     }
     out
 }
@@ -142,6 +150,7 @@ async fn bad_lines_and_missing_token() {
     let r = raw_exchange(
         addr,
         &[br#"{"id":5,"op":"info"}"#, br#"{"id":6,"op":"info"}"#],
+        2,
     )
     .await;
     assert_eq!(r.len(), 1, "{r:?}");
@@ -155,6 +164,7 @@ async fn bad_lines_and_missing_token() {
             br#"{"id":1,"op":"hello","token":"guess"}"#,
             br#"{"id":2,"op":"info"}"#,
         ],
+        2,
     )
     .await;
     assert_eq!(r.len(), 1);
@@ -171,6 +181,7 @@ async fn bad_lines_and_missing_token() {
             br#"{"id":4,"op":"subscribe","sid":"nope","uid":"u","feed_id":"f"}"#,
             br#"{"id":5,"op":"info"}"#,
         ],
+        5,
     )
     .await;
     let by_id = |id: i64| r.iter().find(|v| v["id"] == id).cloned().unwrap();
@@ -187,7 +198,12 @@ async fn bad_lines_and_missing_token() {
 
     // An endless line is cut off.
     let long = vec![b'x'; remote::MAX_LINE + 10];
-    let r = raw_exchange(addr, &[hello.as_bytes(), &long, br#"{"id":9,"op":"info"}"#]).await;
+    let r = raw_exchange(
+        addr,
+        &[hello.as_bytes(), &long, br#"{"id":9,"op":"info"}"#],
+        3,
+    )
+    .await;
     assert!(
         r.iter().any(|v| v["error"]["code"] == "line_too_long"),
         "{r:?}"
