@@ -94,8 +94,14 @@ async fn consent_expires_for_a_silent_peer_only() {
         .send_raw(&[0x80, 201, 0, 1, 0, 0, 0, 9])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let after = t.handle.stats().await.unwrap()[0].dropped(DropReason::RtcpUnknownSource);
+    let mut after = before;
+    for _ in 0..250 {
+        after = t.handle.stats().await.unwrap()[0].dropped(DropReason::RtcpUnknownSource);
+        if after > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(after, before + 1);
 }
 
@@ -221,8 +227,15 @@ async fn half_open_handshakes_time_out() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(t.handle.stats().await.unwrap()[0].handshakes, 1);
+    let mut handshakes = 0;
+    for _ in 0..250 {
+        handshakes = t.handle.stats().await.unwrap()[0].handshakes;
+        if handshakes == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(handshakes, 1);
     let e = t
         .wait_event(Duration::from_secs(5), |e| {
             matches!(e, Event::ParticipantDisconnected { .. })

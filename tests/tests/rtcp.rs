@@ -70,7 +70,7 @@ async fn keyframe_requests_and_reports() {
     // within 500 ms is folded into the first.
     t.handle.request_keyframe(&sid, &cam).await.unwrap();
     t.handle.request_keyframe(&sid, &cam).await.unwrap();
-    let first = collect_rtcp(&mut publisher, Duration::from_millis(300)).await;
+    let first = collect_rtcp(&mut publisher, Duration::from_millis(1000)).await;
     assert_eq!(plis(&first), vec![0x5555]);
 
     // Stream for a while so that reports have something to say.
