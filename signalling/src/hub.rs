@@ -365,6 +365,26 @@ impl Hub {
             )),
             (_, None) => Err((ErrorCode::NotJoined, "join a session first".into())),
             (request, Some((sid, uid))) => {
+                // Every joined connection names a live participant (leave clears it); checked
+                // here once so that the request handlers can rely on it.
+                if self
+                    .rooms
+                    .get(&sid)
+                    .is_none_or(|r| !r.peers.contains_key(&uid))
+                {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.joined = None;
+                    }
+                    self.reply(
+                        conn,
+                        id,
+                        Err((
+                            ErrorCode::NotJoined,
+                            "the participant has left the session".into(),
+                        )),
+                    );
+                    return;
+                }
                 let r = self.request(&sid, &uid, request).await;
                 // The reply goes out before the offer that carries the change, so the SDK
                 // knows what a new m-section is for when the offer arrives.
