@@ -7,3 +7,4 @@ pub mod replay;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod srtp_gcm;
