@@ -204,8 +204,8 @@ pub fn worker(data: &[u8]) {
             // The SRTP library would panic on a header whose lengths run past the packet
             // (the relay checks before it decrypts); such input is sent as it is.
             if rtp::header_len(&datagram).is_some() {
-                if let Ok(sealed) = h.clients[who].protect_rtp(&datagram) {
-                    datagram = sealed.to_vec();
+                if let Ok(sealed) = h.clients[who].protect_rtp(datagram.clone()) {
+                    datagram = sealed;
                 }
             }
         } else if flags & 8 != 0 && datagram.len() >= 8 {
@@ -257,7 +257,7 @@ mod tests {
         let mut pkt = vec![0x80, 96, 0, 1, 0, 0, 0, 10, 0, 0, 0, 0];
         pkt[8..12].copy_from_slice(&PUBLISHER_SSRC.to_be_bytes());
         pkt.extend_from_slice(&[5; 100]);
-        let sealed = h.clients[0].protect_rtp(&pkt).unwrap();
+        let sealed = h.clients[0].protect_rtp(pkt.clone()).unwrap();
         h.worker.handle_receive(h.now, h.publisher, &sealed);
         let mut forwarded = 0;
         while let Some(o) = h.worker.poll_output() {

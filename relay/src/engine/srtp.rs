@@ -12,6 +12,7 @@ use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use super::replay::ReplayWindow;
+use super::srtp_gcm::GcmRtp;
 use crate::stats::DropReason;
 
 /// RFC 5764 §4.2 exporter label.
@@ -110,9 +111,13 @@ impl SrtpKeys {
 }
 
 /// Both directions of one participant's SRTP.
+///
+/// RTP under AEAD_AES_128_GCM (what browsers negotiate with the relay) is processed in place
+/// by [`GcmRtp`]; SRTCP, and RTP under AES-CM/HMAC-SHA1, by webrtc-srtp.
 pub struct SrtpSession {
     rx: Context,
     tx: Context,
+    gcm: Option<(GcmRtp, GcmRtp)>,
     /// Shortest SRTCP packet that can be valid: header and sender SSRC, E-flag and index,
     /// authentication tag. The SRTP library indexes into shorter ones without checking.
     min_srtcp_len: usize,
@@ -130,9 +135,15 @@ impl SrtpSession {
         // ours runs around it.
         let rx = Context::new(&keys.remote_key, &keys.remote_salt, p, None, None)?;
         let tx = Context::new(&keys.local_key, &keys.local_salt, p, None, None)?;
+        let gcm = match keys.profile {
+            SrtpProfile::AeadAes128Gcm => GcmRtp::new(&keys.remote_key, &keys.remote_salt)
+                .zip(GcmRtp::new(&keys.local_key, &keys.local_salt)),
+            SrtpProfile::Aes128CmHmacSha1_80 => None,
+        };
         Ok(SrtpSession {
             rx,
             tx,
+            gcm,
             min_srtcp_len: 8 + 4 + p.rtcp_auth_tag_len(),
             rtcp_tag_len: p.rtcp_auth_tag_len(),
             rtp_replay: HashMap::new(),
@@ -141,14 +152,25 @@ impl SrtpSession {
     }
 
     /// Authenticate and decrypt an SRTP packet from the peer.
-    /// The caller has checked the header with [`super::rtp::header_len`].
-    pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Bytes, DropReason> {
-        let (Some(ssrc), Some(seq)) = (super::rtp::peek_ssrc(packet), packet.get(2..4)) else {
+    /// Authenticate and decrypt an SRTP packet from the peer into a new buffer (the only
+    /// copy on the way in).
+    pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let (Some(ssrc), Some(header_len)) =
+            (super::rtp::peek_ssrc(packet), super::rtp::header_len(packet))
+        else {
             return Err(DropReason::SrtpAuthFailed);
         };
-        let seq = u16::from_be_bytes([seq[0], seq[1]]) as u64;
+        let seq = u16::from_be_bytes([packet[2], packet[3]]) as u64;
         check(&self.rtp_replay, ssrc, seq)?;
-        let plain = self.rx.decrypt_rtp(packet).map_err(classify)?;
+        let plain = match &mut self.gcm {
+            Some((rx, _)) => {
+                let mut buf = packet.to_vec();
+                rx.unprotect(&mut buf, header_len)
+                    .map_err(|_| DropReason::SrtpAuthFailed)?;
+                buf
+            }
+            None => self.rx.decrypt_rtp(packet).map_err(classify)?.into(),
+        };
         accept(&mut self.rtp_replay, ssrc, seq, 1 << 16);
         Ok(plain)
     }
@@ -169,11 +191,21 @@ impl SrtpSession {
         Ok(plain)
     }
 
-    /// Encrypt an RTP packet toward the peer.
-    pub fn protect_rtp(&mut self, packet: &[u8]) -> Result<Bytes, DropReason> {
-        self.tx
-            .encrypt_rtp(packet)
-            .map_err(|_| DropReason::SrtpProtectFailed)
+    /// Encrypt an RTP packet toward the peer, in place where the profile allows.
+    pub fn protect_rtp(&mut self, mut packet: Vec<u8>) -> Result<Vec<u8>, DropReason> {
+        let header_len = super::rtp::header_len(&packet).ok_or(DropReason::SrtpProtectFailed)?;
+        match &mut self.gcm {
+            Some((_, tx)) => {
+                tx.protect(&mut packet, header_len)
+                    .map_err(|_| DropReason::SrtpProtectFailed)?;
+                Ok(packet)
+            }
+            None => self
+                .tx
+                .encrypt_rtp(&packet)
+                .map(Vec::from)
+                .map_err(|_| DropReason::SrtpProtectFailed),
+        }
     }
 
     /// Encrypt an RTCP compound packet toward the peer.
@@ -236,13 +268,13 @@ mod tests {
         for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
             let (mut client, mut server) = pair(profile);
             let plain = rtp(7);
-            let sealed = client.protect_rtp(&plain).unwrap();
+            let sealed = client.protect_rtp(plain.clone()).unwrap();
             assert_eq!(&server.unprotect_rtp(&sealed).unwrap()[..], &plain[..]);
             assert_eq!(
                 server.unprotect_rtp(&sealed).err(),
                 Some(DropReason::SrtpReplay)
             );
-            let mut bad = client.protect_rtp(&rtp(8)).unwrap().to_vec();
+            let mut bad = client.protect_rtp(rtp(8)).unwrap();
             let last = bad.len() - 1;
             bad[last] ^= 0x55;
             assert_eq!(

@@ -764,7 +764,7 @@ impl Worker {
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             // media_destination() implies srtp is set.
             let srtp = sub.srtp.as_mut().expect("keyed subscriber");
-            match srtp.protect_rtp(&out) {
+            match srtp.protect_rtp(out) {
                 Ok(sealed) => {
                     c.packets_sent = c.packets_sent.wrapping_add(1);
                     c.octets_sent = c.octets_sent.wrapping_add(header.payload_len as u32);
@@ -775,7 +775,7 @@ impl Worker {
                     self.stats.bytes_out += sealed.len() as u64;
                     self.outputs.push_back(Output::Transmit(Transmit {
                         destination: dst,
-                        contents: sealed.into(),
+                        contents: sealed,
                     }));
                 }
                 Err(reason) => self.stats.drop(reason),
