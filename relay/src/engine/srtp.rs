@@ -155,9 +155,10 @@ impl SrtpSession {
     /// Authenticate and decrypt an SRTP packet from the peer into a new buffer (the only
     /// copy on the way in).
     pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
-        let (Some(ssrc), Some(header_len)) =
-            (super::rtp::peek_ssrc(packet), super::rtp::header_len(packet))
-        else {
+        let (Some(ssrc), Some(header_len)) = (
+            super::rtp::peek_ssrc(packet),
+            super::rtp::header_len(packet),
+        ) else {
             return Err(DropReason::SrtpAuthFailed);
         };
         let seq = u16::from_be_bytes([packet[2], packet[3]]) as u64;
