@@ -753,7 +753,8 @@ impl Worker {
             let (seq, ts) =
                 c.rewriter
                     .rewrite(now, ssrc, header.sequence, header.timestamp, clock_rate);
-            let mut out = Vec::with_capacity(plain.len() + 8);
+            // Room for a rewritten MID extension and the SRTP tag, so sealing never reallocates.
+            let mut out = Vec::with_capacity(plain.len() + 24);
             let rewritten = match (feed.mid_extension, &c.mid) {
                 (Some(id), Some(mid)) => rtp::with_extension(&plain, id, mid, &mut out),
                 _ => false,
