@@ -8,6 +8,7 @@ use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use relay::{Relay, RelayConfig, RelayHandle};
 use tokio::sync::mpsc;
 
+use crate::media::{verify, Source};
 use crate::peer::{PeerConfig, PeerError, WirePeer};
 
 /// A relay on loopback with its event stream.
@@ -64,6 +65,39 @@ impl TestRelay {
         WirePeer::connect(&info, ufrag, cert, config).await
     }
 
+    /// In session `sid` (created here), a participant "pub" publishing feed "cam" with `ssrc`
+    /// and a participant "sub" subscribed to it, both connected.
+    pub async fn publisher_and_subscriber(&self, sid: &str, ssrc: u32) -> (WirePeer, WirePeer) {
+        let s = Sid::from(sid);
+        // A test cannot go on without its session.
+        self.handle
+            .create_session(s.clone(), None)
+            .await
+            .expect("session");
+        let publisher = self
+            .join(sid, "pub", PeerConfig::default())
+            .await
+            .expect("publisher");
+        let subscriber = self
+            .join(sid, "sub", PeerConfig::default())
+            .await
+            .expect("subscriber");
+        self.handle
+            .publish(&s, &Uid::from("pub"), video_feed("cam", ssrc))
+            .await
+            .expect("publish");
+        self.handle
+            .subscribe(
+                &s,
+                &Uid::from("sub"),
+                &FeedId::from("cam"),
+                Default::default(),
+            )
+            .await
+            .expect("subscribe");
+        (publisher, subscriber)
+    }
+
     /// Wait for the first event matching `pred`, skipping others.
     pub async fn wait_event(
         &mut self,
@@ -90,5 +124,27 @@ pub fn video_feed(feed_id: &str, ssrc: u32) -> FeedDescription {
         clock_rate: 90_000,
         payload_types: vec![96],
         header_extensions: vec![],
+    }
+}
+
+/// Send `n` packets of `src` from `publisher` and check that `subscriber` receives exactly
+/// those, intact and in order.
+pub async fn expect_stream(
+    publisher: &mut WirePeer,
+    subscriber: &mut WirePeer,
+    src: &mut Source,
+    n: u64,
+) {
+    let first = src.next_index();
+    for _ in 0..n {
+        // A test cannot go on if its own peer cannot send.
+        publisher.send_rtp(&src.next_packet()).await.expect("send");
+    }
+    for i in 0..n {
+        let got = subscriber
+            .recv_rtp(Duration::from_secs(5), |_| {})
+            .await
+            .expect("forwarded packet");
+        assert_eq!(verify(&got.payload), Some(first + i));
     }
 }

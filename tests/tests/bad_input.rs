@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use relay::ids::{FeedId, Sid, Uid};
+use relay::ids::{Sid, Uid};
 use relay::stats::{CoreStats, DropReason};
 use tokio::net::UdpSocket;
-use webrtcai_tests::harness::{video_feed, TestRelay};
+use webrtcai_tests::harness::{expect_stream, TestRelay};
 use webrtcai_tests::media::{verify, Source};
-use webrtcai_tests::peer::{binding_request, PeerConfig, WirePeer};
+use webrtcai_tests::peer::binding_request;
 
 async fn stats(t: &TestRelay) -> CoreStats {
     let mut total = CoreStats::default();
@@ -20,23 +20,6 @@ async fn stats(t: &TestRelay) -> CoreStats {
 }
 
 /// Send `n` packets from the publisher and check the subscriber gets exactly those.
-async fn stream_ok(publisher: &mut WirePeer, subscriber: &mut WirePeer, src: &mut Source, n: u64) {
-    let first = src.next_index();
-    let mut sent = Vec::new();
-    for _ in 0..n {
-        let p = src.next_packet();
-        publisher.send_rtp(&p).await.unwrap();
-        sent.push(p);
-    }
-    for (i, _) in sent.iter().enumerate() {
-        let got = subscriber
-            .recv_rtp(Duration::from_secs(5), |_| {})
-            .await
-            .unwrap();
-        assert_eq!(verify(&got.payload), Some(first + i as u64));
-    }
-}
-
 async fn wait_for(t: &TestRelay, reason: DropReason, at_least: u64) -> CoreStats {
     // Up to 10 s: the machine may be busy; the counters are awaited, not timed.
     for _ in 0..500 {
@@ -54,25 +37,10 @@ async fn wait_for(t: &TestRelay, reason: DropReason, at_least: u64) -> CoreStats
 async fn hostile_datagrams_are_counted_and_change_nothing() {
     let t = TestRelay::start(1, |_| {});
     let sid = Sid::from("s");
-    let placement = t.handle.create_session(sid.clone(), None).await.unwrap();
-    let relay_addr = placement.address;
-    let mut publisher = t.join("s", "pub", PeerConfig::default()).await.unwrap();
-    let mut subscriber = t.join("s", "sub", PeerConfig::default()).await.unwrap();
-    t.handle
-        .publish(&sid, &Uid::from("pub"), video_feed("cam", 0xabc))
-        .await
-        .unwrap();
-    t.handle
-        .subscribe(
-            &sid,
-            &Uid::from("sub"),
-            &FeedId::from("cam"),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let (mut publisher, mut subscriber) = t.publisher_and_subscriber("s", 0xabc).await;
+    let relay_addr = t.handle.placement_of(&sid).unwrap().address;
     let mut src = Source::video(0xabc, 1000);
-    stream_ok(&mut publisher, &mut subscriber, &mut src, 20).await;
+    expect_stream(&mut publisher, &mut subscriber, &mut src, 20).await;
     let before = stats(&t).await;
     assert_eq!(before.total_dropped(), 0, "{before:?}");
 
@@ -236,7 +204,7 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
     wait_for(&t, DropReason::SrtpAuthFailed, 2).await;
 
     // The session carries on: the tampered packet's index was lost by design, so skip it.
-    stream_ok(&mut publisher, &mut subscriber, &mut src, 50).await;
+    expect_stream(&mut publisher, &mut subscriber, &mut src, 50).await;
     let after = stats(&t).await;
     assert_eq!(after.participants, 3);
     assert_eq!(after.sessions, 1);

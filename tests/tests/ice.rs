@@ -6,28 +6,9 @@ use std::time::Duration;
 use relay::control::{DisconnectReason, Event, ParticipantConfig};
 use relay::ids::{FeedId, Sid, Uid};
 use relay::stats::DropReason;
-use webrtcai_tests::harness::{video_feed, TestRelay};
-use webrtcai_tests::media::{verify, Source};
+use webrtcai_tests::harness::{expect_stream, video_feed, TestRelay};
+use webrtcai_tests::media::Source;
 use webrtcai_tests::peer::{PeerConfig, WirePeer};
-
-async fn expect_stream(
-    publisher: &mut WirePeer,
-    subscriber: &mut WirePeer,
-    src: &mut Source,
-    n: u64,
-) {
-    let first = src.next_index();
-    for _ in 0..n {
-        publisher.send_rtp(&src.next_packet()).await.unwrap();
-    }
-    for i in 0..n {
-        let got = subscriber
-            .recv_rtp(Duration::from_secs(5), |_| {})
-            .await
-            .unwrap();
-        assert_eq!(verify(&got.payload), Some(first + i));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_expires_for_a_silent_peer_only() {
@@ -109,22 +90,7 @@ async fn consent_expires_for_a_silent_peer_only() {
 async fn nominated_check_from_a_new_address_migrates() {
     let mut t = TestRelay::start(1, |_| {});
     let sid = Sid::from("s");
-    t.handle.create_session(sid.clone(), None).await.unwrap();
-    let mut publisher = t.join("s", "pub", PeerConfig::default()).await.unwrap();
-    let mut subscriber = t.join("s", "sub", PeerConfig::default()).await.unwrap();
-    t.handle
-        .publish(&sid, &Uid::from("pub"), video_feed("cam", 5))
-        .await
-        .unwrap();
-    t.handle
-        .subscribe(
-            &sid,
-            &Uid::from("sub"),
-            &FeedId::from("cam"),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let (mut publisher, mut subscriber) = t.publisher_and_subscriber("s", 5).await;
     let mut src = Source::video(5, 800);
     expect_stream(&mut publisher, &mut subscriber, &mut src, 10).await;
 
