@@ -258,11 +258,13 @@ async fn connection(
                     }
                     LineRead::Line => {}
                 }
-                let envelope = match decode(&line) {
+                let decoded = decode(&line);
+                let raw = std::mem::take(&mut line);
+                let envelope = match decoded {
                     Ok(e) => e,
                     Err(reason) => {
                         // Echo the id when the line is JSON with one, so the caller can match.
-                        let id = serde_json::from_slice::<Value>(&line)
+                        let id = serde_json::from_slice::<Value>(&raw)
                             .ok()
                             .and_then(|v| v.get("id").cloned())
                             .unwrap_or(Value::Null);
@@ -336,11 +338,15 @@ enum LineRead {
     TooLong,
 }
 
+/// Reads the rest of one line into `line`, which the caller clears once it has used a line.
+///
+/// Cancel-safe, because it runs inside `select!`: every byte consumed from the reader is
+/// appended to `line` in the same step, so a future dropped while waiting for more input loses
+/// nothing and the next call carries on where this one stopped.
 async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
     line: &mut Vec<u8>,
 ) -> std::io::Result<LineRead> {
-    line.clear();
     loop {
         let buf = r.fill_buf().await?;
         if buf.is_empty() {
@@ -617,5 +623,33 @@ mod tests {
         assert_eq!(v["message"], "no session x");
         let back: ControlError = serde_json::from_value(v).unwrap();
         assert_eq!(back, ControlError::NoSuchSession { sid: "x".into() });
+    }
+
+    #[test]
+    fn a_line_read_interrupted_by_select_is_not_lost() {
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut tx, rx) = tokio::io::duplex(64);
+            let mut reader = tokio::io::BufReader::new(rx);
+            let mut line = Vec::new();
+            tx.write_all(br#"{"id":1,"#).await.unwrap();
+            // The first half arrives, then another select! branch wins and drops the read.
+            let r = tokio::time::timeout(
+                std::time::Duration::from_millis(20),
+                read_line(&mut reader, &mut line),
+            )
+            .await;
+            assert!(r.is_err());
+            tx.write_all(b"\"op\":\"info\"}\n").await.unwrap();
+            assert!(matches!(
+                read_line(&mut reader, &mut line).await.unwrap(),
+                LineRead::Line
+            ));
+            assert_eq!(line, br#"{"id":1,"op":"info"}"#);
+        });
     }
 }
