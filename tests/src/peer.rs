@@ -1,11 +1,15 @@
-//! A WebRTC peer reduced to what a browser does on the wire toward an ICE-lite SFU: ICE checks
-//! as the controlling agent (with USE-CANDIDATE and consent refreshes), a DTLS client
+//! A WebRTC peer reduced to what a browser does on the wire toward an SFU: ICE checks as the
+//! controlling agent (with USE-CANDIDATE and consent refreshes) or as the controlled one, answers
+//! to the server's own checks (servers that run full ICE check us too), a DTLS client
 //! handshake, SRTP/SRTCP with keys exported from DTLS, and RTP send/receive.
+//!
+//! A connected peer can be reduced to an [`SrtpLink`]: its socket and SRTP contexts without the
+//! demultiplexing task, for load generation where hundreds of peers share one process.
 //!
 //! It is built from the webrtc-rs crates directly (not from the relay's own wrappers), so a
 //! mistake in the relay's key split, profile mapping or STUN handling shows up as a failure.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +22,8 @@ use dtls::crypto::Certificate;
 use dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use sha2::{Digest, Sha256};
 use stun::attributes::{
-    RawAttribute, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE,
+    RawAttribute, ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME,
+    ATTR_USE_CANDIDATE,
 };
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
@@ -60,6 +65,17 @@ pub enum PeerError {
     Malformed(&'static str),
 }
 
+/// Which side of ICE the peer plays (RFC 8445 §6.1.1): the offerer controls and nominates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceRole {
+    /// Send checks with ICE-CONTROLLING and nominate with USE-CANDIDATE, as a browser that
+    /// made the offer does.
+    Controlling,
+    /// Send checks with ICE-CONTROLLED and leave nomination to the server, as the answerer to
+    /// a full-ICE server's offer does.
+    Controlled,
+}
+
 /// How the peer behaves.
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
@@ -67,6 +83,10 @@ pub struct PeerConfig {
     pub profiles: Vec<SrtpProtectionProfile>,
     /// Interval of consent-freshness checks after connecting (RFC 7675 says ~5 s).
     pub consent_interval: Duration,
+    /// Local address the peer's socket binds to.
+    pub bind: IpAddr,
+    /// ICE role.
+    pub role: IceRole,
 }
 
 impl Default for PeerConfig {
@@ -77,6 +97,52 @@ impl Default for PeerConfig {
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ],
             consent_interval: Duration::from_millis(500),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            role: IceRole::Controlling,
+        }
+    }
+}
+
+/// This peer's ICE credentials, as its SDP announces them.
+#[derive(Clone, Debug)]
+pub struct IceCredentials {
+    /// `a=ice-ufrag`.
+    pub ufrag: String,
+    /// `a=ice-pwd`: the key of the MESSAGE-INTEGRITY in the server's checks and our answers.
+    pub pwd: String,
+}
+
+impl IceCredentials {
+    /// Fresh random credentials (RFC 8839 asks for at least 24 bits of ufrag, 128 of pwd).
+    pub fn random() -> IceCredentials {
+        IceCredentials {
+            ufrag: WirePeer::random_ufrag(),
+            pwd: format!("{:032x}", rand::random::<u128>()),
+        }
+    }
+}
+
+/// What the peer must know of the server it connects to: from the relay's control API or
+/// from the server's SDP.
+#[derive(Clone, Debug)]
+pub struct RemoteEndpoint {
+    /// The server's ICE host candidate.
+    pub candidate: SocketAddr,
+    /// The server's ICE ufrag.
+    pub ice_ufrag: String,
+    /// The server's ICE password.
+    pub ice_pwd: String,
+    /// The server's DTLS certificate fingerprint, `sha-256 AB:CD:…`.
+    pub fingerprint: String,
+}
+
+impl From<&ParticipantInfo> for RemoteEndpoint {
+    fn from(info: &ParticipantInfo) -> Self {
+        RemoteEndpoint {
+            candidate: info.candidate,
+            ice_ufrag: info.ice_ufrag.clone(),
+            ice_pwd: info.ice_pwd.clone(),
+            fingerprint: info.fingerprint.clone(),
         }
     }
 }
@@ -93,8 +159,12 @@ pub enum Received {
 struct Ice {
     relay: SocketAddr,
     local_ufrag: String,
+    local_pwd: String,
     relay_ufrag: String,
     relay_pwd: String,
+    role: IceRole,
+    /// The tie-breaker, one value per agent (RFC 8445 §7.1.1).
+    tie_breaker: u64,
 }
 
 impl Ice {
@@ -114,12 +184,15 @@ impl Ice {
                 value: 0x7e00_00ffu32.to_be_bytes().to_vec(),
             }),
             Box::new(RawAttribute {
-                typ: ATTR_ICE_CONTROLLING,
+                typ: match self.role {
+                    IceRole::Controlling => ATTR_ICE_CONTROLLING,
+                    IceRole::Controlled => ATTR_ICE_CONTROLLED,
+                },
                 length: 8,
-                value: rand::random::<u64>().to_be_bytes().to_vec(),
+                value: self.tie_breaker.to_be_bytes().to_vec(),
             }),
         ];
-        if use_candidate {
+        if use_candidate && self.role == IceRole::Controlling {
             setters.push(Box::new(RawAttribute {
                 typ: ATTR_USE_CANDIDATE,
                 length: 0,
@@ -151,6 +224,46 @@ impl Ice {
         xor.get_from(&m).ok()?;
         Some(SocketAddr::new(xor.ip, xor.port))
     }
+
+    /// The answer to a server's Binding request, if `raw` is one that names our ufrag and is
+    /// signed with our password: success with the address we saw it from, signed with our
+    /// password (RFC 8445 §7.3). Anything else gets no answer.
+    fn answer(&self, raw: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        let mut m = Message::new();
+        m.raw = raw.to_vec();
+        m.decode().ok()?;
+        if m.typ != BINDING_REQUEST {
+            return None;
+        }
+        let username = TextAttribute::get_from_as(&m, ATTR_USERNAME).ok()?;
+        if username.text.split(':').next() != Some(self.local_ufrag.as_str()) {
+            return None;
+        }
+        MessageIntegrity::new_short_term_integrity(self.local_pwd.clone())
+            .check(&mut m)
+            .ok()?;
+        let mut reply = Message::new();
+        reply
+            .build(&[
+                Box::new(m.transaction_id),
+                Box::new(BINDING_SUCCESS),
+                Box::new(XorMappedAddress {
+                    ip: from.ip(),
+                    port: from.port(),
+                }),
+                Box::new(MessageIntegrity::new_short_term_integrity(
+                    self.local_pwd.clone(),
+                )),
+                Box::new(FINGERPRINT),
+            ])
+            .ok()?;
+        Some(reply.raw)
+    }
+}
+
+/// Whether a datagram is STUN (RFC 7983 demultiplexing: first byte 0..=3).
+fn is_stun(d: &[u8]) -> bool {
+    matches!(d.first(), Some(0..=3))
 }
 
 /// Channels the demultiplexing task feeds.
@@ -160,17 +273,32 @@ struct Inboxes {
     media: mpsc::UnboundedSender<Vec<u8>>,
 }
 
-fn spawn_demux(socket: Arc<UdpSocket>, relay: SocketAddr, inboxes: Arc<Inboxes>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// A task aborted when its owner is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn spawn_demux(socket: Arc<UdpSocket>, ice: Arc<Ice>, inboxes: Arc<Inboxes>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
             let Ok((n, from)) = socket.recv_from(&mut buf).await else {
                 continue;
             };
-            if from != relay || n == 0 {
+            if from != ice.relay || n == 0 {
                 continue;
             }
             let d = buf[..n].to_vec();
+            if is_stun(&d) {
+                if let Some(reply) = ice.answer(&d, from) {
+                    let _ = socket.send_to(&reply, from).await;
+                    continue;
+                }
+            }
             let _ = match d[0] {
                 0..=3 => inboxes.stun.send(d),
                 20..=63 => inboxes.dtls.send(d),
@@ -178,7 +306,7 @@ fn spawn_demux(socket: Arc<UdpSocket>, relay: SocketAddr, inboxes: Arc<Inboxes>)
                 _ => Ok(()),
             };
         }
-    })
+    }))
 }
 
 /// DTLS transport over the peer's current socket.
@@ -242,8 +370,8 @@ pub struct WirePeer {
     inboxes: Arc<Inboxes>,
     stun_rx: mpsc::UnboundedReceiver<Vec<u8>>,
     media_rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    demux: JoinHandle<()>,
-    consent: JoinHandle<()>,
+    demux: AbortOnDrop,
+    consent: AbortOnDrop,
     consent_enabled: Arc<AtomicBool>,
     dtls: Arc<DTLSConn>,
     tx: Context,
@@ -252,22 +380,16 @@ pub struct WirePeer {
     fingerprint: String,
 }
 
-impl Drop for WirePeer {
-    fn drop(&mut self) {
-        self.demux.abort();
-        self.consent.abort();
-    }
-}
-
-/// A loopback UDP socket with the same 4 MiB buffer request as the relay's (the kernel caps it
-/// at `net.core.rmem_max`), so that bursts are not lost in the peer's own receive queue.
-fn bind_socket() -> std::io::Result<UdpSocket> {
+/// A UDP socket on `ip` (any port) with the same 4 MiB buffer request as the relay's (the
+/// kernel caps it at `net.core.rmem_max`), so that bursts are not lost in the peer's own
+/// receive queue.
+fn bind_socket(ip: IpAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(4 << 20);
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
     UdpSocket::from_std(socket.into())
 }
 
@@ -294,6 +416,11 @@ impl WirePeer {
         format!("{:08x}", rand::random::<u32>())
     }
 
+    /// Bind a socket on `ip` for a peer whose SDP must name its port before it connects.
+    pub fn bind(ip: IpAddr) -> Result<UdpSocket, PeerError> {
+        Ok(bind_socket(ip)?)
+    }
+
     /// Connect to the relay: ICE check with USE-CANDIDATE, DTLS client handshake, SRTP keys.
     pub async fn connect(
         info: &ParticipantInfo,
@@ -301,8 +428,25 @@ impl WirePeer {
         certificate: Certificate,
         config: PeerConfig,
     ) -> Result<WirePeer, PeerError> {
-        let relay = info.candidate;
-        let socket = Arc::new(bind_socket()?);
+        let socket = bind_socket(config.bind)?;
+        let local = IceCredentials {
+            ufrag: local_ufrag,
+            pwd: IceCredentials::random().pwd,
+        };
+        WirePeer::connect_on(socket, &info.into(), local, certificate, config).await
+    }
+
+    /// Connect to `remote` from an already bound `socket`: ICE checks in `config.role`
+    /// (answering the server's checks meanwhile), DTLS client handshake, SRTP keys.
+    pub async fn connect_on(
+        socket: UdpSocket,
+        remote: &RemoteEndpoint,
+        local: IceCredentials,
+        certificate: Certificate,
+        config: PeerConfig,
+    ) -> Result<WirePeer, PeerError> {
+        let relay = remote.candidate;
+        let socket = Arc::new(socket);
         let (stun_tx, stun_rx) = mpsc::unbounded_channel();
         let (dtls_tx, dtls_rx) = mpsc::unbounded_channel();
         let (media_tx, media_rx) = mpsc::unbounded_channel();
@@ -311,13 +455,16 @@ impl WirePeer {
             dtls: dtls_tx,
             media: media_tx,
         });
-        let demux = spawn_demux(socket.clone(), relay, inboxes.clone());
         let ice = Arc::new(Ice {
             relay,
-            local_ufrag,
-            relay_ufrag: info.ice_ufrag.clone(),
-            relay_pwd: info.ice_pwd.clone(),
+            local_ufrag: local.ufrag,
+            local_pwd: local.pwd,
+            relay_ufrag: remote.ice_ufrag.clone(),
+            relay_pwd: remote.ice_pwd.clone(),
+            role: config.role,
+            tie_breaker: rand::random(),
         });
+        let demux = spawn_demux(socket.clone(), ice.clone(), inboxes.clone());
         let shared_socket = Arc::new(Mutex::new(socket.clone()));
         let mut peer_stun_rx = stun_rx;
         check(&ice, &socket, &mut peer_stun_rx, true).await?;
@@ -327,7 +474,7 @@ impl WirePeer {
             socket: shared_socket.clone(),
             relay,
         });
-        let relay_fp = info.fingerprint.clone();
+        let relay_fp = remote.fingerprint.clone();
         let dtls_config = DtlsConfig {
             certificates: vec![certificate.clone()],
             srtp_protection_profiles: config.profiles.clone(),
@@ -385,7 +532,7 @@ impl WirePeer {
             let ice = ice.clone();
             let socket = shared_socket.clone();
             let enabled = consent_enabled.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(config.consent_interval).await;
                     if enabled.load(Ordering::Relaxed) {
@@ -394,7 +541,7 @@ impl WirePeer {
                         let _ = s.send_to(&req, ice.relay).await;
                     }
                 }
-            })
+            }))
         };
         Ok(WirePeer {
             ice,
@@ -443,9 +590,8 @@ impl WirePeer {
 
     /// Move to a new local port (a network change) and nominate it with USE-CANDIDATE.
     pub async fn migrate(&mut self) -> Result<SocketAddr, PeerError> {
-        let socket = Arc::new(bind_socket()?);
-        self.demux.abort();
-        self.demux = spawn_demux(socket.clone(), self.ice.relay, self.inboxes.clone());
+        let socket = Arc::new(bind_socket(self.local_addr().ip())?);
+        self.demux = spawn_demux(socket.clone(), self.ice.clone(), self.inboxes.clone());
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = socket.clone();
         check(&self.ice, &socket, &mut self.stun_rx, true).await?;
         Ok(socket.local_addr()?)
@@ -539,6 +685,94 @@ impl WirePeer {
     pub async fn close(&self) {
         let _ = self.dtls.close().await;
     }
+
+    /// Reduce the peer to its socket and SRTP contexts: the demultiplexing task stops (what it
+    /// had queued is dropped), consent refreshes go on, the DTLS association stays open.
+    pub fn into_link(self) -> SrtpLink {
+        let socket = self.current_socket();
+        let WirePeer {
+            ice,
+            demux,
+            consent,
+            dtls,
+            tx,
+            rx,
+            ..
+        } = self;
+        drop(demux);
+        SrtpLink {
+            socket,
+            ice,
+            tx,
+            rx,
+            _dtls: dtls,
+            _consent: consent,
+            buf: vec![0u8; 2048],
+        }
+    }
+}
+
+/// What [`SrtpLink::recv`] got.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A decrypted and authenticated RTP packet, header included.
+    Rtp(Bytes),
+    /// An SRTCP packet (left encrypted: the load generator only counts them).
+    Rtcp,
+    /// A datagram the peer handled itself (a STUN check it answered, a late DTLS record).
+    Other,
+}
+
+/// A connected peer's media path without a demultiplexing task: one socket read per datagram,
+/// STUN checks answered inline, RTP decrypted into a buffer the link owns. Used where
+/// hundreds of peers share one process and a task and a channel hop per packet would cost more
+/// than the server under test.
+pub struct SrtpLink {
+    socket: Arc<UdpSocket>,
+    ice: Arc<Ice>,
+    tx: Context,
+    rx: Context,
+    _dtls: Arc<DTLSConn>,
+    _consent: AbortOnDrop,
+    buf: Vec<u8>,
+}
+
+impl SrtpLink {
+    /// Encrypt a marshalled RTP packet and send it to the server.
+    pub async fn send_rtp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+        let sealed = self
+            .tx
+            .encrypt_rtp(plain)
+            .map_err(|e| PeerError::Srtp(e.to_string()))?;
+        self.socket.send_to(&sealed, self.ice.relay).await?;
+        Ok(())
+    }
+
+    /// Receive the next datagram from the server. SRTP that fails authentication or replay
+    /// checks is an error; the link stays usable.
+    pub async fn recv(&mut self) -> Result<Incoming, PeerError> {
+        let (n, from) = self.socket.recv_from(&mut self.buf).await?;
+        if from != self.ice.relay || n == 0 {
+            return Ok(Incoming::Other);
+        }
+        let d = &self.buf[..n];
+        if is_stun(d) {
+            if let Some(reply) = self.ice.answer(d, from) {
+                self.socket.send_to(&reply, from).await?;
+            }
+            return Ok(Incoming::Other);
+        }
+        if !(128..=191).contains(&d[0]) {
+            return Ok(Incoming::Other);
+        }
+        if d.len() >= 2 && (192..=223).contains(&d[1]) {
+            return Ok(Incoming::Rtcp);
+        }
+        self.rx
+            .decrypt_rtp(d)
+            .map(Incoming::Rtp)
+            .map_err(|e| PeerError::Srtp(e.to_string()))
+    }
 }
 
 /// Send checks until one is answered and verified (10 tries, 100 ms apart, as a browser's
@@ -568,8 +802,81 @@ pub fn binding_request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8
     let ice = Ice {
         relay: SocketAddr::from(([127, 0, 0, 1], 9)),
         local_ufrag: local_ufrag.to_owned(),
+        local_pwd: String::new(),
         relay_ufrag: relay_ufrag.to_owned(),
         relay_pwd: pwd.to_owned(),
+        role: IceRole::Controlling,
+        tie_breaker: rand::random(),
     };
     ice.request(use_candidate).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(role: IceRole) -> Ice {
+        Ice {
+            relay: SocketAddr::from(([198, 18, 0, 2], 20000)),
+            local_ufrag: "ours".into(),
+            local_pwd: "our-password-0123456789".into(),
+            relay_ufrag: "theirs".into(),
+            relay_pwd: "their-password-0123456789".into(),
+            role,
+            tie_breaker: 7,
+        }
+    }
+
+    /// The server's view: it checks us with our credentials.
+    fn server_view() -> Ice {
+        Ice {
+            relay: SocketAddr::from(([198, 18, 0, 1], 5000)),
+            local_ufrag: "theirs".into(),
+            local_pwd: "their-password-0123456789".into(),
+            relay_ufrag: "ours".into(),
+            relay_pwd: "our-password-0123456789".into(),
+            role: IceRole::Controlling,
+            tie_breaker: 9,
+        }
+    }
+
+    #[test]
+    fn answers_the_servers_checks_with_our_password() {
+        let us = agent(IceRole::Controlled);
+        let (tid, request) = server_view().request(true);
+        let from = SocketAddr::from(([198, 18, 0, 2], 20000));
+        let reply = us.answer(&request, from).expect("answered");
+        // The server verifies the answer with our password and learns its mapped address.
+        assert_eq!(server_view().verify_response(&reply, &tid), Some(from));
+    }
+
+    #[test]
+    fn ignores_checks_it_cannot_verify() {
+        let us = agent(IceRole::Controlling);
+        let from = SocketAddr::from(([198, 18, 0, 2], 20000));
+        let mut wrong = server_view();
+        wrong.relay_pwd = "not-our-password-000000".into();
+        assert!(us.answer(&wrong.request(false).1, from).is_none());
+        let mut other_ufrag = server_view();
+        other_ufrag.relay_ufrag = "someone-else".into();
+        assert!(us.answer(&other_ufrag.request(false).1, from).is_none());
+        // Our own requests (to the server) and responses are not requests to us.
+        assert!(us.answer(&us.request(true).1, from).is_none());
+        assert!(us.answer(&[0, 1, 0, 0], from).is_none());
+    }
+
+    #[test]
+    fn controlled_checks_never_nominate() {
+        let controlled = agent(IceRole::Controlled).request(true).1;
+        let mut m = Message::new();
+        m.raw = controlled;
+        m.decode().unwrap();
+        assert!(m.contains(ATTR_ICE_CONTROLLED));
+        assert!(!m.contains(ATTR_USE_CANDIDATE));
+        let controlling = agent(IceRole::Controlling).request(true).1;
+        let mut m = Message::new();
+        m.raw = controlling;
+        m.decode().unwrap();
+        assert!(m.contains(ATTR_ICE_CONTROLLING) && m.contains(ATTR_USE_CANDIDATE));
+    }
 }

@@ -123,6 +123,7 @@ async fn run(
             Profile::Sha1 => SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
         }],
         consent_interval: Duration::from_secs(2),
+        ..PeerConfig::default()
     };
     let mut names = vec!["publisher".to_owned()];
     names.extend((0..fanout).map(|i| format!("sub-{i}")));
