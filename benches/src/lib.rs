@@ -1,7 +1,20 @@
 //! Shared pieces of the whole-system benchmarks: starting the relay as its own process and
-//! reading its CPU time from `/proc`.
+//! reading its CPU time from `/proc`, and the load generator's parts (servers under test,
+//! their network, the media they are fed, the measurements and the chart).
 
-use std::net::SocketAddr;
+pub mod chart;
+pub mod http;
+pub mod janus;
+pub mod janus_process;
+pub mod jsep;
+pub mod latency;
+pub mod record;
+pub mod scenario;
+pub mod target;
+pub mod topology;
+pub mod traffic;
+
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -134,8 +147,66 @@ impl RelayProcess {
         bail!("relay did not open its control port")
     }
 
+    /// Start the relay as `launch` says (under a command prefix, on a given address, with a
+    /// control token) and wait until its control port answers.
+    pub async fn launch(launch: &RelayLaunch) -> anyhow::Result<RelayProcess> {
+        let bin = relay_binary()?;
+        let mut argv = launch.prefix.clone();
+        argv.push(bin.display().to_string());
+        argv.extend([
+            "--bind".to_owned(),
+            launch.bind.to_string(),
+            "--port".into(),
+            "0".into(),
+            "--stats-interval".into(),
+            "0".into(),
+            "--cores".into(),
+            launch.cores.to_string(),
+            "--control".into(),
+            launch.control.to_string(),
+        ]);
+        if !launch.pin {
+            argv.push("--no-pin".into());
+        }
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("RUST_LOG", "warn")
+            .env("RELAY_CONTROL_TOKEN", &launch.token)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", argv.join(" ")))?;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(launch.control).await.is_ok() {
+                return Ok(RelayProcess {
+                    child,
+                    control: launch.control,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("relay did not open its control port {}", launch.control)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
+}
+
+/// How to start the relay off loopback (inside a server namespace, on its veth address).
+#[derive(Debug, Clone)]
+pub struct RelayLaunch {
+    /// Command prefix (namespace, CPU pinning) the binary runs under.
+    pub prefix: Vec<String>,
+    /// Address its media sockets bind to and announce.
+    pub bind: IpAddr,
+    /// Control API address.
+    pub control: SocketAddr,
+    /// Control token (required off loopback); passed in the environment, not the command line.
+    pub token: String,
+    /// Cores.
+    pub cores: usize,
+    /// Whether the relay pins its core threads itself.
+    pub pin: bool,
 }

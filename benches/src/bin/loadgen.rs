@@ -1,0 +1,284 @@
+//! Load generator: many real WebRTC participants (ICE, DTLS, SRTP, RTP with probes) driven from
+//! one process against our relay and against Janus's VideoRoom, on the same network topology
+//! and the same CPU budget, with one JSON record per run and a chart of CPU per forwarded packet
+//! against fan-out.
+//!
+//! ```text
+//! loadgen --target both --scenario broadcast --fanout 1,10,100 --profile sha1 \
+//!         --seconds 10 --json out.jsonl --svg chart.svg
+//! loadgen --target relay --scenario conference --participants 5,10 --profile gcm
+//! ```
+//!
+//! Needs root (it creates a network namespace and a veth pair, deleted again at the end) and
+//! `ip`, `taskset`; installs Janus from the distribution when the Janus target is asked for
+//! and `/usr/bin/janus` is missing.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use webrtcai_benches::chart;
+use webrtcai_benches::janus_process;
+use webrtcai_benches::record::Record;
+use webrtcai_benches::scenario::{self, RunOptions, Scenario};
+use webrtcai_benches::target::{Profile, ServerKind, ServerOptions, Target};
+use webrtcai_benches::topology::Topology;
+use webrtcai_benches::traffic::MediaProfile;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Relay,
+    Janus,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScenarioKind {
+    /// One publisher, N subscribers (`--fanout`).
+    Broadcast,
+    /// M participants, everyone subscribed to everyone (`--participants`).
+    Conference,
+}
+
+/// Drive many WebRTC participants against the relay and/or Janus and measure them.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Which server(s) to measure.
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    target: Which,
+    /// What the participants do.
+    #[arg(long, value_enum, default_value_t = ScenarioKind::Broadcast)]
+    scenario: ScenarioKind,
+    /// Broadcast fan-outs to run.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    fanout: Vec<usize>,
+    /// Conference sizes to run.
+    #[arg(long, value_delimiter = ',', default_value = "5")]
+    participants: Vec<usize>,
+    /// SRTP profiles to run (every peer offers only the one of its run).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sha1")]
+    profile: Vec<Profile>,
+    /// Measurement window per run, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Warm-up before the window, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Video bit rate per publisher, bits per second.
+    #[arg(long, default_value_t = 1_500_000)]
+    video_bitrate: u64,
+    /// Video RTP payload size, bytes.
+    #[arg(long, default_value_t = 1200)]
+    packet_size: usize,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Seconds between keyframes.
+    #[arg(long, default_value_t = 2.0)]
+    keyframe_interval: f64,
+    /// Keyframe size as a multiple of a delta frame.
+    #[arg(long, default_value_t = 8)]
+    keyframe_factor: u32,
+    /// Publish video only (no audio stream).
+    #[arg(long)]
+    no_audio: bool,
+    /// Longest time connecting all participants of a run may take, seconds.
+    #[arg(long, default_value_t = 180)]
+    setup_timeout: u64,
+    /// Participants connecting at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// CPU the server under test is confined to.
+    #[arg(long, default_value_t = 1)]
+    server_cpu: usize,
+    /// CPU the load generator is pinned to.
+    #[arg(long, default_value_t = 0)]
+    loadgen_cpu: usize,
+    /// Janus `event_loops` (0: its default, one thread per handle).
+    #[arg(long, default_value_t = 1)]
+    janus_event_loops: usize,
+    /// Name of the server network namespace (veth ends are `<name>-h`, `<name>-s`).
+    #[arg(long, default_value = "wai-bench")]
+    namespace: String,
+    /// Append one JSON record per run to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the CPU-per-packet chart (from every broadcast record in `--json`, or from this
+    /// invocation's records without it).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    // Threads inherit the affinity of the thread that creates them: pin before the runtime.
+    if let Some(id) = cpus.iter().find(|c| c.id == args.loadgen_cpu) {
+        core_affinity::set_for_current(*id);
+    }
+    let kinds: Vec<ServerKind> = match args.target {
+        Which::Relay => vec![ServerKind::Relay],
+        Which::Janus => vec![ServerKind::Janus],
+        Which::Both => vec![ServerKind::Relay, ServerKind::Janus],
+    };
+    if kinds.contains(&ServerKind::Janus) {
+        janus_process::ensure_installed()?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let topology = Topology::create(&args.namespace).context("building the benchmark network")?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run_all(&args, &kinds, &topology) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Servers are gone with the runtime's tasks; the network goes now.
+    drop(runtime);
+    drop(topology);
+    let records = result?;
+    if let Some(svg) = &args.svg {
+        let jsonl = match &args.json {
+            Some(path) => std::fs::read_to_string(path)?,
+            None => records
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()?
+                .join("\n"),
+        };
+        let series = chart::series_from_records(&jsonl);
+        std::fs::write(
+            svg,
+            chart::svg("Server CPU per forwarded packet, 1 → N broadcast", &series),
+        )?;
+        eprintln!("chart written to {}", svg.display());
+    }
+    Ok(())
+}
+
+async fn run_all(
+    args: &Args,
+    kinds: &[ServerKind],
+    topology: &Topology,
+) -> anyhow::Result<Vec<Record>> {
+    let media = MediaProfile {
+        video_bitrate: args.video_bitrate,
+        fps: args.fps.max(1),
+        packet_size: args.packet_size.max(64),
+        keyframe_interval_s: args.keyframe_interval.max(0.1),
+        keyframe_factor: args.keyframe_factor.max(1),
+        audio: !args.no_audio,
+        ..MediaProfile::default()
+    };
+    let opts = RunOptions {
+        seconds: args.seconds.clamp(1.0, 600.0),
+        warmup: args.warmup.clamp(0.0, 60.0),
+        media,
+        setup_timeout: Duration::from_secs(args.setup_timeout),
+        concurrency: args.concurrency,
+        saturation: 0.9,
+    };
+    let scenarios: Vec<Scenario> = match args.scenario {
+        ScenarioKind::Broadcast => args
+            .fanout
+            .iter()
+            .map(|&fanout| Scenario::Broadcast { fanout })
+            .collect(),
+        ScenarioKind::Conference => args
+            .participants
+            .iter()
+            .map(|&participants| Scenario::Conference {
+                participants: participants.max(2),
+            })
+            .collect(),
+    };
+    let server_options = ServerOptions {
+        cpu: args.server_cpu,
+        janus_event_loops: args.janus_event_loops,
+        janus_log: std::env::temp_dir().join("wai-loadgen-janus.log"),
+    };
+    let mut records = Vec::new();
+    println!(
+        "{:<22} {:>5} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "server",
+        "prof",
+        "scenario",
+        "fan",
+        "offer/s",
+        "deliv/s",
+        "loss",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "µs/pkt",
+        "RSS MiB",
+        "lg CPU"
+    );
+    for &kind in kinds {
+        for &profile in &args.profile {
+            for &scenario in &scenarios {
+                eprintln!("{} {profile:?} {scenario:?}", kind.label());
+                match run_one(kind, profile, scenario, topology, &server_options, &opts).await {
+                    Ok(r) => {
+                        print_row(&r);
+                        if let Some(path) = &args.json {
+                            let mut f = std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(path)?;
+                            writeln!(f, "{}", serde_json::to_string(&r)?)?;
+                        }
+                        records.push(r);
+                    }
+                    Err(e) => eprintln!("  run failed: {e:#}"),
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Start a fresh server, run one scenario, stop the server.
+async fn run_one(
+    kind: ServerKind,
+    profile: Profile,
+    scenario: Scenario,
+    topology: &Topology,
+    server_options: &ServerOptions,
+    opts: &RunOptions,
+) -> anyhow::Result<Record> {
+    let target = Target::start(
+        kind,
+        topology,
+        profile,
+        scenario.publishers(),
+        server_options,
+    )
+    .await?;
+    let result = scenario::run(&target, kind, profile, scenario, opts).await;
+    target.stop().await;
+    result
+}
+
+fn print_row(r: &Record) {
+    println!(
+        "{:<22} {:>5} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>9.2} {:>9.1} {:>7.0}%{}",
+        r.server,
+        format!("{:?}", r.profile).to_lowercase(),
+        r.scenario,
+        r.fanout,
+        r.offered_pps,
+        r.delivered_pps,
+        r.loss * 100.0,
+        r.latency.p50_us,
+        r.latency.p99_us,
+        r.latency.p999_us,
+        r.server_cpu_us_per_forwarded,
+        r.server_rss_kib as f64 / 1024.0,
+        r.loadgen_cpu_share * 100.0,
+        if r.loadgen_saturated { " (load generator saturated)" } else { "" }
+    );
+}

@@ -1,0 +1,61 @@
+//! One run's result, as a line of the benchmark's JSON Lines output.
+
+use serde::Serialize;
+
+use crate::latency::LatencySummary;
+use crate::target::{Profile, ServerKind};
+use crate::traffic::MediaProfile;
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Which server (`relay`, `janus`).
+    pub server_kind: ServerKind,
+    /// Its display name.
+    pub server: &'static str,
+    /// `broadcast` or `conference`.
+    pub scenario: &'static str,
+    /// Publishing participants.
+    pub publishers: usize,
+    /// Receiving PeerConnections.
+    pub receivers: usize,
+    /// Subscribers of each stream.
+    pub fanout: usize,
+    /// SRTP profile of every connection.
+    pub profile: Profile,
+    /// What each publisher sends.
+    pub media: MediaProfile,
+    /// Seconds it took to connect everyone.
+    pub setup_seconds: f64,
+    /// Length of the measurement window.
+    pub seconds: f64,
+    /// Packets per second the publishers sent.
+    pub sent_pps: f64,
+    /// Packets per second the server should have delivered (sent × fan-out).
+    pub offered_pps: f64,
+    /// Packets per second that arrived, decrypted and authenticated.
+    pub delivered_pps: f64,
+    /// 1 − delivered / offered, over the packets sent in the window.
+    pub loss: f64,
+    /// One-way latency of the delivered packets.
+    pub latency: LatencySummary,
+    /// Server CPU time (all threads, `/proc/<pid>/task/*/schedstat`) per delivered packet.
+    pub server_cpu_us_per_forwarded: f64,
+    /// The same from `/proc/<pid>/stat` (clock-tick resolution).
+    pub server_cpu_us_per_forwarded_stat: f64,
+    /// Server CPU time over wall time (1.0 = its one core busy).
+    pub server_cpu_share: f64,
+    /// Server resident set size at the end of the window.
+    pub server_rss_kib: u64,
+    /// Packets per second the server itself counted as forwarded, where it counts them.
+    pub server_forwarded_pps: Option<f64>,
+    /// The load generator's CPU time over wall time (it has one core).
+    pub loadgen_cpu_share: f64,
+    /// Whether the load generator itself was near saturation (figures then understate the
+    /// server).
+    pub loadgen_saturated: bool,
+    /// SRTP packets that failed authentication or replay checks.
+    pub srtp_errors: u64,
+    /// Decrypted RTP packets without a probe.
+    pub unprobed: u64,
+}

@@ -1,0 +1,436 @@
+//! What a run does: who publishes, who subscribes to whom, and the timed measurement.
+//!
+//! A run connects everyone first (publishers, then subscribers), then starts every stream at
+//! once, lets a warm-up pass, and measures a fixed window: the server's CPU time from `/proc`
+//! at both ends, and, on the receiving side, every packet whose probe says it was *sent* inside
+//! the window. Counting by send time rather than arrival time makes loss exact (a packet still
+//! in flight at the end is waited for during a short drain) and keeps the counts of senders
+//! and receivers over the same set of packets.
+//!
+//! Each peer is one task that owns its [`SrtpLink`]: it sends its due frames, then reads its
+//! socket; nothing is shared between peers but two counters for the progress line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::join_all;
+use tokio::time::sleep_until;
+use webrtcai_tests::peer::{Incoming, SrtpLink};
+
+use crate::jsep::MediaKind;
+use crate::latency::Latency;
+use crate::record::Record;
+use crate::target::{FeedRef, Profile, ServerKind, Target};
+use crate::traffic::{clock_ns, MediaProfile, Probe, StreamSource};
+use crate::{rss_kib, CpuTime};
+
+/// Who talks to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// One publisher, `fanout` subscribers.
+    Broadcast {
+        /// Subscribers.
+        fanout: usize,
+    },
+    /// `participants` people, each publishing and subscribing to everyone else.
+    Conference {
+        /// Participants.
+        participants: usize,
+    },
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Broadcast { .. } => "broadcast",
+            Scenario::Conference { .. } => "conference",
+        }
+    }
+
+    /// Publishers in the room.
+    pub fn publishers(self) -> usize {
+        match self {
+            Scenario::Broadcast { .. } => 1,
+            Scenario::Conference { participants } => participants,
+        }
+    }
+
+    /// Subscribers of each stream.
+    pub fn fanout(self) -> usize {
+        match self {
+            Scenario::Broadcast { fanout } => fanout,
+            Scenario::Conference { participants } => participants.saturating_sub(1),
+        }
+    }
+}
+
+/// How a run is timed and what it sends.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Measurement window.
+    pub seconds: f64,
+    /// Streams run this long before the window opens.
+    pub warmup: f64,
+    /// What each publisher sends.
+    pub media: MediaProfile,
+    /// Longest time connecting everyone may take.
+    pub setup_timeout: Duration,
+    /// Peers connecting at the same time.
+    pub concurrency: usize,
+    /// Above this share of its core the load generator counts as saturated.
+    pub saturation: f64,
+}
+
+/// The window, on the probes' clock.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start_ns: u64,
+    end_ns: u64,
+}
+
+impl Window {
+    fn contains(&self, ns: u64) -> bool {
+        (self.start_ns..self.end_ns).contains(&ns)
+    }
+}
+
+/// What one peer saw.
+#[derive(Default)]
+struct PeerReport {
+    latency: Latency,
+    received_in_window: u64,
+    sent_in_window: u64,
+    srtp_errors: u64,
+    unprobed: u64,
+}
+
+/// Counters the progress line reads.
+#[derive(Default)]
+struct Progress {
+    delivered: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// Send `sources`' frames as they fall due until `stop_sending`, and read the link until
+/// `stop`.
+async fn drive(
+    mut link: SrtpLink,
+    mut sources: Vec<StreamSource>,
+    window: Window,
+    stop_sending: Instant,
+    stop: Instant,
+    progress: Arc<Progress>,
+) -> PeerReport {
+    let mut report = PeerReport::default();
+    loop {
+        let now = Instant::now();
+        if now >= stop {
+            return report;
+        }
+        for source in sources.iter_mut() {
+            while source.due() <= now && source.due() < stop_sending {
+                for packet in source.next_frame() {
+                    if link.send_rtp(&packet).await.is_ok() {
+                        progress.sent.fetch_add(1, Ordering::Relaxed);
+                        if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
+                            report.sent_in_window += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let wake = sources
+            .iter()
+            .map(StreamSource::due)
+            .filter(|d| *d < stop_sending)
+            .min()
+            .unwrap_or(stop)
+            .min(stop);
+        tokio::select! {
+            incoming = link.recv() => match incoming {
+                Ok(Incoming::Rtp(plain)) => match Probe::read(&plain) {
+                    Some(probe) => {
+                        let now_ns = clock_ns();
+                        progress.delivered.fetch_add(1, Ordering::Relaxed);
+                        if window.contains(probe.sent_ns) {
+                            report.received_in_window += 1;
+                            report.latency.record_ns(now_ns.saturating_sub(probe.sent_ns));
+                        }
+                    }
+                    None => report.unprobed += 1,
+                },
+                Ok(_) => {}
+                Err(_) => report.srtp_errors += 1,
+            },
+            _ = sleep_until(wake.into()) => {}
+        }
+    }
+}
+
+/// Run `f` over `items`, `concurrency` at a time, collecting results in order.
+async fn in_batches<T, R, F, Fut>(
+    items: Vec<T>,
+    concurrency: usize,
+    label: &str,
+    f: F,
+) -> anyhow::Result<Vec<R>>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<R>>,
+{
+    let total = items.len();
+    let mut out = Vec::with_capacity(total);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let batch: Vec<T> = items.by_ref().take(concurrency.max(1)).collect();
+        for r in join_all(batch.into_iter().map(&f)).await {
+            out.push(r?);
+        }
+        if total >= 20 {
+            eprint!("\r  {label}: {}/{total} connected", out.len());
+        }
+    }
+    if total >= 20 {
+        eprintln!();
+    }
+    Ok(out)
+}
+
+/// Everyone connected, ready to start.
+struct Room {
+    /// Peers with what they send (possibly nothing).
+    peers: Vec<(SrtpLink, Vec<StreamSource>)>,
+}
+
+async fn connect_everyone(
+    target: &Target,
+    scenario: Scenario,
+    media: MediaProfile,
+    concurrency: usize,
+) -> anyhow::Result<Room> {
+    let now = Instant::now();
+    let publishers: Vec<(String, Vec<StreamSource>)> = (0..scenario.publishers())
+        .map(|p| {
+            let mut sources = vec![StreamSource::new(
+                (2 * p) as u32,
+                MediaKind::Video,
+                media,
+                now,
+            )];
+            if media.audio {
+                sources.push(StreamSource::new(
+                    (2 * p + 1) as u32,
+                    MediaKind::Audio,
+                    media,
+                    now,
+                ));
+            }
+            (format!("p{p}"), sources)
+        })
+        .collect();
+    let published = in_batches(
+        publishers,
+        concurrency,
+        "publishers",
+        |(uid, sources)| async move {
+            let p = target
+                .publish(&uid, &sources)
+                .await
+                .with_context(|| format!("publisher {uid}"))?;
+            anyhow::Ok((uid, sources, p))
+        },
+    )
+    .await?;
+    let feeds: Vec<FeedRef> = published.iter().map(|(_, _, p)| p.feed.clone()).collect();
+
+    let subscriptions: Vec<(String, Vec<FeedRef>, bool)> = match scenario {
+        Scenario::Broadcast { fanout } => (0..fanout)
+            .map(|i| (format!("s{i}"), vec![feeds[0].clone()], false))
+            .collect(),
+        Scenario::Conference { participants } => (0..participants)
+            .map(|i| {
+                let others = feeds
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                (format!("p{i}"), others, true)
+            })
+            .collect(),
+    };
+    let receivers = in_batches(
+        subscriptions,
+        concurrency,
+        "subscribers",
+        |(uid, feeds, publishing)| async move {
+            target
+                .subscribe(&uid, &feeds, publishing)
+                .await
+                .with_context(|| format!("subscriber {uid}"))
+        },
+    )
+    .await?;
+    let mut peers: Vec<(SrtpLink, Vec<StreamSource>)> = published
+        .into_iter()
+        .map(|(_, sources, p)| (p.link, sources))
+        .collect();
+    peers.extend(receivers.into_iter().flatten().map(|l| (l, Vec::new())));
+    Ok(Room { peers })
+}
+
+/// Run `scenario` against `target` and measure it.
+pub async fn run(
+    target: &Target,
+    kind: ServerKind,
+    profile: Profile,
+    scenario: Scenario,
+    opts: &RunOptions,
+) -> anyhow::Result<Record> {
+    let setup_started = Instant::now();
+    let room = tokio::time::timeout(
+        opts.setup_timeout,
+        connect_everyone(target, scenario, opts.media, opts.concurrency),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("connecting everyone took over {:?}", opts.setup_timeout))??;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let receivers = match scenario {
+        Scenario::Broadcast { fanout } => fanout,
+        Scenario::Conference { participants } => participants,
+    };
+
+    let base = Instant::now();
+    let base_ns = clock_ns();
+    let at_ns = |t: Instant| base_ns + t.duration_since(base).as_nanos() as u64;
+    let start = base + Duration::from_millis(200);
+    let t0 = start + Duration::from_secs_f64(opts.warmup);
+    let t1 = t0 + Duration::from_secs_f64(opts.seconds);
+    let stop = t1 + Duration::from_millis(500);
+    let window = Window {
+        start_ns: at_ns(t0),
+        end_ns: at_ns(t1),
+    };
+    let progress = Arc::new(Progress::default());
+    let publishers = scenario.publishers().max(1) as u32;
+    let mut tasks = Vec::with_capacity(room.peers.len());
+    for (i, (link, mut sources)) in room.peers.into_iter().enumerate() {
+        // Publishers start spread over one video frame, so their keyframes do not coincide.
+        let phase = Duration::from_secs_f64(
+            f64::from(i as u32 % publishers) / f64::from(publishers) / f64::from(opts.media.fps),
+        );
+        for s in sources.iter_mut() {
+            s.schedule_from(start + phase);
+        }
+        tasks.push(tokio::spawn(drive(
+            link,
+            sources,
+            window,
+            t1,
+            stop,
+            progress.clone(),
+        )));
+    }
+
+    let ticker = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last = (0, 0);
+            let mut tick = tokio::time::interval_at(start.into(), Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = (
+                    progress.sent.load(Ordering::Relaxed),
+                    progress.delivered.load(Ordering::Relaxed),
+                );
+                let phase = match Instant::now() {
+                    t if t < t0 => "warm-up",
+                    t if t < t1 => "measuring",
+                    _ => "draining",
+                };
+                eprintln!(
+                    "  {phase:>9}: sent {:>7} pkt/s, delivered {:>8} pkt/s",
+                    now.0 - last.0,
+                    now.1 - last.1
+                );
+                last = now;
+            }
+        })
+    };
+
+    let pid = target.pid();
+    let me = std::process::id();
+    sleep_until(t0.into()).await;
+    let (server0, self0, fwd0) = (
+        CpuTime::of(pid)?,
+        CpuTime::of(me)?,
+        target.forwarded().await,
+    );
+    let w0 = Instant::now();
+    sleep_until(t1.into()).await;
+    let (server1, self1, fwd1) = (
+        CpuTime::of(pid)?,
+        CpuTime::of(me)?,
+        target.forwarded().await,
+    );
+    let elapsed = w0.elapsed().as_secs_f64();
+    let rss = rss_kib(pid);
+    let mut latency = Latency::new();
+    let (mut sent, mut received, mut srtp_errors, mut unprobed) = (0, 0, 0, 0);
+    for t in tasks {
+        let r = t.await.context("peer task")?;
+        latency.merge(&r.latency);
+        sent += r.sent_in_window;
+        received += r.received_in_window;
+        srtp_errors += r.srtp_errors;
+        unprobed += r.unprobed;
+    }
+    ticker.abort();
+
+    let server = server1.since(&server0);
+    let me = self1.since(&self0);
+    let offered = sent * scenario.fanout() as u64;
+    let per_packet = |secs: f64| {
+        if received > 0 {
+            secs / received as f64 * 1e6
+        } else {
+            0.0
+        }
+    };
+    let loadgen_cpu_share = me.sched_secs / elapsed;
+    Ok(Record {
+        server_kind: kind,
+        server: kind.label(),
+        scenario: scenario.name(),
+        publishers: scenario.publishers(),
+        receivers,
+        fanout: scenario.fanout(),
+        profile,
+        media: opts.media,
+        setup_seconds,
+        seconds: opts.seconds,
+        sent_pps: sent as f64 / opts.seconds,
+        offered_pps: offered as f64 / opts.seconds,
+        delivered_pps: received as f64 / opts.seconds,
+        loss: if offered > 0 {
+            (1.0 - received as f64 / offered as f64).max(0.0)
+        } else {
+            0.0
+        },
+        latency: latency.summary(),
+        server_cpu_us_per_forwarded: per_packet(server.sched_secs),
+        server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
+        server_cpu_share: server.sched_secs / elapsed,
+        server_rss_kib: rss,
+        server_forwarded_pps: match (fwd0, fwd1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / elapsed),
+            _ => None,
+        },
+        loadgen_cpu_share,
+        loadgen_saturated: loadgen_cpu_share > opts.saturation,
+        srtp_errors,
+        unprobed,
+    })
+}

@@ -1,0 +1,444 @@
+//! The servers the load generator measures, behind one interface: our relay (driven through its
+//! control API, as signalling drives it) and Janus's VideoRoom (driven through its HTTP API with
+//! SDP offer/answer, as a browser application drives it).
+//!
+//! Both are started fresh for each run, inside the server namespace of a [`Topology`], pinned
+//! to the same CPU, and reached by [`WirePeer`]s bound to the load generator's address. A run
+//! publishes first ([`Target::publish`]) and subscribes after ([`Target::subscribe`]): Janus
+//! refuses subscriptions to a feed whose PeerConnection is not up yet.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use relay::control::{FeedDescription, MediaKind as RelayKind, ParticipantConfig};
+use relay::ids::{FeedId, Sid, Ssrc, Uid};
+use relay::remote::Client;
+use serde_json::json;
+use webrtcai_tests::peer::{IceCredentials, IceRole, PeerConfig, SrtpLink, WirePeer};
+
+use crate::janus::Session;
+use crate::janus_process::{JanusLaunch, JanusProcess};
+use crate::jsep::{self, LocalDescription, MediaKind, OfferedStream};
+use crate::topology::Topology;
+use crate::traffic::StreamSource;
+use crate::{RelayLaunch, RelayProcess};
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    /// This project's relay.
+    Relay,
+    /// Janus VideoRoom.
+    Janus,
+}
+
+impl ServerKind {
+    /// The name records and charts use.
+    pub fn label(self) -> &'static str {
+        match self {
+            ServerKind::Relay => "webrtc.ai relay",
+            ServerKind::Janus => "Janus 1.1.2 VideoRoom",
+        }
+    }
+}
+
+/// SRTP protection profile every peer offers (and so every connection uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// SRTP_AES128_CM_HMAC_SHA1_80.
+    Sha1,
+    /// SRTP_AEAD_AES_128_GCM.
+    Gcm,
+}
+
+impl Profile {
+    fn dtls(self) -> SrtpProtectionProfile {
+        match self {
+            Profile::Sha1 => SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            Profile::Gcm => SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+        }
+    }
+}
+
+/// How a server is started.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The CPU the whole server process is confined to.
+    pub cpu: usize,
+    /// Janus's `event_loops` (0: one thread per handle, its default).
+    pub janus_event_loops: usize,
+    /// Where Janus's output goes.
+    pub janus_log: std::path::PathBuf,
+}
+
+/// What a subscriber names to receive a publisher's streams.
+#[derive(Clone, Debug)]
+pub enum FeedRef {
+    /// Relay feed ids.
+    Relay(Vec<FeedId>),
+    /// A Janus publisher id.
+    Janus(u64),
+}
+
+/// A connected publisher.
+pub struct Published {
+    /// Its media path.
+    pub link: SrtpLink,
+    /// What subscribers name to receive it.
+    pub feed: FeedRef,
+}
+
+/// A started server, ready for participants.
+pub enum Target {
+    /// Our relay.
+    Relay {
+        /// The process.
+        process: RelayProcess,
+        /// Its control connection.
+        client: Client,
+        /// The session the run uses.
+        sid: Sid,
+        /// How peers connect.
+        peer: PeerConfig,
+    },
+    /// Janus.
+    Janus {
+        /// The process.
+        process: JanusProcess,
+        /// The API session the run uses.
+        session: Session,
+        /// The VideoRoom room.
+        room: u64,
+        /// How peers connect.
+        peer: PeerConfig,
+    },
+}
+
+fn pinned(topology: &Topology, cpu: usize) -> Vec<String> {
+    let mut prefix = topology.exec_prefix();
+    prefix.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
+    prefix
+}
+
+impl Target {
+    /// Start `kind` in `topology`'s namespace and prepare a room for `publishers` publishers.
+    pub async fn start(
+        kind: ServerKind,
+        topology: &Topology,
+        profile: Profile,
+        publishers: usize,
+        options: &ServerOptions,
+    ) -> anyhow::Result<Target> {
+        let peer = PeerConfig {
+            profiles: vec![profile.dtls()],
+            consent_interval: Duration::from_secs(2),
+            bind: topology.client_addr,
+            role: IceRole::Controlling,
+        };
+        match kind {
+            ServerKind::Relay => {
+                let token = format!("{:032x}", rand::random::<u128>());
+                let launch = RelayLaunch {
+                    prefix: pinned(topology, options.cpu),
+                    bind: topology.server_addr,
+                    control: SocketAddr::new(topology.server_addr, 7000),
+                    token: token.clone(),
+                    cores: 1,
+                    // Confined by taskset like Janus; the relay's own pinning would pick CPU 0.
+                    pin: false,
+                };
+                let process = RelayProcess::launch(&launch).await?;
+                let (client, _events) = Client::connect(process.control, Some(token))
+                    .await
+                    .context("relay control connection")?;
+                let sid = Sid::from("loadgen");
+                client.create_session(sid.clone(), Some(0)).await?;
+                Ok(Target::Relay {
+                    process,
+                    client,
+                    sid,
+                    peer,
+                })
+            }
+            ServerKind::Janus => {
+                let launch = JanusLaunch {
+                    prefix: pinned(topology, options.cpu),
+                    ip: topology.server_addr,
+                    port: 8088,
+                    event_loops: options.janus_event_loops,
+                    log: options.janus_log.clone(),
+                };
+                let process = JanusProcess::start(&launch).await?;
+                let session = Session::create(process.api).await?;
+                let control = session.attach().await?;
+                let room = 4242;
+                session
+                    .request(
+                        &control,
+                        json!({"request": "create", "room": room, "publishers": publishers.max(1),
+                               "bitrate": 0, "fir_freq": 0, "audiocodec": "opus",
+                               "videocodec": "vp8", "permanent": false}),
+                    )
+                    .await
+                    .context("creating the VideoRoom room")?;
+                Ok(Target::Janus {
+                    process,
+                    session,
+                    room,
+                    peer,
+                })
+            }
+        }
+    }
+
+    /// Stop the server and wait until it is gone (its ports are free again).
+    pub async fn stop(self) {
+        match self {
+            Target::Relay {
+                mut process,
+                client,
+                ..
+            } => {
+                drop(client);
+                let _ = process.child.kill().await;
+            }
+            Target::Janus {
+                process, session, ..
+            } => {
+                drop(session);
+                process.stop().await;
+            }
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Target::Relay { process, .. } => process.pid(),
+            Target::Janus { process, .. } => process.pid(),
+        }
+    }
+
+    /// RTP packets the server says it forwarded so far, where it counts them.
+    pub async fn forwarded(&self) -> Option<u64> {
+        match self {
+            Target::Relay { client, .. } => client
+                .stats()
+                .await
+                .ok()
+                .map(|s| s.iter().map(|c| c.rtp_forwarded).sum()),
+            Target::Janus { .. } => None,
+        }
+    }
+
+    /// Connect a publisher of `streams` as participant `uid`.
+    pub async fn publish(&self, uid: &str, streams: &[StreamSource]) -> anyhow::Result<Published> {
+        match self {
+            Target::Relay {
+                client, sid, peer, ..
+            } => {
+                let link = relay_join(client, sid, uid, peer).await?;
+                let mut feeds = Vec::new();
+                for s in streams {
+                    let (kind, clock_rate, pt) = match s.kind {
+                        MediaKind::Audio => (RelayKind::Audio, 48_000, 111),
+                        MediaKind::Video => (RelayKind::Video, 90_000, 96),
+                    };
+                    let feed_id = FeedId::from(format!("{uid}-{}", s.kind.sdp_name()));
+                    client
+                        .publish(
+                            sid.clone(),
+                            Uid::from(uid),
+                            FeedDescription {
+                                feed_id: feed_id.clone(),
+                                kind,
+                                ssrc: Ssrc(s.ssrc),
+                                clock_rate,
+                                payload_types: vec![pt],
+                                header_extensions: vec![],
+                            },
+                        )
+                        .await?;
+                    feeds.push(feed_id);
+                }
+                Ok(Published {
+                    link,
+                    feed: FeedRef::Relay(feeds),
+                })
+            }
+            Target::Janus {
+                session,
+                room,
+                peer,
+                ..
+            } => {
+                let mut handle = session.attach().await?;
+                let (joined, _) = session
+                    .message(
+                        &handle,
+                        json!({"request": "join", "ptype": "publisher", "room": room,
+                               "display": uid}),
+                        None,
+                    )
+                    .await
+                    .context("joining as publisher")?;
+                let id = joined["id"]
+                    .as_u64()
+                    .with_context(|| format!("no publisher id in {joined}"))?;
+                let (socket, local, cert) = local_side(peer)?;
+                let offered: Vec<OfferedStream> = streams
+                    .iter()
+                    .map(|s| OfferedStream {
+                        kind: s.kind,
+                        ssrc: s.ssrc,
+                    })
+                    .collect();
+                let offer = jsep::publisher_offer(&local, &offered);
+                let (_, answer) = session
+                    .message(
+                        &handle,
+                        json!({"request": "publish"}),
+                        Some(json!({"type": "offer", "sdp": offer})),
+                    )
+                    .await
+                    .context("publishing")?;
+                let answer = answer.context("publish answered without SDP")?;
+                let remote = jsep::parse(answer["sdp"].as_str().unwrap_or(""))?;
+                let wire =
+                    WirePeer::connect_on(socket, &remote.endpoint, local.ice, cert, peer.clone())
+                        .await
+                        .context("publisher ICE/DTLS")?;
+                handle.webrtc_up(Duration::from_secs(10)).await?;
+                Ok(Published {
+                    link: wire.into_link(),
+                    feed: FeedRef::Janus(id),
+                })
+            }
+        }
+    }
+
+    /// Subscribe participant `uid` to `feeds`. A relay participant that already publishes
+    /// (`publishing`) receives on its publishing connection and gets no new link; everyone
+    /// else gets the link the subscriptions arrive on.
+    pub async fn subscribe(
+        &self,
+        uid: &str,
+        feeds: &[FeedRef],
+        publishing: bool,
+    ) -> anyhow::Result<Option<SrtpLink>> {
+        match self {
+            Target::Relay {
+                client, sid, peer, ..
+            } => {
+                let link = if publishing {
+                    None
+                } else {
+                    Some(relay_join(client, sid, uid, peer).await?)
+                };
+                for feed in feeds {
+                    let FeedRef::Relay(ids) = feed else {
+                        bail!("a Janus feed given to the relay");
+                    };
+                    for id in ids {
+                        client
+                            .subscribe(sid.clone(), Uid::from(uid), id.clone())
+                            .await?;
+                    }
+                }
+                Ok(link)
+            }
+            Target::Janus {
+                session,
+                room,
+                peer,
+                ..
+            } => {
+                let streams: Vec<_> = feeds
+                    .iter()
+                    .map(|f| match f {
+                        FeedRef::Janus(id) => Ok(json!({"feed": id})),
+                        FeedRef::Relay(_) => Err(anyhow::anyhow!("a relay feed given to Janus")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let handle = session.attach().await?;
+                let (_, offer) = session
+                    .message(
+                        &handle,
+                        json!({"request": "join", "ptype": "subscriber", "room": room,
+                               "streams": streams}),
+                        None,
+                    )
+                    .await
+                    .context("joining as subscriber")?;
+                let offer = offer.context("subscription without an offer")?;
+                let remote = jsep::parse(offer["sdp"].as_str().unwrap_or(""))?;
+                let (socket, local, cert) = local_side(peer)?;
+                let answer = jsep::subscriber_answer(&local, &remote);
+                session
+                    .message(
+                        &handle,
+                        json!({"request": "start"}),
+                        Some(json!({"type": "answer", "sdp": answer})),
+                    )
+                    .await
+                    .context("starting the subscription")?;
+                // Janus made the offer, so it controls ICE and nominates.
+                let config = PeerConfig {
+                    role: IceRole::Controlled,
+                    ..peer.clone()
+                };
+                let wire = WirePeer::connect_on(socket, &remote.endpoint, local.ice, cert, config)
+                    .await
+                    .context("subscriber ICE/DTLS")?;
+                Ok(Some(wire.into_link()))
+            }
+        }
+    }
+}
+
+/// A bound socket, fresh ICE credentials and a certificate, described for an SDP.
+fn local_side(
+    peer: &PeerConfig,
+) -> anyhow::Result<(
+    tokio::net::UdpSocket,
+    LocalDescription,
+    dtls::crypto::Certificate,
+)> {
+    let socket = WirePeer::bind(peer.bind)?;
+    let (cert, fingerprint) = WirePeer::certificate();
+    let local = LocalDescription {
+        ice: IceCredentials::random(),
+        fingerprint,
+        candidate: socket.local_addr()?,
+    };
+    Ok((socket, local, cert))
+}
+
+/// Add `uid` to the relay session and connect its peer.
+async fn relay_join(
+    client: &Client,
+    sid: &Sid,
+    uid: &str,
+    peer: &PeerConfig,
+) -> anyhow::Result<SrtpLink> {
+    let (cert, fp) = WirePeer::certificate();
+    let ufrag = WirePeer::random_ufrag();
+    let info = client
+        .add_participant(
+            sid.clone(),
+            Uid::from(uid),
+            ParticipantConfig {
+                remote_ufrag: Some(ufrag.clone()),
+                remote_fingerprint: Some(fp),
+            },
+        )
+        .await?;
+    let wire = WirePeer::connect(&info, ufrag, cert, peer.clone())
+        .await
+        .with_context(|| format!("{uid} ICE/DTLS"))?;
+    Ok(wire.into_link())
+}
