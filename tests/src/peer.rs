@@ -692,6 +692,7 @@ impl WirePeer {
         let socket = self.current_socket();
         let WirePeer {
             ice,
+            inboxes,
             demux,
             consent,
             dtls,
@@ -705,6 +706,7 @@ impl WirePeer {
             ice,
             tx,
             rx,
+            _inboxes: inboxes,
             _dtls: dtls,
             _consent: consent,
             buf: vec![0u8; 2048],
@@ -732,6 +734,9 @@ pub struct SrtpLink {
     ice: Arc<Ice>,
     tx: Context,
     rx: Context,
+    /// Kept so that the DTLS association's reader waits on an open, empty inbox; with the
+    /// inbox closed it would see a closed transport and stop (or retry) instead.
+    _inboxes: Arc<Inboxes>,
     _dtls: Arc<DTLSConn>,
     _consent: AbortOnDrop,
     buf: Vec<u8>,
