@@ -220,7 +220,16 @@ async fn run_all(
     for &kind in kinds {
         for &profile in &args.profile {
             for &scenario in &scenarios {
-                eprintln!("{} {profile:?} {scenario:?}", kind.label());
+                eprintln!(
+                    "{}, {}, {}",
+                    kind.label(),
+                    format!("{profile:?}").to_lowercase(),
+                    match scenario {
+                        Scenario::Broadcast { fanout } => format!("broadcast 1 → {fanout}"),
+                        Scenario::Conference { participants } =>
+                            format!("conference of {participants}"),
+                    }
+                );
                 match run_one(kind, profile, scenario, topology, &server_options, &opts).await {
                     Ok(r) => {
                         print_row(&r);
