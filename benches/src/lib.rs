@@ -79,6 +79,26 @@ pub fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// CPU time the whole machine has spent busy (every CPU, every state but idle and iowait),
+/// in seconds, from `/proc/stat`.
+pub fn machine_busy_secs() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: u64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    Ok(busy as f64 / clock_ticks() as f64)
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -54,6 +54,9 @@ pub struct Record {
     /// Whether the load generator itself was near saturation (figures then understate the
     /// server).
     pub loadgen_saturated: bool,
+    /// CPU time everything else on the machine used over wall time (2.0 = both cores): other
+    /// work running beside the benchmark, which disturbs latency more than CPU per packet.
+    pub other_cpu_share: f64,
     /// SRTP packets that failed authentication or replay checks.
     pub srtp_errors: u64,
     /// Decrypted RTP packets without a probe.

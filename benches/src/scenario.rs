@@ -24,7 +24,7 @@ use crate::latency::Latency;
 use crate::record::Record;
 use crate::target::{FeedRef, Profile, ServerKind, Target};
 use crate::traffic::{clock_ns, MediaProfile, Probe, StreamSource};
-use crate::{rss_kib, CpuTime};
+use crate::{machine_busy_secs, rss_kib, CpuTime};
 
 /// Who talks to whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,16 +363,18 @@ pub async fn run(
     let pid = target.pid();
     let me = std::process::id();
     sleep_until(t0.into()).await;
-    let (server0, self0, fwd0) = (
+    let (server0, self0, busy0, fwd0) = (
         CpuTime::of(pid)?,
         CpuTime::of(me)?,
+        machine_busy_secs()?,
         target.forwarded().await,
     );
     let w0 = Instant::now();
     sleep_until(t1.into()).await;
-    let (server1, self1, fwd1) = (
+    let (server1, self1, busy1, fwd1) = (
         CpuTime::of(pid)?,
         CpuTime::of(me)?,
+        machine_busy_secs()?,
         target.forwarded().await,
     );
     let elapsed = w0.elapsed().as_secs_f64();
@@ -430,6 +432,10 @@ pub async fn run(
         },
         loadgen_cpu_share,
         loadgen_saturated: loadgen_cpu_share > opts.saturation,
+        other_cpu_share: ((busy1 - busy0) / elapsed
+            - server.stat_secs / elapsed
+            - me.stat_secs / elapsed)
+            .max(0.0),
         srtp_errors,
         unprobed,
     })

@@ -202,7 +202,7 @@ async fn run_all(
     };
     let mut records = Vec::new();
     println!(
-        "{:<22} {:>5} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "{:<22} {:>5} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
         "server",
         "prof",
         "scenario",
@@ -215,7 +215,8 @@ async fn run_all(
         "p99.9 µs",
         "µs/pkt",
         "RSS MiB",
-        "lg CPU"
+        "lg CPU",
+        "other"
     );
     for &kind in kinds {
         for &profile in &args.profile {
@@ -274,7 +275,7 @@ async fn run_one(
 
 fn print_row(r: &Record) {
     println!(
-        "{:<22} {:>5} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>9.2} {:>9.1} {:>7.0}%{}",
+        "{:<22} {:>5} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
         r.server,
         format!("{:?}", r.profile).to_lowercase(),
         r.scenario,
@@ -288,6 +289,7 @@ fn print_row(r: &Record) {
         r.server_cpu_us_per_forwarded,
         r.server_rss_kib as f64 / 1024.0,
         r.loadgen_cpu_share * 100.0,
+        r.other_cpu_share * 100.0,
         if r.loadgen_saturated { " (load generator saturated)" } else { "" }
     );
 }
