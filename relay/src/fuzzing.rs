@@ -76,16 +76,26 @@ pub fn control(data: &[u8]) {
     let _ = crate::remote::decode(data);
 }
 
-const PUBLISHER_SSRC: u32 = 0x1234;
+/// SSRC of the harness publisher's video feed.
+pub const PUBLISHER_SSRC: u32 = 0x1234;
 
-struct Harness {
-    worker: Worker,
-    now: Instant,
-    publisher: SocketAddr,
-    subscriber: SocketAddr,
-    stranger: SocketAddr,
-    /// Client-side SRTP of the publisher and the subscriber (keys the worker also has).
-    clients: [SrtpSession; 2],
+/// A worker with one session: a publisher with a video feed (MID extension id 1) and
+/// subscribers to it, all connected (ICE checked, SRTP keyed with AES-GCM), plus the
+/// client-side SRTP of each so that datagrams can be made and read as the peers would.
+pub struct Harness {
+    /// The core's state machine.
+    pub worker: Worker,
+    /// The harness's clock.
+    pub now: Instant,
+    /// The publisher's address.
+    pub publisher: SocketAddr,
+    /// The subscribers' addresses.
+    pub subscribers: Vec<SocketAddr>,
+    /// An address that never passed ICE.
+    pub stranger: SocketAddr,
+    /// Client-side SRTP: index 0 the publisher, then one per subscriber (keys the worker
+    /// also has).
+    pub clients: Vec<SrtpSession>,
 }
 
 fn connect(
@@ -125,15 +135,14 @@ fn connect(
     SrtpSession::new(&client).expect("keys")
 }
 
-fn harness() -> Harness {
+/// Build a [`Harness`] with `subscribers` subscribers (each gets mid "1").
+pub fn harness(subscribers: usize) -> Harness {
     let now = Instant::now();
     let mut worker = Worker::new(WorkerConfig::default(), now, UNIX_EPOCH, 1);
     let sid = Sid::from("s");
     worker.create_session(sid.clone()).expect("fresh");
     let publisher = SocketAddr::from(([127, 0, 0, 1], 1001));
-    let subscriber = SocketAddr::from(([127, 0, 0, 1], 1002));
-    let p = connect(&mut worker, now, &sid, "pub", publisher, 1);
-    let s = connect(&mut worker, now, &sid, "sub", subscriber, 2);
+    let mut clients = vec![connect(&mut worker, now, &sid, "pub", publisher, 1)];
     worker
         .publish(
             &sid,
@@ -151,25 +160,32 @@ fn harness() -> Harness {
             },
         )
         .expect("publish");
-    worker
-        .subscribe(
-            now,
-            &sid,
-            &Uid::from("sub"),
-            &FeedId::from("cam"),
-            crate::control::SubscribeOptions {
-                mid: Some("1".into()),
-            },
-        )
-        .expect("subscribe");
+    let mut addresses = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 2000 + i as u16));
+        let uid = format!("sub{i}");
+        clients.push(connect(&mut worker, now, &sid, &uid, addr, 2 + i as u8));
+        worker
+            .subscribe(
+                now,
+                &sid,
+                &Uid::from(uid.as_str()),
+                &FeedId::from("cam"),
+                crate::control::SubscribeOptions {
+                    mid: Some("1".into()),
+                },
+            )
+            .expect("subscribe");
+        addresses.push(addr);
+    }
     while worker.poll_output().is_some() {}
     Harness {
         worker,
         now,
         publisher,
-        subscriber,
+        subscribers: addresses,
         stranger: SocketAddr::from(([127, 0, 0, 1], 1003)),
-        clients: [p, s],
+        clients,
     }
 }
 
@@ -179,7 +195,7 @@ fn harness() -> Harness {
 /// sender's real key first (bit 3: as RTCP), so the fuzzer reaches the parsers behind
 /// decryption; bits 4–5 advance time (0, 100 ms, 1 s, 31 s) and run the timers.
 pub fn worker(data: &[u8]) {
-    let mut h = harness();
+    let mut h = harness(1);
     let mut rest = data;
     while rest.len() >= 3 {
         let flags = rest[0];
@@ -190,7 +206,7 @@ pub fn worker(data: &[u8]) {
         let from = if flags & 2 != 0 {
             h.stranger
         } else if who == 1 {
-            h.subscriber
+            h.subscribers[0]
         } else {
             h.publisher
         };
@@ -204,7 +220,8 @@ pub fn worker(data: &[u8]) {
             // The SRTP library would panic on a header whose lengths run past the packet
             // (the relay checks before it decrypts); such input is sent as it is.
             if rtp::header_len(&datagram).is_some() {
-                if let Ok(sealed) = h.clients[who].protect_rtp(datagram.clone()) {
+                let mut sealed = datagram.clone();
+                if h.clients[who].protect_rtp(&mut sealed).is_ok() {
                     datagram = sealed;
                 }
             }
@@ -253,17 +270,19 @@ mod tests {
 
     #[test]
     fn worker_harness_forwards_a_protected_packet() {
-        let mut h = harness();
+        let mut h = harness(1);
         let mut pkt = vec![0x80, 96, 0, 1, 0, 0, 0, 10, 0, 0, 0, 0];
         pkt[8..12].copy_from_slice(&PUBLISHER_SSRC.to_be_bytes());
         pkt.extend_from_slice(&[5; 100]);
-        let sealed = h.clients[0].protect_rtp(pkt.clone()).unwrap();
+        let mut sealed = pkt.clone();
+        h.clients[0].protect_rtp(&mut sealed).unwrap();
         h.worker.handle_receive(h.now, h.publisher, &sealed);
         let mut forwarded = 0;
         while let Some(o) = h.worker.poll_output() {
             if let Output::Transmit(t) = o {
-                assert_eq!(t.destination, h.subscriber);
-                let plain = h.clients[1].unprotect_rtp(&t.contents).unwrap();
+                assert_eq!(t.destination, h.subscribers[0]);
+                let mut plain = Vec::new();
+                h.clients[1].unprotect_rtp(&t.contents, &mut plain).unwrap();
                 // The subscriber's mid ("1") was added as a header extension.
                 let header = rtp::parse(&plain).unwrap();
                 assert_eq!(&plain[header.header_len..], &pkt[12..]);

@@ -4,13 +4,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use relay::io::Egress;
 use relay::{Relay, RelayConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// WebRTC.ai media relay: thread-per-core ICE-lite / DTLS / SRTP forwarding.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EgressArg {
+    Sendmmsg,
+    Uring,
+}
+
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -39,6 +46,10 @@ struct Args {
     /// ICE consent timeout in seconds (RFC 7675).
     #[arg(long, default_value_t = 30)]
     consent_timeout: u64,
+    /// How cores hand datagrams to the kernel: one sendmmsg per batch, or one io_uring
+    /// operation per datagram.
+    #[arg(long, value_enum, default_value_t = EgressArg::Sendmmsg)]
+    egress: EgressArg,
     /// Log per-core counters every N seconds (0 = never).
     #[arg(long, default_value_t = 10)]
     stats_interval: u64,
@@ -63,6 +74,10 @@ fn main() -> anyhow::Result<()> {
         pin: !args.no_pin,
         advertise: args.advertise,
         consent_timeout: Duration::from_secs(args.consent_timeout),
+        egress: match args.egress {
+            EgressArg::Sendmmsg => Egress::Sendmmsg,
+            EgressArg::Uring => Egress::Uring,
+        },
         ..Default::default()
     })
     .context("starting the relay")?;

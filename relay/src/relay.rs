@@ -22,7 +22,7 @@ use crate::engine::ice_lite::IceCredentials;
 use crate::error::{ControlError, Error};
 use crate::ids::{FeedId, Sid, Uid};
 use crate::io::core::{self, CoreSetup};
-use crate::io::{dtls, socket};
+use crate::io::{dtls, socket, Egress};
 use crate::sfu::participant::ParticipantUsage;
 use crate::sfu::worker::{Worker, WorkerConfig};
 use crate::stats::CoreStats;
@@ -46,6 +46,8 @@ pub struct RelayConfig {
     pub dtls_handshake_timeout: Duration,
     /// DTLS handshakes allowed in flight per core.
     pub max_handshakes_per_core: usize,
+    /// How cores hand datagrams to the kernel.
+    pub egress: Egress,
 }
 
 impl Default for RelayConfig {
@@ -60,6 +62,7 @@ impl Default for RelayConfig {
             consent_timeout: w.consent_timeout,
             dtls_handshake_timeout: w.dtls_handshake_timeout,
             max_handshakes_per_core: w.max_handshakes,
+            egress: Egress::default(),
         }
     }
 }
@@ -317,6 +320,7 @@ impl Relay {
                     max_handshakes: config.max_handshakes_per_core,
                     ..WorkerConfig::default()
                 },
+                egress: config.egress,
                 pin: if config.pin && !cpus.is_empty() {
                     Some(cpus[index % cpus.len()])
                 } else {

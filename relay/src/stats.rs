@@ -129,6 +129,10 @@ pub struct CoreStats {
     pub participants: u64,
     /// DTLS handshakes in progress.
     pub handshakes: u64,
+    /// Packet buffers the core has ever allocated for forwarding; flat once traffic is steady,
+    /// because sent buffers are reused.
+    #[serde(default)]
+    pub buffers_allocated: u64,
 }
 
 impl CoreStats {

@@ -142,11 +142,17 @@ pub fn with_extension(packet: &[u8], id: u8, value: &[u8], out: &mut Vec<u8>) ->
         return false;
     };
     let fixed = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
-    let mut elements: Vec<u8> = Vec::with_capacity(header_len - fixed + 20);
-    if packet[0] & 0x10 != 0 {
-        if packet[fixed..fixed + 2] != [0xbe, 0xde] {
-            return false;
-        }
+    let has_extension = packet[0] & 0x10 != 0;
+    if has_extension && packet[fixed..fixed + 2] != [0xbe, 0xde] {
+        return false;
+    }
+    // Written straight into `out` (a pooled buffer): fixed header, extension header with its
+    // length patched in at the end, the kept elements, ours, padding, payload.
+    out.extend_from_slice(&packet[..fixed]);
+    out[0] |= 0x10;
+    out.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+    let elements_start = out.len();
+    if has_extension {
         let block = &packet[fixed + 4..header_len];
         let mut i = 0;
         while i < block.len() {
@@ -161,21 +167,18 @@ pub fn with_extension(packet: &[u8], id: u8, value: &[u8], out: &mut Vec<u8>) ->
             let len = (b & 0x0f) as usize + 1;
             // header_len() checked that every element fits.
             if b >> 4 != id {
-                elements.extend_from_slice(&block[i..i + 1 + len]);
+                out.extend_from_slice(&block[i..i + 1 + len]);
             }
             i += 1 + len;
         }
     }
-    elements.push(id << 4 | (value.len() - 1) as u8);
-    elements.extend_from_slice(value);
-    while !elements.len().is_multiple_of(4) {
-        elements.push(0);
+    out.push(id << 4 | (value.len() - 1) as u8);
+    out.extend_from_slice(value);
+    while !(out.len() - elements_start).is_multiple_of(4) {
+        out.push(0);
     }
-    out.extend_from_slice(&packet[..fixed]);
-    out[0] |= 0x10;
-    out.extend_from_slice(&[0xbe, 0xde]);
-    out.extend_from_slice(&((elements.len() / 4) as u16).to_be_bytes());
-    out.extend_from_slice(&elements);
+    let words = ((out.len() - elements_start) / 4) as u16;
+    out[elements_start - 2..elements_start].copy_from_slice(&words.to_be_bytes());
     out.extend_from_slice(&packet[header_len..]);
     true
 }

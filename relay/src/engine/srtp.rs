@@ -151,10 +151,9 @@ impl SrtpSession {
         })
     }
 
-    /// Authenticate and decrypt an SRTP packet from the peer.
-    /// Authenticate and decrypt an SRTP packet from the peer into a new buffer (the only
-    /// copy on the way in).
-    pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+    /// Authenticate and decrypt an SRTP packet from the peer into `plain` (cleared first; a
+    /// pooled buffer on the forwarding path, so this copy is the only one on the way in).
+    pub fn unprotect_rtp(&mut self, packet: &[u8], plain: &mut Vec<u8>) -> Result<(), DropReason> {
         let (Some(ssrc), Some(header_len)) = (
             super::rtp::peek_ssrc(packet),
             super::rtp::header_len(packet),
@@ -163,17 +162,17 @@ impl SrtpSession {
         };
         let seq = u16::from_be_bytes([packet[2], packet[3]]) as u64;
         check(&self.rtp_replay, ssrc, seq)?;
-        let plain = match &mut self.gcm {
+        plain.clear();
+        match &mut self.gcm {
             Some((rx, _)) => {
-                let mut buf = packet.to_vec();
-                rx.unprotect(&mut buf, header_len)
+                plain.extend_from_slice(packet);
+                rx.unprotect(plain, header_len)
                     .map_err(|_| DropReason::SrtpAuthFailed)?;
-                buf
             }
-            None => self.rx.decrypt_rtp(packet).map_err(classify)?.into(),
-        };
+            None => plain.extend_from_slice(&self.rx.decrypt_rtp(packet).map_err(classify)?),
+        }
         accept(&mut self.rtp_replay, ssrc, seq, 1 << 16);
-        Ok(plain)
+        Ok(())
     }
 
     /// Authenticate and decrypt an SRTCP compound packet from the peer.
@@ -192,20 +191,23 @@ impl SrtpSession {
         Ok(plain)
     }
 
-    /// Encrypt an RTP packet toward the peer, in place where the profile allows.
-    pub fn protect_rtp(&mut self, mut packet: Vec<u8>) -> Result<Vec<u8>, DropReason> {
-        let header_len = super::rtp::header_len(&packet).ok_or(DropReason::SrtpProtectFailed)?;
+    /// Encrypt an RTP packet toward the peer in place, appending the tag; the buffer keeps its
+    /// allocation, so a pooled buffer goes out and comes back without touching the allocator.
+    pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), DropReason> {
+        let header_len = super::rtp::header_len(packet).ok_or(DropReason::SrtpProtectFailed)?;
         match &mut self.gcm {
-            Some((_, tx)) => {
-                tx.protect(&mut packet, header_len)
-                    .map_err(|_| DropReason::SrtpProtectFailed)?;
-                Ok(packet)
-            }
-            None => self
-                .tx
-                .encrypt_rtp(&packet)
-                .map(Vec::from)
+            Some((_, tx)) => tx
+                .protect(packet, header_len)
                 .map_err(|_| DropReason::SrtpProtectFailed),
+            None => {
+                let sealed = self
+                    .tx
+                    .encrypt_rtp(packet)
+                    .map_err(|_| DropReason::SrtpProtectFailed)?;
+                packet.clear();
+                packet.extend_from_slice(&sealed);
+                Ok(())
+            }
         }
     }
 
@@ -264,26 +266,35 @@ mod tests {
         p
     }
 
+    fn seal(s: &mut SrtpSession, mut packet: Vec<u8>) -> Result<Vec<u8>, DropReason> {
+        s.protect_rtp(&mut packet).map(|()| packet)
+    }
+
+    fn open(s: &mut SrtpSession, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let mut plain = Vec::new();
+        s.unprotect_rtp(packet, &mut plain).map(|()| plain)
+    }
+
     #[test]
     fn roundtrip_replay_and_tamper_both_profiles() {
         for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
             let (mut client, mut server) = pair(profile);
             let plain = rtp(7);
-            let sealed = client.protect_rtp(plain.clone()).unwrap();
-            assert_eq!(&server.unprotect_rtp(&sealed).unwrap()[..], &plain[..]);
+            let sealed = seal(&mut client, plain.clone()).unwrap();
+            assert_eq!(&open(&mut server, &sealed).unwrap()[..], &plain[..]);
             assert_eq!(
-                server.unprotect_rtp(&sealed).err(),
+                open(&mut server, &sealed).err(),
                 Some(DropReason::SrtpReplay)
             );
-            let mut bad = client.protect_rtp(rtp(8)).unwrap();
+            let mut bad = seal(&mut client, rtp(8)).unwrap();
             let last = bad.len() - 1;
             bad[last] ^= 0x55;
             assert_eq!(
-                server.unprotect_rtp(&bad).err(),
+                open(&mut server, &bad).err(),
                 Some(DropReason::SrtpAuthFailed)
             );
             assert_eq!(
-                server.unprotect_rtp(&bad[..5]).err(),
+                open(&mut server, &bad[..5]).err(),
                 Some(DropReason::SrtpAuthFailed)
             );
             // Forged SRTCP cannot move the replay window, and short SRTCP of every length below

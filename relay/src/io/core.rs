@@ -20,7 +20,9 @@ use tokio_uring::net::UdpSocket;
 use crate::control::Event;
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
+use crate::io::batch::{BatchSocket, BATCH};
 use crate::io::dtls::{self, ChannelConn};
+use crate::io::Egress;
 use crate::relay::Command;
 use crate::sfu::worker::{Output, Transmit, Worker, WorkerConfig};
 
@@ -43,12 +45,17 @@ pub(crate) struct CoreSetup {
     pub(crate) certificate: Certificate,
     pub(crate) worker: WorkerConfig,
     pub(crate) pin: Option<core_affinity::CoreId>,
+    pub(crate) egress: Egress,
     pub(crate) ready: std::sync::mpsc::Sender<()>,
 }
 
 struct Shell {
     worker: RefCell<Worker>,
     socket: UdpSocket,
+    batch: RefCell<BatchSocket>,
+    egress: Egress,
+    /// Reused between flushes so that collecting a fan-out does not allocate.
+    scratch: RefCell<Vec<Transmit>>,
     local: SocketAddr,
     certificate: Certificate,
     events: mpsc::Sender<Event>,
@@ -67,6 +74,7 @@ pub(crate) fn run(setup: CoreSetup) {
             Ok(a) => a,
             Err(_) => return,
         };
+        let batch = BatchSocket::new(std::os::fd::AsRawFd::as_raw_fd(&setup.socket), RECV_BUFFER);
         let socket = UdpSocket::from_std(setup.socket);
         let (egress_tx, egress_rx) = mpsc::unbounded_channel();
         let seed = rand::random();
@@ -78,6 +86,9 @@ pub(crate) fn run(setup: CoreSetup) {
                 seed,
             )),
             socket,
+            batch: RefCell::new(batch),
+            egress: setup.egress,
+            scratch: RefCell::new(Vec::new()),
             local,
             certificate: setup.certificate,
             events: setup.events,
@@ -105,7 +116,7 @@ pub(crate) fn run(setup: CoreSetup) {
 impl Shell {
     /// Drain the worker's outputs; returns the datagrams to send.
     fn drain(self: &Rc<Self>) -> Vec<Transmit> {
-        let mut sends = Vec::new();
+        let mut sends = std::mem::take(&mut *self.scratch.borrow_mut());
         loop {
             // The borrow ends with this statement, before any branch below re-enters.
             let output = self.worker.borrow_mut().poll_output();
@@ -141,23 +152,53 @@ impl Shell {
         sends
     }
 
-    /// Drain outputs and send them. All sends are submitted to the ring before any is awaited.
+    /// Drain outputs and send them, then return their buffers to the worker's pool.
     async fn flush(self: &Rc<Self>) {
-        let sends = self.drain();
-        match sends.len() {
-            0 => {}
-            1 => {
-                let t = sends.into_iter().next().expect("one");
-                let _ = self.socket.send_to(t.contents, t.destination).await;
-            }
-            _ => {
-                futures::future::join_all(
-                    sends
-                        .into_iter()
-                        .map(|t| self.socket.send_to(t.contents, t.destination)),
-                )
+        let mut sends = self.drain();
+        if sends.is_empty() {
+            *self.scratch.borrow_mut() = sends;
+            return;
+        }
+        match self.egress {
+            Egress::Sendmmsg => self.send_batched(&mut sends).await,
+            Egress::Uring => self.send_uring(&mut sends).await,
+        }
+        let mut worker = self.worker.borrow_mut();
+        for t in sends.drain(..) {
+            worker.recycle(t.contents);
+        }
+        drop(worker);
+        *self.scratch.borrow_mut() = sends;
+    }
+
+    /// `sendmmsg` in batches; when the socket's send buffer is full, wait for room through the
+    /// ring with the datagram that did not fit, then carry on.
+    async fn send_batched(self: &Rc<Self>, sends: &mut [Transmit]) {
+        let mut from = 0;
+        while from < sends.len() {
+            let report = self.batch.borrow_mut().send(&sends[from..]);
+            let Some(blocked) = report.blocked_at else {
+                break;
+            };
+            let t = &mut sends[from + blocked];
+            let (_, buffer) = self
+                .socket
+                .send_to(std::mem::take(&mut t.contents), t.destination)
                 .await;
-            }
+            t.contents = buffer;
+            from += blocked + 1;
+        }
+    }
+
+    /// One io_uring operation per datagram, all submitted before any is awaited.
+    async fn send_uring(self: &Rc<Self>, sends: &mut [Transmit]) {
+        let ops = sends.iter_mut().map(|t| {
+            let contents = std::mem::take(&mut t.contents);
+            self.socket.send_to(contents, t.destination)
+        });
+        let results = futures::future::join_all(ops).await;
+        for (t, (_, buffer)) in sends.iter_mut().zip(results) {
+            t.contents = buffer;
         }
     }
 
@@ -221,20 +262,35 @@ impl Shell {
 async fn recv_loop(shell: Rc<Shell>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
+        // Sleep in the ring until a datagram arrives...
         let (result, b) = shell.socket.recv_from(buf).await;
         buf = b;
+        let now = Instant::now();
         match result {
-            Ok((n, src)) => {
-                shell
-                    .worker
-                    .borrow_mut()
-                    .handle_receive(Instant::now(), src, &buf[..n]);
-                shell.flush().await;
-            }
+            Ok((n, src)) => shell
+                .worker
+                .borrow_mut()
+                .handle_receive(now, src, &buf[..n]),
             Err(e) => {
                 // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
                 // one peer, not the socket.
                 tracing::debug!("recv_from: {e}");
+            }
+        }
+        // ...then take what queued up meanwhile, a batch at a time, sending each batch's
+        // output before reading the next so that latency and buffers stay bounded.
+        loop {
+            let now = Instant::now();
+            let taken = {
+                let mut worker = shell.worker.borrow_mut();
+                shell
+                    .batch
+                    .borrow_mut()
+                    .recv(|src, datagram| worker.handle_receive(now, src, datagram))
+            };
+            shell.flush().await;
+            if taken < BATCH {
+                break;
             }
         }
     }

@@ -4,4 +4,5 @@
 pub mod consumer;
 pub mod feed;
 pub mod participant;
+pub mod pool;
 pub mod worker;

@@ -39,6 +39,7 @@ use crate::stats::{CoreStats, DropReason};
 use super::consumer::Consumer;
 use super::feed::Feed;
 use super::participant::{DtlsState, Participant, ParticipantUsage};
+use super::pool::BufferPool;
 
 /// Timing and limits of a worker.
 #[derive(Debug, Clone)]
@@ -69,6 +70,10 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// Idle packet buffers a core keeps: enough for a keyframe burst to a few hundred subscribers
+/// (~4 MiB at most), beyond which returned buffers are freed.
+const MAX_IDLE_BUFFERS: usize = 2048;
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +146,7 @@ pub struct Worker {
     ntp: NtpClock,
     rng: StdRng,
     feedback: Vec<Feedback>,
+    pool: BufferPool,
 }
 
 impl Worker {
@@ -167,7 +173,13 @@ impl Worker {
             ntp: NtpClock::new(now, wall),
             rng: StdRng::seed_from_u64(seed),
             feedback: Vec::new(),
+            pool: BufferPool::new(MAX_IDLE_BUFFERS),
         }
+    }
+
+    /// Return the buffer of a sent [`Transmit`] so the next forwarded copy reuses it.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        self.pool.give(buffer);
     }
 
     /// Next output, if any.
@@ -186,6 +198,7 @@ impl Worker {
         s.sessions = self.sessions.len() as u64;
         s.participants = self.participants.len() as u64;
         s.handshakes = self.handshakes as u64;
+        s.buffers_allocated = self.pool.allocated();
         s
     }
 
@@ -713,7 +726,11 @@ impl Worker {
         let fkey = *p.published.get(&ssrc).ok_or(DropReason::RtpUnknownSsrc)?;
         // The SRTP library parses the cleartext header itself and trusts its length fields.
         rtp::header_len(datagram).ok_or(DropReason::RtpMalformed)?;
-        let plain = srtp.unprotect_rtp(datagram)?;
+        let mut plain = self.pool.take();
+        if let Err(reason) = srtp.unprotect_rtp(datagram, &mut plain) {
+            self.pool.give(plain);
+            return Err(reason);
+        }
         let header = rtp::parse(&plain).ok_or(DropReason::RtpMalformed)?;
         // `published` only names feeds that exist in the participant's session.
         let session = self
@@ -753,8 +770,7 @@ impl Worker {
             let (seq, ts) =
                 c.rewriter
                     .rewrite(now, ssrc, header.sequence, header.timestamp, clock_rate);
-            // Room for a rewritten MID extension and the SRTP tag, so sealing never reallocates.
-            let mut out = Vec::with_capacity(plain.len() + 24);
+            let mut out = self.pool.take();
             let rewritten = match (feed.mid_extension, &c.mid) {
                 (Some(id), Some(mid)) => rtp::with_extension(&plain, id, mid, &mut out),
                 _ => false,
@@ -765,23 +781,27 @@ impl Worker {
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             // media_destination() implies srtp is set.
             let srtp = sub.srtp.as_mut().expect("keyed subscriber");
-            match srtp.protect_rtp(out) {
-                Ok(sealed) => {
+            match srtp.protect_rtp(&mut out) {
+                Ok(()) => {
                     c.packets_sent = c.packets_sent.wrapping_add(1);
                     c.octets_sent = c.octets_sent.wrapping_add(header.payload_len as u32);
                     sub.usage.packets_out += 1;
-                    sub.usage.bytes_out += sealed.len() as u64;
+                    sub.usage.bytes_out += out.len() as u64;
                     self.stats.rtp_forwarded += 1;
                     self.stats.packets_out += 1;
-                    self.stats.bytes_out += sealed.len() as u64;
+                    self.stats.bytes_out += out.len() as u64;
                     self.outputs.push_back(Output::Transmit(Transmit {
                         destination: dst,
-                        contents: sealed,
+                        contents: out,
                     }));
                 }
-                Err(reason) => self.stats.drop(reason),
+                Err(reason) => {
+                    self.pool.give(out);
+                    self.stats.drop(reason);
+                }
             }
         }
+        self.pool.give(plain);
         if started {
             self.arm(now + self.config.feed_inactivity);
         }
