@@ -105,6 +105,7 @@ fn connect(
     uid: &str,
     addr: SocketAddr,
     material: u8,
+    profile: SrtpProfile,
 ) -> SrtpSession {
     let creds = w
         .add_participant(
@@ -127,7 +128,6 @@ fn connect(
         }
     }
     let key: ParticipantKey = key.expect("DTLS started after a valid check");
-    let profile = SrtpProfile::AeadAes128Gcm;
     let m = vec![material; profile.keying_material_len()];
     let server = SrtpKeys::from_keying_material(profile, &m, false).expect("length");
     let client = SrtpKeys::from_keying_material(profile, &m, true).expect("length");
@@ -135,14 +135,27 @@ fn connect(
     SrtpSession::new(&client).expect("keys")
 }
 
-/// Build a [`Harness`] with `subscribers` subscribers (each gets mid "1").
+/// Build a [`Harness`] with `subscribers` subscribers (each gets mid "1"), AES-GCM keyed.
 pub fn harness(subscribers: usize) -> Harness {
+    harness_with_profile(subscribers, SrtpProfile::AeadAes128Gcm)
+}
+
+/// Build a [`Harness`] whose peers all use `profile`.
+pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness {
     let now = Instant::now();
     let mut worker = Worker::new(WorkerConfig::default(), now, UNIX_EPOCH, 1);
     let sid = Sid::from("s");
     worker.create_session(sid.clone()).expect("fresh");
     let publisher = SocketAddr::from(([127, 0, 0, 1], 1001));
-    let mut clients = vec![connect(&mut worker, now, &sid, "pub", publisher, 1)];
+    let mut clients = vec![connect(
+        &mut worker,
+        now,
+        &sid,
+        "pub",
+        publisher,
+        1,
+        profile,
+    )];
     worker
         .publish(
             &sid,
@@ -164,7 +177,15 @@ pub fn harness(subscribers: usize) -> Harness {
     for i in 0..subscribers {
         let addr = SocketAddr::from(([127, 0, 0, 1], 2000 + i as u16));
         let uid = format!("sub{i}");
-        clients.push(connect(&mut worker, now, &sid, &uid, addr, 2 + i as u8));
+        clients.push(connect(
+            &mut worker,
+            now,
+            &sid,
+            &uid,
+            addr,
+            2 + i as u8,
+            profile,
+        ));
         worker
             .subscribe(
                 now,

@@ -1,9 +1,9 @@
 //! The forwarding path does not allocate once traffic is steady: every packet buffer comes
 //! from the core's pool and goes back to it after the send.
 //!
-//! A counting global allocator watches one fan-out of AES-GCM protected packets through the
-//! worker (the whole per-packet path: demux, routing, SRTP unprotect, header rewrite, MID
-//! extension, SRTP protect, output queue, buffer return). This file holds a single test, so
+//! A counting global allocator watches a fan-out of SRTP protected packets (both profiles)
+//! through the worker (the whole per-packet path: demux, routing, SRTP unprotect, header
+//! rewrite, MID extension, SRTP protect, output queue, buffer return). This file holds a single test, so
 //! no other test thread allocates while it counts.
 
 // A global allocator is an unsafe trait; this test binary's is a pass-through to `System`.
@@ -12,7 +12,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use relay::fuzzing::{harness, PUBLISHER_SSRC};
+use relay::engine::srtp::SrtpProfile;
+use relay::fuzzing::{harness_with_profile, PUBLISHER_SSRC};
 use relay::sfu::worker::Output;
 
 struct Counting;
@@ -57,8 +58,15 @@ fn rtp(seq: u16) -> Vec<u8> {
 
 #[test]
 fn steady_forwarding_does_not_allocate() {
+    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
+        forward_without_allocating(profile);
+    }
+}
+
+fn forward_without_allocating(profile: SrtpProfile) {
     const FANOUT: usize = 10;
-    let mut h = harness(FANOUT);
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    let mut h = harness_with_profile(FANOUT, profile);
     // Sealed before counting: the test's own packets are not the relay's allocations.
     let packets: Vec<Vec<u8>> = (1..=300u16)
         .map(|seq| {
@@ -101,6 +109,6 @@ fn steady_forwarding_does_not_allocate() {
     assert_eq!(
         ALLOCATIONS.load(Ordering::SeqCst),
         0,
-        "allocations while forwarding {forwarded} packets"
+        "allocations while forwarding {forwarded} packets with {profile:?}"
     );
 }

@@ -7,4 +7,6 @@ pub mod replay;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod srtp_cm;
 pub mod srtp_gcm;
+pub(crate) mod srtp_kdf;

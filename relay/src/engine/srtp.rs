@@ -1,9 +1,10 @@
 //! SRTP/SRTCP contexts of one participant (RFC 3711, RFC 7714), keyed from DTLS (RFC 5764).
 //!
 //! One context per direction: `rx` unprotects what the participant sends (with replay
-//! protection), `tx` protects what the relay sends to it. The cipher work is webrtc-srtp's; this
-//! module owns key splitting, profile mapping and the classification of failures into drop
-//! reasons.
+//! protection), `tx` protects what the relay sends to it. RTP goes through the in-place
+//! transforms of [`super::srtp_gcm`] and [`super::srtp_cm`], SRTCP through webrtc-srtp; this
+//! module owns key splitting, profile mapping, replay windows and the classification of
+//! failures into drop reasons.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use super::replay::ReplayWindow;
+use super::srtp_cm::CmRtp;
 use super::srtp_gcm::GcmRtp;
 use crate::stats::DropReason;
 
@@ -110,14 +112,23 @@ impl SrtpKeys {
     }
 }
 
+/// The in-place RTP transform of the negotiated profile, one per direction.
+// One per participant, sized by ring's GCM key tables; boxing would only add a pointer chase
+// to every packet.
+#[allow(clippy::large_enum_variant)]
+enum RtpTransform {
+    Gcm { rx: GcmRtp, tx: GcmRtp },
+    Cm { rx: CmRtp, tx: CmRtp },
+}
+
 /// Both directions of one participant's SRTP.
 ///
-/// RTP under AEAD_AES_128_GCM (what browsers negotiate with the relay) is processed in place
-/// by [`GcmRtp`]; SRTCP, and RTP under AES-CM/HMAC-SHA1, by webrtc-srtp.
+/// RTP, the forwarding path, is processed in place under either profile ([`GcmRtp`],
+/// [`CmRtp`]); SRTCP (a few packets a second) by webrtc-srtp.
 pub struct SrtpSession {
     rx: Context,
     tx: Context,
-    gcm: Option<(GcmRtp, GcmRtp)>,
+    rtp: RtpTransform,
     /// Shortest SRTCP packet that can be valid: header and sender SSRC, E-flag and index,
     /// authentication tag. The SRTP library indexes into shorter ones without checking.
     min_srtcp_len: usize,
@@ -135,15 +146,19 @@ impl SrtpSession {
         // ours runs around it.
         let rx = Context::new(&keys.remote_key, &keys.remote_salt, p, None, None)?;
         let tx = Context::new(&keys.local_key, &keys.local_salt, p, None, None)?;
-        let gcm = match keys.profile {
+        let rtp = match keys.profile {
             SrtpProfile::AeadAes128Gcm => GcmRtp::new(&keys.remote_key, &keys.remote_salt)
-                .zip(GcmRtp::new(&keys.local_key, &keys.local_salt)),
-            SrtpProfile::Aes128CmHmacSha1_80 => None,
-        };
+                .zip(GcmRtp::new(&keys.local_key, &keys.local_salt))
+                .map(|(rx, tx)| RtpTransform::Gcm { rx, tx }),
+            SrtpProfile::Aes128CmHmacSha1_80 => CmRtp::new(&keys.remote_key, &keys.remote_salt)
+                .zip(CmRtp::new(&keys.local_key, &keys.local_salt))
+                .map(|(rx, tx)| RtpTransform::Cm { rx, tx }),
+        }
+        .ok_or(webrtc_srtp::Error::ErrShortSrtpMasterKey)?;
         Ok(SrtpSession {
             rx,
             tx,
-            gcm,
+            rtp,
             min_srtcp_len: 8 + 4 + p.rtcp_auth_tag_len(),
             rtcp_tag_len: p.rtcp_auth_tag_len(),
             rtp_replay: HashMap::new(),
@@ -163,13 +178,13 @@ impl SrtpSession {
         let seq = u16::from_be_bytes([packet[2], packet[3]]) as u64;
         check(&self.rtp_replay, ssrc, seq)?;
         plain.clear();
-        match &mut self.gcm {
-            Some((rx, _)) => {
-                plain.extend_from_slice(packet);
-                rx.unprotect(plain, header_len)
-                    .map_err(|_| DropReason::SrtpAuthFailed)?;
-            }
-            None => plain.extend_from_slice(&self.rx.decrypt_rtp(packet).map_err(classify)?),
+        plain.extend_from_slice(packet);
+        let opened = match &mut self.rtp {
+            RtpTransform::Gcm { rx, .. } => rx.unprotect(plain, header_len).is_ok(),
+            RtpTransform::Cm { rx, .. } => rx.unprotect(plain, header_len).is_ok(),
+        };
+        if !opened {
+            return Err(DropReason::SrtpAuthFailed);
         }
         accept(&mut self.rtp_replay, ssrc, seq, 1 << 16);
         Ok(())
@@ -195,19 +210,14 @@ impl SrtpSession {
     /// allocation, so a pooled buffer goes out and comes back without touching the allocator.
     pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), DropReason> {
         let header_len = super::rtp::header_len(packet).ok_or(DropReason::SrtpProtectFailed)?;
-        match &mut self.gcm {
-            Some((_, tx)) => tx
-                .protect(packet, header_len)
-                .map_err(|_| DropReason::SrtpProtectFailed),
-            None => {
-                let sealed = self
-                    .tx
-                    .encrypt_rtp(packet)
-                    .map_err(|_| DropReason::SrtpProtectFailed)?;
-                packet.clear();
-                packet.extend_from_slice(&sealed);
-                Ok(())
-            }
+        let sealed = match &mut self.rtp {
+            RtpTransform::Gcm { tx, .. } => tx.protect(packet, header_len).is_ok(),
+            RtpTransform::Cm { tx, .. } => tx.protect(packet, header_len).is_ok(),
+        };
+        if sealed {
+            Ok(())
+        } else {
+            Err(DropReason::SrtpProtectFailed)
         }
     }
 

@@ -3,68 +3,17 @@
 //! webrtc-srtp allocates a new buffer for every packet it protects or unprotects; here the
 //! packet is encrypted or decrypted inside the caller's buffer (ring's AES-GCM), the tag
 //! appended or truncated in place. Session keys come from the RFC 3711 §4.3 AES-CM key
-//! derivation. The tests prove the output bit-identical to webrtc-srtp both ways, across
-//! sequence-number wrap-around (rollover counter).
+//! derivation ([`super::srtp_kdf`]). The tests prove the output bit-identical to webrtc-srtp
+//! both ways, across sequence-number wrap-around (rollover counter).
 
 use std::collections::HashMap;
 
-use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+
+use super::srtp_kdf::{derive, Rollover, LABEL_SRTP_ENCRYPTION, LABEL_SRTP_SALT};
 
 /// Bytes of the GCM authentication tag.
 pub const TAG_LEN: usize = 16;
-
-const LABEL_SRTP_ENCRYPTION: u8 = 0x00;
-const LABEL_SRTP_SALT: u8 = 0x02;
-
-/// RFC 3711 §4.3.1 key derivation with key derivation rate 0 (as DTLS-SRTP uses).
-fn derive(master_key: &[u8; 16], master_salt: &[u8; 12], label: u8, out: &mut [u8]) {
-    let aes = aes::Aes128::new(GenericArray::from_slice(master_key));
-    let mut x = [0u8; 16];
-    x[..12].copy_from_slice(master_salt);
-    x[7] ^= label;
-    for (i, chunk) in out.chunks_mut(16).enumerate() {
-        let mut block = x;
-        block[14..].copy_from_slice(&(i as u16).to_be_bytes());
-        let b = GenericArray::from_mut_slice(&mut block);
-        aes.encrypt_block(b);
-        chunk.copy_from_slice(&block[..chunk.len()]);
-    }
-}
-
-/// Rollover-counter tracking of one SSRC (RFC 3711 §3.3.1, appendix A).
-#[derive(Clone, Copy, Debug)]
-struct Rollover {
-    roc: u32,
-    highest: u16,
-}
-
-impl Rollover {
-    /// The ROC to use for `seq`, given the highest sequence number seen.
-    fn estimate(&self, seq: u16) -> u32 {
-        let s_l = self.highest as i32;
-        let seq = seq as i32;
-        if s_l < 0x8000 {
-            if seq - s_l > 0x8000 {
-                self.roc.wrapping_sub(1)
-            } else {
-                self.roc
-            }
-        } else if s_l - 0x8000 > seq {
-            self.roc.wrapping_add(1)
-        } else {
-            self.roc
-        }
-    }
-
-    fn update(&mut self, seq: u16, roc: u32) {
-        let newer = roc > self.roc || (roc == self.roc && seq > self.highest);
-        if newer {
-            self.roc = roc;
-            self.highest = seq;
-        }
-    }
-}
 
 /// One direction of SRTP-GCM for RTP.
 pub struct GcmRtp {
@@ -91,7 +40,12 @@ impl GcmRtp {
         let mut salt = [0u8; 12];
         derive(master_key, master_salt, LABEL_SRTP_ENCRYPTION, &mut key);
         derive(master_key, master_salt, LABEL_SRTP_SALT, &mut salt);
-        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).ok()?);
+        Self::with_session_keys(&key, salt)
+    }
+
+    /// Around an already derived session key and salt (RFC 7714's test vectors start here).
+    fn with_session_keys(key: &[u8; 16], salt: [u8; 12]) -> Option<Self> {
+        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key).ok()?);
         Some(GcmRtp {
             key,
             salt,
@@ -124,10 +78,7 @@ impl GcmRtp {
             return Err(GcmError::TooShort);
         }
         let (ssrc, seq) = Self::ssrc_seq(packet);
-        let state = self.streams.entry(ssrc).or_insert(Rollover {
-            roc: 0,
-            highest: seq,
-        });
+        let state = self.streams.entry(ssrc).or_insert(Rollover::first(seq));
         let roc = state.estimate(seq);
         state.update(seq, roc);
         let nonce = self.nonce(ssrc, roc, seq);
@@ -147,10 +98,11 @@ impl GcmRtp {
             return Err(GcmError::TooShort);
         }
         let (ssrc, seq) = Self::ssrc_seq(packet);
-        let state = self.streams.get(&ssrc).copied().unwrap_or(Rollover {
-            roc: 0,
-            highest: seq,
-        });
+        let state = self
+            .streams
+            .get(&ssrc)
+            .copied()
+            .unwrap_or(Rollover::first(seq));
         let roc = state.estimate(seq);
         let nonce = self.nonce(ssrc, roc, seq);
         let (header, payload) = packet.split_at_mut(header_len);
@@ -180,6 +132,29 @@ mod tests {
         p.extend_from_slice(&ssrc.to_be_bytes());
         p.extend((0..len).map(|i| (i as u8).wrapping_mul(seq as u8 | 1)));
         p
+    }
+
+    #[test]
+    fn rfc7714_16_1_1_rtp_with_aead_aes_128_gcm() {
+        use crate::engine::srtp_kdf::tests::hex;
+        let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
+        let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
+        let plain = hex(
+            "8040f17b 8041f8d3 5501a0b2 47616c6c 69612065 7374206f 6d6e6973
+                         20646976 69736120 696e2070 61727465 73207472 6573",
+        );
+        let sealed = hex(
+            "8040f17b 8041f8d3 5501a0b2 f24de3a3 fb34de6c acba861c 9d7e4bca
+                          be633bd5 0d294e6f 42a5f47a 51c7d19b 36de3adf 8833899d 7f27beb1
+                          6a9152cf 765ee439 0cce",
+        );
+        let mut tx = GcmRtp::with_session_keys(&key, salt).unwrap();
+        let mut p = plain.clone();
+        tx.protect(&mut p, 12).unwrap();
+        assert_eq!(p, sealed);
+        let mut rx = GcmRtp::with_session_keys(&key, salt).unwrap();
+        rx.unprotect(&mut p, 12).unwrap();
+        assert_eq!(p, plain);
     }
 
     #[test]
