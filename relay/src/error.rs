@@ -105,6 +105,9 @@ pub enum ControlError {
         /// The core index.
         core: usize,
     },
+    /// A feed was unpublished on its origin core while another core was being linked to it.
+    #[error("the feed is no longer published on its origin core")]
+    NoSuchRoute,
 }
 
 /// Errors starting or running the relay process.

@@ -69,6 +69,12 @@ impl fmt::Debug for Ssrc {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ParticipantKey(pub u64);
 
+impl ParticipantKey {
+    /// The publisher of a feed replica: the real one is on another core. Keys of
+    /// participants start at 1, so this one never names a participant.
+    pub const REMOTE: ParticipantKey = ParticipantKey(0);
+}
+
 /// The relay's handle for a session on one core (cheap to copy on the packet path).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct SessionKey(pub u64);

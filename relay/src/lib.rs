@@ -23,4 +23,4 @@ pub mod stats;
 
 pub use control::{Event, FeedDescription, MediaKind, ParticipantConfig, ParticipantInfo};
 pub use error::{ControlError, Error};
-pub use relay::{Relay, RelayConfig, RelayHandle};
+pub use relay::{Relay, RelayConfig, RelayHandle, DEFAULT_SPREAD_AFTER};

@@ -50,6 +50,10 @@ struct Args {
     /// operation per datagram.
     #[arg(long, value_enum, default_value_t = EgressArg::Sendmmsg)]
     egress: EgressArg,
+    /// Participants of one session a core takes before the session spreads to another core
+    /// (0 = every session stays on one core).
+    #[arg(long, default_value_t = relay::DEFAULT_SPREAD_AFTER)]
+    spread_after: usize,
     /// Log per-core counters every N seconds (0 = never).
     #[arg(long, default_value_t = 10)]
     stats_interval: u64,
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         pin: !args.no_pin,
         advertise: args.advertise,
         consent_timeout: Duration::from_secs(args.consent_timeout),
+        spread_after: args.spread_after,
         egress: match args.egress {
             EgressArg::Sendmmsg => Egress::Sendmmsg,
             EgressArg::Uring => Egress::Uring,

@@ -5,7 +5,7 @@
 //! its runtime; the reply comes back on a oneshot channel, so callers on any runtime can await
 //! it without blocking a core.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,8 +21,9 @@ use crate::control::{
 use crate::engine::ice_lite::IceCredentials;
 use crate::error::{ControlError, Error};
 use crate::ids::{FeedId, Sid, Uid};
-use crate::io::core::{self, CoreSetup};
+use crate::io::core::{self, CoreSetup, Peer};
 use crate::io::{dtls, socket, Egress};
+use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::participant::ParticipantUsage;
 use crate::sfu::worker::{Worker, WorkerConfig};
 use crate::stats::CoreStats;
@@ -48,6 +49,10 @@ pub struct RelayConfig {
     pub max_handshakes_per_core: usize,
     /// How cores hand datagrams to the kernel.
     pub egress: Egress,
+    /// Participants of one session a core takes before the session spreads to another core
+    /// (its feeds then reach the other core's subscribers through a lock-free queue). 0 keeps
+    /// every session on one core.
+    pub spread_after: usize,
 }
 
 impl Default for RelayConfig {
@@ -63,11 +68,56 @@ impl Default for RelayConfig {
             dtls_handshake_timeout: w.dtls_handshake_timeout,
             max_handshakes_per_core: w.max_handshakes,
             egress: Egress::default(),
+            spread_after: DEFAULT_SPREAD_AFTER,
         }
     }
 }
 
+/// A session spreads to a second core after this many participants on its first: well below
+/// what one core forwards for a broadcast (thousands of subscribers), so a large session
+/// shares the machine before its core saturates.
+pub const DEFAULT_SPREAD_AFTER: usize = 250;
+
+/// Inbox of each core for messages from the others; full means the core is far behind, and
+/// packets are dropped (counted) rather than queued without bound.
+const CROSS_CORE_QUEUE: usize = 16_384;
+
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+/// How a session is laid out over the cores (control-plane state only).
+#[derive(Clone, Debug)]
+struct Layout {
+    /// The core it was created on; it never leaves it while it exists.
+    home: usize,
+    /// Cores holding part of it (home included).
+    cores: BTreeSet<usize>,
+    /// Each participant's core.
+    participants: HashMap<Uid, usize>,
+    /// Its feeds, where they come from and which other cores they flow to.
+    feeds: HashMap<FeedId, PublishedFeed>,
+    /// Serialises multi-core changes to this session.
+    ops: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Layout {
+    fn new(home: usize) -> Self {
+        Layout {
+            home,
+            cores: BTreeSet::from([home]),
+            participants: HashMap::new(),
+            feeds: HashMap::new(),
+            ops: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PublishedFeed {
+    uid: Uid,
+    route: FeedRoute,
+    description: FeedDescription,
+    sinks: BTreeSet<usize>,
+}
 
 /// A control request on its way to a core.
 pub(crate) enum Command {
@@ -105,6 +155,22 @@ pub(crate) enum Command {
         sid: Sid,
         uid: Uid,
         feed: FeedDescription,
+        reply: Reply<FeedRoute>,
+    },
+    AddRemoteFeed {
+        sid: Sid,
+        feed: FeedDescription,
+        route: FeedRoute,
+        reply: Reply<()>,
+    },
+    RemoveRemoteFeed {
+        route: FeedRoute,
+        reply: oneshot::Sender<()>,
+    },
+    SetSink {
+        route: FeedRoute,
+        core: usize,
+        on: bool,
         reply: Reply<()>,
     },
     Unpublish {
@@ -187,6 +253,26 @@ impl Command {
             } => {
                 let _ = reply.send(w.publish(&sid, &uid, feed));
             }
+            Command::AddRemoteFeed {
+                sid,
+                feed,
+                route,
+                reply,
+            } => {
+                let _ = reply.send(w.add_remote_feed(&sid, feed, route));
+            }
+            Command::RemoveRemoteFeed { route, reply } => {
+                w.remove_remote_feed(route);
+                let _ = reply.send(());
+            }
+            Command::SetSink {
+                route,
+                core,
+                on,
+                reply,
+            } => {
+                let _ = reply.send(w.set_sink(route, core, on));
+            }
             Command::Unpublish {
                 sid,
                 uid,
@@ -243,8 +329,10 @@ struct Inner {
     cores: Vec<CoreLink>,
     fingerprint: String,
     advertise: IpAddr,
-    /// Which core owns each session. Control-plane state only: never touched by packets.
-    placement: Mutex<HashMap<Sid, usize>>,
+    /// How each session is laid out over the cores. Control-plane state only: never touched
+    /// by packets.
+    placement: Mutex<HashMap<Sid, Layout>>,
+    spread_after: usize,
     /// Each core's packet counter when placement last looked, to turn it into a rate.
     load_samples: Mutex<Vec<Option<(Instant, u64)>>>,
 }
@@ -286,7 +374,20 @@ impl Relay {
 
         let mut links = Vec::with_capacity(cores);
         let mut threads = Vec::with_capacity(cores);
+        let mut inboxes = Vec::with_capacity(cores);
+        let mut peers = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let (tx, rx) = crossbeam_channel::bounded(CROSS_CORE_QUEUE);
+            let notify = Arc::new(Notify::new());
+            peers.push(Peer {
+                queue: tx,
+                notify: notify.clone(),
+            });
+            inboxes.push((rx, notify));
+        }
+        let mut inboxes = inboxes.into_iter();
         for index in 0..cores {
+            let (inbox, inbox_notify) = inboxes.next().expect("one inbox per core");
             let port = match config.port {
                 0 => 0,
                 p => p
@@ -321,6 +422,9 @@ impl Relay {
                     ..WorkerConfig::default()
                 },
                 egress: config.egress,
+                inbox,
+                inbox_notify,
+                peers: peers.clone(),
                 pin: if config.pin && !cpus.is_empty() {
                     Some(cpus[index % cpus.len()])
                 } else {
@@ -352,6 +456,7 @@ impl Relay {
                     fingerprint,
                     advertise,
                     placement: Mutex::new(HashMap::new()),
+                    spread_after: config.spread_after,
                     load_samples: Mutex::new(vec![None; cores]),
                 }),
             },
@@ -431,35 +536,71 @@ impl RelayHandle {
         rx.await.map_err(|_| ControlError::CoreGone { core })
     }
 
-    fn core_of(&self, sid: &Sid) -> Result<usize, ControlError> {
-        self.placement()
-            .get(sid)
-            .copied()
-            .ok_or_else(|| ControlError::NoSuchSession { sid: sid.clone() })
+    /// Run `make` on `core`, flattening the command's own error into the call's.
+    async fn run<T>(
+        &self,
+        core: usize,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        self.call(core, make).await?
     }
 
-    fn placement(&self) -> std::sync::MutexGuard<'_, HashMap<Sid, usize>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single inserts
-        // and removes), so a poisoned lock is still usable.
+    fn placement(&self) -> std::sync::MutexGuard<'_, HashMap<Sid, Layout>> {
+        // A panic while holding this lock cannot leave the map inconsistent (each change is a
+        // single insert, remove or field update), so a poisoned lock is still usable.
         self.inner
             .placement
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    fn layout(&self, sid: &Sid) -> Result<Layout, ControlError> {
+        self.placement()
+            .get(sid)
+            .cloned()
+            .ok_or_else(|| ControlError::NoSuchSession { sid: sid.clone() })
+    }
+
+    /// Wait for this session's earlier changes to finish, so that multi-core steps of two
+    /// requests never interleave; returns the guard and the layout as it is now.
+    async fn lock_session(
+        &self,
+        sid: &Sid,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, Layout), ControlError> {
+        let ops = self.layout(sid)?.ops;
+        let guard = ops.lock_owned().await;
+        Ok((guard, self.layout(sid)?))
+    }
+
+    fn update_layout(&self, sid: &Sid, change: impl FnOnce(&mut Layout)) {
+        if let Some(layout) = self.placement().get_mut(sid) {
+            change(layout);
+        }
+    }
+
+    /// The core a participant is on.
+    fn core_of_participant(layout: &Layout, sid: &Sid, uid: &Uid) -> Result<usize, ControlError> {
+        layout
+            .participants
+            .get(uid)
+            .copied()
+            .ok_or_else(|| ControlError::NoSuchParticipant {
+                sid: sid.clone(),
+                uid: uid.clone(),
+            })
+    }
+
     /// The core a new session should go to: the fewest participants, then the lowest packet
     /// rate since the last placement, then the fewest sessions.
-    async fn least_loaded_core(&self) -> usize {
-        let Ok(stats) = self.stats().await else {
-            return 0;
-        };
+    async fn least_loaded_core(&self, exclude: &BTreeSet<usize>) -> Option<usize> {
+        let stats = self.stats().await.ok()?;
         let now = Instant::now();
         let mut samples = self
             .inner
             .load_samples
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut best = (u64::MAX, u64::MAX, u64::MAX, 0);
+        let mut best: Option<(u64, u64, u64, usize)> = None;
         for s in &stats {
             let rate = match samples.get(s.core).copied().flatten() {
                 Some((at, packets)) => {
@@ -472,22 +613,23 @@ impl RelayHandle {
                 *slot = Some((now, s.packets_in));
             }
             let key = (s.participants, rate, s.sessions, s.core);
-            if key < best {
-                best = key;
+            if !exclude.contains(&s.core) && best.is_none_or(|b| key < b) {
+                best = Some(key);
             }
         }
-        best.3
+        best.map(|b| b.3)
     }
 
     /// Create a session on the least-loaded core ([`RelayHandle::least_loaded_core`]), or on
-    /// `core` if given.
+    /// `core` if given. It may spread to other cores as it grows (see
+    /// [`RelayConfig::spread_after`]); this is its home core.
     pub async fn create_session(
         &self,
         sid: Sid,
         core: Option<usize>,
     ) -> Result<SessionPlacement, ControlError> {
         let least_loaded = match core {
-            None => Some(self.least_loaded_core().await),
+            None => self.least_loaded_core(&BTreeSet::new()).await,
             Some(_) => None,
         };
         let index = {
@@ -502,16 +644,15 @@ impl RelayHandle {
             };
             // Reserve the sid before the core confirms, so two racing creates cannot both
             // succeed on different cores.
-            placement.insert(sid.clone(), index);
+            placement.insert(sid.clone(), Layout::new(index));
             index
         };
         let result = self
-            .call(index, |reply| Command::CreateSession {
+            .run(index, |reply| Command::CreateSession {
                 sid: sid.clone(),
                 reply,
             })
-            .await
-            .and_then(|r| r);
+            .await;
         match result {
             Ok(()) => Ok(SessionPlacement {
                 core: index,
@@ -524,45 +665,123 @@ impl RelayHandle {
         }
     }
 
-    /// Remove a session and all its participants.
+    /// Remove a session and all its participants, on every core it spans.
     pub async fn remove_session(&self, sid: &Sid) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        let r = self
-            .call(core, |reply| Command::RemoveSession {
-                sid: sid.clone(),
-                reply,
-            })
-            .await
-            .and_then(|r| r);
+        let (_guard, layout) = self.lock_session(sid).await?;
+        let mut result = Ok(());
+        for &core in &layout.cores {
+            let r = self
+                .run(core, |reply| Command::RemoveSession {
+                    sid: sid.clone(),
+                    reply,
+                })
+                .await;
+            if core == layout.home {
+                result = r;
+            }
+        }
         self.placement().remove(sid);
-        r
+        result
     }
 
-    /// Where a session lives.
+    /// Where a session lives (its home core).
     pub fn placement_of(&self, sid: &Sid) -> Option<SessionPlacement> {
-        let core = self.core_of(sid).ok()?;
+        let home = self.layout(sid).ok()?.home;
         Some(SessionPlacement {
-            core,
-            address: self.inner.cores[core].address,
+            core: home,
+            address: self.inner.cores[home].address,
         })
     }
 
-    /// Add a participant to a session; returns what goes into its SDP answer.
+    /// The cores a session spans, home first.
+    pub fn cores_of(&self, sid: &Sid) -> Vec<usize> {
+        let Ok(layout) = self.layout(sid) else {
+            return Vec::new();
+        };
+        let mut cores = vec![layout.home];
+        cores.extend(layout.cores.iter().filter(|c| **c != layout.home));
+        cores
+    }
+
+    /// Pick the core for a new participant: the session's cores in turn (home first) until
+    /// each holds `spread_after` of its participants, then the least-loaded other core.
+    async fn core_for_new_participant(&self, layout: &Layout) -> usize {
+        let limit = self.inner.spread_after;
+        if limit == 0 || self.cores() == 1 {
+            return layout.home;
+        }
+        let here = |core: usize| layout.participants.values().filter(|c| **c == core).count();
+        let candidates = std::iter::once(layout.home).chain(layout.cores.iter().copied());
+        for core in candidates {
+            if here(core) < limit {
+                return core;
+            }
+        }
+        match self.least_loaded_core(&layout.cores).await {
+            Some(core) => core,
+            // Every core already holds part of the session: the one with the fewest of it.
+            None => layout
+                .cores
+                .iter()
+                .copied()
+                .min_by_key(|c| here(*c))
+                .unwrap_or(layout.home),
+        }
+    }
+
+    /// Make `core` hold a replica of the session: the session itself and every feed
+    /// published elsewhere.
+    async fn extend_to(&self, sid: &Sid, layout: &Layout, core: usize) -> Result<(), ControlError> {
+        self.run(core, |reply| Command::CreateSession {
+            sid: sid.clone(),
+            reply,
+        })
+        .await?;
+        for feed in layout.feeds.values() {
+            self.run(core, |reply| Command::AddRemoteFeed {
+                sid: sid.clone(),
+                feed: feed.description.clone(),
+                route: feed.route,
+                reply,
+            })
+            .await?;
+        }
+        self.update_layout(sid, |l| {
+            l.cores.insert(core);
+        });
+        Ok(())
+    }
+
+    /// Add a participant to a session; returns what goes into its SDP answer (with the
+    /// candidate of the core it was placed on).
     pub async fn add_participant(
         &self,
         sid: &Sid,
         uid: &Uid,
         config: ParticipantConfig,
     ) -> Result<ParticipantInfo, ControlError> {
-        let core = self.core_of(sid)?;
+        let (_guard, layout) = self.lock_session(sid).await?;
+        if layout.participants.contains_key(uid) {
+            return Err(ControlError::ParticipantExists {
+                sid: sid.clone(),
+                uid: uid.clone(),
+            });
+        }
+        let core = self.core_for_new_participant(&layout).await;
+        if !layout.cores.contains(&core) {
+            self.extend_to(sid, &layout, core).await?;
+        }
         let creds = self
-            .call(core, |reply| Command::AddParticipant {
+            .run(core, |reply| Command::AddParticipant {
                 sid: sid.clone(),
                 uid: uid.clone(),
                 config,
                 reply,
             })
-            .await??;
+            .await?;
+        self.update_layout(sid, |l| {
+            l.participants.insert(uid.clone(), core);
+        });
         Ok(ParticipantInfo {
             ice_ufrag: creds.ufrag,
             ice_pwd: creds.pwd,
@@ -571,28 +790,80 @@ impl RelayHandle {
         })
     }
 
-    /// Remove a participant with its feeds and subscriptions.
+    /// Remove a participant with its feeds and subscriptions (on every core).
     pub async fn remove_participant(&self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::RemoveParticipant {
+        let (_guard, layout) = self.lock_session(sid).await?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        self.run(core, |reply| Command::RemoveParticipant {
             sid: sid.clone(),
             uid: uid.clone(),
             reply,
         })
-        .await?
+        .await?;
+        let gone: Vec<(FeedId, FeedRoute)> = layout
+            .feeds
+            .iter()
+            .filter(|(_, f)| f.uid == *uid)
+            .map(|(id, f)| (id.clone(), f.route))
+            .collect();
+        for (_, route) in &gone {
+            self.drop_replicas(&layout, *route).await;
+        }
+        self.update_layout(sid, |l| {
+            l.participants.remove(uid);
+            for (id, _) in &gone {
+                l.feeds.remove(id);
+            }
+        });
+        // A core other than home that no longer holds any participant of the session leaves it.
+        let layout = self.layout(sid)?;
+        if core != layout.home && !layout.participants.values().any(|c| *c == core) {
+            for feed in layout.feeds.values().filter(|f| f.sinks.contains(&core)) {
+                let _ = self
+                    .run(feed.route.core, |reply| Command::SetSink {
+                        route: feed.route,
+                        core,
+                        on: false,
+                        reply,
+                    })
+                    .await;
+            }
+            let _ = self
+                .run(core, |reply| Command::RemoveSession {
+                    sid: sid.clone(),
+                    reply,
+                })
+                .await;
+            self.update_layout(sid, |l| {
+                l.cores.remove(&core);
+                for f in l.feeds.values_mut() {
+                    f.sinks.remove(&core);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Remove the replicas of a feed from every core but its origin.
+    async fn drop_replicas(&self, layout: &Layout, route: FeedRoute) {
+        for &core in layout.cores.iter().filter(|c| **c != route.core) {
+            let _ = self
+                .call(core, |reply| Command::RemoveRemoteFeed { route, reply })
+                .await;
+        }
     }
 
     /// ICE restart: new relay ICE credentials for the participant (its answer then brings
     /// its own new ufrag through [`RelayHandle::update_participant`]).
     pub async fn restart_ice(&self, sid: &Sid, uid: &Uid) -> Result<ParticipantInfo, ControlError> {
-        let core = self.core_of(sid)?;
+        let core = Self::core_of_participant(&self.layout(sid)?, sid, uid)?;
         let creds = self
-            .call(core, |reply| Command::RestartIce {
+            .run(core, |reply| Command::RestartIce {
                 sid: sid.clone(),
                 uid: uid.clone(),
                 reply,
             })
-            .await??;
+            .await?;
         Ok(ParticipantInfo {
             ice_ufrag: creds.ufrag,
             ice_pwd: creds.pwd,
@@ -608,51 +879,89 @@ impl RelayHandle {
         uid: &Uid,
         config: ParticipantConfig,
     ) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::UpdateParticipant {
+        let core = Self::core_of_participant(&self.layout(sid)?, sid, uid)?;
+        self.run(core, |reply| Command::UpdateParticipant {
             sid: sid.clone(),
             uid: uid.clone(),
             config,
             reply,
         })
-        .await?
+        .await
     }
 
-    /// Declare or update a feed the participant publishes.
+    /// Declare or update a feed the participant publishes; every other core of the session
+    /// gets (or updates) a replica of it.
     pub async fn publish(
         &self,
         sid: &Sid,
         uid: &Uid,
         feed: FeedDescription,
     ) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::Publish {
-            sid: sid.clone(),
-            uid: uid.clone(),
-            feed,
-            reply,
-        })
-        .await?
+        let (_guard, layout) = self.lock_session(sid).await?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        let route = self
+            .run(core, |reply| Command::Publish {
+                sid: sid.clone(),
+                uid: uid.clone(),
+                feed: feed.clone(),
+                reply,
+            })
+            .await?;
+        for &other in layout.cores.iter().filter(|c| **c != core) {
+            self.run(other, |reply| Command::AddRemoteFeed {
+                sid: sid.clone(),
+                feed: feed.clone(),
+                route,
+                reply,
+            })
+            .await?;
+        }
+        self.update_layout(sid, |l| {
+            let sinks = l
+                .feeds
+                .remove(&feed.feed_id)
+                .map(|f| f.sinks)
+                .unwrap_or_default();
+            l.feeds.insert(
+                feed.feed_id.clone(),
+                PublishedFeed {
+                    uid: uid.clone(),
+                    route,
+                    description: feed,
+                    sinks,
+                },
+            );
+        });
+        Ok(())
     }
 
-    /// Remove a feed and its subscriptions.
+    /// Remove a feed and its subscriptions (on every core).
     pub async fn unpublish(
         &self,
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
     ) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::Unpublish {
+        let (_guard, layout) = self.lock_session(sid).await?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        self.run(core, |reply| Command::Unpublish {
             sid: sid.clone(),
             uid: uid.clone(),
             feed_id: feed_id.clone(),
             reply,
         })
-        .await?
+        .await?;
+        if let Some(feed) = layout.feeds.get(feed_id) {
+            self.drop_replicas(&layout, feed.route).await;
+        }
+        self.update_layout(sid, |l| {
+            l.feeds.remove(feed_id);
+        });
+        Ok(())
     }
 
-    /// Subscribe a participant to a feed; returns the SSRC it will receive the feed with.
+    /// Subscribe a participant to a feed; returns the SSRC it will receive the feed with. A
+    /// feed published on another core starts flowing to this participant's core.
     pub async fn subscribe(
         &self,
         sid: &Sid,
@@ -660,26 +969,50 @@ impl RelayHandle {
         feed_id: &FeedId,
         options: SubscribeOptions,
     ) -> Result<SubscriptionInfo, ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::Subscribe {
-            sid: sid.clone(),
-            uid: uid.clone(),
-            feed_id: feed_id.clone(),
-            options,
-            reply,
-        })
-        .await?
+        let (_guard, layout) = self.lock_session(sid).await?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        let info = self
+            .run(core, |reply| Command::Subscribe {
+                sid: sid.clone(),
+                uid: uid.clone(),
+                feed_id: feed_id.clone(),
+                options,
+                reply,
+            })
+            .await?;
+        if let Some(feed) = layout.feeds.get(feed_id) {
+            let route = feed.route;
+            if route.core != core && !feed.sinks.contains(&core) {
+                self.run(route.core, |reply| Command::SetSink {
+                    route,
+                    core,
+                    on: true,
+                    reply,
+                })
+                .await?;
+                self.update_layout(sid, |l| {
+                    if let Some(f) = l.feeds.get_mut(feed_id) {
+                        f.sinks.insert(core);
+                    }
+                });
+            }
+        }
+        Ok(info)
     }
 
     /// Ask a feed's publisher for a keyframe (rate-limited per feed).
     pub async fn request_keyframe(&self, sid: &Sid, feed_id: &FeedId) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::RequestKeyframe {
+        let layout = self.layout(sid)?;
+        let core = layout
+            .feeds
+            .get(feed_id)
+            .map_or(layout.home, |f| f.route.core);
+        self.run(core, |reply| Command::RequestKeyframe {
             sid: sid.clone(),
             feed_id: feed_id.clone(),
             reply,
         })
-        .await?
+        .await
     }
 
     /// End a subscription.
@@ -689,14 +1022,14 @@ impl RelayHandle {
         uid: &Uid,
         feed_id: &FeedId,
     ) -> Result<(), ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::Unsubscribe {
+        let core = Self::core_of_participant(&self.layout(sid)?, sid, uid)?;
+        self.run(core, |reply| Command::Unsubscribe {
             sid: sid.clone(),
             uid: uid.clone(),
             feed_id: feed_id.clone(),
             reply,
         })
-        .await?
+        .await
     }
 
     /// Traffic counters of one participant.
@@ -705,7 +1038,10 @@ impl RelayHandle {
         sid: &Sid,
         uid: &Uid,
     ) -> Result<Option<ParticipantUsage>, ControlError> {
-        let core = self.core_of(sid)?;
+        let layout = self.layout(sid)?;
+        let Ok(core) = Self::core_of_participant(&layout, sid, uid) else {
+            return Ok(None);
+        };
         self.call(core, |reply| Command::Usage {
             sid: sid.clone(),
             uid: uid.clone(),
@@ -714,17 +1050,23 @@ impl RelayHandle {
         .await
     }
 
-    /// Traffic counters of every participant of a session.
+    /// Traffic counters of every participant of a session, from every core it spans.
     pub async fn session_usage(
         &self,
         sid: &Sid,
     ) -> Result<Vec<(Uid, ParticipantUsage)>, ControlError> {
-        let core = self.core_of(sid)?;
-        self.call(core, |reply| Command::SessionUsage {
-            sid: sid.clone(),
-            reply,
-        })
-        .await?
+        let layout = self.layout(sid)?;
+        let mut all = Vec::new();
+        for &core in &layout.cores {
+            all.extend(
+                self.run(core, |reply| Command::SessionUsage {
+                    sid: sid.clone(),
+                    reply,
+                })
+                .await?,
+            );
+        }
+        Ok(all)
     }
 
     /// Counters of every core.

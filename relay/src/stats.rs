@@ -50,11 +50,13 @@ pub enum DropReason {
     SrtpProtectFailed,
     /// RTP with a payload type the feed did not declare.
     RtpUnknownPayloadType,
+    /// A packet for another core's subscribers found that core's inbox full.
+    CrossCoreQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (the index into [`CoreStats::drops`]).
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::UnknownProtocol,
         DropReason::StunMalformed,
         DropReason::StunNotBindingRequest,
@@ -74,6 +76,7 @@ impl DropReason {
         DropReason::RtcpMalformed,
         DropReason::SrtpProtectFailed,
         DropReason::RtpUnknownPayloadType,
+        DropReason::CrossCoreQueueFull,
     ];
 
     /// Stable snake_case name, as used in metrics.
@@ -98,6 +101,7 @@ impl DropReason {
             DropReason::RtcpMalformed => "rtcp_malformed",
             DropReason::SrtpProtectFailed => "srtp_protect_failed",
             DropReason::RtpUnknownPayloadType => "rtp_unknown_payload_type",
+            DropReason::CrossCoreQueueFull => "cross_core_queue_full",
         }
     }
 }

@@ -50,6 +50,10 @@ struct ServeArgs {
     /// Do not pin relay threads to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Participants of one session a core takes before the session spreads to another core
+    /// (0 = every session stays on one core).
+    #[arg(long, default_value_t = relay::DEFAULT_SPREAD_AFTER)]
+    spread_after: usize,
     /// Join attempts allowed per key per minute.
     #[arg(long, default_value_t = JoinLimits::default().per_key_per_minute)]
     joins_per_key: u32,
@@ -284,6 +288,7 @@ fn main() -> anyhow::Result<()> {
         cores: args.cores,
         pin: !args.no_pin,
         advertise: args.advertise,
+        spread_after: args.spread_after,
         ..Default::default()
     })
     .context("starting the relay")?;

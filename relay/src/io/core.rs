@@ -24,6 +24,7 @@ use crate::io::batch::{BatchSocket, BATCH};
 use crate::io::dtls::{self, ChannelConn};
 use crate::io::Egress;
 use crate::relay::Command;
+use crate::sfu::cross_core::CrossCore;
 use crate::sfu::worker::{Output, Transmit, Worker, WorkerConfig};
 
 /// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
@@ -46,11 +47,26 @@ pub(crate) struct CoreSetup {
     pub(crate) worker: WorkerConfig,
     pub(crate) pin: Option<core_affinity::CoreId>,
     pub(crate) egress: Egress,
+    /// Messages from other cores, and what wakes this core for them.
+    pub(crate) inbox: Receiver<CrossCore>,
+    pub(crate) inbox_notify: Arc<Notify>,
+    /// Every core's inbox (indexed by core; this core's own is unused).
+    pub(crate) peers: Vec<Peer>,
     pub(crate) ready: std::sync::mpsc::Sender<()>,
+}
+
+/// The sending side of another core's inbox.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) queue: crossbeam_channel::Sender<CrossCore>,
+    pub(crate) notify: Arc<Notify>,
 }
 
 struct Shell {
     worker: RefCell<Worker>,
+    peers: Vec<Peer>,
+    /// Which peers were handed messages during the current drain (each is woken once).
+    peers_to_wake: RefCell<Vec<bool>>,
     socket: UdpSocket,
     batch: RefCell<BatchSocket>,
     egress: Egress,
@@ -85,6 +101,8 @@ pub(crate) fn run(setup: CoreSetup) {
                 SystemTime::now(),
                 seed,
             )),
+            peers_to_wake: RefCell::new(vec![false; setup.peers.len()]),
+            peers: setup.peers,
             socket,
             batch: RefCell::new(batch),
             egress: setup.egress,
@@ -100,12 +118,18 @@ pub(crate) fn run(setup: CoreSetup) {
 
         let egress = tokio_uring::spawn(dtls_egress_loop(shell.clone(), egress_rx));
         let timer = tokio_uring::spawn(timer_loop(shell.clone()));
+        let cross_core = tokio_uring::spawn(cross_core_loop(
+            shell.clone(),
+            setup.inbox,
+            setup.inbox_notify,
+        ));
         tokio::select! {
             _ = control_loop(shell.clone(), setup.commands, setup.notify) => {}
             _ = recv_loop(shell.clone()) => {}
         }
         egress.abort();
         timer.abort();
+        cross_core.abort();
         for (_, task) in shell.dtls_tasks.borrow_mut().drain() {
             task.abort();
         }
@@ -147,6 +171,22 @@ impl Shell {
                         tracing::warn!("event queue full or closed; event dropped");
                     }
                 }
+                Some(Output::CrossCore { core, message }) => {
+                    let Some(peer) = self.peers.get(core) else {
+                        continue;
+                    };
+                    if peer.queue.try_send(message).is_ok() {
+                        self.peers_to_wake.borrow_mut()[core] = true;
+                    } else {
+                        self.worker.borrow_mut().handle_cross_core_queue_full();
+                    }
+                }
+            }
+        }
+        // One wake-up per peer per drain, not per packet.
+        for (core, wake) in self.peers_to_wake.borrow_mut().iter_mut().enumerate() {
+            if std::mem::take(wake) {
+                self.peers[core].notify.notify_one();
             }
         }
         sends
@@ -288,6 +328,32 @@ async fn recv_loop(shell: Rc<Shell>) {
                     .borrow_mut()
                     .recv(|src, datagram| worker.handle_receive(now, src, datagram))
             };
+            shell.flush().await;
+            if taken < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// Messages from other cores: packets of feeds published there, keyframe requests for feeds
+/// published here. Drained a batch at a time like the socket.
+async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: Arc<Notify>) {
+    loop {
+        notify.notified().await;
+        loop {
+            let now = Instant::now();
+            let mut taken = 0;
+            {
+                let mut worker = shell.worker.borrow_mut();
+                while taken < BATCH {
+                    match inbox.try_recv() {
+                        Ok(message) => worker.handle_cross_core(now, message),
+                        Err(_) => break,
+                    }
+                    taken += 1;
+                }
+            }
             shell.flush().await;
             if taken < BATCH {
                 break;

@@ -8,6 +8,7 @@ use crate::engine::rtcp::{dlsr_units, ntp_middle};
 use crate::ids::ParticipantKey;
 
 use super::consumer::Consumer;
+use super::cross_core::FeedRoute;
 
 /// At most one keyframe request per feed in this interval reaches the publisher: many
 /// subscribers losing the same frame must not make the encoder send a keyframe each.
@@ -125,6 +126,11 @@ pub struct Feed {
     pub last_sr: Option<(u64, u32)>,
     /// The id of the MID header extension in this feed's packets, if negotiated.
     pub mid_extension: Option<u8>,
+    /// For a replica of a feed published on another core: where it comes from (its
+    /// `publisher` is then [`ParticipantKey::REMOTE`]).
+    pub origin: Option<FeedRoute>,
+    /// For a feed published on this core: the other cores with subscribers of it.
+    pub sinks: Vec<usize>,
 }
 
 impl Feed {
@@ -140,6 +146,16 @@ impl Feed {
             last_keyframe_request: None,
             last_sr: None,
             mid_extension,
+            origin: None,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// A replica of a feed published on another core.
+    pub fn replica(route: FeedRoute, description: FeedDescription) -> Self {
+        Feed {
+            origin: Some(route),
+            ..Feed::new(ParticipantKey::REMOTE, description)
         }
     }
 

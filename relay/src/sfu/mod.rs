@@ -2,6 +2,7 @@
 //! machine ([`worker::Worker`]).
 
 pub mod consumer;
+pub mod cross_core;
 pub mod feed;
 pub mod participant;
 pub mod pool;

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
@@ -37,6 +38,7 @@ use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
 use crate::stats::{CoreStats, DropReason};
 
 use super::consumer::Consumer;
+use super::cross_core::{CrossCore, FeedRoute, RelayedRtp, RtpInfo};
 use super::feed::Feed;
 use super::participant::{DtlsState, Participant, ParticipantUsage};
 use super::pool::BufferPool;
@@ -107,6 +109,13 @@ pub enum Output {
     DtlsClose(ParticipantKey),
     /// Report to the control plane.
     Event(Event),
+    /// Hand a message to another core (a session spread over several cores).
+    CrossCore {
+        /// The core.
+        core: usize,
+        /// The message.
+        message: CrossCore,
+    },
 }
 
 /// A session on this core.
@@ -147,6 +156,8 @@ pub struct Worker {
     rng: StdRng,
     feedback: Vec<Feedback>,
     pool: BufferPool,
+    /// Feeds published on other cores that have a replica here.
+    replicas: HashMap<FeedRoute, (SessionKey, FeedKey)>,
 }
 
 impl Worker {
@@ -174,6 +185,7 @@ impl Worker {
             rng: StdRng::seed_from_u64(seed),
             feedback: Vec::new(),
             pool: BufferPool::new(MAX_IDLE_BUFFERS),
+            replicas: HashMap::new(),
         }
     }
 
@@ -288,6 +300,7 @@ impl Worker {
         }
         self.sessions.remove(&skey);
         self.session_keys.remove(sid);
+        self.replicas.retain(|_, (s, _)| *s != skey);
         Ok(())
     }
 
@@ -438,12 +451,14 @@ impl Worker {
     ///
     /// Declaring an existing feed id again replaces its description (e.g. a new SSRC after
     /// renegotiation); subscribers keep their subscription and see a continuous stream.
+    ///
+    /// Returns where the feed lives relay-wide, for replicas on other cores.
     pub fn publish(
         &mut self,
         sid: &Sid,
         uid: &Uid,
         description: FeedDescription,
-    ) -> Result<(), ControlError> {
+    ) -> Result<FeedRoute, ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
         if description.clock_rate == 0 {
             return Err(ControlError::InvalidFeed {
@@ -488,6 +503,87 @@ impl Worker {
                 session.feed_keys.insert(description.feed_id.clone(), fkey);
                 session.feeds.insert(fkey, Feed::new(key, description));
             }
+        }
+        Ok(FeedRoute {
+            core: self.config.core,
+            session: skey,
+            feed: fkey,
+        })
+    }
+
+    /// Declare (or update) the replica of a feed published on another core, so that
+    /// participants here can subscribe to it.
+    pub fn add_remote_feed(
+        &mut self,
+        sid: &Sid,
+        description: FeedDescription,
+        route: FeedRoute,
+    ) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        if let Some(&(_, fkey)) = self.replicas.get(&route) {
+            let session = self.sessions.get_mut(&skey).expect("session_key found it");
+            if let Some(feed) = session.feeds.get_mut(&fkey) {
+                session.feed_keys.remove(&feed.description.feed_id);
+                session.feed_keys.insert(description.feed_id.clone(), fkey);
+                for c in &mut feed.consumers {
+                    c.rewriter.request_resync();
+                }
+                feed.update(description);
+            }
+            return Ok(());
+        }
+        if self.sessions[&skey]
+            .feed_keys
+            .contains_key(&description.feed_id)
+        {
+            return Err(ControlError::FeedOwnedByOther {
+                feed_id: description.feed_id,
+            });
+        }
+        let fkey = FeedKey(self.new_key());
+        let session = self.sessions.get_mut(&skey).expect("session_key found it");
+        session.feed_keys.insert(description.feed_id.clone(), fkey);
+        session
+            .feeds
+            .insert(fkey, Feed::replica(route, description));
+        self.replicas.insert(route, (skey, fkey));
+        Ok(())
+    }
+
+    /// Remove the replica of a feed and every subscription to it here.
+    pub fn remove_remote_feed(&mut self, route: FeedRoute) {
+        let Some((skey, fkey)) = self.replicas.remove(&route) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        if let Some(feed) = session.feeds.remove(&fkey) {
+            session.feed_keys.remove(&feed.description.feed_id);
+            for c in feed.consumers {
+                if let Some(sub) = self.participants.get_mut(&c.subscriber) {
+                    sub.subscriptions.remove(&c.ssrc.0);
+                }
+            }
+        }
+    }
+
+    /// Forward a feed published here to `core` too (it has subscribers of the feed), or stop.
+    pub fn set_sink(
+        &mut self,
+        route: FeedRoute,
+        core: usize,
+        on: bool,
+    ) -> Result<(), ControlError> {
+        let feed = self
+            .sessions
+            .get_mut(&route.session)
+            .and_then(|s| s.feeds.get_mut(&route.feed))
+            .filter(|f| f.origin.is_none())
+            .ok_or(ControlError::NoSuchRoute)?;
+        feed.sinks.retain(|c| *c != core);
+        if on && core != self.config.core {
+            feed.sinks.push(core);
         }
         Ok(())
     }
@@ -577,13 +673,7 @@ impl Worker {
         let skey = self.session_key(sid)?;
         let session = self.sessions.get_mut(&skey).expect("session_key found it");
         let fkey = session.feed_key(sid, feed_id)?;
-        let feed = session.feeds.get_mut(&fkey).expect("feed_key found it");
-        if feed.allow_keyframe_request(now) {
-            let (publisher, ssrc) = (feed.publisher, feed.description.ssrc.0);
-            self.send_pli(publisher, ssrc);
-        } else {
-            self.stats.keyframe_requests_suppressed += 1;
-        }
+        self.keyframe_request(now, skey, fkey, false);
         Ok(())
     }
 
@@ -733,79 +823,137 @@ impl Worker {
         }
         let header = rtp::parse(&plain).ok_or(DropReason::RtpMalformed)?;
         // `published` only names feeds that exist in the participant's session.
+        let skey = p.session;
         let session = self
             .sessions
-            .get_mut(&p.session)
+            .get_mut(&skey)
             .expect("session of participant");
         let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
         let desc = &feed.description;
         if !desc.payload_types.is_empty() && !desc.payload_types.contains(&header.payload_type) {
+            self.pool.give(plain);
             return Err(DropReason::RtpUnknownPayloadType);
         }
-        let clock_rate = desc.clock_rate;
-        let arrival =
-            (now.saturating_duration_since(self.epoch).as_secs_f64() * clock_rate as f64) as i64;
+        let arrival = (now.saturating_duration_since(self.epoch).as_secs_f64()
+            * desc.clock_rate as f64) as i64;
         feed.recv
             .on_packet(header.sequence, header.timestamp, arrival);
-        let started = feed.last_packet_at.is_none();
-        if started {
-            for c in &mut feed.consumers {
-                c.rewriter.request_resync();
-            }
+        if feed.last_packet_at.is_none() {
             self.outputs.push_back(Output::Event(Event::FeedStarted {
                 sid: p.sid.clone(),
                 uid: p.uid.clone(),
                 feed_id: desc.feed_id.clone(),
             }));
         }
-        feed.last_packet_at = Some(now);
-
-        for c in &mut feed.consumers {
-            let Some(sub) = self.participants.get_mut(&c.subscriber) else {
-                continue;
+        let info = RtpInfo {
+            ssrc,
+            sequence: header.sequence,
+            timestamp: header.timestamp,
+            payload_len: header.payload_len,
+        };
+        let mut out = Outbox {
+            participants: &mut self.participants,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            outputs: &mut self.outputs,
+            next_timeout: &mut self.next_timeout,
+            inactivity: self.config.feed_inactivity,
+        };
+        out.fan_out(now, feed, &plain, info);
+        if feed.sinks.is_empty() {
+            self.pool.give(plain);
+        } else {
+            // Other cores have subscribers: hand them the decrypted packet, shared.
+            let route = FeedRoute {
+                core: self.config.core,
+                session: skey,
+                feed: fkey,
             };
-            let Some(dst) = sub.media_destination() else {
-                continue;
-            };
-            let (seq, ts) =
-                c.rewriter
-                    .rewrite(now, ssrc, header.sequence, header.timestamp, clock_rate);
-            let mut out = self.pool.take();
-            let rewritten = match (feed.mid_extension, &c.mid) {
-                (Some(id), Some(mid)) => rtp::with_extension(&plain, id, mid, &mut out),
-                _ => false,
-            };
-            if !rewritten {
-                out.extend_from_slice(&plain);
+            let packet = Arc::new(RelayedRtp { plain, info });
+            for &core in &feed.sinks {
+                self.outputs.push_back(Output::CrossCore {
+                    core,
+                    message: CrossCore::Rtp {
+                        route,
+                        packet: packet.clone(),
+                    },
+                });
             }
-            rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
-            // media_destination() implies srtp is set.
-            let srtp = sub.srtp.as_mut().expect("keyed subscriber");
-            match srtp.protect_rtp(&mut out) {
-                Ok(()) => {
-                    c.packets_sent = c.packets_sent.wrapping_add(1);
-                    c.octets_sent = c.octets_sent.wrapping_add(header.payload_len as u32);
-                    sub.usage.packets_out += 1;
-                    sub.usage.bytes_out += out.len() as u64;
-                    self.stats.rtp_forwarded += 1;
-                    self.stats.packets_out += 1;
-                    self.stats.bytes_out += out.len() as u64;
-                    self.outputs.push_back(Output::Transmit(Transmit {
-                        destination: dst,
-                        contents: out,
-                    }));
-                }
-                Err(reason) => {
-                    self.pool.give(out);
-                    self.stats.drop(reason);
-                }
-            }
-        }
-        self.pool.give(plain);
-        if started {
-            self.arm(now + self.config.feed_inactivity);
         }
         Ok(())
+    }
+
+    /// A message from another core.
+    pub fn handle_cross_core(&mut self, now: Instant, message: CrossCore) {
+        match message {
+            CrossCore::Rtp { route, packet } => {
+                let Some(&(skey, fkey)) = self.replicas.get(&route) else {
+                    // The replica went away while the packet was queued.
+                    return;
+                };
+                let Some(feed) = self
+                    .sessions
+                    .get_mut(&skey)
+                    .and_then(|s| s.feeds.get_mut(&fkey))
+                else {
+                    return;
+                };
+                let mut out = Outbox {
+                    participants: &mut self.participants,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                    outputs: &mut self.outputs,
+                    next_timeout: &mut self.next_timeout,
+                    inactivity: self.config.feed_inactivity,
+                };
+                out.fan_out(now, feed, &packet.plain, packet.info);
+            }
+            CrossCore::KeyframeRequest {
+                route,
+                bypass_limit,
+            } => {
+                if route.core == self.config.core {
+                    self.keyframe_request(now, route.session, route.feed, bypass_limit);
+                }
+            }
+        }
+    }
+
+    /// Ask a feed's publisher for a keyframe: directly when it is on this core, through its
+    /// origin core for a replica. Rate-limited per feed unless `bypass_limit`.
+    fn keyframe_request(
+        &mut self,
+        now: Instant,
+        skey: SessionKey,
+        fkey: FeedKey,
+        bypass_limit: bool,
+    ) {
+        let Some(feed) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.feeds.get_mut(&fkey))
+        else {
+            return;
+        };
+        if bypass_limit {
+            feed.last_keyframe_request = Some(now);
+        } else if !feed.allow_keyframe_request(now) {
+            self.stats.keyframe_requests_suppressed += 1;
+            return;
+        }
+        match feed.origin {
+            Some(route) => self.outputs.push_back(Output::CrossCore {
+                core: route.core,
+                message: CrossCore::KeyframeRequest {
+                    route,
+                    bypass_limit,
+                },
+            }),
+            None => {
+                let (publisher, ssrc) = (feed.publisher, feed.description.ssrc.0);
+                self.send_pli(publisher, ssrc);
+            }
+        }
     }
 
     fn handle_rtcp(
@@ -860,19 +1008,11 @@ impl Worker {
                 }
             }
             Feedback::KeyframeRequest { media_ssrc } => {
-                let Some(feed) = p
-                    .subscriptions
-                    .get(&media_ssrc)
-                    .and_then(|f| session.feeds.get_mut(f))
-                else {
+                let Some(&fkey) = p.subscriptions.get(&media_ssrc) else {
                     return;
                 };
-                if feed.allow_keyframe_request(now) {
-                    let (publisher, ssrc) = (feed.publisher, feed.description.ssrc.0);
-                    self.send_pli(publisher, ssrc);
-                } else {
-                    self.stats.keyframe_requests_suppressed += 1;
-                }
+                let skey = p.session;
+                self.keyframe_request(now, skey, fkey, false);
             }
         }
     }
@@ -940,17 +1080,10 @@ impl Worker {
         // Ask the publishers this participant subscribes to for a keyframe: it can decode
         // nothing before one. This bypasses the per-feed limit (once per subscriber), since a
         // request made moments ago for someone else arrived before this one could receive.
-        let mut requests: Vec<(ParticipantKey, u32)> = Vec::new();
-        if let Some(session) = self.sessions.get_mut(&p.session) {
-            for fkey in p.subscriptions.values() {
-                if let Some(feed) = session.feeds.get_mut(fkey) {
-                    feed.last_keyframe_request = Some(now);
-                    requests.push((feed.publisher, feed.description.ssrc.0));
-                }
-            }
-        }
-        for (publisher, ssrc) in requests {
-            self.send_pli(publisher, ssrc);
+        let skey = p.session;
+        let feeds: Vec<FeedKey> = p.subscriptions.values().copied().collect();
+        for fkey in feeds {
+            self.keyframe_request(now, skey, fkey, true);
         }
         self.arm(next);
     }
@@ -975,6 +1108,11 @@ impl Worker {
         self.stats.packets_out += 1;
         self.stats.bytes_out += len as u64;
         Some(dst)
+    }
+
+    /// Another core's inbox was full; a cross-core message was dropped.
+    pub fn handle_cross_core_queue_full(&mut self) {
+        self.stats.drop(DropReason::CrossCoreQueueFull);
     }
 
     /// A DTLS record for `key` could not be queued (its task is behind).
@@ -1133,6 +1271,74 @@ impl Worker {
 
 /// The participant whose ICE-selected address is `src`, with the datagram counted to it;
 /// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
+/// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
+/// borrowed apart from the sessions so that a feed can be borrowed at the same time.
+struct Outbox<'a> {
+    participants: &'a mut HashMap<ParticipantKey, Participant>,
+    pool: &'a mut BufferPool,
+    stats: &'a mut CoreStats,
+    outputs: &'a mut VecDeque<Output>,
+    next_timeout: &'a mut Option<Instant>,
+    inactivity: Duration,
+}
+
+impl Outbox<'_> {
+    /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core).
+    fn fan_out(&mut self, now: Instant, feed: &mut Feed, plain: &[u8], info: RtpInfo) {
+        if feed.last_packet_at.is_none() {
+            // (Re)started: every subscriber's stream continues from where it was.
+            for c in &mut feed.consumers {
+                c.rewriter.request_resync();
+            }
+            let at = now + self.inactivity;
+            *self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+        }
+        feed.last_packet_at = Some(now);
+        let clock_rate = feed.description.clock_rate;
+        for c in &mut feed.consumers {
+            let Some(sub) = self.participants.get_mut(&c.subscriber) else {
+                continue;
+            };
+            let Some(dst) = sub.media_destination() else {
+                continue;
+            };
+            let (seq, ts) =
+                c.rewriter
+                    .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate);
+            let mut out = self.pool.take();
+            let rewritten = match (feed.mid_extension, &c.mid) {
+                (Some(id), Some(mid)) => rtp::with_extension(plain, id, mid, &mut out),
+                _ => false,
+            };
+            if !rewritten {
+                out.extend_from_slice(plain);
+            }
+            rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
+            // media_destination() implies srtp is set.
+            let srtp = sub.srtp.as_mut().expect("keyed subscriber");
+            match srtp.protect_rtp(&mut out) {
+                Ok(()) => {
+                    c.packets_sent = c.packets_sent.wrapping_add(1);
+                    c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
+                    sub.usage.packets_out += 1;
+                    sub.usage.bytes_out += out.len() as u64;
+                    self.stats.rtp_forwarded += 1;
+                    self.stats.packets_out += 1;
+                    self.stats.bytes_out += out.len() as u64;
+                    self.outputs.push_back(Output::Transmit(Transmit {
+                        destination: dst,
+                        contents: out,
+                    }));
+                }
+                Err(reason) => {
+                    self.pool.give(out);
+                    self.stats.drop(reason);
+                }
+            }
+        }
+    }
+}
+
 fn authenticated_source<'a>(
     by_addr: &HashMap<SocketAddr, ParticipantKey>,
     participants: &'a mut HashMap<ParticipantKey, Participant>,
