@@ -1,6 +1,10 @@
 //! The benchmark's chart: server CPU time per forwarded packet against fan-out, one line per
 //! server and SRTP profile, written as a self-contained SVG (hand-written: one line chart does
 //! not justify a plotting library's dependencies).
+//!
+//! Both axes are logarithmic: fan-outs span 1 to hundreds, and CPU per packet spans the fixed
+//! cost of an almost idle server (hundreds of µs per packet at fan-out 1) down to the marginal
+//! cost of one more copy (a few µs).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,11 +19,13 @@ pub struct Series {
 }
 
 const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 460.0;
+const PLOT_HEIGHT: f64 = 300.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
-const BOTTOM: f64 = 120.0;
+/// Below the plot: axis labels, then one legend line per series.
+const BOTTOM: f64 = 64.0;
+const LEGEND_LINE: f64 = 18.0;
 const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 ];
@@ -72,33 +78,59 @@ pub fn series_from_records(jsonl: &str) -> Vec<Series> {
         .collect()
 }
 
-/// A tick step of 1, 2 or 5 × 10^k giving about five ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
-    let raw = (max / 5.0).max(f64::MIN_POSITIVE);
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * magnitude)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * magnitude)
+/// Values 1, 2 and 5 × 10^k between `lo` and `hi`.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let t = m * decade;
+            if t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9) {
+                ticks.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
+}
+
+fn label(v: f64) -> String {
+    if v < 1.0 {
+        format!("{v}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// The chart as SVG text.
 pub fn svg(title: &str, series: &[Series]) -> String {
-    let all = series.iter().flat_map(|s| s.points.iter());
+    let all = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.0 > 0.0 && p.1 > 0.0);
     let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max).max(10.0);
-    let y_top = all.map(|p| p.1).fold(0.0, f64::max).max(0.1) * 1.1;
+    let y_max = all.clone().map(|p| p.1).fold(f64::MIN_POSITIVE, f64::max);
+    let y_min = all.map(|p| p.1).fold(f64::MAX, f64::min).min(y_max);
+    // Whole 1-2-5 steps around the data, at least one decade.
+    let y_lo = 10f64.powf((y_min.max(1e-3).log10() - 0.05).floor());
+    let y_hi = 10f64
+        .powf((y_max.max(1e-3).log10() + 0.05).ceil())
+        .max(y_lo * 10.0);
     let decades = x_max.log10().ceil().max(1.0);
     let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
+    let plot_h = PLOT_HEIGHT;
+    let height = TOP + PLOT_HEIGHT + BOTTOM + LEGEND_LINE * series.len() as f64;
     let x = |v: f64| LEFT + v.max(1.0).log10() / decades * plot_w;
-    let y = |v: f64| TOP + plot_h - v / y_top * plot_h;
+    let y = |v: f64| {
+        let f = (v.clamp(y_lo, y_hi).log10() - y_lo.log10()) / (y_hi.log10() - y_lo.log10());
+        TOP + plot_h - f * plot_h
+    };
 
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
@@ -108,9 +140,7 @@ pub fn svg(title: &str, series: &[Series]) -> String {
         escape(title)
     );
     // Axes, grid and ticks.
-    let step = tick_step(y_top);
-    let mut t = 0.0;
-    while t <= y_top + 1e-9 {
+    for t in log_ticks(y_lo, y_hi) {
         let _ = writeln!(
             out,
             r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{4}</text>"##,
@@ -118,13 +148,8 @@ pub fn svg(title: &str, series: &[Series]) -> String {
             LEFT + plot_w,
             LEFT - 6.0,
             y(t) + 4.0,
-            if step < 1.0 {
-                format!("{t:.1}")
-            } else {
-                format!("{t:.0}")
-            }
+            label(t)
         );
-        t += step;
     }
     for d in 0..=decades as u32 {
         let v = 10f64.powi(d as i32);
@@ -151,7 +176,7 @@ pub fn svg(title: &str, series: &[Series]) -> String {
     );
     let _ = writeln!(
         out,
-        r#"<text transform="translate(18 {0:.1}) rotate(-90)" text-anchor="middle">server CPU µs per forwarded packet</text>"#,
+        r#"<text transform="translate(18 {0:.1}) rotate(-90)" text-anchor="middle">server CPU µs per forwarded packet (log scale)</text>"#,
         TOP + plot_h / 2.0
     );
     // Lines, points, legend.
@@ -178,7 +203,7 @@ pub fn svg(title: &str, series: &[Series]) -> String {
                 p.1
             );
         }
-        let ly = TOP + plot_h + 56.0 + 18.0 * i as f64;
+        let ly = TOP + plot_h + BOTTOM - 8.0 + LEGEND_LINE * i as f64;
         let _ = writeln!(
             out,
             r#"<line x1="{LEFT}" y1="{ly:.1}" x2="{0}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"/><text x="{1}" y="{2:.1}">{3}</text>"#,
@@ -247,8 +272,12 @@ not json
 
     #[test]
     fn ticks_are_round() {
-        assert_eq!(tick_step(10.0), 2.0);
-        assert_eq!(tick_step(44.0), 10.0);
-        assert!((tick_step(0.7) - 0.2).abs() < 1e-12);
+        assert_eq!(
+            log_ticks(1.0, 100.0),
+            vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
+        assert_eq!(log_ticks(3.0, 30.0), vec![5.0, 10.0, 20.0]);
+        assert_eq!(label(0.5), "0.5");
+        assert_eq!(label(200.0), "200");
     }
 }

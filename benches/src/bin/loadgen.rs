@@ -21,6 +21,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use webrtcai_benches::chart;
 use webrtcai_benches::janus_process;
+use webrtcai_benches::machine_busy_secs;
 use webrtcai_benches::record::Record;
 use webrtcai_benches::scenario::{self, RunOptions, Scenario};
 use webrtcai_benches::target::{Profile, ServerKind, ServerOptions, Target};
@@ -109,10 +110,20 @@ struct Args {
     /// invocation's records without it).
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Before each run, wait up to this many seconds for the rest of the machine to go idle
+    /// (under a fifth of a core busy over 2 s), so other work does not share the CPUs.
+    #[arg(long, default_value_t = 0)]
+    wait_idle: u64,
+    /// Run nothing: only redraw `--svg` from the records in `--json`.
+    #[arg(long, requires_all = ["json", "svg"])]
+    redraw: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.redraw {
+        return draw(&args, &[]);
+    }
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     // Threads inherit the affinity of the thread that creates them: pin before the runtime.
     if let Some(id) = cpus.iter().find(|c| c.id == args.loadgen_cpu) {
@@ -139,7 +150,11 @@ fn main() -> anyhow::Result<()> {
     // Servers are gone with the runtime's tasks; the network goes now.
     drop(runtime);
     drop(topology);
-    let records = result?;
+    draw(&args, &result?)
+}
+
+/// Write the chart, if asked for.
+fn draw(args: &Args, records: &[Record]) -> anyhow::Result<()> {
     if let Some(svg) = &args.svg {
         let jsonl = match &args.json {
             Some(path) => std::fs::read_to_string(path)?,
@@ -231,6 +246,7 @@ async fn run_all(
                             format!("conference of {participants}"),
                     }
                 );
+                wait_idle(Duration::from_secs(args.wait_idle)).await?;
                 match run_one(kind, profile, scenario, topology, &server_options, &opts).await {
                     Ok(r) => {
                         print_row(&r);
@@ -249,6 +265,30 @@ async fn run_all(
         }
     }
     Ok(records)
+}
+
+/// Wait until the machine is idle (nothing else running: this process is idle between runs),
+/// or `limit` has passed.
+async fn wait_idle(limit: Duration) -> anyhow::Result<()> {
+    if limit.is_zero() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let before = machine_busy_secs()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let busy = (machine_busy_secs()? - before) / 2.0;
+        if busy < 0.2 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "  machine still busy ({:.0}% of a core), running anyway",
+                busy * 100.0
+            );
+            return Ok(());
+        }
+    }
 }
 
 /// Start a fresh server, run one scenario, stop the server.
