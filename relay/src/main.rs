@@ -50,6 +50,9 @@ struct Args {
     /// operation per datagram.
     #[arg(long, value_enum, default_value_t = EgressArg::Sendmmsg)]
     egress: EgressArg,
+    /// Do not send bursts to one destination with UDP GSO.
+    #[arg(long)]
+    no_gso: bool,
     /// Participants of one session a core takes before the session spreads to another core
     /// (0 = every session stays on one core).
     #[arg(long, default_value_t = relay::DEFAULT_SPREAD_AFTER)]
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         advertise: args.advertise,
         consent_timeout: Duration::from_secs(args.consent_timeout),
         spread_after: args.spread_after,
+        gso: !args.no_gso,
         egress: match args.egress {
             EgressArg::Sendmmsg => Egress::Sendmmsg,
             EgressArg::Uring => Egress::Uring,

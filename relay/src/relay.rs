@@ -49,6 +49,8 @@ pub struct RelayConfig {
     pub max_handshakes_per_core: usize,
     /// How cores hand datagrams to the kernel.
     pub egress: Egress,
+    /// Send bursts to one destination with UDP GSO (with [`Egress::Sendmmsg`]).
+    pub gso: bool,
     /// Participants of one session a core takes before the session spreads to another core
     /// (its feeds then reach the other core's subscribers through a lock-free queue). 0 keeps
     /// every session on one core.
@@ -68,6 +70,7 @@ impl Default for RelayConfig {
             dtls_handshake_timeout: w.dtls_handshake_timeout,
             max_handshakes_per_core: w.max_handshakes,
             egress: Egress::default(),
+            gso: true,
             spread_after: DEFAULT_SPREAD_AFTER,
         }
     }
@@ -422,6 +425,7 @@ impl Relay {
                     ..WorkerConfig::default()
                 },
                 egress: config.egress,
+                gso: config.gso,
                 inbox,
                 inbox_notify,
                 peers: peers.clone(),

@@ -137,6 +137,9 @@ pub struct CoreStats {
     /// because sent buffers are reused.
     #[serde(default)]
     pub buffers_allocated: u64,
+    /// Datagrams that left in UDP GSO sends (bursts to one destination, one send each).
+    #[serde(default)]
+    pub gso_datagrams: u64,
 }
 
 impl CoreStats {

@@ -20,12 +20,13 @@ use tokio_uring::net::UdpSocket;
 use crate::control::Event;
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
-use crate::io::batch::{BatchSocket, BATCH};
+use crate::io::batch::{BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use crate::io::dtls::{self, ChannelConn};
 use crate::io::Egress;
 use crate::relay::Command;
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::worker::{Output, Transmit, Worker, WorkerConfig};
+use nix::errno::Errno;
 
 /// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
 const RECV_BUFFER: usize = 4096;
@@ -47,6 +48,7 @@ pub(crate) struct CoreSetup {
     pub(crate) worker: WorkerConfig,
     pub(crate) pin: Option<core_affinity::CoreId>,
     pub(crate) egress: Egress,
+    pub(crate) gso: bool,
     /// Messages from other cores, and what wakes this core for them.
     pub(crate) inbox: Receiver<CrossCore>,
     pub(crate) inbox_notify: Arc<Notify>,
@@ -72,6 +74,8 @@ struct Shell {
     egress: Egress,
     /// Reused between flushes so that collecting a fan-out does not allocate.
     scratch: RefCell<Vec<Transmit>>,
+    /// Whether UDP GSO works on this socket (turned off at the first refusal).
+    gso: std::cell::Cell<bool>,
     local: SocketAddr,
     certificate: Certificate,
     events: mpsc::Sender<Event>,
@@ -107,6 +111,7 @@ pub(crate) fn run(setup: CoreSetup) {
             batch: RefCell::new(batch),
             egress: setup.egress,
             scratch: RefCell::new(Vec::new()),
+            gso: std::cell::Cell::new(setup.gso),
             local,
             certificate: setup.certificate,
             events: setup.events,
@@ -194,12 +199,21 @@ impl Shell {
 
     /// Drain outputs and send them, then return their buffers to the worker's pool.
     async fn flush(self: &Rc<Self>) {
+        self.flush_with(false).await
+    }
+
+    /// [`Shell::flush`] after handling several datagrams: copies to one destination may be
+    /// several, worth sending together with GSO.
+    async fn flush_with(self: &Rc<Self>, bursty: bool) {
         let mut sends = self.drain();
         if sends.is_empty() {
             *self.scratch.borrow_mut() = sends;
             return;
         }
         match self.egress {
+            Egress::Sendmmsg if bursty && self.gso.get() && sends.len() > 1 => {
+                self.send_grouped(&mut sends).await
+            }
             Egress::Sendmmsg => self.send_batched(&mut sends).await,
             Egress::Uring => self.send_uring(&mut sends).await,
         }
@@ -227,6 +241,54 @@ impl Shell {
                 .await;
             t.contents = buffer;
             from += blocked + 1;
+        }
+    }
+
+    /// Copies to the same destination go together as one GSO send (a keyframe burst to a
+    /// subscriber); the rest by `sendmmsg`. Reorders across destinations, never within one.
+    async fn send_grouped(self: &Rc<Self>, sends: &mut [Transmit]) {
+        // Stable: each destination's packets keep their order.
+        sends.sort_by_key(|t| t.destination);
+        let mut singles_from = 0;
+        let mut at = 0;
+        while at < sends.len() {
+            let end = gso_run(sends, at);
+            if end - at < 2 {
+                at = end;
+                continue;
+            }
+            // Whatever single datagrams came before go first, as one batch.
+            if singles_from < at {
+                self.send_batched(&mut sends[singles_from..at]).await;
+            }
+            let result = {
+                let segments: [&[u8]; GSO_MAX_SEGMENTS] = std::array::from_fn(|i| {
+                    sends
+                        .get(at + i)
+                        .filter(|_| at + i < end)
+                        .map_or(&[][..], |t| &t.contents[..])
+                });
+                self.batch
+                    .borrow_mut()
+                    .send_segments(sends[at].destination, &segments[..end - at])
+            };
+            match result {
+                Ok(()) => {
+                    self.worker.borrow_mut().handle_gso_sent(end - at);
+                    singles_from = end;
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => singles_from = at,
+                Err(e) => {
+                    // No GSO here (old kernel, or a device without it): stop trying.
+                    tracing::info!("UDP GSO unavailable ({e}); sending datagrams one by one");
+                    self.gso.set(false);
+                    singles_from = at;
+                }
+            }
+            at = end;
+        }
+        if singles_from < sends.len() {
+            self.send_batched(&mut sends[singles_from..]).await;
         }
     }
 
@@ -299,6 +361,28 @@ impl Shell {
     }
 }
 
+/// The end of the run of datagrams from `at` that one GSO send can carry: same destination,
+/// all of the first one's size except perhaps a shorter last, within the kernel's limits.
+fn gso_run(sends: &[Transmit], at: usize) -> usize {
+    let first = &sends[at];
+    let size = first.contents.len();
+    let mut end = at + 1;
+    let mut bytes = size;
+    while end < sends.len()
+        && end - at < GSO_MAX_SEGMENTS
+        && sends[end].destination == first.destination
+        && sends[end].contents.len() <= size
+        && bytes + sends[end].contents.len() <= GSO_MAX_BYTES
+    {
+        bytes += sends[end].contents.len();
+        end += 1;
+        if sends[end - 1].contents.len() < size {
+            break;
+        }
+    }
+    end
+}
+
 async fn recv_loop(shell: Rc<Shell>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
@@ -319,6 +403,7 @@ async fn recv_loop(shell: Rc<Shell>) {
         }
         // ...then take what queued up meanwhile, a batch at a time, sending each batch's
         // output before reading the next so that latency and buffers stay bounded.
+        let mut held = 1;
         loop {
             let now = Instant::now();
             let taken = {
@@ -328,10 +413,11 @@ async fn recv_loop(shell: Rc<Shell>) {
                     .borrow_mut()
                     .recv(|src, datagram| worker.handle_receive(now, src, datagram))
             };
-            shell.flush().await;
+            shell.flush_with(held + taken > 1).await;
             if taken < BATCH {
                 break;
             }
+            held = 0;
         }
     }
 }
@@ -354,7 +440,7 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
                     taken += 1;
                 }
             }
-            shell.flush().await;
+            shell.flush_with(taken > 1).await;
             if taken < BATCH {
                 break;
             }
@@ -403,5 +489,40 @@ async fn dtls_egress_loop(
         if let Some(dst) = dst {
             let _ = shell.socket.send_to(record, dst).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(port: u16, len: usize) -> Transmit {
+        Transmit {
+            destination: SocketAddr::from(([127, 0, 0, 1], port)),
+            contents: vec![0; len],
+        }
+    }
+
+    #[test]
+    fn gso_runs_follow_destination_size_and_limits() {
+        let sends = vec![
+            t(1, 1200),
+            t(1, 1200),
+            t(1, 300), // a shorter last segment ends the run
+            t(1, 1200),
+            t(2, 1200),
+            t(2, 1300), // longer than the first: not in the run
+            t(3, 100),
+        ];
+        assert_eq!(gso_run(&sends, 0), 3);
+        assert_eq!(gso_run(&sends, 3), 4);
+        assert_eq!(gso_run(&sends, 4), 5);
+        assert_eq!(gso_run(&sends, 5), 6);
+        assert_eq!(gso_run(&sends, 6), 7);
+        // Byte and segment limits.
+        let big: Vec<Transmit> = (0..100).map(|_| t(9, 1240)).collect();
+        assert_eq!(gso_run(&big, 0), GSO_MAX_BYTES / 1240);
+        let small: Vec<Transmit> = (0..100).map(|_| t(9, 100)).collect();
+        assert_eq!(gso_run(&small, 0), GSO_MAX_SEGMENTS);
     }
 }

@@ -1110,6 +1110,11 @@ impl Worker {
         Some(dst)
     }
 
+    /// The I/O layer sent `datagrams` of the last outputs as one GSO send.
+    pub fn handle_gso_sent(&mut self, datagrams: usize) {
+        self.stats.gso_datagrams += datagrams as u64;
+    }
+
     /// Another core's inbox was full; a cross-core message was dropped.
     pub fn handle_cross_core_queue_full(&mut self) {
         self.stats.drop(DropReason::CrossCoreQueueFull);
