@@ -45,6 +45,8 @@ pub(crate) struct BatchSocket {
     send_headers: MultiHeaders<SockaddrStorage>,
     recv_headers: MultiHeaders<SockaddrStorage>,
     recv_buffers: Vec<Vec<u8>>,
+    received: [(usize, Option<SocketAddr>); BATCH],
+    count: usize,
     addresses: Vec<Option<SockaddrStorage>>,
 }
 
@@ -57,6 +59,8 @@ impl BatchSocket {
             send_headers: MultiHeaders::preallocate(BATCH, None),
             recv_headers: MultiHeaders::preallocate(BATCH, None),
             recv_buffers: (0..BATCH).map(|_| vec![0u8; recv_buffer]).collect(),
+            received: [(0, None); BATCH],
+            count: 0,
             addresses: Vec::with_capacity(BATCH),
         }
     }
@@ -133,16 +137,16 @@ impl BatchSocket {
         .map(|_| ())
     }
 
-    /// Take up to [`BATCH`] datagrams that are already queued, without blocking; calls
-    /// `each(source, datagram)` for every one and returns how many there were.
-    pub(crate) fn recv(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> usize {
+    /// Take up to [`BATCH`] datagrams that are already queued, without blocking; returns how
+    /// many there are, each then available through [`BatchSocket::datagram`] until the next
+    /// call.
+    pub(crate) fn recv(&mut self) -> usize {
         let mut buffers = self.recv_buffers.iter_mut();
         let slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
             [IoSliceMut::new(
                 &mut buffers.next().expect("BATCH receive buffers")[..],
             )]
         });
-        let mut received = [(0usize, None::<SocketAddr>); BATCH];
         let count = match recvmmsg(
             self.fd,
             &mut self.recv_headers,
@@ -152,25 +156,31 @@ impl BatchSocket {
         ) {
             Ok(results) => {
                 let mut n = 0;
-                for (slot, m) in received.iter_mut().zip(results) {
+                for (slot, m) in self.received.iter_mut().zip(results) {
                     *slot = (m.bytes, m.address.and_then(socket_addr));
                     n += 1;
                 }
                 n
             }
-            Err(Errno::EAGAIN) => return 0,
+            Err(Errno::EAGAIN) => 0,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; they concern one peer.
                 tracing::debug!("recvmmsg: {e}");
-                return 0;
+                0
             }
         };
-        for (i, (len, source)) in received[..count].iter().enumerate() {
-            if let Some(source) = source {
-                each(*source, &self.recv_buffers[i][..*len]);
-            }
-        }
+        self.count = count;
         count
+    }
+
+    /// The `i`-th datagram of the last [`BatchSocket::recv`], with its source (None for one
+    /// without an IP source, which cannot happen on a UDP socket but is not trusted).
+    pub(crate) fn datagram(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        if i >= self.count {
+            return None;
+        }
+        let (len, source) = self.received[i];
+        Some((source?, &self.recv_buffers[i][..len]))
     }
 }
 
@@ -218,18 +228,21 @@ mod tests {
 
         let mut got = Vec::new();
         let mut receiver = BatchSocket::new(rx_a.as_raw_fd(), 2048);
-        while receiver.recv(|src, d| {
-            assert_eq!(src, tx.local_addr().unwrap());
-            got.push(d.to_vec());
-        }) > 0
-        {}
+        while receiver.recv() > 0 {
+            for i in 0..receiver.count {
+                let (src, d) = receiver.datagram(i).unwrap();
+                assert_eq!(src, tx.local_addr().unwrap());
+                got.push(d.to_vec());
+            }
+        }
         assert_eq!(got.len(), 75);
         for (k, d) in got.iter().enumerate() {
             let i = (2 * k) as u8;
             assert_eq!(d, &vec![i; 100 + i as usize]);
         }
         // Nothing queued: returns at once.
-        assert_eq!(receiver.recv(|_, _| panic!("no datagram")), 0);
+        assert_eq!(receiver.recv(), 0);
+        assert!(receiver.datagram(0).is_none());
     }
 
     #[test]
@@ -247,7 +260,9 @@ mod tests {
         // Without GRO on the receiving socket, the kernel delivers them as 10 datagrams.
         let mut got = Vec::new();
         let mut receiver = BatchSocket::new(rx.as_raw_fd(), 2048);
-        while receiver.recv(|_, d| got.push(d.to_vec())) > 0 {}
+        while receiver.recv() > 0 {
+            got.extend((0..receiver.count).map(|i| receiver.datagram(i).unwrap().1.to_vec()));
+        }
         assert_eq!(got, packets);
     }
 
@@ -274,8 +289,9 @@ mod tests {
         let report = BatchSocket::new(tx.as_raw_fd(), 2048).send(&transmits);
         assert_eq!(report.sent, 2);
         assert_eq!(report.failed, 1);
-        let mut got = Vec::new();
-        BatchSocket::new(rx.as_raw_fd(), 2048).recv(|_, d| got.push(d[0]));
+        let mut receiver = BatchSocket::new(rx.as_raw_fd(), 2048);
+        let n = receiver.recv();
+        let got: Vec<u8> = (0..n).map(|i| receiver.datagram(i).unwrap().1[0]).collect();
         assert_eq!(got, vec![1, 3]);
     }
 }

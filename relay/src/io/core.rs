@@ -31,6 +31,9 @@ use nix::errno::Errno;
 /// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
 const RECV_BUFFER: usize = 4096;
 
+/// Copies a core lets queue up before sending them, mid-batch if need be (~2 MiB of buffers).
+const MAX_PENDING_OUTPUTS: usize = 1024;
+
 /// DTLS records queued per handshake before further ones are dropped.
 const DTLS_QUEUE: usize = 64;
 
@@ -70,7 +73,9 @@ struct Shell {
     /// Which peers were handed messages during the current drain (each is woken once).
     peers_to_wake: RefCell<Vec<bool>>,
     socket: UdpSocket,
+    /// The send side of batched I/O (the receive side is the receive loop's own).
     batch: RefCell<BatchSocket>,
+    fd: std::os::fd::RawFd,
     egress: Egress,
     /// Reused between flushes so that collecting a fan-out does not allocate.
     scratch: RefCell<Vec<Transmit>>,
@@ -94,7 +99,9 @@ pub(crate) fn run(setup: CoreSetup) {
             Ok(a) => a,
             Err(_) => return,
         };
-        let batch = BatchSocket::new(std::os::fd::AsRawFd::as_raw_fd(&setup.socket), RECV_BUFFER);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&setup.socket);
+        // Sends need no receive buffers.
+        let batch = BatchSocket::new(fd, 0);
         let socket = UdpSocket::from_std(setup.socket);
         let (egress_tx, egress_rx) = mpsc::unbounded_channel();
         let seed = rand::random();
@@ -109,6 +116,7 @@ pub(crate) fn run(setup: CoreSetup) {
             peers: setup.peers,
             socket,
             batch: RefCell::new(batch),
+            fd,
             egress: setup.egress,
             scratch: RefCell::new(Vec::new()),
             gso: std::cell::Cell::new(setup.gso),
@@ -195,6 +203,14 @@ impl Shell {
             }
         }
         sends
+    }
+
+    /// Send what is queued if a batch's fan-out has grown past [`MAX_PENDING_OUTPUTS`], so a
+    /// burst to many subscribers does not hold thousands of buffers at once.
+    async fn flush_if_full(self: &Rc<Self>) {
+        if self.worker.borrow().pending_outputs() >= MAX_PENDING_OUTPUTS {
+            self.flush_with(true).await;
+        }
     }
 
     /// Drain outputs and send them, then return their buffers to the worker's pool.
@@ -385,6 +401,8 @@ fn gso_run(sends: &[Transmit], at: usize) -> usize {
 
 async fn recv_loop(shell: Rc<Shell>) {
     let mut buf = vec![0u8; RECV_BUFFER];
+    // The receive side of batched I/O belongs to this task alone.
+    let mut receiver = BatchSocket::new(shell.fd, RECV_BUFFER);
     loop {
         // Sleep in the ring until a datagram arrives...
         let (result, b) = shell.socket.recv_from(buf).await;
@@ -405,14 +423,14 @@ async fn recv_loop(shell: Rc<Shell>) {
         // output before reading the next so that latency and buffers stay bounded.
         let mut held = 1;
         loop {
+            let taken = receiver.recv();
             let now = Instant::now();
-            let taken = {
-                let mut worker = shell.worker.borrow_mut();
-                shell
-                    .batch
-                    .borrow_mut()
-                    .recv(|src, datagram| worker.handle_receive(now, src, datagram))
-            };
+            for i in 0..taken {
+                if let Some((src, datagram)) = receiver.datagram(i) {
+                    shell.worker.borrow_mut().handle_receive(now, src, datagram);
+                }
+                shell.flush_if_full().await;
+            }
             shell.flush_with(held + taken > 1).await;
             if taken < BATCH {
                 break;
@@ -438,10 +456,13 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
                         Err(_) => break,
                     }
                     taken += 1;
+                    if worker.pending_outputs() >= MAX_PENDING_OUTPUTS {
+                        break;
+                    }
                 }
             }
             shell.flush_with(taken > 1).await;
-            if taken < BATCH {
+            if taken == 0 {
                 break;
             }
         }

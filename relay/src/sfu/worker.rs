@@ -194,6 +194,11 @@ impl Worker {
         self.pool.give(buffer);
     }
 
+    /// Outputs waiting to be polled.
+    pub fn pending_outputs(&self) -> usize {
+        self.outputs.len()
+    }
+
     /// Next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
