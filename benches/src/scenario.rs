@@ -23,7 +23,7 @@ use crate::jsep::MediaKind;
 use crate::latency::Latency;
 use crate::record::Record;
 use crate::target::{FeedRef, Profile, ServerKind, Target};
-use crate::traffic::{clock_ns, MediaProfile, Probe, StreamSource};
+use crate::traffic::{clock_ns, wall_to_clock_ns, MediaProfile, Probe, StreamSource};
 use crate::{machine_busy_secs, rss_kib, CpuTime};
 
 /// Who talks to whom.
@@ -152,7 +152,13 @@ async fn drive(
             incoming = link.recv() => match incoming {
                 Ok(Incoming::Rtp(plain)) => match Probe::read(&plain) {
                     Some(probe) => {
-                        let now_ns = clock_ns();
+                        // Arrival at the socket if the kernel stamped it: the load generator's
+                        // own queueing (hundreds of sockets read one after another) is then
+                        // not counted as the server's latency.
+                        let now_ns = link
+                            .arrival()
+                            .and_then(wall_to_clock_ns)
+                            .unwrap_or_else(clock_ns);
                         progress.delivered.fetch_add(1, Ordering::Relaxed);
                         if window.contains(probe.sent_ns) {
                             report.received_in_window += 1;

@@ -65,11 +65,24 @@ impl Probe {
     }
 }
 
+/// The process's clock origin: a monotonic instant and the wall-clock time read with it.
+fn epoch() -> &'static (Instant, std::time::SystemTime) {
+    static EPOCH: OnceLock<(Instant, std::time::SystemTime)> = OnceLock::new();
+    EPOCH.get_or_init(|| (Instant::now(), std::time::SystemTime::now()))
+}
+
 /// Nanoseconds since the first call in this process, on the monotonic clock. Senders and
 /// receivers share it, so a difference is a one-way latency.
 pub fn clock_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    epoch().0.elapsed().as_nanos() as u64
+}
+
+/// A kernel receive timestamp (wall clock) on the [`clock_ns`] scale; None before the epoch.
+/// Assumes the wall clock is not stepped during a run (it is not slewed by much in seconds).
+pub fn wall_to_clock_ns(t: std::time::SystemTime) -> Option<u64> {
+    t.duration_since(epoch().1)
+        .ok()
+        .map(|d| d.as_nanos() as u64)
 }
 
 /// The shape of the media each publisher sends.

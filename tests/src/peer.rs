@@ -701,8 +701,16 @@ impl WirePeer {
             ..
         } = self;
         drop(demux);
+        // Kernel receive timestamps, so that latency is measured to the socket, not to when
+        // this process got round to reading it.
+        let _ = nix::sys::socket::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&*socket),
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        );
         SrtpLink {
             socket,
+            arrival: None,
             ice,
             tx,
             rx,
@@ -740,6 +748,7 @@ pub struct SrtpLink {
     _dtls: Arc<DTLSConn>,
     _consent: AbortOnDrop,
     buf: Vec<u8>,
+    arrival: Option<std::time::SystemTime>,
 }
 
 impl SrtpLink {
@@ -756,7 +765,8 @@ impl SrtpLink {
     /// Receive the next datagram from the server. SRTP that fails authentication or replay
     /// checks is an error; the link stays usable.
     pub async fn recv(&mut self) -> Result<Incoming, PeerError> {
-        let (n, from) = self.socket.recv_from(&mut self.buf).await?;
+        let (n, from, arrival) = self.recv_datagram().await?;
+        self.arrival = arrival;
         if from != self.ice.relay || n == 0 {
             return Ok(Incoming::Other);
         }
@@ -777,6 +787,51 @@ impl SrtpLink {
             .decrypt_rtp(d)
             .map(Incoming::Rtp)
             .map_err(|e| PeerError::Srtp(e.to_string()))
+    }
+}
+
+impl SrtpLink {
+    /// When the kernel received the datagram behind the last [`SrtpLink::recv`]
+    /// (`SO_TIMESTAMPNS`, wall clock), if it said.
+    pub fn arrival(&self) -> Option<std::time::SystemTime> {
+        self.arrival
+    }
+
+    /// One `recvmsg`, with the kernel's receive timestamp.
+    async fn recv_datagram(
+        &mut self,
+    ) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.socket);
+        let buf = &mut self.buf;
+        self.socket
+            .async_io(tokio::io::Interest::READABLE, || {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf[..])];
+                let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+                let msg = recvmsg::<SockaddrStorage>(
+                    fd,
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(std::io::Error::from)?;
+                let arrival = msg.cmsgs().find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => Some(
+                        std::time::UNIX_EPOCH
+                            + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+                    ),
+                    _ => None,
+                });
+                let from = msg
+                    .address
+                    .and_then(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                    })
+                    .ok_or_else(|| std::io::Error::other("datagram without an IPv4 source"))?;
+                Ok((msg.bytes, from, arrival))
+            })
+            .await
     }
 }
 
