@@ -99,6 +99,19 @@ pub fn machine_busy_secs() -> anyhow::Result<f64> {
     Ok(busy as f64 / clock_ticks() as f64)
 }
 
+/// CPU time the hypervisor took from this machine's CPUs (`steal` in `/proc/stat`), in
+/// seconds: while it is taken, nothing here runs, so latency tails stretch by as much.
+pub fn machine_steal_secs() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let steal: u64 = line
+        .split_whitespace()
+        .nth(8)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    Ok(steal as f64 / clock_ticks() as f64)
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -57,6 +57,10 @@ pub struct Record {
     /// CPU time everything else on the machine used over wall time (2.0 = both cores): other
     /// work running beside the benchmark, which disturbs latency more than CPU per packet.
     pub other_cpu_share: f64,
+    /// CPU time the hypervisor took from the machine over wall time (2.0 = both cores): when
+    /// it is not near 0, latency tails say more about the host than about the server.
+    #[serde(default)]
+    pub steal_share: f64,
     /// SRTP packets that failed authentication or replay checks.
     pub srtp_errors: u64,
     /// Decrypted RTP packets without a probe.

@@ -24,7 +24,7 @@ use crate::latency::Latency;
 use crate::record::Record;
 use crate::target::{FeedRef, Profile, ServerKind, Target};
 use crate::traffic::{clock_ns, wall_to_clock_ns, MediaProfile, Probe, StreamSource};
-use crate::{machine_busy_secs, rss_kib, CpuTime};
+use crate::{machine_busy_secs, machine_steal_secs, rss_kib, CpuTime};
 
 /// Who talks to whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +131,7 @@ async fn drive(
         }
         for source in sources.iter_mut() {
             while source.due() <= now && source.due() < stop_sending {
-                for packet in source.next_frame() {
+                for packet in source.take_due(now) {
                     if link.send_rtp(&packet).await.is_ok() {
                         progress.sent.fetch_add(1, Ordering::Relaxed);
                         if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
@@ -369,6 +369,7 @@ pub async fn run(
     let pid = target.pid();
     let me = std::process::id();
     sleep_until(t0.into()).await;
+    let steal0 = machine_steal_secs()?;
     let (server0, self0, busy0, fwd0) = (
         CpuTime::of(pid)?,
         CpuTime::of(me)?,
@@ -383,6 +384,7 @@ pub async fn run(
         machine_busy_secs()?,
         target.forwarded().await,
     );
+    let steal1 = machine_steal_secs()?;
     let elapsed = w0.elapsed().as_secs_f64();
     let rss = rss_kib(pid);
     let mut latency = Latency::new();
@@ -442,6 +444,7 @@ pub async fn run(
             - server.stat_secs / elapsed
             - me.stat_secs / elapsed)
             .max(0.0),
+        steal_share: (steal1 - steal0) / elapsed,
         srtp_errors,
         unprobed,
     })

@@ -102,6 +102,9 @@ pub struct MediaProfile {
     pub audio: bool,
     /// Audio payload bytes per 20 ms packet.
     pub audio_packet_size: usize,
+    /// Pace video at this multiple of its bit rate, as a browser's pacer does (Chrome's
+    /// factor is 2.5); 0 sends each frame as one burst.
+    pub pacing: f64,
 }
 
 impl Default for MediaProfile {
@@ -114,6 +117,7 @@ impl Default for MediaProfile {
             keyframe_factor: 8,
             audio: true,
             audio_packet_size: 120,
+            pacing: 0.0,
         }
     }
 }
@@ -154,6 +158,9 @@ pub struct StreamSource {
     index: u64,
     frame: u64,
     next_due: Instant,
+    /// Paced packets not yet sent, and when the first of them is due.
+    paced: std::collections::VecDeque<Vec<u8>>,
+    paced_due: Instant,
 }
 
 impl StreamSource {
@@ -173,6 +180,8 @@ impl StreamSource {
             index: 0,
             frame: 0,
             next_due: start,
+            paced: std::collections::VecDeque::new(),
+            paced_due: start,
         }
     }
 
@@ -181,9 +190,47 @@ impl StreamSource {
         self.next_due = start;
     }
 
-    /// When the next frame is due.
+    /// When the next frame, or the next paced packet, is due.
     pub fn due(&self) -> Instant {
-        self.next_due
+        if self.paced.is_empty() {
+            self.next_due
+        } else {
+            self.next_due.min(self.paced_due)
+        }
+    }
+
+    /// The packets due at `now`: a new frame whole (unpaced), or the paced packets whose turn
+    /// has come, their probes stamped as they leave.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let pace = self.profile.pacing * self.profile.video_bitrate as f64 / 8.0;
+        if self.kind == MediaKind::Audio || pace <= 0.0 {
+            return if self.next_due <= now {
+                self.next_frame()
+            } else {
+                Vec::new()
+            };
+        }
+        if self.next_due <= now {
+            let frame_at = self.next_due;
+            if self.paced.is_empty() {
+                self.paced_due = frame_at;
+            }
+            let frame = self.next_frame();
+            self.paced.extend(frame);
+        }
+        let mut out = Vec::new();
+        while self.paced_due <= now {
+            let Some(mut packet) = self.paced.pop_front() else {
+                break;
+            };
+            if let Some(mut probe) = Probe::read(&packet) {
+                probe.sent_ns = clock_ns();
+                probe.write(&mut packet[12..]);
+            }
+            self.paced_due += Duration::from_secs_f64(packet.len() as f64 / pace);
+            out.push(packet);
+        }
+        out
     }
 
     fn frame_interval(&self) -> Duration {
@@ -320,5 +367,35 @@ mod tests {
         let a = clock_ns();
         std::thread::sleep(Duration::from_millis(2));
         assert!(clock_ns() >= a + 2_000_000);
+    }
+
+    #[test]
+    fn pacing_spreads_a_keyframe_at_the_pacing_rate() {
+        let profile = MediaProfile {
+            pacing: 2.5,
+            ..MediaProfile::default()
+        };
+        let t0 = Instant::now();
+        let mut s = StreamSource::new(1, MediaKind::Video, profile, t0);
+        // The first frame is a keyframe (~40 packets); only the first leaves at once.
+        let first = s.take_due(t0);
+        assert_eq!(first.len(), 1);
+        let (_, key) = profile.frame_bytes();
+        let rate = 2.5 * 1_500_000.0 / 8.0;
+        let mut sent = first.len();
+        let mut t = t0;
+        while sent < key.div_ceil(1200) {
+            t += Duration::from_millis(1);
+            let got = s.take_due(t);
+            // At 468,750 bytes/s a 1212-byte packet leaves every ~2.6 ms.
+            assert!(got.len() <= 1, "{} at once", got.len());
+            sent += got.len();
+        }
+        let spread = (t - t0).as_secs_f64();
+        let expected = (key + 12 * key.div_ceil(1200)) as f64 / rate;
+        assert!(
+            (spread - expected).abs() < 0.01 + expected * 0.05,
+            "keyframe spread over {spread:.3} s, expected ~{expected:.3} s"
+        );
     }
 }

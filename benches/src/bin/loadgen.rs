@@ -85,6 +85,10 @@ struct Args {
     /// Publish video only (no audio stream).
     #[arg(long)]
     no_audio: bool,
+    /// Pace video at this multiple of its bit rate, as browsers do (Chrome: 2.5); 0 sends
+    /// each frame as one burst.
+    #[arg(long, default_value_t = 0.0)]
+    pacing: f64,
     /// Longest time connecting all participants of a run may take, seconds.
     #[arg(long, default_value_t = 180)]
     setup_timeout: u64,
@@ -186,6 +190,7 @@ async fn run_all(
         keyframe_interval_s: args.keyframe_interval.max(0.1),
         keyframe_factor: args.keyframe_factor.max(1),
         audio: !args.no_audio,
+        pacing: args.pacing.clamp(0.0, 100.0),
         ..MediaProfile::default()
     };
     let opts = RunOptions {
