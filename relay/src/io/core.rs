@@ -31,8 +31,11 @@ use nix::errno::Errno;
 /// Receive buffer: larger than any datagram a WebRTC peer sends (they stay under the path MTU).
 const RECV_BUFFER: usize = 4096;
 
-/// Copies a core lets queue up before sending them, mid-batch if need be (~2 MiB of buffers).
-const MAX_PENDING_OUTPUTS: usize = 1024;
+/// Copies a core lets queue up before sending them, mid-batch if need be: two `sendmmsg`
+/// calls. More costs latency (the first copy waits for the last to be made) and buffers; a
+/// paced 26-person conference measured p99 9.9 ms with 1024 here and 5.8 ms with 128, at the
+/// same CPU per packet.
+const MAX_PENDING_OUTPUTS: usize = 128;
 
 /// DTLS records queued per handshake before further ones are dropped.
 const DTLS_QUEUE: usize = 64;
