@@ -112,6 +112,18 @@ pub fn machine_steal_secs() -> anyhow::Result<f64> {
     Ok(steal as f64 / clock_ticks() as f64)
 }
 
+/// Append `record` to `path` as one line of JSON (JSON Lines), creating the file if needed.
+pub fn append_json(path: &std::path::Path, record: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(record)?)?;
+    Ok(())
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

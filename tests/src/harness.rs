@@ -9,7 +9,7 @@ use relay::{Relay, RelayConfig, RelayHandle};
 use tokio::sync::mpsc;
 
 use crate::media::{verify, Source};
-use crate::peer::{PeerConfig, PeerError, WirePeer};
+use crate::peer::{PeerConfig, PeerError, Received, WirePeer};
 
 /// A relay on loopback with its event stream.
 pub struct TestRelay {
@@ -147,4 +147,32 @@ pub async fn expect_stream(
             .expect("forwarded packet");
         assert_eq!(verify(&got.payload), Some(first + i));
     }
+}
+
+/// A compound RTCP packet as the peer decoded it.
+pub type Compound = Vec<Box<dyn rtcp::packet::Packet + Send + Sync>>;
+
+/// Collect RTCP arriving at `peer` for `window`, ignoring RTP.
+pub async fn collect_rtcp(peer: &mut WirePeer, window: Duration) -> Vec<Compound> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match peer.recv(left).await {
+            Ok(Received::Rtcp(c)) => out.push(c),
+            Ok(Received::Rtp(_)) => {}
+            Err(_) => return out,
+        }
+    }
+}
+
+/// The media SSRCs of the PLIs in `compounds`, in order.
+pub fn plis(compounds: &[Compound]) -> Vec<u32> {
+    use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    compounds
+        .iter()
+        .flatten()
+        .filter_map(|p| p.as_any().downcast_ref::<PictureLossIndication>())
+        .map(|p| p.media_ssrc)
+        .collect()
 }

@@ -9,34 +9,9 @@ use rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtcp::receiver_report::ReceiverReport;
 use rtcp::sender_report::SenderReport;
-use webrtcai_tests::harness::{video_feed, TestRelay};
+use webrtcai_tests::harness::{collect_rtcp, plis, video_feed, TestRelay};
 use webrtcai_tests::media::Source;
-use webrtcai_tests::peer::{PeerConfig, Received, WirePeer};
-
-type Compound = Vec<Box<dyn rtcp::packet::Packet + Send + Sync>>;
-
-/// Collect RTCP arriving at `peer` for `window`, ignoring RTP.
-async fn collect_rtcp(peer: &mut WirePeer, window: Duration) -> Vec<Compound> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match peer.recv(left).await {
-            Ok(Received::Rtcp(c)) => out.push(c),
-            Ok(Received::Rtp(_)) => {}
-            Err(_) => return out,
-        }
-    }
-}
-
-fn plis(compounds: &[Compound]) -> Vec<u32> {
-    compounds
-        .iter()
-        .flatten()
-        .filter_map(|p| p.as_any().downcast_ref::<PictureLossIndication>())
-        .map(|p| p.media_ssrc)
-        .collect()
-}
+use webrtcai_tests::peer::PeerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_and_reports() {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use relay::ids::{FeedId, Sid, Uid};
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtcai_tests::harness::{video_feed, TestRelay};
+use webrtcai_tests::harness::{collect_rtcp, plis, video_feed, TestRelay};
 use webrtcai_tests::media::{verify, Source};
-use webrtcai_tests::peer::{PeerConfig, Received, WirePeer};
+use webrtcai_tests::peer::{PeerConfig, WirePeer};
 
 /// Send `n` packets from `publisher`; every subscriber receives all of them, intact, in order
 /// and with continuous sequence numbers.
@@ -35,23 +35,6 @@ async fn stream_to(
                 assert_eq!(got.header.sequence_number, prev.wrapping_add(1));
             }
             last_seq = Some(got.header.sequence_number);
-        }
-    }
-}
-
-async fn plis_within(peer: &mut WirePeer, window: Duration) -> Vec<u32> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match peer.recv(left).await {
-            Ok(Received::Rtcp(c)) => out.extend(
-                c.iter()
-                    .filter_map(|p| p.as_any().downcast_ref::<PictureLossIndication>())
-                    .map(|p| p.media_ssrc),
-            ),
-            Ok(Received::Rtp(_)) => {}
-            Err(_) => return out,
         }
     }
 }
@@ -121,7 +104,7 @@ async fn a_session_spreads_over_two_cores() {
     .await
     .unwrap();
     assert_eq!(
-        plis_within(&mut publisher, Duration::from_millis(800)).await,
+        plis(&collect_rtcp(&mut publisher, Duration::from_millis(800)).await),
         vec![0x1111]
     );
 

@@ -275,12 +275,7 @@ async fn main() -> anyhow::Result<()> {
             r.relay_cpu_share * 100.0
         );
         if let Some(path) = &args.json {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            writeln!(f, "{}", serde_json::to_string(&r)?)?;
+            webrtcai_benches::append_json(path, &r)?;
         }
     }
     Ok(())

@@ -13,7 +13,6 @@
 //! `ip`, `taskset`; installs Janus from the distribution when the Janus target is asked for
 //! and `/usr/bin/janus` is missing.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -256,11 +255,7 @@ async fn run_all(
                     Ok(r) => {
                         print_row(&r);
                         if let Some(path) = &args.json {
-                            let mut f = std::fs::OpenOptions::new()
-                                .create(true)
-                                .append(true)
-                                .open(path)?;
-                            writeln!(f, "{}", serde_json::to_string(&r)?)?;
+                            webrtcai_benches::append_json(path, &r)?;
                         }
                         records.push(r);
                     }

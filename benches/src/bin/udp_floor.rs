@@ -241,12 +241,7 @@ async fn main() -> anyhow::Result<()> {
             r.fanout, r.forwarded_rate, r.delivered_rate, r.cpu_us_per_forwarded
         );
         if let Some(path) = &args.json {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            writeln!(f, "{}", serde_json::to_string(&r)?)?;
+            webrtcai_benches::append_json(path, &r)?;
         }
     }
     Ok(())

@@ -161,18 +161,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::srtp_kdf::tests::hex;
+    use crate::engine::srtp_kdf::tests::{hex, rtp};
     use webrtc_srtp::context::Context;
     use webrtc_srtp::protection_profile::ProtectionProfile;
-
-    fn rtp(seq: u16, ssrc: u32, len: usize) -> Vec<u8> {
-        let mut p = vec![0x80, 96];
-        p.extend_from_slice(&seq.to_be_bytes());
-        p.extend_from_slice(&(seq as u32 * 3000).to_be_bytes());
-        p.extend_from_slice(&ssrc.to_be_bytes());
-        p.extend((0..len).map(|i| (i as u8).wrapping_mul(seq as u8 | 1)));
-        p
-    }
 
     #[test]
     fn rfc3711_b2_keystream() {

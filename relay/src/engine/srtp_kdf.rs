@@ -82,6 +82,16 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// An RTP packet with a 12-byte header and a payload that differs per sequence number.
+    pub(crate) fn rtp(seq: u16, ssrc: u32, len: usize) -> Vec<u8> {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(seq as u32 * 3000).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend((0..len).map(|i| (i as u8).wrapping_mul(seq as u8 | 1)));
+        p
+    }
+
     #[test]
     fn rfc3711_b3_key_derivation() {
         let key: [u8; 16] = hex("E1F97A0D3E018BE0D64FA32C06DE4139").try_into().unwrap();

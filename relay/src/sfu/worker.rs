@@ -441,14 +441,7 @@ impl Worker {
         }
         // Its feeds, and every subscription to them.
         for fkey in p.published.values() {
-            if let Some(feed) = session.feeds.remove(fkey) {
-                session.feed_keys.remove(&feed.description.feed_id);
-                for c in feed.consumers {
-                    if let Some(sub) = self.participants.get_mut(&c.subscriber) {
-                        sub.subscriptions.remove(&c.ssrc.0);
-                    }
-                }
-            }
+            remove_feed(session, &mut self.participants, *fkey);
         }
     }
 
@@ -560,16 +553,8 @@ impl Worker {
         let Some((skey, fkey)) = self.replicas.remove(&route) else {
             return;
         };
-        let Some(session) = self.sessions.get_mut(&skey) else {
-            return;
-        };
-        if let Some(feed) = session.feeds.remove(&fkey) {
-            session.feed_keys.remove(&feed.description.feed_id);
-            for c in feed.consumers {
-                if let Some(sub) = self.participants.get_mut(&c.subscriber) {
-                    sub.subscriptions.remove(&c.ssrc.0);
-                }
-            }
+        if let Some(session) = self.sessions.get_mut(&skey) {
+            remove_feed(session, &mut self.participants, fkey);
         }
     }
 
@@ -608,14 +593,9 @@ impl Worker {
                 feed_id: feed_id.clone(),
             });
         }
-        let feed = session.feeds.remove(&fkey).expect("feed_key found it");
-        session.feed_keys.remove(feed_id);
-        if let Some(p) = self.participants.get_mut(&key) {
-            p.published.remove(&feed.description.ssrc.0);
-        }
-        for c in feed.consumers {
-            if let Some(sub) = self.participants.get_mut(&c.subscriber) {
-                sub.subscriptions.remove(&c.ssrc.0);
+        if let Some(ssrc) = remove_feed(session, &mut self.participants, fkey) {
+            if let Some(p) = self.participants.get_mut(&key) {
+                p.published.remove(&ssrc);
             }
         }
         Ok(())
@@ -1281,6 +1261,23 @@ impl Worker {
 
 /// The participant whose ICE-selected address is `src`, with the datagram counted to it;
 /// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
+/// Remove a feed from its session and every subscription to it from its subscribers; returns
+/// the publisher's SSRC of the feed if it existed.
+fn remove_feed(
+    session: &mut Session,
+    participants: &mut HashMap<ParticipantKey, Participant>,
+    fkey: FeedKey,
+) -> Option<u32> {
+    let feed = session.feeds.remove(&fkey)?;
+    session.feed_keys.remove(&feed.description.feed_id);
+    for c in feed.consumers {
+        if let Some(sub) = participants.get_mut(&c.subscriber) {
+            sub.subscriptions.remove(&c.ssrc.0);
+        }
+    }
+    Some(feed.description.ssrc.0)
+}
+
 /// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
 /// borrowed apart from the sessions so that a feed can be borrowed at the same time.
 struct Outbox<'a> {
