@@ -34,10 +34,11 @@ async function freePort() {
   });
 }
 
-/** Start `webrtcai` (the debug build unless WEBRTCAI_BIN is set) on a fresh database with one
+/** Start `webrtcai` (the debug build, in CARGO_TARGET_DIR if set, unless WEBRTCAI_BIN is set) on a fresh database with one
  * client and a WEB_ONLY key for pages on 127.0.0.1; resolves once /healthz answers. */
 export async function startServer(opts = {}) {
-  const bin = process.env.WEBRTCAI_BIN || join(root, 'target', 'debug', 'webrtcai');
+  const targetDir = process.env.CARGO_TARGET_DIR || join(root, 'target');
+  const bin = process.env.WEBRTCAI_BIN || join(targetDir, 'debug', 'webrtcai');
   const db = opts.db || join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
   const admin = (...args) => execFileSync(bin, ['--db', db, ...args], { env: { ...process.env, RUST_LOG: 'error' } }).toString();
   let { cid, key, secret } = opts;
