@@ -104,6 +104,18 @@ fn main() {
     write("rtp", "ext-padding", &rtp);
     write("rtp", "minimal", &rtp_packet(1, false, false));
     write("rtcp", "compound", &rtcp);
+    // srtp: selector byte (bit 0: SHA1 profile, bit 1: protect then open), then a datagram.
+    for (selector, name) in [
+        (0u8, "gcm"),
+        (1, "sha1"),
+        (2, "gcm-roundtrip"),
+        (3, "sha1-roundtrip"),
+    ] {
+        let mut d = vec![selector];
+        d.extend_from_slice(&rtp);
+        write("srtp", name, &d);
+    }
+    write("srtp", "sha1-rtcp", &[&[1u8][..], &rtcp[..]].concat());
     for (name, line) in [
         ("hello", r#"{"id":1,"op":"hello","token":"t"}"#),
         (
