@@ -9,6 +9,7 @@
 //! The control plane (signalling) talks to the relay through [`RelayHandle`]: create a session,
 //! add participants, declare feeds, subscribe; the relay reports [`control::Event`]s back.
 
+mod command;
 pub mod control;
 pub mod engine;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod ids;
 pub mod io;
+mod layout;
 mod relay;
 pub mod remote;
 pub mod sfu;

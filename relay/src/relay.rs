@@ -14,18 +14,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::command::{Command, Reply};
 use crate::control::{
     Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
     SubscriptionInfo,
 };
-use crate::engine::ice_lite::IceCredentials;
 use crate::error::{ControlError, Error};
 use crate::ids::{FeedId, Sid, Uid};
 use crate::io::core::{self, CoreSetup, Peer};
 use crate::io::{dtls, socket, Egress};
+use crate::layout::{Layout, PublishedFeed};
 use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::participant::ParticipantUsage;
-use crate::sfu::worker::{Worker, WorkerConfig};
+use crate::sfu::worker::WorkerConfig;
 use crate::stats::CoreStats;
 
 /// How a relay process runs.
@@ -84,243 +85,6 @@ pub const DEFAULT_SPREAD_AFTER: usize = 250;
 /// Inbox of each core for messages from the others; full means the core is far behind, and
 /// packets are dropped (counted) rather than queued without bound.
 const CROSS_CORE_QUEUE: usize = 16_384;
-
-type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
-
-/// How a session is laid out over the cores (control-plane state only).
-#[derive(Clone, Debug)]
-struct Layout {
-    /// The core it was created on; it never leaves it while it exists.
-    home: usize,
-    /// Cores holding part of it (home included).
-    cores: BTreeSet<usize>,
-    /// Each participant's core.
-    participants: HashMap<Uid, usize>,
-    /// Its feeds, where they come from and which other cores they flow to.
-    feeds: HashMap<FeedId, PublishedFeed>,
-    /// Serialises multi-core changes to this session.
-    ops: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Layout {
-    fn new(home: usize) -> Self {
-        Layout {
-            home,
-            cores: BTreeSet::from([home]),
-            participants: HashMap::new(),
-            feeds: HashMap::new(),
-            ops: Arc::new(tokio::sync::Mutex::new(())),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct PublishedFeed {
-    uid: Uid,
-    route: FeedRoute,
-    description: FeedDescription,
-    sinks: BTreeSet<usize>,
-}
-
-/// A control request on its way to a core.
-pub(crate) enum Command {
-    CreateSession {
-        sid: Sid,
-        reply: Reply<()>,
-    },
-    RemoveSession {
-        sid: Sid,
-        reply: Reply<()>,
-    },
-    AddParticipant {
-        sid: Sid,
-        uid: Uid,
-        config: ParticipantConfig,
-        reply: Reply<IceCredentials>,
-    },
-    RemoveParticipant {
-        sid: Sid,
-        uid: Uid,
-        reply: Reply<()>,
-    },
-    UpdateParticipant {
-        sid: Sid,
-        uid: Uid,
-        config: ParticipantConfig,
-        reply: Reply<()>,
-    },
-    RestartIce {
-        sid: Sid,
-        uid: Uid,
-        reply: Reply<IceCredentials>,
-    },
-    Publish {
-        sid: Sid,
-        uid: Uid,
-        feed: FeedDescription,
-        reply: Reply<FeedRoute>,
-    },
-    AddRemoteFeed {
-        sid: Sid,
-        feed: FeedDescription,
-        route: FeedRoute,
-        reply: Reply<()>,
-    },
-    RemoveRemoteFeed {
-        route: FeedRoute,
-        reply: oneshot::Sender<()>,
-    },
-    SetSink {
-        route: FeedRoute,
-        core: usize,
-        on: bool,
-        reply: Reply<()>,
-    },
-    Unpublish {
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-        reply: Reply<()>,
-    },
-    Subscribe {
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-        options: SubscribeOptions,
-        reply: Reply<SubscriptionInfo>,
-    },
-    RequestKeyframe {
-        sid: Sid,
-        feed_id: FeedId,
-        reply: Reply<()>,
-    },
-    Unsubscribe {
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-        reply: Reply<()>,
-    },
-    Usage {
-        sid: Sid,
-        uid: Uid,
-        reply: oneshot::Sender<Option<ParticipantUsage>>,
-    },
-    Stats {
-        reply: oneshot::Sender<CoreStats>,
-    },
-    SessionUsage {
-        sid: Sid,
-        reply: Reply<Vec<(Uid, ParticipantUsage)>>,
-    },
-    Shutdown,
-}
-
-impl Command {
-    /// Run the command against a core's worker. A dropped receiver only means the caller gave
-    /// up waiting.
-    pub(crate) fn apply(self, w: &mut Worker, now: Instant) {
-        match self {
-            Command::CreateSession { sid, reply } => {
-                let _ = reply.send(w.create_session(sid));
-            }
-            Command::RemoveSession { sid, reply } => {
-                let _ = reply.send(w.remove_session(&sid));
-            }
-            Command::AddParticipant {
-                sid,
-                uid,
-                config,
-                reply,
-            } => {
-                let _ = reply.send(w.add_participant(&sid, uid, config));
-            }
-            Command::RemoveParticipant { sid, uid, reply } => {
-                let _ = reply.send(w.remove_participant(&sid, &uid));
-            }
-            Command::RestartIce { sid, uid, reply } => {
-                let _ = reply.send(w.restart_ice(&sid, &uid));
-            }
-            Command::UpdateParticipant {
-                sid,
-                uid,
-                config,
-                reply,
-            } => {
-                let _ = reply.send(w.update_participant(&sid, &uid, config));
-            }
-            Command::Publish {
-                sid,
-                uid,
-                feed,
-                reply,
-            } => {
-                let _ = reply.send(w.publish(&sid, &uid, feed));
-            }
-            Command::AddRemoteFeed {
-                sid,
-                feed,
-                route,
-                reply,
-            } => {
-                let _ = reply.send(w.add_remote_feed(&sid, feed, route));
-            }
-            Command::RemoveRemoteFeed { route, reply } => {
-                w.remove_remote_feed(route);
-                let _ = reply.send(());
-            }
-            Command::SetSink {
-                route,
-                core,
-                on,
-                reply,
-            } => {
-                let _ = reply.send(w.set_sink(route, core, on));
-            }
-            Command::Unpublish {
-                sid,
-                uid,
-                feed_id,
-                reply,
-            } => {
-                let _ = reply.send(w.unpublish(&sid, &uid, &feed_id));
-            }
-            Command::Subscribe {
-                sid,
-                uid,
-                feed_id,
-                options,
-                reply,
-            } => {
-                let _ = reply.send(w.subscribe(now, &sid, &uid, &feed_id, options));
-            }
-            Command::RequestKeyframe {
-                sid,
-                feed_id,
-                reply,
-            } => {
-                let _ = reply.send(w.request_keyframe(now, &sid, &feed_id));
-            }
-            Command::Unsubscribe {
-                sid,
-                uid,
-                feed_id,
-                reply,
-            } => {
-                let _ = reply.send(w.unsubscribe(&sid, &uid, &feed_id));
-            }
-            Command::Usage { sid, uid, reply } => {
-                let _ = reply.send(w.participant_usage(&sid, &uid));
-            }
-            Command::SessionUsage { sid, reply } => {
-                let _ = reply.send(w.session_usage(&sid));
-            }
-            Command::Stats { reply } => {
-                let _ = reply.send(w.stats());
-            }
-            Command::Shutdown => {}
-        }
-    }
-}
 
 struct CoreLink {
     commands: Sender<Command>,
@@ -714,23 +478,12 @@ impl RelayHandle {
         if limit == 0 || self.cores() == 1 {
             return layout.home;
         }
-        let here = |core: usize| layout.participants.values().filter(|c| **c == core).count();
-        let candidates = std::iter::once(layout.home).chain(layout.cores.iter().copied());
-        for core in candidates {
-            if here(core) < limit {
-                return core;
-            }
+        if let Some(core) = layout.core_with_room(limit) {
+            return core;
         }
-        match self.least_loaded_core(&layout.cores).await {
-            Some(core) => core,
-            // Every core already holds part of the session: the one with the fewest of it.
-            None => layout
-                .cores
-                .iter()
-                .copied()
-                .min_by_key(|c| here(*c))
-                .unwrap_or(layout.home),
-        }
+        self.least_loaded_core(&layout.cores)
+            .await
+            .unwrap_or_else(|| layout.least_crowded())
     }
 
     /// Make `core` hold a replica of the session: the session itself and every feed

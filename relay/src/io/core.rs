@@ -17,13 +17,13 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use tokio::sync::{mpsc, Notify};
 use tokio_uring::net::UdpSocket;
 
+use crate::command::Command;
 use crate::control::Event;
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
 use crate::io::batch::{BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use crate::io::dtls::{self, ChannelConn};
 use crate::io::Egress;
-use crate::relay::Command;
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::worker::{Output, Transmit, Worker, WorkerConfig};
 use nix::errno::Errno;
