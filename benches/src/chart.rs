@@ -16,7 +16,13 @@ pub struct Series {
     pub name: String,
     /// (fan-out, µs per packet), in fan-out order.
     pub points: Vec<(f64, f64)>,
+    /// Loss at each point (0..1), same order: a point with loss is drawn hollow and labelled,
+    /// since its CPU figure then counts work on packets that never arrived.
+    pub losses: Vec<f64>,
 }
+
+/// Loss above which a point is marked as lossy.
+const LOSSY: f64 = 0.01;
 
 const WIDTH: f64 = 760.0;
 const PLOT_HEIGHT: f64 = 300.0;
@@ -40,7 +46,7 @@ fn escape(s: &str) -> String {
 /// The broadcast records of a JSON Lines file as series: one per (server, profile), the
 /// latest record for each fan-out.
 pub fn series_from_records(jsonl: &str) -> Vec<Series> {
-    let mut lines: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, BTreeMap<u64, (f64, f64)>> = BTreeMap::new();
     for v in jsonl
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -64,16 +70,21 @@ pub fn series_from_records(jsonl: &str) -> Vec<Series> {
             "gcm" => "AEAD_AES_128_GCM",
             other => other,
         };
+        let loss = v["loss"].as_f64().unwrap_or(0.0);
         lines
             .entry(format!("{server}, {profile}"))
             .or_default()
-            .insert(fanout, us);
+            .insert(fanout, (us, loss));
     }
     lines
         .into_iter()
         .map(|(name, points)| Series {
             name,
-            points: points.into_iter().map(|(f, us)| (f as f64, us)).collect(),
+            losses: points.values().map(|(_, loss)| *loss).collect(),
+            points: points
+                .into_iter()
+                .map(|(f, (us, _))| (f as f64, us))
+                .collect(),
         })
         .collect()
 }
@@ -192,16 +203,28 @@ pub fn svg(title: &str, series: &[Series]) -> String {
             r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
             points.join(" ")
         );
-        for p in &s.points {
+        for (k, p) in s.points.iter().enumerate() {
+            let loss = s.losses.get(k).copied().unwrap_or(0.0);
+            let fill = if loss > LOSSY { "white" } else { colour };
             let _ = writeln!(
                 out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{colour}"><title>{} at {}: {:.2} µs</title></circle>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{fill}" stroke="{colour}" stroke-width="1.5"><title>{} at {}: {:.2} µs, {:.1}% lost</title></circle>"#,
                 x(p.0),
                 y(p.1),
                 escape(&s.name),
                 p.0,
-                p.1
+                p.1,
+                loss * 100.0
             );
+            if loss > LOSSY {
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{colour}">{:.0}% lost</text>"#,
+                    x(p.0) - 6.0,
+                    y(p.1) - 6.0,
+                    loss * 100.0
+                );
+            }
         }
         let ly = TOP + plot_h + BOTTOM - 8.0 + LEGEND_LINE * i as f64;
         let _ = writeln!(
@@ -249,7 +272,7 @@ mod tests {
     #[test]
     fn chart_is_well_formed_svg() {
         let jsonl = r#"{"scenario":"broadcast","server":"Janus <1.1.2> & co","profile":"sha1","fanout":1,"server_cpu_us_per_forwarded":40.0}
-{"scenario":"broadcast","server":"Janus <1.1.2> & co","profile":"sha1","fanout":100,"server_cpu_us_per_forwarded":9.5}
+{"scenario":"broadcast","server":"Janus <1.1.2> & co","profile":"sha1","fanout":100,"server_cpu_us_per_forwarded":9.5,"loss":0.5}
 {"scenario":"broadcast","server":"webrtc.ai relay","profile":"gcm","fanout":10,"server_cpu_us_per_forwarded":2.0}
 {"scenario":"conference","server":"webrtc.ai relay","profile":"gcm","fanout":4,"server_cpu_us_per_forwarded":3.0}
 not json
@@ -261,11 +284,13 @@ not json
             "Janus <1.1.2> & co, AES_CM_128_HMAC_SHA1_80"
         );
         assert_eq!(series[0].points, vec![(1.0, 40.0), (100.0, 9.5)]);
+        assert_eq!(series[0].losses, vec![0.0, 0.5]);
         let svg = svg("CPU per forwarded packet", &series);
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(well_formed(&svg), "{svg}");
         assert!(svg.contains("Janus &lt;1.1.2&gt; &amp; co"));
         assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("50% lost</text>").count(), 1);
         assert!(well_formed(&super::svg("empty", &[])));
         assert!(!well_formed("<svg><g></svg></g>"));
     }
