@@ -323,12 +323,14 @@ pub async fn run(
     let publishers = scenario.publishers().max(1) as u32;
     let mut tasks = Vec::with_capacity(room.peers.len());
     for (i, (link, mut sources)) in room.peers.into_iter().enumerate() {
-        // Publishers start spread over one video frame, so their keyframes do not coincide.
-        let phase = Duration::from_secs_f64(
-            f64::from(i as u32 % publishers) / f64::from(publishers) / f64::from(opts.media.fps),
-        );
+        // Publishers start spread over one video frame, so that their frames do not leave
+        // together, and their keyframes spread over a keyframe interval, as independent
+        // encoders' do.
+        let share = f64::from(i as u32 % publishers) / f64::from(publishers);
+        let phase = Duration::from_secs_f64(share / f64::from(opts.media.fps));
         for s in sources.iter_mut() {
             s.schedule_from(start + phase);
+            s.shift_keyframes(share);
         }
         tasks.push(tokio::spawn(drive(
             link,

@@ -190,6 +190,21 @@ impl StreamSource {
         self.next_due = start;
     }
 
+    /// Frames between keyframes.
+    fn keyframe_period(&self) -> u64 {
+        (self.profile.keyframe_interval_s * f64::from(self.profile.fps)).max(1.0) as u64
+    }
+
+    /// Place this stream's keyframes `fraction` (0..1) of a keyframe interval later than a
+    /// stream that starts with one. Independent publishers do not make keyframes in step; a
+    /// run whose publishers all did would measure a burst of every keyframe at once.
+    pub fn shift_keyframes(&mut self, fraction: f64) {
+        let period = self.keyframe_period();
+        let shift = (fraction.clamp(0.0, 1.0) * period as f64) as u64 % period;
+        // The next frame is a keyframe when the counter is a multiple of the period.
+        self.frame = (period - shift) % period;
+    }
+
     /// When the next frame, or the next paced packet, is due.
     pub fn due(&self) -> Instant {
         if self.paced.is_empty() {
@@ -246,9 +261,7 @@ impl StreamSource {
         let (sizes, keyframe) = match self.kind {
             MediaKind::Audio => (vec![self.profile.audio_packet_size.max(PROBE_LEN)], false),
             MediaKind::Video => {
-                let per_interval = (self.profile.keyframe_interval_s * f64::from(self.profile.fps))
-                    .max(1.0) as u64;
-                let keyframe = self.frame.is_multiple_of(per_interval);
+                let keyframe = self.frame.is_multiple_of(self.keyframe_period());
                 let (delta, key) = self.profile.frame_bytes();
                 let mut left = if keyframe { key } else { delta };
                 let mut sizes = Vec::new();
@@ -367,6 +380,25 @@ mod tests {
         let a = clock_ns();
         std::thread::sleep(Duration::from_millis(2));
         assert!(clock_ns() >= a + 2_000_000);
+    }
+
+    #[test]
+    fn shifted_keyframes_fall_where_asked() {
+        let profile = MediaProfile::default();
+        let key_packets = profile.frame_bytes().1.div_ceil(profile.packet_size);
+        // Frames (of the first 120, 60 per keyframe interval) that are keyframes.
+        let keyframes = |fraction: f64| -> Vec<usize> {
+            let mut s = StreamSource::new(1, MediaKind::Video, profile, Instant::now());
+            s.shift_keyframes(fraction);
+            (0..120)
+                .filter(|_| s.next_frame().len() == key_packets)
+                .collect()
+        };
+        assert_eq!(keyframes(0.0), [0, 60]);
+        assert_eq!(keyframes(0.25), [15, 75]);
+        assert_eq!(keyframes(0.5), [30, 90]);
+        assert_eq!(keyframes(0.99), [59, 119]);
+        assert_eq!(keyframes(1.0), [0, 60]);
     }
 
     #[test]
