@@ -21,7 +21,7 @@ use webrtcai_tests::peer::{Incoming, SrtpLink};
 
 use crate::jsep::MediaKind;
 use crate::latency::Latency;
-use crate::record::Record;
+use crate::record::{DelaySummary, Record};
 use crate::target::{FeedRef, Profile, ServerKind, Target};
 use crate::traffic::{clock_ns, wall_to_clock_ns, MediaProfile, Probe, StreamSource};
 use crate::{machine_busy_secs, machine_steal_secs, rss_kib, CpuTime};
@@ -376,7 +376,7 @@ pub async fn run(
         CpuTime::of(pid)?,
         CpuTime::of(me)?,
         machine_busy_secs()?,
-        target.forwarded().await,
+        target.counters().await,
     );
     let w0 = Instant::now();
     sleep_until(t1.into()).await;
@@ -384,7 +384,7 @@ pub async fn run(
         CpuTime::of(pid)?,
         CpuTime::of(me)?,
         machine_busy_secs()?,
-        target.forwarded().await,
+        target.counters().await,
     );
     let steal1 = machine_steal_secs()?;
     let elapsed = w0.elapsed().as_secs_f64();
@@ -436,8 +436,12 @@ pub async fn run(
         server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
         server_cpu_share: server.sched_secs / elapsed,
         server_rss_kib: rss,
-        server_forwarded_pps: match (fwd0, fwd1) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / elapsed),
+        server_forwarded_pps: match (&fwd0, &fwd1) {
+            (Some(a), Some(b)) => Some(b.forwarded.saturating_sub(a.forwarded) as f64 / elapsed),
+            _ => None,
+        },
+        server_delay: match (&fwd0, &fwd1) {
+            (Some(a), Some(b)) => Some(DelaySummary::of(&b.delay.since(&a.delay))),
             _ => None,
         },
         loadgen_cpu_share,

@@ -25,6 +25,15 @@ use crate::topology::Topology;
 use crate::traffic::StreamSource;
 use crate::{RelayLaunch, RelayProcess};
 
+/// Running counters a server reports about itself.
+#[derive(Debug, Clone)]
+pub struct ServerCounters {
+    /// RTP copies forwarded.
+    pub forwarded: u64,
+    /// Time each sent datagram spent inside the server, as it measured it.
+    pub delay: relay::stats::DelayHistogram,
+}
+
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -223,14 +232,21 @@ impl Target {
         }
     }
 
-    /// RTP packets the server says it forwarded so far, where it counts them.
-    pub async fn forwarded(&self) -> Option<u64> {
+    /// What the server counts about itself so far, where it does (the relay, through its
+    /// control API).
+    pub async fn counters(&self) -> Option<ServerCounters> {
         match self {
-            Target::Relay { client, .. } => client
-                .stats()
-                .await
-                .ok()
-                .map(|s| s.iter().map(|c| c.rtp_forwarded).sum()),
+            Target::Relay { client, .. } => {
+                let cores = client.stats().await.ok()?;
+                let mut total = relay::stats::CoreStats::default();
+                for c in &cores {
+                    total.accumulate(c);
+                }
+                Some(ServerCounters {
+                    forwarded: total.rtp_forwarded,
+                    delay: total.forwarding_delay,
+                })
+            }
             Target::Janus { .. } => None,
         }
     }

@@ -112,10 +112,16 @@ fn main() -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(args.stats_interval));
                 tick.tick().await;
+                // Each core's previous snapshot, for the forwarding delay of the interval.
+                let mut previous: Vec<relay::stats::CoreStats> = Vec::new();
                 loop {
                     tick.tick().await;
                     if let Ok(all) = stats_handle.stats().await {
-                        for s in all {
+                        for s in &all {
+                            let delay = match previous.iter().find(|p| p.core == s.core) {
+                                Some(p) => s.forwarding_delay.since(&p.forwarding_delay),
+                                None => s.forwarding_delay.clone(),
+                            };
                             tracing::info!(
                                 core = s.core,
                                 sessions = s.sessions,
@@ -124,9 +130,13 @@ fn main() -> anyhow::Result<()> {
                                 packets_out = s.packets_out,
                                 forwarded = s.rtp_forwarded,
                                 dropped = s.total_dropped(),
+                                delay_p50_us = delay.quantile(0.5),
+                                delay_p99_us = delay.quantile(0.99),
+                                delay_max_us = delay.quantile(1.0),
                                 "counters"
                             );
                         }
+                        previous = all;
                     }
                 }
             });

@@ -164,6 +164,20 @@ async fn one_publisher_three_subscribers_and_a_second_session_on_another_core() 
         0,
         "{stats:?}"
     );
+    // Every datagram a core sent in answer to one it received (forwarded copies, STUN
+    // responses) has its time inside the relay counted; DTLS records and reports have not.
+    for s in &stats {
+        let delays = s.forwarding_delay.count();
+        assert!(
+            delays >= s.rtp_forwarded && delays < s.packets_out,
+            "core {}: {delays} delays for {} forwarded, {} sent",
+            s.core,
+            s.rtp_forwarded,
+            s.packets_out
+        );
+        // Loopback, a few hundred packets: well under a second even in a debug build.
+        assert!(s.forwarding_delay.quantile(1.0) < 1_000_000, "{s:?}");
+    }
 
     // The control plane heard about every connection and both feeds.
     let mut connected = 0;

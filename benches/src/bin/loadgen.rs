@@ -221,7 +221,7 @@ async fn run_all(
     };
     let mut records = Vec::new();
     println!(
-        "{:<22} {:>5} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        "{:<22} {:>5} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
         "server",
         "prof",
         "scenario",
@@ -232,6 +232,7 @@ async fn run_all(
         "p50 µs",
         "p99 µs",
         "p99.9 µs",
+        "in-srv p99",
         "µs/pkt",
         "RSS MiB",
         "lg CPU",
@@ -315,7 +316,7 @@ async fn run_one(
 
 fn print_row(r: &Record) {
     println!(
-        "{:<22} {:>5} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
+        "{:<22} {:>5} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
         r.server,
         format!("{:?}", r.profile).to_lowercase(),
         r.scenario,
@@ -326,6 +327,7 @@ fn print_row(r: &Record) {
         r.latency.p50_us,
         r.latency.p99_us,
         r.latency.p999_us,
+        r.server_delay.map_or("-".to_string(), |d| d.p99_us.to_string()),
         r.server_cpu_us_per_forwarded,
         r.server_rss_kib as f64 / 1024.0,
         r.loadgen_cpu_share * 100.0,

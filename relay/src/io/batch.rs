@@ -9,11 +9,14 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+    recvmmsg, sendmmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
+    SockaddrStorage,
 };
+use nix::sys::time::TimeSpec;
 
 use crate::sfu::worker::Transmit;
 
@@ -45,9 +48,12 @@ pub(crate) struct BatchSocket {
     send_headers: MultiHeaders<SockaddrStorage>,
     recv_headers: MultiHeaders<SockaddrStorage>,
     recv_buffers: Vec<Vec<u8>>,
-    received: [(usize, Option<SocketAddr>); BATCH],
+    /// Length, source and kernel receive time (`SO_TIMESTAMPNS`) of each datagram taken.
+    received: [(usize, Option<SocketAddr>, Option<SystemTime>); BATCH],
     count: usize,
     addresses: Vec<Option<SockaddrStorage>>,
+    /// Whether the socket stamps datagrams (see [`BatchSocket::expect_timestamps`]).
+    stamped: bool,
 }
 
 impl BatchSocket {
@@ -57,12 +63,19 @@ impl BatchSocket {
         BatchSocket {
             fd,
             send_headers: MultiHeaders::preallocate(BATCH, None),
-            recv_headers: MultiHeaders::preallocate(BATCH, None),
+            recv_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
             recv_buffers: (0..BATCH).map(|_| vec![0u8; recv_buffer]).collect(),
-            received: [(0, None); BATCH],
+            received: [(0, None, None); BATCH],
             count: 0,
             addresses: Vec::with_capacity(BATCH),
+            stamped: false,
         }
+    }
+
+    /// Tell the receive side that the socket has `SO_TIMESTAMPNS` on
+    /// ([`enable_receive_timestamps`]), so that every datagram should come with a stamp.
+    pub(crate) fn expect_timestamps(&mut self) {
+        self.stamped = true;
     }
 
     /// Send `transmits` in order, `BATCH` per system call, without ever blocking.
@@ -157,8 +170,19 @@ impl BatchSocket {
             Ok(results) => {
                 let mut n = 0;
                 for (slot, m) in self.received.iter_mut().zip(results) {
-                    *slot = (m.bytes, m.address.and_then(socket_addr));
+                    let stamp = m.cmsgs().find_map(|c| match c {
+                        ControlMessageOwned::ScmTimestampns(t) => system_time(t),
+                        _ => None,
+                    });
+                    *slot = (m.bytes, m.address.and_then(socket_addr), stamp);
                     n += 1;
+                }
+                // nix leaves each header's control length as the kernel last wrote it, so one
+                // read without a stamp (before stamps were turned on) leaves no room for the
+                // stamps of later ones: start again from fresh headers (allocates, once).
+                if self.stamped && self.received[..n].iter().any(|r| r.2.is_none()) {
+                    self.recv_headers =
+                        MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
                 }
                 n
             }
@@ -179,9 +203,32 @@ impl BatchSocket {
         if i >= self.count {
             return None;
         }
-        let (len, source) = self.received[i];
+        let (len, source, _) = self.received[i];
         Some((source?, &self.recv_buffers[i][..len]))
     }
+
+    /// When the kernel received the `i`-th datagram of the last [`BatchSocket::recv`], if the
+    /// socket has `SO_TIMESTAMPNS` on ([`enable_receive_timestamps`]).
+    pub(crate) fn received_at(&self, i: usize) -> Option<SystemTime> {
+        self.received.get(i).filter(|_| i < self.count)?.2
+    }
+}
+
+/// Ask the kernel to stamp every datagram the socket receives with its arrival time (wall
+/// clock), read back by [`BatchSocket::received_at`].
+pub(crate) fn enable_receive_timestamps(socket: &std::net::UdpSocket) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::setsockopt(
+        socket.as_raw_fd(),
+        nix::sys::socket::sockopt::ReceiveTimestampns,
+        &true,
+    )
+}
+
+fn system_time(t: TimeSpec) -> Option<SystemTime> {
+    let secs = u64::try_from(t.tv_sec()).ok()?;
+    let nanos = u32::try_from(t.tv_nsec()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 fn socket_addr(s: SockaddrStorage) -> Option<SocketAddr> {
@@ -243,6 +290,39 @@ mod tests {
         // Nothing queued: returns at once.
         assert_eq!(receiver.recv(), 0);
         assert!(receiver.datagram(0).is_none());
+    }
+
+    #[test]
+    fn received_datagrams_carry_the_kernel_arrival_time() {
+        let tx = socket();
+        let rx = socket();
+        let mut receiver = BatchSocket::new(rx.as_raw_fd(), 2048);
+        // Off: no stamp.
+        tx.send_to(&[1], rx.local_addr().unwrap()).unwrap();
+        assert_eq!(receiver.recv(), 1);
+        assert_eq!(receiver.received_at(0), None);
+        enable_receive_timestamps(&rx).unwrap();
+        receiver.expect_timestamps();
+        // The first batch after turning stamps on finds no room for them (the headers keep the
+        // control length of the unstamped read before); the receiver then renews its headers.
+        tx.send_to(&[1], rx.local_addr().unwrap()).unwrap();
+        assert_eq!(receiver.recv(), 1);
+        assert_eq!(receiver.received_at(0), None);
+        let before = SystemTime::now();
+        tx.send_to(&[2], rx.local_addr().unwrap()).unwrap();
+        tx.send_to(&[3], rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let after = SystemTime::now();
+        assert_eq!(receiver.recv(), 2);
+        for i in 0..2 {
+            let at = receiver.received_at(i).expect("stamped");
+            assert!(
+                at >= before && at <= after,
+                "{at:?} outside {before:?}..{after:?}"
+            );
+        }
+        assert!(receiver.received_at(2).is_none());
+        assert!(receiver.received_at(BATCH).is_none());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::command::Command;
 use crate::control::Event;
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
-use crate::io::batch::{BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
+use crate::io::batch::{self, BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use crate::io::dtls::{self, ChannelConn};
 use crate::io::Egress;
 use crate::sfu::cross_core::CrossCore;
@@ -43,6 +43,14 @@ const DTLS_QUEUE: usize = 64;
 /// The timer task wakes at least this often, so deadlines created between wake-ups are late by
 /// at most this much.
 const MAX_TIMER_SLEEP: Duration = Duration::from_millis(50);
+
+/// When the kernel started and finished taking one flush's datagrams (wall clock, to compare
+/// with the kernel's receive stamps).
+#[derive(Clone, Copy)]
+struct SendSpan {
+    started: SystemTime,
+    ended: SystemTime,
+}
 
 /// Everything a core thread needs, prepared by [`crate::Relay::start`].
 pub(crate) struct CoreSetup {
@@ -79,6 +87,8 @@ struct Shell {
     /// The send side of batched I/O (the receive side is the receive loop's own).
     batch: RefCell<BatchSocket>,
     fd: std::os::fd::RawFd,
+    /// Whether the kernel stamps received datagrams (for the forwarding delay).
+    stamped: bool,
     egress: Egress,
     /// Reused between flushes so that collecting a fan-out does not allocate.
     scratch: RefCell<Vec<Transmit>>,
@@ -103,6 +113,13 @@ pub(crate) fn run(setup: CoreSetup) {
             Err(_) => return,
         };
         let fd = std::os::fd::AsRawFd::as_raw_fd(&setup.socket);
+        let stamped = match batch::enable_receive_timestamps(&setup.socket) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!("no receive timestamps ({e}); forwarding delay not measured");
+                false
+            }
+        };
         // Sends need no receive buffers.
         let batch = BatchSocket::new(fd, 0);
         let socket = UdpSocket::from_std(setup.socket);
@@ -120,6 +137,7 @@ pub(crate) fn run(setup: CoreSetup) {
             socket,
             batch: RefCell::new(batch),
             fd,
+            stamped,
             egress: setup.egress,
             scratch: RefCell::new(Vec::new()),
             gso: std::cell::Cell::new(setup.gso),
@@ -209,26 +227,72 @@ impl Shell {
     }
 
     /// Send what is queued if a batch's fan-out has grown past [`MAX_PENDING_OUTPUTS`], so a
-    /// burst to many subscribers does not hold thousands of buffers at once.
-    async fn flush_if_full(self: &Rc<Self>) {
+    /// burst to many subscribers does not hold thousands of buffers at once. Whether it sent.
+    async fn flush_if_full(self: &Rc<Self>) -> Option<SendSpan> {
         if self.worker.borrow().pending_outputs() >= MAX_PENDING_OUTPUTS {
-            self.flush_with(true).await;
+            return self.flush_with(true).await;
+        }
+        None
+    }
+
+    /// Hand a received datagram to the worker, noting when it arrived and how many
+    /// datagrams it made the worker send, for [`Shell::account_delays`] after the flush.
+    fn receive(
+        &self,
+        now: Instant,
+        arrived: Option<SystemTime>,
+        src: SocketAddr,
+        datagram: &[u8],
+        waiting: &mut Vec<(SystemTime, u64)>,
+    ) {
+        let mut worker = self.worker.borrow_mut();
+        let before = worker.packets_out();
+        worker.handle_receive(now, src, datagram);
+        let sent = worker.packets_out() - before;
+        if let (Some(at), true) = (arrived, sent > 0) {
+            waiting.push((at, sent));
+        }
+    }
+
+    /// The datagrams of `waiting` have just been handed to the kernel, in that order, during
+    /// `span`: record how long each spent in the relay. The kernel's time per datagram is
+    /// about the same for each, so the k-th of n is taken to have left k/n into the span.
+    fn account_delays(&self, waiting: &mut Vec<(SystemTime, u64)>, span: Option<SendSpan>) {
+        let Some(span) = span else {
+            waiting.clear();
+            return;
+        };
+        let total: u64 = waiting.iter().map(|w| w.1).sum();
+        let sending = span.ended.duration_since(span.started).unwrap_or_default();
+        let sending_ns = u64::try_from(sending.as_nanos()).unwrap_or(u64::MAX);
+        let mut position = 0u64;
+        let mut worker = self.worker.borrow_mut();
+        for (arrived, datagrams) in waiting.drain(..) {
+            // A wall clock stepped backwards in between reads as no wait.
+            let queued = span.started.duration_since(arrived).unwrap_or_default();
+            for _ in 0..datagrams {
+                position += 1;
+                let into_send = Duration::from_nanos(sending_ns.saturating_mul(position) / total);
+                worker.record_forwarding_delay(queued + into_send, 1);
+            }
         }
     }
 
     /// Drain outputs and send them, then return their buffers to the worker's pool.
     async fn flush(self: &Rc<Self>) {
-        self.flush_with(false).await
+        self.flush_with(false).await;
     }
 
     /// [`Shell::flush`] after handling several datagrams: copies to one destination may be
-    /// several, worth sending together with GSO.
-    async fn flush_with(self: &Rc<Self>, bursty: bool) {
+    /// several, worth sending together with GSO. Returns when the kernel started and finished
+    /// taking the datagrams, if there were any and the core measures forwarding delay.
+    async fn flush_with(self: &Rc<Self>, bursty: bool) -> Option<SendSpan> {
         let mut sends = self.drain();
         if sends.is_empty() {
             *self.scratch.borrow_mut() = sends;
-            return;
+            return None;
         }
+        let started = self.stamped.then(SystemTime::now);
         match self.egress {
             Egress::Sendmmsg if bursty && self.gso.get() && sends.len() > 1 => {
                 self.send_grouped(&mut sends).await
@@ -236,12 +300,17 @@ impl Shell {
             Egress::Sendmmsg => self.send_batched(&mut sends).await,
             Egress::Uring => self.send_uring(&mut sends).await,
         }
+        let span = started.map(|started| SendSpan {
+            started,
+            ended: SystemTime::now(),
+        });
         let mut worker = self.worker.borrow_mut();
         for t in sends.drain(..) {
             worker.recycle(t.contents);
         }
         drop(worker);
         *self.scratch.borrow_mut() = sends;
+        span
     }
 
     /// `sendmmsg` in batches; when the socket's send buffer is full, wait for room through the
@@ -406,16 +475,28 @@ async fn recv_loop(shell: Rc<Shell>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     // The receive side of batched I/O belongs to this task alone.
     let mut receiver = BatchSocket::new(shell.fd, RECV_BUFFER);
+    if shell.stamped {
+        receiver.expect_timestamps();
+    }
+    // When each datagram handled since the last send arrived, and how many datagrams it made
+    // the worker send.
+    let mut waiting: Vec<(SystemTime, u64)> = Vec::with_capacity(MAX_PENDING_OUTPUTS);
     loop {
         // Sleep in the ring until a datagram arrives...
         let (result, b) = shell.socket.recv_from(buf).await;
         buf = b;
         let now = Instant::now();
         match result {
-            Ok((n, src)) => shell
-                .worker
-                .borrow_mut()
-                .handle_receive(now, src, &buf[..n]),
+            // The ring does not return the kernel's stamp. This datagram woke an idle core,
+            // so it waited in the socket only as long as the wake-up took, which is not
+            // counted.
+            Ok((n, src)) => shell.receive(
+                now,
+                shell.stamped.then(SystemTime::now),
+                src,
+                &buf[..n],
+                &mut waiting,
+            ),
             Err(e) => {
                 // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
                 // one peer, not the socket.
@@ -430,11 +511,15 @@ async fn recv_loop(shell: Rc<Shell>) {
             let now = Instant::now();
             for i in 0..taken {
                 if let Some((src, datagram)) = receiver.datagram(i) {
-                    shell.worker.borrow_mut().handle_receive(now, src, datagram);
+                    let arrived = receiver.received_at(i);
+                    shell.receive(now, arrived, src, datagram, &mut waiting);
                 }
-                shell.flush_if_full().await;
+                if let Some(span) = shell.flush_if_full().await {
+                    shell.account_delays(&mut waiting, Some(span));
+                }
             }
-            shell.flush_with(held + taken > 1).await;
+            let span = shell.flush_with(held + taken > 1).await;
+            shell.account_delays(&mut waiting, span);
             if taken < BATCH {
                 break;
             }

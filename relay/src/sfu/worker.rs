@@ -219,6 +219,19 @@ impl Worker {
         s
     }
 
+    /// Datagrams queued for sending so far: a running count, whose difference across an
+    /// input says how many datagrams that input produced.
+    pub fn packets_out(&self) -> u64 {
+        self.stats.packets_out
+    }
+
+    /// The I/O layer measured that `datagrams` sent datagrams spent `delay` inside the relay,
+    /// from the kernel's receipt of the datagram they answer to the kernel taking them.
+    pub fn record_forwarding_delay(&mut self, delay: Duration, datagrams: u64) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.stats.forwarding_delay.record(us, datagrams);
+    }
+
     /// Traffic counters of a participant.
     pub fn participant_usage(&self, sid: &Sid, uid: &Uid) -> Option<ParticipantUsage> {
         let (_, key) = self.key_of(sid, uid).ok()?;

@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod delay;
+
+pub use delay::DelayHistogram;
+
 /// Why the relay dropped an ingress datagram (or an egress one it could not build).
 ///
 /// Every drop is counted under exactly one reason, so tests and operators can tell an attack
@@ -140,6 +144,12 @@ pub struct CoreStats {
     /// Datagrams that left in UDP GSO sends (bursts to one destination, one send each).
     #[serde(default)]
     pub gso_datagrams: u64,
+    /// Time from the kernel's receipt of a datagram on this core's socket to the kernel's
+    /// acceptance of each datagram the core sent in response (forwarded copies, STUN
+    /// responses), in microseconds, one count per sent datagram. Copies that another core
+    /// sends for a session spread over cores are not counted.
+    #[serde(default)]
+    pub forwarding_delay: DelayHistogram,
 }
 
 impl CoreStats {
@@ -173,6 +183,9 @@ impl CoreStats {
         self.sessions += other.sessions;
         self.participants += other.participants;
         self.handshakes += other.handshakes;
+        self.buffers_allocated += other.buffers_allocated;
+        self.gso_datagrams += other.gso_datagrams;
+        self.forwarding_delay.merge(&other.forwarding_delay);
     }
 }
 
