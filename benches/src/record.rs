@@ -68,6 +68,11 @@ pub struct Record {
     pub loss: f64,
     /// One-way latency of the delivered packets.
     pub latency: LatencySummary,
+    /// How late after its due time the load generator sent each packet of the window (it
+    /// waits for its CPU like any program): a long tail here means bursts of late packets
+    /// reached the server, and part of the server's latency tail is theirs.
+    #[serde(default)]
+    pub send_lateness: LatencySummary,
     /// Server CPU time (all threads, `/proc/<pid>/task/*/schedstat`) per delivered packet.
     pub server_cpu_us_per_forwarded: f64,
     /// The same from `/proc/<pid>/stat` (clock-tick resolution).

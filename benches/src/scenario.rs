@@ -7,8 +7,12 @@
 //! in flight at the end is waited for during a short drain) and keeps the counts of senders
 //! and receivers over the same set of packets.
 //!
-//! Each peer is one task that owns its [`SrtpLink`]: it sends its due frames, then reads its
-//! socket; nothing is shared between peers but two counters for the progress line.
+//! Each peer's receiving side is one task that owns its [`SrtpLink`] and reads its socket.
+//! Everything the publishers send leaves from one thread, the pacer, which sleeps until the
+//! next packet of any stream is due: the runtime's timers tick in whole milliseconds, so
+//! tasks woken by them would send every publisher's packets of a millisecond together, a
+//! burst that independent browsers do not make. Nothing is shared between peers but two
+//! counters for the progress line.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::future::join_all;
 use tokio::time::sleep_until;
-use webrtcai_tests::peer::{Incoming, SrtpLink};
+use webrtcai_tests::peer::{Incoming, SrtpLink, SrtpSender};
 
 use crate::jsep::MediaKind;
 use crate::latency::Latency;
@@ -101,7 +105,6 @@ impl Window {
 struct PeerReport {
     latency: Latency,
     received_in_window: u64,
-    sent_in_window: u64,
     srtp_errors: u64,
     unprobed: u64,
 }
@@ -113,42 +116,71 @@ struct Progress {
     sent: AtomicU64,
 }
 
-/// Send `sources`' frames as they fall due until `stop_sending`, and read the link until
-/// `stop`.
-async fn drive(
-    mut link: SrtpLink,
-    mut sources: Vec<StreamSource>,
+/// Send every publisher's packets as they fall due until `stop_sending`, sleeping in between
+/// (a thread of its own, so that sends are timed to the kernel's high-resolution timers, not
+/// to the runtime's millisecond ticks). Returns how many packets it sent inside `window`, and
+/// how late after their due time.
+fn pace(
+    mut publishers: Vec<(SrtpSender, Vec<StreamSource>)>,
     window: Window,
     stop_sending: Instant,
+    progress: &Progress,
+) -> (u64, Latency) {
+    // The pacer shares its core with the tasks that receive; at the default priority it waits
+    // behind them for milliseconds at a time and then sends a burst. A real-time priority lets
+    // it preempt them the moment a packet is due (it sleeps between packets, so it takes
+    // little).
+    let tid = nix::unistd::gettid().to_string();
+    let fifo = std::process::Command::new("chrt")
+        .args(["--fifo", "--pid", "10", &tid])
+        .status();
+    if !fifo.is_ok_and(|s| s.success()) {
+        eprintln!("  (could not give the pacer a real-time priority: sends may come in bursts)");
+    }
+    let mut sent_in_window = 0;
+    let mut lateness = Latency::new();
+    loop {
+        let now = Instant::now();
+        if now >= stop_sending {
+            return (sent_in_window, lateness);
+        }
+        let mut next = stop_sending;
+        for (sender, sources) in publishers.iter_mut() {
+            for source in sources.iter_mut() {
+                while source.due() <= now {
+                    let late = now.saturating_duration_since(source.due());
+                    for packet in source.take_due(now) {
+                        // A full socket buffer (or an SRTP failure) means the packet was not
+                        // sent, so it is not offered either.
+                        if sender.send_rtp(&packet).is_ok() {
+                            progress.sent.fetch_add(1, Ordering::Relaxed);
+                            if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
+                                sent_in_window += 1;
+                                lateness.record_ns(late.as_nanos() as u64);
+                            }
+                        }
+                    }
+                }
+                next = next.min(source.due());
+            }
+        }
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// Read the link until `stop`, recording what arrives.
+async fn receive(
+    mut link: SrtpLink,
+    window: Window,
     stop: Instant,
     progress: Arc<Progress>,
 ) -> PeerReport {
     let mut report = PeerReport::default();
+    let deadline = sleep_until(stop.into());
+    tokio::pin!(deadline);
     loop {
-        let now = Instant::now();
-        if now >= stop {
-            return report;
-        }
-        for source in sources.iter_mut() {
-            while source.due() <= now && source.due() < stop_sending {
-                for packet in source.take_due(now) {
-                    if link.send_rtp(&packet).await.is_ok() {
-                        progress.sent.fetch_add(1, Ordering::Relaxed);
-                        if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
-                            report.sent_in_window += 1;
-                        }
-                    }
-                }
-            }
-        }
-        let wake = sources
-            .iter()
-            .map(StreamSource::due)
-            .filter(|d| *d < stop_sending)
-            .min()
-            .unwrap_or(stop)
-            .min(stop);
         tokio::select! {
+            biased;
             incoming = link.recv() => match incoming {
                 Ok(Incoming::Rtp(plain)) => match Probe::read(&plain) {
                     Some(probe) => {
@@ -170,7 +202,7 @@ async fn drive(
                 Ok(_) => {}
                 Err(_) => report.srtp_errors += 1,
             },
-            _ = sleep_until(wake.into()) => {}
+            _ = &mut deadline => return report,
         }
     }
 }
@@ -322,7 +354,8 @@ pub async fn run(
     let progress = Arc::new(Progress::default());
     let publishers = scenario.publishers().max(1) as u32;
     let mut tasks = Vec::with_capacity(room.peers.len());
-    for (i, (link, mut sources)) in room.peers.into_iter().enumerate() {
+    let mut senders = Vec::new();
+    for (i, (mut link, mut sources)) in room.peers.into_iter().enumerate() {
         // Publishers start spread over one video frame, so that their frames do not leave
         // together, and their keyframes spread over a keyframe interval, as independent
         // encoders' do.
@@ -332,15 +365,18 @@ pub async fn run(
             s.schedule_from(start + phase);
             s.shift_keyframes(share);
         }
-        tasks.push(tokio::spawn(drive(
-            link,
-            sources,
-            window,
-            t1,
-            stop,
-            progress.clone(),
-        )));
+        if !sources.is_empty() {
+            senders.push((link.split_sender()?, sources));
+        }
+        tasks.push(tokio::spawn(receive(link, window, stop, progress.clone())));
     }
+    let pacer = {
+        let progress = progress.clone();
+        std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || pace(senders, window, t1, &progress))
+            .context("starting the pacer thread")?
+    };
 
     let ticker = {
         let progress = progress.clone();
@@ -390,11 +426,14 @@ pub async fn run(
     let elapsed = w0.elapsed().as_secs_f64();
     let rss = rss_kib(pid);
     let mut latency = Latency::new();
-    let (mut sent, mut received, mut srtp_errors, mut unprobed) = (0, 0, 0, 0);
+    let (mut received, mut srtp_errors, mut unprobed) = (0, 0, 0);
+    let (sent, lateness) = tokio::task::spawn_blocking(move || pacer.join())
+        .await
+        .context("waiting for the pacer")?
+        .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
     for t in tasks {
         let r = t.await.context("peer task")?;
         latency.merge(&r.latency);
-        sent += r.sent_in_window;
         received += r.received_in_window;
         srtp_errors += r.srtp_errors;
         unprobed += r.unprobed;
@@ -432,6 +471,7 @@ pub async fn run(
             0.0
         },
         latency: latency.summary(),
+        send_lateness: lateness.summary(),
         server_cpu_us_per_forwarded: per_packet(server.sched_secs),
         server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
         server_cpu_share: server.sched_secs / elapsed,

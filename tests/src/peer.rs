@@ -712,7 +712,7 @@ impl WirePeer {
             socket,
             arrival: None,
             ice,
-            tx,
+            tx: Some(tx),
             rx,
             _inboxes: inboxes,
             _dtls: dtls,
@@ -740,7 +740,8 @@ pub enum Incoming {
 pub struct SrtpLink {
     socket: Arc<UdpSocket>,
     ice: Arc<Ice>,
-    tx: Context,
+    /// None once handed to an [`SrtpSender`].
+    tx: Option<Context>,
     rx: Context,
     /// Kept so that the DTLS association's reader waits on an open, empty inbox; with the
     /// inbox closed it would see a closed transport and stop (or retry) instead.
@@ -754,14 +755,57 @@ pub struct SrtpLink {
 impl SrtpLink {
     /// Encrypt a marshalled RTP packet and send it to the server.
     pub async fn send_rtp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
-        let sealed = self
+        let tx = self
             .tx
+            .as_mut()
+            .ok_or(PeerError::Srtp("the sending side was split off".into()))?;
+        let sealed = tx
             .encrypt_rtp(plain)
             .map_err(|e| PeerError::Srtp(e.to_string()))?;
         self.socket.send_to(&sealed, self.ice.relay).await?;
         Ok(())
     }
 
+    /// Hand the sending side (the SRTP context for what this peer sends, and a handle on its
+    /// socket) to an [`SrtpSender`], which needs no runtime: a thread can pace media with a
+    /// finer clock than the runtime's timers. The link keeps receiving; its
+    /// [`SrtpLink::send_rtp`] fails from then on. None if already split.
+    pub fn split_sender(&mut self) -> Result<SrtpSender, PeerError> {
+        let tx = self
+            .tx
+            .take()
+            .ok_or(PeerError::Srtp("the sending side was split off".into()))?;
+        let socket = socket2::SockRef::from(&*self.socket).try_clone()?;
+        Ok(SrtpSender {
+            socket: socket.into(),
+            relay: self.ice.relay,
+            tx,
+        })
+    }
+}
+
+/// The sending side of an [`SrtpLink`], usable from any thread: SRTP protection and a
+/// non-blocking send on the link's own socket (same address, so the server sees one peer).
+pub struct SrtpSender {
+    socket: std::net::UdpSocket,
+    relay: SocketAddr,
+    tx: Context,
+}
+
+impl SrtpSender {
+    /// Encrypt a marshalled RTP packet and send it without blocking; a full socket buffer is
+    /// an error ([`std::io::ErrorKind::WouldBlock`]) and the packet is not sent.
+    pub fn send_rtp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+        let sealed = self
+            .tx
+            .encrypt_rtp(plain)
+            .map_err(|e| PeerError::Srtp(e.to_string()))?;
+        self.socket.send_to(&sealed, self.relay)?;
+        Ok(())
+    }
+}
+
+impl SrtpLink {
     /// Receive the next datagram from the server. SRTP that fails authentication or replay
     /// checks is an error; the link stays usable.
     pub async fn recv(&mut self) -> Result<Incoming, PeerError> {
