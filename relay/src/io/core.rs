@@ -262,27 +262,15 @@ impl Shell {
     }
 
     /// The datagrams of `waiting` have just been handed to the kernel, in that order, during
-    /// `span`: record how long each spent in the relay. The kernel's time per datagram is
-    /// about the same for each, so the k-th of n is taken to have left k/n into the span.
+    /// `span`: record how long each spent in the relay.
     fn account_delays(&self, waiting: &mut Vec<(SystemTime, u64)>, span: Option<SendSpan>) {
-        let Some(span) = span else {
-            waiting.clear();
-            return;
-        };
-        let total: u64 = waiting.iter().map(|w| w.1).sum();
-        let sending = span.ended.duration_since(span.started).unwrap_or_default();
-        let sending_ns = u64::try_from(sending.as_nanos()).unwrap_or(u64::MAX);
-        let mut position = 0u64;
-        let mut worker = self.worker.borrow_mut();
-        for (arrived, datagrams) in waiting.drain(..) {
-            // A wall clock stepped backwards in between reads as no wait.
-            let queued = span.started.duration_since(arrived).unwrap_or_default();
-            for _ in 0..datagrams {
-                position += 1;
-                let into_send = Duration::from_nanos(sending_ns.saturating_mul(position) / total);
-                worker.record_forwarding_delay(queued + into_send, 1);
+        if let Some(span) = span {
+            let mut worker = self.worker.borrow_mut();
+            for delay in copy_delays(waiting, span) {
+                worker.record_forwarding_delay(delay, 1);
             }
         }
+        waiting.clear();
     }
 
     /// Drain outputs and send them, then return their buffers to the worker's pool.
@@ -456,6 +444,27 @@ impl Shell {
     }
 }
 
+/// How long each datagram of `waiting` (arrival time, datagrams sent in response) spent in the
+/// relay, in send order, when the kernel took them all during `span`. The kernel's time per
+/// datagram is about the same for each, so the k-th of n is taken to have left k/n into the
+/// span. A wall clock stepped backwards reads as no wait.
+fn copy_delays(
+    waiting: &[(SystemTime, u64)],
+    span: SendSpan,
+) -> impl Iterator<Item = Duration> + '_ {
+    let total: u64 = waiting.iter().map(|w| w.1).sum();
+    let sending = span.ended.duration_since(span.started).unwrap_or_default();
+    let sending_ns = u64::try_from(sending.as_nanos()).unwrap_or(u64::MAX);
+    let mut position = 0u64;
+    waiting.iter().flat_map(move |&(arrived, datagrams)| {
+        let queued = span.started.duration_since(arrived).unwrap_or_default();
+        let first = position;
+        position += datagrams;
+        (first + 1..=first + datagrams)
+            .map(move |k| queued + Duration::from_nanos(sending_ns.saturating_mul(k) / total))
+    })
+}
+
 /// The end of the run of datagrams from `at` that one GSO send can carry: same destination,
 /// all of the first one's size except perhaps a shorter last, within the kernel's limits.
 fn gso_run(sends: &[Transmit], at: usize) -> usize {
@@ -617,6 +626,34 @@ mod tests {
             destination: SocketAddr::from(([127, 0, 0, 1], port)),
             contents: vec![0; len],
         }
+    }
+
+    #[test]
+    fn copies_are_spread_over_the_send_and_keep_their_wait() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let ms = Duration::from_millis;
+        let span = SendSpan {
+            started: t0 + ms(2),
+            ended: t0 + ms(6),
+        };
+        // Two datagrams each from one that arrived at t0 and one at t0 + 1 ms; four datagrams
+        // sent over 4 ms, so one leaves every millisecond.
+        let waiting = [(t0, 2), (t0 + ms(1), 2)];
+        let delays: Vec<Duration> = copy_delays(&waiting, span).collect();
+        assert_eq!(delays, [ms(3), ms(4), ms(4), ms(5)]);
+        // Stamped after the send began (the wall clock stepped back): no wait, only the send.
+        let waiting = [(t0 + ms(10), 1)];
+        assert_eq!(copy_delays(&waiting, span).collect::<Vec<_>>(), [ms(4)]);
+        // A span that ends before it starts counts no sending time.
+        let backwards = SendSpan {
+            started: t0 + ms(2),
+            ended: t0,
+        };
+        assert_eq!(
+            copy_delays(&[(t0, 1)], backwards).collect::<Vec<_>>(),
+            [ms(2)]
+        );
+        assert_eq!(copy_delays(&[], span).count(), 0);
     }
 
     #[test]
