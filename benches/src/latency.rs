@@ -55,6 +55,18 @@ impl Latency {
         let _ = self.hist.add(&other.hist);
     }
 
+    /// Percentiles of a server's own delay histogram (its buckets' upper bounds).
+    pub fn summary_of(h: &relay::stats::DelayHistogram) -> LatencySummary {
+        let q = |p: f64| h.quantile(p) as f64;
+        LatencySummary {
+            count: h.count(),
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: q(1.0),
+        }
+    }
+
     /// Percentiles.
     pub fn summary(&self) -> LatencySummary {
         if self.hist.is_empty() {
@@ -90,6 +102,24 @@ mod tests {
         assert!((s.p99_us - 990.0).abs() <= 1.0, "{s:?}");
         assert!((s.p999_us - 999.0).abs() <= 1.0, "{s:?}");
         assert!((s.max_us - 1000.0).abs() <= 1.0, "{s:?}");
+    }
+
+    #[test]
+    fn a_servers_histogram_reads_as_the_same_summary() {
+        let mut h = relay::stats::DelayHistogram::default();
+        h.record(100, 99);
+        h.record(5_000, 1);
+        let s = Latency::summary_of(&h);
+        assert_eq!(s.count, 100);
+        // Buckets are reported by their upper bounds: 100 µs lies in 96..=103, 5,000 µs in
+        // 4,608..=5,119.
+        assert_eq!(s.p50_us, 103.0);
+        assert_eq!(s.p99_us, 103.0);
+        assert_eq!(s.max_us, 5_119.0);
+        assert_eq!(
+            Latency::summary_of(&Default::default()),
+            LatencySummary::default()
+        );
     }
 
     #[test]

@@ -5,35 +5,6 @@ use serde::Serialize;
 use crate::latency::LatencySummary;
 use crate::target::{Profile, ServerKind};
 use crate::traffic::MediaProfile;
-use relay::stats::DelayHistogram;
-
-/// Percentiles of a server's own delay histogram (upper bounds of 12.5%-wide buckets).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct DelaySummary {
-    /// Datagrams counted.
-    pub count: u64,
-    /// Median, µs.
-    pub p50_us: u64,
-    /// 99th percentile, µs.
-    pub p99_us: u64,
-    /// 99.9th percentile, µs.
-    pub p999_us: u64,
-    /// Largest, µs.
-    pub max_us: u64,
-}
-
-impl DelaySummary {
-    /// The percentiles of `h`.
-    pub fn of(h: &DelayHistogram) -> DelaySummary {
-        DelaySummary {
-            count: h.count(),
-            p50_us: h.quantile(0.5),
-            p99_us: h.quantile(0.99),
-            p999_us: h.quantile(0.999),
-            max_us: h.quantile(1.0),
-        }
-    }
-}
 
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -87,8 +58,9 @@ pub struct Record {
     /// receipt of what they answer to the kernel taking them, as the server measures it
     /// (the relay does): the server's own share of `latency`, without the network path and
     /// the wake-ups of idle CPUs.
+    /// Percentiles are upper bounds of the relay's 12.5%-wide buckets.
     #[serde(default)]
-    pub server_delay: Option<DelaySummary>,
+    pub server_delay: Option<LatencySummary>,
     /// The load generator's CPU time over wall time (it has one core).
     pub loadgen_cpu_share: f64,
     /// Whether the load generator itself was near saturation (figures then understate the

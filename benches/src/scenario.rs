@@ -25,7 +25,7 @@ use webrtcai_tests::peer::{Incoming, SrtpLink, SrtpSender};
 
 use crate::jsep::MediaKind;
 use crate::latency::Latency;
-use crate::record::{DelaySummary, Record};
+use crate::record::Record;
 use crate::target::{FeedRef, Profile, ServerKind, Target};
 use crate::traffic::{clock_ns, wall_to_clock_ns, MediaProfile, Probe, StreamSource};
 use crate::{machine_busy_secs, machine_steal_secs, rss_kib, CpuTime};
@@ -481,7 +481,7 @@ pub async fn run(
             _ => None,
         },
         server_delay: match (&fwd0, &fwd1) {
-            (Some(a), Some(b)) => Some(DelaySummary::of(&b.delay.since(&a.delay))),
+            (Some(a), Some(b)) => Some(Latency::summary_of(&b.delay.since(&a.delay))),
             _ => None,
         },
         loadgen_cpu_share,

@@ -327,7 +327,7 @@ fn print_row(r: &Record) {
         r.latency.p50_us,
         r.latency.p99_us,
         r.latency.p999_us,
-        r.server_delay.map_or("-".to_string(), |d| d.p99_us.to_string()),
+        r.server_delay.map_or("-".to_string(), |d| format!("{:.0}", d.p99_us)),
         r.server_cpu_us_per_forwarded,
         r.server_rss_kib as f64 / 1024.0,
         r.loadgen_cpu_share * 100.0,
