@@ -199,7 +199,8 @@ fn random_id(prefix: &str) -> String {
 
 impl Hub {
     /// A hub in front of `relay`, authenticating joins against `store`.
-    /// Usage is written to the store every `usage_flush`, so a crash loses at most that.
+    /// Usage is written to the store every `usage_flush` (checked on each tick), so a crash
+    /// loses at most that plus one tick.
     pub fn new(
         relay: RelayHandle,
         store: Arc<Store>,

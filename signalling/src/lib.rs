@@ -44,7 +44,7 @@ pub fn start_hub(
     });
     let tick_tx = tx.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_period(usage_flush));
         loop {
             tick.tick().await;
             if tick_tx
@@ -57,4 +57,31 @@ pub fn start_hub(
         }
     });
     tx
+}
+
+/// How often the hub looks for work that is due (usage flushes, expired resume windows).
+///
+/// A flush falls due between two ticks and waits for the next one, so a crash loses up to the
+/// flush interval plus one tick. With a tick as long as the interval, jitter alone made every
+/// other 1 s flush wait a second tick: a quarter of the interval bounds the loss at 1.25×.
+fn tick_period(usage_flush: Duration) -> Duration {
+    (usage_flush / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_a_fraction_of_the_flush_interval() {
+        assert_eq!(
+            tick_period(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(tick_period(Duration::from_secs(10)), Duration::from_secs(1));
+        assert_eq!(
+            tick_period(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+    }
 }
