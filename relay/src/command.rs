@@ -35,7 +35,8 @@ pub(crate) enum Command {
     RemoveParticipant {
         sid: Sid,
         uid: Uid,
-        reply: Reply<()>,
+        /// Replicas left without a subscriber on this core.
+        reply: Reply<Vec<FeedRoute>>,
     },
     UpdateParticipant {
         sid: Sid,
@@ -92,7 +93,8 @@ pub(crate) enum Command {
         sid: Sid,
         uid: Uid,
         feed_id: FeedId,
-        reply: Reply<()>,
+        /// The replica's route when this was its last subscriber on this core.
+        reply: Reply<Option<FeedRoute>>,
     },
     Usage {
         sid: Sid,

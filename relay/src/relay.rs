@@ -551,12 +551,21 @@ impl RelayHandle {
     pub async fn remove_participant(&self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
         let (_guard, layout) = self.lock_session(sid).await?;
         let core = Self::core_of_participant(&layout, sid, uid)?;
-        self.run(core, |reply| Command::RemoveParticipant {
-            sid: sid.clone(),
-            uid: uid.clone(),
-            reply,
-        })
-        .await?;
+        let idle = match self
+            .run(core, |reply| Command::RemoveParticipant {
+                sid: sid.clone(),
+                uid: uid.clone(),
+                reply,
+            })
+            .await
+        {
+            Ok(idle) => idle,
+            // The core dropped it already (consent or handshake failure, reported as an
+            // event): the rest of the session still has to forget it.
+            Err(ControlError::NoSuchParticipant { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        self.stop_sinks(sid, core, &idle).await;
         let gone: Vec<(FeedId, FeedRoute)> = layout
             .feeds
             .iter()
@@ -599,6 +608,31 @@ impl RelayHandle {
             });
         }
         Ok(())
+    }
+
+    /// Stop the flow of feeds to `core`, whose replicas of them have no subscriber left.
+    async fn stop_sinks(&self, sid: &Sid, core: usize, routes: &[FeedRoute]) {
+        if routes.is_empty() {
+            return;
+        }
+        for &route in routes {
+            // The origin may have gone meanwhile (unpublished): nothing flows then anyway.
+            let _ = self
+                .run(route.core, |reply| Command::SetSink {
+                    route,
+                    core,
+                    on: false,
+                    reply,
+                })
+                .await;
+        }
+        self.update_layout(sid, |l| {
+            for f in l.feeds.values_mut() {
+                if routes.contains(&f.route) {
+                    f.sinks.remove(&core);
+                }
+            }
+        });
     }
 
     /// Remove the replicas of a feed from every core but its origin.
@@ -772,21 +806,26 @@ impl RelayHandle {
         .await
     }
 
-    /// End a subscription.
+    /// End a subscription. A feed from another core stops flowing to this participant's core
+    /// when nobody there subscribes to it any more.
     pub async fn unsubscribe(
         &self,
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
     ) -> Result<(), ControlError> {
-        let core = Self::core_of_participant(&self.layout(sid)?, sid, uid)?;
-        self.run(core, |reply| Command::Unsubscribe {
-            sid: sid.clone(),
-            uid: uid.clone(),
-            feed_id: feed_id.clone(),
-            reply,
-        })
-        .await
+        let (_guard, layout) = self.lock_session(sid).await?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        let idle = self
+            .run(core, |reply| Command::Unsubscribe {
+                sid: sid.clone(),
+                uid: uid.clone(),
+                feed_id: feed_id.clone(),
+                reply,
+            })
+            .await?;
+        self.stop_sinks(sid, core, idle.as_slice()).await;
+        Ok(())
     }
 
     /// Traffic counters of one participant.

@@ -159,6 +159,11 @@ impl Feed {
         }
     }
 
+    /// For a replica without subscribers: where its packets come from, so that they can stop.
+    pub fn idle_replica(&self) -> Option<FeedRoute> {
+        self.origin.filter(|_| self.consumers.is_empty())
+    }
+
     /// Replace the description (a renegotiation).
     pub fn update(&mut self, description: FeedDescription) {
         self.mid_extension = mid_extension_of(&description);

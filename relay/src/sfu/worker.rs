@@ -405,10 +405,16 @@ impl Worker {
     }
 
     /// Remove a participant, its feeds and its subscriptions. No event is emitted.
-    pub fn remove_participant(&mut self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
+    ///
+    /// Returns the replicas of other cores' feeds that no longer have a subscriber here, so
+    /// that the control plane can stop their flow to this core.
+    pub fn remove_participant(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+    ) -> Result<Vec<FeedRoute>, ControlError> {
         let (_, key) = self.key_of(sid, uid)?;
-        self.remove_participant_by_key(key);
-        Ok(())
+        Ok(self.remove_participant_by_key(key))
     }
 
     fn key_of(&self, sid: &Sid, uid: &Uid) -> Result<(SessionKey, ParticipantKey), ControlError> {
@@ -424,9 +430,9 @@ impl Worker {
         Ok((skey, key))
     }
 
-    fn remove_participant_by_key(&mut self, key: ParticipantKey) {
+    fn remove_participant_by_key(&mut self, key: ParticipantKey) -> Vec<FeedRoute> {
         let Some(p) = self.participants.remove(&key) else {
-            return;
+            return Vec::new();
         };
         self.by_ufrag.remove(&p.ice.local().ufrag);
         if let Some(addr) = p.ice.selected() {
@@ -443,19 +449,22 @@ impl Worker {
             DtlsState::Connected { .. } => self.outputs.push_back(Output::DtlsClose(key)),
         }
         let Some(session) = self.sessions.get_mut(&p.session) else {
-            return;
+            return Vec::new();
         };
         session.participants.remove(&p.uid);
         // Its subscriptions.
+        let mut idle = Vec::new();
         for fkey in p.subscriptions.values() {
             if let Some(feed) = session.feeds.get_mut(fkey) {
                 feed.consumers.retain(|c| c.subscriber != key);
+                idle.extend(feed.idle_replica());
             }
         }
         // Its feeds, and every subscription to them.
         for fkey in p.published.values() {
             remove_feed(session, &mut self.participants, *fkey);
         }
+        idle
     }
 
     /// Declare (or update) a feed the participant publishes.
@@ -676,12 +685,15 @@ impl Worker {
     }
 
     /// End a subscription.
+    ///
+    /// Returns the feed's route when it is a replica of another core's feed and this was its
+    /// last subscriber here, so that the control plane can stop its flow to this core.
     pub fn unsubscribe(
         &mut self,
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Option<FeedRoute>, ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let not_subscribed = || ControlError::NotSubscribed {
@@ -696,10 +708,11 @@ impl Worker {
             .position(|c| c.subscriber == key)
             .ok_or_else(not_subscribed)?;
         let c = feed.consumers.swap_remove(pos);
+        let idle = feed.idle_replica();
         if let Some(p) = self.participants.get_mut(&key) {
             p.subscriptions.remove(&c.ssrc.0);
         }
-        Ok(())
+        Ok(idle)
     }
 
     // ----- packet path -----------------------------------------------------------------------
@@ -885,6 +898,7 @@ impl Worker {
     pub fn handle_cross_core(&mut self, now: Instant, message: CrossCore) {
         match message {
             CrossCore::Rtp { route, packet } => {
+                self.stats.cross_core_rtp_in += 1;
                 let Some(&(skey, fkey)) = self.replicas.get(&route) else {
                     // The replica went away while the packet was queued.
                     return;

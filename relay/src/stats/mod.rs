@@ -144,6 +144,10 @@ pub struct CoreStats {
     /// Datagrams that left in UDP GSO sends (bursts to one destination, one send each).
     #[serde(default)]
     pub gso_datagrams: u64,
+    /// RTP packets received from other cores for the replicas of their feeds (sessions spread
+    /// over cores); a core gets a feed's packets only while it has subscribers of the feed.
+    #[serde(default)]
+    pub cross_core_rtp_in: u64,
     /// Time from the kernel's receipt of a datagram on this core's socket to the kernel's
     /// acceptance of each datagram the core sent in response (forwarded copies, STUN
     /// responses), in microseconds, one count per sent datagram. Copies that another core
@@ -185,6 +189,7 @@ impl CoreStats {
         self.handshakes += other.handshakes;
         self.buffers_allocated += other.buffers_allocated;
         self.gso_datagrams += other.gso_datagrams;
+        self.cross_core_rtp_in += other.cross_core_rtp_in;
         self.forwarding_delay.merge(&other.forwarding_delay);
     }
 }
