@@ -118,9 +118,14 @@ fn connect(
         )
         .expect("fresh participant");
     let check = binding_request(&format!("{}:peer", creds.ufrag), &creds.pwd, true);
-    w.handle_receive(now, addr, &check);
+    w.handle_receive(now, None, addr, &check);
     // A record that looks like DTLS starts the (here imaginary) handshake.
-    w.handle_receive(now, addr, &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    w.handle_receive(
+        now,
+        None,
+        addr,
+        &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
     let mut key = None;
     while let Some(o) = w.poll_output() {
         if let Output::DtlsStart { key: k, .. } = o {
@@ -255,7 +260,7 @@ pub fn worker(data: &[u8]) {
                 datagram = sealed.to_vec();
             }
         }
-        h.worker.handle_receive(h.now, from, &datagram);
+        h.worker.handle_receive(h.now, None, from, &datagram);
         let advance = match (flags >> 4) & 3 {
             0 => None,
             1 => Some(Duration::from_millis(100)),
@@ -339,7 +344,7 @@ mod tests {
         pkt.extend_from_slice(&[5; 100]);
         let mut sealed = pkt.clone();
         h.clients[0].protect_rtp(&mut sealed).unwrap();
-        h.worker.handle_receive(h.now, h.publisher, &sealed);
+        h.worker.handle_receive(h.now, None, h.publisher, &sealed);
         let mut forwarded = 0;
         while let Some(o) = h.worker.poll_output() {
             if let Output::Transmit(t) = o {

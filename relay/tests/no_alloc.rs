@@ -77,7 +77,7 @@ fn forward_without_allocating(profile: SrtpProfile) {
         .collect();
     let mut sent = Vec::with_capacity(FANOUT);
     let mut forward = |h: &mut relay::fuzzing::Harness, datagram: &[u8]| {
-        h.worker.handle_receive(h.now, h.publisher, datagram);
+        h.worker.handle_receive(h.now, None, h.publisher, datagram);
         while let Some(o) = h.worker.poll_output() {
             if let Output::Transmit(t) = o {
                 sent.push(t);

@@ -94,6 +94,16 @@ async fn a_session_spreads_over_two_cores() {
         "core 0 sends to its own subscriber"
     );
     assert_eq!(stats[1].rtp_forwarded, 400, "core 1 sends to its two");
+    // Core 1's copies have their time in the relay counted too, from core 0's receipt.
+    for s in &stats {
+        assert!(
+            s.forwarding_delay.count() >= s.rtp_forwarded,
+            "core {}: {} delays for {} forwarded",
+            s.core,
+            s.forwarding_delay.count(),
+            s.rtp_forwarded
+        );
+    }
     assert_eq!(stats.iter().map(|s| s.total_dropped()).sum::<u64>(), 0);
 
     // A keyframe request from a subscriber on the other core reaches the publisher, with the

@@ -254,11 +254,8 @@ impl Shell {
     ) {
         let mut worker = self.worker.borrow_mut();
         let before = worker.packets_out();
-        worker.handle_receive(now, src, datagram);
-        let sent = worker.packets_out() - before;
-        if let (Some(at), true) = (arrived, sent > 0) {
-            waiting.push((at, sent));
-        }
+        worker.handle_receive(now, arrived, src, datagram);
+        note_wait(waiting, arrived, worker.packets_out() - before);
     }
 
     /// The datagrams of `waiting` have just been handed to the kernel, in that order, during
@@ -444,6 +441,14 @@ impl Shell {
     }
 }
 
+/// A datagram (or another core's packet) that arrived at `arrived` made the worker send `sent`
+/// datagrams: they wait for the next flush to have their delay counted.
+fn note_wait(waiting: &mut Vec<(SystemTime, u64)>, arrived: Option<SystemTime>, sent: u64) {
+    if let (Some(at), true) = (arrived, sent > 0) {
+        waiting.push((at, sent));
+    }
+}
+
 /// How long each datagram of `waiting` (arrival time, datagrams sent in response) spent in the
 /// relay, in send order, when the kernel took them all during `span`. The kernel's time per
 /// datagram is about the same for each, so the k-th of n is taken to have left k/n into the
@@ -547,6 +552,9 @@ async fn recv_loop(shell: Rc<Shell>) {
 /// Messages from other cores: packets of feeds published there, keyframe requests for feeds
 /// published here. Drained a batch at a time like the socket.
 async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: Arc<Notify>) {
+    // As in the receive loop, for the forwarding delay: packets carry the origin core's
+    // receive stamp.
+    let mut waiting: Vec<(SystemTime, u64)> = Vec::with_capacity(MAX_PENDING_OUTPUTS);
     loop {
         notify.notified().await;
         loop {
@@ -555,17 +563,24 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
             {
                 let mut worker = shell.worker.borrow_mut();
                 while taken < BATCH {
-                    match inbox.try_recv() {
-                        Ok(message) => worker.handle_cross_core(now, message),
-                        Err(_) => break,
-                    }
+                    let Ok(message) = inbox.try_recv() else {
+                        break;
+                    };
+                    let arrived = match &message {
+                        CrossCore::Rtp { packet, .. } => packet.arrived,
+                        CrossCore::KeyframeRequest { .. } => None,
+                    };
+                    let before = worker.packets_out();
+                    worker.handle_cross_core(now, message);
+                    note_wait(&mut waiting, arrived, worker.packets_out() - before);
                     taken += 1;
                     if worker.pending_outputs() >= MAX_PENDING_OUTPUTS {
                         break;
                     }
                 }
             }
-            shell.flush_with(taken > 1).await;
+            let span = shell.flush_with(taken > 1).await;
+            shell.account_delays(&mut waiting, span);
             if taken == 0 {
                 break;
             }

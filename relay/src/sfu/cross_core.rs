@@ -8,6 +8,7 @@
 //! encrypt and send it to theirs. Keyframe requests travel the other way.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::ids::{FeedKey, SessionKey};
 
@@ -42,6 +43,9 @@ pub struct RelayedRtp {
     pub plain: Vec<u8>,
     /// Its header fields.
     pub info: RtpInfo,
+    /// When the kernel of the origin core received it, if stamped: the receiving core
+    /// measures its forwarding delay from there, so the hop between cores counts.
+    pub arrived: Option<SystemTime>,
 }
 
 /// A message from one core to another.

@@ -717,14 +717,21 @@ impl Worker {
 
     // ----- packet path -----------------------------------------------------------------------
 
-    /// A datagram arrived from `src`.
-    pub fn handle_receive(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) {
+    /// A datagram arrived from `src`; `arrived` is the kernel's receive stamp, if any, passed
+    /// on with packets for other cores.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        arrived: Option<SystemTime>,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
         let result = match classify(datagram) {
             PacketKind::Stun => self.handle_stun(now, src, datagram),
             PacketKind::Dtls => self.handle_dtls_record(now, src, datagram),
-            PacketKind::Rtp => self.handle_rtp(now, src, datagram),
+            PacketKind::Rtp => self.handle_rtp(now, arrived, src, datagram),
             PacketKind::Rtcp => self.handle_rtcp(now, src, datagram),
             PacketKind::Unknown => Err(DropReason::UnknownProtocol),
         };
@@ -810,6 +817,7 @@ impl Worker {
     fn handle_rtp(
         &mut self,
         now: Instant,
+        arrived: Option<SystemTime>,
         src: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
@@ -880,7 +888,11 @@ impl Worker {
                 session: skey,
                 feed: fkey,
             };
-            let packet = Arc::new(RelayedRtp { plain, info });
+            let packet = Arc::new(RelayedRtp {
+                plain,
+                info,
+                arrived,
+            });
             for &core in &feed.sinks {
                 self.outputs.push_back(Output::CrossCore {
                     core,

@@ -148,10 +148,10 @@ pub struct CoreStats {
     /// over cores); a core gets a feed's packets only while it has subscribers of the feed.
     #[serde(default)]
     pub cross_core_rtp_in: u64,
-    /// Time from the kernel's receipt of a datagram on this core's socket to the kernel's
-    /// acceptance of each datagram the core sent in response (forwarded copies, STUN
-    /// responses), in microseconds, one count per sent datagram. Copies that another core
-    /// sends for a session spread over cores are not counted.
+    /// Time from the kernel's receipt of a datagram to the kernel's acceptance of each
+    /// datagram this core sent in response (forwarded copies, STUN responses), in
+    /// microseconds, one count per sent datagram. For a feed published on another core, from
+    /// that core's receipt, so the hop between cores is included.
     #[serde(default)]
     pub forwarding_delay: DelayHistogram,
 }
