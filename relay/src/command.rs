@@ -35,8 +35,7 @@ pub(crate) enum Command {
     RemoveParticipant {
         sid: Sid,
         uid: Uid,
-        /// Replicas left without a subscriber on this core.
-        reply: Reply<Vec<FeedRoute>>,
+        reply: Reply<()>,
     },
     UpdateParticipant {
         sid: Sid,
@@ -93,8 +92,11 @@ pub(crate) enum Command {
         sid: Sid,
         uid: Uid,
         feed_id: FeedId,
-        /// The replica's route when this was its last subscriber on this core.
-        reply: Reply<Option<FeedRoute>>,
+        reply: Reply<()>,
+    },
+    IdleReplicas {
+        sid: Sid,
+        reply: Reply<Vec<FeedRoute>>,
     },
     Usage {
         sid: Sid,
@@ -203,6 +205,9 @@ impl Command {
                 reply,
             } => {
                 let _ = reply.send(w.unsubscribe(&sid, &uid, &feed_id));
+            }
+            Command::IdleReplicas { sid, reply } => {
+                let _ = reply.send(w.idle_replicas(&sid));
             }
             Command::Usage { sid, uid, reply } => {
                 let _ = reply.send(w.participant_usage(&sid, &uid));

@@ -551,7 +551,7 @@ impl RelayHandle {
     pub async fn remove_participant(&self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
         let (_guard, layout) = self.lock_session(sid).await?;
         let core = Self::core_of_participant(&layout, sid, uid)?;
-        let idle = match self
+        match self
             .run(core, |reply| Command::RemoveParticipant {
                 sid: sid.clone(),
                 uid: uid.clone(),
@@ -559,13 +559,12 @@ impl RelayHandle {
             })
             .await
         {
-            Ok(idle) => idle,
-            // The core dropped it already (consent or handshake failure, reported as an
-            // event): the rest of the session still has to forget it.
-            Err(ControlError::NoSuchParticipant { .. }) => Vec::new(),
+            // The core may have dropped it already (consent or handshake failure, reported as
+            // an event): the rest of the session still has to forget it.
+            Ok(()) | Err(ControlError::NoSuchParticipant { .. }) => {}
             Err(e) => return Err(e),
-        };
-        self.stop_sinks(sid, core, &idle).await;
+        }
+        self.stop_idle_sinks(sid, &layout, core).await;
         let gone: Vec<(FeedId, FeedRoute)> = layout
             .feeds
             .iter()
@@ -610,12 +609,28 @@ impl RelayHandle {
         Ok(())
     }
 
-    /// Stop the flow of feeds to `core`, whose replicas of them have no subscriber left.
-    async fn stop_sinks(&self, sid: &Sid, core: usize, routes: &[FeedRoute]) {
-        if routes.is_empty() {
+    /// Stop the flow of feeds to `core` where its replicas of them have no subscriber left,
+    /// however the subscribers left (unsubscribed, removed, or dropped by the core itself).
+    async fn stop_idle_sinks(&self, sid: &Sid, layout: &Layout, core: usize) {
+        if !layout.feeds.values().any(|f| f.sinks.contains(&core)) {
             return;
         }
-        for &route in routes {
+        let Ok(idle) = self
+            .run(core, |reply| Command::IdleReplicas {
+                sid: sid.clone(),
+                reply,
+            })
+            .await
+        else {
+            return;
+        };
+        let routes: Vec<FeedRoute> = layout
+            .feeds
+            .values()
+            .filter(|f| f.sinks.contains(&core) && idle.contains(&f.route))
+            .map(|f| f.route)
+            .collect();
+        for &route in &routes {
             // The origin may have gone meanwhile (unpublished): nothing flows then anyway.
             let _ = self
                 .run(route.core, |reply| Command::SetSink {
@@ -816,15 +831,14 @@ impl RelayHandle {
     ) -> Result<(), ControlError> {
         let (_guard, layout) = self.lock_session(sid).await?;
         let core = Self::core_of_participant(&layout, sid, uid)?;
-        let idle = self
-            .run(core, |reply| Command::Unsubscribe {
-                sid: sid.clone(),
-                uid: uid.clone(),
-                feed_id: feed_id.clone(),
-                reply,
-            })
-            .await?;
-        self.stop_sinks(sid, core, idle.as_slice()).await;
+        self.run(core, |reply| Command::Unsubscribe {
+            sid: sid.clone(),
+            uid: uid.clone(),
+            feed_id: feed_id.clone(),
+            reply,
+        })
+        .await?;
+        self.stop_idle_sinks(sid, &layout, core).await;
         Ok(())
     }
 

@@ -223,13 +223,15 @@ async fn a_feed_flows_to_another_core_only_while_it_has_subscribers_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_the_relay_dropped_can_still_be_removed() {
     let mut t = TestRelay::start(2, |c| {
-        c.spread_after = 1;
+        c.spread_after = 2;
         c.consent_timeout = Duration::from_millis(1500);
     });
     let sid = Sid::from("s");
     t.handle.create_session(sid.clone(), Some(0)).await.unwrap();
     let mut publisher = t.join("s", "pub", PeerConfig::default()).await.unwrap();
+    let mut near = t.join("s", "near", PeerConfig::default()).await.unwrap();
     let far = t.join("s", "far", PeerConfig::default()).await.unwrap();
+    let mut quiet = t.join("s", "quiet", PeerConfig::default()).await.unwrap();
     assert_eq!(t.handle.cores_of(&sid), vec![0, 1]);
     t.handle
         .publish(&sid, &Uid::from("far"), video_feed("screen", 0x2222))
@@ -244,6 +246,41 @@ async fn a_participant_the_relay_dropped_can_still_be_removed() {
         )
         .await
         .unwrap();
+    let cam = FeedId::from("cam");
+    t.handle
+        .publish(&sid, &Uid::from("pub"), video_feed("cam", 0x1111))
+        .await
+        .unwrap();
+    for uid in ["near", "quiet"] {
+        t.handle
+            .subscribe(&sid, &Uid::from(uid), &cam, Default::default())
+            .await
+            .unwrap();
+    }
+    let mut src = Source::video(0x1111, 1000);
+    stream_to(&mut publisher, &mut [&mut near, &mut quiet], &mut src, 20).await;
+    assert_eq!(crossed_to_core_1(&t).await, 20);
+
+    // Core 1 drops the only subscriber of cam there by itself; once the control plane has
+    // removed it, cam no longer flows to core 1, which stays in the session for far.
+    quiet.set_consent(false);
+    let e = t
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, Event::ParticipantDisconnected { .. })
+        })
+        .await
+        .expect("a disconnect event");
+    assert!(
+        matches!(&e, Event::ParticipantDisconnected { uid, .. } if uid.0 == "quiet"),
+        "{e:?}"
+    );
+    t.handle
+        .remove_participant(&sid, &Uid::from("quiet"))
+        .await
+        .unwrap();
+    assert_eq!(t.handle.cores_of(&sid), vec![0, 1]);
+    stream_to(&mut publisher, &mut [&mut near], &mut src, 20).await;
+    assert_eq!(crossed_to_core_1(&t).await, 20);
 
     // Core 1 drops its silent participant by itself and says so; the control plane then
     // removes it the way signalling does, and core 1 leaves the session.

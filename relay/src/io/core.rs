@@ -264,7 +264,7 @@ impl Shell {
         if let Some(span) = span {
             let mut worker = self.worker.borrow_mut();
             for delay in copy_delays(waiting, span) {
-                worker.record_forwarding_delay(delay, 1);
+                worker.record_forwarding_delay(delay);
             }
         }
         waiting.clear();

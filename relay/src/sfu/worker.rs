@@ -225,11 +225,11 @@ impl Worker {
         self.stats.packets_out
     }
 
-    /// The I/O layer measured that `datagrams` sent datagrams spent `delay` inside the relay,
-    /// from the kernel's receipt of the datagram they answer to the kernel taking them.
-    pub fn record_forwarding_delay(&mut self, delay: Duration, datagrams: u64) {
+    /// The I/O layer measured that a sent datagram spent `delay` inside the relay, from the
+    /// kernel's receipt of the datagram it answers to the kernel taking it.
+    pub fn record_forwarding_delay(&mut self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.stats.forwarding_delay.record(us, datagrams);
+        self.stats.forwarding_delay.record(us, 1);
     }
 
     /// Traffic counters of a participant.
@@ -405,16 +405,21 @@ impl Worker {
     }
 
     /// Remove a participant, its feeds and its subscriptions. No event is emitted.
-    ///
-    /// Returns the replicas of other cores' feeds that no longer have a subscriber here, so
-    /// that the control plane can stop their flow to this core.
-    pub fn remove_participant(
-        &mut self,
-        sid: &Sid,
-        uid: &Uid,
-    ) -> Result<Vec<FeedRoute>, ControlError> {
+    pub fn remove_participant(&mut self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
         let (_, key) = self.key_of(sid, uid)?;
-        Ok(self.remove_participant_by_key(key))
+        self.remove_participant_by_key(key);
+        Ok(())
+    }
+
+    /// The replicas of other cores' feeds in `sid` that have no subscriber here, however
+    /// their subscribers left: the control plane stops their flow to this core.
+    pub fn idle_replicas(&self, sid: &Sid) -> Result<Vec<FeedRoute>, ControlError> {
+        let skey = self.session_key(sid)?;
+        Ok(self.sessions[&skey]
+            .feeds
+            .values()
+            .filter_map(Feed::idle_replica)
+            .collect())
     }
 
     fn key_of(&self, sid: &Sid, uid: &Uid) -> Result<(SessionKey, ParticipantKey), ControlError> {
@@ -430,9 +435,9 @@ impl Worker {
         Ok((skey, key))
     }
 
-    fn remove_participant_by_key(&mut self, key: ParticipantKey) -> Vec<FeedRoute> {
+    fn remove_participant_by_key(&mut self, key: ParticipantKey) {
         let Some(p) = self.participants.remove(&key) else {
-            return Vec::new();
+            return;
         };
         self.by_ufrag.remove(&p.ice.local().ufrag);
         if let Some(addr) = p.ice.selected() {
@@ -449,22 +454,19 @@ impl Worker {
             DtlsState::Connected { .. } => self.outputs.push_back(Output::DtlsClose(key)),
         }
         let Some(session) = self.sessions.get_mut(&p.session) else {
-            return Vec::new();
+            return;
         };
         session.participants.remove(&p.uid);
         // Its subscriptions.
-        let mut idle = Vec::new();
         for fkey in p.subscriptions.values() {
             if let Some(feed) = session.feeds.get_mut(fkey) {
                 feed.consumers.retain(|c| c.subscriber != key);
-                idle.extend(feed.idle_replica());
             }
         }
         // Its feeds, and every subscription to them.
         for fkey in p.published.values() {
             remove_feed(session, &mut self.participants, *fkey);
         }
-        idle
     }
 
     /// Declare (or update) a feed the participant publishes.
@@ -685,15 +687,12 @@ impl Worker {
     }
 
     /// End a subscription.
-    ///
-    /// Returns the feed's route when it is a replica of another core's feed and this was its
-    /// last subscriber here, so that the control plane can stop its flow to this core.
     pub fn unsubscribe(
         &mut self,
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
-    ) -> Result<Option<FeedRoute>, ControlError> {
+    ) -> Result<(), ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let not_subscribed = || ControlError::NotSubscribed {
@@ -708,11 +707,10 @@ impl Worker {
             .position(|c| c.subscriber == key)
             .ok_or_else(not_subscribed)?;
         let c = feed.consumers.swap_remove(pos);
-        let idle = feed.idle_replica();
         if let Some(p) = self.participants.get_mut(&key) {
             p.subscriptions.remove(&c.ssrc.0);
         }
-        Ok(idle)
+        Ok(())
     }
 
     // ----- packet path -----------------------------------------------------------------------
