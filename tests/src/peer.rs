@@ -769,7 +769,7 @@ impl SrtpLink {
     /// Hand the sending side (the SRTP context for what this peer sends, and a handle on its
     /// socket) to an [`SrtpSender`], which needs no runtime: a thread can pace media with a
     /// finer clock than the runtime's timers. The link keeps receiving; its
-    /// [`SrtpLink::send_rtp`] fails from then on. None if already split.
+    /// [`SrtpLink::send_rtp`] fails from then on. An error if already split.
     pub fn split_sender(&mut self) -> Result<SrtpSender, PeerError> {
         let tx = self
             .tx
@@ -782,30 +782,7 @@ impl SrtpLink {
             tx,
         })
     }
-}
 
-/// The sending side of an [`SrtpLink`], usable from any thread: SRTP protection and a
-/// non-blocking send on the link's own socket (same address, so the server sees one peer).
-pub struct SrtpSender {
-    socket: std::net::UdpSocket,
-    relay: SocketAddr,
-    tx: Context,
-}
-
-impl SrtpSender {
-    /// Encrypt a marshalled RTP packet and send it without blocking; a full socket buffer is
-    /// an error ([`std::io::ErrorKind::WouldBlock`]) and the packet is not sent.
-    pub fn send_rtp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
-        let sealed = self
-            .tx
-            .encrypt_rtp(plain)
-            .map_err(|e| PeerError::Srtp(e.to_string()))?;
-        self.socket.send_to(&sealed, self.relay)?;
-        Ok(())
-    }
-}
-
-impl SrtpLink {
     /// Receive the next datagram from the server. SRTP that fails authentication or replay
     /// checks is an error; the link stays usable.
     pub async fn recv(&mut self) -> Result<Incoming, PeerError> {
@@ -832,9 +809,7 @@ impl SrtpLink {
             .map(Incoming::Rtp)
             .map_err(|e| PeerError::Srtp(e.to_string()))
     }
-}
 
-impl SrtpLink {
     /// When the kernel received the datagram behind the last [`SrtpLink::recv`]
     /// (`SO_TIMESTAMPNS`, wall clock), if it said.
     pub fn arrival(&self) -> Option<std::time::SystemTime> {
@@ -876,6 +851,27 @@ impl SrtpLink {
                 Ok((msg.bytes, from, arrival))
             })
             .await
+    }
+}
+
+/// The sending side of an [`SrtpLink`], usable from any thread: SRTP protection and a
+/// non-blocking send on the link's own socket (same address, so the server sees one peer).
+pub struct SrtpSender {
+    socket: std::net::UdpSocket,
+    relay: SocketAddr,
+    tx: Context,
+}
+
+impl SrtpSender {
+    /// Encrypt a marshalled RTP packet and send it without blocking; a full socket buffer is
+    /// an error ([`std::io::ErrorKind::WouldBlock`]) and the packet is not sent.
+    pub fn send_rtp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+        let sealed = self
+            .tx
+            .encrypt_rtp(plain)
+            .map_err(|e| PeerError::Srtp(e.to_string()))?;
+        self.socket.send_to(&sealed, self.relay)?;
+        Ok(())
     }
 }
 
