@@ -34,6 +34,10 @@ pub enum SrtpProfile {
 }
 
 impl SrtpProfile {
+    /// The relay's order of preference, applied to what each client offers.
+    pub const PREFERENCE: [SrtpProfile; 2] =
+        [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
+
     fn protection_profile(self) -> ProtectionProfile {
         match self {
             SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,

@@ -190,7 +190,8 @@ impl Shell {
                 Some(Output::DtlsStart {
                     key,
                     remote_fingerprint,
-                }) => self.start_dtls(key, remote_fingerprint),
+                    profiles,
+                }) => self.start_dtls(key, remote_fingerprint, &profiles),
                 Some(Output::DtlsRecord { key, data }) => {
                     let full = match self.dtls_inboxes.borrow().get(&key) {
                         Some(inbox) => inbox.try_send(data).is_err(),
@@ -384,7 +385,12 @@ impl Shell {
         }
     }
 
-    fn start_dtls(self: &Rc<Self>, key: ParticipantKey, remote_fingerprint: Option<String>) {
+    fn start_dtls(
+        self: &Rc<Self>,
+        key: ParticipantKey,
+        remote_fingerprint: Option<String>,
+        profiles: &[SrtpProfile],
+    ) {
         let (tx, rx) = mpsc::channel(DTLS_QUEUE);
         self.dtls_inboxes.borrow_mut().insert(key, tx);
         let conn = Arc::new(ChannelConn::new(
@@ -394,11 +400,7 @@ impl Shell {
             self.local,
             self.local,
         ));
-        let config = dtls::config(
-            &self.certificate,
-            &[SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80],
-            remote_fingerprint,
-        );
+        let config = dtls::config(&self.certificate, profiles, remote_fingerprint);
         let shell = self.clone();
         let task = tokio_uring::spawn(async move {
             let result = async {

@@ -16,15 +16,30 @@ use crate::ids::{ParticipantKey, Ssrc};
 /// not loss (loss bursts are far shorter; reordering far shorter still).
 const RESTART_SEQ_JUMP: i32 = 3000;
 
+/// How far behind the highest outgoing sequence number a late packet may still be sent. Older
+/// ones are dropped: the subscriber's jitter buffer has given up on them, and the rewriter could
+/// no longer tell whether their number was already used.
+pub const REORDER_WINDOW: u16 = 128;
+
 /// Maps a publisher's sequence numbers and timestamps into a subscriber's continuous stream.
+///
+/// Under SRTP an outgoing (SSRC, sequence number) pair, with its rollover counter, is the
+/// packet index that keys the cipher: AES-GCM with a repeated index under one key reuses its
+/// nonce. So the rewriter never emits an outgoing sequence number twice: a packet older than
+/// the current anchor is dropped (its number could fall on one already sent before the
+/// re-anchor, as mediasoup's SeqManager also reasons), and a window of the last
+/// [`REORDER_WINDOW`] numbers sent catches duplicates and anything older.
 #[derive(Debug, Clone)]
 pub struct Rewriter {
     anchored: Option<Anchor>,
     resync: bool,
-    /// Highest outgoing sequence number sent and its timestamp.
-    last_out_seq: u16,
+    /// Highest outgoing sequence number sent, extended past 16 bits so it never wraps, and
+    /// its timestamp.
+    highest_out: u64,
     last_out_ts: u32,
     last_sent_at: Option<Instant>,
+    /// Bit `i` set: `highest_out - i` was sent.
+    sent: u128,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +47,8 @@ struct Anchor {
     in_ssrc: u32,
     seq_offset: u16,
     ts_offset: u32,
+    /// The incoming sequence number the anchor was made at: anything older predates it.
+    first_in_seq: u16,
     highest_in_seq: u16,
 }
 
@@ -42,9 +59,11 @@ impl Rewriter {
         Rewriter {
             anchored: None,
             resync: false,
-            last_out_seq: initial_seq.wrapping_sub(1),
+            // One below the first number, kept well above zero so it never underflows.
+            highest_out: (1 << 32) + u64::from(initial_seq) - 1,
             last_out_ts: initial_ts,
             last_sent_at: None,
+            sent: 0,
         }
     }
 
@@ -53,7 +72,9 @@ impl Rewriter {
         self.resync = true;
     }
 
-    /// Outgoing sequence number and timestamp for an incoming packet.
+    /// Outgoing sequence number and timestamp for an incoming packet, or None when the packet
+    /// must not be sent: it predates the current anchor, or its outgoing number was sent
+    /// already or lies beyond the reorder window.
     pub fn rewrite(
         &mut self,
         now: Instant,
@@ -61,7 +82,7 @@ impl Rewriter {
         in_seq: u16,
         in_ts: u32,
         clock_rate: u32,
-    ) -> (u16, u32) {
+    ) -> Option<(u16, u32)> {
         let needs_anchor = match self.anchored {
             None => true,
             Some(a) => {
@@ -70,7 +91,7 @@ impl Rewriter {
             }
         };
         if needs_anchor {
-            let next_seq = self.last_out_seq.wrapping_add(1);
+            let next_seq = (self.highest_out + 1) as u16;
             let next_ts = match self.last_sent_at {
                 // Advance by the real time that passed, at least one tick so the new
                 // stream's first frame never shares the old one's last timestamp.
@@ -85,22 +106,36 @@ impl Rewriter {
                 in_ssrc,
                 seq_offset: next_seq.wrapping_sub(in_seq),
                 ts_offset: next_ts.wrapping_sub(in_ts),
+                first_in_seq: in_seq,
                 highest_in_seq: in_seq,
             });
             self.resync = false;
         }
         // Just set above when it was None.
         let a = self.anchored.as_mut().expect("anchored");
+        if (in_seq.wrapping_sub(a.first_in_seq) as i16) < 0 {
+            return None;
+        }
         let out_seq = in_seq.wrapping_add(a.seq_offset);
         let out_ts = in_ts.wrapping_add(a.ts_offset);
-        let newer = (in_seq.wrapping_sub(a.highest_in_seq) as i16) >= 0;
-        if newer || needs_anchor {
+        // Where out_seq lies relative to the highest number sent, in the extended space.
+        let ahead = out_seq.wrapping_sub(self.highest_out as u16) as i16;
+        if ahead > 0 {
+            let shift = ahead as u32;
+            self.sent = if shift >= 128 { 0 } else { self.sent << shift };
+            self.sent |= 1;
+            self.highest_out += u64::from(shift);
             a.highest_in_seq = in_seq;
-            self.last_out_seq = out_seq;
             self.last_out_ts = out_ts;
             self.last_sent_at = Some(now);
+        } else {
+            let behind = ahead.unsigned_abs();
+            if behind >= REORDER_WINDOW || self.sent & (1 << behind) != 0 {
+                return None;
+            }
+            self.sent |= 1 << behind;
         }
-        (out_seq, out_ts)
+        Some((out_seq, out_ts))
     }
 
     /// The last outgoing timestamp and when it was sent (for sender reports).
@@ -143,6 +178,8 @@ impl Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
     use std::time::Duration;
 
     #[test]
@@ -150,34 +187,136 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Rewriter::new(1000, 50_000);
         // First packet anchors at the initial values.
-        assert_eq!(r.rewrite(t0, 1, 200, 9000, 90_000), (1000, 50_000));
-        assert_eq!(r.rewrite(t0, 1, 201, 9000, 90_000), (1001, 50_000));
+        assert_eq!(r.rewrite(t0, 1, 200, 9000, 90_000), Some((1000, 50_000)));
+        assert_eq!(r.rewrite(t0, 1, 201, 9000, 90_000), Some((1001, 50_000)));
         // Reordered/late packet keeps its place and does not move the high-water mark.
-        assert_eq!(r.rewrite(t0, 1, 203, 12000, 90_000), (1003, 53_000));
-        assert_eq!(r.rewrite(t0, 1, 202, 12000, 90_000), (1002, 53_000));
+        assert_eq!(r.rewrite(t0, 1, 203, 12000, 90_000), Some((1003, 53_000)));
+        assert_eq!(r.rewrite(t0, 1, 202, 12000, 90_000), Some((1002, 53_000)));
         assert_eq!(r.last_sent(), Some((53_000, t0)));
 
         // Publisher restarts with a new SSRC 100 ms later: continues at 1004, ts + 9000.
         let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(r.rewrite(t1, 2, 7, 123, 90_000), (1004, 62_000));
-        assert_eq!(r.rewrite(t1, 2, 8, 3123, 90_000), (1005, 65_000));
+        assert_eq!(r.rewrite(t1, 2, 7, 123, 90_000), Some((1004, 62_000)));
+        assert_eq!(r.rewrite(t1, 2, 8, 3123, 90_000), Some((1005, 65_000)));
 
         // Same SSRC but a huge sequence jump (encoder restart): re-anchored too.
         let t2 = t1 + Duration::from_millis(10);
-        assert_eq!(r.rewrite(t2, 2, 40_000, 0, 90_000), (1006, 65_900));
+        assert_eq!(r.rewrite(t2, 2, 40_000, 0, 90_000), Some((1006, 65_900)));
 
         // Explicit resync (feed stopped and came back).
         r.request_resync();
         let t3 = t2 + Duration::from_secs(1);
-        assert_eq!(r.rewrite(t3, 2, 40_001, 0, 90_000), (1007, 155_900));
+        assert_eq!(r.rewrite(t3, 2, 40_001, 0, 90_000), Some((1007, 155_900)));
+    }
+
+    #[test]
+    fn a_late_packet_from_before_a_resync_is_not_sent_under_a_used_number() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(1000, 0);
+        assert_eq!(r.rewrite(t0, 1, 200, 0, 90_000).map(|o| o.0), Some(1000));
+        assert_eq!(r.rewrite(t0, 1, 201, 0, 90_000).map(|o| o.0), Some(1001));
+        r.request_resync();
+        assert_eq!(r.rewrite(t0, 1, 203, 0, 90_000).map(|o| o.0), Some(1002));
+        // 202 would map onto 1001, already sealed with other content.
+        assert_eq!(r.rewrite(t0, 1, 202, 0, 90_000), None);
+        assert_eq!(r.rewrite(t0, 1, 204, 0, 90_000).map(|o| o.0), Some(1003));
+    }
+
+    #[test]
+    fn duplicates_and_packets_past_the_window_are_dropped() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(0, 0);
+        assert_eq!(r.rewrite(t0, 1, 10, 0, 8000).map(|o| o.0), Some(0));
+        assert_eq!(r.rewrite(t0, 1, 10, 0, 8000), None);
+        assert_eq!(r.rewrite(t0, 1, 12, 0, 8000).map(|o| o.0), Some(2));
+        assert_eq!(r.rewrite(t0, 1, 11, 0, 8000).map(|o| o.0), Some(1));
+        assert_eq!(r.rewrite(t0, 1, 11, 0, 8000), None);
+        let far = 12 + REORDER_WINDOW + 5;
+        assert!(r.rewrite(t0, 1, far, 0, 8000).is_some());
+        // Not sent yet, but older than the window allows.
+        assert_eq!(r.rewrite(t0, 1, 13, 0, 8000), None);
     }
 
     #[test]
     fn sequence_wraps() {
         let t0 = Instant::now();
         let mut r = Rewriter::new(65_535, 0);
-        assert_eq!(r.rewrite(t0, 1, 10, 0, 48_000).0, 65_535);
-        assert_eq!(r.rewrite(t0, 1, 11, 0, 48_000).0, 0);
-        assert_eq!(r.rewrite(t0, 1, 12, 0, 48_000).0, 1);
+        assert_eq!(r.rewrite(t0, 1, 10, 0, 48_000).map(|o| o.0), Some(65_535));
+        assert_eq!(r.rewrite(t0, 1, 11, 0, 48_000).map(|o| o.0), Some(0));
+        assert_eq!(r.rewrite(t0, 1, 12, 0, 48_000).map(|o| o.0), Some(1));
+    }
+
+    /// What a feed can do to a subscriber's stream.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The next packet is `delta` after the previous one (negative: reordered, 0: a
+        /// duplicate, large: an encoder restart), from SSRC `ssrc`.
+        Packet { delta: i32, ssrc: u32 },
+        /// The feed restarted (renegotiation, pause).
+        Resync,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (-40i32..40, Just(1u32)).prop_map(|(delta, ssrc)| Step::Packet { delta, ssrc }),
+            1 => (prop_oneof![-40_000i32..-3000, 3000i32..40_000], 1u32..3)
+                .prop_map(|(delta, ssrc)| Step::Packet { delta, ssrc }),
+            1 => Just(Step::Resync),
+        ]
+    }
+
+    proptest! {
+        /// For any input (wraps, reordering, duplicates, restarts, resyncs) no outgoing
+        /// number is ever emitted twice, nothing older than the reorder window below the
+        /// highest number sent goes out, and a re-anchored stream continues above everything
+        /// sent before.
+        #[test]
+        fn outgoing_numbers_are_unique(
+            initial in any::<u16>(),
+            first in any::<u16>(),
+            steps in prop::collection::vec(step(), 1..400),
+        ) {
+            let t0 = Instant::now();
+            let mut r = Rewriter::new(initial, 0);
+            let mut seq = first;
+            let mut ssrc = 1;
+            // Outgoing numbers extended to 64 bits by unwrapping against the highest.
+            let mut highest: Option<u64> = None;
+            let mut seen = HashSet::new();
+            let mut anchor_pending = true;
+            for (i, s) in steps.into_iter().enumerate() {
+                let now = t0 + Duration::from_millis(i as u64);
+                match s {
+                    Step::Resync => {
+                        r.request_resync();
+                        anchor_pending = true;
+                        continue;
+                    }
+                    Step::Packet { delta, ssrc: s } => {
+                        seq = seq.wrapping_add(delta as u16);
+                        if s != ssrc {
+                            anchor_pending = true;
+                        }
+                        ssrc = s;
+                    }
+                }
+                let Some((out, _)) = r.rewrite(now, ssrc, seq, 0, 90_000) else {
+                    continue;
+                };
+                let ext = match highest {
+                    None => (1 << 32) + u64::from(out),
+                    Some(h) => h.wrapping_add_signed(i64::from(out.wrapping_sub(h as u16) as i16)),
+                };
+                prop_assert!(seen.insert(ext), "{out} emitted twice");
+                if let Some(h) = highest {
+                    prop_assert!(ext + u64::from(REORDER_WINDOW) > h, "{out} older than the window");
+                    if anchor_pending {
+                        prop_assert!(ext > h, "a new anchor went below what was sent");
+                    }
+                }
+                anchor_pending = false;
+                highest = Some(highest.map_or(ext, |h| h.max(ext)));
+            }
+        }
     }
 }

@@ -28,10 +28,11 @@ use rtcp::sender_report::SenderReport;
 use crate::control::{
     DisconnectReason, Event, FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo,
 };
+use crate::engine::client_hello;
 use crate::engine::demux::{classify, PacketKind};
 use crate::engine::ice_lite::{BindingRequest, IceCredentials, IceLite};
 use crate::engine::rtcp::{parse_feedback, Feedback, NtpClock};
-use crate::engine::srtp::{SrtpKeys, SrtpSession};
+use crate::engine::srtp::{SrtpKeys, SrtpProfile, SrtpSession};
 use crate::engine::{rtcp as rtcp_engine, rtp};
 use crate::error::ControlError;
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
@@ -97,6 +98,9 @@ pub enum Output {
         key: ParticipantKey,
         /// Certificate fingerprint to insist on, if known.
         remote_fingerprint: Option<String>,
+        /// The SRTP profiles to accept, best first: the one the relay prefers among those the
+        /// client's hello offered, or the relay's whole list when the hello could not be read.
+        profiles: Vec<SrtpProfile>,
     },
     /// A DTLS record for the participant's handshake task.
     DtlsRecord {
@@ -799,9 +803,14 @@ impl Worker {
             }
             self.handshakes += 1;
             p.dtls = DtlsState::Handshaking { since: now };
+            // The DTLS library would take the client's first profile; apply ours.
+            let profiles = client_hello::offered_srtp_profiles(datagram)
+                .and_then(|offered| client_hello::choose(&SrtpProfile::PREFERENCE, &offered))
+                .map_or_else(|| SrtpProfile::PREFERENCE.to_vec(), |p| vec![p]);
             self.outputs.push_back(Output::DtlsStart {
                 key,
                 remote_fingerprint: p.remote_fingerprint.clone(),
+                profiles,
             });
             self.arm(now + self.config.dtls_handshake_timeout);
         }
@@ -1346,9 +1355,13 @@ impl Outbox<'_> {
             let Some(dst) = sub.media_destination() else {
                 continue;
             };
-            let (seq, ts) =
+            let Some((seq, ts)) =
                 c.rewriter
-                    .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate);
+                    .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate)
+            else {
+                self.stats.rtp_copies_not_sent += 1;
+                continue;
+            };
             let mut out = self.pool.take();
             let rewritten = match (feed.mid_extension, &c.mid) {
                 (Some(id), Some(mid)) => rtp::with_extension(plain, id, mid, &mut out),

@@ -148,6 +148,11 @@ pub struct CoreStats {
     /// over cores); a core gets a feed's packets only while it has subscribers of the feed.
     #[serde(default)]
     pub cross_core_rtp_in: u64,
+    /// Copies of forwarded RTP not sent to one subscriber because the packet predates that
+    /// subscriber stream's last re-anchor, repeats one already sent, or arrived further behind
+    /// than the reorder window: sending it would reuse an outgoing sequence number.
+    #[serde(default)]
+    pub rtp_copies_not_sent: u64,
     /// Time from the kernel's receipt of a datagram to the kernel's acceptance of each
     /// datagram this core sent in response (forwarded copies, STUN responses), in
     /// microseconds, one count per sent datagram. For a feed published on another core, from
@@ -190,6 +195,7 @@ impl CoreStats {
         self.buffers_allocated += other.buffers_allocated;
         self.gso_datagrams += other.gso_datagrams;
         self.cross_core_rtp_in += other.cross_core_rtp_in;
+        self.rtp_copies_not_sent += other.rtp_copies_not_sent;
         self.forwarding_delay.merge(&other.forwarding_delay);
     }
 }
