@@ -4,8 +4,9 @@
 //!
 //! Negotiation is always server-offered, one offer outstanding per participant: requests that
 //! change a participant's media (publish, subscribe, unsubscribe, a feed going away) mark
-//! m-sections as new, and [`Hub::negotiate`] sends an offer when none is outstanding. The
-//! reply to `publish`/`subscribe` is sent once the answer that carries it has been applied.
+//! m-sections as new, and [`Hub::negotiate`] sends an offer when none is outstanding (or the
+//! outstanding one's answer was refused). The reply to `publish`/`subscribe` is sent once the
+//! answer that carries it has been applied.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -93,6 +94,11 @@ struct Peer {
     version: u64,
     next_offer: u64,
     outstanding: Option<u64>,
+    /// The answer to the outstanding offer was refused. The offer stays answerable, but no
+    /// longer holds back the next one: otherwise one bad answer would leave the participant
+    /// without offers for good. Re-offering at once instead could loop with a client that
+    /// keeps answering badly, so the next change (or ICE restart) supersedes it.
+    answer_refused: bool,
     /// An ICE restart waits for the next offer.
     ice_restart: bool,
 }
@@ -475,6 +481,7 @@ impl Hub {
             peer.disconnected_at = None;
             // A half-done negotiation is offered again on the new connection.
             peer.outstanding = None;
+            peer.answer_refused = false;
             for e in &mut peer.entries {
                 if e.state == Negotiation::Offered {
                     e.state = Negotiation::New;
@@ -557,6 +564,7 @@ impl Hub {
             version: 1,
             next_offer: 1,
             outstanding: None,
+            answer_refused: false,
             ice_restart: false,
         };
         let room = self.rooms.get_mut(&sid).expect("inserted above");
@@ -832,13 +840,14 @@ impl Hub {
         let Some(peer) = self.peer_mut(sid, uid) else {
             return;
         };
-        if peer.outstanding.is_some()
+        if (peer.outstanding.is_some() && !peer.answer_refused)
             || peer.conn.is_none()
             || !(peer.ice_restart || peer.entries.iter().any(|e| e.state == Negotiation::New))
         {
             return;
         }
         peer.ice_restart = false;
+        peer.answer_refused = false;
         for e in &mut peer.entries {
             if e.state == Negotiation::New {
                 e.state = Negotiation::Offered;
@@ -894,13 +903,29 @@ impl Hub {
         offer_id: u64,
         text: &str,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
-        let peer = &self.rooms[sid].peers[uid];
-        if peer.outstanding != Some(offer_id) {
+        if self.rooms[sid].peers[uid].outstanding != Some(offer_id) {
             return Err((
                 ErrorCode::InvalidSdp,
                 format!("offer {offer_id} is not the outstanding offer"),
             ));
         }
+        let result = self.apply_answer(sid, uid, text).await;
+        if result.is_err() {
+            if let Some(peer) = self.peer_mut(sid, uid) {
+                peer.answer_refused = true;
+            }
+        }
+        result
+    }
+
+    /// Check an answer to the outstanding offer and apply it; an error changes nothing.
+    async fn apply_answer(
+        &mut self,
+        sid: &str,
+        uid: &str,
+        text: &str,
+    ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        let peer = &self.rooms[sid].peers[uid];
         let answer = sdp::parse_answer(text).map_err(|e| (ErrorCode::InvalidSdp, e.to_string()))?;
         for e in peer
             .entries
@@ -999,6 +1024,7 @@ impl Hub {
             }
         }
         peer.outstanding = None;
+        peer.answer_refused = false;
         let mut published = Vec::new();
         let mut subscribed = Vec::new();
         for section in &offered {

@@ -157,3 +157,65 @@ async fn bad_messages_get_reasons_and_change_nothing() {
     let (r, _) = reply(&mut bystander).await;
     assert_eq!(r["error"]["code"], "no_such_feed");
 }
+
+/// A refused answer must not leave its offer blocking every later one: the participant that
+/// answered badly publishes again and gets an offer for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_answer_does_not_stall_negotiation() {
+    let srv = server("refused-answer", Default::default()).await;
+    let (url, key) = (srv.url.clone(), srv.key.info.key_id.clone());
+    let mut ws = connect(&url).await;
+    join(&mut ws, &key, "s", "tester").await;
+
+    send(
+        &mut ws,
+        json!({"type":"publish","id":2,"source":"webcam","audio":false,"video":true}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    let first = r["ok"]["feed_id"].as_str().unwrap().to_owned();
+    let offer = next(&mut ws).await;
+    assert_eq!(offer["type"], "offer");
+    let offer_id = offer["offer_id"].as_u64().unwrap();
+    send(
+        &mut ws,
+        json!({"type":"answer","id":3,"offer_id":offer_id,"sdp":"garbage"}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(r["error"]["code"], "invalid_sdp", "{r}");
+
+    send(
+        &mut ws,
+        json!({"type":"publish","id":4,"source":"screen","audio":false,"video":true}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    let second = r["ok"]["feed_id"].as_str().unwrap().to_owned();
+    let offer = next(&mut ws).await;
+    assert_eq!(offer["type"], "offer", "{offer}");
+    assert!(offer["offer_id"].as_u64().unwrap() > offer_id, "{offer}");
+    // The new offer carries the refused one's change too, so nothing is lost.
+    let feeds: Vec<&str> = offer["transceivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["feed_id"].as_str())
+        .collect();
+    assert!(feeds.contains(&first.as_str()), "{offer}");
+    assert!(feeds.contains(&second.as_str()), "{offer}");
+    // The superseded offer can no longer be answered.
+    send(
+        &mut ws,
+        json!({"type":"answer","id":5,"offer_id":offer_id,"sdp":"garbage"}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    assert!(
+        r["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the outstanding offer"),
+        "{r}"
+    );
+}
