@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use relay::engine::ice_lite::binding_request;
+use relay::fuzzing;
 use rtcp::packet::Packet;
 
 fn write(target: &str, name: &str, data: &[u8]) {
@@ -150,4 +151,23 @@ fn main() {
     w.extend(record(0x20, &stun_plain));
     w.extend(record(0x30, &[]));
     write("worker", "session", &w);
+    // client_hello: datagrams, each after its two-byte length. A hello in one record, and
+    // one whose key share pushes use_srtp into a second record, as Chromium's does.
+    let small = fuzzing::client_hello_record(&[fuzzing::use_srtp(&[1, 7])]);
+    let large =
+        fuzzing::client_hello_record(&[(0x33, vec![0x5a; 1200]), fuzzing::use_srtp(&[1, 8, 7, 2])]);
+    for (name, datagrams) in [
+        ("one-record", vec![small]),
+        (
+            "two-records",
+            fuzzing::fragmented_client_hello(&large, 1000),
+        ),
+    ] {
+        let mut d = Vec::new();
+        for datagram in datagrams {
+            d.extend((datagram.len() as u16).to_be_bytes());
+            d.extend(datagram);
+        }
+        write("client_hello", name, &d);
+    }
 }

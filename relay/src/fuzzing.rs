@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::control::{FeedDescription, MediaKind, ParticipantConfig};
+use crate::engine::client_hello::ClientHello;
 use crate::engine::ice_lite::{binding_request, BindingRequest, IceCredentials, IceLite};
 use crate::engine::srtp::{SrtpKeys, SrtpProfile, SrtpSession};
 use crate::engine::{demux, rtcp, rtp};
@@ -119,12 +120,15 @@ fn connect(
         .expect("fresh participant");
     let check = binding_request(&format!("{}:peer", creds.ufrag), &creds.pwd, true);
     w.handle_receive(now, None, addr, &check);
-    // A record that looks like DTLS starts the (here imaginary) handshake.
+    // A handshake record with a whole (empty) ClientHello starts the (here imaginary)
+    // handshake.
     w.handle_receive(
         now,
         None,
         addr,
-        &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[
+            22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
     );
     let mut key = None;
     while let Some(o) = w.poll_output() {
@@ -318,11 +322,83 @@ pub fn srtp(data: &[u8]) {
     }
 }
 
+/// ClientHello reassembly and the `use_srtp` reader: the input is a sequence of datagrams,
+/// each preceded by its length in two bytes. An offer is only ever read from a whole message.
+pub fn client_hello(mut data: &[u8]) {
+    let mut hello = ClientHello::default();
+    while data.len() >= 2 {
+        let len = (u16::from_be_bytes([data[0], data[1]]) as usize).min(data.len() - 2);
+        let datagram = &data[2..2 + len];
+        data = &data[2 + len..];
+        hello.handle_datagram(datagram);
+        if let Some(offered) = hello.offered_srtp_profiles() {
+            assert!(hello.is_complete());
+            assert!(offered.len() <= SrtpProfile::PREFERENCE.len());
+        }
+    }
+}
+
+/// A DTLS 1.2 ClientHello record with the given extensions (type, data), for tests and seeds.
+pub fn client_hello_record(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut body = vec![0xfe, 0xfd];
+    body.extend([7u8; 32]); // random
+    body.push(0); // session id
+    body.push(0); // cookie
+    body.extend([0, 4, 0xc0, 0x2b, 0xc0, 0x2f]); // two cipher suites
+    body.extend([1, 0]); // null compression
+    let mut ext = Vec::new();
+    for (kind, data) in extensions {
+        ext.extend(kind.to_be_bytes());
+        ext.extend((data.len() as u16).to_be_bytes());
+        ext.extend(data);
+    }
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    fragmented_client_hello(
+        &[0; 25].into_iter().chain(body).collect::<Vec<u8>>(),
+        usize::MAX,
+    )
+    .concat()
+}
+
+/// The `use_srtp` extension offering these profile numbers, without MKI.
+pub fn use_srtp(ids: &[u16]) -> (u16, Vec<u8>) {
+    let mut data = ((ids.len() * 2) as u16).to_be_bytes().to_vec();
+    for id in ids {
+        data.extend(id.to_be_bytes());
+    }
+    data.push(0);
+    (14, data)
+}
+
+/// The ClientHello of a one-record `record` cut into handshake fragments of `size` bytes,
+/// one record each (as a large ClientHello arrives).
+pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
+    let body = &record[13 + 12..];
+    let len = body.len() as u32;
+    let size = size.min(body.len().max(1));
+    body.chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut hs = vec![1];
+            hs.extend(&len.to_be_bytes()[1..]);
+            hs.extend([0, 0]);
+            hs.extend(&((i * size) as u32).to_be_bytes()[1..]);
+            hs.extend(&(chunk.len() as u32).to_be_bytes()[1..]);
+            hs.extend(chunk);
+            let mut r = vec![22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, i as u8];
+            r.extend((hs.len() as u16).to_be_bytes());
+            r.extend(hs);
+            r
+        })
+        .collect()
+}
+
 /// A fuzz target: takes any bytes, must not panic.
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -330,6 +406,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("control", control),
     ("worker", worker),
     ("srtp", srtp),
+    ("client_hello", client_hello),
 ];
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! The DTLS library picks the first of the *client's* profiles that it supports, and Chromium
 //! lists SRTP_AES128_CM_HMAC_SHA1_80 before SRTP_AEAD_AES_128_GCM, so left alone every
 //! Chromium participant would get HMAC-SHA1 (about 1 µs per packet here, against 0.2 µs for
-//! AES-GCM, on every copy). The relay therefore reads the offer from the first record of the
-//! handshake before handing it on, and configures that handshake with the one profile it
-//! prefers among those offered: the server's preference, as RFC 5764 §4.1.2 allows.
+//! AES-GCM, on every copy). The relay therefore reassembles the ClientHello from the first
+//! records of the handshake before starting it, and configures that handshake with the one
+//! profile it prefers among those offered: the server's preference, as RFC 5764 §4.1.2 allows.
 //!
 //! This reads untrusted bytes from a peer that has passed an ICE check: every length is
 //! checked, nothing panics, and anything unexpected reads as "no offer seen".
@@ -23,29 +23,101 @@ const PROFILE_AES128_CM_HMAC_SHA1_80: u16 = 0x0001;
 /// RFC 7714 §14.2 profile number of SRTP_AEAD_AES_128_GCM.
 const PROFILE_AEAD_AES_128_GCM: u16 = 0x0007;
 
-/// The profiles offered in the `use_srtp` extension of the ClientHello that starts `record`
-/// (one DTLS record, unfragmented), in the client's order, limited to those the relay
-/// implements. None when `record` is not a whole ClientHello or has no `use_srtp`.
-pub fn offered_srtp_profiles(record: &[u8]) -> Option<Vec<SrtpProfile>> {
-    let mut r = Reader(record);
-    // Record header: type, version, epoch, sequence number, length.
-    if r.u8()? != CONTENT_HANDSHAKE {
-        return None;
+/// Largest ClientHello the relay reassembles. Chromium's, with a post-quantum key share, is
+/// about 1.4 KiB in two records.
+pub const MAX_HELLO_LEN: usize = 16 * 1024;
+
+/// A ClientHello put together from the handshake fragments of the first records of a
+/// handshake. A large ClientHello (Chromium's carries an ML-KEM key share) arrives in several
+/// records, and `use_srtp` may be in any of them.
+#[derive(Debug, Default)]
+pub struct ClientHello {
+    /// The message's length, from the first fragment seen.
+    length: Option<usize>,
+    body: Vec<u8>,
+    /// Byte ranges of `body` received so far, as (start, end).
+    have: Vec<(usize, usize)>,
+}
+
+impl ClientHello {
+    /// Take the ClientHello fragments (message sequence 0) in one datagram, which may hold
+    /// several records, each several fragments. Anything else in it is skipped; a fragment
+    /// that contradicts an earlier one's length is ignored.
+    pub fn handle_datagram(&mut self, datagram: &[u8]) {
+        let mut records = Reader(datagram);
+        while !records.0.is_empty() {
+            let Some(kind) = records.u8() else { return };
+            // Version, epoch, sequence number.
+            let Some(()) = records.skip(2 + 2 + 6) else {
+                return;
+            };
+            let Some(record) = records.vec16() else {
+                return;
+            };
+            if kind != CONTENT_HANDSHAKE {
+                continue;
+            }
+            let mut fragments = Reader(record);
+            while !fragments.0.is_empty() {
+                if self.handle_fragment(&mut fragments).is_none() {
+                    break;
+                }
+            }
+        }
     }
-    r.skip(2 + 2 + 6)?;
-    let mut r = Reader(r.vec16()?);
-    // Handshake header: type, length, message sequence, fragment offset and length.
-    if r.u8()? != CLIENT_HELLO {
-        return None;
+
+    fn handle_fragment(&mut self, r: &mut Reader<'_>) -> Option<()> {
+        let kind = r.u8()?;
+        let length = r.u24()? as usize;
+        let message_seq = r.u16()?;
+        let offset = r.u24()? as usize;
+        let fragment_len = r.u24()? as usize;
+        let fragment = r.take(fragment_len)?;
+        if kind != CLIENT_HELLO || message_seq != 0 || length > MAX_HELLO_LEN {
+            return Some(());
+        }
+        if offset + fragment.len() > length || *self.length.get_or_insert(length) != length {
+            return Some(());
+        }
+        if self.body.len() < length {
+            self.body.resize(length, 0);
+        }
+        self.body[offset..offset + fragment.len()].copy_from_slice(fragment);
+        self.have.push((offset, offset + fragment.len()));
+        Some(())
     }
-    let length = r.u24()?;
-    r.skip(2)?;
-    let (offset, fragment) = (r.u24()?, r.u24()?);
-    if offset != 0 || fragment != length {
-        // A fragmented ClientHello: the extensions may be in a later record.
-        return None;
+
+    /// Whether every byte of the message has arrived.
+    pub fn is_complete(&self) -> bool {
+        let Some(length) = self.length else {
+            return false;
+        };
+        let mut have = self.have.clone();
+        have.sort_unstable();
+        let mut covered = 0;
+        for (start, end) in have {
+            if start > covered {
+                return false;
+            }
+            covered = covered.max(end);
+        }
+        covered >= length
     }
-    let mut body = Reader(r.take(length as usize)?);
+
+    /// The profiles offered in the `use_srtp` extension, in the client's order, limited to
+    /// those the relay implements. None until the message is complete, or when it does not
+    /// parse or has no `use_srtp`.
+    pub fn offered_srtp_profiles(&self) -> Option<Vec<SrtpProfile>> {
+        if !self.is_complete() {
+            return None;
+        }
+        offered_in_body(&self.body)
+    }
+}
+
+/// The profiles of `use_srtp` in a whole ClientHello body.
+fn offered_in_body(body: &[u8]) -> Option<Vec<SrtpProfile>> {
+    let mut body = Reader(body);
     // client_version, random, session_id, cookie, cipher_suites, compression_methods.
     body.skip(2 + 32)?;
     body.vec8()?;
@@ -126,43 +198,16 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::{
+        client_hello_record as client_hello, fragmented_client_hello as fragmented, use_srtp,
+    };
 
-    /// A DTLS 1.2 ClientHello record with the given extensions (type, data).
-    pub(crate) fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut body = vec![0xfe, 0xfd];
-        body.extend([7u8; 32]); // random
-        body.push(0); // session id
-        body.push(0); // cookie
-        body.extend([0, 4, 0xc0, 0x2b, 0xc0, 0x2f]); // two cipher suites
-        body.extend([1, 0]); // null compression
-        let mut ext = Vec::new();
-        for (kind, data) in extensions {
-            ext.extend(kind.to_be_bytes());
-            ext.extend((data.len() as u16).to_be_bytes());
-            ext.extend(data);
+    fn offer(datagrams: &[&[u8]]) -> Option<Vec<SrtpProfile>> {
+        let mut hello = ClientHello::default();
+        for d in datagrams {
+            hello.handle_datagram(d);
         }
-        body.extend((ext.len() as u16).to_be_bytes());
-        body.extend(ext);
-        let len = body.len() as u32;
-        let mut hs = vec![CLIENT_HELLO];
-        hs.extend(&len.to_be_bytes()[1..]);
-        hs.extend([0, 0]); // message sequence
-        hs.extend([0, 0, 0]); // fragment offset
-        hs.extend(&len.to_be_bytes()[1..]);
-        hs.extend(body);
-        let mut record = vec![CONTENT_HANDSHAKE, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
-        record.extend((hs.len() as u16).to_be_bytes());
-        record.extend(hs);
-        record
-    }
-
-    pub(crate) fn use_srtp(ids: &[u16]) -> (u16, Vec<u8>) {
-        let mut data = ((ids.len() * 2) as u16).to_be_bytes().to_vec();
-        for id in ids {
-            data.extend(id.to_be_bytes());
-        }
-        data.push(0); // no MKI
-        (EXT_USE_SRTP, data)
+        hello.offered_srtp_profiles()
     }
 
     #[test]
@@ -173,51 +218,75 @@ mod tests {
             use_srtp(&[0x0001, 0x0008, 0x0007, 0x0002]),
             (0x000a, vec![0, 2, 0, 0x17]),
         ]);
-        let offered = offered_srtp_profiles(&record).unwrap();
+        let offered = offer(&[&record]).unwrap();
         assert_eq!(
             offered,
             [SrtpProfile::Aes128CmHmacSha1_80, SrtpProfile::AeadAes128Gcm]
         );
-        let preference = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
+        let preference = SrtpProfile::PREFERENCE;
         assert_eq!(
             choose(&preference, &offered),
             Some(SrtpProfile::AeadAes128Gcm)
         );
         // A client that offers only SHA1_80 (aiortc) gets it.
         let record = client_hello(&[use_srtp(&[0x0001])]);
-        let offered = offered_srtp_profiles(&record).unwrap();
+        let offered = offer(&[&record]).unwrap();
         assert_eq!(
             choose(&preference, &offered),
             Some(SrtpProfile::Aes128CmHmacSha1_80)
         );
         // Nothing the relay implements.
         let record = client_hello(&[use_srtp(&[0x0002])]);
-        assert_eq!(
-            choose(&preference, &offered_srtp_profiles(&record).unwrap()),
-            None
-        );
+        assert_eq!(choose(&preference, &offer(&[&record]).unwrap()), None);
+    }
+
+    #[test]
+    fn a_hello_in_fragments_is_read_once_whole_in_any_order() {
+        // A large key share before use_srtp pushes it into the last fragment, as Chromium's
+        // ML-KEM share does.
+        let record = client_hello(&[(0x0033, vec![0x5a; 1200]), use_srtp(&[0x0001, 0x0007])]);
+        let parts = fragmented(&record, 500);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(offer(&[&parts[0], &parts[1]]), None);
+        let want = Some(vec![
+            SrtpProfile::Aes128CmHmacSha1_80,
+            SrtpProfile::AeadAes128Gcm,
+        ]);
+        assert_eq!(offer(&[&parts[0], &parts[1], &parts[2]]), want);
+        assert_eq!(offer(&[&parts[2], &parts[0], &parts[0], &parts[1]]), want);
+        // Two records in one datagram.
+        let both = [parts[1].clone(), parts[2].clone()].concat();
+        assert_eq!(offer(&[&parts[0], &both]), want);
+        // A fragment claiming another total length is ignored.
+        let mut liar = parts[2].clone();
+        liar[13 + 3] ^= 1;
+        assert_eq!(offer(&[&parts[0], &parts[1], &liar]), None);
     }
 
     #[test]
     fn anything_but_a_whole_client_hello_reads_as_no_offer() {
-        assert_eq!(offered_srtp_profiles(&client_hello(&[])), None);
+        assert_eq!(offer(&[&client_hello(&[])]), None);
         let record = client_hello(&[use_srtp(&[0x0007])]);
         for n in 0..record.len() {
-            assert_eq!(offered_srtp_profiles(&record[..n]), None, "{n} bytes");
+            assert_eq!(offer(&[&record[..n]]), None, "{n} bytes");
         }
-        // Not a handshake record, not a ClientHello, a fragment.
+        // Not a handshake record, not a ClientHello, a fragment past the message's end.
         let mut other = record.clone();
         other[0] = 23;
-        assert_eq!(offered_srtp_profiles(&other), None);
+        assert_eq!(offer(&[&other]), None);
         let mut other = record.clone();
         other[13] = 2;
-        assert_eq!(offered_srtp_profiles(&other), None);
+        assert_eq!(offer(&[&other]), None);
         let mut other = record.clone();
         other[13 + 8] = 1; // fragment offset
-        assert_eq!(offered_srtp_profiles(&other), None);
+        assert_eq!(offer(&[&other]), None);
         // An odd-length profile list.
         let mut ext = use_srtp(&[0x0007]);
         ext.1 = vec![0, 3, 0, 7, 0, 0];
-        assert_eq!(offered_srtp_profiles(&client_hello(&[ext])), None);
+        assert_eq!(offer(&[&client_hello(&[ext])]), None);
+        // A length beyond the limit.
+        let mut huge = record.clone();
+        huge[13 + 1] = 0xff;
+        assert_eq!(offer(&[&huge]), None);
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::engine::client_hello::ClientHello;
 use crate::engine::ice_lite::IceLite;
 use crate::engine::srtp::{SrtpProfile, SrtpSession};
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
@@ -23,6 +24,17 @@ pub enum DtlsState {
         /// The negotiated SRTP profile.
         profile: SrtpProfile,
     },
+}
+
+/// The first records of a DTLS handshake, held until the ClientHello they carry is whole, so
+/// that the handshake can be configured with the SRTP profile the relay prefers among those
+/// offered.
+#[derive(Debug, Default)]
+pub struct PendingHello {
+    /// The ClientHello reassembled so far.
+    pub hello: ClientHello,
+    /// The records, in arrival order.
+    pub records: Vec<Vec<u8>>,
 }
 
 /// Byte and packet counters of one participant, for usage metering.
@@ -54,6 +66,9 @@ pub struct Participant {
     pub remote_fingerprint: Option<String>,
     /// SRTP contexts once DTLS has completed.
     pub srtp: Option<SrtpSession>,
+    /// While handshaking, before the handshake task starts: the ClientHello so far and the
+    /// records that carried it, handed on once it is whole.
+    pub hello: Option<PendingHello>,
     /// Media SSRC → feed it publishes.
     pub published: HashMap<u32, FeedKey>,
     /// SSRC the relay sends with → feed it subscribes to.
@@ -84,6 +99,7 @@ impl Participant {
             dtls: DtlsState::Idle,
             remote_fingerprint,
             srtp: None,
+            hello: None,
             published: HashMap::new(),
             subscriptions: HashMap::new(),
             rtcp_ssrc,

@@ -41,7 +41,7 @@ use crate::stats::{CoreStats, DropReason};
 use super::consumer::Consumer;
 use super::cross_core::{CrossCore, FeedRoute, RelayedRtp, RtpInfo};
 use super::feed::Feed;
-use super::participant::{DtlsState, Participant, ParticipantUsage};
+use super::participant::{DtlsState, Participant, ParticipantUsage, PendingHello};
 use super::pool::BufferPool;
 
 /// Timing and limits of a worker.
@@ -73,6 +73,10 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// DTLS records held while waiting for a whole ClientHello; past this the handshake starts
+/// anyway, with the relay's whole list of profiles. Chromium's ClientHello takes two.
+const MAX_HELLO_RECORDS: usize = 8;
 
 /// Idle packet buffers a core keeps: enough for a keyframe burst to a few hundred subscribers
 /// (~4 MiB at most), beyond which returned buffers are freed.
@@ -803,21 +807,41 @@ impl Worker {
             }
             self.handshakes += 1;
             p.dtls = DtlsState::Handshaking { since: now };
-            // The DTLS library would take the client's first profile; apply ours.
-            let profiles = client_hello::offered_srtp_profiles(datagram)
-                .and_then(|offered| client_hello::choose(&SrtpProfile::PREFERENCE, &offered))
-                .map_or_else(|| SrtpProfile::PREFERENCE.to_vec(), |p| vec![p]);
-            self.outputs.push_back(Output::DtlsStart {
-                key,
-                remote_fingerprint: p.remote_fingerprint.clone(),
-                profiles,
-            });
-            self.arm(now + self.config.dtls_handshake_timeout);
+            p.hello = Some(PendingHello::default());
+            let at = now + self.config.dtls_handshake_timeout;
+            self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
         }
-        self.outputs.push_back(Output::DtlsRecord {
+        let Some(pending) = p.hello.as_mut() else {
+            self.outputs.push_back(Output::DtlsRecord {
+                key,
+                data: datagram.to_vec(),
+            });
+            return Ok(());
+        };
+        // Hold the records until the ClientHello is whole (or plainly will not be), then
+        // start the handshake with the profile the relay prefers among those offered: the
+        // DTLS library would take the client's first.
+        pending.hello.handle_datagram(datagram);
+        pending.records.push(datagram.to_vec());
+        let offered = pending.hello.offered_srtp_profiles();
+        if offered.is_none()
+            && !pending.hello.is_complete()
+            && pending.records.len() < MAX_HELLO_RECORDS
+        {
+            return Ok(());
+        }
+        let profiles = offered
+            .and_then(|offered| client_hello::choose(&SrtpProfile::PREFERENCE, &offered))
+            .map_or_else(|| SrtpProfile::PREFERENCE.to_vec(), |p| vec![p]);
+        let records = p.hello.take().map(|h| h.records).unwrap_or_default();
+        self.outputs.push_back(Output::DtlsStart {
             key,
-            data: datagram.to_vec(),
+            remote_fingerprint: p.remote_fingerprint.clone(),
+            profiles,
         });
+        for data in records {
+            self.outputs.push_back(Output::DtlsRecord { key, data });
+        }
         Ok(())
     }
 
