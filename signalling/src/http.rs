@@ -4,37 +4,75 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::hub::{ConnMeta, Input};
 
-/// Files served as they are, by path.
-const FILES: [(&str, &str, &str); 4] = [
-    (
-        "/",
-        "text/html; charset=utf-8",
-        include_str!("../../sdk/demo/index.html"),
-    ),
-    (
-        "/demo.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../sdk/demo/demo.js"),
-    ),
-    (
-        "/sdk/webrtcai.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../sdk/webrtcai.js"),
-    ),
-    (
-        "/sdk/webrtcai.d.ts",
-        "application/typescript; charset=utf-8",
-        include_str!("../../sdk/webrtcai.d.ts"),
-    ),
+/// A file served as it is.
+struct File {
+    path: &'static str,
+    mime: &'static str,
+    body: &'static str,
+    /// Whether pages on any origin may load it: the SDK is a public script that every
+    /// customer's page imports from here (a module script is fetched in CORS mode, so without
+    /// `Access-Control-Allow-Origin` the browser refuses it). The demo app is for this origin.
+    cross_origin: bool,
+}
+
+const FILES: [File; 4] = [
+    File {
+        path: "/",
+        mime: "text/html; charset=utf-8",
+        body: include_str!("../../sdk/demo/index.html"),
+        cross_origin: false,
+    },
+    File {
+        path: "/demo.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../sdk/demo/demo.js"),
+        cross_origin: false,
+    },
+    File {
+        path: "/sdk/webrtcai.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../sdk/webrtcai.js"),
+        cross_origin: true,
+    },
+    File {
+        path: "/sdk/webrtcai.d.ts",
+        mime: "application/typescript; charset=utf-8",
+        body: include_str!("../../sdk/webrtcai.d.ts"),
+        cross_origin: true,
+    },
 ];
+
+/// A strong ETag per file (same index as [`FILES`]), from a hash of its contents, computed
+/// once: the files are part of the binary, so a tag changes exactly when an upgrade changes
+/// the file.
+fn etags() -> &'static [String; FILES.len()] {
+    static TAGS: std::sync::OnceLock<[String; FILES.len()]> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        FILES.map(|f| {
+            let digest = Sha256::digest(f.body.as_bytes());
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            format!("\"{hex}\"")
+        })
+    })
+}
+
+/// Whether an `If-None-Match` value matches `etag` (the weak comparison RFC 9110 asks for
+/// here: a `W/` prefix is ignored).
+fn none_match(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
 
 /// The router: `/ws`, `/healthz`, and the static files.
 pub fn router(hub: mpsc::Sender<Input>) -> Router {
@@ -81,16 +119,60 @@ pub async fn serve(
     .await
 }
 
-async fn file(uri: Uri) -> Response {
-    match FILES.iter().find(|(path, _, _)| *path == uri.path()) {
-        Some((_, mime, body)) => (
-            [
-                (header::CONTENT_TYPE, *mime),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+/// A static file. The SDK URL carries no version, so caches must revalidate (`no-cache`) to
+/// pick up an upgraded server at once; the ETag makes that revalidation a bodiless 304.
+async fn file(uri: Uri, headers: HeaderMap) -> Response {
+    let Some(i) = FILES.iter().position(|f| f.path == uri.path()) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let (f, etag) = (&FILES[i], etags()[i].as_str());
+    let mut out = HeaderMap::new();
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        out.insert(header::ETAG, v);
+    }
+    if f.cross_origin {
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| none_match(v, etag));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, out).into_response();
+    }
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(f.mime));
+    (out, f.body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_lists() {
+        let tag = "\"abc\"";
+        assert!(none_match("\"abc\"", tag));
+        assert!(none_match("\"x\", W/\"abc\"", tag));
+        assert!(none_match("*", tag));
+        assert!(!none_match("\"abcd\"", tag));
+        assert!(!none_match("abc", tag));
+        assert!(!none_match("", tag));
+    }
+
+    #[test]
+    fn etags_are_strong_and_distinct() {
+        let tags = etags();
+        for t in tags {
+            assert!(t.starts_with('"') && t.ends_with('"') && !t.starts_with("W/"));
+        }
+        assert_ne!(tags[2], tags[3]);
     }
 }
