@@ -2,17 +2,17 @@
 //!
 //! One context per direction: `rx` unprotects what the participant sends (with replay
 //! protection), `tx` protects what the relay sends to it. RTP goes through the in-place
-//! transforms of [`super::srtp_gcm`] and [`super::srtp_cm`], SRTCP through webrtc-srtp; this
-//! module owns key splitting, profile mapping, replay windows and the classification of
-//! failures into drop reasons.
+//! transforms of [`super::srtp_gcm`] and [`super::srtp_cm`], SRTCP through [`super::srtcp`];
+//! this module owns key splitting, profile mapping, replay windows and the classification of
+//! failures into drop reasons. No state is created for an SSRC before a packet carrying it has
+//! authenticated, and at most [`MAX_REPLAY_SSRCS`] per direction after.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use super::replay::ReplayWindow;
+use super::srtcp::{Srtcp, SrtcpError};
 use super::srtp_cm::CmRtp;
 use super::srtp_gcm::GcmRtp;
 use crate::stats::DropReason;
@@ -128,28 +128,25 @@ enum RtpTransform {
 /// Both directions of one participant's SRTP.
 ///
 /// RTP, the forwarding path, is processed in place under either profile ([`GcmRtp`],
-/// [`CmRtp`]); SRTCP (a few packets a second) by webrtc-srtp.
+/// [`CmRtp`]); SRTCP too ([`Srtcp`]).
 pub struct SrtpSession {
-    rx: Context,
-    tx: Context,
+    rtcp_rx: Srtcp,
+    rtcp_tx: Srtcp,
     rtp: RtpTransform,
-    /// Shortest SRTCP packet that can be valid: header and sender SSRC, E-flag and index,
-    /// authentication tag. The SRTP library indexes into shorter ones without checking.
-    min_srtcp_len: usize,
-    rtcp_tag_len: usize,
     /// Replay windows per SSRC, moved only by authenticated packets (see [`super::replay`]).
     rtp_replay: HashMap<u32, ReplayWindow>,
     rtcp_replay: HashMap<u32, ReplayWindow>,
 }
 
+/// Key lengths that do not fit the negotiated profile.
+#[derive(Debug, thiserror::Error)]
+#[error("SRTP master key or salt of the wrong length for {0:?}")]
+pub struct BadKeyLength(pub SrtpProfile);
+
 impl SrtpSession {
     /// Build the contexts; fails only on key lengths that do not fit the profile.
-    pub fn new(keys: &SrtpKeys) -> Result<Self, webrtc_srtp::Error> {
-        let p = keys.profile.protection_profile();
-        // No replay detection inside the library (it would be moved by forged packets);
-        // ours runs around it.
-        let rx = Context::new(&keys.remote_key, &keys.remote_salt, p, None, None)?;
-        let tx = Context::new(&keys.local_key, &keys.local_salt, p, None, None)?;
+    pub fn new(keys: &SrtpKeys) -> Result<Self, BadKeyLength> {
+        let bad = || BadKeyLength(keys.profile);
         let rtp = match keys.profile {
             SrtpProfile::AeadAes128Gcm => GcmRtp::new(&keys.remote_key, &keys.remote_salt)
                 .zip(GcmRtp::new(&keys.local_key, &keys.local_salt))
@@ -158,16 +155,20 @@ impl SrtpSession {
                 .zip(CmRtp::new(&keys.local_key, &keys.local_salt))
                 .map(|(rx, tx)| RtpTransform::Cm { rx, tx }),
         }
-        .ok_or(webrtc_srtp::Error::ErrShortSrtpMasterKey)?;
+        .ok_or_else(bad)?;
         Ok(SrtpSession {
-            rx,
-            tx,
+            rtcp_rx: Srtcp::new(keys.profile, &keys.remote_key, &keys.remote_salt)
+                .ok_or_else(bad)?,
+            rtcp_tx: Srtcp::new(keys.profile, &keys.local_key, &keys.local_salt).ok_or_else(bad)?,
             rtp,
-            min_srtcp_len: 8 + 4 + p.rtcp_auth_tag_len(),
-            rtcp_tag_len: p.rtcp_auth_tag_len(),
             rtp_replay: HashMap::new(),
             rtcp_replay: HashMap::new(),
         })
+    }
+
+    /// SSRCs with SRTCP replay state (only ever created by authenticated packets).
+    pub fn rtcp_ssrcs(&self) -> usize {
+        self.rtcp_replay.len()
     }
 
     /// Authenticate and decrypt an SRTP packet from the peer into `plain` (cleared first; a
@@ -195,18 +196,22 @@ impl SrtpSession {
     }
 
     /// Authenticate and decrypt an SRTCP compound packet from the peer.
-    pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Bytes, DropReason> {
-        if packet.len() < self.min_srtcp_len {
-            return Err(DropReason::SrtpAuthFailed);
-        }
-        let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-        let at = packet.len() - self.rtcp_tag_len - 4;
-        let e_index =
-            u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]);
-        let index = (e_index & 0x7fff_ffff) as u64;
-        check(&self.rtcp_replay, ssrc, index)?;
-        let plain = self.rx.decrypt_rtcp(packet).map_err(classify)?;
-        accept(&mut self.rtcp_replay, ssrc, index, 1 << 31);
+    pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let trailer = self
+            .rtcp_rx
+            .peek(packet)
+            .ok_or(DropReason::SrtpAuthFailed)?;
+        check(&self.rtcp_replay, trailer.ssrc, trailer.index as u64)?;
+        let mut plain = packet.to_vec();
+        self.rtcp_rx
+            .unprotect(&mut plain)
+            .map_err(|_| DropReason::SrtpAuthFailed)?;
+        accept(
+            &mut self.rtcp_replay,
+            trailer.ssrc,
+            trailer.index as u64,
+            1 << 31,
+        );
         Ok(plain)
     }
 
@@ -226,10 +231,14 @@ impl SrtpSession {
     }
 
     /// Encrypt an RTCP compound packet toward the peer.
-    pub fn protect_rtcp(&mut self, packet: &[u8]) -> Result<Bytes, DropReason> {
-        self.tx
-            .encrypt_rtcp(packet)
-            .map_err(|_| DropReason::SrtpProtectFailed)
+    pub fn protect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let mut sealed = packet.to_vec();
+        match self.rtcp_tx.protect(&mut sealed) {
+            Ok(()) => Ok(sealed),
+            Err(SrtcpError::TooShort | SrtcpError::Auth | SrtcpError::Exhausted) => {
+                Err(DropReason::SrtpProtectFailed)
+            }
+        }
     }
 }
 
@@ -246,15 +255,6 @@ fn accept(windows: &mut HashMap<u32, ReplayWindow>, ssrc: u32, seq: u64, modulus
         .entry(ssrc)
         .or_insert_with(|| ReplayWindow::new(modulus))
         .accept(seq);
-}
-
-fn classify(e: webrtc_srtp::Error) -> DropReason {
-    match e {
-        webrtc_srtp::Error::SrtpSsrcDuplicated(..)
-        | webrtc_srtp::Error::SrtcpSsrcDuplicated(..)
-        | webrtc_srtp::Error::ErrDuplicated => DropReason::SrtpReplay,
-        _ => DropReason::SrtpAuthFailed,
-    }
 }
 
 #[cfg(test)]
@@ -314,8 +314,11 @@ mod tests {
             // Forged SRTCP cannot move the replay window, and short SRTCP of every length below
             // a valid one is refused, never indexed past.
             let rtcp = [0x80, 201, 0, 1, 0, 0, 0, 1];
-            let mut forged = client.protect_rtcp(&rtcp).unwrap().to_vec();
-            let at = forged.len() - profile.protection_profile().rtcp_auth_tag_len() - 4;
+            let mut forged = client.protect_rtcp(&rtcp).unwrap();
+            let at = match profile {
+                SrtpProfile::AeadAes128Gcm => forged.len() - 4,
+                SrtpProfile::Aes128CmHmacSha1_80 => forged.len() - 10 - 4,
+            };
             forged[at..at + 4].copy_from_slice(&0xf000_0000u32.to_be_bytes());
             assert_eq!(
                 server.unprotect_rtcp(&forged).err(),

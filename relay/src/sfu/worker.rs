@@ -1092,7 +1092,7 @@ impl Worker {
                 p.usage.packets_out += 1;
                 p.usage.bytes_out += sealed.len() as u64;
                 self.stats.keyframe_requests_forwarded += 1;
-                self.transmit(dst, sealed.into());
+                self.transmit(dst, sealed);
             }
             Err(reason) => self.stats.drop(reason),
         }
@@ -1322,7 +1322,7 @@ impl Worker {
             Ok(sealed) => {
                 p.usage.packets_out += 1;
                 p.usage.bytes_out += sealed.len() as u64;
-                self.transmit(dst, sealed.into());
+                self.transmit(dst, sealed);
             }
             Err(reason) => self.stats.drop(reason),
         }
