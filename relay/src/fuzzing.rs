@@ -166,21 +166,7 @@ pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness
         profile,
     )];
     worker
-        .publish(
-            &sid,
-            &Uid::from("pub"),
-            FeedDescription {
-                feed_id: FeedId::from("cam"),
-                kind: MediaKind::Video,
-                ssrc: Ssrc(PUBLISHER_SSRC),
-                clock_rate: 90_000,
-                payload_types: vec![96, 97],
-                header_extensions: vec![crate::control::HeaderExtension {
-                    id: 1,
-                    uri: crate::control::MID_EXTENSION_URI.into(),
-                }],
-            },
-        )
+        .publish(&sid, &Uid::from("pub"), camera())
         .expect("publish");
     let mut addresses = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
@@ -216,6 +202,79 @@ pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness
         subscribers: addresses,
         stranger: SocketAddr::from(([127, 0, 0, 1], 1003)),
         clients,
+    }
+}
+
+/// A session spread over two cores: [`harness_with_profile`]'s worker (core 0) publishes the
+/// feed, and a second worker (core 1) has one subscriber of it, fed through cross-core
+/// messages that the test moves from one to the other.
+pub struct SpreadHarness {
+    /// The origin core, with its publisher and one local subscriber.
+    pub origin: Harness,
+    /// The sink core.
+    pub sink: Worker,
+    /// The sink's subscriber's address.
+    pub sink_subscriber: SocketAddr,
+    /// The sink's subscriber's client-side SRTP.
+    pub sink_client: SrtpSession,
+}
+
+/// Build a [`SpreadHarness`] whose peers all use `profile`.
+pub fn spread_harness(profile: SrtpProfile) -> SpreadHarness {
+    let mut origin = harness_with_profile(1, profile);
+    let now = origin.now;
+    let mut sink = Worker::new(
+        WorkerConfig {
+            core: 1,
+            ..WorkerConfig::default()
+        },
+        now,
+        UNIX_EPOCH,
+        2,
+    );
+    let sid = Sid::from("s");
+    sink.create_session(sid.clone()).expect("fresh");
+    let route = origin
+        .worker
+        .publish(&sid, &Uid::from("pub"), camera())
+        .expect("the same description again");
+    sink.add_remote_feed(&sid, camera(), route)
+        .expect("replica");
+    let addr = SocketAddr::from(([127, 0, 0, 1], 3000));
+    let sink_client = connect(&mut sink, now, &sid, "far", addr, 9, profile);
+    sink.subscribe(
+        now,
+        &sid,
+        &Uid::from("far"),
+        &FeedId::from("cam"),
+        crate::control::SubscribeOptions {
+            mid: Some("1".into()),
+        },
+    )
+    .expect("subscribe");
+    origin.worker.set_sink(route, 1, true).expect("route");
+    while sink.poll_output().is_some() {}
+    while origin.worker.poll_output().is_some() {}
+    SpreadHarness {
+        origin,
+        sink,
+        sink_subscriber: addr,
+        sink_client,
+    }
+}
+
+/// The harness's feed.
+fn camera() -> FeedDescription {
+    FeedDescription {
+        feed_id: FeedId::from("cam"),
+        kind: MediaKind::Video,
+        ssrc: Ssrc(PUBLISHER_SSRC),
+        clock_rate: 90_000,
+        payload_types: vec![96, 97],
+        header_extensions: vec![crate::control::HeaderExtension {
+            id: 1,
+            uri: crate::control::MID_EXTENSION_URI.into(),
+        }],
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! A counting global allocator watches a fan-out of SRTP protected packets (both profiles)
 //! through the worker (the whole per-packet path: demux, routing, SRTP unprotect, header
-//! rewrite, MID extension, SRTP protect, output queue, buffer return). This file holds a single test, so
-//! no other test thread allocates while it counts.
+//! rewrite, MID extension, SRTP protect, output queue, buffer return), and the same for a session
+//! spread over two cores, where the origin core hands each decrypted packet to the other core
+//! and gets the shared packet back for reuse once that core has sent its copies. This file
+//! holds a single test, so no other test thread allocates while it counts.
 
 // A global allocator is an unsafe trait; this test binary's is a pass-through to `System`.
 #![allow(unsafe_code)]
@@ -13,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use relay::engine::srtp::SrtpProfile;
-use relay::fuzzing::{harness_with_profile, PUBLISHER_SSRC};
+use relay::fuzzing::{harness_with_profile, spread_harness, SpreadHarness, PUBLISHER_SSRC};
 use relay::sfu::worker::Output;
 
 struct Counting;
@@ -60,6 +62,7 @@ fn rtp(seq: u16) -> Vec<u8> {
 fn steady_forwarding_does_not_allocate() {
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
         forward_without_allocating(profile);
+        forward_across_cores_without_allocating(profile);
     }
 }
 
@@ -110,5 +113,79 @@ fn forward_without_allocating(profile: SrtpProfile) {
         ALLOCATIONS.load(Ordering::SeqCst),
         0,
         "allocations while forwarding {forwarded} packets with {profile:?}"
+    );
+}
+
+fn forward_across_cores_without_allocating(profile: SrtpProfile) {
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    let mut h = spread_harness(profile);
+    let packets: Vec<Vec<u8>> = (1..=300u16)
+        .map(|seq| {
+            let mut p = rtp(seq);
+            h.origin.clients[0].protect_rtp(&mut p).expect("seal");
+            p
+        })
+        .collect();
+    let far = h.sink_subscriber;
+    // One packet through both cores, as their I/O layers would move it; returns the copies
+    // each core sent.
+    let forward = |h: &mut SpreadHarness, datagram: &[u8]| {
+        let (now, publisher) = (h.origin.now, h.origin.publisher);
+        h.origin
+            .worker
+            .handle_receive(now, None, publisher, datagram);
+        let (mut here, mut there) = (0, 0);
+        while let Some(o) = h.origin.worker.poll_output() {
+            match o {
+                Output::Transmit(t) => {
+                    here += 1;
+                    h.origin.worker.recycle(t.contents);
+                }
+                Output::CrossCore { core: 1, message } => {
+                    h.sink.handle_cross_core(now, message);
+                    while let Some(o) = h.sink.poll_output() {
+                        if let Output::Transmit(t) = o {
+                            assert_eq!(t.destination, far);
+                            there += 1;
+                            h.sink.recycle(t.contents);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        (here, there)
+    };
+    for p in &packets[..100] {
+        assert_eq!(forward(&mut h, p), (1, 1));
+    }
+    let pooled = (
+        h.origin.worker.stats().buffers_allocated,
+        h.sink.stats().buffers_allocated,
+    );
+
+    COUNTING.store(true, Ordering::SeqCst);
+    let mut forwarded = (0, 0);
+    for p in &packets[100..] {
+        let (here, there) = forward(&mut h, p);
+        forwarded = (forwarded.0 + here, forwarded.1 + there);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+
+    assert_eq!(forwarded, (200, 200));
+    assert_eq!(h.origin.worker.stats().total_dropped(), 0);
+    assert_eq!(h.sink.stats().total_dropped(), 0);
+    assert_eq!(h.sink.stats().cross_core_rtp_in, 300);
+    assert_eq!(
+        (
+            h.origin.worker.stats().buffers_allocated,
+            h.sink.stats().buffers_allocated
+        ),
+        pooled
+    );
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "allocations while forwarding 200 packets across two cores with {profile:?}"
     );
 }

@@ -7,6 +7,7 @@
 //! with subscribers of the feed (its sinks) through a lock-free queue; those cores rewrite,
 //! encrypt and send it to theirs. Keyframe requests travel the other way.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -48,6 +49,68 @@ pub struct RelayedRtp {
     pub arrived: Option<SystemTime>,
 }
 
+/// Packets the origin core handed to other cores, kept so that each is reused once every sink
+/// has dropped its reference: the cross-core path then allocates nothing in steady state.
+///
+/// Sinks drop packets in roughly the order they were sent, so the oldest packet is the one to
+/// try: when no other core holds it any more, its allocation (the `Arc` and the buffer inside)
+/// carries the next packet. Only the origin core touches this; the sinks only drop their
+/// clones.
+#[derive(Debug)]
+pub struct RelayedPool {
+    sent: VecDeque<Arc<RelayedRtp>>,
+    max: usize,
+    allocated: u64,
+}
+
+impl RelayedPool {
+    /// A pool that keeps up to `max` packets in flight for reuse (past that, new packets are
+    /// not kept, and free once their sinks drop them).
+    pub fn new(max: usize) -> Self {
+        RelayedPool {
+            sent: VecDeque::with_capacity(max),
+            max,
+            allocated: 0,
+        }
+    }
+
+    /// A shared packet holding `plain`, `info` and `arrived`. Returns the buffer the packet
+    /// had before (empty when it is new), for the caller's buffer pool.
+    pub fn wrap(
+        &mut self,
+        plain: Vec<u8>,
+        info: RtpInfo,
+        arrived: Option<SystemTime>,
+    ) -> (Arc<RelayedRtp>, Vec<u8>) {
+        if let Some(front) = self.sent.front_mut() {
+            if let Some(packet) = Arc::get_mut(front) {
+                let old = std::mem::replace(&mut packet.plain, plain);
+                packet.info = info;
+                packet.arrived = arrived;
+                // front_mut found it.
+                let reused = self.sent.pop_front().expect("front exists");
+                self.sent.push_back(reused.clone());
+                return (reused, old);
+            }
+        }
+        self.allocated += 1;
+        let packet = Arc::new(RelayedRtp {
+            plain,
+            info,
+            arrived,
+        });
+        if self.sent.len() < self.max {
+            self.sent.push_back(packet.clone());
+        }
+        (packet, Vec::new())
+    }
+
+    /// Packets this pool has ever allocated: flat once traffic is steady.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+}
+
 /// A message from one core to another.
 #[derive(Debug, Clone)]
 pub enum CrossCore {
@@ -65,4 +128,43 @@ pub enum CrossCore {
         /// A new subscriber's first request: not subject to the per-feed limit.
         bypass_limit: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(sequence: u16) -> RtpInfo {
+        RtpInfo {
+            ssrc: 1,
+            sequence,
+            timestamp: 0,
+            payload_len: 0,
+        }
+    }
+
+    #[test]
+    fn a_packet_is_reused_once_every_sink_dropped_it() {
+        let mut pool = RelayedPool::new(4);
+        let (a, old) = pool.wrap(vec![1], info(1), None);
+        assert!(old.is_empty());
+        let sink = a.clone();
+        drop(a);
+        // Still held by a sink: a new packet.
+        let (b, _) = pool.wrap(vec![2], info(2), None);
+        assert_eq!(pool.allocated(), 2);
+        drop(sink);
+        drop(b);
+        // The oldest is free again: reused, its old buffer handed back.
+        let (c, old) = pool.wrap(vec![3], info(3), None);
+        assert_eq!(old, vec![1]);
+        assert_eq!((c.plain.clone(), c.info.sequence), (vec![3], 3));
+        assert_eq!(pool.allocated(), 2);
+        // Past `max` in flight, packets are not kept.
+        let held: Vec<_> = (0..10)
+            .map(|i| pool.wrap(vec![], info(i), None).0)
+            .collect();
+        assert_eq!(pool.sent.len(), 4);
+        drop(held);
+    }
 }

@@ -15,7 +15,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
@@ -39,7 +38,7 @@ use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
 use crate::stats::{CoreStats, DropReason};
 
 use super::consumer::Consumer;
-use super::cross_core::{CrossCore, FeedRoute, RelayedRtp, RtpInfo};
+use super::cross_core::{CrossCore, FeedRoute, RelayedPool, RtpInfo};
 use super::feed::Feed;
 use super::participant::{DtlsState, Participant, ParticipantUsage, PendingHello};
 use super::pool::BufferPool;
@@ -77,6 +76,11 @@ impl Default for WorkerConfig {
 /// DTLS records held while waiting for a whole ClientHello; past this the handshake starts
 /// anyway, with the relay's whole list of profiles. Chromium's ClientHello takes two.
 const MAX_HELLO_RECORDS: usize = 8;
+
+/// Packets handed to other cores that a core keeps for reuse (~2 MiB with their buffers): a
+/// few hundred milliseconds of a busy feed, since sinks drop them within one of their
+/// batches. More in flight than this (a sink far behind) costs allocations, not correctness.
+const MAX_RELAYED: usize = 1024;
 
 /// Idle packet buffers a core keeps: enough for a keyframe burst to a few hundred subscribers
 /// (~4 MiB at most), beyond which returned buffers are freed.
@@ -166,6 +170,8 @@ pub struct Worker {
     pool: BufferPool,
     /// Feeds published on other cores that have a replica here.
     replicas: HashMap<FeedRoute, (SessionKey, FeedKey)>,
+    /// Packets handed to other cores, reused once they are done with them.
+    relayed: RelayedPool,
 }
 
 impl Worker {
@@ -194,6 +200,7 @@ impl Worker {
             feedback: Vec::new(),
             pool: BufferPool::new(MAX_IDLE_BUFFERS),
             replicas: HashMap::new(),
+            relayed: RelayedPool::new(MAX_RELAYED),
         }
     }
 
@@ -223,7 +230,7 @@ impl Worker {
         s.sessions = self.sessions.len() as u64;
         s.participants = self.participants.len() as u64;
         s.handshakes = self.handshakes as u64;
-        s.buffers_allocated = self.pool.allocated();
+        s.buffers_allocated = self.pool.allocated() + self.relayed.allocated();
         s
     }
 
@@ -919,11 +926,8 @@ impl Worker {
                 session: skey,
                 feed: fkey,
             };
-            let packet = Arc::new(RelayedRtp {
-                plain,
-                info,
-                arrived,
-            });
+            let (packet, previous) = self.relayed.wrap(plain, info, arrived);
+            self.pool.give(previous);
             for &core in &feed.sinks {
                 self.outputs.push_back(Output::CrossCore {
                     core,
