@@ -1,0 +1,464 @@
+//! The control plane's requests to a core: sessions, participants, feeds and subscriptions.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rand::Rng;
+
+use crate::control::{FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo};
+use crate::engine::ice_lite::{IceCredentials, IceLite};
+use crate::error::ControlError;
+use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
+
+use crate::sfu::consumer::Consumer;
+use crate::sfu::cross_core::FeedRoute;
+use crate::sfu::feed::Feed;
+use crate::sfu::participant::{DtlsState, Participant};
+
+use super::*;
+
+impl Worker {
+    pub(super) fn new_key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
+    }
+
+    /// Create an empty session.
+    pub fn create_session(&mut self, sid: Sid) -> Result<(), ControlError> {
+        if self.session_keys.contains_key(&sid) {
+            return Err(ControlError::SessionExists { sid });
+        }
+        let key = SessionKey(self.new_key());
+        self.session_keys.insert(sid.clone(), key);
+        self.sessions.insert(
+            key,
+            Session {
+                sid,
+                participants: HashMap::new(),
+                feeds: HashMap::new(),
+                feed_keys: HashMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn session_key(&self, sid: &Sid) -> Result<SessionKey, ControlError> {
+        self.session_keys
+            .get(sid)
+            .copied()
+            .ok_or_else(|| ControlError::NoSuchSession { sid: sid.clone() })
+    }
+
+    /// Remove a session and every participant in it.
+    pub fn remove_session(&mut self, sid: &Sid) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        let keys: Vec<ParticipantKey> = self.sessions[&skey]
+            .participants
+            .values()
+            .copied()
+            .collect();
+        for key in keys {
+            self.remove_participant_by_key(key);
+        }
+        self.sessions.remove(&skey);
+        self.session_keys.remove(sid);
+        self.replicas.retain(|_, (s, _)| *s != skey);
+        Ok(())
+    }
+
+    /// Add a participant; returns the relay's ICE credentials for it.
+    pub fn add_participant(
+        &mut self,
+        sid: &Sid,
+        uid: Uid,
+        config: ParticipantConfig,
+    ) -> Result<IceCredentials, ControlError> {
+        let skey = self.session_key(sid)?;
+        if self.sessions[&skey].participants.contains_key(&uid) {
+            return Err(ControlError::ParticipantExists {
+                sid: sid.clone(),
+                uid,
+            });
+        }
+        let creds = loop {
+            let c = random_credentials(&mut self.rng);
+            if !self.by_ufrag.contains_key(&c.ufrag) {
+                break c;
+            }
+        };
+        let key = ParticipantKey(self.new_key());
+        let ice = IceLite::new(
+            creds.clone(),
+            config.remote_ufrag,
+            self.config.consent_timeout,
+        );
+        let rtcp_ssrc = self.rng.random();
+        self.sessions
+            .get_mut(&skey)
+            .expect("session_key found it")
+            .participants
+            .insert(uid.clone(), key);
+        self.by_ufrag.insert(creds.ufrag.clone(), key);
+        self.participants.insert(
+            key,
+            Participant::new(
+                sid.clone(),
+                skey,
+                uid,
+                ice,
+                config.remote_fingerprint,
+                rtcp_ssrc,
+            ),
+        );
+        Ok(creds)
+    }
+
+    /// ICE restart: fresh relay credentials for the participant (DTLS and SRTP are kept).
+    pub fn restart_ice(&mut self, sid: &Sid, uid: &Uid) -> Result<IceCredentials, ControlError> {
+        let (_, key) = self.key_of(sid, uid)?;
+        let creds = loop {
+            let c = random_credentials(&mut self.rng);
+            if !self.by_ufrag.contains_key(&c.ufrag) {
+                break c;
+            }
+        };
+        let p = self.participants.get_mut(&key).expect("participant of key");
+        self.by_ufrag.remove(&p.ice.local().ufrag);
+        self.by_ufrag.insert(creds.ufrag.clone(), key);
+        p.ice.restart(creds.clone());
+        Ok(creds)
+    }
+
+    /// Tell the relay the participant's ICE ufrag and certificate fingerprint once signalling
+    /// has them (from the browser's answer). The fingerprint can be set until DTLS starts and
+    /// never changed afterwards.
+    pub fn update_participant(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        config: ParticipantConfig,
+    ) -> Result<(), ControlError> {
+        let (_, key) = self.key_of(sid, uid)?;
+        let p = self.participants.get_mut(&key).expect("participant of key");
+        if p.dtls != DtlsState::Idle && config.remote_fingerprint != p.remote_fingerprint {
+            return Err(ControlError::DtlsStarted);
+        }
+        p.ice.set_remote_ufrag(config.remote_ufrag);
+        p.remote_fingerprint = config.remote_fingerprint;
+        Ok(())
+    }
+
+    /// Remove a participant, its feeds and its subscriptions. No event is emitted.
+    pub fn remove_participant(&mut self, sid: &Sid, uid: &Uid) -> Result<(), ControlError> {
+        let (_, key) = self.key_of(sid, uid)?;
+        self.remove_participant_by_key(key);
+        Ok(())
+    }
+
+    /// The replicas of other cores' feeds in `sid` that have no subscriber here, however
+    /// their subscribers left: the control plane stops their flow to this core.
+    pub fn idle_replicas(&self, sid: &Sid) -> Result<Vec<FeedRoute>, ControlError> {
+        let skey = self.session_key(sid)?;
+        Ok(self.sessions[&skey]
+            .feeds
+            .values()
+            .filter_map(Feed::idle_replica)
+            .collect())
+    }
+
+    pub(super) fn key_of(
+        &self,
+        sid: &Sid,
+        uid: &Uid,
+    ) -> Result<(SessionKey, ParticipantKey), ControlError> {
+        let skey = self.session_key(sid)?;
+        let key = self.sessions[&skey]
+            .participants
+            .get(uid)
+            .copied()
+            .ok_or_else(|| ControlError::NoSuchParticipant {
+                sid: sid.clone(),
+                uid: uid.clone(),
+            })?;
+        Ok((skey, key))
+    }
+
+    pub(super) fn remove_participant_by_key(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.remove(&key) else {
+            return;
+        };
+        self.by_ufrag.remove(&p.ice.local().ufrag);
+        if let Some(addr) = p.ice.selected() {
+            if self.by_addr.get(&addr) == Some(&key) {
+                self.by_addr.remove(&addr);
+            }
+        }
+        match p.dtls {
+            DtlsState::Idle => {}
+            DtlsState::Handshaking { .. } => {
+                self.handshakes -= 1;
+                self.outputs.push_back(Output::DtlsClose(key));
+            }
+            DtlsState::Connected { .. } => self.outputs.push_back(Output::DtlsClose(key)),
+        }
+        let Some(session) = self.sessions.get_mut(&p.session) else {
+            return;
+        };
+        session.participants.remove(&p.uid);
+        // Its subscriptions.
+        for fkey in p.subscriptions.values() {
+            if let Some(feed) = session.feeds.get_mut(fkey) {
+                feed.consumers.retain(|c| c.subscriber != key);
+            }
+        }
+        // Its feeds, and every subscription to them.
+        for fkey in p.published.values() {
+            remove_feed(session, &mut self.participants, *fkey);
+        }
+    }
+
+    /// Declare (or update) a feed the participant publishes.
+    ///
+    /// Declaring an existing feed id again replaces its description (e.g. a new SSRC after
+    /// renegotiation); subscribers keep their subscription and see a continuous stream.
+    ///
+    /// Returns where the feed lives relay-wide, for replicas on other cores.
+    pub fn publish(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        description: FeedDescription,
+    ) -> Result<FeedRoute, ControlError> {
+        let (skey, key) = self.key_of(sid, uid)?;
+        if description.clock_rate == 0 {
+            return Err(ControlError::InvalidFeed {
+                reason: "clock_rate must not be 0".into(),
+            });
+        }
+        if description.payload_types.iter().any(|pt| *pt > 127) {
+            return Err(ControlError::InvalidFeed {
+                reason: "payload types are 0..=127".into(),
+            });
+        }
+        let existing = self.sessions[&skey]
+            .feed_keys
+            .get(&description.feed_id)
+            .copied();
+        let fkey = existing.unwrap_or_else(|| FeedKey(self.new_key()));
+        // key_of found both.
+        let session = self.sessions.get_mut(&skey).expect("session of key");
+        let p = self.participants.get_mut(&key).expect("participant of key");
+        let ssrc = description.ssrc.0;
+        if let Some(other) = p.published.get(&ssrc) {
+            if *other != fkey {
+                return Err(ControlError::SsrcInUse { ssrc });
+            }
+        }
+        match session.feeds.get_mut(&fkey) {
+            Some(feed) if feed.publisher != key => {
+                return Err(ControlError::FeedOwnedByOther {
+                    feed_id: description.feed_id,
+                })
+            }
+            Some(feed) => {
+                p.published.remove(&feed.description.ssrc.0);
+                p.published.insert(ssrc, fkey);
+                for c in &mut feed.consumers {
+                    c.rewriter.request_resync();
+                }
+                feed.update(description);
+            }
+            None => {
+                p.published.insert(ssrc, fkey);
+                session.feed_keys.insert(description.feed_id.clone(), fkey);
+                session.feeds.insert(fkey, Feed::new(key, description));
+            }
+        }
+        Ok(FeedRoute {
+            core: self.config.core,
+            session: skey,
+            feed: fkey,
+        })
+    }
+
+    /// Declare (or update) the replica of a feed published on another core, so that
+    /// participants here can subscribe to it.
+    pub fn add_remote_feed(
+        &mut self,
+        sid: &Sid,
+        description: FeedDescription,
+        route: FeedRoute,
+    ) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        if let Some(&(_, fkey)) = self.replicas.get(&route) {
+            let session = self.sessions.get_mut(&skey).expect("session_key found it");
+            if let Some(feed) = session.feeds.get_mut(&fkey) {
+                session.feed_keys.remove(&feed.description.feed_id);
+                session.feed_keys.insert(description.feed_id.clone(), fkey);
+                for c in &mut feed.consumers {
+                    c.rewriter.request_resync();
+                }
+                feed.update(description);
+            }
+            return Ok(());
+        }
+        if self.sessions[&skey]
+            .feed_keys
+            .contains_key(&description.feed_id)
+        {
+            return Err(ControlError::FeedOwnedByOther {
+                feed_id: description.feed_id,
+            });
+        }
+        let fkey = FeedKey(self.new_key());
+        let session = self.sessions.get_mut(&skey).expect("session_key found it");
+        session.feed_keys.insert(description.feed_id.clone(), fkey);
+        session
+            .feeds
+            .insert(fkey, Feed::replica(route, description));
+        self.replicas.insert(route, (skey, fkey));
+        Ok(())
+    }
+
+    /// Remove the replica of a feed and every subscription to it here.
+    pub fn remove_remote_feed(&mut self, route: FeedRoute) {
+        let Some((skey, fkey)) = self.replicas.remove(&route) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&skey) {
+            remove_feed(session, &mut self.participants, fkey);
+        }
+    }
+
+    /// Forward a feed published here to `core` too (it has subscribers of the feed), or stop.
+    pub fn set_sink(
+        &mut self,
+        route: FeedRoute,
+        core: usize,
+        on: bool,
+    ) -> Result<(), ControlError> {
+        let feed = self
+            .sessions
+            .get_mut(&route.session)
+            .and_then(|s| s.feeds.get_mut(&route.feed))
+            .filter(|f| f.origin.is_none())
+            .ok_or(ControlError::NoSuchRoute)?;
+        feed.sinks.retain(|c| *c != core);
+        if on && core != self.config.core {
+            feed.sinks.push(core);
+        }
+        Ok(())
+    }
+
+    /// Remove a feed and every subscription to it.
+    pub fn unpublish(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+    ) -> Result<(), ControlError> {
+        let (skey, key) = self.key_of(sid, uid)?;
+        let session = self.sessions.get_mut(&skey).expect("session of key");
+        let fkey = session.feed_key(sid, feed_id)?;
+        if session.feeds[&fkey].publisher != key {
+            return Err(ControlError::FeedOwnedByOther {
+                feed_id: feed_id.clone(),
+            });
+        }
+        if let Some(ssrc) = remove_feed(session, &mut self.participants, fkey) {
+            if let Some(p) = self.participants.get_mut(&key) {
+                p.published.remove(&ssrc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribe a participant to a feed of the same session.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionInfo, ControlError> {
+        let (skey, key) = self.key_of(sid, uid)?;
+        let session = self.sessions.get_mut(&skey).expect("session of key");
+        let fkey = session.feed_key(sid, feed_id)?;
+        let feed = session.feeds.get_mut(&fkey).expect("feed_key found it");
+        if feed.publisher == key {
+            return Err(ControlError::OwnFeed { uid: uid.clone() });
+        }
+        if feed.consumers.iter().any(|c| c.subscriber == key) {
+            return Err(ControlError::AlreadySubscribed {
+                uid: uid.clone(),
+                feed_id: feed_id.clone(),
+            });
+        }
+        let p = self.participants.get_mut(&key).expect("participant of key");
+        let ssrc = loop {
+            let s: u32 = self.rng.random();
+            if s != 0 && s != p.rtcp_ssrc && !p.subscriptions.contains_key(&s) {
+                break s;
+            }
+        };
+        p.subscriptions.insert(ssrc, fkey);
+        let mut consumer = Consumer::new(key, Ssrc(ssrc), self.rng.random(), self.rng.random());
+        consumer.mid = options.mid.map(String::into_bytes);
+        feed.consumers.push(consumer);
+        let info = SubscriptionInfo {
+            feed_id: feed_id.clone(),
+            ssrc: Ssrc(ssrc),
+            kind: feed.description.kind,
+            feed: feed.description.clone(),
+        };
+        // No keyframe request yet: the subscriber cannot use one before it has applied the
+        // description of this stream. The control plane calls `request_keyframe` when it has
+        // (signalling: when the answer arrives), and a first DTLS connection asks by itself.
+        let _ = now;
+        Ok(info)
+    }
+
+    /// Ask the publisher of a feed for a keyframe (rate-limited like subscribers' requests).
+    /// Signalling calls this once a subscriber has applied the description of a new feed.
+    pub fn request_keyframe(
+        &mut self,
+        now: Instant,
+        sid: &Sid,
+        feed_id: &FeedId,
+    ) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        let session = self.sessions.get_mut(&skey).expect("session_key found it");
+        let fkey = session.feed_key(sid, feed_id)?;
+        self.keyframe_request(now, skey, fkey, false);
+        Ok(())
+    }
+
+    /// End a subscription.
+    pub fn unsubscribe(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+    ) -> Result<(), ControlError> {
+        let (skey, key) = self.key_of(sid, uid)?;
+        let session = self.sessions.get_mut(&skey).expect("session of key");
+        let not_subscribed = || ControlError::NotSubscribed {
+            uid: uid.clone(),
+            feed_id: feed_id.clone(),
+        };
+        let fkey = session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
+        let feed = session.feeds.get_mut(fkey).ok_or_else(not_subscribed)?;
+        let pos = feed
+            .consumers
+            .iter()
+            .position(|c| c.subscriber == key)
+            .ok_or_else(not_subscribed)?;
+        let c = feed.consumers.swap_remove(pos);
+        if let Some(p) = self.participants.get_mut(&key) {
+            p.subscriptions.remove(&c.ssrc.0);
+        }
+        Ok(())
+    }
+}

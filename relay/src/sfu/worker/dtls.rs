@@ -1,0 +1,108 @@
+//! Outcomes of the DTLS handshakes that run beside the worker, and disconnection.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::control::{DisconnectReason, Event};
+use crate::engine::srtp::{SrtpKeys, SrtpSession};
+use crate::ids::{FeedKey, ParticipantKey};
+use crate::stats::DropReason;
+
+use crate::sfu::participant::DtlsState;
+
+use super::*;
+
+impl Worker {
+    /// The DTLS handshake of `key` completed with these SRTP keys.
+    pub fn handle_dtls_connected(&mut self, now: Instant, key: ParticipantKey, keys: SrtpKeys) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return; // removed meanwhile; its task is being closed
+        };
+        if !matches!(p.dtls, DtlsState::Handshaking { .. }) {
+            return;
+        }
+        self.handshakes -= 1;
+        let session = match SrtpSession::new(&keys) {
+            Ok(s) => s,
+            Err(e) => {
+                let detail = format!("SRTP keys: {e}");
+                self.disconnect(key, DisconnectReason::DtlsFailed { detail });
+                return;
+            }
+        };
+        p.srtp = Some(session);
+        p.dtls = DtlsState::Connected {
+            profile: keys.profile,
+        };
+        let next = now + self.config.report_interval;
+        p.next_report = Some(next);
+        if let Some(address) = p.ice.selected() {
+            self.outputs
+                .push_back(Output::Event(Event::ParticipantConnected {
+                    sid: p.sid.clone(),
+                    uid: p.uid.clone(),
+                    address,
+                    profile: keys.profile,
+                }));
+        }
+        // Ask the publishers this participant subscribes to for a keyframe: it can decode
+        // nothing before one. This bypasses the per-feed limit (once per subscriber), since a
+        // request made moments ago for someone else arrived before this one could receive.
+        let skey = p.session;
+        let feeds: Vec<FeedKey> = p.subscriptions.values().copied().collect();
+        for fkey in feeds {
+            self.keyframe_request(now, skey, fkey, true);
+        }
+        self.arm(next);
+    }
+
+    /// The DTLS handshake of `key` failed.
+    pub fn handle_dtls_failed(&mut self, key: ParticipantKey, detail: String) {
+        self.disconnect(key, DisconnectReason::DtlsFailed { detail });
+    }
+
+    /// The DTLS association of `key` ended after the handshake (close_notify or fatal alert).
+    pub fn handle_dtls_closed(&mut self, key: ParticipantKey) {
+        self.disconnect(key, DisconnectReason::DtlsClosed);
+    }
+
+    /// Where a DTLS record the handshake task wrote for `key` goes (the participant's current
+    /// ICE address), counting it as sent. None once the participant is gone.
+    pub fn dtls_destination(&mut self, key: ParticipantKey, len: usize) -> Option<SocketAddr> {
+        let p = self.participants.get_mut(&key)?;
+        let dst = p.ice.selected()?;
+        p.usage.packets_out += 1;
+        p.usage.bytes_out += len as u64;
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += len as u64;
+        Some(dst)
+    }
+
+    /// The I/O layer sent `datagrams` of the last outputs as one GSO send.
+    pub fn handle_gso_sent(&mut self, datagrams: usize) {
+        self.stats.gso_datagrams += datagrams as u64;
+    }
+
+    /// Another core's inbox was full; a cross-core message was dropped.
+    pub fn handle_cross_core_queue_full(&mut self) {
+        self.stats.drop(DropReason::CrossCoreQueueFull);
+    }
+
+    /// A DTLS record for `key` could not be queued (its task is behind).
+    pub fn handle_dtls_queue_full(&mut self) {
+        self.stats.drop(DropReason::DtlsQueueFull);
+    }
+
+    pub(super) fn disconnect(&mut self, key: ParticipantKey, reason: DisconnectReason) {
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        let event = Event::ParticipantDisconnected {
+            sid: p.sid.clone(),
+            uid: p.uid.clone(),
+            reason,
+        };
+        self.remove_participant_by_key(key);
+        self.outputs.push_back(Output::Event(event));
+    }
+}

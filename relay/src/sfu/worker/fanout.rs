@@ -1,0 +1,87 @@
+//! One packet to every consumer of a feed on this core: rewrite, protect, queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::engine::rtp;
+use crate::ids::ParticipantKey;
+use crate::stats::CoreStats;
+
+use crate::sfu::cross_core::RtpInfo;
+use crate::sfu::feed::Feed;
+use crate::sfu::participant::Participant;
+use crate::sfu::pool::BufferPool;
+
+use super::*;
+
+/// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
+/// borrowed apart from the sessions so that a feed can be borrowed at the same time.
+pub(super) struct Outbox<'a> {
+    pub(super) participants: &'a mut HashMap<ParticipantKey, Participant>,
+    pub(super) pool: &'a mut BufferPool,
+    pub(super) stats: &'a mut CoreStats,
+    pub(super) outputs: &'a mut VecDeque<Output>,
+    pub(super) next_timeout: &'a mut Option<Instant>,
+    pub(super) inactivity: Duration,
+}
+
+impl Outbox<'_> {
+    /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core).
+    pub(super) fn fan_out(&mut self, now: Instant, feed: &mut Feed, plain: &[u8], info: RtpInfo) {
+        if feed.last_packet_at.is_none() {
+            // (Re)started: every subscriber's stream continues from where it was.
+            for c in &mut feed.consumers {
+                c.rewriter.request_resync();
+            }
+            let at = now + self.inactivity;
+            *self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+        }
+        feed.last_packet_at = Some(now);
+        let clock_rate = feed.description.clock_rate;
+        for c in &mut feed.consumers {
+            let Some(sub) = self.participants.get_mut(&c.subscriber) else {
+                continue;
+            };
+            let Some(dst) = sub.media_destination() else {
+                continue;
+            };
+            let Some((seq, ts)) =
+                c.rewriter
+                    .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate)
+            else {
+                self.stats.rtp_copies_not_sent += 1;
+                continue;
+            };
+            let mut out = self.pool.take();
+            let rewritten = match (feed.mid_extension, &c.mid) {
+                (Some(id), Some(mid)) => rtp::with_extension(plain, id, mid, &mut out),
+                _ => false,
+            };
+            if !rewritten {
+                out.extend_from_slice(plain);
+            }
+            rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
+            // media_destination() implies srtp is set.
+            let srtp = sub.srtp.as_mut().expect("keyed subscriber");
+            match srtp.protect_rtp(&mut out) {
+                Ok(()) => {
+                    c.packets_sent = c.packets_sent.wrapping_add(1);
+                    c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
+                    sub.usage.packets_out += 1;
+                    sub.usage.bytes_out += out.len() as u64;
+                    self.stats.rtp_forwarded += 1;
+                    self.stats.packets_out += 1;
+                    self.stats.bytes_out += out.len() as u64;
+                    self.outputs.push_back(Output::Transmit(Transmit {
+                        destination: dst,
+                        contents: out,
+                    }));
+                }
+                Err(reason) => {
+                    self.pool.give(out);
+                    self.stats.drop(reason);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Datagrams from the network and packets from other cores: demultiplexing, ICE-lite, routing
+//! of DTLS records to their handshake, SRTP in, fan-out, RTCP feedback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use rtcp::packet::Packet;
+use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+
+use crate::control::Event;
+use crate::engine::client_hello;
+use crate::engine::demux::{classify, PacketKind};
+use crate::engine::ice_lite::BindingRequest;
+use crate::engine::rtcp::{parse_feedback, Feedback};
+use crate::engine::srtp::SrtpProfile;
+use crate::engine::{rtcp as rtcp_engine, rtp};
+use crate::ids::{FeedKey, ParticipantKey, SessionKey};
+use crate::stats::DropReason;
+
+use crate::sfu::cross_core::{CrossCore, FeedRoute, RtpInfo};
+use crate::sfu::participant::{DtlsState, Participant, PendingHello};
+
+use super::fanout::Outbox;
+use super::*;
+
+impl Worker {
+    /// A datagram arrived from `src`; `arrived` is the kernel's receive stamp, if any, passed
+    /// on with packets for other cores.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        arrived: Option<SystemTime>,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += datagram.len() as u64;
+        let result = match classify(datagram) {
+            PacketKind::Stun => self.handle_stun(now, src, datagram),
+            PacketKind::Dtls => self.handle_dtls_record(now, src, datagram),
+            PacketKind::Rtp => self.handle_rtp(now, arrived, src, datagram),
+            PacketKind::Rtcp => self.handle_rtcp(now, src, datagram),
+            PacketKind::Unknown => Err(DropReason::UnknownProtocol),
+        };
+        if let Err(reason) = result {
+            self.stats.drop(reason);
+        }
+    }
+
+    fn handle_stun(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        let mut req = BindingRequest::parse(datagram)?;
+        let key = *self
+            .by_ufrag
+            .get(&req.local_ufrag())
+            .ok_or(DropReason::StunUnknownUfrag)?;
+        // by_ufrag only holds live participants.
+        let p = self
+            .participants
+            .get_mut(&key)
+            .expect("participant of ufrag");
+        let outcome = p.ice.handle_binding(now, src, &mut req)?;
+        p.usage.packets_in += 1;
+        p.usage.bytes_in += datagram.len() as u64;
+        let consent = p.ice.poll_timeout();
+        if let Some(previous) = outcome.selected_changed {
+            if let Some(old) = previous {
+                self.outputs
+                    .push_back(Output::Event(Event::ParticipantMigrated {
+                        sid: p.sid.clone(),
+                        uid: p.uid.clone(),
+                        from: old,
+                        to: src,
+                    }));
+                if self.by_addr.get(&old) == Some(&key) {
+                    self.by_addr.remove(&old);
+                }
+            }
+            self.by_addr.insert(src, key);
+        }
+        if let Some(consent) = consent {
+            self.arm(consent);
+        }
+        self.transmit(src, outcome.response);
+        Ok(())
+    }
+
+    fn handle_dtls_record(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        let (key, p) = authenticated_source(
+            &self.by_addr,
+            &mut self.participants,
+            src,
+            datagram.len(),
+            DropReason::DtlsUnknownSource,
+        )?;
+        if p.dtls == DtlsState::Idle {
+            if self.handshakes >= self.config.max_handshakes {
+                return Err(DropReason::DtlsHandshakeLimit);
+            }
+            self.handshakes += 1;
+            p.dtls = DtlsState::Handshaking { since: now };
+            p.hello = Some(PendingHello::default());
+            let at = now + self.config.dtls_handshake_timeout;
+            self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+        }
+        let Some(pending) = p.hello.as_mut() else {
+            self.outputs.push_back(Output::DtlsRecord {
+                key,
+                data: datagram.to_vec(),
+            });
+            return Ok(());
+        };
+        // Hold the records until the ClientHello is whole (or plainly will not be), then
+        // start the handshake with the profile the relay prefers among those offered: the
+        // DTLS library would take the client's first.
+        pending.hello.handle_datagram(datagram);
+        pending.records.push(datagram.to_vec());
+        let offered = pending.hello.offered_srtp_profiles();
+        if offered.is_none()
+            && !pending.hello.is_complete()
+            && pending.records.len() < MAX_HELLO_RECORDS
+        {
+            return Ok(());
+        }
+        let profiles = offered
+            .and_then(|offered| client_hello::choose(&SrtpProfile::PREFERENCE, &offered))
+            .map_or_else(|| SrtpProfile::PREFERENCE.to_vec(), |p| vec![p]);
+        let records = p.hello.take().map(|h| h.records).unwrap_or_default();
+        self.outputs.push_back(Output::DtlsStart {
+            key,
+            remote_fingerprint: p.remote_fingerprint.clone(),
+            profiles,
+        });
+        for data in records {
+            self.outputs.push_back(Output::DtlsRecord { key, data });
+        }
+        Ok(())
+    }
+
+    fn handle_rtp(
+        &mut self,
+        now: Instant,
+        arrived: Option<SystemTime>,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        let (_, p) = authenticated_source(
+            &self.by_addr,
+            &mut self.participants,
+            src,
+            datagram.len(),
+            DropReason::RtpUnknownSource,
+        )?;
+        let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
+        // Route by the cleartext SSRC before decrypting, so that undeclared SSRCs cost no
+        // crypto and create no SRTP state.
+        let ssrc = rtp::peek_ssrc(datagram).ok_or(DropReason::RtpMalformed)?;
+        let fkey = *p.published.get(&ssrc).ok_or(DropReason::RtpUnknownSsrc)?;
+        // The SRTP library parses the cleartext header itself and trusts its length fields.
+        rtp::header_len(datagram).ok_or(DropReason::RtpMalformed)?;
+        let mut plain = self.pool.take();
+        if let Err(reason) = srtp.unprotect_rtp(datagram, &mut plain) {
+            self.pool.give(plain);
+            return Err(reason);
+        }
+        let header = rtp::parse(&plain).ok_or(DropReason::RtpMalformed)?;
+        // `published` only names feeds that exist in the participant's session.
+        let skey = p.session;
+        let session = self
+            .sessions
+            .get_mut(&skey)
+            .expect("session of participant");
+        let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
+        let desc = &feed.description;
+        if !desc.payload_types.is_empty() && !desc.payload_types.contains(&header.payload_type) {
+            self.pool.give(plain);
+            return Err(DropReason::RtpUnknownPayloadType);
+        }
+        let arrival = (now.saturating_duration_since(self.epoch).as_secs_f64()
+            * desc.clock_rate as f64) as i64;
+        feed.recv
+            .on_packet(header.sequence, header.timestamp, arrival);
+        if feed.last_packet_at.is_none() {
+            self.outputs.push_back(Output::Event(Event::FeedStarted {
+                sid: p.sid.clone(),
+                uid: p.uid.clone(),
+                feed_id: desc.feed_id.clone(),
+            }));
+        }
+        let info = RtpInfo {
+            ssrc,
+            sequence: header.sequence,
+            timestamp: header.timestamp,
+            payload_len: header.payload_len,
+        };
+        let mut out = Outbox {
+            participants: &mut self.participants,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            outputs: &mut self.outputs,
+            next_timeout: &mut self.next_timeout,
+            inactivity: self.config.feed_inactivity,
+        };
+        out.fan_out(now, feed, &plain, info);
+        if feed.sinks.is_empty() {
+            self.pool.give(plain);
+        } else {
+            // Other cores have subscribers: hand them the decrypted packet, shared.
+            let route = FeedRoute {
+                core: self.config.core,
+                session: skey,
+                feed: fkey,
+            };
+            let (packet, previous) = self.relayed.wrap(plain, info, arrived);
+            self.pool.give(previous);
+            for &core in &feed.sinks {
+                self.outputs.push_back(Output::CrossCore {
+                    core,
+                    message: CrossCore::Rtp {
+                        route,
+                        packet: packet.clone(),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A message from another core.
+    pub fn handle_cross_core(&mut self, now: Instant, message: CrossCore) {
+        match message {
+            CrossCore::Rtp { route, packet } => {
+                self.stats.cross_core_rtp_in += 1;
+                let Some(&(skey, fkey)) = self.replicas.get(&route) else {
+                    // The replica went away while the packet was queued.
+                    return;
+                };
+                let Some(feed) = self
+                    .sessions
+                    .get_mut(&skey)
+                    .and_then(|s| s.feeds.get_mut(&fkey))
+                else {
+                    return;
+                };
+                let mut out = Outbox {
+                    participants: &mut self.participants,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                    outputs: &mut self.outputs,
+                    next_timeout: &mut self.next_timeout,
+                    inactivity: self.config.feed_inactivity,
+                };
+                out.fan_out(now, feed, &packet.plain, packet.info);
+            }
+            CrossCore::KeyframeRequest {
+                route,
+                bypass_limit,
+            } => {
+                if route.core == self.config.core {
+                    self.keyframe_request(now, route.session, route.feed, bypass_limit);
+                }
+            }
+        }
+    }
+
+    /// Ask a feed's publisher for a keyframe: directly when it is on this core, through its
+    /// origin core for a replica. Rate-limited per feed unless `bypass_limit`.
+    pub(super) fn keyframe_request(
+        &mut self,
+        now: Instant,
+        skey: SessionKey,
+        fkey: FeedKey,
+        bypass_limit: bool,
+    ) {
+        let Some(feed) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.feeds.get_mut(&fkey))
+        else {
+            return;
+        };
+        if bypass_limit {
+            feed.last_keyframe_request = Some(now);
+        } else if !feed.allow_keyframe_request(now) {
+            self.stats.keyframe_requests_suppressed += 1;
+            return;
+        }
+        match feed.origin {
+            Some(route) => self.outputs.push_back(Output::CrossCore {
+                core: route.core,
+                message: CrossCore::KeyframeRequest {
+                    route,
+                    bypass_limit,
+                },
+            }),
+            None => {
+                let (publisher, ssrc) = (feed.publisher, feed.description.ssrc.0);
+                self.send_pli(publisher, ssrc);
+            }
+        }
+    }
+
+    fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        let (key, p) = authenticated_source(
+            &self.by_addr,
+            &mut self.participants,
+            src,
+            datagram.len(),
+            DropReason::RtcpUnknownSource,
+        )?;
+        let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
+        let plain = srtp.unprotect_rtcp(datagram)?;
+        let mut feedback = std::mem::take(&mut self.feedback);
+        feedback.clear();
+        let parsed = parse_feedback(&plain, &mut feedback);
+        if parsed.is_none() {
+            self.feedback = feedback;
+            return Err(DropReason::RtcpMalformed);
+        }
+        for fb in feedback.drain(..) {
+            self.apply_feedback(now, key, fb);
+        }
+        self.feedback = feedback;
+        Ok(())
+    }
+
+    fn apply_feedback(&mut self, now: Instant, key: ParticipantKey, fb: Feedback) {
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&p.session) else {
+            return;
+        };
+        match fb {
+            Feedback::SenderReport {
+                ssrc,
+                ntp,
+                rtp_time,
+            } => {
+                if let Some(feed) = p
+                    .published
+                    .get(&ssrc)
+                    .and_then(|f| session.feeds.get_mut(f))
+                {
+                    feed.recv.on_sender_report(ntp, now);
+                    feed.last_sr = Some((ntp, rtp_time));
+                }
+            }
+            Feedback::KeyframeRequest { media_ssrc } => {
+                let Some(&fkey) = p.subscriptions.get(&media_ssrc) else {
+                    return;
+                };
+                let skey = p.session;
+                self.keyframe_request(now, skey, fkey, false);
+            }
+        }
+    }
+
+    pub(super) fn send_pli(&mut self, publisher: ParticipantKey, media_ssrc: u32) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let Some(dst) = p.media_destination() else {
+            return;
+        };
+        let pli: Vec<Box<dyn Packet + Send + Sync>> = vec![Box::new(PictureLossIndication {
+            sender_ssrc: p.rtcp_ssrc,
+            media_ssrc,
+        })];
+        let Some(plain) = rtcp_engine::marshal(&pli) else {
+            return;
+        };
+        let srtp = p.srtp.as_mut().expect("keyed publisher");
+        match srtp.protect_rtcp(&plain) {
+            Ok(sealed) => {
+                p.usage.packets_out += 1;
+                p.usage.bytes_out += sealed.len() as u64;
+                self.stats.keyframe_requests_forwarded += 1;
+                self.transmit(dst, sealed);
+            }
+            Err(reason) => self.stats.drop(reason),
+        }
+    }
+}
+
+/// The participant whose ICE-selected address is `src`, with the datagram counted to it;
+/// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
+fn authenticated_source<'a>(
+    by_addr: &HashMap<SocketAddr, ParticipantKey>,
+    participants: &'a mut HashMap<ParticipantKey, Participant>,
+    src: SocketAddr,
+    len: usize,
+    unknown: DropReason,
+) -> Result<(ParticipantKey, &'a mut Participant), DropReason> {
+    let key = *by_addr.get(&src).ok_or(unknown)?;
+    // Every by_addr entry names a live participant: removal deletes its entry.
+    let p = participants.get_mut(&key).expect("participant of address");
+    p.usage.packets_in += 1;
+    p.usage.bytes_in += len as u64;
+    Ok((key, p))
+}

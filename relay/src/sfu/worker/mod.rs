@@ -1,0 +1,314 @@
+//! The sans-IO state of one core: every session, participant and feed the core owns, and the
+//! packet path between them.
+//!
+//! Inputs are `handle_*` calls that take `now`; outputs are drained with [`Worker::poll_output`]
+//! after every input, and [`Worker::poll_timeout`] says when [`Worker::handle_timeout`] must be
+//! called next. The worker never reads a clock, never touches a socket and never blocks, so the
+//! whole forwarding path runs in tests under virtual time.
+//!
+//! Drain order after each input: `poll_output` until None, then `poll_timeout`.
+//!
+//! DTLS is the one protocol that does not run inside the worker (the DTLS library is async):
+//! the worker decides *whether* a record may reach a handshake ([`Output::DtlsStart`],
+//! [`Output::DtlsRecord`]), bounds how many run and for how long, and receives the outcome
+//! through [`Worker::handle_dtls_connected`] / [`Worker::handle_dtls_failed`].
+
+mod control;
+mod dtls;
+mod fanout;
+mod ingress;
+mod timers;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::control::Event;
+use crate::engine::ice_lite::IceCredentials;
+use crate::engine::rtcp::{Feedback, NtpClock};
+use crate::engine::srtp::SrtpProfile;
+use crate::error::ControlError;
+use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Uid};
+use crate::stats::CoreStats;
+
+use super::cross_core::{CrossCore, FeedRoute, RelayedPool};
+use super::feed::Feed;
+use super::participant::{Participant, ParticipantUsage};
+use super::pool::BufferPool;
+
+/// Timing and limits of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Index of the core (reported in stats).
+    pub core: usize,
+    /// RFC 7675 consent timeout.
+    pub consent_timeout: Duration,
+    /// A DTLS handshake not finished after this is abandoned.
+    pub dtls_handshake_timeout: Duration,
+    /// Handshakes allowed in flight on this core at once.
+    pub max_handshakes: usize,
+    /// A feed that sent nothing for this long is reported stopped.
+    pub feed_inactivity: Duration,
+    /// Interval of receiver and sender reports.
+    pub report_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            core: 0,
+            consent_timeout: crate::engine::ice_lite::DEFAULT_CONSENT_TIMEOUT,
+            dtls_handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            feed_inactivity: Duration::from_secs(3),
+            report_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// DTLS records held while waiting for a whole ClientHello; past this the handshake starts
+/// anyway, with the relay's whole list of profiles. Chromium's ClientHello takes two.
+const MAX_HELLO_RECORDS: usize = 8;
+
+/// Packets handed to other cores that a core keeps for reuse (~2 MiB with their buffers): a
+/// few hundred milliseconds of a busy feed, since sinks drop them within one of their
+/// batches. More in flight than this (a sink far behind) costs allocations, not correctness.
+const MAX_RELAYED: usize = 1024;
+
+/// Idle packet buffers a core keeps: enough for a keyframe burst to a few hundred subscribers
+/// (~4 MiB at most), beyond which returned buffers are freed.
+const MAX_IDLE_BUFFERS: usize = 2048;
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// What the I/O layer must do next.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram.
+    Transmit(Transmit),
+    /// Start a DTLS server handshake for this participant (records follow as `DtlsRecord`).
+    DtlsStart {
+        /// The participant.
+        key: ParticipantKey,
+        /// Certificate fingerprint to insist on, if known.
+        remote_fingerprint: Option<String>,
+        /// The SRTP profiles to accept, best first: the one the relay prefers among those the
+        /// client's hello offered, or the relay's whole list when the hello could not be read.
+        profiles: Vec<SrtpProfile>,
+    },
+    /// A DTLS record for the participant's handshake task.
+    DtlsRecord {
+        /// The participant.
+        key: ParticipantKey,
+        /// The datagram.
+        data: Vec<u8>,
+    },
+    /// Tear down the participant's DTLS task.
+    DtlsClose(ParticipantKey),
+    /// Report to the control plane.
+    Event(Event),
+    /// Hand a message to another core (a session spread over several cores).
+    CrossCore {
+        /// The core.
+        core: usize,
+        /// The message.
+        message: CrossCore,
+    },
+}
+
+/// A session on this core.
+struct Session {
+    sid: Sid,
+    participants: HashMap<Uid, ParticipantKey>,
+    feeds: HashMap<FeedKey, Feed>,
+    feed_keys: HashMap<FeedId, FeedKey>,
+}
+
+impl Session {
+    fn feed_key(&self, sid: &Sid, feed_id: &FeedId) -> Result<FeedKey, ControlError> {
+        self.feed_keys
+            .get(feed_id)
+            .copied()
+            .ok_or_else(|| ControlError::NoSuchFeed {
+                sid: sid.clone(),
+                feed_id: feed_id.clone(),
+            })
+    }
+}
+
+/// The sans-IO state of one core.
+pub struct Worker {
+    config: WorkerConfig,
+    sessions: HashMap<SessionKey, Session>,
+    session_keys: HashMap<Sid, SessionKey>,
+    participants: HashMap<ParticipantKey, Participant>,
+    by_ufrag: HashMap<String, ParticipantKey>,
+    by_addr: HashMap<SocketAddr, ParticipantKey>,
+    outputs: VecDeque<Output>,
+    stats: CoreStats,
+    next_key: u64,
+    handshakes: usize,
+    next_timeout: Option<Instant>,
+    epoch: Instant,
+    ntp: NtpClock,
+    rng: StdRng,
+    feedback: Vec<Feedback>,
+    pool: BufferPool,
+    /// Feeds published on other cores that have a replica here.
+    replicas: HashMap<FeedRoute, (SessionKey, FeedKey)>,
+    /// Packets handed to other cores, reused once they are done with them.
+    relayed: RelayedPool,
+}
+
+impl Worker {
+    /// A worker with no sessions. `now` and `wall` anchor RTCP wall-clock times; `seed` makes
+    /// random choices (SSRCs, initial sequence numbers, ICE credentials) reproducible in tests.
+    pub fn new(config: WorkerConfig, now: Instant, wall: SystemTime, seed: u64) -> Self {
+        let stats = CoreStats {
+            core: config.core,
+            ..Default::default()
+        };
+        Worker {
+            config,
+            sessions: HashMap::new(),
+            session_keys: HashMap::new(),
+            participants: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            outputs: VecDeque::new(),
+            stats,
+            next_key: 1,
+            handshakes: 0,
+            next_timeout: None,
+            epoch: now,
+            ntp: NtpClock::new(now, wall),
+            rng: StdRng::seed_from_u64(seed),
+            feedback: Vec::new(),
+            pool: BufferPool::new(MAX_IDLE_BUFFERS),
+            replicas: HashMap::new(),
+            relayed: RelayedPool::new(MAX_RELAYED),
+        }
+    }
+
+    /// Return the buffer of a sent [`Transmit`] so the next forwarded copy reuses it.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        self.pool.give(buffer);
+    }
+
+    /// Outputs waiting to be polled.
+    pub fn pending_outputs(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Worker::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    /// Counters snapshot.
+    pub fn stats(&self) -> CoreStats {
+        let mut s = self.stats.clone();
+        s.sessions = self.sessions.len() as u64;
+        s.participants = self.participants.len() as u64;
+        s.handshakes = self.handshakes as u64;
+        s.buffers_allocated = self.pool.allocated() + self.relayed.allocated();
+        s
+    }
+
+    /// Datagrams queued for sending so far: a running count, whose difference across an
+    /// input says how many datagrams that input produced.
+    pub fn packets_out(&self) -> u64 {
+        self.stats.packets_out
+    }
+
+    /// The I/O layer measured that a sent datagram spent `delay` inside the relay, from the
+    /// kernel's receipt of the datagram it answers to the kernel taking it.
+    pub fn record_forwarding_delay(&mut self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.stats.forwarding_delay.record(us, 1);
+    }
+
+    /// Traffic counters of a participant.
+    pub fn participant_usage(&self, sid: &Sid, uid: &Uid) -> Option<ParticipantUsage> {
+        let (_, key) = self.key_of(sid, uid).ok()?;
+        Some(self.participants.get(&key)?.usage)
+    }
+
+    /// Traffic counters of every participant of a session (for metering).
+    pub fn session_usage(&self, sid: &Sid) -> Result<Vec<(Uid, ParticipantUsage)>, ControlError> {
+        let skey = self.session_key(sid)?;
+        Ok(self.sessions[&skey]
+            .participants
+            .iter()
+            .filter_map(|(uid, key)| Some((uid.clone(), self.participants.get(key)?.usage)))
+            .collect())
+    }
+
+    /// Number of sessions (placement uses it).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether the session lives on this worker.
+    pub fn has_session(&self, sid: &Sid) -> bool {
+        self.session_keys.contains_key(sid)
+    }
+
+    fn arm(&mut self, at: Instant) {
+        self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+    }
+
+    fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += contents.len() as u64;
+        self.outputs.push_back(Output::Transmit(Transmit {
+            destination,
+            contents,
+        }));
+    }
+}
+
+/// Remove a feed from its session and every subscription to it from its subscribers; returns
+/// the publisher's SSRC of the feed if it existed.
+fn remove_feed(
+    session: &mut Session,
+    participants: &mut HashMap<ParticipantKey, Participant>,
+    fkey: FeedKey,
+) -> Option<u32> {
+    let feed = session.feeds.remove(&fkey)?;
+    session.feed_keys.remove(&feed.description.feed_id);
+    for c in feed.consumers {
+        if let Some(sub) = participants.get_mut(&c.subscriber) {
+            sub.subscriptions.remove(&c.ssrc.0);
+        }
+    }
+    Some(feed.description.ssrc.0)
+}
+
+fn random_credentials(rng: &mut StdRng) -> IceCredentials {
+    const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut pick = |n: usize| -> String {
+        (0..n)
+            .map(|_| ICE_CHARS[rng.random_range(0..ICE_CHARS.len())] as char)
+            .collect()
+    };
+    IceCredentials {
+        ufrag: pick(8),
+        pwd: pick(24),
+    }
+}
