@@ -46,10 +46,6 @@ const GSO_MIN_SEGMENTS: usize = 2;
 /// DTLS records queued per handshake before further ones are dropped.
 const DTLS_QUEUE: usize = 64;
 
-/// The timer task wakes at least this often, so deadlines created between wake-ups are late by
-/// at most this much.
-const MAX_TIMER_SLEEP: Duration = Duration::from_millis(50);
-
 /// When the kernel started and finished taking one flush's datagrams (wall clock, to compare
 /// with the kernel's receive stamps).
 #[derive(Clone, Copy)]
@@ -106,6 +102,10 @@ struct Shell {
     dtls_inboxes: RefCell<HashMap<ParticipantKey, mpsc::Sender<Vec<u8>>>>,
     dtls_tasks: RefCell<HashMap<ParticipantKey, tokio::task::JoinHandle<()>>>,
     dtls_egress: mpsc::UnboundedSender<(ParticipantKey, Vec<u8>)>,
+    /// The deadline the timer task sleeps until, and what wakes it when the worker's next
+    /// deadline comes earlier than that.
+    timer_at: std::cell::Cell<Option<Instant>>,
+    timer_rearm: Notify,
 }
 
 /// Run a core until it receives `Command::Shutdown` or its command channel closes.
@@ -153,6 +153,8 @@ pub(crate) fn run(setup: CoreSetup) {
             dtls_inboxes: RefCell::new(HashMap::new()),
             dtls_tasks: RefCell::new(HashMap::new()),
             dtls_egress: egress_tx,
+            timer_at: std::cell::Cell::new(None),
+            timer_rearm: Notify::new(),
         });
         let _ = setup.ready.send(());
 
@@ -223,6 +225,12 @@ impl Shell {
                     }
                 }
             }
+        }
+        // An input may have brought a deadline earlier than the one the timer sleeps for.
+        let next = self.worker.borrow().poll_timeout();
+        if comes_before(next, self.timer_at.get()) {
+            self.timer_at.set(next);
+            self.timer_rearm.notify_one();
         }
         // One wake-up per peer per drain, not per packet.
         for (core, wake) in self.peers_to_wake.borrow_mut().iter_mut().enumerate() {
@@ -590,18 +598,32 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
     }
 }
 
+/// Sleeps until the worker's next deadline, re-armed by [`Shell::drain`] whenever an input
+/// brings an earlier one, so no deadline waits for a fixed tick.
 async fn timer_loop(shell: Rc<Shell>) {
     loop {
-        let now = Instant::now();
-        let cap = now + MAX_TIMER_SLEEP;
-        let at = shell
-            .worker
-            .borrow()
-            .poll_timeout()
-            .map_or(cap, |t| t.min(cap));
-        tokio::time::sleep_until(at.into()).await;
+        let at = shell.worker.borrow().poll_timeout();
+        shell.timer_at.set(at);
+        let Some(at) = at else {
+            shell.timer_rearm.notified().await;
+            continue;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = shell.timer_rearm.notified() => continue,
+        }
         shell.worker.borrow_mut().handle_timeout(Instant::now());
         shell.flush().await;
+    }
+}
+
+/// Whether deadline `next` must wake a timer that sleeps until `armed`: it is earlier, or the
+/// timer sleeps with no deadline at all.
+fn comes_before(next: Option<Instant>, armed: Option<Instant>) -> bool {
+    match (next, armed) {
+        (Some(next), Some(armed)) => next < armed,
+        (Some(_), None) => true,
+        (None, _) => false,
     }
 }
 
@@ -643,6 +665,18 @@ mod tests {
             destination: SocketAddr::from(([127, 0, 0, 1], port)),
             contents: vec![0; len],
         }
+    }
+
+    #[test]
+    fn an_earlier_deadline_rearms_the_timer() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(50);
+        assert!(comes_before(Some(t0), Some(later)));
+        assert!(comes_before(Some(t0), None));
+        assert!(!comes_before(Some(later), Some(t0)));
+        assert!(!comes_before(Some(t0), Some(t0)));
+        assert!(!comes_before(None, Some(t0)));
+        assert!(!comes_before(None, None));
     }
 
     #[test]

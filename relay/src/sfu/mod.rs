@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod cross_core;
+pub mod deadlines;
 pub mod feed;
 pub mod participant;
 pub mod pool;

@@ -108,6 +108,19 @@ impl Participant {
         }
     }
 
+    /// The first of the participant's deadlines: consent expiry, the end of a handshake that
+    /// may take `handshake_timeout`, the next RTCP report.
+    pub fn next_deadline(&self, handshake_timeout: std::time::Duration) -> Option<Instant> {
+        let handshake = match self.dtls {
+            DtlsState::Handshaking { since } => Some(since + handshake_timeout),
+            _ => None,
+        };
+        [self.ice.poll_timeout(), handshake, self.next_report]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Where to send media and RTCP, once ICE has selected an address and SRTP is keyed.
     pub fn media_destination(&self) -> Option<std::net::SocketAddr> {
         self.srtp.as_ref()?;

@@ -188,6 +188,7 @@ impl Worker {
         let Some(p) = self.participants.remove(&key) else {
             return;
         };
+        self.timers.disarm(Timer::Participant(key));
         self.by_ufrag.remove(&p.ice.local().ufrag);
         if let Some(addr) = p.ice.selected() {
             if self.by_addr.get(&addr) == Some(&key) {

@@ -53,7 +53,7 @@ impl Worker {
         for fkey in feeds {
             self.keyframe_request(now, skey, fkey, true);
         }
-        self.arm(next);
+        self.arm(key, next);
     }
 
     /// The DTLS handshake of `key` failed.

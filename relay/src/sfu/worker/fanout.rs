@@ -21,20 +21,29 @@ pub(super) struct Outbox<'a> {
     pub(super) pool: &'a mut BufferPool,
     pub(super) stats: &'a mut CoreStats,
     pub(super) outputs: &'a mut VecDeque<Output>,
-    pub(super) next_timeout: &'a mut Option<Instant>,
+    pub(super) timers: &'a mut Deadlines<Timer>,
     pub(super) inactivity: Duration,
 }
 
 impl Outbox<'_> {
-    /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core).
-    pub(super) fn fan_out(&mut self, now: Instant, feed: &mut Feed, plain: &[u8], info: RtpInfo) {
+    /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core);
+    /// `timer` is the feed's inactivity timer.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        timer: Timer,
+        feed: &mut Feed,
+        plain: &[u8],
+        info: RtpInfo,
+    ) {
         if feed.last_packet_at.is_none() {
             // (Re)started: every subscriber's stream continues from where it was.
             for c in &mut feed.consumers {
                 c.rewriter.request_resync();
             }
-            let at = now + self.inactivity;
-            *self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+            // Armed once per start, not per packet: when it fires, the feed's last packet
+            // says whether it stopped or when to look again.
+            self.timers.arm(timer, now + self.inactivity);
         }
         feed.last_packet_at = Some(now);
         let clock_rate = feed.description.clock_rate;

@@ -84,7 +84,7 @@ impl Worker {
             self.by_addr.insert(src, key);
         }
         if let Some(consent) = consent {
-            self.arm(consent);
+            self.arm(key, consent);
         }
         self.transmit(src, outcome.response);
         Ok(())
@@ -111,7 +111,7 @@ impl Worker {
             p.dtls = DtlsState::Handshaking { since: now };
             p.hello = Some(PendingHello::default());
             let at = now + self.config.dtls_handshake_timeout;
-            self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+            self.timers.arm(Timer::Participant(key), at);
         }
         let Some(pending) = p.hello.as_mut() else {
             self.outputs.push_back(Output::DtlsRecord {
@@ -208,10 +208,10 @@ impl Worker {
             pool: &mut self.pool,
             stats: &mut self.stats,
             outputs: &mut self.outputs,
-            next_timeout: &mut self.next_timeout,
+            timers: &mut self.timers,
             inactivity: self.config.feed_inactivity,
         };
-        out.fan_out(now, feed, &plain, info);
+        out.fan_out(now, Timer::Feed(skey, fkey), feed, &plain, info);
         if feed.sinks.is_empty() {
             self.pool.give(plain);
         } else {
@@ -257,10 +257,16 @@ impl Worker {
                     pool: &mut self.pool,
                     stats: &mut self.stats,
                     outputs: &mut self.outputs,
-                    next_timeout: &mut self.next_timeout,
+                    timers: &mut self.timers,
                     inactivity: self.config.feed_inactivity,
                 };
-                out.fan_out(now, feed, &packet.plain, packet.info);
+                out.fan_out(
+                    now,
+                    Timer::Feed(skey, fkey),
+                    feed,
+                    &packet.plain,
+                    packet.info,
+                );
             }
             CrossCore::KeyframeRequest {
                 route,

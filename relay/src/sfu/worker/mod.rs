@@ -35,6 +35,7 @@ use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Uid};
 use crate::stats::CoreStats;
 
 use super::cross_core::{CrossCore, FeedRoute, RelayedPool};
+use super::deadlines::Deadlines;
 use super::feed::Feed;
 use super::participant::{Participant, ParticipantUsage};
 use super::pool::BufferPool;
@@ -126,6 +127,16 @@ pub enum Output {
     },
 }
 
+/// What a deadline of the worker belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Timer {
+    /// A participant's consent expiry, handshake timeout or next RTCP report, whichever is
+    /// first ([`Participant::next_deadline`]).
+    Participant(ParticipantKey),
+    /// A flowing feed's inactivity check.
+    Feed(SessionKey, FeedKey),
+}
+
 /// A session on this core.
 struct Session {
     sid: Sid,
@@ -158,7 +169,8 @@ pub struct Worker {
     stats: CoreStats,
     next_key: u64,
     handshakes: usize,
-    next_timeout: Option<Instant>,
+    /// When each participant and each flowing feed next needs the timer.
+    timers: Deadlines<Timer>,
     epoch: Instant,
     ntp: NtpClock,
     rng: StdRng,
@@ -189,7 +201,7 @@ impl Worker {
             stats,
             next_key: 1,
             handshakes: 0,
-            next_timeout: None,
+            timers: Deadlines::default(),
             epoch: now,
             ntp: NtpClock::new(now, wall),
             rng: StdRng::seed_from_u64(seed),
@@ -217,7 +229,7 @@ impl Worker {
 
     /// When [`Worker::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
+        self.timers.next()
     }
 
     /// Counters snapshot.
@@ -269,8 +281,9 @@ impl Worker {
         self.session_keys.contains_key(sid)
     }
 
-    fn arm(&mut self, at: Instant) {
-        self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+    /// Make the participant's timer fire at `at` at the latest.
+    fn arm(&mut self, key: ParticipantKey, at: Instant) {
+        self.timers.arm(Timer::Participant(key), at);
     }
 
     fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
