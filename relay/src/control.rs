@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::{FeedId, Sid, Ssrc, Uid};
+use crate::sfu::participant::ParticipantUsage;
 
 /// Audio or video.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +158,10 @@ pub enum Event {
         /// Why.
         #[serde(flatten)]
         reason: DisconnectReason,
+        /// Its traffic counters at the moment it was dropped: the relay forgets it with this
+        /// event, so metering takes its last counts from here.
+        #[serde(default)]
+        usage: ParticipantUsage,
     },
     /// The first packet of a feed arrived (again, after it had stopped).
     FeedStarted {

@@ -263,9 +263,15 @@ impl Hub {
                     }
                 }
             }
-            Input::Relay(relay::Event::ParticipantDisconnected { sid, uid, reason }) => {
+            Input::Relay(relay::Event::ParticipantDisconnected {
+                sid,
+                uid,
+                reason,
+                usage,
+            }) => {
                 tracing::info!(%sid, %uid, ?reason, "relay disconnected participant");
-                self.leave(&sid.0, &uid.0).await;
+                // The relay has forgotten it: its last counters come with the event.
+                self.leave_with(&sid.0, &uid.0, Some(usage)).await;
             }
             Input::Relay(_) => {}
             Input::Tick(now) => {
@@ -1121,6 +1127,12 @@ impl Hub {
 
     /// A participant leaves: its feeds go, the others are told.
     async fn leave(&mut self, sid: &str, uid: &str) {
+        self.leave_with(sid, uid, None).await;
+    }
+
+    /// Remove a participant; `last_usage` are its final counters when the relay already
+    /// dropped it (else they are read from the relay first).
+    async fn leave_with(&mut self, sid: &str, uid: &str, last_usage: Option<ParticipantUsage>) {
         let Some(room) = self.rooms.get(sid) else {
             return;
         };
@@ -1137,12 +1149,15 @@ impl Hub {
             self.unpublish(sid, &f).await;
         }
         // Its last traffic counts before the relay forgets it.
-        let usage = self
-            .relay
-            .session_usage(&Sid::from(sid))
-            .await
-            .ok()
-            .and_then(|all| all.into_iter().find(|(u, _)| u.0 == uid).map(|(_, u)| u));
+        let usage = match last_usage {
+            Some(usage) => Some(usage),
+            None => self
+                .relay
+                .session_usage(&Sid::from(sid))
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|(u, _)| u.0 == uid).map(|(_, u)| u)),
+        };
         let _ = self
             .relay
             .remove_participant(&Sid::from(sid), &Uid::from(uid))

@@ -29,6 +29,20 @@ pub struct Server {
 }
 
 pub async fn server(name: &str, limits: JoinLimits) -> Server {
+    server_with_relay(
+        name,
+        limits,
+        RelayConfig {
+            cores: 1,
+            pin: false,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// [`server`] in front of a relay configured as given.
+pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfig) -> Server {
     let dir = std::env::temp_dir().join(format!("webrtcai-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -37,12 +51,7 @@ pub async fn server(name: &str, limits: JoinLimits) -> Server {
     let key = store
         .create_key(&client.cid, &["127.0.0.1".into()], false)
         .unwrap();
-    let mut relay = Relay::start(RelayConfig {
-        cores: 1,
-        pin: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let mut relay = Relay::start(relay).unwrap();
     let events = relay.take_events().unwrap();
     let hub = signalling::start_hub(
         relay.handle(),

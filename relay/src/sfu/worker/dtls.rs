@@ -101,6 +101,7 @@ impl Worker {
             sid: p.sid.clone(),
             uid: p.uid.clone(),
             reason,
+            usage: p.usage,
         };
         self.remove_participant_by_key(key);
         self.outputs.push_back(Output::Event(event));

@@ -67,6 +67,9 @@ impl Worker {
         let outcome = p.ice.handle_binding(now, src, &mut req)?;
         p.usage.packets_in += 1;
         p.usage.bytes_in += datagram.len() as u64;
+        // The response is traffic to the participant like any other.
+        p.usage.packets_out += 1;
+        p.usage.bytes_out += outcome.response.len() as u64;
         let consent = p.ice.poll_timeout();
         if let Some(previous) = outcome.selected_changed {
             if let Some(old) = previous {
