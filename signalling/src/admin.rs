@@ -105,12 +105,24 @@ struct NewClient {
     name: String,
 }
 
+/// Run `f` on the store on a blocking thread: a database call can wait for a lock held by
+/// another process, and must not hold up the runtime's thread, which serves the websockets.
+async fn on_store<T: Send + 'static>(
+    a: &Admin,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = a.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Sql(format!("database task failed: {e}"))))
+}
+
 async fn list_clients(State(a): State<Admin>, h: HeaderMap) -> Response {
     if let Some(r) = authorize(&a, &h) {
         return r;
     }
-    a.store
-        .clients()
+    on_store(&a, |s| s.clients())
+        .await
         .map(|c| Json(c).into_response())
         .unwrap_or_else(store_error)
 }
@@ -126,8 +138,8 @@ async fn create_client(
     if body.name.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "invalid", "name must not be empty");
     }
-    a.store
-        .create_client(&body.name)
+    on_store(&a, move |s| s.create_client(&body.name))
+        .await
         .map(|c| (StatusCode::CREATED, Json(c)).into_response())
         .unwrap_or_else(store_error)
 }
@@ -149,8 +161,8 @@ async fn list_keys(State(a): State<Admin>, h: HeaderMap, Query(f): Query<KeyFilt
     if let Some(r) = authorize(&a, &h) {
         return r;
     }
-    a.store
-        .keys(f.cid.as_deref())
+    on_store(&a, move |s| s.keys(f.cid.as_deref()))
+        .await
         .map(|k| Json(k).into_response())
         .unwrap_or_else(store_error)
 }
@@ -166,24 +178,26 @@ async fn create_key(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewKe
             "a key needs at least one allowed domain",
         );
     }
-    a.store
-        .create_key(&body.cid, &body.domains, body.recording)
-        .map(|k| {
-            (
-                StatusCode::CREATED,
-                Json(json!({"key": k.info, "secret": k.secret})),
-            )
-                .into_response()
-        })
-        .unwrap_or_else(store_error)
+    on_store(&a, move |s| {
+        s.create_key(&body.cid, &body.domains, body.recording)
+    })
+    .await
+    .map(|k| {
+        (
+            StatusCode::CREATED,
+            Json(json!({"key": k.info, "secret": k.secret})),
+        )
+            .into_response()
+    })
+    .unwrap_or_else(store_error)
 }
 
 async fn revoke_key(State(a): State<Admin>, h: HeaderMap, Path(key_id): Path<String>) -> Response {
     if let Some(r) = authorize(&a, &h) {
         return r;
     }
-    a.store
-        .revoke_key(&key_id)
+    on_store(&a, move |s| s.revoke_key(&key_id))
+        .await
         .map(|k| Json(k).into_response())
         .unwrap_or_else(store_error)
 }
@@ -216,7 +230,8 @@ async fn mint_token(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewTo
         Ok(g) => g,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e),
     };
-    let key = match a.store.key(&body.key) {
+    let key_id = body.key.clone();
+    let key = match on_store(&a, move |s| s.key(&key_id)).await {
         Ok(Some(k)) if k.info.revoked_at.is_none() => k,
         Ok(Some(_)) => {
             return error(
@@ -271,7 +286,8 @@ async fn usage(State(a): State<Admin>, h: HeaderMap, Query(q): Query<UsageQuery>
             .map(|d| d.as_secs() as i64 + 1)
             .unwrap_or(i64::MAX)
     });
-    match a.store.usage(&q.cid, q.from.unwrap_or(0), to) {
+    let (cid, from) = (q.cid.clone(), q.from.unwrap_or(0));
+    match on_store(&a, move |s| s.usage(&cid, from, to)).await {
         Ok(report) if q.format.as_deref() == Some("table") => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             report.table(),

@@ -172,11 +172,21 @@ pub fn mint(key_id: &str, secret: &str, claims: &Claims) -> Result<String, Strin
     .map_err(|e| e.to_string())
 }
 
-fn usable_key(store: &Store, key_id: &str) -> Result<KeyRecord, AuthError> {
-    let key = store
-        .key(key_id)
-        .map_err(|e| AuthError::Store(e.to_string()))?
-        .ok_or(AuthError::UnknownKey)?;
+/// Where authentication finds keys: the database itself, or the key cache of
+/// [`crate::accounts`] in front of it.
+pub trait Keys {
+    /// The key `key_id` with its secret, revoked or not; None when there is no such key.
+    fn key(&mut self, key_id: &str) -> Result<Option<KeyRecord>, AuthError>;
+}
+
+impl Keys for &Store {
+    fn key(&mut self, key_id: &str) -> Result<Option<KeyRecord>, AuthError> {
+        Store::key(self, key_id).map_err(|e| AuthError::Store(e.to_string()))
+    }
+}
+
+fn usable_key(keys: &mut impl Keys, key_id: &str) -> Result<KeyRecord, AuthError> {
+    let key = keys.key(key_id)?.ok_or(AuthError::UnknownKey)?;
     if key.info.revoked_at.is_some() {
         return Err(AuthError::RevokedKey);
     }
@@ -184,8 +194,12 @@ fn usable_key(store: &Store, key_id: &str) -> Result<KeyRecord, AuthError> {
 }
 
 /// Authenticate a join with a WEB_ONLY key from a page at `origin`.
-pub fn with_key(store: &Store, key_id: &str, origin: Option<&str>) -> Result<Identity, AuthError> {
-    let key = usable_key(store, key_id)?;
+pub fn with_key(
+    mut keys: impl Keys,
+    key_id: &str,
+    origin: Option<&str>,
+) -> Result<Identity, AuthError> {
+    let key = usable_key(&mut keys, key_id)?;
     origin_allowed(origin, &key.info.domains)?;
     Ok(Identity {
         cid: key.info.cid,
@@ -213,7 +227,7 @@ fn declared_alg(token: &str) -> Option<String> {
 }
 
 /// Authenticate a join with a token for session `sid`.
-pub fn with_token(store: &Store, token: &str, sid: &str) -> Result<Identity, AuthError> {
+pub fn with_token(mut keys: impl Keys, token: &str, sid: &str) -> Result<Identity, AuthError> {
     let invalid = |why: &str| AuthError::InvalidToken(why.to_owned());
     let header = jsonwebtoken::decode_header(token).map_err(|_| match declared_alg(token) {
         // `alg: none` and other names the library does not know.
@@ -231,7 +245,7 @@ pub fn with_token(store: &Store, token: &str, sid: &str) -> Result<Identity, Aut
     let kid = header
         .kid
         .ok_or_else(|| invalid("no kid (key id) in the header"))?;
-    let key = usable_key(store, &kid)?;
+    let key = usable_key(&mut keys, &kid)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_nbf = true;
     validation.leeway = 5;

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -22,14 +21,15 @@ use relay::RelayHandle;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::auth::{self, Grants};
+use crate::accounts::{Accounts, Credentials, UsageRecord};
+use crate::auth::{AuthError, Grants, Identity};
 use crate::limits::JoinLimiter;
 use crate::protocol::{
     self, ErrorCode, Event, FeedInfo, ParticipantInfo, Request, ServerMessage, Source,
     TransceiverInfo,
 };
 use crate::sdp::{self, Codec, Kind, OfferParams, Role, Section};
-use crate::store::{Store, UsageDelta};
+use crate::store::UsageDelta;
 use relay::sfu::participant::ParticipantUsage;
 
 /// A websocket connection's id.
@@ -51,8 +51,21 @@ pub enum Input {
     Disconnected(ConnId),
     /// Something the relay reported.
     Relay(relay::Event),
+    /// The accounts thread authenticated (or refused) a join.
+    Authenticated(Box<PendingJoin>, Result<Identity, AuthError>),
     /// Periodic housekeeping (resume windows).
     Tick(Instant),
+}
+
+/// A join waiting for its credentials to be checked off the hub's task.
+#[derive(Debug)]
+pub struct PendingJoin {
+    conn: ConnId,
+    id: u64,
+    /// The session's public name.
+    sid: String,
+    name: Option<String>,
+    resume: Option<String>,
 }
 
 /// What the HTTP upgrade told about a connection.
@@ -181,12 +194,16 @@ struct Conn {
     tx: mpsc::UnboundedSender<String>,
     meta: ConnMeta,
     joined: Option<(String, String)>,
+    /// A join is being authenticated.
+    joining: bool,
 }
 
 /// The signalling state.
 pub struct Hub {
     relay: RelayHandle,
-    store: Arc<Store>,
+    accounts: Accounts,
+    /// The hub's own input, for results that come back from other threads.
+    inputs: mpsc::Sender<Input>,
     limiter: JoinLimiter,
     usage_flush: Duration,
     fingerprint: String,
@@ -204,19 +221,22 @@ fn random_id(prefix: &str) -> String {
 }
 
 impl Hub {
-    /// A hub in front of `relay`, authenticating joins against `store`.
-    /// Usage is written to the store every `usage_flush` (checked on each tick), so a crash
-    /// loses at most that plus one tick.
+    /// A hub in front of `relay`, authenticating joins through `accounts`; `inputs` is the
+    /// sender of its own input channel (results from the accounts thread come back there).
+    /// Usage is written every `usage_flush` (checked on each tick), so a crash loses at most
+    /// that plus one tick.
     pub fn new(
         relay: RelayHandle,
-        store: Arc<Store>,
+        accounts: Accounts,
+        inputs: mpsc::Sender<Input>,
         limiter: JoinLimiter,
         usage_flush: Duration,
     ) -> Self {
         Hub {
             fingerprint: relay.fingerprint().to_owned(),
             relay,
-            store,
+            accounts,
+            inputs,
             limiter,
             usage_flush,
             rooms: HashMap::new(),
@@ -242,6 +262,7 @@ impl Hub {
                         tx,
                         meta,
                         joined: None,
+                        joining: false,
                     },
                 );
             }
@@ -274,6 +295,19 @@ impl Hub {
                 self.leave_with(&sid.0, &uid.0, Some(usage)).await;
             }
             Input::Relay(_) => {}
+            Input::Authenticated(pending, identity) => {
+                let (conn, id) = (pending.conn, pending.id);
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    // Closed while its credentials were checked.
+                    return;
+                };
+                c.joining = false;
+                let result = match identity {
+                    Ok(identity) => self.finish_join(*pending, identity).await,
+                    Err(e) => Err((ErrorCode::Unauthorized, e.to_string())),
+                };
+                self.reply(conn, id, result);
+            }
             Input::Tick(now) => {
                 let expired: Vec<(String, String)> = self
                     .rooms
@@ -371,7 +405,13 @@ impl Hub {
                     ..
                 },
                 None,
-            ) => self.join(conn, id, v, sid, name, key, token, resume).await,
+            ) if !self.conns.get(&conn).is_some_and(|c| c.joining) => {
+                self.join(conn, id, v, sid, name, key, token, resume)
+            }
+            (Request::Join { .. }, None) => Err((
+                ErrorCode::AlreadyJoined,
+                "this connection is joining already".into(),
+            )),
             (Request::Join { .. }, Some(_)) => Err((
                 ErrorCode::AlreadyJoined,
                 "this connection has joined already".into(),
@@ -422,8 +462,10 @@ impl Hub {
         }
     }
 
+    /// Check what a join can be checked for here, then hand its credentials to the accounts
+    /// thread; the join goes on in [`Hub::finish_join`] when they come back.
     #[allow(clippy::too_many_arguments)]
-    async fn join(
+    fn join(
         &mut self,
         conn: ConnId,
         id: u64,
@@ -458,12 +500,54 @@ impl Hub {
         if let Err(why) = self.limiter.check(Instant::now(), limit_key, meta.ip) {
             return Err((ErrorCode::RateLimited, why));
         }
-        let identity = match (&key, &token) {
-            (_, Some(token)) => auth::with_token(&self.store, token, &sid),
-            (Some(key), None) => auth::with_key(&self.store, key, meta.origin.as_deref()),
-            (None, None) => Err(auth::AuthError::MissingCredentials),
+        let credentials = match (key, token) {
+            (_, Some(token)) => Credentials::Token {
+                token,
+                sid: sid.clone(),
+            },
+            (Some(key_id), None) => Credentials::Key {
+                key_id,
+                origin: meta.origin,
+            },
+            (None, None) => {
+                return Err((
+                    ErrorCode::Unauthorized,
+                    AuthError::MissingCredentials.to_string(),
+                ))
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.joining = true;
         }
-        .map_err(|e| (ErrorCode::Unauthorized, e.to_string()))?;
+        let pending = Box::new(PendingJoin {
+            conn,
+            id,
+            sid,
+            name,
+            resume,
+        });
+        let inputs = self.inputs.clone();
+        self.accounts.authenticate(credentials, move |identity| {
+            // The hub may be gone (shutting down); then so is the connection.
+            let _ = inputs.blocking_send(Input::Authenticated(pending, identity));
+        });
+        Ok(None)
+    }
+
+    /// The rest of a join once its credentials are good: resume, or create the session if
+    /// need be and add the participant.
+    async fn finish_join(
+        &mut self,
+        pending: PendingJoin,
+        identity: Identity,
+    ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        let PendingJoin {
+            conn,
+            id,
+            sid,
+            name,
+            resume,
+        } = pending;
         // Session names are per client: the same name under two clients is two sessions.
         let public_sid = sid;
         let sid = format!("{}/{public_sid}", identity.cid);
@@ -1208,21 +1292,14 @@ impl Hub {
         }
         let delta = std::mem::take(&mut room.meter.pending);
         room.meter.last_flush = now;
-        if let Err(e) = self.store.add_usage(
-            &room.cid,
-            &room.public_sid,
-            room.started_at,
+        // Written off the hub's task, retried there while the database is busy.
+        self.accounts.add_usage(UsageRecord {
+            cid: room.cid.clone(),
+            sid: room.public_sid.clone(),
+            started_at: room.started_at,
             delta,
-            room.meter.peak,
-            ended,
-        ) {
-            // Keep the counts for the next try rather than lose them.
-            tracing::warn!(sid, "usage not written: {e}");
-            let p = &mut room.meter.pending;
-            p.participant_seconds += delta.participant_seconds;
-            p.bytes_in += delta.bytes_in;
-            p.bytes_out += delta.bytes_out;
-            p.recording_seconds += delta.recording_seconds;
-        }
+            peak: room.meter.peak,
+            ended_at: ended,
+        });
     }
 }

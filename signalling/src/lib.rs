@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 #[doc(hidden)]
@@ -21,18 +22,27 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Start the hub on the current runtime: it takes relay events from `events`, authenticates
-/// joins against `store`, and ticks every second; returns the sender that websocket
-/// connections feed.
+/// joins against the database of `store` (on threads of its own, with connections of their
+/// own), and ticks; returns the sender that websocket connections feed. Fails when the
+/// database cannot be opened again.
 pub fn start_hub(
     relay: relay::RelayHandle,
     mut events: mpsc::Receiver<relay::Event>,
     store: std::sync::Arc<store::Store>,
     limits: limits::JoinLimits,
     usage_flush: Duration,
-) -> mpsc::Sender<hub::Input> {
+) -> Result<mpsc::Sender<hub::Input>, store::StoreError> {
     let (tx, rx) = mpsc::channel(4096);
+    let accounts = accounts::Accounts::start(store.path())?;
     tokio::spawn(
-        hub::Hub::new(relay, store, limits::JoinLimiter::new(limits), usage_flush).run(rx),
+        hub::Hub::new(
+            relay,
+            accounts,
+            tx.clone(),
+            limits::JoinLimiter::new(limits),
+            usage_flush,
+        )
+        .run(rx),
     );
     let relay_tx = tx.clone();
     tokio::spawn(async move {
@@ -56,7 +66,7 @@ pub fn start_hub(
             }
         }
     });
-    tx
+    Ok(tx)
 }
 
 /// How often the hub looks for work that is due (usage flushes, expired resume windows).

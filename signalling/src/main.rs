@@ -314,7 +314,8 @@ fn main() -> anyhow::Result<()> {
             store,
             limits,
             Duration::from_secs(args.usage_flush_secs.max(1)),
-        );
+        )
+        .context("account database")?;
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding {}", args.http))?;

@@ -97,6 +97,18 @@ fn migrations() -> Migrations<'static> {
                 PRIMARY KEY (cid, sid, started_at)
             );",
         ),
+        // A counter that every change to `keys` moves, so that a key cache can tell with one
+        // read whether it is still current (other processes, such as the CLI, change keys).
+        M::up(
+            "CREATE TABLE keys_version (n INTEGER NOT NULL);
+            INSERT INTO keys_version VALUES (0);
+            CREATE TRIGGER keys_inserted AFTER INSERT ON keys
+                BEGIN UPDATE keys_version SET n = n + 1; END;
+            CREATE TRIGGER keys_updated AFTER UPDATE ON keys
+                BEGIN UPDATE keys_version SET n = n + 1; END;
+            CREATE TRIGGER keys_deleted AFTER DELETE ON keys
+                BEGIN UPDATE keys_version SET n = n + 1; END;",
+        ),
     ])
 }
 
@@ -527,6 +539,12 @@ impl Store {
             recording_minutes: sessions.iter().map(|s| s.recording_minutes).sum(),
             sessions,
         })
+    }
+
+    /// A number that changes whenever any key is created, changed or removed, by this process
+    /// or another.
+    pub fn keys_version(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT n FROM keys_version", [], |r| r.get(0)))
     }
 
     /// Revoke a key; it stops working for every new join at once.

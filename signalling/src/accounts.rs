@@ -1,0 +1,218 @@
+//! The account database, off the hub's task.
+//!
+//! SQLite calls block, and a write waits up to the busy timeout (2 s) while another process,
+//! such as the CLI, holds the write lock. The hub serves every websocket from one task, so it
+//! never calls SQLite itself: joins are authenticated on a reader thread and usage is written
+//! on a writer thread, each with a connection of its own, and results come back to the hub as
+//! inputs.
+//!
+//! The reader keeps a cache of the keys it has read. Before each authentication it reads the
+//! keys' version counter (a table that triggers move on every change to `keys`, whoever makes
+//! it), and drops the cache when it moved, so a revocation takes effect on the next join, also
+//! when another process made it. The database is in WAL mode, where a read never waits for a
+//! writer; should a read fail all the same, a cached key still authenticates.
+//!
+//! The writer retries usage it could not write (a lock held past the busy timeout) in order,
+//! so a stalled database delays billing records but loses none while the process runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::auth::{self, AuthError, Identity, Keys};
+use crate::store::{KeyRecord, Store, StoreError, UsageDelta};
+
+/// What a join presents.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A WEB_ONLY key from a page at `origin`.
+    Key {
+        /// The key id.
+        key_id: String,
+        /// The websocket's `Origin` header.
+        origin: Option<String>,
+    },
+    /// A JWT for session `sid`.
+    Token {
+        /// The token.
+        token: String,
+        /// The session the join asks for (the public name).
+        sid: String,
+    },
+}
+
+/// Usage of one session since the last write.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    /// The client.
+    pub cid: String,
+    /// The session's public name.
+    pub sid: String,
+    /// Unix seconds: identifies this run of the session.
+    pub started_at: i64,
+    /// Usage since the last record.
+    pub delta: UsageDelta,
+    /// Most participants at once so far.
+    pub peak: u32,
+    /// Unix seconds, when the session ended with this record.
+    pub ended_at: Option<i64>,
+}
+
+type Done = Box<dyn FnOnce(Result<Identity, AuthError>) + Send>;
+
+struct AuthJob {
+    credentials: Credentials,
+    done: Done,
+}
+
+/// How often the writer retries usage it could not write.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Handles to the reader and writer threads; they end when this is dropped.
+pub struct Accounts {
+    auth: mpsc::Sender<AuthJob>,
+    usage: mpsc::Sender<UsageRecord>,
+}
+
+impl Accounts {
+    /// Open two more connections to the database at `path` and start the threads.
+    pub fn start(path: &Path) -> Result<Accounts, StoreError> {
+        let reader = Store::open(path)?;
+        let writer = Store::open(path)?;
+        let (auth, auth_rx) = mpsc::channel::<AuthJob>();
+        let (usage, usage_rx) = mpsc::channel::<UsageRecord>();
+        std::thread::Builder::new()
+            .name("accounts-auth".into())
+            .spawn(move || {
+                let mut keys = KeyCache::new(reader);
+                while let Ok(job) = auth_rx.recv() {
+                    let result = keys.authenticate(&job.credentials);
+                    (job.done)(result);
+                }
+            })
+            .map_err(|e| StoreError::Sql(format!("cannot start the accounts thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("accounts-usage".into())
+            .spawn(move || write_usage(writer, usage_rx))
+            .map_err(|e| StoreError::Sql(format!("cannot start the usage thread: {e}")))?;
+        Ok(Accounts { auth, usage })
+    }
+
+    /// Authenticate `credentials` on the reader thread; `done` is called there with the
+    /// outcome (it should hand it back to the hub, not do work of its own).
+    pub fn authenticate(
+        &self,
+        credentials: Credentials,
+        done: impl FnOnce(Result<Identity, AuthError>) + Send + 'static,
+    ) {
+        let job = AuthJob {
+            credentials,
+            done: Box::new(done),
+        };
+        if let Err(mpsc::SendError(job)) = self.auth.send(job) {
+            (job.done)(Err(AuthError::Store(
+                "the accounts thread has stopped".into(),
+            )));
+        }
+    }
+
+    /// Write usage on the writer thread (retried there until it succeeds).
+    pub fn add_usage(&self, record: UsageRecord) {
+        if self.usage.send(record).is_err() {
+            tracing::error!("the usage thread has stopped; usage not recorded");
+        }
+    }
+}
+
+/// Keys read from the database, valid while its keys' version stays the same.
+struct KeyCache {
+    store: Store,
+    version: Option<i64>,
+    keys: HashMap<String, KeyRecord>,
+}
+
+impl KeyCache {
+    fn new(store: Store) -> Self {
+        KeyCache {
+            store,
+            version: None,
+            keys: HashMap::new(),
+        }
+    }
+
+    fn authenticate(&mut self, credentials: &Credentials) -> Result<Identity, AuthError> {
+        match self.store.keys_version() {
+            Ok(v) if Some(v) != self.version => {
+                self.keys.clear();
+                self.version = Some(v);
+            }
+            Ok(_) => {}
+            // Keep what is cached: it was right a moment ago.
+            Err(e) => tracing::warn!("key version not read ({e}); using cached keys"),
+        }
+        match credentials {
+            Credentials::Key { key_id, origin } => auth::with_key(self, key_id, origin.as_deref()),
+            Credentials::Token { token, sid } => auth::with_token(self, token, sid),
+        }
+    }
+}
+
+impl Keys for &mut KeyCache {
+    fn key(&mut self, key_id: &str) -> Result<Option<KeyRecord>, AuthError> {
+        if let Some(key) = self.keys.get(key_id) {
+            return Ok(Some(key.clone()));
+        }
+        let found = Store::key(&self.store, key_id).map_err(|e| AuthError::Store(e.to_string()))?;
+        if let Some(key) = &found {
+            // A bound on what unknown callers can make it hold: only keys that exist are
+            // cached, and there are as many of those as the operator created.
+            self.keys.insert(key_id.to_owned(), key.clone());
+        }
+        Ok(found)
+    }
+}
+
+fn write_usage(store: Store, records: mpsc::Receiver<UsageRecord>) {
+    let mut pending: VecDeque<UsageRecord> = VecDeque::new();
+    loop {
+        let next = if pending.is_empty() {
+            records.recv().ok()
+        } else {
+            match records.recv_timeout(RETRY_INTERVAL) {
+                Ok(r) => Some(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Shutting down: one last try for what is left.
+                    drain(&store, &mut pending);
+                    return;
+                }
+            }
+        };
+        match next {
+            Some(record) => pending.push_back(record),
+            None if pending.is_empty() => return,
+            None => {}
+        }
+        drain(&store, &mut pending);
+    }
+}
+
+/// Write pending records in order, stopping at the first that fails (it is retried later).
+fn drain(store: &Store, pending: &mut VecDeque<UsageRecord>) {
+    while let Some(r) = pending.front() {
+        match store.add_usage(&r.cid, &r.sid, r.started_at, r.delta, r.peak, r.ended_at) {
+            Ok(()) => {
+                pending.pop_front();
+            }
+            Err(e) => {
+                tracing::warn!(
+                    sid = %r.sid,
+                    waiting = pending.len(),
+                    "usage not written yet: {e}"
+                );
+                return;
+            }
+        }
+    }
+}
