@@ -35,6 +35,11 @@ use relay::sfu::participant::ParticipantUsage;
 /// A websocket connection's id.
 pub type ConnId = u64;
 
+/// Longest key id a join may present (ours are ~20 characters).
+const MAX_KEY_LEN: usize = 128;
+/// Longest token a join may present.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
 /// How long a participant whose websocket dropped stays in the session, waiting to resume.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(20);
 
@@ -496,9 +501,16 @@ impl Hub {
             .get(&conn)
             .map(|c| c.meta.clone())
             .ok_or((ErrorCode::NotJoined, "connection closed".to_owned()))?;
-        let limit_key = key.as_deref().or(token.as_ref().map(|_| "token"));
-        if let Err(why) = self.limiter.check(Instant::now(), limit_key, meta.ip) {
+        if let Err(why) = self.limiter.check_address(Instant::now(), meta.ip) {
             return Err((ErrorCode::RateLimited, why));
+        }
+        if key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN)
+            || token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_LEN)
+        {
+            return Err((
+                ErrorCode::Unauthorized,
+                format!("keys are at most {MAX_KEY_LEN} characters and tokens {MAX_TOKEN_LEN}"),
+            ));
         }
         let credentials = match (key, token) {
             (_, Some(token)) => Credentials::Token {
@@ -548,6 +560,11 @@ impl Hub {
             name,
             resume,
         } = pending;
+        // Limited per key, now that the key is known to be real: attempts with made-up keys
+        // and other tenants' joins never count against it.
+        if let Err(why) = self.limiter.check_key(Instant::now(), &identity.key_id) {
+            return Err((ErrorCode::RateLimited, why));
+        }
         // Session names are per client: the same name under two clients is two sessions.
         let public_sid = sid;
         let sid = format!("{}/{public_sid}", identity.cid);
@@ -933,6 +950,11 @@ impl Hub {
         if (peer.outstanding.is_some() && !peer.answer_refused)
             || peer.conn.is_none()
             || !(peer.ice_restart || peer.entries.iter().any(|e| e.state == Negotiation::New))
+            // With every m-section closed the offer has no BUNDLE group, and a browser on
+            // max-bundle (the SDK's policy) refuses it: its offer would never be answered and
+            // the participant would get no other. Closing the last sections waits for the
+            // next change, which brings an open one; nothing flows on them meanwhile.
+            || peer.entries.iter().all(|e| e.section.role == Role::Closed)
         {
             return;
         }

@@ -174,6 +174,66 @@ async fn join_attempts_are_rate_limited() {
         .contains("per minute"));
 }
 
+/// One tenant using up its joins, by key or by token, and a flood of made-up keys, leave
+/// another tenant's joins alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_per_tenant() {
+    let srv = server(
+        "auth-tenants",
+        JoinLimits {
+            per_key_per_minute: 3,
+            per_address_per_minute: 1000,
+        },
+    )
+    .await;
+    let other = srv.store.create_client("other").unwrap();
+    let theirs = srv
+        .store
+        .create_key(&other.cid, &["127.0.0.1".into()], false)
+        .unwrap();
+    let token = |key: &signalling::store::KeyRecord, uid: &str| {
+        let c = Claims {
+            cid: key.info.cid.clone(),
+            sid: "room".into(),
+            uid: Some(uid.into()),
+            name: None,
+            grants: Grants::parse("publish,subscribe").unwrap(),
+            exp: now() + 60,
+            nbf: None,
+        };
+        mint(&key.info.key_id, &key.secret, &c).unwrap()
+    };
+    // Made-up keys count against nothing but the address.
+    for i in 0..20 {
+        let mut ws = connect(&srv.url).await;
+        let r = try_join(&mut ws, json!({"key": format!("wk_made_up_{i}")})).await;
+        assert_eq!(r["error"]["code"], "unauthorized", "{r}");
+    }
+    // The first tenant uses up its key's joins with tokens.
+    for i in 0..3 {
+        let mut ws = connect_from(&srv.url, None).await;
+        let r = try_join(&mut ws, json!({"token": token(&srv.key, &format!("a{i}"))})).await;
+        assert!(r["ok"].is_object(), "{r}");
+    }
+    let mut ws = connect_from(&srv.url, None).await;
+    let r = try_join(&mut ws, json!({"token": token(&srv.key, "a-late")})).await;
+    assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+    let mut ws = connect(&srv.url).await;
+    let r = try_join(&mut ws, json!({"key": srv.key.info.key_id})).await;
+    assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+    // The other tenant joins, by token and by key.
+    let mut ws = connect_from(&srv.url, None).await;
+    let r = try_join(&mut ws, json!({"token": token(&theirs, "b0")})).await;
+    assert!(r["ok"].is_object(), "{r}");
+    let mut ws = connect(&srv.url).await;
+    let r = try_join(&mut ws, json!({"key": theirs.info.key_id})).await;
+    assert!(r["ok"].is_object(), "{r}");
+    // A key id of 64 KiB is refused before anything is kept for it.
+    let mut ws = connect(&srv.url).await;
+    let r = try_join(&mut ws, json!({"key": "k".repeat(60_000)})).await;
+    assert_eq!(r["error"]["code"], "unauthorized", "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_needs_the_key_permission() {
     let srv = server("auth-recording", Default::default()).await;
