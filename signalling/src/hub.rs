@@ -950,11 +950,6 @@ impl Hub {
         if (peer.outstanding.is_some() && !peer.answer_refused)
             || peer.conn.is_none()
             || !(peer.ice_restart || peer.entries.iter().any(|e| e.state == Negotiation::New))
-            // With every m-section closed the offer has no BUNDLE group, and a browser on
-            // max-bundle (the SDK's policy) refuses it: its offer would never be answered and
-            // the participant would get no other. Closing the last sections waits for the
-            // next change, which brings an open one; nothing flows on them meanwhile.
-            || peer.entries.iter().all(|e| e.section.role == Role::Closed)
         {
             return;
         }

@@ -139,7 +139,7 @@ pub enum Role {
         /// The publisher's negotiated codecs.
         codecs: Vec<Codec>,
     },
-    /// No longer used (port 0).
+    /// No longer used: port 0, except the first m-section (see [`offer`]).
     Closed,
 }
 
@@ -178,6 +178,15 @@ fn flag(k: &str) -> Attribute {
     Attribute::new(k.into(), None)
 }
 
+/// Whether a section is written as rejected (port 0, out of the BUNDLE group). The first one
+/// never is, even when closed: it is the BUNDLE tag, and a browser that sees it rejected tears
+/// down the bundled transport (its DTLS closes, and the relay drops the participant); with
+/// every section closed there would be no BUNDLE group at all, which a browser on max-bundle
+/// refuses. A closed first section stays, inactive.
+fn rejected(index: usize, s: &Section) -> bool {
+    index > 0 && s.role == Role::Closed
+}
+
 /// Write an offer for `sections`.
 pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
     let ip = p.candidate.ip();
@@ -188,8 +197,9 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         .unwrap_or(("sha-256", p.fingerprint));
     let bundle: Vec<&str> = sections
         .iter()
-        .filter(|s| s.role != Role::Closed)
-        .map(|s| s.mid.as_str())
+        .enumerate()
+        .filter(|(i, s)| !rejected(*i, s))
+        .map(|(_, s)| s.mid.as_str())
         .collect();
     let mut sd = SessionDescription {
         origin: Origin {
@@ -219,13 +229,13 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
     sd.attributes
         .push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
 
-    for s in sections {
+    for (i, s) in sections.iter().enumerate() {
         let codecs: Vec<Codec> = match &s.role {
             Role::Publish { .. } => publish_codecs(s.kind),
             Role::Subscribe { codecs, .. } => codecs.clone(),
             Role::Closed => publish_codecs(s.kind).into_iter().take(1).collect(),
         };
-        let port = if s.role == Role::Closed {
+        let port = if rejected(i, s) {
             0
         } else {
             p.candidate.port() as isize
@@ -253,7 +263,7 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         };
         let a = &mut m.attributes;
         a.push(attr("mid", s.mid.clone()));
-        if s.role == Role::Closed {
+        if rejected(i, s) {
             a.push(flag("inactive"));
             sd.media_descriptions.push(m);
             continue;
@@ -278,7 +288,7 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
                     format!("{feed_id} {feed_id}-{}", s.kind.as_str()),
                 ));
             }
-            Role::Closed => {}
+            Role::Closed => a.push(flag("inactive")),
         }
         for c in &codecs {
             let channels = c.channels.map(|n| format!("/{n}")).unwrap_or_default();
@@ -527,6 +537,58 @@ mod tests {
             );
         }
         // The crate reads back what it wrote.
+        SessionDescription::unmarshal(&mut Cursor::new(o.as_bytes())).unwrap();
+    }
+
+    #[test]
+    fn a_closed_first_section_stays_the_bundle_tag() {
+        let closed = |mid: &str, kind| Section {
+            mid: mid.into(),
+            kind,
+            role: Role::Closed,
+        };
+        // Everything closed: still a BUNDLE group, on the first section, inactive but open.
+        let o = offer(
+            &params(),
+            &[closed("0", Kind::Video), closed("1", Kind::Audio)],
+        );
+        let first = o.split("m=").nth(1).unwrap();
+        let second = o.split("m=").nth(2).unwrap();
+        assert!(o.contains("a=group:BUNDLE 0\r\n"), "{o}");
+        assert!(first.starts_with("video 40000 "), "{o}");
+        for line in [
+            "a=inactive",
+            "a=ice-ufrag:relayufr",
+            "a=setup:actpass",
+            "a=rtcp-mux",
+        ] {
+            assert!(
+                first.contains(&format!("{line}\r\n")),
+                "missing {line:?} in\n{o}"
+            );
+        }
+        assert!(
+            !first.contains("a=msid") && !first.contains("a=ssrc"),
+            "{o}"
+        );
+        assert!(second.starts_with("audio 0 "), "{o}");
+
+        // A new section joins the group behind it.
+        let o = offer(
+            &params(),
+            &[
+                closed("0", Kind::Video),
+                closed("1", Kind::Audio),
+                Section {
+                    mid: "2".into(),
+                    kind: Kind::Video,
+                    role: Role::Publish {
+                        feed_id: "f3".into(),
+                    },
+                },
+            ],
+        );
+        assert!(o.contains("a=group:BUNDLE 0 2\r\n"), "{o}");
         SessionDescription::unmarshal(&mut Cursor::new(o.as_bytes())).unwrap();
     }
 
