@@ -2,12 +2,68 @@
 
 export type Source = 'webcam' | 'screen';
 
-/** Error codes: the server's (invalid_message, no_such_feed, own_feed, subscription_state,
- * invalid_sdp, relay, not_joined, already_joined, resume_failed, unsupported_version,
- * message_too_large, nothing_to_publish) and the SDK's (invalid_credentials, invalid_target,
- * invalid_source, connection_failed, connection_lost, publish_failed). */
+/** Every `code` a WebRTCaiError can have. The server's: */
+export type ServerErrorCode =
+  /** Not JSON, unknown type, missing or wrong fields. */
+  | 'invalid_message'
+  /** Larger than the protocol's message limit (64 KiB). */
+  | 'message_too_large'
+  | 'unsupported_version'
+  /** A request before joining, or after the participant left. */
+  | 'not_joined'
+  | 'already_joined'
+  /** The resume window (20 s) passed; the session ends with `disconnected`. */
+  | 'resume_failed'
+  | 'no_such_feed'
+  /** Subscribing to one's own feed. */
+  | 'own_feed'
+  /** Subscribing twice, unsubscribing what is not subscribed. */
+  | 'subscription_state'
+  /** The server refused the browser's answer. */
+  | 'invalid_sdp'
+  /** The media relay refused. */
+  | 'relay'
+  | 'nothing_to_publish'
+  /** The key or token was refused (unknown, revoked, expired, wrong origin…); the message says which check failed. */
+  | 'unauthorized'
+  /** The token's grants (or the key) do not allow the request. */
+  | 'forbidden'
+  /** Too many joins from this key or address; the message gives the limit. */
+  | 'rate_limited'
+  /** Recording is permitted but this server has no recorder. */
+  | 'recording_unavailable';
+
+/** The SDK's own: */
+export type SdkErrorCode =
+  | 'invalid_credentials'
+  | 'invalid_target'
+  | 'invalid_source'
+  | 'connection_failed'
+  /** The websocket dropped before the reply came (the SDK reconnects by itself). */
+  | 'connection_lost'
+  /** The browser could not send the feed, or it was unpublished before publishing completed. */
+  | 'publish_failed'
+  /** No reply, or publishing/subscribing not complete, within `timeoutMs`. */
+  | 'timeout'
+  /** The feed was unpublished before the subscription completed. */
+  | 'feed_gone'
+  /** Camera, microphone or screen refused by the person, the browser or a permissions policy. */
+  | 'permission_denied'
+  /** No such device, or none that fits the constraints. */
+  | 'device_not_found'
+  /** The device is there but cannot be read (another application holds it). */
+  | 'device_in_use'
+  /** Any other getUserMedia/getDisplayMedia failure, or a page that is not secure. */
+  | 'media_error';
+
+export type ErrorCode = ServerErrorCode | SdkErrorCode;
+
+/** Every promise of the SDK rejects with this. */
 export class WebRTCaiError extends Error {
-  readonly code: string;
+  readonly name: 'WebRTCaiError';
+  readonly code: ErrorCode;
+  /** The browser's error behind it (e.g. the DOMException of getUserMedia), if any. */
+  readonly cause?: unknown;
 }
 
 export interface InitOptions {
@@ -17,6 +73,10 @@ export interface InitOptions {
   token?: string;
   /** Websocket URL; defaults to /ws on the server that serves the SDK. */
   url?: string;
+  /** How long a request may wait for its reply, and `publish`/`subscribe` for the negotiation
+   * to complete (not counting the camera permission prompt), before rejecting with
+   * `timeout`. Default 15000. */
+  timeoutMs?: number;
 }
 
 export interface JoinOptions {
@@ -68,8 +128,12 @@ export interface Session {
   readonly participants: Map<string, Participant>;
   readonly feeds: Map<string, FeedInfo>;
   readonly pc: RTCPeerConnection;
+  /** Rejects with `permission_denied`, `device_not_found`, `device_in_use` or `media_error`
+   * when the browser gives no media, `publish_failed` or a server code when the feed is
+   * refused, `timeout` after `timeoutMs`; the camera is released then. */
   publish(options: PublishOptions): Promise<PublishedFeed>;
   unpublish(feedId: string): Promise<void>;
+  /** Rejects with `feed_gone` when the feed is unpublished first, `timeout` after `timeoutMs`. */
   subscribe(feedId: string, target: HTMLVideoElement | string): Promise<{ feedId: string; stream: MediaStream | null }>;
   unsubscribe(feedId: string): Promise<void>;
   leave(): Promise<void>;

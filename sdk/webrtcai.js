@@ -9,12 +9,42 @@
 
 const PROTOCOL_VERSION = 1;
 
-/** An error with a stable code (the server's codes, plus the SDK's own). */
+/** How long a request, a publish or a subscribe may take before it rejects with `timeout`,
+ * unless `init({ timeoutMs })` says otherwise. Generous: on a working connection negotiation
+ * takes well under a second; this bounds what a stalled server or network costs a page. */
+const DEFAULT_TIMEOUT_MS = 15000;
+
+/** An error with a stable code (the server's codes, plus the SDK's own); `cause` holds the
+ * browser's own error where there was one. */
 export class WebRTCaiError extends Error {
-  constructor(code, message) {
-    super(message);
+  constructor(code, message, options) {
+    super(message, options);
     this.name = 'WebRTCaiError';
     this.code = code;
+  }
+}
+
+/** getUserMedia/getDisplayMedia failures by the DOMException's name, so a page can tell the
+ * person what to do (allow the camera, plug one in, close the app that holds it) without
+ * knowing browser error names. Anything else is `media_error`. */
+const MEDIA_ERRORS = {
+  NotAllowedError: 'permission_denied',
+  SecurityError: 'permission_denied',
+  NotFoundError: 'device_not_found',
+  OverconstrainedError: 'device_not_found',
+  NotReadableError: 'device_in_use',
+};
+
+async function capture(source, audio, video) {
+  if (!navigator.mediaDevices) {
+    throw new WebRTCaiError('media_error', 'camera and screen need a secure page (https:// or localhost)');
+  }
+  try {
+    if (source === 'screen') return await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    return await navigator.mediaDevices.getUserMedia({ video, audio });
+  } catch (e) {
+    const code = MEDIA_ERRORS[e?.name] ?? 'media_error';
+    throw new WebRTCaiError(code, `${source === 'screen' ? 'getDisplayMedia' : 'getUserMedia'} failed: ${e?.name}: ${e?.message}`, { cause: e });
   }
 }
 
@@ -79,10 +109,11 @@ class Session extends Emitter {
     this._nextId = 1;
     this._pending = new Map();
     this._offers = Promise.resolve();
-    this._published = new Map(); // feed_id → { stream, tracks: {audio, video}, waiters }
-    this._subscribed = new Map(); // feed_id → { stream, target, waiters }
+    this._published = new Map(); // feed_id → { stream, tracks: {audio, video}, ready, target }
+    this._subscribed = new Map(); // feed_id → { stream, target, ready }
     this._left = false;
     this._attempt = 0;
+    this._timeoutMs = client.timeoutMs;
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc.ontrack = (ev) => this._onTrack(ev);
     this.pc.oniceconnectionstatechange = () => this._onIceState();
@@ -132,27 +163,69 @@ class Session extends Emitter {
       token: this._client.token ?? null,
       resume: resume ?? null,
     };
-    const snapshot = await this._request(join);
+    let snapshot;
+    try {
+      snapshot = await this._request(join);
+    } catch (e) {
+      // A refused or unanswered join leaves no connection behind (and no reconnect).
+      ws.onclose = null;
+      ws.close();
+      throw e;
+    }
     this.uid = snapshot.uid;
     this._resume = snapshot.resume_token;
-    for (const p of snapshot.participants) this.participants.set(p.uid, p);
-    for (const f of snapshot.feeds) this.feeds.set(f.feed_id, this._feed(f));
+    this._reconcile(snapshot, !!resume);
     return snapshot;
+  }
+
+  // The join reply lists who and what is in the session now. On a first join that fills the
+  // maps (no events: the page reads them); after a resume it is how the SDK learns what
+  // happened while its websocket was down, told as the events it missed, in the order the
+  // server would have sent them.
+  _reconcile(snapshot, resumed) {
+    const participants = new Map(snapshot.participants.map((p) => [p.uid, { uid: p.uid, name: p.name }]));
+    const feeds = new Map(snapshot.feeds.map((f) => [f.feed_id, this._feed(f)]));
+    if (!resumed) {
+      participants.forEach((p, uid) => this.participants.set(uid, p));
+      feeds.forEach((f, id) => this.feeds.set(id, f));
+      return;
+    }
+    for (const [id, f] of [...this.feeds]) if (!feeds.has(id)) this._feedUnpublished(id, f.uid);
+    for (const uid of [...this.participants.keys()]) if (!participants.has(uid)) this._participantLeft(uid);
+    for (const [uid, p] of participants) if (!this.participants.has(uid)) this._participantJoined(p);
+    for (const [id, f] of feeds) if (!this.feeds.has(id)) this._feedPublished(f);
   }
 
   _feed(f) {
     return { feedId: f.feed_id, uid: f.uid, source: f.source, kinds: f.kinds };
   }
 
+  // One request, one reply. Rejects at once when there is no open connection (a send on a
+  // closing websocket is silently dropped, and would wait for nothing), and with `timeout`
+  // when no reply comes in time.
   _request(msg) {
+    if (this._left) {
+      return Promise.reject(new WebRTCaiError('not_joined', 'this session was left'));
+    }
+    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new WebRTCaiError('connection_lost', 'not connected to the server (reconnecting)'));
+    }
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
-      this._pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new WebRTCaiError('timeout', `no reply to ${msg.type} within ${this._timeoutMs} ms`));
+      }, this._timeoutMs);
+      const settle = (fn) => (v) => {
+        clearTimeout(timer);
+        fn(v);
+      };
+      this._pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
       try {
         this._ws.send(JSON.stringify({ ...msg, id }));
       } catch (e) {
+        this._pending.get(id)?.reject(new WebRTCaiError('connection_lost', String(e)));
         this._pending.delete(id);
-        reject(new WebRTCaiError('connection_lost', String(e)));
       }
     });
   }
@@ -180,28 +253,46 @@ class Session extends Emitter {
   _onEvent(msg) {
     switch (msg.event) {
       case 'participant-joined':
-        this.participants.set(msg.uid, { uid: msg.uid, name: msg.name });
-        this._emit('participant-joined', { uid: msg.uid, name: msg.name });
+        this._participantJoined({ uid: msg.uid, name: msg.name });
         break;
       case 'participant-left':
-        this.participants.delete(msg.uid);
-        this._emit('participant-left', { uid: msg.uid });
+        this._participantLeft(msg.uid);
         break;
-      case 'feed-published': {
-        const feed = this._feed(msg);
-        this.feeds.set(feed.feedId, feed);
-        this._emit('feed-published', feed);
+      case 'feed-published':
+        this._feedPublished(this._feed(msg));
         break;
-      }
-      case 'feed-unpublished': {
-        const sub = this._subscribed.get(msg.feed_id);
-        if (sub && sub.target) sub.target.srcObject = null;
-        this._subscribed.delete(msg.feed_id);
-        this.feeds.delete(msg.feed_id);
-        this._emit('feed-unpublished', { feedId: msg.feed_id, uid: msg.uid });
+      case 'feed-unpublished':
+        this._feedUnpublished(msg.feed_id, msg.uid);
         break;
-      }
     }
+  }
+
+  _participantJoined(p) {
+    this.participants.set(p.uid, p);
+    this._emit('participant-joined', { uid: p.uid, name: p.name });
+  }
+
+  _participantLeft(uid) {
+    this.participants.delete(uid);
+    this._emit('participant-left', { uid });
+  }
+
+  _feedPublished(feed) {
+    this.feeds.set(feed.feedId, feed);
+    this._emit('feed-published', feed);
+  }
+
+  // The server has ended every subscription to the feed: a subscribe still waiting for it
+  // rejects, one that completed stops showing it.
+  _feedUnpublished(feedId, uid) {
+    const sub = this._subscribed.get(feedId);
+    if (sub) {
+      sub.ready.reject(new WebRTCaiError('feed_gone', `feed ${feedId} was unpublished`));
+      if (sub.target) sub.target.srcObject = null;
+      this._subscribed.delete(feedId);
+    }
+    this.feeds.delete(feedId);
+    this._emit('feed-unpublished', { feedId, uid });
   }
 
   async _applyOffer(msg) {
@@ -226,7 +317,21 @@ class Session extends Emitter {
     }
     const answer = await this.pc.createAnswer();
     // The server learns our ICE ufrag and certificate before any packet is sent.
-    const result = await this._request({ type: 'answer', offer_id: msg.offer_id, sdp: answer.sdp });
+    let result;
+    try {
+      result = await this._request({ type: 'answer', offer_id: msg.offer_id, sdp: answer.sdp });
+    } catch (e) {
+      // A lost connection is recovered by the resume, which offers again; a refusal is final
+      // for what this offer carried, so its publishes and subscribes fail with the reason.
+      if (e.code !== 'connection_lost' && e.code !== 'timeout') {
+        for (const t of msg.transceivers) {
+          const waiting = t.role === 'publish' ? this._published.get(t.feed_id) : this._subscribed.get(t.feed_id);
+          waiting?.ready.reject(e);
+        }
+        await this.pc.setRemoteDescription({ type: 'rollback' }).catch(() => {});
+      }
+      throw e;
+    }
     await this.pc.setLocalDescription(answer);
     for (const id of result.published) this._published.get(id)?.ready.resolve();
     for (const id of result.failed) {
@@ -243,6 +348,11 @@ class Session extends Emitter {
       sub.stream = stream;
       if (sub.target) show(sub.target, stream, false);
     }
+  }
+
+  // Every publish and subscribe still waiting settles when the session ends.
+  _abandon(code, reason) {
+    for (const x of [...this._published.values(), ...this._subscribed.values()]) x.ready.reject(new WebRTCaiError(code, reason));
   }
 
   _onClose(ws) {
@@ -268,11 +378,13 @@ class Session extends Emitter {
       } catch (e) {
         if (e instanceof WebRTCaiError && e.code === 'resume_failed') {
           this._left = true;
+          this._abandon('connection_lost', e.message);
           this._emit('disconnected', { reason: e.message });
           return;
         }
         if (this._attempt >= 12) {
           this._left = true;
+          this._abandon('connection_lost', 'the server could not be reached');
           this._emit('disconnected', { reason: 'the server could not be reached' });
           return;
         }
@@ -280,71 +392,92 @@ class Session extends Emitter {
     }
   }
 
-  /** Publish the webcam (with microphone) or the screen; shows it muted in `target`. */
+  /** Publish the webcam (with microphone) or the screen; shows it muted in `target`.
+   * Rejects (and releases the camera) when the browser refuses the media, the server refuses
+   * the feed, or publishing does not complete within the timeout once the media is there. */
   async publish({ source = 'webcam', target, audio = true, video = true } = {}) {
     const el = element(target);
-    let stream;
-    if (source === 'screen') {
-      stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
-      audio = false;
-    } else if (source === 'webcam') {
-      stream = await navigator.mediaDevices.getUserMedia({ video, audio });
-    } else {
+    if (source !== 'webcam' && source !== 'screen') {
       throw new WebRTCaiError('invalid_source', "source must be 'webcam' or 'screen'");
     }
+    if (source === 'webcam' && !audio && !video) {
+      throw new WebRTCaiError('nothing_to_publish', 'publish needs audio or video');
+    }
+    if (this._left) throw new WebRTCaiError('not_joined', 'this session was left');
+    const stream = await capture(source, audio, video);
     show(el, stream, true);
     const tracks = {
       audio: stream.getAudioTracks()[0] || null,
       video: stream.getVideoTracks()[0] || null,
     };
-    const ready = deferred();
-    const { feed_id } = await this._request({
-      type: 'publish',
-      source,
-      audio: !!tracks.audio,
-      video: !!tracks.video,
-    }).then((r) => {
-      this._published.set(r.feed_id, { stream, tracks, ready, target: el });
-      return r;
-    });
-    await ready.promise;
-    const feed = { feedId: feed_id, uid: this.uid, source, stream, unpublish: () => this.unpublish(feed_id) };
-    return feed;
+    const ready = deferred(this._timeoutMs, `publishing did not complete within ${this._timeoutMs} ms`);
+    let feedId = null;
+    const request = this._request({ type: 'publish', source, audio: !!tracks.audio, video: !!tracks.video });
+    try {
+      feedId = (await Promise.race([request, ready.promise])).feed_id;
+      this._published.set(feedId, { stream, tracks, ready, target: el });
+      await ready.promise;
+    } catch (e) {
+      stream.getTracks().forEach((t) => t.stop());
+      if (el.srcObject === stream) el.srcObject = null;
+      // Nothing is left half-published on the server, also when its reply is still to come.
+      if (feedId === null) {
+        request.then((r) => this._request({ type: 'unpublish', feed_id: r.feed_id }), () => {}).catch(() => {});
+      } else if (this._published.get(feedId)?.ready === ready) {
+        this._published.delete(feedId);
+        this._request({ type: 'unpublish', feed_id: feedId }).catch(() => {});
+      }
+      throw e;
+    }
+    return { feedId, uid: this.uid, source, stream, unpublish: () => this.unpublish(feedId) };
   }
 
-  /** Stop publishing a feed. */
+  /** Stop publishing a feed (a publish still under way rejects with `publish_failed`). */
   async unpublish(feedId) {
     const pub = this._published.get(feedId);
     await this._request({ type: 'unpublish', feed_id: feedId });
+    this._published.delete(feedId);
     if (pub) {
+      pub.ready.reject(new WebRTCaiError('publish_failed', `feed ${feedId} was unpublished before publishing completed`));
       pub.stream.getTracks().forEach((t) => t.stop());
       if (pub.target) pub.target.srcObject = null;
     }
-    this._published.delete(feedId);
   }
 
-  /** Receive a feed and play it in `target`. */
+  /** Receive a feed and play it in `target`. Rejects with `feed_gone` when the feed is
+   * unpublished first, and with `timeout` when the subscription does not complete in time. */
   async subscribe(feedId, target) {
     const el = element(target);
-    const ready = deferred();
-    this._subscribed.set(feedId, { target: el, ready, stream: null });
+    if (this._subscribed.has(feedId)) {
+      throw new WebRTCaiError('subscription_state', `already subscribed (or subscribing) to ${feedId}`);
+    }
+    const ready = deferred(this._timeoutMs, `subscribing to ${feedId} did not complete within ${this._timeoutMs} ms`);
+    const sub = { target: el, ready, stream: null };
+    this._subscribed.set(feedId, sub);
+    const request = this._request({ type: 'subscribe', feed_id: feedId });
     try {
-      await this._request({ type: 'subscribe', feed_id: feedId });
+      await Promise.race([request, ready.promise]);
+      await ready.promise;
     } catch (e) {
-      this._subscribed.delete(feedId);
+      if (this._subscribed.get(feedId) === sub) {
+        this._subscribed.delete(feedId);
+        // A subscription the server made but the page gave up on is ended there too.
+        request.then(() => this._request({ type: 'unsubscribe', feed_id: feedId }), () => {}).catch(() => {});
+      }
       throw e;
     }
-    await ready.promise;
-    const sub = this._subscribed.get(feedId);
-    return { feedId, stream: sub ? sub.stream : null };
+    return { feedId, stream: sub.stream };
   }
 
-  /** Stop receiving a feed. */
+  /** Stop receiving a feed (a subscribe still under way rejects with `subscription_state`). */
   async unsubscribe(feedId) {
     await this._request({ type: 'unsubscribe', feed_id: feedId });
     const sub = this._subscribed.get(feedId);
-    if (sub && sub.target) sub.target.srcObject = null;
     this._subscribed.delete(feedId);
+    if (sub) {
+      sub.ready.reject(new WebRTCaiError('subscription_state', `unsubscribed from ${feedId} before the subscription completed`));
+      if (sub.target) sub.target.srcObject = null;
+    }
   }
 
   /** Leave the session and release camera, microphone and connections. */
@@ -356,28 +489,36 @@ class Session extends Emitter {
       // Leaving anyway.
     }
     this._left = true;
+    this._abandon('not_joined', 'this session was left');
     for (const pub of this._published.values()) pub.stream.getTracks().forEach((t) => t.stop());
     this.pc.close();
     this._ws.close();
   }
 }
 
-function deferred() {
+/** A promise settled from outside, that rejects with `timeout` after `ms`. */
+function deferred(ms, message) {
   let resolve, reject;
   const promise = new Promise((a, b) => {
     resolve = a;
     reject = b;
   });
   promise.catch(() => {});
-  return { promise, resolve, reject };
+  const timer = setTimeout(() => reject(new WebRTCaiError('timeout', message)), ms);
+  const done = (fn) => (v) => {
+    clearTimeout(timer);
+    fn(v);
+  };
+  return { promise, resolve: done(resolve), reject: done(reject) };
 }
 
 class Client {
-  constructor({ key, token, url } = {}) {
+  constructor({ key, token, url, timeoutMs } = {}) {
     if (!key && !token) throw new WebRTCaiError('invalid_credentials', 'init needs a key or a token');
     this.key = key;
     this.token = token;
     this.url = url || defaultUrl();
+    this.timeoutMs = timeoutMs > 0 ? timeoutMs : DEFAULT_TIMEOUT_MS;
   }
 
   /** Join (and create if needed) the session `sid`. */

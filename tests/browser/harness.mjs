@@ -101,25 +101,91 @@ export async function launch() {
 }
 
 /** Open the demo origin and join `sid` through the SDK with the server's key; events are
- * recorded in window.events. */
-export async function joinPage(context, server, sid, name) {
+ * recorded in window.events. `init` is merged into the options of `WebRTCai.init` (e.g. a
+ * websocket `url` through a {@link startProxy}, or `timeoutMs`). */
+export async function joinPage(context, server, sid, name, init = {}) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  if (process.env.PAGE_CONSOLE) page.on('console', (m) => console.error(`[${name}] ${m.type()}: ${m.text()}`));
   await page.goto(`${server.base}/`);
   const key = server.key;
   await page.evaluate(
-    async ({ sid, name, key }) => {
+    async ({ sid, name, key, init }) => {
       const { WebRTCai } = await import('/sdk/webrtcai.js');
       window.events = [];
-      const client = WebRTCai.init({ key });
+      const client = WebRTCai.init({ key, ...init });
       window.session = await client.join(sid, { name });
       for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'reconnecting', 'reconnected', 'disconnected']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },
-    { sid, name, key },
+    { sid, name, key, init },
   );
   return page;
+}
+
+/** A TCP proxy on 127.0.0.1 in front of `targetPort`, to cut a page's websocket for real
+ * (playwright's setOffline leaves an open websocket alone). `down()` resets every connection
+ * through it and refuses new ones until `up()`. */
+export async function startProxy(targetPort) {
+  const sockets = new Set();
+  let refusing = false;
+  const server = net.createServer((client) => {
+    if (refusing) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/ws`,
+    down() {
+      refusing = true;
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    up() {
+      refusing = false;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Replace RTCPeerConnection.prototype.setRemoteDescription on the page with one that waits
+ * until `window.releaseOffers()`; `window.heldOffers` counts the offers that arrived. Lets a
+ * test keep a negotiation open for as long as it needs, through the browser's own API. */
+export async function holdOffers(page) {
+  await page.evaluate(() => {
+    const original = RTCPeerConnection.prototype.setRemoteDescription;
+    let release;
+    const gate = new Promise((r) => (release = r));
+    window.heldOffers = 0;
+    window.releaseOffers = () => {
+      RTCPeerConnection.prototype.setRemoteDescription = original;
+      release();
+    };
+    RTCPeerConnection.prototype.setRemoteDescription = async function (...args) {
+      if (args[0]?.type === 'offer') {
+        window.heldOffers += 1;
+        await gate;
+      }
+      return original.apply(this, args);
+    };
+  });
 }
 
 /** Publish the fake webcam into a new <video id="local">; returns the feed id. */

@@ -30,7 +30,7 @@ function substitute(text, placeholder, value) {
   return parts.join(value);
 }
 
-test("README's Get started works from a page on another origin", async () => {
+test("README's Get started works from a page on another origin", { timeout: 60000 }, async () => {
   const server = await startServer();
   // The developer's key allows their own page's host.
   const key = JSON.parse(server.admin('key', 'create', '--cid', server.cid, '--domain', 'localhost')).key.key_id;
