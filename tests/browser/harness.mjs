@@ -83,13 +83,15 @@ export async function startServer(opts = {}) {
   throw new Error('webrtcai did not start');
 }
 
-/** A fresh headless Chromium with fake camera, microphone and screen. */
-export async function launch() {
+/** A fresh headless Chromium with fake camera, microphone and screen. With `{ prompt: false }`
+ * there is no fake permission prompt either, and Chromium denies camera and microphone as it
+ * does for a person who says no. */
+export async function launch({ prompt = true } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'webrtcai-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: CHROMIUM_FLAGS,
+    args: prompt ? CHROMIUM_FLAGS : CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream'),
   });
   return {
     context,
