@@ -23,7 +23,13 @@ function tile(feedId, label) {
 async function show(feed) {
   const who = session.participants.get(feed.uid);
   const video = tile(feed.feedId, `${who?.name || feed.uid} · ${feed.source}`);
-  await session.subscribe(feed.feedId, video);
+  try {
+    await session.subscribe(feed.feedId, video);
+  } catch (e) {
+    $(`tile-${feed.feedId}`)?.remove();
+    // A feed that went away before it arrived needs no message.
+    if (e.code !== 'feed_gone') $('status').textContent = `cannot show ${feed.feedId} (${e.code}): ${e.message}`;
+  }
 }
 
 $('join-form').addEventListener('submit', async (ev) => {
@@ -44,9 +50,16 @@ $('join-form').addEventListener('submit', async (ev) => {
   session.on('reconnecting', () => ($('status').textContent = 'reconnecting…'));
   session.on('reconnected', () => ($('status').textContent = 'connected'));
   session.on('disconnected', (d) => ($('status').textContent = `disconnected: ${d.reason}`));
-  await session.publish({ source: 'webcam', target: 'me' });
+  let camera = '';
+  try {
+    await session.publish({ source: 'webcam', target: 'me' });
+  } catch (e) {
+    // Without a camera (permission_denied, device_not_found, device_in_use…) the others can
+    // still be watched.
+    camera = ` without camera (${e.code})`;
+  }
   for (const feed of session.feeds.values()) show(feed);
-  $('status').textContent = `in ${session.sid} as ${session.uid}`;
+  $('status').textContent = `in ${session.sid} as ${session.uid}${camera}`;
   $('screen').disabled = false;
   $('leave').disabled = false;
 });
@@ -54,7 +67,13 @@ $('join-form').addEventListener('submit', async (ev) => {
 $('screen').addEventListener('click', async () => {
   const video = tile('my-screen', 'my screen');
   video.muted = true;
-  await session.publish({ source: 'screen', target: video });
+  try {
+    await session.publish({ source: 'screen', target: video });
+  } catch (e) {
+    $('tile-my-screen')?.remove();
+    $('status').textContent = `cannot share the screen (${e.code}): ${e.message}`;
+    return;
+  }
   $('screen').disabled = true;
 });
 

@@ -48,3 +48,31 @@ test('demo app: join, see each other, share a screen', async () => {
     server.stop();
   }
 });
+
+test('demo app without a camera: joins anyway, as a viewer', { timeout: 60000 }, async () => {
+  const server = await startServer();
+  const withCamera = await launch();
+  const denied = await launch({ prompt: false });
+  try {
+    const join = async (context, name) => {
+      const page = await context.newPage();
+      await page.goto(`${server.base}/?key=${server.key}`);
+      await page.fill('#room', 'demo-denied');
+      await page.fill('#name', name);
+      await page.click('#join');
+      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('in '), null, { timeout: 15000 });
+      return page;
+    };
+    await join(withCamera.context, 'Ada');
+    const grace = await join(denied.context, 'Grace');
+    assert.match(await grace.textContent('#status'), /without camera \(permission_denied\)/);
+    // Ada's tile is there and subscribed. (Its media does not flow here: a page without camera
+    // permission gathers no ICE candidate in a loopback-only namespace, having no default route.)
+    await grace.waitForFunction(() => document.querySelector('#grid figure:nth-child(2) video')?.srcObject, null, { timeout: 15000 });
+    assert.match(await grace.textContent('#grid figure:nth-child(2) figcaption'), /Ada · webcam/);
+  } finally {
+    await denied.close();
+    await withCamera.close();
+    server.stop();
+  }
+});
