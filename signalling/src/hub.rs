@@ -19,7 +19,7 @@ use relay::control::{
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use relay::RelayHandle;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::{Accounts, Credentials, UsageRecord};
 use crate::auth::{AuthError, Grants, Identity};
@@ -30,10 +30,17 @@ use crate::protocol::{
 };
 use crate::sdp::{self, Codec, Kind, OfferParams, Role, Section};
 use crate::store::UsageDelta;
+use crate::ws;
 use relay::sfu::participant::ParticipantUsage;
 
 /// A websocket connection's id.
 pub type ConnId = u64;
+
+/// A connection that has not joined this long after it opened is closed.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open websocket connections allowed from one address (an office behind one NAT has many).
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 200;
 
 /// Longest key id a join may present (ours are ~20 characters).
 const MAX_KEY_LEN: usize = 128;
@@ -46,8 +53,8 @@ pub const RESUME_WINDOW: Duration = Duration::from_secs(20);
 /// What the hub reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A websocket connection opened; messages to it go to the sender.
-    Connected(ConnId, mpsc::UnboundedSender<String>, ConnMeta),
+    /// A websocket connection opened; messages to it go through the handle.
+    Connected(ConnId, ws::Handle, ConnMeta),
     /// A text message arrived.
     Message(ConnId, String),
     /// A message the transport refused (binary, or larger than the protocol allows).
@@ -196,7 +203,10 @@ impl Meter {
 }
 
 struct Conn {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::Sender<String>,
+    /// Taken when the hub closes the connection (it is gone once its task says so).
+    close: Option<oneshot::Sender<ws::Close>>,
+    connected_at: Instant,
     meta: ConnMeta,
     joined: Option<(String, String)>,
     /// A join is being authenticated.
@@ -214,6 +224,10 @@ pub struct Hub {
     fingerprint: String,
     rooms: HashMap<String, Room>,
     conns: HashMap<ConnId, Conn>,
+    /// Open connections per source address.
+    per_address: HashMap<IpAddr, usize>,
+    /// Connections whose queue was found full while sending; closed after the input.
+    slow: std::cell::RefCell<Vec<ConnId>>,
     resume: HashMap<String, (String, String)>,
 }
 
@@ -246,6 +260,8 @@ impl Hub {
             usage_flush,
             rooms: HashMap::new(),
             conns: HashMap::new(),
+            per_address: HashMap::new(),
+            slow: std::cell::RefCell::new(Vec::new()),
             resume: HashMap::new(),
         }
     }
@@ -259,28 +275,72 @@ impl Hub {
 
     /// Handle one input.
     pub async fn handle(&mut self, input: Input) {
+        self.handle_input(input).await;
+        // Readers too slow to take what was sent to them are let go.
+        let slow = std::mem::take(&mut *self.slow.borrow_mut());
+        for conn in slow {
+            self.close(
+                conn,
+                ws::code::POLICY,
+                format!(
+                    "too slow: more than {} messages waited to be read",
+                    ws::OUTGOING_QUEUE
+                ),
+            );
+        }
+    }
+
+    /// Close a connection with a reason; its task reports [`Input::Disconnected`] after.
+    fn close(&mut self, conn: ConnId, code: u16, reason: String) {
+        if let Some(close) = self.conns.get_mut(&conn).and_then(|c| c.close.take()) {
+            tracing::info!(conn, code, %reason, "closing connection");
+            let _ = close.send(ws::Close { code, reason });
+        }
+    }
+
+    async fn handle_input(&mut self, input: Input) {
         match input {
-            Input::Connected(conn, tx, meta) => {
+            Input::Connected(conn, handle, meta) => {
+                let ip = meta.ip;
+                let open = self.per_address.entry(ip).or_insert(0);
+                *open += 1;
+                let over = *open > MAX_CONNECTIONS_PER_ADDRESS;
                 self.conns.insert(
                     conn,
                     Conn {
-                        tx,
+                        tx: handle.tx,
+                        close: Some(handle.close),
+                        connected_at: Instant::now(),
                         meta,
                         joined: None,
                         joining: false,
                     },
                 );
+                if over {
+                    self.close(
+                        conn,
+                        ws::code::POLICY,
+                        format!(
+                            "too many connections from {ip}: the limit is {MAX_CONNECTIONS_PER_ADDRESS}"
+                        ),
+                    );
+                }
             }
             Input::Message(conn, text) => self.message(conn, text).await,
             Input::Refused(conn, code, reason) => {
                 self.send(conn, ServerMessage::error(None, code, reason));
             }
             Input::Disconnected(conn) => {
-                if let Some(Conn {
-                    joined: Some((sid, uid)),
-                    ..
-                }) = self.conns.remove(&conn)
-                {
+                let Some(c) = self.conns.remove(&conn) else {
+                    return;
+                };
+                if let Some(open) = self.per_address.get_mut(&c.meta.ip) {
+                    *open -= 1;
+                    if *open == 0 {
+                        self.per_address.remove(&c.meta.ip);
+                    }
+                }
+                if let Some((sid, uid)) = c.joined {
                     if let Some(peer) = self.peer_mut(&sid, &uid) {
                         if peer.conn == Some(conn) {
                             peer.conn = None;
@@ -314,6 +374,23 @@ impl Hub {
                 self.reply(conn, id, result);
             }
             Input::Tick(now) => {
+                let idle: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.joined.is_none()
+                            && !c.joining
+                            && now.saturating_duration_since(c.connected_at) >= JOIN_TIMEOUT
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in idle {
+                    self.close(
+                        conn,
+                        ws::code::POLICY,
+                        format!("no join within {} s", JOIN_TIMEOUT.as_secs()),
+                    );
+                }
                 let expired: Vec<(String, String)> = self
                     .rooms
                     .iter()
@@ -345,7 +422,17 @@ impl Hub {
 
     fn send(&self, conn: ConnId, msg: ServerMessage) {
         if let Some(c) = self.conns.get(&conn) {
-            let _ = c.tx.send(msg.to_text());
+            self.queue(conn, c, msg.to_text());
+        }
+    }
+
+    /// Queue a message without waiting: a full queue marks the connection slow.
+    fn queue(&self, conn: ConnId, c: &Conn, text: String) {
+        if c.close.is_none() {
+            return; // being closed
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(text) {
+            self.slow.borrow_mut().push(conn);
         }
     }
 
@@ -355,8 +442,8 @@ impl Hub {
             .get(sid)
             .and_then(|r| r.peers.get(uid))
             .and_then(|p| p.conn);
-        if let Some(c) = conn.and_then(|c| self.conns.get(&c)) {
-            let _ = c.tx.send(msg.to_text());
+        if let Some((conn, c)) = conn.and_then(|id| Some((id, self.conns.get(&id)?))) {
+            self.queue(conn, c, msg.to_text());
         }
     }
 
@@ -417,6 +504,7 @@ impl Hub {
                 ErrorCode::AlreadyJoined,
                 "this connection is joining already".into(),
             )),
+            (Request::Ping { .. }, _) => Ok(Some(json!({}))),
             (Request::Join { .. }, Some(_)) => Err((
                 ErrorCode::AlreadyJoined,
                 "this connection has joined already".into(),
@@ -726,6 +814,8 @@ impl Hub {
                 ErrorCode::AlreadyJoined,
                 "this connection has joined already".into(),
             )),
+            // Answered before a request reaches here.
+            Request::Ping { .. } => Ok(Some(json!({}))),
             Request::Publish {
                 source,
                 audio,

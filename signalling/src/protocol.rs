@@ -109,6 +109,12 @@ pub enum Request {
         /// Request id.
         id: u64,
     },
+    /// Keep-alive: answered with an empty `ok` at once, joined or not. The SDK sends one
+    /// every 2 s and takes 5 s without any message from the server for a dead connection.
+    Ping {
+        /// Request id.
+        id: u64,
+    },
 }
 
 impl Request {
@@ -123,7 +129,8 @@ impl Request {
             | Request::Answer { id, .. }
             | Request::RestartIce { id }
             | Request::Record { id, .. }
-            | Request::Leave { id } => *id,
+            | Request::Leave { id }
+            | Request::Ping { id } => *id,
         }
     }
 }
