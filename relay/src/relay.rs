@@ -881,10 +881,9 @@ impl RelayHandle {
 
     /// Counters of every core.
     pub async fn stats(&self) -> Result<Vec<CoreStats>, ControlError> {
-        let mut out = Vec::with_capacity(self.cores());
-        for core in 0..self.cores() {
-            out.push(self.call(core, |reply| Command::Stats { reply }).await?);
-        }
-        Ok(out)
+        // Every core at once: a core busy with a large fan-out answers late, and the others
+        // need not wait behind it (placement asks this for every new session).
+        let asks = (0..self.cores()).map(|core| self.call(core, |reply| Command::Stats { reply }));
+        futures::future::join_all(asks).await.into_iter().collect()
     }
 }
