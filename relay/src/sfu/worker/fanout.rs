@@ -16,19 +16,19 @@ use super::*;
 
 /// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
 /// borrowed apart from the sessions so that a feed can be borrowed at the same time.
-pub(super) struct Outbox<'a> {
-    pub(super) participants: &'a mut HashMap<ParticipantKey, Participant>,
-    pub(super) pool: &'a mut BufferPool,
-    pub(super) stats: &'a mut CoreStats,
-    pub(super) outputs: &'a mut VecDeque<Output>,
-    pub(super) timers: &'a mut Deadlines<Timer>,
-    pub(super) inactivity: Duration,
+struct Outbox<'a> {
+    participants: &'a mut HashMap<ParticipantKey, Participant>,
+    pool: &'a mut BufferPool,
+    stats: &'a mut CoreStats,
+    outputs: &'a mut VecDeque<Output>,
+    timers: &'a mut Deadlines<Timer>,
+    inactivity: Duration,
 }
 
 impl Outbox<'_> {
     /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core);
     /// `timer` is the feed's inactivity timer.
-    pub(super) fn fan_out(
+    fn fan_out(
         &mut self,
         now: Instant,
         timer: Timer,
@@ -92,5 +92,36 @@ impl Outbox<'_> {
                 }
             }
         }
+    }
+}
+
+impl Worker {
+    /// Forward `plain` to the consumers on this core of feed `fkey` of session `skey`; false
+    /// when there is no such feed (it went away while the packet was on its way).
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        skey: SessionKey,
+        fkey: FeedKey,
+        plain: &[u8],
+        info: RtpInfo,
+    ) -> bool {
+        let Some(feed) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.feeds.get_mut(&fkey))
+        else {
+            return false;
+        };
+        let mut out = Outbox {
+            participants: &mut self.participants,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            outputs: &mut self.outputs,
+            timers: &mut self.timers,
+            inactivity: self.config.feed_inactivity,
+        };
+        out.fan_out(now, Timer::Feed(skey, fkey), feed, plain, info);
+        true
     }
 }

@@ -21,7 +21,6 @@ use crate::stats::DropReason;
 use crate::sfu::cross_core::{CrossCore, FeedRoute, RtpInfo};
 use crate::sfu::participant::{DtlsState, Participant, PendingHello};
 
-use super::fanout::Outbox;
 use super::*;
 
 impl Worker {
@@ -176,7 +175,10 @@ impl Worker {
             self.pool.give(plain);
             return Err(reason);
         }
-        let header = rtp::parse(&plain).ok_or(DropReason::RtpMalformed)?;
+        let Some(header) = rtp::parse(&plain) else {
+            self.pool.give(plain);
+            return Err(DropReason::RtpMalformed);
+        };
         // `published` only names feeds that exist in the participant's session.
         let skey = p.session;
         let session = self
@@ -206,15 +208,9 @@ impl Worker {
             timestamp: header.timestamp,
             payload_len: header.payload_len,
         };
-        let mut out = Outbox {
-            participants: &mut self.participants,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            outputs: &mut self.outputs,
-            timers: &mut self.timers,
-            inactivity: self.config.feed_inactivity,
-        };
-        out.fan_out(now, Timer::Feed(skey, fkey), feed, &plain, info);
+        self.fan_out(now, skey, fkey, &plain, info);
+        // fan_out found it.
+        let feed = &self.sessions[&skey].feeds[&fkey];
         if feed.sinks.is_empty() {
             self.pool.give(plain);
         } else {
@@ -248,28 +244,7 @@ impl Worker {
                     // The replica went away while the packet was queued.
                     return;
                 };
-                let Some(feed) = self
-                    .sessions
-                    .get_mut(&skey)
-                    .and_then(|s| s.feeds.get_mut(&fkey))
-                else {
-                    return;
-                };
-                let mut out = Outbox {
-                    participants: &mut self.participants,
-                    pool: &mut self.pool,
-                    stats: &mut self.stats,
-                    outputs: &mut self.outputs,
-                    timers: &mut self.timers,
-                    inactivity: self.config.feed_inactivity,
-                };
-                out.fan_out(
-                    now,
-                    Timer::Feed(skey, fkey),
-                    feed,
-                    &packet.plain,
-                    packet.info,
-                );
+                self.fan_out(now, skey, fkey, &packet.plain, packet.info);
             }
             CrossCore::KeyframeRequest {
                 route,
