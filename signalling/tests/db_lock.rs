@@ -49,10 +49,10 @@ async fn a_write_lock_held_elsewhere_stalls_no_call() {
         let (r, _) = reply(&mut alice).await;
         assert_eq!(r["error"]["code"], "no_such_feed", "{r}");
         slowest = slowest.max(asked.elapsed());
-        // Someone else joins with the same key.
+        // Someone else connects and joins with the same key.
         if id % 5 == 0 {
-            let mut ws = connect(&srv.url).await;
             let asked = Instant::now();
+            let mut ws = connect(&srv.url).await;
             join(&mut ws, &key, "locked", &format!("guest-{id}")).await;
             slowest = slowest.max(asked.elapsed());
             joins += 1;
@@ -60,6 +60,10 @@ async fn a_write_lock_held_elsewhere_stalls_no_call() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     holder.join().unwrap();
+    println!(
+        "{joins} joins and {} requests while locked; slowest reply {slowest:?}",
+        id - 10
+    );
     assert!(joins >= 4, "{joins} joins");
     // SQLite's busy timeout is 2 s: a hub waiting on the database would show it here.
     assert!(
