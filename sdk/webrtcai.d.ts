@@ -39,7 +39,7 @@ export type SdkErrorCode =
   | 'invalid_target'
   | 'invalid_source'
   | 'connection_failed'
-  /** The websocket dropped before the reply came (the SDK reconnects by itself). */
+  /** The websocket dropped, or was silent for 5 s, before the reply came (the SDK reconnects by itself). */
   | 'connection_lost'
   /** The browser could not send the feed, or it was unpublished before publishing completed. */
   | 'publish_failed'
@@ -117,6 +117,7 @@ export interface SessionEvents {
   'participant-left': { uid: string };
   'feed-published': FeedInfo;
   'feed-unpublished': { feedId: string; uid: string };
+  /** The websocket dropped, or was silent for 5 s (the SDK pings every 2 s); resuming. */
   reconnecting: { attempt: number };
   reconnected: Record<string, never>;
   disconnected: { reason: string };

@@ -14,6 +14,17 @@ const PROTOCOL_VERSION = 1;
  * takes well under a second; this bounds what a stalled server or network costs a page. */
 const DEFAULT_TIMEOUT_MS = 15000;
 
+/** The heartbeat. A connection whose network went away without a reset (Wi-Fi gone, a NAT or
+ * proxy that forgot it, a laptop lid closed and opened) stays "open" for minutes, and a page
+ * cannot see the server's websocket pings (the browser answers them by itself). So the SDK
+ * sends a `ping` request every PING_INTERVAL_MS and takes SILENCE_LIMIT_MS without any message
+ * from the server for a lost connection: it reconnects and resumes as after a reset. The same
+ * numbers as the server's (signalling/src/ws.rs), which drops a connection silent for 5 s; the
+ * limit is two and a half intervals so that one late reply is not a loss, and it leaves most of
+ * the server's 20 s resume window for the reconnect. */
+const PING_INTERVAL_MS = 2000;
+const SILENCE_LIMIT_MS = 5000;
+
 /** An error with a stable code (the server's codes, plus the SDK's own); `cause` holds the
  * browser's own error where there was one. */
 export class WebRTCaiError extends Error {
@@ -112,6 +123,8 @@ class Session extends Emitter {
     this._published = new Map(); // feed_id → { stream, tracks: {audio, video}, ready, target }
     this._subscribed = new Map(); // feed_id → { stream, target, ready }
     this._left = false;
+    this._leaving = false;
+    this._beatTimer = null; // the heartbeat of the current websocket (see _heartbeat)
     this._attempt = 0;
     this._timeoutMs = client.timeoutMs;
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
@@ -152,8 +165,14 @@ class Session extends Emitter {
       ws.onopen = resolve;
       ws.onerror = () => reject(new WebRTCaiError('connection_failed', `cannot reach ${this._client.url}`));
     });
-    ws.onmessage = (ev) => this._onMessage(ev.data);
-    ws.onclose = () => this._onClose(ws);
+    const heard = this._heartbeat(ws);
+    ws.onmessage = (ev) => {
+      heard();
+      this._onMessage(ev.data);
+    };
+    // Until the join is answered a lost connection only fails the join (and what else waits on
+    // this socket): whoever opened it decides what follows, the page or the reconnect loop.
+    ws.onclose = () => this._rejectPending();
     const join = {
       type: 'join',
       v: PROTOCOL_VERSION,
@@ -168,10 +187,12 @@ class Session extends Emitter {
       snapshot = await this._request(join);
     } catch (e) {
       // A refused or unanswered join leaves no connection behind (and no reconnect).
+      clearTimeout(this._beatTimer);
       ws.onclose = null;
       ws.close();
       throw e;
     }
+    ws.onclose = () => this._onClose(ws);
     this.uid = snapshot.uid;
     this._resume = snapshot.resume_token;
     this._reconcile(snapshot, !!resume);
@@ -228,6 +249,55 @@ class Session extends Emitter {
         this._pending.delete(id);
       }
     });
+  }
+
+  // Ping on `ws` until it is replaced, closed or the session ends; returns what its message
+  // handler calls for every message. The connection counts as lost once SILENCE_LIMIT_MS
+  // passed without a message while a ping of ours was waiting: a page whose timers were held
+  // back (a background tab) pinged late, and must not take its own lateness for the server's
+  // silence. Pings take ids from the requests' counter, so that a ping's reply is never taken
+  // for a request's (it matches nothing pending and is dropped), and have no timer of their own.
+  _heartbeat(ws) {
+    clearTimeout(this._beatTimer);
+    let heardAt = performance.now();
+    let pingedAt = heardAt;
+    const beat = () => {
+      if (ws !== this._ws || this._left || ws.readyState !== WebSocket.OPEN) return;
+      const now = performance.now();
+      if (pingedAt > heardAt && now - heardAt >= SILENCE_LIMIT_MS) {
+        this._silent(ws);
+        return;
+      }
+      if (now - pingedAt >= PING_INTERVAL_MS) {
+        pingedAt = now;
+        try {
+          ws.send(JSON.stringify({ type: 'ping', id: this._nextId++ }));
+        } catch {
+          // Closing: its close event ends the heartbeat.
+        }
+      }
+      const due = pingedAt > heardAt ? Math.min(pingedAt + PING_INTERVAL_MS, heardAt + SILENCE_LIMIT_MS) : pingedAt + PING_INTERVAL_MS;
+      this._beatTimer = setTimeout(beat, Math.max(0, due - now));
+    };
+    this._beatTimer = setTimeout(beat, PING_INTERVAL_MS);
+    return () => {
+      heardAt = performance.now();
+    };
+  }
+
+  // A connection that fell silent is closed here and handled as if it had closed: a close
+  // on a dead network completes only when the browser gives up on it, much later.
+  _silent(ws) {
+    const closed = ws.onclose;
+    ws.onclose = null;
+    ws.onmessage = null;
+    ws.close();
+    closed?.();
+  }
+
+  _rejectPending() {
+    for (const p of this._pending.values()) p.reject(new WebRTCaiError('connection_lost', 'the connection to the server was lost'));
+    this._pending.clear();
   }
 
   _onMessage(text) {
@@ -357,8 +427,11 @@ class Session extends Emitter {
 
   _onClose(ws) {
     if (ws !== this._ws || this._left) return;
-    for (const p of this._pending.values()) p.reject(new WebRTCaiError('connection_lost', 'the connection to the server was lost'));
-    this._pending.clear();
+    clearTimeout(this._beatTimer);
+    this._rejectPending();
+    // A leave under way goes ahead without the server (which ends the participant after its
+    // resume window); there is nothing to reconnect for.
+    if (this._leaving) return;
     this._emit('reconnecting', { attempt: this._attempt + 1 });
     this._reconnect();
   }
@@ -483,12 +556,14 @@ class Session extends Emitter {
   /** Leave the session and release camera, microphone and connections. */
   async leave() {
     if (this._left) return;
+    this._leaving = true;
     try {
       await this._request({ type: 'leave' });
     } catch {
       // Leaving anyway.
     }
     this._left = true;
+    clearTimeout(this._beatTimer);
     this._abandon('not_joined', 'this session was left');
     for (const pub of this._published.values()) pub.stream.getTracks().forEach((t) => t.stop());
     this.pc.close();

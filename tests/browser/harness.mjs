@@ -128,11 +128,17 @@ export async function joinPage(context, server, sid, name, init = {}) {
 
 /** A TCP proxy on 127.0.0.1 in front of `targetPort`, to cut a page's websocket for real
  * (playwright's setOffline leaves an open websocket alone). `down()` resets every connection
- * through it and refuses new ones until `up()`. */
+ * through it and refuses new ones until `up()`. `blackhole()` stops forwarding on every
+ * connection open now, both ways, without closing or resetting either side (what a network
+ * that went away looks like: bytes held, nothing heard, not even a close); connections made
+ * afterwards go through as usual. `accepted` counts the connections made through it. */
 export async function startProxy(targetPort) {
   const sockets = new Set();
+  const links = new Set();
   let refusing = false;
+  let accepted = 0;
   const server = net.createServer((client) => {
+    accepted += 1;
     if (refusing) {
       client.destroy();
       return;
@@ -145,20 +151,39 @@ export async function startProxy(targetPort) {
     }
     client.pipe(upstream);
     upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+    // Either side's close closes the other, until a black hole swallows the link.
+    const link = { client, upstream, closeUpstream: () => upstream.destroy(), closeClient: () => client.destroy() };
+    links.add(link);
+    client.on('close', link.closeUpstream);
+    upstream.on('close', link.closeClient);
+    client.on('close', () => links.delete(link));
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
   return {
     port,
     url: `ws://127.0.0.1:${port}/ws`,
+    get accepted() {
+      return accepted;
+    },
     down() {
       refusing = true;
       for (const s of sockets) s.resetAndDestroy();
     },
     up() {
       refusing = false;
+    },
+    blackhole() {
+      for (const { client, upstream, closeUpstream, closeClient } of links) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+        // The server gives up on its side after a while; the page must not hear of it.
+        client.off('close', closeUpstream);
+        upstream.off('close', closeClient);
+      }
+      links.clear();
     },
     close() {
       for (const s of sockets) s.destroy();
