@@ -1,0 +1,145 @@
+//! Messages in and out of the connections: decoding, dispatch, replies, events.
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::protocol::{self, ErrorCode, Event, Request, ServerMessage};
+
+use super::*;
+
+impl Hub {
+    pub(super) fn send(&self, conn: ConnId, msg: ServerMessage) {
+        if let Some(c) = self.conns.get(&conn) {
+            self.queue(conn, c, msg.to_text());
+        }
+    }
+
+    /// Queue a message without waiting: a full queue marks the connection slow.
+    pub(super) fn queue(&self, conn: ConnId, c: &Conn, text: String) {
+        if c.close.is_none() {
+            return; // being closed
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(text) {
+            self.slow.borrow_mut().push(conn);
+        }
+    }
+
+    pub(super) fn send_to_peer(&self, sid: &str, uid: &str, msg: &ServerMessage) {
+        let conn = self
+            .rooms
+            .get(sid)
+            .and_then(|r| r.peers.get(uid))
+            .and_then(|p| p.conn);
+        if let Some((conn, c)) = conn.and_then(|id| Some((id, self.conns.get(&id)?))) {
+            self.queue(conn, c, msg.to_text());
+        }
+    }
+
+    pub(super) fn broadcast(&self, sid: &str, except: &str, event: Event) {
+        let msg = ServerMessage::Event(event);
+        if let Some(room) = self.rooms.get(sid) {
+            for uid in room.peers.keys().filter(|u| *u != except) {
+                self.send_to_peer(sid, uid, &msg);
+            }
+        }
+    }
+
+    pub(super) fn peer_mut(&mut self, sid: &str, uid: &str) -> Option<&mut Peer> {
+        self.rooms.get_mut(sid)?.peers.get_mut(uid)
+    }
+
+    pub(super) async fn message(&mut self, conn: ConnId, text: String) {
+        if text.len() > protocol::MAX_MESSAGE {
+            self.send(
+                conn,
+                ServerMessage::error(
+                    protocol::request_id(&text),
+                    ErrorCode::MessageTooLarge,
+                    format!("messages are limited to {} bytes", protocol::MAX_MESSAGE),
+                ),
+            );
+            return;
+        }
+        let request = match protocol::decode(&text) {
+            Ok(r) => r,
+            Err(reason) => {
+                let id = protocol::request_id(&text);
+                self.send(
+                    conn,
+                    ServerMessage::error(id, ErrorCode::InvalidMessage, reason),
+                );
+                return;
+            }
+        };
+        let id = request.id();
+        let joined = self.conns.get(&conn).and_then(|c| c.joined.clone());
+        let result = match (request, joined) {
+            (
+                Request::Join {
+                    v,
+                    sid,
+                    name,
+                    key,
+                    token,
+                    resume,
+                    ..
+                },
+                None,
+            ) if !self.conns.get(&conn).is_some_and(|c| c.joining) => {
+                self.join(conn, id, v, sid, name, key, token, resume)
+            }
+            (Request::Join { .. }, None) => Err((
+                ErrorCode::AlreadyJoined,
+                "this connection is joining already".into(),
+            )),
+            (Request::Ping { .. }, _) => Ok(Some(json!({}))),
+            (Request::Join { .. }, Some(_)) => Err((
+                ErrorCode::AlreadyJoined,
+                "this connection has joined already".into(),
+            )),
+            (_, None) => Err((ErrorCode::NotJoined, "join a session first".into())),
+            (request, Some((sid, uid))) => {
+                // Every joined connection names a live participant (leave clears it); checked
+                // here once so that the request handlers can rely on it.
+                if self
+                    .rooms
+                    .get(&sid)
+                    .is_none_or(|r| !r.peers.contains_key(&uid))
+                {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.joined = None;
+                    }
+                    self.reply(
+                        conn,
+                        id,
+                        Err((
+                            ErrorCode::NotJoined,
+                            "the participant has left the session".into(),
+                        )),
+                    );
+                    return;
+                }
+                let r = self.request(&sid, &uid, request).await;
+                // The reply goes out before the offer that carries the change, so the SDK
+                // knows what a new m-section is for when the offer arrives.
+                self.reply(conn, id, r);
+                self.negotiate(&sid, &uid);
+                return;
+            }
+        };
+        self.reply(conn, id, result);
+    }
+
+    pub(super) fn reply(
+        &self,
+        conn: ConnId,
+        id: u64,
+        result: Result<Option<serde_json::Value>, (ErrorCode, String)>,
+    ) {
+        match result {
+            Ok(Some(value)) => self.send(conn, ServerMessage::ok(id, value)),
+            Ok(None) => {}
+            Err((code, reason)) => self.send(conn, ServerMessage::error(Some(id), code, reason)),
+        }
+    }
+}

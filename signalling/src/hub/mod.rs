@@ -1,0 +1,386 @@
+//! The signalling state machine: sessions, participants, feeds and every participant's
+//! negotiation, owned by one task that handles connection messages and relay events in order
+//! (no locks; each relay call is a short cross-thread round trip).
+//!
+//! Negotiation is always server-offered, one offer outstanding per participant: requests that
+//! change a participant's media (publish, subscribe, unsubscribe, a feed going away) mark
+//! m-sections as new, and [`Hub::negotiate`] sends an offer when none is outstanding (or the
+//! outstanding one's answer was refused). The reply to `publish`/`subscribe` is sent once the
+//! answer that carries it has been applied.
+
+mod join;
+mod leave;
+mod messages;
+mod metering;
+mod negotiation;
+mod requests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use relay::ids::FeedId;
+use relay::RelayHandle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accounts::Accounts;
+use crate::auth::{AuthError, Grants, Identity};
+use crate::limits::JoinLimiter;
+use crate::protocol::{ErrorCode, FeedInfo, ServerMessage, Source};
+use crate::sdp::{Codec, Kind, Section};
+use crate::ws;
+use metering::Meter;
+use relay::sfu::participant::ParticipantUsage;
+
+/// A websocket connection's id.
+pub type ConnId = u64;
+
+/// A connection that has not joined this long after it opened is closed.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open websocket connections allowed from one address (an office behind one NAT has many).
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 200;
+
+/// Longest key id a join may present (ours are ~20 characters).
+const MAX_KEY_LEN: usize = 128;
+/// Longest token a join may present.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// How long a participant whose websocket dropped stays in the session, waiting to resume.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(20);
+
+/// What the hub reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A websocket connection opened; messages to it go through the handle.
+    Connected(ConnId, ws::Handle, ConnMeta),
+    /// A text message arrived.
+    Message(ConnId, String),
+    /// A message the transport refused (binary, or larger than the protocol allows).
+    Refused(ConnId, ErrorCode, String),
+    /// The connection closed.
+    Disconnected(ConnId),
+    /// Something the relay reported.
+    Relay(relay::Event),
+    /// The accounts thread authenticated (or refused) a join.
+    Authenticated(Box<PendingJoin>, Result<Identity, AuthError>),
+    /// Periodic housekeeping (resume windows).
+    Tick(Instant),
+}
+
+/// A join waiting for its credentials to be checked off the hub's task.
+#[derive(Debug)]
+pub struct PendingJoin {
+    conn: ConnId,
+    id: u64,
+    /// The session's public name.
+    sid: String,
+    name: Option<String>,
+    resume: Option<String>,
+}
+
+/// What the HTTP upgrade told about a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// The peer's address.
+    pub ip: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Negotiation {
+    /// Not yet in an offer.
+    New,
+    /// In the outstanding offer.
+    Offered,
+    /// Answered.
+    Active,
+}
+
+struct Entry {
+    section: Section,
+    state: Negotiation,
+}
+
+struct Peer {
+    name: Option<String>,
+    grants: Grants,
+    conn: Option<ConnId>,
+    disconnected_at: Option<Instant>,
+    resume_token: String,
+    ice_ufrag: String,
+    ice_pwd: String,
+    candidate: std::net::SocketAddr,
+    entries: Vec<Entry>,
+    next_mid: u32,
+    session_id: u64,
+    version: u64,
+    next_offer: u64,
+    outstanding: Option<u64>,
+    /// The answer to the outstanding offer was refused. The offer stays answerable, but no
+    /// longer holds back the next one: otherwise one bad answer would leave the participant
+    /// without offers for good. Re-offering at once instead could loop with a client that
+    /// keeps answering badly, so the next change (or ICE restart) supersedes it.
+    answer_refused: bool,
+    /// An ICE restart waits for the next offer.
+    ice_restart: bool,
+}
+
+struct Track {
+    kind: Kind,
+    codecs: Vec<Codec>,
+    active: bool,
+}
+
+struct Feed {
+    owner: String,
+    source: Source,
+    tracks: Vec<Track>,
+    published: bool,
+}
+
+impl Feed {
+    fn info(&self, feed_id: &str) -> FeedInfo {
+        FeedInfo {
+            feed_id: feed_id.to_owned(),
+            uid: self.owner.clone(),
+            source: self.source,
+            kinds: self
+                .tracks
+                .iter()
+                .map(|t| t.kind.as_str().to_owned())
+                .collect(),
+        }
+    }
+}
+
+struct Room {
+    cid: String,
+    public_sid: String,
+    /// Unix seconds: identifies this run of the session in the usage records.
+    started_at: i64,
+    peers: HashMap<String, Peer>,
+    feeds: HashMap<String, Feed>,
+    meter: Meter,
+}
+
+struct Conn {
+    tx: mpsc::Sender<String>,
+    /// Taken when the hub closes the connection (it is gone once its task says so).
+    close: Option<oneshot::Sender<ws::Close>>,
+    connected_at: Instant,
+    meta: ConnMeta,
+    joined: Option<(String, String)>,
+    /// A join is being authenticated.
+    joining: bool,
+}
+
+/// The signalling state.
+pub struct Hub {
+    relay: RelayHandle,
+    accounts: Accounts,
+    /// The hub's own input, for results that come back from other threads.
+    inputs: mpsc::Sender<Input>,
+    limiter: JoinLimiter,
+    usage_flush: Duration,
+    fingerprint: String,
+    rooms: HashMap<String, Room>,
+    conns: HashMap<ConnId, Conn>,
+    /// Open connections per source address.
+    per_address: HashMap<IpAddr, usize>,
+    /// Connections whose queue was found full while sending; closed after the input.
+    slow: std::cell::RefCell<Vec<ConnId>>,
+    resume: HashMap<String, (String, String)>,
+}
+
+fn relay_feed(feed_id: &str, kind: Kind) -> FeedId {
+    FeedId::from(format!("{feed_id}/{}", kind.as_str()))
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{:012x}", rand::rng().random::<u64>() >> 16)
+}
+
+impl Hub {
+    /// A hub in front of `relay`, authenticating joins through `accounts`; `inputs` is the
+    /// sender of its own input channel (results from the accounts thread come back there).
+    /// Usage is written every `usage_flush` (checked on each tick), so a crash loses at most
+    /// that plus one tick.
+    pub fn new(
+        relay: RelayHandle,
+        accounts: Accounts,
+        inputs: mpsc::Sender<Input>,
+        limiter: JoinLimiter,
+        usage_flush: Duration,
+    ) -> Self {
+        Hub {
+            fingerprint: relay.fingerprint().to_owned(),
+            relay,
+            accounts,
+            inputs,
+            limiter,
+            usage_flush,
+            rooms: HashMap::new(),
+            conns: HashMap::new(),
+            per_address: HashMap::new(),
+            slow: std::cell::RefCell::new(Vec::new()),
+            resume: HashMap::new(),
+        }
+    }
+
+    /// Handle inputs until every sender is gone.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+        while let Some(input) = inputs.recv().await {
+            self.handle(input).await;
+        }
+    }
+
+    /// Handle one input.
+    pub async fn handle(&mut self, input: Input) {
+        self.handle_input(input).await;
+        // Readers too slow to take what was sent to them are let go.
+        let slow = std::mem::take(&mut *self.slow.borrow_mut());
+        for conn in slow {
+            self.close(
+                conn,
+                ws::code::POLICY,
+                format!(
+                    "too slow: more than {} messages waited to be read",
+                    ws::OUTGOING_QUEUE
+                ),
+            );
+        }
+    }
+
+    /// Close a connection with a reason; its task reports [`Input::Disconnected`] after.
+    fn close(&mut self, conn: ConnId, code: u16, reason: String) {
+        if let Some(close) = self.conns.get_mut(&conn).and_then(|c| c.close.take()) {
+            tracing::info!(conn, code, %reason, "closing connection");
+            let _ = close.send(ws::Close { code, reason });
+        }
+    }
+
+    async fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Connected(conn, handle, meta) => {
+                let ip = meta.ip;
+                let open = self.per_address.entry(ip).or_insert(0);
+                *open += 1;
+                let over = *open > MAX_CONNECTIONS_PER_ADDRESS;
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        tx: handle.tx,
+                        close: Some(handle.close),
+                        connected_at: Instant::now(),
+                        meta,
+                        joined: None,
+                        joining: false,
+                    },
+                );
+                if over {
+                    self.close(
+                        conn,
+                        ws::code::POLICY,
+                        format!(
+                            "too many connections from {ip}: the limit is {MAX_CONNECTIONS_PER_ADDRESS}"
+                        ),
+                    );
+                }
+            }
+            Input::Message(conn, text) => self.message(conn, text).await,
+            Input::Refused(conn, code, reason) => {
+                self.send(conn, ServerMessage::error(None, code, reason));
+            }
+            Input::Disconnected(conn) => {
+                let Some(c) = self.conns.remove(&conn) else {
+                    return;
+                };
+                if let Some(open) = self.per_address.get_mut(&c.meta.ip) {
+                    *open -= 1;
+                    if *open == 0 {
+                        self.per_address.remove(&c.meta.ip);
+                    }
+                }
+                if let Some((sid, uid)) = c.joined {
+                    if let Some(peer) = self.peer_mut(&sid, &uid) {
+                        if peer.conn == Some(conn) {
+                            peer.conn = None;
+                            peer.disconnected_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            Input::Relay(relay::Event::ParticipantDisconnected {
+                sid,
+                uid,
+                reason,
+                usage,
+            }) => {
+                tracing::info!(%sid, %uid, ?reason, "relay disconnected participant");
+                // The relay has forgotten it: its last counters come with the event.
+                self.leave_with(&sid.0, &uid.0, Some(usage)).await;
+            }
+            Input::Relay(_) => {}
+            Input::Authenticated(pending, identity) => {
+                let (conn, id) = (pending.conn, pending.id);
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    // Closed while its credentials were checked.
+                    return;
+                };
+                c.joining = false;
+                let result = match identity {
+                    Ok(identity) => self.finish_join(*pending, identity).await,
+                    Err(e) => Err((ErrorCode::Unauthorized, e.to_string())),
+                };
+                self.reply(conn, id, result);
+            }
+            Input::Tick(now) => {
+                let idle: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.joined.is_none()
+                            && !c.joining
+                            && now.saturating_duration_since(c.connected_at) >= JOIN_TIMEOUT
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for conn in idle {
+                    self.close(
+                        conn,
+                        ws::code::POLICY,
+                        format!("no join within {} s", JOIN_TIMEOUT.as_secs()),
+                    );
+                }
+                let expired: Vec<(String, String)> = self
+                    .rooms
+                    .iter()
+                    .flat_map(|(sid, room)| {
+                        room.peers.iter().filter_map(move |(uid, p)| {
+                            p.disconnected_at
+                                .filter(|t| now.saturating_duration_since(*t) >= RESUME_WINDOW)
+                                .map(|_| (sid.clone(), uid.clone()))
+                        })
+                    })
+                    .collect();
+                for (sid, uid) in expired {
+                    self.leave(&sid, &uid).await;
+                }
+                let due: Vec<String> = self
+                    .rooms
+                    .iter()
+                    .filter(|(_, r)| {
+                        now.saturating_duration_since(r.meter.last_flush) >= self.usage_flush
+                    })
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                for sid in due {
+                    self.flush_usage(&sid, now, None).await;
+                }
+            }
+        }
+    }
+}
