@@ -110,6 +110,12 @@ pub(crate) enum Command {
         sid: Sid,
         reply: Reply<Vec<(Uid, ParticipantUsage)>>,
     },
+    /// Hold the core for a while, as a large fan-out would (tests of what waits on a core).
+    #[cfg(feature = "fault-injection")]
+    Stall {
+        duration: std::time::Duration,
+        reply: oneshot::Sender<()>,
+    },
     Shutdown,
 }
 
@@ -217,6 +223,11 @@ impl Command {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(w.stats());
+            }
+            #[cfg(feature = "fault-injection")]
+            Command::Stall { duration, reply } => {
+                std::thread::sleep(duration);
+                let _ = reply.send(());
             }
             Command::Shutdown => {}
         }

@@ -84,6 +84,9 @@ pub const DEFAULT_SPREAD_AFTER: usize = 250;
 
 /// Inbox of each core for messages from the others; full means the core is far behind, and
 /// packets are dropped (counted) rather than queued without bound.
+/// How long placing a new session waits for a core's counters before passing it over.
+pub const PLACEMENT_WAIT: Duration = Duration::from_millis(100);
+
 const CROSS_CORE_QUEUE: usize = 16_384;
 
 struct CoreLink {
@@ -104,8 +107,8 @@ struct Inner {
     load_samples: Mutex<Vec<Option<(Instant, u64)>>>,
 }
 
-/// The control plane's handle to a running relay. Cheap to clone; usable from any thread or
-/// runtime.
+/// The control plane's handle to a running relay. Cheap to clone; usable from any thread, on
+/// any Tokio runtime with its timer enabled (placement waits a bounded time for busy cores).
 #[derive(Clone)]
 pub struct RelayHandle {
     inner: Arc<Inner>,
@@ -360,8 +363,22 @@ impl RelayHandle {
 
     /// The core a new session should go to: the fewest participants, then the lowest packet
     /// rate since the last placement, then the fewest sessions.
+    ///
+    /// A core that does not answer within [`PLACEMENT_WAIT`] is busy (a large fan-out, a burst
+    /// of handshakes): it is the last place for a new session, and creating one need not wait
+    /// for it. When no core answers in time, the session goes to core 0.
     async fn least_loaded_core(&self, exclude: &BTreeSet<usize>) -> Option<usize> {
-        let stats = self.stats().await.ok()?;
+        let asks = (0..self.cores()).map(|core| {
+            tokio::time::timeout(
+                PLACEMENT_WAIT,
+                self.call(core, |reply| Command::Stats { reply }),
+            )
+        });
+        let stats: Vec<CoreStats> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|answer| answer.ok()?.ok())
+            .collect();
         let now = Instant::now();
         let mut samples = self
             .inner
@@ -877,6 +894,18 @@ impl RelayHandle {
             );
         }
         Ok(all)
+    }
+
+    /// Hold `core` for `duration` as a large fan-out would: it handles nothing else meanwhile.
+    /// For tests of what waits on a core; returns when the core is free again.
+    #[cfg(feature = "fault-injection")]
+    pub async fn stall_core(
+        &self,
+        core: usize,
+        duration: std::time::Duration,
+    ) -> Result<(), ControlError> {
+        self.call(core, |reply| Command::Stall { duration, reply })
+            .await
     }
 
     /// Counters of every core.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use rand::Rng;
-use relay::control::ParticipantConfig;
+use relay::control::{ParticipantConfig, ParticipantInfo as RelayParticipant};
 use relay::ids::{Sid, Uid};
 use serde_json::json;
 
@@ -13,7 +13,19 @@ use crate::accounts::Credentials;
 use crate::auth::{AuthError, Identity};
 use crate::protocol::{self, ErrorCode, Event, FeedInfo, ParticipantInfo, ServerMessage};
 
+use super::jobs::RoomInput;
 use super::*;
+
+/// A join on its way through the relay.
+struct Joined {
+    conn: ConnId,
+    id: u64,
+    uid: String,
+    name: Option<String>,
+    grants: crate::auth::Grants,
+    cid: String,
+    public_sid: String,
+}
 
 impl Hub {
     /// Check what a join can be checked for here, then hand its credentials to the accounts
@@ -95,28 +107,39 @@ impl Hub {
         Ok(None)
     }
 
-    /// The rest of a join once its credentials are good: resume, or create the session if
-    /// need be and add the participant.
-    pub(super) async fn finish_join(
+    /// A join whose credentials are good: limited per key, then handled in its session's
+    /// turn ([`Hub::join_session`]).
+    pub(super) fn finish_join(
         &mut self,
-        pending: PendingJoin,
+        pending: Box<PendingJoin>,
         identity: Identity,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
-        let PendingJoin {
-            conn,
-            id,
-            sid,
-            name,
-            resume,
-        } = pending;
         // Limited per key, now that the key is known to be real: attempts with made-up keys
         // and other tenants' joins never count against it.
         if let Err(why) = self.limiter.check_key(Instant::now(), &identity.key_id) {
             return Err((ErrorCode::RateLimited, why));
         }
         // Session names are per client: the same name under two clients is two sessions.
-        let public_sid = sid;
-        let sid = format!("{}/{public_sid}", identity.cid);
+        let sid = format!("{}/{}", identity.cid, pending.sid);
+        self.room_input(&sid, RoomInput::Join(pending, identity));
+        Ok(None)
+    }
+
+    /// Resume, or create the session if need be and add the participant (a job: the reply
+    /// comes when the relay has done both).
+    pub(super) fn join_session(
+        &mut self,
+        sid: &str,
+        pending: PendingJoin,
+        identity: Identity,
+    ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        let PendingJoin {
+            conn,
+            id,
+            sid: public_sid,
+            name,
+            resume,
+        } = pending;
         if let Some(token) = resume {
             let Some((rsid, uid)) = self.resume.get(&token).cloned() else {
                 return Err((
@@ -130,7 +153,7 @@ impl Hub {
                     "the resume token belongs to another session".into(),
                 ));
             }
-            let Some(peer) = self.rooms.get_mut(&sid).and_then(|r| r.peers.get_mut(&uid)) else {
+            let Some(peer) = self.rooms.get_mut(sid).and_then(|r| r.peers.get_mut(&uid)) else {
                 return Err((ErrorCode::ResumeFailed, "the participant has left".into()));
             };
             let old = peer.conn.replace(conn);
@@ -147,43 +170,20 @@ impl Hub {
                 c.joined = None;
             }
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.joined = Some((sid.clone(), uid.clone()));
+                c.joined = Some((sid.to_owned(), uid.clone()));
             }
-            let snapshot = self.snapshot(&sid, &uid, &token);
+            let snapshot = self.snapshot(sid, &uid, &token);
             self.send(conn, ServerMessage::ok(id, snapshot));
-            self.negotiate(&sid, &uid);
+            self.negotiate(sid, &uid);
             return Ok(None);
         }
 
-        if !self.rooms.contains_key(&sid) {
-            match self
-                .relay
-                .create_session(Sid::from(sid.as_str()), None)
-                .await
-            {
-                Ok(_) | Err(relay::ControlError::SessionExists { .. }) => {}
-                Err(e) => return Err((ErrorCode::Relay, e.to_string())),
-            }
-            self.rooms.insert(
-                sid.clone(),
-                Room {
-                    cid: identity.cid.clone(),
-                    public_sid: public_sid.clone(),
-                    started_at: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0),
-                    peers: HashMap::new(),
-                    feeds: HashMap::new(),
-                    meter: Meter::new(Instant::now()),
-                },
-            );
-        }
+        let exists = self.rooms.contains_key(sid);
         let uid = match identity.uid {
             Some(uid)
                 if self
                     .rooms
-                    .get(&sid)
+                    .get(sid)
                     .is_some_and(|r| r.peers.contains_key(&uid)) =>
             {
                 return Err((
@@ -195,19 +195,117 @@ impl Hub {
             None => random_id("u-"),
         };
         let name = name.or(identity.name);
-        let info = self
-            .relay
-            .add_participant(
-                &Sid::from(sid.as_str()),
-                &Uid::from(uid.as_str()),
-                ParticipantConfig::default(),
-            )
-            .await
-            .map_err(|e| (ErrorCode::Relay, e.to_string()))?;
+        let joined = Joined {
+            conn,
+            id,
+            uid,
+            name,
+            grants: identity.grants,
+            cid: identity.cid,
+            public_sid,
+        };
+        let relay = self.relay.clone();
+        let (rsid, ruid) = (Sid::from(sid), Uid::from(joined.uid.as_str()));
+        self.spawn_job(
+            sid,
+            async move {
+                if !exists {
+                    match relay.create_session(rsid.clone(), None).await {
+                        Ok(_) | Err(relay::ControlError::SessionExists { .. }) => {}
+                        Err(e) => return (false, Err(e)),
+                    }
+                }
+                let added = relay
+                    .add_participant(&rsid, &ruid, ParticipantConfig::default())
+                    .await;
+                (true, added)
+            },
+            {
+                let sid = sid.to_owned();
+                move |hub, (created, added)| hub.joined(&sid, joined, created, added)
+            },
+        );
+        Ok(None)
+    }
+
+    /// The relay's part of a join is done: the participant is in, or the join fails.
+    fn joined(
+        &mut self,
+        sid: &str,
+        joined: Joined,
+        session: bool,
+        added: Result<RelayParticipant, relay::ControlError>,
+    ) {
+        let Joined {
+            conn,
+            id,
+            uid,
+            name,
+            grants,
+            cid,
+            public_sid,
+        } = joined;
+        joining_over(&mut self.conns, conn);
+        if session && !self.rooms.contains_key(sid) {
+            self.rooms.insert(
+                sid.to_owned(),
+                Room {
+                    cid,
+                    public_sid,
+                    started_at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0),
+                    peers: HashMap::new(),
+                    feeds: HashMap::new(),
+                    meter: Meter::new(Instant::now()),
+                },
+            );
+        }
+        let info = match added {
+            Ok(info) if self.conns.contains_key(&conn) => info,
+            Ok(_) => {
+                // The connection closed while the relay added it: nobody holds its resume
+                // token, so it goes again at once.
+                let relay = self.relay.clone();
+                let empty = self.rooms.get(sid).is_some_and(|r| r.peers.is_empty());
+                if empty {
+                    self.rooms.remove(sid);
+                }
+                let (rsid, ruid) = (Sid::from(sid), Uid::from(uid.as_str()));
+                self.spawn_job(
+                    sid,
+                    async move {
+                        let _ = relay.remove_participant(&rsid, &ruid).await;
+                        if empty {
+                            let _ = relay.remove_session(&rsid).await;
+                        }
+                    },
+                    |_, ()| {},
+                );
+                return;
+            }
+            Err(e) => {
+                self.reply(conn, id, Err((ErrorCode::Relay, e.to_string())));
+                if self.rooms.get(sid).is_some_and(|r| r.peers.is_empty()) {
+                    self.rooms.remove(sid);
+                    let relay = self.relay.clone();
+                    let rsid = Sid::from(sid);
+                    self.spawn_job(
+                        sid,
+                        async move {
+                            let _ = relay.remove_session(&rsid).await;
+                        },
+                        |_, ()| {},
+                    );
+                }
+                return;
+            }
+        };
         let token = random_id("r-") + &random_id("");
         let peer = Peer {
             name: name.clone(),
-            grants: identity.grants,
+            grants,
             conn: Some(conn),
             disconnected_at: None,
             resume_token: token.clone(),
@@ -223,24 +321,25 @@ impl Hub {
             answer_refused: false,
             ice_restart: false,
         };
-        let room = self.rooms.get_mut(&sid).expect("inserted above");
+        let room = self.rooms.get_mut(sid).expect("inserted above");
         room.peers.insert(uid.clone(), peer);
         room.meter.metered_until.insert(uid.clone(), Instant::now());
         room.meter.peak = room.meter.peak.max(room.peers.len() as u32);
         self.resume
-            .insert(token.clone(), (sid.clone(), uid.clone()));
+            .insert(token.clone(), (sid.to_owned(), uid.clone()));
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.joined = Some((sid.clone(), uid.clone()));
+            c.joined = Some((sid.to_owned(), uid.clone()));
         }
         self.broadcast(
-            &sid,
+            sid,
             &uid,
             Event::ParticipantJoined(ParticipantInfo {
                 uid: uid.clone(),
                 name,
             }),
         );
-        Ok(Some(self.snapshot(&sid, &uid, &token)))
+        let snapshot = self.snapshot(sid, &uid, &token);
+        self.send(conn, ServerMessage::ok(id, snapshot));
     }
 
     pub(super) fn snapshot(&self, sid: &str, uid: &str, token: &str) -> serde_json::Value {

@@ -4,31 +4,17 @@ use std::time::Instant;
 
 use relay::ids::{Sid, Uid};
 
-use crate::protocol::Event;
+use crate::protocol::{Event, ServerMessage};
 use crate::sdp::Role;
 
 use super::*;
 
 impl Hub {
-    /// Remove a feed: from the relay, from its publisher's connection, from every subscriber.
-    pub(super) async fn unpublish(&mut self, sid: &str, feed_id: &str) {
-        let Some(feed) = self
-            .rooms
-            .get_mut(sid)
-            .and_then(|r| r.feeds.remove(feed_id))
-        else {
-            return;
-        };
-        for t in &feed.tracks {
-            let _ = self
-                .relay
-                .unpublish(
-                    &Sid::from(sid),
-                    &Uid::from(feed.owner.as_str()),
-                    &relay_feed(feed_id, t.kind),
-                )
-                .await;
-        }
+    /// Remove a feed from the session's state: from its publisher's connection and from every
+    /// subscriber (each gets an offer), and tell the others. Returns its owner and the relay
+    /// feeds to unpublish, for the caller's job.
+    fn forget_feed(&mut self, sid: &str, feed_id: &str) -> Option<(String, Vec<FeedId>)> {
+        let feed = self.rooms.get_mut(sid)?.feeds.remove(feed_id)?;
         let uids: Vec<String> = self.rooms[sid].peers.keys().cloned().collect();
         for uid in &uids {
             let peer = self.peer_mut(sid, uid).expect("listed");
@@ -60,20 +46,50 @@ impl Hub {
                 },
             );
         }
+        let tracks = feed
+            .tracks
+            .iter()
+            .map(|t| relay_feed(feed_id, t.kind))
+            .collect();
+        Some((feed.owner, tracks))
     }
 
-    /// A participant leaves: its feeds go, the others are told.
-    pub(super) async fn leave(&mut self, sid: &str, uid: &str) {
-        self.leave_with(sid, uid, None).await;
+    /// Remove feeds: from the session at once, from the relay in a job.
+    pub(super) fn unpublish(&mut self, sid: &str, feed_ids: &[String]) {
+        let gone: Vec<(String, Vec<FeedId>)> = feed_ids
+            .iter()
+            .filter_map(|f| self.forget_feed(sid, f))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let relay = self.relay.clone();
+        let rsid = Sid::from(sid);
+        self.spawn_job(
+            sid,
+            async move {
+                for (owner, tracks) in gone {
+                    for track in tracks {
+                        let _ = relay
+                            .unpublish(&rsid, &Uid::from(owner.as_str()), &track)
+                            .await;
+                    }
+                }
+            },
+            |_, ()| {},
+        );
     }
 
-    /// Remove a participant; `last_usage` are its final counters when the relay already
-    /// dropped it (else they are read from the relay first).
-    pub(super) async fn leave_with(
+    /// Remove a participant: its feeds go and the others are told at once; the relay drops it
+    /// in a job, after which its usage is counted (and the session ends if it was the last),
+    /// then `reply` (a leave request) is answered. `last_usage` are its final counters when the
+    /// relay already dropped it (else they are read from the relay first).
+    pub(super) fn leave_with(
         &mut self,
         sid: &str,
         uid: &str,
         last_usage: Option<ParticipantUsage>,
+        reply: Option<(ConnId, u64)>,
     ) {
         let Some(room) = self.rooms.get(sid) else {
             return;
@@ -81,33 +97,19 @@ impl Hub {
         if !room.peers.contains_key(uid) {
             return;
         }
-        let feeds: Vec<String> = room
+        let owned: Vec<String> = room
             .feeds
             .iter()
             .filter(|(_, f)| f.owner == uid)
             .map(|(id, _)| id.clone())
             .collect();
-        for f in feeds {
-            self.unpublish(sid, &f).await;
-        }
-        // Its last traffic counts before the relay forgets it.
-        let usage = match last_usage {
-            Some(usage) => Some(usage),
-            None => self
-                .relay
-                .session_usage(&Sid::from(sid))
-                .await
-                .ok()
-                .and_then(|all| all.into_iter().find(|(u, _)| u.0 == uid).map(|(_, u)| u)),
-        };
-        let _ = self
-            .relay
-            .remove_participant(&Sid::from(sid), &Uid::from(uid))
-            .await;
+        let tracks: Vec<FeedId> = owned
+            .iter()
+            .filter_map(|f| self.forget_feed(sid, f))
+            .flat_map(|(_, tracks)| tracks)
+            .collect();
+        let left_at = Instant::now();
         let room = self.rooms.get_mut(sid).expect("checked above");
-        room.meter.account(Instant::now(), uid, usage);
-        room.meter.metered_until.remove(uid);
-        room.meter.counters.remove(uid);
         if let Some(peer) = room.peers.remove(uid) {
             self.resume.remove(&peer.resume_token);
             if let Some(c) = peer.conn.and_then(|c| self.conns.get_mut(&c)) {
@@ -122,14 +124,47 @@ impl Hub {
                 uid: uid.to_owned(),
             },
         );
-        if empty {
-            let ended = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            self.flush_usage(sid, Instant::now(), Some(ended)).await;
-            self.rooms.remove(sid);
-            let _ = self.relay.remove_session(&Sid::from(sid)).await;
-        }
+        let relay = self.relay.clone();
+        let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+        let (sid, uid) = (sid.to_owned(), uid.to_owned());
+        self.spawn_job(
+            &sid.clone(),
+            async move {
+                for track in tracks {
+                    let _ = relay.unpublish(&rsid, &ruid, &track).await;
+                }
+                // Its last traffic counts before the relay forgets it.
+                let usage =
+                    match last_usage {
+                        Some(usage) => Some(usage),
+                        None => relay.session_usage(&rsid).await.ok().and_then(|all| {
+                            all.into_iter().find(|(u, _)| *u == ruid).map(|(_, u)| u)
+                        }),
+                    };
+                let _ = relay.remove_participant(&rsid, &ruid).await;
+                if empty {
+                    let _ = relay.remove_session(&rsid).await;
+                }
+                usage
+            },
+            move |hub, usage| {
+                if let Some(room) = hub.rooms.get_mut(&sid) {
+                    room.meter.account(left_at, &uid, usage);
+                    room.meter.metered_until.remove(&uid);
+                    room.meter.counters.remove(&uid);
+                }
+                if empty {
+                    let ended = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
+                    hub.write_usage(&sid, Instant::now(), &[], Some(ended));
+                    hub.rooms.remove(&sid);
+                }
+                if let Some((conn, id)) = reply {
+                    hub.send(conn, ServerMessage::ok(id, serde_json::json!({})));
+                }
+            },
+        );
     }
 }

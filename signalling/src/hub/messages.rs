@@ -5,6 +5,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::{self, ErrorCode, Event, Request, ServerMessage};
 
+use super::jobs::RoomInput;
 use super::*;
 
 impl Hub {
@@ -48,7 +49,7 @@ impl Hub {
         self.rooms.get_mut(sid)?.peers.get_mut(uid)
     }
 
-    pub(super) async fn message(&mut self, conn: ConnId, text: String) {
+    pub(super) fn message(&mut self, conn: ConnId, text: String) {
         if text.len() > protocol::MAX_MESSAGE {
             self.send(
                 conn,
@@ -98,32 +99,9 @@ impl Hub {
                 "this connection has joined already".into(),
             )),
             (_, None) => Err((ErrorCode::NotJoined, "join a session first".into())),
-            (request, Some((sid, uid))) => {
-                // Every joined connection names a live participant (leave clears it); checked
-                // here once so that the request handlers can rely on it.
-                if self
-                    .rooms
-                    .get(&sid)
-                    .is_none_or(|r| !r.peers.contains_key(&uid))
-                {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.joined = None;
-                    }
-                    self.reply(
-                        conn,
-                        id,
-                        Err((
-                            ErrorCode::NotJoined,
-                            "the participant has left the session".into(),
-                        )),
-                    );
-                    return;
-                }
-                let r = self.request(&sid, &uid, request).await;
-                // The reply goes out before the offer that carries the change, so the SDK
-                // knows what a new m-section is for when the offer arrives.
-                self.reply(conn, id, r);
-                self.negotiate(&sid, &uid);
+            (request, Some((sid, _))) => {
+                // In the session's turn: after the relay calls of its earlier requests.
+                self.room_input(&sid, RoomInput::Request { conn, id, request });
                 return;
             }
         };

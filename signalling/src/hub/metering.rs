@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use relay::ids::Sid;
+use relay::ids::{Sid, Uid};
 
 use crate::accounts::UsageRecord;
 use crate::store::UsageDelta;
@@ -47,13 +47,30 @@ impl Meter {
 }
 
 impl Hub {
-    /// Write a session's usage since the last flush (and close its record when it ended).
-    pub(super) async fn flush_usage(&mut self, sid: &str, now: Instant, ended: Option<i64>) {
-        let usage = self
-            .relay
-            .session_usage(&Sid::from(sid))
-            .await
-            .unwrap_or_default();
+    /// Read a session's traffic counters from the relay (a job), then write its usage.
+    pub(super) fn flush_usage(&mut self, sid: &str) {
+        if !self.rooms.contains_key(sid) {
+            return; // ended while the flush waited
+        }
+        let relay = self.relay.clone();
+        let rsid = Sid::from(sid);
+        let sid = sid.to_owned();
+        self.spawn_job(
+            &sid.clone(),
+            async move { relay.session_usage(&rsid).await.unwrap_or_default() },
+            move |hub, usage| hub.write_usage(&sid, Instant::now(), &usage, None),
+        );
+    }
+
+    /// Write a session's usage since the last flush, with the relay's counters `usage` (and
+    /// close its record when it `ended`).
+    pub(super) fn write_usage(
+        &mut self,
+        sid: &str,
+        now: Instant,
+        usage: &[(Uid, ParticipantUsage)],
+        ended: Option<i64>,
+    ) {
         let Some(room) = self.rooms.get_mut(sid) else {
             return;
         };

@@ -1,6 +1,7 @@
 //! The signalling state machine: sessions, participants, feeds and every participant's
 //! negotiation, owned by one task that handles connection messages and relay events in order
-//! (no locks; each relay call is a short cross-thread round trip).
+//! (no locks). It never waits for the relay: relay calls run as jobs ([`jobs`]), one session
+//! at a time, so a session whose relay core is busy holds up only itself.
 //!
 //! Negotiation is always server-offered, one offer outstanding per participant: requests that
 //! change a participant's media (publish, subscribe, unsubscribe, a feed going away) mark
@@ -8,6 +9,7 @@
 //! outstanding one's answer was refused). The reply to `publish`/`subscribe` is sent once the
 //! answer that carries it has been applied.
 
+mod jobs;
 mod join;
 mod leave;
 mod messages;
@@ -30,6 +32,7 @@ use crate::limits::JoinLimiter;
 use crate::protocol::{ErrorCode, FeedInfo, ServerMessage, Source};
 use crate::sdp::{Codec, Kind, Section};
 use crate::ws;
+pub use jobs::MAX_WAITING;
 use metering::Meter;
 use relay::sfu::participant::ParticipantUsage;
 
@@ -67,6 +70,8 @@ pub enum Input {
     Authenticated(Box<PendingJoin>, Result<Identity, AuthError>),
     /// Periodic housekeeping (resume windows).
     Tick(Instant),
+    /// A session's relay calls are done; the rest of its request runs on the hub.
+    Done(String, jobs::Done),
 }
 
 /// A join waiting for its credentials to be checked off the hub's task.
@@ -193,6 +198,15 @@ pub struct Hub {
     /// Connections whose queue was found full while sending; closed after the input.
     slow: std::cell::RefCell<Vec<ConnId>>,
     resume: HashMap<String, (String, String)>,
+    /// Sessions with a relay job out, and their inputs waiting for it.
+    backlogs: HashMap<String, jobs::Backlog>,
+}
+
+/// A connection's join has been answered (or failed): it may send another.
+fn joining_over(conns: &mut HashMap<ConnId, Conn>, conn: ConnId) {
+    if let Some(c) = conns.get_mut(&conn) {
+        c.joining = false;
+    }
 }
 
 fn relay_feed(feed_id: &str, kind: Kind) -> FeedId {
@@ -227,19 +241,20 @@ impl Hub {
             per_address: HashMap::new(),
             slow: std::cell::RefCell::new(Vec::new()),
             resume: HashMap::new(),
+            backlogs: HashMap::new(),
         }
     }
 
     /// Handle inputs until every sender is gone.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
         while let Some(input) = inputs.recv().await {
-            self.handle(input).await;
+            self.handle(input);
         }
     }
 
-    /// Handle one input.
-    pub async fn handle(&mut self, input: Input) {
-        self.handle_input(input).await;
+    /// Handle one input. Never waits: what needs the relay goes on in a job.
+    pub fn handle(&mut self, input: Input) {
+        self.handle_input(input);
         // Readers too slow to take what was sent to them are let go.
         let slow = std::mem::take(&mut *self.slow.borrow_mut());
         for conn in slow {
@@ -262,7 +277,7 @@ impl Hub {
         }
     }
 
-    async fn handle_input(&mut self, input: Input) {
+    fn handle_input(&mut self, input: Input) {
         match input {
             Input::Connected(conn, handle, meta) => {
                 let ip = meta.ip;
@@ -290,7 +305,7 @@ impl Hub {
                     );
                 }
             }
-            Input::Message(conn, text) => self.message(conn, text).await,
+            Input::Message(conn, text) => self.message(conn, text),
             Input::Refused(conn, code, reason) => {
                 self.send(conn, ServerMessage::error(None, code, reason));
             }
@@ -320,21 +335,30 @@ impl Hub {
                 usage,
             }) => {
                 tracing::info!(%sid, %uid, ?reason, "relay disconnected participant");
-                // The relay has forgotten it: its last counters come with the event.
-                self.leave_with(&sid.0, &uid.0, Some(usage)).await;
+                self.room_input(
+                    &sid.0,
+                    jobs::RoomInput::Dropped {
+                        uid: uid.0.clone(),
+                        usage,
+                    },
+                );
             }
+            Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);
-                let Some(c) = self.conns.get_mut(&conn) else {
+                if !self.conns.contains_key(&conn) {
                     // Closed while its credentials were checked.
                     return;
-                };
-                c.joining = false;
+                }
+                // Still joining until the session has taken it (or it failed).
                 let result = match identity {
-                    Ok(identity) => self.finish_join(*pending, identity).await,
+                    Ok(identity) => self.finish_join(pending, identity),
                     Err(e) => Err((ErrorCode::Unauthorized, e.to_string())),
                 };
+                if result.is_err() {
+                    joining_over(&mut self.conns, conn);
+                }
                 self.reply(conn, id, result);
             }
             Input::Tick(now) => {
@@ -367,18 +391,29 @@ impl Hub {
                     })
                     .collect();
                 for (sid, uid) in expired {
-                    self.leave(&sid, &uid).await;
+                    let queued = self.waiting(
+                        &sid,
+                        |i| matches!(i, jobs::RoomInput::Expire { uid: u } if *u == uid),
+                    );
+                    if !queued {
+                        self.room_input(&sid, jobs::RoomInput::Expire { uid });
+                    }
                 }
+                let usage_flush = self.usage_flush;
                 let due: Vec<String> = self
                     .rooms
-                    .iter()
+                    .iter_mut()
                     .filter(|(_, r)| {
-                        now.saturating_duration_since(r.meter.last_flush) >= self.usage_flush
+                        now.saturating_duration_since(r.meter.last_flush) >= usage_flush
                     })
-                    .map(|(sid, _)| sid.clone())
+                    .map(|(sid, r)| {
+                        // Not due again while this one waits or runs.
+                        r.meter.last_flush = now;
+                        sid.clone()
+                    })
                     .collect();
                 for sid in due {
-                    self.flush_usage(&sid, now, None).await;
+                    self.room_input(&sid, jobs::RoomInput::Flush);
                 }
             }
         }

@@ -1,11 +1,11 @@
 //! Server-side offers and the participants' answers.
 
 use relay::control::{FeedDescription, HeaderExtension, MediaKind, ParticipantConfig};
-use relay::ids::{Sid, Ssrc, Uid};
+use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use serde_json::json;
 
 use crate::protocol::{ErrorCode, Event, ServerMessage, TransceiverInfo};
-use crate::sdp::{self, Kind, OfferParams, Role, Section};
+use crate::sdp::{self, Codec, Kind, OfferParams, Role, Section};
 
 use super::*;
 
@@ -72,20 +72,19 @@ impl Hub {
         );
     }
 
-    pub(super) async fn answer(
+    /// An answer to the outstanding offer: checked here, applied on the relay in a job, then
+    /// taken into the session's state ([`Hub::answer_applied`]); a refused answer changes
+    /// nothing and no longer holds back the next offer.
+    pub(super) fn answer(
         &mut self,
         sid: &str,
         uid: &str,
+        conn: ConnId,
+        id: u64,
         offer_id: u64,
         text: &str,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
-        if self.rooms[sid].peers[uid].outstanding != Some(offer_id) {
-            return Err((
-                ErrorCode::InvalidSdp,
-                format!("offer {offer_id} is not the outstanding offer"),
-            ));
-        }
-        let result = self.apply_answer(sid, uid, text).await;
+        let result = self.apply_answer(sid, uid, conn, id, offer_id, text);
         if result.is_err() {
             if let Some(peer) = self.peer_mut(sid, uid) {
                 peer.answer_refused = true;
@@ -94,14 +93,22 @@ impl Hub {
         result
     }
 
-    /// Check an answer to the outstanding offer and apply it; an error changes nothing.
-    pub(super) async fn apply_answer(
+    fn apply_answer(
         &mut self,
         sid: &str,
         uid: &str,
+        conn: ConnId,
+        id: u64,
+        offer_id: u64,
         text: &str,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
         let peer = &self.rooms[sid].peers[uid];
+        if peer.outstanding != Some(offer_id) {
+            return Err((
+                ErrorCode::InvalidSdp,
+                format!("offer {offer_id} is not the outstanding offer"),
+            ));
+        }
         let answer = sdp::parse_answer(text).map_err(|e| (ErrorCode::InvalidSdp, e.to_string()))?;
         for e in peer
             .entries
@@ -115,85 +122,143 @@ impl Hub {
                 ));
             }
         }
-        let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
-        self.relay
-            .update_participant(
-                &rsid,
-                &ruid,
-                ParticipantConfig {
-                    remote_ufrag: Some(answer.ice_ufrag.clone()),
-                    remote_fingerprint: Some(answer.fingerprint.clone()),
-                },
-            )
-            .await
-            .map_err(|e| (ErrorCode::InvalidSdp, e.to_string()))?;
-
-        // Apply each offered section.
+        // What the relay is to do for each offered section.
         let offered: Vec<Section> = peer
             .entries
             .iter()
             .filter(|e| e.state == Negotiation::Offered)
             .map(|e| e.section.clone())
             .collect();
-        let mut failed_publish = Vec::new();
+        let mut steps = Vec::new();
         for section in &offered {
             let a = answer
                 .sections
                 .iter()
                 .find(|a| a.mid == section.mid)
                 .expect("checked above");
-            match &section.role {
-                Role::Publish { feed_id } => {
-                    let (Some(ssrc), false, Some(first)) = (a.ssrc, a.rejected, a.codecs.first())
-                    else {
-                        failed_publish.push(feed_id.clone());
-                        continue;
-                    };
-                    let description = FeedDescription {
-                        feed_id: relay_feed(feed_id, section.kind),
-                        kind: match section.kind {
-                            Kind::Audio => MediaKind::Audio,
-                            Kind::Video => MediaKind::Video,
+            let step = match &section.role {
+                Role::Publish { feed_id } => match (a.ssrc, a.rejected, a.codecs.first()) {
+                    (Some(ssrc), false, Some(first)) => Step::Publish {
+                        feed_id: feed_id.clone(),
+                        kind: section.kind,
+                        codecs: a.codecs.clone(),
+                        description: FeedDescription {
+                            feed_id: relay_feed(feed_id, section.kind),
+                            kind: match section.kind {
+                                Kind::Audio => MediaKind::Audio,
+                                Kind::Video => MediaKind::Video,
+                            },
+                            ssrc: Ssrc(ssrc),
+                            clock_rate: first.clock_rate,
+                            payload_types: a.codecs.iter().map(|c| c.pt).collect(),
+                            header_extensions: a
+                                .extensions
+                                .iter()
+                                .map(|(id, uri)| HeaderExtension {
+                                    id: *id,
+                                    uri: uri.clone(),
+                                })
+                                .collect(),
                         },
-                        ssrc: Ssrc(ssrc),
-                        clock_rate: first.clock_rate,
-                        payload_types: a.codecs.iter().map(|c| c.pt).collect(),
-                        header_extensions: a
-                            .extensions
-                            .iter()
-                            .map(|(id, uri)| HeaderExtension {
-                                id: *id,
-                                uri: uri.clone(),
-                            })
-                            .collect(),
+                    },
+                    _ => Step::Refused(feed_id.clone()),
+                },
+                Role::Subscribe { feed_id, .. } if !a.rejected => {
+                    Step::Keyframe(relay_feed(feed_id, section.kind))
+                }
+                Role::Subscribe { .. } | Role::Closed => continue,
+            };
+            steps.push(step);
+        }
+        let config = ParticipantConfig {
+            remote_ufrag: Some(answer.ice_ufrag.clone()),
+            remote_fingerprint: Some(answer.fingerprint.clone()),
+        };
+        let relay = self.relay.clone();
+        let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+        let (sid, uid) = (sid.to_owned(), uid.to_owned());
+        self.spawn_job(
+            &sid.clone(),
+            async move {
+                relay.update_participant(&rsid, &ruid, config).await?;
+                let mut outcomes = Vec::new();
+                for step in steps {
+                    let ok = match &step {
+                        Step::Publish {
+                            feed_id,
+                            description,
+                            ..
+                        } => match relay.publish(&rsid, &ruid, description.clone()).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                tracing::warn!(%feed_id, "relay refused a feed: {e}");
+                                false
+                            }
+                        },
+                        Step::Refused(_) => false,
+                        Step::Keyframe(feed) => {
+                            let _ = relay.request_keyframe(&rsid, feed).await;
+                            true
+                        }
                     };
-                    if let Err(e) = self.relay.publish(&rsid, &ruid, description).await {
-                        tracing::warn!(%feed_id, "relay refused a feed: {e}");
-                        failed_publish.push(feed_id.clone());
-                        continue;
+                    outcomes.push((step, ok));
+                }
+                Ok(outcomes)
+            },
+            move |hub, outcomes: Result<Vec<(Step, bool)>, relay::ControlError>| {
+                let result = match outcomes {
+                    Ok(outcomes) => Ok(hub.answer_applied(&sid, &uid, &offered, outcomes)),
+                    Err(e) => {
+                        if let Some(peer) = hub.peer_mut(&sid, &uid) {
+                            peer.answer_refused = true;
+                        }
+                        Err((ErrorCode::InvalidSdp, e.to_string()))
                     }
+                };
+                hub.reply(conn, id, result);
+                hub.negotiate(&sid, &uid);
+            },
+        );
+        Ok(None)
+    }
+
+    /// The relay has taken an answer: the offered sections are active, the feeds whose every
+    /// track is in are published, the refused ones go.
+    fn answer_applied(
+        &mut self,
+        sid: &str,
+        uid: &str,
+        offered: &[Section],
+        outcomes: Vec<(Step, bool)>,
+    ) -> Option<serde_json::Value> {
+        let mut failed_publish = Vec::new();
+        for (step, ok) in outcomes {
+            match step {
+                Step::Publish {
+                    feed_id,
+                    kind,
+                    codecs,
+                    ..
+                } if ok => {
                     if let Some(track) = self
                         .rooms
                         .get_mut(sid)
-                        .and_then(|r| r.feeds.get_mut(feed_id))
-                        .and_then(|f| f.tracks.iter_mut().find(|t| t.kind == section.kind))
+                        .and_then(|r| r.feeds.get_mut(&feed_id))
+                        .and_then(|f| f.tracks.iter_mut().find(|t| t.kind == kind))
                     {
-                        track.codecs = a.codecs.clone();
+                        track.codecs = codecs;
                         track.active = true;
                     }
                 }
-                Role::Subscribe { feed_id, .. } => {
-                    if !a.rejected {
-                        let _ = self
-                            .relay
-                            .request_keyframe(&rsid, &relay_feed(feed_id, section.kind))
-                            .await;
+                Step::Publish { feed_id, .. } | Step::Refused(feed_id) => {
+                    if !failed_publish.contains(&feed_id) {
+                        failed_publish.push(feed_id);
                     }
                 }
-                Role::Closed => {}
+                Step::Keyframe(_) => {}
             }
         }
-        let peer = self.peer_mut(sid, uid).expect("joined peer");
+        let peer = self.peer_mut(sid, uid)?;
         for e in &mut peer.entries {
             if e.state == Negotiation::Offered {
                 e.state = Negotiation::Active;
@@ -203,7 +268,7 @@ impl Hub {
         peer.answer_refused = false;
         let mut published = Vec::new();
         let mut subscribed = Vec::new();
-        for section in &offered {
+        for section in offered {
             match &section.role {
                 Role::Publish { feed_id }
                     if !failed_publish.contains(feed_id) && !published.contains(feed_id) =>
@@ -216,10 +281,7 @@ impl Hub {
                 _ => {}
             }
         }
-        failed_publish.dedup();
-        for feed_id in &failed_publish {
-            self.unpublish(sid, feed_id).await;
-        }
+        self.unpublish(sid, &failed_publish);
         for feed_id in &published {
             let info = self
                 .rooms
@@ -236,10 +298,25 @@ impl Hub {
                 self.broadcast(sid, uid, Event::FeedPublished(info));
             }
         }
-        Ok(Some(json!({
+        Some(json!({
             "published": published,
             "failed": failed_publish,
             "subscribed": subscribed,
-        })))
+        }))
     }
+}
+
+/// What the relay does for one section of an answer.
+enum Step {
+    /// A published track: the feed to add, and the codecs the answer chose.
+    Publish {
+        feed_id: String,
+        kind: Kind,
+        codecs: Vec<Codec>,
+        description: FeedDescription,
+    },
+    /// A published track the answer refused (rejected, no SSRC, no codec).
+    Refused(String),
+    /// A subscription the answer took: its publisher sends a keyframe.
+    Keyframe(FeedId),
 }

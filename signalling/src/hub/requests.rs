@@ -1,7 +1,7 @@
 //! What a joined participant asks for: publish, subscribe and the rest.
 
 use relay::control::SubscribeOptions;
-use relay::ids::{Sid, Uid};
+use relay::ids::{FeedId, Sid, Uid};
 use serde_json::json;
 
 use crate::protocol::{ErrorCode, Request};
@@ -10,10 +10,14 @@ use crate::sdp::{Codec, Kind, Role, Section};
 use super::*;
 
 impl Hub {
-    pub(super) async fn request(
+    /// Handle a joined participant's request. `Ok(None)`: a job finishes it, with the reply
+    /// to `conn` (request `id`) and the next offer.
+    pub(super) fn request(
         &mut self,
         sid: &str,
         uid: &str,
+        conn: ConnId,
+        id: u64,
         request: Request,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
         match request {
@@ -117,42 +121,71 @@ impl Hub {
                     .filter(|t| t.active)
                     .map(|t| (t.kind, t.codecs.clone()))
                     .collect();
-                let mut next_mid = peer.next_mid;
-                let mut sections = Vec::new();
-                for (kind, codecs) in tracks {
-                    let mid = next_mid.to_string();
-                    next_mid += 1;
-                    let info = self
-                        .relay
-                        .subscribe(
-                            &Sid::from(sid),
-                            &Uid::from(uid),
-                            &relay_feed(&feed_id, kind),
-                            SubscribeOptions {
+                let first_mid = peer.next_mid;
+                let tracks: Vec<(String, Kind, Vec<Codec>)> = tracks
+                    .into_iter()
+                    .zip(first_mid..)
+                    .map(|((kind, codecs), mid)| (mid.to_string(), kind, codecs))
+                    .collect();
+                let asks: Vec<(String, FeedId)> = tracks
+                    .iter()
+                    .map(|(mid, kind, _)| (mid.clone(), relay_feed(&feed_id, *kind)))
+                    .collect();
+                let relay = self.relay.clone();
+                let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+                let (sid, uid) = (sid.to_owned(), uid.to_owned());
+                self.spawn_job(
+                    &sid.clone(),
+                    async move {
+                        let mut ssrcs = Vec::new();
+                        for (mid, feed) in &asks {
+                            let options = SubscribeOptions {
                                 mid: Some(mid.clone()),
-                            },
-                        )
-                        .await
-                        .map_err(|e| (ErrorCode::Relay, e.to_string()))?;
-                    sections.push(Section {
-                        mid,
-                        kind,
-                        role: Role::Subscribe {
-                            feed_id: feed_id.clone(),
-                            ssrc: info.ssrc.0,
-                            codecs,
-                        },
-                    });
-                }
-                let mids: Vec<String> = sections.iter().map(|s| s.mid.clone()).collect();
-                let peer = self.peer_mut(sid, uid).expect("joined peer");
-                peer.next_mid = next_mid;
-                peer.entries
-                    .extend(sections.into_iter().map(|section| Entry {
-                        section,
-                        state: Negotiation::New,
-                    }));
-                Ok(Some(json!({ "feed_id": feed_id, "mids": mids })))
+                            };
+                            match relay.subscribe(&rsid, &ruid, feed, options).await {
+                                Ok(info) => ssrcs.push(info.ssrc.0),
+                                Err(e) => {
+                                    // All of the feed or none of it.
+                                    for (_, done) in asks.iter().take(ssrcs.len()) {
+                                        let _ = relay.unsubscribe(&rsid, &ruid, done).await;
+                                    }
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        Ok(ssrcs)
+                    },
+                    move |hub, result| {
+                        let result =
+                            result
+                                .map_err(|e| (ErrorCode::Relay, e.to_string()))
+                                .map(|ssrcs| {
+                                    let mids: Vec<String> =
+                                        tracks.iter().map(|(mid, _, _)| mid.clone()).collect();
+                                    if let Some(peer) = hub.peer_mut(&sid, &uid) {
+                                        peer.next_mid = first_mid + tracks.len() as u32;
+                                        peer.entries.extend(tracks.into_iter().zip(ssrcs).map(
+                                            |((mid, kind, codecs), ssrc)| Entry {
+                                                section: Section {
+                                                    mid,
+                                                    kind,
+                                                    role: Role::Subscribe {
+                                                        feed_id: feed_id.clone(),
+                                                        ssrc,
+                                                        codecs,
+                                                    },
+                                                },
+                                                state: Negotiation::New,
+                                            },
+                                        ));
+                                    }
+                                    Some(json!({ "feed_id": feed_id, "mids": mids }))
+                                });
+                        hub.reply(conn, id, result);
+                        hub.negotiate(&sid, &uid);
+                    },
+                );
+                Ok(None)
             }
             Request::Unsubscribe { feed_id, .. } => {
                 let peer = self.peer_mut(sid, uid).expect("joined peer");
@@ -171,16 +204,18 @@ impl Hub {
                         format!("not subscribed to {feed_id}"),
                     ));
                 }
-                for kind in [Kind::Audio, Kind::Video] {
-                    let _ = self
-                        .relay
-                        .unsubscribe(
-                            &Sid::from(sid),
-                            &Uid::from(uid),
-                            &relay_feed(&feed_id, kind),
-                        )
-                        .await;
-                }
+                let relay = self.relay.clone();
+                let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+                let feeds = [Kind::Audio, Kind::Video].map(|kind| relay_feed(&feed_id, kind));
+                self.spawn_job(
+                    sid,
+                    async move {
+                        for feed in &feeds {
+                            let _ = relay.unsubscribe(&rsid, &ruid, feed).await;
+                        }
+                    },
+                    |_, ()| {},
+                );
                 Ok(Some(json!({ "feed_id": feed_id })))
             }
             Request::Unpublish { feed_id, .. } => {
@@ -199,23 +234,37 @@ impl Hub {
                         format!("feed {feed_id} is not yours"),
                     )),
                     Some(true) => {
-                        self.unpublish(sid, &feed_id).await;
+                        self.unpublish(sid, std::slice::from_ref(&feed_id));
                         Ok(Some(json!({ "feed_id": feed_id })))
                     }
                 }
             }
-            Request::Answer { offer_id, sdp, .. } => self.answer(sid, uid, offer_id, &sdp).await,
+            Request::Answer { offer_id, sdp, .. } => {
+                self.answer(sid, uid, conn, id, offer_id, &sdp)
+            }
             Request::RestartIce { .. } => {
-                let info = self
-                    .relay
-                    .restart_ice(&Sid::from(sid), &Uid::from(uid))
-                    .await
-                    .map_err(|e| (ErrorCode::Relay, e.to_string()))?;
-                let peer = self.peer_mut(sid, uid).expect("joined peer");
-                peer.ice_ufrag = info.ice_ufrag;
-                peer.ice_pwd = info.ice_pwd;
-                peer.ice_restart = true;
-                Ok(Some(json!({})))
+                let relay = self.relay.clone();
+                let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+                let (sid, uid) = (sid.to_owned(), uid.to_owned());
+                self.spawn_job(
+                    &sid.clone(),
+                    async move { relay.restart_ice(&rsid, &ruid).await },
+                    move |hub, info| {
+                        let result =
+                            info.map_err(|e| (ErrorCode::Relay, e.to_string()))
+                                .map(|info| {
+                                    if let Some(peer) = hub.peer_mut(&sid, &uid) {
+                                        peer.ice_ufrag = info.ice_ufrag;
+                                        peer.ice_pwd = info.ice_pwd;
+                                        peer.ice_restart = true;
+                                    }
+                                    Some(json!({}))
+                                });
+                        hub.reply(conn, id, result);
+                        hub.negotiate(&sid, &uid);
+                    },
+                );
+                Ok(None)
             }
             Request::Record { .. } => {
                 if !self.rooms[sid].peers[uid].grants.record {
@@ -232,8 +281,8 @@ impl Hub {
                 ))
             }
             Request::Leave { .. } => {
-                self.leave(sid, uid).await;
-                Ok(Some(json!({})))
+                self.leave_with(sid, uid, None, Some((conn, id)));
+                Ok(None)
             }
         }
     }
