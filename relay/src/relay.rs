@@ -82,11 +82,11 @@ impl Default for RelayConfig {
 /// shares the machine before its core saturates.
 pub const DEFAULT_SPREAD_AFTER: usize = 250;
 
-/// Inbox of each core for messages from the others; full means the core is far behind, and
-/// packets are dropped (counted) rather than queued without bound.
 /// How long placing a new session waits for a core's counters before passing it over.
 pub const PLACEMENT_WAIT: Duration = Duration::from_millis(100);
 
+/// Inbox of each core for messages from the others; full means the core is far behind, and
+/// packets are dropped (counted) rather than queued without bound.
 const CROSS_CORE_QUEUE: usize = 16_384;
 
 struct CoreLink {

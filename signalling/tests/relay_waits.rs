@@ -154,3 +154,40 @@ async fn requests_waiting_on_a_busy_core_are_bounded() {
     );
     stall.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_waiting_on_a_busy_core_is_answered() {
+    let srv = server_with_relay(
+        "relay-waits-leave",
+        Default::default(),
+        RelayConfig {
+            cores: 1,
+            pin: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (url, key) = (srv.url.clone(), srv.key.info.key_id.clone());
+    let relay = srv.relay.handle();
+    let mut a = connect(&url).await;
+    join(&mut a, &key, "a", "alice").await;
+    // Older than the time a connection has to join, so that the hub's housekeeping would
+    // close it as idle once it has left.
+    let deadline = Instant::now() + signalling::hub::JOIN_TIMEOUT + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        send(&mut a, json!({"type":"ping","id":5})).await;
+        let (r, _) = reply(&mut a).await;
+        assert_eq!(r["id"], 5);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stall = {
+        let relay = relay.clone();
+        tokio::spawn(async move { relay.stall_core(0, STALL).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut a, json!({"type":"leave","id":6})).await;
+    let (r, _) = reply(&mut a).await;
+    assert_eq!(r["id"], 6);
+    assert!(r["ok"].is_object(), "{r}");
+    stall.await.unwrap().unwrap();
+}

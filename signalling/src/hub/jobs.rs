@@ -17,11 +17,14 @@ use crate::protocol::{ErrorCode, Request};
 
 use super::*;
 
-/// Inputs that may wait for one session's job; requests past this are refused, so a client
-/// cannot grow the hub's memory while its session's relay core is busy. Half a connection's
-/// outgoing queue ([`ws::OUTGOING_QUEUE`]): the replies to what waited go out in one burst
-/// when the job is done, and must not make the connection look too slow to read them.
+/// Requests of one connection that may wait for its session's job; more are refused, so a
+/// client cannot grow the hub's memory while its session's relay core is busy. Half a
+/// connection's outgoing queue ([`ws::OUTGOING_QUEUE`]): the replies to what waited go out in
+/// one burst when the job is done, and must not make the connection look too slow to read them.
 pub const MAX_WAITING: usize = ws::OUTGOING_QUEUE / 2;
+
+/// Inputs that may wait for one session's job in all: a session's participants together.
+pub const MAX_WAITING_PER_SESSION: usize = 1024;
 
 /// The rest of a request, run on the hub once its relay calls are done.
 pub struct Done(Box<dyn FnOnce(&mut Hub) + Send>);
@@ -90,7 +93,8 @@ impl Hub {
     }
 
     /// Handle an input for `sid` now, or after the session's job if it has one out. Past
-    /// [`MAX_WAITING`] waiting inputs, requests and joins are refused rather than queued.
+    /// [`MAX_WAITING`] waiting requests of its connection, or [`MAX_WAITING_PER_SESSION`] in
+    /// all, a request or join is refused rather than queued.
     pub(super) fn room_input(&mut self, sid: &str, input: RoomInput) {
         let Some(backlog) = self.backlogs.get_mut(sid).filter(|b| b.running) else {
             self.handle_room_input(sid, input);
@@ -101,8 +105,21 @@ impl Hub {
             RoomInput::Join(pending, _) => Some((pending.conn, pending.id)),
             _ => None,
         };
+        let full = |conn: ConnId| {
+            backlog.waiting.len() >= MAX_WAITING_PER_SESSION
+                || backlog
+                    .waiting
+                    .iter()
+                    .filter(|i| match i {
+                        RoomInput::Request { conn: c, .. } => *c == conn,
+                        RoomInput::Join(pending, _) => pending.conn == conn,
+                        _ => false,
+                    })
+                    .count()
+                    >= MAX_WAITING
+        };
         match refuse {
-            Some((conn, id)) if backlog.waiting.len() >= MAX_WAITING => {
+            Some((conn, id)) if full(conn) => {
                 if matches!(input, RoomInput::Join(..)) {
                     joining_over(&mut self.conns, conn);
                 }
@@ -111,10 +128,9 @@ impl Hub {
                     id,
                     Err((
                         ErrorCode::RateLimited,
-                        format!(
-                            "the session has {MAX_WAITING} requests waiting for the relay; \
-                             try again shortly"
-                        ),
+                        "too many requests are waiting for the session's relay core; try again \
+                         shortly"
+                            .to_owned(),
                     )),
                 );
             }
@@ -173,6 +189,7 @@ impl Hub {
                 {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.joined = None;
+                        c.unjoined_since = Instant::now();
                     }
                     self.reply(
                         conn,

@@ -114,6 +114,8 @@ impl Hub {
             self.resume.remove(&peer.resume_token);
             if let Some(c) = peer.conn.and_then(|c| self.conns.get_mut(&c)) {
                 c.joined = None;
+                // Not idle while its leave is finished on the relay, and free to join again.
+                c.unjoined_since = left_at;
             }
         }
         let empty = self.rooms[sid].peers.is_empty();

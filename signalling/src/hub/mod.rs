@@ -175,7 +175,8 @@ struct Conn {
     tx: mpsc::Sender<String>,
     /// Taken when the hub closes the connection (it is gone once its task says so).
     close: Option<oneshot::Sender<ws::Close>>,
-    connected_at: Instant,
+    /// When it opened, or last left a session: it has [`JOIN_TIMEOUT`] from then to join.
+    unjoined_since: Instant,
     meta: ConnMeta,
     joined: Option<(String, String)>,
     /// A join is being authenticated.
@@ -289,7 +290,7 @@ impl Hub {
                     Conn {
                         tx: handle.tx,
                         close: Some(handle.close),
-                        connected_at: Instant::now(),
+                        unjoined_since: Instant::now(),
                         meta,
                         joined: None,
                         joining: false,
@@ -368,7 +369,7 @@ impl Hub {
                     .filter(|(_, c)| {
                         c.joined.is_none()
                             && !c.joining
-                            && now.saturating_duration_since(c.connected_at) >= JOIN_TIMEOUT
+                            && now.saturating_duration_since(c.unjoined_since) >= JOIN_TIMEOUT
                     })
                     .map(|(id, _)| *id)
                     .collect();

@@ -84,7 +84,15 @@ impl Hub {
         offer_id: u64,
         text: &str,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
-        let result = self.apply_answer(sid, uid, conn, id, offer_id, text);
+        if self.rooms[sid].peers[uid].outstanding != Some(offer_id) {
+            // Late, not wrong: the offer it answers was superseded, and the outstanding one
+            // still holds back the next.
+            return Err((
+                ErrorCode::InvalidSdp,
+                format!("offer {offer_id} is not the outstanding offer"),
+            ));
+        }
+        let result = self.apply_answer(sid, uid, conn, id, text);
         if result.is_err() {
             if let Some(peer) = self.peer_mut(sid, uid) {
                 peer.answer_refused = true;
@@ -99,16 +107,9 @@ impl Hub {
         uid: &str,
         conn: ConnId,
         id: u64,
-        offer_id: u64,
         text: &str,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
         let peer = &self.rooms[sid].peers[uid];
-        if peer.outstanding != Some(offer_id) {
-            return Err((
-                ErrorCode::InvalidSdp,
-                format!("offer {offer_id} is not the outstanding offer"),
-            ));
-        }
         let answer = sdp::parse_answer(text).map_err(|e| (ErrorCode::InvalidSdp, e.to_string()))?;
         for e in peer
             .entries
