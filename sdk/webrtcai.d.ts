@@ -101,7 +101,9 @@ export interface PublishOptions {
   /** The <video> element (or its id) that shows the local stream (muted). Required. */
   target: HTMLVideoElement | string;
   audio?: boolean;
-  video?: boolean;
+  /** The camera: `true` (default) asks for 1280x720, `false` for none, or constraints of
+   * your own (e.g. `{ width: { ideal: 640 }, height: { ideal: 360 } }`). Webcam only. */
+  video?: boolean | MediaTrackConstraints;
 }
 
 export interface PublishedFeed {

@@ -46,13 +46,17 @@ const MEDIA_ERRORS = {
   NotReadableError: 'device_in_use',
 };
 
+/** What `video: true` asks of the camera: 720p, which the relay's congestion feedback lets
+ * the browser send at full resolution when the link allows it. */
+const DEFAULT_VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 } };
+
 async function capture(source, audio, video) {
   if (!navigator.mediaDevices) {
     throw new WebRTCaiError('media_error', 'camera and screen need a secure page (https:// or localhost)');
   }
   try {
     if (source === 'screen') return await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
-    return await navigator.mediaDevices.getUserMedia({ video, audio });
+    return await navigator.mediaDevices.getUserMedia({ video: video === true ? DEFAULT_VIDEO : video, audio });
   } catch (e) {
     const code = MEDIA_ERRORS[e?.name] ?? 'media_error';
     throw new WebRTCaiError(code, `${source === 'screen' ? 'getDisplayMedia' : 'getUserMedia'} failed: ${e?.name}: ${e?.message}`, { cause: e });

@@ -80,7 +80,11 @@ pub fn control(data: &[u8]) {
 /// SSRC of the harness publisher's video feed.
 pub const PUBLISHER_SSRC: u32 = 0x1234;
 
-/// A worker with one session: a publisher with a video feed (MID extension id 1) and
+/// The id of the transport-wide sequence number extension in the harness's feed.
+pub const TWCC_EXTENSION: u8 = 3;
+
+/// A worker with one session: a publisher with a video feed (MID extension id 1, transport-wide
+/// sequence numbers id [`TWCC_EXTENSION`]) and
 /// subscribers to it, all connected (ICE checked, SRTP keyed with AES-GCM), plus the
 /// client-side SRTP of each so that datagrams can be made and read as the peers would.
 pub struct Harness {
@@ -271,10 +275,16 @@ fn camera() -> FeedDescription {
         ssrc: Ssrc(PUBLISHER_SSRC),
         clock_rate: 90_000,
         payload_types: vec![96, 97],
-        header_extensions: vec![crate::control::HeaderExtension {
-            id: 1,
-            uri: crate::control::MID_EXTENSION_URI.into(),
-        }],
+        header_extensions: vec![
+            crate::control::HeaderExtension {
+                id: 1,
+                uri: crate::control::MID_EXTENSION_URI.into(),
+            },
+            crate::control::HeaderExtension {
+                id: TWCC_EXTENSION,
+                uri: crate::engine::twcc::URI.into(),
+            },
+        ],
     }
 }
 

@@ -15,7 +15,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use relay::engine::srtp::SrtpProfile;
-use relay::fuzzing::{harness_with_profile, spread_harness, SpreadHarness, PUBLISHER_SSRC};
+use relay::fuzzing::{
+    harness_with_profile, spread_harness, SpreadHarness, PUBLISHER_SSRC, TWCC_EXTENSION,
+};
 use relay::sfu::worker::Output;
 
 struct Counting;
@@ -49,11 +51,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// A packet as a browser sends it: with a transport-wide sequence number, which the relay
+/// records for the publisher's congestion feedback.
 fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 96];
+    let mut p = vec![0x90, 96];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&(seq as u32 * 3000).to_be_bytes());
     p.extend_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+    let transport = seq.wrapping_add(7).to_be_bytes();
+    p.extend_from_slice(&[0xbe, 0xde, 0, 1, TWCC_EXTENSION << 4 | 1]);
+    p.extend_from_slice(&[transport[0], transport[1], 0]);
     p.extend(std::iter::repeat_n(0x5a, 1200));
     p
 }

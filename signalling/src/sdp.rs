@@ -94,9 +94,17 @@ fn codec(
     }
 }
 
+/// Where a publisher's video estimate starts, in kbit/s. Chromium otherwise starts at 300
+/// kbit/s, picks its first resolution from that (480x270 for a 720p camera) and takes about
+/// 25 s to climb back to 720p even when its estimate is far above what 720p needs. 1 Mbit/s is
+/// what a 720p VP8 stream starts at; on a slower link the estimate falls within a second.
+const START_BITRATE: &str = "x-google-start-bitrate=1000";
+
 /// What signalling offers for a published track, in order of preference.
 pub fn publish_codecs(kind: Kind) -> Vec<Codec> {
-    let video_fb: &[&str] = &["goog-remb", "transport-cc", "ccm fir", "nack pli"];
+    // No goog-remb: the relay sends transport-wide feedback, not REMB, and offers nothing it
+    // does not do.
+    let video_fb: &[&str] = &["transport-cc", "ccm fir", "nack pli"];
     match kind {
         Kind::Audio => vec![codec(
             111,
@@ -107,17 +115,27 @@ pub fn publish_codecs(kind: Kind) -> Vec<Codec> {
             &["transport-cc"],
         )],
         Kind::Video => vec![
-            codec(96, "VP8", 90_000, None, None, video_fb),
-            codec(98, "VP9", 90_000, None, Some("profile-id=0"), video_fb),
+            codec(96, "VP8", 90_000, None, Some(START_BITRATE), video_fb),
+            codec(
+                98,
+                "VP9",
+                90_000,
+                None,
+                Some(&format!("profile-id=0;{START_BITRATE}")),
+                video_fb,
+            ),
             codec(
                 102,
                 "H264",
                 90_000,
                 None,
-                Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
+                Some(&format!(
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f;\
+                     {START_BITRATE}"
+                )),
                 video_fb,
             ),
-            codec(45, "AV1", 90_000, None, None, video_fb),
+            codec(45, "AV1", 90_000, None, Some(START_BITRATE), video_fb),
         ],
     }
 }

@@ -12,3 +12,4 @@ pub mod srtp;
 pub mod srtp_cm;
 pub mod srtp_gcm;
 pub(crate) mod srtp_kdf;
+pub mod twcc;

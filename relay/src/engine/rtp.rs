@@ -96,6 +96,50 @@ fn extension_elements_fit(profile: u16, block: &[u8]) -> bool {
     true
 }
 
+/// The value of RFC 8285 header-extension element `id` (one-byte or two-byte form), if the
+/// packet carries it and its header is well formed.
+pub fn extension(packet: &[u8], id: u8) -> Option<&[u8]> {
+    header_len(packet)?;
+    if packet[0] & 0x10 == 0 || id == 0 {
+        return None;
+    }
+    let start = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
+    let profile = u16::from_be_bytes([packet[start], packet[start + 1]]);
+    let words = u16::from_be_bytes([packet[start + 2], packet[start + 3]]) as usize;
+    // header_len checked that the block and every element in it lie inside the packet.
+    let block = &packet[start + 4..start + 4 + 4 * words];
+    let mut i = 0;
+    while i < block.len() {
+        if block[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let (element, len, value_at) = if profile == 0xbede {
+            if block[i] >> 4 == 15 {
+                return None;
+            }
+            (block[i] >> 4, (block[i] & 0x0f) as usize + 1, i + 1)
+        } else if profile & 0xfff0 == 0x1000 {
+            (block[i], block[i + 1] as usize, i + 2)
+        } else {
+            return None;
+        };
+        if element == id {
+            return block.get(value_at..value_at + len);
+        }
+        i = value_at + len;
+    }
+    None
+}
+
+/// The transport-wide sequence number carried in extension element `id`, if any.
+pub fn transport_sequence(packet: &[u8], id: u8) -> Option<u16> {
+    match extension(packet, id)? {
+        [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
+}
+
 /// Parse and validate the header of a plaintext RTP packet (header and padding).
 pub fn parse(packet: &[u8]) -> Option<RtpHeader> {
     let header_len = header_len(packet)?;
@@ -289,6 +333,43 @@ mod tests {
         ];
         assert!(!with_extension(&two, 1, b"x", &mut out));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn extensions_are_found_in_both_forms() {
+        use bytes::Bytes;
+        use webrtc_util::marshal::Marshal;
+        let ext = |id: u8, payload: &[u8]| rtp::header::Extension {
+            id,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        for profile in [0xbede, 0x1000] {
+            let packet = rtp::packet::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    extension: true,
+                    extension_profile: profile,
+                    extensions: vec![ext(1, b"0"), ext(3, &[0x12, 0x34]), ext(5, &[9])],
+                    payload_type: 96,
+                    sequence_number: 7,
+                    ssrc: 0x1111,
+                    ..Default::default()
+                },
+                payload: Bytes::from_static(&[0; 20]),
+            };
+            let raw = packet.marshal().unwrap();
+            assert_eq!(transport_sequence(&raw, 3), Some(0x1234), "{profile:#x}");
+            assert_eq!(extension(&raw, 5), Some(&[9][..]));
+            assert_eq!(extension(&raw, 4), None);
+        }
+        let plain = rtp::packet::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[0; 4]),
+        };
+        assert_eq!(extension(&plain.marshal().unwrap(), 3), None);
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct Feed {
     pub last_sr: Option<(u64, u32)>,
     /// The id of the MID header extension in this feed's packets, if negotiated.
     pub mid_extension: Option<u8>,
+    /// The id of the transport-wide sequence number extension, if negotiated.
+    pub twcc_extension: Option<u8>,
     /// For a replica of a feed published on another core: where it comes from (its
     /// `publisher` is then [`ParticipantKey::REMOTE`]).
     pub origin: Option<FeedRoute>,
@@ -137,6 +139,7 @@ impl Feed {
     /// A feed that has not sent anything yet.
     pub fn new(publisher: ParticipantKey, description: FeedDescription) -> Self {
         let mid_extension = mid_extension_of(&description);
+        let twcc_extension = extension_of(&description, crate::engine::twcc::URI);
         Feed {
             publisher,
             description,
@@ -146,6 +149,7 @@ impl Feed {
             last_keyframe_request: None,
             last_sr: None,
             mid_extension,
+            twcc_extension,
             origin: None,
             sinks: Vec::new(),
         }
@@ -167,6 +171,7 @@ impl Feed {
     /// Replace the description (a renegotiation).
     pub fn update(&mut self, description: FeedDescription) {
         self.mid_extension = mid_extension_of(&description);
+        self.twcc_extension = extension_of(&description, crate::engine::twcc::URI);
         self.description = description;
         self.recv = RecvStats::default();
     }
@@ -181,6 +186,14 @@ impl Feed {
             }
         }
     }
+}
+
+/// The id of extension `uri` in the feed's packets, if negotiated with a valid id.
+fn extension_of(d: &FeedDescription, uri: &str) -> Option<u8> {
+    d.header_extensions
+        .iter()
+        .find(|e| e.uri == uri && (1..=255).contains(&e.id))
+        .map(|e| e.id)
 }
 
 fn mid_extension_of(d: &FeedDescription) -> Option<u8> {

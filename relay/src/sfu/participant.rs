@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::engine::client_hello::ClientHello;
 use crate::engine::ice_lite::IceLite;
 use crate::engine::srtp::{SrtpProfile, SrtpSession};
+use crate::engine::twcc::TwccReceiver;
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
 
 /// Where the participant's DTLS association stands.
@@ -79,6 +80,8 @@ pub struct Participant {
     pub next_report: Option<Instant>,
     /// Traffic counters.
     pub usage: ParticipantUsage,
+    /// Arrivals of its packets by transport-wide sequence number, for its congestion control.
+    pub twcc: TwccReceiver,
 }
 
 impl Participant {
@@ -105,20 +108,26 @@ impl Participant {
             rtcp_ssrc,
             next_report: None,
             usage: ParticipantUsage::default(),
+            twcc: TwccReceiver::new(),
         }
     }
 
     /// The first of the participant's deadlines: consent expiry, the end of a handshake that
-    /// may take `handshake_timeout`, the next RTCP report.
+    /// may take `handshake_timeout`, the next RTCP report, the next congestion feedback.
     pub fn next_deadline(&self, handshake_timeout: std::time::Duration) -> Option<Instant> {
         let handshake = match self.dtls {
             DtlsState::Handshaking { since } => Some(since + handshake_timeout),
             _ => None,
         };
-        [self.ice.poll_timeout(), handshake, self.next_report]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.ice.poll_timeout(),
+            handshake,
+            self.next_report,
+            self.twcc.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Where to send media and RTCP, once ICE has selected an address and SRTP is keyed.

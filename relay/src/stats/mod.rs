@@ -129,6 +129,9 @@ pub struct CoreStats {
     pub keyframe_requests_forwarded: u64,
     /// Keyframe requests not forwarded because one was sent to the publisher very recently.
     pub keyframe_requests_suppressed: u64,
+    /// Transport-wide congestion control feedback messages sent to publishers.
+    #[serde(default)]
+    pub twcc_feedback_sent: u64,
     /// Drops, indexed like [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
     /// Sessions on this core.
@@ -186,6 +189,7 @@ impl CoreStats {
         self.rtp_forwarded += other.rtp_forwarded;
         self.keyframe_requests_forwarded += other.keyframe_requests_forwarded;
         self.keyframe_requests_suppressed += other.keyframe_requests_suppressed;
+        self.twcc_feedback_sent += other.twcc_feedback_sent;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }

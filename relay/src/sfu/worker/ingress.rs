@@ -156,7 +156,7 @@ impl Worker {
         src: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
-        let (_, p) = authenticated_source(
+        let (key, p) = authenticated_source(
             &self.by_addr,
             &mut self.participants,
             src,
@@ -191,6 +191,19 @@ impl Worker {
             self.pool.give(plain);
             return Err(DropReason::RtpUnknownPayloadType);
         }
+        // Every authentic packet counts for the publisher's congestion control, whatever
+        // becomes of it after.
+        let mut feedback_due = None;
+        if let Some(seq) = feed
+            .twcc_extension
+            .and_then(|id| rtp::transport_sequence(&plain, id))
+        {
+            let idle = p.twcc.poll_timeout().is_none();
+            p.twcc.handle_packet(now, seq);
+            if idle {
+                feedback_due = p.twcc.poll_timeout();
+            }
+        }
         let arrival = (now.saturating_duration_since(self.epoch).as_secs_f64()
             * desc.clock_rate as f64) as i64;
         feed.recv
@@ -208,6 +221,9 @@ impl Worker {
             timestamp: header.timestamp,
             payload_len: header.payload_len,
         };
+        if let Some(at) = feedback_due {
+            self.arm(key, at);
+        }
         self.fan_out(now, skey, fkey, &plain, info);
         // fan_out found it.
         let feed = &self.sessions[&skey].feeds[&fkey];

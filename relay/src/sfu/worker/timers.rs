@@ -57,6 +57,15 @@ impl Worker {
         if p.next_report.is_some_and(|t| t <= now) {
             self.send_reports(now, key);
         }
+        if self
+            .participants
+            .get(&key)?
+            .twcc
+            .poll_timeout()
+            .is_some_and(|t| t <= now)
+        {
+            self.send_twcc(now, key);
+        }
         self.participants
             .get(&key)?
             .next_deadline(self.config.dtls_handshake_timeout)
@@ -80,6 +89,41 @@ impl Worker {
             }));
         }
         None
+    }
+
+    /// Send the congestion feedback due to a publisher (what it has is consumed even when it
+    /// cannot be sent, so that the deadline moves on).
+    pub(super) fn send_twcc(&mut self, now: Instant, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let dst = p.media_destination();
+        let media_ssrc = p.published.keys().next().copied().unwrap_or(0);
+        let mut plain = self.pool.take();
+        let mut sealed = Vec::new();
+        while p
+            .twcc
+            .poll_feedback(now, p.rtcp_ssrc, media_ssrc, &mut plain)
+        {
+            let (Some(_), Some(srtp)) = (dst, p.srtp.as_mut()) else {
+                continue;
+            };
+            match srtp.protect_rtcp(&plain) {
+                Ok(packet) => {
+                    p.usage.packets_out += 1;
+                    p.usage.bytes_out += packet.len() as u64;
+                    sealed.push(packet);
+                }
+                Err(reason) => self.stats.drop(reason),
+            }
+        }
+        if let Some(dst) = dst {
+            for packet in sealed {
+                self.stats.twcc_feedback_sent += 1;
+                self.transmit(dst, packet);
+            }
+        }
+        self.pool.give(plain);
     }
 
     pub(super) fn send_reports(&mut self, now: Instant, key: ParticipantKey) {
