@@ -276,6 +276,9 @@ impl Target {
                                 clock_rate,
                                 payload_types: vec![pt],
                                 header_extensions: vec![],
+                                nack: false,
+                                rtx_ssrc: None,
+                                rtx_payload_types: vec![],
                             },
                         )
                         .await?;

@@ -15,6 +15,32 @@ fn write(target: &str, name: &str, data: &[u8]) {
     std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
 }
 
+/// An extended report with a receiver reference time and a DLRR.
+fn xr_packet() -> Box<dyn Packet + Send + Sync> {
+    use rtcp::extended_report::{
+        DLRRReport, DLRRReportBlock, ExtendedReport, ReceiverReferenceTimeReportBlock,
+    };
+    Box::new(ExtendedReport {
+        sender_ssrc: 1,
+        reports: vec![
+            Box::new(ReceiverReferenceTimeReportBlock {
+                ntp_timestamp: 1 << 40,
+            }),
+            Box::new(DLRRReportBlock {
+                reports: vec![DLRRReport {
+                    ssrc: 2,
+                    last_rr: 0x0001_0000,
+                    dlrr: 0x8000,
+                }],
+            }),
+        ],
+    })
+}
+
+fn marshal_one(p: Box<dyn Packet + Send + Sync>) -> Vec<u8> {
+    rtcp::packet::marshal(&[p]).expect("marshal").to_vec()
+}
+
 fn rtcp_compound() -> Vec<u8> {
     use rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
     use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -23,6 +49,17 @@ fn rtcp_compound() -> Vec<u8> {
     use rtcp::sender_report::SenderReport;
     use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
     let packets: Vec<Box<dyn Packet + Send + Sync>> = vec![
+        Box::new(ReceiverReport {
+            ssrc: 1,
+            reports: vec![ReceptionReport {
+                ssrc: 5,
+                last_sender_report: 0x0001_0000,
+                delay: 0x8000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        xr_packet(),
         Box::new(SenderReport {
             ssrc: 0x1234,
             ntp_time: 1 << 40,
@@ -105,6 +142,48 @@ fn main() {
     write("rtp", "ext-padding", &rtp);
     write("rtp", "minimal", &rtp_packet(1, false, false));
     write("rtcp", "compound", &rtcp);
+    {
+        use rtcp::receiver_report::ReceiverReport;
+        use rtcp::reception_report::ReceptionReport;
+        use rtcp::sender_report::SenderReport;
+        use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+        let nack = marshal_one(Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 0x1234,
+            nacks: vec![
+                NackPair {
+                    packet_id: 65530,
+                    lost_packets: 0xffff,
+                },
+                NackPair {
+                    packet_id: 4,
+                    lost_packets: 0,
+                },
+            ],
+        }));
+        write("rtcp_nack", "two-entries", &nack);
+        let block = ReceptionReport {
+            ssrc: 5,
+            last_sender_report: 0x0001_0000,
+            delay: 0x8000,
+            ..Default::default()
+        };
+        // rtcp_report: a byte with the SR flag (bit 7) and the block count, a byte of arrival
+        // time, then the packet.
+        let rr = marshal_one(Box::new(ReceiverReport {
+            ssrc: 1,
+            reports: vec![block.clone(), block.clone()],
+            ..Default::default()
+        }));
+        write("rtcp_report", "rr", &[&[2u8, 1][..], &rr[..]].concat());
+        let sr = marshal_one(Box::new(SenderReport {
+            ssrc: 1,
+            reports: vec![block],
+            ..Default::default()
+        }));
+        write("rtcp_report", "sr", &[&[0x81u8, 1][..], &sr[..]].concat());
+        write("rtcp_xr", "rrtr-dlrr", &marshal_one(xr_packet()));
+    }
     // srtp: selector byte (bit 0: SHA1 profile, bit 1: protect then open), then a datagram.
     for (selector, name) in [
         (0u8, "gcm"),

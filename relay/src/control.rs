@@ -45,6 +45,49 @@ pub struct FeedDescription {
     pub payload_types: Vec<u8>,
     /// Header extensions as the publisher numbers them.
     pub header_extensions: Vec<HeaderExtension>,
+    /// Whether the publisher answers generic NACKs (it negotiated `nack` feedback): the relay
+    /// then asks it for what it lost.
+    #[serde(default)]
+    pub nack: bool,
+    /// The SSRC of the publisher's retransmissions (`a=ssrc-group:FID`), if it sends RTX.
+    #[serde(default)]
+    pub rtx_ssrc: Option<Ssrc>,
+    /// The retransmission payload types (RFC 4588 `rtx` with its `apt`), both for what the
+    /// publisher sends and what the relay sends subscribers.
+    #[serde(default)]
+    pub rtx_payload_types: Vec<RtxPayloadType>,
+}
+
+/// A payload type of the RFC 4588 retransmission format and the one it repairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtxPayloadType {
+    /// The `rtx` payload type.
+    pub pt: u8,
+    /// The payload type it carries (`apt`).
+    pub apt: u8,
+}
+
+impl FeedDescription {
+    /// The SSRCs the publisher sends this feed with: media, then retransmission.
+    pub fn ssrcs(&self) -> impl Iterator<Item = u32> {
+        std::iter::once(self.ssrc.0).chain(self.rtx_ssrc.map(|s| s.0))
+    }
+
+    /// The payload type a retransmission with payload type `rtx_pt` repairs.
+    pub fn apt_of(&self, rtx_pt: u8) -> Option<u8> {
+        self.rtx_payload_types
+            .iter()
+            .find(|r| r.pt == rtx_pt)
+            .map(|r| r.apt)
+    }
+
+    /// The retransmission payload type for payload type `apt`.
+    pub fn rtx_pt_of(&self, apt: u8) -> Option<u8> {
+        self.rtx_payload_types
+            .iter()
+            .find(|r| r.apt == apt)
+            .map(|r| r.pt)
+    }
 }
 
 /// What the relay needs to accept a participant.
@@ -79,6 +122,11 @@ pub struct SubscribeOptions {
     /// BUNDLE demultiplexing finds the right transceiver.
     #[serde(default)]
     pub mid: Option<String>,
+    /// Whether the subscriber takes retransmissions on a stream of their own (RFC 4588); the
+    /// relay then picks an RTX SSRC for it ([`SubscriptionInfo::rtx_ssrc`]). Without it, a
+    /// NACKed packet is sent again as it was.
+    #[serde(default)]
+    pub rtx: bool,
 }
 
 /// The header-extension URI of the RTP MID (RFC 8843 §15.2).
@@ -95,6 +143,10 @@ pub struct SubscriptionInfo {
     pub kind: MediaKind,
     /// The publisher's description (payload types and extensions to put in the offer).
     pub feed: FeedDescription,
+    /// The SSRC of the relay's retransmissions to this subscriber, when it asked for RTX and
+    /// the feed has retransmission payload types.
+    #[serde(default)]
+    pub rtx_ssrc: Option<Ssrc>,
 }
 
 /// Where a session lives.

@@ -72,6 +72,61 @@ pub fn rtcp(data: &[u8]) {
     let _ = rtcp::parse_feedback(data, &mut out);
 }
 
+/// Generic NACK parsing; what parses is written back by the relay's writer and must parse to
+/// the same entries.
+pub fn rtcp_nack(data: &[u8]) {
+    let Some((media_ssrc, entries)) = rtcp::nack::parse(data) else {
+        return;
+    };
+    let entries: Vec<(u16, u16)> = entries.map(|e| (e.pid, e.blp)).collect();
+    for &(pid, blp) in &entries {
+        let e = rtcp::nack::NackEntry { pid, blp };
+        assert_eq!(e.sequences().count(), 1 + blp.count_ones() as usize);
+    }
+    let mut out = Vec::new();
+    let mut rest = &entries[..];
+    while !rest.is_empty() {
+        out.clear();
+        let n = rtcp::nack::write(1, media_ssrc, rest, &mut out);
+        let (ssrc, again) = rtcp::nack::parse(&out).expect("the relay's own NACK");
+        assert_eq!(ssrc, media_ssrc);
+        assert!(again.map(|e| (e.pid, e.blp)).eq(rest[..n].iter().copied()));
+        rest = &rest[n..];
+    }
+}
+
+/// Report blocks of sender and receiver reports, with the round trip each gives at an
+/// arbitrary arrival time.
+pub fn rtcp_report(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&arrival_byte, packet)) = rest.split_first() else {
+        return;
+    };
+    let pt = if first & 0x80 != 0 {
+        rtcp::report::PT_SR
+    } else {
+        rtcp::report::PT_RR
+    };
+    if let Some(blocks) = rtcp::report::blocks(packet, pt, first & 0x1f) {
+        for b in blocks {
+            let _ = b.rtt(u32::from(arrival_byte) << 24 | b.lsr >> 8);
+        }
+    }
+}
+
+/// Extended reports: receiver reference times and DLRR sub-blocks.
+pub fn rtcp_xr(data: &[u8]) {
+    if let Some(blocks) = rtcp::xr::blocks(data) {
+        for b in blocks {
+            if let rtcp::xr::XrBlock::Dlrr(d) = b {
+                let _ = d.rtt(d.lsr.wrapping_add(d.dlsr));
+            }
+        }
+    }
+}
+
 /// Control request decoding.
 pub fn control(data: &[u8]) {
     let _ = crate::remote::decode(data);
@@ -79,6 +134,10 @@ pub fn control(data: &[u8]) {
 
 /// SSRC of the harness publisher's video feed.
 pub const PUBLISHER_SSRC: u32 = 0x1234;
+/// The SSRC of the harness publisher's retransmissions.
+pub const PUBLISHER_RTX_SSRC: u32 = 0x5678;
+/// The payload type of retransmissions of payload type 96 in the harness feed.
+pub const RTX_PT: u8 = 99;
 
 /// The id of the transport-wide sequence number extension in the harness's feed.
 pub const TWCC_EXTENSION: u8 = 3;
@@ -193,6 +252,7 @@ pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness
                 &FeedId::from("cam"),
                 crate::control::SubscribeOptions {
                     mid: Some("1".into()),
+                    rtx: true,
                 },
             )
             .expect("subscribe");
@@ -253,6 +313,7 @@ pub fn spread_harness(profile: SrtpProfile) -> SpreadHarness {
         &FeedId::from("cam"),
         crate::control::SubscribeOptions {
             mid: Some("1".into()),
+            rtx: true,
         },
     )
     .expect("subscribe");
@@ -285,6 +346,12 @@ fn camera() -> FeedDescription {
                 uri: crate::engine::twcc::URI.into(),
             },
         ],
+        nack: true,
+        rtx_ssrc: Some(Ssrc(PUBLISHER_RTX_SSRC)),
+        rtx_payload_types: vec![crate::control::RtxPayloadType {
+            pt: RTX_PT,
+            apt: 96,
+        }],
     }
 }
 
@@ -315,7 +382,13 @@ pub fn worker(data: &[u8]) {
             if datagram[1] & 0x7f >= 64 && datagram[1] & 0x7f < 96 {
                 datagram[1] = 96;
             }
-            datagram[8..12].copy_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+            // Payload type 99 goes on the retransmission stream, so the fuzzer reaches RTX.
+            let ssrc = if datagram[1] & 0x7f == RTX_PT {
+                PUBLISHER_RTX_SSRC
+            } else {
+                PUBLISHER_SSRC
+            };
+            datagram[8..12].copy_from_slice(&ssrc.to_be_bytes());
             // The SRTP library would panic on a header whose lengths run past the packet
             // (the relay checks before it decrypts); such input is sent as it is.
             if rtp::header_len(&datagram).is_some() {
@@ -467,11 +540,14 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
     ("rtcp", rtcp),
+    ("rtcp_nack", rtcp_nack),
+    ("rtcp_report", rtcp_report),
+    ("rtcp_xr", rtcp_xr),
     ("control", control),
     ("worker", worker),
     ("srtp", srtp),

@@ -107,6 +107,9 @@ pub enum Request {
         /// The subscriber's mid for it.
         #[serde(default)]
         mid: Option<String>,
+        /// Whether it takes retransmissions on a stream of their own.
+        #[serde(default)]
+        rtx: bool,
     },
     /// Ask a feed's publisher for a keyframe.
     RequestKeyframe {
@@ -192,8 +195,9 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
             uid,
             feed_id,
             mid,
+            rtx,
         } => ok(handle
-            .subscribe(&sid, &uid, &feed_id, SubscribeOptions { mid })
+            .subscribe(&sid, &uid, &feed_id, SubscribeOptions { mid, rtx })
             .await),
         Request::RequestKeyframe { sid, feed_id } => {
             ok(handle.request_keyframe(&sid, &feed_id).await)
@@ -570,6 +574,7 @@ impl Client {
             uid,
             feed_id,
             mid: None,
+            rtx: false,
         })
         .await
     }
@@ -598,12 +603,13 @@ mod tests {
                 uid: "u".into(),
                 feed_id: "f".into(),
                 mid: Some("2".into()),
+                rtx: true,
             },
         };
         let line = serde_json::to_vec(&e).unwrap();
         assert_eq!(
             std::str::from_utf8(&line).unwrap(),
-            r#"{"id":7,"op":"subscribe","sid":"s","uid":"u","feed_id":"f","mid":"2"}"#
+            r#"{"id":7,"op":"subscribe","sid":"s","uid":"u","feed_id":"f","mid":"2","rtx":true}"#
         );
         assert_eq!(decode(&line).unwrap(), e);
         assert!(decode(b"{").unwrap_err().contains("EOF"));

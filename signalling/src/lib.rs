@@ -23,14 +23,15 @@ use tokio::sync::mpsc;
 
 /// Start the hub on the current runtime: it takes relay events from `events`, authenticates
 /// joins against the database of `store` (on threads of its own, with connections of their
-/// own), and ticks; returns the sender that websocket connections feed. Fails when the
-/// database cannot be opened again.
+/// own), and ticks; returns the sender that websocket connections feed. With `repair`, offers
+/// negotiate packet repair (NACK and RTX). Fails when the database cannot be opened again.
 pub fn start_hub(
     relay: relay::RelayHandle,
     mut events: mpsc::Receiver<relay::Event>,
     store: std::sync::Arc<store::Store>,
     limits: limits::JoinLimits,
     usage_flush: Duration,
+    repair: bool,
 ) -> Result<mpsc::Sender<hub::Input>, store::StoreError> {
     let (tx, rx) = mpsc::channel(4096);
     let accounts = accounts::Accounts::start(store.path())?;
@@ -41,6 +42,7 @@ pub fn start_hub(
             tx.clone(),
             limits::JoinLimiter::new(limits),
             usage_flush,
+            repair,
         )
         .run(rx),
     );

@@ -50,6 +50,14 @@ struct ServeArgs {
     /// Do not pin relay threads to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Log the relay's counters, summed over its cores, as one JSON line every this many
+    /// seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    stats_interval: u64,
+    /// Do not negotiate packet repair (NACK and RTX): lost video packets are then only
+    /// recovered by the next keyframe. For comparisons.
+    #[arg(long)]
+    no_repair: bool,
     /// Participants of one session a core takes before the session spreads to another core
     /// (0 = every session stays on one core).
     #[arg(long, default_value_t = relay::DEFAULT_SPREAD_AFTER)]
@@ -314,6 +322,7 @@ fn main() -> anyhow::Result<()> {
             store,
             limits,
             Duration::from_secs(args.usage_flush_secs.max(1)),
+            !args.no_repair,
         )
         .context("account database")?;
         let listener = tokio::net::TcpListener::bind(args.http)
@@ -328,6 +337,25 @@ fn main() -> anyhow::Result<()> {
             );
         }
         tracing::info!(media = ?handle.core_addresses(), "relay cores");
+        if args.stats_interval > 0 {
+            let stats_handle = handle.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(args.stats_interval));
+                loop {
+                    tick.tick().await;
+                    if let Ok(all) = stats_handle.stats().await {
+                        let mut total = relay::stats::CoreStats::default();
+                        for s in &all {
+                            total.accumulate(s);
+                        }
+                        total.forwarding_delay = Default::default();
+                        if let Ok(line) = serde_json::to_string(&total) {
+                            tracing::info!(target: "webrtcai::stats", "{line}");
+                        }
+                    }
+                }
+            });
+        }
         signalling::http::serve(listener, hub, admin, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -100,11 +100,16 @@ fn codec(
 /// what a 720p VP8 stream starts at; on a slower link the estimate falls within a second.
 const START_BITRATE: &str = "x-google-start-bitrate=1000";
 
-/// What signalling offers for a published track, in order of preference.
-pub fn publish_codecs(kind: Kind) -> Vec<Codec> {
+/// What signalling offers for a published track, in order of preference. With `repair`,
+/// video codecs take generic NACKs and each has its RFC 4588 retransmission format.
+pub fn publish_codecs(kind: Kind, repair: bool) -> Vec<Codec> {
     // No goog-remb: the relay sends transport-wide feedback, not REMB, and offers nothing it
     // does not do.
-    let video_fb: &[&str] = &["transport-cc", "ccm fir", "nack pli"];
+    let video_fb: &[&str] = if repair {
+        &["transport-cc", "ccm fir", "nack", "nack pli"]
+    } else {
+        &["transport-cc", "ccm fir", "nack pli"]
+    };
     match kind {
         Kind::Audio => vec![codec(
             111,
@@ -114,30 +119,89 @@ pub fn publish_codecs(kind: Kind) -> Vec<Codec> {
             Some("minptime=10;useinbandfec=1"),
             &["transport-cc"],
         )],
-        Kind::Video => vec![
-            codec(96, "VP8", 90_000, None, Some(START_BITRATE), video_fb),
-            codec(
-                98,
-                "VP9",
-                90_000,
-                None,
-                Some(&format!("profile-id=0;{START_BITRATE}")),
-                video_fb,
-            ),
-            codec(
-                102,
-                "H264",
-                90_000,
-                None,
-                Some(&format!(
-                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f;\
-                     {START_BITRATE}"
-                )),
-                video_fb,
-            ),
-            codec(45, "AV1", 90_000, None, Some(START_BITRATE), video_fb),
-        ],
+        Kind::Video => {
+            let primaries = [
+                codec(96, "VP8", 90_000, None, Some(START_BITRATE), video_fb),
+                codec(
+                    98,
+                    "VP9",
+                    90_000,
+                    None,
+                    Some(&format!("profile-id=0;{START_BITRATE}")),
+                    video_fb,
+                ),
+                codec(
+                    102,
+                    "H264",
+                    90_000,
+                    None,
+                    Some(&format!(
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f;\
+                         {START_BITRATE}"
+                    )),
+                    video_fb,
+                ),
+                codec(45, "AV1", 90_000, None, Some(START_BITRATE), video_fb),
+            ];
+            let mut codecs = Vec::new();
+            for c in primaries {
+                let rtx_pt = c.pt + 1;
+                let apt = format!("apt={}", c.pt);
+                codecs.push(c);
+                if repair {
+                    codecs.push(codec(rtx_pt, "rtx", 90_000, None, Some(&apt), &[]));
+                }
+            }
+            codecs
+        }
     }
+}
+
+/// Whether a codec is the RFC 4588 retransmission format.
+pub fn is_rtx(c: &Codec) -> bool {
+    c.name.eq_ignore_ascii_case("rtx")
+}
+
+/// The retransmission payload types among `codecs` with the payload type each repairs
+/// (`a=fmtp:<pt> apt=<apt>`), as (pt, apt).
+pub fn rtx_payload_types(codecs: &[Codec]) -> Vec<(u8, u8)> {
+    codecs
+        .iter()
+        .filter(|c| is_rtx(c))
+        .filter_map(|c| {
+            let apt = c
+                .fmtp
+                .as_deref()?
+                .split(';')
+                .find_map(|kv| kv.trim().strip_prefix("apt="))?
+                .parse()
+                .ok()?;
+            Some((c.pt, apt))
+        })
+        .collect()
+}
+
+/// The codecs of a subscription as offered to the subscriber: the publisher's, without NACK
+/// and retransmission when repair is off. Where NACK stays, the subscriber is also asked for
+/// receiver reference times (`rrtr`, RFC 3611): the relay answers them, and a receive-only
+/// peer has no other way to learn its round trip, which it needs to space its NACKs and to
+/// leave its jitter buffer room for a repair.
+fn subscribe_codecs(codecs: &[Codec], repair: bool) -> Vec<Codec> {
+    codecs
+        .iter()
+        .filter(|c| repair || !is_rtx(c))
+        .map(|c| {
+            let mut c = c.clone();
+            if !repair {
+                c.feedback.retain(|f| f != "nack");
+            } else if c.feedback.iter().any(|f| f == "nack")
+                && !c.feedback.iter().any(|f| f == "rrtr")
+            {
+                c.feedback.push("rrtr".to_string());
+            }
+            c
+        })
+        .collect()
 }
 
 /// The role of an m-section.
@@ -156,6 +220,8 @@ pub enum Role {
         ssrc: u32,
         /// The publisher's negotiated codecs.
         codecs: Vec<Codec>,
+        /// The SSRC the relay sends retransmissions with (RFC 4588), if it does.
+        rtx_ssrc: Option<u32>,
     },
     /// No longer used: port 0, except the first m-section (see [`offer`]).
     Closed,
@@ -186,6 +252,8 @@ pub struct OfferParams<'a> {
     pub fingerprint: &'a str,
     /// The relay core's address.
     pub candidate: SocketAddr,
+    /// Whether packet repair (NACK and RTX) is negotiated.
+    pub repair: bool,
 }
 
 fn attr(k: &str, v: impl Into<String>) -> Attribute {
@@ -249,9 +317,12 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
 
     for (i, s) in sections.iter().enumerate() {
         let codecs: Vec<Codec> = match &s.role {
-            Role::Publish { .. } => publish_codecs(s.kind),
-            Role::Subscribe { codecs, .. } => codecs.clone(),
-            Role::Closed => publish_codecs(s.kind).into_iter().take(1).collect(),
+            Role::Publish { .. } => publish_codecs(s.kind, p.repair),
+            Role::Subscribe { codecs, .. } => subscribe_codecs(codecs, p.repair),
+            Role::Closed => publish_codecs(s.kind, p.repair)
+                .into_iter()
+                .take(1)
+                .collect(),
         };
         let port = if rejected(i, s) {
             0
@@ -321,12 +392,24 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
                 a.push(attr("fmtp", format!("{} {f}", c.pt)));
             }
         }
-        if let Role::Subscribe { feed_id, ssrc, .. } = &s.role {
-            a.push(attr("ssrc", format!("{ssrc} cname:{feed_id}")));
-            a.push(attr(
-                "ssrc",
-                format!("{ssrc} msid:{feed_id} {feed_id}-{}", s.kind.as_str()),
-            ));
+        if let Role::Subscribe {
+            feed_id,
+            ssrc,
+            rtx_ssrc,
+            ..
+        } = &s.role
+        {
+            let rtx_ssrc = rtx_ssrc.filter(|_| p.repair);
+            if let Some(rtx) = rtx_ssrc {
+                a.push(attr("ssrc-group", format!("FID {ssrc} {rtx}")));
+            }
+            for ssrc in std::iter::once(*ssrc).chain(rtx_ssrc) {
+                a.push(attr("ssrc", format!("{ssrc} cname:{feed_id}")));
+                a.push(attr(
+                    "ssrc",
+                    format!("{ssrc} msid:{feed_id} {feed_id}-{}", s.kind.as_str()),
+                ));
+            }
         }
         a.push(attr(
             "candidate",
@@ -362,6 +445,8 @@ pub struct AnsweredSection {
     pub extensions: Vec<(u8, String)>,
     /// The SSRC the browser sends with (the primary of an FID group), if it sends.
     pub ssrc: Option<u32>,
+    /// The SSRC of its retransmissions (the second of the FID group), if it sends RTX.
+    pub rtx_ssrc: Option<u32>,
 }
 
 /// Why an answer was refused.
@@ -460,10 +545,15 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
                 .map_err(|_| invalid(format!("extmap id {id:?} in mid {mid}")))?;
             extensions.push((id, uri.split(' ').next().unwrap_or(uri).to_owned()));
         }
-        let fid_primary = values("ssrc-group").into_iter().find_map(|v| {
+        let fid = values("ssrc-group").into_iter().find_map(|v| {
             let mut it = v.split_whitespace();
-            (it.next() == Some("FID")).then(|| it.next()?.parse::<u32>().ok())?
+            if it.next() != Some("FID") {
+                return None;
+            }
+            let primary = it.next()?.parse::<u32>().ok()?;
+            Some((primary, it.next().and_then(|r| r.parse::<u32>().ok())))
         });
+        let fid_primary = fid.map(|(primary, _)| primary);
         let first_ssrc = values("ssrc")
             .into_iter()
             .find_map(|v| v.split_whitespace().next()?.parse::<u32>().ok());
@@ -473,6 +563,7 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
             codecs,
             extensions,
             ssrc: fid_primary.or(first_ssrc),
+            rtx_ssrc: fid.and_then(|(_, rtx)| rtx),
         });
     }
     let ice_ufrag = ice_ufrag.ok_or_else(|| invalid("no a=ice-ufrag"))?;
@@ -499,6 +590,7 @@ mod tests {
             ice_pwd: "relaypasswordrelaypassword",
             fingerprint: "sha-256 AA:BB",
             candidate: "127.0.0.1:40000".parse().unwrap(),
+            repair: true,
         }
     }
 
@@ -518,7 +610,8 @@ mod tests {
                 role: Role::Subscribe {
                     feed_id: "f2".into(),
                     ssrc: 1234,
-                    codecs: publish_codecs(Kind::Audio),
+                    codecs: publish_codecs(Kind::Audio, true),
+                    rtx_ssrc: None,
                 },
             },
             Section {
@@ -532,13 +625,17 @@ mod tests {
             "a=ice-lite",
             "a=group:BUNDLE 0 1",
             "a=fingerprint:sha-256 AA:BB",
-            "m=video 40000 UDP/TLS/RTP/SAVPF 96 98 102 45",
+            "m=video 40000 UDP/TLS/RTP/SAVPF 96 97 98 99 102 103 45 46",
             "c=IN IP4 127.0.0.1",
             "a=setup:actpass",
             "a=rtcp-mux",
             "a=recvonly",
             "a=rtpmap:96 VP8/90000",
+            "a=rtcp-fb:96 nack",
             "a=rtcp-fb:96 nack pli",
+            "a=rtpmap:97 rtx/90000",
+            "a=fmtp:97 apt=96",
+            "a=fmtp:96 x-google-start-bitrate=1000",
             "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
             "a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host",
             "m=audio 40000 UDP/TLS/RTP/SAVPF 111",
@@ -610,7 +707,64 @@ mod tests {
         SessionDescription::unmarshal(&mut Cursor::new(o.as_bytes())).unwrap();
     }
 
-    const CHROME_ANSWER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 98\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Zx9q\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 01:02:03\r\na=setup:active\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=sendonly\r\na=msid:- 8f1e\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtpmap:111 opus/48000/2\r\n";
+    #[test]
+    fn repair_in_offers_and_without_it() {
+        let vp8 = publish_codecs(Kind::Video, true)
+            .into_iter()
+            .take(2)
+            .collect::<Vec<_>>();
+        let subscribe = |rtx_ssrc| Section {
+            mid: "0".into(),
+            kind: Kind::Video,
+            role: Role::Subscribe {
+                feed_id: "f".into(),
+                ssrc: 5,
+                codecs: vp8.clone(),
+                rtx_ssrc,
+            },
+        };
+        let o = offer(&params(), &[subscribe(Some(6))]);
+        for line in [
+            "m=video 40000 UDP/TLS/RTP/SAVPF 96 97",
+            "a=rtcp-fb:96 nack",
+            "a=fmtp:97 apt=96",
+            "a=ssrc-group:FID 5 6",
+            "a=ssrc:6 cname:f",
+            "a=ssrc:6 msid:f f-video",
+        ] {
+            assert!(
+                o.contains(&format!("{line}\r\n")),
+                "missing {line:?} in\n{o}"
+            );
+        }
+        let off = OfferParams {
+            repair: false,
+            ..params()
+        };
+        let o = offer(&off, &[subscribe(Some(6))]);
+        assert!(o.contains("m=video 40000 UDP/TLS/RTP/SAVPF 96\r\n"), "{o}");
+        assert!(o.contains("a=rtcp-fb:96 nack pli\r\n"), "{o}");
+        assert!(!o.contains("a=rtcp-fb:96 nack\r\n"), "{o}");
+        assert!(
+            !o.contains("rtx") && !o.contains("FID") && !o.contains("a=ssrc:6"),
+            "{o}"
+        );
+        let publish = Section {
+            mid: "0".into(),
+            kind: Kind::Video,
+            role: Role::Publish {
+                feed_id: "f".into(),
+            },
+        };
+        let o = offer(&off, &[publish]);
+        assert!(
+            o.contains("m=video 40000 UDP/TLS/RTP/SAVPF 96 98 102 45\r\n"),
+            "{o}"
+        );
+        assert!(!o.contains("a=rtcp-fb:96 nack\r\n"), "{o}");
+    }
+
+    const CHROME_ANSWER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 98 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Zx9q\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 01:02:03\r\na=setup:active\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=sendonly\r\na=msid:- 8f1e\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtpmap:111 opus/48000/2\r\n";
 
     #[test]
     fn reads_a_chrome_style_answer() {
@@ -622,6 +776,8 @@ mod tests {
         assert_eq!(v.mid, "0");
         assert!(!v.rejected);
         assert_eq!(v.ssrc, Some(1111));
+        assert_eq!(v.rtx_ssrc, Some(2222));
+        assert_eq!(rtx_payload_types(&v.codecs), vec![(97, 96)]);
         assert_eq!(v.codecs[0].name, "VP8");
         assert_eq!(v.codecs[0].feedback, vec!["nack pli"]);
         assert_eq!(v.codecs[1].fmtp.as_deref(), Some("profile-id=0"));

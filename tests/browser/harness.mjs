@@ -23,10 +23,10 @@ export const CHROMIUM_FLAGS = [
   '--allow-loopback-in-peer-connection',
 ];
 
-async function freePort() {
+async function freePort(host = '127.0.0.1') {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
+    s.listen(0, host, () => {
       const { port } = s.address();
       s.close(() => resolve(port));
     });
@@ -35,26 +35,30 @@ async function freePort() {
 }
 
 /** Start `webrtcai` (the debug build, in CARGO_TARGET_DIR if set, unless WEBRTCAI_BIN is set) on a fresh database with one
- * client and a WEB_ONLY key for pages on 127.0.0.1; resolves once /healthz answers. */
+ * client and a WEB_ONLY key for pages on 127.0.0.1; resolves once /healthz answers. With `host`
+ * (an address this namespace has, e.g. link.mjs's SERVER_HOST) HTTP and media bind there and the
+ * key's domain is that address instead. */
 export async function startServer(opts = {}) {
   const targetDir = process.env.CARGO_TARGET_DIR || join(root, 'target');
   const bin = process.env.WEBRTCAI_BIN || join(targetDir, 'debug', 'webrtcai');
+  const host = opts.host || '127.0.0.1';
   const db = opts.db || join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
   const admin = (...args) => execFileSync(bin, ['--db', db, ...args], { env: { ...process.env, RUST_LOG: 'error' } }).toString();
   let { cid, key, secret } = opts;
   if (!key) {
     cid = JSON.parse(admin('client', 'create', '--name', 'browser-tests')).cid;
-    const created = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', '127.0.0.1'));
+    const created = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', host));
     key = created.key.key_id;
     secret = created.secret;
   }
-  const port = await freePort();
-  const args = ['--db', db, '--http', `127.0.0.1:${port}`, '--media-port', '0', '--cores', '1', '--no-pin', ...(opts.args || [])];
+  const port = await freePort(host);
+  const bind = host === '127.0.0.1' ? [] : ['--media-bind', host];
+  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', ...(opts.args || [])];
   const child = spawn(bin, args, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  const base = `http://127.0.0.1:${port}`;
+  const base = `http://${host}:${port}`;
   for (let i = 0; i < 100; i++) {
     try {
       const r = await fetch(`${base}/healthz`);

@@ -124,6 +124,9 @@ pub fn video_feed(feed_id: &str, ssrc: u32) -> FeedDescription {
         clock_rate: 90_000,
         payload_types: vec![96],
         header_extensions: vec![],
+        nack: false,
+        rtx_ssrc: None,
+        rtx_payload_types: vec![],
     }
 }
 

@@ -220,6 +220,7 @@ async fn mid_extension_is_rewritten_per_subscriber() {
                 &FeedId::from("cam"),
                 SubscribeOptions {
                     mid: Some(mid.into()),
+                    rtx: false,
                 },
             )
             .await

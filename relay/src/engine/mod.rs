@@ -7,6 +7,7 @@ pub mod ice_lite;
 pub mod replay;
 pub mod rtcp;
 pub mod rtp;
+pub mod rtx;
 pub mod srtcp;
 pub mod srtp;
 pub mod srtp_cm;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::engine::client_hello::ClientHello;
 use crate::engine::ice_lite::IceLite;
+use crate::engine::rtcp::xr::ReceiverTime;
 use crate::engine::srtp::{SrtpProfile, SrtpSession};
 use crate::engine::twcc::TwccReceiver;
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
@@ -82,6 +83,9 @@ pub struct Participant {
     pub usage: ParticipantUsage,
     /// Arrivals of its packets by transport-wide sequence number, for its congestion control.
     pub twcc: TwccReceiver,
+    /// Its latest receiver reference time and when it arrived, answered with a DLRR in the
+    /// next report.
+    pub receiver_time: Option<(ReceiverTime, Instant)>,
 }
 
 impl Participant {
@@ -109,6 +113,7 @@ impl Participant {
             next_report: None,
             usage: ParticipantUsage::default(),
             twcc: TwccReceiver::new(),
+            receiver_time: None,
         }
     }
 

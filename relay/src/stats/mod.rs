@@ -132,6 +132,33 @@ pub struct CoreStats {
     /// Transport-wide congestion control feedback messages sent to publishers.
     #[serde(default)]
     pub twcc_feedback_sent: u64,
+    /// Generic NACK packets sent to publishers for packets they lost on the way in.
+    #[serde(default)]
+    pub nacks_sent: u64,
+    /// Sequence numbers those NACKs asked for (a packet asked for again counts again).
+    #[serde(default)]
+    pub nack_packets_requested: u64,
+    /// Retransmissions (RTX packets with media) received from publishers.
+    #[serde(default)]
+    pub rtx_received: u64,
+    /// Of those, the ones that filled a gap the relay had asked for, and were forwarded as the original packet.
+    #[serde(default)]
+    pub repairs_used: u64,
+    /// Retransmissions received for packets the relay already had, or that came too late: dropped.
+    #[serde(default)]
+    pub rtx_redundant: u64,
+    /// Padding-only packets on a retransmission stream (bandwidth probes): dropped.
+    #[serde(default)]
+    pub rtx_probes_dropped: u64,
+    /// Sequence numbers subscribers NACKed.
+    #[serde(default)]
+    pub nacks_received: u64,
+    /// Packets sent to subscribers again because they NACKed them (as RTX where negotiated).
+    #[serde(default)]
+    pub retransmissions_sent: u64,
+    /// NACKed packets the relay no longer had, never sent, or had already sent again too often or within one round trip.
+    #[serde(default)]
+    pub nacks_unanswerable: u64,
     /// Drops, indexed like [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
     /// Sessions on this core.
@@ -190,6 +217,15 @@ impl CoreStats {
         self.keyframe_requests_forwarded += other.keyframe_requests_forwarded;
         self.keyframe_requests_suppressed += other.keyframe_requests_suppressed;
         self.twcc_feedback_sent += other.twcc_feedback_sent;
+        self.nacks_sent += other.nacks_sent;
+        self.nack_packets_requested += other.nack_packets_requested;
+        self.rtx_received += other.rtx_received;
+        self.repairs_used += other.repairs_used;
+        self.rtx_redundant += other.rtx_redundant;
+        self.rtx_probes_dropped += other.rtx_probes_dropped;
+        self.nacks_received += other.nacks_received;
+        self.retransmissions_sent += other.retransmissions_sent;
+        self.nacks_unanswerable += other.nacks_unanswerable;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }

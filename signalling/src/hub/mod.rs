@@ -201,6 +201,8 @@ pub struct Hub {
     resume: HashMap<String, (String, String)>,
     /// Sessions with a relay job out, and their inputs waiting for it.
     backlogs: HashMap<String, jobs::Backlog>,
+    /// Whether offers negotiate packet repair (NACK, RTX).
+    repair: bool,
 }
 
 /// A connection's join has been answered (or failed): it may send another.
@@ -222,13 +224,14 @@ impl Hub {
     /// A hub in front of `relay`, authenticating joins through `accounts`; `inputs` is the
     /// sender of its own input channel (results from the accounts thread come back there).
     /// Usage is written every `usage_flush` (checked on each tick), so a crash loses at most
-    /// that plus one tick.
+    /// that plus one tick. With `repair`, offers negotiate NACK and RTX for video.
     pub fn new(
         relay: RelayHandle,
         accounts: Accounts,
         inputs: mpsc::Sender<Input>,
         limiter: JoinLimiter,
         usage_flush: Duration,
+        repair: bool,
     ) -> Self {
         Hub {
             fingerprint: relay.fingerprint().to_owned(),
@@ -243,6 +246,7 @@ impl Hub {
             slow: std::cell::RefCell::new(Vec::new()),
             resume: HashMap::new(),
             backlogs: HashMap::new(),
+            repair,
         }
     }
 

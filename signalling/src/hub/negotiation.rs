@@ -1,6 +1,8 @@
 //! Server-side offers and the participants' answers.
 
-use relay::control::{FeedDescription, HeaderExtension, MediaKind, ParticipantConfig};
+use relay::control::{
+    FeedDescription, HeaderExtension, MediaKind, ParticipantConfig, RtxPayloadType,
+};
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use serde_json::json;
 
@@ -13,6 +15,7 @@ impl Hub {
     /// Send an offer if the participant has changes and none is outstanding.
     pub(super) fn negotiate(&mut self, sid: &str, uid: &str) {
         let fingerprint = self.fingerprint.clone();
+        let repair = self.repair;
         let Some(peer) = self.peer_mut(sid, uid) else {
             return;
         };
@@ -42,6 +45,7 @@ impl Hub {
                 ice_pwd: &peer.ice_pwd,
                 fingerprint: &fingerprint,
                 candidate: peer.candidate,
+                repair,
             },
             &sections,
         );
@@ -151,7 +155,12 @@ impl Hub {
                             },
                             ssrc: Ssrc(ssrc),
                             clock_rate: first.clock_rate,
-                            payload_types: a.codecs.iter().map(|c| c.pt).collect(),
+                            payload_types: a
+                                .codecs
+                                .iter()
+                                .filter(|c| !sdp::is_rtx(c))
+                                .map(|c| c.pt)
+                                .collect(),
                             header_extensions: a
                                 .extensions
                                 .iter()
@@ -159,6 +168,18 @@ impl Hub {
                                     id: *id,
                                     uri: uri.clone(),
                                 })
+                                .collect(),
+                            // Asked for only where it was offered, and only of a
+                            // publisher that said it answers them.
+                            nack: self.repair
+                                && a.codecs
+                                    .iter()
+                                    .any(|c| c.feedback.iter().any(|f| f == "nack")),
+                            rtx_ssrc: a.rtx_ssrc.filter(|_| self.repair).map(Ssrc),
+                            rtx_payload_types: sdp::rtx_payload_types(&a.codecs)
+                                .into_iter()
+                                .filter(|_| self.repair)
+                                .map(|(pt, apt)| RtxPayloadType { pt, apt })
                                 .collect(),
                         },
                     },

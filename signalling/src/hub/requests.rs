@@ -134,6 +134,7 @@ impl Hub {
                 let relay = self.relay.clone();
                 let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
                 let (sid, uid) = (sid.to_owned(), uid.to_owned());
+                let rtx = self.repair;
                 self.spawn_job(
                     &sid.clone(),
                     async move {
@@ -141,9 +142,10 @@ impl Hub {
                         for (mid, feed) in &asks {
                             let options = SubscribeOptions {
                                 mid: Some(mid.clone()),
+                                rtx,
                             };
                             match relay.subscribe(&rsid, &ruid, feed, options).await {
-                                Ok(info) => ssrcs.push(info.ssrc.0),
+                                Ok(info) => ssrcs.push((info.ssrc.0, info.rtx_ssrc.map(|s| s.0))),
                                 Err(e) => {
                                     // All of the feed or none of it.
                                     for (_, done) in asks.iter().take(ssrcs.len()) {
@@ -165,7 +167,7 @@ impl Hub {
                                     if let Some(peer) = hub.peer_mut(&sid, &uid) {
                                         peer.next_mid = first_mid + tracks.len() as u32;
                                         peer.entries.extend(tracks.into_iter().zip(ssrcs).map(
-                                            |((mid, kind, codecs), ssrc)| Entry {
+                                            |((mid, kind, codecs), (ssrc, rtx_ssrc))| Entry {
                                                 section: Section {
                                                     mid,
                                                     kind,
@@ -173,6 +175,7 @@ impl Hub {
                                                         feed_id: feed_id.clone(),
                                                         ssrc,
                                                         codecs,
+                                                        rtx_ssrc,
                                                     },
                                                 },
                                                 state: Negotiation::New,

@@ -59,6 +59,7 @@ pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfi
         store.clone(),
         limits,
         Duration::from_secs(1),
+        true,
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,6 +10,7 @@ use crate::engine::ice_lite::{IceCredentials, IceLite};
 use crate::error::ControlError;
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
 
+use crate::sfu::consumer::retransmit::Retransmits;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::feed::Feed;
@@ -250,10 +251,25 @@ impl Worker {
         // key_of found both.
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let p = self.participants.get_mut(&key).expect("participant of key");
-        let ssrc = description.ssrc.0;
-        if let Some(other) = p.published.get(&ssrc) {
-            if *other != fkey {
-                return Err(ControlError::SsrcInUse { ssrc });
+        if description.rtx_ssrc == Some(description.ssrc) {
+            return Err(ControlError::InvalidFeed {
+                reason: "the retransmission SSRC must differ from the media SSRC".into(),
+            });
+        }
+        if description
+            .rtx_payload_types
+            .iter()
+            .any(|r| r.pt > 127 || r.apt > 127)
+        {
+            return Err(ControlError::InvalidFeed {
+                reason: "payload types are 0..=127".into(),
+            });
+        }
+        for ssrc in description.ssrcs() {
+            if let Some(other) = p.published.get(&ssrc) {
+                if *other != fkey {
+                    return Err(ControlError::SsrcInUse { ssrc });
+                }
             }
         }
         match session.feeds.get_mut(&fkey) {
@@ -263,15 +279,17 @@ impl Worker {
                 })
             }
             Some(feed) => {
-                p.published.remove(&feed.description.ssrc.0);
-                p.published.insert(ssrc, fkey);
+                for ssrc in feed.description.ssrcs() {
+                    p.published.remove(&ssrc);
+                }
+                p.published.extend(description.ssrcs().map(|s| (s, fkey)));
                 for c in &mut feed.consumers {
                     c.rewriter.request_resync();
                 }
                 feed.update(description);
             }
             None => {
-                p.published.insert(ssrc, fkey);
+                p.published.extend(description.ssrcs().map(|s| (s, fkey)));
                 session.feed_keys.insert(description.feed_id.clone(), fkey);
                 session.feeds.insert(fkey, Feed::new(key, description));
             }
@@ -367,9 +385,11 @@ impl Worker {
                 feed_id: feed_id.clone(),
             });
         }
-        if let Some(ssrc) = remove_feed(session, &mut self.participants, fkey) {
+        if let Some(description) = remove_feed(session, &mut self.participants, fkey) {
             if let Some(p) = self.participants.get_mut(&key) {
-                p.published.remove(&ssrc);
+                for ssrc in description.ssrcs() {
+                    p.published.remove(&ssrc);
+                }
             }
         }
         Ok(())
@@ -405,14 +425,30 @@ impl Worker {
             }
         };
         p.subscriptions.insert(ssrc, fkey);
+        // The retransmission stream has an SSRC of its own, never one the subscriber's
+        // other streams use (it shares their SRTP session).
+        let rtx_ssrc =
+            (options.rtx && feed.is_video() && !feed.description.rtx_payload_types.is_empty())
+                .then(|| loop {
+                    let s: u32 = self.rng.random();
+                    if s != 0 && s != p.rtcp_ssrc && !p.subscriptions.contains_key(&s) {
+                        break s;
+                    }
+                });
+        if let Some(rtx) = rtx_ssrc {
+            // Reserved so that no later subscription takes it; NACKs never name it.
+            p.subscriptions.insert(rtx, fkey);
+        }
         let mut consumer = Consumer::new(key, Ssrc(ssrc), self.rng.random(), self.rng.random());
         consumer.mid = options.mid.map(String::into_bytes);
+        consumer.retransmits = Retransmits::new(rtx_ssrc, self.rng.random());
         feed.consumers.push(consumer);
         let info = SubscriptionInfo {
             feed_id: feed_id.clone(),
             ssrc: Ssrc(ssrc),
             kind: feed.description.kind,
             feed: feed.description.clone(),
+            rtx_ssrc: rtx_ssrc.map(Ssrc),
         };
         // No keyframe request yet: the subscriber cannot use one before it has applied the
         // description of this stream. The control plane calls `request_keyframe` when it has
@@ -458,7 +494,9 @@ impl Worker {
             .ok_or_else(not_subscribed)?;
         let c = feed.consumers.swap_remove(pos);
         if let Some(p) = self.participants.get_mut(&key) {
-            p.subscriptions.remove(&c.ssrc.0);
+            for ssrc in c.ssrcs() {
+                p.subscriptions.remove(&ssrc);
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::engine::rtp;
+use crate::engine::{rtp, rtx};
 use crate::ids::ParticipantKey;
 use crate::stats::CoreStats;
 
@@ -46,6 +46,9 @@ impl Outbox<'_> {
             self.timers.arm(timer, now + self.inactivity);
         }
         feed.last_packet_at = Some(now);
+        if feed.is_video() {
+            feed.cache.insert(info.ssrc, info.sequence, plain);
+        }
         let clock_rate = feed.description.clock_rate;
         for c in &mut feed.consumers {
             let Some(sub) = self.participants.get_mut(&c.subscriber) else {
@@ -79,12 +82,7 @@ impl Outbox<'_> {
                     sub.usage.packets_out += 1;
                     sub.usage.bytes_out += out.len() as u64;
                     self.stats.rtp_forwarded += 1;
-                    self.stats.packets_out += 1;
-                    self.stats.bytes_out += out.len() as u64;
-                    self.outputs.push_back(Output::Transmit(Transmit {
-                        destination: dst,
-                        contents: out,
-                    }));
+                    transmit(self.stats, self.outputs, dst, out);
                 }
                 Err(reason) => {
                     self.pool.give(out);
@@ -95,7 +93,126 @@ impl Outbox<'_> {
     }
 }
 
+impl Outbox<'_> {
+    /// Send outgoing packet `out_seq` of consumer `index` of `feed` again, from the feed's
+    /// cache: on the subscriber's RTX stream where it negotiated one, else as it was sent.
+    /// False when the packet cannot be sent again (no longer cached, never sent, or sent
+    /// again too often or too recently).
+    fn retransmit(&mut self, now: Instant, feed: &mut Feed, index: usize, out_seq: u16) -> bool {
+        let c = &mut feed.consumers[index];
+        let Some(original) = c.rewriter.original(out_seq) else {
+            return false;
+        };
+        let Some(cached) = feed.cache.get(original.ssrc, original.sequence) else {
+            return false;
+        };
+        let Some(sub) = self.participants.get_mut(&c.subscriber) else {
+            return false;
+        };
+        let Some(dst) = sub.media_destination() else {
+            return false;
+        };
+        let Some(header) = rtp::parse(cached) else {
+            return false;
+        };
+        let rtx_pt = feed.description.rtx_pt_of(header.payload_type);
+        if !c.retransmits.allow(now, out_seq) {
+            return false;
+        }
+        // The packet exactly as the subscriber was sent it the first time.
+        let mut out = self.pool.take();
+        let rewritten = match (feed.mid_extension, &c.mid) {
+            (Some(id), Some(mid)) => rtp::with_extension(cached, id, mid, &mut out),
+            _ => false,
+        };
+        if !rewritten {
+            out.extend_from_slice(cached);
+        }
+        let ts = header.timestamp.wrapping_add(original.ts_offset);
+        rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
+        if let (Some(rtx_ssrc), Some(rtx_pt)) = (c.retransmits.rtx_ssrc, rtx_pt) {
+            let mut rtx = self.pool.take();
+            let seq = c.retransmits.next_rtx_seq();
+            // `out` is a packet rtp::parse accepted, rewritten in place.
+            rtx::wrap(&out, rtx_pt, rtx_ssrc, seq, &mut rtx);
+            self.pool.give(std::mem::replace(&mut out, rtx));
+        }
+        // media_destination() implies srtp is set. Sent again on the media SSRC, the packet
+        // is byte for byte the one sent before under the same index: nothing new is sealed
+        // under a used nonce.
+        let srtp = sub.srtp.as_mut().expect("keyed subscriber");
+        match srtp.protect_rtp(&mut out) {
+            Ok(()) => {
+                sub.usage.packets_out += 1;
+                sub.usage.bytes_out += out.len() as u64;
+                self.stats.retransmissions_sent += 1;
+                transmit(self.stats, self.outputs, dst, out);
+                true
+            }
+            Err(reason) => {
+                self.pool.give(out);
+                self.stats.drop(reason);
+                false
+            }
+        }
+    }
+}
+
 impl Worker {
+    /// A subscriber NACKed `out_seqs` of its stream `media_ssrc`: send what can be sent again.
+    pub(super) fn answer_nack(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantKey,
+        media_ssrc: u32,
+        out_seqs: impl Iterator<Item = u16>,
+    ) {
+        let Some(p) = self.participants.get(&subscriber) else {
+            return;
+        };
+        let (skey, fkey) = match p.subscriptions.get(&media_ssrc) {
+            Some(fkey) => (p.session, *fkey),
+            None => {
+                let n = out_seqs.count() as u64;
+                self.stats.nacks_received += n;
+                self.stats.nacks_unanswerable += n;
+                return;
+            }
+        };
+        let Some(feed) = self
+            .sessions
+            .get_mut(&skey)
+            .and_then(|s| s.feeds.get_mut(&fkey))
+        else {
+            return;
+        };
+        let Some(index) = feed
+            .consumers
+            .iter()
+            .position(|c| c.subscriber == subscriber && c.ssrc.0 == media_ssrc)
+        else {
+            // A NACK naming the RTX stream itself, or a stream being torn down.
+            let n = out_seqs.count() as u64;
+            self.stats.nacks_received += n;
+            self.stats.nacks_unanswerable += n;
+            return;
+        };
+        let mut out = Outbox {
+            participants: &mut self.participants,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            outputs: &mut self.outputs,
+            timers: &mut self.timers,
+            inactivity: self.config.feed_inactivity,
+        };
+        for seq in out_seqs {
+            out.stats.nacks_received += 1;
+            if !out.retransmit(now, feed, index, seq) {
+                out.stats.nacks_unanswerable += 1;
+            }
+        }
+    }
+
     /// Forward `plain` to the consumers on this core of feed `fkey` of session `skey`; false
     /// when there is no such feed (it went away while the packet was on its way).
     pub(super) fn fan_out(

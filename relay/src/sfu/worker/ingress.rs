@@ -13,9 +13,11 @@ use crate::engine::client_hello;
 use crate::engine::demux::{classify, PacketKind};
 use crate::engine::ice_lite::BindingRequest;
 use crate::engine::rtcp::{parse_feedback, Feedback};
+use crate::engine::rtx::{self, Unwrapped};
 use crate::engine::srtp::SrtpProfile;
 use crate::engine::{rtcp as rtcp_engine, rtp};
 use crate::ids::{FeedKey, ParticipantKey, SessionKey};
+use crate::sfu::feed::nack;
 use crate::stats::DropReason;
 
 use crate::sfu::cross_core::{CrossCore, FeedRoute, RtpInfo};
@@ -175,7 +177,7 @@ impl Worker {
             self.pool.give(plain);
             return Err(reason);
         }
-        let Some(header) = rtp::parse(&plain) else {
+        let Some(mut header) = rtp::parse(&plain) else {
             self.pool.give(plain);
             return Err(DropReason::RtpMalformed);
         };
@@ -187,12 +189,18 @@ impl Worker {
             .expect("session of participant");
         let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
         let desc = &feed.description;
-        if !desc.payload_types.is_empty() && !desc.payload_types.contains(&header.payload_type) {
+        let repair = desc.rtx_ssrc.is_some_and(|s| s.0 == ssrc);
+        let accepted = if repair {
+            desc.apt_of(header.payload_type).is_some()
+        } else {
+            desc.payload_types.is_empty() || desc.payload_types.contains(&header.payload_type)
+        };
+        if !accepted {
             self.pool.give(plain);
             return Err(DropReason::RtpUnknownPayloadType);
         }
         // Every authentic packet counts for the publisher's congestion control, whatever
-        // becomes of it after.
+        // becomes of it after: retransmissions and probes use the path too.
         let mut feedback_due = None;
         if let Some(seq) = feed
             .twcc_extension
@@ -204,10 +212,60 @@ impl Worker {
                 feedback_due = p.twcc.poll_timeout();
             }
         }
-        let arrival = (now.saturating_duration_since(self.epoch).as_secs_f64()
-            * desc.clock_rate as f64) as i64;
-        feed.recv
-            .on_packet(header.sequence, header.timestamp, arrival);
+        if let Some(at) = feedback_due {
+            self.timers.arm(Timer::Participant(key), at);
+        }
+        let nack_due = feed.nack.poll_timeout();
+        if repair {
+            // Checked above.
+            let apt = desc.apt_of(header.payload_type).expect("rtx payload type");
+            let mut original = self.pool.take();
+            let unwrapped = rtx::unwrap(&plain, apt, desc.ssrc.0, &mut original);
+            self.pool.give(std::mem::replace(&mut plain, original));
+            match unwrapped {
+                Some(Unwrapped::Repair { original_sequence }) => {
+                    self.stats.rtx_received += 1;
+                    if feed.generates_nacks() {
+                        feed.nack.handle_packet(now, original_sequence);
+                    }
+                    // Whether the relay asked for it or not: Chromium's probes resend recent
+                    // packets too, and one whose original was lost is as good as a repair.
+                    // Only what was forwarded already (or is too old) is dropped.
+                    if !feed.cache.is_news(desc.ssrc.0, original_sequence) {
+                        self.stats.rtx_redundant += 1;
+                        self.pool.give(plain);
+                        return Ok(());
+                    }
+                    self.stats.repairs_used += 1;
+                }
+                Some(Unwrapped::Probe) => {
+                    self.stats.rtx_probes_dropped += 1;
+                    self.pool.give(plain);
+                    return Ok(());
+                }
+                None => {
+                    self.pool.give(plain);
+                    return Err(DropReason::RtpMalformed);
+                }
+            }
+            // unwrap() wrote a packet rtp::parse accepts.
+            header = rtp::parse(&plain).expect("rebuilt packet");
+        } else {
+            if feed.generates_nacks() {
+                feed.nack.handle_packet(now, header.sequence);
+            }
+            // Receiver reports describe the path: repairs are not counted as received.
+            let arrival = (now.saturating_duration_since(self.epoch).as_secs_f64()
+                * feed.description.clock_rate as f64) as i64;
+            feed.recv
+                .on_packet(header.sequence, header.timestamp, arrival);
+        }
+        if let Some(at) = feed.nack.poll_timeout() {
+            if nack_due.is_none_or(|was| at < was) {
+                self.timers.arm(Timer::Repair(skey, fkey), at);
+            }
+        }
+        let desc = &feed.description;
         if feed.last_packet_at.is_none() {
             self.outputs.push_back(Output::Event(Event::FeedStarted {
                 sid: p.sid.clone(),
@@ -216,14 +274,11 @@ impl Worker {
             }));
         }
         let info = RtpInfo {
-            ssrc,
+            ssrc: header.ssrc,
             sequence: header.sequence,
             timestamp: header.timestamp,
             payload_len: header.payload_len,
         };
-        if let Some(at) = feedback_due {
-            self.arm(key, at);
-        }
         self.fan_out(now, skey, fkey, &plain, info);
         // fan_out found it.
         let feed = &self.sessions[&skey].feeds[&fkey];
@@ -356,6 +411,7 @@ impl Worker {
                     .published
                     .get(&ssrc)
                     .and_then(|f| session.feeds.get_mut(f))
+                    .filter(|f| f.description.ssrc.0 == ssrc)
                 {
                     feed.recv.on_sender_report(ntp, now);
                     feed.last_sr = Some((ntp, rtp_time));
@@ -368,7 +424,97 @@ impl Worker {
                 let skey = p.session;
                 self.keyframe_request(now, skey, fkey, false);
             }
+            Feedback::Nack { media_ssrc, entry } => {
+                self.answer_nack(now, key, media_ssrc, entry.sequences());
+            }
+            Feedback::ReceiverTime(time) => {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    p.receiver_time = Some((time, now));
+                }
+            }
+            Feedback::Dlrr(block) => {
+                // The relay's round trip to a publisher, for its NACK retries.
+                if block.ssrc != p.rtcp_ssrc {
+                    return;
+                }
+                let arrival = rtcp_engine::ntp_middle(self.ntp.ntp(now));
+                let Some(rtt) = block.rtt(arrival) else {
+                    return;
+                };
+                for fkey in p.published.values() {
+                    if let Some(feed) = session.feeds.get_mut(fkey) {
+                        feed.nack.set_rtt(rtt);
+                    }
+                }
+            }
+            Feedback::Report(block) => {
+                // The subscriber's round trip, from a sender report the relay sent it.
+                let Some(&fkey) = p.subscriptions.get(&block.ssrc) else {
+                    return;
+                };
+                let arrival = rtcp_engine::ntp_middle(self.ntp.ntp(now));
+                let Some(rtt) = block.rtt(arrival) else {
+                    return;
+                };
+                if let Some(c) = session
+                    .feeds
+                    .get_mut(&fkey)
+                    .and_then(|f| f.consumers.iter_mut().find(|c| c.subscriber == key))
+                {
+                    c.retransmits.set_rtt(rtt);
+                }
+            }
         }
+    }
+
+    /// Ask the publisher of feed `fkey` for the packets it is missing now; returns when to
+    /// ask again, if anything is still missing.
+    pub(super) fn send_nacks(
+        &mut self,
+        now: Instant,
+        skey: SessionKey,
+        fkey: FeedKey,
+    ) -> Option<Instant> {
+        let feed = self.sessions.get_mut(&skey)?.feeds.get_mut(&fkey)?;
+        let mut seqs = std::mem::take(&mut self.nack_seqs);
+        let mut entries = std::mem::take(&mut self.nack_entries);
+        seqs.clear();
+        entries.clear();
+        feed.nack.poll_nacks(now, &mut seqs);
+        nack::pack(&seqs, &mut entries);
+        let next = feed.nack.poll_timeout();
+        let (publisher, media_ssrc) = (feed.publisher, feed.description.ssrc.0);
+        if let Some(p) = self
+            .participants
+            .get_mut(&publisher)
+            .filter(|_| !entries.is_empty())
+        {
+            if let Some(dst) = p.media_destination() {
+                let mut plain = self.pool.take();
+                let mut rest = &entries[..];
+                while !rest.is_empty() {
+                    plain.clear();
+                    let n = rtcp_engine::nack::write(p.rtcp_ssrc, media_ssrc, rest, &mut plain);
+                    rest = &rest[n..];
+                    // media_destination() implies srtp is set.
+                    let srtp = p.srtp.as_mut().expect("keyed publisher");
+                    match srtp.protect_rtcp(&plain) {
+                        Ok(sealed) => {
+                            p.usage.packets_out += 1;
+                            p.usage.bytes_out += sealed.len() as u64;
+                            self.stats.nacks_sent += 1;
+                            transmit(&mut self.stats, &mut self.outputs, dst, sealed);
+                        }
+                        Err(reason) => self.stats.drop(reason),
+                    }
+                }
+                self.pool.give(plain);
+                self.stats.nack_packets_requested += seqs.len() as u64;
+            }
+        }
+        self.nack_seqs = seqs;
+        self.nack_entries = entries;
+        next
     }
 
     pub(super) fn send_pli(&mut self, publisher: ParticipantKey, media_ssrc: u32) {

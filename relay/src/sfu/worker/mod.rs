@@ -135,6 +135,8 @@ enum Timer {
     Participant(ParticipantKey),
     /// A flowing feed's inactivity check.
     Feed(SessionKey, FeedKey),
+    /// The next NACK toward a feed's publisher.
+    Repair(SessionKey, FeedKey),
 }
 
 /// A session on this core.
@@ -175,6 +177,9 @@ pub struct Worker {
     ntp: NtpClock,
     rng: StdRng,
     feedback: Vec<Feedback>,
+    /// Scratch space for NACKs toward publishers, kept so that sending them allocates nothing.
+    nack_seqs: Vec<u16>,
+    nack_entries: Vec<(u16, u16)>,
     pool: BufferPool,
     /// Feeds published on other cores that have a replica here.
     replicas: HashMap<FeedRoute, (SessionKey, FeedKey)>,
@@ -206,6 +211,8 @@ impl Worker {
             ntp: NtpClock::new(now, wall),
             rng: StdRng::seed_from_u64(seed),
             feedback: Vec::new(),
+            nack_seqs: Vec::new(),
+            nack_entries: Vec::new(),
             pool: BufferPool::new(MAX_IDLE_BUFFERS),
             replicas: HashMap::new(),
             relayed: RelayedPool::new(MAX_RELAYED),
@@ -287,30 +294,43 @@ impl Worker {
     }
 
     fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
-        self.stats.packets_out += 1;
-        self.stats.bytes_out += contents.len() as u64;
-        self.outputs.push_back(Output::Transmit(Transmit {
-            destination,
-            contents,
-        }));
+        transmit(&mut self.stats, &mut self.outputs, destination, contents);
     }
 }
 
+/// Count a datagram as sent and queue it; for callers that hold a participant borrowed, which
+/// [`Worker::transmit`] would conflict with.
+fn transmit(
+    stats: &mut CoreStats,
+    outputs: &mut VecDeque<Output>,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+) {
+    stats.packets_out += 1;
+    stats.bytes_out += contents.len() as u64;
+    outputs.push_back(Output::Transmit(Transmit {
+        destination,
+        contents,
+    }));
+}
+
 /// Remove a feed from its session and every subscription to it from its subscribers; returns
-/// the publisher's SSRC of the feed if it existed.
+/// the feed's description if it existed.
 fn remove_feed(
     session: &mut Session,
     participants: &mut HashMap<ParticipantKey, Participant>,
     fkey: FeedKey,
-) -> Option<u32> {
+) -> Option<crate::control::FeedDescription> {
     let feed = session.feeds.remove(&fkey)?;
     session.feed_keys.remove(&feed.description.feed_id);
     for c in feed.consumers {
         if let Some(sub) = participants.get_mut(&c.subscriber) {
-            sub.subscriptions.remove(&c.ssrc.0);
+            for ssrc in c.ssrcs() {
+                sub.subscriptions.remove(&ssrc);
+            }
         }
     }
-    Some(feed.description.ssrc.0)
+    Some(feed.description)
 }
 
 fn random_credentials(rng: &mut StdRng) -> IceCredentials {

@@ -1,8 +1,11 @@
 //! Everything the worker does because time passed: consent and handshake expiry, feed
-//! inactivity, RTCP reports.
+//! inactivity, RTCP reports, congestion feedback, NACKs.
 
 use std::time::Instant;
 
+use rtcp::extended_report::{
+    DLRRReport, DLRRReportBlock, ExtendedReport, ReceiverReferenceTimeReportBlock,
+};
 use rtcp::packet::Packet;
 use rtcp::receiver_report::ReceiverReport;
 use rtcp::sender_report::SenderReport;
@@ -30,6 +33,11 @@ impl Worker {
                 }
                 Timer::Feed(skey, fkey) => {
                     if let Some(at) = self.feed_timeout(now, skey, fkey) {
+                        later.push((timer, at));
+                    }
+                }
+                Timer::Repair(skey, fkey) => {
+                    if let Some(at) = self.send_nacks(now, skey, fkey) {
                         later.push((timer, at));
                     }
                 }
@@ -176,6 +184,29 @@ impl Worker {
         }
         if packets.is_empty() {
             return;
+        }
+        // The delay since the subscriber's reference time, from which it gets its RTT; and
+        // the relay's own toward a publisher, from whose answer it gets its RTT.
+        let mut xr: Vec<Box<dyn Packet + Send + Sync>> = Vec::new();
+        if let Some((time, at)) = p.receiver_time.take() {
+            xr.push(Box::new(DLRRReportBlock {
+                reports: vec![DLRRReport {
+                    ssrc: time.ssrc,
+                    last_rr: time.lrr,
+                    dlrr: rtcp_engine::dlsr_units(now.saturating_duration_since(at)),
+                }],
+            }));
+        }
+        if !p.published.is_empty() {
+            xr.push(Box::new(ReceiverReferenceTimeReportBlock {
+                ntp_timestamp: ntp,
+            }));
+        }
+        if !xr.is_empty() {
+            packets.push(Box::new(ExtendedReport {
+                sender_ssrc: p.rtcp_ssrc,
+                reports: xr,
+            }));
         }
         let Some(plain) = rtcp_engine::marshal(&packets) else {
             return;

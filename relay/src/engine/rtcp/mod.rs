@@ -1,10 +1,18 @@
-//! RTCP the relay generates and consumes (RFC 3550 §6, RFC 4585 §6.3).
+//! RTCP the relay generates and consumes (RFC 3550 §6, RFC 4585 §6.2–6.3), one file per
+//! message type the relay reads or writes by hand.
 //!
 //! Generation: receiver reports toward publishers (so their encoders see loss and jitter), sender
-//! reports toward subscribers (so they can sync audio and video and compute RTT). Consumption:
-//! sender reports from publishers (for LSR/DLSR and timestamp mapping) and keyframe requests
-//! (PLI, FIR) from subscribers. Everything else in a compound packet is ignored for now; it is
-//! parsed so that a malformed compound is counted as such.
+//! reports toward subscribers (so they can sync audio and video and compute RTT), NACKs toward
+//! publishers ([`nack`]). Consumption: sender reports from publishers (for LSR/DLSR and
+//! timestamp mapping), report blocks from subscribers (their round-trip time, [`report`]),
+//! receiver reference times from subscribers (answered so they learn theirs) and DLRR from
+//! publishers (the relay's round trip to them, [`xr`]),
+//! NACKs and keyframe requests (PLI, FIR) from subscribers. Everything else in a compound
+//! packet is ignored; it is walked so that a malformed compound is counted as such.
+
+pub mod nack;
+pub mod report;
+pub mod xr;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,10 +79,23 @@ pub enum Feedback {
         /// The stream as the requester sees it (an SSRC the relay chose for it).
         media_ssrc: u32,
     },
+    /// The sender lost packets of `media_ssrc`: one FCI entry of a generic NACK.
+    Nack {
+        /// The stream as the requester sees it.
+        media_ssrc: u32,
+        /// Which packets.
+        entry: nack::NackEntry,
+    },
+    /// A report block about a stream the relay sends.
+    Report(report::ReportBlock),
+    /// A receiver's reference time, to be answered with a DLRR.
+    ReceiverTime(xr::ReceiverTime),
+    /// The answer to a reference time the relay sent.
+    Dlrr(report::ReportBlock),
 }
 
 /// RTCP packet types (RFC 3550 §12.1, RFC 4585 §6.1).
-const PT_SR: u8 = 200;
+use report::{PT_RR, PT_SR};
 const PT_PSFB: u8 = 206;
 /// Payload-specific feedback formats (RFC 4585 §6.3, RFC 5104 §4.3).
 const FMT_PLI: u8 = 1;
@@ -105,6 +126,13 @@ pub fn parse_feedback(plain: &[u8], out: &mut Vec<Feedback>) -> Option<()> {
         let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
         let packet = rest.get(..len)?;
         rest = &rest[len..];
+        // Padding (P bit: its length in the last byte) is not part of any message body.
+        let pad = if packet[0] & 0x20 != 0 {
+            *packet.last()? as usize
+        } else {
+            0
+        };
+        let unpadded = packet.get(..packet.len().checked_sub(pad)?)?;
         match (pt, count) {
             (PT_SR, _) => {
                 let ssrc = be32(packet, 4)?;
@@ -115,18 +143,23 @@ pub fn parse_feedback(plain: &[u8], out: &mut Vec<Feedback>) -> Option<()> {
                     ntp,
                     rtp_time,
                 });
+                out.extend(report::blocks(unpadded, pt, count)?.map(Feedback::Report));
             }
+            (PT_RR, _) => out.extend(report::blocks(unpadded, pt, count)?.map(Feedback::Report)),
+            (nack::PT_RTPFB, nack::FMT_NACK) => {
+                let (media_ssrc, entries) = nack::parse(unpadded)?;
+                out.extend(entries.map(|entry| Feedback::Nack { media_ssrc, entry }));
+            }
+            (xr::PT_XR, _) => out.extend(xr::blocks(unpadded)?.map(|b| match b {
+                xr::XrBlock::ReceiverTime(t) => Feedback::ReceiverTime(t),
+                xr::XrBlock::Dlrr(b) => Feedback::Dlrr(b),
+            })),
             (PT_PSFB, FMT_PLI) => out.push(Feedback::KeyframeRequest {
                 media_ssrc: be32(packet, 8)?,
             }),
             (PT_PSFB, FMT_FIR) => {
-                // FCI entries of 8 bytes after the 12-byte common part; padding excluded.
-                let pad = if packet[0] & 0x20 != 0 {
-                    *packet.last()? as usize
-                } else {
-                    0
-                };
-                let body = packet.get(12..packet.len().checked_sub(pad)?)?;
+                // FCI entries of 8 bytes after the 12-byte common part.
+                let body = unpadded.get(12..)?;
                 for entry in body.chunks_exact(8) {
                     out.push(Feedback::KeyframeRequest {
                         media_ssrc: be32(entry, 0)?,
@@ -152,6 +185,7 @@ mod tests {
     use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
     use rtcp::receiver_report::ReceiverReport;
     use rtcp::sender_report::SenderReport;
+    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 
     #[test]
     fn ntp_clock_is_monotonic_and_anchored() {
@@ -190,6 +224,24 @@ mod tests {
                 rtp_time: 1000,
                 ..Default::default()
             }),
+            Box::new(TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: 79,
+                nacks: vec![NackPair {
+                    packet_id: 10,
+                    lost_packets: 1,
+                }],
+            }),
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![rtcp::reception_report::ReceptionReport {
+                    ssrc: 80,
+                    last_sender_report: 4,
+                    delay: 2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
         ];
         let raw = marshal(&packets).unwrap();
         let mut out = vec![];
@@ -204,6 +256,15 @@ mod tests {
                     ntp: 99,
                     rtp_time: 1000
                 },
+                Feedback::Nack {
+                    media_ssrc: 79,
+                    entry: nack::NackEntry { pid: 10, blp: 1 }
+                },
+                Feedback::Report(report::ReportBlock {
+                    ssrc: 80,
+                    lsr: 4,
+                    dlsr: 2
+                }),
             ]
         );
         assert!(parse_feedback(&raw[..raw.len() - 3], &mut out).is_none());

@@ -1,5 +1,4 @@
-//! One subscriber's view of one feed: SSRC, sequence and timestamp rewriting, and what the
-//! sender reports toward that subscriber need.
+//! Sequence and timestamp rewriting of one subscriber's stream.
 //!
 //! The subscriber must see one continuous stream even when the publisher's stream is replaced
 //! (new SSRC after renegotiation, encoder restart with a sequence jump, or a pause). On such a
@@ -9,8 +8,6 @@
 //! exactly as they happened.
 
 use std::time::Instant;
-
-use crate::ids::{ParticipantKey, Ssrc};
 
 /// A jump of more than this many sequence numbers on the same SSRC is an encoder restart,
 /// not loss (loss bursts are far shorter; reordering far shorter still).
@@ -40,6 +37,17 @@ pub struct Rewriter {
     last_sent_at: Option<Instant>,
     /// Bit `i` set: `highest_out - i` was sent.
     sent: u128,
+}
+
+/// The incoming packet behind an outgoing sequence number ([`Rewriter::original`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Original {
+    /// The publisher's SSRC.
+    pub ssrc: u32,
+    /// The publisher's sequence number.
+    pub sequence: u16,
+    /// Added to the publisher's timestamp to give the subscriber's.
+    pub ts_offset: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,40 +146,31 @@ impl Rewriter {
         Some((out_seq, out_ts))
     }
 
+    /// Where an outgoing packet came from, to answer a NACK for it: the incoming SSRC and
+    /// sequence number, and the offset to add to the incoming timestamp. None unless it was
+    /// sent under the current anchor (and, within the reorder window, actually sent).
+    pub fn original(&self, out_seq: u16) -> Option<Original> {
+        let a = self.anchored?;
+        let highest = self.highest_out as u16;
+        let behind = highest.wrapping_sub(out_seq) as i16;
+        let first_out = a.first_in_seq.wrapping_add(a.seq_offset);
+        if behind < 0 || (out_seq.wrapping_sub(first_out) as i16) < 0 {
+            return None;
+        }
+        let behind = behind as u16;
+        if behind < REORDER_WINDOW && self.sent & (1 << behind) == 0 {
+            return None;
+        }
+        Some(Original {
+            ssrc: a.in_ssrc,
+            sequence: out_seq.wrapping_sub(a.seq_offset),
+            ts_offset: a.ts_offset,
+        })
+    }
+
     /// The last outgoing timestamp and when it was sent (for sender reports).
     pub fn last_sent(&self) -> Option<(u32, Instant)> {
         self.last_sent_at.map(|at| (self.last_out_ts, at))
-    }
-}
-
-/// A subscription of one participant to one feed.
-#[derive(Debug, Clone)]
-pub struct Consumer {
-    /// The subscriber.
-    pub subscriber: ParticipantKey,
-    /// The SSRC the subscriber receives this feed with.
-    pub ssrc: Ssrc,
-    /// Sequence and timestamp mapping.
-    pub rewriter: Rewriter,
-    /// RTP packets sent (for SR).
-    pub packets_sent: u32,
-    /// Payload octets sent (for SR).
-    pub octets_sent: u32,
-    /// Value for the MID header extension in this subscriber's packets.
-    pub mid: Option<Vec<u8>>,
-}
-
-impl Consumer {
-    /// A new subscription starting at a random sequence number and timestamp.
-    pub fn new(subscriber: ParticipantKey, ssrc: Ssrc, initial_seq: u16, initial_ts: u32) -> Self {
-        Consumer {
-            subscriber,
-            ssrc,
-            rewriter: Rewriter::new(initial_seq, initial_ts),
-            packets_sent: 0,
-            octets_sent: 0,
-            mid: None,
-        }
     }
 }
 
@@ -235,6 +234,37 @@ mod tests {
         assert!(r.rewrite(t0, 1, far, 0, 8000).is_some());
         // Not sent yet, but older than the window allows.
         assert_eq!(r.rewrite(t0, 1, 13, 0, 8000), None);
+    }
+
+    #[test]
+    fn originals_of_what_was_sent_under_the_current_anchor() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(1000, 5000);
+        assert_eq!(r.original(1000), None);
+        r.rewrite(t0, 7, 200, 100, 90_000);
+        r.rewrite(t0, 7, 202, 100, 90_000);
+        let o = r.original(1002).unwrap();
+        assert_eq!(
+            (o.ssrc, o.sequence, 100u32.wrapping_add(o.ts_offset)),
+            (7, 202, 5000)
+        );
+        assert_eq!(r.original(1000).map(|o| o.sequence), Some(200));
+        // 1001 was never sent (201 is lost upstream), 1003 not yet, 999 before the anchor.
+        assert_eq!(r.original(1001), None);
+        assert_eq!(r.original(1003), None);
+        assert_eq!(r.original(999), None);
+        // After a re-anchor, what was sent before it is no longer this stream's.
+        r.rewrite(t0, 8, 50, 0, 90_000);
+        assert_eq!(r.original(1002), None);
+        assert_eq!(
+            r.original(1003).map(|o| (o.ssrc, o.sequence)),
+            Some((8, 50))
+        );
+        // Older than the window: known only by arithmetic, the cache says the rest.
+        for i in 1..=200u16 {
+            r.rewrite(t0, 8, 50 + i, 0, 90_000);
+        }
+        assert_eq!(r.original(1004).map(|o| o.sequence), Some(51));
     }
 
     #[test]

@@ -1,0 +1,50 @@
+//! One subscriber's view of one feed, the consumer side of forwarding: its SSRC, the rewriter
+//! that keeps its stream continuous, what the sender reports toward it need, and the
+//! retransmissions it asked for.
+
+pub mod retransmit;
+pub mod rewriter;
+
+pub use rewriter::{Original, Rewriter, REORDER_WINDOW};
+
+use crate::ids::{ParticipantKey, Ssrc};
+use retransmit::Retransmits;
+
+/// A subscription of one participant to one feed.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    /// The subscriber.
+    pub subscriber: ParticipantKey,
+    /// The SSRC the subscriber receives this feed with.
+    pub ssrc: Ssrc,
+    /// Sequence and timestamp mapping.
+    pub rewriter: Rewriter,
+    /// RTP packets sent (for SR).
+    pub packets_sent: u32,
+    /// Payload octets sent (for SR).
+    pub octets_sent: u32,
+    /// Value for the MID header extension in this subscriber's packets.
+    pub mid: Option<Vec<u8>>,
+    /// What it asked to have sent again, and its retransmission stream.
+    pub retransmits: Retransmits,
+}
+
+impl Consumer {
+    /// A new subscription starting at a random sequence number and timestamp.
+    pub fn new(subscriber: ParticipantKey, ssrc: Ssrc, initial_seq: u16, initial_ts: u32) -> Self {
+        Consumer {
+            subscriber,
+            ssrc,
+            rewriter: Rewriter::new(initial_seq, initial_ts),
+            packets_sent: 0,
+            octets_sent: 0,
+            mid: None,
+            retransmits: Retransmits::new(None, initial_seq.wrapping_add(0x8000)),
+        }
+    }
+
+    /// The SSRCs the subscriber receives this feed with: media, then retransmission.
+    pub fn ssrcs(&self) -> impl Iterator<Item = u32> {
+        std::iter::once(self.ssrc.0).chain(self.retransmits.rtx_ssrc)
+    }
+}

@@ -1,0 +1,128 @@
+//! The last packets of a video feed, by sequence number, so that a subscriber's NACK can be
+//! answered from the relay instead of the publisher.
+//!
+//! One cache per feed and core holds the decrypted packets as they arrived; every subscriber's
+//! history is only its mapping from outgoing to incoming sequence numbers
+//! ([`super::consumer::Rewriter::original`]), so a retransmission costs no copy per subscriber
+//! until it is sent. Slots are filled in place: once each has held one packet the cache never
+//! allocates again.
+
+/// Packets kept per video feed: about 2 s of a 2.5 Mbit/s stream, longer than any jitter
+/// buffer waits for a repair.
+pub const CACHE_PACKETS: usize = 512;
+
+/// Room reserved per slot: a packet the size of a typical path MTU fits without growing it.
+const SLOT_CAPACITY: usize = 1500;
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// SSRC and sequence number of what the slot holds; None while empty.
+    key: Option<(u32, u16)>,
+    data: Vec<u8>,
+}
+
+/// A ring of the last [`CACHE_PACKETS`] packets of one stream.
+#[derive(Debug, Default)]
+pub struct PacketCache {
+    /// Empty until the first packet, then [`CACHE_PACKETS`] slots.
+    slots: Vec<Slot>,
+}
+
+impl PacketCache {
+    /// Keep `packet` (SSRC `ssrc`, sequence number `seq`), replacing whatever held its slot.
+    pub fn insert(&mut self, ssrc: u32, seq: u16, packet: &[u8]) {
+        if self.slots.is_empty() {
+            self.slots = (0..CACHE_PACKETS)
+                .map(|_| Slot {
+                    key: None,
+                    data: Vec::with_capacity(SLOT_CAPACITY),
+                })
+                .collect();
+        }
+        let slot = &mut self.slots[seq as usize % CACHE_PACKETS];
+        slot.key = Some((ssrc, seq));
+        slot.data.clear();
+        slot.data.extend_from_slice(packet);
+    }
+
+    /// The packet `seq` of `ssrc`, if it is still held.
+    pub fn get(&self, ssrc: u32, seq: u16) -> Option<&[u8]> {
+        let slot = self.slots.get(seq as usize % CACHE_PACKETS)?;
+        (slot.key == Some((ssrc, seq))).then_some(slot.data.as_slice())
+    }
+
+    /// Whether packet `seq` of `ssrc` would be news to a subscriber: not held, and not older
+    /// than what its slot holds now. A retransmission that is news fills a gap the relay
+    /// passed on; one that is not was forwarded already, or is too old to be waited for.
+    pub fn is_news(&self, ssrc: u32, seq: u16) -> bool {
+        match self
+            .slots
+            .get(seq as usize % CACHE_PACKETS)
+            .and_then(|s| s.key)
+        {
+            Some((held_ssrc, held)) if held_ssrc == ssrc => seq.wrapping_sub(held) as i16 > 0,
+            _ => true,
+        }
+    }
+
+    /// Forget everything (the feed was renegotiated).
+    pub fn clear(&mut self) {
+        for s in &mut self.slots {
+            s.key = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn news_is_what_was_never_held_and_not_overtaken() {
+        let mut c = PacketCache::default();
+        assert!(c.is_news(1, 5));
+        c.insert(1, 5, b"five");
+        assert!(!c.is_news(1, 5));
+        assert!(c.is_news(1, 6));
+        // Another stream's packet in the slot says nothing about this one.
+        assert!(c.is_news(2, 5));
+        // Overtaken: the slot holds a packet one lap newer.
+        let lap = CACHE_PACKETS as u16;
+        c.insert(1, 7 + lap, b"newer");
+        assert!(!c.is_news(1, 7));
+        // One lap older than what is held would be news only if newer; 5 + lap is.
+        assert!(c.is_news(1, 5 + lap));
+        // Across the 16-bit wrap.
+        c.insert(1, u16::MAX, b"last");
+        assert!(!c.is_news(1, u16::MAX));
+        assert!(c.is_news(1, u16::MAX.wrapping_add(lap)));
+    }
+
+    #[test]
+    fn holds_the_last_packets_across_a_wrap() {
+        let mut c = PacketCache::default();
+        assert_eq!(c.get(1, 0), None);
+        for i in 0..(CACHE_PACKETS as u32 + 10) {
+            let seq = (65_530 + i) as u16;
+            c.insert(1, seq, &seq.to_be_bytes());
+        }
+        let newest = (65_530 + CACHE_PACKETS as u32 + 9) as u16;
+        assert_eq!(c.get(1, newest), Some(&newest.to_be_bytes()[..]));
+        let oldest_kept = newest.wrapping_sub(CACHE_PACKETS as u16 - 1);
+        assert!(c.get(1, oldest_kept).is_some());
+        // Overwritten by a newer packet in its slot.
+        assert_eq!(c.get(1, oldest_kept.wrapping_sub(1)), None);
+        // Another SSRC with the same number is not the same packet.
+        assert_eq!(c.get(2, newest), None);
+        c.clear();
+        assert_eq!(c.get(1, newest), None);
+    }
+
+    #[test]
+    fn a_duplicate_replaces_in_place() {
+        let mut c = PacketCache::default();
+        c.insert(1, 5, b"first");
+        c.insert(1, 5, b"again");
+        assert_eq!(c.get(1, 5), Some(&b"again"[..]));
+    }
+}

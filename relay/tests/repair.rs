@@ -1,0 +1,308 @@
+//! Packet repair through the relay, in virtual time: a packet the publisher's link lost is
+//! NACKed, its retransmission (RTX) is forwarded to the subscriber as the original and counted
+//! as a repair used; a subscriber's NACK is answered from the relay's cache on the
+//! subscriber's own RTX stream, repeats within a round trip are ignored, and resends are
+//! bounded.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use relay::engine::rtp;
+use relay::fuzzing::{harness, Harness, PUBLISHER_RTX_SSRC, PUBLISHER_SSRC, RTX_PT};
+use relay::sfu::feed::nack::DEFAULT_RETRY;
+use relay::sfu::worker::Output;
+use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+use webrtc_util::marshal::Marshal;
+
+fn payload(seq: u16) -> Vec<u8> {
+    std::iter::repeat_n(seq as u8, 200).collect()
+}
+
+/// A media packet of the harness camera (no extensions).
+fn media(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+    p.extend(payload(seq));
+    p
+}
+
+/// The publisher's retransmission of `original` as RTX packet `rtx_seq`.
+fn rtx(original: u16, rtx_seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, RTX_PT];
+    p.extend_from_slice(&rtx_seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(original) * 3000).to_be_bytes());
+    p.extend_from_slice(&PUBLISHER_RTX_SSRC.to_be_bytes());
+    p.extend_from_slice(&original.to_be_bytes());
+    p.extend(payload(original));
+    p
+}
+
+fn send_rtp(h: &mut Harness, from: usize, plain: &[u8]) {
+    let mut sealed = plain.to_vec();
+    h.clients[from].protect_rtp(&mut sealed).expect("protect");
+    let src = if from == 0 {
+        h.publisher
+    } else {
+        h.subscribers[from - 1]
+    };
+    h.worker.handle_receive(h.now, None, src, &sealed);
+}
+
+fn send_rtcp(h: &mut Harness, from: usize, plain: &[u8]) {
+    let sealed = h.clients[from].protect_rtcp(plain).expect("protect");
+    let src = h.subscribers[from - 1];
+    h.worker.handle_receive(h.now, None, src, &sealed);
+}
+
+/// What reached whom: (RTP to the subscriber, decrypted), (NACKs to the publisher).
+#[derive(Default)]
+struct Seen {
+    to_subscriber: Vec<Vec<u8>>,
+    nacks: Vec<TransportLayerNack>,
+}
+
+/// Drain outputs and run timers up to `until`, as the I/O shell does.
+fn run_until(h: &mut Harness, until: Instant) -> Seen {
+    let mut seen = Seen::default();
+    loop {
+        while let Some(o) = h.worker.poll_output() {
+            let Output::Transmit(t) = o else { continue };
+            if t.destination == h.publisher {
+                let Ok(plain) = h.clients[0].unprotect_rtcp(&t.contents) else {
+                    continue;
+                };
+                let mut buf = Bytes::from(plain);
+                for p in rtcp::packet::unmarshal(&mut buf).expect("well-formed compound") {
+                    if let Some(n) = p.as_any().downcast_ref::<TransportLayerNack>() {
+                        seen.nacks.push(n.clone());
+                    }
+                }
+            } else if t.destination == h.subscribers[0] && !(192..=223).contains(&t.contents[1]) {
+                // RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..=223).
+                let mut plain = Vec::new();
+                h.clients[1]
+                    .unprotect_rtp(&t.contents, &mut plain)
+                    .expect("authentic RTP to the subscriber");
+                seen.to_subscriber.push(plain);
+            }
+        }
+        match h.worker.poll_timeout() {
+            Some(at) if at <= until => {
+                h.now = h.now.max(at);
+                h.worker.handle_timeout(h.now);
+            }
+            _ => break,
+        }
+    }
+    h.now = until;
+    seen
+}
+
+fn run_for(h: &mut Harness, d: Duration) -> Seen {
+    let until = h.now + d;
+    run_until(h, until)
+}
+
+fn nacked(nacks: &[TransportLayerNack]) -> Vec<u16> {
+    nacks
+        .iter()
+        .flat_map(|n| n.nacks.iter().flat_map(|p| p.packet_list()))
+        .collect()
+}
+
+#[test]
+fn a_packet_lost_on_the_way_in_is_nacked_and_its_repair_forwarded_as_the_original() {
+    let mut h = harness(1);
+    let t0 = h.now;
+    for seq in [100, 101, 103, 104] {
+        send_rtp(&mut h, 0, &media(seq));
+    }
+    let seen = run_until(&mut h, t0 + Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 4);
+    assert_eq!(nacked(&seen.nacks), vec![102], "asked for at once");
+    let first = rtp::parse(&seen.to_subscriber[0]).unwrap();
+    let media_ssrc = first.ssrc;
+
+    // Not repaired yet: asked again after the retry interval, and only then.
+    let seen = run_until(&mut h, t0 + DEFAULT_RETRY - Duration::from_millis(2));
+    assert!(seen.nacks.is_empty());
+    let seen = run_until(&mut h, t0 + DEFAULT_RETRY + Duration::from_millis(1));
+    assert_eq!(nacked(&seen.nacks), vec![102]);
+
+    // The repair arrives over RTX and goes to the subscriber as packet 102 of its stream.
+    send_rtp(&mut h, 0, &rtx(102, 7));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 1);
+    let got = rtp::parse(&seen.to_subscriber[0]).unwrap();
+    assert_eq!(got.ssrc, media_ssrc);
+    assert_eq!(got.payload_type, 96);
+    assert_eq!(got.sequence, first.sequence.wrapping_add(2));
+    assert_eq!(&seen.to_subscriber[0][got.header_len..], &payload(102)[..]);
+    let stats = h.worker.stats();
+    assert_eq!((stats.rtx_received, stats.repairs_used), (1, 1));
+    assert_eq!(stats.nacks_sent, 2);
+    assert_eq!(stats.nack_packets_requested, 2);
+
+    // Nothing is missing any more, so nothing more is asked for.
+    let seen = run_for(&mut h, Duration::from_secs(2));
+    assert!(seen.nacks.is_empty());
+
+    // A second copy of the repair, a resend of a packet that was never lost (as Chromium
+    // probes) and a padding-only probe are not forwarded.
+    send_rtp(&mut h, 0, &rtx(102, 8));
+    send_rtp(&mut h, 0, &rtx(103, 9));
+    let mut probe = vec![0xa0, RTX_PT, 0, 10, 0, 0, 0, 0];
+    probe.extend_from_slice(&PUBLISHER_RTX_SSRC.to_be_bytes());
+    probe.extend_from_slice(&[0; 99]);
+    probe.push(100);
+    send_rtp(&mut h, 0, &probe);
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert!(seen.to_subscriber.is_empty());
+    let stats = h.worker.stats();
+    assert_eq!(stats.rtx_redundant, 2);
+    assert_eq!(stats.rtx_probes_dropped, 1);
+    assert_eq!(stats.repairs_used, 1);
+}
+
+#[test]
+fn a_packet_never_repaired_is_given_up_within_the_useful_window() {
+    let mut h = harness(1);
+    let t0 = h.now;
+    send_rtp(&mut h, 0, &media(1));
+    send_rtp(&mut h, 0, &media(3));
+    let seen = run_until(&mut h, t0 + Duration::from_secs(5));
+    let asked = nacked(&seen.nacks);
+    assert!(
+        asked.len() >= 5 && asked.len() <= relay::sfu::feed::nack::MAX_TRIES as usize,
+        "asked {} times",
+        asked.len()
+    );
+    assert!(asked.iter().all(|s| *s == 2));
+    assert_eq!(
+        h.worker
+            .poll_timeout()
+            .filter(|t| *t < t0 + Duration::from_secs(5)),
+        None
+    );
+}
+
+/// Chromium's probes resend its latest packets over RTX. Where the original of one was lost,
+/// the probe is the only copy that comes: it is forwarded as the original, whether it comes
+/// before the relay noticed the gap, or after it gave up asking.
+#[test]
+fn a_resend_nobody_asked_for_fills_the_gap_it_finds() {
+    let mut h = harness(1);
+    let t0 = h.now;
+    send_rtp(&mut h, 0, &media(100));
+    // 101 is lost; its resend arrives before anything newer.
+    send_rtp(&mut h, 0, &rtx(101, 1));
+    send_rtp(&mut h, 0, &media(102));
+    let seen = run_until(&mut h, t0 + Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 3);
+    let seqs: Vec<u16> = seen
+        .to_subscriber
+        .iter()
+        .map(|p| rtp::parse(p).unwrap().sequence)
+        .collect();
+    assert_eq!(seqs[1], seqs[0].wrapping_add(1));
+    assert_eq!(seqs[2], seqs[0].wrapping_add(2));
+    assert!(seen.nacks.is_empty(), "nothing is missing");
+
+    // 104 is lost and asked for until the relay gives up; a resend after that still goes out.
+    send_rtp(&mut h, 0, &media(103));
+    send_rtp(&mut h, 0, &media(105));
+    let seen = run_until(&mut h, t0 + Duration::from_secs(3));
+    assert!(nacked(&seen.nacks).iter().all(|s| *s == 104));
+    assert_eq!(seen.to_subscriber.len(), 2);
+    send_rtp(&mut h, 0, &rtx(104, 2));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 1);
+    assert_eq!(
+        &seen.to_subscriber[0][rtp::parse(&seen.to_subscriber[0]).unwrap().header_len..],
+        &payload(104)[..]
+    );
+    assert_eq!(h.worker.stats().repairs_used, 2);
+    assert_eq!(h.worker.stats().rtx_redundant, 0);
+}
+
+/// A generic NACK from the subscriber for `seqs` of its stream `media_ssrc`.
+fn nack_packet(media_ssrc: u32, pid: u16, blp: u16) -> Vec<u8> {
+    TransportLayerNack {
+        sender_ssrc: 1,
+        media_ssrc,
+        nacks: vec![NackPair {
+            packet_id: pid,
+            lost_packets: blp,
+        }],
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+#[test]
+fn a_subscribers_nack_is_answered_from_the_cache_on_its_rtx_stream() {
+    let mut h = harness(1);
+    let t0 = h.now;
+    for seq in 500..510 {
+        send_rtp(&mut h, 0, &media(seq));
+    }
+    let seen = run_until(&mut h, t0 + Duration::from_millis(1));
+    let sent: Vec<_> = seen
+        .to_subscriber
+        .iter()
+        .map(|p| (rtp::parse(p).unwrap(), p.clone()))
+        .collect();
+    let media_ssrc = sent[0].0.ssrc;
+    let s3 = sent[3].0.sequence;
+    let s5 = sent[5].0.sequence;
+
+    // The subscriber lost its packets 3 and 5 (PID s3, bit 1 for s3 + 2).
+    send_rtcp(&mut h, 1, &nack_packet(media_ssrc, s3, 0b10));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 2);
+    let mut rtx_seqs = Vec::new();
+    for (resent, original) in seen.to_subscriber.iter().zip([&sent[3], &sent[5]]) {
+        let r = rtp::parse(resent).unwrap();
+        assert_ne!(r.ssrc, media_ssrc, "on the subscriber's RTX stream");
+        assert_eq!(r.timestamp, original.0.timestamp);
+        let body = &resent[r.header_len..];
+        // RFC 4588: the outgoing sequence number, then the payload exactly as sent.
+        assert_eq!(&body[..2], &original.0.sequence.to_be_bytes());
+        assert_eq!(&body[2..], &original.1[original.0.header_len..]);
+        rtx_seqs.push(r.sequence);
+    }
+    assert_eq!(rtx_seqs[1], rtx_seqs[0].wrapping_add(1));
+    assert_eq!(h.worker.stats().retransmissions_sent, 2);
+
+    // Asked again within one round trip: the repair is on its way, nothing is sent.
+    send_rtcp(&mut h, 1, &nack_packet(media_ssrc, s5, 0));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert!(seen.to_subscriber.is_empty());
+    // After a round trip it is sent again, but at most three times in all.
+    let mut resent = 1;
+    for _ in 0..5 {
+        let later = h.now + Duration::from_millis(150);
+        run_until(&mut h, later);
+        send_rtcp(&mut h, 1, &nack_packet(media_ssrc, s5, 0));
+        resent += run_for(&mut h, Duration::from_millis(1))
+            .to_subscriber
+            .len();
+    }
+    assert_eq!(resent, 3);
+
+    // A packet never sent to it (ahead of its stream) and one long gone cannot be answered.
+    let before = h.worker.stats().nacks_unanswerable;
+    send_rtcp(&mut h, 1, &nack_packet(media_ssrc, s5.wrapping_add(100), 0));
+    send_rtcp(
+        &mut h,
+        1,
+        &nack_packet(media_ssrc, s3.wrapping_sub(1000), 0),
+    );
+    assert!(run_for(&mut h, Duration::from_millis(1))
+        .to_subscriber
+        .is_empty());
+    assert_eq!(h.worker.stats().nacks_unanswerable, before + 2);
+}
