@@ -11,6 +11,9 @@ use relay::engine::rtp;
 use relay::fuzzing::{harness, Harness, PUBLISHER_RTX_SSRC, PUBLISHER_SSRC, RTX_PT};
 use relay::sfu::feed::nack::DEFAULT_RETRY;
 use relay::sfu::worker::Output;
+use rtcp::extended_report::{
+    DLRRReport, DLRRReportBlock, ExtendedReport, ReceiverReferenceTimeReportBlock,
+};
 use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use webrtc_util::marshal::Marshal;
 
@@ -52,7 +55,11 @@ fn send_rtp(h: &mut Harness, from: usize, plain: &[u8]) {
 
 fn send_rtcp(h: &mut Harness, from: usize, plain: &[u8]) {
     let sealed = h.clients[from].protect_rtcp(plain).expect("protect");
-    let src = h.subscribers[from - 1];
+    let src = if from == 0 {
+        h.publisher
+    } else {
+        h.subscribers[from - 1]
+    };
     h.worker.handle_receive(h.now, None, src, &sealed);
 }
 
@@ -61,6 +68,9 @@ fn send_rtcp(h: &mut Harness, from: usize, plain: &[u8]) {
 struct Seen {
     to_subscriber: Vec<Vec<u8>>,
     nacks: Vec<TransportLayerNack>,
+    /// Extended reports to the publisher and to the subscriber.
+    xr_to_publisher: Vec<ExtendedReport>,
+    xr_to_subscriber: Vec<ExtendedReport>,
 }
 
 /// Drain outputs and run timers up to `until`, as the I/O shell does.
@@ -78,8 +88,21 @@ fn run_until(h: &mut Harness, until: Instant) -> Seen {
                     if let Some(n) = p.as_any().downcast_ref::<TransportLayerNack>() {
                         seen.nacks.push(n.clone());
                     }
+                    if let Some(x) = p.as_any().downcast_ref::<ExtendedReport>() {
+                        seen.xr_to_publisher.push(x.clone());
+                    }
                 }
-            } else if t.destination == h.subscribers[0] && !(192..=223).contains(&t.contents[1]) {
+            } else if t.destination == h.subscribers[0] && (192..=223).contains(&t.contents[1]) {
+                let plain = h.clients[1]
+                    .unprotect_rtcp(&t.contents)
+                    .expect("authentic RTCP to the subscriber");
+                let mut buf = Bytes::from(plain);
+                for p in rtcp::packet::unmarshal(&mut buf).expect("well-formed compound") {
+                    if let Some(x) = p.as_any().downcast_ref::<ExtendedReport>() {
+                        seen.xr_to_subscriber.push(x.clone());
+                    }
+                }
+            } else if t.destination == h.subscribers[0] {
                 // RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..=223).
                 let mut plain = Vec::new();
                 h.clients[1]
@@ -225,6 +248,79 @@ fn a_resend_nobody_asked_for_fills_the_gap_it_finds() {
     );
     assert_eq!(h.worker.stats().repairs_used, 2);
     assert_eq!(h.worker.stats().rtx_redundant, 0);
+}
+
+/// Round trips from extended reports (RFC 3611): the relay answers a subscriber's reference
+/// time with a DLRR (a receive-only browser has no other way to learn its RTT), and spaces its
+/// NACKs to a publisher by the round trip the publisher's DLRR gives it.
+#[test]
+fn round_trips_from_reference_times_both_ways() {
+    let mut h = harness(1);
+    send_rtp(&mut h, 0, &media(1));
+    let rrtr = ExtendedReport {
+        sender_ssrc: 0xabc,
+        reports: vec![Box::new(ReceiverReferenceTimeReportBlock {
+            ntp_timestamp: 0x0000_1234_5678_0000,
+        })],
+    };
+    send_rtcp(&mut h, 1, &rrtr.marshal().unwrap());
+    let seen = run_for(&mut h, Duration::from_millis(1500));
+    let dlrr: Vec<DLRRReport> = seen
+        .xr_to_subscriber
+        .iter()
+        .flat_map(|x| x.reports.iter())
+        .filter_map(|b| b.as_any().downcast_ref::<DLRRReportBlock>())
+        .flat_map(|b| b.reports.clone())
+        .collect();
+    assert_eq!(dlrr.len(), 1, "answered once");
+    assert_eq!((dlrr[0].ssrc, dlrr[0].last_rr), (0xabc, 0x1234_5678));
+    // Held until the next report, at most a report interval (1 s).
+    assert!(
+        dlrr[0].dlrr > 0 && dlrr[0].dlrr <= 65536,
+        "{}",
+        dlrr[0].dlrr
+    );
+
+    // The relay's next reference time to the publisher (seen within 10 ms of when it went
+    // out), answered 300 ms later with no hold: a round trip of 300-310 ms.
+    let mut found = None;
+    for _ in 0..200 {
+        let seen = run_for(&mut h, Duration::from_millis(10));
+        found = seen.xr_to_publisher.iter().find_map(|x| {
+            x.reports.iter().find_map(|b| {
+                b.as_any()
+                    .downcast_ref::<ReceiverReferenceTimeReportBlock>()
+                    .map(|r| (x.sender_ssrc, (r.ntp_timestamp >> 16) as u32))
+            })
+        });
+        if found.is_some() {
+            break;
+        }
+    }
+    let (relay_ssrc, sent) = found.expect("a reference time to the publisher");
+    run_for(&mut h, Duration::from_millis(300));
+    let answer = ExtendedReport {
+        sender_ssrc: PUBLISHER_SSRC,
+        reports: vec![Box::new(DLRRReportBlock {
+            reports: vec![DLRRReport {
+                ssrc: relay_ssrc,
+                last_rr: sent,
+                dlrr: 0,
+            }],
+        })],
+    };
+    send_rtcp(&mut h, 0, &answer.marshal().unwrap());
+
+    // A gap: asked for at once, then again after 1.25 × 300 ms, not after the default 100 ms.
+    let t0 = h.now;
+    send_rtp(&mut h, 0, &media(2));
+    send_rtp(&mut h, 0, &media(4));
+    let seen = run_until(&mut h, t0 + Duration::from_millis(1));
+    assert_eq!(nacked(&seen.nacks), vec![3]);
+    let seen = run_until(&mut h, t0 + Duration::from_millis(370));
+    assert!(seen.nacks.is_empty(), "asked again too soon");
+    let seen = run_until(&mut h, t0 + Duration::from_millis(390));
+    assert_eq!(nacked(&seen.nacks), vec![3]);
 }
 
 /// A generic NACK from the subscriber for `seqs` of its stream `media_ssrc`.
