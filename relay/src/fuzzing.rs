@@ -15,7 +15,8 @@ use crate::sfu::worker::{Output, Worker, WorkerConfig};
 
 /// RFC 7983 classification of any datagram.
 pub fn demux(data: &[u8]) {
-    let _ = demux::classify(data);
+    // black_box: an unused result would let the optimiser remove the classification.
+    std::hint::black_box(demux::classify(data));
 }
 
 /// STUN parsing and ICE-lite checking. The credentials are taken from the input's own
@@ -109,19 +110,27 @@ pub fn rtcp_report(data: &[u8]) {
     } else {
         rtcp::report::PT_RR
     };
+    // black_box: the results are otherwise unused, and the optimiser would remove the parse
+    // and leave the fuzzer nothing to explore.
     if let Some(blocks) = rtcp::report::blocks(packet, pt, first & 0x1f) {
         for b in blocks {
-            let _ = b.rtt(u32::from(arrival_byte) << 24 | b.lsr >> 8);
+            std::hint::black_box(b);
+            if let Some(rtt) = b.rtt(u32::from(arrival_byte) << 24 | b.lsr >> 8) {
+                assert!(rtt <= Duration::from_secs(65_536));
+                std::hint::black_box(rtt);
+            }
         }
     }
 }
 
 /// Extended reports: receiver reference times and DLRR sub-blocks.
 pub fn rtcp_xr(data: &[u8]) {
+    // black_box: see rtcp_report.
     if let Some(blocks) = rtcp::xr::blocks(data) {
         for b in blocks {
+            std::hint::black_box(b);
             if let rtcp::xr::XrBlock::Dlrr(d) = b {
-                let _ = d.rtt(d.lsr.wrapping_add(d.dlsr));
+                std::hint::black_box(d.rtt(d.lsr.wrapping_add(d.dlsr)));
             }
         }
     }
