@@ -105,9 +105,10 @@ for (const impaired of ['subscriber', 'publisher']) {
     } else {
       // Repairs from the publisher come a publisher's round trip late, which the subscriber's
       // jitter buffer (sized for its own short round trip) does not wait for: each repair that
-      // needed a second round is a short freeze. Measured 1.1-2.0 s in 4-8 freezes over 30 s,
-      // against 25.6 s without repair.
-      assert.ok(on.subscriber.freezes < 3, `froze ${on.subscriber.freezes} s with repair: ${JSON.stringify(on)}`);
+      // needed a second round is a short freeze. Measured 1.1-2.4 s in 4-9 freezes over 30 s,
+      // against 25.1-25.6 s without repair (and 6-11 s before repair timing followed the
+      // publisher's round trip and unasked resends were forwarded).
+      assert.ok(on.subscriber.freezes < 4, `froze ${on.subscriber.freezes} s with repair: ${JSON.stringify(on)}`);
       assert.ok(on.subscriber.freezes < off.subscriber.freezes / 5, JSON.stringify({ on, off }));
       // Repairs reach the subscriber on the media stream, as the originals: nearly nothing
       // counts as lost there. (A subscriber's own repairs come on its RTX stream, which
