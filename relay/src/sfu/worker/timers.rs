@@ -108,27 +108,21 @@ impl Worker {
         let dst = p.media_destination();
         let media_ssrc = p.published.keys().next().copied().unwrap_or(0);
         let mut plain = self.pool.take();
-        let mut sealed = Vec::new();
         while p
             .twcc
             .poll_feedback(now, p.rtcp_ssrc, media_ssrc, &mut plain)
         {
-            let (Some(_), Some(srtp)) = (dst, p.srtp.as_mut()) else {
+            let (Some(dst), Some(srtp)) = (dst, p.srtp.as_mut()) else {
                 continue;
             };
             match srtp.protect_rtcp(&plain) {
                 Ok(packet) => {
                     p.usage.packets_out += 1;
                     p.usage.bytes_out += packet.len() as u64;
-                    sealed.push(packet);
+                    self.stats.twcc_feedback_sent += 1;
+                    transmit(&mut self.stats, &mut self.outputs, dst, packet);
                 }
                 Err(reason) => self.stats.drop(reason),
-            }
-        }
-        if let Some(dst) = dst {
-            for packet in sealed {
-                self.stats.twcc_feedback_sent += 1;
-                self.transmit(dst, packet);
             }
         }
         self.pool.give(plain);
