@@ -98,14 +98,16 @@ impl NackGenerator {
             self.highest = Some(ext);
             return Arrival::New;
         }
-        match self.missing.binary_search_by_key(&ext, |m| m.seq) {
-            Ok(i) => {
-                let m = self.missing.remove(i).expect("found");
-                Arrival::Recovered {
-                    requested: m.tries > 0,
-                }
-            }
-            Err(_) => Arrival::Old,
+        match self
+            .missing
+            .binary_search_by_key(&ext, |m| m.seq)
+            .ok()
+            .and_then(|i| self.missing.remove(i))
+        {
+            Some(m) => Arrival::Recovered {
+                requested: m.tries > 0,
+            },
+            None => Arrival::Old,
         }
     }
 

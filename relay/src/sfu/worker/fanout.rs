@@ -65,13 +65,7 @@ impl Outbox<'_> {
                 continue;
             };
             let mut out = self.pool.take();
-            let rewritten = match (feed.mid_extension, &c.mid) {
-                (Some(id), Some(mid)) => rtp::with_extension(plain, id, mid, &mut out),
-                _ => false,
-            };
-            if !rewritten {
-                out.extend_from_slice(plain);
-            }
+            copy_for(plain, feed.mid_extension, c.mid.as_deref(), &mut out);
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             // media_destination() implies srtp is set.
             let srtp = sub.srtp.as_mut().expect("keyed subscriber");
@@ -121,13 +115,7 @@ impl Outbox<'_> {
         }
         // The packet exactly as the subscriber was sent it the first time.
         let mut out = self.pool.take();
-        let rewritten = match (feed.mid_extension, &c.mid) {
-            (Some(id), Some(mid)) => rtp::with_extension(cached, id, mid, &mut out),
-            _ => false,
-        };
-        if !rewritten {
-            out.extend_from_slice(cached);
-        }
+        copy_for(cached, feed.mid_extension, c.mid.as_deref(), &mut out);
         let ts = header.timestamp.wrapping_add(original.ts_offset);
         rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
         if let (Some(rtx_ssrc), Some(rtx_pt)) = (c.retransmits.rtx_ssrc, rtx_pt) {
@@ -137,10 +125,12 @@ impl Outbox<'_> {
             rtx::wrap(&out, rtx_pt, rtx_ssrc, seq, &mut rtx);
             self.pool.give(std::mem::replace(&mut out, rtx));
         }
-        // media_destination() implies srtp is set. Sent again on the media SSRC, the packet
-        // is byte for byte the one sent before under the same index: nothing new is sealed
-        // under a used nonce.
-        let srtp = sub.srtp.as_mut().expect("keyed subscriber");
+        // Sent again on the media SSRC, the packet is byte for byte the one sent before under
+        // the same index: nothing new is sealed under a used nonce.
+        let Some(srtp) = sub.srtp.as_mut() else {
+            self.pool.give(out);
+            return false;
+        };
         match srtp.protect_rtp(&mut out) {
             Ok(()) => {
                 sub.usage.packets_out += 1;
@@ -167,31 +157,18 @@ impl Worker {
         media_ssrc: u32,
         out_seqs: impl Iterator<Item = u16>,
     ) {
-        let Some(p) = self.participants.get(&subscriber) else {
-            return;
-        };
-        let (skey, fkey) = match p.subscriptions.get(&media_ssrc) {
-            Some(fkey) => (p.session, *fkey),
-            None => {
-                let n = out_seqs.count() as u64;
-                self.stats.nacks_received += n;
-                self.stats.nacks_unanswerable += n;
-                return;
-            }
-        };
-        let Some(feed) = self
-            .sessions
-            .get_mut(&skey)
-            .and_then(|s| s.feeds.get_mut(&fkey))
-        else {
-            return;
-        };
-        let Some(index) = feed
-            .consumers
-            .iter()
-            .position(|c| c.subscriber == subscriber && c.ssrc.0 == media_ssrc)
-        else {
-            // A NACK naming the RTX stream itself, or a stream being torn down.
+        // An unknown stream, the RTX stream itself, or a stream being torn down: nothing
+        // can be sent again.
+        let target = self.participants.get(&subscriber).and_then(|p| {
+            let fkey = p.subscriptions.get(&media_ssrc)?;
+            let feed = self.sessions.get_mut(&p.session)?.feeds.get_mut(fkey)?;
+            let index = feed
+                .consumers
+                .iter()
+                .position(|c| c.subscriber == subscriber && c.ssrc.0 == media_ssrc)?;
+            Some((feed, index))
+        });
+        let Some((feed, index)) = target else {
             let n = out_seqs.count() as u64;
             self.stats.nacks_received += n;
             self.stats.nacks_unanswerable += n;
@@ -240,5 +217,17 @@ impl Worker {
         };
         out.fan_out(now, Timer::Feed(skey, fkey), feed, plain, info);
         true
+    }
+}
+
+/// Copy `packet` into `out` as a consumer receives it: with its MID in header extension `id`
+/// where the feed has one and the consumer was given a MID, else unchanged.
+fn copy_for(packet: &[u8], id: Option<u8>, mid: Option<&[u8]>, out: &mut Vec<u8>) {
+    let rewritten = match (id, mid) {
+        (Some(id), Some(mid)) => rtp::with_extension(packet, id, mid, out),
+        _ => false,
+    };
+    if !rewritten {
+        out.extend_from_slice(packet);
     }
 }

@@ -189,11 +189,16 @@ impl Worker {
             .expect("session of participant");
         let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
         let desc = &feed.description;
-        let repair = desc.rtx_ssrc.is_some_and(|s| s.0 == ssrc);
-        let accepted = if repair {
-            desc.apt_of(header.payload_type).is_some()
-        } else {
-            desc.payload_types.is_empty() || desc.payload_types.contains(&header.payload_type)
+        // On the feed's RTX stream: the payload type it repairs.
+        let repair_of = desc
+            .rtx_ssrc
+            .filter(|s| s.0 == ssrc)
+            .map(|_| desc.apt_of(header.payload_type));
+        let accepted = match repair_of {
+            Some(apt) => apt.is_some(),
+            None => {
+                desc.payload_types.is_empty() || desc.payload_types.contains(&header.payload_type)
+            }
         };
         if !accepted {
             self.pool.give(plain);
@@ -216,9 +221,7 @@ impl Worker {
             self.timers.arm(Timer::Participant(key), at);
         }
         let nack_due = feed.nack.poll_timeout();
-        if repair {
-            // Checked above.
-            let apt = desc.apt_of(header.payload_type).expect("rtx payload type");
+        if let Some(Some(apt)) = repair_of {
             let mut original = self.pool.take();
             let unwrapped = rtx::unwrap(&plain, apt, desc.ssrc.0, &mut original);
             self.pool.give(std::mem::replace(&mut plain, original));
@@ -248,8 +251,12 @@ impl Worker {
                     return Err(DropReason::RtpMalformed);
                 }
             }
-            // unwrap() wrote a packet rtp::parse accepts.
-            header = rtp::parse(&plain).expect("rebuilt packet");
+            // unwrap() writes a packet rtp::parse accepts; should it not, it is dropped.
+            let Some(rebuilt) = rtp::parse(&plain) else {
+                self.pool.give(plain);
+                return Err(DropReason::RtpMalformed);
+            };
+            header = rebuilt;
         } else {
             if feed.generates_nacks() {
                 feed.nack.handle_packet(now, header.sequence);
@@ -496,8 +503,9 @@ impl Worker {
                     plain.clear();
                     let n = rtcp_engine::nack::write(p.rtcp_ssrc, media_ssrc, rest, &mut plain);
                     rest = &rest[n..];
-                    // media_destination() implies srtp is set.
-                    let srtp = p.srtp.as_mut().expect("keyed publisher");
+                    let Some(srtp) = p.srtp.as_mut() else {
+                        break;
+                    };
                     match srtp.protect_rtcp(&plain) {
                         Ok(sealed) => {
                             p.usage.packets_out += 1;
