@@ -71,8 +71,13 @@ pub fn series_from_records(jsonl: &str) -> Vec<Series> {
             other => other,
         };
         let loss = v["loss"].as_f64().unwrap_or(0.0);
+        let feedback = if v["feedback"] == true {
+            ", browser feedback"
+        } else {
+            ""
+        };
         lines
-            .entry(format!("{server}, {profile}"))
+            .entry(format!("{server}, {profile}{feedback}"))
             .or_default()
             .insert(fanout, (us, loss));
     }

@@ -3,6 +3,7 @@
 //! their network, the media they are fed, the measurements and the chart).
 
 pub mod chart;
+pub mod feedback;
 pub mod http;
 pub mod janus;
 pub mod janus_process;

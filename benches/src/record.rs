@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::latency::LatencySummary;
+use crate::scenario::FeedbackCounts;
 use crate::target::{Profile, ServerKind};
 use crate::traffic::MediaProfile;
 
@@ -77,4 +78,15 @@ pub struct Record {
     pub srtp_errors: u64,
     /// Decrypted RTP packets without a probe.
     pub unprobed: u64,
+    /// Whether the peers sent what browsers send back (receiver reports, NACKs, congestion
+    /// feedback, retransmissions) and the publishers negotiated repair and transport-wide
+    /// congestion control.
+    #[serde(default)]
+    pub feedback: bool,
+    /// Share of RTP packets lost on each peer's own link by design (`--loss`), both ways.
+    #[serde(default)]
+    pub link_loss: f64,
+    /// What they sent back, in such runs.
+    #[serde(default)]
+    pub feedback_counts: Option<FeedbackCounts>,
 }

@@ -15,14 +15,15 @@
 //! counters for the progress line.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
 use tokio::time::sleep_until;
-use webrtcai_tests::peer::{Incoming, SrtpLink, SrtpSender};
+use webrtcai_tests::peer::{Incoming, SrtpLink};
 
+use crate::feedback::{MediaSender, ReceiverCounts, ReceiverFeedback, SenderCounts};
 use crate::jsep::MediaKind;
 use crate::latency::Latency;
 use crate::record::Record;
@@ -85,6 +86,13 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Above this share of its core the load generator counts as saturated.
     pub saturation: f64,
+    /// Whether peers send what browsers send back ([`crate::feedback`]): receiver reports,
+    /// NACKs, congestion feedback, retransmissions. The server must have been started with
+    /// it ([`Target::start`]).
+    pub feedback: bool,
+    /// Share of RTP packets lost on every peer's own link, both ways: a publisher leaves
+    /// them unsent (its history keeps them for a NACK), a receiver discards them on arrival.
+    pub loss: f64,
 }
 
 /// The window, on the probes' clock.
@@ -107,6 +115,32 @@ struct PeerReport {
     received_in_window: u64,
     srtp_errors: u64,
     unprobed: u64,
+    feedback: ReceiverCounts,
+}
+
+/// What the peers sent back over a whole run (warm-up included), in feedback runs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct FeedbackCounts {
+    /// Receiver reports the receivers sent.
+    pub reports_sent: u64,
+    /// Sequence numbers the receivers NACKed.
+    pub nacked_by_receivers: u64,
+    /// Congestion-feedback messages the receivers sent.
+    pub twcc_sent_by_receivers: u64,
+    /// Sequence numbers the server NACKed to publishers.
+    pub nacked_by_server: u64,
+    /// Retransmissions the publishers sent.
+    pub rtx_sent_by_publishers: u64,
+    /// Congestion-feedback messages the publishers received.
+    pub twcc_received_by_publishers: u64,
+    /// The server's own counts (where it reports them): NACKs it received.
+    pub server_nacks_received: Option<u64>,
+    /// Retransmissions it sent to receivers.
+    pub server_retransmissions_sent: Option<u64>,
+    /// Congestion-feedback messages it sent to publishers.
+    pub server_twcc_feedback_sent: Option<u64>,
+    /// NACK packets it sent to publishers.
+    pub server_nacks_sent: Option<u64>,
 }
 
 /// Counters the progress line reads.
@@ -121,7 +155,7 @@ struct Progress {
 /// to the runtime's millisecond ticks). Returns how many packets it sent inside `window`, and
 /// how late after their due time.
 fn pace(
-    mut publishers: Vec<(SrtpSender, Vec<StreamSource>)>,
+    mut publishers: Vec<(Arc<Mutex<MediaSender>>, Vec<StreamSource>)>,
     window: Window,
     stop_sending: Instant,
     progress: &Progress,
@@ -149,10 +183,14 @@ fn pace(
             for source in sources.iter_mut() {
                 while source.due() <= now {
                     let late = now.saturating_duration_since(source.due());
-                    for packet in source.take_due(now) {
+                    let packets = source.take_due(now);
+                    let Ok(mut sender) = sender.lock() else {
+                        return (sent_in_window, lateness);
+                    };
+                    for packet in packets {
                         // A full socket buffer (or an SRTP failure) means the packet was not
                         // sent, so it is not offered either.
-                        if sender.send_rtp(&packet).is_ok() {
+                        if sender.send_media(&packet).is_ok() {
                             progress.sent.fetch_add(1, Ordering::Relaxed);
                             if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
                                 sent_in_window += 1;
@@ -168,9 +206,48 @@ fn pace(
     }
 }
 
-/// Read the link until `stop`, recording what arrives.
+/// What a peer sends back while it receives, in feedback runs.
+struct PeerFeedback {
+    receiver: ReceiverFeedback,
+    /// The publisher's sending side, through which its RTCP leaves too (the link's own was
+    /// handed to the pacer); None for a peer that only receives.
+    sender: Option<Arc<Mutex<MediaSender>>>,
+}
+
+impl PeerFeedback {
+    /// Send what is due at `now`.
+    async fn flush(&mut self, link: &mut SrtpLink, now: Instant, out: &mut Vec<u8>) {
+        while self.receiver.poll_rtcp(now, out) {
+            // A full socket buffer loses this packet, as it would a browser's.
+            let _ = match &self.sender {
+                Some(sender) => match sender.lock() {
+                    Ok(mut s) => s.send_rtcp(out).map_err(|_| ()),
+                    Err(_) => Err(()),
+                },
+                None => link.send_rtcp(out).await.map_err(|_| ()),
+            };
+        }
+    }
+
+    /// Act on RTCP from the server.
+    fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        plain: &[u8],
+        scratch: &mut Vec<relay::engine::rtcp::Feedback>,
+    ) {
+        self.receiver.handle_rtcp(now, plain);
+        if let Some(Ok(mut s)) = self.sender.as_ref().map(|s| s.lock()) {
+            s.handle_rtcp(plain, scratch);
+        }
+    }
+}
+
+/// Read the link until `stop`, recording what arrives (and, with `feedback`, answering it).
 async fn receive(
     mut link: SrtpLink,
+    mut feedback: Option<PeerFeedback>,
+    loss: f64,
     window: Window,
     stop: Instant,
     progress: Arc<Progress>,
@@ -178,11 +255,27 @@ async fn receive(
     let mut report = PeerReport::default();
     let deadline = sleep_until(stop.into());
     tokio::pin!(deadline);
+    let next_feedback = |f: &Option<PeerFeedback>| {
+        f.as_ref()
+            .map_or(stop, |f| f.receiver.poll_timeout().min(stop))
+    };
+    let timer = sleep_until(next_feedback(&feedback).into());
+    tokio::pin!(timer);
+    let (mut out, mut scratch) = (Vec::with_capacity(1500), Vec::new());
     loop {
         tokio::select! {
             biased;
             incoming = link.recv() => match incoming {
-                Ok(Incoming::Rtp(plain)) => match Probe::read(&plain) {
+                Ok(Incoming::Rtp(_)) if loss > 0.0 && rand::random::<f64>() < loss => {}
+                Ok(Incoming::Rtp(plain)) => {
+                    if let Some(f) = feedback.as_mut() {
+                        f.receiver.handle_rtp(Instant::now(), &plain);
+                        let due = tokio::time::Instant::from(next_feedback(&feedback));
+                        if due < timer.deadline() {
+                            timer.as_mut().reset(due);
+                        }
+                    }
+                    match Probe::read(&plain) {
                     Some(probe) => {
                         // Arrival at the socket if the kernel stamped it: the load generator's
                         // own queueing (hundreds of sockets read one after another) is then
@@ -198,11 +291,29 @@ async fn receive(
                         }
                     }
                     None => report.unprobed += 1,
-                },
+                    }
+                }
+                Ok(Incoming::Rtcp) => {
+                    if let Some(f) = feedback.as_mut() {
+                        match link.decrypt_rtcp() {
+                            Ok(plain) => f.handle_rtcp(Instant::now(), &plain, &mut scratch),
+                            Err(_) => report.srtp_errors += 1,
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(_) => report.srtp_errors += 1,
             },
-            _ = &mut deadline => return report,
+            _ = &mut deadline => {
+                report.feedback = feedback.map(|f| f.receiver.counts).unwrap_or_default();
+                return report;
+            }
+            _ = &mut timer, if feedback.is_some() => {
+                if let Some(f) = feedback.as_mut() {
+                    f.flush(&mut link, Instant::now(), &mut out).await;
+                }
+                timer.as_mut().reset(next_feedback(&feedback).into());
+            }
         }
     }
 }
@@ -236,10 +347,20 @@ where
     Ok(out)
 }
 
+/// A connected peer, ready to start.
+struct Peer {
+    link: SrtpLink,
+    /// What it sends (possibly nothing).
+    sources: Vec<StreamSource>,
+    /// (media SSRC, RTX SSRC) of what it sends and repairs.
+    repaired: Vec<(u32, u32)>,
+    /// (media SSRC, RTX SSRC) of what it receives and gets repairs of.
+    rtx: Vec<(u32, u32)>,
+}
+
 /// Everyone connected, ready to start.
 struct Room {
-    /// Peers with what they send (possibly nothing).
-    peers: Vec<(SrtpLink, Vec<StreamSource>)>,
+    peers: Vec<Peer>,
 }
 
 async fn connect_everyone(
@@ -311,11 +432,31 @@ async fn connect_everyone(
         },
     )
     .await?;
-    let mut peers: Vec<(SrtpLink, Vec<StreamSource>)> = published
+    let mut peers: Vec<Peer> = published
         .into_iter()
-        .map(|(_, sources, p)| (p.link, sources))
+        .map(|(_, sources, p)| Peer {
+            link: p.link,
+            sources,
+            repaired: p.repaired,
+            rtx: Vec::new(),
+        })
         .collect();
-    peers.extend(receivers.into_iter().flatten().map(|l| (l, Vec::new())));
+    for (i, r) in receivers.into_iter().enumerate() {
+        match r.link {
+            Some(link) => peers.push(Peer {
+                link,
+                sources: Vec::new(),
+                repaired: Vec::new(),
+                rtx: r.rtx,
+            }),
+            // A conference's participant `i` receives on the link it publishes on.
+            None => {
+                if let Some(p) = peers.get_mut(i) {
+                    p.rtx = r.rtx;
+                }
+            }
+        }
+    }
     Ok(Room { peers })
 }
 
@@ -355,7 +496,15 @@ pub async fn run(
     let publishers = scenario.publishers().max(1) as u32;
     let mut tasks = Vec::with_capacity(room.peers.len());
     let mut senders = Vec::new();
-    for (i, (mut link, mut sources)) in room.peers.into_iter().enumerate() {
+    let mut publisher_sides = Vec::new();
+    let now = Instant::now();
+    for (i, peer) in room.peers.into_iter().enumerate() {
+        let Peer {
+            mut link,
+            mut sources,
+            repaired,
+            rtx,
+        } = peer;
         // Publishers start spread over one video frame, so that their frames do not leave
         // together, and their keyframes spread over a keyframe interval, as independent
         // encoders' do.
@@ -365,10 +514,31 @@ pub async fn run(
             s.schedule_from(start + phase);
             s.shift_keyframes(share);
         }
-        if !sources.is_empty() {
-            senders.push((link.split_sender()?, sources));
-        }
-        tasks.push(tokio::spawn(receive(link, window, stop, progress.clone())));
+        let sender = if sources.is_empty() {
+            None
+        } else {
+            let mut s = MediaSender::new(link.split_sender()?, opts.feedback, &repaired);
+            s.set_loss(opts.loss);
+            let s = Arc::new(Mutex::new(s));
+            senders.push((s.clone(), sources));
+            publisher_sides.push(s.clone());
+            Some(s)
+        };
+        let feedback = opts.feedback.then(|| {
+            let mut receiver = ReceiverFeedback::new(now);
+            for &(media, r) in &rtx {
+                receiver.pair_rtx(media, r);
+            }
+            PeerFeedback { receiver, sender }
+        });
+        tasks.push(tokio::spawn(receive(
+            link,
+            feedback,
+            opts.loss,
+            window,
+            stop,
+            progress.clone(),
+        )));
     }
     let pacer = {
         let progress = progress.clone();
@@ -427,6 +597,7 @@ pub async fn run(
     let rss = rss_kib(pid);
     let mut latency = Latency::new();
     let (mut received, mut srtp_errors, mut unprobed) = (0, 0, 0);
+    let mut counts = FeedbackCounts::default();
     let (sent, lateness) = tokio::task::spawn_blocking(move || pacer.join())
         .await
         .context("waiting for the pacer")?
@@ -437,8 +608,24 @@ pub async fn run(
         received += r.received_in_window;
         srtp_errors += r.srtp_errors;
         unprobed += r.unprobed;
+        counts.reports_sent += r.feedback.reports;
+        counts.nacked_by_receivers += r.feedback.nacked;
+        counts.twcc_sent_by_receivers += r.feedback.twcc_sent;
     }
     ticker.abort();
+    for s in &publisher_sides {
+        let c: SenderCounts = s.lock().map(|s| s.counts).unwrap_or_default();
+        counts.nacked_by_server += c.nacked;
+        counts.rtx_sent_by_publishers += c.rtx_sent;
+        counts.twcc_received_by_publishers += c.twcc_received;
+    }
+    if let Some(end) = &fwd1 {
+        let t = &end.totals;
+        counts.server_nacks_received = Some(t.nacks_received);
+        counts.server_retransmissions_sent = Some(t.retransmissions_sent);
+        counts.server_twcc_feedback_sent = Some(t.twcc_feedback_sent);
+        counts.server_nacks_sent = Some(t.nacks_sent);
+    }
 
     let server = server1.since(&server0);
     let me = self1.since(&self0);
@@ -493,5 +680,8 @@ pub async fn run(
         steal_share: (steal1 - steal0) / elapsed,
         srtp_errors,
         unprobed,
+        feedback: opts.feedback,
+        link_loss: opts.loss,
+        feedback_counts: opts.feedback.then_some(counts),
     })
 }

@@ -12,12 +12,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use relay::control::{FeedDescription, MediaKind as RelayKind, ParticipantConfig};
+use relay::control::{
+    FeedDescription, HeaderExtension, MediaKind as RelayKind, ParticipantConfig, RtxPayloadType,
+    SubscribeOptions,
+};
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use relay::remote::Client;
 use serde_json::json;
 use webrtcai_tests::peer::{IceCredentials, IceRole, PeerConfig, SrtpLink, WirePeer};
 
+use crate::feedback::{TRANSPORT_CC_ID, TRANSPORT_CC_URI, VIDEO_RTX_PT};
 use crate::janus::Session;
 use crate::janus_process::{JanusLaunch, JanusProcess};
 use crate::jsep::{self, LocalDescription, MediaKind, OfferedStream};
@@ -32,6 +36,8 @@ pub struct ServerCounters {
     pub forwarded: u64,
     /// Time each sent datagram spent inside the server, as it measured it.
     pub delay: relay::stats::DelayHistogram,
+    /// Everything else it counts, summed over its cores.
+    pub totals: relay::stats::CoreStats,
 }
 
 /// Which server.
@@ -99,6 +105,16 @@ pub struct Published {
     pub link: SrtpLink,
     /// What subscribers name to receive it.
     pub feed: FeedRef,
+    /// (media SSRC, RTX SSRC) of each stream it repairs.
+    pub repaired: Vec<(u32, u32)>,
+}
+
+/// A connected subscriber.
+pub struct Subscribed {
+    /// The link its media arrives on, unless it arrives on the participant's publishing link.
+    pub link: Option<SrtpLink>,
+    /// (media SSRC, RTX SSRC) of each stream it receives repairs of.
+    pub rtx: Vec<(u32, u32)>,
 }
 
 /// A started server, ready for participants.
@@ -113,6 +129,8 @@ pub enum Target {
         sid: Sid,
         /// How peers connect.
         peer: PeerConfig,
+        /// Whether participants negotiate repair and congestion feedback.
+        feedback: bool,
     },
     /// Janus.
     Janus {
@@ -134,12 +152,15 @@ fn pinned(topology: &Topology, cpu: usize) -> Vec<String> {
 }
 
 impl Target {
-    /// Start `kind` in `topology`'s namespace and prepare a room for `publishers` publishers.
+    /// Start `kind` in `topology`'s namespace and prepare a room for `publishers` publishers;
+    /// with `feedback`, its participants negotiate NACK, RTX and transport-wide congestion
+    /// feedback (the relay only, so far).
     pub async fn start(
         kind: ServerKind,
         topology: &Topology,
         profile: Profile,
         publishers: usize,
+        feedback: bool,
         options: &ServerOptions,
     ) -> anyhow::Result<Target> {
         let peer = PeerConfig {
@@ -171,7 +192,11 @@ impl Target {
                     client,
                     sid,
                     peer,
+                    feedback,
                 })
+            }
+            ServerKind::Janus if feedback => {
+                bail!("runs with browser feedback are implemented for the relay only")
             }
             ServerKind::Janus => {
                 let launch = JanusLaunch {
@@ -244,7 +269,8 @@ impl Target {
                 }
                 Some(ServerCounters {
                     forwarded: total.rtp_forwarded,
-                    delay: total.forwarding_delay,
+                    delay: total.forwarding_delay.clone(),
+                    totals: total,
                 })
             }
             Target::Janus { .. } => None,
@@ -255,38 +281,55 @@ impl Target {
     pub async fn publish(&self, uid: &str, streams: &[StreamSource]) -> anyhow::Result<Published> {
         match self {
             Target::Relay {
-                client, sid, peer, ..
+                client,
+                sid,
+                peer,
+                feedback,
+                ..
             } => {
                 let link = relay_join(client, sid, uid, peer).await?;
                 let mut feeds = Vec::new();
+                let mut repaired = Vec::new();
                 for s in streams {
                     let (kind, clock_rate, pt) = match s.kind {
                         MediaKind::Audio => (RelayKind::Audio, 48_000, 111),
                         MediaKind::Video => (RelayKind::Video, 90_000, 96),
                     };
                     let feed_id = FeedId::from(format!("{uid}-{}", s.kind.sdp_name()));
-                    client
-                        .publish(
-                            sid.clone(),
-                            Uid::from(uid),
-                            FeedDescription {
-                                feed_id: feed_id.clone(),
-                                kind,
-                                ssrc: Ssrc(s.ssrc),
-                                clock_rate,
-                                payload_types: vec![pt],
-                                header_extensions: vec![],
-                                nack: false,
-                                rtx_ssrc: None,
-                                rtx_payload_types: vec![],
-                            },
-                        )
-                        .await?;
+                    let mut feed = FeedDescription {
+                        feed_id: feed_id.clone(),
+                        kind,
+                        ssrc: Ssrc(s.ssrc),
+                        clock_rate,
+                        payload_types: vec![pt],
+                        header_extensions: vec![],
+                        nack: false,
+                        rtx_ssrc: None,
+                        rtx_payload_types: vec![],
+                    };
+                    if *feedback {
+                        feed.header_extensions.push(HeaderExtension {
+                            id: TRANSPORT_CC_ID,
+                            uri: TRANSPORT_CC_URI.into(),
+                        });
+                        if s.kind == MediaKind::Video {
+                            let rtx = rand::random::<u32>() | 1;
+                            feed.nack = true;
+                            feed.rtx_ssrc = Some(Ssrc(rtx));
+                            feed.rtx_payload_types = vec![RtxPayloadType {
+                                pt: VIDEO_RTX_PT,
+                                apt: pt,
+                            }];
+                            repaired.push((s.ssrc, rtx));
+                        }
+                    }
+                    client.publish(sid.clone(), Uid::from(uid), feed).await?;
                     feeds.push(feed_id);
                 }
                 Ok(Published {
                     link,
                     feed: FeedRef::Relay(feeds),
+                    repaired,
                 })
             }
             Target::Janus {
@@ -335,6 +378,7 @@ impl Target {
                 Ok(Published {
                     link: wire.into_link(),
                     feed: FeedRef::Janus(id),
+                    repaired: Vec::new(),
                 })
             }
         }
@@ -348,27 +392,39 @@ impl Target {
         uid: &str,
         feeds: &[FeedRef],
         publishing: bool,
-    ) -> anyhow::Result<Option<SrtpLink>> {
+    ) -> anyhow::Result<Subscribed> {
         match self {
             Target::Relay {
-                client, sid, peer, ..
+                client,
+                sid,
+                peer,
+                feedback,
+                ..
             } => {
                 let link = if publishing {
                     None
                 } else {
                     Some(relay_join(client, sid, uid, peer).await?)
                 };
+                let mut rtx = Vec::new();
                 for feed in feeds {
                     let FeedRef::Relay(ids) = feed else {
                         bail!("a Janus feed given to the relay");
                     };
                     for id in ids {
-                        client
-                            .subscribe(sid.clone(), Uid::from(uid), id.clone())
+                        let options = SubscribeOptions {
+                            mid: None,
+                            rtx: *feedback,
+                        };
+                        let info = client
+                            .subscribe_with(sid.clone(), Uid::from(uid), id.clone(), options)
                             .await?;
+                        if let Some(r) = info.rtx_ssrc {
+                            rtx.push((info.ssrc.0, r.0));
+                        }
                     }
                 }
-                Ok(link)
+                Ok(Subscribed { link, rtx })
             }
             Target::Janus {
                 session,
@@ -413,7 +469,10 @@ impl Target {
                 let wire = WirePeer::connect_on(socket, &remote.endpoint, local.ice, cert, config)
                     .await
                     .context("subscriber ICE/DTLS")?;
-                Ok(Some(wire.into_link()))
+                Ok(Subscribed {
+                    link: Some(wire.into_link()),
+                    rtx: Vec::new(),
+                })
             }
         }
     }

@@ -569,12 +569,24 @@ impl Client {
         uid: Uid,
         feed_id: FeedId,
     ) -> Result<SubscriptionInfo, RemoteError> {
+        self.subscribe_with(sid, uid, feed_id, SubscribeOptions::default())
+            .await
+    }
+
+    /// [`Client::subscribe`] with the subscriber's mid and whether it takes RTX.
+    pub async fn subscribe_with(
+        &self,
+        sid: Sid,
+        uid: Uid,
+        feed_id: FeedId,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionInfo, RemoteError> {
         self.typed(Request::Subscribe {
             sid,
             uid,
             feed_id,
-            mid: None,
-            rtx: false,
+            mid: options.mid,
+            rtx: options.rtx,
         })
         .await
     }

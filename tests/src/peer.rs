@@ -718,6 +718,7 @@ impl WirePeer {
             _dtls: dtls,
             _consent: consent,
             buf: vec![0u8; 2048],
+            last_len: 0,
         }
     }
 }
@@ -727,7 +728,7 @@ impl WirePeer {
 pub enum Incoming {
     /// A decrypted and authenticated RTP packet, header included.
     Rtp(Bytes),
-    /// An SRTCP packet (left encrypted: the load generator only counts them).
+    /// An SRTCP packet, left encrypted ([`SrtpLink::decrypt_rtcp`] opens it).
     Rtcp,
     /// A datagram the peer handled itself (a STUN check it answered, a late DTLS record).
     Other,
@@ -749,6 +750,8 @@ pub struct SrtpLink {
     _dtls: Arc<DTLSConn>,
     _consent: AbortOnDrop,
     buf: Vec<u8>,
+    /// Length of the last datagram in `buf`.
+    last_len: usize,
     arrival: Option<std::time::SystemTime>,
 }
 
@@ -783,11 +786,37 @@ impl SrtpLink {
         })
     }
 
+    /// Encrypt a marshalled (compound or reduced-size) RTCP packet and send it to the server.
+    pub async fn send_rtcp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+        let tx = self
+            .tx
+            .as_mut()
+            .ok_or(PeerError::Srtp("the sending side was split off".into()))?;
+        let sealed = tx
+            .encrypt_rtcp(plain)
+            .map_err(|e| PeerError::Srtp(e.to_string()))?;
+        self.socket.send_to(&sealed, self.ice.relay).await?;
+        Ok(())
+    }
+
+    /// Decrypt the SRTCP packet the last [`SrtpLink::recv`] returned as [`Incoming::Rtcp`].
+    /// Left to the caller so that a run that only counts RTCP does not pay for it.
+    pub fn decrypt_rtcp(&mut self) -> Result<Bytes, PeerError> {
+        let d = self
+            .buf
+            .get(..self.last_len)
+            .ok_or(PeerError::Malformed("RTCP"))?;
+        self.rx
+            .decrypt_rtcp(d)
+            .map_err(|e| PeerError::Srtp(e.to_string()))
+    }
+
     /// Receive the next datagram from the server. SRTP that fails authentication or replay
     /// checks is an error; the link stays usable.
     pub async fn recv(&mut self) -> Result<Incoming, PeerError> {
         let (n, from, arrival) = self.recv_datagram().await?;
         self.arrival = arrival;
+        self.last_len = n;
         if from != self.ice.relay || n == 0 {
             return Ok(Incoming::Other);
         }
@@ -869,6 +898,17 @@ impl SrtpSender {
         let sealed = self
             .tx
             .encrypt_rtp(plain)
+            .map_err(|e| PeerError::Srtp(e.to_string()))?;
+        self.socket.send_to(&sealed, self.relay)?;
+        Ok(())
+    }
+
+    /// Encrypt a marshalled RTCP packet and send it without blocking, as
+    /// [`SrtpSender::send_rtp`] does.
+    pub fn send_rtcp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+        let sealed = self
+            .tx
+            .encrypt_rtcp(plain)
             .map_err(|e| PeerError::Srtp(e.to_string()))?;
         self.socket.send_to(&sealed, self.relay)?;
         Ok(())

@@ -34,6 +34,16 @@ enum Which {
     Both,
 }
 
+/// Whether peers answer as browsers with repair and congestion control negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Feedback {
+    /// Peers only send media and read what arrives.
+    Off,
+    /// Receivers send receiver reports, NACKs and transport-wide congestion feedback;
+    /// publishers stamp transport-wide sequence numbers and answer NACKs with RTX.
+    On,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ScenarioKind {
     /// One publisher, N subscribers (`--fanout`).
@@ -60,6 +70,14 @@ struct Args {
     /// SRTP profiles to run (every peer offers only the one of its run).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sha1")]
     profile: Vec<Profile>,
+    /// Feedback modes to run, in this order for each scenario (repeat them to interleave
+    /// repeated runs, e.g. `off,on,off,on`). `on` is the relay only.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off")]
+    feedback: Vec<Feedback>,
+    /// Share of RTP packets lost on each peer's own link, both ways (publishers leave them
+    /// unsent, receivers discard them), so that feedback runs repair something: 0.01 is 1%.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
     /// Measurement window per run, seconds.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -199,6 +217,8 @@ async fn run_all(
         setup_timeout: Duration::from_secs(args.setup_timeout),
         concurrency: args.concurrency,
         saturation: 0.9,
+        feedback: false,
+        loss: args.loss.clamp(0.0, 0.5),
     };
     let scenarios: Vec<Scenario> = match args.scenario {
         ScenarioKind::Broadcast => args
@@ -221,9 +241,10 @@ async fn run_all(
     };
     let mut records = Vec::new();
     println!(
-        "{:<22} {:>5} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
+        "{:<22} {:>5} {:>3} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
         "server",
         "prof",
+        "fb",
         "scenario",
         "fan",
         "offer/s",
@@ -241,26 +262,33 @@ async fn run_all(
     for &kind in kinds {
         for &profile in &args.profile {
             for &scenario in &scenarios {
-                eprintln!(
-                    "{}, {}, {}",
-                    kind.label(),
-                    format!("{profile:?}").to_lowercase(),
-                    match scenario {
-                        Scenario::Broadcast { fanout } => format!("broadcast 1 → {fanout}"),
-                        Scenario::Conference { participants } =>
-                            format!("conference of {participants}"),
-                    }
-                );
-                wait_idle(Duration::from_secs(args.wait_idle)).await?;
-                match run_one(kind, profile, scenario, topology, &server_options, &opts).await {
-                    Ok(r) => {
-                        print_row(&r);
-                        if let Some(path) = &args.json {
-                            webrtcai_benches::append_json(path, &r)?;
+                for &feedback in &args.feedback {
+                    eprintln!(
+                        "{}, {}, {}, feedback {}",
+                        kind.label(),
+                        format!("{profile:?}").to_lowercase(),
+                        match scenario {
+                            Scenario::Broadcast { fanout } => format!("broadcast 1 → {fanout}"),
+                            Scenario::Conference { participants } =>
+                                format!("conference of {participants}"),
+                        },
+                        format!("{feedback:?}").to_lowercase(),
+                    );
+                    wait_idle(Duration::from_secs(args.wait_idle)).await?;
+                    let opts = RunOptions {
+                        feedback: feedback == Feedback::On,
+                        ..opts.clone()
+                    };
+                    match run_one(kind, profile, scenario, topology, &server_options, &opts).await {
+                        Ok(r) => {
+                            print_row(&r);
+                            if let Some(path) = &args.json {
+                                webrtcai_benches::append_json(path, &r)?;
+                            }
+                            records.push(r);
                         }
-                        records.push(r);
+                        Err(e) => eprintln!("  run failed: {e:#}"),
                     }
-                    Err(e) => eprintln!("  run failed: {e:#}"),
                 }
             }
         }
@@ -306,6 +334,7 @@ async fn run_one(
         topology,
         profile,
         scenario.publishers(),
+        opts.feedback,
         server_options,
     )
     .await?;
@@ -316,9 +345,10 @@ async fn run_one(
 
 fn print_row(r: &Record) {
     println!(
-        "{:<22} {:>5} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
+        "{:<22} {:>5} {:>3} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
         r.server,
         format!("{:?}", r.profile).to_lowercase(),
+        if r.feedback { "on" } else { "off" },
         r.scenario,
         r.fanout,
         r.offered_pps,
@@ -334,4 +364,27 @@ fn print_row(r: &Record) {
         r.other_cpu_share * 100.0,
         if r.loadgen_saturated { " (load generator saturated)" } else { "" }
     );
+    if let Some(c) = &r.feedback_counts {
+        println!(
+            "  feedback: {} reports, {} NACKed by receivers, {} congestion feedback sent; \
+             {} NACKed by the server, {} RTX sent, {} congestion feedback received",
+            c.reports_sent,
+            c.nacked_by_receivers,
+            c.twcc_sent_by_receivers,
+            c.nacked_by_server,
+            c.rtx_sent_by_publishers,
+            c.twcc_received_by_publishers
+        );
+        if let (Some(nacks), Some(rtx), Some(twcc), Some(asked)) = (
+            c.server_nacks_received,
+            c.server_retransmissions_sent,
+            c.server_twcc_feedback_sent,
+            c.server_nacks_sent,
+        ) {
+            println!(
+                "  the server counted: {nacks} NACKs received, {rtx} retransmissions sent, \
+                 {twcc} congestion feedback sent, {asked} NACKs sent"
+            );
+        }
+    }
 }
