@@ -197,14 +197,27 @@ impl SrtpSession {
 
     /// Authenticate and decrypt an SRTCP compound packet from the peer.
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+        let mut plain = Vec::with_capacity(packet.len());
+        self.unprotect_rtcp_into(packet, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// [`SrtpSession::unprotect_rtcp`] into `out` (cleared first), so that a pooled buffer
+    /// serves instead of an allocation per packet.
+    pub fn unprotect_rtcp_into(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
+        out.clear();
         let trailer = self
             .rtcp_rx
             .peek(packet)
             .ok_or(DropReason::SrtpAuthFailed)?;
         check(&self.rtcp_replay, trailer.ssrc, trailer.index as u64)?;
-        let mut plain = packet.to_vec();
+        out.extend_from_slice(packet);
         self.rtcp_rx
-            .unprotect(&mut plain)
+            .unprotect(out)
             .map_err(|_| DropReason::SrtpAuthFailed)?;
         accept(
             &mut self.rtcp_replay,
@@ -212,7 +225,7 @@ impl SrtpSession {
             trailer.index as u64,
             1 << 31,
         );
-        Ok(plain)
+        Ok(())
     }
 
     /// Encrypt an RTP packet toward the peer in place, appending the tag; the buffer keeps its
@@ -232,9 +245,21 @@ impl SrtpSession {
 
     /// Encrypt an RTCP compound packet toward the peer.
     pub fn protect_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
-        let mut sealed = packet.to_vec();
-        match self.rtcp_tx.protect(&mut sealed) {
-            Ok(()) => Ok(sealed),
+        let mut sealed = Vec::with_capacity(packet.len() + 32);
+        self.protect_rtcp_into(packet, &mut sealed)?;
+        Ok(sealed)
+    }
+
+    /// [`SrtpSession::protect_rtcp`] into `out` (cleared first): a pooled buffer goes out.
+    pub fn protect_rtcp_into(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
+        out.clear();
+        out.extend_from_slice(packet);
+        match self.rtcp_tx.protect(out) {
+            Ok(()) => Ok(()),
             Err(SrtcpError::TooShort | SrtcpError::Auth | SrtcpError::Exhausted) => {
                 Err(DropReason::SrtpProtectFailed)
             }

@@ -386,10 +386,15 @@ impl Worker {
             DropReason::RtcpUnknownSource,
         )?;
         let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
-        let plain = srtp.unprotect_rtcp(datagram)?;
+        let mut plain = self.pool.take();
+        if let Err(reason) = srtp.unprotect_rtcp_into(datagram, &mut plain) {
+            self.pool.give(plain);
+            return Err(reason);
+        }
         let mut feedback = std::mem::take(&mut self.feedback);
         feedback.clear();
         let parsed = parse_feedback(&plain, &mut feedback);
+        self.pool.give(plain);
         if parsed.is_none() {
             self.feedback = feedback;
             return Err(DropReason::RtcpMalformed);
@@ -506,14 +511,18 @@ impl Worker {
                     let Some(srtp) = p.srtp.as_mut() else {
                         break;
                     };
-                    match srtp.protect_rtcp(&plain) {
-                        Ok(sealed) => {
+                    let mut sealed = self.pool.take();
+                    match srtp.protect_rtcp_into(&plain, &mut sealed) {
+                        Ok(()) => {
                             p.usage.packets_out += 1;
                             p.usage.bytes_out += sealed.len() as u64;
                             self.stats.nacks_sent += 1;
                             transmit(&mut self.stats, &mut self.outputs, dst, sealed);
                         }
-                        Err(reason) => self.stats.drop(reason),
+                        Err(reason) => {
+                            self.pool.give(sealed);
+                            self.stats.drop(reason);
+                        }
                     }
                 }
                 self.pool.give(plain);

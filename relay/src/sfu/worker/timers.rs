@@ -115,14 +115,18 @@ impl Worker {
             let (Some(dst), Some(srtp)) = (dst, p.srtp.as_mut()) else {
                 continue;
             };
-            match srtp.protect_rtcp(&plain) {
-                Ok(packet) => {
+            let mut packet = self.pool.take();
+            match srtp.protect_rtcp_into(&plain, &mut packet) {
+                Ok(()) => {
                     p.usage.packets_out += 1;
                     p.usage.bytes_out += packet.len() as u64;
                     self.stats.twcc_feedback_sent += 1;
                     transmit(&mut self.stats, &mut self.outputs, dst, packet);
                 }
-                Err(reason) => self.stats.drop(reason),
+                Err(reason) => {
+                    self.pool.give(packet);
+                    self.stats.drop(reason);
+                }
             }
         }
         self.pool.give(plain);
