@@ -7,4 +7,5 @@ pub mod deadlines;
 pub mod feed;
 pub mod participant;
 pub mod pool;
+pub mod transport;
 pub mod worker;

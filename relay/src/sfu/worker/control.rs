@@ -14,7 +14,8 @@ use crate::sfu::consumer::retransmit::Retransmits;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::feed::Feed;
-use crate::sfu::participant::{DtlsState, Participant};
+use crate::sfu::participant::Participant;
+use crate::sfu::transport::{DtlsState, Transport};
 
 use super::*;
 
@@ -107,8 +108,11 @@ impl Worker {
                 sid.clone(),
                 skey,
                 uid,
-                ice,
-                config.remote_fingerprint,
+                Transport::new(
+                    ice,
+                    config.remote_fingerprint,
+                    self.config.dtls_handshake_timeout,
+                ),
                 rtcp_ssrc,
             ),
         );
@@ -125,9 +129,9 @@ impl Worker {
             }
         };
         let p = self.participants.get_mut(&key).expect("participant of key");
-        self.by_ufrag.remove(&p.ice.local().ufrag);
+        self.by_ufrag.remove(&p.transport.ice.local().ufrag);
         self.by_ufrag.insert(creds.ufrag.clone(), key);
-        p.ice.restart(creds.clone());
+        p.transport.ice.restart(creds.clone());
         Ok(creds)
     }
 
@@ -142,11 +146,10 @@ impl Worker {
     ) -> Result<(), ControlError> {
         let (_, key) = self.key_of(sid, uid)?;
         let p = self.participants.get_mut(&key).expect("participant of key");
-        if p.dtls != DtlsState::Idle && config.remote_fingerprint != p.remote_fingerprint {
-            return Err(ControlError::DtlsStarted);
-        }
-        p.ice.set_remote_ufrag(config.remote_ufrag);
-        p.remote_fingerprint = config.remote_fingerprint;
+        p.transport
+            .set_remote_fingerprint(config.remote_fingerprint)
+            .map_err(|_| ControlError::DtlsStarted)?;
+        p.transport.ice.set_remote_ufrag(config.remote_ufrag);
         Ok(())
     }
 
@@ -190,13 +193,13 @@ impl Worker {
             return;
         };
         self.timers.disarm(Timer::Participant(key));
-        self.by_ufrag.remove(&p.ice.local().ufrag);
-        if let Some(addr) = p.ice.selected() {
+        self.by_ufrag.remove(&p.transport.ice.local().ufrag);
+        if let Some(addr) = p.transport.ice.selected() {
             if self.by_addr.get(&addr) == Some(&key) {
                 self.by_addr.remove(&addr);
             }
         }
-        match p.dtls {
+        match p.transport.dtls() {
             DtlsState::Idle => {}
             DtlsState::Handshaking { .. } => {
                 self.handshakes -= 1;

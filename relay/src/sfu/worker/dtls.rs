@@ -4,11 +4,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::control::{DisconnectReason, Event};
-use crate::engine::srtp::{SrtpKeys, SrtpSession};
+use crate::engine::srtp::SrtpKeys;
 use crate::ids::{FeedKey, ParticipantKey};
 use crate::stats::DropReason;
-
-use crate::sfu::participant::DtlsState;
 
 use super::*;
 
@@ -18,25 +16,19 @@ impl Worker {
         let Some(p) = self.participants.get_mut(&key) else {
             return; // removed meanwhile; its task is being closed
         };
-        if !matches!(p.dtls, DtlsState::Handshaking { .. }) {
-            return;
-        }
-        self.handshakes -= 1;
-        let session = match SrtpSession::new(&keys) {
-            Ok(s) => s,
+        match p.transport.handle_keys(&keys) {
+            Ok(true) => self.handshakes -= 1,
+            Ok(false) => return,
             Err(e) => {
-                let detail = format!("SRTP keys: {e}");
+                // Still handshaking: removing the participant gives its slot back.
+                let detail = e.to_string();
                 self.disconnect(key, DisconnectReason::DtlsFailed { detail });
                 return;
             }
-        };
-        p.srtp = Some(session);
-        p.dtls = DtlsState::Connected {
-            profile: keys.profile,
-        };
+        }
         let next = now + self.config.report_interval;
         p.next_report = Some(next);
-        if let Some(address) = p.ice.selected() {
+        if let Some(address) = p.transport.ice.selected() {
             self.outputs
                 .push_back(Output::Event(Event::ParticipantConnected {
                     sid: p.sid.clone(),
@@ -70,7 +62,7 @@ impl Worker {
     /// ICE address), counting it as sent. None once the participant is gone.
     pub fn dtls_destination(&mut self, key: ParticipantKey, len: usize) -> Option<SocketAddr> {
         let p = self.participants.get_mut(&key)?;
-        let dst = p.ice.selected()?;
+        let dst = p.transport.ice.selected()?;
         p.usage.packets_out += 1;
         p.usage.bytes_out += len as u64;
         self.stats.packets_out += 1;

@@ -54,7 +54,7 @@ impl Outbox<'_> {
             let Some(sub) = self.participants.get_mut(&c.subscriber) else {
                 continue;
             };
-            let Some(dst) = sub.media_destination() else {
+            let Some((dst, srtp)) = sub.transport.media_out() else {
                 continue;
             };
             let Some((seq, ts)) =
@@ -67,8 +67,6 @@ impl Outbox<'_> {
             let mut out = self.pool.take();
             copy_for(plain, feed.mid_extension, c.mid.as_deref(), &mut out);
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
-            // media_destination() implies srtp is set.
-            let srtp = sub.srtp.as_mut().expect("keyed subscriber");
             match srtp.protect_rtp(&mut out) {
                 Ok(()) => {
                     c.packets_sent = c.packets_sent.wrapping_add(1);
@@ -103,7 +101,7 @@ impl Outbox<'_> {
         let Some(sub) = self.participants.get_mut(&c.subscriber) else {
             return false;
         };
-        let Some(dst) = sub.media_destination() else {
+        let Some(dst) = sub.transport.media_destination() else {
             return false;
         };
         let Some(header) = rtp::parse(cached) else {
@@ -127,7 +125,7 @@ impl Outbox<'_> {
         }
         // Sent again on the media SSRC, the packet is byte for byte the one sent before under
         // the same index: nothing new is sealed under a used nonce.
-        let Some(srtp) = sub.srtp.as_mut() else {
+        let Some(srtp) = sub.transport.srtp_mut() else {
             self.pool.give(out);
             return false;
         };

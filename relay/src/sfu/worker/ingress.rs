@@ -9,19 +9,18 @@ use rtcp::packet::Packet;
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 
 use crate::control::Event;
-use crate::engine::client_hello;
 use crate::engine::demux::{classify, PacketKind};
 use crate::engine::ice_lite::BindingRequest;
 use crate::engine::rtcp::{parse_feedback, Feedback};
 use crate::engine::rtx::{self, Unwrapped};
-use crate::engine::srtp::SrtpProfile;
 use crate::engine::{rtcp as rtcp_engine, rtp};
 use crate::ids::{FeedKey, ParticipantKey, SessionKey};
 use crate::sfu::feed::nack;
 use crate::stats::DropReason;
 
 use crate::sfu::cross_core::{CrossCore, FeedRoute, RtpInfo};
-use crate::sfu::participant::{DtlsState, Participant, PendingHello};
+use crate::sfu::participant::Participant;
+use crate::sfu::transport::{DtlsInput, DtlsState};
 
 use super::*;
 
@@ -65,13 +64,13 @@ impl Worker {
             .participants
             .get_mut(&key)
             .expect("participant of ufrag");
-        let outcome = p.ice.handle_binding(now, src, &mut req)?;
+        let outcome = p.transport.ice.handle_binding(now, src, &mut req)?;
         p.usage.packets_in += 1;
         p.usage.bytes_in += datagram.len() as u64;
         // The response is traffic to the participant like any other.
         p.usage.packets_out += 1;
         p.usage.bytes_out += outcome.response.len() as u64;
-        let consent = p.ice.poll_timeout();
+        let consent = p.transport.ice.poll_timeout();
         if let Some(previous) = outcome.selected_changed {
             if let Some(old) = previous {
                 self.outputs
@@ -107,46 +106,34 @@ impl Worker {
             datagram.len(),
             DropReason::DtlsUnknownSource,
         )?;
-        if p.dtls == DtlsState::Idle {
+        if p.transport.dtls() == DtlsState::Idle {
             if self.handshakes >= self.config.max_handshakes {
                 return Err(DropReason::DtlsHandshakeLimit);
             }
             self.handshakes += 1;
-            p.dtls = DtlsState::Handshaking { since: now };
-            p.hello = Some(PendingHello::default());
             let at = now + self.config.dtls_handshake_timeout;
             self.timers.arm(Timer::Participant(key), at);
         }
-        let Some(pending) = p.hello.as_mut() else {
-            self.outputs.push_back(Output::DtlsRecord {
+        match p.transport.handle_dtls_record(now, datagram) {
+            DtlsInput::Held => {}
+            DtlsInput::Forward => self.outputs.push_back(Output::DtlsRecord {
                 key,
                 data: datagram.to_vec(),
-            });
-            return Ok(());
-        };
-        // Hold the records until the ClientHello is whole (or plainly will not be), then
-        // start the handshake with the profile the relay prefers among those offered: the
-        // DTLS library would take the client's first.
-        pending.hello.handle_datagram(datagram);
-        pending.records.push(datagram.to_vec());
-        let offered = pending.hello.offered_srtp_profiles();
-        if offered.is_none()
-            && !pending.hello.is_complete()
-            && pending.records.len() < MAX_HELLO_RECORDS
-        {
-            return Ok(());
-        }
-        let profiles = offered
-            .and_then(|offered| client_hello::choose(&SrtpProfile::PREFERENCE, &offered))
-            .map_or_else(|| SrtpProfile::PREFERENCE.to_vec(), |p| vec![p]);
-        let records = p.hello.take().map(|h| h.records).unwrap_or_default();
-        self.outputs.push_back(Output::DtlsStart {
-            key,
-            remote_fingerprint: p.remote_fingerprint.clone(),
-            profiles,
-        });
-        for data in records {
-            self.outputs.push_back(Output::DtlsRecord { key, data });
+            }),
+            DtlsInput::Start {
+                profiles,
+                remote_fingerprint,
+                records,
+            } => {
+                self.outputs.push_back(Output::DtlsStart {
+                    key,
+                    remote_fingerprint,
+                    profiles,
+                });
+                for data in records {
+                    self.outputs.push_back(Output::DtlsRecord { key, data });
+                }
+            }
         }
         Ok(())
     }
@@ -165,7 +152,7 @@ impl Worker {
             datagram.len(),
             DropReason::RtpUnknownSource,
         )?;
-        let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
+        let srtp = p.transport.srtp_mut().ok_or(DropReason::SrtpNotReady)?;
         // Route by the cleartext SSRC before decrypting, so that undeclared SSRCs cost no
         // crypto and create no SRTP state.
         let ssrc = rtp::peek_ssrc(datagram).ok_or(DropReason::RtpMalformed)?;
@@ -206,19 +193,13 @@ impl Worker {
         }
         // Every authentic packet counts for the publisher's congestion control, whatever
         // becomes of it after: retransmissions and probes use the path too.
-        let mut feedback_due = None;
         if let Some(seq) = feed
             .twcc_extension
             .and_then(|id| rtp::transport_sequence(&plain, id))
         {
-            let idle = p.twcc.poll_timeout().is_none();
-            p.twcc.handle_packet(now, seq);
-            if idle {
-                feedback_due = p.twcc.poll_timeout();
+            if let Some(at) = p.transport.handle_transport_sequence(now, seq) {
+                self.timers.arm(Timer::Participant(key), at);
             }
-        }
-        if let Some(at) = feedback_due {
-            self.timers.arm(Timer::Participant(key), at);
         }
         let nack_due = feed.nack.poll_timeout();
         if let Some(Some(apt)) = repair_of {
@@ -385,7 +366,7 @@ impl Worker {
             datagram.len(),
             DropReason::RtcpUnknownSource,
         )?;
-        let srtp = p.srtp.as_mut().ok_or(DropReason::SrtpNotReady)?;
+        let srtp = p.transport.srtp_mut().ok_or(DropReason::SrtpNotReady)?;
         let mut plain = self.pool.take();
         if let Err(reason) = srtp.unprotect_rtcp_into(datagram, &mut plain) {
             self.pool.give(plain);
@@ -441,7 +422,7 @@ impl Worker {
             }
             Feedback::ReceiverTime(time) => {
                 if let Some(p) = self.participants.get_mut(&key) {
-                    p.receiver_time = Some((time, now));
+                    p.transport.handle_receiver_time(now, time);
                 }
             }
             Feedback::Dlrr(block) => {
@@ -501,14 +482,14 @@ impl Worker {
             .get_mut(&publisher)
             .filter(|_| !entries.is_empty())
         {
-            if let Some(dst) = p.media_destination() {
+            if let Some(dst) = p.transport.media_destination() {
                 let mut plain = self.pool.take();
                 let mut rest = &entries[..];
                 while !rest.is_empty() {
                     plain.clear();
                     let n = rtcp_engine::nack::write(p.rtcp_ssrc, media_ssrc, rest, &mut plain);
                     rest = &rest[n..];
-                    let Some(srtp) = p.srtp.as_mut() else {
+                    let Some(srtp) = p.transport.srtp_mut() else {
                         break;
                     };
                     let mut sealed = self.pool.take();
@@ -538,7 +519,7 @@ impl Worker {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
-        let Some(dst) = p.media_destination() else {
+        let Some(dst) = p.transport.media_destination() else {
             return;
         };
         let pli: Vec<Box<dyn Packet + Send + Sync>> = vec![Box::new(PictureLossIndication {
@@ -548,7 +529,9 @@ impl Worker {
         let Some(plain) = rtcp_engine::marshal(&pli) else {
             return;
         };
-        let srtp = p.srtp.as_mut().expect("keyed publisher");
+        let Some(srtp) = p.transport.srtp_mut() else {
+            return; // media_destination implies keyed
+        };
         match srtp.protect_rtcp(&plain) {
             Ok(sealed) => {
                 p.usage.packets_out += 1;

@@ -70,10 +70,6 @@ impl Default for WorkerConfig {
     }
 }
 
-/// DTLS records held while waiting for a whole ClientHello; past this the handshake starts
-/// anyway, with the relay's whole list of profiles. Chromium's ClientHello takes two.
-const MAX_HELLO_RECORDS: usize = 8;
-
 /// Packets handed to other cores that a core keeps for reuse (~2 MiB with their buffers): a
 /// few hundred milliseconds of a busy feed, since sinks drop them within one of their
 /// batches. More in flight than this (a sink far behind) costs allocations, not correctness.
@@ -130,8 +126,8 @@ pub enum Output {
 /// What a deadline of the worker belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Timer {
-    /// A participant's consent expiry, handshake timeout or next RTCP report, whichever is
-    /// first ([`Participant::next_deadline`]).
+    /// A participant's consent expiry, handshake timeout, congestion feedback or next RTCP
+    /// report, whichever is first ([`Participant::next_deadline`]).
     Participant(ParticipantKey),
     /// A flowing feed's inactivity check.
     Feed(SessionKey, FeedKey),

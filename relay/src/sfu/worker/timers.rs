@@ -14,8 +14,6 @@ use crate::control::{DisconnectReason, Event};
 use crate::engine::rtcp as rtcp_engine;
 use crate::ids::ParticipantKey;
 
-use crate::sfu::participant::DtlsState;
-
 use super::*;
 
 impl Worker {
@@ -52,31 +50,28 @@ impl Worker {
     /// deadline, if it is still there.
     fn participant_timeout(&mut self, now: Instant, key: ParticipantKey) -> Option<Instant> {
         let p = self.participants.get(&key)?;
-        if p.ice.consent_expired(now) {
+        if p.transport.ice.consent_expired(now) {
             self.disconnect(key, DisconnectReason::ConsentExpired);
             return None;
         }
-        if let DtlsState::Handshaking { since } = p.dtls {
-            if now >= since + self.config.dtls_handshake_timeout {
-                self.disconnect(key, DisconnectReason::DtlsTimeout);
-                return None;
-            }
+        if p.transport.handshake_expired(now) {
+            self.disconnect(key, DisconnectReason::DtlsTimeout);
+            return None;
         }
         if p.next_report.is_some_and(|t| t <= now) {
             self.send_reports(now, key);
         }
+        // Congestion feedback, if due: it is the only other thing in the transport's deadline.
         if self
             .participants
             .get(&key)?
-            .twcc
+            .transport
             .poll_timeout()
             .is_some_and(|t| t <= now)
         {
             self.send_twcc(now, key);
         }
-        self.participants
-            .get(&key)?
-            .next_deadline(self.config.dtls_handshake_timeout)
+        self.participants.get(&key)?.next_deadline()
     }
 
     /// The feed's inactivity timer fired: report it stopped if nothing came for
@@ -105,14 +100,14 @@ impl Worker {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        let dst = p.media_destination();
+        let dst = p.transport.media_destination();
         let media_ssrc = p.published.keys().next().copied().unwrap_or(0);
         let mut plain = self.pool.take();
         while p
-            .twcc
-            .poll_feedback(now, p.rtcp_ssrc, media_ssrc, &mut plain)
+            .transport
+            .poll_twcc_feedback(now, p.rtcp_ssrc, media_ssrc, &mut plain)
         {
-            let (Some(dst), Some(srtp)) = (dst, p.srtp.as_mut()) else {
+            let (Some(dst), Some(srtp)) = (dst, p.transport.srtp_mut()) else {
                 continue;
             };
             let mut packet = self.pool.take();
@@ -137,8 +132,10 @@ impl Worker {
             return;
         };
         p.next_report = Some(now + self.config.report_interval);
-        let (Some(dst), Some(session)) = (p.media_destination(), self.sessions.get_mut(&p.session))
-        else {
+        let (Some(dst), Some(session)) = (
+            p.transport.media_destination(),
+            self.sessions.get_mut(&p.session),
+        ) else {
             return;
         };
         let mut packets: Vec<Box<dyn Packet + Send + Sync>> = Vec::new();
@@ -186,7 +183,7 @@ impl Worker {
         // The delay since the subscriber's reference time, from which it gets its RTT; and
         // the relay's own toward a publisher, from whose answer it gets its RTT.
         let mut xr: Vec<Box<dyn Packet + Send + Sync>> = Vec::new();
-        if let Some((time, at)) = p.receiver_time.take() {
+        if let Some((time, at)) = p.transport.take_receiver_time() {
             xr.push(Box::new(DLRRReportBlock {
                 reports: vec![DLRRReport {
                     ssrc: time.ssrc,
@@ -209,7 +206,9 @@ impl Worker {
         let Some(plain) = rtcp_engine::marshal(&packets) else {
             return;
         };
-        let srtp = p.srtp.as_mut().expect("media_destination implies keyed");
+        let Some(srtp) = p.transport.srtp_mut() else {
+            return; // media_destination implies keyed
+        };
         match srtp.protect_rtcp(&plain) {
             Ok(sealed) => {
                 p.usage.packets_out += 1;

@@ -1,0 +1,431 @@
+//! One participant's transport: the ICE-lite agent that picks its address, the DTLS handshake
+//! gate that keys SRTP, the SRTP contexts, and what the relay owes the participant's congestion
+//! control about the packets it sends (transport-wide feedback, the DLRR answer to its
+//! receiver reference time).
+//!
+//! The DTLS handshake itself runs outside (the DTLS library is async); the transport decides
+//! which records reach it and when it may start: the first records are held until the
+//! ClientHello they carry is whole, so that the handshake is configured with the SRTP profile
+//! the relay prefers among those offered (the library would take the client's first).
+//!
+//! Sans-IO: every input takes `now`; [`Transport::poll_timeout`] says when something is due.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::engine::client_hello::{self, ClientHello};
+use crate::engine::ice_lite::IceLite;
+use crate::engine::rtcp::xr::ReceiverTime;
+use crate::engine::srtp::{BadKeyLength, SrtpKeys, SrtpProfile, SrtpSession};
+use crate::engine::twcc::TwccReceiver;
+
+/// DTLS records held while waiting for a whole ClientHello; past this the handshake starts
+/// anyway, with the relay's whole list of profiles. Chromium's ClientHello takes two.
+pub const MAX_HELLO_RECORDS: usize = 8;
+
+/// Where the participant's DTLS association stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsState {
+    /// No DTLS record seen yet.
+    Idle,
+    /// A handshake runs since the given time.
+    Handshaking {
+        /// When the first record arrived.
+        since: Instant,
+    },
+    /// Keys are installed.
+    Connected {
+        /// The negotiated SRTP profile.
+        profile: SrtpProfile,
+    },
+}
+
+/// What to do with a DTLS record the participant sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DtlsInput {
+    /// Held with the ClientHello's other records until it is whole.
+    Held,
+    /// Hand it to the running handshake.
+    Forward,
+    /// Start the handshake with these settings, then hand it `records` in order (the held
+    /// ones and this one).
+    Start {
+        /// The SRTP profiles to accept, best first: the one the relay prefers among those the
+        /// hello offered, or the relay's whole list when the hello could not be read.
+        profiles: Vec<SrtpProfile>,
+        /// The certificate fingerprint to insist on, if signalling gave one.
+        remote_fingerprint: Option<String>,
+        /// The records.
+        records: Vec<Vec<u8>>,
+    },
+}
+
+/// An input the transport refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The fingerprint can no longer change: the handshake has started.
+    #[error("DTLS has started; the fingerprint cannot change")]
+    DtlsStarted,
+    /// The handshake produced keys that do not fit its profile.
+    #[error("SRTP keys: {0}")]
+    Keys(String),
+}
+
+impl From<BadKeyLength> for TransportError {
+    fn from(e: BadKeyLength) -> Self {
+        TransportError::Keys(e.to_string())
+    }
+}
+
+/// The first records of a handshake, held until the ClientHello they carry is whole.
+#[derive(Debug, Default)]
+struct PendingHello {
+    hello: ClientHello,
+    records: Vec<Vec<u8>>,
+}
+
+/// A participant's ICE, DTLS and SRTP state and its congestion feedback.
+pub struct Transport {
+    /// ICE-lite agent: credentials, the selected address, consent.
+    pub ice: IceLite,
+    dtls: DtlsState,
+    remote_fingerprint: Option<String>,
+    srtp: Option<SrtpSession>,
+    hello: Option<PendingHello>,
+    handshake_timeout: Duration,
+    twcc: TwccReceiver,
+    receiver_time: Option<(ReceiverTime, Instant)>,
+}
+
+impl Transport {
+    /// A transport that has received nothing yet; a handshake not done `handshake_timeout`
+    /// after its first record is given up.
+    pub fn new(
+        ice: IceLite,
+        remote_fingerprint: Option<String>,
+        handshake_timeout: Duration,
+    ) -> Self {
+        Transport {
+            ice,
+            dtls: DtlsState::Idle,
+            remote_fingerprint,
+            srtp: None,
+            hello: None,
+            handshake_timeout,
+            twcc: TwccReceiver::new(),
+            receiver_time: None,
+        }
+    }
+
+    /// Where the DTLS association stands.
+    pub fn dtls(&self) -> DtlsState {
+        self.dtls
+    }
+
+    /// The certificate fingerprint from the participant's answer. It may be set until the
+    /// handshake starts, never changed afterwards (that would let another certificate in).
+    pub fn set_remote_fingerprint(
+        &mut self,
+        fingerprint: Option<String>,
+    ) -> Result<(), TransportError> {
+        if self.dtls != DtlsState::Idle && fingerprint != self.remote_fingerprint {
+            return Err(TransportError::DtlsStarted);
+        }
+        self.remote_fingerprint = fingerprint;
+        Ok(())
+    }
+
+    /// A DTLS record from the participant's selected address. The first one begins the
+    /// handshake (the caller bounds how many run at once, before calling).
+    pub fn handle_dtls_record(&mut self, now: Instant, record: &[u8]) -> DtlsInput {
+        if self.dtls == DtlsState::Idle {
+            self.dtls = DtlsState::Handshaking { since: now };
+            self.hello = Some(PendingHello::default());
+        }
+        let Some(pending) = self.hello.as_mut() else {
+            return DtlsInput::Forward;
+        };
+        pending.hello.handle_datagram(record);
+        pending.records.push(record.to_vec());
+        let offered = pending.hello.offered_srtp_profiles();
+        if offered.is_none()
+            && !pending.hello.is_complete()
+            && pending.records.len() < MAX_HELLO_RECORDS
+        {
+            return DtlsInput::Held;
+        }
+        let profiles = offered
+            .and_then(|offered| client_hello::choose(&SrtpProfile::PREFERENCE, &offered))
+            .map_or_else(|| SrtpProfile::PREFERENCE.to_vec(), |p| vec![p]);
+        let records = self.hello.take().map(|h| h.records).unwrap_or_default();
+        DtlsInput::Start {
+            profiles,
+            remote_fingerprint: self.remote_fingerprint.clone(),
+            records,
+        }
+    }
+
+    /// The handshake completed with `keys`: install the SRTP contexts. Ok(false) when no
+    /// handshake was running (a late outcome of one given up), which changes nothing.
+    pub fn handle_keys(&mut self, keys: &SrtpKeys) -> Result<bool, TransportError> {
+        if !matches!(self.dtls, DtlsState::Handshaking { .. }) {
+            return Ok(false);
+        }
+        self.srtp = Some(SrtpSession::new(keys)?);
+        self.dtls = DtlsState::Connected {
+            profile: keys.profile,
+        };
+        Ok(true)
+    }
+
+    /// Whether a running handshake has taken too long at `now`.
+    pub fn handshake_expired(&self, now: Instant) -> bool {
+        matches!(self.dtls, DtlsState::Handshaking { since } if now >= since + self.handshake_timeout)
+    }
+
+    /// The first of the transport's deadlines: consent expiry, the end of the handshake, the
+    /// next congestion feedback.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let handshake = match self.dtls {
+            DtlsState::Handshaking { since } => Some(since + self.handshake_timeout),
+            _ => None,
+        };
+        [self.ice.poll_timeout(), handshake, self.twcc.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Where to send media and RTCP: the ICE-selected address, once SRTP is keyed.
+    pub fn media_destination(&self) -> Option<SocketAddr> {
+        self.srtp.as_ref()?;
+        self.ice.selected()
+    }
+
+    /// Where to send media and the SRTP contexts to seal it with, once both exist.
+    pub fn media_out(&mut self) -> Option<(SocketAddr, &mut SrtpSession)> {
+        let dst = self.ice.selected()?;
+        Some((dst, self.srtp.as_mut()?))
+    }
+
+    /// The SRTP contexts, once keyed.
+    pub fn srtp_mut(&mut self) -> Option<&mut SrtpSession> {
+        self.srtp.as_mut()
+    }
+
+    /// An authentic packet carried transport-wide sequence number `seq`. Returns when
+    /// feedback is due if this arrival made it due (nothing was owed before).
+    pub fn handle_transport_sequence(&mut self, now: Instant, seq: u16) -> Option<Instant> {
+        let idle = self.twcc.poll_timeout().is_none();
+        self.twcc.handle_packet(now, seq);
+        if idle {
+            self.twcc.poll_timeout()
+        } else {
+            None
+        }
+    }
+
+    /// Write the next congestion feedback message due at `now` into `out`; call until it
+    /// returns false.
+    pub fn poll_twcc_feedback(
+        &mut self,
+        now: Instant,
+        sender_ssrc: u32,
+        media_ssrc: u32,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.twcc.poll_feedback(now, sender_ssrc, media_ssrc, out)
+    }
+
+    /// The participant's receiver reference time (RFC 3611 §4.4) arrived at `now`.
+    pub fn handle_receiver_time(&mut self, now: Instant, time: ReceiverTime) {
+        self.receiver_time = Some((time, now));
+    }
+
+    /// The latest receiver reference time and when it arrived, for the DLRR of the next
+    /// report; answered once.
+    pub fn take_receiver_time(&mut self) -> Option<(ReceiverTime, Instant)> {
+        self.receiver_time.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ice_lite::IceCredentials;
+    use crate::fuzzing::{client_hello_record as client_hello, fragmented_client_hello, use_srtp};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn transport() -> Transport {
+        let creds = IceCredentials {
+            ufrag: "abcd".into(),
+            pwd: "0123456789012345678901".into(),
+        };
+        let ice = IceLite::new(creds, None, Duration::from_secs(30));
+        Transport::new(ice, Some("sha-256 AA:BB".into()), TIMEOUT)
+    }
+
+    fn keys(profile: SrtpProfile) -> SrtpKeys {
+        let (key, salt) = match profile {
+            SrtpProfile::AeadAes128Gcm => (16, 12),
+            SrtpProfile::Aes128CmHmacSha1_80 => (16, 14),
+        };
+        SrtpKeys {
+            profile,
+            local_key: vec![1; key],
+            local_salt: vec![2; salt],
+            remote_key: vec![3; key],
+            remote_salt: vec![4; salt],
+        }
+    }
+
+    #[test]
+    fn a_fragmented_hello_is_held_then_started_with_the_preferred_profile() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        // Chromium's order (SHA1_80 first) with a large key share pushing use_srtp into the
+        // last fragment.
+        let record = client_hello(&[(0x0033, vec![0x5a; 1200]), use_srtp(&[0x0001, 0x0007])]);
+        let parts = fragmented_client_hello(&record, 500);
+        assert_eq!(t.handle_dtls_record(t0, &parts[0]), DtlsInput::Held);
+        assert_eq!(t.dtls(), DtlsState::Handshaking { since: t0 });
+        assert_eq!(t.handle_dtls_record(t0, &parts[1]), DtlsInput::Held);
+        let at = t0 + Duration::from_millis(5);
+        let DtlsInput::Start {
+            profiles,
+            remote_fingerprint,
+            records,
+        } = t.handle_dtls_record(at, &parts[2])
+        else {
+            panic!("a whole hello starts the handshake");
+        };
+        assert_eq!(profiles, [SrtpProfile::AeadAes128Gcm]);
+        assert_eq!(remote_fingerprint.as_deref(), Some("sha-256 AA:BB"));
+        assert_eq!(records, parts);
+        // The handshake keeps the time of its first record; what follows goes straight on.
+        assert_eq!(t.dtls(), DtlsState::Handshaking { since: t0 });
+        assert_eq!(t.handle_dtls_record(at, &[22; 40]), DtlsInput::Forward);
+    }
+
+    #[test]
+    fn records_that_never_make_a_hello_start_with_the_whole_preference() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        let garbage = [22u8; 30];
+        for _ in 1..MAX_HELLO_RECORDS {
+            assert_eq!(t.handle_dtls_record(t0, &garbage), DtlsInput::Held);
+        }
+        let DtlsInput::Start {
+            profiles, records, ..
+        } = t.handle_dtls_record(t0, &garbage)
+        else {
+            panic!("the record limit starts the handshake");
+        };
+        assert_eq!(profiles, SrtpProfile::PREFERENCE.to_vec());
+        assert_eq!(records.len(), MAX_HELLO_RECORDS);
+        // A hello offering nothing the relay implements starts at once, with the whole list
+        // (the handshake then fails with a reason).
+        let mut t = transport();
+        let record = client_hello(&[use_srtp(&[0x0002])]);
+        assert!(matches!(
+            t.handle_dtls_record(t0, &record),
+            DtlsInput::Start { profiles, .. } if profiles == SrtpProfile::PREFERENCE.to_vec()
+        ));
+    }
+
+    #[test]
+    fn a_handshake_expires_after_its_timeout_unless_keyed() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        assert!(!t.handshake_expired(t0 + TIMEOUT * 2), "idle never expires");
+        t.handle_dtls_record(t0, &client_hello(&[use_srtp(&[0x0001])]));
+        assert_eq!(t.poll_timeout(), Some(t0 + TIMEOUT));
+        assert!(!t.handshake_expired(t0 + TIMEOUT - Duration::from_millis(1)));
+        assert!(t.handshake_expired(t0 + TIMEOUT));
+
+        let mut t = transport();
+        t.handle_dtls_record(t0, &client_hello(&[use_srtp(&[0x0001])]));
+        assert_eq!(
+            t.handle_keys(&keys(SrtpProfile::Aes128CmHmacSha1_80)),
+            Ok(true)
+        );
+        assert_eq!(
+            t.dtls(),
+            DtlsState::Connected {
+                profile: SrtpProfile::Aes128CmHmacSha1_80
+            }
+        );
+        assert!(!t.handshake_expired(t0 + TIMEOUT * 2));
+        assert_eq!(t.poll_timeout(), None);
+        assert!(t.srtp_mut().is_some());
+        // No address was selected: nothing can be sent yet.
+        assert_eq!(t.media_destination(), None);
+    }
+
+    #[test]
+    fn keys_count_only_for_a_running_handshake_and_must_fit_it() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        let k = keys(SrtpProfile::AeadAes128Gcm);
+        assert_eq!(t.handle_keys(&k), Ok(false), "no handshake ran");
+        assert!(t.srtp_mut().is_none());
+        t.handle_dtls_record(t0, &client_hello(&[use_srtp(&[0x0007])]));
+        let mut short = k.clone();
+        short.remote_salt.pop();
+        assert!(matches!(
+            t.handle_keys(&short),
+            Err(TransportError::Keys(_))
+        ));
+        assert_eq!(t.handle_keys(&k), Ok(true));
+        assert_eq!(t.handle_keys(&k), Ok(false), "keyed once");
+    }
+
+    #[test]
+    fn the_fingerprint_is_fixed_once_the_handshake_starts() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        assert_eq!(t.set_remote_fingerprint(Some("sha-256 CC".into())), Ok(()));
+        t.handle_dtls_record(t0, &[22; 30]);
+        assert_eq!(t.set_remote_fingerprint(Some("sha-256 CC".into())), Ok(()));
+        assert_eq!(
+            t.set_remote_fingerprint(Some("sha-256 DD".into())),
+            Err(TransportError::DtlsStarted)
+        );
+        assert_eq!(
+            t.set_remote_fingerprint(None),
+            Err(TransportError::DtlsStarted)
+        );
+    }
+
+    #[test]
+    fn congestion_feedback_falls_due_once_per_interval_while_packets_arrive() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        let due = t.handle_transport_sequence(t0, 65_534);
+        assert!(due.is_some_and(|d| d > t0));
+        assert_eq!(t.poll_timeout(), due);
+        // Later arrivals (across the wrap) do not move it.
+        assert_eq!(t.handle_transport_sequence(t0, 65_535), None);
+        assert_eq!(t.handle_transport_sequence(t0, 1), None);
+        let due = due.unwrap();
+        let mut out = Vec::new();
+        assert!(!t.poll_twcc_feedback(due - Duration::from_millis(1), 1, 2, &mut out));
+        assert!(t.poll_twcc_feedback(due, 1, 2, &mut out));
+        assert!(!out.is_empty());
+        assert!(!t.poll_twcc_feedback(due, 1, 2, &mut out));
+        assert_eq!(t.poll_timeout(), None, "nothing new arrived");
+        // The next arrival makes feedback due again.
+        assert!(t.handle_transport_sequence(due, 2).is_some_and(|d| d > due));
+    }
+
+    #[test]
+    fn a_receiver_time_is_answered_once() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        let time = ReceiverTime { ssrc: 7, lrr: 42 };
+        t.handle_receiver_time(t0, time);
+        assert_eq!(t.take_receiver_time(), Some((time, t0)));
+        assert_eq!(t.take_receiver_time(), None);
+    }
+}
