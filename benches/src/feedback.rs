@@ -9,9 +9,10 @@
 //!   keeps its recent video packets and answers the server's NACKs with RTX on a stream of
 //!   its own (RFC 4588);
 //! - a receiver ([`ReceiverFeedback`]) sends a receiver report with a receiver reference time
-//!   (RFC 3611 RRTR) every second, transport-wide congestion feedback for the packets that
-//!   carry the extension, and a NACK for every gap, retried until the repair comes or the
-//!   packet is too old.
+//!   (RFC 3611 RRTR) every second and a NACK for every gap, retried until the repair comes or
+//!   the packet is too old; where transport-wide congestion control was negotiated, also
+//!   feedback for the packets that carry the extension. Signalling offers it to publishers
+//!   only, so a relay subscription does not send it.
 //!
 //! The feedback timing and the NACK retries come from the relay's own state machines (the same
 //! algorithms a browser runs); what this module adds is the peer's side of the wire.
@@ -261,7 +262,8 @@ pub struct ReceiverFeedback {
     streams: HashMap<u32, Received>,
     /// RTX SSRC → the media SSRC it repairs.
     rtx: HashMap<u32, u32>,
-    twcc: TwccReceiver,
+    /// Transport-wide feedback, where it was negotiated.
+    twcc: Option<TwccReceiver>,
     twcc_media_ssrc: Option<u32>,
     next_report: Instant,
     seqs: Vec<u16>,
@@ -273,14 +275,15 @@ pub struct ReceiverFeedback {
 }
 
 impl ReceiverFeedback {
-    /// A receiver whose first report is due a report interval after `now`.
-    pub fn new(now: Instant) -> Self {
+    /// A receiver whose first report is due a report interval after `now`, which sends
+    /// transport-wide feedback if `transport_cc` (it was negotiated for what it receives).
+    pub fn new(now: Instant, transport_cc: bool) -> Self {
         ReceiverFeedback {
             ssrc: rand::random::<u32>() | 1,
             ntp: NtpClock::new(now, SystemTime::now()),
             streams: HashMap::new(),
             rtx: HashMap::new(),
-            twcc: TwccReceiver::new(),
+            twcc: transport_cc.then(TwccReceiver::new),
             twcc_media_ssrc: None,
             next_report: now + REPORT_INTERVAL,
             seqs: Vec::new(),
@@ -301,9 +304,11 @@ impl ReceiverFeedback {
         let Some(h) = rtp::parse(plain) else {
             return;
         };
-        if let Some(seq) = rtp::transport_sequence(plain, TRANSPORT_CC_ID) {
-            self.twcc.handle_packet(now, seq);
-            self.twcc_media_ssrc.get_or_insert(h.ssrc);
+        if let Some(twcc) = self.twcc.as_mut() {
+            if let Some(seq) = rtp::transport_sequence(plain, TRANSPORT_CC_ID) {
+                twcc.handle_packet(now, seq);
+                self.twcc_media_ssrc.get_or_insert(h.ssrc);
+            }
         }
         if let Some(media) = self.rtx.get(&h.ssrc) {
             // A repair: its original sequence number fills the gap in the media stream.
@@ -360,7 +365,7 @@ impl ReceiverFeedback {
             .values()
             .filter_map(|s| s.nack.as_ref()?.poll_timeout());
         nacks
-            .chain(self.twcc.poll_timeout())
+            .chain(self.twcc.as_ref().and_then(TwccReceiver::poll_timeout))
             .fold(self.next_report, Instant::min)
     }
 
@@ -396,10 +401,10 @@ impl ReceiverFeedback {
             return true;
         }
         let media = self.twcc_media_ssrc.unwrap_or(0);
-        if self
-            .twcc
-            .poll_feedback(now, self.ssrc, media, &mut self.scratch)
-        {
+        let Some(twcc) = self.twcc.as_mut() else {
+            return false;
+        };
+        if twcc.poll_feedback(now, self.ssrc, media, &mut self.scratch) {
             out.extend_from_slice(&self.scratch);
             self.counts.twcc_sent += 1;
             return true;
@@ -467,7 +472,7 @@ mod tests {
     #[test]
     fn a_gap_is_nacked_and_its_repair_ends_the_retries() {
         let t0 = Instant::now();
-        let mut f = ReceiverFeedback::new(t0);
+        let mut f = ReceiverFeedback::new(t0, false);
         f.pair_rtx(5, 9);
         let mut out = Vec::new();
         f.handle_rtp(t0, &packet(5, 96, 10));
@@ -500,7 +505,7 @@ mod tests {
     #[test]
     fn reports_say_what_was_lost_and_carry_a_reference_time() {
         let t0 = Instant::now();
-        let mut f = ReceiverFeedback::new(t0);
+        let mut f = ReceiverFeedback::new(t0, false);
         for seq in (0..100u16).filter(|s| s % 10 != 0) {
             f.handle_rtp(t0, &packet(7, 111, seq));
         }
@@ -518,6 +523,31 @@ mod tests {
             .iter()
             .any(|p| matches!(p, Feedback::ReceiverTime(_))));
         assert_eq!(f.poll_timeout(), at + REPORT_INTERVAL);
+    }
+
+    #[test]
+    fn congestion_feedback_only_where_it_was_negotiated() {
+        let t0 = Instant::now();
+        for negotiated in [true, false] {
+            let mut f = ReceiverFeedback::new(t0, negotiated);
+            let mut stamped = Vec::new();
+            for seq in 0..5u16 {
+                let seq_bytes = (1000 + seq).to_be_bytes();
+                assert!(rtp::with_extension(
+                    &packet(7, 111, seq),
+                    TRANSPORT_CC_ID,
+                    &seq_bytes,
+                    &mut stamped
+                ));
+                f.handle_rtp(t0, &stamped);
+            }
+            // Before the first report is due, only congestion feedback can go out.
+            let mut out = Vec::new();
+            let soon = t0 + Duration::from_millis(200);
+            assert_eq!(f.poll_rtcp(soon, &mut out), negotiated);
+            assert_eq!(f.counts.twcc_sent, u64::from(negotiated));
+            assert_eq!(count_twcc(&out), u64::from(negotiated));
+        }
     }
 
     #[test]

@@ -525,7 +525,9 @@ pub async fn run(
             Some(s)
         };
         let feedback = opts.feedback.then(|| {
-            let mut receiver = ReceiverFeedback::new(now);
+            // Signalling does not offer transport-wide congestion control to subscribers (the
+            // relay does not estimate their bandwidth yet), so a browser sends none for them.
+            let mut receiver = ReceiverFeedback::new(now, false);
             for &(media, r) in &rtx {
                 receiver.pair_rtx(media, r);
             }

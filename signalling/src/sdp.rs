@@ -10,7 +10,12 @@ use sdp::description::common::{Address, Attribute, ConnectionInformation};
 use sdp::description::media::{MediaDescription, MediaName, RangedPort};
 use sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
 
-/// Header extensions offered, with the ids used by every participant.
+/// The transport-wide sequence number extension (draft-holmer-rmcat-transport-wide-cc-extensions-01).
+pub const TRANSPORT_CC: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// Header extensions offered, with the ids used by every participant. The transport-wide
+/// sequence number goes on publishing sections only: see [`subscribe_codecs`].
 pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
     (1, "urn:ietf:params:rtp-hdrext:sdes:mid", None),
     (
@@ -18,11 +23,7 @@ pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
         "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
         None,
     ),
-    (
-        3,
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-        None,
-    ),
+    (3, TRANSPORT_CC, None),
     (
         4,
         "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
@@ -186,12 +187,18 @@ pub fn rtx_payload_types(codecs: &[Codec]) -> Vec<(u8, u8)> {
 /// receiver reference times (`rrtr`, RFC 3611): the relay answers them, and a receive-only
 /// peer has no other way to learn its round trip, which it needs to space its NACKs and to
 /// leave its jitter buffer room for a repair.
+///
+/// `transport-cc` is never offered to a subscriber: the relay answers a publisher's
+/// transport-wide feedback but does not yet estimate a subscriber's bandwidth from it, and a
+/// browser asked for it sends a feedback packet every 50-100 ms that would cost the relay a
+/// decryption each and be thrown away.
 fn subscribe_codecs(codecs: &[Codec], repair: bool) -> Vec<Codec> {
     codecs
         .iter()
         .filter(|c| repair || !is_rtx(c))
         .map(|c| {
             let mut c = c.clone();
+            c.feedback.retain(|f| f != "transport-cc");
             if !repair {
                 c.feedback.retain(|f| f != "nack");
             } else if c.feedback.iter().any(|f| f == "nack")
@@ -363,8 +370,9 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         a.push(attr("setup", "actpass"));
         a.push(flag("rtcp-mux"));
         a.push(flag("rtcp-rsize"));
+        let subscribing = matches!(s.role, Role::Subscribe { .. });
         for (id, uri, only) in EXTENSIONS {
-            if only.is_none_or(|k| k == s.kind) {
+            if only.is_none_or(|k| k == s.kind) && !(subscribing && uri == TRANSPORT_CC) {
                 a.push(attr("extmap", format!("{id} {uri}")));
             }
         }
@@ -762,6 +770,57 @@ mod tests {
             "{o}"
         );
         assert!(!o.contains("a=rtcp-fb:96 nack\r\n"), "{o}");
+    }
+
+    #[test]
+    fn congestion_feedback_is_offered_to_publishers_only() {
+        let sections = vec![
+            Section {
+                mid: "0".into(),
+                kind: Kind::Video,
+                role: Role::Publish {
+                    feed_id: "f1".into(),
+                },
+            },
+            Section {
+                mid: "1".into(),
+                kind: Kind::Video,
+                role: Role::Subscribe {
+                    feed_id: "f2".into(),
+                    ssrc: 5,
+                    codecs: publish_codecs(Kind::Video, true),
+                    rtx_ssrc: Some(6),
+                },
+            },
+            Section {
+                mid: "2".into(),
+                kind: Kind::Audio,
+                role: Role::Subscribe {
+                    feed_id: "f2".into(),
+                    ssrc: 7,
+                    codecs: publish_codecs(Kind::Audio, true),
+                    rtx_ssrc: None,
+                },
+            },
+        ];
+        let o = offer(&params(), &sections);
+        let publish = o.split("m=").nth(1).unwrap();
+        assert!(publish.contains("a=rtcp-fb:96 transport-cc\r\n"), "{o}");
+        assert!(
+            publish.contains("transport-wide-cc-extensions-01\r\n"),
+            "{o}"
+        );
+        // The relay estimates nothing from a subscriber's transport-wide feedback yet, so a
+        // subscriber is neither asked for it nor sent the numbers it would report on.
+        for subscribe in o.split("m=").skip(2) {
+            assert!(!subscribe.contains("transport-cc"), "{o}");
+            assert!(!subscribe.contains("transport-wide-cc"), "{o}");
+            assert!(
+                subscribe.contains("a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"),
+                "{o}"
+            );
+        }
+        assert!(o.contains("a=rtcp-fb:96 nack\r\n"), "{o}");
     }
 
     const CHROME_ANSWER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 98 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Zx9q\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 01:02:03\r\na=setup:active\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=sendonly\r\na=msid:- 8f1e\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtpmap:111 opus/48000/2\r\n";
