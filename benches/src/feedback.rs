@@ -33,6 +33,9 @@ pub const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 /// The RTX payload type that repairs video (payload type 96).
 pub const VIDEO_RTX_PT: u8 = 97;
+
+/// The id subscribers negotiate the playout-delay extension with (as signalling offers it).
+pub const PLAYOUT_DELAY_ID: u8 = 12;
 /// Video packets a publisher keeps for retransmission: about three seconds of a 1.5 Mbit/s
 /// stream, more than the relay asks for (it gives up after one second).
 const HISTORY: usize = 512;

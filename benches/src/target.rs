@@ -21,7 +21,7 @@ use relay::remote::Client;
 use serde_json::json;
 use webrtcai_tests::peer::{IceCredentials, IceRole, PeerConfig, SrtpLink, WirePeer};
 
-use crate::feedback::{TRANSPORT_CC_ID, TRANSPORT_CC_URI, VIDEO_RTX_PT};
+use crate::feedback::{PLAYOUT_DELAY_ID, TRANSPORT_CC_ID, TRANSPORT_CC_URI, VIDEO_RTX_PT};
 use crate::janus::Session;
 use crate::janus_process::{JanusLaunch, JanusProcess};
 use crate::jsep::{self, LocalDescription, MediaKind, OfferedStream};
@@ -415,6 +415,8 @@ impl Target {
                         let options = SubscribeOptions {
                             mid: None,
                             rtx: *feedback,
+                            // As a browser's subscription negotiates it.
+                            playout_delay_extension: feedback.then_some(PLAYOUT_DELAY_ID),
                         };
                         let info = client
                             .subscribe_with(sid.clone(), Uid::from(uid), id.clone(), options)

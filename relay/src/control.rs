@@ -127,6 +127,11 @@ pub struct SubscribeOptions {
     /// NACKed packet is sent again as it was.
     #[serde(default)]
     pub rtx: bool,
+    /// The id (1-14) of the playout-delay header extension in the subscriber's m-section, if
+    /// it has one: the relay then gives it the playout delay that leaves time for repairs
+    /// from the publisher ([`crate::engine::playout_delay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playout_delay_extension: Option<u8>,
 }
 
 /// The header-extension URI of the RTP MID (RFC 8843 §15.2).

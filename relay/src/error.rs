@@ -74,6 +74,12 @@ pub enum ControlError {
         /// What is wrong.
         reason: String,
     },
+    /// Subscription options with values the relay cannot use.
+    #[error("invalid subscription: {reason}")]
+    InvalidSubscription {
+        /// What is wrong.
+        reason: String,
+    },
     /// Already subscribed to this feed.
     #[error("participant {uid} already subscribes to feed {feed_id}")]
     AlreadySubscribed {

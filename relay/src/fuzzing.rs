@@ -64,6 +64,19 @@ pub fn rtp(data: &[u8]) {
         assert_eq!((again.ssrc, again.sequence, again.timestamp), (1, 2, 3));
         assert_eq!(again.header_len, h.header_len);
         assert_eq!(&copy[h.header_len..], &data[h.header_len..]);
+        // What every copy to a subscriber goes through: its MID and the playout delay set
+        // among whatever elements the publisher sent.
+        let mut out = Vec::new();
+        let delay = [0x01, 0x73, 0xe8];
+        if rtp::with_extensions(data, &[(1, b"12"), (12, &delay)], &mut out) {
+            let got = rtp::parse(&out).expect("a packet with elements set stays valid");
+            assert_eq!(&out[got.header_len..], &data[h.header_len..]);
+            assert_eq!(got.payload_len, h.payload_len);
+            assert_eq!(rtp::extension(&out, 1), Some(&b"12"[..]));
+            assert_eq!(rtp::extension(&out, 12), Some(&delay[..]));
+        } else {
+            assert!(out.is_empty());
+        }
     }
 }
 
@@ -262,6 +275,7 @@ pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness
                 crate::control::SubscribeOptions {
                     mid: Some("1".into()),
                     rtx: true,
+                    playout_delay_extension: Some(12),
                 },
             )
             .expect("subscribe");
@@ -323,6 +337,7 @@ pub fn spread_harness(profile: SrtpProfile) -> SpreadHarness {
         crate::control::SubscribeOptions {
             mid: Some("1".into()),
             rtx: true,
+            playout_delay_extension: Some(12),
         },
     )
     .expect("subscribe");
@@ -582,10 +597,14 @@ mod tests {
                 assert_eq!(t.destination, h.subscribers[0]);
                 let mut plain = Vec::new();
                 h.clients[1].unprotect_rtp(&t.contents, &mut plain).unwrap();
-                // The subscriber's mid ("1") was added as a header extension.
+                // The subscriber's mid ("1") and the playout delay (no minimum, 10 s at
+                // most) were added as header extensions.
                 let header = rtp::parse(&plain).unwrap();
                 assert_eq!(&plain[header.header_len..], &pkt[12..]);
-                assert_eq!(&plain[12..18], &[0xbe, 0xde, 0, 1, 0x10, b'1']);
+                assert_eq!(
+                    &plain[12..24],
+                    &[0xbe, 0xde, 0, 2, 0x10, b'1', 0xc2, 0, 0x03, 0xe8, 0, 0]
+                );
                 forwarded += 1;
             }
         }

@@ -104,12 +104,9 @@ pub enum Request {
         uid: Uid,
         /// The feed.
         feed_id: FeedId,
-        /// The subscriber's mid for it.
-        #[serde(default)]
-        mid: Option<String>,
-        /// Whether it takes retransmissions on a stream of their own.
-        #[serde(default)]
-        rtx: bool,
+        /// How the subscriber receives it.
+        #[serde(flatten)]
+        options: SubscribeOptions,
     },
     /// Ask a feed's publisher for a keyframe.
     RequestKeyframe {
@@ -194,11 +191,8 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
             sid,
             uid,
             feed_id,
-            mid,
-            rtx,
-        } => ok(handle
-            .subscribe(&sid, &uid, &feed_id, SubscribeOptions { mid, rtx })
-            .await),
+            options,
+        } => ok(handle.subscribe(&sid, &uid, &feed_id, options).await),
         Request::RequestKeyframe { sid, feed_id } => {
             ok(handle.request_keyframe(&sid, &feed_id).await)
         }
@@ -585,8 +579,7 @@ impl Client {
             sid,
             uid,
             feed_id,
-            mid: options.mid,
-            rtx: options.rtx,
+            options,
         })
         .await
     }
@@ -614,8 +607,11 @@ mod tests {
                 sid: "s".into(),
                 uid: "u".into(),
                 feed_id: "f".into(),
-                mid: Some("2".into()),
-                rtx: true,
+                options: SubscribeOptions {
+                    mid: Some("2".into()),
+                    rtx: true,
+                    playout_delay_extension: None,
+                },
             },
         };
         let line = serde_json::to_vec(&e).unwrap();

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use relay::engine::playout_delay::PlayoutDelay;
 use relay::engine::rtp;
 use relay::fuzzing::{harness, Harness, PUBLISHER_RTX_SSRC, PUBLISHER_SSRC, RTX_PT};
 use relay::sfu::feed::nack::DEFAULT_RETRY;
@@ -401,4 +402,57 @@ fn a_subscribers_nack_is_answered_from_the_cache_on_its_rtx_stream() {
         .to_subscriber
         .is_empty());
     assert_eq!(h.worker.stats().nacks_unanswerable, before + 2);
+}
+
+/// The playout delay a packet to the subscriber carries (extension 12, as the harness's
+/// subscription negotiated it).
+fn playout_delay(packet: &[u8]) -> Option<PlayoutDelay> {
+    rtp::extension(packet, 12).and_then(PlayoutDelay::parse)
+}
+
+/// While the relay asks the publisher for repairs, the subscriber is told to hold frames for
+/// as long as a repair can take (a retry and a round trip), so that a repair from far away
+/// arrives before its frame is due; when the losses stop, the minimum goes back to zero.
+#[test]
+fn subscribers_wait_for_repairs_while_the_publisher_loses_packets() {
+    let mut h = harness(1);
+    let t0 = h.now;
+    let no_minimum = PlayoutDelay::new(Duration::ZERO, Duration::from_secs(10));
+    send_rtp(&mut h, 0, &media(1));
+    send_rtp(&mut h, 0, &media(2));
+    let seen = run_until(&mut h, t0 + Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 2);
+    for p in &seen.to_subscriber {
+        assert_eq!(playout_delay(p), Some(no_minimum));
+    }
+    let original = rtp::parse(&seen.to_subscriber[1]).unwrap();
+
+    // 3 is lost: asked for, and what follows carries the time a repair can take (no round
+    // trip measured yet: the 100 ms retry twice).
+    send_rtp(&mut h, 0, &media(4));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(nacked(&seen.nacks), vec![3]);
+    send_rtp(&mut h, 0, &media(5));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    let waiting = playout_delay(&seen.to_subscriber[0]).expect("the extension");
+    assert_eq!(waiting.min(), DEFAULT_RETRY * 2);
+    assert_eq!(waiting.max(), Duration::from_secs(10));
+
+    // A packet sent again to the subscriber is the packet it was first sent: same delay.
+    send_rtcp(&mut h, 1, &nack_packet(original.ssrc, original.sequence, 0));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(seen.to_subscriber.len(), 1);
+    let resent = &seen.to_subscriber[0];
+    let body = &resent[rtp::parse(resent).unwrap().header_len..];
+    assert_eq!(&body[2..], &payload(2)[..]);
+    assert_eq!(playout_delay(resent), Some(no_minimum));
+
+    // Repaired; ten seconds without a request later the minimum is gone.
+    send_rtp(&mut h, 0, &rtx(3, 1));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(playout_delay(&seen.to_subscriber[0]), Some(waiting));
+    run_for(&mut h, relay::sfu::feed::repair_wait::HOLD);
+    send_rtp(&mut h, 0, &media(6));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    assert_eq!(playout_delay(&seen.to_subscriber[0]), Some(no_minimum));
 }

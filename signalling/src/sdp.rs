@@ -14,6 +14,10 @@ use sdp::description::session::{Origin, SessionDescription, TimeDescription, Tim
 pub const TRANSPORT_CC: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
+/// The playout-delay extension, offered on video subscriptions when repair is on: the relay
+/// uses it to give a subscriber's jitter buffer time for repairs from a lossy publisher.
+pub const PLAYOUT_DELAY: (u8, &str) = (12, relay::engine::playout_delay::URI);
+
 /// Header extensions offered, with the ids used by every participant. The transport-wide
 /// sequence number goes on publishing sections only: see [`subscribe_codecs`].
 pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
@@ -375,6 +379,10 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
             if only.is_none_or(|k| k == s.kind) && !(subscribing && uri == TRANSPORT_CC) {
                 a.push(attr("extmap", format!("{id} {uri}")));
             }
+        }
+        if subscribing && s.kind == Kind::Video && p.repair {
+            let (id, uri) = PLAYOUT_DELAY;
+            a.push(attr("extmap", format!("{id} {uri}")));
         }
         match &s.role {
             Role::Publish { .. } => a.push(flag("recvonly")),
@@ -821,6 +829,20 @@ mod tests {
             );
         }
         assert!(o.contains("a=rtcp-fb:96 nack\r\n"), "{o}");
+        // The playout delay goes to video subscriptions only, the relay being its sender.
+        let playout = "a=extmap:12 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+        let parts: Vec<&str> = o.split("m=").collect();
+        assert!(!parts[1].contains(playout), "{o}");
+        assert!(parts[2].contains(playout), "{o}");
+        assert!(!parts[3].contains(playout), "{o}");
+        let without = offer(
+            &OfferParams {
+                repair: false,
+                ..params()
+            },
+            &sections,
+        );
+        assert!(!without.contains("playout-delay"), "{without}");
     }
 
     const CHROME_ANSWER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 98 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:Zx9q\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\na=fingerprint:sha-256 01:02:03\r\na=setup:active\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=sendonly\r\na=msid:- 8f1e\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=rtpmap:111 opus/48000/2\r\n";

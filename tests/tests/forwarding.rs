@@ -221,6 +221,7 @@ async fn mid_extension_is_rewritten_per_subscriber() {
                 SubscribeOptions {
                     mid: Some(mid.into()),
                     rtx: false,
+                    playout_delay_extension: None,
                 },
             )
             .await

@@ -39,8 +39,10 @@ enum Which {
 enum Feedback {
     /// Peers only send media and read what arrives.
     Off,
-    /// Receivers send receiver reports, NACKs and transport-wide congestion feedback;
-    /// publishers stamp transport-wide sequence numbers and answer NACKs with RTX.
+    /// Receivers send receiver reports (with reference times) and NACKs; publishers stamp
+    /// transport-wide sequence numbers, get the relay's congestion feedback and answer its
+    /// NACKs with RTX. (Subscriptions do not negotiate transport-wide feedback: the relay
+    /// does not estimate a subscriber's bandwidth yet.)
     On,
 }
 

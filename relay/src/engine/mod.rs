@@ -4,6 +4,7 @@
 pub mod client_hello;
 pub mod demux;
 pub mod ice_lite;
+pub mod playout_delay;
 pub mod replay;
 pub mod rtcp;
 pub mod rtp;

@@ -178,9 +178,20 @@ pub fn rewrite(packet: &mut [u8], ssrc: u32, sequence: u16, timestamp: u32) {
 /// extension profile, or the value does not fit one element (1..=16 bytes); the caller then
 /// forwards the packet as it is.
 pub fn with_extension(packet: &[u8], id: u8, value: &[u8], out: &mut Vec<u8>) -> bool {
+    with_extensions(packet, &[(id, value)], out)
+}
+
+/// [`with_extension`] for several elements at once: each `(id, value)` is set, in the order
+/// given, after the packet's other elements. False (and `out` empty) if any id is outside
+/// 1..=14 or appears twice, or any value does not fit one element.
+pub fn with_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) -> bool {
     out.clear();
-    if !(1..=14).contains(&id) || value.is_empty() || value.len() > 16 {
-        return false;
+    let mut ids = 0u16;
+    for &(id, value) in elements {
+        if !(1..=14).contains(&id) || value.is_empty() || value.len() > 16 || ids & 1 << id != 0 {
+            return false;
+        }
+        ids |= 1 << id;
     }
     let Some(header_len) = header_len(packet) else {
         return false;
@@ -210,14 +221,16 @@ pub fn with_extension(packet: &[u8], id: u8, value: &[u8], out: &mut Vec<u8>) ->
             }
             let len = (b & 0x0f) as usize + 1;
             // header_len() checked that every element fits.
-            if b >> 4 != id {
+            if ids & 1 << (b >> 4) == 0 {
                 out.extend_from_slice(&block[i..i + 1 + len]);
             }
             i += 1 + len;
         }
     }
-    out.push(id << 4 | (value.len() - 1) as u8);
-    out.extend_from_slice(value);
+    for &(id, value) in elements {
+        out.push(id << 4 | (value.len() - 1) as u8);
+        out.extend_from_slice(value);
+    }
     while !(out.len() - elements_start).is_multiple_of(4) {
         out.push(0);
     }
@@ -333,6 +346,38 @@ mod tests {
         ];
         assert!(!with_extension(&two, 1, b"x", &mut out));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn several_elements_are_set_at_once() {
+        let mut out = Vec::new();
+        // An element with id 1 is replaced, id 3 kept, id 12 added.
+        let raw = [
+            0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0xbe, 0xde, 0, 2, 0x10, b'a', 0x31, 7, 8, 0, 0,
+            0, 0xaa,
+        ];
+        assert_eq!(header_len(&raw), Some(24));
+        assert!(with_extensions(
+            &raw,
+            &[(1, b"xy"), (12, &[1, 2, 3])],
+            &mut out
+        ));
+        assert_eq!(extension(&out, 1), Some(&b"xy"[..]));
+        assert_eq!(extension(&out, 3), Some(&[7, 8][..]));
+        assert_eq!(extension(&out, 12), Some(&[1, 2, 3][..]));
+        assert_eq!(out.last(), Some(&0xaa));
+        assert_eq!(parse(&out).unwrap().payload_len, 1);
+        // The same as setting them one after the other.
+        let mut step = Vec::new();
+        assert!(with_extension(&raw, 1, b"xy", &mut step));
+        let mut two = Vec::new();
+        assert!(with_extension(&step, 12, &[1, 2, 3], &mut two));
+        assert_eq!(out, two);
+        // A repeated or out-of-range id is refused, leaving nothing.
+        assert!(!with_extensions(&raw, &[(1, b"x"), (1, b"y")], &mut out));
+        assert!(out.is_empty());
+        assert!(!with_extensions(&raw, &[(15, b"x")], &mut out));
+        assert!(!with_extensions(&raw, &[(0, b"x")], &mut out));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::engine::playout_delay::PlayoutDelay;
 use crate::ids::{FeedKey, SessionKey};
 
 /// Where a feed lives relay-wide: its origin core and its keys there.
@@ -35,6 +36,8 @@ pub struct RtpInfo {
     pub timestamp: u32,
     /// Payload bytes (for sender reports).
     pub payload_len: usize,
+    /// The playout delay subscribers are given with it, decided on the publisher's core.
+    pub playout_delay: Option<PlayoutDelay>,
 }
 
 /// A decrypted RTP packet on its way to other cores; shared by all of them.
@@ -140,6 +143,7 @@ mod tests {
             sequence,
             timestamp: 0,
             payload_len: 0,
+            playout_delay: None,
         }
     }
 

@@ -5,7 +5,7 @@ use relay::ids::{FeedId, Sid, Uid};
 use serde_json::json;
 
 use crate::protocol::{ErrorCode, Request};
-use crate::sdp::{Codec, Kind, Role, Section};
+use crate::sdp::{self, Codec, Kind, Role, Section};
 
 use super::*;
 
@@ -127,9 +127,9 @@ impl Hub {
                     .zip(first_mid..)
                     .map(|((kind, codecs), mid)| (mid.to_string(), kind, codecs))
                     .collect();
-                let asks: Vec<(String, FeedId)> = tracks
+                let asks: Vec<(String, Kind, FeedId)> = tracks
                     .iter()
-                    .map(|(mid, kind, _)| (mid.clone(), relay_feed(&feed_id, *kind)))
+                    .map(|(mid, kind, _)| (mid.clone(), *kind, relay_feed(&feed_id, *kind)))
                     .collect();
                 let relay = self.relay.clone();
                 let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
@@ -139,16 +139,20 @@ impl Hub {
                     &sid.clone(),
                     async move {
                         let mut ssrcs = Vec::new();
-                        for (mid, feed) in &asks {
+                        for (mid, kind, feed) in &asks {
+                            // The subscription's offer has the extension where this holds
+                            // (sdp::offer).
+                            let playout = rtx && *kind == Kind::Video;
                             let options = SubscribeOptions {
                                 mid: Some(mid.clone()),
                                 rtx,
+                                playout_delay_extension: playout.then_some(sdp::PLAYOUT_DELAY.0),
                             };
                             match relay.subscribe(&rsid, &ruid, feed, options).await {
                                 Ok(info) => ssrcs.push((info.ssrc.0, info.rtx_ssrc.map(|s| s.0))),
                                 Err(e) => {
                                     // All of the feed or none of it.
-                                    for (_, done) in asks.iter().take(ssrcs.len()) {
+                                    for (_, _, done) in asks.iter().take(ssrcs.len()) {
                                         let _ = relay.unsubscribe(&rsid, &ruid, done).await;
                                     }
                                     return Err(e);

@@ -25,6 +25,8 @@ pub struct Consumer {
     pub octets_sent: u32,
     /// Value for the MID header extension in this subscriber's packets.
     pub mid: Option<Vec<u8>>,
+    /// The id of the playout-delay extension in this subscriber's packets, if it has one.
+    pub playout_delay_extension: Option<u8>,
     /// What it asked to have sent again, and its retransmission stream.
     pub retransmits: Retransmits,
 }
@@ -39,6 +41,7 @@ impl Consumer {
             packets_sent: 0,
             octets_sent: 0,
             mid: None,
+            playout_delay_extension: None,
             retransmits: Retransmits::new(None, initial_seq.wrapping_add(0x8000)),
         }
     }

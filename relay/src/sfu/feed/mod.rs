@@ -1,23 +1,26 @@
 //! A published feed, the producer side of forwarding (mediasoup's Producer): its description,
 //! reception statistics for receiver reports, loss detection and NACKs toward its publisher,
-//! the cache that answers its subscribers' NACKs, its subscribers and its keyframe-request
-//! limiter.
+//! the playout delay that leaves its subscribers time for those repairs, the cache that
+//! answers its subscribers' NACKs, its subscribers and its keyframe-request limiter.
 
 pub mod nack;
 pub mod packet_cache;
 pub mod recv_stats;
+pub mod repair_wait;
 
 pub use recv_stats::RecvStats;
 
 use std::time::{Duration, Instant};
 
 use crate::control::FeedDescription;
+use crate::engine::playout_delay::PlayoutDelay;
 use crate::ids::ParticipantKey;
 
 use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
 use nack::NackGenerator;
 use packet_cache::PacketCache;
+use repair_wait::RepairWait;
 
 /// At most one keyframe request per feed in this interval reaches the publisher: many
 /// subscribers losing the same frame must not make the encoder send a keyframe each.
@@ -54,6 +57,9 @@ pub struct Feed {
     pub nack: NackGenerator,
     /// The last packets, for subscribers' NACKs (video only).
     pub cache: PacketCache,
+    /// The playout delay that leaves subscribers time for repairs from the publisher (with
+    /// `nack`, on the publisher's core).
+    pub repair_wait: RepairWait,
 }
 
 impl Feed {
@@ -75,6 +81,7 @@ impl Feed {
             sinks: Vec::new(),
             nack: NackGenerator::default(),
             cache: PacketCache::default(),
+            repair_wait: RepairWait::default(),
         }
     }
 
@@ -98,6 +105,7 @@ impl Feed {
         self.description = description;
         self.recv = RecvStats::default();
         self.nack.reset();
+        self.repair_wait.reset();
         self.cache.clear();
     }
 
@@ -105,6 +113,13 @@ impl Feed {
     /// core, by a publisher that negotiated NACK.
     pub fn generates_nacks(&self) -> bool {
         self.origin.is_none() && self.is_video() && self.description.nack
+    }
+
+    /// The playout delay for subscribers of a packet that arrived at `now`, where the relay
+    /// repairs the publisher's stream (see [`repair_wait`]).
+    pub fn playout_delay(&self, now: Instant) -> Option<PlayoutDelay> {
+        self.generates_nacks()
+            .then(|| self.repair_wait.playout_delay(now, self.nack.repair_time()))
     }
 
     /// Whether the feed is video (only video is cached and repaired: a lost audio packet is

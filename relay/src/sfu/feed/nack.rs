@@ -57,6 +57,7 @@ pub struct NackGenerator {
     /// In increasing sequence order.
     missing: VecDeque<Missing>,
     retry: Duration,
+    rtt: Option<Duration>,
 }
 
 impl Default for NackGenerator {
@@ -65,6 +66,7 @@ impl Default for NackGenerator {
             highest: None,
             missing: VecDeque::new(),
             retry: DEFAULT_RETRY,
+            rtt: None,
         }
     }
 }
@@ -117,6 +119,14 @@ impl NackGenerator {
     /// round trip, so a retry at exactly one round trip would cross the repair or be ignored.
     pub fn set_rtt(&mut self, rtt: Duration) {
         self.retry = (rtt + rtt / 4).max(Duration::from_millis(10));
+        self.rtt = Some(rtt);
+    }
+
+    /// How long after it went missing a packet comes back when either the first request or
+    /// its repair was lost: one retry interval, then a round trip (the retry interval stands
+    /// in for the round trip while none is measured).
+    pub fn repair_time(&self) -> Duration {
+        self.retry + self.rtt.unwrap_or(self.retry)
     }
 
     /// When [`NackGenerator::poll_nacks`] has something to do.
@@ -183,6 +193,14 @@ mod tests {
         let mut out = vec![];
         g.poll_nacks(now, &mut out);
         out
+    }
+
+    #[test]
+    fn a_second_round_of_repair_takes_a_retry_and_a_round_trip() {
+        let mut g = NackGenerator::default();
+        assert_eq!(g.repair_time(), DEFAULT_RETRY * 2);
+        g.set_rtt(Duration::from_millis(104));
+        assert_eq!(g.repair_time(), Duration::from_millis(130 + 104));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 /// buffer waits for a repair.
 pub const CACHE_PACKETS: usize = 512;
 
+use crate::engine::playout_delay::PlayoutDelay;
+
 /// Room reserved per slot: a packet the size of a typical path MTU fits without growing it.
 const SLOT_CAPACITY: usize = 1500;
 
@@ -19,6 +21,18 @@ struct Slot {
     /// SSRC and sequence number of what the slot holds; None while empty.
     key: Option<(u32, u16)>,
     data: Vec<u8>,
+    playout_delay: Option<PlayoutDelay>,
+}
+
+/// A packet held by the cache, with what its copies carried besides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cached<'a> {
+    /// The decrypted packet as it arrived.
+    pub packet: &'a [u8],
+    /// The playout delay its copies were sent with: a packet sent again on the same SSRC
+    /// and sequence number must be byte for byte what was sent before (it is sealed under
+    /// the same SRTP index).
+    pub playout_delay: Option<PlayoutDelay>,
 }
 
 /// A ring of the last [`CACHE_PACKETS`] packets of one stream.
@@ -29,13 +43,21 @@ pub struct PacketCache {
 }
 
 impl PacketCache {
-    /// Keep `packet` (SSRC `ssrc`, sequence number `seq`), replacing whatever held its slot.
-    pub fn insert(&mut self, ssrc: u32, seq: u16, packet: &[u8]) {
+    /// Keep `packet` (SSRC `ssrc`, sequence number `seq`), forwarded with `playout_delay`,
+    /// replacing whatever held its slot.
+    pub fn insert(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        packet: &[u8],
+        playout_delay: Option<PlayoutDelay>,
+    ) {
         if self.slots.is_empty() {
             self.slots = (0..CACHE_PACKETS)
                 .map(|_| Slot {
                     key: None,
                     data: Vec::with_capacity(SLOT_CAPACITY),
+                    playout_delay: None,
                 })
                 .collect();
         }
@@ -43,12 +65,16 @@ impl PacketCache {
         slot.key = Some((ssrc, seq));
         slot.data.clear();
         slot.data.extend_from_slice(packet);
+        slot.playout_delay = playout_delay;
     }
 
     /// The packet `seq` of `ssrc`, if it is still held.
-    pub fn get(&self, ssrc: u32, seq: u16) -> Option<&[u8]> {
+    pub fn get(&self, ssrc: u32, seq: u16) -> Option<Cached<'_>> {
         let slot = self.slots.get(seq as usize % CACHE_PACKETS)?;
-        (slot.key == Some((ssrc, seq))).then_some(slot.data.as_slice())
+        (slot.key == Some((ssrc, seq))).then_some(Cached {
+            packet: &slot.data,
+            playout_delay: slot.playout_delay,
+        })
     }
 
     /// Whether packet `seq` of `ssrc` would be news to a subscriber: not held, and not older
@@ -81,19 +107,19 @@ mod tests {
     fn news_is_what_was_never_held_and_not_overtaken() {
         let mut c = PacketCache::default();
         assert!(c.is_news(1, 5));
-        c.insert(1, 5, b"five");
+        c.insert(1, 5, b"five", None);
         assert!(!c.is_news(1, 5));
         assert!(c.is_news(1, 6));
         // Another stream's packet in the slot says nothing about this one.
         assert!(c.is_news(2, 5));
         // Overtaken: the slot holds a packet one lap newer.
         let lap = CACHE_PACKETS as u16;
-        c.insert(1, 7 + lap, b"newer");
+        c.insert(1, 7 + lap, b"newer", None);
         assert!(!c.is_news(1, 7));
         // One lap older than what is held would be news only if newer; 5 + lap is.
         assert!(c.is_news(1, 5 + lap));
         // Across the 16-bit wrap.
-        c.insert(1, u16::MAX, b"last");
+        c.insert(1, u16::MAX, b"last", None);
         assert!(!c.is_news(1, u16::MAX));
         assert!(c.is_news(1, u16::MAX.wrapping_add(lap)));
     }
@@ -104,10 +130,13 @@ mod tests {
         assert_eq!(c.get(1, 0), None);
         for i in 0..(CACHE_PACKETS as u32 + 10) {
             let seq = (65_530 + i) as u16;
-            c.insert(1, seq, &seq.to_be_bytes());
+            c.insert(1, seq, &seq.to_be_bytes(), None);
         }
         let newest = (65_530 + CACHE_PACKETS as u32 + 9) as u16;
-        assert_eq!(c.get(1, newest), Some(&newest.to_be_bytes()[..]));
+        assert_eq!(
+            c.get(1, newest).map(|c| c.packet),
+            Some(&newest.to_be_bytes()[..])
+        );
         let oldest_kept = newest.wrapping_sub(CACHE_PACKETS as u16 - 1);
         assert!(c.get(1, oldest_kept).is_some());
         // Overwritten by a newer packet in its slot.
@@ -121,8 +150,21 @@ mod tests {
     #[test]
     fn a_duplicate_replaces_in_place() {
         let mut c = PacketCache::default();
-        c.insert(1, 5, b"first");
-        c.insert(1, 5, b"again");
-        assert_eq!(c.get(1, 5), Some(&b"again"[..]));
+        c.insert(1, 5, b"first", None);
+        c.insert(1, 5, b"again", None);
+        assert_eq!(c.get(1, 5).map(|c| c.packet), Some(&b"again"[..]));
+    }
+
+    #[test]
+    fn the_playout_delay_is_kept_with_its_packet() {
+        use std::time::Duration;
+        let mut c = PacketCache::default();
+        let d = PlayoutDelay::new(Duration::from_millis(240), Duration::from_secs(10));
+        c.insert(1, 5, b"five", Some(d));
+        c.insert(1, 6, b"six", None);
+        assert_eq!(c.get(1, 5).unwrap().playout_delay, Some(d));
+        assert_eq!(c.get(1, 6).unwrap().playout_delay, None);
+        c.insert(1, 5, b"five", None);
+        assert_eq!(c.get(1, 5).unwrap().playout_delay, None);
     }
 }

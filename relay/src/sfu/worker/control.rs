@@ -408,6 +408,20 @@ impl Worker {
         options: SubscribeOptions,
     ) -> Result<SubscriptionInfo, ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
+        if let Some(id) = options.playout_delay_extension {
+            if !(1..=14).contains(&id) {
+                return Err(ControlError::InvalidSubscription {
+                    reason: format!("playout-delay extension id {id} is not 1-14"),
+                });
+            }
+        }
+        if let Some(id) = options.playout_delay_extension {
+            if !(1..=14).contains(&id) {
+                return Err(ControlError::InvalidSubscription {
+                    reason: format!("playout-delay extension id {id} is not 1-14"),
+                });
+            }
+        }
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let fkey = session.feed_key(sid, feed_id)?;
         let feed = session.feeds.get_mut(&fkey).expect("feed_key found it");
@@ -444,6 +458,7 @@ impl Worker {
         }
         let mut consumer = Consumer::new(key, Ssrc(ssrc), self.rng.random(), self.rng.random());
         consumer.mid = options.mid.map(String::into_bytes);
+        consumer.playout_delay_extension = options.playout_delay_extension;
         consumer.retransmits = Retransmits::new(rtx_ssrc, self.rng.random());
         feed.consumers.push(consumer);
         let info = SubscriptionInfo {

@@ -3,11 +3,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::engine::playout_delay::PlayoutDelay;
 use crate::engine::{rtp, rtx};
 use crate::ids::ParticipantKey;
 use crate::stats::CoreStats;
 
+use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::RtpInfo;
+use crate::sfu::feed::packet_cache::Cached;
 use crate::sfu::feed::Feed;
 use crate::sfu::participant::Participant;
 use crate::sfu::pool::BufferPool;
@@ -47,7 +50,8 @@ impl Outbox<'_> {
         }
         feed.last_packet_at = Some(now);
         if feed.is_video() {
-            feed.cache.insert(info.ssrc, info.sequence, plain);
+            feed.cache
+                .insert(info.ssrc, info.sequence, plain, info.playout_delay);
         }
         let clock_rate = feed.description.clock_rate;
         for c in &mut feed.consumers {
@@ -65,7 +69,7 @@ impl Outbox<'_> {
                 continue;
             };
             let mut out = self.pool.take();
-            copy_for(plain, feed.mid_extension, c.mid.as_deref(), &mut out);
+            copy_for(plain, feed.mid_extension, c, info.playout_delay, &mut out);
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             match srtp.protect_rtp(&mut out) {
                 Ok(()) => {
@@ -95,7 +99,11 @@ impl Outbox<'_> {
         let Some(original) = c.rewriter.original(out_seq) else {
             return false;
         };
-        let Some(cached) = feed.cache.get(original.ssrc, original.sequence) else {
+        let Some(Cached {
+            packet: cached,
+            playout_delay,
+        }) = feed.cache.get(original.ssrc, original.sequence)
+        else {
             return false;
         };
         let Some(sub) = self.participants.get_mut(&c.subscriber) else {
@@ -113,7 +121,7 @@ impl Outbox<'_> {
         }
         // The packet exactly as the subscriber was sent it the first time.
         let mut out = self.pool.take();
-        copy_for(cached, feed.mid_extension, c.mid.as_deref(), &mut out);
+        copy_for(cached, feed.mid_extension, c, playout_delay, &mut out);
         let ts = header.timestamp.wrapping_add(original.ts_offset);
         rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
         if let (Some(rtx_ssrc), Some(rtx_pt)) = (c.retransmits.rtx_ssrc, rtx_pt) {
@@ -218,12 +226,29 @@ impl Worker {
     }
 }
 
-/// Copy `packet` into `out` as a consumer receives it: with its MID in header extension `id`
-/// where the feed has one and the consumer was given a MID, else unchanged.
-fn copy_for(packet: &[u8], id: Option<u8>, mid: Option<&[u8]>, out: &mut Vec<u8>) {
-    let rewritten = match (id, mid) {
-        (Some(id), Some(mid)) => rtp::with_extension(packet, id, mid, out),
-        _ => false,
+/// Copy `packet` into `out` as consumer `c` receives it: with its MID in header extension
+/// `mid_id` where the feed has one and the consumer was given a MID, and with the playout delay
+/// where there is one and the consumer negotiated its extension; else unchanged.
+fn copy_for(
+    packet: &[u8],
+    mid_id: Option<u8>,
+    c: &Consumer,
+    playout_delay: Option<PlayoutDelay>,
+    out: &mut Vec<u8>,
+) {
+    let delay = playout_delay.map(PlayoutDelay::to_bytes);
+    let mid = mid_id.zip(c.mid.as_deref());
+    let delay = c
+        .playout_delay_extension
+        .zip(delay.as_ref().map(|d| d.as_slice()));
+    let rewritten = match (mid, delay) {
+        (Some((m, mid)), Some((d, delay))) => {
+            rtp::with_extensions(packet, &[(m, mid), (d, delay)], out)
+        }
+        (Some((id, value)), None) | (None, Some((id, value))) => {
+            rtp::with_extension(packet, id, value, out)
+        }
+        (None, None) => false,
     };
     if !rewritten {
         out.extend_from_slice(packet);

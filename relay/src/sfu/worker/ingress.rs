@@ -266,6 +266,7 @@ impl Worker {
             sequence: header.sequence,
             timestamp: header.timestamp,
             payload_len: header.payload_len,
+            playout_delay: feed.playout_delay(now),
         };
         self.fan_out(now, skey, fkey, &plain, info);
         // fan_out found it.
@@ -474,6 +475,9 @@ impl Worker {
         seqs.clear();
         entries.clear();
         feed.nack.poll_nacks(now, &mut seqs);
+        if !seqs.is_empty() {
+            feed.repair_wait.handle_request(now);
+        }
         nack::pack(&seqs, &mut entries);
         let next = feed.nack.poll_timeout();
         let (publisher, media_ssrc) = (feed.publisher, feed.description.ssrc.0);

@@ -1,0 +1,102 @@
+//! How long a feed's subscribers should hold frames for repairs from its publisher, told to
+//! them with the playout-delay header extension.
+//!
+//! A subscriber's jitter buffer is sized from what it sees: its own jitter and, once it NACKs,
+//! its own round trip to the relay. A packet lost on the *publisher's* link is repaired by the
+//! relay asking the publisher, which takes the publisher's round trip (twice when the first
+//! request or repair is lost too) before the subscriber gets it; a subscriber close to the
+//! relay renders past the gap meanwhile and freezes. While the relay is asking a feed's
+//! publisher for packets, it gives that feed's subscribers a minimum playout delay of that
+//! time, so that a repair arrives before its frame is due; when the losses stop, the minimum
+//! goes back to zero and the subscribers' own estimate takes over again.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::playout_delay::PlayoutDelay;
+
+/// After the last request for a repair, how long subscribers keep the longer delay: losses
+/// come in bursts and Chromium moves its delay by at most about 100 ms a second, so dropping
+/// it at the first quiet second would only make the next loss a freeze.
+pub const HOLD: Duration = Duration::from_secs(10);
+
+/// The longest minimum delay asked for: past it a repair is no longer asked for either
+/// ([`super::nack::MAX_AGE`]).
+pub const MAX_WAIT: Duration = super::nack::MAX_AGE;
+
+/// The maximum delay sent with every minimum: Chromium's own default, so that the extension
+/// moves only the minimum.
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// When the relay last asked a feed's publisher for a repair.
+#[derive(Debug, Clone, Default)]
+pub struct RepairWait {
+    last_request: Option<Instant>,
+}
+
+impl RepairWait {
+    /// The relay asked the publisher for lost packets at `now`.
+    pub fn handle_request(&mut self, now: Instant) {
+        self.last_request = Some(now);
+    }
+
+    /// The playout delay for packets forwarded at `now`, when a repair from the publisher
+    /// takes up to `repair_time`: that long while repairs were asked for within [`HOLD`],
+    /// else no minimum.
+    pub fn playout_delay(&self, now: Instant, repair_time: Duration) -> PlayoutDelay {
+        let repairing = self
+            .last_request
+            .is_some_and(|at| now.saturating_duration_since(at) < HOLD);
+        let min = if repairing {
+            repair_time.min(MAX_WAIT)
+        } else {
+            Duration::ZERO
+        };
+        PlayoutDelay::new(min, MAX_DELAY)
+    }
+
+    /// Forget past requests (the feed was renegotiated).
+    pub fn reset(&mut self) {
+        self.last_request = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPAIR: Duration = Duration::from_millis(236);
+
+    #[test]
+    fn no_minimum_until_a_repair_is_asked_for() {
+        let t0 = Instant::now();
+        let w = RepairWait::default();
+        let d = w.playout_delay(t0, REPAIR);
+        assert_eq!(d.min(), Duration::ZERO);
+        // Never both zero: that would switch Chromium to rendering without a buffer.
+        assert_eq!(d.max(), MAX_DELAY);
+    }
+
+    #[test]
+    fn the_repair_time_is_held_for_a_while_after_the_last_request() {
+        let t0 = Instant::now();
+        let mut w = RepairWait::default();
+        w.handle_request(t0);
+        assert_eq!(
+            w.playout_delay(t0, REPAIR).min(),
+            Duration::from_millis(240)
+        );
+        let t1 = t0 + Duration::from_secs(6);
+        w.handle_request(t1);
+        assert_eq!(
+            w.playout_delay(t1 + HOLD - Duration::from_millis(1), REPAIR)
+                .min(),
+            Duration::from_millis(240)
+        );
+        assert_eq!(w.playout_delay(t1 + HOLD, REPAIR).min(), Duration::ZERO);
+        // A slow path is capped where repairs stop being asked for.
+        w.handle_request(t1);
+        assert_eq!(w.playout_delay(t1, Duration::from_secs(3)).min(), MAX_WAIT);
+        w.reset();
+        assert_eq!(w.playout_delay(t1, REPAIR).min(), Duration::ZERO);
+    }
+}
