@@ -3,7 +3,7 @@ and publishes a synthetic video track: a second, independently written WebRTC st
 
     publisher.py ws://127.0.0.1:8080/ws SESSION CID KEY_ID KEY_SECRET
 
-It mints its join token with PyJWT, exactly as the README shows a customer's backend doing.
+It mints its join token with PyJWT, exactly as docs/accounts.md shows a customer's backend doing.
 
 Prints `PUBLISHED <feed_id>` once the relay receives its feed, then keeps sending until killed.
 """

@@ -15,7 +15,7 @@ test('aiortc publishes, Chromium decodes', async () => {
   const browser = await launch();
   const wsUrl = server.base.replace('http', 'ws') + '/ws';
   // A server-side participant has no web origin: it joins with a token, not a WEB_ONLY key,
-  // and mints it itself with PyJWT, as a customer's backend would (the README's example).
+  // and mints it itself with PyJWT, as a customer's backend would (the example in docs/accounts.md).
   const child = spawn(python, [join(here, '..', 'aiortc', 'publisher.py'), wsUrl, 'aiortc-1', server.cid, server.key, server.secret], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

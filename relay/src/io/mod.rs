@@ -11,7 +11,7 @@ pub(crate) mod socket;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Egress {
     /// One `sendmmsg` system call per batch of up to 64 datagrams (the default: measured
-    /// faster, see the README's performance section).
+    /// faster, see docs/performance.md).
     #[default]
     Sendmmsg,
     /// One io_uring send operation per datagram, all of a batch submitted together.
