@@ -83,6 +83,13 @@ pub(crate) enum Command {
         options: SubscribeOptions,
         reply: Reply<SubscriptionInfo>,
     },
+    UpdateSubscription {
+        sid: Sid,
+        uid: Uid,
+        feed_id: FeedId,
+        options: SubscribeOptions,
+        reply: Reply<()>,
+    },
     RequestKeyframe {
         sid: Sid,
         feed_id: FeedId,
@@ -196,6 +203,15 @@ impl Command {
                 reply,
             } => {
                 let _ = reply.send(w.subscribe(now, &sid, &uid, &feed_id, options));
+            }
+            Command::UpdateSubscription {
+                sid,
+                uid,
+                feed_id,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(w.update_subscription(&sid, &uid, &feed_id, options));
             }
             Command::RequestKeyframe {
                 sid,

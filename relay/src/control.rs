@@ -120,12 +120,12 @@ pub struct SubscribeOptions {
     /// The mid of the subscriber's m-section for this feed. When the feed carries the
     /// `sdes:mid` header extension, the relay writes this value into it, so the subscriber's
     /// BUNDLE demultiplexing finds the right transceiver.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mid: Option<String>,
     /// Whether the subscriber takes retransmissions on a stream of their own (RFC 4588); the
     /// relay then picks an RTX SSRC for it ([`SubscriptionInfo::rtx_ssrc`]). Without it, a
     /// NACKed packet is sent again as it was.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rtx: bool,
     /// The id (1-14) of the playout-delay header extension in the subscriber's m-section, if
     /// it has one: the relay then gives it the playout delay that leaves time for repairs

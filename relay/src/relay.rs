@@ -823,6 +823,27 @@ impl RelayHandle {
         Ok(info)
     }
 
+    /// Change a subscription to what the subscriber's answer accepted (see
+    /// [`crate::sfu::worker::Worker::update_subscription`]).
+    pub async fn update_subscription(
+        &self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+        options: SubscribeOptions,
+    ) -> Result<(), ControlError> {
+        let layout = self.layout(sid)?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        self.run(core, |reply| Command::UpdateSubscription {
+            sid: sid.clone(),
+            uid: uid.clone(),
+            feed_id: feed_id.clone(),
+            options,
+            reply,
+        })
+        .await
+    }
+
     /// Ask a feed's publisher for a keyframe (rate-limited per feed).
     pub async fn request_keyframe(&self, sid: &Sid, feed_id: &FeedId) -> Result<(), ControlError> {
         let layout = self.layout(sid)?;

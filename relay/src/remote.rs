@@ -108,6 +108,18 @@ pub enum Request {
         #[serde(flatten)]
         options: SubscribeOptions,
     },
+    /// Change a subscription to what the subscriber's answer accepted.
+    UpdateSubscription {
+        /// The session.
+        sid: Sid,
+        /// The subscriber.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+        /// How the subscriber receives it now.
+        #[serde(flatten)]
+        options: SubscribeOptions,
+    },
     /// Ask a feed's publisher for a keyframe.
     RequestKeyframe {
         /// The session.
@@ -193,6 +205,14 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
             feed_id,
             options,
         } => ok(handle.subscribe(&sid, &uid, &feed_id, options).await),
+        Request::UpdateSubscription {
+            sid,
+            uid,
+            feed_id,
+            options,
+        } => ok(handle
+            .update_subscription(&sid, &uid, &feed_id, options)
+            .await),
         Request::RequestKeyframe { sid, feed_id } => {
             ok(handle.request_keyframe(&sid, &feed_id).await)
         }
@@ -582,6 +602,24 @@ impl Client {
             options,
         })
         .await
+    }
+
+    /// See [`RelayHandle::update_subscription`].
+    pub async fn update_subscription(
+        &self,
+        sid: Sid,
+        uid: Uid,
+        feed_id: FeedId,
+        options: SubscribeOptions,
+    ) -> Result<(), RemoteError> {
+        self.call(Request::UpdateSubscription {
+            sid,
+            uid,
+            feed_id,
+            options,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// See [`RelayHandle::remove_session`].

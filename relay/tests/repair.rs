@@ -456,3 +456,85 @@ fn subscribers_wait_for_repairs_while_the_publisher_loses_packets() {
     let seen = run_for(&mut h, Duration::from_millis(1));
     assert_eq!(playout_delay(&seen.to_subscriber[0]), Some(no_minimum));
 }
+
+/// A subscriber whose answer left out RTX and the playout-delay extension: once signalling says
+/// so, its NACKs are answered with the packet exactly as first sent, on the media SSRC, and no
+/// playout delay is written. Nothing can be turned on that was not offered.
+#[test]
+fn an_answer_without_rtx_gets_plain_retransmissions() {
+    use relay::control::SubscribeOptions;
+    use relay::error::ControlError;
+    use relay::ids::{FeedId, Sid, Uid};
+
+    let mut h = harness(1);
+    let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
+    let options = SubscribeOptions {
+        mid: Some("1".into()),
+        rtx: false,
+        playout_delay_extension: None,
+    };
+    h.worker
+        .update_subscription(&sid, &uid, &feed, options.clone())
+        .expect("update");
+    send_rtp(&mut h, 0, &media(1));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    let first = rtp::parse(&seen.to_subscriber[0]).unwrap();
+    assert!(playout_delay(&seen.to_subscriber[0]).is_none());
+    // The subscriber's link loses the copy of 2 (it never reaches its SRTP context).
+    send_rtp(&mut h, 0, &media(2));
+    let mut lost = None;
+    while let Some(o) = h.worker.poll_output() {
+        if let Output::Transmit(t) = o {
+            lost = Some(t.contents);
+        }
+    }
+    let lost = lost.expect("a copy of 2 was sent");
+    send_rtp(&mut h, 0, &media(3));
+    run_for(&mut h, Duration::from_millis(1));
+    let seq = first.sequence.wrapping_add(1);
+    send_rtcp(&mut h, 1, &nack_packet(first.ssrc, seq, 0));
+    let mut resent = Vec::new();
+    while let Some(o) = h.worker.poll_output() {
+        if let Output::Transmit(t) = o {
+            resent.push(t.contents);
+        }
+    }
+    // On the media SSRC, byte for byte what was sent the first time.
+    assert_eq!(resent, vec![lost.clone()]);
+    let mut plain = Vec::new();
+    h.clients[1]
+        .unprotect_rtp(&lost, &mut plain)
+        .expect("authentic");
+    let got = rtp::parse(&plain).unwrap();
+    assert_eq!((got.ssrc, got.sequence), (first.ssrc, seq));
+    assert_eq!(&plain[got.header_len..], &payload(2)[..]);
+
+    // RTX cannot come back, nor the MID change.
+    let refused = |w: &mut relay::sfu::worker::Worker, options| {
+        matches!(
+            w.update_subscription(&sid, &uid, &feed, options),
+            Err(ControlError::InvalidSubscription { .. })
+        )
+    };
+    assert!(refused(
+        &mut h.worker,
+        SubscribeOptions {
+            rtx: true,
+            ..options.clone()
+        }
+    ));
+    assert!(refused(
+        &mut h.worker,
+        SubscribeOptions {
+            mid: Some("2".into()),
+            ..options.clone()
+        }
+    ));
+    assert!(refused(
+        &mut h.worker,
+        SubscribeOptions {
+            playout_delay_extension: Some(15),
+            ..options
+        }
+    ));
+}

@@ -449,7 +449,7 @@ pub struct Answer {
 }
 
 /// One m-section of an answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnsweredSection {
     /// Its mid.
     pub mid: String,

@@ -2,6 +2,7 @@
 
 use relay::control::{
     FeedDescription, HeaderExtension, MediaKind, ParticipantConfig, RtxPayloadType,
+    SubscribeOptions,
 };
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use serde_json::json;
@@ -185,9 +186,12 @@ impl Hub {
                     },
                     _ => Step::Refused(feed_id.clone()),
                 },
-                Role::Subscribe { feed_id, .. } if !a.rejected => {
-                    Step::Keyframe(relay_feed(feed_id, section.kind))
-                }
+                Role::Subscribe {
+                    feed_id, rtx_ssrc, ..
+                } if !a.rejected => Step::Subscribed {
+                    feed: relay_feed(feed_id, section.kind),
+                    update: accepted_subscription(section, *rtx_ssrc, self.repair, a),
+                },
                 Role::Subscribe { .. } | Role::Closed => continue,
             };
             steps.push(step);
@@ -218,7 +222,17 @@ impl Hub {
                             }
                         },
                         Step::Refused(_) => false,
-                        Step::Keyframe(feed) => {
+                        Step::Subscribed { feed, update } => {
+                            if let Some(options) = update {
+                                // What the answer left out is not sent; should the relay
+                                // refuse, the subscription still works as offered.
+                                if let Err(e) = relay
+                                    .update_subscription(&rsid, &ruid, feed, options.clone())
+                                    .await
+                                {
+                                    tracing::warn!(%feed, "relay kept a subscription: {e}");
+                                }
+                            }
                             let _ = relay.request_keyframe(&rsid, feed).await;
                             true
                         }
@@ -277,7 +291,7 @@ impl Hub {
                         failed_publish.push(feed_id);
                     }
                 }
-                Step::Keyframe(_) => {}
+                Step::Subscribed { .. } => {}
             }
         }
         let peer = self.peer_mut(sid, uid)?;
@@ -339,6 +353,92 @@ enum Step {
     },
     /// A published track the answer refused (rejected, no SSRC, no codec).
     Refused(String),
-    /// A subscription the answer took: its publisher sends a keyframe.
-    Keyframe(FeedId),
+    /// A subscription the answer took: the relay is told what the answer left out of the
+    /// offer (`update`), then its publisher sends a keyframe.
+    Subscribed {
+        feed: FeedId,
+        update: Option<SubscribeOptions>,
+    },
+}
+
+/// What a subscriber's answer section `a` accepted of the offered subscription `section`
+/// (with an RTX stream `rtx_ssrc`, under `repair`), as the relay's options for it; None when
+/// it accepted everything the relay was asked for at subscribe time.
+fn accepted_subscription(
+    section: &Section,
+    rtx_ssrc: Option<u32>,
+    repair: bool,
+    a: &sdp::AnsweredSection,
+) -> Option<SubscribeOptions> {
+    let rtx_offered = repair && rtx_ssrc.is_some();
+    let rtx = rtx_offered && !sdp::rtx_payload_types(&a.codecs).is_empty();
+    let (id, uri) = sdp::PLAYOUT_DELAY;
+    let playout_offered = repair && section.kind == Kind::Video;
+    let playout = playout_offered && a.extensions.iter().any(|(i, u)| *i == id && u == uri);
+    (rtx != rtx_offered || playout != playout_offered).then(|| SubscribeOptions {
+        mid: Some(section.mid.clone()),
+        rtx,
+        playout_delay_extension: playout.then_some(id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video_subscription() -> Section {
+        Section {
+            mid: "3".into(),
+            kind: Kind::Video,
+            role: Role::Subscribe {
+                feed_id: "f".into(),
+                ssrc: 5,
+                codecs: sdp::publish_codecs(Kind::Video, true),
+                rtx_ssrc: Some(6),
+            },
+        }
+    }
+
+    fn answered(codecs: Vec<Codec>, extensions: Vec<(u8, String)>) -> sdp::AnsweredSection {
+        sdp::AnsweredSection {
+            codecs,
+            extensions,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_relay_is_told_what_an_answer_left_out() {
+        let section = video_subscription();
+        let all = sdp::publish_codecs(Kind::Video, true);
+        let without_rtx: Vec<Codec> = all.iter().filter(|c| !sdp::is_rtx(c)).cloned().collect();
+        let (id, uri) = sdp::PLAYOUT_DELAY;
+        let playout = vec![(id, uri.to_string())];
+        // Everything accepted: nothing to change.
+        let a = answered(all.clone(), playout.clone());
+        assert_eq!(accepted_subscription(&section, Some(6), true, &a), None);
+        // RTX left out: plain retransmissions, the playout delay kept.
+        let a = answered(without_rtx.clone(), playout.clone());
+        assert_eq!(
+            accepted_subscription(&section, Some(6), true, &a),
+            Some(SubscribeOptions {
+                mid: Some("3".into()),
+                rtx: false,
+                playout_delay_extension: Some(id),
+            })
+        );
+        // The extension left out (or under another id): none written.
+        let a = answered(all.clone(), vec![(id + 1, uri.to_string())]);
+        assert_eq!(
+            accepted_subscription(&section, Some(6), true, &a),
+            Some(SubscribeOptions {
+                mid: Some("3".into()),
+                rtx: true,
+                playout_delay_extension: None,
+            })
+        );
+        // Without repair nothing was offered, so nothing is missing.
+        let a = answered(without_rtx, vec![]);
+        assert_eq!(accepted_subscription(&section, Some(6), false, &a), None);
+    }
 }

@@ -408,13 +408,7 @@ impl Worker {
         options: SubscribeOptions,
     ) -> Result<SubscriptionInfo, ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
-        if let Some(id) = options.playout_delay_extension {
-            if !(1..=14).contains(&id) {
-                return Err(ControlError::InvalidSubscription {
-                    reason: format!("playout-delay extension id {id} is not 1-14"),
-                });
-            }
-        }
+        check_playout_delay_extension(&options)?;
         if let Some(id) = options.playout_delay_extension {
             if !(1..=14).contains(&id) {
                 return Err(ControlError::InvalidSubscription {
@@ -475,6 +469,52 @@ impl Worker {
         Ok(info)
     }
 
+    /// Change a subscription to what the subscriber's answer accepted of its offer: a
+    /// subscriber that left RTX or the playout-delay extension out of its answer gets plain
+    /// retransmissions or no playout delay. Nothing can be added that the offer did not have:
+    /// asking for RTX where the subscription has none, or for another MID, is refused.
+    pub fn update_subscription(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+        options: SubscribeOptions,
+    ) -> Result<(), ControlError> {
+        let (skey, key) = self.key_of(sid, uid)?;
+        check_playout_delay_extension(&options)?;
+        let session = self.sessions.get_mut(&skey).expect("session of key");
+        let not_subscribed = || ControlError::NotSubscribed {
+            uid: uid.clone(),
+            feed_id: feed_id.clone(),
+        };
+        let fkey = session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
+        let feed = session.feeds.get_mut(fkey).ok_or_else(not_subscribed)?;
+        let c = feed
+            .consumers
+            .iter_mut()
+            .find(|c| c.subscriber == key)
+            .ok_or_else(not_subscribed)?;
+        if options.mid.map(String::into_bytes) != c.mid {
+            return Err(ControlError::InvalidSubscription {
+                reason: "the mid of a subscription cannot change".into(),
+            });
+        }
+        if options.rtx && c.retransmits.rtx_ssrc.is_none() {
+            return Err(ControlError::InvalidSubscription {
+                reason: "the subscription has no RTX stream to turn on".into(),
+            });
+        }
+        if !options.rtx {
+            if let Some(rtx) = c.retransmits.rtx_ssrc.take() {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    p.subscriptions.remove(&rtx);
+                }
+            }
+        }
+        c.playout_delay_extension = options.playout_delay_extension;
+        Ok(())
+    }
+
     /// Ask the publisher of a feed for a keyframe (rate-limited like subscribers' requests).
     /// Signalling calls this once a subscriber has applied the description of a new feed.
     pub fn request_keyframe(
@@ -517,5 +557,15 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// A playout-delay extension id must fit a one-byte header extension element.
+fn check_playout_delay_extension(options: &SubscribeOptions) -> Result<(), ControlError> {
+    match options.playout_delay_extension {
+        Some(id) if !(1..=14).contains(&id) => Err(ControlError::InvalidSubscription {
+            reason: format!("playout-delay extension id {id} is not 1-14"),
+        }),
+        _ => Ok(()),
     }
 }
