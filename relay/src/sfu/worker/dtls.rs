@@ -99,3 +99,72 @@ impl Worker {
         self.outputs.push_back(Output::Event(event));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Instant, UNIX_EPOCH};
+
+    use crate::control::{DisconnectReason, Event, ParticipantConfig};
+    use crate::engine::ice_lite::binding_request;
+    use crate::engine::srtp::{SrtpKeys, SrtpProfile};
+    use crate::ids::{ParticipantKey, Sid, Uid};
+    use crate::sfu::worker::{Output, Worker, WorkerConfig};
+
+    /// A participant that passed ICE at `addr` and sent a whole ClientHello: its handshake
+    /// runs.
+    fn handshaking(w: &mut Worker, now: Instant, uid: &str, addr: SocketAddr) -> ParticipantKey {
+        let creds = w
+            .add_participant(
+                &Sid::from("s"),
+                Uid::from(uid),
+                ParticipantConfig {
+                    remote_ufrag: Some("peer".into()),
+                    remote_fingerprint: None,
+                },
+            )
+            .unwrap();
+        let check = binding_request(&format!("{}:peer", creds.ufrag), &creds.pwd, true);
+        w.handle_receive(now, None, addr, &check);
+        let hello = [
+            22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        w.handle_receive(now, None, addr, &hello);
+        let mut key = None;
+        while let Some(o) = w.poll_output() {
+            if let Output::DtlsStart { key: k, .. } = o {
+                key = Some(k);
+            }
+        }
+        key.expect("the handshake started")
+    }
+
+    /// Keys that do not fit their profile fail the participant and give back exactly its one
+    /// handshake slot: the other handshake is still counted, and ends at zero.
+    #[test]
+    fn keys_that_do_not_fit_give_back_one_handshake() {
+        let now = Instant::now();
+        let mut w = Worker::new(WorkerConfig::default(), now, UNIX_EPOCH, 1);
+        w.create_session(Sid::from("s")).unwrap();
+        let a = handshaking(&mut w, now, "a", SocketAddr::from(([10, 0, 0, 1], 1)));
+        let b = handshaking(&mut w, now, "b", SocketAddr::from(([10, 0, 0, 2], 2)));
+        assert_eq!(w.stats().handshakes, 2);
+        let profile = SrtpProfile::AeadAes128Gcm;
+        let material = vec![7; profile.keying_material_len()];
+        let good = SrtpKeys::from_keying_material(profile, &material, false).unwrap();
+        let mut bad = good.clone();
+        bad.local_key.pop();
+        w.handle_dtls_connected(now, a, bad);
+        let mut failed = false;
+        while let Some(o) = w.poll_output() {
+            if let Output::Event(Event::ParticipantDisconnected { uid, reason, .. }) = o {
+                failed =
+                    uid == Uid::from("a") && matches!(reason, DisconnectReason::DtlsFailed { .. });
+            }
+        }
+        assert!(failed, "a was dropped for its keys");
+        assert_eq!(w.stats().handshakes, 1, "b's handshake still runs");
+        w.handle_dtls_connected(now, b, good);
+        assert_eq!(w.stats().handshakes, 0);
+    }
+}
