@@ -183,6 +183,27 @@ fn main() {
         }));
         write("rtcp_report", "sr", &[&[0x81u8, 1][..], &sr[..]].concat());
         write("rtcp_xr", "rrtr-dlrr", &marshal_one(xr_packet()));
+        // rtcp_twcc: what the relay's own receiver writes (losses, a pause needing two-byte
+        // deltas, the sequence wrap), without the padding the compound walk strips.
+        let t0 = std::time::Instant::now();
+        let mut receiver = relay::engine::twcc::TwccReceiver::new();
+        for (seq, ms) in [
+            (65_534u16, 0u64),
+            (65_535, 2),
+            (0, 5),
+            (3, 9),
+            (4, 300),
+            (5, 301),
+        ] {
+            receiver.handle_packet(t0 + std::time::Duration::from_millis(ms), seq);
+        }
+        let mut fb = Vec::new();
+        assert!(receiver.poll_feedback(t0 + std::time::Duration::from_secs(1), 1, 2, &mut fb));
+        if fb[0] & 0x20 != 0 {
+            let pad = usize::from(fb[fb.len() - 1]);
+            fb.truncate(fb.len() - pad);
+        }
+        write("rtcp_twcc", "relay-written", &fb);
     }
     // srtp: selector byte (bit 0: SHA1 profile, bit 1: protect then open), then a datagram.
     for (selector, name) in [

@@ -149,6 +149,21 @@ pub fn rtcp_xr(data: &[u8]) {
     }
 }
 
+/// Transport-wide congestion feedback as subscribers send it: what parses describes exactly
+/// `count` consecutive packets.
+pub fn rtcp_twcc(data: &[u8]) {
+    let mut statuses = Vec::new();
+    if let Some(h) = rtcp::twcc::parse(data, &mut statuses) {
+        assert_eq!(statuses.len(), h.count as usize);
+        for (i, s) in statuses.iter().enumerate() {
+            assert_eq!(s.sequence, h.base_sequence.wrapping_add(i as u16));
+        }
+        std::hint::black_box(&statuses);
+    } else {
+        assert!(statuses.is_empty());
+    }
+}
+
 /// Control request decoding.
 pub fn control(data: &[u8]) {
     let _ = crate::remote::decode(data);
@@ -564,7 +579,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -572,6 +587,7 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("rtcp_nack", rtcp_nack),
     ("rtcp_report", rtcp_report),
     ("rtcp_xr", rtcp_xr),
+    ("rtcp_twcc", rtcp_twcc),
     ("control", control),
     ("worker", worker),
     ("srtp", srtp),

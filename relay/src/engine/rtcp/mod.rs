@@ -12,6 +12,7 @@
 
 pub mod nack;
 pub mod report;
+pub mod twcc;
 pub mod xr;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
