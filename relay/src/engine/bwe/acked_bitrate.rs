@@ -1,0 +1,67 @@
+//! The rate at which the receiver got what was sent: bytes acknowledged by feedback over a
+//! sliding window of arrival time. The delay-based rate is cut relative to it and never grows
+//! far beyond it.
+
+use std::collections::VecDeque;
+
+/// The window: long enough to hold a few frames of a slow stream, short enough to follow a
+/// capacity change within a second.
+pub const WINDOW_US: i64 = 500_000;
+
+/// Arrivals in the window.
+#[derive(Debug, Default)]
+pub struct AckedBitrate {
+    /// (arrival µs on the receiver's clock, bytes), in arrival order as reported.
+    packets: VecDeque<(i64, usize)>,
+    bytes: usize,
+}
+
+impl AckedBitrate {
+    /// A packet of `size` bytes arrived at `arrival_us`.
+    pub fn handle_packet(&mut self, arrival_us: i64, size: usize) {
+        self.packets.push_back((arrival_us, size));
+        self.bytes += size;
+        let newest = self.packets.iter().map(|p| p.0).max().unwrap_or(arrival_us);
+        while let Some(&(at, size)) = self.packets.front() {
+            if newest - at <= WINDOW_US {
+                break;
+            }
+            self.packets.pop_front();
+            self.bytes -= size;
+        }
+    }
+
+    /// Bits per second over the window; None until it spans at least a tenth of a window.
+    pub fn bitrate(&self) -> Option<f64> {
+        let first = self.packets.iter().map(|p| p.0).min()?;
+        let last = self.packets.iter().map(|p| p.0).max()?;
+        let span = (last - first).max(WINDOW_US / 10);
+        if last - first < WINDOW_US / 10 {
+            return None;
+        }
+        Some(self.bytes as f64 * 8.0 * 1e6 / span as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_over_the_window() {
+        let mut a = AckedBitrate::default();
+        assert_eq!(a.bitrate(), None);
+        // 1000 bytes every 10 ms: 800 kbit/s.
+        for i in 0..200 {
+            a.handle_packet(i * 10_000, 1000);
+        }
+        let r = a.bitrate().unwrap();
+        assert!((r - 800_000.0).abs() / 800_000.0 < 0.03, "{r}");
+        // Halved: 1000 bytes every 20 ms; after a window the rate follows.
+        for i in 0..50 {
+            a.handle_packet(2_000_000 + i * 20_000, 1000);
+        }
+        let r = a.bitrate().unwrap();
+        assert!((r - 400_000.0).abs() / 400_000.0 < 0.05, "{r}");
+    }
+}

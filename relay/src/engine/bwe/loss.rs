@@ -1,0 +1,125 @@
+//! The loss-based rate: up while the receiver loses under 2% of packets, held between 2% and
+//! 10%, cut by half the loss above it (libwebrtc's classic `SendSideBandwidthEstimation`
+//! rules). Delay reacts first on a path with a queue; loss is what is left on a path that
+//! drops without queueing (a policer, a lossy radio link).
+
+use std::time::{Duration, Instant};
+
+/// Loss at or below this lets the rate grow.
+const LOW_LOSS: f64 = 0.02;
+/// Loss above this cuts the rate.
+const HIGH_LOSS: f64 = 0.10;
+/// At most one cut per this plus a round trip, so that one burst of loss cuts once.
+const DECREASE_INTERVAL: Duration = Duration::from_millis(300);
+/// Packets needed before a loss fraction means anything.
+const MIN_PACKETS: u32 = 20;
+
+/// The loss-based rate of one transport.
+#[derive(Debug)]
+pub struct LossBasedRate {
+    bitrate: f64,
+    min: f64,
+    max: f64,
+    received: u32,
+    lost: u32,
+    last_increase: Option<Instant>,
+    last_decrease: Option<Instant>,
+    rtt: Duration,
+}
+
+impl LossBasedRate {
+    /// Starting at `start` bit/s within `min..=max`.
+    pub fn new(start: f64, min: f64, max: f64) -> Self {
+        LossBasedRate {
+            bitrate: start.clamp(min, max),
+            min,
+            max,
+            received: 0,
+            lost: 0,
+            last_increase: None,
+            last_decrease: None,
+            rtt: Duration::from_millis(200),
+        }
+    }
+
+    /// The current rate, bit/s.
+    pub fn bitrate(&self) -> f64 {
+        self.bitrate
+    }
+
+    /// The round trip, which spaces cuts.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        self.rtt = rtt;
+    }
+
+    /// Follow a rate set elsewhere (the delay-based rate or a probe) where it is lower, so that
+    /// growing from here starts from what the path carries.
+    pub fn cap(&mut self, bitrate: f64) {
+        self.bitrate = self.bitrate.min(bitrate).max(self.min);
+    }
+
+    /// Start from `bitrate` where it is higher (a probe showed the path carries it).
+    pub fn raise_to(&mut self, bitrate: f64) {
+        self.bitrate = self.bitrate.max(bitrate).min(self.max);
+    }
+
+    /// Packets newly reported by one feedback at `now`: `received` arrived, `lost` did not.
+    /// Returns the rate.
+    pub fn update(&mut self, now: Instant, received: u32, lost: u32) -> f64 {
+        self.received += received;
+        self.lost += lost;
+        let total = self.received + self.lost;
+        if total < MIN_PACKETS {
+            return self.bitrate;
+        }
+        let loss = f64::from(self.lost) / f64::from(total);
+        self.received = 0;
+        self.lost = 0;
+        if loss <= LOW_LOSS {
+            // 8% a second, measured from the last increase.
+            let secs = self.last_increase.map_or(0.0, |at| {
+                now.saturating_duration_since(at).as_secs_f64().min(1.0)
+            });
+            self.bitrate = self.bitrate * 1.08f64.powf(secs) + 1_000.0 * secs;
+            self.last_increase = Some(now);
+        } else if loss > HIGH_LOSS {
+            let due = self
+                .last_decrease
+                .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_INTERVAL + self.rtt);
+            if due {
+                self.bitrate *= 1.0 - 0.5 * loss;
+                self.last_decrease = Some(now);
+            }
+            self.last_increase = Some(now);
+        } else {
+            self.last_increase = Some(now);
+        }
+        self.bitrate = self.bitrate.clamp(self.min, self.max);
+        self.bitrate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_loss_grows_high_loss_cuts_once_per_interval() {
+        let t0 = Instant::now();
+        let mut l = LossBasedRate::new(1_000_000.0, 10_000.0, 10_000_000.0);
+        // Too few packets: no verdict.
+        assert_eq!(l.update(t0, 10, 5), 1_000_000.0);
+        // 20% loss over enough packets (the earlier ones count too): cut by half of it.
+        let cut = l.update(t0, 30, 5);
+        assert!((cut - 900_000.0).abs() < 1.0, "{cut}");
+        // Another bad report within 300 ms + RTT: no second cut.
+        assert_eq!(l.update(t0 + Duration::from_millis(100), 40, 10), cut);
+        // 5%: held.
+        assert_eq!(l.update(t0 + Duration::from_millis(600), 95, 5), cut);
+        // 1% for a second: +8% (and 1 kbit/s).
+        let up = l.update(t0 + Duration::from_millis(1600), 99, 1);
+        assert!((up - (cut * 1.08 + 1_000.0)).abs() < 1.0, "{up}");
+        l.cap(300_000.0);
+        assert_eq!(l.bitrate(), 300_000.0);
+    }
+}
