@@ -417,6 +417,7 @@ impl Target {
                             rtx: *feedback,
                             // As a browser's subscription negotiates it.
                             playout_delay_extension: feedback.then_some(PLAYOUT_DELAY_ID),
+                            transport_cc_extension: None,
                         };
                         let info = client
                             .subscribe_with(sid.clone(), Uid::from(uid), id.clone(), options)

@@ -132,6 +132,12 @@ pub struct SubscribeOptions {
     /// from the publisher ([`crate::engine::playout_delay`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playout_delay_extension: Option<u8>,
+    /// The id (1-14) of the transport-wide sequence number extension in the subscriber's
+    /// m-section, if it negotiated transport-wide feedback: the relay then numbers what it
+    /// sends the subscriber and estimates its bandwidth from the feedback
+    /// ([`crate::engine::bwe`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_cc_extension: Option<u8>,
 }
 
 /// The header-extension URI of the RTP MID (RFC 8843 §15.2).

@@ -291,6 +291,7 @@ pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness
                     mid: Some("1".into()),
                     rtx: true,
                     playout_delay_extension: Some(12),
+                    transport_cc_extension: Some(3),
                 },
             )
             .expect("subscribe");
@@ -353,6 +354,7 @@ pub fn spread_harness(profile: SrtpProfile) -> SpreadHarness {
             mid: Some("1".into()),
             rtx: true,
             playout_delay_extension: Some(12),
+            transport_cc_extension: Some(3),
         },
     )
     .expect("subscribe");
@@ -613,13 +615,14 @@ mod tests {
                 assert_eq!(t.destination, h.subscribers[0]);
                 let mut plain = Vec::new();
                 h.clients[1].unprotect_rtp(&t.contents, &mut plain).unwrap();
-                // The subscriber's mid ("1") and the playout delay (no minimum, 10 s at
-                // most) were added as header extensions.
+                // The subscriber's mid ("1"), the playout delay (no minimum, 10 s at most) and
+                // the subscriber transport's first transport-wide number (0) were added as
+                // header extensions.
                 let header = rtp::parse(&plain).unwrap();
                 assert_eq!(&plain[header.header_len..], &pkt[12..]);
                 assert_eq!(
-                    &plain[12..24],
-                    &[0xbe, 0xde, 0, 2, 0x10, b'1', 0xc2, 0, 0x03, 0xe8, 0, 0]
+                    &plain[12..28],
+                    &[0xbe, 0xde, 0, 3, 0x10, b'1', 0xc2, 0, 0x03, 0xe8, 0x31, 0, 0, 0, 0, 0]
                 );
                 forwarded += 1;
             }

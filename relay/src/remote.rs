@@ -649,6 +649,7 @@ mod tests {
                     mid: Some("2".into()),
                     rtx: true,
                     playout_delay_extension: None,
+                    transport_cc_extension: None,
                 },
             },
         };

@@ -472,6 +472,7 @@ fn an_answer_without_rtx_gets_plain_retransmissions() {
         mid: Some("1".into()),
         rtx: false,
         playout_delay_extension: None,
+        transport_cc_extension: None,
     };
     h.worker
         .update_subscription(&sid, &uid, &feed, options.clone())
@@ -534,6 +535,7 @@ fn an_answer_without_rtx_gets_plain_retransmissions() {
         &mut h.worker,
         SubscribeOptions {
             playout_delay_extension: Some(15),
+            transport_cc_extension: None,
             ..options
         }
     ));

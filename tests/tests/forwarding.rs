@@ -222,6 +222,7 @@ async fn mid_extension_is_rewritten_per_subscriber() {
                     mid: Some(mid.into()),
                     rtx: false,
                     playout_delay_extension: None,
+                    transport_cc_extension: None,
                 },
             )
             .await

@@ -1,7 +1,8 @@
 //! One participant's transport: the ICE-lite agent that picks its address, the DTLS handshake
-//! gate that keys SRTP, the SRTP contexts, and what the relay owes the participant's congestion
+//! gate that keys SRTP, the SRTP contexts, what the relay owes the participant's congestion
 //! control about the packets it sends (transport-wide feedback, the DLRR answer to its
-//! receiver reference time).
+//! receiver reference time), and the relay's own estimate of what the path to the participant
+//! carries (from the participant's transport-wide feedback about what the relay sends it).
 //!
 //! The DTLS handshake itself runs outside (the DTLS library is async); the transport decides
 //! which records reach it and when it may start: the first records are held until the
@@ -13,8 +14,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::engine::bwe::{BandwidthEstimator, BweConfig};
 use crate::engine::client_hello::{self, ClientHello};
 use crate::engine::ice_lite::IceLite;
+use crate::engine::rtcp::twcc::PacketStatus;
 use crate::engine::rtcp::xr::ReceiverTime;
 use crate::engine::srtp::{BadKeyLength, SrtpKeys, SrtpProfile, SrtpSession};
 use crate::engine::twcc::TwccReceiver;
@@ -95,6 +98,9 @@ pub struct Transport {
     handshake_timeout: Duration,
     twcc: TwccReceiver,
     receiver_time: Option<(ReceiverTime, Instant)>,
+    /// Where the participant negotiated transport-wide feedback for what it receives: the
+    /// header-extension id the relay numbers its packets with, and the estimate.
+    bwe: Option<(u8, BandwidthEstimator)>,
 }
 
 impl Transport {
@@ -114,6 +120,7 @@ impl Transport {
             handshake_timeout,
             twcc: TwccReceiver::new(),
             receiver_time: None,
+            bwe: None,
         }
     }
 
@@ -235,6 +242,47 @@ impl Transport {
         out: &mut Vec<u8>,
     ) -> bool {
         self.twcc.poll_feedback(now, sender_ssrc, media_ssrc, out)
+    }
+
+    /// Number what the relay sends the participant in header extension `id` and estimate the
+    /// path from its feedback (once; later calls change nothing).
+    pub fn enable_bwe(&mut self, id: u8, config: BweConfig) {
+        if self.bwe.is_none() {
+            self.bwe = Some((id, BandwidthEstimator::new(config)));
+        }
+    }
+
+    /// The extension id and transport-wide number for the next packet to the participant,
+    /// where it is estimated; record the packet with [`Transport::handle_sent`] once sealed.
+    pub fn next_transport_sequence(&self) -> Option<(u8, u16)> {
+        self.bwe.as_ref().map(|(id, b)| (*id, b.next_sequence()))
+    }
+
+    /// A packet numbered with [`Transport::next_transport_sequence`] left at `now`, `size`
+    /// bytes on the wire.
+    pub fn handle_sent(&mut self, now: Instant, size: usize) {
+        if let Some((_, b)) = self.bwe.as_mut() {
+            b.handle_sent(now, size, None);
+        }
+    }
+
+    /// The participant's transport-wide feedback about what the relay sent it.
+    pub fn handle_transport_feedback(&mut self, now: Instant, statuses: &[PacketStatus]) {
+        if let Some((_, b)) = self.bwe.as_mut() {
+            b.handle_feedback(now, statuses);
+        }
+    }
+
+    /// The round trip to the participant, from its reports.
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        if let Some((_, b)) = self.bwe.as_mut() {
+            b.set_rtt(rtt);
+        }
+    }
+
+    /// What the path to the participant carries, bit/s, where it is estimated.
+    pub fn estimate(&self) -> Option<f64> {
+        self.bwe.as_ref().map(|(_, b)| b.estimate())
     }
 
     /// The participant's receiver reference time (RFC 3611 §4.4) arrived at `now`.

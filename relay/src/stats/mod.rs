@@ -132,6 +132,12 @@ pub struct CoreStats {
     /// Transport-wide congestion control feedback messages sent to publishers.
     #[serde(default)]
     pub twcc_feedback_sent: u64,
+    /// Transport-wide feedback messages received from subscribers, for their estimates.
+    #[serde(default)]
+    pub twcc_feedback_received: u64,
+    /// Of those, messages that did not parse (the rest of their compound still counted).
+    #[serde(default)]
+    pub twcc_feedback_malformed: u64,
     /// Generic NACK packets sent to publishers for packets they lost on the way in.
     #[serde(default)]
     pub nacks_sent: u64,
@@ -217,6 +223,8 @@ impl CoreStats {
         self.keyframe_requests_forwarded += other.keyframe_requests_forwarded;
         self.keyframe_requests_suppressed += other.keyframe_requests_suppressed;
         self.twcc_feedback_sent += other.twcc_feedback_sent;
+        self.twcc_feedback_received += other.twcc_feedback_received;
+        self.twcc_feedback_malformed += other.twcc_feedback_malformed;
         self.nacks_sent += other.nacks_sent;
         self.nack_packets_requested += other.nack_packets_requested;
         self.rtx_received += other.rtx_received;

@@ -379,6 +379,7 @@ fn accepted_subscription(
         mid: Some(section.mid.clone()),
         rtx,
         playout_delay_extension: playout.then_some(id),
+        transport_cc_extension: None,
     })
 }
 
@@ -425,6 +426,7 @@ mod tests {
                 mid: Some("3".into()),
                 rtx: false,
                 playout_delay_extension: Some(id),
+                transport_cc_extension: None,
             })
         );
         // The extension left out (or under another id): none written.
@@ -435,6 +437,7 @@ mod tests {
                 mid: Some("3".into()),
                 rtx: true,
                 playout_delay_extension: None,
+                transport_cc_extension: None,
             })
         );
         // Without repair nothing was offered, so nothing is missing.

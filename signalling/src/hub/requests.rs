@@ -147,6 +147,7 @@ impl Hub {
                                 mid: Some(mid.clone()),
                                 rtx,
                                 playout_delay_extension: playout.then_some(sdp::PLAYOUT_DELAY.0),
+                                transport_cc_extension: None,
                             };
                             match relay.subscribe(&rsid, &ruid, feed, options).await {
                                 Ok(info) => ssrcs.push((info.ssrc.0, info.rtx_ssrc.map(|s| s.0))),

@@ -98,6 +98,16 @@ impl AimdRateControl {
         self.bitrate
     }
 
+    /// The rate as a limit: none until the delay has said something (an overuse, or a probe
+    /// set it), so that the start value is not taken for a measurement.
+    pub fn limit(&self) -> f64 {
+        if self.initialized {
+            self.bitrate
+        } else {
+            f64::INFINITY
+        }
+    }
+
     /// The round trip, for the additive increase's response time.
     pub fn set_rtt(&mut self, rtt: Duration) {
         self.rtt = rtt;

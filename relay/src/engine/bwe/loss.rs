@@ -11,6 +11,8 @@ const LOW_LOSS: f64 = 0.02;
 const HIGH_LOSS: f64 = 0.10;
 /// At most one cut per this plus a round trip, so that one burst of loss cuts once.
 const DECREASE_INTERVAL: Duration = Duration::from_millis(300);
+/// How long a window of high loss keeps the path marked lossy.
+pub const LOSSY_HOLD: Duration = Duration::from_secs(3);
 /// Packets needed before a loss fraction means anything.
 const MIN_PACKETS: u32 = 20;
 
@@ -24,6 +26,8 @@ pub struct LossBasedRate {
     lost: u32,
     last_increase: Option<Instant>,
     last_decrease: Option<Instant>,
+    /// When a window last lost more than [`HIGH_LOSS`].
+    last_high_loss: Option<Instant>,
     rtt: Duration,
 }
 
@@ -38,6 +42,7 @@ impl LossBasedRate {
             lost: 0,
             last_increase: None,
             last_decrease: None,
+            last_high_loss: None,
             rtt: Duration::from_millis(200),
         }
     }
@@ -58,14 +63,24 @@ impl LossBasedRate {
         self.bitrate = self.bitrate.min(bitrate).max(self.min);
     }
 
+    /// Whether the receiver lost more than 10% of a window within [`LOSSY_HOLD`] of `now`: a
+    /// path that loses that much is not to be probed upward, whatever a probe's few packets
+    /// measured (random loss leaves some short windows clean).
+    pub fn lossy(&self, now: Instant) -> bool {
+        self.last_high_loss
+            .is_some_and(|at| now.saturating_duration_since(at) < LOSSY_HOLD)
+    }
+
     /// Start from `bitrate` where it is higher (a probe showed the path carries it).
     pub fn raise_to(&mut self, bitrate: f64) {
         self.bitrate = self.bitrate.max(bitrate).min(self.max);
     }
 
-    /// Packets newly reported by one feedback at `now`: `received` arrived, `lost` did not.
-    /// Returns the rate.
-    pub fn update(&mut self, now: Instant, received: u32, lost: u32) -> f64 {
+    /// Packets newly reported by one feedback at `now`: `received` arrived, `lost` did not;
+    /// `acked` is the rate the receiver acknowledged lately. Returns the rate. It grows only
+    /// while under 1.5 times the acknowledged rate (plus 10 kbit/s), as the delay-based rate
+    /// does: a stream that sends little has not shown the path carries more.
+    pub fn update(&mut self, now: Instant, received: u32, lost: u32, acked: Option<f64>) -> f64 {
         self.received += received;
         self.lost += lost;
         let total = self.received + self.lost;
@@ -73,6 +88,9 @@ impl LossBasedRate {
             return self.bitrate;
         }
         let loss = f64::from(self.lost) / f64::from(total);
+        if loss > HIGH_LOSS {
+            self.last_high_loss = Some(now);
+        }
         self.received = 0;
         self.lost = 0;
         if loss <= LOW_LOSS {
@@ -80,7 +98,10 @@ impl LossBasedRate {
             let secs = self.last_increase.map_or(0.0, |at| {
                 now.saturating_duration_since(at).as_secs_f64().min(1.0)
             });
-            self.bitrate = self.bitrate * 1.08f64.powf(secs) + 1_000.0 * secs;
+            let limit = acked.map_or(f64::INFINITY, |a| 1.5 * a + 10_000.0);
+            if self.bitrate < limit {
+                self.bitrate = (self.bitrate * 1.08f64.powf(secs) + 1_000.0 * secs).min(limit);
+            }
             self.last_increase = Some(now);
         } else if loss > HIGH_LOSS {
             let due = self
@@ -108,18 +129,23 @@ mod tests {
         let t0 = Instant::now();
         let mut l = LossBasedRate::new(1_000_000.0, 10_000.0, 10_000_000.0);
         // Too few packets: no verdict.
-        assert_eq!(l.update(t0, 10, 5), 1_000_000.0);
+        assert_eq!(l.update(t0, 10, 5, None), 1_000_000.0);
         // 20% loss over enough packets (the earlier ones count too): cut by half of it.
-        let cut = l.update(t0, 30, 5);
+        let cut = l.update(t0, 30, 5, None);
         assert!((cut - 900_000.0).abs() < 1.0, "{cut}");
         // Another bad report within 300 ms + RTT: no second cut.
-        assert_eq!(l.update(t0 + Duration::from_millis(100), 40, 10), cut);
+        assert_eq!(l.update(t0 + Duration::from_millis(100), 40, 10, None), cut);
         // 5%: held.
-        assert_eq!(l.update(t0 + Duration::from_millis(600), 95, 5), cut);
+        assert_eq!(l.update(t0 + Duration::from_millis(600), 95, 5, None), cut);
         // 1% for a second: +8% (and 1 kbit/s).
-        let up = l.update(t0 + Duration::from_millis(1600), 99, 1);
+        let up = l.update(t0 + Duration::from_millis(1600), 99, 1, None);
         assert!((up - (cut * 1.08 + 1_000.0)).abs() < 1.0, "{up}");
+        // Not above 1.5x what was acknowledged.
+        let held = l.update(t0 + Duration::from_millis(2600), 100, 0, Some(500_000.0));
+        assert_eq!(held, up, "{held}");
         l.cap(300_000.0);
         assert_eq!(l.bitrate(), 300_000.0);
+        let capped = l.update(t0 + Duration::from_millis(3600), 100, 0, Some(200_000.0));
+        assert!((capped - 310_000.0).abs() < 1.0, "{capped}");
     }
 }

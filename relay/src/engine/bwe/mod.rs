@@ -117,6 +117,11 @@ impl BandwidthEstimator {
         self.loss.set_rtt(rtt);
     }
 
+    /// The transport-wide sequence number the next packet gets.
+    pub fn next_sequence(&self) -> u16 {
+        self.history.next_sequence() as u16
+    }
+
     /// A packet of `size` bytes goes out at `now` (as part of probe cluster `probe`, if so):
     /// returns the transport-wide sequence number to stamp it with.
     pub fn handle_sent(&mut self, now: Instant, size: usize, probe: Option<u32>) -> u16 {
@@ -153,16 +158,18 @@ impl BandwidthEstimator {
             return;
         }
         let acked = self.acked.bitrate();
-        let mut delay_rate = self.aimd.update(now, usage, acked);
-        if let Some(rate) =
-            probe_rate.filter(|r| *r > delay_rate && usage != BandwidthUsage::Overusing)
-        {
+        self.aimd.update(now, usage, acked);
+        let mut delay_rate = self.aimd.limit();
+        let probed = probe_rate.filter(|r| {
+            *r > self.estimate && usage != BandwidthUsage::Overusing && !self.loss.lossy(now)
+        });
+        if let Some(rate) = probed {
             // The path carried the probe: start from there.
             self.aimd.set_estimate(now, rate);
-            delay_rate = self.aimd.bitrate();
+            delay_rate = self.aimd.limit();
             self.loss.raise_to(delay_rate);
         }
-        self.loss.update(now, received, lost);
+        self.loss.update(now, received, lost, acked);
         self.loss.cap(delay_rate);
         self.estimate = self.loss.bitrate();
         self.controller
@@ -171,7 +178,9 @@ impl BandwidthEstimator {
 
     /// Ask for a probe toward `target` bit/s (the layer the subscriber should get next).
     pub fn request_probe(&mut self, now: Instant, target: f64) {
-        self.controller.request(now, self.estimate, target);
+        if !self.loss.lossy(now) {
+            self.controller.request(now, self.estimate, target);
+        }
     }
 
     /// The next probe cluster to send, if one is due at `now`: its id and the rate and byte

@@ -93,6 +93,14 @@ pub enum Feedback {
     ReceiverTime(xr::ReceiverTime),
     /// The answer to a reference time the relay sent.
     Dlrr(report::ReportBlock),
+    /// Transport-wide congestion feedback about what the relay sent: where it is in the
+    /// compound (without padding), to be read with [`twcc::parse`].
+    TransportFeedback {
+        /// Offset of the packet in the compound.
+        start: usize,
+        /// Its length.
+        len: usize,
+    },
 }
 
 /// RTCP packet types (RFC 3550 §12.1, RFC 4585 §6.1).
@@ -119,6 +127,7 @@ pub fn parse_feedback(plain: &[u8], out: &mut Vec<Feedback>) -> Option<()> {
     }
     let mut rest = plain;
     while !rest.is_empty() {
+        let start = plain.len() - rest.len();
         if rest.len() < 4 || rest[0] >> 6 != 2 {
             return None;
         }
@@ -151,6 +160,10 @@ pub fn parse_feedback(plain: &[u8], out: &mut Vec<Feedback>) -> Option<()> {
                 let (media_ssrc, entries) = nack::parse(unpadded)?;
                 out.extend(entries.map(|entry| Feedback::Nack { media_ssrc, entry }));
             }
+            (nack::PT_RTPFB, twcc::FMT_TWCC) => out.push(Feedback::TransportFeedback {
+                start,
+                len: unpadded.len(),
+            }),
             (xr::PT_XR, _) => out.extend(xr::blocks(unpadded)?.map(|b| match b {
                 xr::XrBlock::ReceiverTime(t) => Feedback::ReceiverTime(t),
                 xr::XrBlock::Dlrr(b) => Feedback::Dlrr(b),

@@ -27,6 +27,10 @@ pub struct Consumer {
     pub mid: Option<Vec<u8>>,
     /// The id of the playout-delay extension in this subscriber's packets, if it has one.
     pub playout_delay_extension: Option<u8>,
+    /// Whether its packets carry the subscriber transport's transport-wide numbers. Not where a
+    /// repair would go out as a plain retransmission: that must be byte for byte the packet
+    /// first sent, number included.
+    pub transport_wide: bool,
     /// What it asked to have sent again, and its retransmission stream.
     pub retransmits: Retransmits,
 }
@@ -42,6 +46,7 @@ impl Consumer {
             octets_sent: 0,
             mid: None,
             playout_delay_extension: None,
+            transport_wide: false,
             retransmits: Retransmits::new(None, initial_seq.wrapping_add(0x8000)),
         }
     }

@@ -10,6 +10,7 @@ use crate::engine::ice_lite::{IceCredentials, IceLite};
 use crate::error::ControlError;
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
 
+use crate::engine::bwe::BweConfig;
 use crate::sfu::consumer::retransmit::Retransmits;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::FeedRoute;
@@ -454,6 +455,10 @@ impl Worker {
         consumer.mid = options.mid.map(String::into_bytes);
         consumer.playout_delay_extension = options.playout_delay_extension;
         consumer.retransmits = Retransmits::new(rtx_ssrc, self.rng.random());
+        if let Some(id) = options.transport_cc_extension {
+            p.transport.enable_bwe(id, BweConfig::default());
+            consumer.transport_wide = !(feed.is_video() && rtx_ssrc.is_none());
+        }
         feed.consumers.push(consumer);
         let info = SubscriptionInfo {
             feed_id: feed_id.clone(),
@@ -489,6 +494,7 @@ impl Worker {
         };
         let fkey = session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
         let feed = session.feeds.get_mut(fkey).ok_or_else(not_subscribed)?;
+        let video = feed.is_video();
         let c = feed
             .consumers
             .iter_mut()
@@ -512,6 +518,10 @@ impl Worker {
             }
         }
         c.playout_delay_extension = options.playout_delay_extension;
+        // Numbers stop where the answer left the extension out, or where repairs will now be
+        // plain retransmissions (which must repeat the first packet exactly).
+        let plain_repairs = video && c.retransmits.rtx_ssrc.is_none();
+        c.transport_wide &= options.transport_cc_extension.is_some() && !plain_repairs;
         Ok(())
     }
 
@@ -562,10 +572,21 @@ impl Worker {
 
 /// A playout-delay extension id must fit a one-byte header extension element.
 fn check_playout_delay_extension(options: &SubscribeOptions) -> Result<(), ControlError> {
-    match options.playout_delay_extension {
-        Some(id) if !(1..=14).contains(&id) => Err(ControlError::InvalidSubscription {
-            reason: format!("playout-delay extension id {id} is not 1-14"),
-        }),
-        _ => Ok(()),
+    for (name, id) in [
+        ("playout-delay", options.playout_delay_extension),
+        (
+            "transport-wide sequence number",
+            options.transport_cc_extension,
+        ),
+    ] {
+        match id {
+            Some(id) if !(1..=14).contains(&id) => {
+                return Err(ControlError::InvalidSubscription {
+                    reason: format!("{name} extension id {id} is not 1-14"),
+                })
+            }
+            _ => {}
+        }
     }
+    Ok(())
 }

@@ -58,6 +58,10 @@ impl Outbox<'_> {
             let Some(sub) = self.participants.get_mut(&c.subscriber) else {
                 continue;
             };
+            let number = sub
+                .transport
+                .next_transport_sequence()
+                .filter(|_| c.transport_wide);
             let Some((dst, srtp)) = sub.transport.media_out() else {
                 continue;
             };
@@ -69,7 +73,14 @@ impl Outbox<'_> {
                 continue;
             };
             let mut out = self.pool.take();
-            copy_for(plain, feed.mid_extension, c, info.playout_delay, &mut out);
+            copy_for(
+                plain,
+                feed.mid_extension,
+                c,
+                info.playout_delay,
+                number,
+                &mut out,
+            );
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             match srtp.protect_rtp(&mut out) {
                 Ok(()) => {
@@ -77,6 +88,9 @@ impl Outbox<'_> {
                     c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
                     sub.usage.packets_out += 1;
                     sub.usage.bytes_out += out.len() as u64;
+                    if number.is_some() {
+                        sub.transport.handle_sent(now, out.len());
+                    }
                     self.stats.rtp_forwarded += 1;
                     transmit(self.stats, self.outputs, dst, out);
                 }
@@ -115,16 +129,37 @@ impl Outbox<'_> {
         let Some(header) = rtp::parse(cached) else {
             return false;
         };
-        let rtx_pt = feed.description.rtx_pt_of(header.payload_type);
+        let as_rtx = c
+            .retransmits
+            .rtx_ssrc
+            .zip(feed.description.rtx_pt_of(header.payload_type));
+        // A packet that carried a transport-wide number cannot be repeated on its media SSRC:
+        // the repeat would have to carry the same number, which the estimator would then see
+        // twice.
+        if as_rtx.is_none() && c.transport_wide {
+            return false;
+        }
         if !c.retransmits.allow(now, out_seq) {
             return false;
         }
-        // The packet exactly as the subscriber was sent it the first time.
+        // The packet as the subscriber was sent it the first time (with a new transport-wide
+        // number when it goes out on the RTX stream: a new packet on the wire).
+        let number = sub
+            .transport
+            .next_transport_sequence()
+            .filter(|_| c.transport_wide);
         let mut out = self.pool.take();
-        copy_for(cached, feed.mid_extension, c, playout_delay, &mut out);
+        copy_for(
+            cached,
+            feed.mid_extension,
+            c,
+            playout_delay,
+            number,
+            &mut out,
+        );
         let ts = header.timestamp.wrapping_add(original.ts_offset);
         rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
-        if let (Some(rtx_ssrc), Some(rtx_pt)) = (c.retransmits.rtx_ssrc, rtx_pt) {
+        if let Some((rtx_ssrc, rtx_pt)) = as_rtx {
             let mut rtx = self.pool.take();
             let seq = c.retransmits.next_rtx_seq();
             // `out` is a packet rtp::parse accepted, rewritten in place.
@@ -141,6 +176,9 @@ impl Outbox<'_> {
             Ok(()) => {
                 sub.usage.packets_out += 1;
                 sub.usage.bytes_out += out.len() as u64;
+                if number.is_some() {
+                    sub.transport.handle_sent(now, out.len());
+                }
                 self.stats.retransmissions_sent += 1;
                 transmit(self.stats, self.outputs, dst, out);
                 true
@@ -226,31 +264,37 @@ impl Worker {
     }
 }
 
-/// Copy `packet` into `out` as consumer `c` receives it: with its MID in header extension
-/// `mid_id` where the feed has one and the consumer was given a MID, and with the playout delay
-/// where there is one and the consumer negotiated its extension; else unchanged.
+/// Copy `packet` into `out` as consumer `c` receives it, setting the header extensions that
+/// are the subscriber's own: its MID in extension `mid_id` (where the feed has one and the
+/// consumer was given a MID), the playout delay (where there is one and the consumer
+/// negotiated its extension), and the transport-wide number `transport_wide` (extension id,
+/// number); the packet is copied unchanged when none applies.
 fn copy_for(
     packet: &[u8],
     mid_id: Option<u8>,
     c: &Consumer,
     playout_delay: Option<PlayoutDelay>,
+    transport_wide: Option<(u8, u16)>,
     out: &mut Vec<u8>,
 ) {
     let delay = playout_delay.map(PlayoutDelay::to_bytes);
-    let mid = mid_id.zip(c.mid.as_deref());
-    let delay = c
-        .playout_delay_extension
-        .zip(delay.as_ref().map(|d| d.as_slice()));
-    let rewritten = match (mid, delay) {
-        (Some((m, mid)), Some((d, delay))) => {
-            rtp::with_extensions(packet, &[(m, mid), (d, delay)], out)
-        }
-        (Some((id, value)), None) | (None, Some((id, value))) => {
-            rtp::with_extension(packet, id, value, out)
-        }
-        (None, None) => false,
-    };
-    if !rewritten {
+    let number = transport_wide.map(|(_, n)| n.to_be_bytes());
+    let mut elements: [(u8, &[u8]); 3] = [(0, &[]); 3];
+    let mut n = 0;
+    if let (Some(id), Some(mid)) = (mid_id, c.mid.as_deref()) {
+        elements[n] = (id, mid);
+        n += 1;
+    }
+    if let (Some(id), Some(delay)) = (c.playout_delay_extension, delay.as_ref()) {
+        elements[n] = (id, delay);
+        n += 1;
+    }
+    if let (Some((id, _)), Some(number)) = (transport_wide, number.as_ref()) {
+        elements[n] = (id, number);
+        n += 1;
+    }
+    if n == 0 || !rtp::with_extensions(packet, &elements[..n], out) {
+        out.clear();
         out.extend_from_slice(packet);
     }
 }

@@ -376,16 +376,37 @@ impl Worker {
         let mut feedback = std::mem::take(&mut self.feedback);
         feedback.clear();
         let parsed = parse_feedback(&plain, &mut feedback);
-        self.pool.give(plain);
         if parsed.is_none() {
+            self.pool.give(plain);
             self.feedback = feedback;
             return Err(DropReason::RtcpMalformed);
         }
         for fb in feedback.drain(..) {
-            self.apply_feedback(now, key, fb);
+            match fb {
+                Feedback::TransportFeedback { start, len } => {
+                    self.transport_feedback(now, key, &plain[start..start + len]);
+                }
+                fb => self.apply_feedback(now, key, fb),
+            }
         }
+        self.pool.give(plain);
         self.feedback = feedback;
         Ok(())
+    }
+
+    /// A subscriber's transport-wide feedback about what the relay sent it.
+    fn transport_feedback(&mut self, now: Instant, key: ParticipantKey, packet: &[u8]) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let mut statuses = std::mem::take(&mut self.statuses);
+        if rtcp_engine::twcc::parse(packet, &mut statuses).is_some() {
+            self.stats.twcc_feedback_received += 1;
+            p.transport.handle_transport_feedback(now, &statuses);
+        } else {
+            self.stats.twcc_feedback_malformed += 1;
+        }
+        self.statuses = statuses;
     }
 
     fn apply_feedback(&mut self, now: Instant, key: ParticipantKey, fb: Feedback) {
@@ -426,6 +447,7 @@ impl Worker {
                     p.transport.handle_receiver_time(now, time);
                 }
             }
+            Feedback::TransportFeedback { .. } => {} // read by handle_rtcp
             Feedback::Dlrr(block) => {
                 // The relay's round trip to a publisher, for its NACK retries.
                 if block.ssrc != p.rtcp_ssrc {
@@ -456,6 +478,9 @@ impl Worker {
                     .and_then(|f| f.consumers.iter_mut().find(|c| c.subscriber == key))
                 {
                     c.retransmits.set_rtt(rtt);
+                }
+                if let Some(p) = self.participants.get_mut(&key) {
+                    p.transport.set_rtt(rtt);
                 }
             }
         }

@@ -28,6 +28,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::control::Event;
 use crate::engine::ice_lite::IceCredentials;
+use crate::engine::rtcp::twcc::PacketStatus;
 use crate::engine::rtcp::{Feedback, NtpClock};
 use crate::engine::srtp::SrtpProfile;
 use crate::error::ControlError;
@@ -173,6 +174,8 @@ pub struct Worker {
     ntp: NtpClock,
     rng: StdRng,
     feedback: Vec<Feedback>,
+    /// Scratch space for reading transport-wide feedback.
+    statuses: Vec<PacketStatus>,
     /// Scratch space for NACKs toward publishers, kept so that sending them allocates nothing.
     nack_seqs: Vec<u16>,
     nack_entries: Vec<(u16, u16)>,
@@ -207,6 +210,7 @@ impl Worker {
             ntp: NtpClock::new(now, wall),
             rng: StdRng::seed_from_u64(seed),
             feedback: Vec::new(),
+            statuses: Vec::new(),
             nack_seqs: Vec::new(),
             nack_entries: Vec::new(),
             pool: BufferPool::new(MAX_IDLE_BUFFERS),
@@ -233,6 +237,16 @@ impl Worker {
     /// When [`Worker::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
+    }
+
+    /// What the path to participant `uid` of `sid` carries, bit/s, where the relay estimates
+    /// it (the participant subscribes with transport-wide feedback).
+    pub fn estimate(&self, sid: &Sid, uid: &Uid) -> Result<Option<f64>, ControlError> {
+        let (_, key) = self.key_of(sid, uid)?;
+        Ok(self
+            .participants
+            .get(&key)
+            .and_then(|p| p.transport.estimate()))
     }
 
     /// Counters snapshot.

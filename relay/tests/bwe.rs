@@ -1,0 +1,102 @@
+//! A subscriber's bandwidth estimate through a whole worker, in virtual time: the relay numbers
+//! every copy it sends the subscriber, the subscriber's side (the relay's own feedback writer,
+//! as a browser would) reports when each arrived over an emulated bottleneck, and the estimate
+//! follows the bottleneck.
+
+use std::time::{Duration, Instant};
+
+use relay::engine::rtp;
+use relay::engine::twcc::TwccReceiver;
+use relay::fuzzing::{harness, Harness, PUBLISHER_SSRC};
+use relay::ids::{Sid, Uid};
+use relay::sfu::worker::Output;
+
+/// The subscription's transport-wide number extension (as the harness subscribes).
+const TRANSPORT_CC: u8 = 3;
+
+fn media(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+    p.extend(std::iter::repeat_n(seq as u8, 1200));
+    p
+}
+
+/// Run `seconds` of the publisher sending 1200-byte packets every `interval`, the subscriber
+/// behind a link of `capacity` bit/s (unbounded queue) and 20 ms delay; returns the estimate
+/// every second and the feedback messages the relay took.
+fn run(seconds: u64, interval: Duration, capacity: f64) -> (Vec<f64>, u64) {
+    let mut h: Harness = harness(1);
+    let t0 = h.now;
+    let delay = Duration::from_millis(20);
+    let mut receiver = TwccReceiver::new();
+    let mut link_free = t0;
+    let mut arrivals: Vec<(Instant, u16)> = Vec::new();
+    let mut estimates = Vec::new();
+    let mut seq = 0u16;
+    let mut next_send = t0;
+    let mut next_sample = t0 + Duration::from_secs(1);
+    let end = t0 + Duration::from_secs(seconds);
+    let mut feedback = Vec::new();
+    while h.now < end {
+        if h.now >= next_send {
+            seq = seq.wrapping_add(1);
+            let mut p = media(seq);
+            h.clients[0].protect_rtp(&mut p).expect("seal");
+            h.worker.handle_receive(h.now, None, h.publisher, &p);
+            next_send += interval;
+        }
+        while let Some(o) = h.worker.poll_output() {
+            let Output::Transmit(t) = o else { continue };
+            if t.destination != h.subscribers[0] || (192..=223).contains(&t.contents[1]) {
+                continue;
+            }
+            let mut plain = Vec::new();
+            h.clients[1]
+                .unprotect_rtp(&t.contents, &mut plain)
+                .expect("authentic");
+            let number = rtp::transport_sequence(&plain, TRANSPORT_CC).expect("numbered");
+            // The bottleneck: one packet at a time at `capacity`, then the delay.
+            let start = link_free.max(h.now);
+            link_free = start + Duration::from_secs_f64(t.contents.len() as f64 * 8.0 / capacity);
+            arrivals.push((link_free + delay, number));
+        }
+        arrivals.retain(|&(at, number)| {
+            if at <= h.now {
+                receiver.handle_packet(at, number);
+                false
+            } else {
+                true
+            }
+        });
+        while receiver.poll_feedback(h.now, 0x77, 0, &mut feedback) {
+            let sealed = h.clients[1].protect_rtcp(&feedback).expect("seal");
+            h.worker
+                .handle_receive(h.now, None, h.subscribers[0], &sealed);
+        }
+        while let Some(at) = h.worker.poll_timeout().filter(|at| *at <= h.now) {
+            h.worker.handle_timeout(at.max(h.now));
+        }
+        if h.now >= next_sample {
+            let e = h.worker.estimate(&Sid::from("s"), &Uid::from("sub0"));
+            estimates.push(e.expect("subscriber").expect("estimated"));
+            next_sample += Duration::from_secs(1);
+        }
+        h.now += Duration::from_millis(1);
+    }
+    (estimates, h.worker.stats().twcc_feedback_received)
+}
+
+#[test]
+fn the_estimate_follows_a_bottleneck_on_the_subscribers_link() {
+    // 2 Mbit/s of video (1216-byte packets every 5 ms) into a 1 Mbit/s link: the queue grows.
+    let (narrow, feedback) = run(8, Duration::from_millis(5), 1_000_000.0);
+    assert!(feedback > 100, "feedback taken: {feedback}");
+    assert!(narrow[6] < 1_000_000.0, "estimates {narrow:?}");
+    // The same into a 10 Mbit/s link: no queue, no loss, the estimate grows by 8% a second
+    // (nothing probes here; probes are the pacer's to send).
+    let (wide, _) = run(8, Duration::from_millis(5), 10_000_000.0);
+    assert!(wide.windows(2).all(|w| w[1] > w[0]), "estimates {wide:?}");
+    assert!(wide[6] > 1_500_000.0, "estimates {wide:?}");
+}
