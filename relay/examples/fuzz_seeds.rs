@@ -204,6 +204,13 @@ fn main() {
             fb.truncate(fb.len() - pad);
         }
         write("rtcp_twcc", "relay-written", &fb);
+        // vp8: a keyframe's first packet with every optional field, and a short inter frame.
+        write(
+            "vp8",
+            "keyframe-all-fields",
+            &[0x90, 0xf0, 0x92, 0x34, 9, 0xa3, 0x10, 0x02, 0x00],
+        );
+        write("vp8", "inter-7bit", &[0xb0, 0x80, 0x05, 0x11]);
     }
     // srtp: selector byte (bit 0: SHA1 profile, bit 1: protect then open), then a datagram.
     for (selector, name) in [

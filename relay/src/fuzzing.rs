@@ -164,6 +164,28 @@ pub fn rtcp_twcc(data: &[u8]) {
     }
 }
 
+/// The VP8 payload descriptor: what parses is rewritten with other numbers and must parse to
+/// the same layout carrying them.
+pub fn vp8(data: &[u8]) {
+    let Some(d) = crate::engine::vp8::parse(data) else {
+        return;
+    };
+    assert!(d.len < data.len());
+    let mut copy = data.to_vec();
+    crate::engine::vp8::rewrite(&mut copy, &d, 0x5a5a, 0xa5);
+    let again = crate::engine::vp8::parse(&copy).expect("rewriting keeps the layout");
+    assert_eq!(again.len, d.len);
+    assert_eq!(again.keyframe, d.keyframe);
+    if let Some((_, wide)) = d.picture_id {
+        let expected = if wide { 0x5a5a } else { 0x5a };
+        assert_eq!(again.picture_id, Some((expected, wide)));
+    }
+    if d.tl0_pic_idx.is_some() {
+        assert_eq!(again.tl0_pic_idx, Some(0xa5));
+    }
+    assert_eq!(&copy[d.len..], &data[d.len..]);
+}
+
 /// Control request decoding.
 pub fn control(data: &[u8]) {
     let _ = crate::remote::decode(data);
@@ -581,7 +603,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 12] = [
+pub const TARGETS: [(&str, Target); 13] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -590,6 +612,7 @@ pub const TARGETS: [(&str, Target); 12] = [
     ("rtcp_report", rtcp_report),
     ("rtcp_xr", rtcp_xr),
     ("rtcp_twcc", rtcp_twcc),
+    ("vp8", vp8),
     ("control", control),
     ("worker", worker),
     ("srtp", srtp),

@@ -16,3 +16,4 @@ pub mod srtp_cm;
 pub mod srtp_gcm;
 pub(crate) mod srtp_kdf;
 pub mod twcc;
+pub mod vp8;

@@ -2,6 +2,7 @@
 //! that keeps its stream continuous, what the sender reports toward it need, and the
 //! retransmissions it asked for.
 
+pub mod picture_ids;
 pub mod retransmit;
 pub mod rewriter;
 
