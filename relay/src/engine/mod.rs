@@ -5,6 +5,7 @@ pub mod bwe;
 pub mod client_hello;
 pub mod demux;
 pub mod ice_lite;
+pub mod pacer;
 pub mod playout_delay;
 pub mod replay;
 pub mod rtcp;
