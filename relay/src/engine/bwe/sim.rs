@@ -85,6 +85,17 @@ impl Trace {
         v.iter().sum::<f64>() / v.len() as f64
     }
 
+    /// The estimates every `step` samples (100 ms each), for failure messages.
+    fn report(&self, step: usize) -> String {
+        let parts: Vec<String> = self
+            .estimates
+            .iter()
+            .step_by(step)
+            .map(|(t, e)| format!("{t:.1}s {:.2}", mbps(*e)))
+            .collect();
+        parts.join(", ")
+    }
+
     /// Packets sent and dropped from second `from` to `to`.
     fn loss_between(&self, from: usize, to: usize) -> f64 {
         let (sent, dropped) = self.drops[from..to]
@@ -216,13 +227,7 @@ fn capacity_steps_down_then_up() {
         }
     };
     let trace = run(90, 4_000_000.0, Duration::from_millis(25), capacity);
-    let report: Vec<String> = trace
-        .estimates
-        .iter()
-        .step_by(10)
-        .map(|(t, e)| format!("{t:.0}s {:.2}", mbps(*e)))
-        .collect();
-    let report = report.join(", ");
+    let report = trace.report(10);
     println!("{report}");
     // Up to the link at the start.
     assert!(trace.at(10.0) > 2_000_000.0, "{report}");
@@ -249,14 +254,9 @@ fn capacity_steps_down_then_up() {
 #[test]
 fn an_application_limited_sender_learns_the_link_by_probing() {
     let trace = run(20, 3_000_000.0, Duration::from_millis(40), |_| 5_000_000.0);
-    let report: Vec<String> = trace
-        .estimates
-        .iter()
-        .step_by(10)
-        .map(|(t, e)| format!("{t:.0}s {:.2}", mbps(*e)))
-        .collect();
-    assert!(trace.at(8.0) > 2_500_000.0, "{}", report.join(", "));
-    assert!(trace.loss_between(2, 19) < 0.005, "{}", report.join(", "));
+    let report = trace.report(10);
+    assert!(trace.at(8.0) > 2_500_000.0, "{report}");
+    assert!(trace.loss_between(2, 19) < 0.005, "{report}");
 }
 
 /// Loss without a queue (nothing for the delay detector to see): over 10% cuts the estimate,
@@ -266,16 +266,10 @@ fn random_loss_over_ten_percent_cuts_the_estimate_and_a_little_does_not() {
     let heavy = run_lossy(20, 3_000_000.0, Duration::from_millis(20), 0.2, |_| {
         20_000_000.0
     });
-    let trace: Vec<String> = heavy
-        .estimates
-        .iter()
-        .step_by(5)
-        .map(|(t, e)| format!("{t:.1}s {:.2}", mbps(*e)))
-        .collect();
     assert!(
         heavy.at(15.0) < 1_000_000.0,
         "at 20% loss: {}",
-        trace.join(", ")
+        heavy.report(5)
     );
     let light = run_lossy(20, 3_000_000.0, Duration::from_millis(20), 0.01, |_| {
         20_000_000.0

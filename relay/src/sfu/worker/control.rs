@@ -409,7 +409,7 @@ impl Worker {
         options: SubscribeOptions,
     ) -> Result<SubscriptionInfo, ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
-        check_playout_delay_extension(&options)?;
+        check_extension_ids(&options)?;
         if let Some(id) = options.playout_delay_extension {
             if !(1..=14).contains(&id) {
                 return Err(ControlError::InvalidSubscription {
@@ -486,7 +486,7 @@ impl Worker {
         options: SubscribeOptions,
     ) -> Result<(), ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
-        check_playout_delay_extension(&options)?;
+        check_extension_ids(&options)?;
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let not_subscribed = || ControlError::NotSubscribed {
             uid: uid.clone(),
@@ -570,8 +570,8 @@ impl Worker {
     }
 }
 
-/// A playout-delay extension id must fit a one-byte header extension element.
-fn check_playout_delay_extension(options: &SubscribeOptions) -> Result<(), ControlError> {
+/// The extension ids the relay writes must fit one-byte header extension elements.
+fn check_extension_ids(options: &SubscribeOptions) -> Result<(), ControlError> {
     for (name, id) in [
         ("playout-delay", options.playout_delay_extension),
         (
