@@ -14,6 +14,8 @@ pub struct AckedBitrate {
     /// (arrival µs on the receiver's clock, bytes), in arrival order as reported.
     packets: VecDeque<(i64, usize)>,
     bytes: usize,
+    /// The latest arrival seen (feedback may report packets out of arrival order).
+    newest: Option<i64>,
 }
 
 impl AckedBitrate {
@@ -21,7 +23,8 @@ impl AckedBitrate {
     pub fn handle_packet(&mut self, arrival_us: i64, size: usize) {
         self.packets.push_back((arrival_us, size));
         self.bytes += size;
-        let newest = self.packets.iter().map(|p| p.0).max().unwrap_or(arrival_us);
+        let newest = self.newest.map_or(arrival_us, |n| n.max(arrival_us));
+        self.newest = Some(newest);
         while let Some(&(at, size)) = self.packets.front() {
             if newest - at <= WINDOW_US {
                 break;
@@ -34,9 +37,8 @@ impl AckedBitrate {
     /// Bits per second over the window; None until it spans at least a tenth of a window.
     pub fn bitrate(&self) -> Option<f64> {
         let first = self.packets.iter().map(|p| p.0).min()?;
-        let last = self.packets.iter().map(|p| p.0).max()?;
-        let span = (last - first).max(WINDOW_US / 10);
-        if last - first < WINDOW_US / 10 {
+        let span = self.newest? - first;
+        if span < WINDOW_US / 10 {
             return None;
         }
         Some(self.bytes as f64 * 8.0 * 1e6 / span as f64)

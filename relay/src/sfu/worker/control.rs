@@ -487,6 +487,7 @@ impl Worker {
     ) -> Result<(), ControlError> {
         let (skey, key) = self.key_of(sid, uid)?;
         check_extension_ids(&options)?;
+        // key_of found the participant in this session.
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let not_subscribed = || ControlError::NotSubscribed {
             uid: uid.clone(),
