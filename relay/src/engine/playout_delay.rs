@@ -46,6 +46,14 @@ impl PlayoutDelay {
         Duration::from_millis(u64::from(self.max) * 10)
     }
 
+    /// Bounds that hold frames as long as either: the longer minimum and the longer maximum.
+    pub fn longest(self, other: Self) -> Self {
+        PlayoutDelay {
+            min: self.min.max(other.min),
+            max: self.max.max(other.max),
+        }
+    }
+
     /// The extension element's value.
     pub fn to_bytes(self) -> [u8; 3] {
         [
@@ -93,5 +101,6 @@ mod tests {
         assert_eq!(d.max(), Duration::from_millis(240));
         let zero = PlayoutDelay::new(Duration::ZERO, Duration::from_secs(10));
         assert_eq!(zero.to_bytes(), [0, 0x03, 0xe8]);
+        assert_eq!(zero.longest(d), PlayoutDelay::new(d.min(), zero.max()));
     }
 }

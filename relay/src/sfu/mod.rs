@@ -7,5 +7,6 @@ pub mod deadlines;
 pub mod feed;
 pub mod participant;
 pub mod pool;
+pub mod repair_wait;
 pub mod transport;
 pub mod worker;

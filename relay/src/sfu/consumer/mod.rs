@@ -8,8 +8,13 @@ pub mod rewriter;
 
 pub use rewriter::{Original, Rewriter, REORDER_WINDOW};
 
+use std::time::Instant;
+
+use crate::engine::playout_delay::PlayoutDelay;
 use crate::ids::{ParticipantKey, Ssrc};
 use retransmit::Retransmits;
+
+use super::repair_wait::{subscriber_repair_time, RepairWait};
 
 /// A subscription of one participant to one feed.
 #[derive(Debug, Clone)]
@@ -34,6 +39,9 @@ pub struct Consumer {
     pub transport_wide: bool,
     /// What it asked to have sent again, and its retransmission stream.
     pub retransmits: Retransmits,
+    /// When the subscriber last asked for a repair: it then gets a playout delay that leaves
+    /// time for a second one.
+    pub repair_wait: RepairWait,
 }
 
 impl Consumer {
@@ -49,7 +57,29 @@ impl Consumer {
             playout_delay_extension: None,
             transport_wide: false,
             retransmits: Retransmits::new(None, initial_seq.wrapping_add(0x8000)),
+            repair_wait: RepairWait::default(),
         }
+    }
+
+    /// The playout delay for this subscriber's copy, sent at `now`, of a packet that the feed
+    /// gives `feed_delay` (the wait for repairs from the publisher): the longer of that and
+    /// the wait for repairs on the subscriber's own link.
+    ///
+    /// Only where repairs go out on an RTX stream: a plain retransmission must be byte for
+    /// byte the packet first sent, which the feed's cache can give with the feed's delay but
+    /// not with one that changed since on this subscriber's side.
+    pub fn playout_delay(
+        &self,
+        now: Instant,
+        feed_delay: Option<PlayoutDelay>,
+    ) -> Option<PlayoutDelay> {
+        if self.retransmits.rtx_ssrc.is_none() {
+            return feed_delay;
+        }
+        let own = self
+            .repair_wait
+            .playout_delay(now, subscriber_repair_time(self.retransmits.rtt()));
+        Some(feed_delay.map_or(own, |f| f.longest(own)))
     }
 
     /// The SSRCs the subscriber receives this feed with: media, then retransmission.

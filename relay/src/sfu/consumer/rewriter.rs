@@ -37,6 +37,8 @@ pub struct Rewriter {
     last_sent_at: Option<Instant>,
     /// Bit `i` set: `highest_out - i` was sent.
     sent: u128,
+    /// The first outgoing number (extended) that NACKs are answered for ([`Self::forget_sent`]).
+    repairable_from: u64,
 }
 
 /// The incoming packet behind an outgoing sequence number ([`Rewriter::original`]).
@@ -72,7 +74,16 @@ impl Rewriter {
             last_out_ts: initial_ts,
             last_sent_at: None,
             sent: 0,
+            repairable_from: 0,
         }
+    }
+
+    /// Answer no NACK for anything sent so far. A plain retransmission goes out under the
+    /// number and index it was first sent with, so it must be that packet byte for byte; once
+    /// the subscriber's packets change form (its answer dropped RTX, or an extension), the
+    /// earlier ones can no longer be rebuilt as they were sent.
+    pub fn forget_sent(&mut self) {
+        self.repairable_from = self.highest_out + 1;
     }
 
     /// Ask for a re-anchor at the next packet (the feed restarted).
@@ -161,6 +172,9 @@ impl Rewriter {
         if behind < REORDER_WINDOW && self.sent & (1 << behind) == 0 {
             return None;
         }
+        if self.highest_out - u64::from(behind) < self.repairable_from {
+            return None;
+        }
         Some(Original {
             ssrc: a.in_ssrc,
             sequence: out_seq.wrapping_sub(a.seq_offset),
@@ -219,6 +233,24 @@ mod tests {
         // 202 would map onto 1001, already sealed with other content.
         assert_eq!(r.rewrite(t0, 1, 202, 0, 90_000), None);
         assert_eq!(r.rewrite(t0, 1, 204, 0, 90_000).map(|o| o.0), Some(1003));
+    }
+
+    #[test]
+    fn nothing_sent_before_forget_sent_is_answered() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(65_534, 0);
+        for in_seq in 10..14 {
+            r.rewrite(t0, 1, in_seq, 0, 90_000);
+        }
+        assert!(r.original(1).is_some());
+        r.forget_sent();
+        // 65534, 65535, 0 and 1 were sent in the old form; across the wrap.
+        for out_seq in [65_534, 65_535, 0, 1] {
+            assert_eq!(r.original(out_seq), None, "{out_seq}");
+        }
+        assert_eq!(r.rewrite(t0, 1, 14, 0, 90_000), Some((2, 0)));
+        assert_eq!(r.original(2).map(|o| o.sequence), Some(14));
+        assert_eq!(r.original(1), None);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 pub mod nack;
 pub mod packet_cache;
 pub mod recv_stats;
-pub mod repair_wait;
 
 pub use recv_stats::RecvStats;
 
@@ -18,9 +17,9 @@ use crate::ids::ParticipantKey;
 
 use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
+use super::repair_wait::RepairWait;
 use nack::NackGenerator;
 use packet_cache::PacketCache;
-use repair_wait::RepairWait;
 
 /// At most one keyframe request per feed in this interval reaches the publisher: many
 /// subscribers losing the same frame must not make the encoder send a keyframe each.
@@ -116,7 +115,7 @@ impl Feed {
     }
 
     /// The playout delay for subscribers of a packet that arrived at `now`, where the relay
-    /// repairs the publisher's stream (see [`repair_wait`]).
+    /// repairs the publisher's stream (see [`super::repair_wait`]).
     pub fn playout_delay(&self, now: Instant) -> Option<PlayoutDelay> {
         self.generates_nacks()
             .then(|| self.repair_wait.playout_delay(now, self.nack.repair_time()))

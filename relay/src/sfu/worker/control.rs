@@ -523,6 +523,11 @@ impl Worker {
         // plain retransmissions (which must repeat the first packet exactly).
         let plain_repairs = video && c.retransmits.rtx_ssrc.is_none();
         c.transport_wide &= options.transport_cc_extension.is_some() && !plain_repairs;
+        if plain_repairs {
+            // What was sent before this went out with elements (or a playout delay) the
+            // packets no longer get: it cannot be repeated exactly.
+            c.rewriter.forget_sent();
+        }
         Ok(())
     }
 

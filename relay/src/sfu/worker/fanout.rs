@@ -73,14 +73,8 @@ impl Outbox<'_> {
                 continue;
             };
             let mut out = self.pool.take();
-            copy_for(
-                plain,
-                feed.mid_extension,
-                c,
-                info.playout_delay,
-                number,
-                &mut out,
-            );
+            let delay = c.playout_delay(now, info.playout_delay);
+            copy_for(plain, feed.mid_extension, c, delay, number, &mut out);
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             match srtp.protect_rtp(&mut out) {
                 Ok(()) => {
@@ -149,14 +143,8 @@ impl Outbox<'_> {
             .next_transport_sequence()
             .filter(|_| c.transport_wide);
         let mut out = self.pool.take();
-        copy_for(
-            cached,
-            feed.mid_extension,
-            c,
-            playout_delay,
-            number,
-            &mut out,
-        );
+        let delay = c.playout_delay(now, playout_delay);
+        copy_for(cached, feed.mid_extension, c, delay, number, &mut out);
         let ts = header.timestamp.wrapping_add(original.ts_offset);
         rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
         if let Some((rtx_ssrc, rtx_pt)) = as_rtx {
@@ -226,6 +214,9 @@ impl Worker {
             timers: &mut self.timers,
             inactivity: self.config.feed_inactivity,
         };
+        if feed.is_video() {
+            feed.consumers[index].repair_wait.handle_request(now);
+        }
         for seq in out_seqs {
             out.stats.nacks_received += 1;
             if !out.retransmit(now, feed, index, seq) {

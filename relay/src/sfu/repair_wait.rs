@@ -1,14 +1,22 @@
-//! How long a feed's subscribers should hold frames for repairs from its publisher, told to
-//! them with the playout-delay header extension.
+//! How long a subscriber should hold frames for repairs, told to it with the playout-delay
+//! header extension.
 //!
 //! A subscriber's jitter buffer is sized from what it sees: its own jitter and, once it NACKs,
-//! its own round trip to the relay. A packet lost on the *publisher's* link is repaired by the
-//! relay asking the publisher, which takes the publisher's round trip (twice when the first
-//! request or repair is lost too) before the subscriber gets it; a subscriber close to the
-//! relay renders past the gap meanwhile and freezes. While the relay is asking a feed's
-//! publisher for packets, it gives that feed's subscribers a minimum playout delay of that
-//! time, so that a repair arrives before its frame is due; when the losses stop, the minimum
-//! goes back to zero and the subscribers' own estimate takes over again.
+//! about one of its own round trips to the relay. That is enough for a repair that comes at
+//! the first request, and too little for every other case:
+//!
+//! - A packet lost on the *publisher's* link is repaired by the relay asking the publisher,
+//!   which takes the publisher's round trip (twice when the first request or repair is lost
+//!   too) before the subscriber gets it; a subscriber close to the relay renders past the gap
+//!   meanwhile and freezes. While the relay asks a feed's publisher for packets, that feed's
+//!   subscribers get a minimum delay of that time (the feed's [`RepairWait`]).
+//! - A packet lost on the *subscriber's* link whose repair is lost too comes a second round
+//!   trip later, past what the subscriber waits; at 5% loss that is one repair in twenty, a
+//!   freeze every few seconds. While a subscriber asks the relay for packets, it gets a minimum
+//!   delay of two of its round trips (the consumer's [`RepairWait`], [`subscriber_repair_time`]).
+//!
+//! When the requests stop, the minimum goes back to zero and the subscriber's own estimate
+//! takes over again.
 
 use std::time::{Duration, Instant};
 
@@ -19,29 +27,42 @@ use crate::engine::playout_delay::PlayoutDelay;
 /// it at the first quiet second would only make the next loss a freeze.
 pub const HOLD: Duration = Duration::from_secs(10);
 
-/// The longest minimum delay asked for: past it a repair is no longer asked for either
-/// ([`super::nack::MAX_AGE`]).
-pub const MAX_WAIT: Duration = super::nack::MAX_AGE;
+/// The longest minimum delay asked for: past it the relay no longer asks for a repair
+/// either ([`super::feed::nack::MAX_AGE`]).
+pub const MAX_WAIT: Duration = super::feed::nack::MAX_AGE;
+
+/// A subscriber notices a lost packet only when the next one comes, which for the last
+/// packet of a frame is one frame later (33 ms at 30 frames a second).
+const NOTICE_TIME: Duration = Duration::from_millis(40);
+
+/// How long after it went missing a packet lost on a subscriber's link reaches it when the
+/// first repair is lost too, for a subscriber `rtt` away: the gap noticed, a round trip for
+/// the first request and its repair, another after the subscriber's retry interval (its own
+/// estimate of the round trip, as Chromium does).
+pub fn subscriber_repair_time(rtt: Duration) -> Duration {
+    NOTICE_TIME + 2 * rtt
+}
 
 /// The maximum delay sent with every minimum: Chromium's own default, so that the extension
 /// moves only the minimum.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
 
-/// When the relay last asked a feed's publisher for a repair.
+/// When the last request for a repair was made: by the relay to a feed's publisher, or by a
+/// subscriber to the relay.
 #[derive(Debug, Clone, Default)]
 pub struct RepairWait {
     last_request: Option<Instant>,
 }
 
 impl RepairWait {
-    /// The relay asked the publisher for lost packets at `now`.
+    /// Lost packets were asked for at `now`.
     pub fn handle_request(&mut self, now: Instant) {
         self.last_request = Some(now);
     }
 
-    /// The playout delay for packets forwarded at `now`, when a repair from the publisher
-    /// takes up to `repair_time`: that long while repairs were asked for within [`HOLD`],
-    /// else no minimum.
+    /// The playout delay for packets forwarded at `now`, when a repair takes up to
+    /// `repair_time`: that long while repairs were asked for within [`HOLD`], else no
+    /// minimum.
     pub fn playout_delay(&self, now: Instant, repair_time: Duration) -> PlayoutDelay {
         let repairing = self
             .last_request
@@ -54,7 +75,7 @@ impl RepairWait {
         PlayoutDelay::new(min, MAX_DELAY)
     }
 
-    /// Forget past requests (the feed was renegotiated).
+    /// Forget past requests (the stream was renegotiated).
     pub fn reset(&mut self) {
         self.last_request = None;
     }
