@@ -299,13 +299,15 @@ impl Target {
                     let mut feed = FeedDescription {
                         feed_id: feed_id.clone(),
                         kind,
-                        ssrc: Ssrc(s.ssrc),
+                        ssrc: Some(Ssrc(s.ssrc)),
                         clock_rate,
                         payload_types: vec![pt],
                         header_extensions: vec![],
                         nack: false,
                         rtx_ssrc: None,
                         rtx_payload_types: vec![],
+                        codecs: vec![],
+                        simulcast: None,
                     };
                     if *feedback {
                         feed.header_extensions.push(HeaderExtension {

@@ -211,6 +211,16 @@ fn main() {
             &[0x90, 0xf0, 0x92, 0x34, 9, 0xa3, 0x10, 0x02, 0x00],
         );
         write("vp8", "inter-7bit", &[0xb0, 0x80, 0x05, 0x11]);
+        // h264: an SPS alone, a STAP-A with PPS and SPS, an IDR's first FU-A fragment, a
+        // non-IDR slice.
+        write("h264", "sps", &[0x67, 0x42, 0xc0, 0x1f]);
+        write(
+            "h264",
+            "stap-a",
+            &[0x78, 0, 2, 0x68, 0xce, 0, 2, 0x67, 0x42],
+        );
+        write("h264", "fu-a-idr-start", &[0x7c, 0x85, 0x88, 0x84]);
+        write("h264", "slice", &[0x41, 0x9a, 0x02]);
     }
     // srtp: selector byte (bit 0: SHA1 profile, bit 1: protect then open), then a datagram.
     for (selector, name) in [

@@ -37,8 +37,10 @@ pub struct FeedDescription {
     pub feed_id: FeedId,
     /// Audio or video.
     pub kind: MediaKind,
-    /// The media SSRC the publisher sends with.
-    pub ssrc: Ssrc,
+    /// The media SSRC the publisher sends with; None for a simulcast feed, whose SSRCs the
+    /// relay learns from the first packets of each layer ([`Simulcast`]).
+    #[serde(default)]
+    pub ssrc: Option<Ssrc>,
     /// RTP clock rate of the codec (90000 for video, 48000 for opus).
     pub clock_rate: u32,
     /// Payload types the publisher may use; packets with others are dropped. Empty: any.
@@ -56,7 +58,38 @@ pub struct FeedDescription {
     /// publisher sends and what the relay sends subscribers.
     #[serde(default)]
     pub rtx_payload_types: Vec<RtxPayloadType>,
+    /// The codec of each payload type, where the relay must read the payload: to find the
+    /// keyframes at which a subscriber can switch between simulcast layers.
+    #[serde(default)]
+    pub codecs: Vec<PayloadCodec>,
+    /// The layers of a simulcast feed (`a=simulcast:send`); None for a single stream.
+    #[serde(default)]
+    pub simulcast: Option<Simulcast>,
 }
+
+/// A payload type and its codec's SDP encoding name (`VP8`, `H264`, `opus`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadCodec {
+    /// The payload type.
+    pub pt: u8,
+    /// The encoding name, as in `a=rtpmap`.
+    pub name: String,
+}
+
+/// How a simulcast feed's layers are told apart. The publisher's answer names them only by
+/// their `rid`s, not their SSRCs; its first packets of each layer carry the MID and the rid
+/// (or, on a layer's RTX stream, the repaired rid) in header extensions, from which the relay
+/// learns the SSRCs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Simulcast {
+    /// The feed's m-section, as the MID header extension carries it.
+    pub mid: String,
+    /// The layers' rids, lowest quality first (at most [`MAX_LAYERS`]).
+    pub rids: Vec<String>,
+}
+
+/// The most simulcast layers a feed may have.
+pub const MAX_LAYERS: usize = 4;
 
 /// A payload type of the RFC 4588 retransmission format and the one it repairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,9 +101,17 @@ pub struct RtxPayloadType {
 }
 
 impl FeedDescription {
-    /// The SSRCs the publisher sends this feed with: media, then retransmission.
+    /// The SSRCs the description declares: media, then retransmission (none for simulcast).
     pub fn ssrcs(&self) -> impl Iterator<Item = u32> {
-        std::iter::once(self.ssrc.0).chain(self.rtx_ssrc.map(|s| s.0))
+        self.ssrc.into_iter().chain(self.rtx_ssrc).map(|s| s.0)
+    }
+
+    /// The codec name of payload type `pt`, if declared.
+    pub fn codec_of(&self, pt: u8) -> Option<&str> {
+        self.codecs
+            .iter()
+            .find(|c| c.pt == pt)
+            .map(|c| c.name.as_str())
     }
 
     /// The payload type a retransmission with payload type `rtx_pt` repairs.

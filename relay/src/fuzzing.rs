@@ -164,6 +164,16 @@ pub fn rtcp_twcc(data: &[u8]) {
     }
 }
 
+/// Where an H.264 keyframe starts: any payload is read without a panic, and a payload that
+/// begins one still does with bytes added after it.
+pub fn h264(data: &[u8]) {
+    if crate::engine::h264::starts_keyframe(data) && data.first().is_some_and(|h| h & 0x1f != 24) {
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(crate::engine::h264::starts_keyframe(&longer));
+    }
+}
+
 /// The VP8 payload descriptor: what parses is rewritten with other numbers and must parse to
 /// the same layout carrying them.
 pub fn vp8(data: &[u8]) {
@@ -392,11 +402,11 @@ pub fn spread_harness(profile: SrtpProfile) -> SpreadHarness {
 }
 
 /// The harness's feed.
-fn camera() -> FeedDescription {
+pub fn camera() -> FeedDescription {
     FeedDescription {
         feed_id: FeedId::from("cam"),
         kind: MediaKind::Video,
-        ssrc: Ssrc(PUBLISHER_SSRC),
+        ssrc: Some(Ssrc(PUBLISHER_SSRC)),
         clock_rate: 90_000,
         payload_types: vec![96, 97],
         header_extensions: vec![
@@ -415,6 +425,11 @@ fn camera() -> FeedDescription {
             pt: RTX_PT,
             apt: 96,
         }],
+        codecs: vec![crate::control::PayloadCodec {
+            pt: 96,
+            name: "VP8".into(),
+        }],
+        simulcast: None,
     }
 }
 
@@ -603,7 +618,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 13] = [
+pub const TARGETS: [(&str, Target); 14] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -613,6 +628,7 @@ pub const TARGETS: [(&str, Target); 13] = [
     ("rtcp_xr", rtcp_xr),
     ("rtcp_twcc", rtcp_twcc),
     ("vp8", vp8),
+    ("h264", h264),
     ("control", control),
     ("worker", worker),
     ("srtp", srtp),

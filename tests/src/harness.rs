@@ -120,13 +120,15 @@ pub fn video_feed(feed_id: &str, ssrc: u32) -> FeedDescription {
     FeedDescription {
         feed_id: FeedId::from(feed_id),
         kind: MediaKind::Video,
-        ssrc: Ssrc(ssrc),
+        ssrc: Some(Ssrc(ssrc)),
         clock_rate: 90_000,
         payload_types: vec![96],
         header_extensions: vec![],
         nack: false,
         rtx_ssrc: None,
         rtx_payload_types: vec![],
+        codecs: vec![],
+        simulcast: None,
     }
 }
 

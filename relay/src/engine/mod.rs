@@ -4,6 +4,7 @@
 pub mod bwe;
 pub mod client_hello;
 pub mod demux;
+pub mod h264;
 pub mod ice_lite;
 pub mod pacer;
 pub mod playout_delay;

@@ -38,6 +38,12 @@ pub struct RtpInfo {
     pub payload_len: usize,
     /// The playout delay subscribers are given with it, decided on the publisher's core.
     pub playout_delay: Option<PlayoutDelay>,
+    /// The feed's layer it belongs to (0 without simulcast).
+    pub layer: u8,
+    /// Whether it is the first packet of a keyframe, where a subscriber can switch layers.
+    pub keyframe: bool,
+    /// Its timestamp on the lowest layer's timeline, where the sender reports give it.
+    pub reference_timestamp: Option<u32>,
 }
 
 /// A decrypted RTP packet on its way to other cores; shared by all of them.
@@ -128,7 +134,9 @@ pub enum CrossCore {
     KeyframeRequest {
         /// The feed.
         route: FeedRoute,
-        /// A new subscriber's first request: not subject to the per-feed limit.
+        /// The layer, or None for every layer.
+        layer: Option<u8>,
+        /// A new subscriber's first request: not subject to the per-layer limit.
         bypass_limit: bool,
     },
 }
@@ -144,6 +152,9 @@ mod tests {
             timestamp: 0,
             payload_len: 0,
             playout_delay: None,
+            layer: 0,
+            keyframe: false,
+            reference_timestamp: None,
         }
     }
 

@@ -31,8 +31,10 @@ pub struct Participant {
     pub uid: Uid,
     /// ICE, DTLS, SRTP and congestion feedback.
     pub transport: Transport,
-    /// Media SSRC → feed it publishes.
+    /// Media and RTX SSRC → feed it publishes: declared, or learnt for simulcast layers.
     pub published: HashMap<u32, FeedKey>,
+    /// Every feed it publishes, whether its SSRCs are known yet or not.
+    pub feeds: Vec<FeedKey>,
     /// SSRC the relay sends with → feed it subscribes to.
     pub subscriptions: HashMap<u32, FeedKey>,
     /// The relay's own SSRC in RTCP toward this participant (receiver reports, PLI).
@@ -58,6 +60,7 @@ impl Participant {
             uid,
             transport,
             published: HashMap::new(),
+            feeds: Vec::new(),
             subscriptions: HashMap::new(),
             rtcp_ssrc,
             next_report: None,

@@ -189,6 +189,15 @@ pub struct CoreStats {
     /// than the reorder window: sending it would reuse an outgoing sequence number.
     #[serde(default)]
     pub rtp_copies_not_sent: u64,
+    /// SSRCs of simulcast layers learnt from the rid their first packets carry.
+    #[serde(default)]
+    pub simulcast_ssrcs_learnt: u64,
+    /// Subscribers switched from one simulcast layer to another.
+    #[serde(default)]
+    pub layer_switches: u64,
+    /// Copies not sent because the subscriber receives another layer of the feed.
+    #[serde(default)]
+    pub rtp_other_layer: u64,
     /// Time from the kernel's receipt of a datagram to the kernel's acceptance of each
     /// datagram this core sent in response (forwarded copies, STUN responses), in
     /// microseconds, one count per sent datagram. For a feed published on another core, from
@@ -244,6 +253,9 @@ impl CoreStats {
         self.gso_datagrams += other.gso_datagrams;
         self.cross_core_rtp_in += other.cross_core_rtp_in;
         self.rtp_copies_not_sent += other.rtp_copies_not_sent;
+        self.simulcast_ssrcs_learnt += other.simulcast_ssrcs_learnt;
+        self.layer_switches += other.layer_switches;
+        self.rtp_other_layer += other.rtp_other_layer;
         self.forwarding_delay.merge(&other.forwarding_delay);
     }
 }

@@ -1,7 +1,7 @@
 //! Server-side offers and the participants' answers.
 
 use relay::control::{
-    FeedDescription, HeaderExtension, MediaKind, ParticipantConfig, RtxPayloadType,
+    FeedDescription, HeaderExtension, MediaKind, ParticipantConfig, PayloadCodec, RtxPayloadType,
     SubscribeOptions,
 };
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
@@ -154,7 +154,7 @@ impl Hub {
                                 Kind::Audio => MediaKind::Audio,
                                 Kind::Video => MediaKind::Video,
                             },
-                            ssrc: Ssrc(ssrc),
+                            ssrc: Some(Ssrc(ssrc)),
                             clock_rate: first.clock_rate,
                             payload_types: a
                                 .codecs
@@ -182,6 +182,16 @@ impl Hub {
                                 .filter(|_| self.repair)
                                 .map(|(pt, apt)| RtxPayloadType { pt, apt })
                                 .collect(),
+                            codecs: a
+                                .codecs
+                                .iter()
+                                .filter(|c| !sdp::is_rtx(c))
+                                .map(|c| PayloadCodec {
+                                    pt: c.pt,
+                                    name: c.name.clone(),
+                                })
+                                .collect(),
+                            simulcast: None,
                         },
                     },
                     _ => Step::Refused(feed_id.clone()),

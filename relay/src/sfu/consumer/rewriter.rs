@@ -39,6 +39,9 @@ pub struct Rewriter {
     sent: u128,
     /// The first outgoing number (extended) that NACKs are answered for ([`Self::forget_sent`]).
     repairable_from: u64,
+    /// The outgoing timestamp the next re-anchor should give its packet
+    /// ([`Self::anchor_timestamp`]).
+    next_anchor_ts: Option<u32>,
 }
 
 /// The incoming packet behind an outgoing sequence number ([`Rewriter::original`]).
@@ -75,7 +78,16 @@ impl Rewriter {
             last_sent_at: None,
             sent: 0,
             repairable_from: 0,
+            next_anchor_ts: None,
         }
+    }
+
+    /// Give the packet of the next re-anchor outgoing timestamp `ts`, where that is after the
+    /// last one sent: a switch between simulcast layers, which the sender reports align,
+    /// keeps the subscriber's timeline exact instead of advancing it by the wall time
+    /// between packets.
+    pub fn anchor_timestamp(&mut self, ts: u32) {
+        self.next_anchor_ts = Some(ts);
     }
 
     /// Answer no NACK for anything sent so far. A plain retransmission goes out under the
@@ -111,15 +123,20 @@ impl Rewriter {
         };
         if needs_anchor {
             let next_seq = (self.highest_out + 1) as u16;
-            let next_ts = match self.last_sent_at {
+            let hint = self
+                .next_anchor_ts
+                .take()
+                .filter(|ts| ts.wrapping_sub(self.last_out_ts) as i32 > 0);
+            let next_ts = match (self.last_sent_at, hint) {
+                (Some(_), Some(ts)) => ts,
                 // Advance by the real time that passed, at least one tick so the new
                 // stream's first frame never shares the old one's last timestamp.
-                Some(at) => {
+                (Some(at), None) => {
                     let elapsed = now.saturating_duration_since(at).as_secs_f64();
                     let ticks = (elapsed * clock_rate as f64).round() as u32;
                     self.last_out_ts.wrapping_add(ticks.max(1))
                 }
-                None => self.last_out_ts,
+                (None, _) => self.last_out_ts,
             };
             self.anchored = Some(Anchor {
                 in_ssrc,
@@ -233,6 +250,22 @@ mod tests {
         // 202 would map onto 1001, already sealed with other content.
         assert_eq!(r.rewrite(t0, 1, 202, 0, 90_000), None);
         assert_eq!(r.rewrite(t0, 1, 204, 0, 90_000).map(|o| o.0), Some(1003));
+    }
+
+    #[test]
+    fn a_timestamp_given_for_the_next_anchor_is_used_when_it_moves_forward() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(0, 1000);
+        assert_eq!(r.rewrite(t0, 1, 10, 50, 90_000), Some((0, 1000)));
+        // Another layer: exactly where the hint puts it, not by the wall time.
+        r.anchor_timestamp(4000);
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(r.rewrite(t1, 2, 70, 9_000, 90_000), Some((1, 4000)));
+        assert_eq!(r.rewrite(t1, 2, 71, 12_000, 90_000), Some((2, 7000)));
+        // A hint that would go back is ignored: the wall time decides.
+        r.anchor_timestamp(6000);
+        let t2 = t1 + Duration::from_millis(10);
+        assert_eq!(r.rewrite(t2, 1, 11, 0, 90_000), Some((3, 7900)));
     }
 
     #[test]

@@ -1,29 +1,34 @@
 //! A published feed, the producer side of forwarding (mediasoup's Producer): its description,
-//! reception statistics for receiver reports, loss detection and NACKs toward its publisher,
-//! the playout delay that leaves its subscribers time for those repairs, the cache that
-//! answers its subscribers' NACKs, its subscribers and its keyframe-request limiter.
+//! its streams ([`layer`]: one, or one per simulcast layer, each with reception statistics for
+//! receiver reports, loss detection and NACKs toward its publisher, and a keyframe-request
+//! limiter), the playout delay that leaves its subscribers time for those repairs, the cache
+//! that answers its subscribers' NACKs, and its subscribers.
 
+pub mod layer;
 pub mod nack;
 pub mod packet_cache;
 pub mod recv_stats;
 
 pub use recv_stats::RecvStats;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::control::FeedDescription;
 use crate::engine::playout_delay::PlayoutDelay;
+use crate::engine::{h264, rtp, vp8};
 use crate::ids::ParticipantKey;
 
 use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
 use super::repair_wait::RepairWait;
-use nack::NackGenerator;
+use layer::Layer;
 use packet_cache::PacketCache;
 
-/// At most one keyframe request per feed in this interval reaches the publisher: many
-/// subscribers losing the same frame must not make the encoder send a keyframe each.
-pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// The rid header extension (RFC 8852): which simulcast layer a packet belongs to.
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+
+/// The repaired-rid header extension: the layer a retransmission belongs to.
+pub const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 
 /// A published feed.
 #[derive(Debug)]
@@ -32,32 +37,28 @@ pub struct Feed {
     pub publisher: ParticipantKey,
     /// As declared by signalling.
     pub description: FeedDescription,
-    /// Reception statistics of the media SSRC.
-    pub recv: RecvStats,
+    /// Its streams: one, or one per simulcast layer, lowest quality first.
+    pub layers: Vec<Layer>,
     /// Subscribers.
     pub consumers: Vec<Consumer>,
     /// When the last packet arrived; None while the feed is stopped.
     pub last_packet_at: Option<Instant>,
-    /// When the last keyframe request was sent to the publisher.
-    pub last_keyframe_request: Option<Instant>,
-    /// Last sender report from the publisher: (NTP, RTP timestamp).
-    pub last_sr: Option<(u64, u32)>,
     /// The id of the MID header extension in this feed's packets, if negotiated.
     pub mid_extension: Option<u8>,
     /// The id of the transport-wide sequence number extension, if negotiated.
     pub twcc_extension: Option<u8>,
+    /// The ids of the rid and repaired-rid extensions, which name a simulcast feed's layers
+    /// in their first packets.
+    pub rid_extensions: (Option<u8>, Option<u8>),
     /// For a replica of a feed published on another core: where it comes from (its
     /// `publisher` is then [`ParticipantKey::REMOTE`]).
     pub origin: Option<FeedRoute>,
     /// For a feed published on this core: the other cores with subscribers of it.
     pub sinks: Vec<usize>,
-    /// What is missing of the publisher's stream and when to ask for it (a video feed on its
-    /// publisher's core, when the publisher answers NACKs).
-    pub nack: NackGenerator,
     /// The last packets, for subscribers' NACKs (video only).
     pub cache: PacketCache,
     /// The playout delay that leaves subscribers time for repairs from the publisher (with
-    /// `nack`, on the publisher's core).
+    /// the layers' NACKs, on the publisher's core).
     pub repair_wait: RepairWait,
 }
 
@@ -66,19 +67,18 @@ impl Feed {
     pub fn new(publisher: ParticipantKey, description: FeedDescription) -> Self {
         let mid_extension = mid_extension_of(&description);
         let twcc_extension = extension_of(&description, crate::engine::twcc::URI);
+        let rid_extensions = rid_extensions_of(&description);
         Feed {
             publisher,
+            layers: layers_of(&description),
             description,
-            recv: RecvStats::default(),
             consumers: Vec::new(),
             last_packet_at: None,
-            last_keyframe_request: None,
-            last_sr: None,
             mid_extension,
             twcc_extension,
+            rid_extensions,
             origin: None,
             sinks: Vec::new(),
-            nack: NackGenerator::default(),
             cache: PacketCache::default(),
             repair_wait: RepairWait::default(),
         }
@@ -97,15 +97,96 @@ impl Feed {
         self.origin.filter(|_| self.consumers.is_empty())
     }
 
-    /// Replace the description (a renegotiation).
+    /// Replace the description (a renegotiation). SSRCs learnt for simulcast layers stay
+    /// where the layers keep their rids: a browser keeps its SSRCs across renegotiations, and
+    /// no longer names them in its packets once it has had receiver reports for them.
     pub fn update(&mut self, description: FeedDescription) {
         self.mid_extension = mid_extension_of(&description);
         self.twcc_extension = extension_of(&description, crate::engine::twcc::URI);
+        self.rid_extensions = rid_extensions_of(&description);
+        let mut layers = layers_of(&description);
+        if description.simulcast.is_some() {
+            for layer in &mut layers {
+                if let Some(old) = self.layers.iter().find(|l| l.rid == layer.rid) {
+                    layer.ssrc = old.ssrc;
+                    layer.rtx_ssrc = old.rtx_ssrc;
+                }
+            }
+        }
+        self.layers = layers;
         self.description = description;
-        self.recv = RecvStats::default();
-        self.nack.reset();
         self.repair_wait.reset();
         self.cache.clear();
+    }
+
+    /// Which layer an SSRC belongs to, and whether it is that layer's RTX stream.
+    pub fn layer_of(&self, ssrc: u32) -> Option<(usize, bool)> {
+        self.layers.iter().enumerate().find_map(|(i, l)| {
+            if l.ssrc == Some(ssrc) {
+                Some((i, false))
+            } else if l.rtx_ssrc == Some(ssrc) {
+                Some((i, true))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The layer with rid `rid`.
+    pub fn layer_named(&self, rid: &[u8]) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|l| l.rid.as_deref().map(str::as_bytes) == Some(rid))
+    }
+
+    /// For a simulcast feed, the layer that a packet's cleartext header names with its MID
+    /// and rid, and whether the packet is on that layer's RTX stream (named by the repaired
+    /// rid). Read before the packet is authenticated: nothing may be kept from it until it is.
+    pub fn layer_named_in(&self, packet: &[u8]) -> Option<(usize, bool)> {
+        let simulcast = self.description.simulcast.as_ref()?;
+        let mid = rtp::extension(packet, self.mid_extension?)?;
+        if mid != simulcast.mid.as_bytes() {
+            return None;
+        }
+        let (rid, repaired) = self.rid_extensions;
+        if let Some(name) = rid.and_then(|id| rtp::extension(packet, id)) {
+            return Some((self.layer_named(name)?, false));
+        }
+        let name = rtp::extension(packet, repaired?)?;
+        Some((self.layer_named(name)?, true))
+    }
+
+    /// Whether `packet` (plaintext, with `header`) is the first of a keyframe, where its
+    /// codec is one the relay reads (VP8, H.264); false for any other.
+    pub fn starts_keyframe(&self, packet: &[u8], header: &rtp::RtpHeader) -> bool {
+        let payload = &packet[header.header_len..header.header_len + header.payload_len];
+        match self.description.codec_of(header.payload_type) {
+            Some(name) if name.eq_ignore_ascii_case("VP8") => {
+                vp8::parse(payload).is_some_and(|d| d.keyframe)
+            }
+            Some(name) if name.eq_ignore_ascii_case("H264") => h264::starts_keyframe(payload),
+            _ => false,
+        }
+    }
+
+    /// Timestamp `ts` of layer `layer` on the timeline of the lowest layer, through the two
+    /// layers' sender reports (each layer starts its timestamps at a random value, but all
+    /// are stamped from one capture clock); None until both have sent one.
+    pub fn reference_timestamp(&self, layer: usize, ts: u32) -> Option<u32> {
+        if layer == 0 {
+            return Some(ts);
+        }
+        let (sr_ntp, sr_ts) = self.layers.get(layer)?.last_sr?;
+        let base = self.layers[0].timestamp_at(sr_ntp, self.description.clock_rate)?;
+        Some(ts.wrapping_add(base.wrapping_sub(sr_ts)))
+    }
+
+    /// When the first layer has NACKs to send.
+    pub fn nack_timeout(&self) -> Option<Instant> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.nack.poll_timeout())
+            .min()
     }
 
     /// Whether the relay asks this feed's publisher for lost packets: video, published on this
@@ -117,8 +198,15 @@ impl Feed {
     /// The playout delay for subscribers of a packet that arrived at `now`, where the relay
     /// repairs the publisher's stream (see [`super::repair_wait`]).
     pub fn playout_delay(&self, now: Instant) -> Option<PlayoutDelay> {
-        self.generates_nacks()
-            .then(|| self.repair_wait.playout_delay(now, self.nack.repair_time()))
+        self.generates_nacks().then(|| {
+            let repair_time = self
+                .layers
+                .iter()
+                .map(|l| l.nack.repair_time())
+                .max()
+                .unwrap_or_default();
+            self.repair_wait.playout_delay(now, repair_time)
+        })
     }
 
     /// Whether the feed is video (only video is cached and repaired: a lost audio packet is
@@ -126,17 +214,24 @@ impl Feed {
     pub fn is_video(&self) -> bool {
         self.description.kind == crate::control::MediaKind::Video
     }
+}
 
-    /// Whether a keyframe request may be sent now; records it if so.
-    pub fn allow_keyframe_request(&mut self, now: Instant) -> bool {
-        match self.last_keyframe_request {
-            Some(at) if now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL => false,
-            _ => {
-                self.last_keyframe_request = Some(now);
-                true
-            }
-        }
+/// The streams a description declares: one per simulcast rid, else the one with its SSRCs.
+fn layers_of(d: &FeedDescription) -> Vec<Layer> {
+    match &d.simulcast {
+        Some(s) => s.rids.iter().cloned().map(Layer::named).collect(),
+        None => vec![Layer::declared(
+            d.ssrc.map(|s| s.0),
+            d.rtx_ssrc.map(|s| s.0),
+        )],
     }
+}
+
+/// The ids of the rid and repaired-rid extensions, each where it is negotiated with an id the
+/// one-byte form can carry.
+fn rid_extensions_of(d: &FeedDescription) -> (Option<u8>, Option<u8>) {
+    let one_byte = |uri| extension_of(d, uri).filter(|id| *id <= 14);
+    (one_byte(RID_URI), one_byte(REPAIRED_RID_URI))
 }
 
 /// The id of extension `uri` in the feed's packets, if negotiated with a valid id.
@@ -152,31 +247,4 @@ fn mid_extension_of(d: &FeedDescription) -> Option<u8> {
         .iter()
         .find(|e| e.uri == crate::control::MID_EXTENSION_URI && (1..=14).contains(&e.id))
         .map(|e| e.id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keyframe_requests_are_rate_limited() {
-        let t0 = Instant::now();
-        let mut f = Feed::new(
-            ParticipantKey(1),
-            FeedDescription {
-                feed_id: "f".into(),
-                kind: crate::control::MediaKind::Video,
-                ssrc: crate::ids::Ssrc(1),
-                clock_rate: 90_000,
-                payload_types: vec![],
-                header_extensions: vec![],
-                nack: false,
-                rtx_ssrc: None,
-                rtx_payload_types: vec![],
-            },
-        );
-        assert!(f.allow_keyframe_request(t0));
-        assert!(!f.allow_keyframe_request(t0 + Duration::from_millis(499)));
-        assert!(f.allow_keyframe_request(t0 + KEYFRAME_REQUEST_INTERVAL));
-    }
 }

@@ -11,6 +11,7 @@ use crate::error::ControlError;
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
 
 use crate::engine::bwe::BweConfig;
+use crate::sfu::consumer::layers::Layers;
 use crate::sfu::consumer::retransmit::Retransmits;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::FeedRoute;
@@ -219,8 +220,8 @@ impl Worker {
             }
         }
         // Its feeds, and every subscription to them.
-        for fkey in p.published.values() {
-            remove_feed(session, &mut self.participants, *fkey);
+        for fkey in p.feeds.clone() {
+            remove_feed(session, &mut self.participants, fkey);
         }
     }
 
@@ -255,11 +256,12 @@ impl Worker {
         // key_of found both.
         let session = self.sessions.get_mut(&skey).expect("session of key");
         let p = self.participants.get_mut(&key).expect("participant of key");
-        if description.rtx_ssrc == Some(description.ssrc) {
+        if description.rtx_ssrc.is_some() && description.rtx_ssrc == description.ssrc {
             return Err(ControlError::InvalidFeed {
                 reason: "the retransmission SSRC must differ from the media SSRC".into(),
             });
         }
+        check_layers(&description)?;
         if description
             .rtx_payload_types
             .iter()
@@ -283,17 +285,33 @@ impl Worker {
                 })
             }
             Some(feed) => {
-                for ssrc in feed.description.ssrcs() {
-                    p.published.remove(&ssrc);
-                }
-                p.published.extend(description.ssrcs().map(|s| (s, fkey)));
+                p.published.retain(|_, f| *f != fkey);
+                let layers_before = feed.layers.len();
+                feed.update(description);
+                let top = feed.layers.len().saturating_sub(1) as u8;
                 for c in &mut feed.consumers {
                     c.rewriter.request_resync();
+                    c.layers.reset();
+                    // Other layers than before: what was chosen among the old ones means
+                    // nothing among the new.
+                    if feed.layers.len() != layers_before {
+                        c.layers = Layers::new(top);
+                    }
                 }
-                feed.update(description);
+                // Declared, or learnt and kept for the same rids.
+                for layer in &feed.layers {
+                    p.published.extend(
+                        layer
+                            .ssrc
+                            .into_iter()
+                            .chain(layer.rtx_ssrc)
+                            .map(|s| (s, fkey)),
+                    );
+                }
             }
             None => {
                 p.published.extend(description.ssrcs().map(|s| (s, fkey)));
+                p.feeds.push(fkey);
                 session.feed_keys.insert(description.feed_id.clone(), fkey);
                 session.feeds.insert(fkey, Feed::new(key, description));
             }
@@ -389,13 +407,7 @@ impl Worker {
                 feed_id: feed_id.clone(),
             });
         }
-        if let Some(description) = remove_feed(session, &mut self.participants, fkey) {
-            if let Some(p) = self.participants.get_mut(&key) {
-                for ssrc in description.ssrcs() {
-                    p.published.remove(&ssrc);
-                }
-            }
-        }
+        remove_feed(session, &mut self.participants, fkey);
         Ok(())
     }
 
@@ -455,6 +467,8 @@ impl Worker {
         consumer.mid = options.mid.map(String::into_bytes);
         consumer.playout_delay_extension = options.playout_delay_extension;
         consumer.retransmits = Retransmits::new(rtx_ssrc, self.rng.random());
+        // The best layer, until something says the subscriber should have less.
+        consumer.layers = Layers::new(feed.layers.len().saturating_sub(1) as u8);
         if let Some(id) = options.transport_cc_extension {
             p.transport.enable_bwe(id, BweConfig::default());
             consumer.transport_wide = !(feed.is_video() && rtx_ssrc.is_none());
@@ -474,6 +488,38 @@ impl Worker {
         Ok(info)
     }
 
+    /// The subscription of `uid` to `feed_id`: the keys of its session and feed, and the
+    /// index of its consumer in the feed.
+    fn subscription(
+        &self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+    ) -> Result<(SessionKey, ParticipantKey, FeedKey, usize), ControlError> {
+        let (skey, key) = self.key_of(sid, uid)?;
+        let not_subscribed = || ControlError::NotSubscribed {
+            uid: uid.clone(),
+            feed_id: feed_id.clone(),
+        };
+        let session = &self.sessions[&skey];
+        let fkey = *session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
+        let feed = session.feeds.get(&fkey).ok_or_else(not_subscribed)?;
+        let index = feed
+            .consumers
+            .iter()
+            .position(|c| c.subscriber == key)
+            .ok_or_else(not_subscribed)?;
+        Ok((skey, key, fkey, index))
+    }
+
+    /// A feed that [`Self::subscription`] found.
+    fn feed_mut(&mut self, skey: SessionKey, fkey: FeedKey) -> &mut Feed {
+        self.sessions
+            .get_mut(&skey)
+            .and_then(|s| s.feeds.get_mut(&fkey))
+            .expect("a feed that was just found")
+    }
+
     /// Change a subscription to what the subscriber's answer accepted of its offer: a
     /// subscriber that left RTX or the playout-delay extension out of its answer gets plain
     /// retransmissions or no playout delay. Nothing can be added that the offer did not have:
@@ -485,22 +531,11 @@ impl Worker {
         feed_id: &FeedId,
         options: SubscribeOptions,
     ) -> Result<(), ControlError> {
-        let (skey, key) = self.key_of(sid, uid)?;
+        let (skey, key, fkey, index) = self.subscription(sid, uid, feed_id)?;
         check_extension_ids(&options)?;
-        // key_of found the participant in this session.
-        let session = self.sessions.get_mut(&skey).expect("session of key");
-        let not_subscribed = || ControlError::NotSubscribed {
-            uid: uid.clone(),
-            feed_id: feed_id.clone(),
-        };
-        let fkey = session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
-        let feed = session.feeds.get_mut(fkey).ok_or_else(not_subscribed)?;
+        let feed = self.feed_mut(skey, fkey);
         let video = feed.is_video();
-        let c = feed
-            .consumers
-            .iter_mut()
-            .find(|c| c.subscriber == key)
-            .ok_or_else(not_subscribed)?;
+        let c = &mut feed.consumers[index];
         if options.mid.map(String::into_bytes) != c.mid {
             return Err(ControlError::InvalidSubscription {
                 reason: "the mid of a subscription cannot change".into(),
@@ -511,13 +546,7 @@ impl Worker {
                 reason: "the subscription has no RTX stream to turn on".into(),
             });
         }
-        if !options.rtx {
-            if let Some(rtx) = c.retransmits.rtx_ssrc.take() {
-                if let Some(p) = self.participants.get_mut(&key) {
-                    p.subscriptions.remove(&rtx);
-                }
-            }
-        }
+        let dropped_rtx = c.retransmits.rtx_ssrc.take_if(|_| !options.rtx);
         c.playout_delay_extension = options.playout_delay_extension;
         // Numbers stop where the answer left the extension out, or where repairs will now be
         // plain retransmissions (which must repeat the first packet exactly).
@@ -527,6 +556,31 @@ impl Worker {
             // What was sent before this went out with elements (or a playout delay) the
             // packets no longer get: it cannot be repeated exactly.
             c.rewriter.forget_sent();
+        }
+        if let (Some(rtx), Some(p)) = (dropped_rtx, self.participants.get_mut(&key)) {
+            p.subscriptions.remove(&rtx);
+        }
+        Ok(())
+    }
+
+    /// The best simulcast layer `uid` should receive of feed `feed_id` (0 the lowest; one past
+    /// the top means the top). A switch happens at the next keyframe of a layer closer to it,
+    /// which is asked for now.
+    pub fn set_max_layer(
+        &mut self,
+        now: Instant,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+        layer: u8,
+    ) -> Result<(), ControlError> {
+        let (skey, _, fkey, index) = self.subscription(sid, uid, feed_id)?;
+        let feed = self.feed_mut(skey, fkey);
+        let top = feed.layers.len().saturating_sub(1) as u8;
+        let c = &mut feed.consumers[index];
+        c.layers.set_target(layer.min(top));
+        if let Some(wanted) = c.layers.awaiting_keyframe() {
+            self.keyframe_request(now, skey, fkey, Some(usize::from(wanted)), false);
         }
         Ok(())
     }
@@ -542,7 +596,7 @@ impl Worker {
         let skey = self.session_key(sid)?;
         let session = self.sessions.get_mut(&skey).expect("session_key found it");
         let fkey = session.feed_key(sid, feed_id)?;
-        self.keyframe_request(now, skey, fkey, false);
+        self.keyframe_request(now, skey, fkey, None, false);
         Ok(())
     }
 
@@ -553,20 +607,9 @@ impl Worker {
         uid: &Uid,
         feed_id: &FeedId,
     ) -> Result<(), ControlError> {
-        let (skey, key) = self.key_of(sid, uid)?;
-        let session = self.sessions.get_mut(&skey).expect("session of key");
-        let not_subscribed = || ControlError::NotSubscribed {
-            uid: uid.clone(),
-            feed_id: feed_id.clone(),
-        };
-        let fkey = session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
-        let feed = session.feeds.get_mut(fkey).ok_or_else(not_subscribed)?;
-        let pos = feed
-            .consumers
-            .iter()
-            .position(|c| c.subscriber == key)
-            .ok_or_else(not_subscribed)?;
-        let c = feed.consumers.swap_remove(pos);
+        let (skey, key, fkey, index) = self.subscription(sid, uid, feed_id)?;
+        let feed = self.feed_mut(skey, fkey);
+        let c = feed.consumers.swap_remove(index);
         if let Some(p) = self.participants.get_mut(&key) {
             for ssrc in c.ssrcs() {
                 p.subscriptions.remove(&ssrc);
@@ -593,6 +636,48 @@ fn check_extension_ids(options: &SubscribeOptions) -> Result<(), ControlError> {
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A feed has either a declared SSRC or simulcast layers named by rid (1 to
+/// [`crate::control::MAX_LAYERS`], distinct, each a valid RFC 8851 rid), and simulcast only on
+/// video.
+fn check_layers(d: &crate::control::FeedDescription) -> Result<(), ControlError> {
+    let invalid = |reason: &str| {
+        Err(ControlError::InvalidFeed {
+            reason: reason.into(),
+        })
+    };
+    let Some(simulcast) = &d.simulcast else {
+        if d.ssrc.is_none() {
+            return invalid("a feed without simulcast needs its ssrc");
+        }
+        return Ok(());
+    };
+    if d.ssrc.is_some() || d.rtx_ssrc.is_some() {
+        return invalid("a simulcast feed's SSRCs are learnt from its packets, not declared");
+    }
+    if d.kind != crate::control::MediaKind::Video {
+        return invalid("simulcast is for video");
+    }
+    let rids = &simulcast.rids;
+    if rids.is_empty() || rids.len() > crate::control::MAX_LAYERS {
+        return invalid("a simulcast feed has 1 to 4 layers");
+    }
+    let valid = |r: &String| {
+        (1..=16).contains(&r.len())
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !rids.iter().all(valid) {
+        return invalid("a rid is 1 to 16 letters, digits, '-' or '_'");
+    }
+    if (1..rids.len()).any(|i| rids[..i].contains(&rids[i])) {
+        return invalid("the rids of a simulcast feed must differ");
+    }
+    if simulcast.mid.is_empty() || simulcast.mid.len() > 16 {
+        return invalid("a simulcast feed's mid is 1 to 16 bytes");
     }
     Ok(())
 }

@@ -43,7 +43,8 @@ impl Worker {
         let skey = p.session;
         let feeds: Vec<FeedKey> = p.subscriptions.values().copied().collect();
         for fkey in feeds {
-            self.keyframe_request(now, skey, fkey, true);
+            let layer = self.wanted_layer(skey, fkey, key);
+            self.keyframe_request(now, skey, fkey, layer, true);
         }
         self.arm(key, next);
     }

@@ -3,11 +3,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::control::FeedDescription;
 use crate::engine::playout_delay::PlayoutDelay;
+use crate::engine::vp8::{self, Vp8Descriptor};
 use crate::engine::{rtp, rtx};
 use crate::ids::ParticipantKey;
 use crate::stats::CoreStats;
 
+use crate::sfu::consumer::layers::Forward;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::RtpInfo;
 use crate::sfu::feed::packet_cache::Cached;
@@ -30,7 +33,8 @@ struct Outbox<'a> {
 
 impl Outbox<'_> {
     /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core);
-    /// `timer` is the feed's inactivity timer.
+    /// `timer` is the feed's inactivity timer. Returns a layer that a subscriber waits for a
+    /// keyframe of, to ask the publisher for one.
     fn fan_out(
         &mut self,
         now: Instant,
@@ -38,11 +42,12 @@ impl Outbox<'_> {
         feed: &mut Feed,
         plain: &[u8],
         info: RtpInfo,
-    ) {
+    ) -> Option<u8> {
         if feed.last_packet_at.is_none() {
             // (Re)started: every subscriber's stream continues from where it was.
             for c in &mut feed.consumers {
                 c.rewriter.request_resync();
+                c.layers.reset();
             }
             // Armed once per start, not per packet: when it fires, the feed's last packet
             // says whether it stopped or when to look again.
@@ -53,18 +58,42 @@ impl Outbox<'_> {
             feed.cache
                 .insert(info.ssrc, info.sequence, plain, info.playout_delay);
         }
+        let simulcast = feed.layers.len() > 1;
+        // Where a switch between VP8 layers must renumber pictures: the descriptor.
+        let vp8 = simulcast
+            .then(|| vp8_descriptor(&feed.description, plain))
+            .flatten();
+        let mut keyframe_wanted = None;
         let clock_rate = feed.description.clock_rate;
         for c in &mut feed.consumers {
             let Some(sub) = self.participants.get_mut(&c.subscriber) else {
                 continue;
             };
-            let number = sub
-                .transport
-                .next_transport_sequence()
-                .filter(|_| c.transport_wide);
-            let Some((dst, srtp)) = sub.transport.media_out() else {
+            if sub.transport.media_destination().is_none() {
                 continue;
-            };
+            }
+            if simulcast {
+                match c.layers.handle_packet(info.layer, info.keyframe) {
+                    Forward::Drop => {
+                        if c.layers.awaiting_keyframe() == Some(info.layer) {
+                            keyframe_wanted = Some(info.layer);
+                        }
+                        self.stats.rtp_other_layer += 1;
+                        continue;
+                    }
+                    Forward::Switch => {
+                        self.stats.layer_switches += u64::from(c.layers.switches() > 0);
+                        // The new layer's timestamps continue the subscriber's timeline
+                        // where the sender reports tell how the layers' clocks relate.
+                        if let (Some(r), Some(offset)) =
+                            (info.reference_timestamp, c.reference_offset)
+                        {
+                            c.rewriter.anchor_timestamp(r.wrapping_add(offset));
+                        }
+                    }
+                    Forward::Send => {}
+                }
+            }
             let Some((seq, ts)) =
                 c.rewriter
                     .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate)
@@ -72,10 +101,23 @@ impl Outbox<'_> {
                 self.stats.rtp_copies_not_sent += 1;
                 continue;
             };
+            if let Some(r) = info.reference_timestamp {
+                c.reference_offset = Some(ts.wrapping_sub(r));
+            }
+            let number = sub
+                .transport
+                .next_transport_sequence()
+                .filter(|_| c.transport_wide);
+            let Some((dst, srtp)) = sub.transport.media_out() else {
+                continue;
+            };
             let mut out = self.pool.take();
             let delay = c.playout_delay(now, info.playout_delay);
             copy_for(plain, feed.mid_extension, c, delay, number, &mut out);
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
+            if let Some(d) = &vp8 {
+                renumber_pictures(c, info.ssrc, d, &mut out);
+            }
             match srtp.protect_rtp(&mut out) {
                 Ok(()) => {
                     c.packets_sent = c.packets_sent.wrapping_add(1);
@@ -94,6 +136,7 @@ impl Outbox<'_> {
                 }
             }
         }
+        keyframe_wanted
     }
 }
 
@@ -147,6 +190,11 @@ impl Outbox<'_> {
         copy_for(cached, feed.mid_extension, c, delay, number, &mut out);
         let ts = header.timestamp.wrapping_add(original.ts_offset);
         rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
+        if feed.layers.len() > 1 {
+            if let Some(d) = vp8_descriptor(&feed.description, cached) {
+                renumber_pictures(c, original.ssrc, &d, &mut out);
+            }
+        }
         if let Some((rtx_ssrc, rtx_pt)) = as_rtx {
             let mut rtx = self.pool.take();
             let seq = c.retransmits.next_rtx_seq();
@@ -250,8 +298,32 @@ impl Worker {
             timers: &mut self.timers,
             inactivity: self.config.feed_inactivity,
         };
-        out.fan_out(now, Timer::Feed(skey, fkey), feed, plain, info);
+        if let Some(layer) = out.fan_out(now, Timer::Feed(skey, fkey), feed, plain, info) {
+            self.keyframe_request(now, skey, fkey, Some(usize::from(layer)), false);
+        }
         true
+    }
+}
+
+/// The VP8 payload descriptor of `packet` (plaintext), where feed `feed` sends it as VP8.
+fn vp8_descriptor(feed: &FeedDescription, packet: &[u8]) -> Option<Vp8Descriptor> {
+    let header = rtp::parse(packet)?;
+    let codec = feed.codec_of(header.payload_type)?;
+    if !codec.eq_ignore_ascii_case("VP8") {
+        return None;
+    }
+    vp8::parse(&packet[header.header_len..header.header_len + header.payload_len])
+}
+
+/// Write consumer `c`'s continuous picture numbers into `out`, its copy of a packet of layer
+/// `ssrc` whose VP8 descriptor is `d` (the copy's extensions differ from the original's, so
+/// its payload starts elsewhere; the payload itself is the same).
+fn renumber_pictures(c: &mut Consumer, ssrc: u32, d: &Vp8Descriptor, out: &mut [u8]) {
+    let Some((picture_id, tl0)) = c.picture_ids.map(ssrc, d) else {
+        return;
+    };
+    if let Some(h) = rtp::parse(out) {
+        vp8::rewrite(&mut out[h.header_len..], d, picture_id, tl0);
     }
 }
 

@@ -154,9 +154,27 @@ impl Worker {
         )?;
         let srtp = p.transport.srtp_mut().ok_or(DropReason::SrtpNotReady)?;
         // Route by the cleartext SSRC before decrypting, so that undeclared SSRCs cost no
-        // crypto and create no SRTP state.
+        // crypto and create no SRTP state: only a declared SSRC, or one whose cleartext header
+        // names a simulcast layer of one of the participant's feeds that is still to be learnt.
         let ssrc = rtp::peek_ssrc(datagram).ok_or(DropReason::RtpMalformed)?;
-        let fkey = *p.published.get(&ssrc).ok_or(DropReason::RtpUnknownSsrc)?;
+        // `published` and `feeds` only name feeds that exist in the participant's session.
+        let skey = p.session;
+        let session = self
+            .sessions
+            .get_mut(&skey)
+            .expect("session of participant");
+        let (fkey, learning) = match p.published.get(&ssrc) {
+            Some(&fkey) => (fkey, None),
+            None => {
+                let (fkey, layer, rtx) = p
+                    .feeds
+                    .iter()
+                    .find_map(|&f| Some(f).zip(session.feeds[&f].layer_named_in(datagram)))
+                    .map(|(f, (layer, rtx))| (f, layer, rtx))
+                    .ok_or(DropReason::RtpUnknownSsrc)?;
+                (fkey, Some((layer, rtx)))
+            }
+        };
         // The SRTP library parses the cleartext header itself and trusts its length fields.
         rtp::header_len(datagram).ok_or(DropReason::RtpMalformed)?;
         let mut plain = self.pool.take();
@@ -168,19 +186,24 @@ impl Worker {
             self.pool.give(plain);
             return Err(DropReason::RtpMalformed);
         };
-        // `published` only names feeds that exist in the participant's session.
-        let skey = p.session;
-        let session = self
-            .sessions
-            .get_mut(&skey)
-            .expect("session of participant");
         let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
+        if let Some((layer, rtx)) = learning {
+            // Authentic: the SSRC is the layer's from now on (a browser that changes one
+            // replaces it; the layer keeps at most one of each).
+            let l = &mut feed.layers[layer];
+            let slot = if rtx { &mut l.rtx_ssrc } else { &mut l.ssrc };
+            if let Some(old) = slot.replace(ssrc) {
+                p.published.remove(&old);
+            }
+            p.published.insert(ssrc, fkey);
+            self.stats.simulcast_ssrcs_learnt += 1;
+        }
+        // Declared or learnt above.
+        let (layer, on_rtx) = feed.layer_of(ssrc).expect("ssrc of a layer");
         let desc = &feed.description;
-        // On the feed's RTX stream: the payload type it repairs.
-        let repair_of = desc
-            .rtx_ssrc
-            .filter(|s| s.0 == ssrc)
-            .map(|_| desc.apt_of(header.payload_type));
+        let media_ssrc = feed.layers[layer].ssrc;
+        // On a layer's RTX stream: the payload type it repairs.
+        let repair_of = on_rtx.then(|| desc.apt_of(header.payload_type));
         let accepted = match repair_of {
             Some(apt) => apt.is_some(),
             None => {
@@ -201,21 +224,29 @@ impl Worker {
                 self.timers.arm(Timer::Participant(key), at);
             }
         }
-        let nack_due = feed.nack.poll_timeout();
+        let nack_due = feed.nack_timeout();
+        let generates_nacks = feed.generates_nacks();
+        let stream = &mut feed.layers[layer];
         if let Some(Some(apt)) = repair_of {
+            // A repair is rebuilt under its layer's media SSRC, which an RTX stream learnt
+            // first does not know yet.
+            let Some(media_ssrc) = media_ssrc else {
+                self.pool.give(plain);
+                return Err(DropReason::RtpUnknownSsrc);
+            };
             let mut original = self.pool.take();
-            let unwrapped = rtx::unwrap(&plain, apt, desc.ssrc.0, &mut original);
+            let unwrapped = rtx::unwrap(&plain, apt, media_ssrc, &mut original);
             self.pool.give(std::mem::replace(&mut plain, original));
             match unwrapped {
                 Some(Unwrapped::Repair { original_sequence }) => {
                     self.stats.rtx_received += 1;
-                    if feed.generates_nacks() {
-                        feed.nack.handle_packet(now, original_sequence);
+                    if generates_nacks {
+                        stream.nack.handle_packet(now, original_sequence);
                     }
                     // Whether the relay asked for it or not: Chromium's probes resend recent
                     // packets too, and one whose original was lost is as good as a repair.
                     // Only what was forwarded already (or is too old) is dropped.
-                    if !feed.cache.is_news(desc.ssrc.0, original_sequence) {
+                    if !feed.cache.is_news(media_ssrc, original_sequence) {
                         self.stats.rtx_redundant += 1;
                         self.pool.give(plain);
                         return Ok(());
@@ -239,16 +270,18 @@ impl Worker {
             };
             header = rebuilt;
         } else {
-            if feed.generates_nacks() {
-                feed.nack.handle_packet(now, header.sequence);
+            if generates_nacks {
+                stream.nack.handle_packet(now, header.sequence);
             }
+            stream.last_packet_at = Some(now);
             // Receiver reports describe the path: repairs are not counted as received.
             let arrival = (now.saturating_duration_since(self.epoch).as_secs_f64()
                 * feed.description.clock_rate as f64) as i64;
-            feed.recv
+            stream
+                .recv
                 .on_packet(header.sequence, header.timestamp, arrival);
         }
-        if let Some(at) = feed.nack.poll_timeout() {
+        if let Some(at) = feed.nack_timeout() {
             if nack_due.is_none_or(|was| at < was) {
                 self.timers.arm(Timer::Repair(skey, fkey), at);
             }
@@ -267,6 +300,9 @@ impl Worker {
             timestamp: header.timestamp,
             payload_len: header.payload_len,
             playout_delay: feed.playout_delay(now),
+            layer: layer as u8,
+            keyframe: feed.starts_keyframe(&plain, &header),
+            reference_timestamp: feed.reference_timestamp(layer, header.timestamp),
         };
         self.fan_out(now, skey, fkey, &plain, info);
         // fan_out found it.
@@ -308,22 +344,39 @@ impl Worker {
             }
             CrossCore::KeyframeRequest {
                 route,
+                layer,
                 bypass_limit,
             } => {
                 if route.core == self.config.core {
-                    self.keyframe_request(now, route.session, route.feed, bypass_limit);
+                    let layer = layer.map(usize::from);
+                    self.keyframe_request(now, route.session, route.feed, layer, bypass_limit);
                 }
             }
         }
     }
 
-    /// Ask a feed's publisher for a keyframe: directly when it is on this core, through its
-    /// origin core for a replica. Rate-limited per feed unless `bypass_limit`.
+    /// The layer of feed `fkey` that `subscriber` decodes, or waits to: the one a keyframe is
+    /// wanted of when it asks for one.
+    pub(super) fn wanted_layer(
+        &self,
+        skey: SessionKey,
+        fkey: FeedKey,
+        subscriber: ParticipantKey,
+    ) -> Option<usize> {
+        let feed = self.sessions.get(&skey)?.feeds.get(&fkey)?;
+        let c = feed.consumers.iter().find(|c| c.subscriber == subscriber)?;
+        Some(usize::from(c.layers.current().unwrap_or(c.layers.target())))
+    }
+
+    /// Ask a feed's publisher for a keyframe of `layer` (None: of every layer): directly when
+    /// it is on this core, through its origin core for a replica. Rate-limited per layer
+    /// unless `bypass_limit`.
     pub(super) fn keyframe_request(
         &mut self,
         now: Instant,
         skey: SessionKey,
         fkey: FeedKey,
+        layer: Option<usize>,
         bypass_limit: bool,
     ) {
         let Some(feed) = self
@@ -333,24 +386,34 @@ impl Worker {
         else {
             return;
         };
-        if bypass_limit {
-            feed.last_keyframe_request = Some(now);
-        } else if !feed.allow_keyframe_request(now) {
-            self.stats.keyframe_requests_suppressed += 1;
-            return;
-        }
-        match feed.origin {
-            Some(route) => self.outputs.push_back(Output::CrossCore {
-                core: route.core,
-                message: CrossCore::KeyframeRequest {
-                    route,
-                    bypass_limit,
-                },
-            }),
-            None => {
-                let (publisher, ssrc) = (feed.publisher, feed.description.ssrc.0);
-                self.send_pli(publisher, ssrc);
+        let layers = match layer {
+            Some(l) => l..(l + 1).min(feed.layers.len()),
+            None => 0..feed.layers.len(),
+        };
+        let mut plis = Vec::new();
+        for l in layers {
+            let stream = &mut feed.layers[l];
+            if bypass_limit {
+                stream.last_keyframe_request = Some(now);
+            } else if !stream.allow_keyframe_request(now) {
+                self.stats.keyframe_requests_suppressed += 1;
+                continue;
             }
+            match feed.origin {
+                Some(route) => self.outputs.push_back(Output::CrossCore {
+                    core: route.core,
+                    message: CrossCore::KeyframeRequest {
+                        route,
+                        layer: Some(l as u8),
+                        bypass_limit,
+                    },
+                }),
+                None => plis.extend(stream.ssrc),
+            }
+        }
+        let publisher = feed.publisher;
+        for ssrc in plis {
+            self.send_pli(publisher, ssrc);
         }
     }
 
@@ -422,14 +485,17 @@ impl Worker {
                 ntp,
                 rtp_time,
             } => {
-                if let Some(feed) = p
+                let Some(feed) = p
                     .published
                     .get(&ssrc)
                     .and_then(|f| session.feeds.get_mut(f))
-                    .filter(|f| f.description.ssrc.0 == ssrc)
-                {
-                    feed.recv.on_sender_report(ntp, now);
-                    feed.last_sr = Some((ntp, rtp_time));
+                else {
+                    return;
+                };
+                if let Some((layer, false)) = feed.layer_of(ssrc) {
+                    let stream = &mut feed.layers[layer];
+                    stream.recv.on_sender_report(ntp, now);
+                    stream.last_sr = Some((ntp, rtp_time));
                 }
             }
             Feedback::KeyframeRequest { media_ssrc } => {
@@ -437,7 +503,8 @@ impl Worker {
                     return;
                 };
                 let skey = p.session;
-                self.keyframe_request(now, skey, fkey, false);
+                let layer = self.wanted_layer(skey, fkey, key);
+                self.keyframe_request(now, skey, fkey, layer, false);
             }
             Feedback::Nack { media_ssrc, entry } => {
                 self.answer_nack(now, key, media_ssrc, entry.sequences());
@@ -457,9 +524,11 @@ impl Worker {
                 let Some(rtt) = block.rtt(arrival) else {
                     return;
                 };
-                for fkey in p.published.values() {
+                for fkey in &p.feeds {
                     if let Some(feed) = session.feeds.get_mut(fkey) {
-                        feed.nack.set_rtt(rtt);
+                        for layer in &mut feed.layers {
+                            layer.nack.set_rtt(rtt);
+                        }
                     }
                 }
             }
@@ -486,26 +555,42 @@ impl Worker {
         }
     }
 
-    /// Ask the publisher of feed `fkey` for the packets it is missing now; returns when to
-    /// ask again, if anything is still missing.
+    /// Ask the publisher of feed `fkey` for the packets it is missing now, on each layer;
+    /// returns when to ask again, if anything is still missing.
     pub(super) fn send_nacks(
         &mut self,
         now: Instant,
         skey: SessionKey,
         fkey: FeedKey,
     ) -> Option<Instant> {
+        let layers = self.sessions.get(&skey)?.feeds.get(&fkey)?.layers.len();
+        for layer in 0..layers {
+            self.send_layer_nacks(now, skey, fkey, layer);
+        }
+        self.sessions.get(&skey)?.feeds.get(&fkey)?.nack_timeout()
+    }
+
+    /// What [`Self::send_nacks`] does for one layer.
+    fn send_layer_nacks(
+        &mut self,
+        now: Instant,
+        skey: SessionKey,
+        fkey: FeedKey,
+        layer: usize,
+    ) -> Option<()> {
         let feed = self.sessions.get_mut(&skey)?.feeds.get_mut(&fkey)?;
+        let stream = &mut feed.layers[layer];
+        let media_ssrc = stream.ssrc?;
         let mut seqs = std::mem::take(&mut self.nack_seqs);
         let mut entries = std::mem::take(&mut self.nack_entries);
         seqs.clear();
         entries.clear();
-        feed.nack.poll_nacks(now, &mut seqs);
+        stream.nack.poll_nacks(now, &mut seqs);
         if !seqs.is_empty() {
             feed.repair_wait.handle_request(now);
         }
         nack::pack(&seqs, &mut entries);
-        let next = feed.nack.poll_timeout();
-        let (publisher, media_ssrc) = (feed.publisher, feed.description.ssrc.0);
+        let publisher = feed.publisher;
         if let Some(p) = self
             .participants
             .get_mut(&publisher)
@@ -541,7 +626,7 @@ impl Worker {
         }
         self.nack_seqs = seqs;
         self.nack_entries = entries;
-        next
+        Some(())
     }
 
     pub(super) fn send_pli(&mut self, publisher: ParticipantKey, media_ssrc: u32) {

@@ -333,6 +333,10 @@ fn remove_feed(
 ) -> Option<crate::control::FeedDescription> {
     let feed = session.feeds.remove(&fkey)?;
     session.feed_keys.remove(&feed.description.feed_id);
+    if let Some(p) = participants.get_mut(&feed.publisher) {
+        p.published.retain(|_, f| *f != fkey);
+        p.feeds.retain(|f| *f != fkey);
+    }
     for c in feed.consumers {
         if let Some(sub) = participants.get_mut(&c.subscriber) {
             for ssrc in c.ssrcs() {

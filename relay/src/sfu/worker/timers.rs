@@ -165,9 +165,13 @@ impl Worker {
         }
         // Receiver reports for what this participant publishes (31 blocks per packet).
         let mut blocks = Vec::new();
-        for (ssrc, fkey) in &p.published {
+        for fkey in &p.feeds {
             if let Some(feed) = session.feeds.get_mut(fkey) {
-                blocks.extend(feed.recv.report(*ssrc, now));
+                for layer in &mut feed.layers {
+                    if let Some(ssrc) = layer.ssrc {
+                        blocks.extend(layer.recv.report(ssrc, now));
+                    }
+                }
             }
         }
         for chunk in blocks.chunks(31) {
@@ -192,7 +196,7 @@ impl Worker {
                 }],
             }));
         }
-        if !p.published.is_empty() {
+        if !p.feeds.is_empty() {
             xr.push(Box::new(ReceiverReferenceTimeReportBlock {
                 ntp_timestamp: ntp,
             }));

@@ -1,0 +1,171 @@
+//! Which simulcast layer of a feed one subscriber receives.
+//!
+//! A subscriber can only start decoding a layer at one of its keyframes, so a switch is
+//! decided at once but made at the next keyframe of a layer that is closer to the target:
+//! until then the current layer goes on. Nothing is sent before the first keyframe, of the
+//! target or of any layer below it (a subscriber that waited for the target alone would see
+//! nothing while the publisher does not send it). A feed without simulcast has one layer and
+//! never switches.
+
+/// The layer choice of one subscription.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// The layer being forwarded; None until the first keyframe.
+    current: Option<u8>,
+    /// The layer wanted.
+    target: u8,
+    /// Switches made.
+    switches: u32,
+}
+
+/// What to do with a packet of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Not the subscriber's layer: dropped.
+    Drop,
+    /// The current layer's: sent.
+    Send,
+    /// The first packet of the layer switched to: sent, after the subscriber's stream has
+    /// been re-anchored on it.
+    Switch,
+}
+
+impl Layers {
+    /// A subscription that wants `target` (0 for a feed without simulcast).
+    pub fn new(target: u8) -> Self {
+        Layers {
+            target,
+            ..Layers::default()
+        }
+    }
+
+    /// Want `layer` from now on.
+    pub fn set_target(&mut self, layer: u8) {
+        self.target = layer;
+    }
+
+    /// The layer wanted.
+    pub fn target(&self) -> u8 {
+        self.target
+    }
+
+    /// The layer forwarded, if any has started yet.
+    pub fn current(&self) -> Option<u8> {
+        self.current
+    }
+
+    /// Switches made so far.
+    pub fn switches(&self) -> u32 {
+        self.switches
+    }
+
+    /// The layer a keyframe is awaited from, to ask the publisher for one: the target, while
+    /// something else (or nothing) is forwarded.
+    pub fn awaiting_keyframe(&self) -> Option<u8> {
+        (self.current != Some(self.target)).then_some(self.target)
+    }
+
+    /// A packet of `layer` that starts a keyframe or not.
+    pub fn handle_packet(&mut self, layer: u8, keyframe: bool) -> Forward {
+        let Some(current) = self.current else {
+            if keyframe && layer <= self.target {
+                self.current = Some(layer);
+                return Forward::Switch;
+            }
+            return Forward::Drop;
+        };
+        if layer == current {
+            return Forward::Send;
+        }
+        let closer = if self.target > current {
+            layer > current && layer <= self.target
+        } else {
+            layer < current && layer >= self.target
+        };
+        if keyframe && closer {
+            self.current = Some(layer);
+            self.switches += 1;
+            return Forward::Switch;
+        }
+        Forward::Drop
+    }
+
+    /// Start again from nothing (the feed restarted): wait for a keyframe.
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn starts_at_a_keyframe_at_or_below_the_target_and_climbs_to_it() {
+        let mut l = Layers::new(2);
+        assert_eq!(l.awaiting_keyframe(), Some(2));
+        assert_eq!(l.handle_packet(2, false), Forward::Drop);
+        // Layer 0's keyframe comes first: better than nothing.
+        assert_eq!(l.handle_packet(0, true), Forward::Switch);
+        assert_eq!(l.handle_packet(0, false), Forward::Send);
+        assert_eq!(l.handle_packet(2, false), Forward::Drop);
+        assert_eq!(l.handle_packet(1, false), Forward::Drop);
+        // Then layer 2's.
+        assert_eq!(l.handle_packet(2, true), Forward::Switch);
+        assert_eq!(l.current(), Some(2));
+        assert_eq!(l.awaiting_keyframe(), None);
+        assert_eq!(l.handle_packet(0, false), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true), Forward::Drop);
+        assert_eq!(l.switches(), 1);
+    }
+
+    #[test]
+    fn a_switch_down_waits_for_a_keyframe_of_a_lower_layer() {
+        let mut l = Layers::new(2);
+        assert_eq!(l.handle_packet(2, true), Forward::Switch);
+        l.set_target(0);
+        assert_eq!(l.awaiting_keyframe(), Some(0));
+        // Until then the current layer goes on.
+        assert_eq!(l.handle_packet(2, false), Forward::Send);
+        assert_eq!(l.handle_packet(0, false), Forward::Drop);
+        assert_eq!(l.handle_packet(1, true), Forward::Switch);
+        assert_eq!(l.handle_packet(2, true), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true), Forward::Switch);
+        assert_eq!(l.current(), Some(0));
+        assert_eq!(l.switches(), 2);
+        // A restart waits for a keyframe again.
+        l.reset();
+        assert_eq!(l.handle_packet(0, false), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true), Forward::Switch);
+    }
+
+    proptest! {
+        /// Whatever the packets and targets, a layer is entered only at a keyframe, never
+        /// above the target it was entered for, and only the current layer is sent.
+        #[test]
+        fn only_keyframes_enter_a_layer(
+            events in proptest::collection::vec((0u8..3, any::<bool>(), proptest::option::of(0u8..3)), 1..200)
+        ) {
+            let mut l = Layers::new(2);
+            for (layer, keyframe, retarget) in events {
+                if let Some(t) = retarget {
+                    l.set_target(t);
+                }
+                let before = l.current();
+                match l.handle_packet(layer, keyframe) {
+                    Forward::Drop => prop_assert_eq!(l.current(), before),
+                    Forward::Send => {
+                        prop_assert_eq!(before, Some(layer));
+                    }
+                    Forward::Switch => {
+                        prop_assert!(keyframe);
+                        prop_assert_eq!(l.current(), Some(layer));
+                        prop_assert_ne!(before, Some(layer));
+                        prop_assert!(before.is_some() || layer <= l.target());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! One RTP stream a publisher sends for a feed: the whole feed, or one layer of a simulcast
+//! feed (mediasoup's RtpStreamRecv). Each has its own SSRCs, sequence numbers, timestamps and
+//! sender reports, so each has its own reception statistics, losses to ask for and keyframe
+//! requests.
+
+use std::time::{Duration, Instant};
+
+use super::nack::NackGenerator;
+use super::RecvStats;
+
+/// At most one keyframe request per layer in this interval reaches the publisher: many
+/// subscribers losing the same frame must not make the encoder send a keyframe each.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One stream of a feed.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    /// Its rid, for a simulcast layer.
+    pub rid: Option<String>,
+    /// The media SSRC: declared by signalling, or learnt from the layer's first packets.
+    pub ssrc: Option<u32>,
+    /// The SSRC of its retransmissions, likewise.
+    pub rtx_ssrc: Option<u32>,
+    /// Reception statistics of the media SSRC, for receiver reports.
+    pub recv: RecvStats,
+    /// What is missing of it and when to ask for it.
+    pub nack: NackGenerator,
+    /// Its last sender report: (NTP, RTP timestamp).
+    pub last_sr: Option<(u64, u32)>,
+    /// When a keyframe was last asked for.
+    pub last_keyframe_request: Option<Instant>,
+    /// When its last media packet arrived.
+    pub last_packet_at: Option<Instant>,
+}
+
+impl Layer {
+    /// A stream with declared SSRCs (a feed without simulcast).
+    pub fn declared(ssrc: Option<u32>, rtx_ssrc: Option<u32>) -> Self {
+        Layer {
+            ssrc,
+            rtx_ssrc,
+            ..Layer::default()
+        }
+    }
+
+    /// A simulcast layer whose SSRCs are not known yet.
+    pub fn named(rid: String) -> Self {
+        Layer {
+            rid: Some(rid),
+            ..Layer::default()
+        }
+    }
+
+    /// Forget what was received (the feed was renegotiated); the SSRCs stay.
+    pub fn reset(&mut self) {
+        self.recv = RecvStats::default();
+        self.nack.reset();
+        self.last_sr = None;
+        self.last_packet_at = None;
+    }
+
+    /// Whether a keyframe request may be sent now; records it if so.
+    pub fn allow_keyframe_request(&mut self, now: Instant) -> bool {
+        match self.last_keyframe_request {
+            Some(at) if now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL => false,
+            _ => {
+                self.last_keyframe_request = Some(now);
+                true
+            }
+        }
+    }
+
+    /// The layer's timestamp at NTP time `ntp`, from its last sender report: what lets
+    /// timestamps of different layers, which start at unrelated random values, be compared.
+    pub fn timestamp_at(&self, ntp: u64, clock_rate: u32) -> Option<u32> {
+        let (sr_ntp, sr_ts) = self.last_sr?;
+        // NTP is 32.32 fixed point seconds; the difference fits i64 for any sane span.
+        let diff = ntp.wrapping_sub(sr_ntp) as i64;
+        // Rounded to the nearest tick.
+        let ticks = (diff as i128 * i128::from(clock_rate) + (1 << 31)) >> 32;
+        Some(sr_ts.wrapping_add(ticks as i64 as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframe_requests_are_rate_limited() {
+        let t0 = Instant::now();
+        let mut l = Layer::default();
+        assert!(l.allow_keyframe_request(t0));
+        assert!(!l.allow_keyframe_request(t0 + Duration::from_millis(499)));
+        assert!(l.allow_keyframe_request(t0 + KEYFRAME_REQUEST_INTERVAL));
+    }
+
+    #[test]
+    fn timestamps_are_carried_from_the_sender_report_in_both_directions() {
+        let mut l = Layer::default();
+        assert_eq!(l.timestamp_at(1 << 32, 90_000), None);
+        let sr_ntp = 1000u64 << 32;
+        l.last_sr = Some((sr_ntp, 4_294_000_000));
+        // Half a second later: 45000 ticks on, across the 32-bit wrap.
+        assert_eq!(
+            l.timestamp_at(sr_ntp + (1 << 31), 90_000),
+            Some(4_294_000_000u32.wrapping_add(45_000))
+        );
+        // A quarter second before.
+        assert_eq!(
+            l.timestamp_at(sr_ntp - (1 << 30), 90_000),
+            Some(4_294_000_000 - 22_500)
+        );
+        // A thirtieth of a second, which NTP cannot carry exactly: 3000 ticks, not 2999.
+        assert_eq!(
+            l.timestamp_at(sr_ntp + (1 << 32) / 30, 90_000),
+            Some(4_294_003_000)
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! Simulcast through one relay core, in virtual time: a publisher's layers are known only by
+//! their rids until their first packets name them; the relay learns their SSRCs from those
+//! packets once they prove authentic, and each subscriber receives one layer as one
+//! continuous stream: switched at keyframes, with its sequence numbers, timestamps (aligned
+//! through the layers' sender reports) and VP8 picture numbers going on across switches.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use relay::control::{HeaderExtension, Simulcast};
+use relay::engine::{rtp, vp8};
+use relay::fuzzing::{camera, harness, Harness};
+use relay::ids::{FeedId, Sid, Uid};
+use relay::sfu::feed::{REPAIRED_RID_URI, RID_URI};
+use relay::sfu::worker::Output;
+use relay::stats::DropReason;
+use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtcp::sender_report::SenderReport;
+use webrtc_util::marshal::Marshal;
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+/// The layers' SSRCs and where their timestamps start: unrelated, as a browser picks them.
+const SSRCS: [u32; 3] = [0x1111, 0x2222, 0x3333];
+const TS_BASE: [u32; 3] = [1_000_000, 4_294_000_000, 77];
+/// The NTP time of the sender reports.
+const NTP: u64 = 0xe000_0000_0000_0000;
+
+/// The harness camera as a simulcast feed of mid "0" with three layers.
+fn simulcast_camera() -> relay::control::FeedDescription {
+    let mut d = camera();
+    d.ssrc = None;
+    d.rtx_ssrc = None;
+    d.header_extensions.push(HeaderExtension {
+        id: 10,
+        uri: RID_URI.into(),
+    });
+    d.header_extensions.push(HeaderExtension {
+        id: 11,
+        uri: REPAIRED_RID_URI.into(),
+    });
+    d.simulcast = Some(Simulcast {
+        mid: "0".into(),
+        rids: RIDS.iter().map(|r| r.to_string()).collect(),
+    });
+    d
+}
+
+fn publish_simulcast(h: &mut Harness) {
+    h.worker
+        .publish(&Sid::from("s"), &Uid::from("pub"), simulcast_camera())
+        .expect("simulcast publish");
+}
+
+/// Frame `frame` of `layer` (one packet a frame, 3000 ticks apart), VP8 with a 15-bit
+/// PictureID and TL0PICIDX of the layer's own (offset by the layer so that they differ);
+/// `named` puts the MID and rid extensions on it as a browser does on a layer's first
+/// packets.
+fn packet(layer: usize, frame: u16, keyframe: bool, named: bool) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&(frame + 100 * layer as u16).to_be_bytes());
+    let ts = TS_BASE[layer].wrapping_add(u32::from(frame) * 3000);
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&SSRCS[layer].to_be_bytes());
+    let picture = 0x8000 | (frame + 1000 * layer as u16);
+    p.extend_from_slice(&[0x90, 0xe0]);
+    p.extend_from_slice(&picture.to_be_bytes());
+    p.push(frame as u8 + 50 * layer as u8);
+    p.push(0x20);
+    // The frame tag: P bit clear on a keyframe.
+    p.push(if keyframe { 0x10 } else { 0x11 });
+    p.extend_from_slice(&[0x02, 0x00]);
+    p.extend(std::iter::repeat_n(layer as u8, 100));
+    if !named {
+        return p;
+    }
+    let mut out = Vec::new();
+    let rid = RIDS[layer].as_bytes();
+    assert!(rtp::with_extensions(&p, &[(1, b"0"), (10, rid)], &mut out));
+    out
+}
+
+fn send(h: &mut Harness, plain: &[u8]) {
+    let mut sealed = plain.to_vec();
+    h.clients[0].protect_rtp(&mut sealed).expect("protect");
+    h.worker.handle_receive(h.now, None, h.publisher, &sealed);
+}
+
+fn sender_report(h: &mut Harness, layer: usize, at_frame: u16) {
+    let sr = SenderReport {
+        ssrc: SSRCS[layer],
+        ntp_time: NTP + (u64::from(at_frame) << 32) / 30,
+        rtp_time: TS_BASE[layer].wrapping_add(u32::from(at_frame) * 3000),
+        ..Default::default()
+    };
+    let plain = sr.marshal().unwrap();
+    let sealed = h.clients[0].protect_rtcp(&plain).expect("protect");
+    h.worker.handle_receive(h.now, None, h.publisher, &sealed);
+}
+
+/// What came out: RTP to the subscriber (decrypted), and the SSRCs the publisher was asked
+/// for keyframes of.
+#[derive(Default, Debug)]
+struct Seen {
+    to_subscriber: Vec<Vec<u8>>,
+    keyframes_asked: Vec<u32>,
+}
+
+fn drain(h: &mut Harness) -> Seen {
+    let mut seen = Seen::default();
+    while let Some(o) = h.worker.poll_output() {
+        let Output::Transmit(t) = o else { continue };
+        if t.destination == h.publisher {
+            let Ok(plain) = h.clients[0].unprotect_rtcp(&t.contents) else {
+                continue;
+            };
+            let mut buf = Bytes::from(plain);
+            for p in rtcp::packet::unmarshal(&mut buf).expect("well-formed compound") {
+                if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+                    seen.keyframes_asked.push(pli.media_ssrc);
+                }
+            }
+        } else if t.destination == h.subscribers[0] && !(192..=223).contains(&t.contents[1]) {
+            let mut plain = Vec::new();
+            h.clients[1]
+                .unprotect_rtp(&t.contents, &mut plain)
+                .expect("authentic RTP to the subscriber");
+            seen.to_subscriber.push(plain);
+        }
+    }
+    seen
+}
+
+/// (SSRC, sequence number, timestamp, PictureID, TL0PICIDX, payload's first byte after the
+/// VP8 frame tag: the layer it came from) of a packet the subscriber received.
+fn read(p: &[u8]) -> (u32, u16, u32, u16, u8, u8) {
+    let h = rtp::parse(p).unwrap();
+    let payload = &p[h.header_len..h.header_len + h.payload_len];
+    let d = vp8::parse(payload).unwrap();
+    let layer = payload[d.len + 3];
+    (
+        h.ssrc,
+        h.sequence,
+        h.timestamp,
+        d.picture_id.unwrap().0,
+        d.tl0_pic_idx.unwrap(),
+        layer,
+    )
+}
+
+#[test]
+fn layers_are_learnt_by_rid_and_the_subscriber_switches_at_keyframes_on_one_timeline() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    drain(&mut h);
+
+    // Layer 0's first packet names it: learnt, but no keyframe yet, so nothing is sent.
+    send(&mut h, &packet(0, 0, false, true));
+    assert_eq!(h.worker.stats().simulcast_ssrcs_learnt, 1);
+    assert!(drain(&mut h).to_subscriber.is_empty());
+    // Its keyframe starts the subscriber (the best it can have for now).
+    send(&mut h, &packet(0, 1, true, false));
+    send(&mut h, &packet(0, 2, false, false));
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 2);
+    let first = read(&seen.to_subscriber[0]);
+    let second = read(&seen.to_subscriber[1]);
+    assert_eq!(second.0, first.0);
+    assert_eq!(second.1, first.1.wrapping_add(1));
+    assert_eq!(second.2, first.2.wrapping_add(3000));
+    assert_eq!(first.5, 0);
+
+    // Layers 1 and 2 start: their SSRCs are learnt; the subscriber wants layer 2, so a
+    // keyframe of it is asked for (once the one asked for when the subscriber connected is
+    // 500 ms old), and nothing of theirs is sent meanwhile.
+    h.now += Duration::from_millis(600);
+    send(&mut h, &packet(1, 3, false, true));
+    send(&mut h, &packet(2, 3, false, true));
+    send(&mut h, &packet(0, 3, false, false));
+    sender_report(&mut h, 0, 2);
+    sender_report(&mut h, 2, 3);
+    let seen = drain(&mut h);
+    assert_eq!(h.worker.stats().simulcast_ssrcs_learnt, 3);
+    assert_eq!(seen.keyframes_asked, vec![SSRCS[2]]);
+    assert_eq!(seen.to_subscriber.len(), 1);
+    let last = read(&seen.to_subscriber[0]);
+
+    // Layer 2's keyframe: the subscriber is switched, on the same SSRC, the next sequence
+    // number, the timestamp where the sender reports put it (one frame on, whatever the
+    // wall time did meanwhile), and the next picture numbers.
+    send(&mut h, &packet(2, 4, true, false));
+    send(&mut h, &packet(0, 4, false, false));
+    send(&mut h, &packet(2, 5, false, false));
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 2, "layer 0 is no longer sent");
+    let switched = read(&seen.to_subscriber[0]);
+    assert_eq!(switched.0, last.0);
+    assert_eq!(switched.1, last.1.wrapping_add(1));
+    assert_eq!(switched.2, last.2.wrapping_add(3000));
+    assert_eq!(switched.3, (last.3 + 1) & 0x7fff);
+    assert_eq!(switched.4, last.4.wrapping_add(1));
+    assert_eq!(switched.5, 2);
+    let next = read(&seen.to_subscriber[1]);
+    assert_eq!(
+        (next.1, next.2, next.3),
+        (switched.1 + 1, switched.2 + 3000, switched.3 + 1)
+    );
+    assert_eq!(h.worker.stats().layer_switches, 1);
+
+    // Down to layer 0: asked for, made at its next keyframe; until then layer 2 goes on.
+    h.now += Duration::from_secs(1);
+    h.worker
+        .set_max_layer(
+            h.now,
+            &Sid::from("s"),
+            &Uid::from("sub0"),
+            &FeedId::from("cam"),
+            0,
+        )
+        .unwrap();
+    assert_eq!(drain(&mut h).keyframes_asked, vec![SSRCS[0]]);
+    send(&mut h, &packet(0, 6, false, false));
+    send(&mut h, &packet(2, 6, false, false));
+    send(&mut h, &packet(0, 7, true, false));
+    send(&mut h, &packet(2, 7, false, false));
+    let seen = drain(&mut h);
+    let layers: Vec<u8> = seen.to_subscriber.iter().map(|p| read(p).5).collect();
+    assert_eq!(layers, vec![2, 0]);
+    let (before, after) = (read(&seen.to_subscriber[0]), read(&seen.to_subscriber[1]));
+    assert_eq!(after.1, before.1.wrapping_add(1));
+    assert_eq!(after.2, before.2.wrapping_add(3000));
+    assert_eq!(after.3, (before.3 + 1) & 0x7fff);
+    assert_eq!(h.worker.stats().layer_switches, 2);
+}
+
+#[test]
+fn a_layer_is_learnt_only_from_an_authentic_packet_that_names_it() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    drain(&mut h);
+    let unknown = h.worker.stats().dropped(DropReason::RtpUnknownSsrc);
+
+    // An unknown rid, another mid, no names at all: routed nowhere, no crypto spent.
+    let mut other_rid = Vec::new();
+    assert!(rtp::with_extensions(
+        &packet(0, 0, true, false),
+        &[(1, b"0"), (10, b"x")],
+        &mut other_rid
+    ));
+    let mut other_mid = Vec::new();
+    assert!(rtp::with_extensions(
+        &packet(0, 0, true, false),
+        &[(1, b"7"), (10, b"q")],
+        &mut other_mid
+    ));
+    for p in [other_rid, other_mid, packet(0, 0, true, false)] {
+        send(&mut h, &p);
+    }
+    assert_eq!(
+        h.worker.stats().dropped(DropReason::RtpUnknownSsrc),
+        unknown + 3
+    );
+    // A packet that names layer 0 but does not authenticate: dropped, nothing learnt.
+    let mut sealed = packet(0, 0, true, true);
+    h.clients[0].protect_rtp(&mut sealed).expect("protect");
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    h.worker.handle_receive(h.now, None, h.publisher, &sealed);
+    assert_eq!(h.worker.stats().simulcast_ssrcs_learnt, 0);
+    // Its SSRC is still unknown: without the names it goes nowhere.
+    send(&mut h, &packet(0, 1, true, false));
+    assert_eq!(
+        h.worker.stats().dropped(DropReason::RtpUnknownSsrc),
+        unknown + 4
+    );
+    assert!(drain(&mut h).to_subscriber.is_empty());
+
+    // A feed with a declared SSRC learns nothing from names.
+    let mut h = harness(1);
+    drain(&mut h);
+    send(&mut h, &packet(1, 0, true, true));
+    assert_eq!(h.worker.stats().simulcast_ssrcs_learnt, 0);
+    assert!(drain(&mut h).to_subscriber.is_empty());
+}
+
+#[test]
+fn simulcast_descriptions_that_cannot_work_are_refused() {
+    let mut h = harness(0);
+    let publish = |h: &mut Harness, d| h.worker.publish(&Sid::from("s"), &Uid::from("pub"), d);
+    let mut declared = simulcast_camera();
+    declared.ssrc = Some(relay::ids::Ssrc(5));
+    let mut same = simulcast_camera();
+    same.simulcast.as_mut().unwrap().rids = vec!["a".into(), "a".into()];
+    let mut many = simulcast_camera();
+    many.simulcast.as_mut().unwrap().rids = (0..5).map(|i| i.to_string()).collect();
+    let mut long = simulcast_camera();
+    long.simulcast.as_mut().unwrap().rids = vec!["r".repeat(17)];
+    let mut audio = simulcast_camera();
+    audio.kind = relay::control::MediaKind::Audio;
+    let mut neither = camera();
+    neither.ssrc = None;
+    for d in [declared, same, many, long, audio, neither] {
+        let err = publish(&mut h, d.clone()).expect_err(&format!("{d:?}"));
+        assert!(
+            matches!(err, relay::error::ControlError::InvalidFeed { .. }),
+            "{err:?}"
+        );
+    }
+    publish(&mut h, simulcast_camera()).expect("a good one");
+}
