@@ -104,6 +104,10 @@ export interface PublishOptions {
   /** The camera: `true` (default) asks for 1280x720, `false` for none, or constraints of
    * your own (e.g. `{ width: { ideal: 640 }, height: { ideal: 360 } }`). Webcam only. */
   video?: boolean | MediaTrackConstraints;
+  /** Send the video as three simulcast layers (a quarter, half and the whole resolution), so
+   * that each subscriber can receive the one its link takes. Default: `true` for the webcam,
+   * `false` for the screen. */
+  simulcast?: boolean;
 }
 
 export interface PublishedFeed {

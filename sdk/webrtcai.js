@@ -472,7 +472,7 @@ class Session extends Emitter {
   /** Publish the webcam (with microphone) or the screen; shows it muted in `target`.
    * Rejects (and releases the camera) when the browser refuses the media, the server refuses
    * the feed, or publishing does not complete within the timeout once the media is there. */
-  async publish({ source = 'webcam', target, audio = true, video = true } = {}) {
+  async publish({ source = 'webcam', target, audio = true, video = true, simulcast = source === 'webcam' } = {}) {
     const el = element(target);
     if (source !== 'webcam' && source !== 'screen') {
       throw new WebRTCaiError('invalid_source', "source must be 'webcam' or 'screen'");
@@ -489,7 +489,9 @@ class Session extends Emitter {
     };
     const ready = deferred(this._timeoutMs, `publishing did not complete within ${this._timeoutMs} ms`);
     let feedId = null;
-    const request = this._request({ type: 'publish', source, audio: !!tracks.audio, video: !!tracks.video });
+    const request = this._request({
+      type: 'publish', source, audio: !!tracks.audio, video: !!tracks.video, simulcast: !!(simulcast && tracks.video),
+    });
     try {
       feedId = (await Promise.race([request, ready.promise])).feed_id;
       this._published.set(feedId, { stream, tracks, ready, target: el });

@@ -60,6 +60,10 @@ pub enum Request {
         /// Whether it has a video track.
         #[serde(default)]
         video: bool,
+        /// Whether the video is sent as simulcast layers (quarter, half and full resolution),
+        /// of which each subscriber receives the one its link and its screen can take.
+        #[serde(default)]
+        simulcast: bool,
     },
     /// Stop publishing a feed.
     Unpublish {

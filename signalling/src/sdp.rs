@@ -45,6 +45,11 @@ pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
     ),
 ];
 
+/// The rids of the simulcast layers a publisher is asked for, lowest quality first: a
+/// quarter, half and the whole resolution, which is what Chromium sends three encodings
+/// offered in this order as.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
 /// Audio or video.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -222,6 +227,8 @@ pub enum Role {
     Publish {
         /// The feed.
         feed_id: String,
+        /// Whether the browser is asked to send it as simulcast layers ([`SIMULCAST_RIDS`]).
+        simulcast: bool,
     },
     /// The browser receives a track of this feed with this SSRC.
     Subscribe {
@@ -385,7 +392,18 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
             a.push(attr("extmap", format!("{id} {uri}")));
         }
         match &s.role {
-            Role::Publish { .. } => a.push(flag("recvonly")),
+            Role::Publish { simulcast, .. } => {
+                a.push(flag("recvonly"));
+                if *simulcast && s.kind == Kind::Video {
+                    for rid in SIMULCAST_RIDS {
+                        a.push(attr("rid", format!("{rid} recv")));
+                    }
+                    a.push(attr(
+                        "simulcast",
+                        format!("recv {}", SIMULCAST_RIDS.join(";")),
+                    ));
+                }
+            }
             Role::Subscribe { feed_id, .. } => {
                 a.push(flag("sendonly"));
                 a.push(attr(
@@ -463,6 +481,9 @@ pub struct AnsweredSection {
     pub ssrc: Option<u32>,
     /// The SSRC of its retransmissions (the second of the FID group), if it sends RTX.
     pub rtx_ssrc: Option<u32>,
+    /// The rids of the simulcast layers it sends (`a=simulcast:send`, each with its
+    /// `a=rid:… send`), in the answer's order; empty without simulcast.
+    pub simulcast: Vec<String>,
 }
 
 /// Why an answer was refused.
@@ -573,6 +594,30 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
         let first_ssrc = values("ssrc")
             .into_iter()
             .find_map(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        // RFC 8853: `send` then `;`-separated layers, each `,`-separated alternatives of which
+        // the first is taken, `~` marking one paused for now. Only rids the answer declares
+        // as sent count.
+        let sent_rids: Vec<&str> = values("rid")
+            .into_iter()
+            .filter_map(|v| {
+                let mut it = v.split_whitespace();
+                let id = it.next()?;
+                (it.next() == Some("send")).then_some(id)
+            })
+            .collect();
+        let simulcast = values("simulcast")
+            .into_iter()
+            .find_map(|v| v.strip_prefix("send "))
+            .map(|list| {
+                list.trim()
+                    .split(';')
+                    .filter_map(|layer| layer.split(',').next())
+                    .map(|rid| rid.trim_start_matches('~'))
+                    .filter(|rid| sent_rids.contains(rid))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         sections.push(AnsweredSection {
             mid,
             rejected,
@@ -580,6 +625,7 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
             extensions,
             ssrc: fid_primary.or(first_ssrc),
             rtx_ssrc: fid.and_then(|(_, rtx)| rtx),
+            simulcast,
         });
     }
     let ice_ufrag = ice_ufrag.ok_or_else(|| invalid("no a=ice-ufrag"))?;
@@ -618,6 +664,7 @@ mod tests {
                 kind: Kind::Video,
                 role: Role::Publish {
                     feed_id: "f1".into(),
+                    simulcast: false,
                 },
             },
             Section {
@@ -715,6 +762,7 @@ mod tests {
                     kind: Kind::Video,
                     role: Role::Publish {
                         feed_id: "f3".into(),
+                        simulcast: false,
                     },
                 },
             ],
@@ -770,6 +818,7 @@ mod tests {
             kind: Kind::Video,
             role: Role::Publish {
                 feed_id: "f".into(),
+                simulcast: false,
             },
         };
         let o = offer(&off, &[publish]);
@@ -788,6 +837,7 @@ mod tests {
                 kind: Kind::Video,
                 role: Role::Publish {
                     feed_id: "f1".into(),
+                    simulcast: false,
                 },
             },
             Section {
@@ -870,6 +920,49 @@ mod tests {
             )
         );
         assert!(a.sections[1].rejected);
+    }
+
+    /// Simulcast is offered on the video of a publish that asks for it, as three layers to
+    /// receive; the answer's layers are the rids it sends, in its order, paused ones
+    /// included and the first of each set of alternatives.
+    #[test]
+    fn simulcast_offered_and_read_back() {
+        let section = |mid: &str, kind, simulcast| Section {
+            mid: mid.into(),
+            kind,
+            role: Role::Publish {
+                feed_id: "f".into(),
+                simulcast,
+            },
+        };
+        let text = offer(
+            &params(),
+            &[
+                section("0", Kind::Video, true),
+                section("1", Kind::Audio, true),
+                section("2", Kind::Video, false),
+            ],
+        );
+        let media: Vec<&str> = text.split("m=").skip(1).collect();
+        assert!(media[0].contains(
+            "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n"
+        ));
+        for other in &media[1..] {
+            assert!(!other.contains("a=rid:") && !other.contains("a=simulcast"));
+        }
+        assert!(media[0].contains("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"));
+
+        let chrome = CHROME_ANSWER.replace(
+            "a=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\n",
+            "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;~h;f,x;z\r\n",
+        );
+        let a = parse_answer(&chrome).unwrap();
+        let v = &a.sections[0];
+        assert_eq!(v.simulcast, vec!["q", "h", "f"]);
+        assert_eq!((v.ssrc, v.rtx_ssrc), (None, None));
+        assert!(parse_answer(CHROME_ANSWER).unwrap().sections[0]
+            .simulcast
+            .is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ impl Hub {
             let mut changed = false;
             for e in &mut peer.entries {
                 let matches = match &e.section.role {
-                    Role::Publish { feed_id: f } | Role::Subscribe { feed_id: f, .. } => {
+                    Role::Publish { feed_id: f, .. } | Role::Subscribe { feed_id: f, .. } => {
                         f == feed_id
                     }
                     Role::Closed => false,

@@ -2,13 +2,13 @@
 
 use relay::control::{
     FeedDescription, HeaderExtension, MediaKind, ParticipantConfig, PayloadCodec, RtxPayloadType,
-    SubscribeOptions,
+    Simulcast, SubscribeOptions,
 };
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use serde_json::json;
 
 use crate::protocol::{ErrorCode, Event, ServerMessage, TransceiverInfo};
-use crate::sdp::{self, Codec, Kind, OfferParams, Role, Section};
+use crate::sdp::{self, AnsweredSection, Codec, Kind, OfferParams, Role, Section};
 
 use super::*;
 
@@ -54,7 +54,7 @@ impl Hub {
             .iter()
             .map(|s| {
                 let (role, feed_id) = match &s.role {
-                    Role::Publish { feed_id } => ("publish", Some(feed_id.clone())),
+                    Role::Publish { feed_id, .. } => ("publish", Some(feed_id.clone())),
                     Role::Subscribe { feed_id, .. } => ("subscribe", Some(feed_id.clone())),
                     Role::Closed => ("closed", None),
                 };
@@ -143,8 +143,12 @@ impl Hub {
                 .find(|a| a.mid == section.mid)
                 .expect("checked above");
             let step = match &section.role {
-                Role::Publish { feed_id } => match (a.ssrc, a.rejected, a.codecs.first()) {
-                    (Some(ssrc), false, Some(first)) => Step::Publish {
+                Role::Publish { feed_id, simulcast } => match (
+                    publish_streams(section, *simulcast, a),
+                    a.rejected,
+                    a.codecs.first(),
+                ) {
+                    (Some((ssrc, simulcast)), false, Some(first)) => Step::Publish {
                         feed_id: feed_id.clone(),
                         kind: section.kind,
                         codecs: a.codecs.clone(),
@@ -154,7 +158,7 @@ impl Hub {
                                 Kind::Audio => MediaKind::Audio,
                                 Kind::Video => MediaKind::Video,
                             },
-                            ssrc: Some(Ssrc(ssrc)),
+                            ssrc: ssrc.map(Ssrc),
                             clock_rate: first.clock_rate,
                             payload_types: a
                                 .codecs
@@ -176,7 +180,10 @@ impl Hub {
                                 && a.codecs
                                     .iter()
                                     .any(|c| c.feedback.iter().any(|f| f == "nack")),
-                            rtx_ssrc: a.rtx_ssrc.filter(|_| self.repair).map(Ssrc),
+                            rtx_ssrc: a
+                                .rtx_ssrc
+                                .filter(|_| self.repair && ssrc.is_some())
+                                .map(Ssrc),
                             rtx_payload_types: sdp::rtx_payload_types(&a.codecs)
                                 .into_iter()
                                 .filter(|_| self.repair)
@@ -191,7 +198,7 @@ impl Hub {
                                     name: c.name.clone(),
                                 })
                                 .collect(),
-                            simulcast: None,
+                            simulcast,
                         },
                     },
                     _ => Step::Refused(feed_id.clone()),
@@ -316,7 +323,7 @@ impl Hub {
         let mut subscribed = Vec::new();
         for section in offered {
             match &section.role {
-                Role::Publish { feed_id }
+                Role::Publish { feed_id, .. }
                     if !failed_publish.contains(feed_id) && !published.contains(feed_id) =>
                 {
                     published.push(feed_id.clone());
@@ -391,6 +398,24 @@ fn accepted_subscription(
         playout_delay_extension: playout.then_some(id),
         transport_cc_extension: None,
     })
+}
+
+/// How the browser sends a published section: with one SSRC, or as the simulcast layers it
+/// accepted where they were offered (their SSRCs are then learnt by the relay from the
+/// packets); None when it sends nothing the relay could route.
+fn publish_streams(
+    section: &Section,
+    offered_simulcast: bool,
+    a: &AnsweredSection,
+) -> Option<(Option<u32>, Option<Simulcast>)> {
+    if offered_simulcast && !a.simulcast.is_empty() {
+        let simulcast = Simulcast {
+            mid: section.mid.clone(),
+            rids: a.simulcast.clone(),
+        };
+        return Some((None, Some(simulcast)));
+    }
+    Some((Some(a.ssrc?), None))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ impl Hub {
                 source,
                 audio,
                 video,
+                simulcast,
                 ..
             } => {
                 if !self.rooms[sid].peers[uid].grants.publish {
@@ -78,6 +79,7 @@ impl Hub {
                             kind,
                             role: Role::Publish {
                                 feed_id: feed_id.clone(),
+                                simulcast: simulcast && kind == Kind::Video,
                             },
                         },
                         state: Negotiation::New,

@@ -1,0 +1,70 @@
+// Simulcast from Chromium through the SDK: a webcam is published as three layers (a quarter,
+// half and the whole resolution), the relay learns their SSRCs from the rid extension, and a
+// subscriber receives one of them as one stream.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
+
+/** The publisher's video encodings, as getStats() reports them: rid → width and bytes sent. */
+async function encodings(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        out[s.rid ?? '-'] = { width: s.frameWidth ?? 0, bytesSent: s.bytesSent, active: s.active };
+      }
+    });
+    return out;
+  });
+}
+
+/** What a subscriber decodes: width, frames decoded, freezes. */
+async function receiving(page) {
+  return page.evaluate(async () => {
+    const out = { width: 0, framesDecoded: 0, freezes: 0 };
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        Object.assign(out, { width: s.frameWidth ?? 0, framesDecoded: s.framesDecoded, freezes: s.totalFreezesDuration });
+      }
+    });
+    return out;
+  });
+}
+
+async function until(what, check, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await what();
+    if (check(last)) return last;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`not reached within ${timeoutMs} ms: ${JSON.stringify(last)}`);
+}
+
+test('a webcam goes out as three layers and a subscriber receives the top one', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'simulcast-1', 'alice');
+    const b = await joinPage(browser.context, server, 'simulcast-1', 'bob');
+    const feed = await publishWebcam(a);
+    const video = await subscribe(b, feed);
+    await expectPlaying(b, video);
+    // Chromium sends each layer once its estimate covers it: all three within 15 s.
+    const sent = await until(() => encodings(a), (e) => ['q', 'h', 'f'].every((r) => e[r]?.bytesSent > 0 && e[r].width > 0), 15_000);
+    console.log(`simulcast: publisher ${JSON.stringify(sent)}`);
+    assert.deepEqual(Object.keys(sent).sort(), ['f', 'h', 'q']);
+    assert.equal(sent.f.width, 1280);
+    assert.equal(sent.h.width, 640);
+    assert.equal(sent.q.width, 320);
+    // The subscriber gets the full resolution, on its one stream.
+    const got = await until(() => receiving(b), (r) => r.width === 1280, 15_000);
+    console.log(`simulcast: subscriber ${JSON.stringify(got)}`);
+    const later = await until(() => receiving(b), (r) => r.framesDecoded > got.framesDecoded + 30, 5_000);
+    assert.equal(later.width, 1280);
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
