@@ -6,19 +6,23 @@ import assert from 'node:assert/strict';
 import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
 import { createLink, startLinkServer, launchBehind } from './link.mjs';
 
-/** The publisher's video sender and its transport, as getStats() reports them. */
+/** The publisher's video sender and its transport, as getStats() reports them: with
+ * simulcast, the target and bytes of all its layers together, and the largest frame sent. */
 async function sending(page) {
   return page.evaluate(async () => {
-    const out = {};
+    const out = { targetBitrate: 0, frameWidth: 0, frameHeight: 0, bytesSent: 0, layers: 0 };
     (await window.session.pc.getStats()).forEach((s) => {
       if (s.type === 'outbound-rtp' && s.kind === 'video') {
-        Object.assign(out, {
-          targetBitrate: s.targetBitrate,
-          frameWidth: s.frameWidth,
-          frameHeight: s.frameHeight,
-          limitation: s.qualityLimitationReason,
-          bytesSent: s.bytesSent,
-        });
+        out.layers += 1;
+        out.targetBitrate += s.targetBitrate || 0;
+        out.bytesSent += s.bytesSent || 0;
+        if ((s.frameWidth || 0) >= out.frameWidth) {
+          Object.assign(out, {
+            frameWidth: s.frameWidth,
+            frameHeight: s.frameHeight,
+            limitation: s.qualityLimitationReason,
+          });
+        }
       }
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
         out.available = s.availableOutgoingBitrate;
