@@ -14,12 +14,14 @@ use sdp::description::session::{Origin, SessionDescription, TimeDescription, Tim
 pub const TRANSPORT_CC: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
+/// Its id in every participant's packets ([`EXTENSIONS`]).
+pub const TRANSPORT_CC_ID: u8 = 3;
+
 /// The playout-delay extension, offered on video subscriptions when repair is on: the relay
 /// uses it to give a subscriber's jitter buffer time for repairs from a lossy publisher.
 pub const PLAYOUT_DELAY: (u8, &str) = (12, relay::engine::playout_delay::URI);
 
-/// Header extensions offered, with the ids used by every participant. The transport-wide
-/// sequence number goes on publishing sections only: see [`subscribe_codecs`].
+/// Header extensions offered, with the ids used by every participant.
 pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
     (1, "urn:ietf:params:rtp-hdrext:sdes:mid", None),
     (
@@ -27,7 +29,7 @@ pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
         "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
         None,
     ),
-    (3, TRANSPORT_CC, None),
+    (TRANSPORT_CC_ID, TRANSPORT_CC, None),
     (
         4,
         "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
@@ -197,17 +199,14 @@ pub fn rtx_payload_types(codecs: &[Codec]) -> Vec<(u8, u8)> {
 /// peer has no other way to learn its round trip, which it needs to space its NACKs and to
 /// leave its jitter buffer room for a repair.
 ///
-/// `transport-cc` is never offered to a subscriber: the relay answers a publisher's
-/// transport-wide feedback but does not yet estimate a subscriber's bandwidth from it, and a
-/// browser asked for it sends a feedback packet every 50-100 ms that would cost the relay a
-/// decryption each and be thrown away.
+/// `transport-cc` stays: the subscriber's transport-wide feedback is what the relay estimates
+/// its bandwidth from, to choose the simulcast layers it sends it.
 fn subscribe_codecs(codecs: &[Codec], repair: bool) -> Vec<Codec> {
     codecs
         .iter()
         .filter(|c| repair || !is_rtx(c))
         .map(|c| {
             let mut c = c.clone();
-            c.feedback.retain(|f| f != "transport-cc");
             if !repair {
                 c.feedback.retain(|f| f != "nack");
             } else if c.feedback.iter().any(|f| f == "nack")
@@ -383,7 +382,7 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         a.push(flag("rtcp-rsize"));
         let subscribing = matches!(s.role, Role::Subscribe { .. });
         for (id, uri, only) in EXTENSIONS {
-            if only.is_none_or(|k| k == s.kind) && !(subscribing && uri == TRANSPORT_CC) {
+            if only.is_none_or(|k| k == s.kind) {
                 a.push(attr("extmap", format!("{id} {uri}")));
             }
         }
@@ -830,7 +829,7 @@ mod tests {
     }
 
     #[test]
-    fn congestion_feedback_is_offered_to_publishers_only() {
+    fn congestion_feedback_is_offered_to_everyone() {
         let sections = vec![
             Section {
                 mid: "0".into(),
@@ -868,11 +867,13 @@ mod tests {
             publish.contains("transport-wide-cc-extensions-01\r\n"),
             "{o}"
         );
-        // The relay estimates nothing from a subscriber's transport-wide feedback yet, so a
-        // subscriber is neither asked for it nor sent the numbers it would report on.
+        // Subscribers are asked for it too: the relay estimates their bandwidth from it.
         for subscribe in o.split("m=").skip(2) {
-            assert!(!subscribe.contains("transport-cc"), "{o}");
-            assert!(!subscribe.contains("transport-wide-cc"), "{o}");
+            assert!(subscribe.contains(" transport-cc\r\n"), "{o}");
+            assert!(
+                subscribe.contains("a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n"),
+                "{o}"
+            );
             assert!(
                 subscribe.contains("a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"),
                 "{o}"

@@ -1,6 +1,7 @@
 //! Forwarding: sessions, participants, feeds and subscriptions of one core, as a sans-IO state
 //! machine ([`worker::Worker`]).
 
+pub mod allocation;
 pub mod consumer;
 pub mod cross_core;
 pub mod deadlines;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
 
+use super::allocation::Allocator;
 use super::transport::Transport;
 
 /// Byte and packet counters of one participant, for usage metering.
@@ -43,6 +44,8 @@ pub struct Participant {
     pub next_report: Option<Instant>,
     /// Traffic counters.
     pub usage: ParticipantUsage,
+    /// Which layers its estimate affords.
+    pub allocator: Allocator,
 }
 
 impl Participant {
@@ -65,15 +68,20 @@ impl Participant {
             rtcp_ssrc,
             next_report: None,
             usage: ParticipantUsage::default(),
+            allocator: Allocator::default(),
         }
     }
 
     /// The first of the participant's deadlines: its transport's (consent, handshake,
-    /// congestion feedback) and the next RTCP report.
+    /// congestion feedback, the next probe packet) and the next RTCP report.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.transport.poll_timeout(), self.next_report]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.transport.poll_timeout(),
+            self.transport.probe_timeout(),
+            self.next_report,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

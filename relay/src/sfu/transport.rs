@@ -14,6 +14,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::engine::bwe::probe_sender::ProbeSender;
 use crate::engine::bwe::{BandwidthEstimator, BweConfig};
 use crate::engine::client_hello::{self, ClientHello};
 use crate::engine::ice_lite::IceLite;
@@ -101,6 +102,8 @@ pub struct Transport {
     /// Where the participant negotiated transport-wide feedback for what it receives: the
     /// header-extension id the relay numbers its packets with, and the estimate.
     bwe: Option<(u8, BandwidthEstimator)>,
+    /// The probe cluster being sent, if any.
+    probe: Option<ProbeSender>,
 }
 
 impl Transport {
@@ -121,6 +124,7 @@ impl Transport {
             twcc: TwccReceiver::new(),
             receiver_time: None,
             bwe: None,
+            probe: None,
         }
     }
 
@@ -278,6 +282,51 @@ impl Transport {
         if let Some((_, b)) = self.bwe.as_mut() {
             b.set_rtt(rtt);
         }
+    }
+
+    /// Ask for a probe toward `target` bit/s, where the path is estimated.
+    pub fn request_probe(&mut self, now: Instant, target: f64) {
+        if let Some((_, b)) = self.bwe.as_mut() {
+            b.request_probe(now, target);
+        }
+    }
+
+    /// Whether a probe packet is due at `now`: the cluster it belongs to, and the extension id
+    /// and transport-wide number to stamp it with (then report it with
+    /// [`Transport::handle_probe_sent`]). A new cluster starts only where `can_pad`: where the
+    /// participant has a stream to send padding on.
+    pub fn poll_probe_packet(&mut self, now: Instant, can_pad: bool) -> Option<(u32, u8, u16)> {
+        let (id, bwe) = self.bwe.as_mut()?;
+        if self.probe.as_ref().is_none_or(ProbeSender::done) && can_pad {
+            self.probe = bwe.poll_probe(now).map(|c| {
+                tracing::debug!(
+                    cluster = c.id,
+                    bitrate = c.bitrate,
+                    bytes = c.bytes,
+                    "probe cluster"
+                );
+                ProbeSender::new(now, c)
+            });
+        }
+        let probe = self.probe.as_ref()?;
+        probe
+            .poll_packet(now)
+            .then(|| (probe.cluster(), *id, bwe.next_sequence()))
+    }
+
+    /// A probe packet of cluster `cluster`, `size` bytes, left at `now`.
+    pub fn handle_probe_sent(&mut self, now: Instant, size: usize, cluster: u32) {
+        if let Some((_, b)) = self.bwe.as_mut() {
+            b.handle_sent(now, size, Some(cluster));
+        }
+        if let Some(p) = self.probe.as_mut().filter(|p| p.cluster() == cluster) {
+            p.handle_sent(size);
+        }
+    }
+
+    /// When the next probe packet is due.
+    pub fn probe_timeout(&self) -> Option<Instant> {
+        self.probe.as_ref()?.poll_timeout()
     }
 
     /// What the path to the participant carries, bit/s, where it is estimated.

@@ -198,6 +198,9 @@ pub struct CoreStats {
     /// Copies not sent because the subscriber receives another layer of the feed.
     #[serde(default)]
     pub rtp_other_layer: u64,
+    /// Padding packets sent to subscribers to probe their links.
+    #[serde(default)]
+    pub probe_packets_sent: u64,
     /// Time from the kernel's receipt of a datagram to the kernel's acceptance of each
     /// datagram this core sent in response (forwarded copies, STUN responses), in
     /// microseconds, one count per sent datagram. For a feed published on another core, from
@@ -256,6 +259,7 @@ impl CoreStats {
         self.simulcast_ssrcs_learnt += other.simulcast_ssrcs_learnt;
         self.layer_switches += other.layer_switches;
         self.rtp_other_layer += other.rtp_other_layer;
+        self.probe_packets_sent += other.probe_packets_sent;
         self.forwarding_delay.merge(&other.forwarding_delay);
     }
 }

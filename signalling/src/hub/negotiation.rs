@@ -392,11 +392,15 @@ fn accepted_subscription(
     let (id, uri) = sdp::PLAYOUT_DELAY;
     let playout_offered = repair && section.kind == Kind::Video;
     let playout = playout_offered && a.extensions.iter().any(|(i, u)| *i == id && u == uri);
-    (rtx != rtx_offered || playout != playout_offered).then(|| SubscribeOptions {
+    let cc = a
+        .extensions
+        .iter()
+        .any(|(i, u)| *i == sdp::TRANSPORT_CC_ID && u == sdp::TRANSPORT_CC);
+    (rtx != rtx_offered || playout != playout_offered || !cc).then(|| SubscribeOptions {
         mid: Some(section.mid.clone()),
         rtx,
         playout_delay_extension: playout.then_some(id),
-        transport_cc_extension: None,
+        transport_cc_extension: cc.then_some(sdp::TRANSPORT_CC_ID),
     })
 }
 
@@ -449,7 +453,8 @@ mod tests {
         let all = sdp::publish_codecs(Kind::Video, true);
         let without_rtx: Vec<Codec> = all.iter().filter(|c| !sdp::is_rtx(c)).cloned().collect();
         let (id, uri) = sdp::PLAYOUT_DELAY;
-        let playout = vec![(id, uri.to_string())];
+        let cc = (sdp::TRANSPORT_CC_ID, sdp::TRANSPORT_CC.to_string());
+        let playout = vec![(id, uri.to_string()), cc.clone()];
         // Everything accepted: nothing to change.
         let a = answered(all.clone(), playout.clone());
         assert_eq!(accepted_subscription(&section, Some(6), true, &a), None);
@@ -461,22 +466,32 @@ mod tests {
                 mid: Some("3".into()),
                 rtx: false,
                 playout_delay_extension: Some(id),
-                transport_cc_extension: None,
+                transport_cc_extension: Some(sdp::TRANSPORT_CC_ID),
             })
         );
-        // The extension left out (or under another id): none written.
-        let a = answered(all.clone(), vec![(id + 1, uri.to_string())]);
+        // The extensions left out (or under another id): none written.
+        let a = answered(all.clone(), vec![(id + 1, uri.to_string()), cc.clone()]);
         assert_eq!(
             accepted_subscription(&section, Some(6), true, &a),
             Some(SubscribeOptions {
                 mid: Some("3".into()),
                 rtx: true,
                 playout_delay_extension: None,
+                transport_cc_extension: Some(sdp::TRANSPORT_CC_ID),
+            })
+        );
+        let a = answered(all.clone(), vec![(id, uri.to_string())]);
+        assert_eq!(
+            accepted_subscription(&section, Some(6), true, &a),
+            Some(SubscribeOptions {
+                mid: Some("3".into()),
+                rtx: true,
+                playout_delay_extension: Some(id),
                 transport_cc_extension: None,
             })
         );
         // Without repair nothing was offered, so nothing is missing.
-        let a = answered(without_rtx, vec![]);
+        let a = answered(without_rtx, vec![cc]);
         assert_eq!(accepted_subscription(&section, Some(6), false, &a), None);
     }
 }

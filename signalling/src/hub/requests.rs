@@ -149,7 +149,7 @@ impl Hub {
                                 mid: Some(mid.clone()),
                                 rtx,
                                 playout_delay_extension: playout.then_some(sdp::PLAYOUT_DELAY.0),
-                                transport_cc_extension: None,
+                                transport_cc_extension: Some(sdp::TRANSPORT_CC_ID),
                             };
                             match relay.subscribe(&rsid, &ruid, feed, options).await {
                                 Ok(info) => ssrcs.push((info.ssrc.0, info.rtx_ssrc.map(|s| s.0))),

@@ -28,6 +28,7 @@ pub mod aimd;
 pub mod inter_arrival;
 pub mod loss;
 pub mod probe;
+pub mod probe_sender;
 pub mod send_history;
 pub mod trendline;
 
@@ -144,6 +145,7 @@ impl BandwidthEstimator {
             let arrival = r.arrival_us.unwrap_or_default();
             self.acked.handle_packet(arrival, r.size);
             if let Some(measured) = self.probes.handle_result(r) {
+                tracing::debug!(?measured, estimate = self.estimate, "probe result");
                 self.controller.handle_result(measured, self.estimate);
                 if let Some(rate) = measured {
                     probe_rate = Some(probe_rate.map_or(rate, |p: f64| p.max(rate)));

@@ -199,6 +199,11 @@ impl Rewriter {
         })
     }
 
+    /// The highest outgoing sequence number sent, if any was.
+    pub fn highest_sent(&self) -> Option<u16> {
+        self.last_sent_at.map(|_| self.highest_out as u16)
+    }
+
     /// The last outgoing timestamp and when it was sent (for sender reports).
     pub fn last_sent(&self) -> Option<(u32, Instant)> {
         self.last_sent_at.map(|at| (self.last_out_ts, at))

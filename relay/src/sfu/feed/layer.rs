@@ -12,6 +12,53 @@ use super::RecvStats;
 /// subscribers losing the same frame must not make the encoder send a keyframe each.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A layer's rate is measured over windows this long…
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// …and it counts as stopped after this long without a packet.
+pub const STOPPED_AFTER: Duration = Duration::from_secs(2);
+
+/// Bytes on the wire a packet to a subscriber adds to its RTP packet: SRTP's tag, UDP, IPv4.
+const WIRE_OVERHEAD: usize = 16 + 8 + 20;
+
+/// What a layer takes to send, bit/s: measured on every core that forwards it, from what it
+/// brings in, as the subscribers' packets will carry it.
+#[derive(Debug, Clone, Default)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: usize,
+    rate: Option<f64>,
+    last_packet: Option<Instant>,
+}
+
+impl RateMeter {
+    /// A packet of `size` bytes (RTP, plaintext) arrived at `now`.
+    pub fn handle_packet(&mut self, now: Instant, size: usize) {
+        self.last_packet = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let window = self.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            // Half the last window, half what came before: a keyframe's burst moves it less.
+            self.rate = Some(match self.rate {
+                Some(r) => (r + window) / 2.0,
+                None => window,
+            });
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += size + WIRE_OVERHEAD;
+    }
+
+    /// The rate, bit/s; None before a whole window was measured, or once the layer stopped.
+    pub fn bitrate(&self, now: Instant) -> Option<f64> {
+        let flowing = self
+            .last_packet
+            .is_some_and(|at| now.saturating_duration_since(at) < STOPPED_AFTER);
+        self.rate.filter(|_| flowing)
+    }
+}
+
 /// One stream of a feed.
 #[derive(Debug, Clone, Default)]
 pub struct Layer {
@@ -31,6 +78,8 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     /// When its last media packet arrived.
     pub last_packet_at: Option<Instant>,
+    /// What it takes to send.
+    pub rate: RateMeter,
 }
 
 impl Layer {
@@ -85,6 +134,28 @@ impl Layer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_over_whole_windows_until_the_layer_stops() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        // 1000-byte packets every 10 ms: (1000 + 44) * 8 * 100 = 835.2 kbit/s.
+        for i in 0..100 {
+            m.handle_packet(t0 + Duration::from_millis(10 * i), 1000);
+            assert_eq!(m.bitrate(t0 + Duration::from_millis(10 * i)), None);
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_packet(t1, 1000);
+        let r = m.bitrate(t1).unwrap();
+        assert!((r - 835_200.0).abs() < 1.0, "{r}");
+        // Half as much the next second: halfway between.
+        for i in 1..=50 {
+            m.handle_packet(t1 + Duration::from_millis(20 * i), 1000);
+        }
+        let r = m.bitrate(t1 + Duration::from_secs(1)).unwrap();
+        assert!((r - 0.75 * 835_200.0).abs() < 9_000.0, "{r}");
+        assert_eq!(m.bitrate(t1 + Duration::from_secs(1) + STOPPED_AFTER), None);
+    }
 
     #[test]
     fn keyframe_requests_are_rate_limited() {

@@ -54,6 +54,9 @@ impl Outbox<'_> {
             self.timers.arm(timer, now + self.inactivity);
         }
         feed.last_packet_at = Some(now);
+        if let Some(layer) = feed.layers.get_mut(usize::from(info.layer)) {
+            layer.rate.handle_packet(now, plain.len());
+        }
         if feed.is_video() {
             feed.cache
                 .insert(info.ssrc, info.sequence, plain, info.playout_delay);
@@ -144,8 +147,16 @@ impl Outbox<'_> {
     /// Send outgoing packet `out_seq` of consumer `index` of `feed` again, from the feed's
     /// cache: on the subscriber's RTX stream where it negotiated one, else as it was sent.
     /// False when the packet cannot be sent again (no longer cached, never sent, or sent
-    /// again too often or too recently).
-    fn retransmit(&mut self, now: Instant, feed: &mut Feed, index: usize, out_seq: u16) -> bool {
+    /// again too often or too recently). With `probe`, as a packet of that probe cluster:
+    /// on the RTX stream only, and whether or not it was asked for.
+    fn resend(
+        &mut self,
+        now: Instant,
+        feed: &mut Feed,
+        index: usize,
+        out_seq: u16,
+        probe: Option<u32>,
+    ) -> bool {
         let c = &mut feed.consumers[index];
         let Some(original) = c.rewriter.original(out_seq) else {
             return false;
@@ -173,10 +184,10 @@ impl Outbox<'_> {
         // A packet that carried a transport-wide number cannot be repeated on its media SSRC:
         // the repeat would have to carry the same number, which the estimator would then see
         // twice.
-        if as_rtx.is_none() && c.transport_wide {
+        if as_rtx.is_none() && (c.transport_wide || probe.is_some()) {
             return false;
         }
-        if !c.retransmits.allow(now, out_seq) {
+        if probe.is_none() && !c.retransmits.allow(now, out_seq) {
             return false;
         }
         // The packet as the subscriber was sent it the first time (with a new transport-wide
@@ -212,10 +223,17 @@ impl Outbox<'_> {
             Ok(()) => {
                 sub.usage.packets_out += 1;
                 sub.usage.bytes_out += out.len() as u64;
-                if number.is_some() {
-                    sub.transport.handle_sent(now, out.len());
+                match (probe, number) {
+                    (Some(cluster), _) => {
+                        sub.transport.handle_probe_sent(now, out.len(), cluster);
+                        self.stats.probe_packets_sent += 1;
+                    }
+                    (None, Some(_)) => {
+                        sub.transport.handle_sent(now, out.len());
+                        self.stats.retransmissions_sent += 1;
+                    }
+                    (None, None) => self.stats.retransmissions_sent += 1,
                 }
-                self.stats.retransmissions_sent += 1;
                 transmit(self.stats, self.outputs, dst, out);
                 true
             }
@@ -229,6 +247,21 @@ impl Outbox<'_> {
 }
 
 impl Worker {
+    /// Feed `fkey` of session `skey`, and the parts of the worker that forwarding it writes
+    /// to, borrowed apart.
+    fn feed_outbox(&mut self, skey: SessionKey, fkey: FeedKey) -> Option<(&mut Feed, Outbox<'_>)> {
+        let feed = self.sessions.get_mut(&skey)?.feeds.get_mut(&fkey)?;
+        let out = Outbox {
+            participants: &mut self.participants,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            outputs: &mut self.outputs,
+            timers: &mut self.timers,
+            inactivity: self.config.feed_inactivity,
+        };
+        Some((feed, out))
+    }
+
     /// A subscriber NACKed `out_seqs` of its stream `media_ssrc`: send what can be sent again.
     pub(super) fn answer_nack(
         &mut self,
@@ -240,36 +273,47 @@ impl Worker {
         // An unknown stream, the RTX stream itself, or a stream being torn down: nothing
         // can be sent again.
         let target = self.participants.get(&subscriber).and_then(|p| {
-            let fkey = p.subscriptions.get(&media_ssrc)?;
-            let feed = self.sessions.get_mut(&p.session)?.feeds.get_mut(fkey)?;
+            let fkey = *p.subscriptions.get(&media_ssrc)?;
+            let feed = self.sessions.get(&p.session)?.feeds.get(&fkey)?;
             let index = feed
                 .consumers
                 .iter()
                 .position(|c| c.subscriber == subscriber && c.ssrc.0 == media_ssrc)?;
-            Some((feed, index))
+            Some((p.session, fkey, index))
         });
-        let Some((feed, index)) = target else {
+        let Some(((feed, mut out), index)) =
+            target.and_then(|(skey, fkey, index)| Some((self.feed_outbox(skey, fkey)?, index)))
+        else {
             let n = out_seqs.count() as u64;
             self.stats.nacks_received += n;
             self.stats.nacks_unanswerable += n;
             return;
-        };
-        let mut out = Outbox {
-            participants: &mut self.participants,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            outputs: &mut self.outputs,
-            timers: &mut self.timers,
-            inactivity: self.config.feed_inactivity,
         };
         if feed.is_video() {
             feed.consumers[index].repair_wait.handle_request(now);
         }
         for seq in out_seqs {
             out.stats.nacks_received += 1;
-            if !out.retransmit(now, feed, index, seq) {
+            if !out.resend(now, feed, index, seq, None) {
                 out.stats.nacks_unanswerable += 1;
             }
+        }
+    }
+
+    /// Send outgoing packet `out_seq` of consumer `index` of feed `fkey` again on its RTX
+    /// stream as a packet of probe cluster `cluster`; false where it cannot be.
+    pub(super) fn probe_with_resend(
+        &mut self,
+        now: Instant,
+        (skey, fkey, index): (SessionKey, FeedKey, usize),
+        out_seq: u16,
+        cluster: u32,
+    ) -> bool {
+        match self.feed_outbox(skey, fkey) {
+            Some((feed, mut out)) if index < feed.consumers.len() => {
+                out.resend(now, feed, index, out_seq, Some(cluster))
+            }
+            _ => false,
         }
     }
 
@@ -283,20 +327,8 @@ impl Worker {
         plain: &[u8],
         info: RtpInfo,
     ) -> bool {
-        let Some(feed) = self
-            .sessions
-            .get_mut(&skey)
-            .and_then(|s| s.feeds.get_mut(&fkey))
-        else {
+        let Some((feed, mut out)) = self.feed_outbox(skey, fkey) else {
             return false;
-        };
-        let mut out = Outbox {
-            participants: &mut self.participants,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            outputs: &mut self.outputs,
-            timers: &mut self.timers,
-            inactivity: self.config.feed_inactivity,
         };
         if let Some(layer) = out.fan_out(now, Timer::Feed(skey, fkey), feed, plain, info) {
             self.keyframe_request(now, skey, fkey, Some(usize::from(layer)), false);

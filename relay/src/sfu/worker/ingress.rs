@@ -463,13 +463,18 @@ impl Worker {
             return;
         };
         let mut statuses = std::mem::take(&mut self.statuses);
-        if rtcp_engine::twcc::parse(packet, &mut statuses).is_some() {
+        let parsed = rtcp_engine::twcc::parse(packet, &mut statuses).is_some();
+        if parsed {
             self.stats.twcc_feedback_received += 1;
             p.transport.handle_transport_feedback(now, &statuses);
         } else {
             self.stats.twcc_feedback_malformed += 1;
         }
         self.statuses = statuses;
+        if parsed {
+            // The estimate moved: the layers it affords may have.
+            self.allocate(now, key);
+        }
     }
 
     fn apply_feedback(&mut self, now: Instant, key: ParticipantKey, fb: Feedback) {

@@ -17,6 +17,7 @@ mod control;
 mod dtls;
 mod fanout;
 mod ingress;
+mod quality;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};

@@ -71,6 +71,15 @@ impl Worker {
         {
             self.send_twcc(now, key);
         }
+        if self
+            .participants
+            .get(&key)?
+            .transport
+            .probe_timeout()
+            .is_some_and(|t| t <= now)
+        {
+            self.send_probes(now, key);
+        }
         self.participants.get(&key)?.next_deadline()
     }
 

@@ -1,0 +1,248 @@
+//! Quality per subscriber: the layers its estimate affords ([`crate::sfu::allocation`]), and
+//! the probe packets that let the estimate find room for better ones.
+
+use std::time::Instant;
+
+use crate::ids::{FeedKey, ParticipantKey, SessionKey};
+use crate::sfu::allocation::Demand;
+
+use super::*;
+
+/// One subscription of the subscriber being allocated for.
+struct Subscription {
+    fkey: FeedKey,
+    index: usize,
+}
+
+impl Worker {
+    /// Decide the layers of `key`'s simulcast subscriptions from its estimate, where one is
+    /// due: move them, ask for the keyframes the moves wait for, and ask for a probe where a
+    /// better layer does not fit yet.
+    pub(super) fn allocate(&mut self, now: Instant, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(estimate) = p.transport.estimate() else {
+            return;
+        };
+        if !p.allocator.due(now) {
+            return;
+        }
+        let skey = p.session;
+        let Some(session) = self.sessions.get(&skey) else {
+            return;
+        };
+        let mut fkeys: Vec<FeedKey> = p.subscriptions.values().copied().collect();
+        fkeys.sort_unstable_by_key(|f| f.0);
+        fkeys.dedup();
+        let mut fixed = 0.0;
+        let mut adaptive = Vec::new();
+        let mut demands = Vec::new();
+        for fkey in fkeys {
+            let Some(feed) = session.feeds.get(&fkey) else {
+                continue;
+            };
+            let Some(index) = feed.consumers.iter().position(|c| c.subscriber == key) else {
+                continue;
+            };
+            let rates: Vec<Option<f64>> = feed.layers.iter().map(|l| l.rate.bitrate(now)).collect();
+            if rates.len() < 2 {
+                fixed += rates[0].unwrap_or(0.0);
+                continue;
+            }
+            let c = &feed.consumers[index];
+            demands.push(Demand {
+                current: c.layers.target(),
+                max: (rates.len() - 1) as u8,
+                rates,
+            });
+            adaptive.push(Subscription { fkey, index });
+        }
+        if demands.is_empty() {
+            return;
+        }
+        let decision = p.allocator.decide(now, estimate, fixed, &demands);
+        if let Some(rate) = decision.probe {
+            tracing::debug!(participant = key.0, estimate, rate, "probe");
+            p.transport.request_probe(now, rate);
+        }
+        let mut keyframes = Vec::new();
+        let session = self.sessions.get_mut(&skey).expect("found above");
+        for (s, target) in adaptive.iter().zip(decision.targets) {
+            let feed = session.feeds.get_mut(&s.fkey).expect("found above");
+            let layers = &mut feed.consumers[s.index].layers;
+            if layers.target() != target {
+                tracing::debug!(
+                    participant = key.0,
+                    feed = s.fkey.0,
+                    from = layers.target(),
+                    to = target,
+                    estimate,
+                    rates = ?demands[0].rates,
+                    "layer"
+                );
+                layers.set_target(target);
+                if let Some(wanted) = layers.awaiting_keyframe() {
+                    keyframes.push((s.fkey, wanted));
+                }
+            }
+        }
+        for (fkey, layer) in keyframes {
+            self.keyframe_request(now, skey, fkey, Some(usize::from(layer)), false);
+        }
+        self.send_probes(now, key);
+    }
+
+    /// Send the probe packets due to `key`, on the RTX stream of one of its video
+    /// subscriptions: recent packets of it again, as libwebrtc probes (large packets, so that
+    /// a cluster outlasts a shaper's burst allowance), or padding where none is cached. Its
+    /// browser counts them in its feedback and drops them.
+    pub(super) fn send_probes(&mut self, now: Instant, key: ParticipantKey) {
+        let stream = self.probe_stream(key);
+        let mut sent = 0u16;
+        loop {
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
+            let Some((cluster, id, number)) = p.transport.poll_probe_packet(now, stream.is_some())
+            else {
+                break;
+            };
+            // poll_probe_packet starts nothing without a stream.
+            let Some(s) = stream else {
+                break;
+            };
+            // The last 16 packets sent, in turn.
+            let resent = self
+                .recent_packet(s, sent % 16)
+                .is_some_and(|seq| self.probe_with_resend(now, (s.0, s.1, s.2), seq, cluster));
+            if !resent && !self.send_padding(now, key, s, (cluster, id, number)) {
+                break;
+            }
+            sent += 1;
+        }
+        if sent > 0 {
+            if let Some(at) = self.participants.get(&key).and_then(|p| p.next_deadline()) {
+                self.timers.arm(Timer::Participant(key), at);
+            }
+        }
+    }
+
+    /// A video subscription of `key` with an RTX stream its browser knows already (it has
+    /// had media): where probes go. Its session, feed, consumer index and RTX payload type.
+    fn probe_stream(&self, key: ParticipantKey) -> Option<(SessionKey, FeedKey, usize, u8)> {
+        let p = self.participants.get(&key)?;
+        let session = self.sessions.get(&p.session)?;
+        p.subscriptions.values().find_map(|&fkey| {
+            let feed = session.feeds.get(&fkey)?;
+            let index = feed.consumers.iter().position(|c| {
+                c.subscriber == key
+                    && c.retransmits.rtx_ssrc.is_some()
+                    && c.rewriter.last_sent().is_some()
+            })?;
+            let rtx_pt = feed.description.rtx_payload_types.first()?.pt;
+            Some((p.session, fkey, index, rtx_pt))
+        })
+    }
+
+    /// The outgoing sequence number `back` behind the newest sent on probe stream `s`.
+    fn recent_packet(&self, s: (SessionKey, FeedKey, usize, u8), back: u16) -> Option<u16> {
+        let feed = self.sessions.get(&s.0)?.feeds.get(&s.1)?;
+        let newest = feed.consumers.get(s.2)?.rewriter.highest_sent()?;
+        Some(newest.wrapping_sub(back))
+    }
+
+    /// Send one padding-only probe packet of `cluster`, numbered `number` in extension `id`,
+    /// on probe stream `s`.
+    fn send_padding(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        s: (SessionKey, FeedKey, usize, u8),
+        (cluster, id, number): (u32, u8, u16),
+    ) -> bool {
+        let (Some(p), Some(session)) =
+            (self.participants.get_mut(&key), self.sessions.get_mut(&s.0))
+        else {
+            return false;
+        };
+        let Some(c) = session
+            .feeds
+            .get_mut(&s.1)
+            .and_then(|f| f.consumers.get_mut(s.2))
+        else {
+            return false;
+        };
+        let (Some(rtx_ssrc), Some((ts, _))) = (c.retransmits.rtx_ssrc, c.rewriter.last_sent())
+        else {
+            return false;
+        };
+        let mut out = self.pool.take();
+        let seq = c.retransmits.next_rtx_seq();
+        padding_packet(s.3, seq, ts, rtx_ssrc, (id, number), &mut out);
+        let Some((dst, srtp)) = p.transport.media_out() else {
+            self.pool.give(out);
+            return false;
+        };
+        match srtp.protect_rtp(&mut out) {
+            Ok(()) => {
+                p.usage.packets_out += 1;
+                p.usage.bytes_out += out.len() as u64;
+                p.transport.handle_probe_sent(now, out.len(), cluster);
+                self.stats.probe_packets_sent += 1;
+                transmit(&mut self.stats, &mut self.outputs, dst, out);
+                true
+            }
+            Err(reason) => {
+                self.pool.give(out);
+                self.stats.drop(reason);
+                false
+            }
+        }
+    }
+}
+
+/// A padding-only RTP packet (RFC 3550 §5.1: P set, the last byte counts the padding) on
+/// stream `ssrc` with payload type `pt`, carrying transport-wide number `(id, number)`.
+fn padding_packet(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    (id, number): (u8, u16),
+    out: &mut Vec<u8>,
+) {
+    use crate::engine::bwe::probe_sender::PADDING;
+    out.clear();
+    // V=2, P, X.
+    out.extend_from_slice(&[0xb0, pt & 0x7f]);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    // One-byte header extensions (RFC 8285), one word: the 2-byte number and a pad byte.
+    out.extend_from_slice(&[0xbe, 0xde, 0, 1, id << 4 | 1]);
+    out.extend_from_slice(&number.to_be_bytes());
+    out.push(0);
+    out.resize(out.len() + PADDING - 1, 0);
+    out.push(PADDING as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rtp;
+
+    #[test]
+    fn a_padding_packet_is_all_padding_with_its_number() {
+        let mut out = Vec::new();
+        padding_packet(97, 5, 9000, 0xabcd, (3, 0x1234), &mut out);
+        let h = rtp::parse(&out).expect("valid RTP");
+        assert_eq!(
+            (h.payload_type, h.sequence, h.timestamp, h.ssrc),
+            (97, 5, 9000, 0xabcd)
+        );
+        assert_eq!(h.payload_len, 0, "nothing but padding");
+        assert_eq!(rtp::transport_sequence(&out, 3), Some(0x1234));
+        assert_eq!(out.len(), 12 + 8 + 255);
+    }
+}
