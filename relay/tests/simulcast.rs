@@ -307,3 +307,44 @@ fn simulcast_descriptions_that_cannot_work_are_refused() {
     }
     publish(&mut h, simulcast_camera()).expect("a good one");
 }
+
+/// A subscriber's NACK for a packet of its layer is answered though the other layers sent
+/// packets with the same sequence numbers meanwhile: each layer keeps its own packets.
+#[test]
+fn repairs_of_one_layer_survive_the_other_layers_packets() {
+    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    drain(&mut h);
+    // Layer 2's keyframe starts the subscriber on it (sequence number 201).
+    send(&mut h, &packet(2, 1, true, true));
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 1);
+    let sent = rtp::parse(&seen.to_subscriber[0]).unwrap();
+    // Layers 0 and 1 send packets numbered 201 too (and one lap on).
+    send(&mut h, &packet(0, 201, false, true));
+    send(&mut h, &packet(1, 101 + 512, false, true));
+    assert!(drain(&mut h).to_subscriber.is_empty());
+    let nack = TransportLayerNack {
+        sender_ssrc: 1,
+        media_ssrc: sent.ssrc,
+        nacks: vec![NackPair {
+            packet_id: sent.sequence,
+            lost_packets: 0,
+        }],
+    }
+    .marshal()
+    .unwrap();
+    let sealed = h.clients[1].protect_rtcp(&nack).expect("protect");
+    h.worker
+        .handle_receive(h.now, None, h.subscribers[0], &sealed);
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 1, "the repair");
+    let repair = &seen.to_subscriber[0];
+    let r = rtp::parse(repair).unwrap();
+    // RFC 4588: the original sequence number, then layer 2's payload.
+    let body = &repair[r.header_len..r.header_len + r.payload_len];
+    assert_eq!(&body[..2], &sent.sequence.to_be_bytes());
+    assert_eq!(body[body.len() - 1], 2);
+    assert_eq!(h.worker.stats().nacks_unanswerable, 0);
+}

@@ -126,10 +126,11 @@ for (const impaired of ['subscriber', 'publisher']) {
       // 100 ms round trip to the publisher; a few ms with the link clean).
       const waited = on.subscriber.jitterBufferDelay / on.subscriber.jitterBufferEmittedCount;
       assert.ok(waited > 0.1, `frames waited ${waited} s on average: ${JSON.stringify(on)}`);
-      // Without repair the video mostly stands still, waiting for keyframes: a freeze counts
-      // only once a frame comes after it, so its total says less than the frames decoded
-      // (with simulcast, 3.4 s of freezes but 54 frames against 582 in one run).
-      assert.ok(on.subscriber.framesDecoded > 3 * off.subscriber.framesDecoded, JSON.stringify({ on, off }));
+      // Without repair the video stands still for long stretches, waiting for keyframes (a
+      // freeze counts only once a frame comes after it, so the frames decoded say it too:
+      // 54-383 against 552-590 with repair, in three runs with simulcast).
+      assert.ok(on.subscriber.freezes < off.subscriber.freezes, JSON.stringify({ on, off }));
+      assert.ok(on.subscriber.framesDecoded > off.subscriber.framesDecoded, JSON.stringify({ on, off }));
       // Repairs reach the subscriber on the media stream, as the originals: nearly nothing
       // counts as lost there. (A subscriber's own repairs come on its RTX stream, which
       // getStats() does not count as received on the media stream.)

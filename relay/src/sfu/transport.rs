@@ -284,6 +284,13 @@ impl Transport {
         }
     }
 
+    /// Probe no higher than `limit` bit/s, where the path is estimated.
+    pub fn set_probe_limit(&mut self, limit: f64) {
+        if let Some((_, b)) = self.bwe.as_mut() {
+            b.set_probe_limit(limit);
+        }
+    }
+
     /// Ask for a probe toward `target` bit/s, where the path is estimated.
     pub fn request_probe(&mut self, now: Instant, target: f64) {
         if let Some((_, b)) = self.bwe.as_mut() {

@@ -185,6 +185,11 @@ impl BandwidthEstimator {
         }
     }
 
+    /// Probe no higher than `limit` bit/s ([`probe::ProbeController::set_limit`]).
+    pub fn set_probe_limit(&mut self, limit: f64) {
+        self.controller.set_limit(limit);
+    }
+
     /// The next probe cluster to send, if one is due at `now`: its id and the rate and byte
     /// count to send it at. The caller sends it (padding or old packets again) through
     /// [`BandwidthEstimator::handle_sent`] with the id.

@@ -170,6 +170,8 @@ impl ProbeEstimator {
 #[derive(Debug)]
 pub struct ProbeController {
     max: f64,
+    /// What probes may ask for now: `max`, or less where the sender could use no more.
+    limit: f64,
     next_id: u32,
     pending: VecDeque<ProbeCluster>,
     /// Started the initial probes.
@@ -190,6 +192,7 @@ impl ProbeController {
     pub fn new(max: f64) -> Self {
         ProbeController {
             max,
+            limit: max,
             next_id: 1,
             pending: VecDeque::new(),
             started: false,
@@ -203,7 +206,7 @@ impl ProbeController {
     }
 
     fn push(&mut self, now: Instant, bitrate: f64) {
-        let cluster = ProbeCluster::new(self.next_id, bitrate.min(self.max));
+        let cluster = ProbeCluster::new(self.next_id, bitrate.min(self.limit));
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.pending.push_back(cluster);
         self.last_probe = Some(now);
@@ -218,7 +221,7 @@ impl ProbeController {
             self.push(now, 6.0 * estimate);
             self.exponential = Some((6.0 * estimate, now));
         } else if let Some((target, at)) = self.exponential {
-            if estimate >= SUCCESS * target && !overusing && estimate < self.max {
+            if estimate >= SUCCESS * target && !overusing && estimate < self.limit {
                 self.push(now, 2.0 * estimate);
                 self.exponential = Some((2.0 * estimate, now));
             } else if now.saturating_duration_since(at) > CLUSTER_TIMEOUT || overusing {
@@ -276,9 +279,23 @@ impl ProbeController {
         self.push(now, rate);
     }
 
-    /// The next cluster to send, if any.
+    /// Probe no higher than `limit` bit/s (within the `max` given at the start): twice what
+    /// the subscriber's layers could use at best. Probing past that finds room nothing would
+    /// fill, and a burst at many megabits a second costs a real link, loses packets on a
+    /// lossy one, and makes a jitter buffer wait.
+    pub fn set_limit(&mut self, limit: f64) {
+        self.limit = limit.min(self.max);
+    }
+
+    /// The next cluster to send, if any (at the limit now in force, where one was asked for
+    /// before it).
     pub fn poll(&mut self, _now: Instant) -> Option<ProbeCluster> {
-        self.pending.pop_front()
+        let c = self.pending.pop_front()?;
+        Some(if c.bitrate > self.limit {
+            ProbeCluster::new(c.id, self.limit)
+        } else {
+            c
+        })
     }
 }
 
@@ -294,6 +311,24 @@ mod tests {
             arrival_us: Some(arrival_us),
             probe: Some(id),
         }
+    }
+
+    #[test]
+    fn probes_stay_under_the_limit_even_when_asked_for_before_it() {
+        let t0 = Instant::now();
+        let mut c = ProbeController::new(20_000_000.0);
+        // The first estimate starts the initial probes, at 3 and 6 Mbit/s.
+        c.handle_estimate(t0, 1_000_000.0, false);
+        c.set_limit(2_000_000.0);
+        let first = c.poll(t0).unwrap();
+        let second = c.poll(t0).unwrap();
+        assert_eq!((first.bitrate, second.bitrate), (2_000_000.0, 2_000_000.0));
+        assert!(first.bytes < ProbeCluster::new(0, 3_000_000.0).bytes);
+        // Later requests too; and the limit never exceeds the maximum.
+        c.request(t0 + MIN_INTERVAL, 1_000_000.0, 5_000_000.0);
+        assert_eq!(c.poll(t0).unwrap().bitrate, 2_000_000.0);
+        c.set_limit(50_000_000.0);
+        assert_eq!(c.limit, 20_000_000.0);
     }
 
     #[test]

@@ -266,8 +266,9 @@ fn random_loss_over_ten_percent_cuts_the_estimate_and_a_little_does_not() {
     let heavy = run_lossy(20, 3_000_000.0, Duration::from_millis(20), 0.2, |_| {
         20_000_000.0
     });
+    // From where the first probes put it (12-16 Mbit/s), by a tenth and more a second.
     assert!(
-        heavy.at(15.0) < 1_000_000.0,
+        heavy.at(15.0) < 0.15 * heavy.max_between(0.0, 2.0),
         "at 20% loss: {}",
         heavy.report(5)
     );
@@ -279,4 +280,24 @@ fn random_loss_over_ten_percent_cuts_the_estimate_and_a_little_does_not() {
         "at 1% loss: {}",
         light.at(15.0)
     );
+}
+
+/// 5% random loss (a lossy link, as the repair tests emulate) holds the estimate: it is in the
+/// band that neither grows nor cuts, and short windows that happen to lose more must not
+/// add up to a collapse.
+#[test]
+fn five_percent_random_loss_holds_the_estimate() {
+    for demand in [300_000.0, 1_000_000.0] {
+        let t = run_lossy(30, demand, Duration::from_millis(50), 0.05, |_| {
+            20_000_000.0
+        });
+        let low = (10..30)
+            .map(|s| t.at(s as f64))
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            low > 0.6 * demand,
+            "sending {demand}: fell to {low}: {}",
+            t.report(5)
+        );
+    }
 }

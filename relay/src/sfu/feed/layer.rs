@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::nack::NackGenerator;
+use super::packet_cache::PacketCache;
 use super::RecvStats;
 
 /// At most one keyframe request per layer in this interval reaches the publisher: many
@@ -15,8 +16,10 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer's rate is measured over windows this long…
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
-/// …and it counts as stopped after this long without a packet.
-pub const STOPPED_AFTER: Duration = Duration::from_secs(2);
+/// …and it counts as stopped after this long without a packet: a layer the publisher turned
+/// off (Chromium drops its best layers when its own estimate falls) must be left soon, since
+/// its subscribers see nothing until they are moved and get a keyframe of another.
+pub const STOPPED_AFTER: Duration = Duration::from_millis(700);
 
 /// Bytes on the wire a packet to a subscriber adds to its RTP packet: SRTP's tag, UDP, IPv4.
 const WIRE_OVERHEAD: usize = 16 + 8 + 20;
@@ -60,7 +63,7 @@ impl RateMeter {
 }
 
 /// One stream of a feed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Layer {
     /// Its rid, for a simulcast layer.
     pub rid: Option<String>,
@@ -80,6 +83,10 @@ pub struct Layer {
     pub last_packet_at: Option<Instant>,
     /// What it takes to send.
     pub rate: RateMeter,
+    /// Its last packets, for subscribers' NACKs (video only). One ring per layer: the layers
+    /// number their packets each on their own, and sharing one ring by sequence number made
+    /// them overwrite each other's packets, so that repairs a subscriber asked for were gone.
+    pub cache: PacketCache,
 }
 
 impl Layer {
@@ -106,6 +113,7 @@ impl Layer {
         self.nack.reset();
         self.last_sr = None;
         self.last_packet_at = None;
+        self.cache.clear();
     }
 
     /// Whether a keyframe request may be sent now; records it if so.

@@ -22,7 +22,6 @@ use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
 use super::repair_wait::RepairWait;
 use layer::Layer;
-use packet_cache::PacketCache;
 
 /// The rid header extension (RFC 8852): which simulcast layer a packet belongs to.
 pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
@@ -55,8 +54,6 @@ pub struct Feed {
     pub origin: Option<FeedRoute>,
     /// For a feed published on this core: the other cores with subscribers of it.
     pub sinks: Vec<usize>,
-    /// The last packets, for subscribers' NACKs (video only).
-    pub cache: PacketCache,
     /// The playout delay that leaves subscribers time for repairs from the publisher (with
     /// the layers' NACKs, on the publisher's core).
     pub repair_wait: RepairWait,
@@ -79,7 +76,6 @@ impl Feed {
             rid_extensions,
             origin: None,
             sinks: Vec::new(),
-            cache: PacketCache::default(),
             repair_wait: RepairWait::default(),
         }
     }
@@ -116,7 +112,6 @@ impl Feed {
         self.layers = layers;
         self.description = description;
         self.repair_wait.reset();
-        self.cache.clear();
     }
 
     /// Which layer an SSRC belongs to, and whether it is that layer's RTX stream.

@@ -54,12 +54,14 @@ impl Outbox<'_> {
             self.timers.arm(timer, now + self.inactivity);
         }
         feed.last_packet_at = Some(now);
+        let video = feed.is_video();
         if let Some(layer) = feed.layers.get_mut(usize::from(info.layer)) {
             layer.rate.handle_packet(now, plain.len());
-        }
-        if feed.is_video() {
-            feed.cache
-                .insert(info.ssrc, info.sequence, plain, info.playout_delay);
+            if video {
+                layer
+                    .cache
+                    .insert(info.ssrc, info.sequence, plain, info.playout_delay);
+            }
         }
         let simulcast = feed.layers.len() > 1;
         // Where a switch between VP8 layers must renumber pictures: the descriptor.
@@ -164,7 +166,10 @@ impl Outbox<'_> {
         let Some(Cached {
             packet: cached,
             playout_delay,
-        }) = feed.cache.get(original.ssrc, original.sequence)
+        }) = feed
+            .layers
+            .iter()
+            .find_map(|l| l.cache.get(original.ssrc, original.sequence))
         else {
             return false;
         };

@@ -246,7 +246,7 @@ impl Worker {
                     // Whether the relay asked for it or not: Chromium's probes resend recent
                     // packets too, and one whose original was lost is as good as a repair.
                     // Only what was forwarded already (or is too old) is dropped.
-                    if !feed.cache.is_news(media_ssrc, original_sequence) {
+                    if !stream.cache.is_news(media_ssrc, original_sequence) {
                         self.stats.rtx_redundant += 1;
                         self.pool.give(plain);
                         return Ok(());

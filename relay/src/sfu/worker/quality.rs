@@ -62,6 +62,7 @@ impl Worker {
             return;
         }
         let decision = p.allocator.decide(now, estimate, fixed, &demands);
+        p.transport.set_probe_limit(decision.probe_limit);
         if let Some(rate) = decision.probe {
             tracing::debug!(participant = key.0, estimate, rate, "probe");
             p.transport.request_probe(now, rate);
