@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::control::{FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo};
+use crate::control::{
+    FeedDescription, ParticipantConfig, SubscribeOptions, SubscriberQuality, SubscriptionInfo,
+};
 use crate::engine::ice_lite::IceCredentials;
 use crate::error::ControlError;
 use crate::ids::{FeedId, Sid, Uid};
@@ -112,6 +114,18 @@ pub(crate) enum Command {
     },
     Stats {
         reply: oneshot::Sender<CoreStats>,
+    },
+    Quality {
+        sid: Sid,
+        uid: Uid,
+        reply: oneshot::Sender<Option<SubscriberQuality>>,
+    },
+    SetMaxLayer {
+        sid: Sid,
+        uid: Uid,
+        feed_id: FeedId,
+        layer: u8,
+        reply: Reply<()>,
     },
     SessionUsage {
         sid: Sid,
@@ -239,6 +253,18 @@ impl Command {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(w.stats());
+            }
+            Command::Quality { sid, uid, reply } => {
+                let _ = reply.send(w.quality(&sid, &uid));
+            }
+            Command::SetMaxLayer {
+                sid,
+                uid,
+                feed_id,
+                layer,
+                reply,
+            } => {
+                let _ = reply.send(w.set_max_layer(now, &sid, &uid, &feed_id, layer));
             }
             #[cfg(feature = "fault-injection")]
             Command::Stall { duration, reply } => {

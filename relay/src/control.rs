@@ -184,6 +184,32 @@ pub struct SubscribeOptions {
 /// The header-extension URI of the RTP MID (RFC 8843 §15.2).
 pub const MID_EXTENSION_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 
+/// What a subscriber receives and why: the estimate of its downlink and, per simulcast
+/// subscription, the layer it is on (the stats per subscriber).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberQuality {
+    /// The estimate of what its downlink carries, bit/s; None where it sends no transport-wide
+    /// feedback.
+    pub estimate_bps: Option<f64>,
+    /// Its simulcast subscriptions.
+    pub subscriptions: Vec<LayerState>,
+}
+
+/// One simulcast subscription's layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerState {
+    /// The feed.
+    pub feed_id: FeedId,
+    /// Its layers.
+    pub layers: u8,
+    /// The layer it should be on (0 the lowest).
+    pub target: u8,
+    /// The layer it is on; None before the first keyframe.
+    pub current: Option<u8>,
+    /// Switches from one layer to another so far.
+    pub switches: u32,
+}
+
 /// A subscription as the subscriber will see it on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionInfo {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::command::{Command, Reply};
 use crate::control::{
     Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
-    SubscriptionInfo,
+    SubscriberQuality, SubscriptionInfo,
 };
 use crate::error::{ControlError, Error};
 use crate::ids::{FeedId, Sid, Uid};
@@ -839,6 +839,46 @@ impl RelayHandle {
             uid: uid.clone(),
             feed_id: feed_id.clone(),
             options,
+            reply,
+        })
+        .await
+    }
+
+    /// The best simulcast layer `uid` should receive of `feed_id` (see
+    /// [`crate::sfu::worker::Worker::set_max_layer`]).
+    pub async fn set_max_layer(
+        &self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: &FeedId,
+        layer: u8,
+    ) -> Result<(), ControlError> {
+        let layout = self.layout(sid)?;
+        let core = Self::core_of_participant(&layout, sid, uid)?;
+        self.run(core, |reply| Command::SetMaxLayer {
+            sid: sid.clone(),
+            uid: uid.clone(),
+            feed_id: feed_id.clone(),
+            layer,
+            reply,
+        })
+        .await
+    }
+
+    /// What `uid` receives: its estimate and its simulcast layers (None for no such
+    /// participant).
+    pub async fn quality(
+        &self,
+        sid: &Sid,
+        uid: &Uid,
+    ) -> Result<Option<SubscriberQuality>, ControlError> {
+        let layout = self.layout(sid)?;
+        let Ok(core) = Self::core_of_participant(&layout, sid, uid) else {
+            return Ok(None);
+        };
+        self.call(core, |reply| Command::Quality {
+            sid: sid.clone(),
+            uid: uid.clone(),
             reply,
         })
         .await

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::{
     Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
-    SubscriptionInfo,
+    SubscriberQuality, SubscriptionInfo,
 };
 use crate::error::ControlError;
 use crate::ids::{FeedId, Sid, Uid};
@@ -136,6 +136,24 @@ pub enum Request {
         /// The feed.
         feed_id: FeedId,
     },
+    /// The best simulcast layer a subscriber should receive of a feed.
+    SetMaxLayer {
+        /// The session.
+        sid: Sid,
+        /// The subscriber.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+        /// The layer, 0 the lowest.
+        layer: u8,
+    },
+    /// What a subscriber receives: its estimate and layers.
+    Quality {
+        /// The session.
+        sid: Sid,
+        /// The subscriber.
+        uid: Uid,
+    },
     /// Counters of every core.
     Stats,
 }
@@ -219,6 +237,13 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
         Request::Unsubscribe { sid, uid, feed_id } => {
             ok(handle.unsubscribe(&sid, &uid, &feed_id).await)
         }
+        Request::SetMaxLayer {
+            sid,
+            uid,
+            feed_id,
+            layer,
+        } => ok(handle.set_max_layer(&sid, &uid, &feed_id, layer).await),
+        Request::Quality { sid, uid } => ok(handle.quality(&sid, &uid).await),
         Request::Stats => ok(handle.stats().await),
     }
 }
@@ -630,6 +655,33 @@ impl Client {
     /// See [`RelayHandle::stats`].
     pub async fn stats(&self) -> Result<Vec<CoreStats>, RemoteError> {
         self.typed(Request::Stats).await
+    }
+
+    /// See [`RelayHandle::set_max_layer`].
+    pub async fn set_max_layer(
+        &self,
+        sid: Sid,
+        uid: Uid,
+        feed_id: FeedId,
+        layer: u8,
+    ) -> Result<(), RemoteError> {
+        self.call(Request::SetMaxLayer {
+            sid,
+            uid,
+            feed_id,
+            layer,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// See [`RelayHandle::quality`].
+    pub async fn quality(
+        &self,
+        sid: Sid,
+        uid: Uid,
+    ) -> Result<Option<SubscriberQuality>, RemoteError> {
+        self.typed(Request::Quality { sid, uid }).await
     }
 }
 

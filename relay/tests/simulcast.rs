@@ -230,6 +230,23 @@ fn layers_are_learnt_by_rid_and_the_subscriber_switches_at_keyframes_on_one_time
     assert_eq!(after.2, before.2.wrapping_add(3000));
     assert_eq!(after.3, (before.3 + 1) & 0x7fff);
     assert_eq!(h.worker.stats().layer_switches, 2);
+    // The subscriber's own view: the layer it is on, the switches, and the estimate (still
+    // where it starts: no transport-wide feedback came here).
+    let q = h
+        .worker
+        .quality(&Sid::from("s"), &Uid::from("sub0"))
+        .expect("a participant");
+    assert_eq!(q.estimate_bps, Some(1_000_000.0));
+    assert_eq!(
+        q.subscriptions,
+        vec![relay::control::LayerState {
+            feed_id: FeedId::from("cam"),
+            layers: 3,
+            target: 0,
+            current: Some(0),
+            switches: 2,
+        }]
+    );
 }
 
 #[test]

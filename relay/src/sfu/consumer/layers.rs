@@ -16,6 +16,8 @@ pub struct Layers {
     target: u8,
     /// Switches made.
     switches: u32,
+    /// The best layer it may have, where something capped it (what it shows the video at).
+    max: Option<u8>,
 }
 
 /// What to do with a packet of a layer.
@@ -42,6 +44,17 @@ impl Layers {
     /// Want `layer` from now on.
     pub fn set_target(&mut self, layer: u8) {
         self.target = layer;
+    }
+
+    /// Cap the layers at `layer`: the target comes down to it at once.
+    pub fn set_max(&mut self, layer: u8) {
+        self.max = Some(layer);
+        self.target = self.target.min(layer);
+    }
+
+    /// The cap, if any.
+    pub fn max(&self) -> Option<u8> {
+        self.max
     }
 
     /// The layer wanted.
@@ -134,6 +147,13 @@ mod tests {
         assert_eq!(l.handle_packet(0, true), Forward::Switch);
         assert_eq!(l.current(), Some(0));
         assert_eq!(l.switches(), 2);
+        // A cap brings the target down, never up.
+        l.set_target(2);
+        l.set_max(1);
+        assert_eq!((l.target(), l.max()), (1, Some(1)));
+        l.set_max(2);
+        assert_eq!(l.target(), 1);
+        l.set_target(0);
         // A restart waits for a keyframe again.
         l.reset();
         assert_eq!(l.handle_packet(0, false), Forward::Drop);

@@ -563,9 +563,10 @@ impl Worker {
         Ok(())
     }
 
-    /// The best simulcast layer `uid` should receive of feed `feed_id` (0 the lowest; one past
-    /// the top means the top). A switch happens at the next keyframe of a layer closer to it,
-    /// which is asked for now.
+    /// The best simulcast layer `uid` should receive of feed `feed_id` (0 the lowest; past the
+    /// top means the top), e.g. for the size it shows the video at. Where its link is
+    /// estimated the allocator keeps it at or below that; where not, that is its layer. A
+    /// switch happens at the next keyframe of a layer closer to it, which is asked for now.
     pub fn set_max_layer(
         &mut self,
         now: Instant,
@@ -574,11 +575,20 @@ impl Worker {
         feed_id: &FeedId,
         layer: u8,
     ) -> Result<(), ControlError> {
-        let (skey, _, fkey, index) = self.subscription(sid, uid, feed_id)?;
+        let (skey, key, fkey, index) = self.subscription(sid, uid, feed_id)?;
+        // Where the subscriber's link is estimated, the allocator moves it up to the cap when
+        // the link allows; where not, the cap is what it gets.
+        let estimated = self
+            .participants
+            .get(&key)
+            .is_some_and(|p| p.transport.estimate().is_some());
         let feed = self.feed_mut(skey, fkey);
         let top = feed.layers.len().saturating_sub(1) as u8;
         let c = &mut feed.consumers[index];
-        c.layers.set_target(layer.min(top));
+        c.layers.set_max(layer.min(top));
+        if !estimated {
+            c.layers.set_target(layer.min(top));
+        }
         if let Some(wanted) = c.layers.awaiting_keyframe() {
             self.keyframe_request(now, skey, fkey, Some(usize::from(wanted)), false);
         }

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use crate::ids::{FeedKey, ParticipantKey, SessionKey};
+use crate::control::{LayerState, SubscriberQuality};
+use crate::ids::{FeedKey, ParticipantKey, SessionKey, Sid, Uid};
 use crate::sfu::allocation::Demand;
 
 use super::*;
@@ -15,6 +16,34 @@ struct Subscription {
 }
 
 impl Worker {
+    /// What `uid` receives: its estimate and its simulcast subscriptions' layers.
+    pub fn quality(&self, sid: &Sid, uid: &Uid) -> Option<SubscriberQuality> {
+        let (skey, key) = self.key_of(sid, uid).ok()?;
+        let p = self.participants.get(&key)?;
+        let session = self.sessions.get(&skey)?;
+        let mut fkeys: Vec<FeedKey> = p.subscriptions.values().copied().collect();
+        fkeys.sort_unstable_by_key(|f| f.0);
+        fkeys.dedup();
+        let subscriptions = fkeys
+            .iter()
+            .filter_map(|fkey| {
+                let feed = session.feeds.get(fkey).filter(|f| f.layers.len() > 1)?;
+                let c = feed.consumers.iter().find(|c| c.subscriber == key)?;
+                Some(LayerState {
+                    feed_id: feed.description.feed_id.clone(),
+                    layers: feed.layers.len() as u8,
+                    target: c.layers.target(),
+                    current: c.layers.current(),
+                    switches: c.layers.switches(),
+                })
+            })
+            .collect();
+        Some(SubscriberQuality {
+            estimate_bps: p.transport.estimate(),
+            subscriptions,
+        })
+    }
+
     /// Decide the layers of `key`'s simulcast subscriptions from its estimate, where one is
     /// due: move them, ask for the keyframes the moves wait for, and ask for a probe where a
     /// better layer does not fit yet.
@@ -51,9 +80,10 @@ impl Worker {
                 continue;
             }
             let c = &feed.consumers[index];
+            let top = (rates.len() - 1) as u8;
             demands.push(Demand {
                 current: c.layers.target(),
-                max: (rates.len() - 1) as u8,
+                max: c.layers.max().map_or(top, |m| m.min(top)),
                 rates,
             });
             adaptive.push(Subscription { fkey, index });
