@@ -268,6 +268,26 @@ fn main() {
     w.extend(record(0x20, &stun_plain));
     w.extend(record(0x30, &[]));
     write("worker", "session", &w);
+    // Worker, simulcast: three layers named by rid (the fourth header byte picks it), then
+    // their packets unnamed, a layer's RTX named by repaired rid, an unknown rid, another MID.
+    let mut w = Vec::new();
+    for (pick, ssrc) in [(0u8, 0x51), (1, 0x52), (2, 0x53)] {
+        let mut p = rtp_packet(ssrc, true, false);
+        p[3] = pick;
+        // A VP8 keyframe's first packet: S set, partition 0, the frame tag's P bit clear.
+        p[20] = 0x10;
+        p[21] = 0x00;
+        w.extend(record(4 | 0x40, &p));
+        w.extend(record(4 | 0x40 | 0x10, &rtp_packet(ssrc, false, false)));
+    }
+    for pick in [4u8, 3, 8] {
+        let mut p = rtp_packet(0x60 + u32::from(pick), true, false);
+        p[1] = 99;
+        p[3] = pick;
+        w.extend(record(4 | 0x40, &p));
+    }
+    w.extend(record(0x20, &[]));
+    write("worker", "simulcast", &w);
     // client_hello: datagrams, each after its two-byte length. A hello in one record, and
     // one whose key share pushes use_srtp into a second record, as Chromium's does.
     let small = fuzzing::client_hello_record(&[fuzzing::use_srtp(&[1, 7])]);

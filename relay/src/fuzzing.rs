@@ -401,6 +401,40 @@ pub fn spread_harness(profile: SrtpProfile) -> SpreadHarness {
     }
 }
 
+/// The worker target's second feed: simulcast, mid "5", rids q, h, f, named by the rid
+/// (10) and repaired-rid (11) extensions.
+fn simulcast_camera() -> FeedDescription {
+    let mut d = camera();
+    d.feed_id = FeedId::from("sim");
+    d.ssrc = None;
+    d.rtx_ssrc = None;
+    for (id, uri) in [
+        (10, crate::sfu::feed::RID_URI),
+        (11, crate::sfu::feed::REPAIRED_RID_URI),
+    ] {
+        d.header_extensions.push(crate::control::HeaderExtension {
+            id,
+            uri: uri.into(),
+        });
+    }
+    d.simulcast = Some(crate::control::Simulcast {
+        mid: "5".into(),
+        rids: vec!["q".into(), "h".into(), "f".into()],
+    });
+    d
+}
+
+/// `packet` with the MID and a rid or repaired rid set as a browser names a simulcast layer,
+/// chosen by its fourth byte: one of the feed's rids, an unknown one, or another MID.
+fn named_layer(packet: &[u8]) -> Option<Vec<u8>> {
+    let pick = packet[3];
+    let rid: &[u8] = [b"q" as &[u8], b"h", b"f", b"x"][usize::from(pick & 3)];
+    let rid_id = if pick & 4 != 0 { 11 } else { 10 };
+    let mid: &[u8] = if pick & 8 != 0 { b"6" } else { b"5" };
+    let mut out = Vec::new();
+    rtp::with_extensions(packet, &[(1, mid), (rid_id, rid)], &mut out).then_some(out)
+}
+
 /// The harness's feed.
 pub fn camera() -> FeedDescription {
     FeedDescription {
@@ -440,6 +474,21 @@ pub fn camera() -> FeedDescription {
 /// decryption; bits 4–5 advance time (0, 100 ms, 1 s, 31 s) and run the timers.
 pub fn worker(data: &[u8]) {
     let mut h = harness(1);
+    // A second feed, simulcast, whose SSRCs the worker must learn from what arrives.
+    let (sid, sub) = (Sid::from("s"), Uid::from("sub0"));
+    h.worker
+        .publish(&sid, &Uid::from("pub"), simulcast_camera())
+        .expect("simulcast publish");
+    let options = crate::control::SubscribeOptions {
+        mid: Some("2".into()),
+        rtx: true,
+        playout_delay_extension: Some(12),
+        transport_cc_extension: Some(TWCC_EXTENSION),
+    };
+    h.worker
+        .subscribe(h.now, &sid, &sub, &FeedId::from("sim"), options)
+        .expect("subscribe");
+    while h.worker.poll_output().is_some() {}
     let mut rest = data;
     while rest.len() >= 3 {
         let flags = rest[0];
@@ -466,7 +515,12 @@ pub fn worker(data: &[u8]) {
             } else {
                 PUBLISHER_SSRC
             };
-            datagram[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            if flags & 0x40 == 0 {
+                datagram[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            } else if let Some(named) = named_layer(&datagram) {
+                // The fuzzer's own SSRC, named as a layer of the simulcast feed (or nearly).
+                datagram = named;
+            }
             // The SRTP library would panic on a header whose lengths run past the packet
             // (the relay checks before it decrypts); such input is sent as it is.
             if rtp::header_len(&datagram).is_some() {

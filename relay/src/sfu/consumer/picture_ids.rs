@@ -40,7 +40,7 @@ impl PictureIds {
             Some(m) if m.ssrc == ssrc => m,
             _ => {
                 let (next_picture, next_tl0) = match self.last {
-                    Some((p, t)) => ((p + 1) % modulus, t.wrapping_add(1)),
+                    Some((p, t)) => ((p % modulus + 1) % modulus, t.wrapping_add(1)),
                     None => (picture, tl0),
                 };
                 let m = Mapping {
@@ -54,8 +54,10 @@ impl PictureIds {
         };
         let out_picture = (picture + modulus - mapping.picture_offset % modulus) % modulus;
         let out_tl0 = tl0.wrapping_sub(mapping.tl0_offset);
+        // The last number may be of the other width (a sender may switch between 7 and 15
+        // bits): compared in this packet's.
         let newer = self.last.is_none_or(|(p, _)| {
-            let ahead = (out_picture + modulus - p) % modulus;
+            let ahead = (out_picture + modulus - p % modulus) % modulus;
             ahead != 0 && ahead < modulus / 2
         });
         if newer {
@@ -110,6 +112,21 @@ mod tests {
         // A switch right after the wrap continues from there.
         assert_eq!(ids.map(2, &descriptor(77, 40)), Some((1, 1)));
         assert_eq!(ids.map(2, &descriptor(78, 41)), Some((2, 2)));
+    }
+
+    /// Found by the worker fuzz target: a 15-bit number, then a 7-bit one, underflowed.
+    #[test]
+    fn the_width_may_change_between_packets() {
+        let mut ids = PictureIds::default();
+        assert_eq!(ids.map(1, &descriptor(30_000, 1)), Some((30_000, 1)));
+        let narrow = vp8::parse(&[0x90, 0x80, 0x05, 0x11]).unwrap();
+        assert_eq!(narrow.picture_id, Some((5, false)));
+        let (p, _) = ids.map(1, &narrow).unwrap();
+        assert!(p < 128);
+        let (p, _) = ids.map(2, &narrow).unwrap();
+        // The 7-bit continuation of 30000: 30000 mod 128 is 48.
+        assert_eq!(p, 49);
+        assert!(ids.map(2, &descriptor(30_001, 2)).is_some());
     }
 
     #[test]
