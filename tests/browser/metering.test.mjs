@@ -49,7 +49,10 @@ test('a call is metered', async () => {
     assert.ok(Math.abs(ps - 2 * seconds) < 0.15 * 2 * seconds + 1, `${ps} participant-seconds for 2 × ${seconds}`);
     // What alice's browser sent reached the relay (bytes in include both participants).
     assert.ok(s.bytes_in >= stats * 0.9, `relay received ${s.bytes_in}, alice sent ${stats}`);
-    assert.ok(s.bytes_out > 0.5 * s.bytes_in && s.bytes_out < 2 * s.bytes_in, JSON.stringify(s));
+    // Each receives one of the other's three simulcast layers, while the relay receives all
+    // of them: out is a part of in (836 kB of 1955 kB in one run, as the subscribers started
+    // on the lower layers), never more than twice it.
+    assert.ok(s.bytes_out > 0.1 * s.bytes_in && s.bytes_out < 2 * s.bytes_in, JSON.stringify(s));
   } finally {
     await browser.close();
     server.stop();
