@@ -585,3 +585,62 @@ fn an_answer_without_rtx_gets_plain_retransmissions() {
         }
     ));
 }
+
+/// A packet first sent in one form is never sent again under its SRTP index in another: once
+/// an answer turns a subscriber's repairs into plain retransmissions, what went out before (on
+/// RTX terms: with a transport-wide number and the subscriber's own playout delay) is not
+/// answered, where a plain repeat would seal other bytes under the same index.
+#[test]
+fn what_was_sent_before_repairs_turned_plain_is_not_repeated() {
+    use relay::control::SubscribeOptions;
+    use relay::ids::{FeedId, Sid, Uid};
+
+    let mut h = harness(1);
+    send_rtp(&mut h, 0, &media(1));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    let first = rtp::parse(&seen.to_subscriber[0]).unwrap();
+    // The subscriber asks for 1 again: answered on RTX, and it now waits for repairs.
+    send_rtcp(&mut h, 1, &nack_packet(first.ssrc, first.sequence, 0));
+    assert_eq!(
+        run_for(&mut h, Duration::from_millis(1))
+            .to_subscriber
+            .len(),
+        1
+    );
+    // 2 goes out with the subscriber's own playout delay and a transport-wide number, and is
+    // lost on the way.
+    send_rtp(&mut h, 0, &media(2));
+    while h.worker.poll_output().is_some() {}
+    let options = SubscribeOptions {
+        mid: Some("1".into()),
+        rtx: false,
+        playout_delay_extension: Some(12),
+        transport_cc_extension: None,
+    };
+    h.worker
+        .update_subscription(
+            &Sid::from("s"),
+            &Uid::from("sub0"),
+            &FeedId::from("cam"),
+            options,
+        )
+        .expect("update");
+    let before = h.worker.stats().nacks_unanswerable;
+    let lost = first.sequence.wrapping_add(1);
+    send_rtcp(&mut h, 1, &nack_packet(first.ssrc, lost, 0));
+    assert!(run_for(&mut h, Duration::from_millis(1))
+        .to_subscriber
+        .is_empty());
+    assert_eq!(h.worker.stats().nacks_unanswerable, before + 1);
+    // What is sent from now on is repaired, plainly.
+    send_rtp(&mut h, 0, &media(3));
+    while h.worker.poll_output().is_some() {}
+    send_rtcp(&mut h, 1, &nack_packet(first.ssrc, lost.wrapping_add(1), 0));
+    let mut resent = 0;
+    while let Some(o) = h.worker.poll_output() {
+        if matches!(o, Output::Transmit(ref t) if t.destination == h.subscribers[0]) {
+            resent += 1;
+        }
+    }
+    assert_eq!(resent, 1);
+}

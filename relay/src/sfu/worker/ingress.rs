@@ -198,8 +198,11 @@ impl Worker {
             p.published.insert(ssrc, fkey);
             self.stats.simulcast_ssrcs_learnt += 1;
         }
-        // Declared or learnt above.
-        let (layer, on_rtx) = feed.layer_of(ssrc).expect("ssrc of a layer");
+        // `published` names only SSRCs of the feed's layers (declared or learnt above).
+        let Some((layer, on_rtx)) = feed.layer_of(ssrc) else {
+            self.pool.give(plain);
+            return Err(DropReason::RtpUnknownSsrc);
+        };
         let desc = &feed.description;
         let media_ssrc = feed.layers[layer].ssrc;
         // On a layer's RTX stream: the payload type it repairs.
@@ -301,7 +304,8 @@ impl Worker {
             payload_len: header.payload_len,
             playout_delay: feed.playout_delay(now),
             layer: layer as u8,
-            keyframe: feed.starts_keyframe(&plain, &header),
+            // Read only where a subscriber may switch at it.
+            keyframe: feed.layers.len() > 1 && feed.starts_keyframe(&plain, &header),
             reference_timestamp: feed.reference_timestamp(layer, header.timestamp),
         };
         self.fan_out(now, skey, fkey, &plain, info);

@@ -76,7 +76,7 @@ impl Worker {
             };
             let rates: Vec<Option<f64>> = feed.layers.iter().map(|l| l.rate.bitrate(now)).collect();
             if rates.len() < 2 {
-                fixed += rates[0].unwrap_or(0.0);
+                fixed += rates.first().copied().flatten().unwrap_or(0.0);
                 continue;
             }
             let c = &feed.consumers[index];
@@ -98,9 +98,13 @@ impl Worker {
             p.transport.request_probe(now, rate);
         }
         let mut keyframes = Vec::new();
-        let session = self.sessions.get_mut(&skey).expect("found above");
+        let Some(session) = self.sessions.get_mut(&skey) else {
+            return;
+        };
         for (s, target) in adaptive.iter().zip(decision.targets) {
-            let feed = session.feeds.get_mut(&s.fkey).expect("found above");
+            let Some(feed) = session.feeds.get_mut(&s.fkey) else {
+                continue;
+            };
             let layers = &mut feed.consumers[s.index].layers;
             if layers.target() != target {
                 tracing::debug!(
