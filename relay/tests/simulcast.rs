@@ -172,10 +172,11 @@ fn layers_are_learnt_by_rid_and_the_subscriber_switches_at_keyframes_on_one_time
     // Layers 1 and 2 start: their SSRCs are learnt; the subscriber wants layer 2, so a
     // keyframe of it is asked for (once the one asked for when the subscriber connected is
     // 500 ms old), and nothing of theirs is sent meanwhile.
+    // Layer 0 goes on meanwhile (one that stopped would have any keyframe taken).
     h.now += Duration::from_millis(600);
+    send(&mut h, &packet(0, 3, false, false));
     send(&mut h, &packet(1, 3, false, true));
     send(&mut h, &packet(2, 3, false, true));
-    send(&mut h, &packet(0, 3, false, false));
     sender_report(&mut h, 0, 2);
     sender_report(&mut h, 2, 3);
     let seen = drain(&mut h);
@@ -364,4 +365,30 @@ fn repairs_of_one_layer_survive_the_other_layers_packets() {
     assert_eq!(&body[..2], &sent.sequence.to_be_bytes());
     assert_eq!(body[body.len() - 1], 2);
     assert_eq!(h.worker.stats().nacks_unanswerable, 0);
+}
+
+/// The layer a subscriber is on stops (a publisher drops its best layer when its own estimate
+/// falls): after 300 ms without it, the subscriber takes the first keyframe of any layer it may
+/// have, and one is asked for, instead of freezing until the allocator moves it.
+#[test]
+fn a_subscriber_whose_layer_stops_takes_another_at_once() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    drain(&mut h);
+    send(&mut h, &packet(2, 1, true, true));
+    send(&mut h, &packet(1, 1, false, true));
+    assert_eq!(drain(&mut h).to_subscriber.len(), 1);
+    // Layer 1 goes on; layer 2 sends nothing more. Within 300 ms it is still the layer.
+    h.now += Duration::from_millis(200);
+    send(&mut h, &packet(1, 2, true, false));
+    assert!(drain(&mut h).to_subscriber.is_empty());
+    h.now += Duration::from_millis(400);
+    send(&mut h, &packet(1, 3, false, false));
+    let seen = drain(&mut h);
+    assert!(seen.to_subscriber.is_empty());
+    assert_eq!(seen.keyframes_asked, vec![SSRCS[1]]);
+    send(&mut h, &packet(1, 4, true, false));
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 1);
+    assert_eq!(read(&seen.to_subscriber[0]).5, 1);
 }

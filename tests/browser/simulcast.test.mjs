@@ -51,8 +51,10 @@ test('a webcam goes out as three layers and a subscriber receives the top one', 
     const feed = await publishWebcam(a);
     const video = await subscribe(b, feed);
     await expectPlaying(b, video);
-    // Chromium sends each layer once its estimate covers it: all three within 15 s.
-    const sent = await until(() => encodings(a), (e) => ['q', 'h', 'f'].every((r) => e[r]?.bytesSent > 0 && e[r].width > 0), 15_000);
+    // Chromium sends each layer once its estimate covers it, at first smaller (the top one
+    // was once still 640 wide at 4 s): all three at their sizes within 15 s.
+    const sizes = { q: 320, h: 640, f: 1280 };
+    const sent = await until(() => encodings(a), (e) => Object.entries(sizes).every(([r, w]) => e[r]?.bytesSent > 0 && e[r].width === w), 15_000);
     console.log(`simulcast: publisher ${JSON.stringify(sent)}`);
     assert.deepEqual(Object.keys(sent).sort(), ['f', 'h', 'q']);
     assert.equal(sent.f.width, 1280);

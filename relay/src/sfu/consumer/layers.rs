@@ -78,8 +78,11 @@ impl Layers {
         (self.current != Some(self.target)).then_some(self.target)
     }
 
-    /// A packet of `layer` that starts a keyframe or not.
-    pub fn handle_packet(&mut self, layer: u8, keyframe: bool) -> Forward {
+    /// A packet of `layer` that starts a keyframe or not; `current_stopped` when the layer
+    /// being forwarded has sent nothing for a while (the publisher turned it off): then a
+    /// keyframe of any layer up to the target is taken, since waiting for a better one is
+    /// waiting with a frozen picture.
+    pub fn handle_packet(&mut self, layer: u8, keyframe: bool, current_stopped: bool) -> Forward {
         let Some(current) = self.current else {
             if keyframe && layer <= self.target {
                 self.current = Some(layer);
@@ -90,7 +93,9 @@ impl Layers {
         if layer == current {
             return Forward::Send;
         }
-        let closer = if self.target > current {
+        let closer = if current_stopped {
+            layer <= self.target
+        } else if self.target > current {
             layer > current && layer <= self.target
         } else {
             layer < current && layer >= self.target
@@ -118,35 +123,46 @@ mod tests {
     fn starts_at_a_keyframe_at_or_below_the_target_and_climbs_to_it() {
         let mut l = Layers::new(2);
         assert_eq!(l.awaiting_keyframe(), Some(2));
-        assert_eq!(l.handle_packet(2, false), Forward::Drop);
+        assert_eq!(l.handle_packet(2, false, false), Forward::Drop);
         // Layer 0's keyframe comes first: better than nothing.
-        assert_eq!(l.handle_packet(0, true), Forward::Switch);
-        assert_eq!(l.handle_packet(0, false), Forward::Send);
-        assert_eq!(l.handle_packet(2, false), Forward::Drop);
-        assert_eq!(l.handle_packet(1, false), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true, false), Forward::Switch);
+        assert_eq!(l.handle_packet(0, false, false), Forward::Send);
+        assert_eq!(l.handle_packet(2, false, false), Forward::Drop);
+        assert_eq!(l.handle_packet(1, false, false), Forward::Drop);
         // Then layer 2's.
-        assert_eq!(l.handle_packet(2, true), Forward::Switch);
+        assert_eq!(l.handle_packet(2, true, false), Forward::Switch);
         assert_eq!(l.current(), Some(2));
         assert_eq!(l.awaiting_keyframe(), None);
-        assert_eq!(l.handle_packet(0, false), Forward::Drop);
-        assert_eq!(l.handle_packet(0, true), Forward::Drop);
+        assert_eq!(l.handle_packet(0, false, false), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true, false), Forward::Drop);
         assert_eq!(l.switches(), 1);
     }
 
     #[test]
     fn a_switch_down_waits_for_a_keyframe_of_a_lower_layer() {
         let mut l = Layers::new(2);
-        assert_eq!(l.handle_packet(2, true), Forward::Switch);
+        assert_eq!(l.handle_packet(2, true, false), Forward::Switch);
         l.set_target(0);
         assert_eq!(l.awaiting_keyframe(), Some(0));
         // Until then the current layer goes on.
-        assert_eq!(l.handle_packet(2, false), Forward::Send);
-        assert_eq!(l.handle_packet(0, false), Forward::Drop);
-        assert_eq!(l.handle_packet(1, true), Forward::Switch);
-        assert_eq!(l.handle_packet(2, true), Forward::Drop);
-        assert_eq!(l.handle_packet(0, true), Forward::Switch);
+        assert_eq!(l.handle_packet(2, false, false), Forward::Send);
+        assert_eq!(l.handle_packet(0, false, false), Forward::Drop);
+        assert_eq!(l.handle_packet(1, true, false), Forward::Switch);
+        assert_eq!(l.handle_packet(2, true, false), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true, false), Forward::Switch);
         assert_eq!(l.current(), Some(0));
         assert_eq!(l.switches(), 2);
+        // On the target, whose layer then stops: a keyframe of a lower one is taken, which
+        // is not while the current layer flows.
+        l.set_target(2);
+        assert_eq!(l.handle_packet(2, true, false), Forward::Switch);
+        assert_eq!(l.handle_packet(1, true, false), Forward::Drop);
+        assert_eq!(l.handle_packet(1, true, true), Forward::Switch);
+        assert_eq!(l.current(), Some(1));
+        // Never above the target, stopped or not.
+        l.set_target(0);
+        assert_eq!(l.handle_packet(2, true, true), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true, false), Forward::Switch);
         // A cap brings the target down, never up.
         l.set_target(2);
         l.set_max(1);
@@ -156,8 +172,8 @@ mod tests {
         l.set_target(0);
         // A restart waits for a keyframe again.
         l.reset();
-        assert_eq!(l.handle_packet(0, false), Forward::Drop);
-        assert_eq!(l.handle_packet(0, true), Forward::Switch);
+        assert_eq!(l.handle_packet(0, false, false), Forward::Drop);
+        assert_eq!(l.handle_packet(0, true, false), Forward::Switch);
     }
 
     proptest! {
@@ -173,7 +189,7 @@ mod tests {
                     l.set_target(t);
                 }
                 let before = l.current();
-                match l.handle_packet(layer, keyframe) {
+                match l.handle_packet(layer, keyframe, false) {
                     Forward::Drop => prop_assert_eq!(l.current(), before),
                     Forward::Send => {
                         prop_assert_eq!(before, Some(layer));

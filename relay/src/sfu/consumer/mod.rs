@@ -151,7 +151,7 @@ mod tests {
                 let now = t0 + Duration::from_millis(i as u64);
                 let reference = frame * 3000;
                 let ts = ts_base[l].wrapping_add(reference);
-                match c.layers.handle_packet(layer, keyframe) {
+                match c.layers.handle_packet(layer, keyframe, false) {
                     Forward::Drop => continue,
                     Forward::Switch => {
                         if let Some(offset) = c.reference_offset {

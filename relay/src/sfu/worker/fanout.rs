@@ -13,6 +13,7 @@ use crate::stats::CoreStats;
 use crate::sfu::consumer::layers::Forward;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::RtpInfo;
+use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
 use crate::sfu::feed::Feed;
 use crate::sfu::participant::Participant;
@@ -78,9 +79,18 @@ impl Outbox<'_> {
                 continue;
             }
             if simulcast {
-                match c.layers.handle_packet(info.layer, info.keyframe) {
+                let stopped = c.layers.current().is_some_and(|cur| {
+                    cur != info.layer
+                        && feed
+                            .layers
+                            .get(usize::from(cur))
+                            .is_some_and(|l| !l.rate.flowing(now, STALLED_AFTER))
+                });
+                match c.layers.handle_packet(info.layer, info.keyframe, stopped) {
                     Forward::Drop => {
-                        if c.layers.awaiting_keyframe() == Some(info.layer) {
+                        let wanted = c.layers.awaiting_keyframe() == Some(info.layer)
+                            || (stopped && info.layer <= c.layers.target());
+                        if wanted {
                             keyframe_wanted = Some(info.layer);
                         }
                         self.stats.rtp_other_layer += 1;
