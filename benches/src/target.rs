@@ -308,6 +308,7 @@ impl Target {
                         rtx_payload_types: vec![],
                         codecs: vec![],
                         simulcast: None,
+                        screen: false,
                     };
                     if *feedback {
                         feed.header_extensions.push(HeaderExtension {

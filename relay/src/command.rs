@@ -5,7 +5,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::control::{
-    FeedDescription, ParticipantConfig, SubscribeOptions, SubscriberQuality, SubscriptionInfo,
+    FeedDescription, ParticipantConfig, SubscribeOptions, SubscriberQuality, SubscriptionInfo, View,
 };
 use crate::engine::ice_lite::IceCredentials;
 use crate::error::ControlError;
@@ -120,11 +120,11 @@ pub(crate) enum Command {
         uid: Uid,
         reply: oneshot::Sender<Option<SubscriberQuality>>,
     },
-    SetMaxLayer {
+    SetView {
         sid: Sid,
         uid: Uid,
         feed_id: FeedId,
-        layer: u8,
+        view: View,
         reply: Reply<()>,
     },
     SessionUsage {
@@ -257,14 +257,14 @@ impl Command {
             Command::Quality { sid, uid, reply } => {
                 let _ = reply.send(w.quality(&sid, &uid));
             }
-            Command::SetMaxLayer {
+            Command::SetView {
                 sid,
                 uid,
                 feed_id,
-                layer,
+                view,
                 reply,
             } => {
-                let _ = reply.send(w.set_max_layer(now, &sid, &uid, &feed_id, layer));
+                let _ = reply.send(w.set_view(now, &sid, &uid, &feed_id, view));
             }
             #[cfg(feature = "fault-injection")]
             Command::Stall { duration, reply } => {

@@ -65,6 +65,10 @@ pub struct FeedDescription {
     /// The layers of a simulcast feed (`a=simulcast:send`); None for a single stream.
     #[serde(default)]
     pub simulcast: Option<Simulcast>,
+    /// A screen share: where a subscriber's link cannot carry all its video, it comes before
+    /// cameras (text that freezes or blurs is lost; a face at a lower layer is not).
+    #[serde(default)]
+    pub screen: bool,
 }
 
 /// A payload type and its codec's SDP encoding name (`VP8`, `H264`, `opus`).
@@ -195,7 +199,23 @@ pub struct SubscriberQuality {
     pub subscriptions: Vec<LayerState>,
 }
 
-/// One simulcast subscription's layer.
+/// How a subscriber shows a video feed, which bounds what it is sent of it (LiveKit's
+/// "adaptive stream"). The default: shown, at no known size, with no cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Not shown at all (the element is hidden, off screen, or the page is in the
+    /// background): nothing is sent until it shows again.
+    #[serde(default)]
+    pub hidden: bool,
+    /// The size it is shown at, in device pixels: no layer larger than covers it is sent.
+    #[serde(default)]
+    pub size: Option<(u32, u32)>,
+    /// The best layer wanted whatever the size (0 the lowest; past the top means the top).
+    #[serde(default)]
+    pub max_layer: Option<u8>,
+}
+
+/// One video subscription's layer (a video without simulcast has one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerState {
     /// The feed.
@@ -208,6 +228,12 @@ pub struct LayerState {
     pub current: Option<u8>,
     /// Switches from one layer to another so far.
     pub switches: u32,
+    /// Why nothing is sent of it, while it is paused.
+    #[serde(default)]
+    pub paused: Option<Pause>,
+    /// Times it was paused so far.
+    #[serde(default)]
+    pub pauses: u32,
 }
 
 /// A subscription as the subscriber will see it on the wire.
@@ -251,6 +277,16 @@ pub enum DisconnectReason {
     },
     /// The peer closed DTLS (close_notify) or the association broke after the handshake.
     DtlsClosed,
+}
+
+/// Why a subscription receives no video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pause {
+    /// The subscriber does not show it.
+    Hidden,
+    /// Its link cannot carry even the lowest layer, after what comes first.
+    Bandwidth,
 }
 
 /// Something that happened on a relay, reported to the control plane.
@@ -310,5 +346,16 @@ pub enum Event {
         uid: Uid,
         /// The feed.
         feed_id: FeedId,
+    },
+    /// A subscriber's video of a feed was paused, or resumed (`paused` None).
+    SubscriptionPaused {
+        /// The session.
+        sid: Sid,
+        /// The subscriber.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+        /// Why, while it is paused.
+        paused: Option<Pause>,
     },
 }

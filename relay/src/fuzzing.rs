@@ -164,9 +164,14 @@ pub fn rtcp_twcc(data: &[u8]) {
     }
 }
 
-/// Where an H.264 keyframe starts: any payload is read without a panic, and a payload that
-/// begins one still does with bytes added after it.
+/// Where an H.264 keyframe starts and the picture size its parameter set gives: any payload
+/// is read without a panic, and a payload that begins one still does with bytes added after
+/// it.
 pub fn h264(data: &[u8]) {
+    // A size read from a parameter set is one a picture can have.
+    if let Some((w, h)) = crate::engine::h264::keyframe_size(data) {
+        assert!(w > 0 && h > 0);
+    }
     if crate::engine::h264::starts_keyframe(data) && data.first().is_some_and(|h| h & 0x1f != 24) {
         let mut longer = data.to_vec();
         longer.extend_from_slice(&[0; 8]);
@@ -181,6 +186,8 @@ pub fn vp8(data: &[u8]) {
         return;
     };
     assert!(d.len < data.len());
+    let size = crate::engine::vp8::keyframe_size(data, &d);
+    assert!(size.is_none() || d.keyframe);
     let mut copy = data.to_vec();
     crate::engine::vp8::rewrite(&mut copy, &d, 0x5a5a, 0xa5);
     let again = crate::engine::vp8::parse(&copy).expect("rewriting keeps the layout");
@@ -464,6 +471,7 @@ pub fn camera() -> FeedDescription {
             name: "VP8".into(),
         }],
         simulcast: None,
+        screen: false,
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::command::{Command, Reply};
 use crate::control::{
     Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
-    SubscriberQuality, SubscriptionInfo,
+    SubscriberQuality, SubscriptionInfo, View,
 };
 use crate::error::{ControlError, Error};
 use crate::ids::{FeedId, Sid, Uid};
@@ -844,22 +844,22 @@ impl RelayHandle {
         .await
     }
 
-    /// The best simulcast layer `uid` should receive of `feed_id` (see
-    /// [`crate::sfu::worker::Worker::set_max_layer`]).
-    pub async fn set_max_layer(
+    /// How `uid` shows its video of `feed_id` (see
+    /// [`crate::sfu::worker::Worker::set_view`]).
+    pub async fn set_view(
         &self,
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
-        layer: u8,
+        view: View,
     ) -> Result<(), ControlError> {
         let layout = self.layout(sid)?;
         let core = Self::core_of_participant(&layout, sid, uid)?;
-        self.run(core, |reply| Command::SetMaxLayer {
+        self.run(core, |reply| Command::SetView {
             sid: sid.clone(),
             uid: uid.clone(),
             feed_id: feed_id.clone(),
-            layer,
+            view,
             reply,
         })
         .await

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::{
     Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
-    SubscriberQuality, SubscriptionInfo,
+    SubscriberQuality, SubscriptionInfo, View,
 };
 use crate::error::ControlError;
 use crate::ids::{FeedId, Sid, Uid};
@@ -136,16 +136,17 @@ pub enum Request {
         /// The feed.
         feed_id: FeedId,
     },
-    /// The best simulcast layer a subscriber should receive of a feed.
-    SetMaxLayer {
+    /// How a subscriber shows a video feed.
+    SetView {
         /// The session.
         sid: Sid,
         /// The subscriber.
         uid: Uid,
         /// The feed.
         feed_id: FeedId,
-        /// The layer, 0 the lowest.
-        layer: u8,
+        /// Hidden, its size, a cap.
+        #[serde(flatten)]
+        view: View,
     },
     /// What a subscriber receives: its estimate and layers.
     Quality {
@@ -237,12 +238,12 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
         Request::Unsubscribe { sid, uid, feed_id } => {
             ok(handle.unsubscribe(&sid, &uid, &feed_id).await)
         }
-        Request::SetMaxLayer {
+        Request::SetView {
             sid,
             uid,
             feed_id,
-            layer,
-        } => ok(handle.set_max_layer(&sid, &uid, &feed_id, layer).await),
+            view,
+        } => ok(handle.set_view(&sid, &uid, &feed_id, view).await),
         Request::Quality { sid, uid } => ok(handle.quality(&sid, &uid).await),
         Request::Stats => ok(handle.stats().await),
     }
@@ -657,19 +658,19 @@ impl Client {
         self.typed(Request::Stats).await
     }
 
-    /// See [`RelayHandle::set_max_layer`].
-    pub async fn set_max_layer(
+    /// See [`RelayHandle::set_view`].
+    pub async fn set_view(
         &self,
         sid: Sid,
         uid: Uid,
         feed_id: FeedId,
-        layer: u8,
+        view: View,
     ) -> Result<(), RemoteError> {
-        self.call(Request::SetMaxLayer {
+        self.call(Request::SetView {
             sid,
             uid,
             feed_id,
-            layer,
+            view,
         })
         .await
         .map(|_| ())

@@ -25,8 +25,8 @@ fn media(seq: u16) -> Vec<u8> {
 
 /// Run `seconds` of the publisher sending 1200-byte packets every `interval`, the subscriber
 /// behind a link of `capacity` bit/s (unbounded queue) and 20 ms delay; returns the estimate
-/// every second and the feedback messages the relay took.
-fn run(seconds: u64, interval: Duration, capacity: f64) -> (Vec<f64>, u64) {
+/// every second, the feedback messages the relay took, and the times the video was paused.
+fn run(seconds: u64, interval: Duration, capacity: f64) -> (Vec<f64>, u64, u64) {
     let mut h: Harness = harness(1);
     let t0 = h.now;
     let delay = Duration::from_millis(20);
@@ -85,18 +85,27 @@ fn run(seconds: u64, interval: Duration, capacity: f64) -> (Vec<f64>, u64) {
         }
         h.now += Duration::from_millis(1);
     }
-    (estimates, h.worker.stats().twcc_feedback_received)
+    let stats = h.worker.stats();
+    (
+        estimates,
+        stats.twcc_feedback_received,
+        stats.subscriptions_paused,
+    )
 }
 
 #[test]
 fn the_estimate_follows_a_bottleneck_on_the_subscribers_link() {
-    // 2 Mbit/s of video (1216-byte packets every 5 ms) into a 1 Mbit/s link: the queue grows.
-    let (narrow, feedback) = run(8, Duration::from_millis(5), 1_000_000.0);
-    assert!(feedback > 100, "feedback taken: {feedback}");
+    // 2 Mbit/s of video (1216-byte packets every 5 ms) into a 1 Mbit/s link: the queue grows,
+    // the estimate falls, and the video (one layer, which does not fit) is paused.
+    let (narrow, feedback, paused) = run(8, Duration::from_millis(5), 1_000_000.0);
+    assert!(feedback > 50, "feedback taken: {feedback}");
     assert!(narrow[6] < 1_000_000.0, "estimates {narrow:?}");
+    assert_eq!(paused, 1);
     // The same into a 10 Mbit/s link: no queue, no loss, the estimate grows by 8% a second
-    // (nothing probes here; probes are the pacer's to send).
-    let (wide, _) = run(8, Duration::from_millis(5), 10_000_000.0);
+    // (nothing probes here: the one layer is sent already), and the video is never paused,
+    // though it needs more than the estimate at first.
+    let (wide, _, paused) = run(8, Duration::from_millis(5), 10_000_000.0);
     assert!(wide.windows(2).all(|w| w[1] > w[0]), "estimates {wide:?}");
     assert!(wide[6] > 1_500_000.0, "estimates {wide:?}");
+    assert_eq!(paused, 0);
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use relay::control::{HeaderExtension, Simulcast};
+use relay::control::{Event, HeaderExtension, Pause, Simulcast, View};
 use relay::engine::{rtp, vp8};
 use relay::fuzzing::{camera, harness, Harness};
 use relay::ids::{FeedId, Sid, Uid};
@@ -66,9 +66,12 @@ fn packet(layer: usize, frame: u16, keyframe: bool, named: bool) -> Vec<u8> {
     p.extend_from_slice(&picture.to_be_bytes());
     p.push(frame as u8 + 50 * layer as u8);
     p.push(0x20);
-    // The frame tag: P bit clear on a keyframe.
+    // The frame tag: P bit clear on a keyframe; then a keyframe's start code and size,
+    // 320x180 doubled per layer.
     p.push(if keyframe { 0x10 } else { 0x11 });
-    p.extend_from_slice(&[0x02, 0x00]);
+    p.extend_from_slice(&[0x02, 0x00, 0x9d, 0x01, 0x2a]);
+    p.extend_from_slice(&(320u16 << layer).to_le_bytes());
+    p.extend_from_slice(&(180u16 << layer).to_le_bytes());
     p.extend(std::iter::repeat_n(layer as u8, 100));
     if !named {
         return p;
@@ -103,12 +106,20 @@ fn sender_report(h: &mut Harness, layer: usize, at_frame: u16) {
 struct Seen {
     to_subscriber: Vec<Vec<u8>>,
     keyframes_asked: Vec<u32>,
+    events: Vec<Event>,
 }
 
 fn drain(h: &mut Harness) -> Seen {
     let mut seen = Seen::default();
     while let Some(o) = h.worker.poll_output() {
-        let Output::Transmit(t) = o else { continue };
+        let t = match o {
+            Output::Transmit(t) => t,
+            Output::Event(e) => {
+                seen.events.push(e);
+                continue;
+            }
+            _ => continue,
+        };
         if t.destination == h.publisher {
             let Ok(plain) = h.clients[0].unprotect_rtcp(&t.contents) else {
                 continue;
@@ -130,13 +141,13 @@ fn drain(h: &mut Harness) -> Seen {
     seen
 }
 
-/// (SSRC, sequence number, timestamp, PictureID, TL0PICIDX, payload's first byte after the
-/// VP8 frame tag: the layer it came from) of a packet the subscriber received.
+/// (SSRC, sequence number, timestamp, PictureID, TL0PICIDX, the payload's last byte: the
+/// layer it came from) of a packet the subscriber received.
 fn read(p: &[u8]) -> (u32, u16, u32, u16, u8, u8) {
     let h = rtp::parse(p).unwrap();
     let payload = &p[h.header_len..h.header_len + h.payload_len];
     let d = vp8::parse(payload).unwrap();
-    let layer = payload[d.len + 3];
+    let layer = payload[payload.len() - 1];
     (
         h.ssrc,
         h.sequence,
@@ -210,12 +221,15 @@ fn layers_are_learnt_by_rid_and_the_subscriber_switches_at_keyframes_on_one_time
     // Down to layer 0: asked for, made at its next keyframe; until then layer 2 goes on.
     h.now += Duration::from_secs(1);
     h.worker
-        .set_max_layer(
+        .set_view(
             h.now,
             &Sid::from("s"),
             &Uid::from("sub0"),
             &FeedId::from("cam"),
-            0,
+            View {
+                max_layer: Some(0),
+                ..View::default()
+            },
         )
         .unwrap();
     assert_eq!(drain(&mut h).keyframes_asked, vec![SSRCS[0]]);
@@ -246,6 +260,8 @@ fn layers_are_learnt_by_rid_and_the_subscriber_switches_at_keyframes_on_one_time
             target: 0,
             current: Some(0),
             switches: 2,
+            paused: None,
+            pauses: 0,
         }]
     );
 }
@@ -391,4 +407,86 @@ fn a_subscriber_whose_layer_stops_takes_another_at_once() {
     let seen = drain(&mut h);
     assert_eq!(seen.to_subscriber.len(), 1);
     assert_eq!(read(&seen.to_subscriber[0]).5, 1);
+}
+
+#[test]
+fn a_subscriber_gets_the_layer_that_covers_its_element_and_nothing_while_it_is_hidden() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    // Every layer's first packet a keyframe: their sizes are known from here.
+    for layer in 0..3 {
+        send(&mut h, &packet(layer, 0, true, true));
+    }
+    drain(&mut h);
+    let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
+    let view = |hidden, size| View {
+        hidden,
+        size,
+        max_layer: None,
+    };
+
+    // Shown at 320x180: the lowest layer covers it, and is asked for.
+    h.now += Duration::from_secs(1);
+    h.worker
+        .set_view(h.now, &sid, &uid, &feed, view(false, Some((320, 180))))
+        .unwrap();
+    assert_eq!(drain(&mut h).keyframes_asked, vec![SSRCS[0]]);
+    for layer in [2, 1, 0] {
+        send(&mut h, &packet(layer, 1, layer == 0, false));
+    }
+    send(&mut h, &packet(0, 2, false, false));
+    let seen = drain(&mut h);
+    let layers: Vec<u8> = seen.to_subscriber.iter().map(|p| read(p).5).collect();
+    assert_eq!(layers, vec![2, 0, 0], "layer 2 until layer 0's keyframe");
+    let last = read(seen.to_subscriber.last().unwrap());
+
+    // Hidden: nothing is sent, keyframes or not, and none is asked for.
+    h.now += Duration::from_secs(1);
+    h.worker
+        .set_view(h.now, &sid, &uid, &feed, view(true, Some((320, 180))))
+        .unwrap();
+    for frame in 3..30 {
+        send(&mut h, &packet(0, frame, frame % 10 == 0, false));
+        send(&mut h, &packet(2, frame, frame % 10 == 0, false));
+    }
+    let seen = drain(&mut h);
+    assert!(seen.to_subscriber.is_empty());
+    assert!(seen.keyframes_asked.is_empty());
+    let paused = |paused| Event::SubscriptionPaused {
+        sid: sid.clone(),
+        uid: uid.clone(),
+        feed_id: feed.clone(),
+        paused,
+    };
+    assert_eq!(seen.events, vec![paused(Some(Pause::Hidden))]);
+    assert_eq!(h.worker.stats().rtp_paused, 54);
+
+    // Shown again: a keyframe is asked for and the stream goes on from it, its sequence
+    // numbers continuing those sent before the pause.
+    h.now += Duration::from_secs(1);
+    h.worker
+        .set_view(h.now, &sid, &uid, &feed, view(false, Some((320, 180))))
+        .unwrap();
+    let seen = drain(&mut h);
+    assert_eq!(seen.keyframes_asked, vec![SSRCS[0]]);
+    assert_eq!(seen.events, vec![paused(None)]);
+    send(&mut h, &packet(0, 30, false, false));
+    send(&mut h, &packet(0, 31, true, false));
+    send(&mut h, &packet(0, 32, false, false));
+    let seen = drain(&mut h);
+    let sent: Vec<_> = seen.to_subscriber.iter().map(|p| read(p)).collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].1, last.1.wrapping_add(1));
+    assert!(sent[0].2.wrapping_sub(last.2) as i32 > 0);
+    assert_eq!(sent[1].1, last.1.wrapping_add(2));
+    let q = h.worker.quality(&sid, &uid).expect("a participant");
+    assert_eq!(
+        (q.subscriptions[0].paused, q.subscriptions[0].pauses),
+        (None, 1)
+    );
+    let stats = h.worker.stats();
+    assert_eq!(
+        (stats.subscriptions_paused, stats.subscriptions_resumed),
+        (1, 1)
+    );
 }

@@ -129,6 +129,7 @@ pub fn video_feed(feed_id: &str, ssrc: u32) -> FeedDescription {
         rtx_payload_types: vec![],
         codecs: vec![],
         simulcast: None,
+        screen: false,
     }
 }
 

@@ -92,6 +92,22 @@ pub fn parse(payload: &[u8]) -> Option<Vp8Descriptor> {
     Some(d)
 }
 
+/// The picture size (width, height) a packet that begins a keyframe gives, after its 3-byte
+/// frame tag and the start code `9d 01 2a` (RFC 6386 §9.1); the 2-bit scaling fields are
+/// not part of it.
+pub fn keyframe_size(payload: &[u8], d: &Vp8Descriptor) -> Option<(u16, u16)> {
+    if !d.keyframe {
+        return None;
+    }
+    let frame = payload.get(d.len..d.len + 10)?;
+    if frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    (width > 0 && height > 0).then_some((width, height))
+}
+
 /// Write `picture_id` (masked to the field's width) and `tl0_pic_idx` over the fields `d` says
 /// `payload` has; fields it lacks are left alone.
 pub fn rewrite(payload: &mut [u8], d: &Vp8Descriptor, picture_id: u16, tl0_pic_idx: u8) {
@@ -137,6 +153,26 @@ mod tests {
         // Not the first partition: never a keyframe start.
         let d = parse(&[0x11, 0x00]).unwrap();
         assert!(!d.keyframe);
+    }
+
+    #[test]
+    fn the_size_of_a_keyframe() {
+        // Descriptor with a 15-bit PictureID, then a keyframe's tag, start code and 1280x720
+        // with scaling bits set in both (which are not part of the size).
+        let p = [
+            0x90, 0x80, 0x80, 0x01, 0x50, 0x2a, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x45, 0xd0, 0x82,
+        ];
+        let d = parse(&p).unwrap();
+        assert_eq!(keyframe_size(&p, &d), Some((1280, 720)));
+        // Cut short, or without the start code: no size.
+        let cut = &p[..p.len() - 1];
+        assert_eq!(keyframe_size(cut, &parse(cut).unwrap()), None);
+        let mut wrong = p;
+        wrong[7] = 0;
+        assert_eq!(keyframe_size(&wrong, &d), None);
+        // An inter frame has none.
+        let inter = [0x10, 0x01, 0, 0, 0x9d, 0x01, 0x2a, 0, 5, 0, 5];
+        assert_eq!(keyframe_size(&inter, &parse(&inter).unwrap()), None);
     }
 
     #[test]

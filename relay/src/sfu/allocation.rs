@@ -1,9 +1,13 @@
 //! Which simulcast layer each of a subscriber's video subscriptions gets, from the estimate of
 //! what its link carries (mediasoup's and LiveKit's "stream allocator").
 //!
-//! What cannot adapt comes off the estimate first: audio, and video without layers. What is
-//! left goes to the simulcast subscriptions in order, each the best of its layers that fits in
-//! what remains (at least its lowest, until pausing exists). Then:
+//! What cannot adapt comes off the estimate first: audio. What is left goes to the video
+//! subscriptions in the order given (screen shares, then the active speaker, then the rest),
+//! each the best of its layers that fits in what remains (a video without simulcast has one).
+//! A video that does not fit even at its lowest layer is paused, after [`PAUSE_AFTER`] of not
+//! fitting on a congested link (an estimate dips for a moment after a loss, one that has not
+//! grown yet says nothing, and a pause costs a keyframe), and comes back like a move up: when
+//! its lowest layer fits with headroom after the dwell. Then:
 //!
 //! - **down at once**: a subscription whose layer no longer fits is moved down at the next
 //!   decision, so that a link that shrank stops queueing within a fraction of a second;
@@ -25,6 +29,9 @@
 //! probe.
 
 use std::time::{Duration, Instant};
+
+/// A video is paused only after this long without room for its lowest layer.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// Decisions are made at most this often per subscriber (on its feedback, every 50-100 ms).
 pub const INTERVAL: Duration = Duration::from_millis(250);
@@ -52,13 +59,13 @@ const PROBE_LIMIT_FACTOR: f64 = 2.0;
 /// …nor lower than this (before the layers' rates are known).
 const MIN_PROBE_LIMIT: f64 = 1_000_000.0;
 
-/// One simulcast subscription as the allocator sees it.
+/// One video subscription as the allocator sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Demand {
     /// Each layer's rate, bit/s, lowest first; None for a layer that is not flowing.
     pub rates: Vec<Option<f64>>,
-    /// The layer it is set to now.
-    pub current: u8,
+    /// The layer it is set to now; None while paused for want of room.
+    pub current: Option<u8>,
     /// The best layer it may have (what its element shows; the top without a limit).
     pub max: u8,
 }
@@ -68,23 +75,29 @@ impl Demand {
         self.rates.get(usize::from(layer)).copied().flatten()
     }
 
-    /// The best flowing layer at or below `max` whose rate fits in `budget`; else the lowest
-    /// flowing layer; else the current one (nothing flows: nothing to decide).
-    fn best_within(&self, budget: f64) -> u8 {
-        let flowing = || (0..=self.max).filter(|&l| self.rate(l).is_some());
-        flowing()
+    /// The flowing layers it may have, lowest first.
+    fn flowing(&self) -> impl DoubleEndedIterator<Item = u8> + '_ {
+        (0..=self.max).filter(|&l| self.rate(l).is_some())
+    }
+
+    /// The best flowing layer it may have whose rate fits in `budget`.
+    fn best_within(&self, budget: f64) -> Option<u8> {
+        self.flowing()
             .rev()
             .find(|&l| self.rate(l).is_some_and(|r| r <= budget))
-            .or_else(|| flowing().next())
-            .unwrap_or(self.current)
+    }
+
+    /// What `layer` costs (nothing for a paused one).
+    fn cost(&self, layer: Option<u8>) -> f64 {
+        layer.and_then(|l| self.rate(l)).unwrap_or(0.0)
     }
 }
 
 /// What to do now.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decision {
-    /// The layer for each demand, in order.
-    pub targets: Vec<u8>,
+    /// The layer for each demand, in order; None: pause it.
+    pub targets: Vec<Option<u8>>,
     /// A probe toward this rate, bit/s, for a move up that does not fit yet.
     pub probe: Option<f64>,
     /// The most any probe should ask for, bit/s.
@@ -99,6 +112,8 @@ pub struct Allocator {
     last_up: Option<Instant>,
     /// The wait before a move up: [`UP_DWELL`], longer after moves up that failed.
     up_dwell: Option<Duration>,
+    /// Since when some video has had no room for its lowest layer.
+    short_since: Option<Instant>,
 }
 
 impl Allocator {
@@ -108,12 +123,15 @@ impl Allocator {
             .is_none_or(|at| now.saturating_duration_since(at) >= INTERVAL)
     }
 
-    /// Share `estimate` (bit/s) among `demands` after `fixed` (bit/s of what cannot adapt).
+    /// Share `estimate` (bit/s) among `demands` after `fixed` (bit/s of what cannot adapt);
+    /// `congested` where the link pushed back lately (a queue or loss): only then is a video
+    /// paused.
     pub fn decide(
         &mut self,
         now: Instant,
         estimate: f64,
         fixed: f64,
+        congested: bool,
         demands: &[Demand],
     ) -> Decision {
         self.last_decision = Some(now);
@@ -125,25 +143,55 @@ impl Allocator {
         let mut best_total = fixed;
         let mut decision = Decision::default();
         let mut wanted_more = 0.0;
+        let mut short = false;
         for d in demands {
-            let best = d.best_within(estimate - allocated);
-            let target = if best < d.current {
-                best
-            } else if may_go_up {
-                // Up only as far as fits with headroom; never down for want of it.
-                d.best_within(estimate / UP_HEADROOM - allocated)
-                    .max(d.current.min(d.max))
-                    .min(best)
-            } else {
-                d.current.min(d.max)
+            let Some(lowest) = d.flowing().next() else {
+                // Nothing flows: nothing to decide.
+                decision.targets.push(d.current.map(|c| c.min(d.max)));
+                continue;
             };
-            allocated += d.rate(target).unwrap_or(0.0);
-            best_total += (0..=d.max).rev().find_map(|l| d.rate(l)).unwrap_or(0.0);
+            let best = d.best_within(estimate - allocated);
+            let with_headroom = d.best_within(estimate / UP_HEADROOM - allocated);
+            let target = match (d.current, best) {
+                (Some(_), None) => {
+                    // No room even for the lowest on a link that pushes back: held there for
+                    // a while, then paused.
+                    short = congested;
+                    let paused = self
+                        .short_since
+                        .is_some_and(|at| now.saturating_duration_since(at) >= PAUSE_AFTER);
+                    (!paused).then_some(lowest)
+                }
+                (Some(current), Some(best)) if best < current => Some(best),
+                // Up only as far as fits with headroom; never down for want of it.
+                (Some(current), Some(best)) if may_go_up => Some(
+                    with_headroom
+                        .unwrap_or(lowest)
+                        .max(current.min(d.max))
+                        .min(best),
+                ),
+                (Some(current), Some(_)) => Some(current.min(d.max)),
+                // Paused: back like a move up, when the lowest fits with headroom.
+                (None, _) if may_go_up => with_headroom,
+                (None, _) => None,
+            };
+            allocated += d.cost(target);
+            best_total += d
+                .flowing()
+                .next_back()
+                .and_then(|l| d.rate(l))
+                .unwrap_or(0.0);
             // The next flowing layer up that did not fit: what a probe would be for.
-            if let Some(next) = (target + 1..=d.max).find(|&l| d.rate(l).is_some()) {
-                wanted_more += d.rate(next).unwrap_or(0.0) - d.rate(target).unwrap_or(0.0);
+            let above = target.map_or(0, |t| t + 1);
+            if let Some(next) = (above..=d.max).find(|&l| d.rate(l).is_some()) {
+                wanted_more += d.cost(Some(next)) - d.cost(target);
             }
             decision.targets.push(target);
+        }
+        if !short {
+            self.short_since = None;
+        } else if self.short_since.is_none() {
+            self.short_since = Some(now);
         }
         decision.probe_limit = (PROBE_LIMIT_FACTOR * best_total).max(MIN_PROBE_LIMIT);
         let moved = |up: bool| {
@@ -190,7 +238,7 @@ mod tests {
     fn demand(current: u8) -> Demand {
         Demand {
             rates: vec![Some(Q), Some(H), Some(F)],
-            current,
+            current: Some(current),
             max: 2,
         }
     }
@@ -200,17 +248,74 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Allocator::default();
         // 2.2 Mbit/s less 100 kbit/s of audio: the top layer for the first, then what is left.
-        let d = a.decide(t0, 2_200_000.0, 100_000.0, &[demand(2), demand(2)]);
-        assert_eq!(d.targets, vec![2, 1]);
-        // Nothing fits: the lowest, never nothing.
-        let d = a.decide(t0, 50_000.0, 0.0, &[demand(0)]);
-        assert_eq!(d.targets, vec![0]);
+        let d = a.decide(t0, 2_200_000.0, 100_000.0, true, &[demand(2), demand(2)]);
+        assert_eq!(d.targets, vec![Some(2), Some(1)]);
+        // Nothing fits: the lowest, for a while.
+        let d = a.decide(t0, 50_000.0, 0.0, true, &[demand(0)]);
+        assert_eq!(d.targets, vec![Some(0)]);
         // A layer that is not flowing is skipped; an element that shows little caps it.
         let mut paused = demand(0);
         paused.rates[1] = None;
         paused.max = 1;
-        let d = a.decide(t0, 2_200_000.0, 0.0, &[paused]);
-        assert_eq!(d.targets, vec![0]);
+        let d = a.decide(t0, 2_200_000.0, 0.0, true, &[paused]);
+        assert_eq!(d.targets, vec![Some(0)]);
+    }
+
+    #[test]
+    fn paused_when_the_lowest_does_not_fit_for_a_while_and_back_like_a_move_up() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        // Audio takes most of 200 kbit/s: the first video (a screen share, say) keeps its
+        // lowest, the second has no room but is held on its lowest for PAUSE_AFTER.
+        let two = [demand(0), demand(0)];
+        // Where the link shows no queue and no loss, the estimate may just not have grown
+        // yet: nothing is paused, however long.
+        let mut calm = Allocator::default();
+        for i in 0..12 {
+            let d = calm.decide(t0 + i * INTERVAL, 200_000.0, 40_000.0, false, &two);
+            assert_eq!(d.targets, vec![Some(0), Some(0)]);
+        }
+        let d = a.decide(t0, 200_000.0, 40_000.0, true, &two);
+        assert_eq!(d.targets, vec![Some(0), Some(0)]);
+        let d = a.decide(t0 + PAUSE_AFTER / 2, 200_000.0, 40_000.0, true, &two);
+        assert_eq!(d.targets, vec![Some(0), Some(0)]);
+        // Room again within it: the wait starts over.
+        let t1 = t0 + PAUSE_AFTER * 3 / 4;
+        let d = a.decide(t1, 400_000.0, 40_000.0, true, &two);
+        assert_eq!(d.targets, vec![Some(0), Some(0)]);
+        let t2 = t1 + INTERVAL;
+        a.decide(t2, 200_000.0, 40_000.0, true, &two);
+        let d = a.decide(t2 + PAUSE_AFTER - INTERVAL, 200_000.0, 40_000.0, true, &two);
+        assert_eq!(d.targets, vec![Some(0), Some(0)]);
+        let t3 = t2 + PAUSE_AFTER;
+        let d = a.decide(t3, 200_000.0, 40_000.0, true, &two);
+        assert_eq!(d.targets, vec![Some(0), None]);
+        // Paused, it costs nothing; it asks for no probe until the dwell, then for one that
+        // would carry its lowest layer (and the first's next one up).
+        let paused = [
+            demand(0),
+            Demand {
+                current: None,
+                ..demand(0)
+            },
+        ];
+        let d = a.decide(t3 + INTERVAL, 200_000.0, 40_000.0, true, &paused);
+        assert_eq!((d.targets, d.probe), (vec![Some(0), None], None));
+        let t4 = t3 + UP_DWELL;
+        let d = a.decide(t4, 200_000.0, 40_000.0, true, &paused);
+        assert_eq!(d.targets, vec![Some(0), None]);
+        let probe = d.probe.expect("a probe");
+        assert!(
+            (probe - (40_000.0 + H + Q) * PROBE_MARGIN).abs() < 1.0,
+            "{probe}"
+        );
+        // Its lowest fits, but not with headroom: still paused.
+        let d = a.decide(t4 + INTERVAL, 40_000.0 + 2.0 * Q, 40_000.0, true, &paused);
+        assert_eq!(d.targets, vec![Some(0), None]);
+        // With it: back on its lowest, after the first, which comes first, took a better one.
+        let estimate = (40_000.0 + Q + H) * UP_HEADROOM;
+        let d = a.decide(t4 + 2 * INTERVAL, estimate, 40_000.0, true, &paused);
+        assert_eq!(d.targets, vec![Some(1), Some(0)]);
     }
 
     #[test]
@@ -218,33 +323,33 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Allocator::default();
         assert!(a.due(t0));
-        let d = a.decide(t0, 2_000_000.0, 0.0, &[demand(2)]);
-        assert_eq!((d.targets, d.probe), (vec![2], None));
+        let d = a.decide(t0, 2_000_000.0, 0.0, true, &[demand(2)]);
+        assert_eq!((d.targets, d.probe), (vec![Some(2)], None));
         // Probes stop at twice the best the layers could use.
         assert_eq!(d.probe_limit, 2.0 * F);
         assert!(!a.due(t0 + INTERVAL / 2));
         // The link shrinks to 400 kbit/s: down to the lowest at once.
         let t1 = t0 + INTERVAL;
-        let d = a.decide(t1, 400_000.0, 0.0, &[demand(2)]);
-        assert_eq!(d.targets, vec![0]);
+        let d = a.decide(t1, 400_000.0, 0.0, true, &[demand(2)]);
+        assert_eq!(d.targets, vec![Some(0)]);
         // The estimate grows back, but not for the dwell after that move: no move, no probe.
         let t2 = t1 + UP_DWELL - Duration::from_millis(1);
-        let d = a.decide(t2, 2_000_000.0, 0.0, &[demand(0)]);
-        assert_eq!((d.targets, d.probe), (vec![0], None));
+        let d = a.decide(t2, 2_000_000.0, 0.0, true, &[demand(0)]);
+        assert_eq!((d.targets, d.probe), (vec![Some(0)], None));
         // After it, the layer that fits.
-        let d = a.decide(t1 + UP_DWELL, 2_000_000.0, 0.0, &[demand(0)]);
-        assert_eq!(d.targets, vec![2]);
+        let d = a.decide(t1 + UP_DWELL, 2_000_000.0, 0.0, true, &[demand(0)]);
+        assert_eq!(d.targets, vec![Some(2)]);
         // Held on the lowest by an estimate that only knows what it carried: a probe toward
         // what the next layer up would need, with the margin.
         let t3 = t1 + 3 * UP_DWELL;
-        let d = a.decide(t3, 220_000.0, 0.0, &[demand(0)]);
-        assert_eq!(d.targets, vec![0]);
+        let d = a.decide(t3, 220_000.0, 0.0, true, &[demand(0)]);
+        assert_eq!(d.targets, vec![Some(0)]);
         let probe = d.probe.expect("a probe");
         assert!((probe - H * PROBE_MARGIN).abs() < 1.0, "{probe}");
         assert_eq!(d.probe_limit, MIN_PROBE_LIMIT.max(2.0 * F));
         // On the top layer there is nothing to probe for.
-        let d = a.decide(t3 + INTERVAL, 3_000_000.0, 0.0, &[demand(2)]);
-        assert_eq!((d.targets, d.probe), (vec![2], None));
+        let d = a.decide(t3 + INTERVAL, 3_000_000.0, 0.0, true, &[demand(2)]);
+        assert_eq!((d.targets, d.probe), (vec![Some(2)], None));
     }
 
     #[test]
@@ -252,28 +357,43 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Allocator::default();
         // H fits the estimate but not with headroom: stays on Q, and probes for H.
-        let d = a.decide(t0, H * 1.1, 0.0, &[demand(0)]);
-        assert_eq!(d.targets, vec![0]);
+        let d = a.decide(t0, H * 1.1, 0.0, true, &[demand(0)]);
+        assert_eq!(d.targets, vec![Some(0)]);
         assert!(d.probe.is_some());
-        let d = a.decide(t0 + INTERVAL, H * 1.2, 0.0, &[demand(0)]);
-        assert_eq!(d.targets, vec![1]);
+        let d = a.decide(t0 + INTERVAL, H * 1.2, 0.0, true, &[demand(0)]);
+        assert_eq!(d.targets, vec![Some(1)]);
         // Taken back 2 s later: failed, so the next move up waits twice as long.
         let t1 = t0 + Duration::from_secs(2);
-        assert_eq!(a.decide(t1, Q * 1.5, 0.0, &[demand(1)]).targets, vec![0]);
-        let d = a.decide(t1 + UP_DWELL, H * 1.2, 0.0, &[demand(0)]);
-        assert_eq!((d.targets, d.probe), (vec![0], None));
+        assert_eq!(
+            a.decide(t1, Q * 1.5, 0.0, true, &[demand(1)]).targets,
+            vec![Some(0)]
+        );
+        let d = a.decide(t1 + UP_DWELL, H * 1.2, 0.0, true, &[demand(0)]);
+        assert_eq!((d.targets, d.probe), (vec![Some(0)], None));
         let t2 = t1 + 2 * UP_DWELL;
-        assert_eq!(a.decide(t2, H * 1.2, 0.0, &[demand(0)]).targets, vec![1]);
+        assert_eq!(
+            a.decide(t2, H * 1.2, 0.0, true, &[demand(0)]).targets,
+            vec![Some(1)]
+        );
         // Failing again doubles it again; a move down long after a move up does not.
         let t3 = t2 + Duration::from_secs(1);
-        assert_eq!(a.decide(t3, Q * 1.5, 0.0, &[demand(1)]).targets, vec![0]);
-        let early = a.decide(t3 + 3 * UP_DWELL, H * 1.2, 0.0, &[demand(0)]);
-        assert_eq!(early.targets, vec![0]);
+        assert_eq!(
+            a.decide(t3, Q * 1.5, 0.0, true, &[demand(1)]).targets,
+            vec![Some(0)]
+        );
+        let early = a.decide(t3 + 3 * UP_DWELL, H * 1.2, 0.0, true, &[demand(0)]);
+        assert_eq!(early.targets, vec![Some(0)]);
         let t4 = t3 + 4 * UP_DWELL;
-        assert_eq!(a.decide(t4, H * 1.2, 0.0, &[demand(0)]).targets, vec![1]);
+        assert_eq!(
+            a.decide(t4, H * 1.2, 0.0, true, &[demand(0)]).targets,
+            vec![Some(1)]
+        );
         let t5 = t4 + FAILED_UP;
-        assert_eq!(a.decide(t5, Q * 1.5, 0.0, &[demand(1)]).targets, vec![0]);
-        let again = a.decide(t5 + UP_DWELL, H * 1.2, 0.0, &[demand(0)]);
-        assert_eq!(again.targets, vec![1]);
+        assert_eq!(
+            a.decide(t5, Q * 1.5, 0.0, true, &[demand(1)]).targets,
+            vec![Some(0)]
+        );
+        let again = a.decide(t5 + UP_DWELL, H * 1.2, 0.0, true, &[demand(0)]);
+        assert_eq!(again.targets, vec![Some(1)]);
     }
 }

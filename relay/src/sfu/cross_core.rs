@@ -42,6 +42,8 @@ pub struct RtpInfo {
     pub layer: u8,
     /// Whether it is the first packet of a keyframe, where a subscriber can switch layers.
     pub keyframe: bool,
+    /// The picture size that keyframe gives, where its codec says it in its first packet.
+    pub frame_size: Option<(u16, u16)>,
     /// Its timestamp on the lowest layer's timeline, where the sender reports give it.
     pub reference_timestamp: Option<u32>,
 }
@@ -154,6 +156,7 @@ mod tests {
             playout_delay: None,
             layer: 0,
             keyframe: false,
+            frame_size: None,
             reference_timestamp: None,
         }
     }

@@ -341,6 +341,11 @@ impl Transport {
         self.bwe.as_ref().map(|(_, b)| b.estimate())
     }
 
+    /// Whether the estimated link pushed back lately (a queue, or loss).
+    pub fn congested(&self, now: Instant) -> bool {
+        self.bwe.as_ref().is_some_and(|(_, b)| b.congested(now))
+    }
+
     /// The participant's receiver reference time (RFC 3611 §4.4) arrived at `now`.
     pub fn handle_receiver_time(&mut self, now: Instant, time: ReceiverTime) {
         self.receiver_time = Some((time, now));

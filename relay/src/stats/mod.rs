@@ -198,6 +198,16 @@ pub struct CoreStats {
     /// Copies not sent because the subscriber receives another layer of the feed.
     #[serde(default)]
     pub rtp_other_layer: u64,
+    /// Copies not sent because the subscriber's video is paused (hidden, or no room on its
+    /// link).
+    #[serde(default)]
+    pub rtp_paused: u64,
+    /// Video subscriptions paused (`rtp_paused`).
+    #[serde(default)]
+    pub subscriptions_paused: u64,
+    /// Video subscriptions resumed after a pause.
+    #[serde(default)]
+    pub subscriptions_resumed: u64,
     /// Padding packets sent to subscribers to probe their links.
     #[serde(default)]
     pub probe_packets_sent: u64,
@@ -259,6 +269,9 @@ impl CoreStats {
         self.simulcast_ssrcs_learnt += other.simulcast_ssrcs_learnt;
         self.layer_switches += other.layer_switches;
         self.rtp_other_layer += other.rtp_other_layer;
+        self.rtp_paused += other.rtp_paused;
+        self.subscriptions_paused += other.subscriptions_paused;
+        self.subscriptions_resumed += other.subscriptions_resumed;
         self.probe_packets_sent += other.probe_packets_sent;
         self.forwarding_delay.merge(&other.forwarding_delay);
     }

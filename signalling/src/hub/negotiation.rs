@@ -114,7 +114,8 @@ impl Hub {
         id: u64,
         text: &str,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
-        let peer = &self.rooms[sid].peers[uid];
+        let room = &self.rooms[sid];
+        let peer = &room.peers[uid];
         let answer = sdp::parse_answer(text).map_err(|e| (ErrorCode::InvalidSdp, e.to_string()))?;
         for e in peer
             .entries
@@ -199,6 +200,10 @@ impl Hub {
                                 })
                                 .collect(),
                             simulcast,
+                            screen: room
+                                .feeds
+                                .get(feed_id)
+                                .is_some_and(|f| f.source == Source::Screen),
                         },
                     },
                     _ => Step::Refused(feed_id.clone()),

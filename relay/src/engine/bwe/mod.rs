@@ -78,7 +78,12 @@ pub struct BandwidthEstimator {
     controller: ProbeController,
     results: Vec<PacketResult>,
     estimate: f64,
+    /// When the delay last said a queue was growing.
+    last_overuse: Option<Instant>,
 }
+
+/// The link counts as congested this long after the delay last said a queue was growing.
+pub const CONGESTION_HOLD: Duration = Duration::from_secs(2);
 
 impl BandwidthEstimator {
     /// An estimator that has seen nothing, starting at `config.start`.
@@ -94,7 +99,18 @@ impl BandwidthEstimator {
             controller: ProbeController::new(config.max),
             results: Vec::new(),
             estimate: config.start.clamp(config.min, config.max),
+            last_overuse: None,
         }
+    }
+
+    /// Whether the link pushed back lately: a queue grew within [`CONGESTION_HOLD`] of
+    /// `now`, or the receiver lost more than 10% ([`loss::LossBasedRate::lossy`]). An
+    /// estimate below what is sent means little without it: it may not have grown yet.
+    pub fn congested(&self, now: Instant) -> bool {
+        self.loss.lossy(now)
+            || self
+                .last_overuse
+                .is_some_and(|at| now.saturating_duration_since(at) < CONGESTION_HOLD)
     }
 
     /// The estimate, bit/s.
@@ -158,6 +174,9 @@ impl BandwidthEstimator {
         self.results = results;
         if received == 0 && lost == 0 {
             return;
+        }
+        if usage == BandwidthUsage::Overusing {
+            self.last_overuse = Some(now);
         }
         let acked = self.acked.bitrate();
         self.aimd.update(now, usage, acked);

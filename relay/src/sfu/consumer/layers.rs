@@ -6,6 +6,9 @@
 //! target or of any layer below it (a subscriber that waited for the target alone would see
 //! nothing while the publisher does not send it). A feed without simulcast has one layer and
 //! never switches.
+//!
+//! A subscription can also be paused: its element is hidden, or its link cannot carry even
+//! the lowest layer. Nothing is sent then, and it starts again at a keyframe, as at first.
 
 /// The layer choice of one subscription.
 #[derive(Debug, Clone, Default)]
@@ -16,9 +19,19 @@ pub struct Layers {
     target: u8,
     /// Switches made.
     switches: u32,
-    /// The best layer it may have, where something capped it (what it shows the video at).
+    /// The best layer it may have, where something capped it.
     max: Option<u8>,
+    /// The size the subscriber shows the video at, where it said.
+    shown_at: Option<(u32, u32)>,
+    /// The subscriber's element is hidden.
+    hidden: bool,
+    /// Its link cannot carry the lowest layer.
+    starved: bool,
+    /// Times it was paused.
+    pauses: u32,
 }
+
+pub use crate::control::Pause;
 
 /// What to do with a packet of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +70,57 @@ impl Layers {
         self.max
     }
 
+    /// The subscriber hides the video, or shows it at `size` (width, height; None: not
+    /// known).
+    pub fn set_view(&mut self, hidden: bool, size: Option<(u32, u32)>) {
+        let before = self.paused();
+        self.hidden = hidden;
+        self.shown_at = size;
+        self.pause_changed(before);
+    }
+
+    /// The size the subscriber shows the video at, where it said.
+    pub fn shown_at(&self) -> Option<(u32, u32)> {
+        self.shown_at
+    }
+
+    /// Whether its link can carry none of the layers.
+    pub fn set_starved(&mut self, starved: bool) {
+        let before = self.paused();
+        self.starved = starved;
+        self.pause_changed(before);
+    }
+
+    /// Whether its link can carry none of the layers.
+    pub fn starved(&self) -> bool {
+        self.starved
+    }
+
+    /// Why nothing is sent, if it is paused (hidden first: it stays paused while hidden
+    /// whatever the link).
+    pub fn paused(&self) -> Option<Pause> {
+        if self.hidden {
+            Some(Pause::Hidden)
+        } else if self.starved {
+            Some(Pause::Bandwidth)
+        } else {
+            None
+        }
+    }
+
+    /// Times it was paused so far.
+    pub fn pauses(&self) -> u32 {
+        self.pauses
+    }
+
+    /// A paused subscription starts again from a keyframe.
+    fn pause_changed(&mut self, before: Option<Pause>) {
+        if self.paused().is_some() {
+            self.current = None;
+            self.pauses += u32::from(before.is_none());
+        }
+    }
+
     /// The layer wanted.
     pub fn target(&self) -> u8 {
         self.target
@@ -75,7 +139,7 @@ impl Layers {
     /// The layer a keyframe is awaited from, to ask the publisher for one: the target, while
     /// something else (or nothing) is forwarded.
     pub fn awaiting_keyframe(&self) -> Option<u8> {
-        (self.current != Some(self.target)).then_some(self.target)
+        (self.paused().is_none() && self.current != Some(self.target)).then_some(self.target)
     }
 
     /// A packet of `layer` that starts a keyframe or not; `current_stopped` when the layer
@@ -83,6 +147,9 @@ impl Layers {
     /// keyframe of any layer up to the target is taken, since waiting for a better one is
     /// waiting with a frozen picture.
     pub fn handle_packet(&mut self, layer: u8, keyframe: bool, current_stopped: bool) -> Forward {
+        if self.paused().is_some() {
+            return Forward::Drop;
+        }
         let Some(current) = self.current else {
             if keyframe && layer <= self.target {
                 self.current = Some(layer);
@@ -174,6 +241,37 @@ mod tests {
         l.reset();
         assert_eq!(l.handle_packet(0, false, false), Forward::Drop);
         assert_eq!(l.handle_packet(0, true, false), Forward::Switch);
+    }
+
+    #[test]
+    fn paused_sends_nothing_and_starts_again_at_a_keyframe() {
+        let mut l = Layers::new(1);
+        assert_eq!(l.handle_packet(1, true, false), Forward::Switch);
+        l.set_view(true, None);
+        assert_eq!(l.paused(), Some(Pause::Hidden));
+        assert_eq!(
+            l.awaiting_keyframe(),
+            None,
+            "no keyframe is wanted while paused"
+        );
+        assert_eq!(l.handle_packet(1, true, false), Forward::Drop);
+        // Starved as well: hidden is the reason while it lasts.
+        l.set_starved(true);
+        assert_eq!(l.paused(), Some(Pause::Hidden));
+        l.set_view(false, Some((320, 180)));
+        assert_eq!(
+            (l.paused(), l.shown_at()),
+            (Some(Pause::Bandwidth), Some((320, 180)))
+        );
+        l.set_starved(false);
+        assert_eq!(l.paused(), None);
+        assert_eq!(l.awaiting_keyframe(), Some(1));
+        assert_eq!(l.handle_packet(1, false, false), Forward::Drop);
+        assert_eq!(l.handle_packet(1, true, false), Forward::Switch);
+        assert_eq!(l.handle_packet(1, false, false), Forward::Send);
+        assert_eq!(l.pauses(), 1, "hidden then starved is one pause");
+        l.set_view(true, Some((320, 180)));
+        assert_eq!((l.paused(), l.pauses()), (Some(Pause::Hidden), 2));
     }
 
     proptest! {

@@ -98,6 +98,9 @@ pub struct Layer {
     /// number their packets each on their own, and sharing one ring by sequence number made
     /// them overwrite each other's packets, so that repairs a subscriber asked for were gone.
     pub cache: PacketCache,
+    /// The picture size of its last keyframe, where the codec gives it: which layer is enough
+    /// for a subscriber that shows the video at a given size.
+    pub size: Option<(u16, u16)>,
 }
 
 impl Layer {

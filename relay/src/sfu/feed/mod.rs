@@ -164,6 +164,19 @@ impl Feed {
         }
     }
 
+    /// The picture size the first packet of a keyframe gives, where its codec says it there
+    /// (a VP8 keyframe header, an H.264 sequence parameter set).
+    pub fn keyframe_size(&self, packet: &[u8], header: &rtp::RtpHeader) -> Option<(u16, u16)> {
+        let payload = &packet[header.header_len..header.header_len + header.payload_len];
+        match self.description.codec_of(header.payload_type) {
+            Some(name) if name.eq_ignore_ascii_case("VP8") => {
+                vp8::keyframe_size(payload, &vp8::parse(payload)?)
+            }
+            Some(name) if name.eq_ignore_ascii_case("H264") => h264::keyframe_size(payload),
+            _ => None,
+        }
+    }
+
     /// Timestamp `ts` of layer `layer` on the timeline of the lowest layer, through the two
     /// layers' sender reports (each layer starts its timestamps at a random value, but all
     /// are stamped from one capture clock); None until both have sent one.

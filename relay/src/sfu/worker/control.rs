@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use crate::control::{FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo};
+use crate::control::{
+    FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo, View,
+};
 use crate::engine::ice_lite::{IceCredentials, IceLite};
 use crate::error::ControlError;
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Ssrc, Uid};
@@ -563,17 +565,17 @@ impl Worker {
         Ok(())
     }
 
-    /// The best simulcast layer `uid` should receive of feed `feed_id` (0 the lowest; past the
-    /// top means the top), e.g. for the size it shows the video at. Where its link is
-    /// estimated the allocator keeps it at or below that; where not, that is its layer. A
-    /// switch happens at the next keyframe of a layer closer to it, which is asked for now.
-    pub fn set_max_layer(
+    /// How `uid` shows its video of feed `feed_id` ([`View`]): it is sent no layer larger
+    /// than that covers, and nothing while hidden. Where its link is estimated the allocator
+    /// keeps it within that; where not, the best layer within it is what it gets. A move down
+    /// happens at the next keyframe of a lower layer, which is asked for now.
+    pub fn set_view(
         &mut self,
         now: Instant,
         sid: &Sid,
         uid: &Uid,
         feed_id: &FeedId,
-        layer: u8,
+        view: View,
     ) -> Result<(), ControlError> {
         let (skey, key, fkey, index) = self.subscription(sid, uid, feed_id)?;
         // Where the subscriber's link is estimated, the allocator moves it up to the cap when
@@ -583,15 +585,26 @@ impl Worker {
             .get(&key)
             .is_some_and(|p| p.transport.estimate().is_some());
         let feed = self.feed_mut(skey, fkey);
+        if !feed.is_video() {
+            return Err(ControlError::InvalidSubscription {
+                reason: "only a video subscription has a view".into(),
+            });
+        }
         let top = feed.layers.len().saturating_sub(1) as u8;
         let c = &mut feed.consumers[index];
-        c.layers.set_max(layer.min(top));
-        if !estimated {
-            c.layers.set_target(layer.min(top));
+        let before = c.layers.paused();
+        c.layers.set_max(view.max_layer.map_or(top, |l| l.min(top)));
+        c.layers.set_view(view.hidden, view.size);
+        let best = super::quality::max_layer(feed, &feed.consumers[index]);
+        let c = &mut feed.consumers[index];
+        if !estimated || c.layers.target() > best {
+            c.layers.set_target(best);
         }
-        if let Some(wanted) = c.layers.awaiting_keyframe() {
+        let (after, wanted) = (c.layers.paused(), c.layers.awaiting_keyframe());
+        if let Some(wanted) = wanted {
             self.keyframe_request(now, skey, fkey, Some(usize::from(wanted)), false);
         }
+        self.pause_changed(sid, uid, feed_id.clone(), before, after);
         Ok(())
     }
 

@@ -58,6 +58,9 @@ impl Outbox<'_> {
         let video = feed.is_video();
         if let Some(layer) = feed.layers.get_mut(usize::from(info.layer)) {
             layer.rate.handle_packet(now, plain.len());
+            if info.frame_size.is_some() {
+                layer.size = info.frame_size;
+            }
             if video {
                 layer
                     .cache
@@ -78,7 +81,7 @@ impl Outbox<'_> {
             if sub.transport.media_destination().is_none() {
                 continue;
             }
-            if simulcast {
+            if video {
                 let stopped = c.layers.current().is_some_and(|cur| {
                     cur != info.layer
                         && feed
@@ -86,7 +89,14 @@ impl Outbox<'_> {
                             .get(usize::from(cur))
                             .is_some_and(|l| !l.rate.flowing(now, STALLED_AFTER))
                 });
-                match c.layers.handle_packet(info.layer, info.keyframe, stopped) {
+                // A single stream is joined at any packet: its subscriber asks for the
+                // keyframe it needs, and a keyframe is not looked for in every codec.
+                let keyframe = info.keyframe || !simulcast;
+                match c.layers.handle_packet(info.layer, keyframe, stopped) {
+                    Forward::Drop if c.layers.paused().is_some() => {
+                        self.stats.rtp_paused += 1;
+                        continue;
+                    }
                     Forward::Drop => {
                         let wanted = c.layers.awaiting_keyframe() == Some(info.layer)
                             || (stopped && info.layer <= c.layers.target());
@@ -98,6 +108,8 @@ impl Outbox<'_> {
                     }
                     Forward::Switch => {
                         self.stats.layer_switches += u64::from(c.layers.switches() > 0);
+                        // On from here, also on the same SSRC after a pause.
+                        c.rewriter.request_resync();
                         // The new layer's timestamps continue the subscriber's timeline
                         // where the sender reports tell how the layers' clocks relate.
                         if let (Some(r), Some(offset)) =

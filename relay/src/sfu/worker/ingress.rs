@@ -297,6 +297,8 @@ impl Worker {
                 feed_id: desc.feed_id.clone(),
             }));
         }
+        // Read only where a subscriber may switch at it.
+        let keyframe = feed.layers.len() > 1 && feed.starts_keyframe(&plain, &header);
         let info = RtpInfo {
             ssrc: header.ssrc,
             sequence: header.sequence,
@@ -304,8 +306,10 @@ impl Worker {
             payload_len: header.payload_len,
             playout_delay: feed.playout_delay(now),
             layer: layer as u8,
-            // Read only where a subscriber may switch at it.
-            keyframe: feed.layers.len() > 1 && feed.starts_keyframe(&plain, &header),
+            keyframe,
+            frame_size: keyframe
+                .then(|| feed.keyframe_size(&plain, &header))
+                .flatten(),
             reference_timestamp: feed.reference_timestamp(layer, header.timestamp),
         };
         self.fan_out(now, skey, fkey, &plain, info);

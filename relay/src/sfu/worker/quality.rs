@@ -3,20 +3,16 @@
 
 use std::time::Instant;
 
-use crate::control::{LayerState, SubscriberQuality};
-use crate::ids::{FeedKey, ParticipantKey, SessionKey, Sid, Uid};
+use crate::control::{LayerState, Pause, SubscriberQuality};
+use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Uid};
 use crate::sfu::allocation::Demand;
+use crate::sfu::consumer::Consumer;
+use crate::sfu::feed::Feed;
 
 use super::*;
 
-/// One subscription of the subscriber being allocated for.
-struct Subscription {
-    fkey: FeedKey,
-    index: usize,
-}
-
 impl Worker {
-    /// What `uid` receives: its estimate and its simulcast subscriptions' layers.
+    /// What `uid` receives: its estimate and its video subscriptions' layers.
     pub fn quality(&self, sid: &Sid, uid: &Uid) -> Option<SubscriberQuality> {
         let (skey, key) = self.key_of(sid, uid).ok()?;
         let p = self.participants.get(&key)?;
@@ -27,7 +23,7 @@ impl Worker {
         let subscriptions = fkeys
             .iter()
             .filter_map(|fkey| {
-                let feed = session.feeds.get(fkey).filter(|f| f.layers.len() > 1)?;
+                let feed = session.feeds.get(fkey).filter(|f| f.is_video())?;
                 let c = feed.consumers.iter().find(|c| c.subscriber == key)?;
                 Some(LayerState {
                     feed_id: feed.description.feed_id.clone(),
@@ -35,6 +31,8 @@ impl Worker {
                     target: c.layers.target(),
                     current: c.layers.current(),
                     switches: c.layers.switches(),
+                    paused: c.layers.paused(),
+                    pauses: c.layers.pauses(),
                 })
             })
             .collect();
@@ -44,9 +42,9 @@ impl Worker {
         })
     }
 
-    /// Decide the layers of `key`'s simulcast subscriptions from its estimate, where one is
-    /// due: move them, ask for the keyframes the moves wait for, and ask for a probe where a
-    /// better layer does not fit yet.
+    /// Decide the layers of `key`'s video subscriptions from its estimate, where one is due:
+    /// move them, pause what does not fit, ask for the keyframes the moves wait for, and ask
+    /// for a probe where a better layer does not fit yet.
     pub(super) fn allocate(&mut self, now: Instant, key: ParticipantKey) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
@@ -66,7 +64,6 @@ impl Worker {
         fkeys.dedup();
         let mut fixed = 0.0;
         let mut adaptive = Vec::new();
-        let mut demands = Vec::new();
         for fkey in fkeys {
             let Some(feed) = session.feeds.get(&fkey) else {
                 continue;
@@ -75,57 +72,102 @@ impl Worker {
                 continue;
             };
             let rates: Vec<Option<f64>> = feed.layers.iter().map(|l| l.rate.bitrate(now)).collect();
-            if rates.len() < 2 {
-                fixed += rates.first().copied().flatten().unwrap_or(0.0);
+            if !feed.is_video() {
+                fixed += rates.iter().flatten().sum::<f64>();
                 continue;
             }
             let c = &feed.consumers[index];
-            let top = (rates.len() - 1) as u8;
-            demands.push(Demand {
-                current: c.layers.target(),
-                max: c.layers.max().map_or(top, |m| m.min(top)),
+            if c.layers.paused() == Some(Pause::Hidden) {
+                // Not shown: costs nothing, whatever the link.
+                continue;
+            }
+            let demand = Demand {
+                current: (!c.layers.starved()).then(|| c.layers.target()),
+                max: max_layer(feed, c),
                 rates,
-            });
-            adaptive.push(Subscription { fkey, index });
+            };
+            // Screen shares first, then the rest in a stable order.
+            adaptive.push((!feed.description.screen, fkey, index, demand));
         }
-        if demands.is_empty() {
+        if adaptive.is_empty() {
             return;
         }
-        let decision = p.allocator.decide(now, estimate, fixed, &demands);
+        adaptive.sort_by_key(|a| (a.0, a.1 .0));
+        let demands: Vec<Demand> = adaptive.iter().map(|a| a.3.clone()).collect();
+        let congested = p.transport.congested(now);
+        let decision = p
+            .allocator
+            .decide(now, estimate, fixed, congested, &demands);
         p.transport.set_probe_limit(decision.probe_limit);
         if let Some(rate) = decision.probe {
             tracing::debug!(participant = key.0, estimate, rate, "probe");
             p.transport.request_probe(now, rate);
         }
-        let mut keyframes = Vec::new();
+        let (sid, uid) = (p.sid.clone(), p.uid.clone());
+        let (mut keyframes, mut changes) = (Vec::new(), Vec::new());
         let Some(session) = self.sessions.get_mut(&skey) else {
             return;
         };
-        for (s, target) in adaptive.iter().zip(decision.targets) {
-            let Some(feed) = session.feeds.get_mut(&s.fkey) else {
+        for ((_, fkey, index, demand), target) in adaptive.iter().zip(decision.targets) {
+            let Some(feed) = session.feeds.get_mut(fkey) else {
                 continue;
             };
-            let layers = &mut feed.consumers[s.index].layers;
-            if layers.target() != target {
+            let layers = &mut feed.consumers[*index].layers;
+            let before = layers.paused();
+            layers.set_starved(target.is_none());
+            if let Some(target) = target.filter(|&t| t != layers.target() || before.is_some()) {
                 tracing::debug!(
                     participant = key.0,
-                    feed = s.fkey.0,
+                    feed = fkey.0,
                     from = layers.target(),
                     to = target,
                     estimate,
-                    rates = ?demands[0].rates,
+                    rates = ?demand.rates,
                     "layer"
                 );
                 layers.set_target(target);
                 if let Some(wanted) = layers.awaiting_keyframe() {
-                    keyframes.push((s.fkey, wanted));
+                    keyframes.push((*fkey, wanted));
                 }
             }
+            if layers.paused() != before {
+                tracing::debug!(participant = key.0, feed = fkey.0, paused = ?layers.paused(), estimate);
+                changes.push((feed.description.feed_id.clone(), before, layers.paused()));
+            }
+        }
+        for (feed_id, before, after) in changes {
+            self.pause_changed(&sid, &uid, feed_id, before, after);
         }
         for (fkey, layer) in keyframes {
             self.keyframe_request(now, skey, fkey, Some(usize::from(layer)), false);
         }
         self.send_probes(now, key);
+    }
+
+    /// Tell signalling that `uid`'s video of `feed_id` was paused or resumed, and count it.
+    pub(super) fn pause_changed(
+        &mut self,
+        sid: &Sid,
+        uid: &Uid,
+        feed_id: FeedId,
+        before: Option<Pause>,
+        after: Option<Pause>,
+    ) {
+        if before == after {
+            return;
+        }
+        match (before, after) {
+            (None, Some(_)) => self.stats.subscriptions_paused += 1,
+            (Some(_), None) => self.stats.subscriptions_resumed += 1,
+            _ => {}
+        }
+        self.outputs
+            .push_back(Output::Event(Event::SubscriptionPaused {
+                sid: sid.clone(),
+                uid: uid.clone(),
+                feed_id,
+                paused: after,
+            }));
     }
 
     /// Send the probe packets due to `key`, on the RTX stream of one of its video
@@ -237,6 +279,42 @@ impl Worker {
     }
 }
 
+/// The best layer of `feed` that consumer `c` may have: at most its cap, and the smallest
+/// that covers the size it shows the video at (where the layers' sizes are known).
+pub(super) fn max_layer(feed: &Feed, c: &Consumer) -> u8 {
+    let top = feed.layers.len().saturating_sub(1) as u8;
+    let cap = c.layers.max().map_or(top, |m| m.min(top));
+    let sizes: Vec<Option<(u16, u16)>> = feed.layers.iter().map(|l| l.size).collect();
+    c.layers
+        .shown_at()
+        .and_then(|(w, h)| layer_for_size(&sizes, w, h))
+        .map_or(cap, |l| l.min(cap))
+}
+
+/// The lowest layer whose picture covers an element of `width` x `height`: as wide or as tall
+/// as it (a video is fitted inside its element, so one side fills it). A layer whose size is
+/// not known yet is taken as twice the one below it, or half the one above, as simulcast
+/// layers are; None when no size is known, or no layer covers it (then the top is best).
+fn layer_for_size(sizes: &[Option<(u16, u16)>], width: u32, height: u32) -> Option<u8> {
+    let (known, (w, h)) = sizes
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| Some((i, (*s)?)))?;
+    (0..sizes.len()).find_map(|i| {
+        let (lw, lh) = sizes[i].map_or_else(
+            || {
+                let scale = |v: u16| {
+                    let v = f64::from(v) * 2f64.powi(i as i32 - known as i32);
+                    v as u32
+                };
+                (scale(w), scale(h))
+            },
+            |(w, h)| (u32::from(w), u32::from(h)),
+        );
+        (lw >= width || lh >= height).then_some(i as u8)
+    })
+}
+
 /// A padding-only RTP packet (RFC 3550 §5.1: P set, the last byte counts the padding) on
 /// stream `ssrc` with payload type `pt`, carrying transport-wide number `(id, number)`.
 fn padding_packet(
@@ -266,6 +344,27 @@ fn padding_packet(
 mod tests {
     use super::*;
     use crate::engine::rtp;
+
+    #[test]
+    fn the_lowest_layer_that_covers_the_element() {
+        let sizes = [Some((320, 180)), Some((640, 360)), Some((1280, 720))];
+        assert_eq!(layer_for_size(&sizes, 320, 180), Some(0));
+        // A 4:3 element shows 16:9 video 320 wide: the 320x180 layer fills it.
+        assert_eq!(layer_for_size(&sizes, 320, 240), Some(0));
+        assert_eq!(layer_for_size(&sizes, 321, 181), Some(1));
+        assert_eq!(layer_for_size(&sizes, 1280, 720), Some(2));
+        assert_eq!(layer_for_size(&sizes, 1920, 1080), None);
+        // Sizes not seen yet are guessed from one that was.
+        assert_eq!(
+            layer_for_size(&[None, None, Some((1280, 720))], 600, 300),
+            Some(1)
+        );
+        assert_eq!(
+            layer_for_size(&[Some((320, 180)), None, None], 1000, 500),
+            Some(2)
+        );
+        assert_eq!(layer_for_size(&[None, None, None], 100, 100), None);
+    }
 
     #[test]
     fn a_padding_packet_is_all_padding_with_its_number() {
