@@ -123,6 +123,12 @@ export interface SessionEvents {
   'participant-left': { uid: string };
   'feed-published': FeedInfo;
   'feed-unpublished': { feedId: string; uid: string };
+  /** The relay stopped sending this page a subscribed feed's video: `hidden` (its element is
+   * hidden, off screen, or the page is in the background) or `bandwidth` (the link cannot
+   * carry even its lowest layer after audio and the videos that come first). */
+  'feed-paused': { feedId: string; reason: 'hidden' | 'bandwidth' };
+  /** Its video is sent again (it shows from the next keyframe). */
+  'feed-resumed': { feedId: string };
   /** The websocket dropped, or was silent for 5 s (the SDK pings every 2 s); resuming. */
   reconnecting: { attempt: number };
   reconnected: Record<string, never>;
@@ -141,7 +147,13 @@ export interface Session {
   publish(options: PublishOptions): Promise<PublishedFeed>;
   unpublish(feedId: string): Promise<void>;
   /** Rejects with `feed_gone` when the feed is unpublished first, `timeout` after `timeoutMs`. */
-  subscribe(feedId: string, target: HTMLVideoElement | string): Promise<{ feedId: string; stream: MediaStream | null }>;
+  /** With `adaptive` (default `true`), the layer sent is no larger than the element's size
+   * (where the page sets its width or height) and nothing is sent while it is hidden. */
+  subscribe(
+    feedId: string,
+    target: HTMLVideoElement | string,
+    options?: { adaptive?: boolean },
+  ): Promise<{ feedId: string; stream: MediaStream | null }>;
   unsubscribe(feedId: string): Promise<void>;
   leave(): Promise<void>;
   on<K extends keyof SessionEvents>(event: K, handler: (value: SessionEvents[K]) => void): () => void;

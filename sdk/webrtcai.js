@@ -111,7 +111,7 @@ class Emitter {
 }
 
 /** A joined session. Events: participant-joined, participant-left, feed-published,
- * feed-unpublished, reconnecting, reconnected, disconnected. */
+ * feed-unpublished, feed-paused, feed-resumed, reconnecting, reconnected, disconnected. */
 class Session extends Emitter {
   constructor(client, sid, name) {
     super();
@@ -338,6 +338,12 @@ class Session extends Emitter {
       case 'feed-unpublished':
         this._feedUnpublished(msg.feed_id, msg.uid);
         break;
+      case 'feed-paused':
+        this._emit('feed-paused', { feedId: msg.feed_id, reason: msg.reason });
+        break;
+      case 'feed-resumed':
+        this._emit('feed-resumed', { feedId: msg.feed_id });
+        break;
     }
   }
 
@@ -362,6 +368,7 @@ class Session extends Emitter {
     const sub = this._subscribed.get(feedId);
     if (sub) {
       sub.ready.reject(new WebRTCaiError('feed_gone', `feed ${feedId} was unpublished`));
+      sub.view?.stop();
       if (sub.target) sub.target.srcObject = null;
       this._subscribed.delete(feedId);
     }
@@ -448,6 +455,8 @@ class Session extends Emitter {
       try {
         await this._open(this._resume);
         this._attempt = 0;
+        // A view reported while the connection was down is reported again.
+        for (const sub of this._subscribed.values()) sub.view?.report();
         this._emit('reconnected', {});
         const ice = this.pc.iceConnectionState;
         if (ice === 'failed' || ice === 'disconnected') this._restartIce();
@@ -524,8 +533,11 @@ class Session extends Emitter {
   }
 
   /** Receive a feed and play it in `target`. Rejects with `feed_gone` when the feed is
-   * unpublished first, and with `timeout` when the subscription does not complete in time. */
-  async subscribe(feedId, target) {
+   * unpublished first, and with `timeout` when the subscription does not complete in time.
+   * With `adaptive` (the default) the SDK tells the server how `target` shows the video: no
+   * larger layer than its size needs is sent, and no video while it is hidden, off screen or
+   * the page is in the background (`feed-paused` with reason `hidden`, then `feed-resumed`). */
+  async subscribe(feedId, target, { adaptive = true } = {}) {
     const el = element(target);
     if (this._subscribed.has(feedId)) {
       throw new WebRTCaiError('subscription_state', `already subscribed (or subscribing) to ${feedId}`);
@@ -545,6 +557,9 @@ class Session extends Emitter {
       }
       throw e;
     }
+    if (adaptive && this.feeds.get(feedId)?.kinds.includes('video') && this._subscribed.get(feedId) === sub) {
+      sub.view = new ViewReporter(this, feedId, el);
+    }
     return { feedId, stream: sub.stream };
   }
 
@@ -554,6 +569,7 @@ class Session extends Emitter {
     const sub = this._subscribed.get(feedId);
     this._subscribed.delete(feedId);
     if (sub) {
+      sub.view?.stop();
       sub.ready.reject(new WebRTCaiError('subscription_state', `unsubscribed from ${feedId} before the subscription completed`));
       if (sub.target) sub.target.srcObject = null;
     }
@@ -575,6 +591,85 @@ class Session extends Emitter {
     this.pc.close();
     this._ws.close();
   }
+}
+
+/** How long a change in how a video is shown settles before it is reported: a resize or a
+ * scroll reports once, not per frame. Hiding waits longer, so that scrolling past a video or
+ * switching tabs for a moment does not cost a keyframe to come back. */
+const VIEW_SETTLE_MS = 100;
+const HIDE_SETTLE_MS = 500;
+
+/** Adaptive stream: reports how a subscribed video element is shown (`set_view`), from its
+ * size (ResizeObserver), whether it is on screen (IntersectionObserver) and whether the page
+ * is visible. The size is in device pixels, and only where the page sets it: an element
+ * sized by its own video (no CSS width or height) would otherwise shrink the video it shows
+ * to its first frames' size and keep it there. */
+class ViewReporter {
+  constructor(session, feedId, el) {
+    this._session = session;
+    this._feedId = feedId;
+    this._el = el;
+    this._onScreen = true;
+    this._sent = null; // the view the server has, as JSON
+    this._timer = null;
+    this._resize = new ResizeObserver(() => this._changed());
+    this._resize.observe(el);
+    this._intersection = new IntersectionObserver((entries) => {
+      this._onScreen = entries[entries.length - 1].isIntersecting;
+      this._changed();
+    });
+    this._intersection.observe(el);
+    this._onVisibility = () => this._changed();
+    document.addEventListener('visibilitychange', this._onVisibility);
+    this._changed();
+  }
+
+  view() {
+    const el = this._el;
+    const hidden = !this._onScreen || document.visibilityState === 'hidden' || el.clientWidth === 0 || el.clientHeight === 0;
+    const view = { hidden };
+    if (!hidden && sizedByPage(el)) {
+      const dpr = window.devicePixelRatio || 1;
+      view.width = Math.max(1, Math.round(el.clientWidth * dpr));
+      view.height = Math.max(1, Math.round(el.clientHeight * dpr));
+    }
+    return view;
+  }
+
+  _changed() {
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this.report(), this.view().hidden ? HIDE_SETTLE_MS : VIEW_SETTLE_MS);
+  }
+
+  /** Send the view where the server does not have it (again after a reconnect). */
+  report() {
+    if (this._stopped) return;
+    const view = this.view();
+    const text = JSON.stringify(view);
+    if (text === this._sent) return;
+    this._sent = text;
+    this._session._request({ type: 'set_view', feed_id: this._feedId, ...view }).catch(() => {
+      // Not delivered (the connection dropped): sent again once it is back.
+      if (this._sent === text) this._sent = null;
+    });
+  }
+
+  stop() {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    this._resize.disconnect();
+    this._intersection.disconnect();
+    document.removeEventListener('visibilitychange', this._onVisibility);
+  }
+}
+
+/** Whether the page gives the element a width or a height (CSS Typed OM tells a computed
+ * `auto` from a set size); where the browser cannot tell, it is taken as not set. */
+function sizedByPage(el) {
+  if (!el.computedStyleMap) return false;
+  const style = el.computedStyleMap();
+  const set = (p) => String(style.get(p)) !== 'auto';
+  return set('width') || set('height');
 }
 
 /** A promise settled from outside, that rejects with `timeout` after `ms`. */

@@ -86,6 +86,27 @@ pub enum Request {
         /// The feed.
         feed_id: String,
     },
+    /// How the page shows a video it receives (the SDK sends this as its element is resized,
+    /// hidden or shown): the relay sends no larger layer than covers `width` x `height`
+    /// (device pixels), nothing while `hidden`, and no layer above `max_layer` (0 the lowest).
+    SetView {
+        /// Request id.
+        id: u64,
+        /// The feed subscribed to.
+        feed_id: String,
+        /// Not shown at all.
+        #[serde(default)]
+        hidden: bool,
+        /// The width it is shown at, with `height`.
+        #[serde(default)]
+        width: Option<u32>,
+        /// The height it is shown at, with `width`.
+        #[serde(default)]
+        height: Option<u32>,
+        /// The best layer wanted whatever the size.
+        #[serde(default)]
+        max_layer: Option<u8>,
+    },
     /// The answer to the server's latest offer. The SDK applies it locally after the reply,
     /// so the relay knows the browser's ICE ufrag and certificate before any packet arrives.
     Answer {
@@ -130,6 +151,7 @@ impl Request {
             | Request::Unpublish { id, .. }
             | Request::Subscribe { id, .. }
             | Request::Unsubscribe { id, .. }
+            | Request::SetView { id, .. }
             | Request::Answer { id, .. }
             | Request::RestartIce { id }
             | Request::Record { id, .. }
@@ -268,6 +290,20 @@ pub enum Event {
         feed_id: String,
         /// Its publisher.
         uid: String,
+    },
+    /// The relay stopped sending this participant the video of a feed it subscribes to:
+    /// `hidden` (the page said it does not show it) or `bandwidth` (its link cannot carry
+    /// even the lowest layer after audio and the videos that come first).
+    FeedPaused {
+        /// The feed.
+        feed_id: String,
+        /// Why.
+        reason: relay::control::Pause,
+    },
+    /// The video of a paused feed is sent again (from its next keyframe).
+    FeedResumed {
+        /// The feed.
+        feed_id: String,
     },
 }
 

@@ -77,6 +77,34 @@ async fn bad_messages_get_reasons_and_change_nothing() {
         (r["id"].as_u64(), r["error"]["code"].as_str()),
         (Some(6), Some("no_such_feed"))
     );
+    // A view of what is not subscribed to, and a size without both sides or out of range.
+    send(
+        &mut ws,
+        json!({"type":"set_view","id":11,"feed_id":"f-nope","hidden":true}),
+    )
+    .await;
+    let (r, _) = reply(&mut ws).await;
+    assert_eq!(
+        (r["id"].as_u64(), r["error"]["code"].as_str()),
+        (Some(11), Some("subscription_state"))
+    );
+    for (id, bad) in [
+        (12, json!({"width": 320})),
+        (13, json!({"width": 0, "height": 180})),
+        (14, json!({"width": 320, "height": 100_000})),
+    ] {
+        let mut m = json!({"type":"set_view","id":id,"feed_id":"f-nope"});
+        m.as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        send(&mut ws, m).await;
+        let (r, _) = reply(&mut ws).await;
+        assert_eq!(
+            (r["id"].as_u64(), r["error"]["code"].as_str()),
+            (Some(id), Some("invalid_message")),
+            "{r}"
+        );
+    }
     send(&mut ws, json!({"type":"join","id":7,"v":1,"sid":"s"})).await;
     let (r, _) = reply(&mut ws).await;
     assert_eq!(r["error"]["code"], "already_joined");

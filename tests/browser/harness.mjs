@@ -108,7 +108,10 @@ export async function launch({ prompt = true } = {}) {
 
 /** Open the demo origin and join `sid` through the SDK with the server's key; events are
  * recorded in window.events. `init` is merged into the options of `WebRTCai.init` (e.g. a
- * websocket `url` through a {@link startProxy}, or `timeoutMs`). */
+ * websocket `url` through a {@link startProxy}, or `timeoutMs`). Every video element the test
+ * adds is kept on screen (fixed at the top left, sized by its video): the SDK has the relay
+ * pause a subscribed video that is off screen, and a page of 1280x720 videos one under the
+ * other would have all but the first below the fold. */
 export async function joinPage(context, server, sid, name, init = {}) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
@@ -118,10 +121,13 @@ export async function joinPage(context, server, sid, name, init = {}) {
   await page.evaluate(
     async ({ sid, name, key, init }) => {
       const { WebRTCai } = await import('/sdk/webrtcai.js');
+      const style = document.createElement('style');
+      style.textContent = 'video { position: fixed; top: 0; left: 0; }';
+      document.head.append(style);
       window.events = [];
       const client = WebRTCai.init({ key, ...init });
       window.session = await client.join(sid, { name });
-      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'reconnecting', 'reconnected', 'disconnected']) {
+      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'reconnecting', 'reconnected', 'disconnected']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },
@@ -258,6 +264,19 @@ export async function videoState(page, videoId) {
     });
     return { width: v.videoWidth, framesDecoded };
   }, videoId);
+}
+
+/** Poll `what` every 250 ms until `check` holds of its value (returned); throws with the last
+ * value after `timeoutMs`. */
+export async function until(what, check, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await what();
+    if (check(last)) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`not reached within ${timeoutMs} ms: ${JSON.stringify(last)}`);
 }
 
 /** Resolve once the element shows decoded frames that keep growing. */

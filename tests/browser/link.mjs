@@ -279,6 +279,24 @@ export async function launchBehind(link, server) {
   };
 }
 
+/** One link per seed and a Chromium behind each, for pages of `server`. Everything made is
+ * pushed onto `open` as soon as it exists (close it in reverse, whatever happens). */
+export async function linkedBrowsers(server, seeds, open) {
+  const links = [];
+  for (const seed of seeds) {
+    const link = await createLink({ seed });
+    open.push(link);
+    links.push(link);
+  }
+  const browsers = [];
+  for (const link of links) {
+    const b = await launchBehind(link, server);
+    open.push(b);
+    browsers.push(b);
+  }
+  return { links, browsers };
+}
+
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
-import { createLink, startLinkServer, launchBehind } from './link.mjs';
+import { startLinkServer, linkedBrowsers } from './link.mjs';
 
 const CAP_KBIT = 400;
 const SETTLE_MS = Number(process.env.QUALITY_SETTLE_MS) || 20_000;
@@ -48,18 +48,7 @@ test('a subscriber behind 400 kbit/s gets the low layer, the others 1280x720, an
   const server = await startLinkServer({ args: ['--stats-interval', '5'] });
   const open = [];
   try {
-    const links = [];
-    for (const seed of [1, 2, 3, 4]) {
-      const link = await createLink({ seed });
-      open.push(link);
-      links.push(link);
-    }
-    const browsers = [];
-    for (const link of links) {
-      const b = await launchBehind(link, server);
-      open.push(b);
-      browsers.push(b);
-    }
+    const { links, browsers } = await linkedBrowsers(server, [1, 2, 3, 4], open);
     const [pub, ...subs] = await Promise.all(browsers.map((b, i) => joinPage(b.context, server, 'quality-1', `p${i}`)));
     const capped = links[3];
     await capped.set({ down: { rate_kbit: CAP_KBIT } });

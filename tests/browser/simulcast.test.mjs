@@ -3,7 +3,7 @@
 // subscriber receives one of them as one stream.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
+import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying, until } from './harness.mjs';
 
 /** The publisher's video encodings, as getStats() reports them: rid → width and bytes sent. */
 async function encodings(page) {
@@ -29,17 +29,6 @@ async function receiving(page) {
     });
     return out;
   });
-}
-
-async function until(what, check, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    last = await what();
-    if (check(last)) return last;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`not reached within ${timeoutMs} ms: ${JSON.stringify(last)}`);
 }
 
 test('a webcam goes out as three layers and a subscriber receives the top one', async () => {

@@ -348,6 +348,22 @@ impl Hub {
                     },
                 );
             }
+            Input::Relay(relay::Event::SubscriptionPaused {
+                sid,
+                uid,
+                feed_id,
+                paused,
+            }) => {
+                // Only a subscription's video is paused: its id is the feed's with "/video".
+                let Some(feed_id) = feed_id.0.strip_suffix("/video").map(str::to_owned) else {
+                    return;
+                };
+                let event = match paused {
+                    Some(reason) => crate::protocol::Event::FeedPaused { feed_id, reason },
+                    None => crate::protocol::Event::FeedResumed { feed_id },
+                };
+                self.send_to_peer(&sid.0, &uid.0, &ServerMessage::Event(event));
+            }
             Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {

@@ -1,6 +1,6 @@
 //! What a joined participant asks for: publish, subscribe and the rest.
 
-use relay::control::SubscribeOptions;
+use relay::control::{SubscribeOptions, View};
 use relay::ids::{FeedId, Sid, Uid};
 use serde_json::json;
 
@@ -8,6 +8,9 @@ use crate::protocol::{ErrorCode, Request};
 use crate::sdp::{self, Codec, Kind, Role, Section};
 
 use super::*;
+
+/// The largest width or height a view may give, in device pixels.
+const MAX_VIEW: u32 = 16_384;
 
 impl Hub {
     /// Handle a joined participant's request. `Ok(None)`: a job finishes it, with the reply
@@ -248,6 +251,58 @@ impl Hub {
                         Ok(Some(json!({ "feed_id": feed_id })))
                     }
                 }
+            }
+            Request::SetView {
+                feed_id,
+                hidden,
+                width,
+                height,
+                max_layer,
+                ..
+            } => {
+                let size = match (width, height) {
+                    (None, None) => None,
+                    (Some(w), Some(h))
+                        if (1..=MAX_VIEW).contains(&w) && (1..=MAX_VIEW).contains(&h) =>
+                    {
+                        Some((w, h))
+                    }
+                    _ => {
+                        return Err((
+                            ErrorCode::InvalidMessage,
+                            format!("width and height come together, each 1 to {MAX_VIEW}"),
+                        ))
+                    }
+                };
+                let subscribed = self.rooms[sid].peers[uid].entries.iter().any(|e| {
+                    e.section.kind == Kind::Video
+                        && matches!(&e.section.role, Role::Subscribe { feed_id: f, .. } if *f == feed_id)
+                });
+                if !subscribed {
+                    return Err((
+                        ErrorCode::SubscriptionState,
+                        format!("no video of {feed_id} is subscribed to"),
+                    ));
+                }
+                let relay = self.relay.clone();
+                let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+                let feed = relay_feed(&feed_id, Kind::Video);
+                let view = View {
+                    hidden,
+                    size,
+                    max_layer,
+                };
+                self.spawn_job(
+                    sid,
+                    async move { relay.set_view(&rsid, &ruid, &feed, view).await },
+                    move |hub, result| {
+                        let result = result
+                            .map(|()| Some(json!({ "feed_id": feed_id })))
+                            .map_err(|e| (ErrorCode::Relay, e.to_string()));
+                        hub.reply(conn, id, result);
+                    },
+                );
+                Ok(None)
             }
             Request::Answer { offer_id, sdp, .. } => {
                 self.answer(sid, uid, conn, id, offer_id, &sdp)

@@ -1,0 +1,136 @@
+// Adaptive stream and pausing: the SDK tells the server how each subscribed video is shown. A
+// subscriber whose element is 320x180 receives the 320x180 layer of a simulcast webcam on a
+// link that would carry more; hiding the element pauses its video (`feed-paused`, nothing more
+// decoded) and showing it resumes it. A link too narrow for even the lowest layer pauses the
+// video too (reason `bandwidth`) while audio goes on, until the link widens.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launch, joinPage, publishWebcam, until } from './harness.mjs';
+import { startLinkServer, linkedBrowsers } from './link.mjs';
+
+/** A downlink that carries audio but not audio and the lowest layer (about 100 kbit/s). */
+const NARROW_KBIT = 80;
+/** How long after the link widens the video may take to resume. */
+const RESUME_MS = 20_000;
+
+/** What a page's video subscription decodes now. */
+async function receiving(page) {
+  return page.evaluate(async () => {
+    const out = { width: 0, framesDecoded: 0, bytesReceived: 0 };
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        Object.assign(out, { width: s.frameWidth ?? 0, framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived });
+      }
+    });
+    return out;
+  });
+}
+
+/** Subscribe to `feedId` into a new video element of `style`. */
+async function subscribeInto(page, feedId, style) {
+  await page.evaluate(
+    async ({ feedId, style }) => {
+      const v = document.createElement('video');
+      v.id = 'remote';
+      Object.assign(v.style, style);
+      document.body.append(v);
+      await window.session.subscribe(feedId, v);
+    },
+    { feedId, style },
+  );
+}
+
+/** The events named `name` the page saw so far. */
+async function seen(page, name) {
+  return page.evaluate((name) => window.events.filter((e) => e.ev === name).map((e) => e.v), name);
+}
+
+test('a 320x180 element gets the 320x180 layer; hidden, its video is paused, then resumed', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const pub = await joinPage(browser.context, server, 'adaptive-1', 'pub');
+    const small = await joinPage(browser.context, server, 'adaptive-1', 'small');
+    const feed = await publishWebcam(pub);
+    await subscribeInto(small, feed, { width: '320px', height: '180px' });
+    // On the 320x180 layer, and staying there (the link would carry the top one).
+    const low = await until(() => receiving(small), (r) => r.width === 320 && r.framesDecoded > 30, 15_000);
+    await new Promise((r) => setTimeout(r, 5000));
+    const still = await receiving(small);
+    console.log(`adaptive: 320x180 element ${JSON.stringify(low)} then ${JSON.stringify(still)}`);
+    assert.equal(still.width, 320);
+    assert.ok(still.framesDecoded > low.framesDecoded + 60, JSON.stringify(still));
+
+    // Hidden: paused, for that reason, and nothing more arrives.
+    await small.evaluate(() => (document.getElementById('remote').style.display = 'none'));
+    await small.waitForFunction(() => window.events.some((e) => e.ev === 'feed-paused'), null, { timeout: 5000 });
+    assert.deepEqual(await seen(small, 'feed-paused'), [{ feedId: feed, reason: 'hidden' }]);
+    await new Promise((r) => setTimeout(r, 1000));
+    const paused = await receiving(small);
+    await new Promise((r) => setTimeout(r, 3000));
+    const later = await receiving(small);
+    console.log(`adaptive: hidden ${JSON.stringify(paused)} then ${JSON.stringify(later)}`);
+    assert.equal(later.framesDecoded, paused.framesDecoded);
+    assert.ok(later.bytesReceived - paused.bytesReceived < 20_000, `${later.bytesReceived - paused.bytesReceived} bytes while hidden`);
+
+    // Shown again: resumed, and decoding within a few seconds.
+    const shownAt = Date.now();
+    await small.evaluate(() => (document.getElementById('remote').style.display = ''));
+    await small.waitForFunction(() => window.events.some((e) => e.ev === 'feed-resumed'), null, { timeout: 5000 });
+    const back = await until(() => receiving(small), (r) => r.framesDecoded > later.framesDecoded + 10, 5000);
+    console.log(`adaptive: shown again, decoding after ${Date.now() - shownAt} ms: ${JSON.stringify(back)}`);
+    assert.equal(back.width, 320);
+    assert.deepEqual(await seen(small, 'feed-resumed'), [{ feedId: feed }]);
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
+/** Bytes of audio and video a page received so far. */
+async function received(page) {
+  return page.evaluate(async () => {
+    const out = { audio: 0, video: 0, framesDecoded: 0 };
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') out[s.kind] += s.bytesReceived;
+      if (s.type === 'inbound-rtp' && s.kind === 'video') out.framesDecoded = s.framesDecoded ?? 0;
+    });
+    return out;
+  });
+}
+
+test('a link too narrow for the lowest layer pauses the video, keeps the audio, and resumes when it widens', async () => {
+  const server = await startLinkServer();
+  const open = [];
+  try {
+    const { links, browsers } = await linkedBrowsers(server, [1, 2], open);
+    const [pub, sub] = await Promise.all(browsers.map((b, i) => joinPage(b.context, server, 'adaptive-2', `p${i}`)));
+    const feed = await publishWebcam(pub);
+    await subscribeInto(sub, feed, {});
+    await until(() => received(sub), (r) => r.framesDecoded > 30, 20_000);
+    // Narrower than audio and the lowest layer together.
+    await links[1].set({ down: { rate_kbit: NARROW_KBIT } });
+    const cappedAt = Date.now();
+    await sub.waitForFunction(() => window.events.some((e) => e.ev === 'feed-paused'), null, { timeout: 20_000 });
+    console.log(`adaptive: paused ${Date.now() - cappedAt} ms after the cap`);
+    assert.deepEqual(await seen(sub, 'feed-paused'), [{ feedId: feed, reason: 'bandwidth' }]);
+    // Paused: the audio goes on, the video stops (what was queued drains first).
+    await new Promise((r) => setTimeout(r, 3000));
+    const a = await received(sub);
+    await new Promise((r) => setTimeout(r, 5000));
+    const b = await received(sub);
+    console.log(`adaptive: over 5 s paused, audio ${b.audio - a.audio} B, video ${b.video - a.video} B (probes), frames decoded ${a.framesDecoded} then ${b.framesDecoded}`);
+    assert.ok(b.audio - a.audio > 6_000, `audio ${b.audio - a.audio} B in 5 s`);
+    assert.equal(b.framesDecoded, a.framesDecoded, 'no video frame while paused');
+    // The cap lifted: resumed, and decoding again.
+    await links[1].set({ down: { rate_kbit: 0 } });
+    const liftedAt = Date.now();
+    await sub.waitForFunction(() => window.events.some((e) => e.ev === 'feed-resumed'), null, { timeout: RESUME_MS });
+    const resumed = Date.now() - liftedAt;
+    await until(() => received(sub), (r) => r.framesDecoded > b.framesDecoded + 30, 10_000);
+    console.log(`adaptive: resumed ${resumed} ms after the cap was lifted, decoding after ${Date.now() - liftedAt} ms`);
+  } finally {
+    for (const x of open.reverse()) await x.close();
+    server.stop();
+  }
+});
