@@ -157,12 +157,13 @@ impl Worker {
         // crypto and create no SRTP state: only a declared SSRC, or one whose cleartext header
         // names a simulcast layer of one of the participant's feeds that is still to be learnt.
         let ssrc = rtp::peek_ssrc(datagram).ok_or(DropReason::RtpMalformed)?;
-        // `published` and `feeds` only name feeds that exist in the participant's session.
+        // `published` and `feeds` only name feeds that exist in the participant's session;
+        // a participant without one has nothing a packet could be for.
         let skey = p.session;
         let session = self
             .sessions
             .get_mut(&skey)
-            .expect("session of participant");
+            .ok_or(DropReason::RtpUnknownSsrc)?;
         let (fkey, learning) = match p.published.get(&ssrc) {
             Some(&fkey) => (fkey, None),
             None => {
