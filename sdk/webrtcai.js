@@ -344,7 +344,22 @@ class Session extends Emitter {
       case 'feed-resumed':
         this._emit('feed-resumed', { feedId: msg.feed_id });
         break;
+      case 'feed-layers':
+        this._setLayers(msg.feed_id, msg.active).catch((e) => console.error('feed-layers', e));
+        break;
     }
+  }
+
+  // Dynacast: the server says which simulcast layers of a published video some subscriber
+  // receives; the encoder stops spending time and uplink on the others.
+  async _setLayers(feedId, active) {
+    const track = this._published.get(feedId)?.tracks.video;
+    const sender = track && this.pc.getSenders().find((s) => s.track === track);
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    for (const e of params.encodings) if (e.rid) e.active = active.includes(e.rid);
+    await sender.setParameters(params);
   }
 
   _participantJoined(p) {

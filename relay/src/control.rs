@@ -347,6 +347,18 @@ pub enum Event {
         /// The feed.
         feed_id: FeedId,
     },
+    /// The layers of a simulcast feed its publisher should send now (dynacast): the others
+    /// no subscriber receives. Sent when that changes.
+    FeedLayers {
+        /// The session.
+        sid: Sid,
+        /// The publisher.
+        uid: Uid,
+        /// The feed.
+        feed_id: FeedId,
+        /// The rids of the layers to send.
+        active: Vec<String>,
+    },
     /// A subscriber's video of a feed was paused, or resumed (`paused` None).
     SubscriptionPaused {
         /// The session.

@@ -300,6 +300,14 @@ pub enum Event {
         /// Why.
         reason: relay::control::Pause,
     },
+    /// To a publisher: send only these simulcast layers (by rid) of a feed's video; no
+    /// subscriber receives the others (dynacast). The SDK turns the others' encodings off.
+    FeedLayers {
+        /// The feed.
+        feed_id: String,
+        /// The rids of the layers to send.
+        active: Vec<String>,
+    },
     /// The video of a paused feed is sent again (from its next keyframe).
     FeedResumed {
         /// The feed.

@@ -2,7 +2,9 @@
 // subscriber whose element is 320x180 receives the 320x180 layer of a simulcast webcam on a
 // link that would carry more; hiding the element pauses its video (`feed-paused`, nothing more
 // decoded) and showing it resumes it. A link too narrow for even the lowest layer pauses the
-// video too (reason `bandwidth`) while audio goes on, until the link widens.
+// video too (reason `bandwidth`) while audio goes on, until the link widens. Dynacast: layers
+// no subscriber receives are turned off at the publisher (its getStats() shows the encodings
+// inactive) and on again when a subscriber's element grows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launch, joinPage, publishWebcam, until } from './harness.mjs';
@@ -131,6 +133,42 @@ test('a link too narrow for the lowest layer pauses the video, keeps the audio, 
     console.log(`adaptive: resumed ${resumed} ms after the cap was lifted, decoding after ${Date.now() - liftedAt} ms`);
   } finally {
     for (const x of open.reverse()) await x.close();
+    server.stop();
+  }
+});
+
+/** Whether each of the publisher's video encodings is active, by rid, as getStats() says. */
+async function encodingsActive(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) out[s.rid] = { active: s.active, width: s.frameWidth ?? 0 };
+    });
+    return out;
+  });
+}
+
+test('layers nobody receives are turned off at the publisher, and on again when a subscriber wants one', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const pub = await joinPage(browser.context, server, 'adaptive-3', 'pub');
+    const small = await joinPage(browser.context, server, 'adaptive-3', 'small');
+    const feed = await publishWebcam(pub);
+    await subscribeInto(small, feed, { width: '320px', height: '180px' });
+    await until(() => receiving(small), (r) => r.width === 320 && r.framesDecoded > 30, 15_000);
+    // Only the 320x180 layer is received: the publisher's other encodings go inactive.
+    const start = Date.now();
+    const off = await until(() => encodingsActive(pub), (e) => e.q?.active && e.h?.active === false && e.f?.active === false, 15_000);
+    console.log(`adaptive: encodings ${JSON.stringify(off)} ${Date.now() - start} ms after the subscriber was on the low layer`);
+    // The element grows to 1280x720: the top layer is turned on and received.
+    const grownAt = Date.now();
+    await small.evaluate(() => Object.assign(document.getElementById('remote').style, { width: '1280px', height: '720px' }));
+    const on = await until(() => encodingsActive(pub), (e) => e.f?.active, 10_000);
+    const big = await until(() => receiving(small), (r) => r.width === 1280, 20_000);
+    console.log(`adaptive: top encoding on after ${Date.now() - grownAt} ms (${JSON.stringify(on)}), received ${JSON.stringify(big)}`);
+  } finally {
+    await browser.close();
     server.stop();
   }
 });

@@ -578,7 +578,7 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
                     };
                     let arrived = match &message {
                         CrossCore::Rtp { packet, .. } => packet.arrived,
-                        CrossCore::KeyframeRequest { .. } => None,
+                        CrossCore::KeyframeRequest { .. } | CrossCore::LayersWanted { .. } => None,
                     };
                     let before = worker.packets_out();
                     worker.handle_cross_core(now, message);

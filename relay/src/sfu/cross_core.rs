@@ -44,6 +44,8 @@ pub struct RtpInfo {
     pub keyframe: bool,
     /// The picture size that keyframe gives, where its codec says it in its first packet.
     pub frame_size: Option<(u16, u16)>,
+    /// The layers of the feed that dynacast turned off at its publisher (bit `i`: layer `i`).
+    pub layers_off: u8,
     /// Its timestamp on the lowest layer's timeline, where the sender reports give it.
     pub reference_timestamp: Option<u32>,
 }
@@ -132,6 +134,15 @@ pub enum CrossCore {
         /// The packet.
         packet: Arc<RelayedRtp>,
     },
+    /// Sink → origin: the layers the sink's subscribers want (dynacast).
+    LayersWanted {
+        /// The feed.
+        route: FeedRoute,
+        /// The sink.
+        core: usize,
+        /// Bit `i`: layer `i`; 0 when no subscriber there wants any.
+        mask: u8,
+    },
     /// Sink → origin: a subscriber needs a keyframe.
     KeyframeRequest {
         /// The feed.
@@ -157,6 +168,7 @@ mod tests {
             layer: 0,
             keyframe: false,
             frame_size: None,
+            layers_off: 0,
             reference_timestamp: None,
         }
     }

@@ -202,6 +202,9 @@ pub struct CoreStats {
     /// link).
     #[serde(default)]
     pub rtp_paused: u64,
+    /// Changes in the layers simulcast publishers were asked to send (dynacast).
+    #[serde(default)]
+    pub dynacast_changes: u64,
     /// Video subscriptions paused (`rtp_paused`).
     #[serde(default)]
     pub subscriptions_paused: u64,
@@ -270,6 +273,7 @@ impl CoreStats {
         self.layer_switches += other.layer_switches;
         self.rtp_other_layer += other.rtp_other_layer;
         self.rtp_paused += other.rtp_paused;
+        self.dynacast_changes += other.dynacast_changes;
         self.subscriptions_paused += other.subscriptions_paused;
         self.subscriptions_resumed += other.subscriptions_resumed;
         self.probe_packets_sent += other.probe_packets_sent;

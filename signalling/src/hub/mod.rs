@@ -364,6 +364,18 @@ impl Hub {
                 };
                 self.send_to_peer(&sid.0, &uid.0, &ServerMessage::Event(event));
             }
+            Input::Relay(relay::Event::FeedLayers {
+                sid,
+                uid,
+                feed_id,
+                active,
+            }) => {
+                let Some(feed_id) = feed_id.0.strip_suffix("/video").map(str::to_owned) else {
+                    return;
+                };
+                let event = crate::protocol::Event::FeedLayers { feed_id, active };
+                self.send_to_peer(&sid.0, &uid.0, &ServerMessage::Event(event));
+            }
             Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {

@@ -42,6 +42,12 @@ pub struct RateMeter {
 impl RateMeter {
     /// A packet of `size` bytes (RTP, plaintext) arrived at `now`.
     pub fn handle_packet(&mut self, now: Instant, size: usize) {
+        // Back after a stop (the publisher turned the layer off): a window from here, not
+        // one stretched over the silence.
+        if !self.flowing(now, STOPPED_AFTER) {
+            self.window_start = None;
+            self.bytes = 0;
+        }
         self.last_packet = Some(now);
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
@@ -62,6 +68,11 @@ impl RateMeter {
     pub fn flowing(&self, now: Instant, within: Duration) -> bool {
         self.last_packet
             .is_some_and(|at| now.saturating_duration_since(at) < within)
+    }
+
+    /// The last rate measured, also once the layer stopped: what it would take again.
+    pub fn last_bitrate(&self) -> Option<f64> {
+        self.rate
     }
 
     /// The rate, bit/s; None before a whole window was measured, or once the layer stopped.

@@ -4,12 +4,15 @@
 //! limiter), the playout delay that leaves its subscribers time for those repairs, the cache
 //! that answers its subscribers' NACKs, and its subscribers.
 
+pub mod dynacast;
 pub mod layer;
 pub mod nack;
 pub mod packet_cache;
 pub mod recv_stats;
 
 pub use recv_stats::RecvStats;
+
+use dynacast::Dynacast;
 
 use std::time::Instant;
 
@@ -57,6 +60,11 @@ pub struct Feed {
     /// The playout delay that leaves subscribers time for repairs from the publisher (with
     /// the layers' NACKs, on the publisher's core).
     pub repair_wait: RepairWait,
+    /// Which layers its publisher is asked to send (used on the feed's own core).
+    pub dynacast: Dynacast,
+    /// The layers dynacast turned off (bit `i`: layer `i`), on every core: they are not
+    /// flowing, but would be if a subscriber were moved to one.
+    pub layers_off: u8,
 }
 
 impl Feed {
@@ -67,6 +75,8 @@ impl Feed {
         let rid_extensions = rid_extensions_of(&description);
         Feed {
             publisher,
+            dynacast: Dynacast::new(description.simulcast.as_ref().map_or(1, |s| s.rids.len())),
+            layers_off: 0,
             layers: layers_of(&description),
             description,
             consumers: Vec::new(),
@@ -109,6 +119,12 @@ impl Feed {
                 }
             }
         }
+        if layers.len() != self.layers.len() {
+            self.dynacast = Dynacast::new(layers.len());
+        } else {
+            self.dynacast.reset();
+        }
+        self.layers_off = 0;
         self.layers = layers;
         self.description = description;
         self.repair_wait.reset();

@@ -605,6 +605,10 @@ impl Worker {
             self.keyframe_request(now, skey, fkey, Some(usize::from(wanted)), false);
         }
         self.pause_changed(sid, uid, feed_id.clone(), before, after);
+        // A larger view may allow a better layer now, not at the next feedback.
+        if estimated {
+            self.allocate(now, key);
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::RtpInfo;
 use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
-use crate::sfu::feed::Feed;
+use crate::sfu::feed::{dynacast, Feed};
 use crate::sfu::participant::Participant;
 use crate::sfu::pool::BufferPool;
 
@@ -53,8 +53,15 @@ impl Outbox<'_> {
             // Armed once per start, not per packet: when it fires, the feed's last packet
             // says whether it stopped or when to look again.
             self.timers.arm(timer, now + self.inactivity);
+            if let (Timer::Feed(skey, fkey), true) = (timer, feed.layers.len() > 1) {
+                self.timers
+                    .arm(Timer::Dynacast(skey, fkey), now + dynacast::INTERVAL);
+            }
         }
         feed.last_packet_at = Some(now);
+        if feed.origin.is_some() {
+            feed.layers_off = info.layers_off;
+        }
         let video = feed.is_video();
         if let Some(layer) = feed.layers.get_mut(usize::from(info.layer)) {
             layer.rate.handle_packet(now, plain.len());

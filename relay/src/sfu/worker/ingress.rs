@@ -311,6 +311,7 @@ impl Worker {
             frame_size: keyframe
                 .then(|| feed.keyframe_size(&plain, &header))
                 .flatten(),
+            layers_off: feed.layers_off,
             reference_timestamp: feed.reference_timestamp(layer, header.timestamp),
         };
         self.fan_out(now, skey, fkey, &plain, info);
@@ -350,6 +351,17 @@ impl Worker {
                     return;
                 };
                 self.fan_out(now, skey, fkey, &packet.plain, packet.info);
+            }
+            CrossCore::LayersWanted { route, core, mask } => {
+                if route.core == self.config.core {
+                    if let Some(feed) = self
+                        .sessions
+                        .get_mut(&route.session)
+                        .and_then(|s| s.feeds.get_mut(&route.feed))
+                    {
+                        feed.dynacast.handle_wanted(core, mask);
+                    }
+                }
             }
             CrossCore::KeyframeRequest {
                 route,

@@ -135,6 +135,8 @@ enum Timer {
     Feed(SessionKey, FeedKey),
     /// The next NACK toward a feed's publisher.
     Repair(SessionKey, FeedKey),
+    /// A simulcast feed's look at which layers its subscribers here want (dynacast).
+    Dynacast(SessionKey, FeedKey),
 }
 
 /// A session on this core.

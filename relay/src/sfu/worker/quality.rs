@@ -7,6 +7,7 @@ use crate::control::{LayerState, Pause, SubscriberQuality};
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Uid};
 use crate::sfu::allocation::Demand;
 use crate::sfu::consumer::Consumer;
+use crate::sfu::cross_core::CrossCore;
 use crate::sfu::feed::Feed;
 
 use super::*;
@@ -71,7 +72,20 @@ impl Worker {
             let Some(index) = feed.consumers.iter().position(|c| c.subscriber == key) else {
                 continue;
             };
-            let rates: Vec<Option<f64>> = feed.layers.iter().map(|l| l.rate.bitrate(now)).collect();
+            // A layer dynacast turned off costs what it did when it was on: a subscriber
+            // moved to it has it turned on again.
+            let rates: Vec<Option<f64>> = feed
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    l.rate.bitrate(now).or_else(|| {
+                        (feed.layers_off & (1 << i) != 0)
+                            .then(|| l.rate.last_bitrate())
+                            .flatten()
+                    })
+                })
+                .collect();
             if !feed.is_video() {
                 fixed += rates.iter().flatten().sum::<f64>();
                 continue;
@@ -142,6 +156,69 @@ impl Worker {
             self.keyframe_request(now, skey, fkey, Some(usize::from(layer)), false);
         }
         self.send_probes(now, key);
+    }
+
+    /// Dynacast: report which layers of simulcast feed `fkey` the subscribers here want
+    /// (each one's target and the layer it is on, unless it is paused) to the feed's own
+    /// core; there, tell its publisher where that changes what it should send. Returns when
+    /// to look again, while the feed flows.
+    pub(super) fn dynacast(
+        &mut self,
+        now: Instant,
+        skey: SessionKey,
+        fkey: FeedKey,
+    ) -> Option<Instant> {
+        let session = self.sessions.get_mut(&skey)?;
+        let feed = session.feeds.get_mut(&fkey)?;
+        feed.last_packet_at?;
+        let wanted = feed
+            .consumers
+            .iter()
+            .filter(|c| c.layers.paused().is_none())
+            .fold(0u8, |mask, c| {
+                let current = c.layers.current().map_or(0, |l| 1u8 << l);
+                mask | 1u8 << c.layers.target() | current
+            });
+        match feed.origin {
+            // Every time, not only on a change: a message lost to a full queue is made good
+            // at the next.
+            Some(route) => self.outputs.push_back(Output::CrossCore {
+                core: route.core,
+                message: CrossCore::LayersWanted {
+                    route,
+                    core: self.config.core,
+                    mask: wanted,
+                },
+            }),
+            None => {
+                // What cores without subscribers of it any more wanted is forgotten.
+                let own = self.config.core;
+                feed.dynacast
+                    .retain_cores(|core| core == own || feed.sinks.contains(&core));
+                feed.dynacast.handle_wanted(own, wanted);
+                if let Some(active) = feed.dynacast.poll(now) {
+                    let all = (1u8 << feed.layers.len()) - 1;
+                    feed.layers_off = !active & all;
+                    let rids = feed
+                        .layers
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| active & (1 << i) != 0)
+                        .filter_map(|(_, l)| l.rid.clone())
+                        .collect();
+                    self.stats.dynacast_changes += 1;
+                    if let Some(p) = self.participants.get(&feed.publisher) {
+                        self.outputs.push_back(Output::Event(Event::FeedLayers {
+                            sid: session.sid.clone(),
+                            uid: p.uid.clone(),
+                            feed_id: feed.description.feed_id.clone(),
+                            active: rids,
+                        }));
+                    }
+                }
+            }
+        }
+        Some(now + crate::sfu::feed::dynacast::INTERVAL)
     }
 
     /// Tell signalling that `uid`'s video of `feed_id` was paused or resumed, and count it.

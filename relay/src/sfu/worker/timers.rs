@@ -39,6 +39,11 @@ impl Worker {
                         later.push((timer, at));
                     }
                 }
+                Timer::Dynacast(skey, fkey) => {
+                    if let Some(at) = self.dynacast(now, skey, fkey) {
+                        later.push((timer, at));
+                    }
+                }
             }
         }
         for (timer, at) in later {
