@@ -495,7 +495,10 @@ fn a_subscriber_gets_the_layer_that_covers_its_element_and_nothing_while_it_is_h
 /// `h.now`; what came out.
 fn every_layer(h: &mut Harness, frame: u16, seen: &mut Seen) {
     for layer in 0..3 {
-        send(h, &packet(layer, frame, frame.is_multiple_of(30), frame == 0));
+        send(
+            h,
+            &packet(layer, frame, frame.is_multiple_of(30), frame == 0),
+        );
     }
     while let Some(at) = h.worker.poll_timeout().filter(|at| *at <= h.now) {
         h.worker.handle_timeout(at);
