@@ -7,7 +7,8 @@ import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying 
 import { createLink, startLinkServer, launchBehind } from './link.mjs';
 
 /** The publisher's video sender and its transport, as getStats() reports them: with
- * simulcast, the target and bytes of all its layers together, and the largest frame sent. */
+ * simulcast, the target and bytes of all its layers together, and the largest frame sent
+ * (layers nobody receives are turned off, and report none). */
 async function sending(page) {
   return page.evaluate(async () => {
     const out = { targetBitrate: 0, frameWidth: 0, frameHeight: 0, bytesSent: 0, layers: 0 };
@@ -16,10 +17,12 @@ async function sending(page) {
         out.layers += 1;
         out.targetBitrate += s.targetBitrate || 0;
         out.bytesSent += s.bytesSent || 0;
+        // A layer turned off (dynacast) reports no frame size: it counts as 0, and must not
+        // leave `undefined` behind for the next layer to be compared with.
         if ((s.frameWidth || 0) >= out.frameWidth) {
           Object.assign(out, {
-            frameWidth: s.frameWidth,
-            frameHeight: s.frameHeight,
+            frameWidth: s.frameWidth || 0,
+            frameHeight: s.frameHeight || 0,
             limitation: s.qualityLimitationReason,
           });
         }
