@@ -125,6 +125,12 @@ impl Feed {
             self.dynacast.reset();
         }
         self.layers_off = 0;
+        // The new streams stamp their timestamps from new random bases: where the old ones
+        // put a subscriber's timeline says nothing of theirs (the rewriter re-anchors on the
+        // time that passed instead).
+        for c in &mut self.consumers {
+            c.reference_offset = None;
+        }
         self.layers = layers;
         self.description = description;
         self.repair_wait.reset();

@@ -197,7 +197,7 @@ impl Worker {
                     .retain_cores(|core| core == own || feed.sinks.contains(&core));
                 feed.dynacast.handle_wanted(own, wanted);
                 if let Some(active) = feed.dynacast.poll(now) {
-                    let all = (1u8 << feed.layers.len()) - 1;
+                    let all = ((1u16 << feed.layers.len().min(8)) - 1) as u8;
                     feed.layers_off = !active & all;
                     let rids = feed
                         .layers
