@@ -98,8 +98,9 @@ export interface FeedInfo {
 
 export interface PublishOptions {
   source?: Source;
-  /** The <video> element (or its id) that shows the local stream (muted). Required. */
-  target: HTMLVideoElement | string;
+  /** The <video> element (or its id) that shows the local stream (muted); none where it is
+   * not shown (publishing the microphone alone, say). */
+  target?: HTMLVideoElement | string;
   audio?: boolean;
   /** The camera: `true` (default) asks for 1280x720, `false` for none, or constraints of
    * your own (e.g. `{ width: { ideal: 640 }, height: { ideal: 360 } }`). Webcam only. */
@@ -129,6 +130,12 @@ export interface SessionEvents {
   'feed-paused': { feedId: string; reason: 'hidden' | 'bandwidth' };
   /** Its video is sent again (it shows from the next keyframe). */
   'feed-resumed': { feedId: string };
+  /** A participant (this page's own included) started or stopped speaking, from the level of
+   * the audio it publishes. */
+  speaking: { uid: string; speaking: boolean };
+  /** The dominant speaker changed: the loudest of those speaking, who stays so until another
+   * has been louder for 1.5 s (null: the last one left). Also `session.activeSpeaker`. */
+  'active-speaker': { uid: string | null };
   /** The websocket dropped, or was silent for 5 s (the SDK pings every 2 s); resuming. */
   reconnecting: { attempt: number };
   reconnected: Record<string, never>;
@@ -140,6 +147,8 @@ export interface Session {
   readonly uid: string;
   readonly participants: Map<string, Participant>;
   readonly feeds: Map<string, FeedInfo>;
+  /** The dominant speaker's uid, if anyone has spoken yet. */
+  readonly activeSpeaker: string | null;
   readonly pc: RTCPeerConnection;
   /** Rejects with `permission_denied`, `device_not_found`, `device_in_use` or `media_error`
    * when the browser gives no media, `publish_failed` or a server code when the feed is

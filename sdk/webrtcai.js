@@ -111,7 +111,8 @@ class Emitter {
 }
 
 /** A joined session. Events: participant-joined, participant-left, feed-published,
- * feed-unpublished, feed-paused, feed-resumed, reconnecting, reconnected, disconnected. */
+ * feed-unpublished, feed-paused, feed-resumed, speaking, active-speaker, reconnecting,
+ * reconnected, disconnected. */
 class Session extends Emitter {
   constructor(client, sid, name) {
     super();
@@ -119,6 +120,7 @@ class Session extends Emitter {
     this.uid = null;
     this.participants = new Map();
     this.feeds = new Map();
+    this.activeSpeaker = null;
     this._client = client;
     this._name = name;
     this._nextId = 1;
@@ -198,6 +200,7 @@ class Session extends Emitter {
     }
     ws.onclose = () => this._onClose(ws);
     this.uid = snapshot.uid;
+    this.activeSpeaker = snapshot.active_speaker ?? null;
     this._resume = snapshot.resume_token;
     this._reconcile(snapshot, !!resume);
     return snapshot;
@@ -343,6 +346,13 @@ class Session extends Emitter {
         break;
       case 'feed-resumed':
         this._emit('feed-resumed', { feedId: msg.feed_id });
+        break;
+      case 'speaking':
+        this._emit('speaking', { uid: msg.uid, speaking: msg.speaking });
+        break;
+      case 'active-speaker':
+        this.activeSpeaker = msg.uid;
+        this._emit('active-speaker', { uid: msg.uid });
         break;
       case 'feed-layers':
         this._setLayers(msg.feed_id, msg.active).catch((e) => console.error('feed-layers', e));
@@ -493,11 +503,12 @@ class Session extends Emitter {
     }
   }
 
-  /** Publish the webcam (with microphone) or the screen; shows it muted in `target`.
+  /** Publish the webcam (with microphone) or the screen; shows it muted in `target`, if given.
    * Rejects (and releases the camera) when the browser refuses the media, the server refuses
    * the feed, or publishing does not complete within the timeout once the media is there. */
   async publish({ source = 'webcam', target, audio = true, video = true, simulcast = source === 'webcam' } = {}) {
-    const el = element(target);
+    // Where it is shown, muted; nowhere for a publish without a target (audio only, say).
+    const el = target === undefined ? null : element(target);
     if (source !== 'webcam' && source !== 'screen') {
       throw new WebRTCaiError('invalid_source', "source must be 'webcam' or 'screen'");
     }
@@ -506,7 +517,7 @@ class Session extends Emitter {
     }
     if (this._left) throw new WebRTCaiError('not_joined', 'this session was left');
     const stream = await capture(source, audio, video);
-    show(el, stream, true);
+    if (el) show(el, stream, true);
     const tracks = {
       audio: stream.getAudioTracks()[0] || null,
       video: stream.getVideoTracks()[0] || null,
@@ -522,7 +533,7 @@ class Session extends Emitter {
       await ready.promise;
     } catch (e) {
       stream.getTracks().forEach((t) => t.stop());
-      if (el.srcObject === stream) el.srcObject = null;
+      if (el?.srcObject === stream) el.srcObject = null;
       // Nothing is left half-published on the server, also when its reply is still to come.
       if (feedId === null) {
         request.then((r) => this._request({ type: 'unpublish', feed_id: r.feed_id }), () => {}).catch(() => {});

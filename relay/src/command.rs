@@ -120,6 +120,11 @@ pub(crate) enum Command {
         uid: Uid,
         reply: oneshot::Sender<Option<SubscriberQuality>>,
     },
+    SetSpeakerFeeds {
+        sid: Sid,
+        feeds: Vec<FeedId>,
+        reply: Reply<()>,
+    },
     SetView {
         sid: Sid,
         uid: Uid,
@@ -256,6 +261,9 @@ impl Command {
             }
             Command::Quality { sid, uid, reply } => {
                 let _ = reply.send(w.quality(&sid, &uid));
+            }
+            Command::SetSpeakerFeeds { sid, feeds, reply } => {
+                let _ = reply.send(w.set_speaker_feeds(&sid, feeds));
             }
             Command::SetView {
                 sid,

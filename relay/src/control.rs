@@ -359,6 +359,20 @@ pub enum Event {
         /// The rids of the layers to send.
         active: Vec<String>,
     },
+    /// A publisher started or stopped speaking (from its audio's level extension), and while
+    /// it speaks, every 500 ms, how loud.
+    Speech {
+        /// The session.
+        sid: Sid,
+        /// The publisher.
+        uid: Uid,
+        /// The audio feed.
+        feed_id: FeedId,
+        /// Whether it speaks.
+        speaking: bool,
+        /// dB above silence (0-127), the mean of its loud packets since the last report.
+        loudness: u8,
+    },
     /// A subscriber's video of a feed was paused, or resumed (`paused` None).
     SubscriptionPaused {
         /// The session.

@@ -415,9 +415,12 @@ fn simulcast_camera() -> FeedDescription {
     d.feed_id = FeedId::from("sim");
     d.ssrc = None;
     d.rtx_ssrc = None;
+    // The audio level is an audio feed's, but read from whatever feed declares it: declared
+    // here, the speech detector is driven by whatever the packets carry.
     for (id, uri) in [
         (10, crate::sfu::feed::RID_URI),
         (11, crate::sfu::feed::REPAIRED_RID_URI),
+        (4, crate::sfu::feed::speech::AUDIO_LEVEL_URI),
     ] {
         d.header_extensions.push(crate::control::HeaderExtension {
             id,

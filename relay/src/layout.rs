@@ -18,6 +18,8 @@ pub(crate) struct Layout {
     pub(crate) participants: HashMap<Uid, usize>,
     /// Its feeds, where they come from and which other cores they flow to.
     pub(crate) feeds: HashMap<FeedId, PublishedFeed>,
+    /// The dominant speaker's video feeds, for cores it extends to.
+    pub(crate) speaker_feeds: Vec<FeedId>,
     /// Serialises multi-core changes to this session.
     pub(crate) ops: Arc<tokio::sync::Mutex<()>>,
 }
@@ -30,6 +32,7 @@ impl Layout {
             cores: BTreeSet::from([home]),
             participants: HashMap::new(),
             feeds: HashMap::new(),
+            speaker_feeds: Vec::new(),
             ops: Arc::new(tokio::sync::Mutex::new(())),
         }
     }

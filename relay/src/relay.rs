@@ -520,9 +520,37 @@ impl RelayHandle {
             })
             .await?;
         }
+        if !layout.speaker_feeds.is_empty() {
+            self.run(core, |reply| Command::SetSpeakerFeeds {
+                sid: sid.clone(),
+                feeds: layout.speaker_feeds.clone(),
+                reply,
+            })
+            .await?;
+        }
         self.update_layout(sid, |l| {
             l.cores.insert(core);
         });
+        Ok(())
+    }
+
+    /// The dominant speaker's video feeds in `sid`, on every core of the session (see
+    /// [`crate::sfu::worker::Worker::set_speaker_feeds`]).
+    pub async fn set_speaker_feeds(
+        &self,
+        sid: &Sid,
+        feeds: Vec<FeedId>,
+    ) -> Result<(), ControlError> {
+        let (_guard, layout) = self.lock_session(sid).await?;
+        for &core in &layout.cores {
+            self.run(core, |reply| Command::SetSpeakerFeeds {
+                sid: sid.clone(),
+                feeds: feeds.clone(),
+                reply,
+            })
+            .await?;
+        }
+        self.update_layout(sid, |l| l.speaker_feeds = feeds);
         Ok(())
     }
 

@@ -155,6 +155,13 @@ pub enum Request {
         /// The subscriber.
         uid: Uid,
     },
+    /// The dominant speaker's video feeds.
+    SetSpeakerFeeds {
+        /// The session.
+        sid: Sid,
+        /// Its feeds.
+        feeds: Vec<FeedId>,
+    },
     /// Counters of every core.
     Stats,
 }
@@ -245,6 +252,7 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
             view,
         } => ok(handle.set_view(&sid, &uid, &feed_id, view).await),
         Request::Quality { sid, uid } => ok(handle.quality(&sid, &uid).await),
+        Request::SetSpeakerFeeds { sid, feeds } => ok(handle.set_speaker_feeds(&sid, feeds).await),
         Request::Stats => ok(handle.stats().await),
     }
 }
@@ -656,6 +664,13 @@ impl Client {
     /// See [`RelayHandle::stats`].
     pub async fn stats(&self) -> Result<Vec<CoreStats>, RemoteError> {
         self.typed(Request::Stats).await
+    }
+
+    /// See [`RelayHandle::set_speaker_feeds`].
+    pub async fn set_speaker_feeds(&self, sid: Sid, feeds: Vec<FeedId>) -> Result<(), RemoteError> {
+        self.call(Request::SetSpeakerFeeds { sid, feeds })
+            .await
+            .map(|_| ())
     }
 
     /// See [`RelayHandle::set_view`].

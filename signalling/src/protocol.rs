@@ -308,6 +308,20 @@ pub enum Event {
         /// The rids of the layers to send.
         active: Vec<String>,
     },
+    /// A participant started or stopped speaking (its published audio's level).
+    Speaking {
+        /// Who.
+        uid: String,
+        /// Whether it speaks now.
+        speaking: bool,
+    },
+    /// The session's dominant speaker changed: the loudest of those speaking, who stays so
+    /// until another has been louder for 1.5 s or it stops and another speaks (null: the last
+    /// one left).
+    ActiveSpeaker {
+        /// Who.
+        uid: Option<String>,
+    },
     /// The video of a paused feed is sent again (from its next keyframe).
     FeedResumed {
         /// The feed.

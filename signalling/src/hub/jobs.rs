@@ -55,6 +55,8 @@ pub(super) enum RoomInput {
     Expire { uid: String },
     /// Usage is due to be written.
     Flush,
+    /// The dominant speaker's video feeds changed: tell the relay.
+    SpeakerFeeds(Vec<FeedId>),
 }
 
 /// A session's job in flight and what waits behind it.
@@ -240,6 +242,22 @@ impl Hub {
                 }
             }
             RoomInput::Flush => self.flush_usage(sid),
+            RoomInput::SpeakerFeeds(feeds) => {
+                if !self.rooms.contains_key(sid) {
+                    return;
+                }
+                let relay = self.relay.clone();
+                let rsid = relay::ids::Sid::from(sid);
+                self.spawn_job(
+                    sid,
+                    async move { relay.set_speaker_feeds(&rsid, feeds).await },
+                    |_, result| {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "speaker feeds not set");
+                        }
+                    },
+                );
+            }
         }
     }
 }

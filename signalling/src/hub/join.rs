@@ -259,6 +259,7 @@ impl Hub {
                     peers: HashMap::new(),
                     feeds: HashMap::new(),
                     meter: Meter::new(Instant::now()),
+                    speakers: Default::default(),
                 },
             );
         }
@@ -360,6 +361,13 @@ impl Hub {
             .map(|(id, f)| f.info(id))
             .collect();
         let public_sid = sid.split_once('/').map_or(sid, |(_, s)| s);
-        json!({ "uid": uid, "sid": public_sid, "participants": participants, "feeds": feeds, "resume_token": token })
+        json!({
+            "uid": uid,
+            "sid": public_sid,
+            "participants": participants,
+            "feeds": feeds,
+            "active_speaker": room.speakers.active(),
+            "resume_token": token,
+        })
     }
 }

@@ -126,6 +126,8 @@ impl Hub {
                 uid: uid.to_owned(),
             },
         );
+        let changes = room_speakers_remove(self, sid, uid, left_at);
+        let room_sid = sid.to_owned();
         let relay = self.relay.clone();
         let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
         let (sid, uid) = (sid.to_owned(), uid.to_owned());
@@ -168,5 +170,20 @@ impl Hub {
                 }
             },
         );
+        // After the leave's job: what it starts on the relay waits behind that.
+        self.tell_speakers(&room_sid, changes);
     }
+}
+
+/// Take `uid` off `sid`'s speakers.
+fn room_speakers_remove(
+    hub: &mut Hub,
+    sid: &str,
+    uid: &str,
+    now: Instant,
+) -> Vec<super::speakers::Change> {
+    hub.rooms
+        .get_mut(sid)
+        .map(|r| r.speakers.remove(now, uid))
+        .unwrap_or_default()
 }

@@ -45,6 +45,35 @@ impl Hub {
         }
     }
 
+    /// Tell every page of `sid` who started or stopped speaking and who the dominant
+    /// speaker is now, and the relay which video feeds are the dominant speaker's (they come
+    /// right after screen shares where a subscriber's link cannot carry every video).
+    pub(super) fn tell_speakers(&mut self, sid: &str, changes: Vec<super::speakers::Change>) {
+        use super::speakers::Change;
+        for change in changes {
+            let event = match change {
+                Change::Speaking { uid, speaking } => Event::Speaking { uid, speaking },
+                Change::ActiveSpeaker { uid } => {
+                    let feeds: Vec<FeedId> = self
+                        .rooms
+                        .get(sid)
+                        .map(|room| {
+                            room.feeds
+                                .iter()
+                                .filter(|(_, f)| Some(&f.owner) == uid.as_ref())
+                                .filter(|(_, f)| f.tracks.iter().any(|t| t.kind == Kind::Video))
+                                .map(|(id, _)| relay_feed(id, Kind::Video))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.room_input(sid, RoomInput::SpeakerFeeds(feeds));
+                    Event::ActiveSpeaker { uid }
+                }
+            };
+            self.broadcast(sid, "", event);
+        }
+    }
+
     pub(super) fn peer_mut(&mut self, sid: &str, uid: &str) -> Option<&mut Peer> {
         self.rooms.get_mut(sid)?.peers.get_mut(uid)
     }

@@ -16,6 +16,7 @@ mod messages;
 mod metering;
 mod negotiation;
 mod requests;
+mod speakers;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -169,6 +170,7 @@ struct Room {
     peers: HashMap<String, Peer>,
     feeds: HashMap<String, Feed>,
     meter: Meter,
+    speakers: speakers::Speakers,
 }
 
 struct Conn {
@@ -375,6 +377,24 @@ impl Hub {
                 };
                 let event = crate::protocol::Event::FeedLayers { feed_id, active };
                 self.send_to_peer(&sid.0, &uid.0, &ServerMessage::Event(event));
+            }
+            Input::Relay(relay::Event::Speech {
+                sid,
+                uid,
+                speaking,
+                loudness,
+                ..
+            }) => {
+                let Some(room) = self.rooms.get_mut(&sid.0) else {
+                    return;
+                };
+                if !room.peers.contains_key(&uid.0) {
+                    return;
+                }
+                let changes =
+                    room.speakers
+                        .handle_report(Instant::now(), &uid.0, speaking, loudness);
+                self.tell_speakers(&sid.0, changes);
             }
             Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Relay(_) => {}

@@ -9,10 +9,12 @@ pub mod layer;
 pub mod nack;
 pub mod packet_cache;
 pub mod recv_stats;
+pub mod speech;
 
 pub use recv_stats::RecvStats;
 
 use dynacast::Dynacast;
+use speech::Speech;
 
 use std::time::Instant;
 
@@ -60,6 +62,10 @@ pub struct Feed {
     /// The playout delay that leaves subscribers time for repairs from the publisher (with
     /// the layers' NACKs, on the publisher's core).
     pub repair_wait: RepairWait,
+    /// The id of the audio-level extension in this feed's packets, if negotiated.
+    pub audio_level_extension: Option<u8>,
+    /// Whether its publisher is speaking (audio, on the feed's own core).
+    pub speech: Speech,
     /// Which layers its publisher is asked to send (used on the feed's own core).
     pub dynacast: Dynacast,
     /// The layers dynacast turned off (bit `i`: layer `i`), on every core: they are not
@@ -77,6 +83,8 @@ impl Feed {
             publisher,
             dynacast: Dynacast::new(description.simulcast.as_ref().map_or(1, |s| s.rids.len())),
             layers_off: 0,
+            audio_level_extension: extension_of(&description, speech::AUDIO_LEVEL_URI),
+            speech: Speech::default(),
             layers: layers_of(&description),
             description,
             consumers: Vec::new(),
@@ -109,6 +117,7 @@ impl Feed {
     pub fn update(&mut self, description: FeedDescription) {
         self.mid_extension = mid_extension_of(&description);
         self.twcc_extension = extension_of(&description, crate::engine::twcc::URI);
+        self.audio_level_extension = extension_of(&description, speech::AUDIO_LEVEL_URI);
         self.rid_extensions = rid_extensions_of(&description);
         let mut layers = layers_of(&description);
         if description.simulcast.is_some() {

@@ -44,6 +44,7 @@ impl Worker {
                 participants: HashMap::new(),
                 feeds: HashMap::new(),
                 feed_keys: HashMap::new(),
+                speaker_feeds: Vec::new(),
             },
         );
         Ok(())
@@ -609,6 +610,18 @@ impl Worker {
         if estimated {
             self.allocate(now, key);
         }
+        Ok(())
+    }
+
+    /// The dominant speaker's video feeds in session `sid` (signalling decides who that is):
+    /// where a subscriber's link cannot carry every video, they come right after screen
+    /// shares.
+    pub fn set_speaker_feeds(&mut self, sid: &Sid, feeds: Vec<FeedId>) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        self.sessions
+            .get_mut(&skey)
+            .expect("session_key found it")
+            .speaker_feeds = feeds;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use crate::engine::rtcp::{parse_feedback, Feedback};
 use crate::engine::rtx::{self, Unwrapped};
 use crate::engine::{rtcp as rtcp_engine, rtp};
 use crate::ids::{FeedKey, ParticipantKey, SessionKey};
-use crate::sfu::feed::nack;
+use crate::sfu::feed::{nack, speech};
 use crate::stats::DropReason;
 
 use crate::sfu::cross_core::{CrossCore, FeedRoute, RtpInfo};
@@ -288,6 +288,23 @@ impl Worker {
         if let Some(at) = feed.nack_timeout() {
             if nack_due.is_none_or(|was| at < was) {
                 self.timers.arm(Timer::Repair(skey, fkey), at);
+            }
+        }
+        // Who speaks: from the level the publisher's browser wrote into its audio.
+        if let Some(level) = feed
+            .audio_level_extension
+            .and_then(|id| rtp::extension(&plain, id))
+            .and_then(speech::level)
+        {
+            feed.speech.handle_level(now, level);
+            if let Some(r) = feed.speech.poll_report(now) {
+                self.outputs.push_back(Output::Event(Event::Speech {
+                    sid: p.sid.clone(),
+                    uid: p.uid.clone(),
+                    feed_id: feed.description.feed_id.clone(),
+                    speaking: r.speaking,
+                    loudness: r.loudness,
+                }));
             }
         }
         let desc = &feed.description;

@@ -145,6 +145,8 @@ struct Session {
     participants: HashMap<Uid, ParticipantKey>,
     feeds: HashMap<FeedKey, Feed>,
     feed_keys: HashMap<FeedId, FeedKey>,
+    /// The dominant speaker's video feeds: allocated right after screen shares.
+    speaker_feeds: Vec<FeedId>,
 }
 
 impl Session {

@@ -100,8 +100,9 @@ impl Worker {
                 max: max_layer(feed, c),
                 rates,
             };
-            // Screen shares first, then the rest in a stable order.
-            adaptive.push((!feed.description.screen, fkey, index, demand));
+            // Screen shares first, then the dominant speaker, then the rest in a stable order.
+            let speaker = session.speaker_feeds.contains(&feed.description.feed_id);
+            adaptive.push(((!feed.description.screen, !speaker), fkey, index, demand));
         }
         if adaptive.is_empty() {
             return;
