@@ -6,7 +6,7 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::control::{
-    FeedDescription, ParticipantConfig, SubscribeOptions, SubscriptionInfo, View,
+    FeedDescription, ParticipantConfig, Pause, SubscribeOptions, SubscriptionInfo, View,
 };
 use crate::engine::ice_lite::{IceCredentials, IceLite};
 use crate::error::ControlError;
@@ -592,6 +592,7 @@ impl Worker {
             });
         }
         let top = feed.layers.len().saturating_sub(1) as u8;
+        let best_before = super::quality::max_layer(feed, &feed.consumers[index]);
         let c = &mut feed.consumers[index];
         let before = c.layers.paused();
         c.layers.set_max(view.max_layer.map_or(top, |l| l.min(top)));
@@ -606,8 +607,11 @@ impl Worker {
             self.keyframe_request(now, skey, fkey, Some(usize::from(wanted)), false);
         }
         self.pause_changed(sid, uid, feed_id.clone(), before, after);
-        // A larger view may allow a better layer now, not at the next feedback.
-        if estimated {
+        // A view that allows a better layer (or shows a hidden video) is acted on now, not at
+        // the next feedback; one that does not leaves the allocator's choice alone (on a
+        // fresh subscriber's unproven estimate it would only move down).
+        let raised = best > best_before || (before == Some(Pause::Hidden) && after.is_none());
+        if estimated && raised {
             self.allocate(now, key);
         }
         Ok(())
