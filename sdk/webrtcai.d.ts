@@ -155,6 +155,20 @@ export interface Session {
    * refused, `timeout` after `timeoutMs`; the camera is released then. */
   publish(options: PublishOptions): Promise<PublishedFeed>;
   unpublish(feedId: string): Promise<void>;
+  /** What the server sends this page: its downlink estimate and, per video subscription, the
+   * layer it should be on and the one it is on (0 the lowest), switches and pauses. */
+  quality(): Promise<{
+    estimateBps: number | null;
+    subscriptions: {
+      feedId: string;
+      layers: number;
+      target: number;
+      current: number | null;
+      switches: number;
+      paused: 'hidden' | 'bandwidth' | null;
+      pauses: number;
+    }[];
+  }>;
   /** Rejects with `feed_gone` when the feed is unpublished first, `timeout` after `timeoutMs`. */
   /** With `adaptive` (default `true`), the layer sent is no larger than the element's size
    * (where the page sets its width or height) and nothing is sent while it is hidden. */

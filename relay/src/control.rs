@@ -195,7 +195,7 @@ pub struct SubscriberQuality {
     /// The estimate of what its downlink carries, bit/s; None where it sends no transport-wide
     /// feedback.
     pub estimate_bps: Option<f64>,
-    /// Its simulcast subscriptions.
+    /// Its video subscriptions.
     pub subscriptions: Vec<LayerState>,
 }
 

@@ -117,6 +117,12 @@ pub enum Request {
         /// The SDP.
         sdp: String,
     },
+    /// What the relay sends this participant: its downlink estimate and, per video
+    /// subscription, the layer, pauses and switches.
+    Quality {
+        /// Request id.
+        id: u64,
+    },
     /// Ask for a new offer with fresh ICE credentials (the network changed or ICE failed).
     RestartIce {
         /// Request id.
@@ -152,6 +158,7 @@ impl Request {
             | Request::Subscribe { id, .. }
             | Request::Unsubscribe { id, .. }
             | Request::SetView { id, .. }
+            | Request::Quality { id }
             | Request::Answer { id, .. }
             | Request::RestartIce { id }
             | Request::Record { id, .. }

@@ -73,6 +73,13 @@ test('a 320x180 element gets the 320x180 layer; hidden, its video is paused, the
     const later = await receiving(small);
     console.log(`adaptive: hidden ${JSON.stringify(paused)} then ${JSON.stringify(later)}`);
     assert.equal(later.framesDecoded, paused.framesDecoded);
+    // The page's own stats from the server say so too.
+    const q = await small.evaluate(() => window.session.quality());
+    console.log(`adaptive: quality while hidden ${JSON.stringify(q)}`);
+    assert.deepEqual(
+      q.subscriptions.map((s) => [s.feedId, s.layers, s.paused, s.pauses]),
+      [[feed, 3, 'hidden', 1]],
+    );
     assert.ok(later.bytesReceived - paused.bytesReceived < 20_000, `${later.bytesReceived - paused.bytesReceived} bytes while hidden`);
 
     // Shown again: resumed, and decoding within a few seconds.
@@ -124,6 +131,10 @@ test('a link too narrow for the lowest layer pauses the video, keeps the audio, 
     console.log(`adaptive: over 5 s paused, audio ${b.audio - a.audio} B, video ${b.video - a.video} B (probes), frames decoded ${a.framesDecoded} then ${b.framesDecoded}`);
     assert.ok(b.audio - a.audio > 6_000, `audio ${b.audio - a.audio} B in 5 s`);
     assert.equal(b.framesDecoded, a.framesDecoded, 'no video frame while paused');
+    const q = await sub.evaluate(() => window.session.quality());
+    console.log(`adaptive: quality while paused ${JSON.stringify(q)}`);
+    assert.equal(q.subscriptions[0].paused, 'bandwidth');
+    assert.ok(q.estimateBps < NARROW_KBIT * 1000 * 2, `estimate ${q.estimateBps}`);
     // The cap lifted: resumed, and decoding again.
     await links[1].set({ down: { rate_kbit: 0 } });
     const liftedAt = Date.now();

@@ -304,6 +304,21 @@ impl Hub {
                 );
                 Ok(None)
             }
+            Request::Quality { .. } => {
+                let relay = self.relay.clone();
+                let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
+                self.spawn_job(
+                    sid,
+                    async move { relay.quality(&rsid, &ruid).await },
+                    move |hub, result| {
+                        let result = result
+                            .map_err(|e| (ErrorCode::Relay, e.to_string()))
+                            .map(|q| Some(quality_reply(q)));
+                        hub.reply(conn, id, result);
+                    },
+                );
+                Ok(None)
+            }
             Request::Answer { offer_id, sdp, .. } => {
                 self.answer(sid, uid, conn, id, offer_id, &sdp)
             }
@@ -351,4 +366,29 @@ impl Hub {
             }
         }
     }
+}
+
+/// The relay's view of what a subscriber receives, with the session's feed ids (a video
+/// subscription's relay feed is the feed's id with `/video`).
+fn quality_reply(q: Option<relay::control::SubscriberQuality>) -> serde_json::Value {
+    let Some(q) = q else {
+        return json!({ "estimate_bps": null, "subscriptions": [] });
+    };
+    let subscriptions: Vec<serde_json::Value> = q
+        .subscriptions
+        .iter()
+        .filter_map(|s| {
+            let feed_id = s.feed_id.0.strip_suffix("/video")?;
+            Some(json!({
+                "feed_id": feed_id,
+                "layers": s.layers,
+                "target": s.target,
+                "current": s.current,
+                "switches": s.switches,
+                "paused": s.paused,
+                "pauses": s.pauses,
+            }))
+        })
+        .collect();
+    json!({ "estimate_bps": q.estimate_bps.map(|e| e.round()), "subscriptions": subscriptions })
 }
