@@ -586,6 +586,8 @@ impl Worker {
             .get(&key)
             .is_some_and(|p| p.transport.estimate().is_some());
         let feed = self.feed_mut(skey, fkey);
+        // Only where its packets count in the estimate (see `Worker::allocate`).
+        let estimated = estimated && feed.consumers[index].transport_wide;
         if !feed.is_video() {
             return Err(ControlError::InvalidSubscription {
                 reason: "only a video subscription has a view".into(),

@@ -91,6 +91,12 @@ impl Worker {
                 continue;
             }
             let c = &feed.consumers[index];
+            // Its packets carry no transport-wide numbers (repairs go out as plain
+            // retransmissions): the estimate does not see them and says nothing of what it
+            // takes; it keeps the layer its view allows.
+            if !c.transport_wide {
+                continue;
+            }
             if c.layers.paused() == Some(Pause::Hidden) {
                 // Not shown: costs nothing, whatever the link.
                 continue;
