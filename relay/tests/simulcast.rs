@@ -557,8 +557,8 @@ fn layers_nobody_receives_are_turned_off_at_the_publisher_and_back_on_when_wante
     assert_eq!(h.worker.stats().dynacast_changes, 1);
     // The publisher stops them; the subscriber may have the best layer again: the allocator
     // (on the estimate's starting 1 Mbit/s: the harness's subscriber sends no feedback) moves
-    // it to the top layer, whose last rate fits, and that is turned on at the next look; the
-    // middle one nobody wants stays off.
+    // it to the top layer, whose last rate fits, and that is turned on at the next look, with
+    // the middle one below it.
     h.worker
         .set_view(h.now, &sid, &uid, &feed, View::default())
         .unwrap();
@@ -574,6 +574,6 @@ fn layers_nobody_receives_are_turned_off_at_the_publisher_and_back_on_when_wante
     }
     assert_eq!(
         layers_event(&seen.events),
-        vec![vec!["q".to_string(), "f".to_string()]]
+        vec![vec!["q".to_string(), "h".to_string(), "f".to_string()]]
     );
 }

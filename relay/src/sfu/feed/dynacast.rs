@@ -3,7 +3,11 @@
 //!
 //! Every core with subscribers of the feed says which layers they want (each subscription's
 //! target and the layer it is on, which must go on until the switch); the feed's own core
-//! keeps the union. A layer wanted is turned on at once: a subscriber waits for it. A layer no
+//! keeps the union, and every layer below the best one wanted stays on too, as LiveKit's
+//! dynacast keeps them: a subscriber moving up goes through them, and one turned off costs
+//! the time the publisher's encoder takes to start it again (a subscriber behind a link that
+//! widened took 6 s instead of 1 s to reach the middle layer while it was off). A layer
+//! wanted is turned on at once: a subscriber waits for it. A layer no
 //! longer wanted is turned off only after [`OFF_AFTER`], so that a subscriber moving down and
 //! back up, or one resizing its element, does not make the publisher stop and restart an
 //! encoding (each restart is a keyframe). The lowest layer always stays on: a new subscriber
@@ -66,6 +70,8 @@ impl Dynacast {
     /// to be told (once).
     pub fn poll(&mut self, now: Instant) -> Option<u8> {
         let union = self.wanted.values().fold(1u8, |m, w| m | w) & all(self.layers);
+        // Everything up to the best layer wanted.
+        let union = all(8 - union.leading_zeros() as usize) & all(self.layers);
         for layer in 0..self.layers {
             let bit = 1 << layer;
             if union & bit != 0 {
@@ -141,6 +147,11 @@ mod tests {
         let t2 = t1 + 2 * OFF_AFTER;
         assert_eq!(d.poll(t2), None);
         assert_eq!(d.poll(t2 + OFF_AFTER), Some(0b001));
+        // Only the top layer wanted: the one below it comes on with it, and stays.
+        d.handle_wanted(0, 0b100);
+        assert_eq!(d.poll(t2 + 2 * OFF_AFTER), Some(0b111));
+        assert_eq!(d.poll(t2 + 4 * OFF_AFTER), None);
+        d.handle_wanted(0, 0);
         // A renegotiation starts every layer again: told once more when one goes off.
         d.reset();
         assert_eq!(d.poll(t2 + 2 * OFF_AFTER), None);
