@@ -13,6 +13,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use relay::engine::srtp::SrtpProfile;
 use relay::fuzzing::{
@@ -75,45 +76,93 @@ fn steady_forwarding_does_not_allocate() {
 
 fn forward_without_allocating(profile: SrtpProfile) {
     const FANOUT: usize = 10;
+    /// Packets forwarded at once: a keyframe, which the subscribers' pacers spread.
+    const BURST: usize = 20;
     ALLOCATIONS.store(0, Ordering::SeqCst);
     let mut h = harness_with_profile(FANOUT, profile);
     // Sealed before counting: the test's own packets are not the relay's allocations.
-    let packets: Vec<Vec<u8>> = (1..=300u16)
+    let packets: Vec<Vec<u8>> = (1..=340u16)
         .map(|seq| {
             let mut p = rtp(seq);
             h.clients[0].protect_rtp(&mut p).expect("seal");
             p
         })
         .collect();
-    let mut sent = Vec::with_capacity(FANOUT);
-    let mut forward = |h: &mut relay::fuzzing::Harness, datagram: &[u8]| {
-        h.worker.handle_receive(h.now, None, h.publisher, datagram);
+    let mut sent = Vec::with_capacity(FANOUT * BURST);
+    // What the I/O layer does: take what is sent, give the buffers back after the kernel took
+    // them. Returns how many RTP datagrams left (RTCP reports go out too, as time passes).
+    let mut drain = |h: &mut relay::fuzzing::Harness| {
         while let Some(o) = h.worker.poll_output() {
             if let Output::Transmit(t) = o {
                 sent.push(t);
             }
         }
-        let n = sent.len();
-        // What the I/O layer does after the kernel took them.
+        let n = sent
+            .iter()
+            .filter(|t| !(192..=223).contains(&t.contents[1]))
+            .count();
         for t in sent.drain(..) {
             h.worker.recycle(t.contents);
         }
         n
     };
-    // Warm-up: the first packet starts the feed (an event) and fills the pool.
-    for p in &packets[..100] {
-        assert_eq!(forward(&mut h, p), FANOUT);
-    }
+    // One packet every 5 ms (2 Mbit/s), below what the pacers let through: each leaves at once.
+    let steady = |h: &mut relay::fuzzing::Harness,
+                  datagrams: &[Vec<u8>],
+                  drain: &mut dyn FnMut(&mut relay::fuzzing::Harness) -> usize| {
+        let mut n = 0;
+        for p in datagrams {
+            h.now += Duration::from_millis(5);
+            h.worker.handle_receive(h.now, None, h.publisher, p);
+            let out = drain(h);
+            assert_eq!(out, FANOUT);
+            n += out;
+        }
+        n
+    };
+    // A burst at one instant: the pacers hold most of it, and the timer lets it go.
+    let burst = |h: &mut relay::fuzzing::Harness,
+                 datagrams: &[Vec<u8>],
+                 drain: &mut dyn FnMut(&mut relay::fuzzing::Harness) -> usize| {
+        h.now += Duration::from_millis(5);
+        let mut n = 0;
+        for p in datagrams {
+            h.worker.handle_receive(h.now, None, h.publisher, p);
+            n += drain(h);
+        }
+        assert!(n < datagrams.len() * FANOUT, "{n} left at once");
+        while let Some(at) = h
+            .worker
+            .poll_timeout()
+            .filter(|_| n < datagrams.len() * FANOUT)
+        {
+            h.now = h.now.max(at);
+            h.worker.handle_timeout(h.now);
+            n += drain(h);
+        }
+        n
+    };
+    // Warm-up: the first packet starts the feed (an event) and fills the pool and the
+    // pacers' queues.
+    steady(&mut h, &packets[..100], &mut drain);
+    burst(&mut h, &packets[100..100 + BURST], &mut drain);
+    h.now += Duration::from_millis(500);
     let pooled = h.worker.stats().buffers_allocated;
+    let paced = h.worker.stats().rtp_paced;
 
     COUNTING.store(true, Ordering::SeqCst);
-    let mut forwarded = 0;
-    for p in &packets[100..] {
-        forwarded += forward(&mut h, p);
-    }
+    let mut forwarded = steady(&mut h, &packets[120..320], &mut drain);
+    COUNTING.store(false, Ordering::SeqCst);
+    // RTCP reports, due every second, are built with the rtcp crate, which allocates: they
+    // go out here, not while the burst is counted.
+    h.worker.handle_timeout(h.now);
+    drain(&mut h);
+    COUNTING.store(true, Ordering::SeqCst);
+    forwarded += burst(&mut h, &packets[320..320 + BURST], &mut drain);
     COUNTING.store(false, Ordering::SeqCst);
 
-    assert_eq!(forwarded, 200 * FANOUT);
+    assert_eq!(forwarded, (200 + BURST) * FANOUT);
+    assert!(h.worker.stats().rtp_paced > paced);
     assert_eq!(h.worker.stats().total_dropped(), 0);
     assert_eq!(h.worker.stats().buffers_allocated, pooled);
     assert_eq!(
@@ -136,7 +185,9 @@ fn forward_across_cores_without_allocating(profile: SrtpProfile) {
     let far = h.sink_subscriber;
     // One packet through both cores, as their I/O layers would move it; returns the copies
     // each core sent.
+    // One packet every 5 ms: below what the subscribers' pacers let through at once.
     let forward = |h: &mut SpreadHarness, datagram: &[u8]| {
+        h.origin.now += Duration::from_millis(5);
         let (now, publisher) = (h.origin.now, h.origin.publisher);
         h.origin
             .worker

@@ -346,7 +346,9 @@ fn a_subscribers_nack_is_answered_from_the_cache_on_its_rtx_stream() {
     for seq in 500..510 {
         send_rtp(&mut h, 0, &media(seq));
     }
-    let seen = run_until(&mut h, t0 + Duration::from_millis(1));
+    // (Through the subscriber's pacer, which spreads the burst over a few ms.)
+    let seen = run_until(&mut h, t0 + Duration::from_millis(20));
+    assert_eq!(seen.to_subscriber.len(), 10);
     let sent: Vec<_> = seen
         .to_subscriber
         .iter()

@@ -97,7 +97,9 @@ fn flood(profile: SrtpProfile) {
     let subscriber = h.subscribers[0];
     let publisher = h.publisher;
     let mut seq = 1u16;
+    // One packet every 5 ms: below what the subscriber's pacer lets through at once.
     let mut forward = |h: &mut Harness| {
+        h.now += std::time::Duration::from_millis(5);
         let mut p = rtp(seq);
         seq += 1;
         h.clients[0].protect_rtp(&mut p).expect("seal");

@@ -349,6 +349,7 @@ fn main() -> anyhow::Result<()> {
                             total.accumulate(s);
                         }
                         total.forwarding_delay = Default::default();
+                        total.pacing_delay = Default::default();
                         if let Ok(line) = serde_json::to_string(&total) {
                             tracing::info!(target: "webrtcai::stats", "{line}");
                         }

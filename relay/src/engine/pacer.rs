@@ -39,8 +39,6 @@ pub enum Priority {
     Retransmission = 1,
     /// Video.
     Video = 2,
-    /// Probe padding, sent only when nothing else waits.
-    Padding = 3,
 }
 
 #[derive(Debug)]
@@ -53,7 +51,7 @@ struct Queued<T> {
 /// The pacer of one subscriber.
 #[derive(Debug)]
 pub struct Pacer<T> {
-    queues: [VecDeque<Queued<T>>; 4],
+    queues: [VecDeque<Queued<T>>; 3],
     queued_bytes: usize,
     /// Bits per second.
     rate: f64,
@@ -110,12 +108,13 @@ impl<T> Pacer<T> {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = self
-            .last_refill
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        self.last_refill = Some(now);
         let rate_bytes = self.effective_rate(now) / 8.0;
         let cap = rate_bytes * MAX_BURST.as_secs_f64();
+        // A new pacer has been idle forever: a burst's worth may go at once.
+        let elapsed = self
+            .last_refill
+            .map_or(MAX_BURST, |at| now.saturating_duration_since(at));
+        self.last_refill = Some(now);
         self.budget = (self.budget + rate_bytes * elapsed.as_secs_f64()).min(cap);
     }
 
@@ -129,9 +128,9 @@ impl<T> Pacer<T> {
         });
     }
 
-    /// The next packet that may leave at `now`: audio at once, the rest in priority order
-    /// while the budget allows. Call until None.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<T> {
+    /// The next packet that may leave at `now`, with how long it waited: audio at once, the
+    /// rest in priority order while the budget allows. Call until None.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(T, Duration)> {
         self.refill(now);
         let queue = if !self.queues[Priority::Audio as usize].is_empty() {
             Priority::Audio as usize
@@ -143,7 +142,15 @@ impl<T> Pacer<T> {
         let p = self.queues[queue].pop_front()?;
         self.queued_bytes -= p.size;
         self.budget -= p.size as f64;
-        Some(p.item)
+        Some((p.item, now.saturating_duration_since(p.at)))
+    }
+
+    /// Take everything waiting (its owner went away).
+    pub fn clear(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.queued_bytes = 0;
+        self.queues
+            .iter_mut()
+            .flat_map(|q| q.drain(..).map(|p| p.item))
     }
 
     /// When a waiting packet may leave, if one waits.
@@ -167,10 +174,12 @@ mod tests {
 
     /// Drive the pacer as the I/O shell does: wake at `poll_timeout`, drain. Returns when each
     /// item left.
-    fn drain(p: &mut Pacer<u32>, mut now: Instant, until: Instant) -> Vec<(u32, Instant)> {
+    fn drain(p: &mut Pacer<u32>, t0: Instant, until: Instant) -> Vec<(u32, Instant)> {
         let mut sent = Vec::new();
+        let mut now = t0;
         loop {
-            while let Some(item) = p.poll_transmit(now) {
+            while let Some((item, waited)) = p.poll_transmit(now) {
+                assert!(waited <= now - t0, "{waited:?}");
                 sent.push((item, now));
             }
             match p.poll_timeout() {
@@ -190,10 +199,11 @@ mod tests {
         }
         let sent = drain(&mut p, t0, t0 + Duration::from_secs(1));
         assert_eq!(sent.len(), 40);
-        // 48,000 bytes at 312,500 bytes/s: about 150 ms, in order.
+        // 48,000 bytes at 312,500 bytes/s, less the 5 ms burst a new pacer starts with: about
+        // 145 ms, in order.
         let last = sent.last().unwrap().1 - t0;
         assert!(
-            (Duration::from_millis(145)..Duration::from_millis(160)).contains(&last),
+            (Duration::from_millis(140)..Duration::from_millis(150)).contains(&last),
             "{last:?}"
         );
         assert!(sent.windows(2).all(|w| w[0].0 < w[1].0));
@@ -213,17 +223,23 @@ mod tests {
             p.enqueue(t0, Priority::Video, 1200, i);
         }
         // The budget is spent on the first video packet...
-        assert_eq!(p.poll_transmit(t0), Some(0));
+        assert_eq!(p.poll_transmit(t0), Some((0, Duration::ZERO)));
         assert_eq!(p.poll_transmit(t0), None);
         // ...but audio leaves at once, and a repair goes before the waiting video.
         p.enqueue(t0, Priority::Audio, 100, 100);
         p.enqueue(t0, Priority::Retransmission, 1200, 200);
-        p.enqueue(t0, Priority::Padding, 1200, 300);
-        assert_eq!(p.poll_transmit(t0), Some(100));
+        assert_eq!(p.poll_transmit(t0), Some((100, Duration::ZERO)));
         assert_eq!(p.poll_transmit(t0), None);
         let sent = drain(&mut p, t0, t0 + Duration::from_secs(1));
         let order: Vec<u32> = sent.iter().map(|s| s.0).collect();
-        assert_eq!(order, [200, 1, 2, 3, 4, 5, 6, 7, 8, 9, 300]);
+        assert_eq!(order, [200, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        // The last video packet leaves once the 12.1 kB sent before it (audio included), less
+        // the starting burst of 625 bytes, are paid for at 125 kB/s: about 92 ms.
+        let last = sent.last().unwrap().1 - t0;
+        assert!(
+            (Duration::from_millis(90)..Duration::from_millis(95)).contains(&last),
+            "{last:?}"
+        );
     }
 
     #[test]

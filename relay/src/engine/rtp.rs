@@ -99,6 +99,11 @@ fn extension_elements_fit(profile: u16, block: &[u8]) -> bool {
 /// The value of RFC 8285 header-extension element `id` (one-byte or two-byte form), if the
 /// packet carries it and its header is well formed.
 pub fn extension(packet: &[u8], id: u8) -> Option<&[u8]> {
+    extension_range(packet, id).map(|r| &packet[r])
+}
+
+/// Where in `packet` the value of extension element `id` lies.
+fn extension_range(packet: &[u8], id: u8) -> Option<std::ops::Range<usize>> {
     header_len(packet)?;
     if packet[0] & 0x10 == 0 || id == 0 {
         return None;
@@ -107,7 +112,8 @@ pub fn extension(packet: &[u8], id: u8) -> Option<&[u8]> {
     let profile = u16::from_be_bytes([packet[start], packet[start + 1]]);
     let words = u16::from_be_bytes([packet[start + 2], packet[start + 3]]) as usize;
     // header_len checked that the block and every element in it lie inside the packet.
-    let block = &packet[start + 4..start + 4 + 4 * words];
+    let block_at = start + 4;
+    let block = &packet[block_at..block_at + 4 * words];
     let mut i = 0;
     while i < block.len() {
         if block[i] == 0 {
@@ -125,11 +131,26 @@ pub fn extension(packet: &[u8], id: u8) -> Option<&[u8]> {
             return None;
         };
         if element == id {
-            return block.get(value_at..value_at + len);
+            block.get(value_at..value_at + len)?;
+            return Some(block_at + value_at..block_at + value_at + len);
         }
         i = value_at + len;
     }
     None
+}
+
+/// Write transport-wide sequence number `number` into extension element `id` of `packet`,
+/// which must carry the element already (two bytes or more); false where it does not. The
+/// relay builds a subscriber's packet when it is forwarded but numbers it when it leaves the
+/// pacer, so that numbers follow the order packets go out in.
+pub fn set_transport_sequence(packet: &mut [u8], id: u8, number: u16) -> bool {
+    match extension_range(packet, id) {
+        Some(r) if r.len() >= 2 => {
+            packet[r.start..r.start + 2].copy_from_slice(&number.to_be_bytes());
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The transport-wide sequence number carried in extension element `id`, if any.
@@ -282,6 +303,27 @@ mod tests {
         let h2 = parse(&raw).unwrap();
         assert_eq!((h2.ssrc, h2.sequence, h2.timestamp), (7, 8, 9));
         assert_eq!(h2.header_len, h.header_len);
+    }
+
+    #[test]
+    fn transport_sequence_is_written_in_place() {
+        let mut packet = vec![0x80, 96, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+        packet.extend_from_slice(&[0xaa; 20]);
+        let mut out = Vec::new();
+        assert!(with_extensions(
+            &packet,
+            &[(1, b"0"), (5, &[0, 0])],
+            &mut out
+        ));
+        assert_eq!(transport_sequence(&out, 5), Some(0));
+        assert!(set_transport_sequence(&mut out, 5, 0xbeef));
+        assert_eq!(transport_sequence(&out, 5), Some(0xbeef));
+        assert_eq!(extension(&out, 1), Some(&b"0"[..]));
+        assert_eq!(&out[out.len() - 20..], &[0xaa; 20][..]);
+        // No such element, a one-byte one, or no extension block at all: nothing written.
+        assert!(!set_transport_sequence(&mut out, 7, 1));
+        assert!(!set_transport_sequence(&mut out, 1, 1));
+        assert!(!set_transport_sequence(&mut packet, 5, 1));
     }
 
     #[test]

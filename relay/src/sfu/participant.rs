@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::engine::pacer::Pacer;
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
 
 use super::allocation::Allocator;
@@ -20,6 +21,30 @@ pub struct ParticipantUsage {
     pub packets_out: u64,
     /// Bytes sent to the participant.
     pub bytes_out: u64,
+}
+
+/// An RTP packet built for a participant (rewritten for it, not yet numbered or protected),
+/// waiting in its pacer.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The plaintext packet.
+    pub packet: Vec<u8>,
+    /// The transport-wide extension id whose value is the packet's number, written when it
+    /// leaves (the element is there, zero, until then).
+    pub transport_wide: Option<u8>,
+    /// What the packet is, for the counters and the estimator.
+    pub kind: OutgoingKind,
+}
+
+/// What an [`Outgoing`] packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutgoingKind {
+    /// A forwarded packet.
+    Media,
+    /// A packet sent again because the participant asked (NACK).
+    Retransmission,
+    /// A packet of probe cluster `0`, sent again to measure the link.
+    Probe(u32),
 }
 
 /// A participant on this core.
@@ -46,6 +71,8 @@ pub struct Participant {
     pub usage: ParticipantUsage,
     /// Which layers its estimate affords.
     pub allocator: Allocator,
+    /// What waits to be sent to it, where its link is estimated.
+    pub pacer: Pacer<Outgoing>,
 }
 
 impl Participant {
@@ -69,6 +96,7 @@ impl Participant {
             next_report: None,
             usage: ParticipantUsage::default(),
             allocator: Allocator::default(),
+            pacer: Pacer::new(0.0),
         }
     }
 

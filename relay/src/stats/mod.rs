@@ -214,6 +214,13 @@ pub struct CoreStats {
     /// Padding packets sent to subscribers to probe their links.
     #[serde(default)]
     pub probe_packets_sent: u64,
+    /// Packets to subscribers that waited in their pacer before leaving (a burst beyond what
+    /// the subscriber's estimate lets through at once).
+    #[serde(default)]
+    pub rtp_paced: u64,
+    /// How long each of the `rtp_paced` packets waited, in microseconds.
+    #[serde(default)]
+    pub pacing_delay: DelayHistogram,
     /// Time from the kernel's receipt of a datagram to the kernel's acceptance of each
     /// datagram this core sent in response (forwarded copies, STUN responses), in
     /// microseconds, one count per sent datagram. For a feed published on another core, from
@@ -277,6 +284,8 @@ impl CoreStats {
         self.subscriptions_paused += other.subscriptions_paused;
         self.subscriptions_resumed += other.subscriptions_resumed;
         self.probe_packets_sent += other.probe_packets_sent;
+        self.rtp_paced += other.rtp_paced;
+        self.pacing_delay.merge(&other.pacing_delay);
         self.forwarding_delay.merge(&other.forwarding_delay);
     }
 }

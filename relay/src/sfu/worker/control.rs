@@ -194,10 +194,14 @@ impl Worker {
     }
 
     pub(super) fn remove_participant_by_key(&mut self, key: ParticipantKey) {
-        let Some(p) = self.participants.remove(&key) else {
+        let Some(mut p) = self.participants.remove(&key) else {
             return;
         };
         self.timers.disarm(Timer::Participant(key));
+        self.timers.disarm(Timer::Pacer(key));
+        for out in p.pacer.clear() {
+            self.pool.give(out.packet);
+        }
         self.by_ufrag.remove(&p.transport.ice.local().ufrag);
         if let Some(addr) = p.transport.ice.selected() {
             if self.by_addr.get(&addr) == Some(&key) {

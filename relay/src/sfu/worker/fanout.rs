@@ -1,14 +1,15 @@
-//! One packet to every consumer of a feed on this core: rewrite, protect, queue.
+//! One packet to every consumer of a feed on this core: rewrite, then on to each subscriber's
+//! pacer ([`super::egress`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::control::FeedDescription;
+use crate::engine::pacer::Priority;
 use crate::engine::playout_delay::PlayoutDelay;
 use crate::engine::vp8::{self, Vp8Descriptor};
 use crate::engine::{rtp, rtx};
 use crate::ids::ParticipantKey;
-use crate::stats::CoreStats;
 
 use crate::sfu::consumer::layers::Forward;
 use crate::sfu::consumer::Consumer;
@@ -16,24 +17,21 @@ use crate::sfu::cross_core::RtpInfo;
 use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
 use crate::sfu::feed::{dynacast, Feed};
-use crate::sfu::participant::Participant;
-use crate::sfu::pool::BufferPool;
+use crate::sfu::participant::{Outgoing, OutgoingKind, Participant};
 
+use super::egress::Egress;
 use super::*;
 
 /// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
 /// borrowed apart from the sessions so that a feed can be borrowed at the same time.
 struct Outbox<'a> {
     participants: &'a mut HashMap<ParticipantKey, Participant>,
-    pool: &'a mut BufferPool,
-    stats: &'a mut CoreStats,
-    outputs: &'a mut VecDeque<Output>,
-    timers: &'a mut Deadlines<Timer>,
+    egress: Egress<'a>,
     inactivity: Duration,
 }
 
 impl Outbox<'_> {
-    /// Rewrite, protect and queue one copy of `plain` per consumer of `feed` (on this core);
+    /// Rewrite one copy of `plain` per consumer of `feed` (on this core) and send it;
     /// `timer` is the feed's inactivity timer. Returns a layer that a subscriber waits for a
     /// keyframe of, to ask the publisher for one.
     fn fan_out(
@@ -52,9 +50,10 @@ impl Outbox<'_> {
             }
             // Armed once per start, not per packet: when it fires, the feed's last packet
             // says whether it stopped or when to look again.
-            self.timers.arm(timer, now + self.inactivity);
+            self.egress.timers.arm(timer, now + self.inactivity);
             if let (Timer::Feed(skey, fkey), true) = (timer, feed.layers.len() > 1) {
-                self.timers
+                self.egress
+                    .timers
                     .arm(Timer::Dynacast(skey, fkey), now + dynacast::INTERVAL);
             }
         }
@@ -101,7 +100,7 @@ impl Outbox<'_> {
                 let keyframe = info.keyframe || !simulcast;
                 match c.layers.handle_packet(info.layer, keyframe, stopped) {
                     Forward::Drop if c.layers.paused().is_some() => {
-                        self.stats.rtp_paused += 1;
+                        self.egress.stats.rtp_paused += 1;
                         continue;
                     }
                     Forward::Drop => {
@@ -110,11 +109,11 @@ impl Outbox<'_> {
                         if wanted {
                             keyframe_wanted = Some(info.layer);
                         }
-                        self.stats.rtp_other_layer += 1;
+                        self.egress.stats.rtp_other_layer += 1;
                         continue;
                     }
                     Forward::Switch => {
-                        self.stats.layer_switches += u64::from(c.layers.switches() > 0);
+                        self.egress.stats.layer_switches += u64::from(c.layers.switches() > 0);
                         // On from here, also on the same SSRC after a pause.
                         c.rewriter.request_resync();
                         // The new layer's timestamps continue the subscriber's timeline
@@ -132,43 +131,44 @@ impl Outbox<'_> {
                 c.rewriter
                     .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate)
             else {
-                self.stats.rtp_copies_not_sent += 1;
+                self.egress.stats.rtp_copies_not_sent += 1;
                 continue;
             };
             if let Some(r) = info.reference_timestamp {
                 c.reference_offset = Some(ts.wrapping_sub(r));
             }
-            let number = sub
+            let transport_wide = sub
                 .transport
                 .next_transport_sequence()
-                .filter(|_| c.transport_wide);
-            let Some((dst, srtp)) = sub.transport.media_out() else {
-                continue;
-            };
-            let mut out = self.pool.take();
+                .filter(|_| c.transport_wide)
+                .map(|(id, _)| id);
+            let mut out = self.egress.pool.take();
             let delay = c.playout_delay(now, info.playout_delay);
-            copy_for(plain, feed.mid_extension, c, delay, number, &mut out);
+            copy_for(
+                plain,
+                feed.mid_extension,
+                c,
+                delay,
+                transport_wide.map(|id| (id, 0)),
+                &mut out,
+            );
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
             if let Some(d) = &vp8 {
                 renumber_pictures(c, info.ssrc, d, &mut out);
             }
-            match srtp.protect_rtp(&mut out) {
-                Ok(()) => {
-                    c.packets_sent = c.packets_sent.wrapping_add(1);
-                    c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
-                    sub.usage.packets_out += 1;
-                    sub.usage.bytes_out += out.len() as u64;
-                    if number.is_some() {
-                        sub.transport.handle_sent(now, out.len());
-                    }
-                    self.stats.rtp_forwarded += 1;
-                    transmit(self.stats, self.outputs, dst, out);
-                }
-                Err(reason) => {
-                    self.pool.give(out);
-                    self.stats.drop(reason);
-                }
-            }
+            c.packets_sent = c.packets_sent.wrapping_add(1);
+            c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
+            let priority = if video {
+                Priority::Video
+            } else {
+                Priority::Audio
+            };
+            let out = Outgoing {
+                packet: out,
+                transport_wide,
+                kind: OutgoingKind::Media,
+            };
+            self.egress.send(now, c.subscriber, sub, priority, out);
         }
         keyframe_wanted
     }
@@ -205,9 +205,9 @@ impl Outbox<'_> {
         let Some(sub) = self.participants.get_mut(&c.subscriber) else {
             return false;
         };
-        let Some(dst) = sub.transport.media_destination() else {
+        if sub.transport.media_destination().is_none() {
             return false;
-        };
+        }
         let Some(header) = rtp::parse(cached) else {
             return false;
         };
@@ -224,15 +224,23 @@ impl Outbox<'_> {
         if probe.is_none() && !c.retransmits.allow(now, out_seq) {
             return false;
         }
-        // The packet as the subscriber was sent it the first time (with a new transport-wide
-        // number when it goes out on the RTX stream: a new packet on the wire).
-        let number = sub
+        // The packet as the subscriber was sent it the first time (numbered anew when it
+        // leaves on the RTX stream: a new packet on the wire).
+        let transport_wide = sub
             .transport
             .next_transport_sequence()
-            .filter(|_| c.transport_wide);
-        let mut out = self.pool.take();
+            .filter(|_| c.transport_wide)
+            .map(|(id, _)| id);
+        let mut out = self.egress.pool.take();
         let delay = c.playout_delay(now, playout_delay);
-        copy_for(cached, feed.mid_extension, c, delay, number, &mut out);
+        copy_for(
+            cached,
+            feed.mid_extension,
+            c,
+            delay,
+            transport_wide.map(|id| (id, 0)),
+            &mut out,
+        );
         let ts = header.timestamp.wrapping_add(original.ts_offset);
         rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
         if feed.layers.len() > 1 {
@@ -241,42 +249,36 @@ impl Outbox<'_> {
             }
         }
         if let Some((rtx_ssrc, rtx_pt)) = as_rtx {
-            let mut rtx = self.pool.take();
+            let mut rtx = self.egress.pool.take();
             let seq = c.retransmits.next_rtx_seq();
             // `out` is a packet rtp::parse accepted, rewritten in place.
             rtx::wrap(&out, rtx_pt, rtx_ssrc, seq, &mut rtx);
-            self.pool.give(std::mem::replace(&mut out, rtx));
+            self.egress.pool.give(std::mem::replace(&mut out, rtx));
         }
         // Sent again on the media SSRC, the packet is byte for byte the one sent before under
         // the same index: nothing new is sealed under a used nonce.
-        let Some(srtp) = sub.transport.srtp_mut() else {
-            self.pool.give(out);
-            return false;
-        };
-        match srtp.protect_rtp(&mut out) {
-            Ok(()) => {
-                sub.usage.packets_out += 1;
-                sub.usage.bytes_out += out.len() as u64;
-                match (probe, number) {
-                    (Some(cluster), _) => {
-                        sub.transport.handle_probe_sent(now, out.len(), cluster);
-                        self.stats.probe_packets_sent += 1;
-                    }
-                    (None, Some(_)) => {
-                        sub.transport.handle_sent(now, out.len());
-                        self.stats.retransmissions_sent += 1;
-                    }
-                    (None, None) => self.stats.retransmissions_sent += 1,
-                }
-                transmit(self.stats, self.outputs, dst, out);
-                true
+        match probe {
+            // A probe leaves when its cluster's schedule says, not the pacer.
+            Some(cluster) => {
+                let out = Outgoing {
+                    packet: out,
+                    transport_wide,
+                    kind: OutgoingKind::Probe(cluster),
+                };
+                self.egress.depart(now, sub, out);
             }
-            Err(reason) => {
-                self.pool.give(out);
-                self.stats.drop(reason);
-                false
+            None => {
+                let out = Outgoing {
+                    packet: out,
+                    transport_wide,
+                    kind: OutgoingKind::Retransmission,
+                };
+                let key = c.subscriber;
+                self.egress
+                    .send(now, key, sub, Priority::Retransmission, out);
             }
         }
+        true
     }
 }
 
@@ -287,10 +289,12 @@ impl Worker {
         let feed = self.sessions.get_mut(&skey)?.feeds.get_mut(&fkey)?;
         let out = Outbox {
             participants: &mut self.participants,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            outputs: &mut self.outputs,
-            timers: &mut self.timers,
+            egress: Egress {
+                pool: &mut self.pool,
+                stats: &mut self.stats,
+                outputs: &mut self.outputs,
+                timers: &mut self.timers,
+            },
             inactivity: self.config.feed_inactivity,
         };
         Some((feed, out))
@@ -327,9 +331,9 @@ impl Worker {
             feed.consumers[index].repair_wait.handle_request(now);
         }
         for seq in out_seqs {
-            out.stats.nacks_received += 1;
+            out.egress.stats.nacks_received += 1;
             if !out.resend(now, feed, index, seq, None) {
-                out.stats.nacks_unanswerable += 1;
+                out.egress.stats.nacks_unanswerable += 1;
             }
         }
     }

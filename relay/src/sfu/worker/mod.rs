@@ -15,6 +15,7 @@
 
 mod control;
 mod dtls;
+mod egress;
 mod fanout;
 mod ingress;
 mod quality;
@@ -137,6 +138,8 @@ enum Timer {
     Repair(SessionKey, FeedKey),
     /// A simulcast feed's look at which layers its subscribers here want (dynacast).
     Dynacast(SessionKey, FeedKey),
+    /// The next packet a subscriber's pacer lets go.
+    Pacer(ParticipantKey),
 }
 
 /// A session on this core.
@@ -175,6 +178,8 @@ pub struct Worker {
     handshakes: usize,
     /// When each participant and each flowing feed next needs the timer.
     timers: Deadlines<Timer>,
+    /// Scratch space for [`Worker::handle_timeout`].
+    later: Vec<(Timer, Instant)>,
     epoch: Instant,
     ntp: NtpClock,
     rng: StdRng,
@@ -211,6 +216,7 @@ impl Worker {
             next_key: 1,
             handshakes: 0,
             timers: Deadlines::default(),
+            later: Vec::new(),
             epoch: now,
             ntp: NtpClock::new(now, wall),
             rng: StdRng::seed_from_u64(seed),

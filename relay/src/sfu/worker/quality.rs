@@ -298,6 +298,7 @@ impl Worker {
             let feed = session.feeds.get(&fkey)?;
             let index = feed.consumers.iter().position(|c| {
                 c.subscriber == key
+                    && c.transport_wide
                     && c.retransmits.rtx_ssrc.is_some()
                     && c.rewriter.last_sent().is_some()
             })?;

@@ -20,8 +20,9 @@ impl Worker {
     /// Run everything that is due at `now`: consent and handshake expiry, feed inactivity,
     /// RTCP reports. Costs O(log n) per due deadline, nothing for the rest.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Deadlines found to lie later are armed after the loop, so that it ends.
-        let mut later = Vec::new();
+        // Deadlines found to lie later are armed after the loop, so that it ends (in scratch
+        // space kept between calls: with pacing, this runs every few milliseconds).
+        let mut later = std::mem::take(&mut self.later);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Participant(key) => {
@@ -44,11 +45,14 @@ impl Worker {
                         later.push((timer, at));
                     }
                 }
+                // Arms itself again (later than now) while packets wait.
+                Timer::Pacer(key) => self.pace(now, key),
             }
         }
-        for (timer, at) in later {
+        for (timer, at) in later.drain(..) {
             self.timers.arm(timer, at);
         }
+        self.later = later;
     }
 
     /// The participant's timer fired: expire it or send its reports; returns its next
