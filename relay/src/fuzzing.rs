@@ -203,6 +203,69 @@ pub fn vp8(data: &[u8]) {
     assert_eq!(&copy[d.len..], &data[d.len..]);
 }
 
+/// The AV1 dependency descriptor: a first byte giving the length of a first element, read
+/// with no structure known (so it parses only if it carries one), then the rest read against
+/// that structure, as the relay reads a keyframe's packet and those after it. What parses is
+/// consistent with its structure, and reads the same with zero padding added.
+pub fn dependency_descriptor(data: &[u8]) {
+    use crate::engine::dependency_descriptor::{parse, Descriptor, Dti, Structure};
+
+    fn check(d: &Descriptor, data: &[u8], latest: Option<&Structure>) {
+        let s = d
+            .structure
+            .as_deref()
+            .or(latest)
+            .expect("read against a structure");
+        let t = s
+            .template(d.template_id)
+            .expect("a frame's template is its structure's");
+        assert_eq!((d.spatial_id, d.temporal_id), (t.spatial_id, t.temporal_id));
+        assert!(d.spatial_id < 4 && d.temporal_id < 8);
+        assert_eq!(d.dtis.len(), s.decode_targets());
+        assert_eq!(d.chain_diffs.len(), s.chains());
+        assert!(d.frame_diffs.iter().all(|&f| f >= 1));
+        assert!(d.referenced_frames().all(|f| f != d.frame_number));
+        if let Some(mask) = d.active_decode_targets {
+            assert_eq!(u64::from(mask) >> s.decode_targets(), 0);
+        }
+        for dt in 0..s.decode_targets() + 1 {
+            assert_eq!(d.needed_by(dt), d.dti(dt) != Dti::NotPresent);
+            assert!(!d.is_switch_point(dt) || d.needed_by(dt));
+            // From its template, a frame is needed only by decode targets at or above its
+            // layers.
+            if d.needed_by(dt) && !d.custom_dtis {
+                let layer = s.decode_target_layer(dt).expect("a decode target's layers");
+                assert!(layer.spatial_id >= d.spatial_id && layer.temporal_id >= d.temporal_id);
+            }
+            assert_eq!(
+                s.protected_by(dt).is_some(),
+                s.chains() > 0 && dt < s.decode_targets()
+            );
+        }
+        let mut padded = data.to_vec();
+        padded.extend_from_slice(&[0; 2]);
+        assert_eq!(parse(&padded, latest).as_ref(), Ok(d));
+    }
+
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let (first, second) = rest.split_at(usize::from(len).min(rest.len()));
+    let Ok(key) = parse(first, None) else {
+        return;
+    };
+    let structure = key
+        .structure
+        .as_deref()
+        .expect("parsed alone, so it carried one");
+    check(&key, first, None);
+    // Given a structure besides, it is still read against its own.
+    assert_eq!(parse(first, Some(structure)).as_ref(), Ok(&key));
+    if let Ok(next) = parse(second, Some(structure)) {
+        check(&next, second, Some(structure));
+    }
+}
+
 /// Control request decoding.
 pub fn control(data: &[u8]) {
     let _ = crate::remote::decode(data);
@@ -683,7 +746,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 14] = [
+pub const TARGETS: [(&str, Target); 15] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -694,6 +757,7 @@ pub const TARGETS: [(&str, Target); 14] = [
     ("rtcp_twcc", rtcp_twcc),
     ("vp8", vp8),
     ("h264", h264),
+    ("dependency_descriptor", dependency_descriptor),
     ("control", control),
     ("worker", worker),
     ("srtp", srtp),

@@ -4,6 +4,7 @@
 pub mod bwe;
 pub mod client_hello;
 pub mod demux;
+pub mod dependency_descriptor;
 pub mod h264;
 pub mod ice_lite;
 pub mod pacer;
