@@ -7,6 +7,7 @@
 //! switches the mapping is a fixed offset, so reordering and loss upstream are preserved
 //! exactly as they happened.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// A jump of more than this many sequence numbers on the same SSRC is an encoder restart,
@@ -42,7 +43,17 @@ pub struct Rewriter {
     /// The outgoing timestamp the next re-anchor should give its packet
     /// ([`Self::anchor_timestamp`]).
     next_anchor_ts: Option<u32>,
+    /// The offsets in force before the anchor's current one, oldest first: (first incoming
+    /// sequence number it applied to, offset). Each packet [`Self::skip`]ped closes its gap
+    /// by lowering the offset from the next packet on; late packets and NACKs for packets
+    /// sent under an earlier offset are mapped with the one in force where they fall.
+    earlier: VecDeque<(u16, u16)>,
 }
+
+/// Offsets remembered besides the current one: one per packet skipped at most, so that
+/// everything within the reorder window maps (512 bytes, only for a subscriber whose packets
+/// are skipped).
+const MAX_EARLIER_OFFSETS: usize = REORDER_WINDOW as usize;
 
 /// The incoming packet behind an outgoing sequence number ([`Rewriter::original`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +73,11 @@ struct Anchor {
     ts_offset: u32,
     /// The incoming sequence number the anchor was made at: anything older predates it.
     first_in_seq: u16,
+    /// The outgoing number it was given.
+    first_out_seq: u16,
     highest_in_seq: u16,
+    /// The first incoming sequence number `seq_offset` applies to.
+    offset_from: u16,
 }
 
 impl Rewriter {
@@ -79,6 +94,7 @@ impl Rewriter {
             sent: 0,
             repairable_from: 0,
             next_anchor_ts: None,
+            earlier: VecDeque::new(),
         }
     }
 
@@ -143,8 +159,11 @@ impl Rewriter {
                 seq_offset: next_seq.wrapping_sub(in_seq),
                 ts_offset: next_ts.wrapping_sub(in_ts),
                 first_in_seq: in_seq,
+                first_out_seq: next_seq,
                 highest_in_seq: in_seq,
+                offset_from: in_seq,
             });
+            self.earlier.clear();
             self.resync = false;
         }
         // Just set above when it was None.
@@ -152,7 +171,23 @@ impl Rewriter {
         if (in_seq.wrapping_sub(a.first_in_seq) as i16) < 0 {
             return None;
         }
-        let out_seq = in_seq.wrapping_add(a.seq_offset);
+        let offset = if (in_seq.wrapping_sub(a.offset_from) as i16) >= 0 {
+            a.seq_offset
+        } else {
+            // Late, from before a skip: the offset in force where it falls, unless that puts
+            // it on a number a later stretch took (it was skipped itself).
+            let offset = self
+                .earlier
+                .iter()
+                .rev()
+                .find(|(from, _)| (in_seq.wrapping_sub(*from) as i16) >= 0)?
+                .1;
+            if offset_of_out(a, &self.earlier, in_seq.wrapping_add(offset)) != Some(offset) {
+                return None;
+            }
+            offset
+        };
+        let out_seq = in_seq.wrapping_add(offset);
         let out_ts = in_ts.wrapping_add(a.ts_offset);
         // Where out_seq lies relative to the highest number sent, in the extended space.
         let ahead = out_seq.wrapping_sub(self.highest_out as u16) as i16;
@@ -174,6 +209,34 @@ impl Rewriter {
         Some((out_seq, out_ts))
     }
 
+    /// Incoming packet `in_seq` of the anchored stream is not sent, on purpose (the
+    /// subscriber does not get its layer): the packets after it take its number, so that the
+    /// subscriber sees no gap to ask for. A late one (behind packets already mapped) can only
+    /// leave a gap: its number is never used, and a NACK for it is not answered.
+    pub fn skip(&mut self, in_ssrc: u32, in_seq: u16) {
+        let Some(a) = self.anchored.as_mut() else {
+            return;
+        };
+        if self.resync
+            || a.in_ssrc != in_ssrc
+            || (in_seq.wrapping_sub(a.highest_in_seq) as i16) <= 0
+        {
+            return;
+        }
+        // Packets between the highest mapped and this one keep the numbers they would have
+        // had (they are missing so far); from the next one on, one less.
+        let from = in_seq.wrapping_add(1);
+        if a.offset_from != in_seq {
+            if self.earlier.len() == MAX_EARLIER_OFFSETS {
+                self.earlier.pop_front();
+            }
+            self.earlier.push_back((a.offset_from, a.seq_offset));
+        }
+        a.seq_offset = a.seq_offset.wrapping_sub(1);
+        a.offset_from = from;
+        a.highest_in_seq = in_seq;
+    }
+
     /// Where an outgoing packet came from, to answer a NACK for it: the incoming SSRC and
     /// sequence number, and the offset to add to the incoming timestamp. None unless it was
     /// sent under the current anchor (and, within the reorder window, actually sent).
@@ -181,10 +244,10 @@ impl Rewriter {
         let a = self.anchored?;
         let highest = self.highest_out as u16;
         let behind = highest.wrapping_sub(out_seq) as i16;
-        let first_out = a.first_in_seq.wrapping_add(a.seq_offset);
-        if behind < 0 || (out_seq.wrapping_sub(first_out) as i16) < 0 {
+        if behind < 0 || (out_seq.wrapping_sub(a.first_out_seq) as i16) < 0 {
             return None;
         }
+        let offset = offset_of_out(&a, &self.earlier, out_seq)?;
         let behind = behind as u16;
         if behind < REORDER_WINDOW && self.sent & (1 << behind) == 0 {
             return None;
@@ -194,7 +257,7 @@ impl Rewriter {
         }
         Some(Original {
             ssrc: a.in_ssrc,
-            sequence: out_seq.wrapping_sub(a.seq_offset),
+            sequence: out_seq.wrapping_sub(offset),
             ts_offset: a.ts_offset,
         })
     }
@@ -208,6 +271,15 @@ impl Rewriter {
     pub fn last_sent(&self) -> Option<(u32, Instant)> {
         self.last_sent_at.map(|at| (self.last_out_ts, at))
     }
+}
+
+/// The offset of the newest stretch of outgoing numbers that `out_seq` falls in: the current
+/// one of `a`, or one of those before it.
+fn offset_of_out(a: &Anchor, earlier: &VecDeque<(u16, u16)>, out_seq: u16) -> Option<u16> {
+    std::iter::once((a.offset_from, a.seq_offset))
+        .chain(earlier.iter().rev().copied())
+        .find(|(from, offset)| (out_seq.wrapping_sub(from.wrapping_add(*offset)) as i16) >= 0)
+        .map(|(_, offset)| offset)
 }
 
 #[cfg(test)]
@@ -338,6 +410,48 @@ mod tests {
     }
 
     #[test]
+    fn skipped_packets_leave_no_gap_and_nacks_map_to_what_was_sent() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(1000, 0);
+        let out = |r: &mut Rewriter, seq| r.rewrite(t0, 1, seq, 0, 90_000).map(|o| o.0);
+        assert_eq!(out(&mut r, 10), Some(1000));
+        r.skip(1, 11);
+        r.skip(1, 12);
+        assert_eq!(out(&mut r, 13), Some(1001));
+        // 14 is missing so far; 15 is skipped; 16 follows 14's number.
+        r.skip(1, 15);
+        assert_eq!(out(&mut r, 16), Some(1003));
+        // 14 arrives late: the number kept for it.
+        assert_eq!(out(&mut r, 14), Some(1002));
+        // A skipped packet arriving late leaves a hole: 17 and 19 sent, 18 late and skipped.
+        assert_eq!(out(&mut r, 17), Some(1004));
+        assert_eq!(out(&mut r, 19), Some(1006));
+        r.skip(1, 18);
+        assert_eq!(out(&mut r, 20), Some(1007));
+        let originals: Vec<Option<u16>> = (1000..=1007)
+            .map(|o| r.original(o).map(|o| o.sequence))
+            .collect();
+        assert_eq!(
+            originals,
+            [
+                Some(10),
+                Some(13),
+                Some(14),
+                Some(16),
+                Some(17),
+                None,
+                Some(19),
+                Some(20)
+            ]
+        );
+        // A re-anchor forgets the old offsets.
+        r.request_resync();
+        r.skip(1, 21);
+        assert_eq!(out(&mut r, 22), Some(1008));
+        assert_eq!(r.original(1007), None);
+    }
+
+    #[test]
     fn sequence_wraps() {
         let t0 = Instant::now();
         let mut r = Rewriter::new(65_535, 0);
@@ -352,6 +466,8 @@ mod tests {
         /// The next packet is `delta` after the previous one (negative: reordered, 0: a
         /// duplicate, large: an encoder restart), from SSRC `ssrc`.
         Packet { delta: i32, ssrc: u32 },
+        /// As `Packet`, but not sent to this subscriber (another layer of an SVC stream).
+        Skip { delta: i32 },
         /// The feed restarted (renegotiation, pause).
         Resync,
     }
@@ -361,8 +477,41 @@ mod tests {
             8 => (-40i32..40, Just(1u32)).prop_map(|(delta, ssrc)| Step::Packet { delta, ssrc }),
             1 => (prop_oneof![-40_000i32..-3000, 3000i32..40_000], 1u32..3)
                 .prop_map(|(delta, ssrc)| Step::Packet { delta, ssrc }),
+            2 => (-5i32..5).prop_map(|delta| Step::Skip { delta }),
             1 => Just(Step::Resync),
         ]
+    }
+
+    proptest! {
+        /// Packets in order, some skipped: the subscriber's numbers are consecutive, and
+        /// each maps back to the packet sent under it.
+        #[test]
+        fn skips_in_order_leave_no_gaps(
+            initial in any::<u16>(),
+            first in any::<u16>(),
+            sent in prop::collection::vec(any::<bool>(), 1..600),
+        ) {
+            let t0 = Instant::now();
+            let mut r = Rewriter::new(initial, 0);
+            let mut expected = initial;
+            let mut anchored = false;
+            let mut outs = Vec::new();
+            for (i, send) in sent.into_iter().enumerate() {
+                let seq = first.wrapping_add(i as u16);
+                if send || !anchored {
+                    let out = r.rewrite(t0, 1, seq, 0, 90_000).map(|o| o.0);
+                    prop_assert_eq!(out, Some(expected));
+                    outs.push((expected, seq));
+                    expected = expected.wrapping_add(1);
+                    anchored = true;
+                } else {
+                    r.skip(1, seq);
+                }
+            }
+            for (out, seq) in outs.iter().rev().take(usize::from(REORDER_WINDOW)) {
+                prop_assert_eq!(r.original(*out).map(|o| o.sequence), Some(*seq));
+            }
+        }
     }
 
     proptest! {
@@ -392,6 +541,11 @@ mod tests {
                         anchor_pending = true;
                         continue;
                     }
+                    Step::Skip { delta } => {
+                        seq = seq.wrapping_add(delta as u16);
+                        r.skip(ssrc, seq);
+                        continue;
+                    }
                     Step::Packet { delta, ssrc: s } => {
                         seq = seq.wrapping_add(delta as u16);
                         if s != ssrc {
@@ -403,6 +557,8 @@ mod tests {
                 let Some((out, _)) = r.rewrite(now, ssrc, seq, 0, 90_000) else {
                     continue;
                 };
+                // A NACK for it finds this packet.
+                prop_assert_eq!(r.original(out).map(|o| (o.ssrc, o.sequence)), Some((ssrc, seq)));
                 let ext = match highest {
                     None => (1 << 32) + u64::from(out),
                     Some(h) => h.wrapping_add_signed(i64::from(out.wrapping_sub(h as u16) as i16)),
