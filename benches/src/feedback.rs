@@ -11,8 +11,8 @@
 //! - a receiver ([`ReceiverFeedback`]) sends a receiver report with a receiver reference time
 //!   (RFC 3611 RRTR) every second and a NACK for every gap, retried until the repair comes or
 //!   the packet is too old; where transport-wide congestion control was negotiated, also
-//!   feedback for the packets that carry the extension. Signalling offers it to publishers
-//!   only, so a relay subscription does not send it.
+//!   feedback for the packets that carry the extension (publishers' links, and subscribers'
+//!   in quality runs, where the relay estimates each subscriber's downlink from it).
 //!
 //! The feedback timing and the NACK retries come from the relay's own state machines (the same
 //! algorithms a browser runs); what this module adds is the peer's side of the wire.
@@ -47,6 +47,10 @@ const PT_RR: u8 = 201;
 const PT_XR: u8 = 207;
 const PT_RTPFB: u8 = 205;
 const FMT_TWCC: u8 = 15;
+
+/// The header-extension elements (id, value) that name one stream: a simulcast layer's MID
+/// and rid, or its RTX stream's MID and repaired rid.
+pub type StreamName = Vec<(u8, Vec<u8>)>;
 
 /// What a publisher's sending side counted.
 #[derive(Clone, Copy, Debug, Default)]
@@ -94,6 +98,10 @@ pub struct MediaSender {
     link: SrtpSender,
     feedback: bool,
     transport_seq: u16,
+    /// SSRC → the header-extension elements that name its stream (MID and rid of a simulcast
+    /// layer, MID and repaired rid of its RTX stream), stamped on every packet as a browser
+    /// does until the server acknowledges them.
+    names: HashMap<u32, StreamName>,
     /// Media SSRC → its history, for the streams that are repaired.
     history: HashMap<u32, History>,
     stamped: Vec<u8>,
@@ -106,12 +114,19 @@ pub struct MediaSender {
 
 impl MediaSender {
     /// Send through `link`; with `feedback`, stamp transport-wide sequence numbers and keep a
-    /// history of the streams in `repaired` (media SSRC, RTX SSRC).
-    pub fn new(link: SrtpSender, feedback: bool, repaired: &[(u32, u32)]) -> Self {
+    /// history of the streams in `repaired` (media SSRC, RTX SSRC), and stamp the streams in
+    /// `names` (SSRC, extension elements) with their names.
+    pub fn new(
+        link: SrtpSender,
+        feedback: bool,
+        repaired: &[(u32, u32)],
+        names: &[(u32, StreamName)],
+    ) -> Self {
         MediaSender {
             link,
             feedback,
             transport_seq: rand::random(),
+            names: names.iter().cloned().collect(),
             history: repaired
                 .iter()
                 .filter(|_| feedback)
@@ -155,24 +170,36 @@ impl MediaSender {
                 history.remember(h.sequence, plain);
             }
         }
-        let seq = self.transport_seq.to_be_bytes();
-        if !rtp::with_extension(plain, TRANSPORT_CC_ID, &seq, &mut self.stamped) {
-            return Err(PeerError::Malformed("outgoing RTP"));
-        }
-        self.transport_seq = self.transport_seq.wrapping_add(1);
+        self.stamp(plain)?;
         match self.lost() {
             true => Ok(()),
             false => self.link.send_rtp(&self.stamped),
         }
     }
 
-    /// Stamp `plain` with the next transport-wide sequence number and send it.
-    fn send_stamped(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+    /// Write `plain` into `self.stamped` with the next transport-wide sequence number and its
+    /// stream's names.
+    fn stamp(&mut self, plain: &[u8]) -> Result<(), PeerError> {
         let seq = self.transport_seq.to_be_bytes();
-        if !rtp::with_extension(plain, TRANSPORT_CC_ID, &seq, &mut self.stamped) {
+        let mut elements: [(u8, &[u8]); 4] =
+            [(TRANSPORT_CC_ID, &seq), (0, &[]), (0, &[]), (0, &[])];
+        let mut n = 1;
+        if let Some(names) = rtp::peek_ssrc(plain).and_then(|ssrc| self.names.get(&ssrc)) {
+            for (id, value) in names.iter().take(3) {
+                elements[n] = (*id, value);
+                n += 1;
+            }
+        }
+        if !rtp::with_extensions(plain, &elements[..n], &mut self.stamped) {
             return Err(PeerError::Malformed("outgoing RTP"));
         }
         self.transport_seq = self.transport_seq.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Stamp `plain` with the next transport-wide sequence number and send it.
+    fn send_stamped(&mut self, plain: &[u8]) -> Result<(), PeerError> {
+        self.stamp(plain)?;
         self.link.send_rtp(&self.stamped)
     }
 
@@ -314,13 +341,17 @@ impl ReceiverFeedback {
             }
         }
         if let Some(media) = self.rtx.get(&h.ssrc) {
-            // A repair: its original sequence number fills the gap in the media stream.
+            // A repair: its original sequence number fills the gap in the media stream. (A
+            // padding-only packet, which a server sends to probe the link, carries none.)
             let (Some(stream), Some(osn)) = (
                 self.streams.get_mut(media),
-                plain.get(h.header_len..h.header_len + 2),
+                plain.get(h.header_len..h.header_len + h.payload_len.min(2)),
             ) else {
                 return;
             };
+            if osn.len() < 2 {
+                return;
+            }
             if let Some(nack) = stream.nack.as_mut() {
                 nack.handle_packet(now, u16::from_be_bytes([osn[0], osn[1]]));
             }

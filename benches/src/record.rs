@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::latency::LatencySummary;
-use crate::scenario::FeedbackCounts;
+use crate::scenario::{FeedbackCounts, QualityCounts};
 use crate::target::{Profile, ServerKind};
 use crate::traffic::MediaProfile;
 
@@ -89,4 +89,11 @@ pub struct Record {
     /// What they sent back, in such runs.
     #[serde(default)]
     pub feedback_counts: Option<FeedbackCounts>,
+    /// Whether video went out as simulcast layers and the receivers sent transport-wide
+    /// feedback: the server estimated, paced and picked layers per receiver.
+    #[serde(default)]
+    pub quality: bool,
+    /// What the server counted of that over the whole run, in such runs.
+    #[serde(default)]
+    pub quality_counts: Option<QualityCounts>,
 }

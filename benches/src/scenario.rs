@@ -23,7 +23,7 @@ use futures::future::join_all;
 use tokio::time::sleep_until;
 use webrtcai_tests::peer::{Incoming, SrtpLink};
 
-use crate::feedback::{MediaSender, ReceiverCounts, ReceiverFeedback, SenderCounts};
+use crate::feedback::{MediaSender, ReceiverCounts, ReceiverFeedback, SenderCounts, StreamName};
 use crate::jsep::MediaKind;
 use crate::latency::Latency;
 use crate::record::Record;
@@ -93,7 +93,15 @@ pub struct RunOptions {
     /// Share of RTP packets lost on every peer's own link, both ways: a publisher leaves
     /// them unsent (its history keeps them for a NACK), a receiver discards them on arrival.
     pub loss: f64,
+    /// Whether video goes out as simulcast layers and receivers send transport-wide feedback
+    /// about what they receive (as browsers do): the server estimates each receiver's link,
+    /// paces what it sends it and picks its layer. Implies `feedback`.
+    pub quality: bool,
 }
+
+/// Simulcast layers' bit rates as shares of the top one's (about what Chromium's encoder
+/// gives 320x180, 640x360 and 1280x720).
+pub const LAYER_SHARES: [f64; 3] = [0.1, 0.3, 1.0];
 
 /// The window, on the probes' clock.
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +151,30 @@ pub struct FeedbackCounts {
     pub server_nacks_sent: Option<u64>,
 }
 
+/// What the relay counted of estimating, pacing and picking layers over a run (warm-up
+/// included), in quality runs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct QualityCounts {
+    /// Congestion-feedback messages it took from receivers.
+    pub twcc_feedback_received: u64,
+    /// Simulcast layers' SSRCs it learnt from their rid.
+    pub simulcast_ssrcs_learnt: u64,
+    /// Receivers moved between layers.
+    pub layer_switches: u64,
+    /// Copies not sent because the receiver gets another layer.
+    pub rtp_other_layer: u64,
+    /// Copies that waited in a receiver's pacer.
+    pub rtp_paced: u64,
+    /// How long they waited: the median, µs.
+    pub pacing_delay_p50_us: u64,
+    /// And the longest, µs.
+    pub pacing_delay_max_us: u64,
+    /// Probe packets sent.
+    pub probe_packets_sent: u64,
+    /// Videos paused for want of room.
+    pub subscriptions_paused: u64,
+}
+
 /// Counters the progress line reads.
 #[derive(Default)]
 struct Progress {
@@ -190,7 +222,7 @@ fn pace(
                     for packet in packets {
                         // A full socket buffer (or an SRTP failure) means the packet was not
                         // sent, so it is not offered either.
-                        if sender.send_media(&packet).is_ok() {
+                        if sender.send_media(&packet).is_ok() && source.offered {
                             progress.sent.fetch_add(1, Ordering::Relaxed);
                             if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
                                 sent_in_window += 1;
@@ -354,6 +386,8 @@ struct Peer {
     sources: Vec<StreamSource>,
     /// (media SSRC, RTX SSRC) of what it sends and repairs.
     repaired: Vec<(u32, u32)>,
+    /// Header-extension elements naming what it sends, by SSRC.
+    names: Vec<(u32, StreamName)>,
     /// (media SSRC, RTX SSRC) of what it receives and gets repairs of.
     rtx: Vec<(u32, u32)>,
 }
@@ -368,19 +402,32 @@ async fn connect_everyone(
     scenario: Scenario,
     media: MediaProfile,
     concurrency: usize,
+    quality: bool,
 ) -> anyhow::Result<Room> {
     let now = Instant::now();
     let publishers: Vec<(String, Vec<StreamSource>)> = (0..scenario.publishers())
         .map(|p| {
-            let mut sources = vec![StreamSource::new(
-                (2 * p) as u32,
-                MediaKind::Video,
-                media,
-                now,
-            )];
+            // Stream ids: 4p + layer for video (the top layer, or the only one, is 4p + 2),
+            // 4p + 3 for audio.
+            let shares: &[f64] = if quality { &LAYER_SHARES } else { &[1.0] };
+            let top = shares.len() - 1;
+            let mut sources: Vec<StreamSource> = shares
+                .iter()
+                .enumerate()
+                .map(|(layer, share)| {
+                    let profile = MediaProfile {
+                        video_bitrate: (media.video_bitrate as f64 * share) as u64,
+                        ..media
+                    };
+                    let stream = (4 * p + 2 - (top - layer)) as u32;
+                    let mut s = StreamSource::new(stream, MediaKind::Video, profile, now);
+                    s.offered = layer == top;
+                    s
+                })
+                .collect();
             if media.audio {
                 sources.push(StreamSource::new(
-                    (2 * p + 1) as u32,
+                    (4 * p + 3) as u32,
                     MediaKind::Audio,
                     media,
                     now,
@@ -438,6 +485,7 @@ async fn connect_everyone(
             link: p.link,
             sources,
             repaired: p.repaired,
+            names: p.names,
             rtx: Vec::new(),
         })
         .collect();
@@ -447,6 +495,7 @@ async fn connect_everyone(
                 link,
                 sources: Vec::new(),
                 repaired: Vec::new(),
+                names: Vec::new(),
                 rtx: r.rtx,
             }),
             // A conference's participant `i` receives on the link it publishes on.
@@ -471,7 +520,7 @@ pub async fn run(
     let setup_started = Instant::now();
     let room = tokio::time::timeout(
         opts.setup_timeout,
-        connect_everyone(target, scenario, opts.media, opts.concurrency),
+        connect_everyone(target, scenario, opts.media, opts.concurrency, opts.quality),
     )
     .await
     .map_err(|_| anyhow::anyhow!("connecting everyone took over {:?}", opts.setup_timeout))??;
@@ -494,6 +543,7 @@ pub async fn run(
     };
     let progress = Arc::new(Progress::default());
     let publishers = scenario.publishers().max(1) as u32;
+    let feedback = opts.feedback || opts.quality;
     let mut tasks = Vec::with_capacity(room.peers.len());
     let mut senders = Vec::new();
     let mut publisher_sides = Vec::new();
@@ -503,6 +553,7 @@ pub async fn run(
             mut link,
             mut sources,
             repaired,
+            names,
             rtx,
         } = peer;
         // Publishers start spread over one video frame, so that their frames do not leave
@@ -517,17 +568,17 @@ pub async fn run(
         let sender = if sources.is_empty() {
             None
         } else {
-            let mut s = MediaSender::new(link.split_sender()?, opts.feedback, &repaired);
+            let mut s = MediaSender::new(link.split_sender()?, feedback, &repaired, &names);
             s.set_loss(opts.loss);
             let s = Arc::new(Mutex::new(s));
             senders.push((s.clone(), sources));
             publisher_sides.push(s.clone());
             Some(s)
         };
-        let feedback = opts.feedback.then(|| {
-            // Signalling does not offer transport-wide congestion control to subscribers (the
-            // relay does not estimate their bandwidth yet), so a browser sends none for them.
-            let mut receiver = ReceiverFeedback::new(now, false);
+        let feedback_of_peer = feedback.then(|| {
+            // Without `quality`, the subscriptions negotiated no transport-wide congestion
+            // control, so the receiver sends none.
+            let mut receiver = ReceiverFeedback::new(now, opts.quality);
             for &(media, r) in &rtx {
                 receiver.pair_rtx(media, r);
             }
@@ -535,7 +586,7 @@ pub async fn run(
         });
         tasks.push(tokio::spawn(receive(
             link,
-            feedback,
+            feedback_of_peer,
             opts.loss,
             window,
             stop,
@@ -682,8 +733,23 @@ pub async fn run(
         steal_share: (steal1 - steal0) / elapsed,
         srtp_errors,
         unprobed,
-        feedback: opts.feedback,
+        feedback,
         link_loss: opts.loss,
-        feedback_counts: opts.feedback.then_some(counts),
+        feedback_counts: feedback.then_some(counts),
+        quality: opts.quality,
+        quality_counts: fwd1.as_ref().filter(|_| opts.quality).map(|end| {
+            let t = &end.totals;
+            QualityCounts {
+                twcc_feedback_received: t.twcc_feedback_received,
+                simulcast_ssrcs_learnt: t.simulcast_ssrcs_learnt,
+                layer_switches: t.layer_switches,
+                rtp_other_layer: t.rtp_other_layer,
+                rtp_paced: t.rtp_paced,
+                pacing_delay_p50_us: t.pacing_delay.quantile(0.5),
+                pacing_delay_max_us: t.pacing_delay.quantile(1.0),
+                probe_packets_sent: t.probe_packets_sent,
+                subscriptions_paused: t.subscriptions_paused,
+            }
+        }),
     })
 }

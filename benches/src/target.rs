@@ -13,21 +13,31 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use relay::control::{
-    FeedDescription, HeaderExtension, MediaKind as RelayKind, ParticipantConfig, RtxPayloadType,
-    SubscribeOptions,
+    FeedDescription, HeaderExtension, MediaKind as RelayKind, ParticipantConfig, PayloadCodec,
+    RtxPayloadType, Simulcast, SubscribeOptions, MID_EXTENSION_URI,
 };
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use relay::remote::Client;
+use relay::sfu::feed::{REPAIRED_RID_URI, RID_URI};
 use serde_json::json;
 use webrtcai_tests::peer::{IceCredentials, IceRole, PeerConfig, SrtpLink, WirePeer};
 
-use crate::feedback::{PLAYOUT_DELAY_ID, TRANSPORT_CC_ID, TRANSPORT_CC_URI, VIDEO_RTX_PT};
+use crate::feedback::{
+    StreamName, PLAYOUT_DELAY_ID, TRANSPORT_CC_ID, TRANSPORT_CC_URI, VIDEO_RTX_PT,
+};
 use crate::janus::Session;
 use crate::janus_process::{JanusLaunch, JanusProcess};
 use crate::jsep::{self, LocalDescription, MediaKind, OfferedStream};
 use crate::topology::Topology;
 use crate::traffic::StreamSource;
 use crate::{RelayLaunch, RelayProcess};
+
+/// Header-extension ids a simulcast publisher names its layers with (Chromium's usual ones).
+const MID_ID: u8 = 4;
+const RID_ID: u8 = 10;
+const REPAIRED_RID_ID: u8 = 11;
+/// The MID of a publisher's video m-section.
+const VIDEO_MID: &str = "1";
 
 /// Running counters a server reports about itself.
 #[derive(Debug, Clone)]
@@ -107,6 +117,9 @@ pub struct Published {
     pub feed: FeedRef,
     /// (media SSRC, RTX SSRC) of each stream it repairs.
     pub repaired: Vec<(u32, u32)>,
+    /// The header-extension elements that name each of its streams (simulcast layers and
+    /// their RTX streams), by SSRC.
+    pub names: Vec<(u32, StreamName)>,
 }
 
 /// A connected subscriber.
@@ -131,6 +144,9 @@ pub enum Target {
         peer: PeerConfig,
         /// Whether participants negotiate repair and congestion feedback.
         feedback: bool,
+        /// Whether video is published as simulcast layers and subscribers negotiate
+        /// transport-wide feedback: the relay estimates, paces and picks layers per subscriber.
+        quality: bool,
     },
     /// Janus.
     Janus {
@@ -154,13 +170,14 @@ fn pinned(topology: &Topology, cpu: usize) -> Vec<String> {
 impl Target {
     /// Start `kind` in `topology`'s namespace and prepare a room for `publishers` publishers;
     /// with `feedback`, its participants negotiate NACK, RTX and transport-wide congestion
-    /// feedback (the relay only, so far).
+    /// feedback (the relay only, so far); with `quality` too, video is simulcast and
+    /// subscribers negotiate transport-wide feedback (the relay only).
     pub async fn start(
         kind: ServerKind,
         topology: &Topology,
         profile: Profile,
         publishers: usize,
-        feedback: bool,
+        (feedback, quality): (bool, bool),
         options: &ServerOptions,
     ) -> anyhow::Result<Target> {
         let peer = PeerConfig {
@@ -192,10 +209,11 @@ impl Target {
                     client,
                     sid,
                     peer,
-                    feedback,
+                    feedback: feedback || quality,
+                    quality,
                 })
             }
-            ServerKind::Janus if feedback => {
+            ServerKind::Janus if feedback || quality => {
                 bail!("runs with browser feedback are implemented for the relay only")
             }
             ServerKind::Janus => {
@@ -285,12 +303,23 @@ impl Target {
                 sid,
                 peer,
                 feedback,
+                quality,
                 ..
             } => {
                 let link = relay_join(client, sid, uid, peer).await?;
                 let mut feeds = Vec::new();
                 let mut repaired = Vec::new();
+                let mut names = Vec::new();
+                let layers: Vec<&StreamSource> = streams
+                    .iter()
+                    .filter(|s| s.kind == MediaKind::Video)
+                    .collect();
+                let simulcast = *quality && layers.len() > 1;
                 for s in streams {
+                    if simulcast && s.kind == MediaKind::Video && s.ssrc != layers[0].ssrc {
+                        // Published with the first layer, as one feed.
+                        continue;
+                    }
                     let (kind, clock_rate, pt) = match s.kind {
                         MediaKind::Audio => (RelayKind::Audio, 48_000, 111),
                         MediaKind::Video => (RelayKind::Video, 90_000, 96),
@@ -316,15 +345,57 @@ impl Target {
                             uri: TRANSPORT_CC_URI.into(),
                         });
                         if s.kind == MediaKind::Video {
-                            let rtx = rand::random::<u32>() | 1;
                             feed.nack = true;
-                            feed.rtx_ssrc = Some(Ssrc(rtx));
                             feed.rtx_payload_types = vec![RtxPayloadType {
                                 pt: VIDEO_RTX_PT,
                                 apt: pt,
                             }];
-                            repaired.push((s.ssrc, rtx));
                         }
+                    }
+                    if s.kind == MediaKind::Video && simulcast {
+                        // As a browser publishes simulcast: the layers named by rid (and
+                        // their repairs by repaired rid) under one MID, SSRCs learnt from
+                        // the first packets; the codec named so that keyframes are found.
+                        feed.ssrc = None;
+                        feed.codecs = vec![PayloadCodec {
+                            pt,
+                            name: "VP8".into(),
+                        }];
+                        feed.header_extensions.extend([
+                            HeaderExtension {
+                                id: MID_ID,
+                                uri: MID_EXTENSION_URI.into(),
+                            },
+                            HeaderExtension {
+                                id: RID_ID,
+                                uri: RID_URI.into(),
+                            },
+                            HeaderExtension {
+                                id: REPAIRED_RID_ID,
+                                uri: REPAIRED_RID_URI.into(),
+                            },
+                        ]);
+                        let rids: Vec<String> =
+                            (0..layers.len()).map(|i| format!("r{i}")).collect();
+                        for (layer, rid) in layers.iter().zip(&rids) {
+                            let rtx = rand::random::<u32>() | 1;
+                            repaired.push((layer.ssrc, rtx));
+                            let mid = (MID_ID, VIDEO_MID.as_bytes().to_vec());
+                            names.push((
+                                layer.ssrc,
+                                vec![mid.clone(), (RID_ID, rid.as_bytes().to_vec())],
+                            ));
+                            names
+                                .push((rtx, vec![mid, (REPAIRED_RID_ID, rid.as_bytes().to_vec())]));
+                        }
+                        feed.simulcast = Some(Simulcast {
+                            mid: VIDEO_MID.into(),
+                            rids,
+                        });
+                    } else if *feedback && s.kind == MediaKind::Video {
+                        let rtx = rand::random::<u32>() | 1;
+                        feed.rtx_ssrc = Some(Ssrc(rtx));
+                        repaired.push((s.ssrc, rtx));
                     }
                     client.publish(sid.clone(), Uid::from(uid), feed).await?;
                     feeds.push(feed_id);
@@ -333,6 +404,7 @@ impl Target {
                     link,
                     feed: FeedRef::Relay(feeds),
                     repaired,
+                    names,
                 })
             }
             Target::Janus {
@@ -382,6 +454,7 @@ impl Target {
                     link: wire.into_link(),
                     feed: FeedRef::Janus(id),
                     repaired: Vec::new(),
+                    names: Vec::new(),
                 })
             }
         }
@@ -402,6 +475,7 @@ impl Target {
                 sid,
                 peer,
                 feedback,
+                quality,
                 ..
             } => {
                 let link = if publishing {
@@ -420,7 +494,7 @@ impl Target {
                             rtx: *feedback,
                             // As a browser's subscription negotiates it.
                             playout_delay_extension: feedback.then_some(PLAYOUT_DELAY_ID),
-                            transport_cc_extension: None,
+                            transport_cc_extension: quality.then_some(TRANSPORT_CC_ID),
                         };
                         let info = client
                             .subscribe_with(sid.clone(), Uid::from(uid), id.clone(), options)

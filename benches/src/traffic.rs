@@ -151,6 +151,9 @@ pub struct StreamSource {
     pub kind: MediaKind,
     /// SSRC.
     pub ssrc: u32,
+    /// Whether every receiver is offered its packets (a simulcast layer below the top one is
+    /// not: each receiver gets one layer), for the loss figure.
+    pub offered: bool,
     profile: MediaProfile,
     payload_type: u8,
     seq: u16,
@@ -170,6 +173,7 @@ impl StreamSource {
             stream,
             kind,
             ssrc: rand::random::<u32>() | 1,
+            offered: true,
             profile,
             payload_type: match kind {
                 MediaKind::Audio => 111,

@@ -68,12 +68,17 @@ pub fn rtp(data: &[u8]) {
         // among whatever elements the publisher sent.
         let mut out = Vec::new();
         let delay = [0x01, 0x73, 0xe8];
-        if rtp::with_extensions(data, &[(1, b"12"), (12, &delay)], &mut out) {
+        if let Some(at) = rtp::with_extensions_at(data, &[(1, b"12"), (12, &delay)], &mut out) {
             let got = rtp::parse(&out).expect("a packet with elements set stays valid");
             assert_eq!(&out[got.header_len..], &data[h.header_len..]);
             assert_eq!(got.payload_len, h.payload_len);
             assert_eq!(rtp::extension(&out, 1), Some(&b"12"[..]));
             assert_eq!(rtp::extension(&out, 12), Some(&delay[..]));
+            assert_eq!(&out[at..at + 3], &delay[..]);
+            // Every other element kept, in either form.
+            for id in (2..=20).filter(|id| *id != 12) {
+                assert_eq!(rtp::extension(&out, id), rtp::extension(data, id), "element {id}");
+            }
         } else {
             assert!(out.is_empty());
         }

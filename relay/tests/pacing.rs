@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use relay::engine::pacer::{MAX_BURST, PACING_FACTOR};
+use relay::engine::pacer::{MAX_BURST, MAX_BURST_BYTES, PACING_FACTOR};
 use relay::engine::rtp;
 use relay::fuzzing::{harness, Harness, PUBLISHER_SSRC};
 use relay::ids::{Sid, Uid};
@@ -91,7 +91,7 @@ fn a_keyframe_burst_leaves_at_the_pacing_rate_numbered_as_it_leaves() {
     // Spread at 2.5 times the estimate: what was sent before the last one, less the burst a
     // new pacer starts with, at the pacing rate.
     let rate = PACING_FACTOR * estimate / 8.0;
-    let burst = rate * MAX_BURST.as_secs_f64();
+    let burst = (rate * MAX_BURST.as_secs_f64()).min(MAX_BURST_BYTES);
     let before_last: usize = sent[..39].iter().map(|d| d.size).sum();
     let expected = Duration::from_secs_f64((before_last as f64 - burst) / rate);
     let took = sent[39].at - t0;

@@ -41,9 +41,14 @@ enum Feedback {
     Off,
     /// Receivers send receiver reports (with reference times) and NACKs; publishers stamp
     /// transport-wide sequence numbers, get the relay's congestion feedback and answer its
-    /// NACKs with RTX. (Subscriptions do not negotiate transport-wide feedback: the relay
-    /// does not estimate a subscriber's bandwidth yet.)
+    /// NACKs with RTX. Subscriptions negotiate no transport-wide feedback and video is one
+    /// stream: the relay neither estimates nor paces nor picks layers.
     On,
+    /// As `on`, and as browsers publish and subscribe today: video goes out as three
+    /// simulcast layers (10%, 30% and 100% of `--video-bitrate`, named by rid), receivers send
+    /// transport-wide feedback, and the relay estimates each receiver's link, paces what it
+    /// sends it and picks its layer (relay only).
+    Quality,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,6 +226,7 @@ async fn run_all(
         saturation: 0.9,
         feedback: false,
         loss: args.loss.clamp(0.0, 0.5),
+        quality: false,
     };
     let scenarios: Vec<Scenario> = match args.scenario {
         ScenarioKind::Broadcast => args
@@ -278,7 +284,8 @@ async fn run_all(
                     );
                     wait_idle(Duration::from_secs(args.wait_idle)).await?;
                     let opts = RunOptions {
-                        feedback: feedback == Feedback::On,
+                        feedback: feedback != Feedback::Off,
+                        quality: feedback == Feedback::Quality,
                         ..opts.clone()
                     };
                     match run_one(kind, profile, scenario, topology, &server_options, &opts).await {
@@ -336,7 +343,7 @@ async fn run_one(
         topology,
         profile,
         scenario.publishers(),
-        opts.feedback,
+        (opts.feedback, opts.quality),
         server_options,
     )
     .await?;
@@ -350,7 +357,11 @@ fn print_row(r: &Record) {
         "{:<22} {:>5} {:>3} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
         r.server,
         format!("{:?}", r.profile).to_lowercase(),
-        if r.feedback { "on" } else { "off" },
+        match (r.feedback, r.quality) {
+            (_, true) => "q",
+            (true, false) => "on",
+            (false, false) => "off",
+        },
         r.scenario,
         r.fanout,
         r.offered_pps,
@@ -388,5 +399,21 @@ fn print_row(r: &Record) {
                  {twcc} congestion feedback sent, {asked} NACKs sent"
             );
         }
+    }
+    if let Some(q) = &r.quality_counts {
+        println!(
+            "  quality: {} congestion feedback received, {} layer SSRCs learnt, {} layer \
+             switches, {} copies of other layers not sent, {} paced (p50 {} µs, max {} µs), \
+             {} probe packets, {} paused",
+            q.twcc_feedback_received,
+            q.simulcast_ssrcs_learnt,
+            q.layer_switches,
+            q.rtp_other_layer,
+            q.rtp_paced,
+            q.pacing_delay_p50_us,
+            q.pacing_delay_max_us,
+            q.probe_packets_sent,
+            q.subscriptions_paused
+        );
     }
 }

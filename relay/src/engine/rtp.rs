@@ -139,20 +139,6 @@ fn extension_range(packet: &[u8], id: u8) -> Option<std::ops::Range<usize>> {
     None
 }
 
-/// Write transport-wide sequence number `number` into extension element `id` of `packet`,
-/// which must carry the element already (two bytes or more); false where it does not. The
-/// relay builds a subscriber's packet when it is forwarded but numbers it when it leaves the
-/// pacer, so that numbers follow the order packets go out in.
-pub fn set_transport_sequence(packet: &mut [u8], id: u8, number: u16) -> bool {
-    match extension_range(packet, id) {
-        Some(r) if r.len() >= 2 => {
-            packet[r.start..r.start + 2].copy_from_slice(&number.to_be_bytes());
-            true
-        }
-        _ => false,
-    }
-}
-
 /// The transport-wide sequence number carried in extension element `id`, if any.
 pub fn transport_sequence(packet: &[u8], id: u8) -> Option<u16> {
     match extension(packet, id)? {
@@ -195,38 +181,64 @@ pub fn rewrite(packet: &mut [u8], ssrc: u32, sequence: u16, timestamp: u32) {
 /// `value` (added if absent, replaced if present), keeping every other element. SFUs need this
 /// for the MID extension: each subscriber's m-section has its own mid.
 ///
-/// Returns false (and leaves `out` empty) when the packet uses the two-byte or an unknown
-/// extension profile, or the value does not fit one element (1..=16 bytes); the caller then
-/// forwards the packet as it is.
+/// Returns false (and leaves `out` empty) when the packet uses an unknown extension profile,
+/// or the value does not fit one element (1..=16 bytes); the caller then forwards the packet
+/// as it is.
 pub fn with_extension(packet: &[u8], id: u8, value: &[u8], out: &mut Vec<u8>) -> bool {
     with_extensions(packet, &[(id, value)], out)
 }
 
 /// [`with_extension`] for several elements at once: each `(id, value)` is set, in the order
-/// given, after the packet's other elements. False (and `out` empty) if any id is outside
-/// 1..=14 or appears twice, or any value does not fit one element.
+/// given, after the packet's other elements, in the packet's form (one-byte, or two-byte). False
+/// (and `out` empty) if any id is outside 1..=14 or appears twice, or any value is empty or
+/// longer than 16 bytes.
 pub fn with_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) -> bool {
+    with_extensions_at(packet, elements, out).is_some()
+}
+
+/// [`with_extensions`], returning where in `out` the last element's value starts (None where
+/// it returns false): the relay writes a packet's transport-wide number there when the packet
+/// leaves its pacer, without walking the header again.
+pub fn with_extensions_at(
+    packet: &[u8],
+    elements: &[(u8, &[u8])],
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let at = write_extensions(packet, elements, out);
+    if at.is_none() {
+        out.clear();
+    }
+    at
+}
+
+fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) -> Option<usize> {
     out.clear();
     let mut ids = 0u16;
     for &(id, value) in elements {
         if !(1..=14).contains(&id) || value.is_empty() || value.len() > 16 || ids & 1 << id != 0 {
-            return false;
+            return None;
         }
         ids |= 1 << id;
     }
-    let Some(header_len) = header_len(packet) else {
-        return false;
-    };
+    let header_len = header_len(packet)?;
     let fixed = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
     let has_extension = packet[0] & 0x10 != 0;
-    if has_extension && packet[fixed..fixed + 2] != [0xbe, 0xde] {
-        return false;
-    }
+    // A packet in the two-byte form (RFC 8285 §4.3: what a browser sends when an element is
+    // longer than 16 bytes, as the AV1 dependency descriptor's structure is) stays in it.
+    let profile = has_extension.then(|| u16::from_be_bytes([packet[fixed], packet[fixed + 1]]));
+    let two_byte = match profile {
+        None | Some(0xbede) => false,
+        Some(p) if p & 0xfff0 == 0x1000 => true,
+        Some(_) => return None,
+    };
     // Written straight into `out` (a pooled buffer): fixed header, extension header with its
     // length patched in at the end, the kept elements, ours, padding, payload.
     out.extend_from_slice(&packet[..fixed]);
     out[0] |= 0x10;
-    out.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+    match profile {
+        Some(p) if two_byte => out.extend_from_slice(&[(p >> 8) as u8, p as u8, 0, 0]),
+        _ => out.extend_from_slice(&[0xbe, 0xde, 0, 0]),
+    }
     let elements_start = out.len();
     if has_extension {
         let block = &packet[fixed + 4..header_len];
@@ -237,19 +249,28 @@ pub fn with_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8
                 i += 1;
                 continue;
             }
-            if b >> 4 == 15 {
-                break;
-            }
-            let len = (b & 0x0f) as usize + 1;
             // header_len() checked that every element fits.
-            if ids & 1 << (b >> 4) == 0 {
-                out.extend_from_slice(&block[i..i + 1 + len]);
+            let (id, end) = if two_byte {
+                (b, i + 2 + block[i + 1] as usize)
+            } else if b >> 4 == 15 {
+                break;
+            } else {
+                (b >> 4, i + 2 + (b & 0x0f) as usize)
+            };
+            if id > 14 || ids & 1 << id == 0 {
+                out.extend_from_slice(&block[i..end]);
             }
-            i += 1 + len;
+            i = end;
         }
     }
+    let mut last = out.len();
     for &(id, value) in elements {
-        out.push(id << 4 | (value.len() - 1) as u8);
+        if two_byte {
+            out.extend_from_slice(&[id, value.len() as u8]);
+        } else {
+            out.push(id << 4 | (value.len() - 1) as u8);
+        }
+        last = out.len();
         out.extend_from_slice(value);
     }
     while !(out.len() - elements_start).is_multiple_of(4) {
@@ -258,7 +279,7 @@ pub fn with_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8
     let words = ((out.len() - elements_start) / 4) as u16;
     out[elements_start - 2..elements_start].copy_from_slice(&words.to_be_bytes());
     out.extend_from_slice(&packet[header_len..]);
-    true
+    Some(last)
 }
 
 #[cfg(test)]
@@ -306,24 +327,47 @@ mod tests {
     }
 
     #[test]
-    fn transport_sequence_is_written_in_place() {
+    fn the_last_elements_value_is_found_where_it_was_written() {
         let mut packet = vec![0x80, 96, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
         packet.extend_from_slice(&[0xaa; 20]);
         let mut out = Vec::new();
-        assert!(with_extensions(
-            &packet,
-            &[(1, b"0"), (5, &[0, 0])],
-            &mut out
-        ));
+        let at = with_extensions_at(&packet, &[(1, b"0"), (5, &[0, 0])], &mut out).unwrap();
         assert_eq!(transport_sequence(&out, 5), Some(0));
-        assert!(set_transport_sequence(&mut out, 5, 0xbeef));
+        out[at..at + 2].copy_from_slice(&0xbeef_u16.to_be_bytes());
         assert_eq!(transport_sequence(&out, 5), Some(0xbeef));
         assert_eq!(extension(&out, 1), Some(&b"0"[..]));
         assert_eq!(&out[out.len() - 20..], &[0xaa; 20][..]);
-        // No such element, a one-byte one, or no extension block at all: nothing written.
-        assert!(!set_transport_sequence(&mut out, 7, 1));
-        assert!(!set_transport_sequence(&mut out, 1, 1));
-        assert!(!set_transport_sequence(&mut packet, 5, 1));
+        // Refused: nothing written, no position.
+        assert_eq!(with_extensions_at(&packet, &[(15, b"0")], &mut out), None);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_two_byte_header_stays_two_byte_with_its_long_elements() {
+        // A 20-byte element (as a dependency descriptor with its structure) and a 1-byte one,
+        // in the two-byte form, then padding.
+        let mut packet = vec![0x90, 96, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0x10, 0x00, 0, 7];
+        packet.extend_from_slice(&[8, 20]);
+        packet.extend(1..=20u8);
+        packet.extend_from_slice(&[1, 1, b'9', 0, 0, 0]);
+        packet.extend_from_slice(&[0xaa; 30]);
+        assert_eq!(header_len(&packet), Some(44));
+        let mut out = Vec::new();
+        let at = with_extensions_at(&packet, &[(1, b"0"), (3, &[0, 0])], &mut out).unwrap();
+        assert_eq!(&out[12..14], &[0x10, 0x00]);
+        assert_eq!(
+            extension(&out, 8),
+            Some(&(1..=20u8).collect::<Vec<_>>()[..])
+        );
+        assert_eq!(extension(&out, 1), Some(&b"0"[..]));
+        assert_eq!(transport_sequence(&out, 3), Some(0));
+        out[at..at + 2].copy_from_slice(&7u16.to_be_bytes());
+        assert_eq!(transport_sequence(&out, 3), Some(7));
+        let h = parse(&out).unwrap();
+        assert_eq!(&out[h.header_len..], &[0xaa; 30][..]);
+        // An unknown profile is refused.
+        packet[12..14].copy_from_slice(&[0x12, 0x34]);
+        assert!(!with_extensions(&packet, &[(1, b"0")], &mut out));
     }
 
     #[test]
@@ -381,13 +425,15 @@ mod tests {
         assert_eq!(&out[20..], &[0xaa, 0xbb]);
         assert_eq!(out[0], 0x90);
 
-        // Two-byte profile and oversized values are left alone.
+        // Oversized values are refused.
         assert!(!with_extension(&plain, 1, &[0; 17], &mut out));
+        assert!(out.is_empty());
+        // In the two-byte form, the element is replaced in that form.
         let two = [
             0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0x10, 0, 0, 1, 1, 1, 7, 0,
         ];
-        assert!(!with_extension(&two, 1, b"x", &mut out));
-        assert!(out.is_empty());
+        assert!(with_extension(&two, 1, b"x", &mut out));
+        assert_eq!(&out[12..20], &[0x10, 0, 0, 1, 1, 1, b'x', 0]);
     }
 
     #[test]

@@ -29,9 +29,9 @@ pub struct ParticipantUsage {
 pub struct Outgoing {
     /// The plaintext packet.
     pub packet: Vec<u8>,
-    /// The transport-wide extension id whose value is the packet's number, written when it
-    /// leaves (the element is there, zero, until then).
-    pub transport_wide: Option<u8>,
+    /// Where in the packet the value of its transport-wide number extension lies: the number
+    /// is written when the packet leaves (the element is there, zero, until then).
+    pub transport_wide: Option<usize>,
     /// What the packet is, for the counters and the estimator.
     pub kind: OutgoingKind,
 }

@@ -153,8 +153,10 @@ impl BandwidthEstimator {
         let lost = results.iter().filter(|r| r.arrival_us.is_none()).count() as u32;
         let received = results.len() as u32 - lost;
         results.retain(|r| r.arrival_us.is_some());
-        // In the order they arrived, as the receiver saw them.
-        results.sort_by_key(|r| r.arrival_us);
+        // In the order they arrived, as the receiver saw them (they nearly always are).
+        if !results.is_sorted_by_key(|r| r.arrival_us) {
+            results.sort_by_key(|r| r.arrival_us);
+        }
         let mut usage = self.trendline.usage();
         let mut probe_rate = None;
         for r in &results {

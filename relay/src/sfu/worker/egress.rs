@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::engine::pacer::{Priority, PACING_FACTOR};
-use crate::engine::rtp;
 use crate::ids::ParticipantKey;
 use crate::sfu::participant::{Outgoing, OutgoingKind, Participant};
 use crate::stats::CoreStats;
@@ -41,6 +40,10 @@ impl Egress<'_> {
             return;
         };
         sub.pacer.set_rate(estimate * PACING_FACTOR);
+        if sub.pacer.pass(now, priority, out.packet.len()) {
+            self.depart(now, sub, out);
+            return;
+        }
         sub.pacer.enqueue(now, priority, out.packet.len(), out);
         self.drain(now, key, sub);
     }
@@ -67,11 +70,16 @@ impl Egress<'_> {
             transport_wide,
             kind,
         } = out;
-        let numbered = transport_wide.is_some_and(|id| {
-            sub.transport
-                .next_transport_sequence()
-                .is_some_and(|(_, n)| rtp::set_transport_sequence(&mut packet, id, n))
-        });
+        let numbered = match (transport_wide, sub.transport.next_transport_sequence()) {
+            (Some(at), Some((_, n))) => match packet.get_mut(at..at + 2) {
+                Some(value) => {
+                    value.copy_from_slice(&n.to_be_bytes());
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
         let Some((dst, srtp)) = sub.transport.media_out() else {
             self.pool.give(packet);
             return;

@@ -78,6 +78,14 @@ impl Outbox<'_> {
         let vp8 = simulcast
             .then(|| vp8_descriptor(&feed.description, plain))
             .flatten();
+        // Which other layers stalled, looked at once per packet rather than per consumer.
+        let mut stalled = [false; crate::control::MAX_LAYERS];
+        if simulcast {
+            for (l, layer) in feed.layers.iter().enumerate().take(stalled.len()) {
+                stalled[l] =
+                    l != usize::from(info.layer) && !layer.rate.flowing(now, STALLED_AFTER);
+            }
+        }
         let mut keyframe_wanted = None;
         let clock_rate = feed.description.clock_rate;
         for c in &mut feed.consumers {
@@ -88,13 +96,10 @@ impl Outbox<'_> {
                 continue;
             }
             if video {
-                let stopped = c.layers.current().is_some_and(|cur| {
-                    cur != info.layer
-                        && feed
-                            .layers
-                            .get(usize::from(cur))
-                            .is_some_and(|l| !l.rate.flowing(now, STALLED_AFTER))
-                });
+                let stopped = c
+                    .layers
+                    .current()
+                    .is_some_and(|cur| stalled.get(usize::from(cur)) == Some(&true));
                 // A single stream is joined at any packet: its subscriber asks for the
                 // keyframe it needs, and a keyframe is not looked for in every codec.
                 let keyframe = info.keyframe || !simulcast;
@@ -144,12 +149,12 @@ impl Outbox<'_> {
                 .map(|(id, _)| id);
             let mut out = self.egress.pool.take();
             let delay = c.playout_delay(now, info.playout_delay);
-            copy_for(
+            let transport_wide = copy_for(
                 plain,
                 feed.mid_extension,
                 c,
                 delay,
-                transport_wide.map(|id| (id, 0)),
+                transport_wide,
                 &mut out,
             );
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
@@ -233,12 +238,12 @@ impl Outbox<'_> {
             .map(|(id, _)| id);
         let mut out = self.egress.pool.take();
         let delay = c.playout_delay(now, playout_delay);
-        copy_for(
+        let transport_wide = copy_for(
             cached,
             feed.mid_extension,
             c,
             delay,
-            transport_wide.map(|id| (id, 0)),
+            transport_wide,
             &mut out,
         );
         let ts = header.timestamp.wrapping_add(original.ts_offset);
@@ -400,18 +405,18 @@ fn renumber_pictures(c: &mut Consumer, ssrc: u32, d: &Vp8Descriptor, out: &mut [
 /// Copy `packet` into `out` as consumer `c` receives it, setting the header extensions that
 /// are the subscriber's own: its MID in extension `mid_id` (where the feed has one and the
 /// consumer was given a MID), the playout delay (where there is one and the consumer
-/// negotiated its extension), and the transport-wide number `transport_wide` (extension id,
-/// number); the packet is copied unchanged when none applies.
+/// negotiated its extension), and a transport-wide number in extension `transport_wide`,
+/// zero until the packet leaves; the packet is copied unchanged when none applies. Returns
+/// where the transport-wide number's value lies in `out`, if it was written.
 fn copy_for(
     packet: &[u8],
     mid_id: Option<u8>,
     c: &Consumer,
     playout_delay: Option<PlayoutDelay>,
-    transport_wide: Option<(u8, u16)>,
+    transport_wide: Option<u8>,
     out: &mut Vec<u8>,
-) {
+) -> Option<usize> {
     let delay = playout_delay.map(PlayoutDelay::to_bytes);
-    let number = transport_wide.map(|(_, n)| n.to_be_bytes());
     let mut elements: [(u8, &[u8]); 3] = [(0, &[]); 3];
     let mut n = 0;
     if let (Some(id), Some(mid)) = (mid_id, c.mid.as_deref()) {
@@ -422,12 +427,17 @@ fn copy_for(
         elements[n] = (id, delay);
         n += 1;
     }
-    if let (Some((id, _)), Some(number)) = (transport_wide, number.as_ref()) {
-        elements[n] = (id, number);
+    // Last, so that where its value lies is what writing the elements returns.
+    if let Some(id) = transport_wide {
+        elements[n] = (id, &[0, 0]);
         n += 1;
     }
-    if n == 0 || !rtp::with_extensions(packet, &elements[..n], out) {
+    let at = (n > 0)
+        .then(|| rtp::with_extensions_at(packet, &elements[..n], out))
+        .flatten();
+    if at.is_none() {
         out.clear();
         out.extend_from_slice(packet);
     }
+    at.filter(|_| transport_wide.is_some())
 }

@@ -273,9 +273,15 @@ impl Worker {
             let Some(s) = stream else {
                 break;
             };
-            // The last 16 packets sent, in turn.
+            // The last 16 packets sent, in turn: sent, not waiting in the pacer (a repair
+            // of a packet that has not left yet tells the subscriber the ones before it are
+            // missing, and it asks for them).
+            let queued = self
+                .participants
+                .get(&key)
+                .map_or(0, |p| p.pacer.len().min(usize::from(u16::MAX / 2)) as u16);
             let resent = self
-                .recent_packet(s, sent % 16)
+                .recent_packet(s, queued.wrapping_add(sent % 16))
                 .is_some_and(|seq| self.probe_with_resend(now, (s.0, s.1, s.2), seq, cluster));
             if !resent && !self.send_padding(now, key, s, (cluster, id, number)) {
                 break;
