@@ -77,7 +77,11 @@ pub fn rtp(data: &[u8]) {
             assert_eq!(&out[at..at + 3], &delay[..]);
             // Every other element kept, in either form.
             for id in (2..=20).filter(|id| *id != 12) {
-                assert_eq!(rtp::extension(&out, id), rtp::extension(data, id), "element {id}");
+                assert_eq!(
+                    rtp::extension(&out, id),
+                    rtp::extension(data, id),
+                    "element {id}"
+                );
             }
         } else {
             assert!(out.is_empty());

@@ -9,5 +9,6 @@ pub mod feed;
 pub mod participant;
 pub mod pool;
 pub mod repair_wait;
+pub mod svc;
 pub mod transport;
 pub mod worker;
