@@ -290,6 +290,9 @@ pub const RTX_PT: u8 = 99;
 /// The id of the transport-wide sequence number extension in the harness's feed.
 pub const TWCC_EXTENSION: u8 = 3;
 
+/// The dependency descriptor's extension id in the harness camera's packets.
+pub const DEPENDENCY_DESCRIPTOR_EXTENSION: u8 = 8;
+
 /// A worker with one session: a publisher with a video feed (MID extension id 1, transport-wide
 /// sequence numbers id [`TWCC_EXTENSION`]) and
 /// subscribers to it, all connected (ICE checked, SRTP keyed with AES-GCM), plus the
@@ -533,6 +536,11 @@ pub fn camera() -> FeedDescription {
             crate::control::HeaderExtension {
                 id: TWCC_EXTENSION,
                 uri: crate::engine::twcc::URI.into(),
+            },
+            // Packets that carry one are read as SVC frames, and dropped per subscriber.
+            crate::control::HeaderExtension {
+                id: DEPENDENCY_DESCRIPTOR_EXTENSION,
+                uri: crate::engine::dependency_descriptor::URI.into(),
             },
         ],
         nack: true,

@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use crate::engine::playout_delay::PlayoutDelay;
 use crate::ids::{FeedKey, SessionKey};
 
+use super::svc::SvcFrame;
+
 /// Where a feed lives relay-wide: its origin core and its keys there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FeedRoute {
@@ -48,6 +50,9 @@ pub struct RtpInfo {
     pub layers_off: u8,
     /// Its timestamp on the lowest layer's timeline, where the sender reports give it.
     pub reference_timestamp: Option<u32>,
+    /// Its frame's layers and decode targets, for a feed with SVC (read from its dependency
+    /// descriptor on the feed's core).
+    pub svc: Option<SvcFrame>,
 }
 
 /// A decrypted RTP packet on its way to other cores; shared by all of them.
@@ -170,6 +175,7 @@ mod tests {
             frame_size: None,
             layers_off: 0,
             reference_timestamp: None,
+            svc: None,
         }
     }
 

@@ -48,6 +48,9 @@ pub struct SvcFrame {
     pub references: u8,
     /// Which structure the frame was read against (counts up with each new one).
     pub structure: u32,
+    /// For each spatial layer, the decode target that gives the most of it (its highest
+    /// temporal layer): what a subscriber shown at most that spatial layer gets.
+    pub best_for_spatial: [u8; 4],
 }
 
 impl SvcFrame {
@@ -63,6 +66,8 @@ pub struct SvcStream {
     structure: Option<Box<Structure>>,
     /// Counts structures seen, so that subscribers notice a new one.
     generation: u32,
+    /// The structure's [`SvcFrame::best_for_spatial`].
+    best_for_spatial: [u8; 4],
 }
 
 impl SvcStream {
@@ -91,6 +96,7 @@ impl SvcStream {
     fn read(&mut self, value: &[u8]) -> Result<SvcFrame, DescriptorError> {
         let mut d = dependency_descriptor::parse(value, self.structure.as_deref())?;
         if let Some(s) = d.structure.take() {
+            self.best_for_spatial = best_for_spatial(&s);
             self.structure = Some(s);
             self.generation = self.generation.wrapping_add(1);
         }
@@ -104,6 +110,7 @@ impl SvcStream {
             referenced: [0; 4],
             references: 0,
             structure: self.generation,
+            best_for_spatial: self.best_for_spatial,
         };
         for dt in 0..d.dtis.len().min(32) {
             if d.needed_by(dt) {
@@ -130,6 +137,30 @@ impl SvcStream {
     }
 }
 
+/// For each spatial layer (up to 4), the decode target of `s` with the highest layers at or
+/// below it: spatial first, then temporal. A spatial layer no decode target stays within
+/// gets the lowest decode target.
+fn best_for_spatial(s: &Structure) -> [u8; 4] {
+    let mut best = [0u8; 4];
+    for (spatial, slot) in best.iter_mut().enumerate() {
+        let mut chosen: Option<(u8, u8, u8)> = None;
+        for dt in 0..s.decode_targets().min(32) {
+            let Some(layer) = s.decode_target_layer(dt) else {
+                continue;
+            };
+            if usize::from(layer.spatial_id) > spatial {
+                continue;
+            }
+            let key = (layer.spatial_id, layer.temporal_id, dt as u8);
+            if chosen.is_none_or(|c| (key.0, key.1) > (c.0, c.1)) {
+                chosen = Some(key);
+            }
+        }
+        *slot = chosen.map_or(0, |c| c.2);
+    }
+    best
+}
+
 /// What to do with one packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvcForward {
@@ -148,6 +179,9 @@ pub struct SvcSelector {
     current: Option<u8>,
     /// The decode target it should get.
     target: u8,
+    /// Where set, the target follows the stream's structure: the best decode target within
+    /// this spatial layer ([`SvcFrame::best_for_spatial`]).
+    spatial_cap: Option<u8>,
     /// The structure `current` belongs to.
     structure: u32,
     /// Frame numbers sent to it: bit `i` is `newest - i`.
@@ -164,6 +198,7 @@ impl SvcSelector {
         SvcSelector {
             current: None,
             target,
+            spatial_cap: None,
             structure: 0,
             sent: 0,
             newest: None,
@@ -190,6 +225,13 @@ impl SvcSelector {
     /// Aim for decode target `dt`: taken at its next switch point that is decodable.
     pub fn set_target(&mut self, dt: u8) {
         self.target = dt;
+        self.spatial_cap = None;
+    }
+
+    /// Aim for the best decode target within spatial layer `spatial` (3 for all of them),
+    /// whichever it is in the structure in force.
+    pub fn set_spatial_cap(&mut self, spatial: u8) {
+        self.spatial_cap = Some(spatial.min(3));
     }
 
     /// Whether it waits for a switch point of its target (the publisher may be asked for a
@@ -218,6 +260,9 @@ impl SvcSelector {
             }
         }
         let mut forward = SvcForward::Send;
+        if let Some(spatial) = self.spatial_cap {
+            self.target = frame.best_for_spatial[usize::from(spatial.min(3))];
+        }
         if frame.structure != self.structure && self.current.is_some() {
             // A new structure: its decode targets are numbered anew, and its frames refer to
             // none before it. Its first frame is a keyframe, a switch point for every target.
@@ -308,6 +353,7 @@ mod tests {
                 referenced,
                 references: refs.len() as u8,
                 structure: 1,
+                best_for_spatial: [0, 1, 1, 1],
             }
         };
         if key {
@@ -444,6 +490,7 @@ mod tests {
                     referenced,
                     references: refs as u8,
                     structure: u32::from(structure),
+                    best_for_spatial: [0; 4],
                 };
                 let before = s.current();
                 let out = s.handle_packet(&f);

@@ -214,6 +214,14 @@ pub struct CoreStats {
     /// Padding packets sent to subscribers to probe their links.
     #[serde(default)]
     pub probe_packets_sent: u64,
+    /// Copies of an SVC feed's packets not sent because the subscriber's decode target does
+    /// not need their frame.
+    #[serde(default)]
+    pub rtp_svc_dropped: u64,
+    /// Packets of SVC feeds whose dependency descriptor could not be read (malformed, or its
+    /// structure not received): sent to every subscriber as they are.
+    #[serde(default)]
+    pub svc_descriptors_unreadable: u64,
     /// Packets to subscribers that waited in their pacer before leaving (a burst beyond what
     /// the subscriber's estimate lets through at once).
     #[serde(default)]
@@ -284,6 +292,8 @@ impl CoreStats {
         self.subscriptions_paused += other.subscriptions_paused;
         self.subscriptions_resumed += other.subscriptions_resumed;
         self.probe_packets_sent += other.probe_packets_sent;
+        self.rtp_svc_dropped += other.rtp_svc_dropped;
+        self.svc_descriptors_unreadable += other.svc_descriptors_unreadable;
         self.rtp_paced += other.rtp_paced;
         self.pacing_delay.merge(&other.pacing_delay);
         self.forwarding_delay.merge(&other.forwarding_delay);

@@ -9,6 +9,7 @@ pub mod rewriter;
 
 pub use rewriter::{Original, Rewriter, REORDER_WINDOW};
 
+use crate::sfu::svc::SvcSelector;
 use std::time::Instant;
 
 use crate::engine::playout_delay::PlayoutDelay;
@@ -53,6 +54,8 @@ pub struct Consumer {
     /// timeline) at the last packet sent where that was known: where a switch to another
     /// layer puts the new layer's timestamps.
     pub reference_offset: Option<u32>,
+    /// Which decode target it gets of a feed with SVC (a feed without it never asks).
+    pub svc: SvcSelector,
 }
 
 impl Consumer {
@@ -72,6 +75,11 @@ impl Consumer {
             layers: Layers::default(),
             picture_ids: PictureIds::default(),
             reference_offset: None,
+            svc: {
+                let mut svc = SvcSelector::new(0);
+                svc.set_spatial_cap(3);
+                svc
+            },
         }
     }
 

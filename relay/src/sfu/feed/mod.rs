@@ -20,12 +20,13 @@ use std::time::Instant;
 
 use crate::control::FeedDescription;
 use crate::engine::playout_delay::PlayoutDelay;
-use crate::engine::{h264, rtp, vp8};
+use crate::engine::{dependency_descriptor, h264, rtp, vp8};
 use crate::ids::ParticipantKey;
 
 use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
 use super::repair_wait::RepairWait;
+use super::svc::SvcStream;
 use layer::Layer;
 
 /// The rid header extension (RFC 8852): which simulcast layer a packet belongs to.
@@ -71,6 +72,11 @@ pub struct Feed {
     /// The layers dynacast turned off (bit `i`: layer `i`), on every core: they are not
     /// flowing, but would be if a subscriber were moved to one.
     pub layers_off: u8,
+    /// The id of the dependency descriptor extension, where the publisher negotiated it: its
+    /// layers (SVC) can then be dropped per subscriber.
+    pub svc_extension: Option<u8>,
+    /// Its descriptors, read on the feed's own core.
+    pub svc: SvcStream,
 }
 
 impl Feed {
@@ -83,6 +89,8 @@ impl Feed {
             publisher,
             dynacast: Dynacast::new(description.simulcast.as_ref().map_or(1, |s| s.rids.len())),
             layers_off: 0,
+            svc_extension: extension_of(&description, dependency_descriptor::URI),
+            svc: SvcStream::default(),
             audio_level_extension: extension_of(&description, speech::AUDIO_LEVEL_URI),
             speech: Speech::default(),
             layers: layers_of(&description),
@@ -118,6 +126,7 @@ impl Feed {
         self.mid_extension = mid_extension_of(&description);
         self.twcc_extension = extension_of(&description, crate::engine::twcc::URI);
         self.audio_level_extension = extension_of(&description, speech::AUDIO_LEVEL_URI);
+        self.svc_extension = extension_of(&description, dependency_descriptor::URI);
         self.rid_extensions = rid_extensions_of(&description);
         let mut layers = layers_of(&description);
         if description.simulcast.is_some() {

@@ -18,6 +18,7 @@ use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
 use crate::sfu::feed::{dynacast, Feed};
 use crate::sfu::participant::{Outgoing, OutgoingKind, Participant};
+use crate::sfu::svc::SvcForward;
 
 use super::egress::Egress;
 use super::*;
@@ -47,6 +48,7 @@ impl Outbox<'_> {
             for c in &mut feed.consumers {
                 c.rewriter.request_resync();
                 c.layers.reset();
+                c.svc.reset();
             }
             // Armed once per start, not per packet: when it fires, the feed's last packet
             // says whether it stopped or when to look again.
@@ -130,6 +132,28 @@ impl Outbox<'_> {
                         }
                     }
                     Forward::Send => {}
+                }
+                // SVC: only the frames of the subscriber's decode target, the best within
+                // the spatial layer its view allows, whose number the next packet takes.
+                if let Some(frame) = &info.svc {
+                    c.svc
+                        .set_spatial_cap(c.layers.max().unwrap_or(u8::MAX).min(3));
+                    let switches = c.svc.switches();
+                    match c.svc.handle_packet(frame) {
+                        SvcForward::Drop => {
+                            c.rewriter.skip(info.ssrc, info.sequence);
+                            if c.svc.waiting() {
+                                keyframe_wanted = Some(0);
+                            }
+                            self.egress.stats.rtp_svc_dropped += 1;
+                            continue;
+                        }
+                        SvcForward::Switch => {
+                            self.egress.stats.layer_switches +=
+                                u64::from(c.svc.switches() - switches);
+                        }
+                        SvcForward::Send => {}
+                    }
                 }
             }
             let Some((seq, ts)) =

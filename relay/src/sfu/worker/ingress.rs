@@ -317,6 +317,19 @@ impl Worker {
         }
         // Read only where a subscriber may switch at it.
         let keyframe = feed.layers.len() > 1 && feed.starts_keyframe(&plain, &header);
+        // An SVC frame's layers, where its descriptor can be read (one that cannot, its
+        // structure lost, goes to everyone as it would without SVC).
+        let svc = match feed
+            .svc_extension
+            .and_then(|id| feed.svc.handle_packet(&plain, id))
+        {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(_)) => {
+                self.stats.svc_descriptors_unreadable += 1;
+                None
+            }
+            None => None,
+        };
         let info = RtpInfo {
             ssrc: header.ssrc,
             sequence: header.sequence,
@@ -330,6 +343,7 @@ impl Worker {
                 .flatten(),
             layers_off: feed.layers_off,
             reference_timestamp: feed.reference_timestamp(layer, header.timestamp),
+            svc,
         };
         self.fan_out(now, skey, fkey, &plain, info);
         // fan_out found it.
