@@ -109,6 +109,11 @@ export interface PublishOptions {
    * that each subscriber can receive the one its link takes. Default: `true` for the webcam,
    * `false` for the screen. */
   simulcast?: boolean;
+  /** The video codec, where the browser has it (default: the browser's first, VP8). */
+  codec?: 'VP8' | 'VP9' | 'H264' | 'AV1';
+  /** Send the layers in one stream (SVC) with this scalability mode, e.g. `'L3T3_KEY'`, with
+   * `codec` VP9 or AV1; replaces simulcast. */
+  svc?: string;
 }
 
 export interface PublishedFeed {

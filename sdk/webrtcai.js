@@ -439,6 +439,20 @@ class Session extends Emitter {
       throw e;
     }
     await this.pc.setLocalDescription(answer);
+    // The codec and the layers in one stream, as asked: a browser sends with the offer's
+    // first codec unless the encoding names another.
+    for (const t of msg.transceivers) {
+      const pub = t.role === 'publish' && t.kind === 'video' && this._published.get(t.feed_id);
+      const tr = (pub?.codec || pub?.svc) && transceivers.find((x) => x.mid === t.mid);
+      if (!tr) continue;
+      const params = tr.sender.getParameters();
+      const enc = params.encodings?.[0];
+      if (!enc) continue;
+      const codec = pub.codec && params.codecs?.find((c) => c.mimeType.toLowerCase() === `video/${pub.codec.toLowerCase()}`);
+      if (codec) enc.codec = codec;
+      if (pub.svc) enc.scalabilityMode = pub.svc;
+      await tr.sender.setParameters(params).catch((e) => this._emit('error', { code: 'encoding_refused', message: e.message }));
+    }
     for (const id of result.published) this._published.get(id)?.ready.resolve();
     for (const id of result.failed) {
       this._published.get(id)?.ready.reject(new WebRTCaiError('publish_failed', 'the browser refused to send this feed'));
@@ -505,8 +519,11 @@ class Session extends Emitter {
 
   /** Publish the webcam (with microphone) or the screen; shows it muted in `target`, if given.
    * Rejects (and releases the camera) when the browser refuses the media, the server refuses
-   * the feed, or publishing does not complete within the timeout once the media is there. */
-  async publish({ source = 'webcam', target, audio = true, video = true, simulcast = source === 'webcam' } = {}) {
+   * the feed, or publishing does not complete within the timeout once the media is there.
+   * `codec` ('VP8', 'VP9', 'H264' or 'AV1') picks the video codec where the browser has it;
+   * `svc` (a scalability mode such as 'L3T3_KEY', with VP9 or AV1) sends the layers in one
+   * stream instead of simulcast, each subscriber then getting the layers it can show. */
+  async publish({ source = 'webcam', target, audio = true, video = true, simulcast = source === 'webcam', codec, svc } = {}) {
     // Where it is shown, muted; nowhere for a publish without a target (audio only, say).
     const el = target === undefined ? null : element(target);
     if (source !== 'webcam' && source !== 'screen') {
@@ -525,11 +542,11 @@ class Session extends Emitter {
     const ready = deferred(this._timeoutMs, `publishing did not complete within ${this._timeoutMs} ms`);
     let feedId = null;
     const request = this._request({
-      type: 'publish', source, audio: !!tracks.audio, video: !!tracks.video, simulcast: !!(simulcast && tracks.video),
+      type: 'publish', source, audio: !!tracks.audio, video: !!tracks.video, simulcast: !!(simulcast && !svc && tracks.video),
     });
     try {
       feedId = (await Promise.race([request, ready.promise])).feed_id;
-      this._published.set(feedId, { stream, tracks, ready, target: el });
+      this._published.set(feedId, { stream, tracks, ready, target: el, codec, svc });
       await ready.promise;
     } catch (e) {
       stream.getTracks().forEach((t) => t.stop());

@@ -47,8 +47,8 @@ fn send(h: &mut Harness, plain: &[u8]) {
     h.worker.handle_receive(h.now, None, h.publisher, &sealed);
 }
 
-/// (sequence number, frame) of each RTP packet subscriber `i` received.
-fn received(h: &mut Harness, out: &mut [Vec<(u16, u8)>; 2]) {
+/// (sequence number, frame, marker) of each RTP packet subscriber `i` received.
+fn received(h: &mut Harness, out: &mut [Vec<(u16, u8, bool)>; 2]) {
     while let Some(o) = h.worker.poll_output() {
         let Output::Transmit(t) = o else { continue };
         let Some(i) = h.subscribers.iter().position(|s| *s == t.destination) else {
@@ -64,7 +64,7 @@ fn received(h: &mut Harness, out: &mut [Vec<(u16, u8)>; 2]) {
         let header = rtp::parse(&plain).expect("rtp");
         // The descriptor goes on to the subscriber as the publisher wrote it.
         assert!(rtp::extension(&plain, DD).is_some());
-        out[i].push((header.sequence, plain[header.header_len]));
+        out[i].push((header.sequence, plain[header.header_len], header.marker));
     }
 }
 
@@ -100,7 +100,7 @@ fn each_subscriber_gets_its_decode_targets_frames_without_gaps() {
         send(&mut h, &packet(100 + i as u16, picture, frame, template));
     }
     received(&mut h, &mut seen);
-    let frames_of = |s: &[(u16, u8)]| s.iter().map(|p| p.1).collect::<Vec<_>>();
+    let frames_of = |s: &[(u16, u8, bool)]| s.iter().map(|p| p.1).collect::<Vec<_>>();
     // The whole picture needs the low keyframe and the high frames; the small one the low
     // frames only.
     assert_eq!(frames_of(&seen[0]), [1, 2, 4, 6]);
@@ -111,6 +111,11 @@ fn each_subscriber_gets_its_decode_targets_frames_without_gaps() {
             "a gap in {s:?}"
         );
     }
+    // The end of each picture as each gets it carries the marker bit: the high frame's for
+    // the first, the low frame's for the second (the publisher set none here).
+    let marked = |s: &[(u16, u8, bool)]| s.iter().filter(|p| p.2).map(|p| p.1).collect::<Vec<_>>();
+    assert_eq!(marked(&seen[0]), [2, 4, 6]);
+    assert_eq!(marked(&seen[1]), [1, 3, 5]);
     let stats = h.worker.stats();
     assert_eq!(stats.rtp_svc_dropped, 5);
     assert_eq!(stats.svc_descriptors_unreadable, 0);

@@ -22,7 +22,7 @@ pub const TRANSPORT_CC_ID: u8 = 3;
 pub const PLAYOUT_DELAY: (u8, &str) = (12, relay::engine::playout_delay::URI);
 
 /// Header extensions offered, with the ids used by every participant.
-pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
+pub const EXTENSIONS: [(u8, &str, Option<Kind>); 7] = [
     (1, "urn:ietf:params:rtp-hdrext:sdes:mid", None),
     (
         2,
@@ -43,6 +43,13 @@ pub const EXTENSIONS: [(u8, &str, Option<Kind>); 6] = [
     (
         11,
         "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        Some(Kind::Video),
+    ),
+    // The AV1 dependency descriptor, which a browser writes for VP9 and AV1 with spatial or
+    // temporal layers (SVC): the relay drops layers per subscriber by it.
+    (
+        8,
+        relay::engine::dependency_descriptor::URI,
         Some(Kind::Video),
     ),
 ];
@@ -329,6 +336,9 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
             .push(attr("group", format!("BUNDLE {}", bundle.join(" "))));
     }
     sd.attributes.push(attr("msid-semantic", " WMS *"));
+    // One-byte and two-byte header extensions in one stream (RFC 8285 §6): a browser writes
+    // the dependency descriptor, often longer than 16 bytes, only where this is offered.
+    sd.attributes.push(flag("extmap-allow-mixed"));
     sd.attributes
         .push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
 
@@ -880,6 +890,16 @@ mod tests {
             );
         }
         assert!(o.contains("a=rtcp-fb:96 nack\r\n"), "{o}");
+        // The dependency descriptor on video (publishing and subscribing), with the two-byte
+        // header form it needs allowed for the session.
+        let dd = "a=extmap:8 https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension\r\n";
+        let sections_of: Vec<&str> = o.split("m=").collect();
+        assert!(sections_of[0].contains("a=extmap-allow-mixed\r\n"), "{o}");
+        assert!(
+            sections_of[1].contains(dd) && sections_of[2].contains(dd),
+            "{o}"
+        );
+        assert!(!sections_of[3].contains(dd), "{o}");
         // The playout delay goes to video subscriptions only, the relay being its sender.
         let playout = "a=extmap:12 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
         let parts: Vec<&str> = o.split("m=").collect();

@@ -33,6 +33,8 @@ pub struct SvcFrame {
     pub frame_number: u16,
     /// The packet begins the frame.
     pub start_of_frame: bool,
+    /// The packet ends the frame.
+    pub end_of_frame: bool,
     /// The frame's spatial layer.
     pub spatial_id: u8,
     /// The frame's temporal layer.
@@ -51,6 +53,21 @@ pub struct SvcFrame {
     /// For each spatial layer, the decode target that gives the most of it (its highest
     /// temporal layer): what a subscriber shown at most that spatial layer gets.
     pub best_for_spatial: [u8; 4],
+    /// The spatial layers there are, and the picture size of each where the structure gives
+    /// it: what a subscriber's element is matched with.
+    pub spatial_layers: u8,
+    /// (width, height) per spatial layer; zero where not given.
+    pub sizes: [(u16, u16); 4],
+}
+
+impl SvcFrame {
+    /// The spatial layers' sizes, where known, lowest first.
+    pub fn layer_sizes(&self) -> impl Iterator<Item = Option<(u16, u16)>> + '_ {
+        self.sizes
+            .iter()
+            .take(usize::from(self.spatial_layers.min(4)))
+            .map(|&s| (s != (0, 0)).then_some(s))
+    }
 }
 
 impl SvcFrame {
@@ -66,8 +83,10 @@ pub struct SvcStream {
     structure: Option<Box<Structure>>,
     /// Counts structures seen, so that subscribers notice a new one.
     generation: u32,
-    /// The structure's [`SvcFrame::best_for_spatial`].
+    /// The structure's [`SvcFrame::best_for_spatial`], spatial layers and their sizes.
     best_for_spatial: [u8; 4],
+    spatial_layers: u8,
+    sizes: [(u16, u16); 4],
 }
 
 impl SvcStream {
@@ -97,12 +116,25 @@ impl SvcStream {
         let mut d = dependency_descriptor::parse(value, self.structure.as_deref())?;
         if let Some(s) = d.structure.take() {
             self.best_for_spatial = best_for_spatial(&s);
+            self.spatial_layers = s
+                .templates()
+                .iter()
+                .map(|t| t.spatial_id + 1)
+                .max()
+                .unwrap_or(1)
+                .min(4);
+            self.sizes = [(0, 0); 4];
+            for (slot, r) in self.sizes.iter_mut().zip(s.resolutions()) {
+                let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                *slot = (clamp(r.width), clamp(r.height));
+            }
             self.structure = Some(s);
             self.generation = self.generation.wrapping_add(1);
         }
         let mut frame = SvcFrame {
             frame_number: d.frame_number,
             start_of_frame: d.start_of_frame,
+            end_of_frame: d.end_of_frame,
             spatial_id: d.spatial_id,
             temporal_id: d.temporal_id,
             needed_by: 0,
@@ -111,6 +143,8 @@ impl SvcStream {
             references: 0,
             structure: self.generation,
             best_for_spatial: self.best_for_spatial,
+            spatial_layers: self.spatial_layers,
+            sizes: self.sizes,
         };
         for dt in 0..d.dtis.len().min(32) {
             if d.needed_by(dt) {
@@ -234,6 +268,18 @@ impl SvcSelector {
         self.spatial_cap = Some(spatial.min(3));
     }
 
+    /// Whether a packet of `frame` sent to this subscriber ends its picture: the end of the
+    /// frame of the highest spatial layer it gets. It then carries the RTP marker bit, which
+    /// the publisher set only at the end of the whole picture (its top spatial layer): a
+    /// decoder waits for it before it decodes what it has of the picture.
+    pub fn ends_picture(&self, frame: &SvcFrame) -> bool {
+        let top = frame.spatial_layers.saturating_sub(1);
+        frame.end_of_frame
+            && self
+                .spatial_cap
+                .is_some_and(|cap| frame.spatial_id == cap.min(top))
+    }
+
     /// Whether it waits for a switch point of its target (the publisher may be asked for a
     /// keyframe, which is one for every decode target).
     pub fn waiting(&self) -> bool {
@@ -346,6 +392,7 @@ mod tests {
             SvcFrame {
                 frame_number: number,
                 start_of_frame: true,
+                end_of_frame: true,
                 spatial_id,
                 temporal_id: 0,
                 needed_by,
@@ -354,6 +401,8 @@ mod tests {
                 references: refs.len() as u8,
                 structure: 1,
                 best_for_spatial: [0, 1, 1, 1],
+                spatial_layers: 2,
+                sizes: [(0, 0); 4],
             }
         };
         if key {
@@ -483,6 +532,7 @@ mod tests {
                 let f = SvcFrame {
                     frame_number: number,
                     start_of_frame: start,
+                    end_of_frame: true,
                     spatial_id: 0,
                     temporal_id: 0,
                     needed_by,
@@ -491,6 +541,8 @@ mod tests {
                     references: refs as u8,
                     structure: u32::from(structure),
                     best_for_spatial: [0; 4],
+                    spatial_layers: 1,
+                    sizes: [(0, 0); 4],
                 };
                 let before = s.current();
                 let out = s.handle_packet(&f);

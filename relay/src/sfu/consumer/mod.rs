@@ -56,6 +56,8 @@ pub struct Consumer {
     pub reference_offset: Option<u32>,
     /// Which decode target it gets of a feed with SVC (a feed without it never asks).
     pub svc: SvcSelector,
+    /// The best spatial layer of an SVC feed its link affords, where the allocator decided.
+    pub svc_allocated: Option<u8>,
 }
 
 impl Consumer {
@@ -80,6 +82,7 @@ impl Consumer {
                 svc.set_spatial_cap(3);
                 svc
             },
+            svc_allocated: None,
         }
     }
 

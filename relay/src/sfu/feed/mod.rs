@@ -77,6 +77,12 @@ pub struct Feed {
     pub svc_extension: Option<u8>,
     /// Its descriptors, read on the feed's own core.
     pub svc: SvcStream,
+    /// For SVC, on every core that forwards it: what each spatial layer's best decode target
+    /// takes (the allocator's layers), the spatial layers there are and their sizes, from the
+    /// last frame.
+    pub svc_rates: [layer::RateMeter; 4],
+    /// How many of `svc_rates` there are (0: not SVC, or no frame read yet).
+    pub svc_spatial_layers: u8,
 }
 
 impl Feed {
@@ -91,6 +97,8 @@ impl Feed {
             layers_off: 0,
             svc_extension: extension_of(&description, dependency_descriptor::URI),
             svc: SvcStream::default(),
+            svc_rates: Default::default(),
+            svc_spatial_layers: 0,
             audio_level_extension: extension_of(&description, speech::AUDIO_LEVEL_URI),
             speech: Speech::default(),
             layers: layers_of(&description),

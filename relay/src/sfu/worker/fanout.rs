@@ -18,7 +18,7 @@ use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
 use crate::sfu::feed::{dynacast, Feed};
 use crate::sfu::participant::{Outgoing, OutgoingKind, Participant};
-use crate::sfu::svc::SvcForward;
+use crate::sfu::svc::{SvcForward, SvcFrame};
 
 use super::egress::Egress;
 use super::*;
@@ -75,6 +75,16 @@ impl Outbox<'_> {
                     .insert(info.ssrc, info.sequence, plain, info.playout_delay);
             }
         }
+        // SVC: what each spatial layer's best decode target takes.
+        if let Some(frame) = &info.svc {
+            feed.svc_spatial_layers = frame.spatial_layers.min(4);
+            for (s, meter) in feed.svc_rates.iter_mut().enumerate() {
+                let dt = frame.best_for_spatial[s];
+                if s < usize::from(feed.svc_spatial_layers) && frame.needed_by & (1 << dt) != 0 {
+                    meter.handle_packet(now, plain.len());
+                }
+            }
+        }
         let simulcast = feed.layers.len() > 1;
         // Where a switch between VP8 layers must renumber pictures: the descriptor.
         let vp8 = simulcast
@@ -121,8 +131,10 @@ impl Outbox<'_> {
                     }
                     Forward::Switch => {
                         self.egress.stats.layer_switches += u64::from(c.layers.switches() > 0);
-                        // On from here, also on the same SSRC after a pause.
+                        // On from here, also on the same SSRC after a pause: an SVC
+                        // subscriber from a frame it can decode.
                         c.rewriter.request_resync();
+                        c.svc.reset();
                         // The new layer's timestamps continue the subscriber's timeline
                         // where the sender reports tell how the layers' clocks relate.
                         if let (Some(r), Some(offset)) =
@@ -136,8 +148,7 @@ impl Outbox<'_> {
                 // SVC: only the frames of the subscriber's decode target, the best within
                 // the spatial layer its view allows, whose number the next packet takes.
                 if let Some(frame) = &info.svc {
-                    c.svc
-                        .set_spatial_cap(c.layers.max().unwrap_or(u8::MAX).min(3));
+                    c.svc.set_spatial_cap(svc_spatial_cap(c, frame));
                     let switches = c.svc.switches();
                     match c.svc.handle_packet(frame) {
                         SvcForward::Drop => {
@@ -156,6 +167,8 @@ impl Outbox<'_> {
                     }
                 }
             }
+            // The end of what this subscriber gets of an SVC picture carries the marker bit.
+            let ends_picture = info.svc.as_ref().is_some_and(|f| c.svc.ends_picture(f));
             let Some((seq, ts)) =
                 c.rewriter
                     .rewrite(now, info.ssrc, info.sequence, info.timestamp, clock_rate)
@@ -182,6 +195,9 @@ impl Outbox<'_> {
                 &mut out,
             );
             rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
+            if ends_picture {
+                out[1] |= 0x80;
+            }
             if let Some(d) = &vp8 {
                 renumber_pictures(c, info.ssrc, d, &mut out);
             }
@@ -402,6 +418,27 @@ impl Worker {
         }
         true
     }
+}
+
+/// The best spatial layer of an SVC feed that consumer `c` may have: at most its cap and what
+/// its link affords, and the smallest that covers the size it shows the video at (where the
+/// structure gives the layers' sizes).
+fn svc_spatial_cap(c: &Consumer, frame: &SvcFrame) -> u8 {
+    let top = frame.spatial_layers.saturating_sub(1);
+    let cap = c.layers.max().map_or(top, |m| m.min(top));
+    let cap = c.svc_allocated.map_or(cap, |a| a.min(cap));
+    let sizes: [Option<(u16, u16)>; 4] = {
+        let mut sizes = [None; 4];
+        for (slot, size) in sizes.iter_mut().zip(frame.layer_sizes()) {
+            *slot = size;
+        }
+        sizes
+    };
+    let known = &sizes[..usize::from(frame.spatial_layers.clamp(1, 4))];
+    c.layers
+        .shown_at()
+        .and_then(|(w, h)| super::quality::layer_for_size(known, w, h))
+        .map_or(cap, |l| l.min(cap))
 }
 
 /// The VP8 payload descriptor of `packet` (plaintext), where feed `feed` sends it as VP8.

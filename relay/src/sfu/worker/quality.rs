@@ -74,18 +74,26 @@ impl Worker {
             };
             // A layer dynacast turned off costs what it did when it was on: a subscriber
             // moved to it has it turned on again.
-            let rates: Vec<Option<f64>> = feed
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    l.rate.bitrate(now).or_else(|| {
-                        (feed.layers_off & (1 << i) != 0)
-                            .then(|| l.rate.last_bitrate())
-                            .flatten()
+            let svc = feed.svc_spatial_layers > 0;
+            let rates: Vec<Option<f64>> = if svc {
+                // SVC: the spatial layers, each as its best decode target takes it.
+                feed.svc_rates[..usize::from(feed.svc_spatial_layers)]
+                    .iter()
+                    .map(|r| r.bitrate(now))
+                    .collect()
+            } else {
+                feed.layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        l.rate.bitrate(now).or_else(|| {
+                            (feed.layers_off & (1 << i) != 0)
+                                .then(|| l.rate.last_bitrate())
+                                .flatten()
+                        })
                     })
-                })
-                .collect();
+                    .collect()
+            };
             if !feed.is_video() {
                 fixed += rates.iter().flatten().sum::<f64>();
                 continue;
@@ -101,14 +109,29 @@ impl Worker {
                 // Not shown: costs nothing, whatever the link.
                 continue;
             }
-            let demand = Demand {
-                current: (!c.layers.starved()).then(|| c.layers.target()),
-                max: max_layer(feed, c),
-                rates,
+            let top = (rates.len().max(1) - 1) as u8;
+            let demand = if svc {
+                Demand {
+                    current: (!c.layers.starved()).then(|| c.svc_allocated.unwrap_or(top)),
+                    max: c.layers.max().map_or(top, |m| m.min(top)),
+                    rates,
+                }
+            } else {
+                Demand {
+                    current: (!c.layers.starved()).then(|| c.layers.target()),
+                    max: max_layer(feed, c),
+                    rates,
+                }
             };
             // Screen shares first, then the dominant speaker, then the rest in a stable order.
             let speaker = session.speaker_feeds.contains(&feed.description.feed_id);
-            adaptive.push(((!feed.description.screen, !speaker), fkey, index, demand));
+            adaptive.push((
+                (!feed.description.screen, !speaker),
+                fkey,
+                index,
+                demand,
+                svc,
+            ));
         }
         if adaptive.is_empty() {
             return;
@@ -129,10 +152,27 @@ impl Worker {
         let Some(session) = self.sessions.get_mut(&skey) else {
             return;
         };
-        for ((_, fkey, index, demand), target) in adaptive.iter().zip(decision.targets) {
+        for ((_, fkey, index, demand, svc), target) in adaptive.iter().zip(decision.targets) {
             let Some(feed) = session.feeds.get_mut(fkey) else {
                 continue;
             };
+            if *svc {
+                // One stream: the spatial layer is the cap of the frames it gets, taken at the
+                // next switch point (a keyframe, which its selector asks for, to move up).
+                let c = &mut feed.consumers[*index];
+                if let Some(t) = target {
+                    if c.svc_allocated != Some(t) {
+                        tracing::debug!(participant = key.0, feed = fkey.0, to = t, estimate, rates = ?demand.rates, "spatial layer");
+                        c.svc_allocated = Some(t);
+                    }
+                }
+                let before = c.layers.paused();
+                c.layers.set_starved(target.is_none());
+                if c.layers.paused() != before {
+                    changes.push((feed.description.feed_id.clone(), before, c.layers.paused()));
+                }
+                continue;
+            }
             let layers = &mut feed.consumers[*index].layers;
             let before = layers.paused();
             layers.set_starved(target.is_none());
@@ -386,7 +426,7 @@ pub(super) fn max_layer(feed: &Feed, c: &Consumer) -> u8 {
 /// as it (a video is fitted inside its element, so one side fills it). A layer whose size is
 /// not known yet is taken as twice the one below it, or half the one above, as simulcast
 /// layers are; None when no size is known, or no layer covers it (then the top is best).
-fn layer_for_size(sizes: &[Option<(u16, u16)>], width: u32, height: u32) -> Option<u8> {
+pub(super) fn layer_for_size(sizes: &[Option<(u16, u16)>], width: u32, height: u32) -> Option<u8> {
     let (known, (w, h)) = sizes
         .iter()
         .enumerate()

@@ -1,0 +1,124 @@
+// SVC from Chromium through the SDK: a webcam published as VP9 with three spatial and three
+// temporal layers in one stream (L3T3_KEY), described by the dependency descriptor; the relay
+// sends each subscriber the layers its element shows, dropping the others.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launch, joinPage, expectPlaying, until } from './harness.mjs';
+import { startLinkServer, linkedBrowsers } from './link.mjs';
+
+/** The publisher's one video encoding as getStats() reports it. */
+async function sending(page) {
+  return page.evaluate(async () => {
+    const stats = await window.session.pc.getStats();
+    let out = null;
+    stats.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        const codec = s.codecId && stats.get(s.codecId);
+        out = { width: s.frameWidth ?? 0, scalabilityMode: s.scalabilityMode, codec: codec?.mimeType };
+      }
+    });
+    return out;
+  });
+}
+
+/** What a subscriber decodes: width, frames decoded, bytes received. */
+async function receiving(page) {
+  return page.evaluate(async () => {
+    const out = { width: 0, framesDecoded: 0, bytesReceived: 0 };
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        Object.assign(out, { width: s.frameWidth ?? 0, framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived });
+      }
+    });
+    return out;
+  });
+}
+
+/** Subscribe to `feedId` into a new video element of `style`, with the SDK's `options`. */
+async function subscribeInto(page, feedId, style, options) {
+  return page.evaluate(
+    async ({ feedId, style, options }) => {
+      const v = document.createElement('video');
+      v.id = `remote-${feedId}`;
+      Object.assign(v.style, style);
+      document.body.append(v);
+      await window.session.subscribe(feedId, v, options);
+      return v.id;
+    },
+    { feedId, style, options },
+  );
+}
+
+test('a VP9 SVC webcam: the whole picture to a large element, the low spatial layer to a small one', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'svc-1', 'alice');
+    const big = await joinPage(browser.context, server, 'svc-1', 'bob');
+    const small = await joinPage(browser.context, server, 'svc-1', 'carol');
+    const feed = await a.evaluate(async () => {
+      const v = document.createElement('video');
+      document.body.append(v);
+      const f = await window.session.publish({ source: 'webcam', target: v, codec: 'VP9', svc: 'L3T3_KEY' });
+      return f.feedId;
+    });
+    const bigVideo = await subscribeInto(big, feed, {}, { adaptive: false });
+    const smallVideo = await subscribeInto(small, feed, { width: '320px', height: '180px' }, {});
+    await expectPlaying(big, bigVideo);
+    await expectPlaying(small, smallVideo);
+    const sent = await until(() => sending(a), (s) => s?.width === 1280, 15_000);
+    console.log(`svc: publisher ${JSON.stringify(sent)}`);
+    assert.equal(sent.codec, 'video/VP9');
+    assert.equal(sent.scalabilityMode, 'L3T3_KEY');
+    // The large element gets the top spatial layer, the small one the lowest.
+    const whole = await until(() => receiving(big), (r) => r.width === 1280, 20_000);
+    const low = await until(() => receiving(small), (r) => r.width === 320, 20_000);
+    console.log(`svc: large element ${JSON.stringify(whole)}, small element ${JSON.stringify(low)}`);
+    // And go on decoding there, the small element for a fraction of the bytes: its frames
+    // of the other layers were dropped, not sent.
+    const [bigBefore, smallBefore] = [await receiving(big), await receiving(small)];
+    await new Promise((r) => setTimeout(r, 3000));
+    const [bigAfter, smallAfter] = [await receiving(big), await receiving(small)];
+    const rate = (a, b) => ((b.bytesReceived - a.bytesReceived) * 8) / 3000;
+    console.log(`svc: over 3 s, large ${rate(bigBefore, bigAfter).toFixed(0)} kbit/s (${bigAfter.framesDecoded - bigBefore.framesDecoded} frames), small ${rate(smallBefore, smallAfter).toFixed(0)} kbit/s (${smallAfter.framesDecoded - smallBefore.framesDecoded} frames)`);
+    assert.equal(smallAfter.width, 320);
+    assert.equal(bigAfter.width, 1280);
+    assert.ok(smallAfter.framesDecoded > smallBefore.framesDecoded + 30);
+    assert.ok(rate(smallBefore, smallAfter) < rate(bigBefore, bigAfter) / 2);
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
+test('a VP9 SVC subscriber behind 600 kbit/s gets a lower spatial layer, another the whole picture', async () => {
+  const server = await startLinkServer();
+  const open = [];
+  try {
+    const { links, browsers } = await linkedBrowsers(server, [1, 2, 3], open);
+    const [pub, free, capped] = await Promise.all(browsers.map((b, i) => joinPage(b.context, server, 'svc-2', `p${i}`)));
+    await links[2].set({ down: { rate_kbit: 600 } });
+    const feed = await pub.evaluate(async () => {
+      const v = document.createElement('video');
+      document.body.append(v);
+      const f = await window.session.publish({ source: 'webcam', target: v, codec: 'VP9', svc: 'L3T3_KEY' });
+      return f.feedId;
+    });
+    const videos = [await subscribeInto(free, feed, {}, { adaptive: false }), await subscribeInto(capped, feed, {}, { adaptive: false })];
+    await expectPlaying(free, videos[0], 20_000);
+    await expectPlaying(capped, videos[1], 20_000);
+    // The free one on the top spatial layer; the capped one below it, decoding, not frozen.
+    const whole = await until(() => receiving(free), (r) => r.width === 1280, 20_000);
+    const lower = await until(() => receiving(capped), (r) => r.width > 0 && r.width <= 640, 20_000);
+    const before = await receiving(capped);
+    await new Promise((r) => setTimeout(r, 10_000));
+    const after = await receiving(capped);
+    const q = await capped.evaluate(() => window.session.quality());
+    console.log(`svc: free ${JSON.stringify(whole)}, capped ${JSON.stringify(lower)} then ${JSON.stringify(after)}, quality ${JSON.stringify(q)}`);
+    assert.ok(after.width > 0 && after.width <= 640, `capped at ${after.width}`);
+    assert.ok(after.framesDecoded - before.framesDecoded > 100, `decoded ${after.framesDecoded - before.framesDecoded} frames in 10 s`);
+  } finally {
+    for (const o of open.reverse()) await o.close();
+    server.stop();
+  }
+});
