@@ -391,7 +391,20 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         a.push(flag("rtcp-mux"));
         a.push(flag("rtcp-rsize"));
         let subscribing = matches!(s.role, Role::Subscribe { .. });
+        // A simulcast publisher is not offered the dependency descriptor: Chromium would
+        // write one per layer stream, each with its own frame numbers and structures, for a
+        // feed the relay forwards by switching streams, not by dropping layers.
+        let simulcast_publish = matches!(
+            s.role,
+            Role::Publish {
+                simulcast: true,
+                ..
+            }
+        );
         for (id, uri, only) in EXTENSIONS {
+            if simulcast_publish && uri == relay::engine::dependency_descriptor::URI {
+                continue;
+            }
             if only.is_none_or(|k| k == s.kind) {
                 a.push(attr("extmap", format!("{id} {uri}")));
             }
@@ -972,6 +985,9 @@ mod tests {
             assert!(!other.contains("a=rid:") && !other.contains("a=simulcast"));
         }
         assert!(media[0].contains("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"));
+        // The dependency descriptor goes to a video publisher without simulcast only.
+        let dd = relay::engine::dependency_descriptor::URI;
+        assert!(!media[0].contains(dd) && media[2].contains(dd), "{text}");
 
         let chrome = CHROME_ANSWER.replace(
             "a=ssrc-group:FID 1111 2222\r\na=ssrc:1111 cname:abc\r\na=ssrc:2222 cname:abc\r\n",

@@ -319,8 +319,10 @@ impl Worker {
         let keyframe = feed.layers.len() > 1 && feed.starts_keyframe(&plain, &header);
         // An SVC frame's layers, where its descriptor can be read (one that cannot, its
         // structure lost, goes to everyone as it would without SVC).
+        // Not for simulcast: each layer's stream would have descriptors of its own.
         let svc = match feed
             .svc_extension
+            .filter(|_| feed.layers.len() == 1)
             .and_then(|id| feed.svc.handle_packet(&plain, id))
         {
             Some(Ok(frame)) => Some(frame),
