@@ -161,12 +161,16 @@ export interface Session {
   publish(options: PublishOptions): Promise<PublishedFeed>;
   unpublish(feedId: string): Promise<void>;
   /** What the server sends this page: its downlink estimate and, per video subscription, the
-   * layer it should be on and the one it is on (0 the lowest), switches and pauses. */
+   * layer it should be on and the one it is on (0 the lowest), switches and pauses. With SVC
+   * a layer is a spatial layer at one of its temporal layers: layer `l` is spatial layer
+   * `Math.floor(l / temporalLayers)` at temporal layer `l % temporalLayers`. */
   quality(): Promise<{
     estimateBps: number | null;
     subscriptions: {
       feedId: string;
       layers: number;
+      /** 1 for simulcast, where each layer is a stream. */
+      temporalLayers: number;
       target: number;
       current: number | null;
       switches: number;

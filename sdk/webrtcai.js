@@ -619,14 +619,17 @@ class Session extends Emitter {
   }
 
   /** What the server sends this page: `estimateBps` (its downlink as the relay estimates it)
-   * and per video subscription `{ feedId, layers, target, current, switches, paused, pauses }`
-   * (layers count from 0, the lowest; `paused` is `hidden`, `bandwidth` or null). */
+   * and per video subscription `{ feedId, layers, temporalLayers, target, current, switches,
+   * paused, pauses }` (layers count from 0, the lowest; for SVC layer `l` is spatial layer
+   * `floor(l / temporalLayers)` at temporal layer `l % temporalLayers`; `paused` is `hidden`,
+   * `bandwidth` or null). */
   async quality() {
     const q = await this._request({ type: 'quality' });
     return {
       estimateBps: q.estimate_bps,
       subscriptions: q.subscriptions.map((s) => ({
-        feedId: s.feed_id, layers: s.layers, target: s.target, current: s.current,
+        feedId: s.feed_id, layers: s.layers, temporalLayers: s.temporal_layers ?? 1,
+        target: s.target, current: s.current,
         switches: s.switches, paused: s.paused, pauses: s.pauses,
       })),
     };

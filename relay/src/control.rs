@@ -215,13 +215,23 @@ pub struct View {
     pub max_layer: Option<u8>,
 }
 
+/// A default of one (serde).
+fn one() -> u8 {
+    1
+}
+
 /// One video subscription's layer (a video without simulcast has one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerState {
     /// The feed.
     pub feed_id: FeedId,
-    /// Its layers.
+    /// Its layers: simulcast streams, or for SVC each spatial layer's temporal layers,
+    /// lowest first (layer `l` is spatial layer `l / temporal_layers`, temporal layer
+    /// `l % temporal_layers`).
     pub layers: u8,
+    /// The temporal layers of each spatial layer (1 for simulcast: a stream is a layer).
+    #[serde(default = "one")]
+    pub temporal_layers: u8,
     /// The layer it should be on (0 the lowest).
     pub target: u8,
     /// The layer it is on; None before the first keyframe.

@@ -313,6 +313,93 @@ pub struct Harness {
     pub clients: Vec<SrtpSession>,
 }
 
+impl Harness {
+    /// The RTP packets the worker sent subscriber `i` (plaintext, with the size each took on
+    /// the wire) since outputs were last taken; everything else it sent is passed over.
+    pub fn rtp_to(&mut self, i: usize) -> Vec<(Vec<u8>, usize)> {
+        let mut packets = Vec::new();
+        while let Some(o) = self.worker.poll_output() {
+            let Output::Transmit(t) = o else { continue };
+            if t.destination != self.subscribers[i] || (192..=223).contains(&t.contents[1]) {
+                continue;
+            }
+            let mut plain = Vec::new();
+            self.clients[i + 1]
+                .unprotect_rtp(&t.contents, &mut plain)
+                .expect("the worker seals what it sends with the subscriber's keys");
+            packets.push((plain, t.contents.len()));
+        }
+        packets
+    }
+
+    /// Hand the worker every timer due by now.
+    pub fn run_timers(&mut self) {
+        while let Some(at) = self.worker.poll_timeout().filter(|at| *at <= self.now) {
+            self.worker.handle_timeout(at.max(self.now));
+        }
+    }
+}
+
+/// A subscriber's downlink in virtual time: one packet at a time at `capacity` bit/s (the
+/// queue unbounded), then a fixed delay; and the transport-wide feedback the subscriber's
+/// browser sends on what arrived (the relay's own feedback writer plays the browser).
+pub struct Downlink {
+    capacity: f64,
+    delay: Duration,
+    free_at: Option<Instant>,
+    in_flight: Vec<(Instant, u16)>,
+    receiver: crate::engine::twcc::TwccReceiver,
+    feedback: Vec<u8>,
+}
+
+impl Downlink {
+    /// A link of `capacity` bit/s and `delay`.
+    pub fn new(capacity: f64, delay: Duration) -> Self {
+        Downlink {
+            capacity,
+            delay,
+            free_at: None,
+            in_flight: Vec::new(),
+            receiver: crate::engine::twcc::TwccReceiver::new(),
+            feedback: Vec::new(),
+        }
+    }
+
+    /// A packet of `wire` bytes with transport-wide number `number` enters the link at `now`;
+    /// returns when it arrives.
+    pub fn carry(&mut self, now: Instant, wire: usize, number: u16) -> Instant {
+        let start = self.free_at.map_or(now, |free| free.max(now));
+        let free = start + Duration::from_secs_f64(wire as f64 * 8.0 / self.capacity);
+        self.free_at = Some(free);
+        self.in_flight.push((free + self.delay, number));
+        free + self.delay
+    }
+
+    /// Take in what has arrived by `h.now`, and hand the worker the feedback subscriber `i`
+    /// sends on it.
+    pub fn deliver(&mut self, h: &mut Harness, i: usize) {
+        let now = h.now;
+        let receiver = &mut self.receiver;
+        self.in_flight.retain(|&(at, number)| {
+            let arrived = at <= now;
+            if arrived {
+                receiver.handle_packet(at, number);
+            }
+            !arrived
+        });
+        while self
+            .receiver
+            .poll_feedback(now, 0x77, 0, &mut self.feedback)
+        {
+            let sealed = h.clients[i + 1]
+                .protect_rtcp(&self.feedback)
+                .expect("the subscriber's keys seal");
+            h.worker
+                .handle_receive(now, None, h.subscribers[i], &sealed);
+        }
+    }
+}
+
 fn connect(
     w: &mut Worker,
     now: Instant,

@@ -3,13 +3,11 @@
 //! as a browser would) reports when each arrived over an emulated bottleneck, and the estimate
 //! follows the bottleneck.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use relay::engine::rtp;
-use relay::engine::twcc::TwccReceiver;
-use relay::fuzzing::{harness, Harness, PUBLISHER_SSRC};
+use relay::fuzzing::{harness, Downlink, Harness, PUBLISHER_SSRC};
 use relay::ids::{Sid, Uid};
-use relay::sfu::worker::Output;
 
 /// The subscription's transport-wide number extension (as the harness subscribes).
 const TRANSPORT_CC: u8 = 3;
@@ -29,16 +27,12 @@ fn media(seq: u16) -> Vec<u8> {
 fn run(seconds: u64, interval: Duration, capacity: f64) -> (Vec<f64>, u64, u64) {
     let mut h: Harness = harness(1);
     let t0 = h.now;
-    let delay = Duration::from_millis(20);
-    let mut receiver = TwccReceiver::new();
-    let mut link_free = t0;
-    let mut arrivals: Vec<(Instant, u16)> = Vec::new();
+    let mut link = Downlink::new(capacity, Duration::from_millis(20));
     let mut estimates = Vec::new();
     let mut seq = 0u16;
     let mut next_send = t0;
     let mut next_sample = t0 + Duration::from_secs(1);
     let end = t0 + Duration::from_secs(seconds);
-    let mut feedback = Vec::new();
     while h.now < end {
         if h.now >= next_send {
             seq = seq.wrapping_add(1);
@@ -47,37 +41,12 @@ fn run(seconds: u64, interval: Duration, capacity: f64) -> (Vec<f64>, u64, u64) 
             h.worker.handle_receive(h.now, None, h.publisher, &p);
             next_send += interval;
         }
-        while let Some(o) = h.worker.poll_output() {
-            let Output::Transmit(t) = o else { continue };
-            if t.destination != h.subscribers[0] || (192..=223).contains(&t.contents[1]) {
-                continue;
-            }
-            let mut plain = Vec::new();
-            h.clients[1]
-                .unprotect_rtp(&t.contents, &mut plain)
-                .expect("authentic");
+        for (plain, wire) in h.rtp_to(0) {
             let number = rtp::transport_sequence(&plain, TRANSPORT_CC).expect("numbered");
-            // The bottleneck: one packet at a time at `capacity`, then the delay.
-            let start = link_free.max(h.now);
-            link_free = start + Duration::from_secs_f64(t.contents.len() as f64 * 8.0 / capacity);
-            arrivals.push((link_free + delay, number));
+            link.carry(h.now, wire, number);
         }
-        arrivals.retain(|&(at, number)| {
-            if at <= h.now {
-                receiver.handle_packet(at, number);
-                false
-            } else {
-                true
-            }
-        });
-        while receiver.poll_feedback(h.now, 0x77, 0, &mut feedback) {
-            let sealed = h.clients[1].protect_rtcp(&feedback).expect("seal");
-            h.worker
-                .handle_receive(h.now, None, h.subscribers[0], &sealed);
-        }
-        while let Some(at) = h.worker.poll_timeout().filter(|at| *at <= h.now) {
-            h.worker.handle_timeout(at.max(h.now));
-        }
+        link.deliver(&mut h, 0);
+        h.run_timers();
         if h.now >= next_sample {
             let e = h.worker.estimate(&Sid::from("s"), &Uid::from("sub0"));
             estimates.push(e.expect("subscriber").expect("estimated"));

@@ -8,7 +8,6 @@ use relay::engine::pacer::{MAX_BURST, MAX_BURST_BYTES, PACING_FACTOR};
 use relay::engine::rtp;
 use relay::fuzzing::{harness, Harness, PUBLISHER_SSRC};
 use relay::ids::{Sid, Uid};
-use relay::sfu::worker::Output;
 
 /// The subscription's transport-wide number extension (as the harness subscribes).
 const TRANSPORT_CC: u8 = 3;
@@ -38,18 +37,10 @@ struct Departure {
 
 /// Take what the worker sent the subscriber (RTP only) at `h.now`.
 fn take(h: &mut Harness, into: &mut Vec<Departure>) {
-    while let Some(o) = h.worker.poll_output() {
-        let Output::Transmit(t) = o else { continue };
-        if t.destination != h.subscribers[0] || (192..=223).contains(&t.contents[1]) {
-            continue;
-        }
-        let mut plain = Vec::new();
-        h.clients[1]
-            .unprotect_rtp(&t.contents, &mut plain)
-            .expect("authentic");
+    for (plain, size) in h.rtp_to(0) {
         into.push(Departure {
             at: h.now,
-            size: t.contents.len(),
+            size,
             sequence: rtp::parse(&plain).expect("rtp").sequence,
             transport_sequence: rtp::transport_sequence(&plain, TRANSPORT_CC).expect("numbered"),
         });

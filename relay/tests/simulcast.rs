@@ -257,6 +257,7 @@ fn layers_are_learnt_by_rid_and_the_subscriber_switches_at_keyframes_on_one_time
         vec![relay::control::LayerState {
             feed_id: FeedId::from("cam"),
             layers: 3,
+            temporal_layers: 1,
             target: 0,
             current: Some(0),
             switches: 2,

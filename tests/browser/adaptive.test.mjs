@@ -153,7 +153,9 @@ async function encodingsActive(page) {
   return page.evaluate(async () => {
     const out = {};
     (await window.session.pc.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) out[s.rid] = { active: s.active, width: s.frameWidth ?? 0 };
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) {
+        out[s.rid] = { active: s.active, width: s.frameWidth ?? 0, limitation: s.qualityLimitationReason };
+      }
     });
     return out;
   });
@@ -176,7 +178,8 @@ test('layers nobody receives are turned off at the publisher, and on again when 
     const grownAt = Date.now();
     await small.evaluate(() => Object.assign(document.getElementById('remote').style, { width: '1280px', height: '720px' }));
     const on = await until(() => encodingsActive(pub), (e) => e.f?.active, 10_000);
-    const big = await until(() => receiving(small), (r) => r.width === 1280, 20_000);
+    const big = await until(() => receiving(small), (r) => r.width === 1280, 20_000,
+      async () => ({ quality: await small.evaluate(() => window.session.quality()), publisher: await encodingsActive(pub) }));
     console.log(`adaptive: top encoding on after ${Date.now() - grownAt} ms (${JSON.stringify(on)}), received ${JSON.stringify(big)}`);
   } finally {
     await browser.close();

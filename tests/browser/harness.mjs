@@ -267,8 +267,8 @@ export async function videoState(page, videoId) {
 }
 
 /** Poll `what` every 250 ms until `check` holds of its value (returned); throws with the last
- * value after `timeoutMs`. */
-export async function until(what, check, timeoutMs) {
+ * value after `timeoutMs`, and what `explain` returns then (state that says why). */
+export async function until(what, check, timeoutMs, explain = null) {
   const deadline = Date.now() + timeoutMs;
   let last;
   while (Date.now() < deadline) {
@@ -276,7 +276,8 @@ export async function until(what, check, timeoutMs) {
     if (check(last)) return last;
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`not reached within ${timeoutMs} ms: ${JSON.stringify(last)}`);
+  const why = explain ? ` (${JSON.stringify(await explain().catch((e) => String(e)))})` : '';
+  throw new Error(`not reached within ${timeoutMs} ms: ${JSON.stringify(last)}${why}`);
 }
 
 /** Resolve once the element shows decoded frames that keep growing. */

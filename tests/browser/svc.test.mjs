@@ -122,3 +122,46 @@ test('a VP9 SVC subscriber behind 600 kbit/s gets a lower spatial layer, another
     server.stop();
   }
 });
+
+test('a VP9 SVC subscriber behind 250 kbit/s gets the layers that fit at a lower frame rate, not a paused video', async () => {
+  const server = await startLinkServer();
+  const open = [];
+  try {
+    const { links, browsers } = await linkedBrowsers(server, [1, 2], open);
+    const [pub, capped] = await Promise.all(browsers.map((b, i) => joinPage(b.context, server, 'svc-3', `p${i}`)));
+    await links[1].set({ down: { rate_kbit: 250 } });
+    const feed = await pub.evaluate(async () => {
+      const v = document.createElement('video');
+      document.body.append(v);
+      const f = await window.session.publish({ source: 'webcam', audio: false, target: v, codec: 'VP9', svc: 'L3T3_KEY' });
+      return f.feedId;
+    });
+    // (No microphone: what the link carries is the video's alone.)
+    const video = await subscribeInto(capped, feed, {}, { adaptive: false });
+    await expectPlaying(capped, video, 20_000);
+    // Settled on a temporal layer below the top of the lowest spatial layer (layer l is
+    // spatial layer l / temporalLayers at temporal layer l % temporalLayers).
+    const quality = () => capped.evaluate(() => window.session.quality());
+    const settled = await until(quality, (q) => {
+      const s = q.subscriptions[0];
+      return s && s.temporalLayers === 3 && s.current !== null && s.current < s.temporalLayers - 1 && !s.paused;
+    }, 30_000);
+    const before = await receiving(capped);
+    const pausesBefore = settled.subscriptions[0].pauses;
+    await new Promise((r) => setTimeout(r, 10_000));
+    const after = await receiving(capped);
+    const q = await quality();
+    const fps = (after.framesDecoded - before.framesDecoded) / 10;
+    const kbps = ((after.bytesReceived - before.bytesReceived) * 8) / 10_000;
+    console.log(`svc 250: settled ${JSON.stringify(settled)}; over 10 s ${after.width} wide at ${fps} fps, ${kbps.toFixed(0)} kbit/s; then ${JSON.stringify(q)}`);
+    assert.ok(after.width > 0 && after.width <= 640, `${after.width} wide`);
+    // Decoding all along (what the link loses is repaired or waits for a keyframe, which
+    // costs frames: 3.9 to 11.4 a second in three runs), never paused.
+    assert.ok(fps >= 2, `${fps} frames a second`);
+    assert.equal(q.subscriptions[0].pauses, pausesBefore, JSON.stringify(q));
+    assert.equal(q.subscriptions[0].paused, null, JSON.stringify(q));
+  } finally {
+    for (const o of open.reverse()) await o.close();
+    server.stop();
+  }
+});

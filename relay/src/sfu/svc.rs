@@ -50,17 +50,26 @@ pub struct SvcFrame {
     pub references: u8,
     /// Which structure the frame was read against (counts up with each new one).
     pub structure: u32,
-    /// For each spatial layer, the decode target that gives the most of it (its highest
-    /// temporal layer): what a subscriber shown at most that spatial layer gets.
-    pub best_for_spatial: [u8; 4],
+    /// For each spatial and temporal layer (index `4 * spatial + temporal`), the decode
+    /// target that gives the most within them: what a subscriber capped there gets.
+    pub decode_target_for: [u8; 16],
     /// The spatial layers there are, and the picture size of each where the structure gives
     /// it: what a subscriber's element is matched with.
     pub spatial_layers: u8,
+    /// The temporal layers there are (the same in every spatial layer in the modes browsers
+    /// encode).
+    pub temporal_layers: u8,
     /// (width, height) per spatial layer; zero where not given.
     pub sizes: [(u16, u16); 4],
 }
 
 impl SvcFrame {
+    /// The decode target that gives the most within spatial layer `spatial` and temporal
+    /// layer `temporal` (3 for all of them).
+    pub fn decode_target(&self, spatial: u8, temporal: u8) -> u8 {
+        self.decode_target_for[usize::from(spatial.min(3)) * 4 + usize::from(temporal.min(3))]
+    }
+
     /// The spatial layers' sizes, where known, lowest first.
     pub fn layer_sizes(&self) -> impl Iterator<Item = Option<(u16, u16)>> + '_ {
         self.sizes
@@ -83,9 +92,10 @@ pub struct SvcStream {
     structure: Option<Box<Structure>>,
     /// Counts structures seen, so that subscribers notice a new one.
     generation: u32,
-    /// The structure's [`SvcFrame::best_for_spatial`], spatial layers and their sizes.
-    best_for_spatial: [u8; 4],
+    /// The structure's [`SvcFrame::decode_target_for`], layers and sizes.
+    decode_target_for: [u8; 16],
     spatial_layers: u8,
+    temporal_layers: u8,
     sizes: [(u16, u16); 4],
 }
 
@@ -115,14 +125,17 @@ impl SvcStream {
     fn read(&mut self, value: &[u8]) -> Result<SvcFrame, DescriptorError> {
         let mut d = dependency_descriptor::parse(value, self.structure.as_deref())?;
         if let Some(s) = d.structure.take() {
-            self.best_for_spatial = best_for_spatial(&s);
-            self.spatial_layers = s
-                .templates()
-                .iter()
-                .map(|t| t.spatial_id + 1)
-                .max()
-                .unwrap_or(1)
-                .min(4);
+            self.decode_target_for = decode_targets_by_layers(&s);
+            let count = |layer: fn(&dependency_descriptor::Template) -> u8| {
+                s.templates()
+                    .iter()
+                    .map(|t| layer(t) + 1)
+                    .max()
+                    .unwrap_or(1)
+                    .min(4)
+            };
+            self.spatial_layers = count(|t| t.spatial_id);
+            self.temporal_layers = count(|t| t.temporal_id);
             self.sizes = [(0, 0); 4];
             for (slot, r) in self.sizes.iter_mut().zip(s.resolutions()) {
                 let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
@@ -142,8 +155,9 @@ impl SvcStream {
             referenced: [0; 4],
             references: 0,
             structure: self.generation,
-            best_for_spatial: self.best_for_spatial,
+            decode_target_for: self.decode_target_for,
             spatial_layers: self.spatial_layers,
+            temporal_layers: self.temporal_layers,
             sizes: self.sizes,
         };
         for dt in 0..d.dtis.len().min(32) {
@@ -171,18 +185,20 @@ impl SvcStream {
     }
 }
 
-/// For each spatial layer (up to 4), the decode target of `s` with the highest layers at or
-/// below it: spatial first, then temporal. A spatial layer no decode target stays within
-/// gets the lowest decode target.
-fn best_for_spatial(s: &Structure) -> [u8; 4] {
-    let mut best = [0u8; 4];
-    for (spatial, slot) in best.iter_mut().enumerate() {
+/// For each spatial and temporal layer (up to 4 of each, index `4 * spatial + temporal`),
+/// the decode target of `s` with the highest layers at or below both: spatial first, then
+/// temporal. Layers no decode target stays within get the lowest decode target.
+fn decode_targets_by_layers(s: &Structure) -> [u8; 16] {
+    let mut best = [0u8; 16];
+    for (i, slot) in best.iter_mut().enumerate() {
+        let (spatial, temporal) = (i / 4, i % 4);
         let mut chosen: Option<(u8, u8, u8)> = None;
         for dt in 0..s.decode_targets().min(32) {
             let Some(layer) = s.decode_target_layer(dt) else {
                 continue;
             };
-            if usize::from(layer.spatial_id) > spatial {
+            if usize::from(layer.spatial_id) > spatial || usize::from(layer.temporal_id) > temporal
+            {
                 continue;
             }
             let key = (layer.spatial_id, layer.temporal_id, dt as u8);
@@ -214,8 +230,10 @@ pub struct SvcSelector {
     /// The decode target it should get.
     target: u8,
     /// Where set, the target follows the stream's structure: the best decode target within
-    /// this spatial layer ([`SvcFrame::best_for_spatial`]).
-    spatial_cap: Option<u8>,
+    /// these spatial and temporal layers ([`SvcFrame::decode_target`]).
+    cap: Option<(u8, u8)>,
+    /// The layers `current` stands for, where it was chosen by `cap`.
+    current_layers: Option<(u8, u8)>,
     /// The structure `current` belongs to.
     structure: u32,
     /// Frame numbers sent to it: bit `i` is `newest - i`.
@@ -232,7 +250,8 @@ impl SvcSelector {
         SvcSelector {
             current: None,
             target,
-            spatial_cap: None,
+            cap: None,
+            current_layers: None,
             structure: 0,
             sent: 0,
             newest: None,
@@ -256,16 +275,41 @@ impl SvcSelector {
         self.switches
     }
 
+    /// The spatial and temporal layers of the decode target it gets, where a cap chose it
+    /// (capped by the layers there are).
+    pub fn current_layers(&self) -> Option<(u8, u8)> {
+        self.current_layers.filter(|_| self.current.is_some())
+    }
+
     /// Aim for decode target `dt`: taken at its next switch point that is decodable.
     pub fn set_target(&mut self, dt: u8) {
         self.target = dt;
-        self.spatial_cap = None;
+        self.cap = None;
     }
 
-    /// Aim for the best decode target within spatial layer `spatial` (3 for all of them),
-    /// whichever it is in the structure in force.
-    pub fn set_spatial_cap(&mut self, spatial: u8) {
-        self.spatial_cap = Some(spatial.min(3));
+    /// Aim for the best decode target within spatial layer `spatial` and temporal layer
+    /// `temporal` (3 for all of them), whichever it is in the structure in force.
+    pub fn set_cap(&mut self, spatial: u8, temporal: u8) {
+        self.cap = Some((spatial.min(3), temporal.min(3)));
+    }
+
+    /// Whether the move it waits for needs a keyframe: it has no decode target yet, or its
+    /// target is in another spatial layer (in k-SVC a spatial layer's delta frames refer only
+    /// to its own, which a subscriber on another was not sent). A move between temporal
+    /// layers of one spatial layer is taken at the next frame of the lower one.
+    pub fn needs_keyframe(&self, frame: &SvcFrame) -> bool {
+        let target = self
+            .cap
+            .map_or(self.target, |(s, t)| frame.decode_target(s, t));
+        if self.current == Some(target) {
+            return false;
+        }
+        match (self.current_layers(), self.cap) {
+            (Some((spatial, _)), Some((cap, _))) => {
+                spatial != cap.min(frame.spatial_layers.saturating_sub(1))
+            }
+            _ => true,
+        }
     }
 
     /// Whether a packet of `frame` sent to this subscriber ends its picture: the end of the
@@ -276,8 +320,8 @@ impl SvcSelector {
         let top = frame.spatial_layers.saturating_sub(1);
         frame.end_of_frame
             && self
-                .spatial_cap
-                .is_some_and(|cap| frame.spatial_id == cap.min(top))
+                .cap
+                .is_some_and(|(cap, _)| frame.spatial_id == cap.min(top))
     }
 
     /// Whether it waits for a switch point of its target (the publisher may be asked for a
@@ -306,8 +350,8 @@ impl SvcSelector {
             }
         }
         let mut forward = SvcForward::Send;
-        if let Some(spatial) = self.spatial_cap {
-            self.target = frame.best_for_spatial[usize::from(spatial.min(3))];
+        if let Some((spatial, temporal)) = self.cap {
+            self.target = frame.decode_target(spatial, temporal);
         }
         if frame.structure != self.structure && self.current.is_some() {
             // A new structure: its decode targets are numbered anew, and its frames refer to
@@ -325,6 +369,12 @@ impl SvcSelector {
                 self.switches += 1;
             }
             self.current = Some(self.target);
+            self.current_layers = self.cap.map(|(s, t)| {
+                (
+                    s.min(frame.spatial_layers.saturating_sub(1)),
+                    t.min(frame.temporal_layers.saturating_sub(1)),
+                )
+            });
             self.structure = frame.structure;
             forward = SvcForward::Switch;
         }
@@ -400,8 +450,9 @@ mod tests {
                 referenced,
                 references: refs.len() as u8,
                 structure: 1,
-                best_for_spatial: [0, 1, 1, 1],
+                decode_target_for: [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
                 spatial_layers: 2,
+                temporal_layers: 1,
                 sizes: [(0, 0); 4],
             }
         };
@@ -419,7 +470,10 @@ mod tests {
     }
 
     /// Which of the pictures' frames the selector sends, as (frame number, switch).
-    fn run(s: &mut SvcSelector, pictures: impl Iterator<Item = [SvcFrame; 2]>) -> Vec<(u16, bool)> {
+    fn run<P: IntoIterator<Item = SvcFrame>>(
+        s: &mut SvcSelector,
+        pictures: impl Iterator<Item = P>,
+    ) -> Vec<(u16, bool)> {
         let mut sent = Vec::new();
         for p in pictures {
             for f in p {
@@ -506,6 +560,73 @@ mod tests {
         assert_eq!(s.handle_packet(&key), SvcForward::Switch);
     }
 
+    /// One spatial and three temporal layers (as libwebrtc's L1T3): pictures go T0, T2, T1,
+    /// T2; decode target 0 is T0, 1 adds T1, 2 adds T2. A T0 frame starts every target and
+    /// refers to the last T0, a T1 one starts targets 1 and 2 and refers to the T0 before it,
+    /// a T2 one starts nothing and refers to the frame before it.
+    fn l1t3(n: u16) -> SvcFrame {
+        let (temporal_id, needed_by, switch_for, back) = match n % 4 {
+            0 => (0, 0b111, 0b111, 4),
+            2 => (1, 0b110, 0b110, 2),
+            _ => (2, 0b100, 0, 1),
+        };
+        let mut referenced = [0; 4];
+        referenced[0] = n.wrapping_sub(back);
+        SvcFrame {
+            frame_number: n,
+            start_of_frame: true,
+            end_of_frame: true,
+            spatial_id: 0,
+            temporal_id,
+            needed_by,
+            switch_for,
+            referenced,
+            references: u8::from(n >= back),
+            structure: 1,
+            decode_target_for: [0, 1, 2, 2, 0, 1, 2, 2, 0, 1, 2, 2, 0, 1, 2, 2],
+            spatial_layers: 1,
+            temporal_layers: 3,
+            sizes: [(0, 0); 4],
+        }
+    }
+
+    #[test]
+    fn temporal_layers_are_dropped_and_taken_back_without_a_keyframe() {
+        let mut s = SvcSelector::new(0);
+        s.set_cap(0, 3);
+        let frames = |from: u16, to: u16| (from..to).map(|n| [l1t3(n)]);
+        let sent = |v: Vec<(u16, bool)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(sent(run(&mut s, frames(0, 6))), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(s.current_layers(), Some((0, 2)));
+        // Down to T0: no keyframe wanted; from the next T0 on, only T0 frames.
+        s.set_cap(0, 0);
+        assert!(!s.needs_keyframe(&l1t3(6)));
+        assert_eq!(sent(run(&mut s, frames(6, 13))), [6, 7, 8, 12]);
+        assert_eq!((s.current_layers(), s.switches()), (Some((0, 0)), 1));
+        // Up to T1: at the next T1 frame, which refers to a T0 this subscriber was sent.
+        s.set_cap(0, 1);
+        assert!(!s.needs_keyframe(&l1t3(13)));
+        assert_eq!(sent(run(&mut s, frames(13, 19))), [14, 16, 18]);
+        assert_eq!(s.current_layers(), Some((0, 1)));
+        // All of them again.
+        s.set_cap(0, 3);
+        assert_eq!(sent(run(&mut s, frames(19, 24))), [20, 21, 22, 23]);
+        assert_eq!((s.current_layers(), s.switches()), (Some((0, 2)), 3));
+    }
+
+    #[test]
+    fn a_move_to_another_spatial_layer_needs_a_keyframe() {
+        let mut s = SvcSelector::new(0);
+        s.set_cap(1, 3);
+        run(&mut s, [picture(1, true), picture(2, false)].into_iter());
+        assert_eq!(s.current_layers(), Some((1, 0)));
+        s.set_cap(0, 3);
+        assert!(s.needs_keyframe(&picture(3, false)[0]));
+        // A cap above the layers there are is the top one: nothing to wait for.
+        s.set_cap(3, 3);
+        assert!(!s.needs_keyframe(&picture(3, false)[0]));
+    }
+
     proptest::proptest! {
         /// Whatever the frames say and whatever the targets: a frame goes to a subscriber
         /// only if its decode target needs it; it moves to another decode target only at a
@@ -540,8 +661,9 @@ mod tests {
                     referenced,
                     references: refs as u8,
                     structure: u32::from(structure),
-                    best_for_spatial: [0; 4],
+                    decode_target_for: [0; 16],
                     spatial_layers: 1,
+                    temporal_layers: 1,
                     sizes: [(0, 0); 4],
                 };
                 let before = s.current();

@@ -382,6 +382,7 @@ fn quality_reply(q: Option<relay::control::SubscriberQuality>) -> serde_json::Va
             Some(json!({
                 "feed_id": feed_id,
                 "layers": s.layers,
+                "temporal_layers": s.temporal_layers,
                 "target": s.target,
                 "current": s.current,
                 "switches": s.switches,

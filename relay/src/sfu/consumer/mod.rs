@@ -56,8 +56,9 @@ pub struct Consumer {
     pub reference_offset: Option<u32>,
     /// Which decode target it gets of a feed with SVC (a feed without it never asks).
     pub svc: SvcSelector,
-    /// The best spatial layer of an SVC feed its link affords, where the allocator decided.
-    pub svc_allocated: Option<u8>,
+    /// The best spatial and temporal layers of an SVC feed its link affords, where the
+    /// allocator decided.
+    pub svc_allocated: Option<(u8, u8)>,
 }
 
 impl Consumer {
@@ -79,7 +80,7 @@ impl Consumer {
             reference_offset: None,
             svc: {
                 let mut svc = SvcSelector::new(0);
-                svc.set_spatial_cap(3);
+                svc.set_cap(3, 3);
                 svc
             },
             svc_allocated: None,

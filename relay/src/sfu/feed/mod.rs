@@ -26,7 +26,7 @@ use crate::ids::ParticipantKey;
 use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
 use super::repair_wait::RepairWait;
-use super::svc::SvcStream;
+use super::svc::{SvcFrame, SvcStream};
 use layer::Layer;
 
 /// The rid header extension (RFC 8852): which simulcast layer a packet belongs to.
@@ -77,12 +77,12 @@ pub struct Feed {
     pub svc_extension: Option<u8>,
     /// Its descriptors, read on the feed's own core.
     pub svc: SvcStream,
-    /// For SVC, on every core that forwards it: what each spatial layer's best decode target
-    /// takes (the allocator's layers), the spatial layers there are and their sizes, from the
-    /// last frame.
-    pub svc_rates: [layer::RateMeter; 4],
-    /// How many of `svc_rates` there are (0: not SVC, or no frame read yet).
-    pub svc_spatial_layers: u8,
+    /// For SVC, on every core that forwards it: what the decode target of each spatial and
+    /// temporal layer takes (index `4 * spatial + temporal`; the allocator's layers).
+    pub svc_rates: [layer::RateMeter; 16],
+    /// For SVC, the last frame read: its layers and their sizes (None: not SVC, or no frame
+    /// read yet).
+    pub svc_latest: Option<SvcFrame>,
 }
 
 impl Feed {
@@ -98,7 +98,7 @@ impl Feed {
             svc_extension: extension_of(&description, dependency_descriptor::URI),
             svc: SvcStream::default(),
             svc_rates: Default::default(),
-            svc_spatial_layers: 0,
+            svc_latest: None,
             audio_level_extension: extension_of(&description, speech::AUDIO_LEVEL_URI),
             speech: Speech::default(),
             layers: layers_of(&description),

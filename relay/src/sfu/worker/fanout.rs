@@ -75,12 +75,16 @@ impl Outbox<'_> {
                     .insert(info.ssrc, info.sequence, plain, info.playout_delay);
             }
         }
-        // SVC: what each spatial layer's best decode target takes.
+        // SVC: what the decode target of each spatial and temporal layer takes.
         if let Some(frame) = &info.svc {
-            feed.svc_spatial_layers = frame.spatial_layers.min(4);
-            for (s, meter) in feed.svc_rates.iter_mut().enumerate() {
-                let dt = frame.best_for_spatial[s];
-                if s < usize::from(feed.svc_spatial_layers) && frame.needed_by & (1 << dt) != 0 {
+            feed.svc_latest = Some(*frame);
+            for (i, meter) in feed.svc_rates.iter_mut().enumerate() {
+                let (s, t) = ((i / 4) as u8, (i % 4) as u8);
+                let dt = frame.decode_target(s, t);
+                if s < frame.spatial_layers
+                    && t < frame.temporal_layers
+                    && frame.needed_by & (1 << dt) != 0
+                {
                     meter.handle_packet(now, plain.len());
                 }
             }
@@ -148,12 +152,13 @@ impl Outbox<'_> {
                 // SVC: only the frames of the subscriber's decode target, the best within
                 // the spatial layer its view allows, whose number the next packet takes.
                 if let Some(frame) = &info.svc {
-                    c.svc.set_spatial_cap(svc_spatial_cap(c, frame));
+                    let (spatial, temporal) = svc_cap(c, frame);
+                    c.svc.set_cap(spatial, temporal);
                     let switches = c.svc.switches();
                     match c.svc.handle_packet(frame) {
                         SvcForward::Drop => {
                             c.rewriter.skip(info.ssrc, info.sequence);
-                            if c.svc.waiting() {
+                            if c.svc.needs_keyframe(frame) {
                                 keyframe_wanted = Some(0);
                             }
                             self.egress.stats.rtp_svc_dropped += 1;
@@ -420,13 +425,23 @@ impl Worker {
     }
 }
 
-/// The best spatial layer of an SVC feed that consumer `c` may have: at most its cap and what
-/// its link affords, and the smallest that covers the size it shows the video at (where the
-/// structure gives the layers' sizes).
-fn svc_spatial_cap(c: &Consumer, frame: &SvcFrame) -> u8 {
+/// The best spatial and temporal layers of an SVC feed that consumer `c` is sent: what its
+/// link affords within what its view allows ([`svc_view_cap`]); all temporal layers of a
+/// spatial layer the view allows less than the allocator did.
+pub(super) fn svc_cap(c: &Consumer, frame: &SvcFrame) -> (u8, u8) {
+    let view = svc_view_cap(c, frame);
+    match c.svc_allocated {
+        Some((spatial, temporal)) if spatial <= view => (spatial, temporal),
+        _ => (view, 3),
+    }
+}
+
+/// The best spatial layer of an SVC feed that consumer `c` may have: at most its cap, and the
+/// smallest that covers the size it shows the video at (where the structure gives the layers'
+/// sizes).
+pub(super) fn svc_view_cap(c: &Consumer, frame: &SvcFrame) -> u8 {
     let top = frame.spatial_layers.saturating_sub(1);
     let cap = c.layers.max().map_or(top, |m| m.min(top));
-    let cap = c.svc_allocated.map_or(cap, |a| a.min(cap));
     let sizes: [Option<(u16, u16)>; 4] = {
         let mut sizes = [None; 4];
         for (slot, size) in sizes.iter_mut().zip(frame.layer_sizes()) {

@@ -26,15 +26,30 @@ impl Worker {
             .filter_map(|fkey| {
                 let feed = session.feeds.get(fkey).filter(|f| f.is_video())?;
                 let c = feed.consumers.iter().find(|c| c.subscriber == key)?;
-                Some(LayerState {
+                let mut state = LayerState {
                     feed_id: feed.description.feed_id.clone(),
                     layers: feed.layers.len() as u8,
+                    temporal_layers: 1,
                     target: c.layers.target(),
                     current: c.layers.current(),
                     switches: c.layers.switches(),
                     paused: c.layers.paused(),
                     pauses: c.layers.pauses(),
-                })
+                };
+                if let Some(frame) = &feed.svc_latest {
+                    // SVC: a layer is a spatial and a temporal layer, spatial first.
+                    let (spatial, temporal) = (frame.spatial_layers, frame.temporal_layers.max(1));
+                    let (s, t) = super::fanout::svc_cap(c, frame);
+                    let index = |(s, t): (u8, u8)| {
+                        s.min(spatial.saturating_sub(1)) * temporal + t.min(temporal - 1)
+                    };
+                    state.layers = spatial * temporal;
+                    state.temporal_layers = temporal;
+                    state.target = index((s, t));
+                    state.current = c.svc.current_layers().map(index);
+                    state.switches = c.svc.switches();
+                }
+                Some(state)
             })
             .collect();
         Some(SubscriberQuality {
@@ -74,12 +89,21 @@ impl Worker {
             };
             // A layer dynacast turned off costs what it did when it was on: a subscriber
             // moved to it has it turned on again.
-            let svc = feed.svc_spatial_layers > 0;
-            let rates: Vec<Option<f64>> = if svc {
-                // SVC: the spatial layers, each as its best decode target takes it.
-                feed.svc_rates[..usize::from(feed.svc_spatial_layers)]
-                    .iter()
-                    .map(|r| r.bitrate(now))
+            let svc = feed.svc_latest.map(|f| (f.temporal_layers.max(1), f));
+            let rates: Vec<Option<f64>> = if let Some((temporal, frame)) = svc {
+                // SVC: a layer is a spatial and a temporal layer (spatial first), as the
+                // decode target with those takes it. A camera's spatial layers above the
+                // lowest are not offered below half their frame rate: a larger picture at a
+                // quarter of the rate (7.5 fps) looks worse than a smaller one that moves. A
+                // screen share's sharpness comes first.
+                let screen = feed.description.screen;
+                (0..frame.spatial_layers * temporal)
+                    .map(|l| (l / temporal, l % temporal))
+                    .map(|(s, t)| {
+                        let offered = s == 0 || screen || t + 2 >= temporal;
+                        let meter = &feed.svc_rates[usize::from(s * 4 + t)];
+                        meter.bitrate(now).filter(|_| offered)
+                    })
                     .collect()
             } else {
                 feed.layers
@@ -110,10 +134,16 @@ impl Worker {
                 continue;
             }
             let top = (rates.len().max(1) - 1) as u8;
-            let demand = if svc {
+            let demand = if let Some((temporal, frame)) = svc {
+                // The best of its view: all the temporal layers of the spatial layer it
+                // shows; not more, which it would not be sent.
+                let max = (super::fanout::svc_view_cap(c, &frame) + 1) * temporal - 1;
+                let allocated = c
+                    .svc_allocated
+                    .map(|(s, t)| s * temporal + t.min(temporal - 1));
                 Demand {
-                    current: (!c.layers.starved()).then(|| c.svc_allocated.unwrap_or(top)),
-                    max: c.layers.max().map_or(top, |m| m.min(top)),
+                    current: (!c.layers.starved()).then(|| allocated.unwrap_or(max).min(max)),
+                    max: max.min(top),
                     rates,
                 }
             } else {
@@ -156,14 +186,16 @@ impl Worker {
             let Some(feed) = session.feeds.get_mut(fkey) else {
                 continue;
             };
-            if *svc {
-                // One stream: the spatial layer is the cap of the frames it gets, taken at the
-                // next switch point (a keyframe, which its selector asks for, to move up).
+            if let Some((temporal, _)) = svc {
+                // One stream: the layers are the cap of the frames it gets, taken at the next
+                // switch point (for another spatial layer a keyframe, which its selector asks
+                // for).
                 let c = &mut feed.consumers[*index];
                 if let Some(t) = target {
-                    if c.svc_allocated != Some(t) {
-                        tracing::debug!(participant = key.0, feed = fkey.0, to = t, estimate, rates = ?demand.rates, "spatial layer");
-                        c.svc_allocated = Some(t);
+                    let layers = (t / temporal, t % temporal);
+                    if c.svc_allocated != Some(layers) {
+                        tracing::debug!(participant = key.0, feed = fkey.0, to = ?layers, estimate, rates = ?demand.rates, "svc layers");
+                        c.svc_allocated = Some(layers);
                     }
                 }
                 let before = c.layers.paused();
