@@ -1,6 +1,7 @@
-// SVC from Chromium through the SDK: a webcam published as VP9 with three spatial and three
-// temporal layers in one stream (L3T3_KEY), described by the dependency descriptor; the relay
-// sends each subscriber the layers its element shows, dropping the others.
+// SVC from Chromium through the SDK: a webcam published as VP9 (and AV1) with three spatial and
+// three temporal layers in one stream (L3T3_KEY), described by the dependency descriptor; the
+// relay sends each subscriber the layers its element shows and its link carries, dropping the
+// others.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launch, joinPage, expectPlaying, until } from './harness.mjs';
@@ -49,38 +50,38 @@ async function subscribeInto(page, feedId, style, options) {
   );
 }
 
-test('a VP9 SVC webcam: the whole picture to a large element, the low spatial layer to a small one', async () => {
+for (const codec of ['VP9', 'AV1']) test(`a ${codec} SVC webcam: the whole picture to a large element, the low spatial layer to a small one`, async () => {
   const server = await startServer();
   const browser = await launch();
   try {
-    const a = await joinPage(browser.context, server, 'svc-1', 'alice');
-    const big = await joinPage(browser.context, server, 'svc-1', 'bob');
-    const small = await joinPage(browser.context, server, 'svc-1', 'carol');
-    const feed = await a.evaluate(async () => {
+    const a = await joinPage(browser.context, server, `svc-1-${codec}`, 'alice');
+    const big = await joinPage(browser.context, server, `svc-1-${codec}`, 'bob');
+    const small = await joinPage(browser.context, server, `svc-1-${codec}`, 'carol');
+    const feed = await a.evaluate(async (codec) => {
       const v = document.createElement('video');
       document.body.append(v);
-      const f = await window.session.publish({ source: 'webcam', target: v, codec: 'VP9', svc: 'L3T3_KEY' });
+      const f = await window.session.publish({ source: 'webcam', target: v, codec, svc: 'L3T3_KEY' });
       return f.feedId;
-    });
+    }, codec);
     const bigVideo = await subscribeInto(big, feed, {}, { adaptive: false });
     const smallVideo = await subscribeInto(small, feed, { width: '320px', height: '180px' }, {});
     await expectPlaying(big, bigVideo);
     await expectPlaying(small, smallVideo);
     const sent = await until(() => sending(a), (s) => s?.width === 1280, 15_000);
-    console.log(`svc: publisher ${JSON.stringify(sent)}`);
-    assert.equal(sent.codec, 'video/VP9');
+    console.log(`svc ${codec}: publisher ${JSON.stringify(sent)}`);
+    assert.equal(sent.codec, `video/${codec}`);
     assert.equal(sent.scalabilityMode, 'L3T3_KEY');
     // The large element gets the top spatial layer, the small one the lowest.
     const whole = await until(() => receiving(big), (r) => r.width === 1280, 20_000);
     const low = await until(() => receiving(small), (r) => r.width === 320, 20_000);
-    console.log(`svc: large element ${JSON.stringify(whole)}, small element ${JSON.stringify(low)}`);
+    console.log(`svc ${codec}: large element ${JSON.stringify(whole)}, small element ${JSON.stringify(low)}`);
     // And go on decoding there, the small element for a fraction of the bytes: its frames
     // of the other layers were dropped, not sent.
     const [bigBefore, smallBefore] = [await receiving(big), await receiving(small)];
     await new Promise((r) => setTimeout(r, 3000));
     const [bigAfter, smallAfter] = [await receiving(big), await receiving(small)];
     const rate = (a, b) => ((b.bytesReceived - a.bytesReceived) * 8) / 3000;
-    console.log(`svc: over 3 s, large ${rate(bigBefore, bigAfter).toFixed(0)} kbit/s (${bigAfter.framesDecoded - bigBefore.framesDecoded} frames), small ${rate(smallBefore, smallAfter).toFixed(0)} kbit/s (${smallAfter.framesDecoded - smallBefore.framesDecoded} frames)`);
+    console.log(`svc ${codec}: over 3 s, large ${rate(bigBefore, bigAfter).toFixed(0)} kbit/s (${bigAfter.framesDecoded - bigBefore.framesDecoded} frames), small ${rate(smallBefore, smallAfter).toFixed(0)} kbit/s (${smallAfter.framesDecoded - smallBefore.framesDecoded} frames)`);
     assert.equal(smallAfter.width, 320);
     assert.equal(bigAfter.width, 1280);
     assert.ok(smallAfter.framesDecoded > smallBefore.framesDecoded + 30);
