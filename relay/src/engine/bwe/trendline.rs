@@ -49,8 +49,12 @@ pub struct Trendline {
     first_arrival_ms: Option<f64>,
     accumulated_delay: f64,
     smoothed_delay: f64,
-    /// (arrival ms since the first, smoothed delay), the last [`WINDOW`].
-    history: std::collections::VecDeque<(f64, f64)>,
+    /// (arrival ms since the first, smoothed delay) of the last [`WINDOW`] groups, in no
+    /// order (a least-squares fit does not need one): `len` of them, the next written at
+    /// `next`. Kept inline: each subscriber's detector is cold when its feedback comes.
+    history: [(f64, f64); WINDOW],
+    len: usize,
+    next: usize,
     threshold: f64,
     last_threshold_update_ms: Option<f64>,
     previous_trend: f64,
@@ -66,7 +70,9 @@ impl Default for Trendline {
             first_arrival_ms: None,
             accumulated_delay: 0.0,
             smoothed_delay: 0.0,
-            history: std::collections::VecDeque::with_capacity(WINDOW + 1),
+            history: [(0.0, 0.0); WINDOW],
+            len: 0,
+            next: 0,
             threshold: INITIAL_THRESHOLD,
             last_threshold_update_ms: None,
             previous_trend: 0.0,
@@ -91,12 +97,10 @@ impl Trendline {
         self.accumulated_delay += delay;
         self.smoothed_delay =
             SMOOTHING * self.smoothed_delay + (1.0 - SMOOTHING) * self.accumulated_delay;
-        self.history
-            .push_back((d.arrival_ms - first, self.smoothed_delay));
-        if self.history.len() > WINDOW {
-            self.history.pop_front();
-        }
-        let trend = if self.history.len() == WINDOW {
+        self.history[self.next] = (d.arrival_ms - first, self.smoothed_delay);
+        self.next = (self.next + 1) % WINDOW;
+        self.len = (self.len + 1).min(WINDOW);
+        let trend = if self.len == WINDOW {
             slope(&self.history).unwrap_or(self.previous_trend)
         } else {
             self.previous_trend
@@ -155,7 +159,7 @@ impl Trendline {
 }
 
 /// Least-squares slope of y against x; None when every x is the same.
-fn slope(points: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let n = points.len() as f64;
     let (sx, sy) = points
         .iter()
@@ -239,10 +243,9 @@ mod tests {
 
     #[test]
     fn slope_of_a_line() {
-        let pts: std::collections::VecDeque<(f64, f64)> =
-            (0..5).map(|i| (i as f64, 3.0 * i as f64 + 1.0)).collect();
+        let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, 3.0 * i as f64 + 1.0)).collect();
         assert!((slope(&pts).unwrap() - 3.0).abs() < 1e-12);
-        let flat: std::collections::VecDeque<(f64, f64)> = (0..5).map(|_| (1.0, 2.0)).collect();
+        let flat: Vec<(f64, f64)> = (0..5).map(|_| (1.0, 2.0)).collect();
         assert_eq!(slope(&flat), None);
     }
 }
