@@ -594,9 +594,9 @@ fn sized(layer: usize, frame: u16, keyframe: bool, size: usize) -> Vec<u8> {
 fn a_probe_repeats_only_packets_that_left_the_pacer() {
     let mut h = harness(1);
     publish_simulcast(&mut h);
-    // A fast link, so that feedback flows and the allocator decides; layer 2 (2.9 Mbit/s)
-    // does not fit the first estimate (1 Mbit/s), so it probes for it. Layer 1 sends a
-    // keyframe of 60 packets every second, more than a pacer burst: its tail waits.
+    // A fast link, so that feedback flows and the estimator probes (at the start, 3 and 6
+    // times its first estimate; later for layers that do not fit). Layer 1 sends a keyframe
+    // of 60 packets every second, more than a pacer burst: its tail waits.
     let mut link = Downlink::new(20_000_000.0, Duration::from_millis(10));
     let t0 = h.now;
     let mut departed = std::collections::HashSet::new();
@@ -643,6 +643,6 @@ fn a_probe_repeats_only_packets_that_left_the_pacer() {
         }
     }
     let stats = h.worker.stats();
-    assert!(probes > 20, "{probes} probe packets");
+    assert!(probes >= 10, "{probes} probe packets");
     assert!(stats.rtp_paced > 100, "{} paced", stats.rtp_paced);
 }

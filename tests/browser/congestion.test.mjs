@@ -53,7 +53,9 @@ test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', as
     while (Date.now() - start < RAMP_LIMIT_MS + (Number(process.env.CC_EXTRA_MS) || 5_000)) {
       const s = await sending(a);
       const t = Date.now() - start;
-      samples.push({ t, ...s });
+      // And what the subscriber is sent: dynacast turns off the layers no one receives.
+      const q = await b.evaluate(() => window.session.quality());
+      samples.push({ t, ...s, subscriber: { estimate: q.estimateBps, layer: q.subscriptions[0]?.current } });
       if (reached === null && s.targetBitrate >= TARGET && s.available >= TARGET) reached = t;
       await new Promise((r) => setTimeout(r, 1000));
     }

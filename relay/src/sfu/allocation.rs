@@ -9,8 +9,13 @@
 //! grown yet says nothing, and a pause costs a keyframe), and comes back like a move up: when
 //! its lowest layer fits with headroom after the dwell. Then:
 //!
-//! - **down at once**: a subscription whose layer no longer fits is moved down at the next
-//!   decision, so that a link that shrank stops queueing within a fraction of a second;
+//! - **down at once, when the link pushes back**: a subscription whose layer no longer fits
+//!   is moved down at the next decision where the link shows a queue or loss, so that a link
+//!   that shrank stops queueing within a fraction of a second. Where it shows neither, the
+//!   estimate is below what is sent only because it has not grown yet (it starts at a guess
+//!   and grows to about 1.5 times what was delivered), and what is sent stays: a fresh
+//!   subscriber of a 1.2 Mbit/s layer was moved down on the starting 1 Mbit/s before any
+//!   measurement, and the layer it left was turned off at the publisher;
 //! - **up only when proven, and not too soon**: an estimate only grows to about 1.5 times what
 //!   was delivered, so a subscriber held on a low layer cannot learn by itself that a better
 //!   one would fit. When the next layer up does not fit, the allocator asks for a probe at the
@@ -153,10 +158,15 @@ impl Allocator {
             let best = d.best_within(estimate - allocated);
             let with_headroom = d.best_within(estimate / UP_HEADROOM - allocated);
             let target = match (d.current, best) {
+                // Less room than it takes, but the link does not push back: the estimate
+                // has not grown to it yet.
+                (Some(current), best) if !congested && best.is_none_or(|b| b < current) => {
+                    Some(current.min(d.max))
+                }
                 (Some(_), None) => {
                     // No room even for the lowest on a link that pushes back: held there for
                     // a while, then paused.
-                    short = congested;
+                    short = true;
                     let paused = self
                         .short_since
                         .is_some_and(|at| now.saturating_duration_since(at) >= PAUSE_AFTER);
@@ -259,6 +269,20 @@ mod tests {
         paused.max = 1;
         let d = a.decide(t0, 2_200_000.0, 0.0, true, &[paused]);
         assert_eq!(d.targets, vec![Some(0)]);
+    }
+
+    #[test]
+    fn an_estimate_that_has_not_grown_yet_moves_nothing_down_until_the_link_pushes_back() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        // The starting guess, 1 Mbit/s, under the top layer: no queue, no loss, so it stays.
+        for i in 0..8 {
+            let d = a.decide(t0 + i * INTERVAL, 1_000_000.0, 0.0, false, &[demand(2)]);
+            assert_eq!(d.targets, vec![Some(2)]);
+        }
+        // A queue: down at once.
+        let d = a.decide(t0 + 8 * INTERVAL, 1_000_000.0, 0.0, true, &[demand(2)]);
+        assert_eq!(d.targets, vec![Some(1)]);
     }
 
     #[test]
