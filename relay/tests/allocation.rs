@@ -1,5 +1,5 @@
 //! Allocation across a subscriber's video feeds through a whole worker, in virtual time: two
-//! cameras of 600 kbit/s each into a 1 Mbit/s link fit one at a time; the dominant speaker's
+//! cameras of 540 kbit/s each into a 1 Mbit/s link fit one at a time; the dominant speaker's
 //! is the one kept, and when the speaker changes, the videos change places.
 
 use std::time::Duration;
@@ -36,7 +36,7 @@ fn paused(h: &Harness, feed: &str) -> Option<Pause> {
         .paused
 }
 
-/// Run `seconds` more of both cameras (600 kbit/s each) into the subscriber's link.
+/// Run `seconds` more of both cameras (540 kbit/s each) into the subscriber's link.
 fn run(h: &mut Harness, link: &mut Downlink, seq: &mut u16, seconds: u64) {
     let end = h.now + Duration::from_secs(seconds);
     let mut next_send = h.now;
@@ -48,7 +48,7 @@ fn run(h: &mut Harness, link: &mut Downlink, seq: &mut u16, seconds: u64) {
                 h.clients[0].protect_rtp(&mut p).expect("seal");
                 h.worker.handle_receive(h.now, None, h.publisher, &p);
             }
-            next_send += Duration::from_millis(16);
+            next_send += Duration::from_millis(18);
         }
         for (plain, wire) in h.rtp_to(0) {
             let number = rtp::transport_sequence(&plain, TWCC_EXTENSION).expect("numbered");

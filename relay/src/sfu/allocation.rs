@@ -9,19 +9,20 @@
 //! grown yet says nothing, and a pause costs a keyframe), and comes back like a move up: when
 //! its lowest layer fits with headroom after the dwell. Then:
 //!
-//! - **down at once, when the link pushes back**: a subscription whose layer no longer fits
-//!   is moved down at the next decision where the link shows a queue or loss, so that a link
-//!   that shrank stops queueing within a fraction of a second. Where it shows neither, the
-//!   estimate is below what is sent only because it has not grown yet (it starts at a guess
-//!   and grows to about 1.5 times what was delivered), and what is sent stays: a fresh
-//!   subscriber of a 1.2 Mbit/s layer was moved down on the starting 1 Mbit/s before any
-//!   measurement, and the layer it left was turned off at the publisher;
+//! - **down at once**: a subscription whose layer no longer fits is moved down at the next
+//!   decision, so that a link that shrank stops queueing within a fraction of a second. But
+//!   where everything sent is more than the estimate and the link shows no queue and no
+//!   loss, the estimate has just not grown yet (it starts at a guess and grows to about 1.5
+//!   times what was delivered), and what is sent stays: a fresh subscriber of a 1.2 Mbit/s
+//!   layer was moved down on the starting 1 Mbit/s before any measurement, and the layer it
+//!   left was turned off at the publisher;
 //! - **up only when proven, and not too soon**: an estimate only grows to about 1.5 times what
 //!   was delivered, so a subscriber held on a low layer cannot learn by itself that a better
 //!   one would fit. When the next layer up does not fit, the allocator asks for a probe at the
 //!   rate that would carry it; the probe's result raises the estimate if the path has room, and
 //!   the next decision moves up. A move up needs the better layer to fit with
-//!   [`UP_HEADROOM`] to spare, and waits [`UP_DWELL`] after the last move; a move up that had
+//!   [`UP_HEADROOM`] to spare (or within what is sent now, which the link carries: where a
+//!   video before another takes the room the other had, the other is paused at once), and waits [`UP_DWELL`] after the last move; a move up that had
 //!   to be taken back within [`FAILED_UP`] doubles that wait (up to [`MAX_UP_DWELL`]), so that
 //!   a link whose estimate keeps overshooting costs a freeze a minute at most, not one every
 //!   few seconds.
@@ -53,6 +54,11 @@ pub const MAX_UP_DWELL: Duration = Duration::from_secs(64);
 /// A better layer is moved to only where the estimate covers it with this share to spare: an
 /// estimate just at a layer's rate leaves nothing for its keyframes and retransmissions.
 pub const UP_HEADROOM: f64 = 1.15;
+
+/// What is sent now, as room a video may move up into without headroom, is taken to be this
+/// much larger: two cameras of the same rate measure a few percent apart from one window to
+/// the next, and one would otherwise never take the other's place.
+const SWAP_SLACK: f64 = 1.1;
 
 /// A probe asks for this much more than the layers it is for need, so that a result just at
 /// their rate is not too tight to move up with (above [`UP_HEADROOM`]).
@@ -122,6 +128,13 @@ pub struct Allocator {
 }
 
 impl Allocator {
+    /// The order of what it decides on changed (another dominant speaker): the next
+    /// decision may move at once, whatever the wait after the last move.
+    pub fn reorder(&mut self) {
+        self.last_move = None;
+        self.last_decision = None;
+    }
+
     /// Whether a decision is due at `now`.
     pub fn due(&self, now: Instant) -> bool {
         self.last_decision
@@ -149,6 +162,19 @@ impl Allocator {
         let mut decision = Decision::default();
         let mut wanted_more = 0.0;
         let mut short = false;
+        // What is sent now. Where it is more than the estimate and the link does not push
+        // back, the estimate has not grown to it yet: nothing is moved down for it.
+        let sent = fixed
+            + demands
+                .iter()
+                .map(|d| d.cost(d.current.map(|c| c.min(d.max))))
+                .sum::<f64>();
+        let stale = !congested && sent > estimate;
+        // Room the link carries now needs no headroom: a video may move up into what one
+        // after it gives up (the dominant speaker's, paused, into another camera's).
+        let up_budget = (estimate / UP_HEADROOM).max((sent * SWAP_SLACK).min(estimate));
+        // A video before took room that those after it had.
+        let mut taken = false;
         for d in demands {
             let Some(lowest) = d.flowing().next() else {
                 // Nothing flows: nothing to decide.
@@ -156,20 +182,19 @@ impl Allocator {
                 continue;
             };
             let best = d.best_within(estimate - allocated);
-            let with_headroom = d.best_within(estimate / UP_HEADROOM - allocated);
+            let with_headroom = d.best_within(up_budget - allocated);
             let target = match (d.current, best) {
-                // Less room than it takes, but the link does not push back: the estimate
-                // has not grown to it yet.
-                (Some(current), best) if !congested && best.is_none_or(|b| b < current) => {
+                (Some(current), best) if stale && best.is_none_or(|b| b < current) => {
                     Some(current.min(d.max))
                 }
                 (Some(_), None) => {
                     // No room even for the lowest on a link that pushes back: held there for
-                    // a while, then paused.
-                    short = true;
-                    let paused = self
-                        .short_since
-                        .is_some_and(|at| now.saturating_duration_since(at) >= PAUSE_AFTER);
+                    // a while, then paused; at once where a video before it took the room.
+                    short = congested || taken;
+                    let paused = taken
+                        || self
+                            .short_since
+                            .is_some_and(|at| now.saturating_duration_since(at) >= PAUSE_AFTER);
                     (!paused).then_some(lowest)
                 }
                 (Some(current), Some(best)) if best < current => Some(best),
@@ -185,6 +210,7 @@ impl Allocator {
                 (None, _) if may_go_up => with_headroom,
                 (None, _) => None,
             };
+            taken |= d.cost(target) > d.cost(d.current);
             allocated += d.cost(target);
             best_total += d
                 .flowing()
@@ -283,6 +309,26 @@ mod tests {
         // A queue: down at once.
         let d = a.decide(t0 + 8 * INTERVAL, 1_000_000.0, 0.0, true, &[demand(2)]);
         assert_eq!(d.targets, vec![Some(1)]);
+    }
+
+    #[test]
+    fn a_video_first_in_order_takes_the_room_of_one_after_it() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        // Two cameras of 600 kbit/s and room for one: the second is shown, the first (the
+        // dominant speaker now) paused. It takes the second's room, though that leaves less
+        // than the headroom a move up into new room needs, and the second is paused at once.
+        let camera = |current| Demand {
+            rates: vec![Some(600_000.0)],
+            current,
+            max: 0,
+        };
+        let d = a.decide(t0, 655_000.0, 0.0, false, &[camera(None), camera(Some(0))]);
+        assert_eq!(d.targets, vec![Some(0), None]);
+        // Without another video to give room, the same estimate does not resume it.
+        let mut alone = Allocator::default();
+        let d = alone.decide(t0, 655_000.0, 0.0, false, &[camera(None)]);
+        assert_eq!(d.targets, vec![None]);
     }
 
     #[test]

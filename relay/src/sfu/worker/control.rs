@@ -625,13 +625,17 @@ impl Worker {
 
     /// The dominant speaker's video feeds in session `sid` (signalling decides who that is):
     /// where a subscriber's link cannot carry every video, they come right after screen
-    /// shares.
+    /// shares. A new speaker is served at the next decision: the wait before a move up is
+    /// for probing new room, not for a change of who comes first.
     pub fn set_speaker_feeds(&mut self, sid: &Sid, feeds: Vec<FeedId>) -> Result<(), ControlError> {
         let skey = self.session_key(sid)?;
-        self.sessions
-            .get_mut(&skey)
-            .expect("session_key found it")
-            .speaker_feeds = feeds;
+        let session = self.sessions.get_mut(&skey).expect("session_key found it");
+        if session.speaker_feeds != feeds {
+            session.speaker_feeds = feeds;
+            for p in self.participants.values_mut().filter(|p| p.session == skey) {
+                p.allocator.reorder();
+            }
+        }
         Ok(())
     }
 
