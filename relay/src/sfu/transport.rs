@@ -341,6 +341,12 @@ impl Transport {
         self.bwe.as_ref().map(|(_, b)| b.estimate())
     }
 
+    /// Whether the estimated link ever pushed back (a queue, or loss) since the participant
+    /// joined.
+    pub fn pushed_back(&self) -> bool {
+        self.bwe.as_ref().is_some_and(|(_, b)| b.pushed_back())
+    }
+
     /// Whether the estimated link pushed back lately (a queue, or loss).
     pub fn congested(&self, now: Instant) -> bool {
         self.bwe.as_ref().is_some_and(|(_, b)| b.congested(now))

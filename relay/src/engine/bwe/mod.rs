@@ -80,6 +80,9 @@ pub struct BandwidthEstimator {
     estimate: f64,
     /// When the delay last said a queue was growing.
     last_overuse: Option<Instant>,
+    /// The link ever pushed back (a queue grew, or more than 10% was lost): the estimate
+    /// has been measured against it, not only grown from the starting guess.
+    pushed_back: bool,
 }
 
 /// The link counts as congested this long after the delay last said a queue was growing.
@@ -100,6 +103,7 @@ impl BandwidthEstimator {
             results: Vec::new(),
             estimate: config.start.clamp(config.min, config.max),
             last_overuse: None,
+            pushed_back: false,
         }
     }
 
@@ -111,6 +115,12 @@ impl BandwidthEstimator {
             || self
                 .last_overuse
                 .is_some_and(|at| now.saturating_duration_since(at) < CONGESTION_HOLD)
+    }
+
+    /// Whether the link ever pushed back ([`BandwidthEstimator::congested`] at some
+    /// feedback): until then the estimate is the starting guess or what grew from it.
+    pub fn pushed_back(&self) -> bool {
+        self.pushed_back
     }
 
     /// The estimate, bit/s.
@@ -193,6 +203,7 @@ impl BandwidthEstimator {
             self.loss.raise_to(delay_rate);
         }
         self.loss.update(now, received, lost, acked);
+        self.pushed_back |= self.congested(now);
         self.loss.cap(delay_rate);
         self.estimate = self.loss.bitrate();
         self.controller

@@ -169,6 +169,7 @@ impl Worker {
         adaptive.sort_by_key(|a| (a.0, a.1 .0));
         let demands: Vec<Demand> = adaptive.iter().map(|a| a.3.clone()).collect();
         let congested = p.transport.congested(now);
+        p.allocator.set_untested(!p.transport.pushed_back());
         let decision = p
             .allocator
             .decide(now, estimate, fixed, congested, &demands);
