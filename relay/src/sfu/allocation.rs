@@ -128,6 +128,8 @@ pub struct Allocator {
     /// The link has never pushed back: an estimate below what is sent is the starting
     /// guess, or what grew from it, and not a measure of the link.
     untested: bool,
+    /// The order changed since the last decision ([`Allocator::reorder`]).
+    reordered: bool,
 }
 
 impl Allocator {
@@ -138,9 +140,10 @@ impl Allocator {
     }
 
     /// The order of what it decides on changed (another dominant speaker): the next
-    /// decision may move at once, whatever the wait after the last move.
+    /// decision may give a video the room of those after it at once, whatever the wait after
+    /// the last move (which is for moving up into room the link has not carried yet).
     pub fn reorder(&mut self) {
-        self.last_move = None;
+        self.reordered = true;
         self.last_decision = None;
     }
 
@@ -183,7 +186,15 @@ impl Allocator {
         let stale = self.untested && !congested && sent > estimate;
         // Room the link carries now needs no headroom: a video may move up into what one
         // after it gives up (the dominant speaker's, paused, into another camera's).
-        let up_budget = (estimate / UP_HEADROOM).max((sent * SWAP_SLACK).min(estimate));
+        let carried = (sent * SWAP_SLACK).min(estimate);
+        // How far a video may move up now: with headroom, or into what the link carries
+        // after the wait; only into what it carries where just the order changed.
+        let up_budget = if may_go_up {
+            Some((estimate / UP_HEADROOM).max(carried))
+        } else {
+            self.reordered.then_some(carried)
+        };
+        self.reordered = false;
         // A video before took room that those after it had.
         let mut taken = false;
         for d in demands {
@@ -193,7 +204,7 @@ impl Allocator {
                 continue;
             };
             let best = d.best_within(estimate - allocated);
-            let with_headroom = d.best_within(up_budget - allocated);
+            let with_headroom = up_budget.and_then(|b| d.best_within(b - allocated));
             let target = match (d.current, best) {
                 (Some(current), best) if stale && best.is_none_or(|b| b < current) => {
                     Some(current.min(d.max))
@@ -210,7 +221,7 @@ impl Allocator {
                 }
                 (Some(current), Some(best)) if best < current => Some(best),
                 // Up only as far as fits with headroom; never down for want of it.
-                (Some(current), Some(best)) if may_go_up => Some(
+                (Some(current), Some(best)) if up_budget.is_some() => Some(
                     with_headroom
                         .unwrap_or(lowest)
                         .max(current.min(d.max))
@@ -218,7 +229,7 @@ impl Allocator {
                 ),
                 (Some(current), Some(_)) => Some(current.min(d.max)),
                 // Paused: back like a move up, when the lowest fits with headroom.
-                (None, _) if may_go_up => with_headroom,
+                (None, _) if up_budget.is_some() => with_headroom,
                 (None, _) => None,
             };
             taken |= d.cost(target) > d.cost(d.current);
@@ -346,6 +357,41 @@ mod tests {
         let mut alone = Allocator::default();
         let d = alone.decide(t0, 655_000.0, 0.0, false, &[camera(None)]);
         assert_eq!(d.targets, vec![None]);
+        // Right after a move, only a change of order lets one take another's room; and
+        // then not room the link has not carried.
+        let t1 = t0 + INTERVAL;
+        let d = a.decide(t1, 655_000.0, 0.0, false, &[camera(Some(0)), camera(None)]);
+        assert_eq!(d.targets, vec![Some(0), None]);
+        let d = a.decide(
+            t1 + INTERVAL,
+            655_000.0,
+            0.0,
+            false,
+            &[camera(None), camera(Some(0))],
+        );
+        assert_eq!(
+            d.targets,
+            vec![None, Some(0)],
+            "no change of order: the wait holds"
+        );
+        a.reorder();
+        let d = a.decide(
+            t1 + 2 * INTERVAL,
+            655_000.0,
+            0.0,
+            false,
+            &[camera(None), camera(Some(0))],
+        );
+        assert_eq!(d.targets, vec![Some(0), None]);
+        let mut capped = Allocator::default();
+        capped.decide(t0, 400_000.0, 0.0, true, &[demand(2)]);
+        capped.reorder();
+        let d = capped.decide(t0 + INTERVAL, 400_000.0, 40_000.0, false, &[demand(0)]);
+        assert_eq!(
+            d.targets,
+            vec![Some(0)],
+            "a change of order is no move up into new room"
+        );
     }
 
     #[test]
