@@ -7,40 +7,13 @@
 // inactive) and on again when a subscriber's element grows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, publishWebcam, until } from './harness.mjs';
+import { startServer, launch, joinPage, publishWebcam, until, inboundVideo as receiving, subscribeInto } from './harness.mjs';
 import { startLinkServer, linkedBrowsers } from './link.mjs';
 
 /** A downlink that carries audio but not audio and the lowest layer (about 100 kbit/s). */
 const NARROW_KBIT = 80;
 /** How long after the link widens the video may take to resume. */
 const RESUME_MS = 20_000;
-
-/** What a page's video subscription decodes now. */
-async function receiving(page) {
-  return page.evaluate(async () => {
-    const out = { width: 0, framesDecoded: 0, bytesReceived: 0 };
-    (await window.session.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        Object.assign(out, { width: s.frameWidth ?? 0, framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived });
-      }
-    });
-    return out;
-  });
-}
-
-/** Subscribe to `feedId` into a new video element of `style`. */
-async function subscribeInto(page, feedId, style) {
-  await page.evaluate(
-    async ({ feedId, style }) => {
-      const v = document.createElement('video');
-      v.id = 'remote';
-      Object.assign(v.style, style);
-      document.body.append(v);
-      await window.session.subscribe(feedId, v);
-    },
-    { feedId, style },
-  );
-}
 
 /** The events named `name` the page saw so far. */
 async function seen(page, name) {
@@ -54,7 +27,7 @@ test('a 320x180 element gets the 320x180 layer; hidden, its video is paused, the
     const pub = await joinPage(browser.context, server, 'adaptive-1', 'pub');
     const small = await joinPage(browser.context, server, 'adaptive-1', 'small');
     const feed = await publishWebcam(pub);
-    await subscribeInto(small, feed, { width: '320px', height: '180px' });
+    const id = await subscribeInto(small, feed, { width: '320px', height: '180px' });
     // On the 320x180 layer, and staying there (the link would carry the top one).
     const low = await until(() => receiving(small), (r) => r.width === 320 && r.framesDecoded > 30, 15_000);
     await new Promise((r) => setTimeout(r, 5000));
@@ -64,7 +37,7 @@ test('a 320x180 element gets the 320x180 layer; hidden, its video is paused, the
     assert.ok(still.framesDecoded > low.framesDecoded + 60, JSON.stringify(still));
 
     // Hidden: paused, for that reason, and nothing more arrives.
-    await small.evaluate(() => (document.getElementById('remote').style.display = 'none'));
+    await small.evaluate((id) => (document.getElementById(id).style.display = 'none'), id);
     await small.waitForFunction(() => window.events.some((e) => e.ev === 'feed-paused'), null, { timeout: 5000 });
     assert.deepEqual(await seen(small, 'feed-paused'), [{ feedId: feed, reason: 'hidden' }]);
     await new Promise((r) => setTimeout(r, 1000));
@@ -84,7 +57,7 @@ test('a 320x180 element gets the 320x180 layer; hidden, its video is paused, the
 
     // Shown again: resumed, and decoding within a few seconds.
     const shownAt = Date.now();
-    await small.evaluate(() => (document.getElementById('remote').style.display = ''));
+    await small.evaluate((id) => (document.getElementById(id).style.display = ''), id);
     await small.waitForFunction(() => window.events.some((e) => e.ev === 'feed-resumed'), null, { timeout: 5000 });
     const back = await until(() => receiving(small), (r) => r.framesDecoded > later.framesDecoded + 10, 5000);
     console.log(`adaptive: shown again, decoding after ${Date.now() - shownAt} ms: ${JSON.stringify(back)}`);
@@ -168,7 +141,7 @@ test('layers nobody receives are turned off at the publisher, and on again when 
     const pub = await joinPage(browser.context, server, 'adaptive-3', 'pub');
     const small = await joinPage(browser.context, server, 'adaptive-3', 'small');
     const feed = await publishWebcam(pub);
-    await subscribeInto(small, feed, { width: '320px', height: '180px' });
+    const id = await subscribeInto(small, feed, { width: '320px', height: '180px' });
     await until(() => receiving(small), (r) => r.width === 320 && r.framesDecoded > 30, 15_000);
     // Only the 320x180 layer is received: the publisher's other encodings go inactive.
     const start = Date.now();
@@ -176,7 +149,7 @@ test('layers nobody receives are turned off at the publisher, and on again when 
     console.log(`adaptive: encodings ${JSON.stringify(off)} ${Date.now() - start} ms after the subscriber was on the low layer`);
     // The element grows to 1280x720: the top layer is turned on and received.
     const grownAt = Date.now();
-    await small.evaluate(() => Object.assign(document.getElementById('remote').style, { width: '1280px', height: '720px' }));
+    await small.evaluate((id) => Object.assign(document.getElementById(id).style, { width: '1280px', height: '720px' }), id);
     const on = await until(() => encodingsActive(pub), (e) => e.f?.active, 10_000);
     const big = await until(() => receiving(small), (r) => r.width === 1280, 20_000,
       async () => ({ quality: await small.evaluate(() => window.session.quality()), publisher: await encodingsActive(pub) }));

@@ -295,3 +295,39 @@ export async function expectPlaying(page, videoId, timeoutMs = 15000) {
   const s = await videoState(page, videoId);
   throw new Error(`${videoId} is not playing: ${JSON.stringify(s)}`);
 }
+
+/** What a page's video subscription decodes now, as getStats() says: frame width, frames
+ * decoded, bytes received, and freezes (total seconds and count). */
+export async function inboundVideo(page) {
+  return page.evaluate(async () => {
+    const out = { width: 0, framesDecoded: 0, bytesReceived: 0, freezes: 0, freezeCount: 0 };
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        Object.assign(out, {
+          width: s.frameWidth ?? 0,
+          framesDecoded: s.framesDecoded ?? 0,
+          bytesReceived: s.bytesReceived ?? 0,
+          freezes: s.totalFreezesDuration ?? 0,
+          freezeCount: s.freezeCount ?? 0,
+        });
+      }
+    });
+    return out;
+  });
+}
+
+/** Subscribe to `feedId` into a new video element of CSS `style`, with the SDK's subscribe
+ * `options`; returns the element's id. */
+export async function subscribeInto(page, feedId, style = {}, options = {}) {
+  return page.evaluate(
+    async ({ feedId, style, options }) => {
+      const v = document.createElement('video');
+      v.id = `remote-${feedId}`;
+      Object.assign(v.style, style);
+      document.body.append(v);
+      await window.session.subscribe(feedId, v, options);
+      return v.id;
+    },
+    { feedId, style, options },
+  );
+}

@@ -5,31 +5,13 @@
 // the full resolution within 15 s. Layer changes are counted: no flapping on a steady link.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
+import { joinPage, publishWebcam, subscribe, expectPlaying, inboundVideo as receiving } from './harness.mjs';
 import { startLinkServer, linkedBrowsers } from './link.mjs';
 
 const CAP_KBIT = 400;
 const SETTLE_MS = Number(process.env.QUALITY_SETTLE_MS) || 20_000;
 const WATCH_MS = Number(process.env.QUALITY_WATCH_MS) || 20_000;
 const RECOVER_MS = 15_000;
-
-/** What a subscriber decodes now. */
-async function receiving(page) {
-  return page.evaluate(async () => {
-    const out = { width: 0, framesDecoded: 0, freezes: 0, freezeCount: 0 };
-    (await window.session.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        Object.assign(out, {
-          width: s.frameWidth ?? 0,
-          framesDecoded: s.framesDecoded ?? 0,
-          freezes: s.totalFreezesDuration ?? 0,
-          freezeCount: s.freezeCount ?? 0,
-        });
-      }
-    });
-    return out;
-  });
-}
 
 /** Sample the pages' widths once a second for `ms`; returns the samples and, per page, how
  * often the width changed. */

@@ -3,7 +3,7 @@
 // subscriber receives one of them as one stream.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying, until } from './harness.mjs';
+import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying, until, inboundVideo as receiving } from './harness.mjs';
 
 /** The publisher's video encodings, as getStats() reports them: rid → width and bytes sent. */
 async function encodings(page) {
@@ -12,19 +12,6 @@ async function encodings(page) {
     (await window.session.pc.getStats()).forEach((s) => {
       if (s.type === 'outbound-rtp' && s.kind === 'video') {
         out[s.rid ?? '-'] = { width: s.frameWidth ?? 0, bytesSent: s.bytesSent, active: s.active };
-      }
-    });
-    return out;
-  });
-}
-
-/** What a subscriber decodes: width, frames decoded, freezes. */
-async function receiving(page) {
-  return page.evaluate(async () => {
-    const out = { width: 0, framesDecoded: 0, freezes: 0 };
-    (await window.session.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        Object.assign(out, { width: s.frameWidth ?? 0, framesDecoded: s.framesDecoded, freezes: s.totalFreezesDuration });
       }
     });
     return out;

@@ -4,7 +4,7 @@
 // others.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, expectPlaying, until } from './harness.mjs';
+import { startServer, launch, joinPage, expectPlaying, until, inboundVideo as receiving, subscribeInto } from './harness.mjs';
 import { startLinkServer, linkedBrowsers } from './link.mjs';
 
 /** The publisher's one video encoding as getStats() reports it. */
@@ -20,34 +20,6 @@ async function sending(page) {
     });
     return out;
   });
-}
-
-/** What a subscriber decodes: width, frames decoded, bytes received. */
-async function receiving(page) {
-  return page.evaluate(async () => {
-    const out = { width: 0, framesDecoded: 0, bytesReceived: 0 };
-    (await window.session.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        Object.assign(out, { width: s.frameWidth ?? 0, framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived });
-      }
-    });
-    return out;
-  });
-}
-
-/** Subscribe to `feedId` into a new video element of `style`, with the SDK's `options`. */
-async function subscribeInto(page, feedId, style, options) {
-  return page.evaluate(
-    async ({ feedId, style, options }) => {
-      const v = document.createElement('video');
-      v.id = `remote-${feedId}`;
-      Object.assign(v.style, style);
-      document.body.append(v);
-      await window.session.subscribe(feedId, v, options);
-      return v.id;
-    },
-    { feedId, style, options },
-  );
 }
 
 for (const codec of ['VP9', 'AV1']) test(`a ${codec} SVC webcam: the whole picture to a large element, the low spatial layer to a small one`, async () => {

@@ -40,6 +40,22 @@ impl BitWriter {
     }
 }
 
+/// The start of a descriptor (frame 1, start and end of frame) whose structure has one
+/// decode target and `count + 1` templates, each a layer above the one before: `idc` 1 a
+/// temporal layer, 2 a spatial one. The templates' DTIs and the rest are the caller's.
+fn stacked_templates(idc: u32, count: u32) -> BitWriter {
+    let mut w = BitWriter::default();
+    w.put(24, 0x80_0001);
+    w.put(5, 0b10000);
+    w.put(6, 0);
+    w.put(5, 0);
+    for _ in 0..count {
+        w.put(2, idc);
+    }
+    w.put(2, 3);
+    w
+}
+
 /// A template as the specification's tables write it: DTIs as `-`, `D`, `S`, `R`.
 struct T {
     s: u8,
@@ -674,29 +690,13 @@ fn structures_beyond_the_limits_are_refused() {
     );
     // A fifth spatial layer, a ninth temporal layer.
     for (idc, count) in [(2, 4), (1, 8)] {
-        let mut w = BitWriter::default();
-        w.put(24, 0x80_0001);
-        w.put(5, 0b10000);
-        w.put(6, 0);
-        w.put(5, 0);
-        for _ in 0..count {
-            w.put(2, idc);
-        }
-        w.put(2, 3);
+        let mut w = stacked_templates(idc, count);
         w.put(32, 0);
         assert_eq!(parse(&w.bytes, None), Err(DescriptorError::TooManyLayers));
     }
     // Exactly 4 spatial and 8 temporal layers are fine.
     for (idc, count) in [(2, 3), (1, 7)] {
-        let mut w = BitWriter::default();
-        w.put(24, 0x80_0001);
-        w.put(5, 0b10000);
-        w.put(6, 0);
-        w.put(5, 0);
-        for _ in 0..count {
-            w.put(2, idc);
-        }
-        w.put(2, 3);
+        let mut w = stacked_templates(idc, count);
         // DTIs, no fdiffs, no chains (ns(2): 1 bit), no resolutions.
         w.put(2 * (count + 1), 0);
         w.put(count + 1, 0);

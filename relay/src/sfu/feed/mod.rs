@@ -80,8 +80,9 @@ pub struct Feed {
     /// For SVC, on every core that forwards it: what the decode target of each spatial and
     /// temporal layer takes (index `4 * spatial + temporal`; the allocator's layers).
     pub svc_rates: [layer::RateMeter; 16],
-    /// For SVC, the last frame read: its layers and their sizes (None: not SVC, or no frame
-    /// read yet).
+    /// For SVC, a frame of the structure in force, for what the structure says (its layers,
+    /// their sizes, the decode target of each): kept when a new structure comes, not per
+    /// packet (None: not SVC, or no frame read yet).
     pub svc_latest: Option<SvcFrame>,
 }
 

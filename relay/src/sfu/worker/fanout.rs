@@ -77,7 +77,12 @@ impl Outbox<'_> {
         }
         // SVC: what the decode target of each spatial and temporal layer takes.
         if let Some(frame) = &info.svc {
-            feed.svc_latest = Some(*frame);
+            if feed
+                .svc_latest
+                .is_none_or(|l| l.structure != frame.structure)
+            {
+                feed.svc_latest = Some(*frame);
+            }
             for (i, meter) in feed.svc_rates.iter_mut().enumerate() {
                 let (s, t) = ((i / 4) as u8, (i % 4) as u8);
                 let dt = frame.decode_target(s, t);
