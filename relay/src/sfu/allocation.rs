@@ -183,7 +183,7 @@ impl Allocator {
                 .iter()
                 .map(|d| d.cost(d.current.map(|c| c.min(d.max))))
                 .sum::<f64>();
-        let stale = self.untested && !congested && sent > estimate;
+        let stale = self.untested && sent > estimate;
         // Room the link carries now needs no headroom: a video may move up into what one
         // after it gives up (the dominant speaker's, paused, into another camera's).
         let carried = (sent * SWAP_SLACK).min(estimate);
@@ -324,17 +324,19 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Allocator::default();
         a.set_untested(true);
-        // The starting guess, 1 Mbit/s, under the top layer: no queue, no loss, so it stays.
+        // The starting guess, 1 Mbit/s, under the top layer: nothing was cut, so it stays,
+        // also where the delay saw a queue for a moment.
         for i in 0..8 {
-            let d = a.decide(t0 + i * INTERVAL, 1_000_000.0, 0.0, false, &[demand(2)]);
+            let congested = i == 4;
+            let d = a.decide(t0 + i * INTERVAL, 1_000_000.0, 0.0, congested, &[demand(2)]);
             assert_eq!(d.targets, vec![Some(2)]);
         }
-        // A queue: down at once.
+        // The estimator cut the estimate for a queue: down at once.
+        a.set_untested(false);
         let d = a.decide(t0 + 8 * INTERVAL, 1_000_000.0, 0.0, true, &[demand(2)]);
         assert_eq!(d.targets, vec![Some(1)]);
         // A link that pushed back once is measured: its estimate moves layers down even
         // where it shows nothing now.
-        a.set_untested(false);
         let d = a.decide(t0 + 9 * INTERVAL, 200_000.0, 0.0, false, &[demand(1)]);
         assert_eq!(d.targets, vec![Some(0)]);
     }

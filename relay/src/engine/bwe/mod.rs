@@ -80,8 +80,10 @@ pub struct BandwidthEstimator {
     estimate: f64,
     /// When the delay last said a queue was growing.
     last_overuse: Option<Instant>,
-    /// The link ever pushed back (a queue grew, or more than 10% was lost): the estimate
-    /// has been measured against it, not only grown from the starting guess.
+    /// The link ever pushed back: the estimate was cut (for a growing queue, or loss), so it
+    /// has been measured against the link, not only grown from the starting guess. (A
+    /// queue the delay saw for a moment at the start, with nothing cut, is not enough: a
+    /// browser busy encoding stamps arrivals unevenly.)
     pushed_back: bool,
 }
 
@@ -117,8 +119,8 @@ impl BandwidthEstimator {
                 .is_some_and(|at| now.saturating_duration_since(at) < CONGESTION_HOLD)
     }
 
-    /// Whether the link ever pushed back ([`BandwidthEstimator::congested`] at some
-    /// feedback): until then the estimate is the starting guess or what grew from it.
+    /// Whether the link ever pushed back (the estimate was ever cut): until then the
+    /// estimate is the starting guess or what grew from it.
     pub fn pushed_back(&self) -> bool {
         self.pushed_back
     }
@@ -203,9 +205,10 @@ impl BandwidthEstimator {
             self.loss.raise_to(delay_rate);
         }
         self.loss.update(now, received, lost, acked);
-        self.pushed_back |= self.congested(now);
         self.loss.cap(delay_rate);
+        let before = self.estimate;
         self.estimate = self.loss.bitrate();
+        self.pushed_back |= self.estimate < before;
         self.controller
             .handle_estimate(now, self.estimate, usage == BandwidthUsage::Overusing);
     }
