@@ -70,11 +70,12 @@ fn the_estimate_follows_a_bottleneck_on_the_subscribers_link() {
     assert!(feedback > 50, "feedback taken: {feedback}");
     assert!(narrow[6] < 1_000_000.0, "estimates {narrow:?}");
     assert_eq!(paused, 1);
-    // The same into a 10 Mbit/s link: no queue, no loss, the estimate grows by 8% a second
-    // (nothing probes here: the one layer is sent already), and the video is never paused,
-    // though it needs more than the estimate at first.
+    // The same into a 10 Mbit/s link: no queue, no loss; the first probes (with the media
+    // sent meanwhile) find more than the start, the estimate grows to 1.5 times what is
+    // delivered, and the video is never paused, though it needs more than the estimate at
+    // first.
     let (wide, _, paused) = run(8, Duration::from_millis(5), 10_000_000.0);
-    assert!(wide.windows(2).all(|w| w[1] > w[0]), "estimates {wide:?}");
+    assert!(wide.windows(2).all(|w| w[1] >= w[0]), "estimates {wide:?}");
     assert!(wide[6] > 1_500_000.0, "estimates {wide:?}");
     assert_eq!(paused, 0);
 }

@@ -208,7 +208,18 @@ impl BandwidthEstimator {
         self.loss.cap(delay_rate);
         let before = self.estimate;
         self.estimate = self.loss.bitrate();
-        self.pushed_back |= self.estimate < before;
+        if self.estimate < before {
+            self.pushed_back = true;
+            tracing::debug!(
+                from = before,
+                to = self.estimate,
+                ?usage,
+                acked,
+                received,
+                lost,
+                "estimate cut"
+            );
+        }
         self.controller
             .handle_estimate(now, self.estimate, usage == BandwidthUsage::Overusing);
     }

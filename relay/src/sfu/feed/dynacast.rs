@@ -1,8 +1,9 @@
 //! Which layers of a simulcast feed its publisher should send (LiveKit's "dynacast"): a layer
 //! no subscriber receives costs the publisher its encoder time and its uplink for nothing.
 //!
-//! Every core with subscribers of the feed says which layers they want (each subscription's
-//! target and the layer it is on, which must go on until the switch); the feed's own core
+//! Every core with subscribers of the feed says which layers they want (the best each
+//! subscription's view allows unless it is hidden, its target, and the layer it is on, which
+//! must go on until the switch); the feed's own core
 //! keeps the union, and every layer below the best one wanted stays on too, as LiveKit's
 //! dynacast keeps them: a subscriber moving up goes through them, and one turned off costs
 //! the time the publisher's encoder takes to start it again (a subscriber behind a link that

@@ -238,10 +238,15 @@ impl Worker {
         self.send_probes(now, key);
     }
 
-    /// Dynacast: report which layers of simulcast feed `fkey` the subscribers here want
-    /// (each one's target and the layer it is on, unless it is paused) to the feed's own
-    /// core; there, tell its publisher where that changes what it should send. Returns when
-    /// to look again, while the feed flows.
+    /// Dynacast: report which layers of simulcast feed `fkey` the subscribers here want to
+    /// the feed's own core; there, tell its publisher where that changes what it should send.
+    /// Returns when to look again, while the feed flows.
+    ///
+    /// A subscriber wants the best layer its view allows ([`max_layer`]) unless its element
+    /// is hidden, whatever its link carries now, as in LiveKit: the allocator's choice
+    /// waits on what flows. A top layer Chromium had not started yet (it starts them as its
+    /// own estimate grows) was not chosen, so not wanted, so turned off for good, and a
+    /// subscriber of a 1 Mbit/s link stayed on 640x360 (and the publisher at 700 kbit/s).
     pub(super) fn dynacast(
         &mut self,
         now: Instant,
@@ -254,10 +259,10 @@ impl Worker {
         let wanted = feed
             .consumers
             .iter()
-            .filter(|c| c.layers.paused().is_none())
+            .filter(|c| c.layers.paused() != Some(Pause::Hidden))
             .fold(0u8, |mask, c| {
                 let current = c.layers.current().map_or(0, |l| 1u8 << l);
-                mask | 1u8 << c.layers.target() | current
+                mask | 1u8 << max_layer(feed, c) | 1u8 << c.layers.target() | current
             });
         match feed.origin {
             // Every time, not only on a change: a message lost to a full queue is made good
