@@ -174,9 +174,15 @@ impl BandwidthEstimator {
         for r in &results {
             let arrival = r.arrival_us.unwrap_or_default();
             self.acked.handle_packet(arrival, r.size);
-            if let Some(measured) = self.probes.handle_result(r) {
-                tracing::debug!(?measured, estimate = self.estimate, "probe result");
-                self.controller.handle_result(measured, self.estimate);
+            if let Some((cluster, measured)) = self.probes.handle_result(r) {
+                tracing::debug!(
+                    ?measured,
+                    probed = cluster.bitrate,
+                    estimate = self.estimate,
+                    "probe result"
+                );
+                self.controller
+                    .handle_result(cluster.bitrate, measured, self.estimate);
                 if let Some(rate) = measured {
                     probe_rate = Some(probe_rate.map_or(rate, |p: f64| p.max(rate)));
                 }

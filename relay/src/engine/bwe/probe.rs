@@ -19,6 +19,17 @@ use super::send_history::PacketResult;
 
 /// A cluster lasts at least this long…
 pub const MIN_DURATION: Duration = Duration::from_millis(15);
+/// …and one asked for (a better layer's rate) this long. Its result moves a subscriber up,
+/// where one too high costs a freeze; a browser busy decoding stamps arrivals unevenly by
+/// tens of milliseconds, which over a 15 ms cluster on a 400 kbit/s link made results of
+/// 220 to 680 kbit/s (360 to 390 over 200 ms). Longer, a cluster faster than the link holds
+/// a queue long enough for the delay to cut the estimate: at 200 ms, a subscriber whose one
+/// layer took three quarters of its link was cut below it by its own probes, and paused.
+pub const REQUESTED_DURATION: Duration = Duration::from_millis(150);
+/// A probe asked for goes no higher than this multiple of the estimate: one far beyond what
+/// the link carries builds a queue for all of its length, which the delay answers with a
+/// cut of the estimate.
+const REQUESTED_STEP: f64 = 1.5;
 /// …and has at least this many packets.
 pub const MIN_PACKETS: u32 = 5;
 /// Between probes the controller starts on its own or on request; doubled after each probe
@@ -28,8 +39,10 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// detector may answer with a cut: probing a full link every second would keep its estimate
 /// low, while once every few seconds still finds new capacity within the 10 s a user notices.
 pub const MAX_INTERVAL_AFTER_FAILURES: Duration = Duration::from_secs(4);
-/// A result counts as success when it reaches this share of the probe's rate.
+/// A result counts as success when it reaches this share of the probe's rate…
 const SUCCESS: f64 = 0.7;
+/// …and as having found what it looked for (the next probe is not put off) at this share.
+const FOUND: f64 = 0.8;
 /// A cluster whose packets were sent or received over more than this is no measurement.
 const MAX_INTERVAL: Duration = Duration::from_secs(1);
 /// Results of a cluster are awaited this long.
@@ -54,16 +67,19 @@ pub struct ProbeCluster {
     pub bytes: usize,
     /// Packets to send at least.
     pub packets: u32,
+    /// How long it lasts at its rate.
+    pub duration: Duration,
 }
 
 impl ProbeCluster {
-    fn new(id: u32, bitrate: f64) -> Self {
-        let bytes = (bitrate * MIN_DURATION.as_secs_f64() / 8.0).ceil() as usize;
+    fn new(id: u32, bitrate: f64, duration: Duration) -> Self {
+        let bytes = (bitrate * duration.as_secs_f64() / 8.0).ceil() as usize;
         ProbeCluster {
             id,
             bitrate,
             bytes: bytes.max(MIN_PACKETS as usize * 300),
             packets: MIN_PACKETS,
+            duration,
         }
     }
 }
@@ -108,9 +124,10 @@ impl ProbeEstimator {
         });
     }
 
-    /// A packet's feedback. Once enough of its cluster has arrived (once per cluster): Some of
-    /// the rate measured, or Some(None) when the arrivals give no valid measure.
-    pub fn handle_result(&mut self, r: &PacketResult) -> Option<Option<f64>> {
+    /// A packet's feedback. Once enough of its cluster has arrived (once per cluster): the
+    /// cluster, with Some of the rate measured, or None when the arrivals give no valid
+    /// measure.
+    pub fn handle_result(&mut self, r: &PacketResult) -> Option<(ProbeCluster, Option<f64>)> {
         let id = r.probe?;
         let arrival = r.arrival_us?;
         let m = self.clusters.iter_mut().find(|m| m.cluster.id == id)?;
@@ -137,8 +154,9 @@ impl ProbeEstimator {
             return None;
         }
         m.done = true;
+        let cluster = m.cluster;
         let (Some(first_sent), Some(last_sent)) = (m.first_sent, m.last_sent) else {
-            return Some(None);
+            return Some((cluster, None));
         };
         let send_interval = last_sent.saturating_duration_since(first_sent);
         let receive_us = m.last_arrival - m.first_arrival;
@@ -147,7 +165,7 @@ impl ProbeEstimator {
             || receive_us <= 0
             || receive_us > MAX_INTERVAL.as_micros() as i64
         {
-            return Some(None);
+            return Some((cluster, None));
         }
         // The last packet sent and the first received delimit the intervals: their own bytes
         // were sent after / received before the measured span.
@@ -155,14 +173,17 @@ impl ProbeEstimator {
         let receive_rate = (m.bytes - m.first_arrival_size) as f64 * 8.0 * 1e6 / receive_us as f64;
         if receive_rate > 2.0 * send_rate {
             // Arrived faster than sent: a burst released by a queue, no measure.
-            return Some(None);
+            return Some((cluster, None));
         }
         let rate = send_rate.min(receive_rate);
-        Some(Some(if receive_rate < SATURATED * send_rate {
-            0.95 * receive_rate
-        } else {
-            rate
-        }))
+        Some((
+            cluster,
+            Some(if receive_rate < SATURATED * send_rate {
+                0.95 * receive_rate
+            } else {
+                rate
+            }),
+        ))
     }
 }
 
@@ -205,8 +226,8 @@ impl ProbeController {
         }
     }
 
-    fn push(&mut self, now: Instant, bitrate: f64) {
-        let cluster = ProbeCluster::new(self.next_id, bitrate.min(self.limit));
+    fn push(&mut self, now: Instant, bitrate: f64, duration: Duration) {
+        let cluster = ProbeCluster::new(self.next_id, bitrate.min(self.limit), duration);
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.pending.push_back(cluster);
         self.last_probe = Some(now);
@@ -217,33 +238,47 @@ impl ProbeController {
     pub fn handle_estimate(&mut self, now: Instant, estimate: f64, overusing: bool) {
         if !self.started {
             self.started = true;
-            self.push(now, 3.0 * estimate);
-            self.push(now, 6.0 * estimate);
+            self.push(now, 3.0 * estimate, MIN_DURATION);
+            self.push(now, 6.0 * estimate, MIN_DURATION);
             self.exponential = Some((6.0 * estimate, now));
         } else if let Some((target, at)) = self.exponential {
             if estimate >= SUCCESS * target && !overusing && estimate < self.limit {
-                self.push(now, 2.0 * estimate);
+                self.push(now, 2.0 * estimate, MIN_DURATION);
                 self.exponential = Some((2.0 * estimate, now));
             } else if now.saturating_duration_since(at) > CLUSTER_TIMEOUT || overusing {
                 self.exponential = None;
             }
         }
         // A large drop: remember the rate before it, and probe back toward it once the queue
-        // it left behind has drained.
+        // it left behind has drained, for a while after the drop (the low estimates after
+        // it are not drops again: each once restarted the window, and a subscriber held on
+        // a 400 kbit/s link was probed at 85% of the starting guess for good).
+        if self
+            .dropped_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= DROP_WINDOW)
+        {
+            self.before_drop = None;
+            self.dropped_at = None;
+        }
         let high = self.before_drop.unwrap_or(0.0).max(self.last_estimate);
         if estimate < DROP * high {
+            if self.before_drop.is_none() {
+                self.dropped_at = Some(now);
+            }
             self.before_drop = Some(high);
-            self.dropped_at = Some(now);
         } else if estimate >= high {
             self.before_drop = None;
+            self.dropped_at = None;
         }
         self.last_estimate = estimate;
     }
 
-    /// A probe measured `rate` while the estimate was `estimate`: it found headroom, or
-    /// the next one waits longer.
-    pub fn handle_result(&mut self, rate: Option<f64>, estimate: f64) {
-        if rate.is_some_and(|r| r > 1.1 * estimate) {
+    /// A probe at `probed` bit/s measured `rate` while the estimate was `estimate`: it found
+    /// the room it looked for, or the next one waits longer. (Above the estimate is not
+    /// enough: on a 400 kbit/s link every probe for a 450 kbit/s layer measured more than an
+    /// estimate the probe's own queue had cut, and the link was probed every second.)
+    pub fn handle_result(&mut self, probed: f64, rate: Option<f64>, estimate: f64) {
+        if rate.is_some_and(|r| r > 1.1 * estimate && r >= FOUND * probed) {
             self.failures = 0;
         } else {
             self.failures = (self.failures + 1).min(8);
@@ -268,7 +303,7 @@ impl ProbeController {
         {
             return;
         }
-        let mut rate = target.min(2.0 * estimate);
+        let mut rate = target.min(REQUESTED_STEP * estimate);
         if let (Some(before), Some(at)) = (self.before_drop, self.dropped_at) {
             if now.saturating_duration_since(at) < DROP_WINDOW {
                 rate = rate
@@ -276,7 +311,7 @@ impl ProbeController {
                     .min(target.max(AFTER_DROP * before));
             }
         }
-        self.push(now, rate);
+        self.push(now, rate, REQUESTED_DURATION);
     }
 
     /// Probe no higher than `limit` bit/s (within the `max` given at the start): twice what
@@ -292,7 +327,7 @@ impl ProbeController {
     pub fn poll(&mut self, _now: Instant) -> Option<ProbeCluster> {
         let c = self.pending.pop_front()?;
         Some(if c.bitrate > self.limit {
-            ProbeCluster::new(c.id, self.limit)
+            ProbeCluster::new(c.id, self.limit, c.duration)
         } else {
             c
         })
@@ -323,9 +358,9 @@ mod tests {
         let first = c.poll(t0).unwrap();
         let second = c.poll(t0).unwrap();
         assert_eq!((first.bitrate, second.bitrate), (2_000_000.0, 2_000_000.0));
-        assert!(first.bytes < ProbeCluster::new(0, 3_000_000.0).bytes);
+        assert!(first.bytes < ProbeCluster::new(0, 3_000_000.0, MIN_DURATION).bytes);
         // Later requests too; and the limit never exceeds the maximum.
-        c.request(t0 + MIN_INTERVAL, 1_000_000.0, 5_000_000.0);
+        c.request(t0 + MIN_INTERVAL, 2_000_000.0, 5_000_000.0);
         assert_eq!(c.poll(t0).unwrap().bitrate, 2_000_000.0);
         c.set_limit(50_000_000.0);
         assert_eq!(c.limit, 20_000_000.0);
@@ -335,13 +370,15 @@ mod tests {
     fn a_probe_through_a_narrower_path_measures_the_path() {
         let t0 = Instant::now();
         let mut e = ProbeEstimator::default();
-        let cluster = ProbeCluster::new(7, 4_000_000.0);
+        let cluster = ProbeCluster::new(7, 4_000_000.0, MIN_DURATION);
         e.handle_cluster(cluster);
         // 10 packets of 1000 bytes sent every 2 ms (4 Mbit/s), arriving every 4 ms (2 Mbit/s).
         let mut rate = None;
         for i in 0..10 {
             let sent = t0 + Duration::from_millis(2 * i);
-            if let Some(r) = e.handle_result(&result(7, sent, 50_000 + 4_000 * i as i64, 1000)) {
+            if let Some((c, r)) = e.handle_result(&result(7, sent, 50_000 + 4_000 * i as i64, 1000))
+            {
+                assert_eq!(c, cluster);
                 rate = r;
                 break;
             }
@@ -357,13 +394,13 @@ mod tests {
     fn a_probe_the_path_carries_measures_the_probe() {
         let t0 = Instant::now();
         let mut e = ProbeEstimator::default();
-        e.handle_cluster(ProbeCluster::new(1, 1_000_000.0));
+        e.handle_cluster(ProbeCluster::new(1, 1_000_000.0, MIN_DURATION));
         let mut rate = None;
         for i in 0..10 {
             let sent = t0 + Duration::from_millis(8 * i);
             rate = rate.or(e
                 .handle_result(&result(1, sent, 8_000 * i as i64 + 30_000, 1000))
-                .flatten());
+                .and_then(|(_, r)| r));
         }
         let rate = rate.expect("measured");
         assert!((rate - 1_000_000.0).abs() < 10_000.0, "{rate}");
@@ -389,12 +426,15 @@ mod tests {
         c.request(t1, 2_600_000.0, 4_000_000.0);
         assert_eq!(c.poll(t1), None);
         let t2 = t0 + Duration::from_millis(1400);
-        c.request(t2, 2_600_000.0, 4_000_000.0);
-        assert_eq!(c.poll(t2).map(|p| p.bitrate), Some(4_000_000.0));
-        // Never more than twice the estimate, never when the target is below it.
+        c.request(t2, 2_600_000.0, 3_500_000.0);
+        let asked = c.poll(t2).expect("a probe");
+        assert_eq!(asked.bitrate, 3_500_000.0);
+        assert_eq!(asked.duration, REQUESTED_DURATION);
+        // Never more than half as much again as the estimate, never when the target is
+        // below it.
         let t3 = t2 + MIN_INTERVAL;
         c.request(t3, 1_000_000.0, 4_000_000.0);
-        assert_eq!(c.poll(t3).map(|p| p.bitrate), Some(2_000_000.0));
+        assert_eq!(c.poll(t3).map(|p| p.bitrate), Some(1_500_000.0));
         let t4 = t3 + MIN_INTERVAL;
         c.request(t4, 1_000_000.0, 900_000.0);
         assert_eq!(c.poll(t4), None);
@@ -414,5 +454,27 @@ mod tests {
         let t2 = t1 + Duration::from_secs(2);
         c.request(t2, 1_000_000.0, 4_000_000.0);
         assert_eq!(c.poll(t2).map(|p| p.bitrate), Some(0.85 * 3_000_000.0));
+    }
+
+    #[test]
+    fn the_window_after_a_drop_runs_from_the_drop() {
+        let t0 = Instant::now();
+        let mut c = ProbeController::new(10_000_000.0);
+        c.handle_estimate(t0, 3_000_000.0, false);
+        while c.poll(t0).is_some() {}
+        c.handle_estimate(t0 + Duration::from_secs(3), 3_000_000.0, false);
+        while c.poll(t0).is_some() {}
+        // Down to 1 Mbit/s, where it stays, updated every 100 ms: 5 s after the drop a request
+        // probes at what it asks for, not back toward 3 Mbit/s (every low estimate once
+        // counted as the drop again, and a subscriber held on a 400 kbit/s link was probed at
+        // 850 kbit/s, the starting guess's 85%, for good).
+        let t1 = t0 + Duration::from_secs(5);
+        for i in 0..60u32 {
+            let estimate = if i % 2 == 0 { 1_000_000.0 } else { 950_000.0 };
+            c.handle_estimate(t1 + Duration::from_millis(100) * i, estimate, false);
+        }
+        let t2 = t1 + DROP_WINDOW + Duration::from_millis(100);
+        c.request(t2, 1_000_000.0, 1_400_000.0);
+        assert_eq!(c.poll(t2).map(|p| p.bitrate), Some(1_400_000.0));
     }
 }

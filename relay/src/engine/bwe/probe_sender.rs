@@ -81,6 +81,7 @@ mod tests {
             bitrate: 2_000_000.0,
             bytes: 20 * PACKET_SIZE,
             packets: 5,
+            duration: Duration::from_millis(15),
         };
         let mut s = ProbeSender::new(t0, cluster);
         assert_eq!(s.cluster(), 7);
