@@ -4,7 +4,7 @@
 // and reported.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
+import { joinPage, publishWebcam, subscribe, expectPlaying, until, inboundVideo } from './harness.mjs';
 import { createLink, startLinkServer, launchBehind } from './link.mjs';
 
 const IMPAIRED = { loss: 0.05, delay_ms: 50 };
@@ -71,6 +71,9 @@ async function impairedCall(impaired, repair, sid) {
     const feed = await publishWebcam(a);
     const video = await subscribe(b, feed);
     await expectPlaying(b, video, 20_000);
+    // A settled call: the publisher starts its top layer only as its estimate grows, and
+    // the subscriber's move up to it waits for a keyframe, which a lossy link would delay.
+    await until(() => inboundVideo(b), (r) => r.width === 1280, 20_000);
     const link = impaired === 'publisher' ? pubLink : subLink;
     const [pubBefore, subBefore] = [await videoStats(a), await videoStats(b)];
     await link.set({ up: IMPAIRED, down: IMPAIRED });
@@ -108,7 +111,8 @@ for (const impaired of ['subscriber', 'publisher']) {
       // The subscriber's jitter buffer by itself holds about one of its round trips: a repair
       // that is lost too comes a round trip later and was a freeze (0.42-1.56 s in 2-6 freezes
       // over 30 s; without repair 15-28 s). While it asks for repairs the relay gives it a
-      // minimum playout delay of two round trips and a frame: measured 0.25-0.29 s in 1 freeze.
+      // minimum playout delay of two round trips and a frame: measured 0.25-0.29 s in 1 freeze
+      // on 640x360, 0.49-0.66 s in 2 freezes on 1280x720 (a frame of more packets).
       assert.ok(on.subscriber.freezes < 1, `froze ${on.subscriber.freezes} s with repair: ${JSON.stringify(on)}`);
       const waited = on.subscriber.jitterBufferDelay / on.subscriber.jitterBufferEmittedCount;
       assert.ok(waited > 0.15, `frames waited ${waited} s on average: ${JSON.stringify(on)}`);
@@ -119,8 +123,9 @@ for (const impaired of ['subscriber', 'publisher']) {
       // Repairs from the publisher come a publisher's round trip late (two when the first
       // request or repair is lost). The subscriber's own jitter buffer is sized for its short
       // round trip to the relay, so the relay gives it a minimum playout delay of that repair
-      // time while it repairs the feed: measured 0.23-0.32 s in 1 freeze over 30 s (1.1-2.4 s
-      // in 4-9 freezes before the playout delay; 22.6-28.6 s without repair).
+      // time while it repairs the feed: measured 0.23-0.32 s in 1 freeze over 30 s on 640x360,
+      // 0.45-0.47 s in 1 freeze on 1280x720 (1.1-2.4 s in 4-9 freezes before the playout
+      // delay; 22.6-28.6 s without repair).
       assert.ok(on.subscriber.freezes < 1, `froze ${on.subscriber.freezes} s with repair: ${JSON.stringify(on)}`);
       // The delay is the subscriber's: its frames waited that long on average (~220 ms with a
       // 100 ms round trip to the publisher; a few ms with the link clean).
@@ -129,7 +134,10 @@ for (const impaired of ['subscriber', 'publisher']) {
       // Without repair the video stands still for long stretches, waiting for keyframes (a
       // freeze counts only once a frame comes after it, so the frames decoded say it too:
       // 54-383 against 552-590 with repair, in three runs with simulcast).
-      assert.ok(on.subscriber.freezes < off.subscriber.freezes, JSON.stringify({ on, off }));
+      // (Where the video without repair never moved again after its start, it counts no
+      // freeze at all: 2 frames decoded and 0 s of freezes in one run.)
+      assert.ok(on.subscriber.freezes < off.subscriber.freezes || off.subscriber.framesDecoded < on.subscriber.framesDecoded / 4,
+        JSON.stringify({ on, off }));
       assert.ok(on.subscriber.framesDecoded > off.subscriber.framesDecoded, JSON.stringify({ on, off }));
       // Repairs reach the subscriber on the media stream, as the originals: nearly nothing
       // counts as lost there. (A subscriber's own repairs come on its RTX stream, which
