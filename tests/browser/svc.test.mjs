@@ -70,7 +70,10 @@ test('a VP9 SVC subscriber behind 600 kbit/s gets a lower spatial layer, another
   try {
     const { links, browsers } = await linkedBrowsers(server, [1, 2, 3], open);
     const [pub, free, capped] = await Promise.all(browsers.map((b, i) => joinPage(b.context, server, 'svc-2', `p${i}`)));
-    await links[2].set({ down: { rate_kbit: 600 } });
+    // A queue of 400 ms (30 kB), as a home link's buffer holds: with the default 100 ms
+    // (7.5 kB), the keyframe of the two lower spatial layers (15-25 kB), paced at 2.5 times
+    // the estimate, lost its tail at every request, and the video froze 3-9 s in some runs.
+    await links[2].set({ down: { rate_kbit: 600, queue_ms: 400 } });
     const feed = await pub.evaluate(async () => {
       const v = document.createElement('video');
       document.body.append(v);

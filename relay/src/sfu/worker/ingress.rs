@@ -466,6 +466,14 @@ impl Worker {
             }
         }
         let publisher = feed.publisher;
+        if !plis.is_empty() {
+            tracing::debug!(
+                feed = fkey.0,
+                ?layer,
+                bypass_limit,
+                "keyframe asked of the publisher"
+            );
+        }
         for ssrc in plis {
             self.send_pli(publisher, ssrc);
         }
