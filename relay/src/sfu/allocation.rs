@@ -22,8 +22,9 @@
 //!   rate that would carry it; the probe's result raises the estimate if the path has room, and
 //!   the next decision moves up. A move up needs the better layer to fit with
 //!   [`UP_HEADROOM`] to spare (or within what is sent now, which the link carries: where a
-//!   video before another takes the room the other had, the other is paused at once), and waits [`UP_DWELL`] after the last move; a move up that had
-//!   to be taken back within [`FAILED_UP`] doubles that wait (up to [`MAX_UP_DWELL`]), so that
+//!   video before another takes the room the other had, the other is paused at once), and
+//!   waits [`UP_DWELL`] after the last move; a move up that had to be taken back within
+//!   [`FAILED_UP`] doubles that wait (up to [`MAX_UP_DWELL`]), so that
 //!   a link whose estimate keeps overshooting costs a freeze a minute at most, not one every
 //!   few seconds.
 //!

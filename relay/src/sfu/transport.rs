@@ -418,7 +418,7 @@ mod tests {
                 .is_none_or(|p| p.0 == cluster));
             t.handle_sent(at, 1200);
         }
-        // (1.5 Mbit/s for 200 ms is 37.5 kB: 32 packets, one a millisecond.)
+        // (1.5 Mbit/s for 150 ms is 28 kB: 24 packets, one a millisecond.)
         assert!(at - t0 < Duration::from_millis(35), "{:?}", at - t0);
     }
 

@@ -19,8 +19,10 @@ use super::send_history::PacketResult;
 
 /// A cluster lasts at least this long…
 pub const MIN_DURATION: Duration = Duration::from_millis(15);
-/// …and one asked for (a better layer's rate) this long. Its result moves a subscriber up,
-/// where one too high costs a freeze; a browser busy decoding stamps arrivals unevenly by
+/// …and has at least this many packets.
+pub const MIN_PACKETS: u32 = 5;
+/// A cluster asked for (a better layer's rate) lasts this long. Its result moves a subscriber
+/// up, where one too high costs a freeze; a browser busy decoding stamps arrivals unevenly by
 /// tens of milliseconds, which over a 15 ms cluster on a 400 kbit/s link made results of
 /// 220 to 680 kbit/s (360 to 390 over 200 ms). Longer, a cluster faster than the link holds
 /// a queue long enough for the delay to cut the estimate: at 200 ms, a subscriber whose one
@@ -30,8 +32,6 @@ pub const REQUESTED_DURATION: Duration = Duration::from_millis(150);
 /// the link carries builds a queue for all of its length, which the delay answers with a
 /// cut of the estimate.
 const REQUESTED_STEP: f64 = 1.5;
-/// …and has at least this many packets.
-pub const MIN_PACKETS: u32 = 5;
 /// Between probes the controller starts on its own or on request; doubled after each probe
 /// that found nothing above the estimate…
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -440,14 +440,20 @@ mod tests {
         assert_eq!(c.poll(t4), None);
     }
 
-    #[test]
-    fn after_a_large_drop_the_probe_aims_back_toward_the_rate_before_it() {
+    /// A controller whose estimate has been 3 Mbit/s for 3 s, its first probes sent.
+    fn settled_at_3_mbit() -> (Instant, ProbeController) {
         let t0 = Instant::now();
         let mut c = ProbeController::new(10_000_000.0);
         c.handle_estimate(t0, 3_000_000.0, false);
         while c.poll(t0).is_some() {}
         c.handle_estimate(t0 + Duration::from_secs(3), 3_000_000.0, false);
         while c.poll(t0).is_some() {}
+        (t0, c)
+    }
+
+    #[test]
+    fn after_a_large_drop_the_probe_aims_back_toward_the_rate_before_it() {
+        let (t0, mut c) = settled_at_3_mbit();
         // Down to 1 Mbit/s (a third): a request within 5 s probes at 85% of 3 Mbit/s.
         let t1 = t0 + Duration::from_secs(5);
         c.handle_estimate(t1, 1_000_000.0, true);
@@ -458,12 +464,7 @@ mod tests {
 
     #[test]
     fn the_window_after_a_drop_runs_from_the_drop() {
-        let t0 = Instant::now();
-        let mut c = ProbeController::new(10_000_000.0);
-        c.handle_estimate(t0, 3_000_000.0, false);
-        while c.poll(t0).is_some() {}
-        c.handle_estimate(t0 + Duration::from_secs(3), 3_000_000.0, false);
-        while c.poll(t0).is_some() {}
+        let (t0, mut c) = settled_at_3_mbit();
         // Down to 1 Mbit/s, where it stays, updated every 100 ms: 5 s after the drop a request
         // probes at what it asks for, not back toward 3 Mbit/s (every low estimate once
         // counted as the drop again, and a subscriber held on a 400 kbit/s link was probed at

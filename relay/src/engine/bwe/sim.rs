@@ -228,7 +228,7 @@ fn capacity_steps_down_then_up() {
     let trace = run(90, 4_000_000.0, Duration::from_millis(25), capacity);
     let report = trace.report(10);
     println!("{report}");
-    // Up to the link at the start. It wants 4 Mbit/s, so every 4 s a probe of 200 ms asks
+    // Up to the link at the start. It wants 4 Mbit/s, so every 4 s a probe of 150 ms asks
     // for half as much again as the estimate, builds a queue, and the estimate is cut to 85%
     // of what was delivered: a sawtooth whose mean stays above three quarters of the link.
     assert!(trace.at(3.0) > 2_000_000.0, "{report}");
@@ -269,8 +269,8 @@ fn random_loss_over_ten_percent_cuts_the_estimate_and_a_little_does_not() {
     let heavy = run_lossy(20, 3_000_000.0, Duration::from_millis(20), 0.2, |_| {
         20_000_000.0
     });
-    // From where the first probes put it (2.6 Mbit/s: the clusters lose a fifth of their
-    // packets, and most never count as arrived), by a tenth and more a second.
+    // From where the first probes put it (2.6 Mbit/s, now that the media sent meanwhile is
+    // part of each cluster), by a tenth and more a second.
     assert!(
         heavy.at(15.0) < 0.35 * heavy.max_between(0.0, 2.0),
         "at 20% loss: {}",

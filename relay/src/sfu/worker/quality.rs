@@ -453,11 +453,16 @@ impl Worker {
 pub(super) fn max_layer(feed: &Feed, c: &Consumer) -> u8 {
     let top = feed.layers.len().saturating_sub(1) as u8;
     let cap = c.layers.max().map_or(top, |m| m.min(top));
-    let sizes: Vec<Option<(u16, u16)>> = feed.layers.iter().map(|l| l.size).collect();
-    c.layers
-        .shown_at()
-        .and_then(|(w, h)| layer_for_size(&sizes, w, h))
-        .map_or(cap, |l| l.min(cap))
+    let Some((w, h)) = c.layers.shown_at() else {
+        return cap;
+    };
+    // (Called for every subscription at every decision and dynacast look: no allocation.)
+    let mut sizes = [None; 8];
+    let n = feed.layers.len().min(sizes.len());
+    for (size, layer) in sizes.iter_mut().zip(&feed.layers) {
+        *size = layer.size;
+    }
+    layer_for_size(&sizes[..n], w, h).map_or(cap, |l| l.min(cap))
 }
 
 /// The lowest layer whose picture covers an element of `width` x `height`: as wide or as tall
