@@ -410,6 +410,44 @@ fn a_subscriber_whose_layer_stops_takes_another_at_once() {
     assert_eq!(read(&seen.to_subscriber[0]).5, 1);
 }
 
+/// The other layers say sooner that a layer stopped: once they sent three frames without it
+/// (100 ms at 30 frames a second), the subscriber is moved to the best layer still flowing,
+/// and only that layer's keyframe is asked for (a keyframe of every layer below would take
+/// the publisher's link when it has just shrunk, and the lowest, coming first, would be
+/// taken on the way).
+#[test]
+fn a_layer_that_misses_three_frames_of_the_others_has_stopped() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    drain(&mut h);
+    let frame = Duration::from_millis(33);
+    for f in 1..=5 {
+        for l in (0..3).rev() {
+            send(&mut h, &packet(l, f, f == 1, f == 1));
+        }
+        h.now += frame;
+    }
+    let seen = drain(&mut h);
+    assert!(seen.to_subscriber.iter().all(|p| read(p).5 == 2));
+    assert_eq!(seen.to_subscriber.len(), 5);
+    // Layer 2 stops; 0 and 1 go on.
+    for f in 6..=7 {
+        send(&mut h, &packet(0, f, false, false));
+        send(&mut h, &packet(1, f, false, false));
+        h.now += frame;
+    }
+    assert!(drain(&mut h).keyframes_asked.is_empty());
+    send(&mut h, &packet(0, 8, false, false));
+    send(&mut h, &packet(1, 8, false, false));
+    assert_eq!(drain(&mut h).keyframes_asked, vec![SSRCS[1]]);
+    h.now += frame;
+    send(&mut h, &packet(0, 9, false, false));
+    send(&mut h, &packet(1, 9, true, false));
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 1);
+    assert_eq!(read(&seen.to_subscriber[0]).5, 1);
+}
+
 #[test]
 fn a_subscriber_gets_the_layer_that_covers_its_element_and_nothing_while_it_is_hidden() {
     let mut h = harness(1);

@@ -10,6 +10,7 @@ pub mod nack;
 pub mod packet_cache;
 pub mod recv_stats;
 pub mod speech;
+pub mod stall;
 
 pub use recv_stats::RecvStats;
 
@@ -69,6 +70,8 @@ pub struct Feed {
     pub speech: Speech,
     /// Which layers its publisher is asked to send (used on the feed's own core).
     pub dynacast: Dynacast,
+    /// The frames each layer started, on every core that forwards it: which layer stopped.
+    pub frames: stall::FrameCounts,
     /// The layers dynacast turned off (bit `i`: layer `i`), on every core: they are not
     /// flowing, but would be if a subscriber were moved to one.
     pub layers_off: u8,
@@ -96,6 +99,7 @@ impl Feed {
             publisher,
             dynacast: Dynacast::new(description.simulcast.as_ref().map_or(1, |s| s.rids.len())),
             layers_off: 0,
+            frames: stall::FrameCounts::default(),
             svc_extension: extension_of(&description, dependency_descriptor::URI),
             svc: SvcStream::default(),
             svc_rates: Default::default(),
@@ -152,6 +156,7 @@ impl Feed {
             self.dynacast.reset();
         }
         self.layers_off = 0;
+        self.frames.reset();
         // The new streams stamp their timestamps from new random bases: where the old ones
         // put a subscriber's timeline says nothing of theirs (the rewriter re-anchors on the
         // time that passed instead).

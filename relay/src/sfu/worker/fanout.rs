@@ -50,6 +50,7 @@ impl Outbox<'_> {
                 c.layers.reset();
                 c.svc.reset();
             }
+            feed.frames.reset();
             // Armed once per start, not per packet: when it fires, the feed's last packet
             // says whether it stopped or when to look again.
             self.egress.timers.arm(timer, now + self.inactivity);
@@ -99,12 +100,15 @@ impl Outbox<'_> {
         let vp8 = simulcast
             .then(|| vp8_descriptor(&feed.description, plain))
             .flatten();
-        // Which other layers stalled, looked at once per packet rather than per consumer.
+        // Which other layers stalled, looked at once per packet rather than per consumer: no
+        // packet for a while, or none for as many frames as another layer sent.
         let mut stalled = [false; crate::control::MAX_LAYERS];
         if simulcast {
+            feed.frames.handle_packet(now, info.layer, info.timestamp);
             for (l, layer) in feed.layers.iter().enumerate().take(stalled.len()) {
-                stalled[l] =
-                    l != usize::from(info.layer) && !layer.rate.flowing(now, STALLED_AFTER);
+                stalled[l] = l != usize::from(info.layer)
+                    && (!layer.rate.flowing(now, STALLED_AFTER)
+                        || feed.frames.stopped(now, l as u8));
             }
         }
         let mut keyframe_wanted = None;
@@ -130,8 +134,13 @@ impl Outbox<'_> {
                         continue;
                     }
                     Forward::Drop => {
-                        let wanted = c.layers.awaiting_keyframe() == Some(info.layer)
-                            || (stopped && info.layer <= c.layers.target());
+                        // With its layer stopped, the best of those still flowing that
+                        // its target allows: one keyframe, not one of every layer below.
+                        let fallback = stopped
+                            && info.layer <= c.layers.target()
+                            && (info.layer + 1..=c.layers.target())
+                                .all(|l| stalled.get(usize::from(l)) != Some(&false));
+                        let wanted = c.layers.awaiting_keyframe() == Some(info.layer) || fallback;
                         if wanted {
                             keyframe_wanted = Some(info.layer);
                         }
