@@ -658,6 +658,52 @@ fn a_top_layer_that_has_not_started_yet_stays_on() {
     assert_eq!(h.worker.stats().dynacast_changes, 0, "{q:?}");
 }
 
+/// A top layer that started last and flows is not taken for one that does not while its
+/// first rate window fills: a subscriber that started on it stays on it. (Its rate was
+/// unknown for a second; the first allocation moved the subscriber to the middle layer, and
+/// the move back up waited for a probe and a dwell: Chromium's subscriber on 640x360 where it
+/// had had 1280x720.)
+#[test]
+fn a_top_layer_that_just_started_keeps_its_subscriber() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    let mut link = Downlink::new(20_000_000.0, Duration::from_millis(10));
+    let t0 = h.now;
+    for frame in 0..60u16 {
+        let keyframe = frame % 30 == 0;
+        // The top layer starts with a keyframe at frame 4, 133 ms after the others: the
+        // subscriber moves up to it there, before a whole second of it was measured.
+        if frame >= 4 {
+            // Named by its rid in its first packet, as a browser does.
+            let mut p = packet(2, frame, keyframe || frame == 4, frame == 4);
+            p.resize(1200, 2);
+            send(&mut h, &p);
+        }
+        send(&mut h, &sized(0, frame, keyframe, 300));
+        send(&mut h, &sized(1, frame, keyframe, 600));
+        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
+        while h.now < next {
+            for (plain, wire) in h.rtp_to(0) {
+                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
+                    link.carry(h.now, wire, n);
+                }
+            }
+            link.deliver(&mut h, 0);
+            h.run_timers();
+            h.now += Duration::from_millis(1);
+        }
+    }
+    let q = h
+        .worker
+        .quality(&Sid::from("s"), &Uid::from("sub0"))
+        .expect("a participant");
+    assert_eq!(
+        (q.subscriptions[0].target, q.subscriptions[0].current),
+        (2, Some(2)),
+        "{q:?}"
+    );
+}
+
 /// [`packet`] padded to `size` bytes.
 fn sized(layer: usize, frame: u16, keyframe: bool, size: usize) -> Vec<u8> {
     let mut p = packet(layer, frame, keyframe, frame == 0);

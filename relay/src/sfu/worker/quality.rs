@@ -133,6 +133,20 @@ impl Worker {
                 // Not shown: costs nothing, whatever the link.
                 continue;
             }
+            // The layer it receives has only just started (the top layer Chromium starts
+            // last): what it takes is not known yet, and a move off it now would wait for a
+            // probe and a dwell to come back. Decided at the next look.
+            let just_started = |l: u8| {
+                rates.get(usize::from(l)) == Some(&None)
+                    && feed.layers.get(usize::from(l)).is_some_and(|layer| {
+                        layer
+                            .rate
+                            .flowing(now, crate::sfu::feed::layer::STALLED_AFTER)
+                    })
+            };
+            if svc.is_none() && c.layers.current().is_some_and(just_started) {
+                continue;
+            }
             let top = (rates.len().max(1) - 1) as u8;
             let demand = if let Some((temporal, frame)) = svc {
                 // The best of its view: all the temporal layers of the spatial layer it
