@@ -16,10 +16,6 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer's rate is measured over windows this long…
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
-/// A layer's first rate is what its first window holds once it spans this long: about eight
-/// frames at 30 a second.
-pub const FIRST_ESTIMATE_AFTER: Duration = Duration::from_millis(250);
-
 /// …and it counts as stopped after this long without a packet: a layer the publisher turned
 /// off (Chromium drops its best layers when its own estimate falls) must be left soon, since
 /// its subscribers see nothing until they are moved and get a keyframe of another.
@@ -79,23 +75,12 @@ impl RateMeter {
         self.rate
     }
 
-    /// The rate, bit/s; None once the layer stopped, and before its first window spans
-    /// [`FIRST_ESTIMATE_AFTER`]. Until the first window is whole, what its part says: a
-    /// layer that flows is not taken for one that does not. (The top layer Chromium starts
-    /// last was unmeasured for a second, and a subscriber already on it was moved off it to
-    /// 640x360 at the first allocation, to come back only after a probe and a dwell.)
+    /// The rate, bit/s; None before a whole window was measured, or once the layer stopped.
     pub fn bitrate(&self, now: Instant) -> Option<f64> {
         let flowing = self
             .last_packet
             .is_some_and(|at| now.saturating_duration_since(at) < STOPPED_AFTER);
-        if !flowing {
-            return None;
-        }
-        self.rate.or_else(|| {
-            let elapsed = now.saturating_duration_since(self.window_start?);
-            (elapsed >= FIRST_ESTIMATE_AFTER)
-                .then(|| self.bytes as f64 * 8.0 / elapsed.as_secs_f64())
-        })
+        self.rate.filter(|_| flowing)
     }
 }
 
@@ -189,17 +174,8 @@ mod tests {
         let mut m = RateMeter::default();
         // 1000-byte packets every 10 ms: (1000 + 44) * 8 * 100 = 835.2 kbit/s.
         for i in 0..100 {
-            let now = t0 + Duration::from_millis(10 * i);
-            m.handle_packet(now, 1000);
-            match m.bitrate(now) {
-                // What the first window holds so far: the packets up to the last, over the
-                // time since the first.
-                Some(r) => {
-                    assert!(now - t0 >= FIRST_ESTIMATE_AFTER, "{i}");
-                    assert!((r - 835_200.0).abs() / 835_200.0 < 0.05, "{i}: {r}");
-                }
-                None => assert!(now - t0 < FIRST_ESTIMATE_AFTER, "{i}"),
-            }
+            m.handle_packet(t0 + Duration::from_millis(10 * i), 1000);
+            assert_eq!(m.bitrate(t0 + Duration::from_millis(10 * i)), None);
         }
         let t1 = t0 + Duration::from_secs(1);
         m.handle_packet(t1, 1000);
