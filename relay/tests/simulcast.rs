@@ -637,17 +637,7 @@ fn a_top_layer_that_has_not_started_yet_stays_on() {
             p[2..4].copy_from_slice(&(frame * 2 + i).to_be_bytes());
             send(&mut h, &p);
         }
-        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
-        while h.now < next {
-            for (plain, wire) in h.rtp_to(0) {
-                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
-                    link.carry(h.now, wire, n);
-                }
-            }
-            link.deliver(&mut h, 0);
-            h.run_timers();
-            h.now += Duration::from_millis(1);
-        }
+        to_end_of_frame(&mut h, &mut link, t0, frame);
     }
     let q = h
         .worker
@@ -681,17 +671,7 @@ fn a_top_layer_that_just_started_keeps_its_subscriber() {
         }
         send(&mut h, &sized(0, frame, keyframe, 300));
         send(&mut h, &sized(1, frame, keyframe, 600));
-        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
-        while h.now < next {
-            for (plain, wire) in h.rtp_to(0) {
-                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
-                    link.carry(h.now, wire, n);
-                }
-            }
-            link.deliver(&mut h, 0);
-            h.run_timers();
-            h.now += Duration::from_millis(1);
-        }
+        to_end_of_frame(&mut h, &mut link, t0, frame);
     }
     let q = h
         .worker
@@ -702,6 +682,22 @@ fn a_top_layer_that_just_started_keeps_its_subscriber() {
         (2, Some(2)),
         "{q:?}"
     );
+}
+
+/// Run the worker 1 ms at a time to the end of frame `frame` (30 a second from `t0`): what it
+/// sends the subscriber crosses `link`, whose feedback comes back, and timers fire.
+fn to_end_of_frame(h: &mut Harness, link: &mut Downlink, t0: std::time::Instant, frame: u16) {
+    let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
+    while h.now < next {
+        for (plain, wire) in h.rtp_to(0) {
+            if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
+                link.carry(h.now, wire, n);
+            }
+        }
+        link.deliver(h, 0);
+        h.run_timers();
+        h.now += Duration::from_millis(1);
+    }
 }
 
 /// [`packet`] padded to `size` bytes.

@@ -144,6 +144,8 @@ mod tests {
         }
         assert!(!f.stopped(t0 + FRAME * 10, 2));
         assert!(!f.stopped(t0 + FRAME * 10, 9));
+        // A layer past the last is ignored, not a panic.
         f.handle_packet(t0, 9, 0);
+        assert!(!f.stopped(t0 + FRAME * 20, 9));
     }
 }
