@@ -3,6 +3,7 @@
 
 pub mod bwe;
 pub mod client_hello;
+pub mod dcep;
 pub mod demux;
 pub mod dependency_descriptor;
 pub mod h264;
@@ -13,6 +14,7 @@ pub mod replay;
 pub mod rtcp;
 pub mod rtp;
 pub mod rtx;
+pub mod sctp;
 pub mod srtcp;
 pub mod srtp;
 pub mod srtp_cm;

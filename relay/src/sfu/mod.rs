@@ -4,6 +4,7 @@
 pub mod allocation;
 pub mod consumer;
 pub mod cross_core;
+pub mod data;
 pub mod deadlines;
 pub mod feed;
 pub mod participant;
