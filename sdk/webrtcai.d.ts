@@ -54,7 +54,11 @@ export type SdkErrorCode =
   /** The device is there but cannot be read (another application holds it). */
   | 'device_in_use'
   /** Any other getUserMedia/getDisplayMedia failure, or a page that is not secure. */
-  | 'media_error';
+  | 'media_error'
+  /** `send` was given something other than a string, ArrayBuffer, typed array, DataView or Blob. */
+  | 'invalid_data'
+  /** No data channel: joined with `{ data: false }`, or it did not open within `timeoutMs`. */
+  | 'data_unavailable';
 
 export type ErrorCode = ServerErrorCode | SdkErrorCode;
 
@@ -82,6 +86,17 @@ export interface InitOptions {
 export interface JoinOptions {
   /** Display name shown to the others. */
   name?: string;
+  /** Open the data channels at once (default `true`); `false` for a page that never sends
+   * or receives data. */
+  data?: boolean;
+}
+
+export interface SendOptions {
+  /** The uids of the participants it is for (default: everyone else in the session). */
+  to?: string | string[];
+  /** `true` (default): ordered and retransmitted until it arrives. `false`: unordered and
+   * never retransmitted, for what newer data replaces (cursors, game state). */
+  reliable?: boolean;
 }
 
 export interface Participant {
@@ -141,6 +156,13 @@ export interface SessionEvents {
   /** The dominant speaker changed: the loudest of those speaking, who stays so until another
    * has been louder for 1.5 s (null: the last one left). Also `session.activeSpeaker`. */
   'active-speaker': { uid: string | null };
+  /** A data-channel message from another participant: a string where it sent a string,
+   * else its bytes; `reliable` says which channel it came on. */
+  data: { from: string; data: string | Uint8Array; reliable: boolean };
+  /** Something went wrong outside any promise: `forbidden` (the relay dropped data this
+   * page sent: sending data is not granted; later sends reject), `data_lost` (a data
+   * channel closed with data still buffered in this page), `encoding_refused`. */
+  error: { code: ErrorCode | 'encoding_refused' | 'data_lost'; message: string };
   /** The websocket dropped, or was silent for 5 s (the SDK pings every 2 s); resuming. */
   reconnecting: { attempt: number };
   reconnected: Record<string, never>;
@@ -187,6 +209,14 @@ export interface Session {
     options?: { adaptive?: boolean },
   ): Promise<{ feedId: string; stream: MediaStream | null }>;
   unsubscribe(feedId: string): Promise<void>;
+  /** The largest message `send` takes to everyone, in bytes (a string's UTF-8); null until
+   * the data channels are negotiated. */
+  readonly maxMessageSize: number | null;
+  /** Send a message on the data channels to everyone else, or to `to`. Resolves once it is
+   * handed to the connection (after waiting while more than 1 MiB is buffered: the
+   * back-pressure); rejects with `message_too_large`, `forbidden`, `invalid_data`,
+   * `data_unavailable`, `connection_lost` or `not_joined`. */
+  send(data: string | ArrayBuffer | ArrayBufferView | Blob, options?: SendOptions): Promise<void>;
   leave(): Promise<void>;
   on<K extends keyof SessionEvents>(event: K, handler: (value: SessionEvents[K]) => void): () => void;
   off<K extends keyof SessionEvents>(event: K, handler: (value: SessionEvents[K]) => void): void;

@@ -35,6 +35,59 @@ export class WebRTCaiError extends Error {
   }
 }
 
+/** Data channels. The relay opens two to every page that joins with data (the default): a
+ * reliable one (ordered, retransmitted) and a lossy one (unordered, never retransmitted). Each
+ * message carries a small envelope: to whom (as sent) or from whom (as delivered), and whether
+ * the page sent a string. */
+const DATA_LABELS = { reliable: 'reliable', lossy: 'lossy' };
+const ENVELOPE_VERSION = 1;
+const ENVELOPE_TEXT = 1;
+/** Back-pressure: a send waits while more than this is buffered on its channel, until the
+ * buffer drains to the low mark. */
+const DATA_HIGH_WATER = 1024 * 1024;
+const DATA_LOW_WATER = 256 * 1024;
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** The envelope of a message as the page sends it. */
+function addressed(text, targets, payload) {
+  const ids = targets.map((t) => utf8.encode(String(t)));
+  const out = new Uint8Array(4 + ids.reduce((n, id) => n + 2 + id.length, 0) + payload.length);
+  const view = new DataView(out.buffer);
+  out[0] = ENVELOPE_VERSION;
+  out[1] = text ? ENVELOPE_TEXT : 0;
+  view.setUint16(2, ids.length);
+  let at = 4;
+  for (const id of ids) {
+    view.setUint16(at, id.length);
+    out.set(id, at + 2);
+    at += 2 + id.length;
+  }
+  out.set(payload, at);
+  return out;
+}
+
+/** A delivered message's sender, kind and bytes; null when it does not read. */
+function delivered(buffer) {
+  const bytes = new Uint8Array(buffer);
+  if (bytes.length < 4 || bytes[0] !== ENVELOPE_VERSION) return null;
+  const len = new DataView(buffer).getUint16(2);
+  if (4 + len > bytes.length) return null;
+  return {
+    from: fromUtf8.decode(bytes.subarray(4, 4 + len)),
+    text: (bytes[1] & ENVELOPE_TEXT) !== 0,
+    payload: bytes.subarray(4 + len),
+  };
+}
+
+async function bytesOf(data) {
+  if (typeof data === 'string') return { text: true, payload: utf8.encode(data) };
+  if (data instanceof ArrayBuffer) return { text: false, payload: new Uint8Array(data) };
+  if (ArrayBuffer.isView(data)) return { text: false, payload: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  if (typeof Blob !== 'undefined' && data instanceof Blob) return { text: false, payload: new Uint8Array(await data.arrayBuffer()) };
+  throw new WebRTCaiError('invalid_data', 'send takes a string, an ArrayBuffer, a typed array, a DataView or a Blob');
+}
+
 /** getUserMedia/getDisplayMedia failures by the DOMException's name, so a page can tell the
  * person what to do (allow the camera, plug one in, close the app that holds it) without
  * knowing browser error names. Anything else is `media_error`. */
@@ -111,10 +164,10 @@ class Emitter {
 }
 
 /** A joined session. Events: participant-joined, participant-left, feed-published,
- * feed-unpublished, feed-paused, feed-resumed, speaking, active-speaker, reconnecting,
- * reconnected, disconnected. */
+ * feed-unpublished, feed-paused, feed-resumed, speaking, active-speaker, data, reconnecting,
+ * reconnected, disconnected, error. */
 class Session extends Emitter {
-  constructor(client, sid, name) {
+  constructor(client, sid, name, data = true) {
     super();
     this.sid = sid;
     this.uid = null;
@@ -135,6 +188,12 @@ class Session extends Emitter {
     this._timeoutMs = client.timeoutMs;
     this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc.ontrack = (ev) => this._onTrack(ev);
+    this._dataWanted = data;
+    this._channels = { reliable: null, lossy: null };
+    this._channelWaiters = [];
+    this._sendChains = { reliable: Promise.resolve(), lossy: Promise.resolve() };
+    this._dataRefused = null;
+    this.pc.ondatachannel = (ev) => this._onDataChannel(ev.channel);
     this.pc.oniceconnectionstatechange = () => this._onIceState();
   }
 
@@ -187,6 +246,7 @@ class Session extends Emitter {
       key: this._client.key ?? null,
       token: this._client.token ?? null,
       resume: resume ?? null,
+      data: this._dataWanted,
     };
     let snapshot;
     try {
@@ -353,6 +413,11 @@ class Session extends Emitter {
       case 'active-speaker':
         this.activeSpeaker = msg.uid;
         this._emit('active-speaker', { uid: msg.uid });
+        break;
+      case 'data-refused':
+        // The relay dropped what this page sent: it may not send data. Later sends reject.
+        this._dataRefused = msg.reason;
+        this._emit('error', { code: msg.code, message: msg.reason });
         break;
       case 'feed-layers':
         this._setLayers(msg.feed_id, msg.active).catch((e) => console.error('feed-layers', e));
@@ -635,6 +700,109 @@ class Session extends Emitter {
     };
   }
 
+  _onDataChannel(channel) {
+    const kind = Object.keys(DATA_LABELS).find((k) => DATA_LABELS[k] === channel.label);
+    if (!kind) return;
+    channel.binaryType = 'arraybuffer';
+    channel.bufferedAmountLowThreshold = DATA_LOW_WATER;
+    channel.onmessage = (ev) => {
+      const m = typeof ev.data === 'string' ? null : delivered(ev.data);
+      if (!m) return;
+      this._emit('data', { from: m.from, data: m.text ? fromUtf8.decode(m.payload) : m.payload, reliable: kind === 'reliable' });
+    };
+    channel.onclose = () => {
+      if (this._channels[kind] === channel) this._channels[kind] = null;
+      // What was still buffered never left this page.
+      if (channel.bufferedAmount > 0 && !this._left) {
+        this._emit('error', { code: 'data_lost', message: `${channel.bufferedAmount} bytes of ${kind} data were not sent before the channel closed` });
+      }
+    };
+    const opened = () => {
+      this._channels[kind] = channel;
+      for (const w of [...this._channelWaiters]) w();
+    };
+    if (channel.readyState === 'open') opened();
+    else channel.addEventListener('open', opened, { once: true });
+  }
+
+  // The relay's channel of `kind` once it is open; rejects when it does not open in time.
+  _channel(kind) {
+    const ready = () => this._channels[kind]?.readyState === 'open';
+    if (ready()) return Promise.resolve(this._channels[kind]);
+    if (!this._dataWanted) return Promise.reject(new WebRTCaiError('data_unavailable', 'this session was joined with { data: false }'));
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        if (!ready()) return;
+        clearTimeout(timer);
+        this._channelWaiters = this._channelWaiters.filter((w) => w !== done);
+        resolve(this._channels[kind]);
+      };
+      const timer = setTimeout(() => {
+        this._channelWaiters = this._channelWaiters.filter((w) => w !== done);
+        reject(new WebRTCaiError('data_unavailable', `the ${kind} data channel did not open within ${this._timeoutMs} ms`));
+      }, this._timeoutMs);
+      this._channelWaiters.push(done);
+    });
+  }
+
+  /** The largest message `send` takes, in bytes (of a string: of its UTF-8), to everyone; a
+   * message to named participants has room for their ids too. Null until the data channels
+   * are negotiated. */
+  get maxMessageSize() {
+    const max = this.pc.sctp?.maxMessageSize;
+    if (!max) return null;
+    return Math.min(max, Number.MAX_SAFE_INTEGER) - 4 - utf8.encode(this.uid ?? '').length;
+  }
+
+  /** Send `data` (a string, an ArrayBuffer, a typed array, a DataView or a Blob) to everyone
+   * else in the session, or to the participants whose uids `to` lists. A sender never gets its
+   * own message. `reliable` (the default): ordered, and retransmitted until it arrives, also
+   * across an ICE restart; `reliable: false`: unordered and never retransmitted, for what
+   * newer data replaces (cursors, game state). Sends leave in the order they were made.
+   * Resolves once the message is handed to the connection; while more than 1 MiB waits on
+   * its channel (a receiver or the relay's rate limit slows it) it waits first, which is the
+   * back-pressure a page can await. Rejects with `message_too_large` (over
+   * `maxMessageSize`), `forbidden` (the participant may not send data), `invalid_data`,
+   * `data_unavailable` (no data channel within `timeoutMs`), `connection_lost` (the channel
+   * closed before the message could leave) or `not_joined`. */
+  send(data, { to, reliable = true } = {}) {
+    if (this._left) return Promise.reject(new WebRTCaiError('not_joined', 'this session was left'));
+    if (this._dataRefused) return Promise.reject(new WebRTCaiError('forbidden', this._dataRefused));
+    const kind = reliable ? 'reliable' : 'lossy';
+    const targets = to === undefined || to === null ? [] : Array.isArray(to) ? to : [to];
+    // Chained per channel, so that sends leave in the order they were made, whatever their
+    // kind of data takes to read.
+    const job = this._sendChains[kind].then(async () => {
+      if (to !== undefined && to !== null && targets.length === 0) return;
+      const { text, payload } = await bytesOf(data);
+      const envelope = addressed(text, targets, payload);
+      const channel = await this._channel(kind);
+      const max = this.pc.sctp?.maxMessageSize ?? 65536;
+      const deliveredSize = 4 + utf8.encode(this.uid ?? '').length + payload.length;
+      if (envelope.length > max || deliveredSize > max) {
+        throw new WebRTCaiError('message_too_large', `a message of ${payload.length} bytes is over the ${this.maxMessageSize} the data channel takes`);
+      }
+      if (channel.bufferedAmount > DATA_HIGH_WATER) {
+        await new Promise((resolve, reject) => {
+          const low = () => {
+            channel.removeEventListener('close', closed);
+            resolve();
+          };
+          const closed = () => {
+            channel.removeEventListener('bufferedamountlow', low);
+            reject(new WebRTCaiError('connection_lost', `the ${kind} data channel closed`));
+          };
+          channel.addEventListener('bufferedamountlow', low, { once: true });
+          channel.addEventListener('close', closed, { once: true });
+        });
+      }
+      if (channel.readyState !== 'open') throw new WebRTCaiError('connection_lost', `the ${kind} data channel closed`);
+      channel.send(envelope);
+    });
+    this._sendChains[kind] = job.catch(() => {});
+    return job;
+  }
+
   /** Leave the session and release camera, microphone and connections. */
   async leave() {
     if (this._left) return;
@@ -757,9 +925,10 @@ class Client {
     this.timeoutMs = timeoutMs > 0 ? timeoutMs : DEFAULT_TIMEOUT_MS;
   }
 
-  /** Join (and create if needed) the session `sid`. */
-  async join(sid, { name } = {}) {
-    const session = new Session(this, sid, name);
+  /** Join (and create if needed) the session `sid`. With `data` (the default) the data
+   * channels open at once, so that `send` and the `data` event work from the start. */
+  async join(sid, { name, data = true } = {}) {
+    const session = new Session(this, sid, name, data);
     await session._open(null);
     return session;
   }

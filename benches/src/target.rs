@@ -592,6 +592,7 @@ async fn relay_join(
             ParticipantConfig {
                 remote_ufrag: Some(ufrag.clone()),
                 remote_fingerprint: Some(fp),
+                ..Default::default()
             },
         )
         .await?;

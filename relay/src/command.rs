@@ -125,6 +125,11 @@ pub(crate) enum Command {
         feeds: Vec<FeedId>,
         reply: Reply<()>,
     },
+    SessionCores {
+        sid: Sid,
+        cores: Vec<usize>,
+        reply: Reply<()>,
+    },
     SetView {
         sid: Sid,
         uid: Uid,
@@ -264,6 +269,9 @@ impl Command {
             }
             Command::SetSpeakerFeeds { sid, feeds, reply } => {
                 let _ = reply.send(w.set_speaker_feeds(&sid, feeds));
+            }
+            Command::SessionCores { sid, cores, reply } => {
+                let _ = reply.send(w.set_session_cores(&sid, &cores));
             }
             Command::SetView {
                 sid,

@@ -144,6 +144,13 @@ pub struct ParticipantConfig {
     /// `sha-256 AB:CD:…` fingerprint of the participant's DTLS certificate from its offer;
     /// None accepts any certificate (tests and trusted links only).
     pub remote_fingerprint: Option<String>,
+    /// Whether it may send on data channels (the `publish_data` grant). Anyone receives.
+    #[serde(default)]
+    pub publish_data: bool,
+    /// The largest data-channel message it accepts (its SDP's `a=max-message-size`); None
+    /// for the relay's own maximum.
+    #[serde(default)]
+    pub max_message_size: Option<u32>,
 }
 
 /// What a participant needs to reach the relay (goes into the SDP answer).
@@ -299,6 +306,9 @@ pub enum Pause {
     Bandwidth,
 }
 
+/// How often a participant that keeps sending without the `publish_data` grant is told again.
+pub const DATA_REFUSAL_REPEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Something that happened on a relay, reported to the control plane.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -382,6 +392,16 @@ pub enum Event {
         speaking: bool,
         /// dB above silence (0-127), the mean of its loud packets since the last report.
         loudness: u8,
+    },
+    /// A participant without the `publish_data` grant sent a data-channel message: dropped.
+    /// Reported at its first such message, then at most every [`DATA_REFUSAL_REPEAT`].
+    DataRefused {
+        /// The session.
+        sid: Sid,
+        /// The sender.
+        uid: Uid,
+        /// Why.
+        reason: String,
     },
     /// A subscriber's video of a feed was paused, or resumed (`paused` None).
     SubscriptionPaused {

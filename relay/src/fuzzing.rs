@@ -416,6 +416,7 @@ fn connect(
             ParticipantConfig {
                 remote_ufrag: Some("peer".into()),
                 remote_fingerprint: None,
+                ..Default::default()
             },
         )
         .expect("fresh participant");
@@ -452,8 +453,17 @@ pub fn harness(subscribers: usize) -> Harness {
 
 /// Build a [`Harness`] whose peers all use `profile`.
 pub fn harness_with_profile(subscribers: usize, profile: SrtpProfile) -> Harness {
+    harness_with_config(subscribers, profile, WorkerConfig::default())
+}
+
+/// Build a [`Harness`] whose worker runs with `config`.
+pub fn harness_with_config(
+    subscribers: usize,
+    profile: SrtpProfile,
+    config: WorkerConfig,
+) -> Harness {
     let now = Instant::now();
-    let mut worker = Worker::new(WorkerConfig::default(), now, UNIX_EPOCH, 1);
+    let mut worker = Worker::new(config, now, UNIX_EPOCH, 1);
     let sid = Sid::from("s");
     worker.create_session(sid.clone()).expect("fresh");
     let publisher = SocketAddr::from(([127, 0, 0, 1], 1001));

@@ -531,7 +531,24 @@ impl RelayHandle {
         self.update_layout(sid, |l| {
             l.cores.insert(core);
         });
+        self.share_cores(sid).await;
         Ok(())
+    }
+
+    /// Tell each core of `sid` which cores the session spans, so that data-channel messages
+    /// reach its participants on all of them.
+    async fn share_cores(&self, sid: &Sid) {
+        let cores = self.cores_of(sid);
+        for &core in &cores {
+            // A core that is gone fails its own commands; the others still learn.
+            let _ = self
+                .run(core, |reply| Command::SessionCores {
+                    sid: sid.clone(),
+                    cores: cores.clone(),
+                    reply,
+                })
+                .await;
+        }
     }
 
     /// The dominant speaker's video feeds in `sid`, on every core of the session (see
@@ -650,6 +667,7 @@ impl RelayHandle {
                     f.sinks.remove(&core);
                 }
             });
+            self.share_cores(sid).await;
         }
         Ok(())
     }

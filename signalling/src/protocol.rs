@@ -47,6 +47,10 @@ pub enum Request {
         /// Resume token from an earlier join on a connection that dropped.
         #[serde(default)]
         resume: Option<String>,
+        /// Open data channels: the first offer then comes at once, with a data-channel
+        /// section, whether or not anything is published or subscribed.
+        #[serde(default)]
+        data: bool,
     },
     /// Publish a feed; its tracks are negotiated with the next offer.
     Publish {
@@ -333,6 +337,13 @@ pub enum Event {
     FeedResumed {
         /// The feed.
         feed_id: String,
+    },
+    /// The relay dropped data-channel messages this participant sent: it may not send data.
+    DataRefused {
+        /// Error code (`forbidden`).
+        code: ErrorCode,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -278,6 +278,9 @@ pub struct OfferParams<'a> {
     pub candidate: SocketAddr,
     /// Whether packet repair (NACK and RTX) is negotiated.
     pub repair: bool,
+    /// The mid of the data-channel section, where the participant asked for data channels:
+    /// written before the media sections, so that it is the BUNDLE tag for good.
+    pub data_mid: Option<&'a str>,
 }
 
 fn attr(k: &str, v: impl Into<String>) -> Attribute {
@@ -297,6 +300,53 @@ fn rejected(index: usize, s: &Section) -> bool {
     index > 0 && s.role == Role::Closed
 }
 
+/// The data-channel m-section (RFC 8841): SCTP over the bundled DTLS, on the port every
+/// browser uses, with the largest message the relay takes.
+fn data_section(p: &OfferParams<'_>, mid: &str, fingerprint: &str) -> MediaDescription {
+    let ip = p.candidate.ip();
+    let mut m = MediaDescription {
+        media_name: MediaName {
+            media: "application".into(),
+            port: RangedPort {
+                value: p.candidate.port() as isize,
+                range: None,
+            },
+            protos: vec!["UDP".into(), "DTLS".into(), "SCTP".into()],
+            formats: vec!["webrtc-datachannel".into()],
+        },
+        connection_information: Some(ConnectionInformation {
+            network_type: "IN".into(),
+            address_type: if ip.is_ipv4() { "IP4" } else { "IP6" }.into(),
+            address: Some(Address {
+                address: ip.to_string(),
+                ttl: None,
+                range: None,
+            }),
+        }),
+        ..Default::default()
+    };
+    let a = &mut m.attributes;
+    a.push(attr("mid", mid));
+    a.push(attr("ice-ufrag", p.ice_ufrag));
+    a.push(attr("ice-pwd", p.ice_pwd));
+    a.push(attr("fingerprint", fingerprint));
+    a.push(attr("setup", "actpass"));
+    a.push(attr(
+        "sctp-port",
+        relay::engine::sctp::SCTP_PORT.to_string(),
+    ));
+    a.push(attr(
+        "max-message-size",
+        relay::engine::sctp::MAX_MESSAGE_SIZE.to_string(),
+    ));
+    a.push(attr(
+        "candidate",
+        format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
+    ));
+    a.push(flag("end-of-candidates"));
+    m
+}
+
 /// Write an offer for `sections`.
 pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
     let ip = p.candidate.ip();
@@ -305,11 +355,18 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         .fingerprint
         .split_once(' ')
         .unwrap_or(("sha-256", p.fingerprint));
-    let bundle: Vec<&str> = sections
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| !rejected(*i, s))
-        .map(|(_, s)| s.mid.as_str())
+    // With a data section first, every media section comes after the BUNDLE tag.
+    let first = usize::from(p.data_mid.is_some());
+    let bundle: Vec<&str> = p
+        .data_mid
+        .into_iter()
+        .chain(
+            sections
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| !rejected(first + *i, s))
+                .map(|(_, s)| s.mid.as_str()),
+        )
         .collect();
     let mut sd = SessionDescription {
         origin: Origin {
@@ -342,7 +399,12 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
     sd.attributes
         .push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
 
+    if let Some(mid) = p.data_mid {
+        sd.media_descriptions
+            .push(data_section(p, mid, &format!("{fp_alg} {fp_value}")));
+    }
     for (i, s) in sections.iter().enumerate() {
+        let i = first + i;
         let codecs: Vec<Codec> = match &s.role {
             Role::Publish { .. } => publish_codecs(s.kind, p.repair),
             Role::Subscribe { codecs, .. } => subscribe_codecs(codecs, p.repair),
@@ -506,6 +568,9 @@ pub struct AnsweredSection {
     /// The rids of the simulcast layers it sends (`a=simulcast:send`, each with its
     /// `a=rid:… send`), in the answer's order; empty without simulcast.
     pub simulcast: Vec<String>,
+    /// A data-channel section (`m=application`): the largest message the browser takes
+    /// (`a=max-message-size`; RFC 8841 says 64 KiB where it is absent).
+    pub data: Option<u32>,
 }
 
 /// Why an answer was refused.
@@ -550,6 +615,24 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
                     )))
                 }
             }
+        }
+        if m.media_name.media == "application" {
+            let max = match get("max-message-size") {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("a=max-message-size:{v} in mid {mid}")))?,
+                None => 65536,
+            };
+            // RFC 8841 §6: zero means no limit but the receiver's memory.
+            let max: u32 = if max == 0 { u32::MAX } else { max };
+            sections.push(AnsweredSection {
+                mid,
+                rejected,
+                data: Some(max),
+                ..Default::default()
+            });
+            continue;
         }
         let values = |k: &str| -> Vec<&str> {
             m.attributes
@@ -648,6 +731,7 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
             ssrc: fid_primary.or(first_ssrc),
             rtx_ssrc: fid.and_then(|(_, rtx)| rtx),
             simulcast,
+            data: None,
         });
     }
     let ice_ufrag = ice_ufrag.ok_or_else(|| invalid("no a=ice-ufrag"))?;
@@ -675,7 +759,63 @@ mod tests {
             fingerprint: "sha-256 AA:BB",
             candidate: "127.0.0.1:40000".parse().unwrap(),
             repair: true,
+            data_mid: None,
         }
+    }
+
+    #[test]
+    fn data_channels_come_first_and_the_answer_gives_the_largest_message() {
+        let sections = vec![Section {
+            mid: "0".into(),
+            kind: Kind::Video,
+            role: Role::Closed,
+        }];
+        let o = offer(
+            &OfferParams {
+                data_mid: Some("data"),
+                ..params()
+            },
+            &sections,
+        );
+        // The data section is the BUNDLE tag, so a closed media section after it is rejected.
+        assert!(o.contains("a=group:BUNDLE data\r\n"), "{o}");
+        let data = o.find("m=application 40000 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+        let video = o.find("m=video 0 ");
+        assert!(data.is_some() && data < video, "{o}");
+        for line in [
+            "a=mid:data",
+            "a=sctp-port:5000",
+            "a=max-message-size:262144",
+            "a=setup:actpass",
+        ] {
+            assert!(o.contains(&format!("{line}\r\n")), "{line}: {o}");
+        }
+        // What Chromium answers for it.
+        let answer = CHROME_ANSWER.replace(
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111",
+            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:data\r\na=sctp-port:5000\r\na=max-message-size:262144\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111",
+        );
+        let a = parse_answer(&answer).unwrap();
+        let d = a.sections.iter().find(|s| s.mid == "data").unwrap();
+        assert_eq!(
+            (d.data, d.rejected, d.codecs.len()),
+            (Some(262_144), false, 0)
+        );
+        // Without the attribute, RFC 8841's 64 KiB; zero is no limit.
+        let plain = answer.replace("a=max-message-size:262144\r\n", "");
+        let a = parse_answer(&plain).unwrap();
+        assert_eq!(
+            a.sections.iter().find(|s| s.mid == "data").unwrap().data,
+            Some(65536)
+        );
+        let zero = answer.replace("max-message-size:262144", "max-message-size:0");
+        let a = parse_answer(&zero).unwrap();
+        assert_eq!(
+            a.sections.iter().find(|s| s.mid == "data").unwrap().data,
+            Some(u32::MAX)
+        );
+        let bad = answer.replace("max-message-size:262144", "max-message-size:lots");
+        assert!(parse_answer(&bad).is_err());
     }
 
     #[test]

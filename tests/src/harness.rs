@@ -58,6 +58,7 @@ impl TestRelay {
                 ParticipantConfig {
                     remote_ufrag: Some(ufrag.clone()),
                     remote_fingerprint: Some(fp),
+                    ..Default::default()
                 },
             )
             .await

@@ -152,6 +152,7 @@ async fn dtls_with_a_certificate_other_than_signalled_fails() {
             ParticipantConfig {
                 remote_ufrag: Some(ufrag.clone()),
                 remote_fingerprint: Some(other_fp),
+                ..Default::default()
             },
         )
         .await

@@ -86,6 +86,7 @@ async fn remote_control_plane_runs_a_call() {
                 ParticipantConfig {
                     remote_ufrag: Some(ufrag.clone()),
                     remote_fingerprint: Some(fp),
+                    ..Default::default()
                 },
             )
             .await

@@ -96,6 +96,7 @@ async fn join_all_peers(
                         ParticipantConfig {
                             remote_ufrag: Some(ufrag.clone()),
                             remote_fingerprint: Some(fp),
+                            ..Default::default()
                         },
                     )
                     .await?;

@@ -21,8 +21,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sctp_proto::{
-    Association, AssociationHandle, DatagramEvent, Endpoint, EndpointConfig, Event, Payload,
-    PayloadProtocolIdentifier as Ppi, ReliabilityType, ServerConfig, StreamEvent, TransportConfig,
+    Association, AssociationHandle, ClientConfig, DatagramEvent, Endpoint, EndpointConfig, Event,
+    Payload, PayloadProtocolIdentifier as Ppi, ReliabilityType, ServerConfig, StreamEvent,
+    TransportConfig,
 };
 use thiserror::Error;
 
@@ -75,7 +76,7 @@ pub struct Channel {
     pub label: String,
     /// Ordering and reliability.
     pub delivery: Delivery,
-    /// Whether the relay opened it (odd stream id).
+    /// Whether this side opened it.
     pub ours: bool,
     /// Whether the peer has acknowledged it (always true for the peer's own).
     pub acknowledged: bool,
@@ -118,6 +119,8 @@ pub enum DataEvent {
 
 /// One participant's SCTP association and data channels.
 pub struct DataChannels {
+    /// The DTLS client's channels take even stream ids, the server's odd ones (RFC 8832 §6).
+    dtls_client: bool,
     endpoint: Endpoint,
     association: Option<(AssociationHandle, Association)>,
     connected: bool,
@@ -153,16 +156,9 @@ impl DataChannels {
     pub fn new(max_send: usize) -> Self {
         let mut endpoint_config = EndpointConfig::new();
         endpoint_config.max_payload_size(MAX_PAYLOAD);
-        let transport = TransportConfig::default()
-            .with_max_receive_message_size(MAX_MESSAGE_SIZE)
-            .with_max_send_message_size(max_send as u32)
-            .with_max_receive_buffer_size(RECEIVE_BUFFER)
-            // As browsers: a data channel outlives a long disconnection (an ICE restart).
-            .with_max_data_retransmits(None);
-        let mut server = ServerConfig::new();
-        server.transport = Arc::new(transport);
         DataChannels {
-            endpoint: Endpoint::new(Arc::new(endpoint_config), Some(Arc::new(server))),
+            dtls_client: false,
+            endpoint: Endpoint::new(Arc::new(endpoint_config), Some(server_config(max_send))),
             association: None,
             connected: false,
             channels: HashMap::new(),
@@ -174,10 +170,32 @@ impl DataChannels {
         }
     }
 
-    /// Open channel `label` on odd `stream` with `delivery` once the association is up (at
+    /// The DTLS client's side, which sends the INIT at once: what a browser is, for the
+    /// relay's tests and the load generator.
+    pub fn client(now: Instant, max_send: usize) -> Self {
+        let mut channels = Self::new(max_send);
+        channels.dtls_client = true;
+        let mut config = ClientConfig::new();
+        config.transport = server_config(max_send).transport.clone();
+        if let Ok((handle, association)) = channels.endpoint.connect(config, PEER) {
+            channels.association = Some((handle, association));
+        }
+        channels.drive(now);
+        channels
+    }
+
+    /// Whether `stream` is one this side opens (even for the DTLS client, odd for the server).
+    fn is_ours(&self, stream: u16) -> bool {
+        stream.is_multiple_of(2) == self.dtls_client
+    }
+
+    /// Open channel `label` on `stream` (one of this side's: odd for the relay) with `delivery` once the association is up (at
     /// once if it is).
     pub fn open(&mut self, stream: u16, label: &str, delivery: Delivery) {
-        debug_assert!(stream % 2 == 1, "the DTLS server's streams are odd");
+        debug_assert!(
+            self.is_ours(stream),
+            "stream {stream} is the peer's to open"
+        );
         self.to_open.push((
             stream,
             Open {
@@ -189,6 +207,15 @@ impl DataChannels {
         ));
         if self.connected {
             self.open_pending();
+        }
+    }
+
+    /// The peer's maximum message size changed (its SDP came).
+    pub fn set_max_send(&mut self, max: usize) {
+        self.max_send = max;
+        self.endpoint.set_server_config(Some(server_config(max)));
+        if let Some((_, a)) = self.association.as_mut() {
+            a.set_max_send_message_size(max as u32);
         }
     }
 
@@ -358,9 +385,9 @@ impl DataChannels {
     fn handle_dcep(&mut self, stream: u16, data: &[u8]) {
         match dcep::Message::parse(data) {
             Ok(dcep::Message::Open(open)) => {
-                if stream % 2 == 1 {
+                if self.is_ours(stream) {
                     self.events.push_back(DataEvent::Malformed(format!(
-                        "DATA_CHANNEL_OPEN on odd stream {stream}, the relay's"
+                        "DATA_CHANNEL_OPEN on stream {stream}, which is this side's to open"
                     )));
                     return;
                 }
@@ -385,9 +412,20 @@ impl DataChannels {
                 self.events.push_back(DataEvent::ChannelOpened { stream });
             }
             Ok(dcep::Message::Ack) => match self.channels.get_mut(&stream) {
-                Some(c) if c.ours => c.acknowledged = true,
+                Some(c) if c.ours && !c.acknowledged => {
+                    c.acknowledged = true;
+                    if let Some(mut s) = self
+                        .association
+                        .as_mut()
+                        .and_then(|(_, a)| a.stream(stream).ok())
+                    {
+                        let (kind, value) = reliability(c.delivery);
+                        let _ = s.set_reliability_params(!c.delivery.ordered, kind, value);
+                    }
+                }
+                Some(c) if c.ours => {}
                 _ => self.events.push_back(DataEvent::Malformed(format!(
-                    "DATA_CHANNEL_ACK on stream {stream}, which the relay did not open"
+                    "DATA_CHANNEL_ACK on stream {stream}, which this side did not open"
                 ))),
             },
             Err(e) => self.events.push_back(DataEvent::Malformed(e.to_string())),
@@ -455,9 +493,10 @@ impl DataChannels {
             let Ok(mut s) = a.open_stream(stream, Ppi::Binary) else {
                 continue;
             };
-            let (kind, value) = reliability(open.delivery);
-            let _ = s.set_reliability_params(!open.delivery.ordered, kind, value);
-            // The OPEN itself is sent reliably and ordered whatever the channel (RFC 8832 §6).
+            // The OPEN goes reliably and in order, and so does everything after it until the
+            // ACK (RFC 8832 §6): an unordered message could otherwise overtake the OPEN and
+            // reach a peer that does not know the channel yet. The channel's own delivery
+            // applies from the ACK on.
             let _ = s.write_sctp(
                 &Bytes::from(dcep::Message::Open(open.clone()).to_bytes()),
                 Ppi::Dcep,
@@ -505,6 +544,19 @@ impl DataChannels {
     }
 }
 
+/// How the relay accepts a participant's association.
+fn server_config(max_send: usize) -> Arc<ServerConfig> {
+    let transport = TransportConfig::default()
+        .with_max_receive_message_size(MAX_MESSAGE_SIZE)
+        .with_max_send_message_size(max_send as u32)
+        .with_max_receive_buffer_size(RECEIVE_BUFFER)
+        // As browsers: a data channel outlives a long disconnection (an ICE restart).
+        .with_max_data_retransmits(None);
+    let mut server = ServerConfig::new();
+    server.transport = Arc::new(transport);
+    Arc::new(server)
+}
+
 /// sctp-proto's reliability parameters for a channel's delivery.
 fn reliability(delivery: Delivery) -> (ReliabilityType, u32) {
     match delivery.reliability {
@@ -518,7 +570,7 @@ fn reliability(delivery: Delivery) -> (ReliabilityType, u32) {
 mod tests {
     use std::time::Duration;
 
-    use sctp_proto::{ClientConfig, Transmit};
+    use sctp_proto::Transmit;
 
     use super::*;
 
@@ -894,6 +946,55 @@ mod tests {
             .unwrap();
         pair.pump();
         assert_eq!(pair.browser.messages(1), [b"still here".to_vec()]);
+    }
+
+    #[test]
+    fn two_sides_of_this_module_talk_both_ways() {
+        let mut now = Instant::now();
+        let mut server = DataChannels::default();
+        server.open(1, "reliable", Delivery::RELIABLE);
+        let mut client = DataChannels::client(now, MAX_MESSAGE_SIZE as usize);
+        client.open(0, "mine", Delivery::LOSSY);
+        let exchange = |now: Instant, a: &mut DataChannels, b: &mut DataChannels| {
+            for _ in 0..100 {
+                let mut moved = false;
+                while let Some(p) = a.poll_transmit() {
+                    b.handle_packet(now, &p);
+                    moved = true;
+                }
+                while let Some(p) = b.poll_transmit() {
+                    a.handle_packet(now, &p);
+                    moved = true;
+                }
+                if !moved {
+                    return;
+                }
+            }
+        };
+        exchange(now, &mut client, &mut server);
+        assert!(client.is_connected() && server.is_connected());
+        server
+            .send(now, 1, true, &Bytes::from_static(b"to the client"))
+            .unwrap();
+        client
+            .send(now, 0, false, &Bytes::from_static(b"to the server"))
+            .unwrap();
+        exchange(now, &mut client, &mut server);
+        let got = client.read(now).unwrap();
+        assert_eq!(
+            (got.stream, got.text, got.data.as_slice()),
+            (1, true, &b"to the client"[..])
+        );
+        assert_eq!(got.delivery, Delivery::RELIABLE);
+        let got = server.read(now).unwrap();
+        assert_eq!((got.stream, got.delivery), (0, Delivery::LOSSY));
+        assert_eq!(got.data, b"to the server");
+        // Both sides' channels acknowledged (the ACKs are read like messages, and are none).
+        now += std::time::Duration::from_millis(10);
+        exchange(now, &mut client, &mut server);
+        assert_eq!((server.read(now), client.read(now)), (None, None));
+        assert!(server.channel(1).unwrap().acknowledged && client.channel(0).unwrap().acknowledged);
+        assert!(!client.channel(1).unwrap().ours && client.channel(0).unwrap().ours);
     }
 
     #[test]

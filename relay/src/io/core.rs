@@ -46,6 +46,14 @@ const GSO_MIN_SEGMENTS: usize = 2;
 /// DTLS records queued per handshake before further ones are dropped.
 const DTLS_QUEUE: usize = 64;
 
+/// SCTP packets waiting for a participant's DTLS to encrypt them: a window's worth of a fast
+/// data channel. Past it a packet is dropped, and SCTP sends it again.
+const SCTP_QUEUE: usize = 256;
+
+/// Largest DTLS application record read: an SCTP packet from a browser is at most about
+/// 1,200 bytes, and SCTP itself takes packets of up to 8 KiB.
+const SCTP_PACKET_MAX: usize = 8192;
+
 /// When the kernel started and finished taking one flush's datagrams (wall clock, to compare
 /// with the kernel's receive stamps).
 #[derive(Clone, Copy)]
@@ -101,6 +109,8 @@ struct Shell {
     events: mpsc::Sender<Event>,
     dtls_inboxes: RefCell<HashMap<ParticipantKey, mpsc::Sender<Vec<u8>>>>,
     dtls_tasks: RefCell<HashMap<ParticipantKey, tokio::task::JoinHandle<()>>>,
+    /// Each connected participant's queue of SCTP packets for its DTLS to send.
+    sctp_out: RefCell<HashMap<ParticipantKey, mpsc::Sender<bytes::Bytes>>>,
     dtls_egress: mpsc::UnboundedSender<(ParticipantKey, Vec<u8>)>,
     /// The deadline the timer task sleeps until, and what wakes it when the worker's next
     /// deadline comes earlier than that.
@@ -152,6 +162,7 @@ pub(crate) fn run(setup: CoreSetup) {
             events: setup.events,
             dtls_inboxes: RefCell::new(HashMap::new()),
             dtls_tasks: RefCell::new(HashMap::new()),
+            sctp_out: RefCell::new(HashMap::new()),
             dtls_egress: egress_tx,
             timer_at: std::cell::Cell::new(None),
             timer_rearm: Notify::new(),
@@ -203,8 +214,18 @@ impl Shell {
                         self.worker.borrow_mut().handle_dtls_queue_full();
                     }
                 }
+                Some(Output::Sctp { key, packet }) => {
+                    let full = match self.sctp_out.borrow().get(&key) {
+                        Some(queue) => queue.try_send(packet).is_err(),
+                        None => true,
+                    };
+                    if full {
+                        self.worker.borrow_mut().handle_sctp_queue_full();
+                    }
+                }
                 Some(Output::DtlsClose(key)) => {
                     self.dtls_inboxes.borrow_mut().remove(&key);
+                    self.sctp_out.borrow_mut().remove(&key);
                     if let Some(task) = self.dtls_tasks.borrow_mut().remove(&key) {
                         task.abort();
                     }
@@ -426,10 +447,33 @@ impl Shell {
                         .borrow_mut()
                         .handle_dtls_connected(Instant::now(), key, keys);
                     shell.flush().await;
-                    // Application data (SCTP for data channels) is not used yet; keep reading
-                    // so that close_notify and fatal alerts are noticed.
-                    let mut buf = vec![0u8; 2048];
-                    while conn.read(&mut buf, None).await.is_ok() {}
+                    // Application data is SCTP, for the data channels: the worker takes it
+                    // in, and its packets out go through a queue to a writer beside this
+                    // reader. Reading also notices close_notify and fatal alerts.
+                    let conn = Rc::new(conn);
+                    let (queue, mut packets) = mpsc::channel::<bytes::Bytes>(SCTP_QUEUE);
+                    shell.sctp_out.borrow_mut().insert(key, queue);
+                    let writer = {
+                        let conn = conn.clone();
+                        tokio_uring::spawn(async move {
+                            // Ends when the queue's sender is removed (the participant went).
+                            while let Some(packet) = packets.recv().await {
+                                if conn.write(&packet, None).await.is_err() {
+                                    break;
+                                }
+                            }
+                        })
+                    };
+                    let mut buf = vec![0u8; SCTP_PACKET_MAX];
+                    while let Ok(n) = conn.read(&mut buf, None).await {
+                        shell
+                            .worker
+                            .borrow_mut()
+                            .handle_sctp(Instant::now(), key, &buf[..n]);
+                        shell.flush().await;
+                    }
+                    writer.abort();
+                    shell.sctp_out.borrow_mut().remove(&key);
                     let _ = conn.close().await;
                     // Still registered means the peer ended it, not a local removal.
                     if shell.dtls_inboxes.borrow_mut().remove(&key).is_some() {
@@ -578,7 +622,9 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
                     };
                     let arrived = match &message {
                         CrossCore::Rtp { packet, .. } => packet.arrived,
-                        CrossCore::KeyframeRequest { .. } | CrossCore::LayersWanted { .. } => None,
+                        CrossCore::KeyframeRequest { .. }
+                        | CrossCore::LayersWanted { .. }
+                        | CrossCore::Data(_) => None,
                     };
                     let before = worker.packets_out();
                     worker.handle_cross_core(now, message);

@@ -148,6 +148,8 @@ pub enum CrossCore {
         /// Bit `i`: layer `i`; 0 when no subscriber there wants any.
         mask: u8,
     },
+    /// A data-channel message for the session's participants on the receiving core.
+    Data(super::data::Relayed),
     /// Sink → origin: a subscriber needs a keyframe.
     KeyframeRequest {
         /// The feed.

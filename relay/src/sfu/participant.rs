@@ -1,5 +1,5 @@
 //! One participant on a core: its transport, the SSRC maps that route its packets to feeds,
-//! its RTCP schedule and its traffic counters.
+//! its RTCP schedule, its data channels and its traffic counters.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,6 +8,7 @@ use crate::engine::pacer::Pacer;
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
 
 use super::allocation::Allocator;
+use super::data::ParticipantData;
 use super::transport::Transport;
 
 /// Byte and packet counters of one participant, for usage metering.
@@ -73,6 +74,8 @@ pub struct Participant {
     pub allocator: Allocator,
     /// What waits to be sent to it, where its link is estimated.
     pub pacer: Pacer<Outgoing>,
+    /// Its data channels.
+    pub data: ParticipantData,
 }
 
 impl Participant {
@@ -83,6 +86,7 @@ impl Participant {
         uid: Uid,
         transport: Transport,
         rtcp_ssrc: u32,
+        data: ParticipantData,
     ) -> Self {
         Participant {
             sid,
@@ -97,6 +101,7 @@ impl Participant {
             usage: ParticipantUsage::default(),
             allocator: Allocator::default(),
             pacer: Pacer::new(0.0),
+            data,
         }
     }
 

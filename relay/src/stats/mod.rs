@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod data;
 mod delay;
 
+pub use data::DataStats;
 pub use delay::DelayHistogram;
 
 /// Why the relay dropped an ingress datagram (or an egress one it could not build).
@@ -235,6 +237,9 @@ pub struct CoreStats {
     /// that core's receipt, so the hop between cores is included.
     #[serde(default)]
     pub forwarding_delay: DelayHistogram,
+    /// Data channels.
+    #[serde(default)]
+    pub data: DataStats,
 }
 
 impl CoreStats {
@@ -295,6 +300,7 @@ impl CoreStats {
         self.rtp_svc_dropped += other.rtp_svc_dropped;
         self.svc_descriptors_unreadable += other.svc_descriptors_unreadable;
         self.rtp_paced += other.rtp_paced;
+        self.data.accumulate(&other.data);
         self.pacing_delay.merge(&other.pacing_delay);
         self.forwarding_delay.merge(&other.forwarding_delay);
     }

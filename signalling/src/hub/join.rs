@@ -20,6 +20,7 @@ use super::*;
 struct Joined {
     conn: ConnId,
     id: u64,
+    data: bool,
     uid: String,
     name: Option<String>,
     grants: crate::auth::Grants,
@@ -41,6 +42,7 @@ impl Hub {
         key: Option<String>,
         token: Option<String>,
         resume: Option<String>,
+        data: bool,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
         if v != protocol::VERSION {
             return Err((
@@ -98,6 +100,7 @@ impl Hub {
             sid,
             name,
             resume,
+            data,
         });
         let inputs = self.inputs.clone();
         self.accounts.authenticate(credentials, move |identity| {
@@ -139,6 +142,7 @@ impl Hub {
             sid: public_sid,
             name,
             resume,
+            data,
         } = pending;
         if let Some(token) = resume {
             let Some((rsid, uid)) = self.resume.get(&token).cloned() else {
@@ -165,6 +169,13 @@ impl Hub {
                 if e.state == Negotiation::Offered {
                     e.state = Negotiation::New;
                 }
+            }
+            if let Some(d) = peer
+                .data
+                .as_mut()
+                .filter(|d| d.state == Negotiation::Offered)
+            {
+                d.state = Negotiation::New;
             }
             if let Some(c) = old.and_then(|old| self.conns.get_mut(&old)) {
                 c.joined = None;
@@ -198,6 +209,7 @@ impl Hub {
         let joined = Joined {
             conn,
             id,
+            data,
             uid,
             name,
             grants: identity.grants,
@@ -206,6 +218,7 @@ impl Hub {
         };
         let relay = self.relay.clone();
         let (rsid, ruid) = (Sid::from(sid), Uid::from(joined.uid.as_str()));
+        let publish_data = joined.grants.publish_data;
         self.spawn_job(
             sid,
             async move {
@@ -215,9 +228,11 @@ impl Hub {
                         Err(e) => return (false, Err(e)),
                     }
                 }
-                let added = relay
-                    .add_participant(&rsid, &ruid, ParticipantConfig::default())
-                    .await;
+                let config = ParticipantConfig {
+                    publish_data,
+                    ..Default::default()
+                };
+                let added = relay.add_participant(&rsid, &ruid, config).await;
                 (true, added)
             },
             {
@@ -239,6 +254,7 @@ impl Hub {
         let Joined {
             conn,
             id,
+            data,
             uid,
             name,
             grants,
@@ -314,6 +330,10 @@ impl Hub {
             ice_pwd: info.ice_pwd,
             candidate: info.candidate,
             entries: Vec::new(),
+            data: data.then(|| DataEntry {
+                mid: DATA_MID.to_owned(),
+                state: Negotiation::New,
+            }),
             next_mid: 0,
             session_id: rand::rng().random::<u64>() >> 2,
             version: 1,
@@ -341,6 +361,8 @@ impl Hub {
         );
         let snapshot = self.snapshot(sid, &uid, &token);
         self.send(conn, ServerMessage::ok(id, snapshot));
+        // Data channels connect at once, before anything is published or subscribed.
+        self.negotiate(sid, &uid);
     }
 
     pub(super) fn snapshot(&self, sid: &str, uid: &str, token: &str) -> serde_json::Value {

@@ -112,11 +112,12 @@ impl Hub {
                     key,
                     token,
                     resume,
+                    data,
                     ..
                 },
                 None,
             ) if !self.conns.get(&conn).is_some_and(|c| c.joining) => {
-                self.join(conn, id, v, sid, name, key, token, resume)
+                self.join(conn, id, v, sid, name, key, token, resume, data)
             }
             (Request::Join { .. }, None) => Err((
                 ErrorCode::AlreadyJoined,

@@ -84,6 +84,8 @@ pub struct PendingJoin {
     sid: String,
     name: Option<String>,
     resume: Option<String>,
+    /// It asked for data channels.
+    data: bool,
 }
 
 /// What the HTTP upgrade told about a connection.
@@ -110,6 +112,15 @@ struct Entry {
     state: Negotiation,
 }
 
+/// The data-channel m-section of a participant that asked for data channels.
+struct DataEntry {
+    mid: String,
+    state: Negotiation,
+}
+
+/// The mid of the data-channel section.
+const DATA_MID: &str = "data";
+
 struct Peer {
     name: Option<String>,
     grants: Grants,
@@ -120,6 +131,8 @@ struct Peer {
     ice_pwd: String,
     candidate: std::net::SocketAddr,
     entries: Vec<Entry>,
+    /// Its data-channel section, first in every offer, if it asked for data channels.
+    data: Option<DataEntry>,
     next_mid: u32,
     session_id: u64,
     version: u64,
@@ -395,6 +408,13 @@ impl Hub {
                     room.speakers
                         .handle_report(Instant::now(), &uid.0, speaking, loudness);
                 self.tell_speakers(&sid.0, changes);
+            }
+            Input::Relay(relay::Event::DataRefused { sid, uid, reason }) => {
+                let event = crate::protocol::Event::DataRefused {
+                    code: ErrorCode::Forbidden,
+                    reason,
+                };
+                self.send_to_peer(&sid.0, &uid.0, &ServerMessage::Event(event));
             }
             Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Relay(_) => {}

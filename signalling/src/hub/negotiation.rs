@@ -22,7 +22,12 @@ impl Hub {
         };
         if (peer.outstanding.is_some() && !peer.answer_refused)
             || peer.conn.is_none()
-            || !(peer.ice_restart || peer.entries.iter().any(|e| e.state == Negotiation::New))
+            || !(peer.ice_restart
+                || peer.entries.iter().any(|e| e.state == Negotiation::New)
+                || peer
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.state == Negotiation::New))
         {
             return;
         }
@@ -32,6 +37,9 @@ impl Hub {
             if e.state == Negotiation::New {
                 e.state = Negotiation::Offered;
             }
+        }
+        if let Some(d) = peer.data.as_mut().filter(|d| d.state == Negotiation::New) {
+            d.state = Negotiation::Offered;
         }
         peer.version += 1;
         let offer_id = peer.next_offer;
@@ -47,6 +55,7 @@ impl Hub {
                 fingerprint: &fingerprint,
                 candidate: peer.candidate,
                 repair,
+                data_mid: peer.data.as_ref().map(|d| d.mid.as_str()),
             },
             &sections,
         );
@@ -218,9 +227,19 @@ impl Hub {
             };
             steps.push(step);
         }
+        // The largest data-channel message the browser takes, from its data section.
+        let max_message_size = peer.data.as_ref().and_then(|d| {
+            answer
+                .sections
+                .iter()
+                .find(|a| a.mid == d.mid && !a.rejected)
+                .and_then(|a| a.data)
+        });
         let config = ParticipantConfig {
             remote_ufrag: Some(answer.ice_ufrag.clone()),
             remote_fingerprint: Some(answer.fingerprint.clone()),
+            publish_data: peer.grants.publish_data,
+            max_message_size,
         };
         let relay = self.relay.clone();
         let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
@@ -321,6 +340,13 @@ impl Hub {
             if e.state == Negotiation::Offered {
                 e.state = Negotiation::Active;
             }
+        }
+        if let Some(d) = peer
+            .data
+            .as_mut()
+            .filter(|d| d.state == Negotiation::Offered)
+        {
+            d.state = Negotiation::Active;
         }
         peer.outstanding = None;
         peer.answer_refused = false;

@@ -17,6 +17,8 @@ use crate::sfu::consumer::layers::Layers;
 use crate::sfu::consumer::retransmit::Retransmits;
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::FeedRoute;
+use crate::sfu::data::limiter::Limiter;
+use crate::sfu::data::ParticipantData;
 use crate::sfu::feed::Feed;
 use crate::sfu::participant::Participant;
 use crate::sfu::transport::{DtlsState, Transport};
@@ -45,6 +47,7 @@ impl Worker {
                 feeds: HashMap::new(),
                 feed_keys: HashMap::new(),
                 speaker_feeds: Vec::new(),
+                other_cores: Vec::new(),
             },
         );
         Ok(())
@@ -119,6 +122,11 @@ impl Worker {
                     self.config.dtls_handshake_timeout,
                 ),
                 rtcp_ssrc,
+                ParticipantData::new(
+                    config.publish_data,
+                    config.max_message_size,
+                    Limiter::new(self.config.data_rate, self.config.data_burst),
+                ),
             ),
         );
         Ok(creds)
@@ -155,6 +163,20 @@ impl Worker {
             .set_remote_fingerprint(config.remote_fingerprint)
             .map_err(|_| ControlError::DtlsStarted)?;
         p.transport.ice.set_remote_ufrag(config.remote_ufrag);
+        p.data.may_send = config.publish_data;
+        if let Some(max) = config.max_message_size {
+            p.data.channels.set_max_send(max as usize);
+        }
+        Ok(())
+    }
+
+    /// The cores `sid` spans (this one among them): its data-channel messages go to the
+    /// others.
+    pub fn set_session_cores(&mut self, sid: &Sid, cores: &[usize]) -> Result<(), ControlError> {
+        let skey = self.session_key(sid)?;
+        let me = self.config.core;
+        let session = self.sessions.get_mut(&skey).expect("session_key found it");
+        session.other_cores = cores.iter().copied().filter(|c| *c != me).collect();
         Ok(())
     }
 
@@ -199,6 +221,7 @@ impl Worker {
         };
         self.timers.disarm(Timer::Participant(key));
         self.timers.disarm(Timer::Pacer(key));
+        self.timers.disarm(Timer::Data(key));
         for out in p.pacer.clear() {
             self.pool.give(out.packet);
         }

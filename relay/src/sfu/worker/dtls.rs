@@ -122,6 +122,7 @@ mod tests {
                 ParticipantConfig {
                     remote_ufrag: Some("peer".into()),
                     remote_fingerprint: None,
+                    ..Default::default()
                 },
             )
             .unwrap();

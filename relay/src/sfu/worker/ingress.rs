@@ -377,6 +377,7 @@ impl Worker {
     /// A message from another core.
     pub fn handle_cross_core(&mut self, now: Instant, message: CrossCore) {
         match message {
+            CrossCore::Data(relayed) => self.handle_cross_core_data(now, relayed),
             CrossCore::Rtp { route, packet } => {
                 self.stats.cross_core_rtp_in += 1;
                 let Some(&(skey, fkey)) = self.replicas.get(&route) else {

@@ -14,6 +14,7 @@
 //! through [`Worker::handle_dtls_connected`] / [`Worker::handle_dtls_failed`].
 
 mod control;
+mod data;
 mod dtls;
 mod egress;
 mod fanout;
@@ -58,6 +59,10 @@ pub struct WorkerConfig {
     pub feed_inactivity: Duration,
     /// Interval of receiver and sender reports.
     pub report_interval: Duration,
+    /// Bytes a second each participant may send on data channels.
+    pub data_rate: u64,
+    /// Bytes a participant may send at once after a quiet spell.
+    pub data_burst: u64,
 }
 
 impl Default for WorkerConfig {
@@ -69,9 +74,20 @@ impl Default for WorkerConfig {
             max_handshakes: 256,
             feed_inactivity: Duration::from_secs(3),
             report_interval: Duration::from_secs(1),
+            data_rate: DEFAULT_DATA_RATE,
+            data_burst: DEFAULT_DATA_BURST,
         }
     }
 }
+
+/// Data-channel bytes a second a participant may send by default: 32 Mbit/s, far above chat,
+/// cursors or game state, and low enough that one participant cannot take a core's time from
+/// the others' media.
+pub const DEFAULT_DATA_RATE: u64 = 4 * 1024 * 1024;
+
+/// Data-channel bytes a participant may send at once by default: four of the largest
+/// messages.
+pub const DEFAULT_DATA_BURST: u64 = 1024 * 1024;
 
 /// Packets handed to other cores that a core keeps for reuse (~2 MiB with their buffers): a
 /// few hundred milliseconds of a busy feed, since sinks drop them within one of their
@@ -117,6 +133,13 @@ pub enum Output {
     DtlsClose(ParticipantKey),
     /// Report to the control plane.
     Event(Event),
+    /// An SCTP packet for the participant's DTLS association to encrypt and send.
+    Sctp {
+        /// The participant.
+        key: ParticipantKey,
+        /// The packet.
+        packet: bytes::Bytes,
+    },
     /// Hand a message to another core (a session spread over several cores).
     CrossCore {
         /// The core.
@@ -140,6 +163,8 @@ enum Timer {
     Dynacast(SessionKey, FeedKey),
     /// The next packet a subscriber's pacer lets go.
     Pacer(ParticipantKey),
+    /// A participant's SCTP timer, or the moment its rate lets more of its messages in.
+    Data(ParticipantKey),
 }
 
 /// A session on this core.
@@ -150,6 +175,8 @@ struct Session {
     feed_keys: HashMap<FeedId, FeedKey>,
     /// The dominant speaker's video feeds: allocated right after screen shares.
     speaker_feeds: Vec<FeedId>,
+    /// The other cores the session spans, which its data-channel messages go to.
+    other_cores: Vec<usize>,
 }
 
 impl Session {
@@ -194,6 +221,8 @@ pub struct Worker {
     replicas: HashMap<FeedRoute, (SessionKey, FeedKey)>,
     /// Packets handed to other cores, reused once they are done with them.
     relayed: RelayedPool,
+    /// Scratch space: the receivers of a data-channel message.
+    data_receivers: Vec<ParticipantKey>,
 }
 
 impl Worker {
@@ -227,6 +256,7 @@ impl Worker {
             pool: BufferPool::new(MAX_IDLE_BUFFERS),
             replicas: HashMap::new(),
             relayed: RelayedPool::new(MAX_RELAYED),
+            data_receivers: Vec::new(),
         }
     }
 
@@ -281,6 +311,12 @@ impl Worker {
     pub fn record_forwarding_delay(&mut self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.stats.forwarding_delay.record(us, 1);
+    }
+
+    /// The worker's handle for participant `uid` of `sid` (what its DTLS and SCTP inputs
+    /// and outputs name it by).
+    pub fn participant_key(&self, sid: &Sid, uid: &Uid) -> Result<ParticipantKey, ControlError> {
+        Ok(self.key_of(sid, uid)?.1)
     }
 
     /// Traffic counters of a participant.

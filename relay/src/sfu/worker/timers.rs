@@ -47,6 +47,11 @@ impl Worker {
                 }
                 // Arms itself again (later than now) while packets wait.
                 Timer::Pacer(key) => self.pace(now, key),
+                Timer::Data(key) => {
+                    if let Some(at) = self.data_timeout(now, key) {
+                        later.push((timer, at));
+                    }
+                }
             }
         }
         for (timer, at) in later.drain(..) {
@@ -279,6 +284,7 @@ mod tests {
                     ParticipantConfig {
                         remote_ufrag: Some("peer".into()),
                         remote_fingerprint: None,
+                        ..Default::default()
                     },
                 )
                 .unwrap();

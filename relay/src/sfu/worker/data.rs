@@ -1,0 +1,253 @@
+//! Data channels on the core: SCTP packets in and out of each participant's association, its
+//! messages taken in at the rate it is allowed, and routed to the session's participants here
+//! and on the session's other cores.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::control::{Event, DATA_REFUSAL_REPEAT};
+use crate::engine::sctp::{DataEvent, Message};
+use crate::ids::{ParticipantKey, SessionKey, Uid};
+use crate::sfu::cross_core::CrossCore;
+use crate::sfu::data::envelope::{Addressed, Delivered};
+use crate::sfu::data::{
+    Relayed, RelayedData, LOSSY_STREAM, MAX_BUFFERED, MAX_MESSAGES_PER_INPUT, MAX_PENDING,
+    RELIABLE_STREAM,
+};
+
+use super::{Output, Timer, Worker};
+
+impl Worker {
+    /// An SCTP packet from participant `key` (the plaintext of a DTLS application-data
+    /// record).
+    pub fn handle_sctp(&mut self, now: Instant, key: ParticipantKey, packet: &[u8]) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        self.stats.data.sctp_packets_in += 1;
+        p.data.channels.handle_packet(now, packet);
+        self.take_messages(now, key);
+    }
+
+    /// An SCTP packet for a participant could not be queued for its DTLS (it is behind).
+    pub fn handle_sctp_queue_full(&mut self) {
+        self.stats.data.sctp_packets_dropped += 1;
+    }
+
+    /// The participant's data timer fired (SCTP retransmission or acknowledgement, or its
+    /// rate lets more in); returns its next deadline.
+    pub(super) fn data_timeout(&mut self, now: Instant, key: ParticipantKey) -> Option<Instant> {
+        self.participants
+            .get_mut(&key)?
+            .data
+            .channels
+            .handle_timeout(now);
+        self.take_messages(now, key);
+        self.data_deadline(now, key)
+    }
+
+    /// Take in what `key` sent, as far as its rate and the per-input bound allow, and route
+    /// it.
+    fn take_messages(&mut self, now: Instant, key: ParticipantKey) {
+        for _ in 0..MAX_MESSAGES_PER_INPUT {
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
+            if !p.data.channels.has_readable() {
+                break;
+            }
+            if !p.data.limiter.allows(now) {
+                self.stats.data.held_back += 1;
+                break;
+            }
+            let Some(message) = p.data.channels.read(now) else {
+                break;
+            };
+            p.data.limiter.take(now, message.data.len());
+            self.route(now, key, message);
+        }
+        self.flush_data(now, key);
+    }
+
+    /// Move `key`'s SCTP packets and events out, and arm its timer.
+    fn flush_data(&mut self, now: Instant, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let mut connected = false;
+        while let Some(event) = p.data.channels.poll_event() {
+            match event {
+                DataEvent::Connected => connected = true,
+                DataEvent::ChannelOpened { .. } => self.stats.data.channels_opened += 1,
+                DataEvent::Malformed(reason) => {
+                    self.stats.data.malformed += 1;
+                    tracing::debug!(uid = %p.uid, %reason, "data channel message dropped");
+                }
+                DataEvent::Lost(reason) => {
+                    tracing::debug!(uid = %p.uid, %reason, "data association lost");
+                }
+                DataEvent::ChannelClosed { .. } => {}
+            }
+        }
+        if connected {
+            // What came for it while its association was coming up.
+            let pending = std::mem::take(&mut p.data.pending);
+            p.data.pending_bytes = 0;
+            for relayed in pending {
+                self.send_to(now, key, &relayed);
+            }
+        }
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        while let Some(packet) = p.data.channels.poll_transmit() {
+            self.stats.data.sctp_packets_out += 1;
+            self.outputs.push_back(Output::Sctp { key, packet });
+        }
+        if let Some(at) = self.data_deadline(now, key) {
+            self.timers.arm(Timer::Data(key), at);
+        }
+    }
+
+    /// When `key`'s data needs the timer: SCTP's own timer, or now if messages wait and its
+    /// rate allows them (more than one input's worth came), or when its rate will.
+    fn data_deadline(&mut self, now: Instant, key: ParticipantKey) -> Option<Instant> {
+        let data = &mut self.participants.get_mut(&key)?.data;
+        let waiting = data
+            .channels
+            .has_readable()
+            .then(|| data.limiter.ready_at(now));
+        [data.channels.poll_timeout(), waiting]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A message `key` sent: to its session's participants here and on the session's other
+    /// cores, if it may send and the envelope reads.
+    fn route(&mut self, now: Instant, key: ParticipantKey, message: Message) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if !p.data.may_send {
+            self.stats.data.refused += 1;
+            if p.data
+                .refused_at
+                .is_none_or(|at| now >= at + DATA_REFUSAL_REPEAT)
+            {
+                p.data.refused_at = Some(now);
+                self.outputs.push_back(Output::Event(Event::DataRefused {
+                    sid: p.sid.clone(),
+                    uid: p.uid.clone(),
+                    reason: "sending data is not granted (publish_data)".into(),
+                }));
+            }
+            return;
+        }
+        let addressed = match Addressed::parse(&message.data) {
+            Ok(a) => a,
+            Err(e) => {
+                self.stats.data.malformed += 1;
+                tracing::debug!(uid = %p.uid, error = %e, "data message dropped");
+                return;
+            }
+        };
+        self.stats.data.messages_in += 1;
+        self.stats.data.bytes_in += message.data.len() as u64;
+        let delivered = Delivered {
+            text: addressed.text,
+            from: &p.uid.0,
+            payload: addressed.payload,
+        }
+        .to_bytes();
+        let relayed = Arc::new(RelayedData {
+            sid: p.sid.clone(),
+            from: p.uid.clone(),
+            targets: addressed.targets().map(Uid::from).collect(),
+            reliable: message.delivery.is_reliable(),
+            text: addressed.text,
+            delivered: Bytes::from(delivered),
+        });
+        let skey = p.session;
+        self.deliver(now, skey, &relayed);
+        let Some(session) = self.sessions.get(&skey) else {
+            return;
+        };
+        for &core in &session.other_cores {
+            self.stats.data.cross_core_out += 1;
+            self.outputs.push_back(Output::CrossCore {
+                core,
+                message: CrossCore::Data(relayed.clone()),
+            });
+        }
+    }
+
+    /// A message from another core's participant, for this core's participants of its
+    /// session.
+    pub(super) fn handle_cross_core_data(&mut self, now: Instant, relayed: Relayed) {
+        if let Some(&skey) = self.session_keys.get(&relayed.sid) {
+            self.deliver(now, skey, &relayed);
+        }
+    }
+
+    /// Hand `relayed` to each participant of the session on this core that it is for.
+    fn deliver(&mut self, now: Instant, skey: SessionKey, relayed: &Relayed) {
+        let Some(session) = self.sessions.get(&skey) else {
+            return;
+        };
+        let mut receivers = std::mem::take(&mut self.data_receivers);
+        receivers.extend(
+            session
+                .participants
+                .iter()
+                .filter(|(uid, _)| relayed.is_for(uid))
+                .map(|(_, key)| *key),
+        );
+        for &rkey in &receivers {
+            self.send_to(now, rkey, relayed);
+            self.flush_data(now, rkey);
+        }
+        receivers.clear();
+        self.data_receivers = receivers;
+    }
+
+    /// Hand `relayed` to `rkey`'s channel; keep it for later while its association is not up
+    /// yet.
+    fn send_to(&mut self, now: Instant, rkey: ParticipantKey, relayed: &Relayed) {
+        let Some(r) = self.participants.get_mut(&rkey) else {
+            return;
+        };
+        if !r.data.channels.is_connected() {
+            let size = relayed.delivered.len();
+            if r.data.pending_bytes + size <= MAX_PENDING {
+                r.data.pending_bytes += size;
+                r.data.pending.push_back(relayed.clone());
+            } else {
+                self.stats.data.undeliverable += 1;
+            }
+            return;
+        }
+        let stream = if relayed.reliable {
+            RELIABLE_STREAM
+        } else {
+            LOSSY_STREAM
+        };
+        // A receiver that cannot keep up must not hold the relay's memory.
+        if relayed.reliable && r.data.channels.buffered(stream) > MAX_BUFFERED {
+            self.stats.data.undeliverable += 1;
+            return;
+        }
+        match r.data.channels.send(now, stream, false, &relayed.delivered) {
+            Ok(()) => {
+                self.stats.data.messages_out += 1;
+                self.stats.data.bytes_out += relayed.delivered.len() as u64;
+            }
+            Err(e) => {
+                self.stats.data.undeliverable += 1;
+                tracing::trace!(uid = %r.uid, error = %e, "data message not delivered");
+            }
+        }
+    }
+}
