@@ -58,3 +58,74 @@ test('strings and binary reach everyone else, or only the participants named', a
     server.stop();
   }
 });
+
+/** In a page: message `i` of the ordered-delivery test, the same in every page. Even ones
+ * are strings, odd ones bytes (as a typed array, an ArrayBuffer, a DataView or a Blob in
+ * turn), of 1 B to 64 KiB, spread evenly over the orders of magnitude. */
+const MESSAGES = `
+  window.message = (i) => {
+    const x = Math.imul(i + 1, 2654435761) >>> 0;
+    const size = Math.max(1, Math.min(65536, Math.round(Math.exp(((x % 100000) / 100000) * Math.log(65536)))));
+    if (i % 2 === 0) {
+      const letters = 'abcdefghijklmnopqrstuvwxyz0123456789';
+      const start = i % letters.length;
+      return (letters.slice(start) + letters.repeat(Math.ceil(size / letters.length) + 1)).slice(0, size);
+    }
+    const bytes = new Uint8Array(size);
+    for (let k = 0; k < size; k++) bytes[k] = (i + k * 7) & 255;
+    return bytes;
+  };
+  window.asSent = (i, m) => {
+    if (typeof m === 'string') return m;
+    switch ((i >> 1) % 4) {
+      case 0: return m;
+      case 1: return m.buffer;
+      case 2: return new DataView(m.buffer);
+      default: return new Blob([m]);
+    }
+  };
+`;
+
+test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive complete and in order', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  const COUNT = Number(process.env.DATA_MESSAGES) || 10_000;
+  try {
+    const [a, b] = await Promise.all(['a', 'b'].map((n) => joinPage(browser.context, server, 'data-2', n)));
+    for (const p of [a, b]) await p.evaluate(MESSAGES);
+    await b.evaluate(() => {
+      window.check = { count: 0, bad: 0, bytes: 0, firstBad: null };
+      window.session.on('data', ({ data }) => {
+        const i = window.check.count++;
+        const want = window.message(i);
+        const same = typeof want === 'string' ? data === want : data instanceof Uint8Array && data.length === want.length && data.every((v, k) => v === want[k]);
+        window.check.bytes += typeof data === 'string' ? data.length : data.length;
+        if (!same) {
+          window.check.bad++;
+          window.check.firstBad ??= i;
+        }
+      });
+    });
+    const started = Date.now();
+    const sent = await a.evaluate(async (count) => {
+      let bytes = 0;
+      for (let i = 0; i < count; i++) {
+        const m = window.message(i);
+        bytes += typeof m === 'string' ? m.length : m.length;
+        await window.session.send(window.asSent(i, m));
+      }
+      return bytes;
+    }, COUNT);
+    const sentMs = Date.now() - started;
+    const check = await until(() => b.evaluate(() => window.check), (c) => c.count >= COUNT, 240_000);
+    const ms = Date.now() - started;
+    console.log(`data: ${COUNT} messages, ${(sent / 1e6).toFixed(1)} MB, sent in ${sentMs} ms, all received in ${ms} ms (${((8 * sent) / ms / 1000).toFixed(1)} Mbit/s)`);
+    assert.equal(check.bad, 0, `first wrong message ${check.firstBad}`);
+    assert.equal(check.bytes, sent);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await b.evaluate(() => window.check)).count, COUNT, 'no message twice');
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
