@@ -3,7 +3,7 @@
 // the `data` event carry strings and binary to everyone else or to named participants.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, until } from './harness.mjs';
+import { startServer, launch, joinPage, until, startProxy, waitEvent } from './harness.mjs';
 
 /** Collect the `data` events of a page in window.received (binary as arrays of bytes). */
 async function collect(page) {
@@ -124,6 +124,94 @@ test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive comp
     assert.equal(check.bytes, sent);
     await new Promise((r) => setTimeout(r, 500));
     assert.equal((await b.evaluate(() => window.check)).count, COUNT, 'no message twice');
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
+test('the data channel carries on across an ICE restart and a websocket resume', async () => {
+  const server = await startServer();
+  const proxy = await startProxy(server.port);
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'data-3', 'a', { url: proxy.url });
+    const b = await joinPage(browser.context, server, 'data-3', 'b');
+    await collect(b);
+    const ufrag = () =>
+      a.evaluate(async () => {
+        let u = null;
+        (await window.session.pc.getStats()).forEach((s) => {
+          if (s.type === 'transport') u = s.iceLocalUsernameFragment;
+        });
+        return u;
+      });
+    const count = 300;
+    const sending = a.evaluate(async (count) => {
+      for (let i = 0; i < count; i++) {
+        await window.session.send(String(i));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }, count);
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = await ufrag();
+    await a.evaluate(() => window.session._restartIce());
+    await until(ufrag, (u) => u !== before, 10_000);
+    // Then the sender's websocket goes down and comes back (resumed).
+    proxy.down();
+    await waitEvent(a, 'reconnecting');
+    await new Promise((r) => setTimeout(r, 1000));
+    proxy.up();
+    await waitEvent(a, 'reconnected', 20_000);
+    await sending;
+    const got = await until(() => received(b), (r) => r.length >= count, 20_000);
+    assert.deepEqual(got.map((m) => Number(m.data)), [...Array(count).keys()]);
+    console.log(`data: ${count} messages in order across an ICE restart (${before} → ${await ufrag()}) and a websocket resume`);
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
+test('limits: a message over the maximum is refused before it is sent; sending without publish_data is refused by the relay', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'data-4', 'a');
+    const b = await joinPage(browser.context, server, 'data-4', 'b');
+    // A participant whose token does not grant publish_data.
+    const token = server.token(`data-4`, 'quiet', 'publish,subscribe');
+    const q = await joinPage(browser.context, server, 'data-4', 'quiet', { token });
+    for (const p of [a, b, q]) await collect(p);
+    const max = await a.evaluate(() => window.session.maxMessageSize);
+    assert.ok(max >= 64 * 1024, `maximum ${max}`);
+    const tooLarge = await a.evaluate(async (max) => {
+      try {
+        await window.session.send(new Uint8Array(max + 1));
+        return null;
+      } catch (e) {
+        return { code: e.code, message: e.message };
+      }
+    }, max);
+    assert.equal(tooLarge?.code, 'message_too_large', JSON.stringify(tooLarge));
+    await a.evaluate((max) => window.session.send(new Uint8Array(max).fill(7)), max);
+    const atMax = await until(() => received(b), (r) => r.length === 1, 10_000);
+    assert.equal(atMax[0].data.length, max);
+    // The relay refuses what `quiet` sends: it hears why, and nobody gets it.
+    await q.evaluate(() => {
+      window.errors = [];
+      window.session.on('error', (e) => window.errors.push(e));
+    });
+    await q.evaluate(() => window.session.send('may I?'));
+    const errors = await until(() => q.evaluate(() => window.errors), (e) => e.length > 0, 10_000);
+    assert.equal(errors[0].code, 'forbidden');
+    assert.match(errors[0].message, /publish_data/);
+    const later = await q.evaluate(() => window.session.send('again').then(() => null, (e) => e.code));
+    assert.equal(later, 'forbidden');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await received(a)).length, 0);
+    assert.equal((await received(b)).length, 1);
+    console.log(`data: maximum message ${max} bytes; refused: ${errors[0].message}`);
   } finally {
     await browser.close();
     server.stop();
