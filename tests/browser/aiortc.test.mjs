@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, joinPage, subscribe, expectPlaying } from './harness.mjs';
+import { startServer, launch, joinPage, subscribe, expectPlaying, until } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const python = process.env.AIORTC_PYTHON || join(here, '..', 'aiortc', '.venv', 'bin', 'python');
@@ -39,6 +39,56 @@ test('aiortc publishes, Chromium decodes', async () => {
     const video = await subscribe(page, feedId);
     const s = await expectPlaying(page, video);
     assert.equal(s.width, 320);
+  } finally {
+    child.kill('SIGKILL');
+    await browser.close();
+    server.stop();
+  }
+});
+
+test('aiortc and Chromium exchange data-channel messages through the relay', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  const wsUrl = server.base.replace('http', 'ws') + '/ws';
+  const COUNT = 500;
+  const child = spawn(python, [join(here, '..', 'aiortc', 'data_peer.py'), wsUrl, 'aiortc-data', server.cid, server.key, server.secret, String(COUNT)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const line = (re, ms) =>
+    until(async () => re.exec(out), (m) => m !== null, ms).catch((e) => {
+      throw new Error(`aiortc: ${e.message}; it printed ${JSON.stringify(out)}`);
+    });
+  try {
+    const page = await joinPage(browser.context, server, 'aiortc-data', 'chromium');
+    await page.evaluate(() => {
+      window.fromAiortc = { n: 0, wrong: 0 };
+      const message = (i) => (i % 2 === 0 ? `text ${i}` : new Uint8Array(i).fill(i % 256));
+      window.session.on('data', ({ data, reliable }) => {
+        if (!reliable) return;
+        const want = message(window.fromAiortc.n++);
+        const same = typeof want === 'string' ? data === want : data.length === want.length && data.every((v) => v === want[0]);
+        if (!same) window.fromAiortc.wrong++;
+      });
+    });
+    const [, uid] = await line(/READY (\S+)/, 30_000);
+    // The page sends aiortc the same series, to it by name.
+    await page.evaluate(
+      async ({ count, uid }) => {
+        for (let i = 0; i < count; i++) {
+          await window.session.send(i % 2 === 0 ? `text ${i}` : new Uint8Array(i).fill(i % 256), { to: [uid] });
+        }
+      },
+      { count: COUNT, uid },
+    );
+    const [, n, wrong] = await line(/RECEIVED (\d+) (\d+)/, 30_000);
+    assert.equal(Number(n), COUNT);
+    assert.equal(Number(wrong), 0, 'aiortc read every message the page sent, in order');
+    await line(/SENT (\d+)/, 30_000);
+    const got = await until(() => page.evaluate(() => window.fromAiortc), (r) => r.n >= COUNT, 30_000);
+    assert.equal(got.wrong, 0, 'the page read every message aiortc sent, in order');
+    console.log(`aiortc data: ${COUNT} messages each way, in order`);
   } finally {
     child.kill('SIGKILL');
     await browser.close();
