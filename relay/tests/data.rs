@@ -5,135 +5,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use relay::control::{Event, ParticipantConfig};
-use relay::engine::sctp::{DataChannels, Message, MAX_MESSAGE_SIZE};
-use relay::engine::srtp::SrtpProfile;
-use relay::fuzzing::{harness_with_config, Harness};
-use relay::ids::{ParticipantKey, Sid, Uid};
-use relay::sfu::data::envelope::{address, Delivered};
+use relay::control::Event;
+use relay::fuzzing::data::DataHarness;
+use relay::ids::ParticipantKey;
+use relay::sfu::data::envelope::address;
 use relay::sfu::data::{LOSSY_STREAM, RELIABLE_STREAM};
-use relay::sfu::worker::{Output, WorkerConfig};
-
-/// The harness's publisher, and its two subscribers, each with an SCTP client.
-struct Session {
-    h: Harness,
-    peers: Vec<(Uid, ParticipantKey, DataChannels)>,
-    events: Vec<Event>,
-}
-
-impl Session {
-    /// "pub" may send data, "sub0" and "sub1" only receive.
-    fn new(config: WorkerConfig) -> Session {
-        Self::start(config, false)
-    }
-
-    /// As [`Session::new`]; with `late`, "sub1" has not connected its association yet (see
-    /// [`Session::connect_late`]).
-    fn start(config: WorkerConfig, late: bool) -> Session {
-        let mut h = harness_with_config(2, SrtpProfile::AeadAes128Gcm, config);
-        let sid = Sid::from("s");
-        let mut peers = Vec::new();
-        for uid in ["pub", "sub0", "sub1"] {
-            let uid = Uid::from(uid);
-            let key = h.worker.participant_key(&sid, &uid).unwrap();
-            let update = ParticipantConfig {
-                remote_ufrag: Some("peer".into()),
-                publish_data: uid.0 == "pub",
-                ..Default::default()
-            };
-            h.worker.update_participant(&sid, &uid, update).unwrap();
-            let channels = if late && uid.0 == "sub1" {
-                // Idle: a server side sends nothing until it hears from a client.
-                DataChannels::default()
-            } else {
-                DataChannels::client(h.now, MAX_MESSAGE_SIZE as usize)
-            };
-            peers.push((uid, key, channels));
-        }
-        let mut s = Session {
-            h,
-            peers,
-            events: Vec::new(),
-        };
-        s.pump();
-        // Reading takes in the relay's OPENs (and answers them).
-        for i in 0..3 {
-            assert!(s.received(i).is_empty());
-        }
-        s
-    }
-
-    /// "sub1" connects its association.
-    fn connect_late(&mut self) {
-        self.peers[2].2 = DataChannels::client(self.h.now, MAX_MESSAGE_SIZE as usize);
-        self.pump();
-    }
-
-    /// Move SCTP packets between the peers and the worker until none are left.
-    fn pump(&mut self) {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            for (_, key, channels) in &mut self.peers {
-                while let Some(p) = channels.poll_transmit() {
-                    self.h.worker.handle_sctp(self.h.now, *key, &p);
-                    moved = true;
-                }
-            }
-            while let Some(o) = self.h.worker.poll_output() {
-                match o {
-                    Output::Sctp { key, packet } => {
-                        let (_, _, c) = self.peers.iter_mut().find(|p| p.1 == key).unwrap();
-                        c.handle_packet(self.h.now, &packet);
-                        moved = true;
-                    }
-                    Output::Event(e) => self.events.push(e),
-                    _ => {}
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("packets never stopped");
-    }
-
-    /// Let `d` pass in 5 ms steps, with everyone's timers.
-    fn run_for(&mut self, d: Duration) {
-        let end = self.h.now + d;
-        while self.h.now < end {
-            self.h.now += Duration::from_millis(5);
-            for (_, _, c) in &mut self.peers {
-                c.handle_timeout(self.h.now);
-            }
-            self.h.run_timers();
-            self.pump();
-        }
-    }
-
-    fn send(&mut self, from: usize, stream: u16, targets: &[&str], payload: &[u8]) {
-        let now = self.h.now;
-        let bytes = Bytes::from(address(false, targets, payload));
-        self.peers[from].2.send(now, stream, false, &bytes).unwrap();
-        self.pump();
-    }
-
-    /// What peer `i` received since the last call: (stream, sender, payload).
-    fn received(&mut self, i: usize) -> Vec<(u16, String, Vec<u8>)> {
-        let now = self.h.now;
-        let got: Vec<Message> = std::iter::from_fn(|| self.peers[i].2.read(now)).collect();
-        self.pump();
-        got.into_iter()
-            .map(|m| {
-                let d = Delivered::parse(&m.data).expect("the relay's envelope reads");
-                (m.stream, d.from.to_owned(), d.payload.to_vec())
-            })
-            .collect()
-    }
-}
+use relay::sfu::worker::WorkerConfig;
 
 #[test]
 fn messages_reach_everyone_else_or_the_named_participants_on_the_channel_they_were_sent_on() {
-    let mut s = Session::new(WorkerConfig::default());
+    let mut s = DataHarness::new(WorkerConfig::default());
     for (_, _, c) in &s.peers {
         assert!(c.is_connected());
         // The relay's two channels, on odd streams, acknowledged.
@@ -170,7 +51,7 @@ fn messages_reach_everyone_else_or_the_named_participants_on_the_channel_they_we
 
 #[test]
 fn a_participant_without_the_grant_is_refused_with_a_reason_and_nobody_gets_its_message() {
-    let mut s = Session::new(WorkerConfig::default());
+    let mut s = DataHarness::new(WorkerConfig::default());
     s.send(1, RELIABLE_STREAM, &[], b"may I?");
     s.send(1, RELIABLE_STREAM, &[], b"again");
     assert!(s.received(0).is_empty() && s.received(2).is_empty());
@@ -199,7 +80,7 @@ fn a_sender_over_its_rate_is_held_back_and_loses_nothing() {
         data_burst: 16 * 1024,
         ..Default::default()
     };
-    let mut s = Session::new(config);
+    let mut s = DataHarness::new(config);
     // 512 KiB offered at once, five times the rate.
     for i in 0..512u32 {
         let mut payload = i.to_be_bytes().to_vec();
@@ -213,7 +94,7 @@ fn a_sender_over_its_rate_is_held_back_and_loses_nothing() {
     }
     s.pump();
     let mut got: Vec<u32> = Vec::new();
-    let take = |s: &mut Session, got: &mut Vec<u32>| {
+    let take = |s: &mut DataHarness, got: &mut Vec<u32>| {
         for (_, _, p) in s.received(1) {
             got.push(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
         }
@@ -236,7 +117,7 @@ fn a_sender_over_its_rate_is_held_back_and_loses_nothing() {
 
 #[test]
 fn a_participant_whose_association_is_still_coming_up_gets_its_messages_once_it_is() {
-    let mut s = Session::start(WorkerConfig::default(), true);
+    let mut s = DataHarness::start(WorkerConfig::default(), true);
     s.send(0, RELIABLE_STREAM, &[], b"early");
     s.send(0, LOSSY_STREAM, &["sub1"], b"early, lossy");
     assert_eq!(s.received(1).len(), 1);
@@ -253,7 +134,7 @@ fn a_participant_whose_association_is_still_coming_up_gets_its_messages_once_it_
 
 #[test]
 fn garbage_sctp_is_dropped_and_the_session_carries_on() {
-    let mut s = Session::new(WorkerConfig::default());
+    let mut s = DataHarness::new(WorkerConfig::default());
     let key = s.peers[0].1;
     let now = s.h.now;
     for garbage in [&[][..], &[0xff; 3], &[0; 12], &[0xab; 1500]] {

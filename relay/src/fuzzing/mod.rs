@@ -2,6 +2,8 @@
 //! corpora. Each takes arbitrary bytes and must return without panicking; properties that
 //! must hold for every input are asserted here, so a fuzzer finds their violations too.
 
+pub mod data;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -860,7 +862,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 15] = [
+pub const TARGETS: [(&str, Target); 18] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -876,6 +878,9 @@ pub const TARGETS: [(&str, Target); 15] = [
     ("worker", worker),
     ("srtp", srtp),
     ("client_hello", client_hello),
+    ("dcep", data::dcep),
+    ("data_envelope", data::data_envelope),
+    ("data", data::data),
 ];
 
 #[cfg(test)]
