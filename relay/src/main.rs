@@ -60,6 +60,12 @@ struct Args {
     /// Log per-core counters every N seconds (0 = never).
     #[arg(long, default_value_t = 10)]
     stats_interval: u64,
+    /// Data-channel bytes a second each participant may send; past it, its messages wait.
+    #[arg(long, default_value_t = relay::sfu::worker::DEFAULT_DATA_RATE)]
+    data_rate: u64,
+    /// Data-channel bytes a participant may send at once after a quiet spell.
+    #[arg(long, default_value_t = relay::sfu::worker::DEFAULT_DATA_BURST)]
+    data_burst: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +88,8 @@ fn main() -> anyhow::Result<()> {
         advertise: args.advertise,
         consent_timeout: Duration::from_secs(args.consent_timeout),
         spread_after: args.spread_after,
+        data_rate: args.data_rate,
+        data_burst: args.data_burst,
         gso: !args.no_gso,
         egress: match args.egress {
             EgressArg::Sendmmsg => Egress::Sendmmsg,

@@ -56,6 +56,10 @@ pub struct RelayConfig {
     /// (its feeds then reach the other core's subscribers through a lock-free queue). 0 keeps
     /// every session on one core.
     pub spread_after: usize,
+    /// Data-channel bytes a second each participant may send.
+    pub data_rate: u64,
+    /// Data-channel bytes a participant may send at once after a quiet spell.
+    pub data_burst: u64,
 }
 
 impl Default for RelayConfig {
@@ -73,6 +77,8 @@ impl Default for RelayConfig {
             egress: Egress::default(),
             gso: true,
             spread_after: DEFAULT_SPREAD_AFTER,
+            data_rate: w.data_rate,
+            data_burst: w.data_burst,
         }
     }
 }
@@ -189,6 +195,8 @@ impl Relay {
                     consent_timeout: config.consent_timeout,
                     dtls_handshake_timeout: config.dtls_handshake_timeout,
                     max_handshakes: config.max_handshakes_per_core,
+                    data_rate: config.data_rate,
+                    data_burst: config.data_burst,
                     ..WorkerConfig::default()
                 },
                 egress: config.egress,

@@ -146,3 +146,131 @@ fn garbage_sctp_is_dropped_and_the_session_carries_on() {
     s.send(0, RELIABLE_STREAM, &[], b"still fine");
     assert_eq!(s.received(1).len(), 1);
 }
+
+/// A session spread over two cores: the origin core's "pub" and the sink core's "far" each
+/// have an SCTP client; the test carries the cores' messages to each other.
+#[test]
+fn messages_cross_to_the_participants_of_the_session_on_another_core() {
+    use relay::control::ParticipantConfig;
+    use relay::engine::sctp::{DataChannels, MAX_MESSAGE_SIZE};
+    use relay::engine::srtp::SrtpProfile;
+    use relay::fuzzing::spread_harness;
+    use relay::ids::{Sid, Uid};
+    use relay::sfu::data::envelope::Delivered;
+    use relay::sfu::worker::Output;
+
+    let mut sp = spread_harness(SrtpProfile::AeadAes128Gcm);
+    let sid = Sid::from("s");
+    let now = sp.origin.now;
+    sp.origin.worker.set_session_cores(&sid, &[0, 1]).unwrap();
+    sp.sink.set_session_cores(&sid, &[0, 1]).unwrap();
+    let may_send = ParticipantConfig {
+        remote_ufrag: Some("peer".into()),
+        publish_data: true,
+        ..Default::default()
+    };
+    sp.origin
+        .worker
+        .update_participant(&sid, &Uid::from("pub"), may_send.clone())
+        .unwrap();
+    sp.sink
+        .update_participant(&sid, &Uid::from("far"), may_send)
+        .unwrap();
+    let pub_key = sp
+        .origin
+        .worker
+        .participant_key(&sid, &Uid::from("pub"))
+        .unwrap();
+    let far_key = sp.sink.participant_key(&sid, &Uid::from("far")).unwrap();
+    let mut pub_client = DataChannels::client(now, MAX_MESSAGE_SIZE as usize);
+    let mut far_client = DataChannels::client(now, MAX_MESSAGE_SIZE as usize);
+    let mut crossed = 0;
+    let pump = |sp: &mut relay::fuzzing::SpreadHarness,
+                pub_client: &mut DataChannels,
+                far_client: &mut DataChannels,
+                crossed: &mut usize| {
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(p) = pub_client.poll_transmit() {
+                sp.origin.worker.handle_sctp(now, pub_key, &p);
+                moved = true;
+            }
+            while let Some(p) = far_client.poll_transmit() {
+                sp.sink.handle_sctp(now, far_key, &p);
+                moved = true;
+            }
+            while let Some(o) = sp.origin.worker.poll_output() {
+                match o {
+                    Output::Sctp { key, packet } if key == pub_key => {
+                        pub_client.handle_packet(now, &packet);
+                        moved = true;
+                    }
+                    Output::CrossCore { core: 1, message } => {
+                        *crossed += 1;
+                        sp.sink.handle_cross_core(now, message);
+                        moved = true;
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(o) = sp.sink.poll_output() {
+                match o {
+                    Output::Sctp { key, packet } if key == far_key => {
+                        far_client.handle_packet(now, &packet);
+                        moved = true;
+                    }
+                    Output::CrossCore { core: 0, message } => {
+                        *crossed += 1;
+                        sp.origin.worker.handle_cross_core(now, message);
+                        moved = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("packets never stopped");
+    };
+    let read = |c: &mut DataChannels| -> Vec<(String, Vec<u8>)> {
+        std::iter::from_fn(|| c.read(now))
+            .map(|m| {
+                let d = Delivered::parse(&m.data).unwrap();
+                (d.from.to_owned(), d.payload.to_vec())
+            })
+            .collect()
+    };
+    pump(&mut sp, &mut pub_client, &mut far_client, &mut crossed);
+    assert!(read(&mut pub_client).is_empty() && read(&mut far_client).is_empty());
+    pump(&mut sp, &mut pub_client, &mut far_client, &mut crossed);
+    for (targets, payload) in [
+        (&[][..], &b"to all"[..]),
+        (&["far"][..], b"to far"),
+        (&["sub0"][..], b"to sub0"),
+    ] {
+        let bytes = Bytes::from(address(false, targets, payload));
+        pub_client
+            .send(now, RELIABLE_STREAM, false, &bytes)
+            .unwrap();
+    }
+    pump(&mut sp, &mut pub_client, &mut far_client, &mut crossed);
+    assert_eq!(
+        read(&mut far_client),
+        [
+            ("pub".to_owned(), b"to all".to_vec()),
+            ("pub".to_owned(), b"to far".to_vec())
+        ]
+    );
+    // Each message crossed once, whatever it was for.
+    assert_eq!(crossed, 3);
+    // And the other way.
+    let bytes = Bytes::from(address(true, &[], b"from far"));
+    far_client.send(now, LOSSY_STREAM, false, &bytes).unwrap();
+    pump(&mut sp, &mut pub_client, &mut far_client, &mut crossed);
+    assert_eq!(
+        read(&mut pub_client),
+        [("far".to_owned(), b"from far".to_vec())]
+    );
+    assert!(read(&mut far_client).is_empty());
+}

@@ -62,6 +62,12 @@ struct ServeArgs {
     /// (0 = every session stays on one core).
     #[arg(long, default_value_t = relay::DEFAULT_SPREAD_AFTER)]
     spread_after: usize,
+    /// Data-channel bytes a second each participant may send; past it, its messages wait.
+    #[arg(long, default_value_t = relay::sfu::worker::DEFAULT_DATA_RATE)]
+    data_rate: u64,
+    /// Data-channel bytes a participant may send at once after a quiet spell.
+    #[arg(long, default_value_t = relay::sfu::worker::DEFAULT_DATA_BURST)]
+    data_burst: u64,
     /// Join attempts allowed per key per minute.
     #[arg(long, default_value_t = JoinLimits::default().per_key_per_minute)]
     joins_per_key: u32,
@@ -297,6 +303,8 @@ fn main() -> anyhow::Result<()> {
         pin: !args.no_pin,
         advertise: args.advertise,
         spread_after: args.spread_after,
+        data_rate: args.data_rate,
+        data_burst: args.data_burst,
         ..Default::default()
     })
     .context("starting the relay")?;
