@@ -560,6 +560,11 @@ impl WirePeer {
         })
     }
 
+    /// The DTLS connection, for application data (SCTP, for data channels).
+    pub fn dtls(&self) -> Arc<DTLSConn> {
+        self.dtls.clone()
+    }
+
     /// The negotiated SRTP profile.
     pub fn profile(&self) -> ProtectionProfile {
         self.profile
