@@ -307,4 +307,59 @@ fn main() {
         }
         write("client_hello", name, &d);
     }
+    data_seeds();
+}
+
+/// DCEP messages, envelopes, and sequences for the `data` target (`[flags][len][bytes]`).
+fn data_seeds() {
+    use relay::engine::dcep::{Delivery, Message, Open};
+    use relay::sfu::data::envelope::{address, Delivered};
+    let open = |label: &str, delivery| {
+        Message::Open(Open {
+            delivery,
+            priority: 256,
+            label: label.into(),
+            protocol: String::new(),
+        })
+        .to_bytes()
+    };
+    write("dcep", "open-reliable", &open("chat", Delivery::RELIABLE));
+    write("dcep", "open-lossy", &open("cursors", Delivery::LOSSY));
+    write("dcep", "ack", &Message::Ack.to_bytes());
+    write(
+        "data_envelope",
+        "to-everyone",
+        &address(true, &[], b"hello"),
+    );
+    write(
+        "data_envelope",
+        "to-two",
+        &address(false, &["sub0", "sub1"], &[0, 1, 2]),
+    );
+    let delivered = Delivered {
+        text: false,
+        from: "pub",
+        payload: &[0, 1],
+    };
+    write("data_envelope", "delivered", &delivered.to_bytes());
+    let record = |flags: u8, bytes: &[u8]| {
+        let mut r = vec![flags];
+        r.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        r.extend_from_slice(bytes);
+        r
+    };
+    let mut sends = record(4, &address(true, &[], b"hi"));
+    sends.extend(record(8, &address(false, &["sub1"], &[7; 100])));
+    sends.extend(record(0x14, &address(true, &[], b"later")));
+    write("data", "pub-sends", &sends);
+    let mut refused = record(5, &address(true, &[], b"no"));
+    refused.extend(record(0x25, &address(true, &[], b"no again")));
+    write("data", "sub-refused", &refused);
+    // An INIT behind a valid header (flag 0x40), then bytes that are no SCTP at all.
+    let init = [
+        1, 0, 0, 20, 0, 0, 0, 7, 0, 1, 0, 0, 0, 16, 0, 16, 0, 0, 0, 1,
+    ];
+    let mut raw = record(0x40, &init);
+    raw.extend(record(1, b"garbage"));
+    write("data", "raw", &raw);
 }

@@ -691,14 +691,28 @@ async fn dtls_egress_loop(
     shell: Rc<Shell>,
     mut egress: mpsc::UnboundedReceiver<(ParticipantKey, Vec<u8>)>,
 ) {
-    while let Some((key, record)) = egress.recv().await {
-        let dst = shell
-            .worker
-            .borrow_mut()
-            .dtls_destination(key, record.len());
-        if let Some(dst) = dst {
-            let _ = shell.socket.send_to(record, dst).await;
+    // Records that queued up while the last batch was sent go out together, with one
+    // `sendmmsg`: a busy data channel's DTLS records are many small datagrams.
+    let mut sends: Vec<Transmit> = Vec::new();
+    while let Some(first) = egress.recv().await {
+        let mut next = Some(first);
+        while let Some((key, record)) = next.take().or_else(|| egress.try_recv().ok()) {
+            let dst = shell
+                .worker
+                .borrow_mut()
+                .dtls_destination(key, record.len());
+            if let Some(destination) = dst {
+                sends.push(Transmit {
+                    destination,
+                    contents: record,
+                });
+            }
+            if sends.len() == BATCH {
+                break;
+            }
         }
+        shell.send_batched(&mut sends).await;
+        sends.clear();
     }
 }
 
