@@ -169,6 +169,7 @@ test('the data channel carries on across an ICE restart and a websocket resume',
     console.log(`data: ${count} messages in order across an ICE restart (${before} → ${await ufrag()}) and a websocket resume`);
   } finally {
     await browser.close();
+    proxy.close();
     server.stop();
   }
 });

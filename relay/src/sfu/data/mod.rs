@@ -44,6 +44,12 @@ pub const MAX_PENDING: usize = 1024 * 1024;
 /// long however much it has queued; the rest waits for the next wake-up.
 pub const MAX_MESSAGES_PER_INPUT: usize = 64;
 
+/// Copies (to receivers here, and to other cores) made from one participant's messages per
+/// input: a few milliseconds of work at most, so that a sender to a large session does not
+/// hold back the media of the core's other participants. A message is never split: one that
+/// goes to more receivers than this is taken alone.
+pub const MAX_COPIES_PER_INPUT: usize = 256;
+
 /// A participant's side of the data channels.
 #[derive(Debug)]
 pub struct ParticipantData {

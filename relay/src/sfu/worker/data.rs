@@ -13,8 +13,8 @@ use crate::ids::{ParticipantKey, SessionKey, Uid};
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::data::envelope::{Addressed, Delivered};
 use crate::sfu::data::{
-    Relayed, RelayedData, LOSSY_STREAM, MAX_BUFFERED, MAX_MESSAGES_PER_INPUT, MAX_PENDING,
-    RELIABLE_STREAM,
+    Relayed, RelayedData, LOSSY_STREAM, MAX_BUFFERED, MAX_COPIES_PER_INPUT, MAX_MESSAGES_PER_INPUT,
+    MAX_PENDING, RELIABLE_STREAM,
 };
 
 use super::{Output, Timer, Worker};
@@ -51,7 +51,11 @@ impl Worker {
     /// Take in what `key` sent, as far as its rate and the per-input bound allow, and route
     /// it.
     fn take_messages(&mut self, now: Instant, key: ParticipantKey) {
+        let mut copies = 0;
         for _ in 0..MAX_MESSAGES_PER_INPUT {
+            if copies >= MAX_COPIES_PER_INPUT {
+                break;
+            }
             let Some(p) = self.participants.get_mut(&key) else {
                 return;
             };
@@ -66,7 +70,7 @@ impl Worker {
                 break;
             };
             p.data.limiter.take(now, message.data.len());
-            self.route(now, key, message);
+            copies += self.route(now, key, message);
         }
         self.flush_data(now, key);
     }
@@ -127,9 +131,9 @@ impl Worker {
 
     /// A message `key` sent: to its session's participants here and on the session's other
     /// cores, if it may send and the envelope reads.
-    fn route(&mut self, now: Instant, key: ParticipantKey, message: Message) {
+    fn route(&mut self, now: Instant, key: ParticipantKey, message: Message) -> usize {
         let Some(p) = self.participants.get_mut(&key) else {
-            return;
+            return 0;
         };
         if !p.data.may_send {
             self.stats.data.refused += 1;
@@ -144,14 +148,14 @@ impl Worker {
                     reason: "sending data is not granted (publish_data)".into(),
                 }));
             }
-            return;
+            return 0;
         }
         let addressed = match Addressed::parse(&message.data) {
             Ok(a) => a,
             Err(e) => {
                 self.stats.data.malformed += 1;
                 tracing::debug!(uid = %p.uid, error = %e, "data message dropped");
-                return;
+                return 0;
             }
         };
         self.stats.data.messages_in += 1;
@@ -171,17 +175,19 @@ impl Worker {
             delivered: Bytes::from(delivered),
         });
         let skey = p.session;
-        self.deliver(now, skey, &relayed);
+        let mut copies = self.deliver(now, skey, &relayed);
         let Some(session) = self.sessions.get(&skey) else {
-            return;
+            return copies;
         };
         for &core in &session.other_cores {
+            copies += 1;
             self.stats.data.cross_core_out += 1;
             self.outputs.push_back(Output::CrossCore {
                 core,
                 message: CrossCore::Data(relayed.clone()),
             });
         }
+        copies
     }
 
     /// A message from another core's participant, for this core's participants of its
@@ -193,9 +199,9 @@ impl Worker {
     }
 
     /// Hand `relayed` to each participant of the session on this core that it is for.
-    fn deliver(&mut self, now: Instant, skey: SessionKey, relayed: &Relayed) {
+    fn deliver(&mut self, now: Instant, skey: SessionKey, relayed: &Relayed) -> usize {
         let Some(session) = self.sessions.get(&skey) else {
-            return;
+            return 0;
         };
         let mut receivers = std::mem::take(&mut self.data_receivers);
         receivers.extend(
@@ -209,8 +215,10 @@ impl Worker {
             self.send_to(now, rkey, relayed);
             self.flush_data(now, rkey);
         }
+        let copies = receivers.len();
         receivers.clear();
         self.data_receivers = receivers;
+        copies
     }
 
     /// Hand `relayed` to `rkey`'s channel; keep it for later while its association is not up
