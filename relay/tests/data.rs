@@ -81,8 +81,9 @@ fn a_sender_over_its_rate_is_held_back_and_loses_nothing() {
         ..Default::default()
     };
     let mut s = DataHarness::new(config);
-    // 512 KiB offered at once, five times the rate.
-    for i in 0..512u32 {
+    // 2 MiB offered at once, twenty times the rate and twice what the relay's receive buffer
+    // holds: its window closes, and it must say when it opens again.
+    for i in 0..2048u32 {
         let mut payload = i.to_be_bytes().to_vec();
         payload.resize(1024, 0);
         let now = s.h.now;
@@ -105,14 +106,17 @@ fn a_sender_over_its_rate_is_held_back_and_loses_nothing() {
     let kib = got.len();
     assert!((150..=260).contains(&kib), "{kib} KiB in 2 s at 100 KiB/s");
     assert!(s.h.worker.stats().data.held_back > 0);
-    // Everything comes, in order, at the rate.
-    for _ in 0..10 {
+    // Everything comes, in order, at the rate: about 20 s for the whole.
+    let mut seconds = 2;
+    while got.len() < 2048 && seconds < 60 {
         s.run_for(Duration::from_secs(1));
         take(&mut s, &mut got);
+        seconds += 1;
     }
-    assert_eq!(got, (0..512).collect::<Vec<_>>());
+    assert_eq!(got, (0..2048).collect::<Vec<_>>());
+    assert!((19..=24).contains(&seconds), "all in {seconds} s");
     // The other receiver got everything too.
-    assert_eq!(s.h.worker.stats().data.messages_out, 1024);
+    assert_eq!(s.h.worker.stats().data.messages_out, 4096);
 }
 
 #[test]

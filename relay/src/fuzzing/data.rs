@@ -216,32 +216,18 @@ pub fn data(data: &[u8]) {
 }
 
 /// `chunks` behind an SCTP common header for port 5000 with no verification tag, and its
-/// CRC32c: what an association's parser gets past the checksum with.
+/// checksum: what an association's parser gets past the checksum with.
 fn sctp_packet(chunks: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(12 + chunks.len());
     p.extend_from_slice(&5000u16.to_be_bytes());
     p.extend_from_slice(&5000u16.to_be_bytes());
     p.extend_from_slice(&[0; 8]);
     p.extend_from_slice(chunks);
-    let crc = crc32c(&p);
-    p[8..12].copy_from_slice(&crc.to_le_bytes());
+    // CRC32c over the packet with the field zero, stored little-endian (RFC 9260 appendix A).
+    const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let sum = CRC32C.checksum(&p);
+    p[8..12].copy_from_slice(&sum.to_le_bytes());
     p
-}
-
-/// CRC32c (Castagnoli), as SCTP's checksum (RFC 4960 appendix B).
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[cfg(test)]
