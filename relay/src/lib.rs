@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod io;
 mod layout;
+pub mod record;
 mod relay;
 pub mod remote;
 pub mod sfu;
