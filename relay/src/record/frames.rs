@@ -288,7 +288,7 @@ mod tests {
                     seq,
                     3000 * u32::from(n),
                     i == 2,
-                    vp8(i == 0, n % 10 == 0, n as u8, 100),
+                    vp8(i == 0, n.is_multiple_of(10), n as u8, 100),
                 )
             })
             .collect()
