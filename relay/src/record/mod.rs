@@ -1,3 +1,4 @@
-//! Recording: what a recorder makes of a feed's packets before they are written to a file.
+//! Recording: what a recorder makes of a feed's packets, and the file it writes them to.
 
+pub mod file;
 pub mod frames;

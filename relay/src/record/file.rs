@@ -1,0 +1,163 @@
+//! One recorded feed's WebM file: its video and audio frames, timestamps in nanoseconds
+//! from the start of the recording, cues and duration written at the end so that players
+//! can seek.
+//!
+//! The muxer is libwebm, the WebM project's own, through the `webm` crate: it writes VP8,
+//! VP9, AV1 and Opus, the cues and the duration (it seeks back to the header at the end), and
+//! is what browsers' own recorders are checked against. It runs on the recorder's thread,
+//! never on a core.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use thiserror::Error;
+use webm::mux::{AudioCodecId, SegmentMode, VideoCodecId};
+use webm::mux::{AudioTrack, Segment, SegmentBuilder, VideoTrack, Writer};
+
+/// A recording file that could not be written.
+#[derive(Debug, Error)]
+pub enum FileError {
+    /// The file could not be created (the directory is missing or not writable, the disk full).
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The muxer refused: a bad parameter, a timestamp that went back, or a write that failed.
+    #[error("the WebM muxer refused to {0}")]
+    Mux(&'static str),
+}
+
+/// A video codec a recording holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8.
+    Vp8,
+    /// VP9.
+    Vp9,
+    /// AV1.
+    Av1,
+}
+
+/// A feed's file while it is written.
+pub struct FeedFile {
+    segment: Segment<BufWriter<File>>,
+    video: Option<VideoTrack>,
+    audio: Option<AudioTrack>,
+    /// The last timestamp written: libwebm wants them in order across tracks.
+    last_ns: u64,
+}
+
+impl std::fmt::Debug for FeedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedFile")
+            .field("last_ns", &self.last_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opus's identification header (RFC 7845 §5.1), which WebM carries as the audio track's
+/// codec private data: two channels at 48 kHz, as WebRTC sends Opus.
+fn opus_head() -> [u8; 19] {
+    let mut h = [0u8; 19];
+    h[..8].copy_from_slice(b"OpusHead");
+    h[8] = 1; // version
+    h[9] = 2; // channels
+    h[10..12].copy_from_slice(&312u16.to_le_bytes()); // pre-skip: 6.5 ms at 48 kHz
+    h[12..16].copy_from_slice(&48_000u32.to_le_bytes());
+    h
+}
+
+impl FeedFile {
+    /// Create `path` with a video track of `video` (codec and the size its first keyframe
+    /// gave) and an Opus track if `audio`.
+    pub fn create(
+        path: &Path,
+        video: Option<(VideoCodec, u16, u16)>,
+        audio: bool,
+    ) -> Result<Self, FileError> {
+        let file = File::create(path).map_err(|source| FileError::Create {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mux = |what| move |_| FileError::Mux(what);
+        let mut builder = SegmentBuilder::new(Writer::new(BufWriter::new(file)))
+            .map_err(mux("start a segment"))?
+            .set_mode(SegmentMode::File)
+            .map_err(mux("set file mode"))?
+            .set_writing_app("webrtc.ai relay")
+            .map_err(mux("name the writing app"))?;
+        let mut video_track = None;
+        if let Some((codec, width, height)) = video {
+            let id = match codec {
+                VideoCodec::Vp8 => VideoCodecId::VP8,
+                VideoCodec::Vp9 => VideoCodecId::VP9,
+                VideoCodec::Av1 => VideoCodecId::AV1,
+            };
+            let (b, t) = builder
+                .add_video_track(u32::from(width), u32::from(height), id, None)
+                .map_err(mux("add the video track"))?;
+            builder = b;
+            video_track = Some(t);
+        }
+        let mut audio_track = None;
+        if audio {
+            let (b, t) = builder
+                .add_audio_track(48_000, 2, AudioCodecId::Opus, None)
+                .map_err(mux("add the audio track"))?;
+            builder = b
+                .set_codec_private(t, &opus_head())
+                .map_err(mux("set the Opus header"))?;
+            audio_track = Some(t);
+        }
+        Ok(FeedFile {
+            segment: builder.build(),
+            video: video_track,
+            audio: audio_track,
+            last_ns: 0,
+        })
+    }
+
+    /// A video frame at `ns` from the start. A frame earlier than one already written (the
+    /// other track ran ahead) is written at that time instead: libwebm takes them in order.
+    pub fn write_video(&mut self, ns: u64, keyframe: bool, data: &[u8]) -> Result<(), FileError> {
+        let track = self.video.ok_or(FileError::Mux(
+            "write video to a file without a video track",
+        ))?;
+        let ns = ns.max(self.last_ns);
+        self.segment
+            .add_frame(track, data, ns, keyframe)
+            .map_err(|_| FileError::Mux("write a video frame"))?;
+        self.last_ns = ns;
+        Ok(())
+    }
+
+    /// An Opus frame at `ns` from the start.
+    pub fn write_audio(&mut self, ns: u64, data: &[u8]) -> Result<(), FileError> {
+        let track = self.audio.ok_or(FileError::Mux(
+            "write audio to a file without an audio track",
+        ))?;
+        let ns = ns.max(self.last_ns);
+        self.segment
+            .add_frame(track, data, ns, true)
+            .map_err(|_| FileError::Mux("write an audio frame"))?;
+        self.last_ns = ns;
+        Ok(())
+    }
+
+    /// Write the cues and the duration (`duration_ms`) and close the file.
+    pub fn finish(self, duration_ms: u64) -> Result<(), FileError> {
+        let writer = self
+            .segment
+            .finalize(Some(duration_ms))
+            .map_err(|_| FileError::Mux("finish the file"))?;
+        use std::io::Write;
+        writer
+            .into_inner()
+            .flush()
+            .map_err(|_| FileError::Mux("flush the file"))
+    }
+}
