@@ -300,19 +300,28 @@ fn rejected(index: usize, s: &Section) -> bool {
     index > 0 && s.role == Role::Closed
 }
 
-/// The data-channel m-section (RFC 8841): SCTP over the bundled DTLS, on the port every
-/// browser uses, with the largest message the relay takes.
-fn data_section(p: &OfferParams<'_>, mid: &str, fingerprint: &str) -> MediaDescription {
+/// An m-section of the offer: on the relay core's port (0 when `rejected`), its `c=` line.
+fn section(
+    p: &OfferParams<'_>,
+    media: &str,
+    rejected: bool,
+    protos: &[&str],
+    formats: Vec<String>,
+) -> MediaDescription {
     let ip = p.candidate.ip();
-    let mut m = MediaDescription {
+    MediaDescription {
         media_name: MediaName {
-            media: "application".into(),
+            media: media.into(),
             port: RangedPort {
-                value: p.candidate.port() as isize,
+                value: if rejected {
+                    0
+                } else {
+                    p.candidate.port() as isize
+                },
                 range: None,
             },
-            protos: vec!["UDP".into(), "DTLS".into(), "SCTP".into()],
-            formats: vec!["webrtc-datachannel".into()],
+            protos: protos.iter().map(|&s| s.to_owned()).collect(),
+            formats,
         },
         connection_information: Some(ConnectionInformation {
             network_type: "IN".into(),
@@ -324,13 +333,40 @@ fn data_section(p: &OfferParams<'_>, mid: &str, fingerprint: &str) -> MediaDescr
             }),
         }),
         ..Default::default()
-    };
-    let a = &mut m.attributes;
-    a.push(attr("mid", mid));
+    }
+}
+
+/// ICE credentials and DTLS role of a section on the bundled transport.
+fn transport_attributes(a: &mut Vec<Attribute>, p: &OfferParams<'_>, fingerprint: &str) {
     a.push(attr("ice-ufrag", p.ice_ufrag));
     a.push(attr("ice-pwd", p.ice_pwd));
     a.push(attr("fingerprint", fingerprint));
     a.push(attr("setup", "actpass"));
+}
+
+/// The relay core's one host candidate, and no more to come.
+fn candidate_attributes(a: &mut Vec<Attribute>, p: &OfferParams<'_>) {
+    let ip = p.candidate.ip();
+    a.push(attr(
+        "candidate",
+        format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
+    ));
+    a.push(flag("end-of-candidates"));
+}
+
+/// The data-channel m-section (RFC 8841): SCTP over the bundled DTLS, on the port every
+/// browser uses, with the largest message the relay takes.
+fn data_section(p: &OfferParams<'_>, mid: &str, fingerprint: &str) -> MediaDescription {
+    let mut m = section(
+        p,
+        "application",
+        false,
+        &["UDP", "DTLS", "SCTP"],
+        vec!["webrtc-datachannel".into()],
+    );
+    let a = &mut m.attributes;
+    a.push(attr("mid", mid));
+    transport_attributes(a, p, fingerprint);
     a.push(attr(
         "sctp-port",
         relay::engine::sctp::SCTP_PORT.to_string(),
@@ -339,22 +375,17 @@ fn data_section(p: &OfferParams<'_>, mid: &str, fingerprint: &str) -> MediaDescr
         "max-message-size",
         relay::engine::sctp::MAX_MESSAGE_SIZE.to_string(),
     ));
-    a.push(attr(
-        "candidate",
-        format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
-    ));
-    a.push(flag("end-of-candidates"));
+    candidate_attributes(a, p);
     m
 }
 
 /// Write an offer for `sections`.
 pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
-    let ip = p.candidate.ip();
-    let ip_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let (fp_alg, fp_value) = p
         .fingerprint
         .split_once(' ')
         .unwrap_or(("sha-256", p.fingerprint));
+    let fingerprint = format!("{fp_alg} {fp_value}");
     // With a data section first, every media section comes after the BUNDLE tag.
     let first = usize::from(p.data_mid.is_some());
     let bundle: Vec<&str> = p
@@ -396,12 +427,11 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
     // One-byte and two-byte header extensions in one stream (RFC 8285 §6): a browser writes
     // the dependency descriptor, often longer than 16 bytes, only where this is offered.
     sd.attributes.push(flag("extmap-allow-mixed"));
-    sd.attributes
-        .push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
+    sd.attributes.push(attr("fingerprint", fingerprint.clone()));
 
     if let Some(mid) = p.data_mid {
         sd.media_descriptions
-            .push(data_section(p, mid, &format!("{fp_alg} {fp_value}")));
+            .push(data_section(p, mid, &fingerprint));
     }
     for (i, s) in sections.iter().enumerate() {
         let i = first + i;
@@ -413,32 +443,13 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
                 .take(1)
                 .collect(),
         };
-        let port = if rejected(i, s) {
-            0
-        } else {
-            p.candidate.port() as isize
-        };
-        let mut m = MediaDescription {
-            media_name: MediaName {
-                media: s.kind.as_str().into(),
-                port: RangedPort {
-                    value: port,
-                    range: None,
-                },
-                protos: vec!["UDP".into(), "TLS".into(), "RTP".into(), "SAVPF".into()],
-                formats: codecs.iter().map(|c| c.pt.to_string()).collect(),
-            },
-            connection_information: Some(ConnectionInformation {
-                network_type: "IN".into(),
-                address_type: ip_type.into(),
-                address: Some(Address {
-                    address: ip.to_string(),
-                    ttl: None,
-                    range: None,
-                }),
-            }),
-            ..Default::default()
-        };
+        let mut m = section(
+            p,
+            s.kind.as_str(),
+            rejected(i, s),
+            &["UDP", "TLS", "RTP", "SAVPF"],
+            codecs.iter().map(|c| c.pt.to_string()).collect(),
+        );
         let a = &mut m.attributes;
         a.push(attr("mid", s.mid.clone()));
         if rejected(i, s) {
@@ -446,10 +457,7 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
             sd.media_descriptions.push(m);
             continue;
         }
-        a.push(attr("ice-ufrag", p.ice_ufrag));
-        a.push(attr("ice-pwd", p.ice_pwd));
-        a.push(attr("fingerprint", format!("{fp_alg} {fp_value}")));
-        a.push(attr("setup", "actpass"));
+        transport_attributes(a, p, &fingerprint);
         a.push(flag("rtcp-mux"));
         a.push(flag("rtcp-rsize"));
         let subscribing = matches!(s.role, Role::Subscribe { .. });
@@ -529,11 +537,7 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
                 ));
             }
         }
-        a.push(attr(
-            "candidate",
-            format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
-        ));
-        a.push(flag("end-of-candidates"));
+        candidate_attributes(a, p);
         sd.media_descriptions.push(m);
     }
     sd.marshal()
