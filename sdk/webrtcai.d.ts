@@ -31,7 +31,10 @@ export type ServerErrorCode =
   /** Too many joins from this key or address; the message gives the limit. */
   | 'rate_limited'
   /** Recording is permitted but this server has no recorder. */
-  | 'recording_unavailable';
+  | 'recording_unavailable'
+  /** The recording could not start or go on: its directory cannot be written, or the disk
+   * is full (the message says which). */
+  | 'recording_failed';
 
 /** The SDK's own: */
 export type SdkErrorCode =
@@ -163,6 +166,12 @@ export interface SessionEvents {
    * page sent: sending data is not granted; later sends reject), `data_lost` (a data
    * channel closed with data still buffered in this page), `encoding_refused`. */
   error: { code: ErrorCode | 'encoding_refused' | 'data_lost'; message: string };
+  /** The session is being recorded (sent to everyone, and to whoever joins while it is):
+   * `by` is the uid that started it, or `admin`; `startedAt` Unix seconds. */
+  'recording-started': { by: string; startedAt: number };
+  /** The session is no longer recorded: stopped by `by` (a uid or `admin`), or on its own,
+   * with a `reason` (a full disk). */
+  'recording-stopped': { by: string | null; reason: string | null };
   /** The websocket dropped, or was silent for 5 s (the SDK pings every 2 s); resuming. */
   reconnecting: { attempt: number };
   reconnected: Record<string, never>;
@@ -176,6 +185,8 @@ export interface Session {
   readonly feeds: Map<string, FeedInfo>;
   /** The dominant speaker's uid, if anyone has spoken yet. */
   readonly activeSpeaker: string | null;
+  /** While the session is recorded: who started it and when (Unix seconds). */
+  readonly recording: { by: string; startedAt: number } | null;
   readonly pc: RTCPeerConnection;
   /** Rejects with `permission_denied`, `device_not_found`, `device_in_use` or `media_error`
    * when the browser gives no media, `publish_failed` or a server code when the feed is
@@ -217,6 +228,13 @@ export interface Session {
    * back-pressure); rejects with `message_too_large`, `forbidden`, `invalid_data`,
    * `data_unavailable`, `connection_lost` or `not_joined`. */
   send(data: string | ArrayBuffer | ArrayBufferView | Blob, options?: SendOptions): Promise<void>;
+  /** Record the session on the server: each published feed (and each published later) into
+   * a WebM file of its own. Needs a key that allows recording and, with a token, its `record`
+   * grant; everyone gets `recording-started`. Rejects with `forbidden`,
+   * `recording_unavailable` or `recording_failed`. */
+  startRecording(): Promise<{ startedAt: number }>;
+  /** Stop recording; everyone gets `recording-stopped`. */
+  stopRecording(): Promise<void>;
   leave(): Promise<void>;
   on<K extends keyof SessionEvents>(event: K, handler: (value: SessionEvents[K]) => void): () => void;
   off<K extends keyof SessionEvents>(event: K, handler: (value: SessionEvents[K]) => void): void;

@@ -174,6 +174,8 @@ class Session extends Emitter {
     this.participants = new Map();
     this.feeds = new Map();
     this.activeSpeaker = null;
+    // { by, startedAt } while the session is recorded.
+    this.recording = null;
     this._client = client;
     this._name = name;
     this._nextId = 1;
@@ -276,8 +278,11 @@ class Session extends Emitter {
     if (!resumed) {
       participants.forEach((p, uid) => this.participants.set(uid, p));
       feeds.forEach((f, id) => this.feeds.set(id, f));
-      return;
+      return; // a recording already running is told by the event that follows the reply
     }
+    const recording = snapshot.recording ?? null;
+    if (recording && !this.recording) this._recordingStarted(recording);
+    if (!recording && this.recording) this._recordingStopped({ by: null, reason: null });
     for (const [id, f] of [...this.feeds]) if (!feeds.has(id)) this._feedUnpublished(id, f.uid);
     for (const uid of [...this.participants.keys()]) if (!participants.has(uid)) this._participantLeft(uid);
     for (const [uid, p] of participants) if (!this.participants.has(uid)) this._participantJoined(p);
@@ -419,10 +424,40 @@ class Session extends Emitter {
         this._dataRefused = msg.reason;
         this._emit('error', { code: msg.code, message: msg.reason });
         break;
+      case 'recording-started':
+        this._recordingStarted(msg);
+        break;
+      case 'recording-stopped':
+        this._recordingStopped(msg);
+        break;
       case 'feed-layers':
         this._setLayers(msg.feed_id, msg.active).catch((e) => console.error('feed-layers', e));
         break;
     }
+  }
+
+  _recordingStarted(r) {
+    this.recording = { by: r.by, startedAt: r.started_at };
+    this._emit('recording-started', { ...this.recording });
+  }
+
+  _recordingStopped(r) {
+    this.recording = null;
+    this._emit('recording-stopped', { by: r.by ?? null, reason: r.reason ?? null });
+  }
+
+  /** Record the session: every published feed (and every feed published later) into a WebM
+   * file of its own, on the server. Needs a key that allows recording (and, with a token, its
+   * `record` grant); everyone in the session gets `recording-started`. Resolves with when it
+   * started; rejects with `forbidden`, `recording_unavailable` or `recording_failed`. */
+  async startRecording() {
+    const r = await this._request({ type: 'record', enable: true });
+    return { startedAt: r.started_at };
+  }
+
+  /** Stop recording the session; everyone gets `recording-stopped`. */
+  async stopRecording() {
+    await this._request({ type: 'record', enable: false });
   }
 
   // Dynacast: the server says which simulcast layers of a published video some subscriber

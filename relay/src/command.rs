@@ -10,6 +10,7 @@ use crate::control::{
 use crate::engine::ice_lite::IceCredentials;
 use crate::error::ControlError;
 use crate::ids::{FeedId, Sid, Uid};
+use crate::record::timeline::Track;
 use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::participant::ParticipantUsage;
 use crate::sfu::worker::Worker;
@@ -140,6 +141,12 @@ pub(crate) enum Command {
     SessionUsage {
         sid: Sid,
         reply: Reply<Vec<(Uid, ParticipantUsage)>>,
+    },
+    SetRecordTap {
+        sid: Sid,
+        feed_id: FeedId,
+        tap: Option<(u64, Track)>,
+        reply: Reply<()>,
     },
     /// Hold the core for a while, as a large fan-out would (tests of what waits on a core).
     #[cfg(feature = "fault-injection")]
@@ -281,6 +288,14 @@ impl Command {
                 reply,
             } => {
                 let _ = reply.send(w.set_view(now, &sid, &uid, &feed_id, view));
+            }
+            Command::SetRecordTap {
+                sid,
+                feed_id,
+                tap,
+                reply,
+            } => {
+                let _ = reply.send(w.set_record_tap(now, &sid, &feed_id, tap));
             }
             #[cfg(feature = "fault-injection")]
             Command::Stall { duration, reply } => {

@@ -306,6 +306,23 @@ pub enum Pause {
     Bandwidth,
 }
 
+/// A recording's finished file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFile {
+    /// The file, relative to the recordings directory.
+    pub path: String,
+    /// What it holds, in milliseconds (0 when nothing was written).
+    pub duration_ms: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// Frames lost for good: given up for a missing packet, or dropped until a keyframe.
+    pub frames_lost: u64,
+    /// Packets the queue to the recorder dropped.
+    pub dropped: u64,
+    /// Why it ended early, or why nothing was written.
+    pub error: Option<String>,
+}
+
 /// How often a participant that keeps sending without the `publish_data` grant is told again.
 pub const DATA_REFUSAL_REPEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -402,6 +419,25 @@ pub enum Event {
         uid: Uid,
         /// Why.
         reason: String,
+    },
+    /// A recording's file is complete, or was closed on an error with what it had.
+    RecordingFinished {
+        /// The session.
+        sid: Sid,
+        /// The recording ([`crate::RelayHandle::start_recording`]).
+        recording: u64,
+        /// The file.
+        file: RecordedFile,
+    },
+    /// The recorder fell behind (a slow disk) and lost packets of a recording; at most once
+    /// a second while it lasts. Forwarding is not affected.
+    RecordingDropped {
+        /// The session.
+        sid: Sid,
+        /// The recording.
+        recording: u64,
+        /// Packets lost since the last report.
+        packets: u64,
     },
     /// A subscriber's video of a feed was paused, or resumed (`paused` None).
     SubscriptionPaused {

@@ -114,6 +114,29 @@ pub enum ControlError {
     /// A feed was unpublished on its origin core while another core was being linked to it.
     #[error("the feed is no longer published on its origin core")]
     NoSuchRoute,
+    /// The relay was started without a recordings directory.
+    #[error("this relay does not record (it has no recordings directory)")]
+    RecordingUnavailable,
+    /// A recording could not start: its file cannot be written, or the disk is (nearly) full.
+    #[error("cannot record: {reason}")]
+    RecordingFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A recording request that makes no sense (no feed, a path outside the directory).
+    #[error("invalid recording: {reason}")]
+    InvalidRecording {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No such recording runs in the session.
+    #[error("no recording {recording} in session {sid}")]
+    NoSuchRecording {
+        /// The session.
+        sid: Sid,
+        /// The recording.
+        recording: u64,
+    },
 }
 
 /// Errors starting or running the relay process.

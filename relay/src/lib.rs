@@ -19,6 +19,7 @@ pub mod ids;
 pub mod io;
 mod layout;
 pub mod record;
+mod recorder;
 mod relay;
 pub mod remote;
 pub mod sfu;
@@ -26,4 +27,5 @@ pub mod stats;
 
 pub use control::{Event, FeedDescription, MediaKind, ParticipantConfig, ParticipantInfo};
 pub use error::{ControlError, Error};
+pub use recorder::{RecordingRequest, MIN_FREE_BYTES};
 pub use relay::{Relay, RelayConfig, RelayHandle, DEFAULT_SPREAD_AFTER};

@@ -60,6 +60,8 @@ pub struct RelayConfig {
     pub data_rate: u64,
     /// Data-channel bytes a participant may send at once after a quiet spell.
     pub data_burst: u64,
+    /// Where recordings are written; None: the relay does not record.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -79,6 +81,7 @@ impl Default for RelayConfig {
             spread_after: DEFAULT_SPREAD_AFTER,
             data_rate: w.data_rate,
             data_burst: w.data_burst,
+            recordings_dir: None,
         }
     }
 }
@@ -101,7 +104,7 @@ struct CoreLink {
     address: SocketAddr,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     cores: Vec<CoreLink>,
     fingerprint: String,
     advertise: IpAddr,
@@ -111,19 +114,22 @@ struct Inner {
     spread_after: usize,
     /// Each core's packet counter when placement last looked, to turn it into a rate.
     load_samples: Mutex<Vec<Option<(Instant, u64)>>>,
+    /// The recorder, where the relay records.
+    pub(crate) recorder: Option<crate::recorder::RecorderLink>,
 }
 
 /// The control plane's handle to a running relay. Cheap to clone; usable from any thread, on
 /// any Tokio runtime with its timer enabled (placement waits a bounded time for busy cores).
 #[derive(Clone)]
 pub struct RelayHandle {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// A running relay: its core threads and its event stream.
 pub struct Relay {
     handle: RelayHandle,
     threads: Vec<JoinHandle<()>>,
+    recorder: Option<JoinHandle<()>>,
     events: Option<mpsc::Receiver<Event>>,
 }
 
@@ -161,6 +167,8 @@ impl Relay {
             });
             inboxes.push((rx, notify));
         }
+        let (record_tx, record_rx) = crossbeam_channel::bounded(crate::record::writer::QUEUE);
+        let records = config.recordings_dir.is_some();
         let mut inboxes = inboxes.into_iter();
         for index in 0..cores {
             let (inbox, inbox_notify) = inboxes.next().expect("one inbox per core");
@@ -204,6 +212,7 @@ impl Relay {
                 inbox,
                 inbox_notify,
                 peers: peers.clone(),
+                record: records.then(|| record_tx.clone()),
                 pin: if config.pin && !cpus.is_empty() {
                     Some(cpus[index % cpus.len()])
                 } else {
@@ -228,7 +237,28 @@ impl Relay {
                 address: SocketAddr::new(advertise, local.port()),
             });
         }
+        drop(record_tx);
+        let (recorder, recorder_thread) = match &config.recordings_dir {
+            Some(dir) => {
+                let doors = links
+                    .iter()
+                    .map(|l| (l.commands.clone(), l.notify.clone()))
+                    .collect();
+                let r = crate::record::writer::spawn(record_rx, doors, events_tx.clone()).map_err(
+                    |source| Error::Thread {
+                        core: cores,
+                        source,
+                    },
+                )?;
+                (
+                    Some(crate::recorder::RecorderLink::new(dir.clone(), r.control)),
+                    Some(r.thread),
+                )
+            }
+            None => (None, None),
+        };
         Ok(Relay {
+            recorder: recorder_thread,
             handle: RelayHandle {
                 inner: Arc::new(Inner {
                     cores: links,
@@ -237,6 +267,7 @@ impl Relay {
                     placement: Mutex::new(HashMap::new()),
                     spread_after: config.spread_after,
                     load_samples: Mutex::new(vec![None; cores]),
+                    recorder,
                 }),
             },
             threads,
@@ -266,6 +297,13 @@ impl Relay {
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // After the cores: what they handed over is written, and every file finished.
+        if let Some(thread) = self.recorder.take() {
+            if let Some(r) = &self.handle.inner.recorder {
+                r.shutdown();
+            }
+            let _ = thread.join();
         }
     }
 }
@@ -316,7 +354,7 @@ impl RelayHandle {
     }
 
     /// Run `make` on `core`, flattening the command's own error into the call's.
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         core: usize,
         make: impl FnOnce(Reply<T>) -> Command,
@@ -333,7 +371,7 @@ impl RelayHandle {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn layout(&self, sid: &Sid) -> Result<Layout, ControlError> {
+    pub(crate) fn layout(&self, sid: &Sid) -> Result<Layout, ControlError> {
         self.placement()
             .get(sid)
             .cloned()

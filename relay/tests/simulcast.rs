@@ -768,3 +768,114 @@ fn a_probe_repeats_only_packets_that_left_the_pacer() {
     assert!(probes >= 4, "{probes} probe packets");
     assert!(stats.rtp_paced > 100, "{} paced", stats.rtp_paced);
 }
+
+/// A packet handed to the recorder: its layer, its handed count, its last byte (the layer it
+/// came from) and whether it carried its stream's sender report.
+type Handed = (u8, u64, u8, bool);
+
+/// What went to the recorder, and the SSRCs the publisher was asked for keyframes of.
+fn recorded(h: &mut Harness) -> (Vec<Handed>, Vec<u32>) {
+    let mut out = Vec::new();
+    let mut keyframes = Vec::new();
+    while let Some(o) = h.worker.poll_output() {
+        match o {
+            Output::Record(p) => {
+                assert_eq!(p.recording, 7);
+                assert_eq!(p.codec, relay::record::frames::Codec::Vp8);
+                out.push((
+                    p.layer,
+                    p.handed,
+                    *p.payload.last().unwrap(),
+                    p.report.is_some(),
+                ))
+            }
+            Output::Transmit(t) if t.destination == h.publisher => {
+                let Ok(plain) = h.clients[0].unprotect_rtcp(&t.contents) else {
+                    continue;
+                };
+                let mut buf = Bytes::from(plain);
+                for p in rtcp::packet::unmarshal(&mut buf).expect("well-formed compound") {
+                    if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+                        keyframes.push(pli.media_ssrc);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (out, keyframes)
+}
+
+#[test]
+fn a_recording_follows_the_best_layer_flowing_from_a_keyframe_it_asks_for() {
+    use relay::record::timeline::Track;
+    let mut h = harness(0);
+    publish_simulcast(&mut h);
+    let (sid, cam) = (Sid::from("s"), FeedId::from("cam"));
+    for layer in 0..3 {
+        send(&mut h, &packet(layer, 0, false, true));
+        sender_report(&mut h, layer, 0);
+    }
+    recorded(&mut h);
+    h.worker
+        .set_record_tap(h.now, &sid, &cam, Some((7, Track::Video)))
+        .expect("tap");
+    // Another recording of the same feed is refused.
+    assert!(h
+        .worker
+        .set_record_tap(h.now, &sid, &cam, Some((8, Track::Video)))
+        .is_err());
+    let (out, keyframes) = recorded(&mut h);
+    assert!(out.is_empty());
+    assert_eq!(
+        keyframes,
+        [SSRCS[2]],
+        "a keyframe of the best layer, at once"
+    );
+
+    // Delta frames: nothing yet. The top layer's keyframe: from there, its packets only.
+    for frame in 1..3 {
+        for layer in 0..3 {
+            send(
+                &mut h,
+                &packet(layer, frame, frame == 2 && layer < 2, false),
+            );
+        }
+    }
+    assert!(recorded(&mut h).0.is_empty(), "no keyframe of layer 2 yet");
+    for frame in 3..6 {
+        for layer in 0..3 {
+            send(&mut h, &packet(layer, frame, frame == 3, false));
+        }
+    }
+    let (out, _) = recorded(&mut h);
+    assert_eq!(
+        out,
+        [(2, 1, 2, true), (2, 2, 2, true), (2, 3, 2, true)],
+        "layer 2 from its keyframe, numbered, with its sender report"
+    );
+
+    // Layer 2 stops: the recording asks for the middle layer's keyframe at the next look
+    // and moves there at it.
+    for frame in 6..40 {
+        h.now += Duration::from_millis(33);
+        for layer in 0..2 {
+            send(
+                &mut h,
+                &packet(layer, frame, frame == 39 && layer == 1, false),
+            );
+        }
+        h.run_timers();
+    }
+    let (out, keyframes) = recorded(&mut h);
+    assert!(keyframes.contains(&SSRCS[1]), "{keyframes:?}");
+    assert_eq!(out, [(1, 4, 1, true)], "layer 1 from its keyframe");
+    assert_eq!(h.worker.stats().record.packets, 4);
+
+    // Stopped: nothing more.
+    h.worker
+        .set_record_tap(h.now, &sid, &cam, None)
+        .expect("untap");
+    send(&mut h, &packet(1, 40, false, false));
+    assert!(recorded(&mut h).0.is_empty());
+}

@@ -12,8 +12,9 @@
 //! when another process made it. The database is in WAL mode, where a read never waits for a
 //! writer; should a read fail all the same, a cached key still authenticates.
 //!
-//! The writer retries usage it could not write (a lock held past the busy timeout) in order,
-//! so a stalled database delays billing records but loses none while the process runs.
+//! The writer retries usage and recordings it could not write (a lock held past the busy
+//! timeout) in order, so a stalled database delays billing records but loses none while the
+//! process runs.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -21,7 +22,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::auth::{self, AuthError, Identity, Keys};
-use crate::store::{KeyRecord, Store, StoreError, UsageDelta};
+use crate::store::{KeyRecord, Recording, Store, StoreError, UsageDelta};
 
 /// What a join presents.
 #[derive(Debug, Clone)]
@@ -59,6 +60,13 @@ pub struct UsageRecord {
     pub ended_at: Option<i64>,
 }
 
+/// What the writer thread writes.
+#[derive(Debug, Clone)]
+enum Write {
+    Usage(UsageRecord),
+    Recording(Box<Recording>),
+}
+
 type Done = Box<dyn FnOnce(Result<Identity, AuthError>) + Send>;
 
 struct AuthJob {
@@ -72,7 +80,7 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Handles to the reader and writer threads; they end when this is dropped.
 pub struct Accounts {
     auth: mpsc::Sender<AuthJob>,
-    usage: mpsc::Sender<UsageRecord>,
+    writes: mpsc::Sender<Write>,
 }
 
 impl Accounts {
@@ -81,7 +89,7 @@ impl Accounts {
         let reader = Store::open(path)?;
         let writer = Store::open(path)?;
         let (auth, auth_rx) = mpsc::channel::<AuthJob>();
-        let (usage, usage_rx) = mpsc::channel::<UsageRecord>();
+        let (writes, writes_rx) = mpsc::channel::<Write>();
         std::thread::Builder::new()
             .name("accounts-auth".into())
             .spawn(move || {
@@ -94,9 +102,9 @@ impl Accounts {
             .map_err(|e| StoreError::Sql(format!("cannot start the accounts thread: {e}")))?;
         std::thread::Builder::new()
             .name("accounts-usage".into())
-            .spawn(move || write_usage(writer, usage_rx))
+            .spawn(move || write_all(writer, writes_rx))
             .map_err(|e| StoreError::Sql(format!("cannot start the usage thread: {e}")))?;
-        Ok(Accounts { auth, usage })
+        Ok(Accounts { auth, writes })
     }
 
     /// Authenticate `credentials` on the reader thread; `done` is called there with the
@@ -119,8 +127,19 @@ impl Accounts {
 
     /// Write usage on the writer thread (retried there until it succeeds).
     pub fn add_usage(&self, record: UsageRecord) {
-        if self.usage.send(record).is_err() {
+        if self.writes.send(Write::Usage(record)).is_err() {
             tracing::error!("the usage thread has stopped; usage not recorded");
+        }
+    }
+
+    /// List a finished recording file, on the writer thread (retried there like usage).
+    pub fn add_recording(&self, recording: Recording) {
+        if self
+            .writes
+            .send(Write::Recording(Box::new(recording)))
+            .is_err()
+        {
+            tracing::error!("the usage thread has stopped; recording not listed");
         }
     }
 }
@@ -173,8 +192,8 @@ impl Keys for &mut KeyCache {
     }
 }
 
-fn write_usage(store: Store, records: mpsc::Receiver<UsageRecord>) {
-    let mut pending: VecDeque<UsageRecord> = VecDeque::new();
+fn write_all(store: Store, records: mpsc::Receiver<Write>) {
+    let mut pending: VecDeque<Write> = VecDeque::new();
     loop {
         let next = if pending.is_empty() {
             records.recv().ok()
@@ -199,15 +218,22 @@ fn write_usage(store: Store, records: mpsc::Receiver<UsageRecord>) {
 }
 
 /// Write pending records in order, stopping at the first that fails (it is retried later).
-fn drain(store: &Store, pending: &mut VecDeque<UsageRecord>) {
-    while let Some(r) = pending.front() {
-        match store.add_usage(&r.cid, &r.sid, r.started_at, r.delta, r.peak, r.ended_at) {
+fn drain(store: &Store, pending: &mut VecDeque<Write>) {
+    while let Some(w) = pending.front() {
+        let (written, what) = match w {
+            Write::Usage(r) => (
+                store.add_usage(&r.cid, &r.sid, r.started_at, r.delta, r.peak, r.ended_at),
+                &r.sid,
+            ),
+            Write::Recording(r) => (store.add_recording(r).map(|_| ()), &r.path),
+        };
+        match written {
             Ok(()) => {
                 pending.pop_front();
             }
             Err(e) => {
                 tracing::warn!(
-                    sid = %r.sid,
+                    %what,
                     waiting = pending.len(),
                     "usage not written yet: {e}"
                 );

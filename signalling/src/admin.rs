@@ -8,6 +8,8 @@
 //! POST /admin/keys/{key_id}/revoke
 //! POST /admin/tokens {"key":"wk_…","sid":"room","uid":"ada","grants":"publish,subscribe","ttl_secs":3600}
 //! GET  /admin/usage?cid=…&from=…&to=…[&format=table]
+//! GET  /admin/recordings?cid=…[&sid=…]     GET  /admin/recordings/{id}/file
+//! POST /admin/sessions/{sid}/recording {"cid":"…","enable":true}
 //! ```
 
 use std::sync::Arc;
@@ -31,6 +33,10 @@ pub struct Admin {
     pub store: Arc<Store>,
     /// The bearer secret; None turns the API off.
     pub secret: Option<String>,
+    /// The hub, for what concerns running sessions (recording); None without one.
+    pub hub: Option<tokio::sync::mpsc::Sender<crate::hub::Input>>,
+    /// Where recordings are, for downloads.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -97,6 +103,9 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/keys/{key_id}/revoke", post(revoke_key))
         .route("/admin/tokens", post(mint_token))
         .route("/admin/usage", get(usage))
+        .route("/admin/recordings", get(list_recordings))
+        .route("/admin/recordings/{id}/file", get(recording_file))
+        .route("/admin/sessions/{sid}/recording", post(record_session))
         .with_state(admin)
 }
 
@@ -295,5 +304,157 @@ async fn usage(State(a): State<Admin>, h: HeaderMap, Query(q): Query<UsageQuery>
             .into_response(),
         Ok(report) => Json(report).into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordingsQuery {
+    cid: Option<String>,
+    sid: Option<String>,
+}
+
+async fn list_recordings(
+    State(a): State<Admin>,
+    h: HeaderMap,
+    Query(q): Query<RecordingsQuery>,
+) -> Response {
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    on_store(&a, move |s| {
+        s.recordings(q.cid.as_deref(), q.sid.as_deref())
+    })
+    .await
+    .map(|r| Json(r).into_response())
+    .unwrap_or_else(store_error)
+}
+
+/// A recording's file, with range requests (players seek with them).
+async fn recording_file(
+    State(a): State<Admin>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    request: axum::extract::Request,
+) -> Response {
+    use tower::ServiceExt;
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    let recording = match on_store(&a, move |s| s.recording(id)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no recording {id}"),
+            )
+        }
+        Err(e) => return store_error(e),
+    };
+    let relative = std::path::Path::new(&recording.path);
+    let Some(dir) = a.recordings_dir.as_ref().filter(|_| {
+        relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    }) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server has no recordings directory",
+        );
+    };
+    let path = dir.join(relative);
+    if !path.is_file() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("recording {id}'s file {} is gone", recording.path),
+        );
+    }
+    let name = relative
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let served = tower_http::services::ServeFile::new_with_mime(
+        &path,
+        &"video/webm".parse().expect("a MIME type"),
+    )
+    .oneshot(request)
+    .await;
+    match served {
+        Ok(mut response) => {
+            if let Ok(v) = format!("attachment; filename=\"{name}\"").parse() {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, v);
+            }
+            response.map(axum::body::Body::new).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "io", e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordBody {
+    cid: String,
+    enable: bool,
+}
+
+/// Start or stop a running session's recording.
+async fn record_session(
+    State(a): State<Admin>,
+    h: HeaderMap,
+    Path(sid): Path<String>,
+    Json(body): Json<RecordBody>,
+) -> Response {
+    use crate::protocol::ErrorCode;
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    let Some(hub) = &a.hub else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no sessions run here",
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = crate::hub::recording::AdminRecord {
+        cid: body.cid,
+        sid,
+        enable: body.enable,
+        reply,
+    };
+    if hub
+        .send(crate::hub::Input::AdminRecord(request))
+        .await
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        );
+    }
+    match answer.await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err((code, reason))) => {
+            let status = match code {
+                ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                ErrorCode::NotJoined => StatusCode::NOT_FOUND,
+                ErrorCode::RecordingFailed => StatusCode::INSUFFICIENT_STORAGE,
+                _ => StatusCode::CONFLICT,
+            };
+            let code = serde_json::to_value(code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            error(status, &code, reason)
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        ),
     }
 }

@@ -79,6 +79,9 @@ pub struct Identity {
     pub name: Option<String>,
     /// Permissions.
     pub grants: Grants,
+    /// Whether the key allows recording (the session may then be recorded from the admin
+    /// API, whatever this participant's own grant).
+    pub key_records: bool,
 }
 
 /// Why a join was refused.
@@ -202,6 +205,7 @@ pub fn with_key(
     let key = usable_key(&mut keys, key_id)?;
     origin_allowed(origin, &key.info.domains)?;
     Ok(Identity {
+        key_records: key.info.recording,
         cid: key.info.cid,
         key_id: key.info.key_id,
         uid: None,
@@ -277,6 +281,7 @@ pub fn with_token(mut keys: impl Keys, token: &str, sid: &str) -> Result<Identit
         });
     }
     Ok(Identity {
+        key_records: key.info.recording,
         cid: claims.cid,
         key_id: key.info.key_id,
         uid: claims.uid,

@@ -80,6 +80,14 @@ struct ServeArgs {
     /// Join attempts allowed per source address per minute.
     #[arg(long, default_value_t = JoinLimits::default().per_address_per_minute)]
     joins_per_address: u32,
+    /// Where recordings are written (`<cid>/<session>/<file>.webm` under it; created when the
+    /// first recording starts).
+    #[arg(long, default_value = "recordings")]
+    recordings_dir: PathBuf,
+    /// Do not record on this server (a `record` request is then answered
+    /// `recording_unavailable`).
+    #[arg(long)]
+    no_recording: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +101,9 @@ enum Command {
     /// Join tokens (JWT, HS256).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Recordings.
+    #[command(subcommand)]
+    Recording(RecordingCommand),
     /// Usage of a client: participant-minutes, bytes, peak participants, recording minutes.
     Usage {
         /// The client.
@@ -119,6 +130,23 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
         .with_context(|| format!("{s:?} is not a date (YYYY-MM-DD) or RFC 3339 time"))?;
     Ok(t.duration_since(UNIX_EPOCH)?.as_secs() as i64)
+}
+
+#[derive(Subcommand, Debug)]
+enum RecordingCommand {
+    /// List finished recordings: one file per recorded feed, with its duration, size and
+    /// start time.
+    List {
+        /// Only this client's.
+        #[arg(long)]
+        cid: Option<String>,
+        /// Only this session's (as the client names it).
+        #[arg(long)]
+        sid: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +233,35 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
         }
         Command::Key(KeyCommand::List { cid }) => print(store.keys(cid.as_deref())?),
         Command::Key(KeyCommand::Revoke { key }) => print(store.revoke_key(&key)?),
+        Command::Recording(RecordingCommand::List { cid, sid, json }) => {
+            let all = store.recordings(cid.as_deref(), sid.as_deref())?;
+            if json {
+                return print(all);
+            }
+            println!(
+                "{:>5} {:<20} {:<16} {:<12} {:<14} {:>20} {:>9} {:>12}  path",
+                "id", "session", "participant", "feed", "kinds", "started", "seconds", "bytes"
+            );
+            for r in all {
+                let started = humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_secs(r.started_at.max(0) as u64),
+                );
+                println!(
+                    "{:>5} {:<20} {:<16} {:<12} {:<14} {:>20} {:>9.1} {:>12}  {}{}",
+                    r.id.unwrap_or_default(),
+                    r.sid,
+                    r.uid,
+                    r.feed_id,
+                    r.kinds.join("+"),
+                    started.to_string(),
+                    r.duration_ms as f64 / 1000.0,
+                    r.bytes,
+                    r.path,
+                    r.error.map(|e| format!("  ({e})")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
         Command::Usage {
             cid,
             from,
@@ -305,6 +362,7 @@ fn main() -> anyhow::Result<()> {
         spread_after: args.spread_after,
         data_rate: args.data_rate,
         data_burst: args.data_burst,
+        recordings_dir: (!args.no_recording).then(|| args.recordings_dir.clone()),
         ..Default::default()
     })
     .context("starting the relay")?;
@@ -320,19 +378,21 @@ fn main() -> anyhow::Result<()> {
             per_key_per_minute: args.joins_per_key,
             per_address_per_minute: args.joins_per_address,
         };
-        let admin = signalling::admin::Admin {
-            store: store.clone(),
-            secret: args.admin_secret.clone(),
-        };
         let hub = signalling::start_hub(
             handle.clone(),
             events,
-            store,
+            store.clone(),
             limits,
             Duration::from_secs(args.usage_flush_secs.max(1)),
             !args.no_repair,
         )
         .context("account database")?;
+        let admin = signalling::admin::Admin {
+            store,
+            secret: args.admin_secret.clone(),
+            hub: Some(hub.clone()),
+            recordings_dir: handle.recordings_dir().map(|d| d.to_path_buf()),
+        };
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding {}", args.http))?;

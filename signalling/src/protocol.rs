@@ -217,6 +217,9 @@ pub enum ErrorCode {
     RateLimited,
     /// Recording is permitted but this server has no recorder.
     RecordingUnavailable,
+    /// The recording could not start or go on: its directory cannot be written, or the disk
+    /// is full (the reason says which).
+    RecordingFailed,
 }
 
 /// A message from the server.
@@ -337,6 +340,21 @@ pub enum Event {
     FeedResumed {
         /// The feed.
         feed_id: String,
+    },
+    /// The session is being recorded, from now (or, to one who joins, since `started_at`):
+    /// sent to every participant, so that everyone knows.
+    RecordingStarted {
+        /// Who started it: a participant's uid, or `admin`.
+        by: String,
+        /// Unix seconds.
+        started_at: i64,
+    },
+    /// The session is no longer recorded.
+    RecordingStopped {
+        /// Who stopped it (a uid or `admin`), or None when it stopped on its own.
+        by: Option<String>,
+        /// Why, when it was not asked for (a full disk).
+        reason: Option<String>,
     },
     /// The relay dropped data-channel messages this participant sent: it may not send data.
     DataRefused {

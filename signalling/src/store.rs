@@ -109,7 +109,57 @@ fn migrations() -> Migrations<'static> {
             CREATE TRIGGER keys_deleted AFTER DELETE ON keys
                 BEGIN UPDATE keys_version SET n = n + 1; END;",
         ),
+        // One row per recorded file, written when the file is finished.
+        M::up(
+            "CREATE TABLE recordings (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                cid TEXT NOT NULL,
+                sid TEXT NOT NULL,
+                session_started_at INTEGER NOT NULL,
+                uid TEXT NOT NULL,
+                feed_id TEXT NOT NULL,
+                kinds TEXT NOT NULL,
+                path TEXT NOT NULL,
+                started_at INTEGER NOT NULL,
+                finished_at INTEGER NOT NULL,
+                duration_ms INTEGER NOT NULL,
+                bytes INTEGER NOT NULL,
+                error TEXT
+            );
+            CREATE INDEX recordings_by_client ON recordings(cid, started_at);",
+        ),
     ])
+}
+
+/// A recorded file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    /// Its id in the listing (None before it is stored).
+    pub id: Option<i64>,
+    /// The client.
+    pub cid: String,
+    /// The session (as the client names it).
+    pub sid: String,
+    /// Unix seconds: the run of the session it was part of.
+    pub session_started_at: i64,
+    /// The publisher.
+    pub uid: String,
+    /// The feed.
+    pub feed_id: String,
+    /// What it holds: `audio` and/or `video`.
+    pub kinds: Vec<String>,
+    /// The file, relative to the recordings directory.
+    pub path: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds.
+    pub finished_at: i64,
+    /// Its duration.
+    pub duration_ms: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// Why it ended early, if it did.
+    pub error: Option<String>,
 }
 
 /// A client (an organisation that owns keys and sessions).
@@ -541,6 +591,66 @@ impl Store {
         })
     }
 
+    /// Record a finished recording file.
+    pub fn add_recording(&self, r: &Recording) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO recordings (cid, sid, session_started_at, uid, feed_id, kinds, path,
+                     started_at, finished_at, duration_ms, bytes, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    r.cid,
+                    r.sid,
+                    r.session_started_at,
+                    r.uid,
+                    r.feed_id,
+                    r.kinds.join(","),
+                    r.path,
+                    r.started_at,
+                    r.finished_at,
+                    r.duration_ms as i64,
+                    r.bytes as i64,
+                    r.error,
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// A client's recordings (all clients' with None), of session `sid` if given, oldest
+    /// first.
+    pub fn recordings(
+        &self,
+        cid: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Vec<Recording>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, cid, sid, session_started_at, uid, feed_id, kinds, path, started_at,
+                        finished_at, duration_ms, bytes, error
+                 FROM recordings
+                 WHERE (?1 IS NULL OR cid = ?1) AND (?2 IS NULL OR sid = ?2)
+                 ORDER BY started_at, id",
+            )?;
+            let rows = st.query_map(params![cid, sid], recording_row)?;
+            rows.collect()
+        })
+    }
+
+    /// One recording.
+    pub fn recording(&self, id: i64) -> Result<Option<Recording>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, cid, sid, session_started_at, uid, feed_id, kinds, path, started_at,
+                        finished_at, duration_ms, bytes, error
+                 FROM recordings WHERE id = ?1",
+                params![id],
+                recording_row,
+            )
+            .optional()
+        })
+    }
+
     /// A number that changes whenever any key is created, changed or removed, by this process
     /// or another.
     pub fn keys_version(&self) -> Result<i64, StoreError> {
@@ -560,6 +670,29 @@ impl Store {
             _ => Err(StoreError::NoSuchKey(key_id.to_owned())),
         }
     }
+}
+
+fn recording_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recording> {
+    let kinds: String = r.get(6)?;
+    Ok(Recording {
+        id: Some(r.get(0)?),
+        cid: r.get(1)?,
+        sid: r.get(2)?,
+        session_started_at: r.get(3)?,
+        uid: r.get(4)?,
+        feed_id: r.get(5)?,
+        kinds: kinds
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        path: r.get(7)?,
+        started_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        duration_ms: r.get::<_, i64>(10)? as u64,
+        bytes: r.get::<_, i64>(11)? as u64,
+        error: r.get(12)?,
+    })
 }
 
 #[cfg(test)]

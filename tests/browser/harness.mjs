@@ -35,7 +35,8 @@ async function freePort(host = '127.0.0.1') {
 }
 
 /** Start `webrtcai` (the debug build, in CARGO_TARGET_DIR if set, unless WEBRTCAI_BIN is set) on a fresh database with one
- * client and a WEB_ONLY key for pages on 127.0.0.1; resolves once /healthz answers. With `host`
+ * client and a WEB_ONLY key for pages on 127.0.0.1 (one that allows recording with
+ * `recording`), recordings in a fresh directory (`recordings`); resolves once /healthz answers. With `host`
  * (an address this namespace has, e.g. link.mjs's SERVER_HOST) HTTP and media bind there and the
  * key's domain is that address instead. */
 export async function startServer(opts = {}) {
@@ -47,13 +48,15 @@ export async function startServer(opts = {}) {
   let { cid, key, secret } = opts;
   if (!key) {
     cid = JSON.parse(admin('client', 'create', '--name', 'browser-tests')).cid;
-    const created = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', host));
+    const recording = opts.recording ? ['--recording'] : [];
+    const created = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', host, ...recording));
     key = created.key.key_id;
     secret = created.secret;
   }
   const port = await freePort(host);
   const bind = host === '127.0.0.1' ? [] : ['--media-bind', host];
-  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', ...(opts.args || [])];
+  const recordings = opts.recordings || join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'recordings');
+  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', '--recordings-dir', recordings, ...(opts.args || [])];
   const child = spawn(bin, args, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -72,6 +75,7 @@ export async function startServer(opts = {}) {
           cid,
           db,
           admin,
+          recordings,
           /** A join token for `sid`, signed with the key. */
           token: (sid, uid, grants = 'publish,subscribe') =>
             admin('token', 'mint', '--key', key, '--sid', sid, '--uid', uid, '--grant', grants).trim(),
@@ -127,7 +131,7 @@ export async function joinPage(context, server, sid, name, init = {}) {
       window.events = [];
       const client = WebRTCai.init({ key, ...init });
       window.session = await client.join(sid, { name });
-      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected']) {
+      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },

@@ -22,3 +22,4 @@ pub mod srtp_gcm;
 pub(crate) mod srtp_kdf;
 pub mod twcc;
 pub mod vp8;
+pub mod vp9;

@@ -78,6 +78,8 @@ pub(crate) struct CoreSetup {
     pub(crate) inbox_notify: Arc<Notify>,
     /// Every core's inbox (indexed by core; this core's own is unused).
     pub(crate) peers: Vec<Peer>,
+    /// The recorder's queue, where the relay records.
+    pub(crate) record: Option<crossbeam_channel::Sender<crate::record::recording::RecordPacket>>,
     pub(crate) ready: std::sync::mpsc::Sender<()>,
 }
 
@@ -107,6 +109,7 @@ struct Shell {
     local: SocketAddr,
     certificate: Certificate,
     events: mpsc::Sender<Event>,
+    record: Option<crossbeam_channel::Sender<crate::record::recording::RecordPacket>>,
     dtls_inboxes: RefCell<HashMap<ParticipantKey, mpsc::Sender<Vec<u8>>>>,
     dtls_tasks: RefCell<HashMap<ParticipantKey, tokio::task::JoinHandle<()>>>,
     /// Each connected participant's queue of SCTP packets for its DTLS to send.
@@ -160,6 +163,7 @@ pub(crate) fn run(setup: CoreSetup) {
             local,
             certificate: setup.certificate,
             events: setup.events,
+            record: setup.record,
             dtls_inboxes: RefCell::new(HashMap::new()),
             dtls_tasks: RefCell::new(HashMap::new()),
             sctp_out: RefCell::new(HashMap::new()),
@@ -233,6 +237,15 @@ impl Shell {
                 Some(Output::Event(e)) => {
                     if self.events.try_send(e).is_err() {
                         tracing::warn!("event queue full or closed; event dropped");
+                    }
+                }
+                Some(Output::Record(packet)) => {
+                    let handed = match &self.record {
+                        Some(queue) => queue.try_send(*packet).is_ok(),
+                        None => false,
+                    };
+                    if !handed {
+                        self.worker.borrow_mut().handle_record_queue_full();
                     }
                 }
                 Some(Output::CrossCore { core, message }) => {

@@ -83,6 +83,16 @@ impl FeedFile {
             path: path.display().to_string(),
             source,
         })?;
+        Self::new(file, video, audio)
+    }
+
+    /// Write into `file` (created when the recording started, so that a directory that
+    /// cannot be written is an error then, not when the first keyframe comes).
+    pub fn new(
+        file: File,
+        video: Option<(VideoCodec, u16, u16)>,
+        audio: bool,
+    ) -> Result<Self, FileError> {
         let mux = |what| move |_| FileError::Mux(what);
         let mut builder = SegmentBuilder::new(Writer::new(BufWriter::new(file)))
             .map_err(mux("start a segment"))?

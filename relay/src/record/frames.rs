@@ -5,12 +5,13 @@
 //! lost one until the next keyframe. So a frame whose packets do not all come within
 //! [`MAX_WAIT`] (repairs included) is given up, and with it every frame until the next
 //! keyframe, which is asked for ([`FrameAssembler::poll_keyframe_request`]). Audio frames are
-//! one packet each and stand alone: a lost one is a short silence.
+//! one packet each and stand alone: a lost one is a short silence. A VP9 picture's spatial
+//! layers (SVC) become one superframe, as a VP9 decoder reads them from a file.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::engine::vp8;
+use crate::engine::{vp8, vp9};
 
 /// How long a frame with a missing packet is waited for: the packets a relay asks again for
 /// (NACK) come within a few round trips.
@@ -24,6 +25,8 @@ const MAX_HELD: usize = 2048;
 pub enum Codec {
     /// VP8 (RFC 7741): frames over several packets, the last one marked.
     Vp8,
+    /// VP9 (RFC 9628): a picture's layer frames over several packets, the last one marked.
+    Vp9,
     /// Opus (RFC 7587): one frame a packet, every one a keyframe.
     Opus,
 }
@@ -37,6 +40,8 @@ pub struct Frame {
     pub keyframe: bool,
     /// The codec's bytes, payload headers removed.
     pub data: Vec<u8>,
+    /// A keyframe's picture size, where the codec gives it (the largest layer's for SVC).
+    pub size: Option<(u16, u16)>,
 }
 
 #[derive(Debug)]
@@ -77,6 +82,11 @@ impl FrameAssembler {
             keyframe_request: false,
             frames_lost: 0,
         }
+    }
+
+    /// The codec it reads.
+    pub fn codec(&self) -> Codec {
+        self.codec
     }
 
     /// An RTP packet of the stream (a repair as the packet it repairs).
@@ -174,7 +184,7 @@ impl FrameAssembler {
             .iter()
             .find(|(_, h)| match self.codec {
                 Codec::Opus => true,
-                Codec::Vp8 => vp8::parse(&h.payload).is_some_and(|d| d.starts_frame()),
+                codec => starts_frame(codec, &h.payload),
             })
             .map(|(&s, _)| s)
     }
@@ -185,6 +195,9 @@ impl FrameAssembler {
         let first = self.held.get(&start)?;
         let mut data = Vec::new();
         let mut keyframe = false;
+        let mut size = None;
+        // VP9: where each layer frame after the first begins in `data`.
+        let mut layer_starts = Vec::new();
         let mut seq = start;
         loop {
             let h = self.held.get(&seq)?;
@@ -201,26 +214,50 @@ impl FrameAssembler {
                             timestamp: h.timestamp,
                             keyframe: true,
                             data,
+                            size: None,
                         },
                     ));
                 }
                 Codec::Vp8 => {
                     let d = vp8::parse(&h.payload)?;
-                    let body = &h.payload[d.len..];
                     if seq == start {
-                        // The frame tag's P bit (RFC 6386 §9.1): 0 for a keyframe.
-                        keyframe = d.starts_frame() && body.first().is_some_and(|b| b & 1 == 0);
+                        keyframe = d.keyframe;
+                        size = vp8::keyframe_size(&h.payload, &d);
                     }
-                    data.extend_from_slice(body);
+                    data.extend_from_slice(&h.payload[d.len..]);
+                }
+                Codec::Vp9 => {
+                    let d = vp9::parse(&h.payload)?;
+                    if seq == start {
+                        keyframe = d.starts_keyframe();
+                    } else if d.begins_frame {
+                        layer_starts.push(data.len());
+                    }
+                    size = d.size.or(size);
+                    data.extend_from_slice(&h.payload[d.len..]);
                 }
             }
             if h.marker {
+                if self.codec == Codec::Vp9 {
+                    if keyframe && size.is_none() {
+                        size = vp9::keyframe_size(&data);
+                    }
+                    if !layer_starts.is_empty() {
+                        let mut bounds = vec![0];
+                        bounds.extend(&layer_starts);
+                        bounds.push(data.len());
+                        let layers: Vec<&[u8]> =
+                            bounds.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+                        data = vp9::superframe(&layers);
+                    }
+                }
                 return Some((
                     seq,
                     Frame {
                         timestamp: first.timestamp,
                         keyframe,
                         data,
+                        size: size.filter(|_| keyframe),
                     },
                 ));
             }
@@ -241,7 +278,7 @@ impl FrameAssembler {
             .range(start + 1..)
             .find(|(_, h)| match self.codec {
                 Codec::Opus => true,
-                Codec::Vp8 => vp8::parse(&h.payload).is_some_and(|d| d.starts_frame()),
+                codec => starts_frame(codec, &h.payload),
             })
             .map(|(&s, _)| s);
         match skip_to {
@@ -259,6 +296,15 @@ impl FrameAssembler {
             self.need_keyframe = true;
             self.keyframe_request = true;
         }
+    }
+}
+
+/// Whether a video payload starts a frame (VP9: a picture).
+fn starts_frame(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Opus => true,
+        Codec::Vp8 => vp8::parse(payload).is_some_and(|d| d.starts_frame()),
+        Codec::Vp9 => vp9::parse(payload).is_some_and(|d| d.starts_picture()),
     }
 }
 

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 
 mod data;
 mod delay;
+mod record;
 
 pub use data::DataStats;
 pub use delay::DelayHistogram;
+pub use record::RecordStats;
 
 /// Why the relay dropped an ingress datagram (or an egress one it could not build).
 ///
@@ -240,6 +242,9 @@ pub struct CoreStats {
     /// Data channels.
     #[serde(default)]
     pub data: DataStats,
+    /// Recording.
+    #[serde(default)]
+    pub record: RecordStats,
 }
 
 impl CoreStats {
@@ -301,6 +306,7 @@ impl CoreStats {
         self.svc_descriptors_unreadable += other.svc_descriptors_unreadable;
         self.rtp_paced += other.rtp_paced;
         self.data.accumulate(&other.data);
+        self.record.accumulate(&other.record);
         self.pacing_delay.merge(&other.pacing_delay);
         self.forwarding_delay.merge(&other.forwarding_delay);
     }

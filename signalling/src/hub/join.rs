@@ -24,6 +24,7 @@ struct Joined {
     uid: String,
     name: Option<String>,
     grants: crate::auth::Grants,
+    key_records: bool,
     cid: String,
     public_sid: String,
 }
@@ -213,6 +214,7 @@ impl Hub {
             uid,
             name,
             grants: identity.grants,
+            key_records: identity.key_records,
             cid: identity.cid,
             public_sid,
         };
@@ -258,6 +260,7 @@ impl Hub {
             uid,
             name,
             grants,
+            key_records,
             cid,
             public_sid,
         } = joined;
@@ -276,6 +279,7 @@ impl Hub {
                     feeds: HashMap::new(),
                     meter: Meter::new(Instant::now()),
                     speakers: Default::default(),
+                    recording: None,
                 },
             );
         }
@@ -323,6 +327,7 @@ impl Hub {
         let peer = Peer {
             name: name.clone(),
             grants,
+            key_records,
             conn: Some(conn),
             disconnected_at: None,
             resume_token: token.clone(),
@@ -361,6 +366,13 @@ impl Hub {
         );
         let snapshot = self.snapshot(sid, &uid, &token);
         self.send(conn, ServerMessage::ok(id, snapshot));
+        // Whoever joins a session that records is told so.
+        if let Some((by, started_at)) = self.recording_since(sid) {
+            self.send(
+                conn,
+                ServerMessage::Event(Event::RecordingStarted { by, started_at }),
+            );
+        }
         // Data channels connect at once, before anything is published or subscribed.
         self.negotiate(sid, &uid);
     }
@@ -389,6 +401,10 @@ impl Hub {
             "participants": participants,
             "feeds": feeds,
             "active_speaker": room.speakers.active(),
+            "recording": self.recording_since(sid).map(|(by, started_at)| json!({
+                "by": by,
+                "started_at": started_at,
+            })),
             "resume_token": token,
         })
     }

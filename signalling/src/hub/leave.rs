@@ -14,6 +14,7 @@ impl Hub {
     /// subscriber (each gets an offer), and tell the others. Returns its owner and the relay
     /// feeds to unpublish, for the caller's job.
     fn forget_feed(&mut self, sid: &str, feed_id: &str) -> Option<(String, Vec<FeedId>)> {
+        self.unrecord_feed(sid, feed_id);
         let feed = self.rooms.get_mut(sid)?.feeds.remove(feed_id)?;
         let uids: Vec<String> = self.rooms[sid].peers.keys().cloned().collect();
         for uid in &uids {

@@ -15,6 +15,7 @@ mod leave;
 mod messages;
 mod metering;
 mod negotiation;
+pub mod recording;
 mod requests;
 mod speakers;
 
@@ -73,6 +74,10 @@ pub enum Input {
     Tick(Instant),
     /// A session's relay calls are done; the rest of its request runs on the hub.
     Done(String, jobs::Done),
+    /// A recording call is done.
+    Recording(recording::RecordingDone),
+    /// The admin API starts or stops a session's recording.
+    AdminRecord(recording::AdminRecord),
 }
 
 /// A join waiting for its credentials to be checked off the hub's task.
@@ -124,6 +129,8 @@ const DATA_MID: &str = "data";
 struct Peer {
     name: Option<String>,
     grants: Grants,
+    /// Its key allows recording.
+    key_records: bool,
     conn: Option<ConnId>,
     disconnected_at: Option<Instant>,
     resume_token: String,
@@ -184,6 +191,8 @@ struct Room {
     feeds: HashMap<String, Feed>,
     meter: Meter,
     speakers: speakers::Speakers,
+    /// Its recording, while it records.
+    recording: Option<recording::RoomRecording>,
 }
 
 struct Conn {
@@ -202,6 +211,9 @@ struct Conn {
 pub struct Hub {
     relay: RelayHandle,
     accounts: Accounts,
+    /// Files being recorded, by the relay's recording id: what each is listed and metered
+    /// under when it is finished (possibly after its session ended).
+    recorded_files: HashMap<u64, recording::FileMeta>,
     /// The hub's own input, for results that come back from other threads.
     inputs: mpsc::Sender<Input>,
     limiter: JoinLimiter,
@@ -256,6 +268,7 @@ impl Hub {
             limiter,
             usage_flush,
             rooms: HashMap::new(),
+            recorded_files: HashMap::new(),
             conns: HashMap::new(),
             per_address: HashMap::new(),
             slow: std::cell::RefCell::new(Vec::new()),
@@ -409,6 +422,16 @@ impl Hub {
                         .handle_report(Instant::now(), &uid.0, speaking, loudness);
                 self.tell_speakers(&sid.0, changes);
             }
+            Input::Relay(relay::Event::RecordingFinished {
+                recording, file, ..
+            }) => self.file_finished(recording, file),
+            Input::Relay(relay::Event::RecordingDropped {
+                sid,
+                recording,
+                packets,
+            }) => {
+                tracing::warn!(%sid, recording, packets, "the recorder fell behind and lost packets");
+            }
             Input::Relay(relay::Event::DataRefused { sid, uid, reason }) => {
                 let event = crate::protocol::Event::DataRefused {
                     code: ErrorCode::Forbidden,
@@ -417,6 +440,8 @@ impl Hub {
                 self.send_to_peer(&sid.0, &uid.0, &ServerMessage::Event(event));
             }
             Input::Done(sid, done) => self.job_done(&sid, done),
+            Input::Recording(done) => self.recording_done(done),
+            Input::AdminRecord(r) => self.admin_record(r),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);

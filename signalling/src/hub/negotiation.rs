@@ -380,6 +380,7 @@ impl Hub {
                 });
             if let Some(info) = info {
                 self.broadcast(sid, uid, Event::FeedPublished(info));
+                self.record_feed(sid, feed_id);
             }
         }
         Some(json!({

@@ -346,7 +346,7 @@ impl Hub {
                 );
                 Ok(None)
             }
-            Request::Record { .. } => {
+            Request::Record { enable, .. } => {
                 if !self.rooms[sid].peers[uid].grants.record {
                     return Err((
                         ErrorCode::Forbidden,
@@ -355,10 +355,13 @@ impl Hub {
                             .into(),
                     ));
                 }
-                Err((
-                    ErrorCode::RecordingUnavailable,
-                    "recording is permitted but no recorder runs on this server".into(),
-                ))
+                if enable {
+                    self.start_recording(sid, uid, recording::Replier::Conn(conn, id));
+                    Ok(None)
+                } else {
+                    self.stop_recording(sid, Some(uid), None);
+                    Ok(Some(json!({ "recording": false })))
+                }
             }
             Request::Leave { .. } => {
                 self.leave_with(sid, uid, None, Some((conn, id)));

@@ -67,6 +67,8 @@ pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfi
     let admin = signalling::admin::Admin {
         store: store.clone(),
         secret: Some(ADMIN_SECRET.into()),
+        hub: Some(hub.clone()),
+        recordings_dir: relay.handle().recordings_dir().map(|d| d.to_path_buf()),
     };
     tokio::spawn(signalling::http::serve(
         listener,

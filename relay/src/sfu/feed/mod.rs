@@ -8,6 +8,7 @@ pub mod dynacast;
 pub mod layer;
 pub mod nack;
 pub mod packet_cache;
+pub mod record_tap;
 pub mod recv_stats;
 pub mod speech;
 pub mod stall;
@@ -21,7 +22,7 @@ use std::time::Instant;
 
 use crate::control::FeedDescription;
 use crate::engine::playout_delay::PlayoutDelay;
-use crate::engine::{dependency_descriptor, h264, rtp, vp8};
+use crate::engine::{dependency_descriptor, h264, rtp, vp8, vp9};
 use crate::ids::ParticipantKey;
 
 use super::consumer::Consumer;
@@ -87,6 +88,8 @@ pub struct Feed {
     /// their sizes, the decode target of each): kept when a new structure comes, not per
     /// packet (None: not SVC, or no frame read yet).
     pub svc_latest: Option<SvcFrame>,
+    /// A recording's tap, on the feed's own core, while it is recorded.
+    pub record: Option<record_tap::RecordTap>,
 }
 
 impl Feed {
@@ -104,6 +107,7 @@ impl Feed {
             svc: SvcStream::default(),
             svc_rates: Default::default(),
             svc_latest: None,
+            record: None,
             audio_level_extension: extension_of(&description, speech::AUDIO_LEVEL_URI),
             speech: Speech::default(),
             layers: layers_of(&description),
@@ -206,12 +210,15 @@ impl Feed {
     }
 
     /// Whether `packet` (plaintext, with `header`) is the first of a keyframe, where its
-    /// codec is one the relay reads (VP8, H.264); false for any other.
+    /// codec is one the relay reads (VP8, VP9, H.264); false for any other.
     pub fn starts_keyframe(&self, packet: &[u8], header: &rtp::RtpHeader) -> bool {
         let payload = &packet[header.header_len..header.header_len + header.payload_len];
         match self.description.codec_of(header.payload_type) {
             Some(name) if name.eq_ignore_ascii_case("VP8") => {
                 vp8::parse(payload).is_some_and(|d| d.keyframe)
+            }
+            Some(name) if name.eq_ignore_ascii_case("VP9") => {
+                vp9::parse(payload).is_some_and(|d| d.starts_keyframe())
             }
             Some(name) if name.eq_ignore_ascii_case("H264") => h264::starts_keyframe(payload),
             _ => false,

@@ -348,6 +348,7 @@ impl Worker {
             svc,
         };
         self.fan_out(now, skey, fkey, &plain, info);
+        self.record(now, skey, fkey, &plain, &header, &info);
         // fan_out found it.
         let feed = &self.sessions[&skey].feeds[&fkey];
         if feed.sinks.is_empty() {

@@ -20,6 +20,7 @@ mod egress;
 mod fanout;
 mod ingress;
 mod quality;
+mod record;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};
@@ -140,6 +141,9 @@ pub enum Output {
         /// The packet.
         packet: bytes::Bytes,
     },
+    /// Hand a packet to the recorder's thread (dropped, and counted with
+    /// [`Worker::handle_record_queue_full`], when its queue is full).
+    Record(Box<crate::record::recording::RecordPacket>),
     /// Hand a message to another core (a session spread over several cores).
     CrossCore {
         /// The core.

@@ -267,17 +267,19 @@ impl Worker {
         skey: SessionKey,
         fkey: FeedKey,
     ) -> Option<Instant> {
+        let recorder = self.record_wants(now, skey, fkey);
         let session = self.sessions.get_mut(&skey)?;
         let feed = session.feeds.get_mut(&fkey)?;
         feed.last_packet_at?;
-        let wanted = feed
-            .consumers
-            .iter()
-            .filter(|c| c.layers.paused() != Some(Pause::Hidden))
-            .fold(0u8, |mask, c| {
-                let current = c.layers.current().map_or(0, |l| 1u8 << l);
-                mask | 1u8 << max_layer(feed, c) | 1u8 << c.layers.target() | current
-            });
+        let wanted = recorder
+            | feed
+                .consumers
+                .iter()
+                .filter(|c| c.layers.paused() != Some(Pause::Hidden))
+                .fold(0u8, |mask, c| {
+                    let current = c.layers.current().map_or(0, |l| 1u8 << l);
+                    mask | 1u8 << max_layer(feed, c) | 1u8 << c.layers.target() | current
+                });
         match feed.origin {
             // Every time, not only on a change: a message lost to a full queue is made good
             // at the next.

@@ -1,0 +1,175 @@
+// Recording: a Chromium publisher's webcam and microphone recorded through the SDK into a
+// WebM file that the real ffprobe and ffmpeg read back; allowed only where the key allows it;
+// announced to everyone; listed, downloadable and metered; surviving an ICE restart; a
+// directory that cannot be written refused with the reason.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync, mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launch, joinPage, publishWebcam, waitEvent, until } from './harness.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** ffprobe's view of a file: its streams' codecs and the container's duration. */
+function probe(file) {
+  const out = execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name,codec_type,width,height:format=duration', '-of', 'json', file]);
+  const j = JSON.parse(out.toString());
+  return { streams: j.streams, duration: Number(j.format.duration) };
+}
+
+/** What `ffmpeg -v error` says decoding the whole file (nothing when it decodes clean). */
+function decodeStderr(file) {
+  try {
+    // -v error prints to stderr; a clean decode prints nothing anywhere.
+    const out = execFileSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-f', 'null', '-'], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    return out;
+  } catch (e) {
+    return `${e.stderr}${e.message}`;
+  }
+}
+
+/** The finished recordings the CLI lists, once `count` are. */
+async function listed(server, count, timeoutMs = 15000) {
+  return until(
+    async () => JSON.parse(server.admin('recording', 'list', '--cid', server.cid, '--json')),
+    (all) => all.length >= count,
+    timeoutMs,
+  );
+}
+
+test('a key without recording is refused, whatever the token says', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'rec-refused', 'alice');
+    const refused = await a.evaluate(() => window.session.startRecording().then(() => null, (e) => ({ code: e.code, message: e.message })));
+    assert.equal(refused?.code, 'forbidden');
+    assert.match(refused.message, /key does not allow recording/);
+    // A token with the record grant, signed by the same key: still refused.
+    const token = server.token('rec-refused', 'bob', 'publish,subscribe,record');
+    const b = await joinPage(browser.context, server, 'rec-refused', 'bob', { token, key: undefined });
+    const again = await b.evaluate(() => window.session.startRecording().then(() => null, (e) => e.code));
+    assert.equal(again, 'forbidden');
+    // The admin API refuses too: nobody joined with a key that allows recording.
+    const r = await fetch(`${server.base}/admin/sessions/rec-refused/recording`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer admin-secret', 'content-type': 'application/json' },
+      body: JSON.stringify({ cid: server.cid, enable: true }),
+    });
+    assert.equal(r.status, 404, 'no admin secret configured: the API is off');
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
+test('a Chromium publisher recorded for 10 s plays back whole, through an ICE restart', async () => {
+  const server = await startServer({ recording: true, args: ['--admin-secret', 'admin-secret', '--usage-flush-secs', '1'] });
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'rec-10s', 'alice');
+    const b = await joinPage(browser.context, server, 'rec-10s', 'bob');
+    const feed = await publishWebcam(a);
+    await waitEvent(b, 'feed-published');
+    // Let the simulcast layers come up, as in a call.
+    await sleep(2000);
+    const started = await b.evaluate(() => window.session.startRecording());
+    const t0 = Date.now();
+    assert.ok(started.startedAt > 0);
+    // Everyone is told, the one who asked included.
+    for (const p of [a, b]) {
+      const ev = await waitEvent(p, 'recording-started');
+      assert.equal(ev.by, await b.evaluate(() => window.session.uid));
+    }
+    // Whoever joins now is told too.
+    const c = await joinPage(browser.context, server, 'rec-10s', 'carol');
+    await waitEvent(c, 'recording-started');
+    assert.ok(await c.evaluate(() => window.session.recording !== null));
+
+    await sleep(4000);
+    // The publisher's network changes: ICE restarts, the recording goes on.
+    await a.evaluate(() => window.session._restartIce());
+    await sleep(10000 - (Date.now() - t0));
+    await b.evaluate(() => window.session.stopRecording());
+    const recorded = (Date.now() - t0) / 1000;
+    for (const p of [a, b, c]) await waitEvent(p, 'recording-stopped');
+
+    const [rec] = await listed(server, 1);
+    assert.equal(rec.sid, 'rec-10s');
+    assert.equal(rec.feed_id, feed);
+    assert.deepEqual([...rec.kinds].sort(), ['audio', 'video']);
+    assert.equal(rec.error, null);
+    const file = join(server.recordings, rec.path);
+    assert.ok(rec.path.startsWith(`${server.cid}/rec-10s/`), rec.path);
+    assert.equal(statSync(file).size, rec.bytes);
+
+    const { streams, duration } = probe(file);
+    const codecs = streams.map((s) => s.codec_name).sort();
+    assert.deepEqual(codecs, ['opus', 'vp8'], JSON.stringify(streams));
+    console.log(`recorded ${recorded.toFixed(2)} s, file ${duration.toFixed(3)} s (listed ${rec.duration_ms} ms), ${rec.bytes} bytes, ${JSON.stringify(streams)}`);
+    assert.ok(Math.abs(duration - recorded) < 0.5, `the file lasts ${duration} s for ${recorded} s recorded`);
+    const errors = decodeStderr(file);
+    assert.equal(errors, '', `ffmpeg -v error says: ${errors}`);
+
+    // Metered: the session's recording minutes are the file's.
+    await until(
+      async () => JSON.parse(server.admin('usage', '--cid', server.cid, '--json')).recording_minutes,
+      (minutes) => Math.abs(minutes * 60000 - rec.duration_ms) < 1,
+      5000,
+    );
+
+    // Listed and downloadable through the admin API, with ranges for players.
+    const auth = { authorization: 'Bearer admin-secret' };
+    const list = await (await fetch(`${server.base}/admin/recordings?cid=${server.cid}&sid=rec-10s`, { headers: auth })).json();
+    assert.equal(list.length, 1);
+    const download = await fetch(`${server.base}/admin/recordings/${list[0].id}/file`, { headers: auth });
+    assert.equal(download.status, 200);
+    assert.equal(download.headers.get('content-type'), 'video/webm');
+    assert.equal((await download.arrayBuffer()).byteLength, rec.bytes);
+    const part = await fetch(`${server.base}/admin/recordings/${list[0].id}/file`, { headers: { ...auth, range: 'bytes=0-99' } });
+    assert.equal(part.status, 206);
+    assert.equal((await part.arrayBuffer()).byteLength, 100);
+    assert.equal((await fetch(`${server.base}/admin/recordings/${list[0].id}/file`)).status, 401);
+
+    // The admin API starts and stops it too; everyone is told.
+    const post = (enable) => fetch(`${server.base}/admin/sessions/rec-10s/recording`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ cid: server.cid, enable }),
+    });
+    await a.evaluate(() => { window.events = []; });
+    const on = await post(true);
+    assert.equal(on.status, 200, await on.clone().text());
+    assert.equal((await waitEvent(a, 'recording-started')).by, 'admin');
+    await sleep(3000);
+    assert.equal((await post(false)).status, 200);
+    assert.equal((await waitEvent(a, 'recording-stopped')).by, 'admin');
+    const two = await listed(server, 2);
+    const second = join(server.recordings, two[1].path);
+    assert.deepEqual(probe(second).streams.map((s) => s.codec_name).sort(), ['opus', 'vp8']);
+    assert.equal(decodeStderr(second), '');
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
+test('a recordings directory that cannot be written is refused with the reason', async () => {
+  const blocker = join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'not-a-directory');
+  writeFileSync(blocker, 'a file where the directory should be');
+  const server = await startServer({ recording: true, recordings: blocker });
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'rec-unwritable', 'alice');
+    await publishWebcam(a);
+    const refused = await a.evaluate(() => window.session.startRecording().then(() => null, (e) => ({ code: e.code, message: e.message })));
+    assert.equal(refused?.code, 'recording_failed');
+    assert.match(refused.message, /cannot create/);
+    assert.ok(await a.evaluate(() => !window.events.some((e) => e.ev === 'recording-started')), 'nobody is told it records');
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
