@@ -1,6 +1,6 @@
 // Shared set-up for the browser tests: the product binary and headless Chromium, all on
 // 127.0.0.1. Run the tests inside a loopback-only network namespace (see scripts/test).
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -334,4 +334,11 @@ export async function subscribeInto(page, feedId, style = {}, options = {}) {
     },
     { feedId, style, options },
   );
+}
+
+/** What `ffmpeg -v error` prints decoding the whole of `file` (its errors go to stderr), and
+ * its exit status when not 0: '' for a file that decodes clean. */
+export function ffmpegErrors(file) {
+  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-f', 'null', '-'], { encoding: 'utf8' });
+  return `${r.stdout}${r.stderr}${r.status === 0 ? '' : `(exit ${r.status ?? r.signal})`}`;
 }

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launch, joinPage, publishWebcam, waitEvent, until } from './harness.mjs';
+import { startServer, launch, joinPage, publishWebcam, waitEvent, until, ffmpegErrors } from './harness.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -17,17 +17,6 @@ function probe(file) {
   const out = execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name,codec_type,width,height:format=duration', '-of', 'json', file]);
   const j = JSON.parse(out.toString());
   return { streams: j.streams, duration: Number(j.format.duration) };
-}
-
-/** What `ffmpeg -v error` says decoding the whole file (nothing when it decodes clean). */
-function decodeStderr(file) {
-  try {
-    // -v error prints to stderr; a clean decode prints nothing anywhere.
-    const out = execFileSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-f', 'null', '-'], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-    return out;
-  } catch (e) {
-    return `${e.stderr}${e.message}`;
-  }
 }
 
 /** The finished recordings the CLI lists, once `count` are. */
@@ -110,7 +99,7 @@ test('a Chromium publisher recorded for 10 s plays back whole, through an ICE re
     assert.deepEqual(codecs, ['opus', 'vp8'], JSON.stringify(streams));
     console.log(`recorded ${recorded.toFixed(2)} s, file ${duration.toFixed(3)} s (listed ${rec.duration_ms} ms), ${rec.bytes} bytes, ${JSON.stringify(streams)}`);
     assert.ok(Math.abs(duration - recorded) < 0.5, `the file lasts ${duration} s for ${recorded} s recorded`);
-    const errors = decodeStderr(file);
+    const errors = ffmpegErrors(file);
     assert.equal(errors, '', `ffmpeg -v error says: ${errors}`);
 
     // Metered: the session's recording minutes are the file's.
@@ -149,7 +138,7 @@ test('a Chromium publisher recorded for 10 s plays back whole, through an ICE re
     const two = await listed(server, 2);
     const second = join(server.recordings, two[1].path);
     assert.deepEqual(probe(second).streams.map((s) => s.codec_name).sort(), ['opus', 'vp8']);
-    assert.equal(decodeStderr(second), '');
+    assert.equal(ffmpegErrors(second), '');
   } finally {
     await browser.close();
     server.stop();

@@ -7,5 +7,6 @@
 pub mod file;
 pub mod frames;
 pub mod recording;
+pub mod stream_clock;
 pub mod timeline;
 pub(crate) mod writer;

@@ -81,6 +81,7 @@ impl FeedRecording {
                     // Another simulcast layer or codec: another stream, from its keyframe
                     // on. What the old one still held is given out first.
                     Self::drain(&mut self.timeline, Track::Video, *rate, a, p.arrived);
+                    self.timeline.reset_stream(p.arrived, Track::Video);
                     *a = FrameAssembler::new(p.codec);
                     *layer = p.layer;
                 }

@@ -4,9 +4,10 @@
 //! A feed's audio and video are separate RTP streams, each stamping its own timestamps from a
 //! random start. What ties them together is the publisher's sender reports: each says which
 //! RTP timestamp of its stream goes with which instant of the publisher's (NTP) clock, the
-//! same clock for both. So a frame's time is the instant its timestamp maps to through the
-//! latest report of its stream (as a player does for lip sync, RFC 3550 §6.4.1); a stream
-//! switched to another simulcast layer maps through that layer's report, with no jump.
+//! same clock for both. So a frame's time is the instant its timestamp maps to through its
+//! stream's reports (as a player does for lip sync, RFC 3550 §6.4.1), filtered so that a
+//! report's own error shows as no jump ([`super::stream_clock`]); a stream switched to another
+//! simulcast layer maps through that layer's reports.
 //!
 //! A stream with no report yet holds its frames for [`HOLD`]: browsers send their first within
 //! a second. After that its frames are placed by their arrival (shifted onto the publisher's
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::frames::Frame;
+use super::stream_clock::StreamClock;
 
 /// How long a stream's frames wait for its first sender report.
 pub const HOLD: Duration = Duration::from_millis(1500);
@@ -89,8 +91,8 @@ pub struct Timeline {
     offset: Option<i128>,
     /// Frames of each stream waiting for its first report.
     waiting: [VecDeque<Waiting>; 2],
-    /// The latest report of each stream.
-    reports: [Option<SenderReport>; 2],
+    /// Each stream's mapping to the publisher's clock.
+    clocks: [StreamClock; 2],
     /// Placed frames by time (and order of placing, for equal times).
     placed: BTreeMap<(i128, u64), TimedFrame>,
     placed_count: u64,
@@ -110,7 +112,7 @@ impl Timeline {
             clock: None,
             offset: None,
             waiting: Default::default(),
-            reports: [None; 2],
+            clocks: Default::default(),
             placed: BTreeMap::new(),
             placed_count: 0,
             newest: None,
@@ -130,8 +132,8 @@ impl Timeline {
         frame: Frame,
     ) {
         let i = track as usize;
-        if report.is_some() {
-            self.reports[i] = report;
+        if let Some(r) = report {
+            self.clocks[i].handle_report(r, clock_rate.max(1));
         }
         self.waiting[i].push_back(Waiting {
             arrived: now,
@@ -204,39 +206,52 @@ impl Timeline {
     /// Give every waiting frame that can be placed its time.
     fn place(&mut self, now: Instant) {
         for i in 0..2 {
-            while let Some(w) = self.waiting[i].front() {
-                let arrival = now_ns(self.epoch, w.arrived);
-                let mapped = self.reports[i].map(|r| mapped_ns(r, w.frame.timestamp, w.clock_rate));
-                if mapped.is_none() && now < w.arrived + HOLD {
-                    break;
-                }
-                let w = self.waiting[i].pop_front().expect("front");
-                let clock = *self.clock.get_or_insert(if mapped.is_some() {
-                    Clock::Publisher
-                } else {
-                    Clock::Arrival
-                });
-                if let Some(m) = mapped {
-                    self.offset.get_or_insert(m - arrival);
-                }
-                let t = match (clock, mapped, self.offset) {
-                    (Clock::Publisher, Some(m), _) => m,
-                    (Clock::Publisher, None, Some(o)) => arrival + o,
-                    (Clock::Arrival, Some(m), Some(o)) => m - o,
-                    (_, _, _) => arrival,
-                };
-                self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
-                let track = if i == 0 { Track::Video } else { Track::Audio };
-                self.placed.insert(
-                    (t, self.placed_count),
-                    TimedFrame {
-                        track,
-                        ns: 0,
-                        frame: w.frame,
-                    },
-                );
-                self.placed_count += 1;
+            self.place_stream(i, now, false);
+        }
+    }
+
+    /// Stream `track` was replaced (another simulcast layer or codec): what waits of the old
+    /// one is placed by its arrival, and the new one maps through its own reports.
+    pub fn reset_stream(&mut self, now: Instant, track: Track) {
+        self.place_stream(track as usize, now, true);
+        self.clocks[track as usize].reset();
+    }
+
+    /// Place stream `i`'s waiting frames that can be (all of them with `force`).
+    fn place_stream(&mut self, i: usize, now: Instant, force: bool) {
+        while let Some(w) = self.waiting[i].front() {
+            let reported = self.clocks[i].has_report();
+            if !reported && !force && now < w.arrived + HOLD {
+                break;
             }
+            let w = self.waiting[i].pop_front().expect("front");
+            let arrival = now_ns(self.epoch, w.arrived);
+            let mapped = self.clocks[i].map(w.frame.timestamp, w.clock_rate);
+            let clock = *self.clock.get_or_insert(if mapped.is_some() {
+                Clock::Publisher
+            } else {
+                Clock::Arrival
+            });
+            if let Some(m) = mapped {
+                self.offset.get_or_insert(m - arrival);
+            }
+            let t = match (clock, mapped, self.offset) {
+                (Clock::Publisher, Some(m), _) => m,
+                (Clock::Publisher, None, Some(o)) => arrival + o,
+                (Clock::Arrival, Some(m), Some(o)) => m - o,
+                (_, _, _) => arrival,
+            };
+            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+            let track = if i == 0 { Track::Video } else { Track::Audio };
+            self.placed.insert(
+                (t, self.placed_count),
+                TimedFrame {
+                    track,
+                    ns: 0,
+                    frame: w.frame,
+                },
+            );
+            self.placed_count += 1;
         }
     }
 }
@@ -250,13 +265,6 @@ pub fn ntp_ns(ntp: u64) -> i128 {
     let secs = (ntp >> 32) as i128;
     let frac = (ntp & 0xffff_ffff) as i128;
     secs * 1_000_000_000 + ((frac * 1_000_000_000) >> 32)
-}
-
-/// The publisher's time (ns) of RTP timestamp `ts`, through report `r`. Timestamps within
-/// half the wrap of the report's go forward or back from it.
-fn mapped_ns(r: SenderReport, ts: u32, clock_rate: u32) -> i128 {
-    let ticks = ts.wrapping_sub(r.rtp) as i32 as i128;
-    ntp_ns(r.ntp) + ticks * 1_000_000_000 / clock_rate as i128
 }
 
 #[cfg(test)]
@@ -391,19 +399,5 @@ mod tests {
         let out: Vec<_> = t.finish().into_iter().map(|f| f.ns / 1_000_000).collect();
         assert_eq!(out, [0, 40]);
         assert_eq!(t.end_ns(), 40_000_000);
-    }
-
-    #[test]
-    fn timestamps_map_across_the_wrap() {
-        let r = SenderReport {
-            ntp: ntp(500),
-            rtp: u32::MAX - 899,
-        };
-        // 1800 ticks after the report, past the wrap: 20 ms at 90 kHz.
-        assert_eq!(mapped_ns(r, 900, 90_000) - ntp_ns(ntp(500)), 20_000_000);
-        assert_eq!(
-            mapped_ns(r, u32::MAX - 1799, 90_000) - ntp_ns(ntp(500)),
-            -10_000_000
-        );
     }
 }
