@@ -362,4 +362,53 @@ fn data_seeds() {
     let mut raw = record(0x40, &init);
     raw.extend(record(1, b"garbage"));
     write("data", "raw", &raw);
+    // vp9: a keyframe's first packet with a 15-bit picture id, a layer index and a
+    // scalability structure of three layers, then a keyframe header; an upper layer's inter
+    // packet in flexible mode.
+    let mut vp9_key = vec![0b1010_1010, 0x92, 0x34, 0x00, 7, 0b0101_0000];
+    for (w, h) in [(320u16, 180u16), (640, 360), (1280, 720)] {
+        vp9_key.extend_from_slice(&w.to_be_bytes());
+        vp9_key.extend_from_slice(&h.to_be_bytes());
+    }
+    vp9_key.extend_from_slice(&[0x82, 0x49, 0x83, 0x42, 0x00, 0x04, 0xff, 0x02, 0xcf]);
+    write("vp9", "keyframe-ss", &vp9_key);
+    write(
+        "vp9",
+        "flexible-inter",
+        &[0b1111_0100, 0x05, 0b0010_0010, 0x03, 0x04, 0xaa],
+    );
+    // record: `[flags][seq: 2][ts: 4][len][payload]` per packet. A VP8 keyframe over two
+    // packets and a delta frame, audio around them with reports, one packet skipped, time
+    // passing; then a VP9 keyframe.
+    let packet = |flags: u8, seq: u16, ts: u32, payload: &[u8]| {
+        let mut p = vec![flags];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.push(payload.len() as u8);
+        p.extend_from_slice(payload);
+        p
+    };
+    let mut feed = Vec::new();
+    feed.extend(packet(0x09, 1, 960, &[0xfc, 1, 2, 3]));
+    feed.extend(packet(
+        0x08,
+        10,
+        3000,
+        &[
+            0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01,
+        ],
+    ));
+    feed.extend(packet(0x24, 11, 3000, &[0x00, 7, 7, 7]));
+    feed.extend(packet(0x21, 2, 1920, &[0xfc, 4, 5]));
+    feed.extend(packet(0x84, 12, 6000, &[0x10, 0x01, 0x00, 0x00, 5]));
+    feed.extend(packet(0x61, 4, 2880, &[0xfc, 6]));
+    write("record", "vp8-opus", &feed);
+    let mut vp9_feed = packet(0x0e, 1, 9000, &vp9_key);
+    vp9_feed.extend(packet(
+        0x2e,
+        2,
+        12000,
+        &[0b1111_1100, 0x06, 0b0010_0010, 0x02, 0xaa],
+    ));
+    write("record", "vp9", &vp9_feed);
 }

@@ -146,7 +146,7 @@ pub(crate) enum Command {
         sid: Sid,
         feed_id: FeedId,
         tap: Option<(u64, Track)>,
-        reply: Reply<()>,
+        reply: Reply<u64>,
     },
     /// Hold the core for a while, as a large fan-out would (tests of what waits on a core).
     #[cfg(feature = "fault-injection")]

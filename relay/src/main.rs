@@ -66,6 +66,9 @@ struct Args {
     /// Data-channel bytes a participant may send at once after a quiet spell.
     #[arg(long, default_value_t = relay::sfu::worker::DEFAULT_DATA_BURST)]
     data_burst: u64,
+    /// Where recordings are written; without it the relay does not record.
+    #[arg(long)]
+    recordings_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         spread_after: args.spread_after,
         data_rate: args.data_rate,
         data_burst: args.data_burst,
+        recordings_dir: args.recordings_dir.clone(),
         gso: !args.no_gso,
         egress: match args.egress {
             EgressArg::Sendmmsg => Egress::Sendmmsg,

@@ -40,8 +40,8 @@ pub struct RecordingRequest {
 
 struct Active {
     sid: Sid,
-    /// Each recorded feed and the core it is published on.
-    taps: Vec<(usize, FeedId)>,
+    /// Each recorded feed, the core it is published on, and its track.
+    taps: Vec<(usize, FeedId, Track)>,
 }
 
 /// The control plane's side of the recorder.
@@ -60,6 +60,12 @@ impl RecorderLink {
             next: AtomicU64::new(1),
             active: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Hold the recorder's thread for `duration` (tests of a slow disk).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn stall(&self, duration: std::time::Duration) {
+        let _ = self.control.send(Control::Stall(duration));
     }
 
     /// Finish every file and end the recorder's thread.
@@ -189,7 +195,7 @@ impl RelayHandle {
                 })
                 .await;
             if let Some(a) = recorder.active().get_mut(&recording) {
-                a.taps.push((core, feed_id));
+                a.taps.push((core, feed_id, track));
             }
             if let Err(e) = set {
                 let _ = self.stop_recording(sid, recording).await;
@@ -218,18 +224,22 @@ impl RelayHandle {
             sid: sid.clone(),
             recording,
         })?;
-        for (core, feed_id) in active.taps {
+        let mut handed = [0; 2];
+        for (core, feed_id, track) in active.taps {
             // A feed unpublished meanwhile has no tap left to clear.
-            let _ = self
+            if let Ok(n) = self
                 .run(core, |reply| Command::SetRecordTap {
                     sid: sid.clone(),
                     feed_id,
                     tap: None,
                     reply,
                 })
-                .await;
+                .await
+            {
+                handed[track as usize] = n;
+            }
         }
-        let _ = recorder.control.send(Control::Close { recording });
+        let _ = recorder.control.send(Control::Close { recording, handed });
         Ok(())
     }
 }

@@ -62,6 +62,9 @@ pub struct RelayConfig {
     pub data_burst: u64,
     /// Where recordings are written; None: the relay does not record.
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// Packets queued for the recorder at most; past it, recorded packets are dropped for
+    /// the recording (never for subscribers).
+    pub record_queue: usize,
 }
 
 impl Default for RelayConfig {
@@ -82,6 +85,7 @@ impl Default for RelayConfig {
             data_rate: w.data_rate,
             data_burst: w.data_burst,
             recordings_dir: None,
+            record_queue: crate::record::writer::QUEUE,
         }
     }
 }
@@ -167,7 +171,7 @@ impl Relay {
             });
             inboxes.push((rx, notify));
         }
-        let (record_tx, record_rx) = crossbeam_channel::bounded(crate::record::writer::QUEUE);
+        let (record_tx, record_rx) = crossbeam_channel::bounded(config.record_queue.max(1));
         let records = config.recordings_dir.is_some();
         let mut inboxes = inboxes.into_iter();
         for index in 0..cores {
@@ -1047,6 +1051,18 @@ impl RelayHandle {
             );
         }
         Ok(all)
+    }
+
+    /// Hold the recorder's thread for `duration`, as a disk that stops answering would: what
+    /// the cores hand it meanwhile fills its queue. Returns at once.
+    #[cfg(feature = "fault-injection")]
+    pub fn stall_recorder(&self, duration: std::time::Duration) -> Result<(), ControlError> {
+        self.inner
+            .recorder
+            .as_ref()
+            .ok_or(ControlError::RecordingUnavailable)?
+            .stall(duration);
+        Ok(())
     }
 
     /// Hold `core` for `duration` as a large fan-out would: it handles nothing else meanwhile.

@@ -162,6 +162,26 @@ pub enum Request {
         /// Its feeds.
         feeds: Vec<FeedId>,
     },
+    /// Check that a recordings subdirectory can be written and has room.
+    PrepareRecordings {
+        /// Relative to the recordings directory.
+        dir: String,
+    },
+    /// Record a publisher's feeds into one file.
+    StartRecording {
+        /// The session.
+        sid: Sid,
+        /// The file and its feeds.
+        #[serde(flatten)]
+        request: crate::RecordingRequest,
+    },
+    /// Finish a recording's file.
+    StopRecording {
+        /// The session.
+        sid: Sid,
+        /// The recording.
+        recording: u64,
+    },
     /// Counters of every core.
     Stats,
 }
@@ -253,6 +273,11 @@ async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value>
         } => ok(handle.set_view(&sid, &uid, &feed_id, view).await),
         Request::Quality { sid, uid } => ok(handle.quality(&sid, &uid).await),
         Request::SetSpeakerFeeds { sid, feeds } => ok(handle.set_speaker_feeds(&sid, feeds).await),
+        Request::PrepareRecordings { dir } => ok(handle.prepare_recordings(&dir)),
+        Request::StartRecording { sid, request } => ok(handle.start_recording(&sid, request).await),
+        Request::StopRecording { sid, recording } => {
+            ok(handle.stop_recording(&sid, recording).await)
+        }
         Request::Stats => ok(handle.stats().await),
     }
 }
@@ -689,6 +714,22 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+
+    /// See [`RelayHandle::start_recording`].
+    pub async fn start_recording(
+        &self,
+        sid: Sid,
+        request: crate::RecordingRequest,
+    ) -> Result<u64, RemoteError> {
+        self.typed(Request::StartRecording { sid, request }).await
+    }
+
+    /// See [`RelayHandle::stop_recording`].
+    pub async fn stop_recording(&self, sid: Sid, recording: u64) -> Result<(), RemoteError> {
+        self.call(Request::StopRecording { sid, recording })
+            .await
+            .map(|_| ())
     }
 
     /// See [`RelayHandle::quality`].

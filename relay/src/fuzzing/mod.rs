@@ -3,6 +3,7 @@
 //! must hold for every input are asserted here, so a fuzzer finds their violations too.
 
 pub mod data;
+pub mod record;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -862,7 +863,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 18] = [
+pub const TARGETS: [(&str, Target); 20] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -881,6 +882,8 @@ pub const TARGETS: [(&str, Target); 18] = [
     ("dcep", data::dcep),
     ("data_envelope", data::data_envelope),
     ("data", data::data),
+    ("vp9", record::vp9),
+    ("record", record::record),
 ];
 
 #[cfg(test)]

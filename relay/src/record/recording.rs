@@ -71,7 +71,7 @@ impl FeedRecording {
     /// A packet from a core.
     pub fn handle_packet(&mut self, p: RecordPacket) {
         let i = p.track as usize;
-        if p.handed > self.handed[i] + 1 && self.handed[i] > 0 {
+        if p.handed > self.handed[i] + 1 {
             self.dropped += p.handed - self.handed[i] - 1;
         }
         self.handed[i] = self.handed[i].max(p.handed);
@@ -96,6 +96,15 @@ impl FeedRecording {
         while let Some(frame) = assembler.poll_frame(p.arrived) {
             self.timeline
                 .handle_frame(p.arrived, p.track, rate, p.report, frame);
+        }
+    }
+
+    /// How many packets of each track the cores handed over in all (the recording stops):
+    /// those that never came were dropped by the queue.
+    pub fn handle_handed(&mut self, handed: [u64; 2]) {
+        for (i, n) in handed.into_iter().enumerate() {
+            self.dropped += n.saturating_sub(self.handed[i]);
+            self.handed[i] = self.handed[i].max(n);
         }
     }
 
@@ -277,6 +286,9 @@ mod tests {
         // Layer 1 (its own sequence numbers): a delta frame first is not written.
         r.handle_packet(packet(Track::Video, 5, t0, 1, 7000, 6000, vp8_frame(false)));
         r.handle_packet(packet(Track::Video, 6, t0, 1, 7001, 9000, vp8_frame(true)));
+        // The cores handed over three more that never came (the queue dropped the tail).
+        r.handle_handed([9, 0]);
+        assert_eq!(r.dropped, 5);
         let out = r.finish(t0);
         let stamps: Vec<(u32, bool)> = out
             .iter()

@@ -25,7 +25,8 @@ use crate::command::Command;
 use crate::control::{Event, RecordedFile};
 use crate::ids::{FeedId, Sid};
 
-/// Packets queued for the recorder at most: a few seconds of a few dozen recorded feeds.
+/// Packets queued for the recorder at most by default ([`crate::RelayConfig::record_queue`]):
+/// a few seconds of a few dozen recorded feeds.
 pub const QUEUE: usize = 16_384;
 
 /// A file holding audio waits this long for its video's first keyframe (whose size its video
@@ -65,12 +66,18 @@ pub(crate) struct Open {
 #[derive(Debug)]
 pub(crate) enum Control {
     Open(Box<Open>),
-    /// Stop: write what is held, the cues and the duration.
+    /// Stop: write what is held, the cues and the duration. `handed`: how many packets of
+    /// each track the cores handed over in all (what the queue dropped at the end shows
+    /// only here).
     Close {
         recording: u64,
+        handed: [u64; 2],
     },
     /// Close every file and end the thread (the relay stops).
     Shutdown,
+    /// Sleep, as a disk that stops answering would hold the thread (tests).
+    #[cfg(feature = "fault-injection")]
+    Stall(Duration),
 }
 
 /// The recorder as the rest of the relay reaches it.
@@ -175,15 +182,20 @@ impl Writer {
     fn handle_control(&mut self, m: Control) -> bool {
         match m {
             Control::Open(o) => self.open(*o),
-            Control::Close { recording } => {
+            Control::Close { recording, handed } => {
                 // What the cores handed before they stopped is in the packet queue.
                 self.drain_packets();
+                if let Some(w) = self.files.get_mut(&recording) {
+                    w.recording.handle_handed(handed);
+                }
                 self.close(recording, Instant::now());
             }
             Control::Shutdown => {
                 self.shutdown();
                 return false;
             }
+            #[cfg(feature = "fault-injection")]
+            Control::Stall(d) => std::thread::sleep(d),
         }
         true
     }

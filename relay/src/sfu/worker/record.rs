@@ -17,14 +17,16 @@ use super::{Output, Worker};
 impl Worker {
     /// Start (`Some`: the recording and the feed's track in it) or stop handing feed
     /// `feed_id`'s packets to the recorder. The feed must be published on this core. A video
-    /// feed is asked for a keyframe at once, which its recording starts from.
+    /// feed is asked for a keyframe at once, which its recording starts from. Returns how many
+    /// packets the tap it replaces handed over (0 if none): the recorder counts what its queue
+    /// dropped at the end of a recording from it.
     pub fn set_record_tap(
         &mut self,
         now: Instant,
         sid: &Sid,
         feed_id: &FeedId,
         tap: Option<(u64, Track)>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<u64, ControlError> {
         let skey = self.session_key(sid)?;
         let session = self.sessions.get_mut(&skey).expect("session_key found it");
         let fkey = session.feed_key(sid, feed_id)?;
@@ -41,12 +43,15 @@ impl Worker {
                 });
             }
         }
-        feed.record = tap.map(|(recording, track)| RecordTap::new(recording, track));
+        let old = std::mem::replace(
+            &mut feed.record,
+            tap.map(|(recording, track)| RecordTap::new(recording, track)),
+        );
         if feed.record.is_some() && feed.is_video() {
             let best = best_flowing(&feed.layers, feed.layers_off, now);
             self.keyframe_request(now, skey, fkey, Some(usize::from(best)), true);
         }
-        Ok(())
+        Ok(old.map_or(0, |t| t.handed))
     }
 
     /// The recorder's queue had no room for a packet.
