@@ -377,11 +377,12 @@ fn data_seeds() {
         "flexible-inter",
         &[0b1111_0100, 0x05, 0b0010_0010, 0x03, 0x04, 0xaa],
     );
-    // record: `[flags][seq: 2][ts: 4][len][payload]` per packet. A VP8 keyframe over two
+    // record: `[flags][codec][seq: 2][ts: 4][len][payload]` per packet. A VP8 keyframe over two
     // packets and a delta frame, audio around them with reports, one packet skipped, time
     // passing; then a VP9 keyframe.
     let packet = |flags: u8, seq: u16, ts: u32, payload: &[u8]| {
-        let mut p = vec![flags];
+        // The codec byte: VP9 where flag 0x02 says so (as the seeds were first written).
+        let mut p = vec![flags & !0x02, (flags >> 1) & 1];
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&ts.to_be_bytes());
         p.push(payload.len() as u8);

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use relay::record::file::{FeedFile, VideoCodec};
+use relay::record::file::{FeedFile, VideoCodec, VideoFormat};
 
 fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
@@ -128,7 +128,17 @@ fn vp8_and_opus_written_here_play_and_seek_in_ffmpeg() {
     );
 
     let path = dir.join("feed.webm");
-    let mut file = FeedFile::create(&path, Some((VideoCodec::Vp8, 320, 240)), true).unwrap();
+    let mut file = FeedFile::create(
+        &path,
+        Some(VideoFormat {
+            codec: VideoCodec::Vp8,
+            width: 320,
+            height: 240,
+            codec_private: None,
+        }),
+        true,
+    )
+    .unwrap();
     // Interleaved by time, as a recorder gets them.
     let mut v = video.iter().peekable();
     let mut a = audio.iter().enumerate().peekable();

@@ -337,8 +337,9 @@ export async function subscribeInto(page, feedId, style = {}, options = {}) {
 }
 
 /** What `ffmpeg -v error` prints decoding the whole of `file` (its errors go to stderr), and
- * its exit status when not 0: '' for a file that decodes clean. */
-export function ffmpegErrors(file) {
-  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-f', 'null', '-'], { encoding: 'utf8' });
+ * its exit status when not 0: '' for a file that decodes clean. `output` options go before
+ * the output (e.g. `['-fps_mode', 'passthrough']`). */
+export function ffmpegErrors(file, output = []) {
+  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, ...output, '-f', 'null', '-'], { encoding: 'utf8' });
   return `${r.stdout}${r.stderr}${r.status === 0 ? '' : `(exit ${r.status ?? r.signal})`}`;
 }

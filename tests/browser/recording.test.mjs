@@ -145,6 +145,50 @@ test('a Chromium publisher recorded for 10 s plays back whole, through an ICE re
   }
 });
 
+// A VP9 picture of three spatial layers is recorded as its top layer and, on key pictures,
+// the lower ones it depends on, each a block 1 ms apart (every layer frame is shown, and a
+// player shows the last); ffmpeg's default conversion to a constant frame rate would fold
+// those three into one slot and say so, so that one is decoded with the file's own times
+// (`-fps_mode passthrough -enc_time_base:v -1`).
+for (const [codec, options, name, output] of [
+  ['vp9', { codec: 'VP9', svc: 'L3T3_KEY' }, 'VP9 with three spatial layers', ['-fps_mode', 'passthrough', '-enc_time_base:v', '-1']],
+  ['av1', { codec: 'AV1', simulcast: false }, 'AV1', []],
+]) {
+  test(`a Chromium publisher's ${name} is recorded and plays back`, async () => {
+    const server = await startServer({ recording: true });
+    const browser = await launch();
+    try {
+      const a = await joinPage(browser.context, server, `rec-${codec}`, 'alice');
+      await a.evaluate(async (options) => {
+        const v = document.createElement('video');
+        document.body.append(v);
+        await window.session.publish({ source: 'webcam', target: v, ...options });
+      }, options);
+      await sleep(1000);
+      await a.evaluate(() => window.session.startRecording());
+      const t0 = Date.now();
+      await sleep(4000);
+      await a.evaluate(() => window.session.stopRecording());
+      const recorded = (Date.now() - t0) / 1000;
+      const [rec] = await listed(server, 1);
+      const file = join(server.recordings, rec.path);
+      const { streams, duration } = probe(file);
+      console.log(`${name}: recorded ${recorded.toFixed(2)} s, file ${duration.toFixed(3)} s, ${rec.bytes} bytes, ${JSON.stringify(streams)}`);
+      assert.deepEqual(streams.map((s) => s.codec_name).sort(), [codec, 'opus'].sort(), JSON.stringify(streams));
+      assert.ok(Math.abs(duration - recorded) < 0.5, `the file lasts ${duration} s for ${recorded} s recorded`);
+      assert.equal(ffmpegErrors(file, output), '', 'ffmpeg -v error prints nothing');
+      // The best layer: all but a key picture's lower layers are 1280x720.
+      const widths = execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v', '-show_entries', 'frame=width', '-of', 'csv=p=0', file])
+        .toString().trim().split('\n').map(Number);
+      const full = widths.filter((w) => w === 1280).length;
+      assert.ok(full >= widths.length * 0.9, `${full} of ${widths.length} frames 1280 wide`);
+    } finally {
+      await browser.close();
+      server.stop();
+    }
+  });
+}
+
 test('a recordings directory that cannot be written is refused with the reason', async () => {
   const blocker = join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'not-a-directory');
   writeFileSync(blocker, 'a file where the directory should be');

@@ -1,6 +1,7 @@
 //! Sans-IO protocol pieces: each takes bytes and `now`, returns bytes or a verdict, and never
 //! touches a socket or a clock.
 
+pub mod av1;
 pub mod bwe;
 pub mod client_hello;
 pub mod dcep;

@@ -1,11 +1,10 @@
-//! The VP9 RTP payload descriptor (RFC 9628 §4.2), the size a keyframe gives, and the
-//! superframe index that joins a picture's spatial layers into one block of a file: what a
-//! recorder needs to turn VP9 packets back into what a VP9 decoder reads.
+//! The VP9 RTP payload descriptor (RFC 9628 §4.2) and the size a keyframe gives: what a
+//! recorder needs to turn VP9 packets back into the frames a VP9 decoder reads.
 //!
 //! ```text
 //!  I|P|L|F|B|E|V|Z        B: a layer frame starts, E: it ends, P: inter-picture predicted
 //!  M| PictureID (7/15)    (if I)
-//!  TID|U|SID|D            (if L)   then TL0PICIDX (if L and not F)
+//!  TID|U|SID|D            (if L)   D: depends on the layer below; then TL0PICIDX (if not F)
 //!  P_DIFF|N               (if F and P) up to 3
 //!  scalability structure  (if V)   N_S|Y|G, sizes (if Y), picture group (if G)
 //! ```
@@ -23,6 +22,8 @@ pub struct Vp9Descriptor {
     pub ends_frame: bool,
     /// The spatial layer (0 without a layer index).
     pub spatial_id: u8,
+    /// D: the layer frame depends on the spatial layer below it in the same picture.
+    pub inter_layer: bool,
     /// The largest picture size the scalability structure gives, if it came with one.
     pub size: Option<(u16, u16)>,
 }
@@ -58,9 +59,10 @@ pub fn parse(payload: &[u8]) -> Option<Vp9Descriptor> {
     if i {
         at += if byte(at)? & 0x80 != 0 { 2 } else { 1 };
     }
-    let mut spatial_id = 0;
+    let (mut spatial_id, mut inter_layer) = (0, false);
     if l {
         spatial_id = (byte(at)? >> 1) & 0x07;
+        inter_layer = byte(at)? & 0x01 != 0;
         at += if f { 1 } else { 2 };
     }
     if f && p {
@@ -103,6 +105,7 @@ pub fn parse(payload: &[u8]) -> Option<Vp9Descriptor> {
         begins_frame: b,
         ends_frame: e,
         spatial_id,
+        inter_layer,
         size,
     })
 }
@@ -143,29 +146,6 @@ pub fn keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
     let width = r.read(16)? + 1;
     let height = r.read(16)? + 1;
     Some((width as u16, height as u16))
-}
-
-/// The frames of one picture (its spatial layers, lowest first) as one block: concatenated,
-/// with a superframe index (VP9 bitstream Annex B) where there are several.
-pub fn superframe(frames: &[&[u8]]) -> Vec<u8> {
-    let mut out: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
-    if frames.len() < 2 || frames.len() > 8 {
-        return out;
-    }
-    let largest = frames.iter().map(|f| f.len()).max().unwrap_or(0);
-    let bytes = match largest {
-        0..=0xff => 1,
-        0x100..=0xffff => 2,
-        0x1_0000..=0xff_ffff => 3,
-        _ => 4,
-    };
-    let marker = 0xc0 | ((bytes as u8 - 1) << 3) | (frames.len() as u8 - 1);
-    out.push(marker);
-    for f in frames {
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes()[..bytes]);
-    }
-    out.push(marker);
-    out
 }
 
 struct Bits<'a> {
@@ -228,7 +208,7 @@ mod tests {
         bits += "010010011000001101000010";
         bits += "0000";
         bits += &format!("{:016b}{:016b}", 1279, 719);
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push('0');
         }
         let bytes: Vec<u8> = (0..bits.len() / 8)
@@ -236,18 +216,5 @@ mod tests {
             .collect();
         assert_eq!(keyframe_size(&bytes), Some((1280, 720)));
         assert_eq!(keyframe_size(&bytes[..6]), None);
-    }
-
-    #[test]
-    fn superframe_index_after_the_layers() {
-        let a = [1u8; 3];
-        let b = [2u8; 300];
-        let s = superframe(&[&a, &b]);
-        assert_eq!(s.len(), 303 + 2 + 2 * 2);
-        let marker = 0b1100_1001; // 110, two bytes, two frames
-        assert_eq!(s[303], marker);
-        assert_eq!(&s[304..308], &[3, 0, 44, 1]);
-        assert_eq!(s[308], marker);
-        assert_eq!(superframe(&[&a]), a.to_vec());
     }
 }

@@ -863,7 +863,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 20] = [
+pub const TARGETS: [(&str, Target); 21] = [
     ("demux", demux),
     ("stun", stun),
     ("rtp", rtp),
@@ -883,6 +883,7 @@ pub const TARGETS: [(&str, Target); 20] = [
     ("data_envelope", data::data_envelope),
     ("data", data::data),
     ("vp9", record::vp9),
+    ("av1", record::av1),
     ("record", record::record),
 ];
 

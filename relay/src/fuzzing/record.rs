@@ -1,5 +1,5 @@
-//! Fuzz targets of the recorder: the VP9 payload descriptor, and a recorded feed's packets
-//! made into frames on one timeline.
+//! Fuzz targets of the recorder: the VP9 payload descriptor, AV1's payload and sequence
+//! header, and a recorded feed's packets made into frames on one timeline.
 
 use std::time::{Duration, Instant};
 
@@ -18,15 +18,38 @@ pub fn vp9(data: &[u8]) {
     if let Some((w, h)) = vp9::keyframe_size(data) {
         assert!(w > 0 && h > 0);
     }
-    let (a, b) = data.split_at(data.len() / 2);
-    let s = vp9::superframe(&[a, b]);
-    assert!(s.len() >= data.len());
-    assert_eq!(&s[..data.len()], data);
+}
+
+/// AV1 payloads: the input split into packets by its first byte's bits, made into a temporal
+/// unit; what comes out reads back as OBUs, and a sequence header in it reads without a panic.
+pub fn av1(data: &[u8]) {
+    let Some((&cuts, rest)) = data.split_first() else {
+        return;
+    };
+    let mut payloads = Vec::new();
+    let mut start = 0;
+    for i in 0..8 {
+        let end = if cuts & (1 << i) != 0 {
+            (rest.len() * (i + 1) / 8).max(start)
+        } else {
+            continue;
+        };
+        payloads.push(&rest[start..end]);
+        start = end;
+    }
+    payloads.push(&rest[start..]);
+    if let Some(unit) = crate::engine::av1::temporal_unit(&payloads) {
+        if let Some(s) = crate::engine::av1::find_sequence_header(&unit) {
+            assert!(s.size.0 > 0 && s.size.1 > 0);
+            assert_eq!(&s.av1c()[4..], &s.obu[..]);
+        }
+    }
+    let _ = crate::engine::av1::find_sequence_header(rest);
 }
 
 /// A recorded feed: a sequence of packets, each
-/// `[flags][seq: 2][ts: 4][len][payload…]`. Flags: bit 0 audio (else video), bit 1 VP9 (else
-/// VP8), bit 2 marker, bit 3 with a sender report (its NTP time from the timestamp), bit 4
+/// `[flags][codec][seq: 2][ts: 4][len][payload…]`. Codec (video): 0 VP8, 1 VP9, 2 AV1 (modulo
+/// 3). Flags: bit 0 audio (else video), bit 1 unused, bit 2 marker, bit 3 with a sender report (its NTP time from the timestamp), bit 4
 /// simulcast layer 1 (else 0), bits 5–6 time passes first (0, 20 ms, 200 ms, 1 s), bit 7 a
 /// packet number skipped (what the queue dropped). Whatever comes, each stream's frames come
 /// out in time order, the video from a keyframe.
@@ -50,13 +73,13 @@ pub fn record(data: &[u8]) {
         }
     };
     let mut rest = data;
-    while rest.len() >= 8 {
-        let flags = rest[0];
-        let seq = u16::from_be_bytes([rest[1], rest[2]]);
-        let ts = u32::from_be_bytes([rest[3], rest[4], rest[5], rest[6]]);
-        let len = usize::from(rest[7]).min(rest.len() - 8);
-        let payload = rest[8..8 + len].to_vec();
-        rest = &rest[8 + len..];
+    while rest.len() >= 9 {
+        let (flags, codec) = (rest[0], rest[1]);
+        let seq = u16::from_be_bytes([rest[2], rest[3]]);
+        let ts = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let len = usize::from(rest[8]).min(rest.len() - 9);
+        let payload = rest[9..9 + len].to_vec();
+        rest = &rest[9 + len..];
         now += [0, 20, 200, 1000].map(Duration::from_millis)[usize::from(flags >> 5 & 3)];
         let track = if flags & 1 != 0 {
             Track::Audio
@@ -65,10 +88,11 @@ pub fn record(data: &[u8]) {
         };
         let i = track as usize;
         handed[i] += 1 + u64::from(flags >> 7);
-        let codec = match (track, flags & 2 != 0) {
+        let codec = match (track, codec % 3) {
             (Track::Audio, _) => Codec::Opus,
-            (Track::Video, true) => Codec::Vp9,
-            (Track::Video, false) => Codec::Vp8,
+            (Track::Video, 0) => Codec::Vp8,
+            (Track::Video, 1) => Codec::Vp9,
+            (Track::Video, _) => Codec::Av1,
         };
         r.handle_packet(RecordPacket {
             recording: 1,

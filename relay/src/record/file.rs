@@ -42,6 +42,20 @@ pub enum VideoCodec {
     Av1,
 }
 
+/// A file's video track: its codec, the size of its first keyframe, and the codec's
+/// configuration where it has one (AV1's `av1C`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFormat {
+    /// The codec.
+    pub codec: VideoCodec,
+    /// Width.
+    pub width: u16,
+    /// Height.
+    pub height: u16,
+    /// The track's CodecPrivate.
+    pub codec_private: Option<Vec<u8>>,
+}
+
 /// A feed's file while it is written.
 pub struct FeedFile {
     segment: Segment<BufWriter<File>>,
@@ -72,13 +86,8 @@ fn opus_head() -> [u8; 19] {
 }
 
 impl FeedFile {
-    /// Create `path` with a video track of `video` (codec and the size its first keyframe
-    /// gave) and an Opus track if `audio`.
-    pub fn create(
-        path: &Path,
-        video: Option<(VideoCodec, u16, u16)>,
-        audio: bool,
-    ) -> Result<Self, FileError> {
+    /// Create `path` with a video track of `video` and an Opus track if `audio`.
+    pub fn create(path: &Path, video: Option<VideoFormat>, audio: bool) -> Result<Self, FileError> {
         let file = File::create(path).map_err(|source| FileError::Create {
             path: path.display().to_string(),
             source,
@@ -88,11 +97,7 @@ impl FeedFile {
 
     /// Write into `file` (created when the recording started, so that a directory that
     /// cannot be written is an error then, not when the first keyframe comes).
-    pub fn new(
-        file: File,
-        video: Option<(VideoCodec, u16, u16)>,
-        audio: bool,
-    ) -> Result<Self, FileError> {
+    pub fn new(file: File, video: Option<VideoFormat>, audio: bool) -> Result<Self, FileError> {
         let mux = |what| move |_| FileError::Mux(what);
         let mut builder = SegmentBuilder::new(Writer::new(BufWriter::new(file)))
             .map_err(mux("start a segment"))?
@@ -101,16 +106,21 @@ impl FeedFile {
             .set_writing_app("webrtc.ai relay")
             .map_err(mux("name the writing app"))?;
         let mut video_track = None;
-        if let Some((codec, width, height)) = video {
-            let id = match codec {
+        if let Some(v) = video {
+            let id = match v.codec {
                 VideoCodec::Vp8 => VideoCodecId::VP8,
                 VideoCodec::Vp9 => VideoCodecId::VP9,
                 VideoCodec::Av1 => VideoCodecId::AV1,
             };
             let (b, t) = builder
-                .add_video_track(u32::from(width), u32::from(height), id, None)
+                .add_video_track(u32::from(v.width), u32::from(v.height), id, None)
                 .map_err(mux("add the video track"))?;
             builder = b;
+            if let Some(private) = &v.codec_private {
+                builder = builder
+                    .set_codec_private(t, private)
+                    .map_err(mux("set the video's codec configuration"))?;
+            }
             video_track = Some(t);
         }
         let mut audio_track = None;

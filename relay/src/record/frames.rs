@@ -5,13 +5,14 @@
 //! lost one until the next keyframe. So a frame whose packets do not all come within
 //! [`MAX_WAIT`] (repairs included) is given up, and with it every frame until the next
 //! keyframe, which is asked for ([`FrameAssembler::poll_keyframe_request`]). Audio frames are
-//! one packet each and stand alone: a lost one is a short silence. A VP9 picture's spatial
-//! layers (SVC) become one superframe, as a VP9 decoder reads them from a file.
+//! one packet each and stand alone: a lost one is a short silence. Of a VP9 picture's spatial
+//! layers (SVC), only the top one and those it depends on are kept: each layer frame is shown,
+//! and a player would show all of them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::engine::{vp8, vp9};
+use crate::engine::{av1, vp8, vp9};
 
 /// How long a frame with a missing packet is waited for: the packets a relay asks again for
 /// (NACK) come within a few round trips.
@@ -27,6 +28,9 @@ pub enum Codec {
     Vp8,
     /// VP9 (RFC 9628): a picture's layer frames over several packets, the last one marked.
     Vp9,
+    /// AV1 (the AV1 RTP specification): a temporal unit's OBUs over several packets, the last
+    /// one marked.
+    Av1,
     /// Opus (RFC 7587): one frame a packet, every one a keyframe.
     Opus,
 }
@@ -42,6 +46,13 @@ pub struct Frame {
     pub data: Vec<u8>,
     /// A keyframe's picture size, where the codec gives it (the largest layer's for SVC).
     pub size: Option<(u16, u16)>,
+    /// A keyframe's codec configuration for the file's track, where the codec has one (AV1's
+    /// `av1C`, with its sequence header).
+    pub config: Option<Vec<u8>>,
+    /// Where the second and later frames of `data` begin, when it holds several that are each
+    /// shown (a VP9 picture's top spatial layer and the lower ones it depends on, lowest
+    /// first): each goes into the file as a block of its own.
+    pub splits: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -196,8 +207,11 @@ impl FrameAssembler {
         let mut data = Vec::new();
         let mut keyframe = false;
         let mut size = None;
-        // VP9: where each layer frame after the first begins in `data`.
+        // Where each VP9 layer frame (or AV1 packet) begins in `data`.
         let mut layer_starts = Vec::new();
+        // Each VP9 layer frame's spatial layer and whether it depends on the one below.
+        let mut vp9_layers: Vec<(u8, bool)> = Vec::new();
+        let mut splits = Vec::new();
         let mut seq = start;
         loop {
             let h = self.held.get(&seq)?;
@@ -215,6 +229,8 @@ impl FrameAssembler {
                             keyframe: true,
                             data,
                             size: None,
+                            config: None,
+                            splits: Vec::new(),
                         },
                     ));
                 }
@@ -226,30 +242,48 @@ impl FrameAssembler {
                     }
                     data.extend_from_slice(&h.payload[d.len..]);
                 }
+                Codec::Av1 => {
+                    let a = av1::aggregation(&h.payload)?;
+                    if seq == start {
+                        keyframe = a.new_sequence && !a.continues;
+                    }
+                    // Split where each packet ends; joined at the frame's end.
+                    layer_starts.push(data.len());
+                    data.extend_from_slice(&h.payload);
+                }
                 Codec::Vp9 => {
                     let d = vp9::parse(&h.payload)?;
                     if seq == start {
                         keyframe = d.starts_keyframe();
-                    } else if d.begins_frame {
+                    }
+                    if d.begins_frame {
                         layer_starts.push(data.len());
+                        vp9_layers.push((d.spatial_id, d.inter_layer));
                     }
                     size = d.size.or(size);
                     data.extend_from_slice(&h.payload[d.len..]);
                 }
             }
             if h.marker {
+                let mut config = None;
+                if self.codec == Codec::Av1 {
+                    layer_starts.push(data.len());
+                    let payloads: Vec<&[u8]> =
+                        layer_starts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+                    // A temporal unit whose fragments do not fit is as good as incomplete.
+                    data = av1::temporal_unit(&payloads)?;
+                    if keyframe {
+                        if let Some(s) = av1::find_sequence_header(&data) {
+                            size = Some(s.size);
+                            config = Some(s.av1c());
+                        }
+                    }
+                }
                 if self.codec == Codec::Vp9 {
                     if keyframe && size.is_none() {
                         size = vp9::keyframe_size(&data);
                     }
-                    if !layer_starts.is_empty() {
-                        let mut bounds = vec![0];
-                        bounds.extend(&layer_starts);
-                        bounds.push(data.len());
-                        let layers: Vec<&[u8]> =
-                            bounds.windows(2).map(|w| &data[w[0]..w[1]]).collect();
-                        data = vp9::superframe(&layers);
-                    }
+                    (data, splits) = top_layer(&data, &layer_starts, &vp9_layers)?;
                 }
                 return Some((
                     seq,
@@ -258,6 +292,8 @@ impl FrameAssembler {
                         keyframe,
                         data,
                         size: size.filter(|_| keyframe),
+                        config,
+                        splits,
                     },
                 ));
             }
@@ -299,12 +335,46 @@ impl FrameAssembler {
     }
 }
 
+/// Of a VP9 picture's layer frames (`starts` where each begins in `data`, `layers` each one's
+/// spatial layer and whether it depends on the one below), the top one and those it depends
+/// on, lowest first, with where the second and later begin. None when one it depends on is
+/// missing.
+fn top_layer(
+    data: &[u8],
+    starts: &[usize],
+    layers: &[(u8, bool)],
+) -> Option<(Vec<u8>, Vec<usize>)> {
+    let frame = |i: usize| &data[starts[i]..starts.get(i + 1).copied().unwrap_or(data.len())];
+    let top = (0..layers.len()).max_by_key(|&i| layers[i].0)?;
+    let mut chosen = vec![top];
+    while let Some(&last) = chosen.last() {
+        let (spatial, depends) = layers[last];
+        if !depends || spatial == 0 {
+            break;
+        }
+        let below = (0..layers.len()).find(|&i| layers[i].0 == spatial - 1)?;
+        chosen.push(below);
+    }
+    chosen.reverse();
+    let mut out = Vec::new();
+    let mut splits = Vec::new();
+    for (n, &i) in chosen.iter().enumerate() {
+        if n > 0 {
+            splits.push(out.len());
+        }
+        out.extend_from_slice(frame(i));
+    }
+    Some((out, splits))
+}
+
 /// Whether a video payload starts a frame (VP9: a picture).
 fn starts_frame(codec: Codec, payload: &[u8]) -> bool {
     match codec {
         Codec::Opus => true,
         Codec::Vp8 => vp8::parse(payload).is_some_and(|d| d.starts_frame()),
         Codec::Vp9 => vp9::parse(payload).is_some_and(|d| d.starts_picture()),
+        // An OBU that does not continue the last packet's; a keyframe's first is marked N.
+        Codec::Av1 => av1::aggregation(payload).is_some_and(|a| !a.continues),
     }
 }
 
@@ -453,5 +523,36 @@ mod tests {
         assert_eq!(stamps, [3 * 960, 4 * 960]);
         assert!(!a.poll_keyframe_request());
         assert_eq!(a.frames_lost, 1);
+    }
+    /// A VP9 packet of one whole layer frame: I, P (inter), L, B, E; not flexible; `sid` and
+    /// D in the layer index, then TL0PICIDX; the body `fill` repeated.
+    fn vp9(sid: u8, inter: bool, depends: bool, fill: u8) -> Vec<u8> {
+        let first = 0b1010_1100 | if inter { 0x40 } else { 0 };
+        let mut p = vec![first, 0x05, sid << 1 | u8::from(depends), 0];
+        p.extend_from_slice(&[fill; 20]);
+        p
+    }
+
+    #[test]
+    fn a_vp9_picture_keeps_its_top_layer_and_those_it_depends_on() {
+        let t0 = Instant::now();
+        let mut a = FrameAssembler::new(Codec::Vp9);
+        // A key picture: layer 0 (key), 1 and 2 each depending on the one below.
+        a.handle_packet(t0, 1, 0, false, &vp9(0, false, false, 0));
+        a.handle_packet(t0, 2, 0, false, &vp9(1, true, true, 1));
+        a.handle_packet(t0, 3, 0, true, &vp9(2, true, true, 2));
+        // Then a picture whose layers depend only on their own past (L3T3_KEY).
+        a.handle_packet(t0, 4, 3000, false, &vp9(0, true, false, 3));
+        a.handle_packet(t0, 5, 3000, false, &vp9(1, true, false, 4));
+        a.handle_packet(t0, 6, 3000, true, &vp9(2, true, false, 5));
+        let key = a.poll_frame(t0).expect("the key picture");
+        assert!(key.keyframe);
+        assert_eq!(key.splits, [20, 40], "three frames, lowest first");
+        assert_eq!(&key.data[..1], &[0]);
+        assert_eq!(&key.data[40..41], &[2]);
+        let next = a.poll_frame(t0).expect("the next picture");
+        assert!(!next.keyframe);
+        assert!(next.splits.is_empty());
+        assert_eq!(next.data, vec![5; 20], "its top layer alone");
     }
 }

@@ -277,6 +277,8 @@ mod tests {
             keyframe: true,
             data: vec![0; 10],
             size: None,
+            config: None,
+            splits: Vec::new(),
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::file::{FeedFile, VideoCodec};
+use super::file::{FeedFile, VideoCodec, VideoFormat};
 use super::frames::Codec;
 use super::recording::{FeedRecording, RecordPacket};
 use super::timeline::{TimedFrame, Track};
@@ -421,7 +421,23 @@ fn write_frame(w: &mut Writing, f: TimedFrame) -> Result<(), String> {
         return Ok(());
     };
     let result = match f.track {
-        Track::Video if w.has_video => file.write_video(f.ns, f.frame.keyframe, &f.frame.data),
+        Track::Video if w.has_video => {
+            // Several frames each shown (a VP9 picture's top layer and those it depends on):
+            // a block each, a millisecond apart, so that a player shows the last.
+            let mut bounds = vec![0];
+            bounds.extend(&f.frame.splits);
+            bounds.push(f.frame.data.len());
+            let mut result = Ok(());
+            for (i, part) in bounds.windows(2).enumerate() {
+                let ns = f.ns + i as u64 * 1_000_000;
+                let key = f.frame.keyframe && i == 0;
+                result = file.write_video(ns, key, &f.frame.data[part[0]..part[1]]);
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        }
         Track::Audio if w.audio => file.write_audio(f.ns, &f.frame.data),
         _ => {
             // Video before its file had a video track (it came too late).
@@ -437,16 +453,24 @@ fn start_file(w: &mut Writing) -> Result<(), String> {
     let Some(raw) = w.raw.take() else {
         return Ok(());
     };
-    let size = w
+    let keyframe = w
         .pending
         .iter()
-        .find(|f| f.track == Track::Video && f.frame.keyframe)
-        .and_then(|f| f.frame.size);
+        .find(|f| f.track == Track::Video && f.frame.keyframe);
     let codec = match w.recording.video_codec() {
         Some(Codec::Vp9) => VideoCodec::Vp9,
+        Some(Codec::Av1) => VideoCodec::Av1,
         _ => VideoCodec::Vp8,
     };
-    let video = size.map(|(width, height)| (codec, width, height));
+    let video = keyframe.and_then(|f| {
+        let (width, height) = f.frame.size?;
+        Some(VideoFormat {
+            codec,
+            width,
+            height,
+            codec_private: f.frame.config.clone(),
+        })
+    });
     w.has_video = video.is_some();
     w.file = Some(FeedFile::new(raw, video, w.audio).map_err(|e| e.to_string())?);
     Ok(())

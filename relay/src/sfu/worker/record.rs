@@ -88,6 +88,7 @@ impl Worker {
         let codec = match feed.description.codec_of(header.payload_type) {
             Some(n) if n.eq_ignore_ascii_case("VP8") => Codec::Vp8,
             Some(n) if n.eq_ignore_ascii_case("VP9") => Codec::Vp9,
+            Some(n) if n.eq_ignore_ascii_case("AV1") => Codec::Av1,
             Some(n) if n.eq_ignore_ascii_case("opus") => Codec::Opus,
             // Opus is the only audio codec signalling accepts; its description may name no
             // codecs.
