@@ -225,3 +225,18 @@ fn an_unwritable_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_full_disk_while_writing_is_a_clear_error() {
+    // /dev/full takes the file's creation and seeks, and refuses every write with ENOSPC, as a
+    // disk that filled up during a recording does.
+    let mut file = FeedFile::create(Path::new("/dev/full"), None, true).unwrap();
+    let frame = [0x55u8; 200];
+    let err = (0..10_000u64)
+        .find_map(|i| file.write_audio(i * 20_000_000, &frame).err())
+        .expect("a write fails once the buffer reaches the device");
+    assert!(
+        err.to_string().contains("No space left on device"),
+        "the reason is the disk's: {err}"
+    );
+}

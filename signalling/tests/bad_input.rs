@@ -247,3 +247,34 @@ async fn a_refused_answer_does_not_stall_negotiation() {
         "{r}"
     );
 }
+
+/// A participant that leaves is sent no offer for its own feeds going away: it is leaving,
+/// and a peer connection that applies an offer with every section closed (aiortc) refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_participant_is_sent_no_offer() {
+    let srv = server("leave-offer", Default::default()).await;
+    let mut ws = connect(&srv.url).await;
+    join(&mut ws, &srv.key.info.key_id, "s", "leaver").await;
+    send(
+        &mut ws,
+        json!({"type":"publish","id":2,"source":"webcam","audio":true,"video":true}),
+    )
+    .await;
+    let _ = reply(&mut ws).await;
+    let offer = next(&mut ws).await;
+    let offer_id = offer["offer_id"].as_u64().unwrap();
+    // A refused answer leaves its offer no longer outstanding: the next change would be offered.
+    send(
+        &mut ws,
+        json!({"type":"answer","id":3,"offer_id":offer_id,"sdp":"garbage"}),
+    )
+    .await;
+    let _ = reply(&mut ws).await;
+    send(&mut ws, json!({"type":"leave","id":4})).await;
+    let (r, before) = reply(&mut ws).await;
+    assert_eq!(r["id"], 4, "{r}");
+    assert!(
+        before.iter().all(|m| m["type"] != "offer"),
+        "an offer to the leaving participant: {before:?}"
+    );
+}

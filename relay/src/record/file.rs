@@ -8,8 +8,9 @@
 //! never on a core.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 use webm::mux::{AudioCodecId, SegmentMode, VideoCodecId};
@@ -26,9 +27,12 @@ pub enum FileError {
         /// Why.
         source: std::io::Error,
     },
-    /// The muxer refused: a bad parameter, a timestamp that went back, or a write that failed.
+    /// The muxer refused: a bad parameter, or a timestamp that went back.
     #[error("the WebM muxer refused to {0}")]
     Mux(&'static str),
+    /// Writing to the file failed (the disk is full, the file system went away).
+    #[error("cannot write the file: {0}")]
+    Write(String),
 }
 
 /// A video codec a recording holds.
@@ -58,7 +62,9 @@ pub struct VideoFormat {
 
 /// A feed's file while it is written.
 pub struct FeedFile {
-    segment: Segment<BufWriter<File>>,
+    segment: Segment<KeepsError<BufWriter<File>>>,
+    /// The first I/O error under the muxer, which reports only that it failed.
+    io_error: Arc<Mutex<Option<String>>>,
     video: Option<VideoTrack>,
     audio: Option<AudioTrack>,
     /// The last timestamp written: libwebm wants them in order across tracks.
@@ -99,7 +105,12 @@ impl FeedFile {
     /// cannot be written is an error then, not when the first keyframe comes).
     pub fn new(file: File, video: Option<VideoFormat>, audio: bool) -> Result<Self, FileError> {
         let mux = |what| move |_| FileError::Mux(what);
-        let mut builder = SegmentBuilder::new(Writer::new(BufWriter::new(file)))
+        let io_error = Arc::new(Mutex::new(None));
+        let dest = KeepsError {
+            inner: BufWriter::new(file),
+            error: io_error.clone(),
+        };
+        let mut builder = SegmentBuilder::new(Writer::new(dest))
             .map_err(mux("start a segment"))?
             .set_mode(SegmentMode::File)
             .map_err(mux("set file mode"))?
@@ -134,6 +145,7 @@ impl FeedFile {
             audio_track = Some(t);
         }
         Ok(FeedFile {
+            io_error,
             segment: builder.build(),
             video: video_track,
             audio: audio_track,
@@ -148,9 +160,9 @@ impl FeedFile {
             "write video to a file without a video track",
         ))?;
         let ns = ns.max(self.last_ns);
-        self.segment
-            .add_frame(track, data, ns, keyframe)
-            .map_err(|_| FileError::Mux("write a video frame"))?;
+        if self.segment.add_frame(track, data, ns, keyframe).is_err() {
+            return Err(self.failed("write a video frame"));
+        }
         self.last_ns = ns;
         Ok(())
     }
@@ -161,23 +173,70 @@ impl FeedFile {
             "write audio to a file without an audio track",
         ))?;
         let ns = ns.max(self.last_ns);
-        self.segment
-            .add_frame(track, data, ns, true)
-            .map_err(|_| FileError::Mux("write an audio frame"))?;
+        if self.segment.add_frame(track, data, ns, true).is_err() {
+            return Err(self.failed("write an audio frame"));
+        }
         self.last_ns = ns;
         Ok(())
     }
 
     /// Write the cues and the duration (`duration_ms`) and close the file.
     pub fn finish(self, duration_ms: u64) -> Result<(), FileError> {
-        let writer = self
-            .segment
-            .finalize(Some(duration_ms))
-            .map_err(|_| FileError::Mux("finish the file"))?;
-        use std::io::Write;
+        let io_error = self.io_error.clone();
+        let failed = |what| match io_error.lock().ok().and_then(|e| e.clone()) {
+            Some(e) => FileError::Write(e),
+            None => FileError::Mux(what),
+        };
+        let Ok(writer) = self.segment.finalize(Some(duration_ms)) else {
+            return Err(failed("finish the file"));
+        };
         writer
             .into_inner()
             .flush()
-            .map_err(|_| FileError::Mux("flush the file"))
+            .map_err(|e| FileError::Write(e.to_string()))
+    }
+
+    /// Why the muxer refused to `what`: the I/O error under it, if there was one.
+    fn failed(&self, what: &'static str) -> FileError {
+        match self.io_error.lock().ok().and_then(|e| e.clone()) {
+            Some(e) => FileError::Write(e),
+            None => FileError::Mux(what),
+        }
+    }
+}
+
+/// A writer that keeps the first error it met: libwebm only says that a write failed.
+struct KeepsError<W> {
+    inner: W,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl<W> KeepsError<W> {
+    fn keep<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            if let Ok(mut slot) = self.error.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for KeepsError<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.keep(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.keep(r)
+    }
+}
+
+impl<W: Seek> Seek for KeepsError<W> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let r = self.inner.seek(pos);
+        self.keep(r)
     }
 }

@@ -104,12 +104,8 @@ impl Hub {
             .filter(|(_, f)| f.owner == uid)
             .map(|(id, _)| id.clone())
             .collect();
-        let tracks: Vec<FeedId> = owned
-            .iter()
-            .filter_map(|f| self.forget_feed(sid, f))
-            .flat_map(|(_, tracks)| tracks)
-            .collect();
         let left_at = Instant::now();
+        // Out of the session before its feeds go: it is sent no offer for them.
         let room = self.rooms.get_mut(sid).expect("checked above");
         if let Some(peer) = room.peers.remove(uid) {
             self.resume.remove(&peer.resume_token);
@@ -119,6 +115,11 @@ impl Hub {
                 c.unjoined_since = left_at;
             }
         }
+        let tracks: Vec<FeedId> = owned
+            .iter()
+            .filter_map(|f| self.forget_feed(sid, f))
+            .flat_map(|(_, tracks)| tracks)
+            .collect();
         let empty = self.rooms[sid].peers.is_empty();
         self.broadcast(
             sid,
