@@ -57,7 +57,10 @@ export async function startServer(opts = {}) {
   const bind = host === '127.0.0.1' ? [] : ['--media-bind', host];
   const recordings = opts.recordings || join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'recordings');
   const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', '--recordings-dir', recordings, ...(opts.args || [])];
-  const child = spawn(bin, args, {
+  // `wrapper`: a command that runs the server (its path and arguments appended), e.g. in a
+  // namespace of its own.
+  const [cmd, ...cmdArgs] = [...(opts.wrapper || []), bin, ...args];
+  const child = spawn(cmd, cmdArgs, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
