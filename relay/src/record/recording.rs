@@ -54,6 +54,11 @@ pub struct FeedRecording {
     handed: [u64; 2],
     /// Packets the queue to the recorder dropped.
     pub dropped: u64,
+    /// A video keyframe has been given out: the file's video starts there.
+    video_started: bool,
+    /// Video frames that came out in time before the first keyframe (a stream whose
+    /// timestamps went back): not given out.
+    early_frames: u64,
 }
 
 impl FeedRecording {
@@ -65,6 +70,8 @@ impl FeedRecording {
             timeline: Timeline::new(now),
             handed: [0; 2],
             dropped: 0,
+            video_started: false,
+            early_frames: 0,
         }
     }
 
@@ -116,7 +123,24 @@ impl FeedRecording {
         if let Some((a, rate)) = &mut self.audio {
             Self::drain(&mut self.timeline, Track::Audio, *rate, a, now);
         }
-        self.timeline.poll_frame(now)
+        loop {
+            let f = self.timeline.poll_frame(now)?;
+            if let Some(f) = self.starting_at_a_keyframe(f) {
+                return Some(f);
+            }
+        }
+    }
+
+    /// `f`, unless it is video before the first keyframe given out.
+    fn starting_at_a_keyframe(&mut self, f: TimedFrame) -> Option<TimedFrame> {
+        if f.track == Track::Video && !self.video_started {
+            if !f.frame.keyframe {
+                self.early_frames += 1;
+                return None;
+            }
+            self.video_started = true;
+        }
+        Some(f)
     }
 
     /// Whether the video needs a keyframe (it lost a frame for good).
@@ -139,7 +163,9 @@ impl FeedRecording {
     /// Everything still held, in order (the recording stops at `now`).
     pub fn finish(&mut self, now: Instant) -> Vec<TimedFrame> {
         let mut out: Vec<TimedFrame> = std::iter::from_fn(|| self.poll_frame(now)).collect();
-        out.extend(self.timeline.finish());
+        for f in self.timeline.finish() {
+            out.extend(self.starting_at_a_keyframe(f));
+        }
         out
     }
 
@@ -147,7 +173,7 @@ impl FeedRecording {
     pub fn frames_lost(&self) -> u64 {
         let video = self.video.as_ref().map_or(0, |(a, _, _)| a.frames_lost);
         let audio = self.audio.as_ref().map_or(0, |(a, _)| a.frames_lost);
-        video + audio
+        video + audio + self.early_frames
     }
 
     /// The video's codec now.
