@@ -445,10 +445,13 @@ async fn record_session(
                 ErrorCode::RecordingFailed => StatusCode::INSUFFICIENT_STORAGE,
                 _ => StatusCode::CONFLICT,
             };
-            let code = serde_json::to_value(code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let code = match code {
+                ErrorCode::NotJoined => "not_found".to_owned(),
+                other => serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            };
             error(status, &code, reason)
         }
         Err(_) => error(

@@ -132,8 +132,42 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     Ok(t.duration_since(UNIX_EPOCH)?.as_secs() as i64)
 }
 
+/// Where the running server's admin API is, for what needs a running session.
+#[derive(clap::Args, Debug)]
+struct AdminApi {
+    /// The server's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The server's admin secret.
+    #[arg(long, env = "WEBRTCAI_ADMIN_SECRET", hide_env_values = true)]
+    admin_secret: String,
+}
+
 #[derive(Subcommand, Debug)]
 enum RecordingCommand {
+    /// Start recording a running session (through the server's admin API): each published
+    /// feed into a file of its own; everyone in the session is told.
+    Start {
+        /// The client.
+        #[arg(long)]
+        cid: String,
+        /// The session, as the client names it.
+        #[arg(long)]
+        sid: String,
+        #[command(flatten)]
+        api: AdminApi,
+    },
+    /// Stop recording a running session (through the server's admin API).
+    Stop {
+        /// The client.
+        #[arg(long)]
+        cid: String,
+        /// The session.
+        #[arg(long)]
+        sid: String,
+        #[command(flatten)]
+        api: AdminApi,
+    },
     /// List finished recordings: one file per recorded feed, with its duration, size and
     /// start time.
     List {
@@ -233,6 +267,12 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
         }
         Command::Key(KeyCommand::List { cid }) => print(store.keys(cid.as_deref())?),
         Command::Key(KeyCommand::Revoke { key }) => print(store.revoke_key(&key)?),
+        Command::Recording(RecordingCommand::Start { cid, sid, api }) => {
+            record(&api, &cid, &sid, true)
+        }
+        Command::Recording(RecordingCommand::Stop { cid, sid, api }) => {
+            record(&api, &cid, &sid, false)
+        }
         Command::Recording(RecordingCommand::List { cid, sid, json }) => {
             let all = store.recordings(cid.as_deref(), sid.as_deref())?;
             if json {
@@ -306,6 +346,36 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Start or stop a running session's recording through the admin API.
+fn record(api: &AdminApi, cid: &str, sid: &str, enable: bool) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/admin/sessions/{}/recording",
+        api.server.trim_end_matches('/'),
+        sid
+    );
+    let body = serde_json::json!({ "cid": cid, "enable": enable });
+    let mut response = ureq::post(&url)
+        .header("Authorization", &format!("Bearer {}", api.admin_secret))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&body)
+        .with_context(|| format!("reaching {url}"))?;
+    let status = response.status();
+    let reply: serde_json::Value = response
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("reading the answer of {url} ({status})"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{}: {}",
+            reply["error"]["code"].as_str().unwrap_or("error"),
+            reply["error"]["reason"].as_str().unwrap_or("")
+        );
+    }
+    print(reply)
 }
 
 /// On first start, a development client and key that work from this machine's own pages.

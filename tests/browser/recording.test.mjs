@@ -122,19 +122,24 @@ test('a Chromium publisher recorded for 10 s plays back whole, through an ICE re
     assert.equal((await part.arrayBuffer()).byteLength, 100);
     assert.equal((await fetch(`${server.base}/admin/recordings/${list[0].id}/file`)).status, 401);
 
-    // The admin API starts and stops it too; everyone is told.
-    const post = (enable) => fetch(`${server.base}/admin/sessions/rec-10s/recording`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ cid: server.cid, enable }),
-    });
+    // The CLI starts it through the admin API, the admin API stops it; everyone is told.
     await a.evaluate(() => { window.events = []; });
-    const on = await post(true);
-    assert.equal(on.status, 200, await on.clone().text());
+    const on = JSON.parse(server.admin('recording', 'start', '--cid', server.cid, '--sid', 'rec-10s', '--server', server.base, '--admin-secret', 'admin-secret'));
+    assert.equal(on.recording, true);
     assert.equal((await waitEvent(a, 'recording-started')).by, 'admin');
     await sleep(3000);
-    assert.equal((await post(false)).status, 200);
+    const off = await fetch(`${server.base}/admin/sessions/rec-10s/recording`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ cid: server.cid, enable: false }),
+    });
+    assert.equal(off.status, 200, await off.clone().text());
     assert.equal((await waitEvent(a, 'recording-stopped')).by, 'admin');
+    // A session that is not running: the CLI says so.
+    assert.throws(
+      () => server.admin('recording', 'start', '--cid', server.cid, '--sid', 'nobody-here', '--server', server.base, '--admin-secret', 'admin-secret'),
+      /not_found: no session nobody-here/,
+    );
     const two = await listed(server, 2);
     const second = join(server.recordings, two[1].path);
     assert.deepEqual(probe(second).streams.map((s) => s.codec_name).sort(), ['opus', 'vp8']);
