@@ -143,9 +143,10 @@ pub fn keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
     } else if profile == 1 || profile == 3 {
         r.read(1)?;
     }
-    let width = r.read(16)? + 1;
-    let height = r.read(16)? + 1;
-    Some((width as u16, height as u16))
+    // 1 to 65536 each; a size past what a track header takes (16 bits) is not given.
+    let width = u16::try_from(r.read(16)? + 1).ok()?;
+    let height = u16::try_from(r.read(16)? + 1).ok()?;
+    Some((width, height))
 }
 
 struct Bits<'a> {
