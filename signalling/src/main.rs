@@ -495,8 +495,18 @@ fn main() -> anyhow::Result<()> {
                 }
             });
         }
-        signalling::http::serve(listener, hub, admin, async {
+        let finish = hub.clone();
+        signalling::http::serve(listener, hub, admin, async move {
             let _ = tokio::signal::ctrl_c().await;
+            // Recordings are finished, listed and metered before the hub goes.
+            let (done, finished) = tokio::sync::oneshot::channel();
+            if finish
+                .send(signalling::hub::Input::FinishRecordings(done))
+                .await
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
+            }
         })
         .await
         .context("http server")

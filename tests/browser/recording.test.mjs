@@ -194,6 +194,34 @@ for (const [codec, options, name, output] of [
   });
 }
 
+test('a recording running when the server stops is finished, listed and metered', async () => {
+  const server = await startServer({ recording: true, args: ['--usage-flush-secs', '1'] });
+  const browser = await launch();
+  try {
+    const a = await joinPage(browser.context, server, 'rec-stop', 'alice');
+    await publishWebcam(a);
+    await sleep(1000);
+    await a.evaluate(() => window.session.startRecording());
+    await sleep(5000);
+    const exited = new Promise((resolve) => server.child.once('exit', (code, signal) => resolve({ code, signal })));
+    server.child.kill('SIGINT');
+    const stopped = await waitEvent(a, 'recording-stopped', 5000);
+    assert.equal(stopped.reason, 'the server is shutting down');
+    const how = await Promise.race([exited, sleep(20000).then(() => 'still running')]);
+    assert.notEqual(how, 'still running', 'the server exits');
+    const [rec] = JSON.parse(server.admin('recording', 'list', '--cid', server.cid, '--json'));
+    assert.ok(rec, 'the file is listed');
+    console.log(`stopped with the server: ${rec.duration_ms} ms, ${rec.bytes} bytes, exit ${JSON.stringify(how)}`);
+    assert.ok(rec.duration_ms > 2000, `${rec.duration_ms} ms`);
+    assert.equal(ffmpegErrors(join(server.recordings, rec.path)), '');
+    const usage = JSON.parse(server.admin('usage', '--cid', server.cid, '--json'));
+    assert.ok(Math.abs(usage.recording_minutes * 60000 - rec.duration_ms) < 1, JSON.stringify(usage));
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});
+
 test('a recordings directory that cannot be written is refused with the reason', async () => {
   const blocker = join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'not-a-directory');
   writeFileSync(blocker, 'a file where the directory should be');

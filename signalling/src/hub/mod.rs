@@ -78,6 +78,9 @@ pub enum Input {
     Recording(recording::RecordingDone),
     /// The admin API starts or stops a session's recording.
     AdminRecord(recording::AdminRecord),
+    /// The server stops: finish every recording (everyone recorded is told), and answer once
+    /// every file is finished, listed and metered.
+    FinishRecordings(oneshot::Sender<()>),
 }
 
 /// A join waiting for its credentials to be checked off the hub's task.
@@ -214,6 +217,8 @@ pub struct Hub {
     /// Files being recorded, by the relay's recording id: what each is listed and metered
     /// under when it is finished (possibly after its session ended).
     recorded_files: HashMap<u64, recording::FileMeta>,
+    /// Who waits for every file to be finished (the server stops).
+    finishing: Vec<oneshot::Sender<()>>,
     /// The hub's own input, for results that come back from other threads.
     inputs: mpsc::Sender<Input>,
     limiter: JoinLimiter,
@@ -269,6 +274,7 @@ impl Hub {
             usage_flush,
             rooms: HashMap::new(),
             recorded_files: HashMap::new(),
+            finishing: Vec::new(),
             conns: HashMap::new(),
             per_address: HashMap::new(),
             slow: std::cell::RefCell::new(Vec::new()),
@@ -442,6 +448,7 @@ impl Hub {
             Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Recording(done) => self.recording_done(done),
             Input::AdminRecord(r) => self.admin_record(r),
+            Input::FinishRecordings(done) => self.finish_recordings(done),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);

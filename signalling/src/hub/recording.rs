@@ -291,6 +291,25 @@ impl Hub {
         self.start_recording(&sid, "admin", Replier::Admin(r.reply));
     }
 
+    /// The server stops: every session's recording stops, and `done` is answered once every
+    /// file is finished (at once where none is being written).
+    pub(super) fn finish_recordings(&mut self, done: oneshot::Sender<()>) {
+        let recording: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.recording.is_some())
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in recording {
+            self.stop_recording(&sid, None, Some("the server is shutting down".into()));
+        }
+        if self.recorded_files.is_empty() {
+            let _ = done.send(());
+        } else {
+            self.finishing.push(done);
+        }
+    }
+
     pub(super) fn recording_done(&mut self, done: RecordingDone) {
         match done {
             RecordingDone::Started { sid, reply, result } => {
@@ -388,6 +407,11 @@ impl Hub {
         let Some(meta) = self.recorded_files.remove(&recording) else {
             return;
         };
+        if self.recorded_files.is_empty() {
+            for done in self.finishing.drain(..) {
+                let _ = done.send(());
+            }
+        }
         tracing::info!(
             path = %file.path,
             duration_ms = file.duration_ms,
