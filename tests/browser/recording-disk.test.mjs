@@ -33,6 +33,7 @@ test('a full disk refuses a recording at the start and stops one at run time, te
     // 60 MiB taken: less than a recording needs to start.
     onDisk('fallocate', '-l', String(60 * 1024 * 1024), join(disk, 'taken'));
     const refused = await a.evaluate(() => window.session.startRecording().then(() => null, (e) => ({ code: e.code, message: e.message })));
+    console.log(`with 60 MiB taken: ${JSON.stringify(refused)}`);
     assert.equal(refused?.code, 'recording_failed');
     assert.match(refused.message, /the disk is full: \d+ MiB free/);
     onDisk('rm', join(disk, 'taken'));
