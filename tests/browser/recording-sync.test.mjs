@@ -104,6 +104,10 @@ test('under 5% loss on the publisher\'s uplink the recording still decodes witho
     const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name:format=duration', '-of', 'json', file]).toString());
     console.log(`under 5% loss: ${JSON.stringify(probe)} ${JSON.stringify(stats)}`);
     assert.deepEqual(probe.streams.map((s) => s.codec_name).sort(), ['opus', 'vp8']);
+    // The video from near the start: a keyframe lost on the way is asked for again.
+    const firstVideo = Number(execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v', '-read_intervals', '%+#1', '-show_entries', 'frame=pts_time', '-of', 'csv=p=0', file]).toString());
+    console.log(`under 5% loss: the video starts at ${firstVideo} s`);
+    assert.ok(firstVideo < 2, `the video starts at ${firstVideo} s`);
     assert.ok(Math.abs(Number(probe.format.duration) - SECONDS) < 1, `lasts ${probe.format.duration} s`);
     assert.equal(ffmpegErrors(file), '', 'ffmpeg -v error prints nothing');
   } finally {

@@ -141,7 +141,10 @@ impl FrameAssembler {
                     self.held.retain(|&s, _| s > end);
                     self.next = Some(end + 1);
                     if self.need_keyframe && !frame.keyframe {
+                        // The keyframe asked for was lost, or never sent: ask again (the
+                        // recorder paces its requests).
                         self.frames_lost += 1;
+                        self.keyframe_request = true;
                         continue;
                     }
                     self.need_keyframe = false;

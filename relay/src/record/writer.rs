@@ -30,8 +30,10 @@ use crate::ids::{FeedId, Sid};
 pub const QUEUE: usize = 16_384;
 
 /// A file holding audio waits this long for its video's first keyframe (whose size its video
-/// track needs) before it is written without video.
-pub const VIDEO_WAIT: Duration = Duration::from_secs(5);
+/// track needs) before it is written without video: the audio it holds meanwhile is small
+/// (Opus at 32 kbit/s: 240 KiB a minute), and under loss a keyframe can take seconds to come
+/// whole (it took more than 5 s behind 5% loss on a busy machine).
+pub const VIDEO_WAIT: Duration = Duration::from_secs(60);
 
 /// Keyframe requests for one recording, at most one per this.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
