@@ -77,10 +77,22 @@ struct AuthJob {
 /// How often the writer retries usage it could not write.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Handles to the reader and writer threads; they end when this is dropped.
+/// Handles to the reader and writer threads; they end when this is dropped, the writer once
+/// it has written what it was given (a server that stops loses no usage or recording).
 pub struct Accounts {
     auth: mpsc::Sender<AuthJob>,
-    writes: mpsc::Sender<Write>,
+    writes: Option<mpsc::Sender<Write>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after one last try at what it holds.
+        self.writes = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Accounts {
@@ -100,11 +112,15 @@ impl Accounts {
                 }
             })
             .map_err(|e| StoreError::Sql(format!("cannot start the accounts thread: {e}")))?;
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("accounts-usage".into())
             .spawn(move || write_all(writer, writes_rx))
             .map_err(|e| StoreError::Sql(format!("cannot start the usage thread: {e}")))?;
-        Ok(Accounts { auth, writes })
+        Ok(Accounts {
+            auth,
+            writes: Some(writes),
+            writer: Some(writer),
+        })
     }
 
     /// Authenticate `credentials` on the reader thread; `done` is called there with the
@@ -127,18 +143,19 @@ impl Accounts {
 
     /// Write usage on the writer thread (retried there until it succeeds).
     pub fn add_usage(&self, record: UsageRecord) {
-        if self.writes.send(Write::Usage(record)).is_err() {
+        let sent = self.writes.as_ref().map(|w| w.send(Write::Usage(record)));
+        if !matches!(sent, Some(Ok(()))) {
             tracing::error!("the usage thread has stopped; usage not recorded");
         }
     }
 
     /// List a finished recording file, on the writer thread (retried there like usage).
     pub fn add_recording(&self, recording: Recording) {
-        if self
+        let sent = self
             .writes
-            .send(Write::Recording(Box::new(recording)))
-            .is_err()
-        {
+            .as_ref()
+            .map(|w| w.send(Write::Recording(Box::new(recording))));
+        if !matches!(sent, Some(Ok(()))) {
             tracing::error!("the usage thread has stopped; recording not listed");
         }
     }
