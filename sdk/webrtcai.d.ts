@@ -39,6 +39,8 @@ export type ServerErrorCode =
 /** The SDK's own: */
 export type SdkErrorCode =
   | 'invalid_credentials'
+  /** `init` without `url` where the SDK was not loaded from the server (a bundle). */
+  | 'invalid_options'
   | 'invalid_target'
   | 'invalid_source'
   | 'connection_failed'
@@ -78,7 +80,9 @@ export interface InitOptions {
   key?: string;
   /** A JWT minted by your backend. */
   token?: string;
-  /** Websocket URL; defaults to /ws on the server that serves the SDK. */
+  /** The server's websocket, e.g. `wss://media.example.com/ws`. Needed where the SDK is part of
+   * a bundle (or copied elsewhere); loaded from the server's `/sdk/webrtcai.js`, it defaults to
+   * that server's `/ws`. */
   url?: string;
   /** How long a request may wait for its reply, and `publish`/`subscribe` for the negotiation
    * to complete (not counting the camera permission prompt), before rejecting with

@@ -133,8 +133,13 @@ function show(el, stream, muted) {
   if (p && p.catch) p.catch(() => {});
 }
 
+// The websocket of the server this file was loaded from, where it was: `/sdk/webrtcai.js` on
+// a WebRTC.ai server. Anywhere else (a bundle, a copy on another site) it says nothing of where
+// the server is, and `init` needs `url`.
 function defaultUrl() {
-  const u = new URL('/ws', import.meta.url);
+  const here = new URL(import.meta.url);
+  if (!/^https?:$/.test(here.protocol) || here.pathname !== '/sdk/webrtcai.js') return null;
+  const u = new URL('/ws', here);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   return u.toString();
 }
@@ -957,6 +962,9 @@ class Client {
     this.key = key;
     this.token = token;
     this.url = url || defaultUrl();
+    if (!this.url) {
+      throw new WebRTCaiError('invalid_options', 'init needs `url` (the server\'s websocket, e.g. wss://media.example.com/ws) where the SDK is not loaded from the server\'s /sdk/webrtcai.js (a bundle)');
+    }
     this.timeoutMs = timeoutMs > 0 ? timeoutMs : DEFAULT_TIMEOUT_MS;
   }
 
