@@ -1,3 +1,5 @@
+// @ts-check
+// Checked by tsc against webrtcai.d.ts (npm run check): option names and calls agree.
 // WebRTC.ai browser SDK (ES module). Types: webrtcai.d.ts next to this file.
 //
 //   const client = WebRTCai.init({ key: 'WEB_KEY…' });
@@ -110,7 +112,7 @@ async function capture(source, audio, video) {
   try {
     if (source === 'screen') return await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     return await navigator.mediaDevices.getUserMedia({ video: video === true ? DEFAULT_VIDEO : video, audio });
-  } catch (e) {
+  } catch (/** @type {any} */ e) {
     const code = MEDIA_ERRORS[e?.name] ?? 'media_error';
     throw new WebRTCaiError(code, `${source === 'screen' ? 'getDisplayMedia' : 'getUserMedia'} failed: ${e?.name}: ${e?.message}`, { cause: e });
   }
@@ -531,7 +533,7 @@ class Session extends Emitter {
     let result;
     try {
       result = await this._request({ type: 'answer', offer_id: msg.offer_id, sdp: answer.sdp });
-    } catch (e) {
+    } catch (/** @type {any} */ e) {
       // A lost connection is recovered by the resume, which offers again; a refusal is final
       // for what this offer carried, so its publishes and subscribes fail with the reason.
       if (e.code !== 'connection_lost' && e.code !== 'timeout') {
@@ -551,7 +553,8 @@ class Session extends Emitter {
       const tr = (pub?.codec || pub?.svc) && transceivers.find((x) => x.mid === t.mid);
       if (!tr) continue;
       const params = tr.sender.getParameters();
-      const enc = params.encodings?.[0];
+      // `codec` and `scalabilityMode` are newer than TypeScript's DOM types.
+      const enc = /** @type {any} */ (params.encodings?.[0]);
       if (!enc) continue;
       const codec = pub.codec && params.codecs?.find((c) => c.mimeType.toLowerCase() === `video/${pub.codec.toLowerCase()}`);
       if (codec) enc.codec = codec;
@@ -628,6 +631,7 @@ class Session extends Emitter {
    * `codec` ('VP8', 'VP9', 'H264' or 'AV1') picks the video codec where the browser has it;
    * `svc` (a scalability mode such as 'L3T3_KEY', with VP9 or AV1) sends the layers in one
    * stream instead of simulcast, each subscriber then getting the layers it can show. */
+  /** @param {import('./webrtcai.js').PublishOptions} [options] */
   async publish({ source = 'webcam', target, audio = true, video = true, simulcast = source === 'webcam', codec, svc } = {}) {
     // Where it is shown, muted; nowhere for a publish without a target (audio only, say).
     const el = target === undefined ? null : element(target);
@@ -805,6 +809,8 @@ class Session extends Emitter {
    * `maxMessageSize`), `forbidden` (the participant may not send data), `invalid_data`,
    * `data_unavailable` (no data channel within `timeoutMs`), `connection_lost` (the channel
    * closed before the message could leave) or `not_joined`. */
+  /** @param {string | ArrayBuffer | ArrayBufferView | Blob} data
+   * @param {import('./webrtcai.js').SendOptions} [options] */
   send(data, { to, reliable = true } = {}) {
     if (this._left) return Promise.reject(new WebRTCaiError('not_joined', 'this session was left'));
     if (this._dataRefused) return Promise.reject(new WebRTCaiError('forbidden', this._dataRefused));
@@ -957,6 +963,7 @@ function deferred(ms, message) {
 }
 
 class Client {
+  /** @param {import('./webrtcai.js').InitOptions} options */
   constructor({ key, token, url, timeoutMs } = {}) {
     if (!key && !token) throw new WebRTCaiError('invalid_credentials', 'init needs a key or a token');
     this.key = key;
@@ -970,6 +977,8 @@ class Client {
 
   /** Join (and create if needed) the session `sid`. With `data` (the default) the data
    * channels open at once, so that `send` and the `data` event work from the start. */
+  /** @param {string} sid
+   * @param {import('./webrtcai.js').JoinOptions} [options] */
   async join(sid, { name, data = true } = {}) {
     const session = new Session(this, sid, name, data);
     await session._open(null);
