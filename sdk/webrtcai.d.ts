@@ -116,6 +116,8 @@ export interface FeedInfo {
   uid: string;
   source: Source;
   kinds: Array<'audio' | 'video'>;
+  /** Those of its tracks its publisher muted (nothing of them is sent). */
+  muted: Array<'audio' | 'video'>;
 }
 
 export interface PublishOptions {
@@ -143,7 +145,15 @@ export interface PublishedFeed {
   uid: string;
   source: Source;
   stream: MediaStream;
+  /** Which of its tracks are muted. */
+  readonly muted: { audio: boolean; video: boolean };
   unpublish(): Promise<void>;
+  /** Stop sending the feed's audio or video (nothing is sent, not silence or black frames;
+   * the camera or microphone stays open for a quick unmute); the others get `feed-muted`.
+   * Rejects with `no_such_feed` where the feed has no such track. */
+  mute(kind: 'audio' | 'video'): Promise<void>;
+  /** Send it again; the others get `feed-unmuted`. */
+  unmute(kind: 'audio' | 'video'): Promise<void>;
 }
 
 export interface SessionEvents {
@@ -170,6 +180,10 @@ export interface SessionEvents {
    * page sent: sending data is not granted; later sends reject), `data_lost` (a data
    * channel closed with data still buffered in this page), `encoding_refused`. */
   error: { code: ErrorCode | 'encoding_refused' | 'data_lost'; message: string };
+  /** A publisher muted a track of a feed: nothing of it comes until `feed-unmuted`. Also in
+   * `session.feeds.get(feedId).muted`. */
+  'feed-muted': { feedId: string; uid: string; kind: 'audio' | 'video' };
+  'feed-unmuted': { feedId: string; uid: string; kind: 'audio' | 'video' };
   /** The session is being recorded (sent to everyone, and to whoever joins while it is):
    * `by` is the uid that started it, or `admin`; `startedAt` Unix seconds. */
   'recording-started': { by: string; startedAt: number };

@@ -297,7 +297,7 @@ class Session extends Emitter {
   }
 
   _feed(f) {
-    return { feedId: f.feed_id, uid: f.uid, source: f.source, kinds: f.kinds };
+    return { feedId: f.feed_id, uid: f.uid, source: f.source, kinds: f.kinds, muted: f.muted ?? [] };
   }
 
   // One request, one reply. Rejects at once when there is no open connection (a send on a
@@ -431,6 +431,14 @@ class Session extends Emitter {
         this._dataRefused = msg.reason;
         this._emit('error', { code: msg.code, message: msg.reason });
         break;
+      case 'feed-muted':
+      case 'feed-unmuted': {
+        const feed = this.feeds.get(msg.feed_id);
+        const on = msg.event === 'feed-muted';
+        if (feed) feed.muted = on ? [...new Set([...feed.muted, msg.kind])] : feed.muted.filter((k) => k !== msg.kind);
+        this._emit(msg.event, { feedId: msg.feed_id, uid: msg.uid, kind: msg.kind });
+        break;
+      }
       case 'recording-started':
         this._recordingStarted(msg);
         break;
@@ -471,10 +479,17 @@ class Session extends Emitter {
   // receives; the encoder stops spending time and uplink on the others.
   async _setLayers(feedId, active) {
     const track = this._published.get(feedId)?.tracks.video;
-    const sender = track && this.pc.getSenders().find((s) => s.track === track);
+    // A muted video's sender has no track: it is found by the one remembered at the mute.
+    const sender = this._published.get(feedId)?.senders?.video ?? (track && this.pc.getSenders().find((s) => s.track === track));
     if (!sender) return;
     const params = sender.getParameters();
     if (!params.encodings || params.encodings.length < 2) return;
+    const pub = this._published.get(feedId);
+    if (pub?.muted?.video) {
+      // Muted: every encoding stays off; these come back on when it is unmuted.
+      pub.activeBefore = params.encodings.map((e) => !e.rid || active.includes(e.rid));
+      return;
+    }
     for (const e of params.encodings) if (e.rid) e.active = active.includes(e.rid);
     await sender.setParameters(params);
   }
@@ -669,7 +684,51 @@ class Session extends Emitter {
       }
       throw e;
     }
-    return { feedId, uid: this.uid, source, stream, unpublish: () => this.unpublish(feedId) };
+    const muted = { audio: false, video: false };
+    return {
+      feedId,
+      uid: this.uid,
+      source,
+      stream,
+      muted,
+      unpublish: () => this.unpublish(feedId),
+      mute: (kind) => this._mute(feedId, kind, true, muted),
+      unmute: (kind) => this._mute(feedId, kind, false, muted),
+    };
+  }
+
+  // Mute: the sender stops sending the track (replaceTrack(null): no packets, not black
+  // frames), then the others are told; unmute: the track again (its encoder starts with a
+  // keyframe), then the others are told.
+  async _mute(feedId, kind, mute, muted) {
+    if (kind !== 'audio' && kind !== 'video') {
+      throw new WebRTCaiError('invalid_target', `mute takes 'audio' or 'video', not ${kind}`);
+    }
+    const pub = this._published.get(feedId);
+    const track = pub?.tracks[kind];
+    if (!track) throw new WebRTCaiError('no_such_feed', `feed ${feedId} publishes no ${kind}`);
+    pub.senders ??= {};
+    pub.senders[kind] ??= this.pc.getSenders().find((s) => s.track === track);
+    const sender = pub.senders[kind];
+    if (sender) {
+      await sender.replaceTrack(mute ? null : track);
+      // With no track Chromium still fills the link with retransmitted padding to keep its
+      // bandwidth estimate; with every encoding inactive it sends nothing.
+      const params = sender.getParameters();
+      if (params.encodings?.length) {
+        if (mute) {
+          pub.activeBefore = params.encodings.map((e) => e.active);
+          for (const e of params.encodings) e.active = false;
+        } else {
+          params.encodings.forEach((e, i) => (e.active = pub.activeBefore?.[i] ?? true));
+          pub.activeBefore = null;
+        }
+        await sender.setParameters(params).catch(() => {});
+      }
+    }
+    pub.muted = { ...pub.muted, [kind]: mute };
+    await this._request({ type: 'mute', feed_id: feedId, kind, muted: mute });
+    muted[kind] = mute;
   }
 
   /** Stop publishing a feed (a publish still under way rejects with `publish_failed`). */

@@ -76,6 +76,18 @@ pub enum Request {
         /// The feed.
         feed_id: String,
     },
+    /// Mute or unmute one track of a feed this participant publishes: the others are told
+    /// (`feed-muted`, `feed-unmuted`); the browser stops sending the track while it is muted.
+    Mute {
+        /// Request id.
+        id: u64,
+        /// The feed.
+        feed_id: String,
+        /// `audio` or `video`.
+        kind: String,
+        /// Muted (true) or not.
+        muted: bool,
+    },
     /// Receive a feed; it arrives with the next offer.
     Subscribe {
         /// Request id.
@@ -159,6 +171,7 @@ impl Request {
             Request::Join { id, .. }
             | Request::Publish { id, .. }
             | Request::Unpublish { id, .. }
+            | Request::Mute { id, .. }
             | Request::Subscribe { id, .. }
             | Request::Unsubscribe { id, .. }
             | Request::SetView { id, .. }
@@ -274,6 +287,9 @@ pub struct FeedInfo {
     pub source: Source,
     /// `audio` and/or `video`.
     pub kinds: Vec<String>,
+    /// Those of its tracks its publisher muted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub muted: Vec<String>,
 }
 
 /// A participant as others see it.
@@ -340,6 +356,24 @@ pub enum Event {
     FeedResumed {
         /// The feed.
         feed_id: String,
+    },
+    /// A publisher muted a track of its feed: nothing of it is sent until it is unmuted.
+    FeedMuted {
+        /// The feed.
+        feed_id: String,
+        /// Its publisher.
+        uid: String,
+        /// `audio` or `video`.
+        kind: String,
+    },
+    /// A publisher unmuted a track of its feed.
+    FeedUnmuted {
+        /// The feed.
+        feed_id: String,
+        /// Its publisher.
+        uid: String,
+        /// `audio` or `video`.
+        kind: String,
     },
     /// The session is being recorded, from now (or, to one who joins, since `started_at`):
     /// sent to every participant, so that everyone knows.

@@ -161,6 +161,8 @@ struct Track {
     kind: Kind,
     codecs: Vec<Codec>,
     active: bool,
+    /// Its publisher muted it.
+    muted: bool,
 }
 
 struct Feed {
@@ -179,6 +181,12 @@ impl Feed {
             kinds: self
                 .tracks
                 .iter()
+                .map(|t| t.kind.as_str().to_owned())
+                .collect(),
+            muted: self
+                .tracks
+                .iter()
+                .filter(|t| t.muted)
                 .map(|t| t.kind.as_str().to_owned())
                 .collect(),
         }

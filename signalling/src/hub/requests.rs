@@ -67,6 +67,7 @@ impl Hub {
                                 kind: *k,
                                 codecs: Vec::new(),
                                 active: false,
+                                muted: false,
                             })
                             .collect(),
                         published: false,
@@ -252,6 +253,12 @@ impl Hub {
                     }
                 }
             }
+            Request::Mute {
+                feed_id,
+                kind,
+                muted,
+                ..
+            } => self.mute(sid, uid, &feed_id, &kind, muted),
             Request::SetView {
                 feed_id,
                 hidden,
@@ -395,4 +402,62 @@ fn quality_reply(q: Option<relay::control::SubscriberQuality>) -> serde_json::Va
         })
         .collect();
     json!({ "estimate_bps": q.estimate_bps.map(|e| e.round()), "subscriptions": subscriptions })
+}
+
+impl Hub {
+    /// Mute or unmute a track of a feed `uid` publishes; the others are told when it changes.
+    fn mute(
+        &mut self,
+        sid: &str,
+        uid: &str,
+        feed_id: &str,
+        kind: &str,
+        muted: bool,
+    ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        let Some(feed) = self
+            .rooms
+            .get_mut(sid)
+            .and_then(|r| r.feeds.get_mut(feed_id))
+        else {
+            return Err((
+                ErrorCode::NoSuchFeed,
+                format!("no feed {feed_id} in this session"),
+            ));
+        };
+        if feed.owner != uid {
+            return Err((
+                ErrorCode::NoSuchFeed,
+                format!("feed {feed_id} is not yours"),
+            ));
+        }
+        let Some(track) = feed.tracks.iter_mut().find(|t| t.kind.as_str() == kind) else {
+            return Err((
+                ErrorCode::InvalidMessage,
+                format!("feed {feed_id} has no {kind} track (kind is audio or video)"),
+            ));
+        };
+        let changed = track.muted != muted;
+        track.muted = muted;
+        let published = feed.published;
+        if changed && published {
+            let (feed_id, uid, kind) = (feed_id.to_owned(), uid.to_owned(), kind.to_owned());
+            let event = if muted {
+                crate::protocol::Event::FeedMuted {
+                    feed_id,
+                    uid: uid.clone(),
+                    kind,
+                }
+            } else {
+                crate::protocol::Event::FeedUnmuted {
+                    feed_id,
+                    uid: uid.clone(),
+                    kind,
+                }
+            };
+            self.broadcast(sid, &uid, event);
+        }
+        Ok(Some(
+            json!({ "feed_id": feed_id, "kind": kind, "muted": muted }),
+        ))
+    }
 }
