@@ -104,6 +104,8 @@ pub(crate) fn spawn(
         cores,
         events,
         files: HashMap::new(),
+        deadline: None,
+        last_all: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("relay-recorder".into())
@@ -142,19 +144,22 @@ struct Writer {
     cores: Vec<CoreDoor>,
     events: mpsc::Sender<Event>,
     files: HashMap<u64, Writing>,
+    /// When a file is due next (a frame to give up, frames to place).
+    deadline: Option<Instant>,
+    /// When every file was last looked at (some of what is due has no deadline: a file that
+    /// waits for its video's first keyframe).
+    last_all: Instant,
 }
 
 impl Writer {
     fn run(mut self) {
         loop {
-            let now = Instant::now();
+            // Files are looked at all together only when one of them is due (or a second
+            // passed); a packet makes only its own file's frames.
             let wait = self
-                .files
-                .values()
-                .filter_map(|w| w.recording.poll_timeout())
-                .min()
+                .deadline
                 .map_or(Duration::from_secs(1), |at| {
-                    at.saturating_duration_since(now)
+                    at.saturating_duration_since(Instant::now())
                 })
                 .min(Duration::from_secs(1));
             crossbeam_channel::select! {
@@ -173,10 +178,17 @@ impl Writer {
                     if let Ok(p) = p {
                         self.handle_packet(p);
                     }
+                    // A steady flow of packets must not hold the others' deadlines up.
+                    let now = Instant::now();
+                    let due = self.deadline.is_some_and(|at| now >= at)
+                        || now >= self.last_all + Duration::from_secs(1);
+                    if !due {
+                        continue;
+                    }
                 }
                 default(wait) => {}
             }
-            self.step_all(Instant::now());
+            self.service_all(Instant::now());
         }
     }
 
@@ -258,48 +270,58 @@ impl Writer {
             return; // closed already
         };
         w.recording.handle_packet(p);
-        let now = Instant::now();
-        if let Err(e) = step(w, now) {
-            self.fail(id, e);
+        self.service(id, Instant::now());
+    }
+
+    /// Every file: what is due, and when to look again.
+    fn service_all(&mut self, now: Instant) {
+        self.deadline = None;
+        self.last_all = now;
+        let ids: Vec<u64> = self.files.keys().copied().collect();
+        for id in ids {
+            self.service(id, now);
         }
     }
 
-    fn step_all(&mut self, now: Instant) {
-        let mut failed = Vec::new();
-        let mut keyframes = Vec::new();
-        for (&id, w) in &mut self.files {
-            if let Err(e) = step(w, now) {
-                failed.push((id, e));
-                continue;
-            }
-            if w.recording.poll_keyframe_request()
-                && w.last_keyframe_request
-                    .is_none_or(|at| now >= at + KEYFRAME_INTERVAL)
-            {
-                if let Some(target) = &w.video {
-                    w.last_keyframe_request = Some(now);
-                    keyframes.push(target.clone());
-                }
-            }
-            let dropped = w.recording.dropped;
-            if dropped > w.dropped_reported
-                && w.last_drop_report
-                    .is_none_or(|at| now >= at + DROP_REPORT_INTERVAL)
-            {
-                let _ = self.events.try_send(Event::RecordingDropped {
-                    sid: w.sid.clone(),
-                    recording: id,
-                    packets: dropped - w.dropped_reported,
-                });
-                w.dropped_reported = dropped;
-                w.last_drop_report = Some(now);
-            }
-        }
-        for target in keyframes {
-            self.request_keyframe(&target);
-        }
-        for (id, e) in failed {
+    /// File `id`: write what is ready, ask for a keyframe where it waits for one, report
+    /// what the queue dropped.
+    fn service(&mut self, id: u64, now: Instant) {
+        let Some(w) = self.files.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = step(w, now) {
             self.fail(id, e);
+            return;
+        }
+        let mut keyframe = None;
+        if w.recording.poll_keyframe_request()
+            && w.last_keyframe_request
+                .is_none_or(|at| now >= at + KEYFRAME_INTERVAL)
+        {
+            if let Some(target) = &w.video {
+                w.last_keyframe_request = Some(now);
+                keyframe = Some(target.clone());
+            }
+        }
+        let dropped = w.recording.dropped;
+        if dropped > w.dropped_reported
+            && w.last_drop_report
+                .is_none_or(|at| now >= at + DROP_REPORT_INTERVAL)
+        {
+            let _ = self.events.try_send(Event::RecordingDropped {
+                sid: w.sid.clone(),
+                recording: id,
+                packets: dropped - w.dropped_reported,
+            });
+            w.dropped_reported = dropped;
+            w.last_drop_report = Some(now);
+        }
+        let due = w.recording.poll_timeout();
+        if let Some(at) = due {
+            self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+        }
+        if let Some(target) = keyframe {
+            self.request_keyframe(&target);
         }
     }
 

@@ -348,9 +348,13 @@ impl Worker {
             svc,
         };
         self.fan_out(now, skey, fkey, &plain, info);
-        self.record(now, skey, fkey, &plain, &header, &info);
         // fan_out found it.
-        let feed = &self.sessions[&skey].feeds[&fkey];
+        let mut feed = &self.sessions[&skey].feeds[&fkey];
+        if feed.record.is_some() {
+            // Only a recorded feed pays for a second look-up.
+            self.record(now, skey, fkey, &plain, &header, &info);
+            feed = &self.sessions[&skey].feeds[&fkey];
+        }
         if feed.sinks.is_empty() {
             self.pool.give(plain);
         } else {
