@@ -120,12 +120,24 @@ export interface FeedInfo {
   muted: Array<'audio' | 'video'>;
 }
 
+/** A camera, microphone or speaker, from `WebRTCai.devices()`. */
+export interface Device {
+  kind: 'camera' | 'microphone' | 'speaker';
+  deviceId: string;
+  /** Empty until the page has been allowed a camera or microphone (the browser's rule). */
+  label: string;
+  /** Devices of one piece of hardware (a headset's microphone and speaker) share it. */
+  groupId: string;
+}
+
 export interface PublishOptions {
   source?: Source;
   /** The <video> element (or its id) that shows the local stream (muted); none where it is
    * not shown (publishing the microphone alone, say). */
   target?: HTMLVideoElement | string;
-  audio?: boolean;
+  /** The microphone: `true` (default), `false` for none, or constraints of your own (e.g.
+   * `{ deviceId: { exact: id } }` for a microphone of `WebRTCai.devices()`). Webcam only. */
+  audio?: boolean | MediaTrackConstraints;
   /** The camera: `true` (default) asks for 1280x720, `false` for none, or constraints of
    * your own (e.g. `{ width: { ideal: 640 }, height: { ideal: 360 } }`). Webcam only. */
   video?: boolean | MediaTrackConstraints;
@@ -154,6 +166,32 @@ export interface PublishedFeed {
   mute(kind: 'audio' | 'video'): Promise<void>;
   /** Send it again; the others get `feed-unmuted`. */
   unmute(kind: 'audio' | 'video'): Promise<void>;
+  /** Switch to another camera or microphone (a `deviceId` of `WebRTCai.devices()`): the feed
+   * goes on with the new device's track, without renegotiation, and the preview shows it; a
+   * muted track stays muted. Rejects with `device_not_found` (no such camera or microphone),
+   * `no_such_feed` (the feed has no track of that kind, or is a screen), or what `publish`
+   * rejects with when the device cannot be opened. */
+  setDevice(deviceId: string): Promise<void>;
+  /** The deviceIds the feed's tracks come from now (null: no such track). */
+  readonly devices: { audio: string | null; video: string | null };
+}
+
+/** A feed this page receives. Its video shows in the elements attached to it (muted); its
+ * audio plays through an audio element of the SDK's own, once, whatever is attached. */
+export interface Subscription {
+  feedId: string;
+  /** The feed's tracks, once they arrived. */
+  readonly stream: MediaStream | null;
+  /** The elements that show the video now. */
+  readonly elements: HTMLVideoElement[];
+  /** Show the video in this element too (a <video> or its id); returns the element. */
+  attach(target: HTMLVideoElement | string): HTMLVideoElement;
+  /** Stop showing it in this element, or in every element without an argument; the audio
+   * goes on. With adaptive stream and no element left on screen the video is paused. */
+  detach(target?: HTMLVideoElement | string): void;
+  /** The audio's volume on this page, 0 to 1. */
+  setVolume(volume: number): void;
+  unsubscribe(): Promise<void>;
 }
 
 export interface SessionEvents {
@@ -190,6 +228,16 @@ export interface SessionEvents {
   /** The session is no longer recorded: stopped by `by` (a uid or `admin`), or on its own,
    * with a `reason` (a full disk). */
   'recording-stopped': { by: string | null; reason: string | null };
+  /** The media connection's state changed (also `session.connectionState`): `connected`
+   * while media can flow; `disconnected` or `failed` while it cannot (the SDK restarts ICE by
+   * itself). Separate from the websocket's `reconnecting`. */
+  'connection-state': { state: RTCPeerConnectionState };
+  /** A camera, microphone or speaker was plugged in or out; the devices there are now. */
+  'devices-changed': { devices: Device[] };
+  /** `allowed: false`: the browser blocked a subscription's audio until the person interacts
+   * with the page (autoplay policy); show a button that calls `session.startAudio()`.
+   * `allowed: true`: it plays now. Also `session.canPlayAudio`. */
+  'audio-playback': { allowed: boolean };
   /** The websocket dropped, or was silent for 5 s (the SDK pings every 2 s); resuming. */
   reconnecting: { attempt: number };
   reconnected: Record<string, never>;
@@ -206,6 +254,10 @@ export interface Session {
   /** While the session is recorded: who started it and when (Unix seconds). */
   readonly recording: { by: string; startedAt: number } | null;
   readonly pc: RTCPeerConnection;
+  /** The media connection's state (the RTCPeerConnection's). */
+  readonly connectionState: RTCPeerConnectionState;
+  /** False while the browser blocks the subscriptions' audio (see `startAudio`). */
+  readonly canPlayAudio: boolean;
   /** Rejects with `permission_denied`, `device_not_found`, `device_in_use` or `media_error`
    * when the browser gives no media, `publish_failed` or a server code when the feed is
    * refused, `timeout` after `timeoutMs`; the camera is released then. */
@@ -229,15 +281,26 @@ export interface Session {
       pauses: number;
     }[];
   }>;
-  /** Rejects with `feed_gone` when the feed is unpublished first, `timeout` after `timeoutMs`. */
-  /** With `adaptive` (default `true`), the layer sent is no larger than the element's size
-   * (where the page sets its width or height) and nothing is sent while it is hidden. */
+  /** Receive a feed: its video shown in `target` (more elements with `attach`; none yet with
+   * `null` or nothing), its audio played by the SDK. Rejects with `feed_gone` when the feed
+   * is unpublished first, `timeout` after `timeoutMs`. With `adaptive` (default `true`), the
+   * layer sent is no larger than the largest element on screen needs (where the page sets
+   * their width or height) and no video is sent while none is on screen. */
   subscribe(
     feedId: string,
-    target: HTMLVideoElement | string,
+    target?: HTMLVideoElement | string | null,
     options?: { adaptive?: boolean },
-  ): Promise<{ feedId: string; stream: MediaStream | null }>;
+  ): Promise<Subscription>;
+  /** Stop receiving a feed; its elements are emptied. */
   unsubscribe(feedId: string): Promise<void>;
+  /** This page's subscription to a feed, if any. */
+  subscription(feedId: string): Subscription | null;
+  /** Play the subscriptions' audio on this speaker (a `deviceId` of `WebRTCai.devices()`).
+   * Rejects with `device_not_found`, or `media_error` where the browser has no `setSinkId`. */
+  setSpeaker(deviceId: string): Promise<void>;
+  /** Start audio the browser blocked (`audio-playback` with `allowed: false`): call it from a
+   * click or key handler. Rejects with `media_error` where the browser still refuses. */
+  startAudio(): Promise<void>;
   /** The largest message `send` takes to everyone, in bytes (a string's UTF-8); null until
    * the data channels are negotiated. */
   readonly maxMessageSize: number | null;
@@ -264,6 +327,8 @@ export interface Client {
 
 export declare const WebRTCai: {
   init(options: InitOptions): Client;
+  /** The cameras, microphones and speakers there are. */
+  devices(): Promise<Device[]>;
 };
 
 export default WebRTCai;

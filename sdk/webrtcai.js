@@ -118,6 +118,18 @@ async function capture(source, audio, video) {
   }
 }
 
+/** The browser's media devices as the SDK names them. Labels are empty until the page has
+ * been allowed a camera or microphone (the browser's privacy rule). */
+const DEVICE_KINDS = { videoinput: 'camera', audioinput: 'microphone', audiooutput: 'speaker' };
+
+async function listDevices() {
+  if (!navigator.mediaDevices?.enumerateDevices) return [];
+  const all = await navigator.mediaDevices.enumerateDevices();
+  return all
+    .filter((d) => DEVICE_KINDS[d.kind] && d.deviceId)
+    .map((d) => ({ kind: DEVICE_KINDS[d.kind], deviceId: d.deviceId, label: d.label, groupId: d.groupId }));
+}
+
 function element(target) {
   const el = typeof target === 'string' ? document.getElementById(target) : target;
   if (!el || typeof el !== 'object' || !('srcObject' in el)) {
@@ -126,11 +138,13 @@ function element(target) {
   return el;
 }
 
-function show(el, stream, muted) {
+/** Show `stream` in `el`, muted: a local preview must not echo, and a remote feed's audio is
+ * played by the subscription's own audio element (once, however many elements show it). */
+function show(el, stream) {
   el.srcObject = stream;
   el.autoplay = true;
   el.playsInline = true;
-  if (muted) el.muted = true;
+  el.muted = true;
   const p = el.play();
   if (p && p.catch) p.catch(() => {});
 }
@@ -189,7 +203,9 @@ class Session extends Emitter {
     this._pending = new Map();
     this._offers = Promise.resolve();
     this._published = new Map(); // feed_id → { stream, tracks: {audio, video}, ready, target }
-    this._subscribed = new Map(); // feed_id → { stream, target, ready }
+    this._subscribed = new Map(); // feed_id → Subscription
+    this._speaker = null; // the deviceId of setSpeaker, for audio elements made later
+    this.canPlayAudio = true;
     this._left = false;
     this._leaving = false;
     this._beatTimer = null; // the heartbeat of the current websocket (see _heartbeat)
@@ -204,6 +220,16 @@ class Session extends Emitter {
     this._dataRefused = null;
     this.pc.ondatachannel = (ev) => this._onDataChannel(ev.channel);
     this.pc.oniceconnectionstatechange = () => this._onIceState();
+    this.pc.onconnectionstatechange = () => this._emit('connection-state', { state: this.pc.connectionState });
+    this._onDeviceChange = () => listDevices().then((devices) => this._emit('devices-changed', { devices }), () => {});
+    navigator.mediaDevices?.addEventListener?.('devicechange', this._onDeviceChange);
+  }
+
+  /** The media connection's state (the RTCPeerConnection's `connectionState`): `connected`
+   * while media can flow; `disconnected` or `failed` while it cannot, which the SDK repairs
+   * with an ICE restart by itself. Independent of the websocket (`reconnecting`). */
+  get connectionState() {
+    return this.pc.connectionState;
   }
 
   // Media recovers by itself: a failed (or long-disconnected) ICE connection asks the server
@@ -514,9 +540,8 @@ class Session extends Emitter {
   _feedUnpublished(feedId, uid) {
     const sub = this._subscribed.get(feedId);
     if (sub) {
-      sub.ready.reject(new WebRTCaiError('feed_gone', `feed ${feedId} was unpublished`));
-      sub.view?.stop();
-      if (sub.target) sub.target.srcObject = null;
+      sub._ready.reject(new WebRTCaiError('feed_gone', `feed ${feedId} was unpublished`));
+      sub._end();
       this._subscribed.delete(feedId);
     }
     this.feeds.delete(feedId);
@@ -553,8 +578,8 @@ class Session extends Emitter {
       // for what this offer carried, so its publishes and subscribes fail with the reason.
       if (e.code !== 'connection_lost' && e.code !== 'timeout') {
         for (const t of msg.transceivers) {
-          const waiting = t.role === 'publish' ? this._published.get(t.feed_id) : this._subscribed.get(t.feed_id);
-          waiting?.ready.reject(e);
+          if (t.role === 'publish') this._published.get(t.feed_id)?.ready.reject(e);
+          else this._subscribed.get(t.feed_id)?._ready.reject(e);
         }
         await this.pc.setRemoteDescription({ type: 'rollback' }).catch(() => {});
       }
@@ -580,22 +605,19 @@ class Session extends Emitter {
     for (const id of result.failed) {
       this._published.get(id)?.ready.reject(new WebRTCaiError('publish_failed', 'the browser refused to send this feed'));
     }
-    for (const id of result.subscribed) this._subscribed.get(id)?.ready.resolve();
+    for (const id of result.subscribed) this._subscribed.get(id)?._ready.resolve();
   }
 
   _onTrack(ev) {
     const stream = ev.streams[0];
     if (!stream) return;
-    const sub = this._subscribed.get(stream.id);
-    if (sub) {
-      sub.stream = stream;
-      if (sub.target) show(sub.target, stream, false);
-    }
+    this._subscribed.get(stream.id)?._received(stream);
   }
 
   // Every publish and subscribe still waiting settles when the session ends.
   _abandon(code, reason) {
-    for (const x of [...this._published.values(), ...this._subscribed.values()]) x.ready.reject(new WebRTCaiError(code, reason));
+    for (const x of this._published.values()) x.ready.reject(new WebRTCaiError(code, reason));
+    for (const x of this._subscribed.values()) x._ready.reject(new WebRTCaiError(code, reason));
   }
 
   _onClose(ws) {
@@ -618,7 +640,7 @@ class Session extends Emitter {
         await this._open(this._resume);
         this._attempt = 0;
         // A view reported while the connection was down is reported again.
-        for (const sub of this._subscribed.values()) sub.view?.report();
+        for (const sub of this._subscribed.values()) sub._view?.report();
         this._emit('reconnected', {});
         const ice = this.pc.iceConnectionState;
         if (ice === 'failed' || ice === 'disconnected') this._restartIce();
@@ -658,7 +680,7 @@ class Session extends Emitter {
     }
     if (this._left) throw new WebRTCaiError('not_joined', 'this session was left');
     const stream = await capture(source, audio, video);
-    if (el) show(el, stream, true);
+    if (el) show(el, stream);
     const tracks = {
       audio: stream.getAudioTracks()[0] || null,
       video: stream.getVideoTracks()[0] || null,
@@ -670,7 +692,7 @@ class Session extends Emitter {
     });
     try {
       feedId = (await Promise.race([request, ready.promise])).feed_id;
-      this._published.set(feedId, { stream, tracks, ready, target: el, codec, svc });
+      this._published.set(feedId, { source, stream, tracks, ready, target: el, codec, svc, constraints: { audio, video } });
       await ready.promise;
     } catch (e) {
       stream.getTracks().forEach((t) => t.stop());
@@ -694,7 +716,49 @@ class Session extends Emitter {
       unpublish: () => this.unpublish(feedId),
       mute: (kind) => this._mute(feedId, kind, true, muted),
       unmute: (kind) => this._mute(feedId, kind, false, muted),
+      setDevice: (deviceId) => this._setDevice(feedId, deviceId),
+      get devices() {
+        const id = (t) => (t && t.readyState === 'live' ? t.getSettings().deviceId ?? null : null);
+        return { audio: id(tracks.audio), video: id(tracks.video) };
+      },
     };
+  }
+
+  // Switch a webcam feed's camera or microphone: the new device's track replaces the old one
+  // on the same sender (no renegotiation: the others see the same feed go on), and in the
+  // preview. A muted track stays muted, on the new device.
+  async _setDevice(feedId, deviceId) {
+    const pub = this._published.get(feedId);
+    if (!pub) throw new WebRTCaiError('no_such_feed', `feed ${feedId} is not published by this page`);
+    const device = (await listDevices()).find((d) => d.deviceId === deviceId && d.kind !== 'speaker');
+    if (!device) throw new WebRTCaiError('device_not_found', `no camera or microphone ${deviceId}`);
+    const kind = device.kind === 'camera' ? 'video' : 'audio';
+    const old = pub.tracks[kind];
+    if (!old || pub.source !== 'webcam') throw new WebRTCaiError('no_such_feed', `feed ${feedId} publishes no ${device.kind}`);
+    if (old.readyState === 'live' && old.getSettings().deviceId === deviceId) return;
+    const asked = pub.constraints[kind];
+    const base = asked === true || asked === undefined ? (kind === 'video' ? DEFAULT_VIDEO : {}) : asked;
+    const constraints = { ...base, deviceId: { exact: deviceId } };
+    const open = () => capture('webcam', kind === 'audio' ? constraints : false, kind === 'video' ? constraints : false);
+    let stream;
+    try {
+      stream = await open();
+    } catch (e) {
+      // Some systems open one camera (or microphone) at a time: free the old one and try again.
+      if (!(e instanceof WebRTCaiError) || e.code !== 'device_in_use') throw e;
+      old.stop();
+      stream = await open();
+    }
+    const track = kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+    pub.senders ??= {};
+    pub.senders[kind] ??= this.pc.getSenders().find((s) => s.track === old);
+    const sender = pub.senders[kind];
+    if (sender && !pub.muted?.[kind]) await sender.replaceTrack(track);
+    pub.tracks[kind] = track;
+    pub.stream.removeTrack(old);
+    pub.stream.addTrack(track);
+    old.stop();
+    if (pub.target) show(pub.target, pub.stream);
   }
 
   // Mute: the sender stops sending the track (replaceTrack(null): no packets, not black
@@ -743,46 +807,94 @@ class Session extends Emitter {
     }
   }
 
-  /** Receive a feed and play it in `target`. Rejects with `feed_gone` when the feed is
-   * unpublished first, and with `timeout` when the subscription does not complete in time.
-   * With `adaptive` (the default) the SDK tells the server how `target` shows the video: no
-   * larger layer than its size needs is sent, and no video while it is hidden, off screen or
-   * the page is in the background (`feed-paused` with reason `hidden`, then `feed-resumed`). */
-  async subscribe(feedId, target, { adaptive = true } = {}) {
-    const el = element(target);
+  /** Receive a feed: its video shown in `target` (a <video> or its id; more with
+   * `attach`, none for now with `null`), its audio played by the SDK. Rejects with
+   * `feed_gone` when the feed is unpublished first, and with `timeout` when the subscription
+   * does not complete in time. With `adaptive` (the default) the SDK tells the server how the
+   * feed's elements show the video: no larger layer than the largest needs is sent, and no
+   * video while none is on screen (all hidden, off screen, detached, or the page is in the
+   * background: `feed-paused` with reason `hidden`, then `feed-resumed`). */
+  /** @param {string} feedId
+   * @param {HTMLVideoElement | string | null} [target]
+   * @param {{ adaptive?: boolean }} [options] */
+  async subscribe(feedId, target = null, { adaptive = true } = {}) {
+    const el = target === null || target === undefined ? null : element(target);
     if (this._subscribed.has(feedId)) {
       throw new WebRTCaiError('subscription_state', `already subscribed (or subscribing) to ${feedId}`);
     }
-    const ready = deferred(this._timeoutMs, `subscribing to ${feedId} did not complete within ${this._timeoutMs} ms`);
-    const sub = { target: el, ready, stream: null };
+    const sub = new Subscription(this, feedId, deferred(this._timeoutMs, `subscribing to ${feedId} did not complete within ${this._timeoutMs} ms`));
+    if (el) sub.attach(el);
     this._subscribed.set(feedId, sub);
     const request = this._request({ type: 'subscribe', feed_id: feedId });
     try {
-      await Promise.race([request, ready.promise]);
-      await ready.promise;
+      await Promise.race([request, sub._ready.promise]);
+      await sub._ready.promise;
     } catch (e) {
       if (this._subscribed.get(feedId) === sub) {
         this._subscribed.delete(feedId);
+        sub._end();
         // A subscription the server made but the page gave up on is ended there too.
         request.then(() => this._request({ type: 'unsubscribe', feed_id: feedId }), () => {}).catch(() => {});
       }
       throw e;
     }
     if (adaptive && this.feeds.get(feedId)?.kinds.includes('video') && this._subscribed.get(feedId) === sub) {
-      sub.view = new ViewReporter(this, feedId, el);
+      sub._view = new ViewReporter(this, feedId, sub._elements);
     }
-    return { feedId, stream: sub.stream };
+    return sub;
   }
 
-  /** Stop receiving a feed (a subscribe still under way rejects with `subscription_state`). */
+  /** Stop receiving a feed (a subscribe still under way rejects with `subscription_state`);
+   * its elements are emptied. */
   async unsubscribe(feedId) {
     await this._request({ type: 'unsubscribe', feed_id: feedId });
     const sub = this._subscribed.get(feedId);
     this._subscribed.delete(feedId);
     if (sub) {
-      sub.view?.stop();
-      sub.ready.reject(new WebRTCaiError('subscription_state', `unsubscribed from ${feedId} before the subscription completed`));
-      if (sub.target) sub.target.srcObject = null;
+      sub._ready.reject(new WebRTCaiError('subscription_state', `unsubscribed from ${feedId} before the subscription completed`));
+      sub._end();
+    }
+  }
+
+  /** The subscription to `feedId`, if this page has one. */
+  subscription(feedId) {
+    return this._subscribed.get(feedId) ?? null;
+  }
+
+  /** Play every subscribed feed's audio (and what comes later) on this output device, a
+   * `speaker` of `WebRTCai.devices()`. Rejects with `device_not_found`, or `media_error`
+   * where the browser cannot choose the output (no `setSinkId`). */
+  async setSpeaker(deviceId) {
+    if (typeof HTMLMediaElement === 'undefined' || !('setSinkId' in HTMLMediaElement.prototype)) {
+      throw new WebRTCaiError('media_error', 'this browser cannot choose the audio output (no setSinkId)');
+    }
+    const known = (await listDevices()).some((d) => d.kind === 'speaker' && d.deviceId === deviceId);
+    if (!known) throw new WebRTCaiError('device_not_found', `no speaker ${deviceId}`);
+    this._speaker = deviceId;
+    for (const sub of this._subscribed.values()) await sub._sink();
+  }
+
+  // A subscription's audio could not start: the page has not been interacted with yet and
+  // the browser blocks audio that plays by itself.
+  _audioBlocked() {
+    if (!this.canPlayAudio) return;
+    this.canPlayAudio = false;
+    this._emit('audio-playback', { allowed: false });
+  }
+
+  /** Start the audio the browser blocked (`canPlayAudio` false, after an `audio-playback`
+   * event with `allowed: false`). Call it from a click or key handler: browsers allow audio
+   * once the person has interacted with the page. Resolves once every subscription's audio
+   * plays; rejects with `media_error` where the browser still refuses. */
+  async startAudio() {
+    try {
+      await Promise.all([...this._subscribed.values()].map((sub) => sub._play()));
+    } catch (/** @type {any} */ e) {
+      throw new WebRTCaiError('media_error', `the browser refused to play audio: ${e?.name}: ${e?.message}`, { cause: e });
+    }
+    if (!this.canPlayAudio) {
+      this.canPlayAudio = true;
+      this._emit('audio-playback', { allowed: true });
     }
   }
 
@@ -921,8 +1033,108 @@ class Session extends Emitter {
     clearTimeout(this._beatTimer);
     this._abandon('not_joined', 'this session was left');
     for (const pub of this._published.values()) pub.stream.getTracks().forEach((t) => t.stop());
+    navigator.mediaDevices?.removeEventListener?.('devicechange', this._onDeviceChange);
     this.pc.close();
     this._ws.close();
+  }
+}
+
+/** A feed this page receives: shown in the elements attached to it (each muted), its audio
+ * played by an audio element of the SDK's own (so that it plays once, also with no element
+ * or several). */
+class Subscription {
+  constructor(session, feedId, ready) {
+    this.feedId = feedId;
+    /** The feed's tracks once they arrive. */
+    this.stream = null;
+    this._session = session;
+    this._ready = ready;
+    this._elements = new Set();
+    this._audio = null;
+    this._volume = 1;
+    this._view = null;
+    this._ended = false;
+  }
+
+  /** The elements showing the feed now. */
+  get elements() {
+    return [...this._elements];
+  }
+
+  /** Show the feed's video in `target` too (a <video> or its id). */
+  attach(target) {
+    const el = element(target);
+    if (this._ended) throw new WebRTCaiError('subscription_state', `not subscribed to ${this.feedId}`);
+    if (this._elements.has(el)) return el;
+    this._elements.add(el);
+    if (this.stream) show(el, this.stream);
+    this._view?.add(el);
+    return el;
+  }
+
+  /** Stop showing the feed in `target`, or in every element without one; its audio goes on.
+   * With adaptive stream on and no element left on screen, the server pauses the video. */
+  detach(target) {
+    const els = target === undefined || target === null ? [...this._elements] : [element(target)];
+    for (const el of els) {
+      if (!this._elements.delete(el)) continue;
+      this._view?.remove(el);
+      if (el.srcObject === this.stream) el.srcObject = null;
+    }
+  }
+
+  /** The audio's volume, 0 to 1 (1 by default); 0 silences it on this page only. */
+  setVolume(volume) {
+    this._volume = Math.min(1, Math.max(0, Number(volume) || 0));
+    if (this._audio) this._audio.volume = this._volume;
+  }
+
+  unsubscribe() {
+    return this._session.unsubscribe(this.feedId);
+  }
+
+  // The browser's stream for the feed arrived (once per track: audio and video each).
+  _received(stream) {
+    if (this._ended) return;
+    this.stream = stream;
+    for (const el of this._elements) if (el.srcObject !== stream) show(el, stream);
+    if (stream.getAudioTracks().length && !this._audio) {
+      this._audio = new Audio();
+      this._audio.autoplay = true;
+      this._audio.volume = this._volume;
+      this._audio.srcObject = stream;
+      this._sink().catch(() => {});
+      this._play().catch((e) => {
+        if (e?.name === 'NotAllowedError') this._session._audioBlocked();
+      });
+    }
+  }
+
+  _play() {
+    return this._audio ? this._audio.play() : Promise.resolve();
+  }
+
+  async _sink() {
+    const id = this._session._speaker;
+    const audio = /** @type {any} */ (this._audio);
+    if (!audio || id === null || audio.sinkId === id) return;
+    try {
+      await audio.setSinkId(id);
+    } catch (/** @type {any} */ e) {
+      throw new WebRTCaiError('device_not_found', `cannot play on speaker ${id}: ${e?.name}: ${e?.message}`, { cause: e });
+    }
+  }
+
+  // The subscription is over: nothing shows or plays it any more.
+  _end() {
+    this._ended = true;
+    this._view?.stop();
+    this.detach();
+    if (this._audio) {
+      this._audio.pause();
+      this._audio.srcObject = null;
+      this._audio = null;
+    }
   }
 }
 
@@ -932,44 +1144,59 @@ class Session extends Emitter {
 const VIEW_SETTLE_MS = 100;
 const HIDE_SETTLE_MS = 500;
 
-/** Adaptive stream: reports how a subscribed video element is shown (`set_view`), from its
- * size (ResizeObserver), whether it is on screen (IntersectionObserver) and whether the page
- * is visible. The size is in device pixels, and only where the page sets it: an element
- * sized by its own video (no CSS width or height) would otherwise shrink the video it shows
- * to its first frames' size and keep it there. */
+/** Adaptive stream: reports how a subscribed feed's video elements show it (`set_view`), from
+ * their sizes (ResizeObserver), whether they are on screen (IntersectionObserver) and whether
+ * the page is visible. The largest element on screen decides; with none, the video is
+ * hidden. A size counts only where the page sets it: an element sized by its own video (no
+ * CSS width or height) would otherwise shrink the video it shows to its first frames' size
+ * and keep it there, so with one such element on screen no size is reported. */
 class ViewReporter {
-  constructor(session, feedId, el) {
+  constructor(session, feedId, elements) {
     this._session = session;
     this._feedId = feedId;
-    this._el = el;
-    this._onScreen = true;
+    this._onScreen = new Map(); // element → whether it intersects the viewport
     this._sent = null; // the view the server has, as JSON
     this._timer = null;
     this._resize = new ResizeObserver(() => this._changed());
-    this._resize.observe(el);
     this._intersection = new IntersectionObserver((entries) => {
-      this._onScreen = entries[entries.length - 1].isIntersecting;
+      for (const e of entries) if (this._onScreen.has(e.target)) this._onScreen.set(e.target, e.isIntersecting);
       this._changed();
     });
-    this._intersection.observe(el);
     this._onVisibility = () => this._changed();
     document.addEventListener('visibilitychange', this._onVisibility);
+    for (const el of elements) this.add(el);
+    this._changed();
+  }
+
+  add(el) {
+    if (this._stopped || this._onScreen.has(el)) return;
+    this._onScreen.set(el, true);
+    this._resize.observe(el);
+    this._intersection.observe(el);
+    this._changed();
+  }
+
+  remove(el) {
+    if (!this._onScreen.delete(el)) return;
+    this._resize.unobserve(el);
+    this._intersection.unobserve(el);
     this._changed();
   }
 
   view() {
-    const el = this._el;
-    const hidden = !this._onScreen || document.visibilityState === 'hidden' || el.clientWidth === 0 || el.clientHeight === 0;
-    const view = { hidden };
-    if (!hidden && sizedByPage(el)) {
+    const shown = document.visibilityState === 'hidden' ? [] : [...this._onScreen].filter(([el, on]) => on && el.isConnected && el.clientWidth > 0 && el.clientHeight > 0).map(([el]) => el);
+    if (shown.length === 0) return { hidden: true };
+    const view = { hidden: false };
+    if (shown.every(sizedByPage)) {
       const dpr = window.devicePixelRatio || 1;
-      view.width = Math.max(1, Math.round(el.clientWidth * dpr));
-      view.height = Math.max(1, Math.round(el.clientHeight * dpr));
+      view.width = Math.max(1, ...shown.map((el) => Math.round(el.clientWidth * dpr)));
+      view.height = Math.max(1, ...shown.map((el) => Math.round(el.clientHeight * dpr)));
     }
     return view;
   }
 
   _changed() {
+    if (this._stopped) return;
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this.report(), this.view().hidden ? HIDE_SETTLE_MS : VIEW_SETTLE_MS);
   }
@@ -1049,6 +1276,12 @@ class Client {
 export const WebRTCai = {
   init(options) {
     return new Client(options);
+  },
+  /** The cameras, microphones and speakers there are: `{ kind, deviceId, label, groupId }`
+   * with kind `camera`, `microphone` or `speaker`. Labels are empty until the page has been
+   * allowed a camera or microphone. */
+  devices() {
+    return listDevices();
   },
 };
 

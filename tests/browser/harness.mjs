@@ -97,12 +97,12 @@ export async function startServer(opts = {}) {
 /** A fresh headless Chromium with fake camera, microphone and screen. With `{ prompt: false }`
  * there is no fake permission prompt either, and Chromium denies camera and microphone as it
  * does for a person who says no. */
-export async function launch({ prompt = true } = {}) {
+export async function launch({ prompt = true, args = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'webrtcai-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: prompt ? CHROMIUM_FLAGS : CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream'),
+    args: [...(prompt ? CHROMIUM_FLAGS : CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream')), ...args],
   });
   return {
     context,
@@ -134,7 +134,7 @@ export async function joinPage(context, server, sid, name, init = {}) {
       window.events = [];
       const client = WebRTCai.init({ key, ...init });
       window.session = await client.join(sid, { name });
-      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted']) {
+      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'audio-playback', 'devices-changed']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },
