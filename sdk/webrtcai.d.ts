@@ -106,9 +106,70 @@ export interface SendOptions {
   reliable?: boolean;
 }
 
+/** How well a media connection works: `excellent` (no loss to speak of, a short round
+ * trip), `good` (from 2% loss or a 200 ms round trip), `poor` (from 8% loss, a 400 ms round
+ * trip, or a link too narrow for a subscribed video's lowest layer), `lost` (nothing
+ * arrives). The relay rates each participant; a page rates itself from its own statistics by
+ * the same rule. A worse rating shows at once, a better one once it held 4 s. */
+export type ConnectionQuality = 'excellent' | 'good' | 'poor' | 'lost';
+
 export interface Participant {
   uid: string;
   name?: string | null;
+  /** As the relay rates it (null until rated, a few seconds after it connects). */
+  quality?: ConnectionQuality | null;
+}
+
+/** One stream this page sends (a simulcast layer each), in `getStats()`. */
+export interface PublishedStreamStats {
+  feedId: string | null;
+  kind: 'audio' | 'video';
+  /** The simulcast layer (`q`, `h`, `f`), null without simulcast. */
+  rid: string | null;
+  /** False while dynacast or mute turned the layer off. */
+  active: boolean;
+  /** Bits a second since the previous sample; null on the first. */
+  bitrate: number | null;
+  width: number | null;
+  height: number | null;
+  fps: number | null;
+  packetsSent: number;
+  /** Lost on the way to the relay, as the relay reports it. */
+  packetsLost: number | null;
+  fractionLost: number | null;
+  /** Why the browser sends less than it could: `bandwidth`, `cpu`, `none`. */
+  qualityLimitation: string | null;
+}
+
+/** One track this page receives, in `getStats()`. */
+export interface SubscribedTrackStats {
+  feedId: string | null;
+  kind: 'audio' | 'video';
+  bitrate: number | null;
+  width: number | null;
+  height: number | null;
+  fps: number | null;
+  packetsReceived: number;
+  packetsLost: number;
+  jitterMs: number | null;
+  freezes: number | null;
+  /** The video's layer now (0 the lowest) and how many there are, from the server. */
+  layer: number | null;
+  layers: number | null;
+  paused: 'hidden' | 'bandwidth' | null;
+}
+
+/** What `session.getStats()` resolves with. */
+export interface StatsSummary {
+  /** The round trip to the relay, ms. */
+  rttMs: number | null;
+  /** The browser's estimate of its uplink, bits a second. */
+  availableOutgoingBitrate: number | null;
+  quality: ConnectionQuality | null;
+  publications: PublishedStreamStats[];
+  subscriptions: SubscribedTrackStats[];
+  /** The browser's own report. */
+  raw: RTCStatsReport;
 }
 
 export interface FeedInfo {
@@ -205,6 +266,10 @@ export interface SessionEvents {
   'feed-paused': { feedId: string; reason: 'hidden' | 'bandwidth' };
   /** Its video is sent again (it shows from the next keyframe). */
   'feed-resumed': { feedId: string };
+  /** A participant's connection quality changed: another's as the relay rates it, this
+   * page's own (`uid` its own) from its statistics, every 2 s. Also
+   * `session.participants.get(uid).quality` and `session.connectionQuality`. */
+  'connection-quality': { uid: string; quality: ConnectionQuality };
   /** A participant (this page's own included) started or stopped speaking, from the level of
    * the audio it publishes. */
   speaking: { uid: string; speaking: boolean };
@@ -256,6 +321,10 @@ export interface Session {
   readonly pc: RTCPeerConnection;
   /** The media connection's state (the RTCPeerConnection's). */
   readonly connectionState: RTCPeerConnectionState;
+  /** This page's own connection quality (null until rated, 2 s after joining). */
+  readonly connectionQuality: ConnectionQuality | null;
+  /** A summary of what this page sends and receives, and the raw report. */
+  getStats(): Promise<StatsSummary>;
   /** False while the browser blocks the subscriptions' audio (see `startAudio`). */
   readonly canPlayAudio: boolean;
   /** Rejects with `permission_denied`, `device_not_found`, `device_in_use` or `media_error`

@@ -160,6 +160,91 @@ function defaultUrl() {
   return u.toString();
 }
 
+/** Connection quality: how often the page rates its own, and the rule (the relay's, in
+ * relay/src/sfu/link_quality.rs): `poor` from 8% loss, a 400 ms round trip, or a link too
+ * narrow for a subscribed video's lowest layer; `good` from 2% loss or 200 ms; `lost` while
+ * the media connection is down or nothing arrives. */
+const QUALITY_INTERVAL_MS = 2000;
+const QUALITY_IMPROVE_MS = 4000;
+const QUALITY_ORDER = ['lost', 'poor', 'good', 'excellent'];
+const LOSS_SMOOTHING = 0.4;
+
+function rateLink(rttMs, loss, starved) {
+  if (starved || loss >= 0.08 || (rttMs ?? 0) >= 400) return 'poor';
+  if (loss >= 0.02 || (rttMs ?? 0) >= 200) return 'good';
+  return 'excellent';
+}
+
+/** The round trip, the loss each way since `prev` (the worse of them), and how long nothing
+ * has arrived, from a stats report; `totals` is what the next call compares with. */
+function linkStats(report, prev) {
+  let rttMs = null;
+  let uplink = null;
+  const totals = { received: 0, lost: 0, packets: 0, at: performance.now(), heardAt: prev?.heardAt ?? performance.now() };
+  report.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && s.currentRoundTripTime !== undefined) {
+      rttMs = s.currentRoundTripTime * 1000;
+    } else if (s.type === 'remote-inbound-rtp' && s.fractionLost !== undefined) {
+      // What the relay reports lost of what this page sends (before repairs).
+      uplink = Math.max(uplink ?? 0, s.fractionLost);
+    } else if (s.type === 'inbound-rtp') {
+      totals.received += s.packetsReceived ?? 0;
+      totals.lost += Math.max(0, s.packetsLost ?? 0);
+    } else if (s.type === 'transport') {
+      totals.packets += s.packetsReceived ?? 0;
+    }
+  });
+  let downlink = null;
+  if (prev) {
+    const got = totals.received - prev.received;
+    const lost = totals.lost - prev.lost;
+    if (got + lost > 0) downlink = Math.max(0, lost) / (got + lost);
+  }
+  if (!prev || totals.packets !== prev.packets) totals.heardAt = totals.at;
+  const loss = uplink === null && downlink === null ? null : Math.max(uplink ?? 0, downlink ?? 0);
+  return { rttMs, loss, silentFor: prev ? totals.at - totals.heardAt : null, totals };
+}
+
+/** The typed summary of `session.getStats()`. */
+function summarize(report, prev, now, mids, layers, link) {
+  const before = prev?.report;
+  const seconds = prev ? (now - prev.at) / 1000 : 0;
+  const rate = (s) => {
+    const old = before?.get(s.id);
+    if (!old || seconds <= 0) return null;
+    return Math.max(0, ((s.bytesSent ?? s.bytesReceived ?? 0) - (old.bytesSent ?? old.bytesReceived ?? 0)) * 8 / seconds);
+  };
+  let availableOutgoingBitrate = null;
+  const publications = [];
+  const subscriptions = [];
+  report.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+      availableOutgoingBitrate = s.availableOutgoingBitrate ?? null;
+    } else if (s.type === 'outbound-rtp') {
+      const m = mids.get(s.mid);
+      const remote = s.remoteId ? report.get(s.remoteId) : null;
+      publications.push({
+        feedId: m?.feedId ?? null, kind: s.kind, rid: s.rid ?? null, active: s.active ?? true,
+        bitrate: rate(s), width: s.frameWidth ?? null, height: s.frameHeight ?? null, fps: s.framesPerSecond ?? null,
+        packetsSent: s.packetsSent ?? 0, packetsLost: remote?.packetsLost ?? null, fractionLost: remote?.fractionLost ?? null,
+        qualityLimitation: s.qualityLimitationReason ?? null,
+      });
+    } else if (s.type === 'inbound-rtp') {
+      const m = mids.get(s.mid);
+      const layer = s.kind === 'video' ? layers.find((l) => l.feedId === m?.feedId) ?? null : null;
+      subscriptions.push({
+        feedId: m?.feedId ?? null, kind: s.kind,
+        bitrate: rate(s), width: s.frameWidth ?? null, height: s.frameHeight ?? null, fps: s.framesPerSecond ?? null,
+        packetsReceived: s.packetsReceived ?? 0, packetsLost: s.packetsLost ?? 0,
+        jitterMs: s.jitter !== undefined ? s.jitter * 1000 : null,
+        freezes: s.freezeCount ?? null,
+        layer: layer?.current ?? null, layers: layer?.layers ?? null, paused: layer?.paused ?? null,
+      });
+    }
+  });
+  return { rttMs: link.rttMs, availableOutgoingBitrate, quality: link.quality, publications, subscriptions, raw: report };
+}
+
 class Emitter {
   constructor() {
     this._handlers = new Map();
@@ -206,6 +291,14 @@ class Session extends Emitter {
     this._subscribed = new Map(); // feed_id → Subscription
     this._speaker = null; // the deviceId of setSpeaker, for audio elements made later
     this.canPlayAudio = true;
+    /** This page's own connection quality (null until rated, about 2 s after joining). */
+    this.connectionQuality = null;
+    this._mids = new Map(); // mid → { feedId, role, kind }, from the offers
+    this._starved = new Set(); // subscriptions paused for bandwidth
+    this._loss = null;
+    this._linkPrev = null;
+    this._statsPrev = null;
+    this._better = null;
     this._left = false;
     this._leaving = false;
     this._beatTimer = null; // the heartbeat of the current websocket (see _heartbeat)
@@ -296,6 +389,7 @@ class Session extends Emitter {
     ws.onclose = () => this._onClose(ws);
     this.uid = snapshot.uid;
     this.activeSpeaker = snapshot.active_speaker ?? null;
+    if (!resume) this._watchQuality();
     this._resume = snapshot.resume_token;
     this._reconcile(snapshot, !!resume);
     return snapshot;
@@ -306,7 +400,7 @@ class Session extends Emitter {
   // happened while its websocket was down, told as the events it missed, in the order the
   // server would have sent them.
   _reconcile(snapshot, resumed) {
-    const participants = new Map(snapshot.participants.map((p) => [p.uid, { uid: p.uid, name: p.name }]));
+    const participants = new Map(snapshot.participants.map((p) => [p.uid, { uid: p.uid, name: p.name, quality: p.quality ?? null }]));
     const feeds = new Map(snapshot.feeds.map((f) => [f.feed_id, this._feed(f)]));
     if (!resumed) {
       participants.forEach((p, uid) => this.participants.set(uid, p));
@@ -318,7 +412,11 @@ class Session extends Emitter {
     if (!recording && this.recording) this._recordingStopped({ by: null, reason: null });
     for (const [id, f] of [...this.feeds]) if (!feeds.has(id)) this._feedUnpublished(id, f.uid);
     for (const uid of [...this.participants.keys()]) if (!participants.has(uid)) this._participantLeft(uid);
-    for (const [uid, p] of participants) if (!this.participants.has(uid)) this._participantJoined(p);
+    for (const [uid, p] of participants) {
+      const known = this.participants.get(uid);
+      if (!known) this._participantJoined(p);
+      else if (p.quality && known.quality !== p.quality) this._remoteQuality(uid, p.quality);
+    }
     for (const [id, f] of feeds) if (!this.feeds.has(id)) this._feedPublished(f);
   }
 
@@ -440,9 +538,14 @@ class Session extends Emitter {
         this._feedUnpublished(msg.feed_id, msg.uid);
         break;
       case 'feed-paused':
+        if (msg.reason === 'bandwidth') this._starved.add(msg.feed_id);
         this._emit('feed-paused', { feedId: msg.feed_id, reason: msg.reason });
         break;
+      case 'connection-quality':
+        this._remoteQuality(msg.uid, msg.quality);
+        break;
       case 'feed-resumed':
+        this._starved.delete(msg.feed_id);
         this._emit('feed-resumed', { feedId: msg.feed_id });
         break;
       case 'speaking':
@@ -521,8 +624,84 @@ class Session extends Emitter {
   }
 
   _participantJoined(p) {
-    this.participants.set(p.uid, p);
-    this._emit('participant-joined', { uid: p.uid, name: p.name });
+    const participant = { uid: p.uid, name: p.name, quality: p.quality ?? null };
+    this.participants.set(p.uid, participant);
+    this._emit('participant-joined', { ...participant });
+  }
+
+  _remoteQuality(uid, quality) {
+    const p = this.participants.get(uid);
+    if (!p || p.quality === quality) return;
+    p.quality = quality;
+    this._emit('connection-quality', { uid, quality });
+  }
+
+  // The local connection quality, rated every QUALITY_INTERVAL_MS from this page's own
+  // statistics by the rule the relay rates the others with (see `rateLink`).
+  _watchQuality() {
+    clearInterval(this._qualityTimer);
+    this._qualityTimer = setInterval(() => {
+      if (this._left) {
+        clearInterval(this._qualityTimer);
+        return;
+      }
+      this._sample().catch(() => {});
+    }, QUALITY_INTERVAL_MS);
+  }
+
+  async _sample() {
+    const report = await this.pc.getStats();
+    const now = performance.now();
+    const link = linkStats(report, this._linkPrev);
+    this._linkPrev = link.totals;
+    if (link.loss !== null) this._loss = this._loss === null ? link.loss : this._loss + LOSS_SMOOTHING * (link.loss - this._loss);
+    const state = this.pc.connectionState;
+    const lost = state === 'disconnected' || state === 'failed' || (link.silentFor !== null && link.silentFor >= SILENCE_LIMIT_MS);
+    const rating = lost ? 'lost' : rateLink(link.rttMs, this._loss ?? 0, this._starved.size > 0);
+    this._rttMs = link.rttMs;
+    if (!this._statsPrev || now - this._statsPrev.at >= 1000) this._statsPrev = { at: now, report };
+    this._setLocalQuality(rating, now);
+    return report;
+  }
+
+  // A worse rating shows at once, a better one once it held QUALITY_IMPROVE_MS (at its worst
+  // over the wait), as the relay does for the others.
+  _setLocalQuality(rating, now) {
+    const old = this.connectionQuality;
+    if (rating === old) {
+      this._better = null;
+      return;
+    }
+    if (old !== null && QUALITY_ORDER.indexOf(rating) > QUALITY_ORDER.indexOf(old)) {
+      const held = this._better && QUALITY_ORDER.indexOf(this._better.rating) < QUALITY_ORDER.indexOf(rating) ? this._better.rating : rating;
+      const since = this._better?.since ?? now;
+      if (now - since < QUALITY_IMPROVE_MS) {
+        this._better = { rating: held, since };
+        return;
+      }
+      rating = held;
+    }
+    this._better = null;
+    this.connectionQuality = rating;
+    this._emit('connection-quality', { uid: this.uid, quality: rating });
+  }
+
+  /** A summary of what this page sends and receives now, from the browser's statistics:
+   * per published stream (each simulcast layer) and per subscribed track its bitrate (over
+   * the time since the previous sample, at most a few seconds), resolution, frame rate and
+   * loss; the round trip to the relay and the browser's uplink estimate; the connection
+   * quality; each video subscription's layer (from the server); and the raw
+   * `RTCStatsReport` as `raw`. */
+  async getStats() {
+    const prev = this._statsPrev;
+    const [report, layers] = await Promise.all([
+      this._sample(),
+      this.quality().then((q) => q.subscriptions, () => []),
+    ]);
+    return summarize(report, prev, performance.now(), this._mids, layers, {
+      rttMs: this._rttMs ?? null,
+      quality: this.connectionQuality,
+    });
   }
 
   _participantLeft(uid) {
@@ -549,6 +728,10 @@ class Session extends Emitter {
   }
 
   async _applyOffer(msg) {
+    for (const t of msg.transceivers) {
+      if (t.role === 'publish' || t.role === 'subscribe') this._mids.set(t.mid, { feedId: t.feed_id, role: t.role, kind: t.kind });
+      else this._mids.delete(t.mid);
+    }
     await this.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     const transceivers = this.pc.getTransceivers();
     for (const t of msg.transceivers) {

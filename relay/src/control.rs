@@ -296,6 +296,24 @@ pub enum DisconnectReason {
     DtlsClosed,
 }
 
+/// How well a participant's media connection works, as a person would put it (LiveKit's
+/// connection quality): from its round-trip time, the loss on what it sends and receives, and
+/// whether its link carries the videos it subscribes to. See
+/// [`crate::sfu::link_quality`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionQuality {
+    /// Nothing heard from it for a while: its media does not arrive.
+    Lost,
+    /// Audio breaks up or video stalls: heavy loss, a long round trip, or a link too narrow
+    /// for the lowest video layer.
+    Poor,
+    /// Some loss or delay that repairs and smaller layers hide.
+    Good,
+    /// No loss to speak of and a short round trip.
+    Excellent,
+}
+
 /// Why a subscription receives no video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -438,6 +456,19 @@ pub enum Event {
         recording: u64,
         /// Packets lost since the last report.
         packets: u64,
+    },
+    /// A participant's connection quality changed (and its first rating, once connected).
+    ConnectionQuality {
+        /// The session.
+        sid: Sid,
+        /// The participant.
+        uid: Uid,
+        /// Its rating now.
+        quality: ConnectionQuality,
+        /// Its round-trip time to the relay, where one was measured, in ms.
+        rtt_ms: Option<u32>,
+        /// The loss on its worse direction, percent, rounded (smoothed over a few seconds).
+        loss_percent: u8,
     },
     /// A subscriber's video of a feed was paused, or resumed (`paused` None).
     SubscriptionPaused {

@@ -299,6 +299,9 @@ pub struct ParticipantInfo {
     pub uid: String,
     /// Display name.
     pub name: Option<String>,
+    /// Its connection quality as the relay rates it, once rated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<relay::control::ConnectionQuality>,
 }
 
 /// Session events.
@@ -337,6 +340,14 @@ pub enum Event {
         feed_id: String,
         /// The rids of the layers to send.
         active: Vec<String>,
+    },
+    /// Another participant's connection quality changed, as the relay rates it from its
+    /// round trip, its loss each way and whether its link carries its videos.
+    ConnectionQuality {
+        /// Whose.
+        uid: String,
+        /// `excellent`, `good`, `poor` or `lost`.
+        quality: relay::control::ConnectionQuality,
     },
     /// A participant started or stopped speaking (its published audio's level).
     Speaking {

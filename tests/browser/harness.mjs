@@ -134,7 +134,7 @@ export async function joinPage(context, server, sid, name, init = {}) {
       window.events = [];
       const client = WebRTCai.init({ key, ...init });
       window.session = await client.join(sid, { name });
-      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'audio-playback', 'devices-changed']) {
+      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'connection-quality', 'audio-playback', 'devices-changed']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },

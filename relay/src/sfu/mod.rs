@@ -7,6 +7,7 @@ pub mod cross_core;
 pub mod data;
 pub mod deadlines;
 pub mod feed;
+pub mod link_quality;
 pub mod participant;
 pub mod pool;
 pub mod repair_wait;

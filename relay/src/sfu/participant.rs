@@ -9,6 +9,7 @@ use crate::ids::{FeedKey, SessionKey, Sid, Uid};
 
 use super::allocation::Allocator;
 use super::data::ParticipantData;
+use super::link_quality::LinkQuality;
 use super::transport::Transport;
 
 /// Byte and packet counters of one participant, for usage metering.
@@ -76,6 +77,8 @@ pub struct Participant {
     pub pacer: Pacer<Outgoing>,
     /// Its data channels.
     pub data: ParticipantData,
+    /// What its connection quality is rated from.
+    pub link: LinkQuality,
 }
 
 impl Participant {
@@ -102,6 +105,7 @@ impl Participant {
             allocator: Allocator::default(),
             pacer: Pacer::new(0.0),
             data,
+            link: LinkQuality::default(),
         }
     }
 

@@ -346,6 +346,7 @@ impl Hub {
             outstanding: None,
             answer_refused: false,
             ice_restart: false,
+            quality: None,
         };
         let room = self.rooms.get_mut(sid).expect("inserted above");
         room.peers.insert(uid.clone(), peer);
@@ -362,6 +363,7 @@ impl Hub {
             Event::ParticipantJoined(ParticipantInfo {
                 uid: uid.clone(),
                 name,
+                quality: None,
             }),
         );
         let snapshot = self.snapshot(sid, &uid, &token);
@@ -386,6 +388,7 @@ impl Hub {
             .map(|(u, p)| ParticipantInfo {
                 uid: u.clone(),
                 name: p.name.clone(),
+                quality: p.quality,
             })
             .collect();
         let feeds: Vec<FeedInfo> = room

@@ -155,6 +155,8 @@ struct Peer {
     answer_refused: bool,
     /// An ICE restart waits for the next offer.
     ice_restart: bool,
+    /// Its connection quality as the relay last rated it.
+    quality: Option<relay::control::ConnectionQuality>,
 }
 
 struct Track {
@@ -445,6 +447,25 @@ impl Hub {
                 packets,
             }) => {
                 tracing::warn!(%sid, recording, packets, "the recorder fell behind and lost packets");
+            }
+            Input::Relay(relay::Event::ConnectionQuality {
+                sid,
+                uid,
+                quality,
+                rtt_ms,
+                loss_percent,
+            }) => {
+                tracing::debug!(%sid, %uid, ?quality, ?rtt_ms, loss_percent, "connection quality");
+                let Some(peer) = self.peer_mut(&sid.0, &uid.0) else {
+                    return;
+                };
+                peer.quality = Some(quality);
+                // The participant rates its own connection from its browser's statistics.
+                let event = crate::protocol::Event::ConnectionQuality {
+                    uid: uid.0.clone(),
+                    quality,
+                };
+                self.broadcast(&sid.0, &uid.0, event);
             }
             Input::Relay(relay::Event::DataRefused { sid, uid, reason }) => {
                 let event = crate::protocol::Event::DataRefused {

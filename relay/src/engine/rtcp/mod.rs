@@ -276,6 +276,7 @@ mod tests {
                 },
                 Feedback::Report(report::ReportBlock {
                     ssrc: 80,
+                    fraction_lost: 0,
                     lsr: 4,
                     dlsr: 2
                 }),

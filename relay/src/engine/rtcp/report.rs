@@ -13,6 +13,9 @@ pub const PT_RR: u8 = 201;
 pub struct ReportBlock {
     /// The source the block is about (an SSRC the relay sends with).
     pub ssrc: u32,
+    /// The fraction of its packets lost since the receiver's previous report, in 1/256
+    /// (0 in an extended report's DLRR block, which has none).
+    pub fraction_lost: u8,
     /// The middle 32 bits of the NTP time of the last sender report received (0: none).
     pub lsr: u32,
     /// Delay since that sender report, in 1/65536 s.
@@ -43,6 +46,7 @@ pub fn blocks(packet: &[u8], pt: u8, count: u8) -> Option<impl Iterator<Item = R
         let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         ReportBlock {
             ssrc: word(0),
+            fraction_lost: b[4],
             lsr: word(16),
             dlsr: word(20),
         }
@@ -62,6 +66,7 @@ mod tests {
             reports: vec![
                 ReceptionReport {
                     ssrc: 7,
+                    fraction_lost: 26,
                     last_sender_report: 0x0001_0000,
                     delay: 0x8000,
                     ..Default::default()
@@ -79,6 +84,7 @@ mod tests {
             got[0],
             ReportBlock {
                 ssrc: 7,
+                fraction_lost: 26,
                 lsr: 0x0001_0000,
                 dlsr: 0x8000
             }
@@ -109,6 +115,7 @@ mod tests {
     fn a_clock_behind_the_sender_report_gives_no_rtt() {
         let b = ReportBlock {
             ssrc: 1,
+            fraction_lost: 0,
             lsr: 100,
             dlsr: 50,
         };

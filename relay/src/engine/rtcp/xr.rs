@@ -68,6 +68,7 @@ pub fn blocks(packet: &[u8]) -> Option<impl Iterator<Item = XrBlock>> {
                 if n < found.len() {
                     found[n] = Some(XrBlock::Dlrr(ReportBlock {
                         ssrc: word(0),
+                        fraction_lost: 0,
                         lsr: word(4),
                         dlsr: word(8),
                     }));
@@ -132,6 +133,7 @@ mod tests {
         let got: Vec<_> = blocks(&bytes).unwrap().collect();
         let first = ReportBlock {
             ssrc: 1,
+            fraction_lost: 0,
             lsr: 0x10000,
             dlsr: 0x8000,
         };

@@ -604,6 +604,9 @@ impl Worker {
                         }
                     }
                 }
+                if let Some(p) = self.participants.get_mut(&key) {
+                    p.link.handle_rtt(rtt);
+                }
             }
             Feedback::Report(block) => {
                 // The subscriber's round trip, from a sender report the relay sent it.
@@ -611,18 +614,21 @@ impl Worker {
                     return;
                 };
                 let arrival = rtcp_engine::ntp_middle(self.ntp.ntp(now));
-                let Some(rtt) = block.rtt(arrival) else {
-                    return;
-                };
-                if let Some(c) = session
-                    .feeds
-                    .get_mut(&fkey)
-                    .and_then(|f| f.consumers.iter_mut().find(|c| c.subscriber == key))
-                {
+                let rtt = block.rtt(arrival);
+                if let Some((rtt, c)) = rtt.zip(
+                    session
+                        .feeds
+                        .get_mut(&fkey)
+                        .and_then(|f| f.consumers.iter_mut().find(|c| c.subscriber == key)),
+                ) {
                     c.retransmits.set_rtt(rtt);
                 }
                 if let Some(p) = self.participants.get_mut(&key) {
-                    p.transport.set_rtt(rtt);
+                    p.link.handle_downlink_loss(block.fraction_lost);
+                    if let Some(rtt) = rtt {
+                        p.transport.set_rtt(rtt);
+                        p.link.handle_rtt(rtt);
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@ use rtcp::packet::Packet;
 use rtcp::receiver_report::ReceiverReport;
 use rtcp::sender_report::SenderReport;
 
-use crate::control::{DisconnectReason, Event};
+use crate::control::{DisconnectReason, Event, Pause};
 use crate::engine::rtcp as rtcp_engine;
 use crate::ids::ParticipantKey;
 
@@ -97,6 +97,42 @@ impl Worker {
         self.participants.get(&key)?.next_deadline()
     }
 
+    /// Rate the participant's connection (once a report interval) and report a change.
+    fn rate_connection(&mut self, now: Instant, key: ParticipantKey) {
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        let Some(session) = self.sessions.get(&p.session) else {
+            return;
+        };
+        // Its link cannot carry the lowest layer of a video it subscribes to.
+        let starved = p.subscriptions.values().any(|fkey| {
+            session.feeds.get(fkey).is_some_and(|f| {
+                f.consumers
+                    .iter()
+                    .any(|c| c.subscriber == key && c.layers.paused() == Some(Pause::Bandwidth))
+            })
+        });
+        let packets_in = p.usage.packets_in;
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if let Some(quality) = p.link.poll_rating(now, packets_in, starved) {
+            let rtt_ms = p
+                .link
+                .rtt()
+                .map(|r| r.as_millis().min(u128::from(u32::MAX)) as u32);
+            self.outputs
+                .push_back(Output::Event(Event::ConnectionQuality {
+                    sid: p.sid.clone(),
+                    uid: p.uid.clone(),
+                    quality,
+                    rtt_ms,
+                    loss_percent: (p.link.loss() * 100.0).round().clamp(0.0, 100.0) as u8,
+                }));
+        }
+    }
+
     /// The feed's inactivity timer fired: report it stopped if nothing came for
     /// `feed_inactivity`, else return when to look again.
     fn feed_timeout(&mut self, now: Instant, skey: SessionKey, fkey: FeedKey) -> Option<Instant> {
@@ -151,6 +187,7 @@ impl Worker {
     }
 
     pub(super) fn send_reports(&mut self, now: Instant, key: ParticipantKey) {
+        self.rate_connection(now, key);
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -196,6 +233,9 @@ impl Worker {
                     }
                 }
             }
+        }
+        if let Some(worst) = blocks.iter().map(|b| b.fraction_lost).max() {
+            p.link.handle_uplink_loss(worst);
         }
         for chunk in blocks.chunks(31) {
             packets.push(Box::new(ReceiverReport {
