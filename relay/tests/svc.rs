@@ -75,7 +75,30 @@ fn received(h: &mut Harness, out: &mut [Vec<(u16, u8, bool)>; 2]) {
 
 #[test]
 fn each_subscriber_gets_its_decode_targets_frames_without_gaps() {
+    decode_targets(false);
+}
+
+/// A view that caps nothing (an element on screen whose size the page does not set) leaves the
+/// subscriber every spatial layer: it used to cap an SVC feed at the number of its streams
+/// (one), so a subscriber that reported any view got the lowest spatial layer only.
+#[test]
+fn a_view_without_a_cap_leaves_every_spatial_layer() {
+    decode_targets(true);
+}
+
+fn decode_targets(first_reports_a_view: bool) {
     let mut h = harness(2);
+    if first_reports_a_view {
+        h.worker
+            .set_view(
+                h.now,
+                &Sid::from("s"),
+                &Uid::from("sub0"),
+                &FeedId::from("cam"),
+                View::default(),
+            )
+            .unwrap();
+    }
     // The second subscriber shows the video small: the low spatial layer at most.
     h.worker
         .set_view(

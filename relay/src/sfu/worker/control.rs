@@ -620,11 +620,12 @@ impl Worker {
                 reason: "only a video subscription has a view".into(),
             });
         }
-        let top = feed.layers.len().saturating_sub(1) as u8;
         let best_before = super::quality::max_layer(feed, &feed.consumers[index]);
         let c = &mut feed.consumers[index];
         let before = c.layers.paused();
-        c.layers.set_max(view.max_layer.map_or(top, |l| l.min(top)));
+        // No cap is no cap: those who read it take it up to the layers there are (streams
+        // for simulcast, spatial layers for SVC, which has one stream).
+        c.layers.set_max(view.max_layer.unwrap_or(u8::MAX));
         c.layers.set_view(view.hidden, view.size);
         let best = super::quality::max_layer(feed, &feed.consumers[index]);
         let c = &mut feed.consumers[index];
