@@ -34,12 +34,16 @@ export type ServerErrorCode =
   | 'recording_unavailable'
   /** The recording could not start or go on: its directory cannot be written, or the disk
    * is full (the message says which). */
-  | 'recording_failed';
+  | 'recording_failed'
+  /** Joining an end-to-end encrypted session without `e2ee`, or the other way round. */
+  | 'e2ee_mismatch';
 
 /** The SDK's own: */
 export type SdkErrorCode =
   | 'invalid_credentials'
-  /** `init` without `url` where the SDK was not loaded from the server (a bundle). */
+  /** `init` without `url` where the SDK was not loaded from the server (a bundle); `e2ee`
+   * without a passphrase or in a browser without RTCRtpScriptTransform; publishing H.264 or
+   * AV1 end-to-end encrypted. */
   | 'invalid_options'
   | 'invalid_target'
   | 'invalid_source'
@@ -96,6 +100,12 @@ export interface JoinOptions {
   /** Open the data channels at once (default `true`); `false` for a page that never sends
    * or receives data. */
   data?: boolean;
+  /** End-to-end encryption: every frame is encrypted in the browser under a key derived from
+   * the passphrase (share it outside WebRTC.ai), and the server forwards what it cannot
+   * decode. Everyone in the session must join with it (else `e2ee_mismatch`); a page with
+   * another passphrase decodes nothing and gets `error` with `decryption_failed`. An
+   * encrypted session cannot be recorded. Video codecs: VP8 and VP9. */
+  e2ee?: { passphrase: string };
 }
 
 export interface SendOptions {
@@ -281,8 +291,10 @@ export interface SessionEvents {
   data: { from: string; data: string | Uint8Array; reliable: boolean };
   /** Something went wrong outside any promise: `forbidden` (the relay dropped data this
    * page sent: sending data is not granted; later sends reject), `data_lost` (a data
-   * channel closed with data still buffered in this page), `encoding_refused`. */
-  error: { code: ErrorCode | 'encoding_refused' | 'data_lost'; message: string };
+   * channel closed with data still buffered in this page), `encoding_refused`,
+   * `decryption_failed` (end-to-end encrypted frames this page's passphrase cannot open were
+   * dropped; at most once a second). */
+  error: { code: ErrorCode | 'encoding_refused' | 'data_lost' | 'decryption_failed'; message: string };
   /** A publisher muted a track of a feed: nothing of it comes until `feed-unmuted`. Also in
    * `session.feeds.get(feedId).muted`. */
   'feed-muted': { feedId: string; uid: string; kind: 'audio' | 'video' };
@@ -319,6 +331,8 @@ export interface Session {
   /** While the session is recorded: who started it and when (Unix seconds). */
   readonly recording: { by: string; startedAt: number } | null;
   readonly pc: RTCPeerConnection;
+  /** Whether this page's media is end-to-end encrypted (joined with `e2ee`). */
+  readonly e2ee: boolean;
   /** The media connection's state (the RTCPeerConnection's). */
   readonly connectionState: RTCPeerConnectionState;
   /** This page's own connection quality (null until rated, 2 s after joining). */

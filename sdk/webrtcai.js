@@ -160,6 +160,93 @@ function defaultUrl() {
   return u.toString();
 }
 
+/** End-to-end encryption. Every encoded frame is encrypted in the browser with AES-GCM under a
+ * key derived from the session's passphrase (PBKDF2-SHA-256 over the session name), before
+ * packetization, and decrypted after depacketization on the far side; the relay forwards what
+ * it cannot read. What the relay must read stays in the clear: the RTP headers and payload
+ * descriptors (added after the transform), and the first bytes of a VP8 frame (10 of a
+ * keyframe: its frame tag and size, from which the relay tells keyframes and their size; 3 of
+ * others) and an Opus frame's TOC byte. Those bytes are authenticated with the rest. A frame
+ * becomes: clear bytes | ciphertext and tag | IV (12 random bytes) | clear count | 0xE2. */
+const E2EE_ITERATIONS = 100000;
+const E2EE_SALT = 'webrtcai-e2ee/';
+
+async function e2eeKey(passphrase, sid) {
+  const material = await crypto.subtle.importKey('raw', utf8.encode(passphrase), 'PBKDF2', false, ['deriveKey']);
+  return crypto.subtle.deriveKey(
+    { name: 'PBKDF2', salt: utf8.encode(E2EE_SALT + sid), iterations: E2EE_ITERATIONS, hash: 'SHA-256' },
+    material,
+    { name: 'AES-GCM', length: 128 },
+    false,
+    ['encrypt', 'decrypt'],
+  );
+}
+
+/** The worker that encrypts and decrypts the frames (each sender's and receiver's encoded
+ * streams are handed to it), made from this function's source: the SDK stays one file. */
+function e2eeWorker() {
+  const MAGIC = 0xe2;
+  const scope = /** @type {any} */ (self); // a worker's global scope
+  let key = null;
+  let reportedAt = 0;
+  let dropped = 0;
+  // What the relay must read stays clear: a VP8 frame's tag (and a keyframe's size), an Opus
+  // frame's TOC byte.
+  const clearBytes = (frame, kind) => {
+    if (kind === 'audio') return 1;
+    const mime = (frame.getMetadata?.().mimeType ?? 'video/vp8').toLowerCase();
+    if (mime === 'video/vp8') return frame.type === 'key' ? 10 : 3;
+    return 0;
+  };
+  const encrypt = async (frame, controller, kind) => {
+    const data = new Uint8Array(frame.data);
+    if (data.length === 0) return controller.enqueue(frame);
+    const n = Math.min(clearBytes(frame, kind), data.length);
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: data.subarray(0, n) }, key, data.subarray(n)));
+    const out = new Uint8Array(n + sealed.length + 14);
+    out.set(data.subarray(0, n), 0);
+    out.set(sealed, n);
+    out.set(iv, n + sealed.length);
+    out[out.length - 2] = n;
+    out[out.length - 1] = MAGIC;
+    frame.data = out.buffer;
+    controller.enqueue(frame);
+  };
+  const decrypt = async (frame, controller) => {
+    const data = new Uint8Array(frame.data);
+    if (data.length === 0) return controller.enqueue(frame);
+    try {
+      const n = data[data.length - 2];
+      const end = data.length - 14;
+      if (data.length < 14 + 16 || data[data.length - 1] !== MAGIC || n > end - 16) throw new Error('not an encrypted frame');
+      const iv = data.subarray(end, end + 12);
+      const plain = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv, additionalData: data.subarray(0, n) }, key, data.subarray(n, end)));
+      const out = new Uint8Array(n + plain.length);
+      out.set(data.subarray(0, n), 0);
+      out.set(plain, n);
+      frame.data = out.buffer;
+      controller.enqueue(frame);
+    } catch {
+      // A frame this key cannot open (another passphrase, or not encrypted) is dropped: the
+      // decoder never sees it. Told at most once a second.
+      dropped += 1;
+      const now = Date.now();
+      if (now - reportedAt >= 1000) {
+        reportedAt = now;
+        scope.postMessage({ type: 'decrypt-failed', dropped });
+      }
+    }
+  };
+  // The key comes first (messages arrive in order), then a sender's or receiver's streams.
+  scope.onmessage = ({ data: m }) => {
+    if (m.key) key = m.key;
+    if (!m.readable) return;
+    const transform = m.operation === 'encrypt' ? (f, c) => encrypt(f, c, m.kind) : decrypt;
+    m.readable.pipeThrough(new TransformStream({ transform })).pipeTo(m.writable);
+  };
+}
+
 /** Connection quality: how often the page rates its own, and the rule (the relay's, in
  * relay/src/sfu/link_quality.rs): `poor` from 8% loss, a 400 ms round trip, or a link too
  * narrow for a subscribed video's lowest layer; `good` from 2% loss or 200 ms; `lost` while
@@ -273,8 +360,11 @@ class Emitter {
  * feed-unpublished, feed-paused, feed-resumed, speaking, active-speaker, data, reconnecting,
  * reconnected, disconnected, error. */
 class Session extends Emitter {
-  constructor(client, sid, name, data = true) {
+  constructor(client, sid, name, data = true, e2ee = null) {
     super();
+    /** Whether this page's media is end-to-end encrypted. */
+    this.e2ee = !!e2ee;
+    this._e2ee = e2ee; // { worker } that encrypts and decrypts the frames
     this.sid = sid;
     this.uid = null;
     this.participants = new Map();
@@ -304,7 +394,7 @@ class Session extends Emitter {
     this._beatTimer = null; // the heartbeat of the current websocket (see _heartbeat)
     this._attempt = 0;
     this._timeoutMs = client.timeoutMs;
-    this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = new RTCPeerConnection(/** @type {any} */ ({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: this.e2ee }));
     this.pc.ontrack = (ev) => this._onTrack(ev);
     this._dataWanted = data;
     this._channels = { reliable: null, lossy: null };
@@ -375,6 +465,7 @@ class Session extends Emitter {
       token: this._client.token ?? null,
       resume: resume ?? null,
       data: this._dataWanted,
+      e2ee: this.e2ee,
     };
     let snapshot;
     try {
@@ -737,6 +828,7 @@ class Session extends Emitter {
     for (const t of msg.transceivers) {
       const tr = transceivers.find((x) => x.mid === t.mid);
       if (!tr || t.role === 'closed') continue;
+      this._encrypt(tr, t);
       if (t.role === 'publish') {
         const pub = this._published.get(t.feed_id);
         const track = pub && pub.tracks[t.kind];
@@ -789,6 +881,26 @@ class Session extends Emitter {
       this._published.get(id)?.ready.reject(new WebRTCaiError('publish_failed', 'the browser refused to send this feed'));
     }
     for (const id of result.subscribed) this._subscribed.get(id)?._ready.resolve();
+  }
+
+  // With end-to-end encryption, a transceiver's frames go through the worker: encrypted on
+  // the way out, decrypted on the way in; from before its first frame, for good. (The
+  // encoded streams, not RTCRtpScriptTransform: in Chromium a script transform set on a
+  // sender or receiver after another sender of the connection had its track carried no
+  // frames, and the media went out in the clear.)
+  _encrypt(tr, t) {
+    if (!this._e2ee) return;
+    const { sender, receiver } = /** @type {any} */ (tr);
+    const worker = this._e2ee.worker;
+    if (t.role === 'publish' && !sender._encrypted) {
+      sender._encrypted = true;
+      const { readable, writable } = sender.createEncodedStreams();
+      worker.postMessage({ readable, writable, operation: 'encrypt', kind: t.kind }, [readable, writable]);
+    } else if (t.role === 'subscribe' && !receiver._encrypted) {
+      receiver._encrypted = true;
+      const { readable, writable } = receiver.createEncodedStreams();
+      worker.postMessage({ readable, writable, operation: 'decrypt', kind: t.kind }, [readable, writable]);
+    }
   }
 
   _onTrack(ev) {
@@ -862,6 +974,9 @@ class Session extends Emitter {
       throw new WebRTCaiError('nothing_to_publish', 'publish needs audio or video');
     }
     if (this._left) throw new WebRTCaiError('not_joined', 'this session was left');
+    if (this.e2ee && (codec === 'H264' || codec === 'AV1')) {
+      throw new WebRTCaiError('invalid_options', `${codec} cannot be end-to-end encrypted here (its packetizer reads the frame); use VP8 or VP9`);
+    }
     const stream = await capture(source, audio, video);
     if (el) show(el, stream);
     const tracks = {
@@ -1218,6 +1333,7 @@ class Session extends Emitter {
     for (const pub of this._published.values()) pub.stream.getTracks().forEach((t) => t.stop());
     navigator.mediaDevices?.removeEventListener?.('devicechange', this._onDeviceChange);
     this.pc.close();
+    this._e2ee?.worker.terminate();
     this._ws.close();
   }
 }
@@ -1448,9 +1564,35 @@ class Client {
    * channels open at once, so that `send` and the `data` event work from the start. */
   /** @param {string} sid
    * @param {import('./webrtcai.js').JoinOptions} [options] */
-  async join(sid, { name, data = true } = {}) {
-    const session = new Session(this, sid, name, data);
-    await session._open(null);
+  async join(sid, { name, data = true, e2ee } = {}) {
+    let encryption = null;
+    if (e2ee) {
+      if (typeof e2ee.passphrase !== 'string' || e2ee.passphrase.length === 0) {
+        throw new WebRTCaiError('invalid_options', 'e2ee needs a passphrase');
+      }
+      if (!('createEncodedStreams' in RTCRtpSender.prototype) || !globalThis.crypto?.subtle) {
+        throw new WebRTCaiError('invalid_options', 'this browser cannot encrypt frames (it needs RTCRtpSender.createEncodedStreams and WebCrypto: Chrome, Edge)');
+      }
+      const key = await e2eeKey(e2ee.passphrase, sid);
+      const url = URL.createObjectURL(new Blob([`(${e2eeWorker.toString()})()`], { type: 'text/javascript' }));
+      const worker = new Worker(url);
+      URL.revokeObjectURL(url);
+      worker.postMessage({ key });
+      encryption = { worker };
+    }
+    const session = new Session(this, sid, name, data, encryption);
+    if (encryption) {
+      encryption.worker.onmessage = (e) => {
+        if (e.data?.type !== 'decrypt-failed') return;
+        session._emit('error', { code: 'decryption_failed', message: `${e.data.dropped} frames could not be decrypted (another passphrase?) and were dropped` });
+      };
+    }
+    try {
+      await session._open(null);
+    } catch (e) {
+      encryption?.worker.terminate();
+      throw e;
+    }
     return session;
   }
 }

@@ -51,6 +51,11 @@ pub enum Request {
         /// section, whether or not anything is published or subscribed.
         #[serde(default)]
         data: bool,
+        /// Its media is end-to-end encrypted (the SDK's `e2ee` option). A session is
+        /// encrypted or not from its first join on: a join of the other kind is refused
+        /// (`e2ee_mismatch`), and an encrypted session cannot be recorded.
+        #[serde(default)]
+        e2ee: bool,
     },
     /// Publish a feed; its tracks are negotiated with the next offer.
     Publish {
@@ -233,6 +238,8 @@ pub enum ErrorCode {
     /// The recording could not start or go on: its directory cannot be written, or the disk
     /// is full (the reason says which).
     RecordingFailed,
+    /// The session is end-to-end encrypted and the join is not, or the other way round.
+    E2eeMismatch,
 }
 
 /// A message from the server.

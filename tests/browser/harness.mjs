@@ -115,30 +115,31 @@ export async function launch({ prompt = true, args = [] } = {}) {
 
 /** Open the demo origin and join `sid` through the SDK with the server's key; events are
  * recorded in window.events. `init` is merged into the options of `WebRTCai.init` (e.g. a
- * websocket `url` through a {@link startProxy}, or `timeoutMs`). Every video element the test
+ * websocket `url` through a {@link startProxy}, or `timeoutMs`), `joinOptions` into those of
+ * `client.join` (e.g. `e2ee`). Every video element the test
  * adds is kept on screen (fixed at the top left, sized by its video): the SDK has the relay
  * pause a subscribed video that is off screen, and a page of 1280x720 videos one under the
  * other would have all but the first below the fold. */
-export async function joinPage(context, server, sid, name, init = {}) {
+export async function joinPage(context, server, sid, name, init = {}, joinOptions = {}) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
   if (process.env.PAGE_CONSOLE) page.on('console', (m) => console.error(`[${name}] ${m.type()}: ${m.text()}`));
   await page.goto(`${server.base}/`);
   const key = server.key;
   await page.evaluate(
-    async ({ sid, name, key, init }) => {
+    async ({ sid, name, key, init, joinOptions }) => {
       const { WebRTCai } = await import('/sdk/webrtcai.js');
       const style = document.createElement('style');
       style.textContent = 'video { position: fixed; top: 0; left: 0; }';
       document.head.append(style);
       window.events = [];
       const client = WebRTCai.init({ key, ...init });
-      window.session = await client.join(sid, { name });
-      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'connection-quality', 'audio-playback', 'devices-changed']) {
+      window.session = await client.join(sid, { name, ...joinOptions });
+      for (const ev of ['participant-joined', 'participant-left', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'connection-quality', 'audio-playback', 'devices-changed', 'error']) {
         window.session.on(ev, (v) => window.events.push({ ev, v }));
       }
     },
-    { sid, name, key, init },
+    { sid, name, key, init, joinOptions },
   );
   return page;
 }

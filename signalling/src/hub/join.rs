@@ -21,6 +21,7 @@ struct Joined {
     conn: ConnId,
     id: u64,
     data: bool,
+    e2ee: bool,
     uid: String,
     name: Option<String>,
     grants: crate::auth::Grants,
@@ -44,6 +45,7 @@ impl Hub {
         token: Option<String>,
         resume: Option<String>,
         data: bool,
+        e2ee: bool,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
         if v != protocol::VERSION {
             return Err((
@@ -102,6 +104,7 @@ impl Hub {
             name,
             resume,
             data,
+            e2ee,
         });
         let inputs = self.inputs.clone();
         self.accounts.authenticate(credentials, move |identity| {
@@ -144,6 +147,7 @@ impl Hub {
             name,
             resume,
             data,
+            e2ee,
         } = pending;
         if let Some(token) = resume {
             let Some((rsid, uid)) = self.resume.get(&token).cloned() else {
@@ -191,6 +195,14 @@ impl Hub {
         }
 
         let exists = self.rooms.contains_key(sid);
+        if let Some(room) = self.rooms.get(sid).filter(|r| r.e2ee != e2ee) {
+            let reason = if room.e2ee {
+                "this session is end-to-end encrypted: join it with the e2ee option"
+            } else {
+                "this session is not end-to-end encrypted: join it without the e2ee option"
+            };
+            return Err((ErrorCode::E2eeMismatch, reason.into()));
+        }
         let uid = match identity.uid {
             Some(uid)
                 if self
@@ -211,6 +223,7 @@ impl Hub {
             conn,
             id,
             data,
+            e2ee,
             uid,
             name,
             grants: identity.grants,
@@ -257,6 +270,7 @@ impl Hub {
             conn,
             id,
             data,
+            e2ee,
             uid,
             name,
             grants,
@@ -280,6 +294,7 @@ impl Hub {
                     meter: Meter::new(Instant::now()),
                     speakers: Default::default(),
                     recording: None,
+                    e2ee,
                 },
             );
         }

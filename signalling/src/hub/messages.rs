@@ -113,11 +113,12 @@ impl Hub {
                     token,
                     resume,
                     data,
+                    e2ee,
                     ..
                 },
                 None,
             ) if !self.conns.get(&conn).is_some_and(|c| c.joining) => {
-                self.join(conn, id, v, sid, name, key, token, resume, data)
+                self.join(conn, id, v, sid, name, key, token, resume, data, e2ee)
             }
             (Request::Join { .. }, None) => Err((
                 ErrorCode::AlreadyJoined,

@@ -94,6 +94,8 @@ pub struct PendingJoin {
     resume: Option<String>,
     /// It asked for data channels.
     data: bool,
+    /// Its media is end-to-end encrypted.
+    e2ee: bool,
 }
 
 /// What the HTTP upgrade told about a connection.
@@ -206,6 +208,8 @@ struct Room {
     speakers: speakers::Speakers,
     /// Its recording, while it records.
     recording: Option<recording::RoomRecording>,
+    /// Its media is end-to-end encrypted (set by its first join): it cannot be recorded.
+    e2ee: bool,
 }
 
 struct Conn {

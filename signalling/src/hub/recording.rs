@@ -115,6 +115,16 @@ impl Hub {
                 Err((ErrorCode::NotJoined, format!("no session {sid}"))),
             );
         };
+        if room.e2ee {
+            return self.answer_recording(
+                reply,
+                Err((
+                    ErrorCode::Forbidden,
+                    "this session is end-to-end encrypted: the server cannot decode its media,                      so it cannot record it"
+                        .into(),
+                )),
+            );
+        }
         if let Some(r) = &room.recording {
             let started_at = r.started_at;
             return self.answer_recording(
