@@ -335,6 +335,10 @@ export interface Session {
   readonly e2ee: boolean;
   /** The media connection's state (the RTCPeerConnection's). */
   readonly connectionState: RTCPeerConnectionState;
+  /** What this participant may do (its key, or its token's grants): `record` is false where
+   * the key does not allow recording, the server does not record, or the session is
+   * end-to-end encrypted. */
+  readonly permissions: { publish: boolean; subscribe: boolean; publishData: boolean; record: boolean };
   /** This page's own connection quality (null until rated, 2 s after joining). */
   readonly connectionQuality: ConnectionQuality | null;
   /** A summary of what this page sends and receives, and the raw report. */

@@ -480,6 +480,8 @@ class Session extends Emitter {
     ws.onclose = () => this._onClose(ws);
     this.uid = snapshot.uid;
     this.activeSpeaker = snapshot.active_speaker ?? null;
+    const can = snapshot.permissions ?? {};
+    this.permissions = { publish: !!can.publish, subscribe: !!can.subscribe, publishData: !!can.publish_data, record: !!can.record };
     if (!resume) this._watchQuality();
     this._resume = snapshot.resume_token;
     this._reconcile(snapshot, !!resume);

@@ -419,6 +419,13 @@ impl Hub {
             "participants": participants,
             "feeds": feeds,
             "active_speaker": room.speakers.active(),
+            // What this participant may do, so that a page shows only the buttons that work.
+            "permissions": room.peers.get(uid).map(|p| json!({
+                "publish": p.grants.publish,
+                "subscribe": p.grants.subscribe,
+                "publish_data": p.grants.publish_data,
+                "record": p.grants.record && !room.e2ee && self.relay.recordings_dir().is_some(),
+            })),
             "recording": self.recording_since(sid).map(|(by, started_at)| json!({
                 "by": by,
                 "started_at": started_at,
