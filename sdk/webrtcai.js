@@ -123,7 +123,7 @@ async function capture(source, audio, video) {
 const DEVICE_KINDS = { videoinput: 'camera', audioinput: 'microphone', audiooutput: 'speaker' };
 
 async function listDevices() {
-  if (!navigator.mediaDevices?.enumerateDevices) return [];
+  if (!globalThis.navigator?.mediaDevices?.enumerateDevices) return [];
   const all = await navigator.mediaDevices.enumerateDevices();
   return all
     .filter((d) => DEVICE_KINDS[d.kind] && d.deviceId)
@@ -786,6 +786,7 @@ class Session extends Emitter {
    * quality; each video subscription's layer (from the server); and the raw
    * `RTCStatsReport` as `raw`. */
   async getStats() {
+    if (this._left) throw new WebRTCaiError('not_joined', 'this session was left');
     const prev = this._statsPrev;
     const [report, layers] = await Promise.all([
       this._sample(),
@@ -1053,7 +1054,12 @@ class Session extends Emitter {
     pub.senders ??= {};
     pub.senders[kind] ??= this.pc.getSenders().find((s) => s.track === old);
     const sender = pub.senders[kind];
-    if (sender && !pub.muted?.[kind]) await sender.replaceTrack(track);
+    try {
+      if (sender && !pub.muted?.[kind]) await sender.replaceTrack(track);
+    } catch (/** @type {any} */ e) {
+      track.stop();
+      throw new WebRTCaiError('media_error', `the browser would not send the new ${device.kind}: ${e?.name}: ${e?.message}`, { cause: e });
+    }
     pub.tracks[kind] = track;
     pub.stream.removeTrack(old);
     pub.stream.addTrack(track);
@@ -1572,7 +1578,7 @@ class Client {
       if (typeof e2ee.passphrase !== 'string' || e2ee.passphrase.length === 0) {
         throw new WebRTCaiError('invalid_options', 'e2ee needs a passphrase');
       }
-      if (!('createEncodedStreams' in RTCRtpSender.prototype) || !globalThis.crypto?.subtle) {
+      if (typeof RTCRtpSender === 'undefined' || !('createEncodedStreams' in RTCRtpSender.prototype) || !globalThis.crypto?.subtle) {
         throw new WebRTCaiError('invalid_options', 'this browser cannot encrypt frames (it needs RTCRtpSender.createEncodedStreams and WebCrypto: Chrome, Edge)');
       }
       const key = await e2eeKey(e2ee.passphrase, sid);

@@ -15,3 +15,22 @@ test('loaded from anywhere but the server (a bundle, here a file), init needs th
   const client = WebRTCai.init({ key: 'wk_test', url: 'wss://media.example.com/ws' });
   assert.equal(client.url, 'wss://media.example.com/ws');
 });
+
+test('devices() resolves to none where there are no media devices', async () => {
+  assert.deepEqual(await WebRTCai.devices(), []);
+});
+
+test('e2ee without a passphrase, or where frames cannot be encrypted, rejects before connecting', async () => {
+  const client = WebRTCai.init({ key: 'wk_test', url: 'ws://127.0.0.1:9/ws' });
+  for (const e2ee of [{}, { passphrase: '' }, { passphrase: 42 }]) {
+    await assert.rejects(client.join('s', { e2ee }), (e) => e instanceof WebRTCaiError && e.code === 'invalid_options' && /passphrase/.test(e.message));
+  }
+  // Node has WebCrypto but no RTCRtpSender, or one without the encoded streams the SDK needs.
+  await assert.rejects(client.join('s', { e2ee: { passphrase: 'p' } }), (e) => e.code === 'invalid_options' && /createEncodedStreams/.test(e.message));
+  globalThis.RTCRtpSender = class {};
+  try {
+    await assert.rejects(client.join('s', { e2ee: { passphrase: 'p' } }), (e) => e.code === 'invalid_options' && /createEncodedStreams/.test(e.message));
+  } finally {
+    delete globalThis.RTCRtpSender;
+  }
+});
