@@ -914,8 +914,8 @@ class Session extends Emitter {
 
   // Every publish and subscribe still waiting settles when the session ends.
   _abandon(code, reason) {
-    for (const x of this._published.values()) x.ready.reject(new WebRTCaiError(code, reason));
-    for (const x of this._subscribed.values()) x._ready.reject(new WebRTCaiError(code, reason));
+    const waiting = [...[...this._published.values()].map((x) => x.ready), ...[...this._subscribed.values()].map((x) => x._ready)];
+    for (const ready of waiting) ready.reject(new WebRTCaiError(code, reason));
   }
 
   _onClose(ws) {

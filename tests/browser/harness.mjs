@@ -341,9 +341,14 @@ export async function subscribeInto(page, feedId, style = {}, options = {}) {
 }
 
 /** What `ffmpeg -v error` prints decoding the whole of `file` (its errors go to stderr), and
- * its exit status when not 0: '' for a file that decodes clean. `output` options go before
- * the output (e.g. `['-fps_mode', 'passthrough']`). */
+ * its exit status when not 0: '' for a file that decodes clean. Frames are passed on at their
+ * own times and in the file's own time base (milliseconds), as a player shows them
+ * (`-fps_mode passthrough -enc_time_base:v -1`): ffmpeg's default conversion to a constant
+ * frame rate complains ("non monotonically increasing dts") when a 30 fps video sits half a
+ * frame off its grid (seen with frames at 17, 50, 84, 117 ms), and passthrough alone does when
+ * two frames fall in one 1/30 s step (a camera's uneven frames, a VP9 key picture's layers
+ * 1 ms apart); neither says anything of the file. `output` options go before the output. */
 export function ffmpegErrors(file, output = []) {
-  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, ...output, '-f', 'null', '-'], { encoding: 'utf8' });
+  const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-fps_mode', 'passthrough', '-enc_time_base:v', '-1', ...output, '-f', 'null', '-'], { encoding: 'utf8' });
   return `${r.stdout}${r.stderr}${r.status === 0 ? '' : `(exit ${r.status ?? r.signal})`}`;
 }
