@@ -114,6 +114,9 @@ pub enum ControlError {
     /// A feed was unpublished on its origin core while another core was being linked to it.
     #[error("the feed is no longer published on its origin core")]
     NoSuchRoute,
+    /// The relay was started without an edge: no feed can cross to or from another node.
+    #[error("this relay has no edge (it was started for one node)")]
+    NoEdge,
     /// The relay was started without a recordings directory.
     #[error("this relay does not record (it has no recordings directory)")]
     RecordingUnavailable,

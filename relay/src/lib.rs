@@ -24,6 +24,7 @@ mod relay;
 pub mod remote;
 pub mod sfu;
 pub mod stats;
+pub mod trunk;
 
 pub use control::{Event, FeedDescription, MediaKind, ParticipantConfig, ParticipantInfo};
 pub use error::{ControlError, Error};

@@ -65,6 +65,9 @@ pub struct RelayConfig {
     /// Packets queued for the recorder at most; past it, recorded packets are dropped for
     /// the recording (never for subscribers).
     pub record_queue: usize,
+    /// Give the cores an edge to exchange packets with ([`Relay::take_edge_port`]), so that
+    /// sessions can span nodes.
+    pub edge: bool,
 }
 
 impl Default for RelayConfig {
@@ -86,6 +89,7 @@ impl Default for RelayConfig {
             data_burst: w.data_burst,
             recordings_dir: None,
             record_queue: crate::record::writer::QUEUE,
+            edge: false,
         }
     }
 }
@@ -120,6 +124,8 @@ pub(crate) struct Inner {
     load_samples: Mutex<Vec<Option<(Instant, u64)>>>,
     /// The recorder, where the relay records.
     pub(crate) recorder: Option<crate::recorder::RecorderLink>,
+    /// The edge, where the relay has one.
+    pub(crate) edge: Option<crate::trunk::EdgeLink>,
 }
 
 /// The control plane's handle to a running relay. Cheap to clone; usable from any thread, on
@@ -135,6 +141,7 @@ pub struct Relay {
     threads: Vec<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
     events: Option<mpsc::Receiver<Event>>,
+    edge_port: Option<crate::trunk::EdgePort>,
 }
 
 impl Relay {
@@ -171,6 +178,16 @@ impl Relay {
             });
             inboxes.push((rx, notify));
         }
+        // The edge comes after the cores among their peers.
+        let (edge_link, edge_port) = match config.edge {
+            true => {
+                let (peer, link, mut port) = crate::trunk::queues(cores, CROSS_CORE_QUEUE);
+                port.set_cores(peers.clone());
+                peers.push(peer);
+                (Some(link), Some(port))
+            }
+            false => (None, None),
+        };
         let (record_tx, record_rx) = crossbeam_channel::bounded(config.record_queue.max(1));
         let records = config.recordings_dir.is_some();
         let mut inboxes = inboxes.into_iter();
@@ -272,10 +289,12 @@ impl Relay {
                     spread_after: config.spread_after,
                     load_samples: Mutex::new(vec![None; cores]),
                     recorder,
+                    edge: edge_link,
                 }),
             },
             threads,
             events: Some(events_rx),
+            edge_port,
         })
     }
 
@@ -287,6 +306,12 @@ impl Relay {
     /// The stream of relay events; can be taken once.
     pub fn take_events(&mut self) -> Option<mpsc::Receiver<Event>> {
         self.events.take()
+    }
+
+    /// The edge thread's end of its queues with the cores (with [`RelayConfig::edge`]); can
+    /// be taken once.
+    pub fn take_edge_port(&mut self) -> Option<crate::trunk::EdgePort> {
+        self.edge_port.take()
     }
 
     /// Stop every core and wait for its thread. Call from outside the cores' runtimes.
@@ -384,7 +409,7 @@ impl RelayHandle {
 
     /// Wait for this session's earlier changes to finish, so that multi-core steps of two
     /// requests never interleave; returns the guard and the layout as it is now.
-    async fn lock_session(
+    pub(crate) async fn lock_session(
         &self,
         sid: &Sid,
     ) -> Result<(tokio::sync::OwnedMutexGuard<()>, Layout), ControlError> {
@@ -393,7 +418,7 @@ impl RelayHandle {
         Ok((guard, self.layout(sid)?))
     }
 
-    fn update_layout(&self, sid: &Sid, change: impl FnOnce(&mut Layout)) {
+    pub(crate) fn update_layout(&self, sid: &Sid, change: impl FnOnce(&mut Layout)) {
         if let Some(layout) = self.placement().get_mut(sid) {
             change(layout);
         }
@@ -696,14 +721,7 @@ impl RelayHandle {
         let layout = self.layout(sid)?;
         if core != layout.home && !layout.participants.values().any(|c| *c == core) {
             for feed in layout.feeds.values().filter(|f| f.sinks.contains(&core)) {
-                let _ = self
-                    .run(feed.route.core, |reply| Command::SetSink {
-                        route: feed.route,
-                        core,
-                        on: false,
-                        reply,
-                    })
-                    .await;
+                let _ = self.set_sink(feed.route, core, false).await;
             }
             let _ = self
                 .run(core, |reply| Command::RemoveSession {
@@ -745,14 +763,7 @@ impl RelayHandle {
             .collect();
         for &route in &routes {
             // The origin may have gone meanwhile (unpublished): nothing flows then anyway.
-            let _ = self
-                .run(route.core, |reply| Command::SetSink {
-                    route,
-                    core,
-                    on: false,
-                    reply,
-                })
-                .await;
+            let _ = self.set_sink(route, core, false).await;
         }
         self.update_layout(sid, |l| {
             for f in l.feeds.values_mut() {
@@ -764,7 +775,7 @@ impl RelayHandle {
     }
 
     /// Remove the replicas of a feed from every core but its origin.
-    async fn drop_replicas(&self, layout: &Layout, route: FeedRoute) {
+    pub(crate) async fn drop_replicas(&self, layout: &Layout, route: FeedRoute) {
         for &core in layout.cores.iter().filter(|c| **c != route.core) {
             let _ = self
                 .call(core, |reply| Command::RemoveRemoteFeed { route, reply })
@@ -826,7 +837,20 @@ impl RelayHandle {
                 reply,
             })
             .await?;
-        for &other in layout.cores.iter().filter(|c| **c != core) {
+        self.replicate(sid, &layout, uid, feed, route).await
+    }
+
+    /// Give every core of the session but the feed's origin a replica of it (or its new
+    /// description), and note it in the layout, keeping the cores it flows to.
+    pub(crate) async fn replicate(
+        &self,
+        sid: &Sid,
+        layout: &Layout,
+        uid: &Uid,
+        feed: FeedDescription,
+        route: FeedRoute,
+    ) -> Result<(), ControlError> {
+        for &other in layout.cores.iter().filter(|c| **c != route.core) {
             self.run(other, |reply| Command::AddRemoteFeed {
                 sid: sid.clone(),
                 feed: feed.clone(),
@@ -902,13 +926,7 @@ impl RelayHandle {
         if let Some(feed) = layout.feeds.get(feed_id) {
             let route = feed.route;
             if route.core != core && !feed.sinks.contains(&core) {
-                self.run(route.core, |reply| Command::SetSink {
-                    route,
-                    core,
-                    on: true,
-                    reply,
-                })
-                .await?;
+                self.set_sink(route, core, true).await?;
                 self.update_layout(sid, |l| {
                     if let Some(f) = l.feeds.get_mut(feed_id) {
                         f.sinks.insert(core);
@@ -987,6 +1005,10 @@ impl RelayHandle {
             .feeds
             .get(feed_id)
             .map_or(layout.home, |f| f.route.core);
+        if Some(core) == self.edge_index() {
+            let route = layout.feeds[feed_id].route;
+            return self.trunk_keyframe_request(route);
+        }
         self.run(core, |reply| Command::RequestKeyframe {
             sid: sid.clone(),
             feed_id: feed_id.clone(),

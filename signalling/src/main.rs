@@ -2,7 +2,7 @@
 //! administration commands for clients, keys and tokens on the same database file.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -104,6 +104,10 @@ enum Command {
     /// Recordings.
     #[command(subcommand)]
     Recording(RecordingCommand),
+    /// The cluster's certificate authority and its nodes' certificates, with which nodes
+    /// authenticate each other on the trunks between them.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Usage of a client: participant-minutes, bytes, peak participants, recording minutes.
     Usage {
         /// The client.
@@ -141,6 +145,76 @@ struct AdminApi {
     /// The server's admin secret.
     #[arg(long, env = "WEBRTCAI_ADMIN_SECRET", hide_env_values = true)]
     admin_secret: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Make the cluster's CA: DIR/ca.pem (for every node) and DIR/ca.key (for whoever adds
+    /// nodes; no node needs it).
+    Init {
+        /// Where the files go.
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+        /// The cluster's name, in the CA's certificate.
+        #[arg(long, default_value = "webrtcai")]
+        name: String,
+    },
+    /// Sign a node's certificate with the CA: DIR/ID.pem and DIR/ID.key, for node ID (with
+    /// DIR/ca.pem).
+    Node {
+        /// The node's id: lowercase letters, digits and dashes.
+        id: String,
+        /// Where the CA is and the files go.
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+    },
+}
+
+/// Write `contents` to a new file, readable by its owner only where it is a key.
+fn write_new(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    use edge::cluster::ClusterCa;
+    match command {
+        ClusterCommand::Init { dir, name } => {
+            std::fs::create_dir_all(&dir)?;
+            let ca = ClusterCa::generate(&name)?;
+            write_new(&dir.join("ca.key"), &ca.key_pem(), true)?;
+            write_new(&dir.join("ca.pem"), &ca.cert_pem(), false)?;
+            println!(
+                "cluster CA in {0}/ca.pem (give it to every node) and {0}/ca.key (keep it safe)",
+                dir.display()
+            );
+        }
+        ClusterCommand::Node { id, dir } => {
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .with_context(|| format!("reading {}", dir.join(f).display()))
+            };
+            let ca = ClusterCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
+            let node = ca.issue(&id)?;
+            write_new(&dir.join(format!("{id}.key")), &node.key_pem, true)?;
+            write_new(&dir.join(format!("{id}.pem")), &node.cert_pem, false)?;
+            println!(
+                "node {id}: {0}/{id}.pem and {0}/{id}.key, with {0}/ca.pem",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -257,6 +331,7 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Client(ClientCommand::Create { name }) => print(store.create_client(&name)?),
         Command::Client(ClientCommand::List) => print(store.clients()?),
+        Command::Cluster(command) => cluster(command),
         Command::Key(KeyCommand::Create {
             cid,
             domains,
@@ -415,7 +490,12 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,dtls=error".into()),
         )
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Cluster(command)) =
+        cli.command.take_if(|c| matches!(c, Command::Cluster(_)))
+    {
+        return cluster(command);
+    }
     let store = Store::open(&cli.db)?;
     if let Some(command) = cli.command {
         return admin(&store, command);

@@ -1,0 +1,863 @@
+//! One trunk's media, both ways (sans-IO): the feeds this node sends its peer and those it
+//! receives from it.
+//!
+//! The edge is a sink like any core: a feed's origin core hands it the decrypted packets
+//! (`CrossCore::Rtp`) and it writes them into datagrams; at the far end the edge hands each
+//! packet to the cores with subscribers, as an origin core would, with the route of the
+//! replica that node keeps. Keyframe requests and the layers wanted (dynacast) travel the
+//! other way as control messages. Loss on the trunk is repaired on the trunk, hop by hop:
+//! the receiving edge sees a gap in a stream's sequence numbers and asks again at once, and
+//! the sending edge resends from the last [`RESEND_CACHE`] datagrams of the feed.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use relay::control::FeedDescription;
+use relay::ids::{FeedId, Sid};
+use relay::sfu::cross_core::{CrossCore, FeedRoute, RelayedRtp};
+
+use crate::frame::{Control, Datagram};
+use crate::routing::TrunkRoutes;
+
+/// Datagrams of each sent feed kept for resending: about a second of a 2 Mbit/s video.
+pub const RESEND_CACHE: usize = 256;
+
+/// The longest run of missing packets asked for again; a longer gap is a restart of the
+/// stream or an outage, which a keyframe repairs better.
+pub const MAX_NACK_GAP: u16 = 64;
+
+/// What the tunnel asks of the node.
+#[derive(Debug)]
+pub enum TunnelOutput {
+    /// A control message for the peer.
+    Control(Control),
+    /// A media datagram for the peer.
+    Datagram(Vec<u8>),
+    /// A message for one of this node's cores.
+    ToCore {
+        /// The core.
+        core: usize,
+        /// The message.
+        message: CrossCore,
+    },
+    /// The peer wants a feed of this node: the node makes its relay send the feed to the
+    /// edge, then calls [`Tunnel::exported`].
+    Export {
+        /// The session.
+        sid: Sid,
+        /// The feed.
+        feed_id: FeedId,
+    },
+    /// The peer no longer wants a feed of this node.
+    Unexport {
+        /// The feed's route on this node.
+        route: FeedRoute,
+    },
+    /// The layers the peer wants of a feed of this node changed (the node combines them with
+    /// other trunks' before telling the feed's core).
+    LayersWanted {
+        /// The feed's route on this node.
+        route: FeedRoute,
+        /// Bit `l`: layer `l`.
+        mask: u8,
+    },
+}
+
+/// Counters of one tunnel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Media datagrams sent (resent ones included).
+    pub datagrams_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Media datagrams received and handed to cores.
+    pub datagrams_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Datagrams resent on the peer's NACKs.
+    pub resent: u64,
+    /// Sequence numbers this node asked the peer for again.
+    pub nacked: u64,
+    /// NACKed packets no longer at hand.
+    pub resend_missed: u64,
+    /// Datagrams that did not parse.
+    pub malformed: u64,
+    /// Datagrams of a channel not open (late after a close, or never opened).
+    pub unknown_channel: u64,
+    /// Control messages from the peer that did not fit the trunk's state.
+    pub bad_control: u64,
+}
+
+/// A feed this node receives from the peer (or wants to).
+#[derive(Debug)]
+struct Import {
+    sid: Sid,
+    feed_id: FeedId,
+    /// The cores of this node with subscribers of it.
+    sinks: BTreeSet<usize>,
+    /// The layers each core's subscribers want.
+    wanted: HashMap<usize, u8>,
+    /// What the peer was last told of them.
+    told: Option<u8>,
+    /// The peer's channel for it, once opened.
+    channel: Option<u32>,
+    /// The highest sequence number seen of each stream.
+    highest: HashMap<u32, u16>,
+}
+
+/// A feed this node sends the peer.
+#[derive(Debug)]
+struct Export {
+    route: FeedRoute,
+    /// The last datagrams sent, for resending: (ssrc, sequence, bytes).
+    sent: VecDeque<(u32, u16, Vec<u8>)>,
+}
+
+/// One trunk's media state.
+#[derive(Debug, Default)]
+pub struct Tunnel {
+    routes: TrunkRoutes,
+    imports: HashMap<FeedRoute, Import>,
+    import_of: HashMap<(Sid, FeedId), FeedRoute>,
+    import_by_channel: HashMap<u32, FeedRoute>,
+    /// Channels asked for, waiting for the relay.
+    pending: HashMap<(Sid, FeedId), u32>,
+    exports: HashMap<u32, Export>,
+    export_by_route: HashMap<FeedRoute, u32>,
+    outputs: VecDeque<TunnelOutput>,
+    stats: TunnelStats,
+}
+
+impl Tunnel {
+    /// A tunnel with nothing on it.
+    pub fn new() -> Tunnel {
+        Tunnel::default()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TunnelStats {
+        self.stats
+    }
+
+    /// Feeds this node sends the peer now.
+    pub fn exported(&self) -> usize {
+        self.exports.len()
+    }
+
+    /// The peer's feed `feed_id` of `sid` has the replica `route` on this node; nothing
+    /// flows until a core of this node has a subscriber of it ([`Tunnel::set_sink`]).
+    pub fn import(&mut self, sid: &Sid, feed_id: &FeedId, route: FeedRoute) {
+        self.import_of.insert((sid.clone(), feed_id.clone()), route);
+        self.imports.entry(route).or_insert_with(|| Import {
+            sid: sid.clone(),
+            feed_id: feed_id.clone(),
+            sinks: BTreeSet::new(),
+            wanted: HashMap::new(),
+            told: None,
+            channel: None,
+            highest: HashMap::new(),
+        });
+    }
+
+    /// The replica `route` goes away here (the feed ended, or the session left this node).
+    pub fn drop_import(&mut self, route: FeedRoute) {
+        let Some(import) = self.imports.remove(&route) else {
+            return;
+        };
+        self.import_of
+            .remove(&(import.sid.clone(), import.feed_id.clone()));
+        if let Some(channel) = import.channel {
+            self.import_by_channel.remove(&channel);
+        }
+        if !import.sinks.is_empty() {
+            self.outputs.extend(
+                self.routes
+                    .unwant_all(&import.sid, &import.feed_id)
+                    .map(TunnelOutput::Control),
+            );
+        }
+    }
+
+    /// Core `core` of this node starts (`on`) or stops having subscribers of the replica
+    /// `route`: the first asks the peer for the feed, the last makes it stop.
+    pub fn set_sink(&mut self, route: FeedRoute, core: usize, on: bool) {
+        let Some(import) = self.imports.get_mut(&route) else {
+            return;
+        };
+        let was_empty = import.sinks.is_empty();
+        if on {
+            import.sinks.insert(core);
+        } else {
+            import.sinks.remove(&core);
+            import.wanted.remove(&core);
+        }
+        let message = match (was_empty, import.sinks.is_empty()) {
+            (true, false) => self.routes.want(&import.sid, &import.feed_id),
+            (false, true) => {
+                import.told = None;
+                import.highest.clear();
+                self.routes.unwant(&import.sid, &import.feed_id)
+            }
+            _ => None,
+        };
+        self.outputs.extend(message.map(TunnelOutput::Control));
+    }
+
+    /// The relay answered an [`TunnelOutput::Export`]: the feed's route and description, or
+    /// None where the feed is not (or no longer) on this node.
+    pub fn handle_exported(
+        &mut self,
+        sid: &Sid,
+        feed_id: &FeedId,
+        found: Option<(FeedRoute, FeedDescription)>,
+    ) {
+        let Some(channel) = self.pending.remove(&(sid.clone(), feed_id.clone())) else {
+            // Unsubscribed meanwhile.
+            if let Some((route, _)) = found {
+                if !self.export_by_route.contains_key(&route) {
+                    self.outputs.push_back(TunnelOutput::Unexport { route });
+                }
+            }
+            return;
+        };
+        match found {
+            Some((route, feed)) => {
+                self.exports.insert(
+                    channel,
+                    Export {
+                        route,
+                        sent: VecDeque::with_capacity(RESEND_CACHE),
+                    },
+                );
+                self.export_by_route.insert(route, channel);
+                self.outputs.push_back(TunnelOutput::Control(Control::Open {
+                    channel,
+                    sid: sid.clone(),
+                    feed,
+                }));
+            }
+            None => {
+                self.routes.handle_unsubscribe(sid, feed_id);
+            }
+        }
+    }
+
+    /// A feed of this node ended: its channel closes.
+    pub fn feed_ended(&mut self, route: FeedRoute) {
+        let Some(channel) = self.export_by_route.remove(&route) else {
+            return;
+        };
+        self.exports.remove(&channel);
+        self.routes.close(channel);
+        self.outputs
+            .push_back(TunnelOutput::Control(Control::Close { channel }));
+    }
+
+    /// A message from one of this node's cores for this trunk.
+    pub fn handle_core(&mut self, message: CrossCore) {
+        match message {
+            CrossCore::Rtp { route, packet } => self.send_rtp(route, &packet),
+            CrossCore::KeyframeRequest {
+                route,
+                layer,
+                bypass_limit,
+            } => {
+                if let Some(channel) = self.imports.get(&route).and_then(|i| i.channel) {
+                    self.outputs
+                        .push_back(TunnelOutput::Control(Control::KeyframeRequest {
+                            channel,
+                            layer,
+                            bypass_limit,
+                        }));
+                }
+            }
+            CrossCore::LayersWanted { route, core, mask } => {
+                if let Some(import) = self.imports.get_mut(&route) {
+                    import.wanted.insert(core, mask);
+                    Self::tell_layers(import, &mut self.outputs);
+                }
+            }
+            // Data channels do not cross trunks.
+            CrossCore::Data(_) => {}
+        }
+    }
+
+    fn tell_layers(import: &mut Import, outputs: &mut VecDeque<TunnelOutput>) {
+        let Some(channel) = import.channel else {
+            return;
+        };
+        let mask = import.wanted.values().fold(0, |a, m| a | m);
+        if import.told != Some(mask) && !import.wanted.is_empty() {
+            import.told = Some(mask);
+            outputs.push_back(TunnelOutput::Control(Control::LayersWanted {
+                channel,
+                mask,
+            }));
+        }
+    }
+
+    fn send_rtp(&mut self, route: FeedRoute, packet: &RelayedRtp) {
+        let Some(&channel) = self.export_by_route.get(&route) else {
+            return;
+        };
+        let Some(export) = self.exports.get_mut(&channel) else {
+            return;
+        };
+        let mut bytes = match export.sent.len() {
+            RESEND_CACHE.. => export.sent.pop_front().map(|s| s.2).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Datagram {
+            channel,
+            resent: false,
+            info: packet.info,
+            packet: &packet.plain,
+        }
+        .write(&mut bytes);
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += bytes.len() as u64;
+        self.outputs
+            .push_back(TunnelOutput::Datagram(bytes.clone()));
+        export
+            .sent
+            .push_back((packet.info.ssrc, packet.info.sequence, bytes));
+    }
+
+    /// A control message from the peer.
+    pub fn handle_control(&mut self, message: Control) {
+        match message {
+            Control::Hello { .. } => self.stats.bad_control += 1,
+            Control::Subscribe { sid, feed_id } => {
+                if let Some(channel) = self.routes.handle_subscribe(&sid, &feed_id) {
+                    self.pending.insert((sid.clone(), feed_id.clone()), channel);
+                    self.outputs
+                        .push_back(TunnelOutput::Export { sid, feed_id });
+                }
+            }
+            Control::Unsubscribe { sid, feed_id } => {
+                self.pending.remove(&(sid.clone(), feed_id.clone()));
+                if let Some(Control::Close { channel }) =
+                    self.routes.handle_unsubscribe(&sid, &feed_id)
+                {
+                    if let Some(export) = self.exports.remove(&channel) {
+                        self.export_by_route.remove(&export.route);
+                        self.outputs.push_back(TunnelOutput::Unexport {
+                            route: export.route,
+                        });
+                        self.outputs
+                            .push_back(TunnelOutput::Control(Control::Close { channel }));
+                    }
+                }
+            }
+            Control::Open { channel, sid, feed } => {
+                if self
+                    .routes
+                    .handle_open(channel, &sid, &feed.feed_id)
+                    .is_err()
+                {
+                    self.stats.bad_control += 1;
+                    return;
+                }
+                let Some(&route) = self.import_of.get(&(sid, feed.feed_id)) else {
+                    self.stats.bad_control += 1;
+                    return;
+                };
+                let Some(import) = self.imports.get_mut(&route) else {
+                    return;
+                };
+                import.channel = Some(channel);
+                import.highest.clear();
+                self.import_by_channel.insert(channel, route);
+                Self::tell_layers(import, &mut self.outputs);
+                // The subscribers' first requests went out before there was a channel.
+                self.outputs
+                    .push_back(TunnelOutput::Control(Control::KeyframeRequest {
+                        channel,
+                        layer: None,
+                        bypass_limit: true,
+                    }));
+            }
+            Control::Close { channel } => {
+                self.routes.handle_close(channel);
+                if let Some(route) = self.import_by_channel.remove(&channel) {
+                    if let Some(import) = self.imports.get_mut(&route) {
+                        import.channel = None;
+                    }
+                }
+            }
+            Control::LayersWanted { channel, mask } => match self.exports.get(&channel) {
+                Some(export) => self.outputs.push_back(TunnelOutput::LayersWanted {
+                    route: export.route,
+                    mask,
+                }),
+                None => self.stats.bad_control += 1,
+            },
+            Control::KeyframeRequest {
+                channel,
+                layer,
+                bypass_limit,
+            } => match self.exports.get(&channel) {
+                Some(export) => self.outputs.push_back(TunnelOutput::ToCore {
+                    core: export.route.core,
+                    message: CrossCore::KeyframeRequest {
+                        route: export.route,
+                        layer,
+                        bypass_limit,
+                    },
+                }),
+                None => self.stats.bad_control += 1,
+            },
+            Control::Nack {
+                channel,
+                ssrc,
+                sequences,
+            } => {
+                let Some(export) = self.exports.get(&channel) else {
+                    return;
+                };
+                for seq in sequences.into_iter().take(usize::from(MAX_NACK_GAP)) {
+                    match export
+                        .sent
+                        .iter()
+                        .rev()
+                        .find(|(s, q, _)| *s == ssrc && *q == seq)
+                    {
+                        Some((_, _, bytes)) => {
+                            let mut again = bytes.clone();
+                            again[0] = 1;
+                            self.stats.resent += 1;
+                            self.stats.datagrams_out += 1;
+                            self.stats.bytes_out += again.len() as u64;
+                            self.outputs.push_back(TunnelOutput::Datagram(again));
+                        }
+                        None => self.stats.resend_missed += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A media datagram from the peer, received at `arrived`.
+    pub fn handle_datagram(&mut self, bytes: &[u8], arrived: SystemTime) {
+        let datagram = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let Some(&route) = self.import_by_channel.get(&datagram.channel) else {
+            self.stats.unknown_channel += 1;
+            return;
+        };
+        let Some(import) = self.imports.get_mut(&route) else {
+            self.stats.unknown_channel += 1;
+            return;
+        };
+        let (ssrc, seq) = (datagram.info.ssrc, datagram.info.sequence);
+        if !datagram.resent {
+            match import.highest.get(&ssrc).copied() {
+                None => {
+                    import.highest.insert(ssrc, seq);
+                }
+                Some(high) => {
+                    let ahead = seq.wrapping_sub(high);
+                    if (1..0x8000).contains(&ahead) {
+                        if (2..=MAX_NACK_GAP).contains(&ahead) {
+                            let missing: Vec<u16> =
+                                (1..ahead).map(|i| high.wrapping_add(i)).collect();
+                            self.stats.nacked += missing.len() as u64;
+                            self.outputs.push_back(TunnelOutput::Control(Control::Nack {
+                                channel: datagram.channel,
+                                ssrc,
+                                sequences: missing,
+                            }));
+                        }
+                        import.highest.insert(ssrc, seq);
+                    }
+                }
+            }
+        }
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        let packet = Arc::new(RelayedRtp {
+            plain: datagram.packet.to_vec(),
+            info: datagram.info,
+            arrived: Some(arrived),
+        });
+        for &core in &import.sinks {
+            self.outputs.push_back(TunnelOutput::ToCore {
+                core,
+                message: CrossCore::Rtp {
+                    route,
+                    packet: packet.clone(),
+                },
+            });
+        }
+    }
+
+    /// The trunk broke: every feed received on it stops until it is opened again, and those
+    /// asked for are asked again on the next trunk ([`Tunnel::resubscribe`]).
+    pub fn reset(&mut self) {
+        let mut fresh = Tunnel::default();
+        for (route, import) in self.imports.drain() {
+            fresh.import(&import.sid, &import.feed_id, route);
+            let wanted = import.wanted;
+            for core in import.sinks {
+                fresh.set_sink(route, core, true);
+            }
+            if let Some(i) = fresh.imports.get_mut(&route) {
+                i.wanted = wanted;
+            }
+        }
+        // What a fresh tunnel would ask: the node sends it on the new trunk.
+        let asks: Vec<TunnelOutput> = fresh.outputs.drain(..).collect();
+        let unexports = self
+            .exports
+            .values()
+            .map(|e| TunnelOutput::Unexport { route: e.route });
+        fresh.outputs.extend(unexports);
+        fresh.outputs.extend(asks);
+        fresh.stats = self.stats;
+        *self = fresh;
+    }
+
+    /// The next thing for the node to do.
+    pub fn poll_output(&mut self) -> Option<TunnelOutput> {
+        self.outputs.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay::control::MediaKind;
+    use relay::ids::{FeedKey, SessionKey};
+    use relay::sfu::cross_core::RtpInfo;
+
+    /// The origin of the feed on node A (core 1) and its replica on node B (from B's edge,
+    /// which is B's "core" 4).
+    const AT_A: FeedRoute = FeedRoute {
+        core: 1,
+        session: SessionKey(10),
+        feed: FeedKey(20),
+    };
+    const AT_B: FeedRoute = FeedRoute {
+        core: 4,
+        session: SessionKey(1),
+        feed: FeedKey(1),
+    };
+
+    fn sid() -> Sid {
+        "c/room".into()
+    }
+
+    fn cam() -> FeedId {
+        "cam".into()
+    }
+
+    fn description() -> FeedDescription {
+        FeedDescription {
+            feed_id: cam(),
+            kind: MediaKind::Video,
+            ssrc: None,
+            clock_rate: 90_000,
+            payload_types: vec![96],
+            header_extensions: vec![],
+            nack: true,
+            rtx_ssrc: None,
+            rtx_payload_types: vec![],
+            codecs: vec![],
+            simulcast: None,
+            screen: false,
+        }
+    }
+
+    fn rtp(seq: u16, layer: u8) -> CrossCore {
+        let mut plain = vec![0x80, 96, 0, 0, 0, 0, 0, 9, 0, 0, 0, 7, 1, 2, 3];
+        plain[2..4].copy_from_slice(&seq.to_be_bytes());
+        CrossCore::Rtp {
+            route: AT_A,
+            packet: Arc::new(RelayedRtp {
+                plain,
+                info: RtpInfo {
+                    ssrc: 7,
+                    sequence: seq,
+                    timestamp: 9,
+                    payload_len: 3,
+                    playout_delay: None,
+                    layer,
+                    keyframe: seq == 0,
+                    frame_size: (seq == 0).then_some((1280, 720)),
+                    layers_off: 0,
+                    reference_timestamp: None,
+                    svc: None,
+                },
+                arrived: None,
+            }),
+        }
+    }
+
+    /// Two nodes' tunnels of one trunk, with what each hands its node.
+    struct Pair {
+        a: Tunnel,
+        b: Tunnel,
+        /// What reached A's node (not the peer).
+        at_a: Vec<TunnelOutput>,
+        /// What reached B's node.
+        at_b: Vec<TunnelOutput>,
+        /// Datagrams from A that the trunk loses, by their order.
+        lose: Vec<usize>,
+        sent: usize,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            Pair {
+                a: Tunnel::new(),
+                b: Tunnel::new(),
+                at_a: vec![],
+                at_b: vec![],
+                lose: vec![],
+                sent: 0,
+            }
+        }
+
+        /// Deliver everything until both are quiet; A's relay answers exports with the feed.
+        fn run(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some(out) = self.a.poll_output() {
+                    moved = true;
+                    match out {
+                        TunnelOutput::Control(c) => self.b.handle_control(c),
+                        TunnelOutput::Datagram(d) => {
+                            self.sent += 1;
+                            if !self.lose.contains(&self.sent) {
+                                self.b.handle_datagram(&d, SystemTime::UNIX_EPOCH);
+                            }
+                        }
+                        TunnelOutput::Export { sid, feed_id } => {
+                            self.a
+                                .handle_exported(&sid, &feed_id, Some((AT_A, description())));
+                            self.at_a.push(TunnelOutput::Export { sid, feed_id });
+                        }
+                        other => self.at_a.push(other),
+                    }
+                }
+                while let Some(out) = self.b.poll_output() {
+                    moved = true;
+                    match out {
+                        TunnelOutput::Control(c) => self.a.handle_control(c),
+                        TunnelOutput::Datagram(d) => {
+                            self.a.handle_datagram(&d, SystemTime::UNIX_EPOCH)
+                        }
+                        other => self.at_b.push(other),
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        /// Sequence numbers of the packets B's cores got, per core.
+        fn delivered(&self, core: usize) -> Vec<u16> {
+            self.at_b
+                .iter()
+                .filter_map(|o| match o {
+                    TunnelOutput::ToCore {
+                        core: c,
+                        message: CrossCore::Rtp { route, packet },
+                    } if *c == core => {
+                        assert_eq!(*route, AT_B);
+                        Some(packet.info.sequence)
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_feed_crosses_once_for_every_core_with_subscribers_and_stops_with_the_last() {
+        let mut p = Pair::new();
+        p.b.import(&sid(), &cam(), AT_B);
+        p.run();
+        assert_eq!(p.a.exported(), 0, "nothing flows before a subscriber");
+        p.b.set_sink(AT_B, 0, true);
+        p.b.set_sink(AT_B, 2, true);
+        p.run();
+        assert_eq!(p.a.exported(), 1);
+        assert_eq!(p.at_a.len(), 2, "{:?}", p.at_a); // the export, then the first keyframe ask
+        let TunnelOutput::ToCore {
+            core: 1,
+            message:
+                CrossCore::KeyframeRequest {
+                    route: AT_A,
+                    layer: None,
+                    bypass_limit: true,
+                },
+        } = p.at_a[1]
+        else {
+            panic!("{:?}", p.at_a[1]);
+        };
+        for seq in 0..3 {
+            p.a.handle_core(rtp(seq, 0));
+        }
+        p.run();
+        assert_eq!(p.a.stats().datagrams_out, 3, "once on the trunk");
+        assert_eq!(p.delivered(0), [0, 1, 2]);
+        assert_eq!(p.delivered(2), [0, 1, 2]);
+        let TunnelOutput::ToCore {
+            message: CrossCore::Rtp { packet, .. },
+            ..
+        } = &p.at_b[0]
+        else {
+            panic!()
+        };
+        assert!(packet.info.keyframe && packet.info.frame_size == Some((1280, 720)));
+
+        p.b.set_sink(AT_B, 0, false);
+        p.run();
+        assert_eq!(p.a.exported(), 1, "core 2 still has subscribers");
+        p.b.set_sink(AT_B, 2, false);
+        p.run();
+        assert_eq!(p.a.exported(), 0);
+        assert!(matches!(
+            p.at_a.last(),
+            Some(TunnelOutput::Unexport { route: AT_A })
+        ));
+        p.a.handle_core(rtp(3, 0));
+        assert!(p.a.poll_output().is_none(), "not sent once unsubscribed");
+    }
+
+    #[test]
+    fn a_datagram_lost_on_the_trunk_is_asked_for_and_resent() {
+        let mut p = Pair::new();
+        p.b.import(&sid(), &cam(), AT_B);
+        p.b.set_sink(AT_B, 0, true);
+        p.run();
+        p.lose = vec![3, 4];
+        for seq in 0..6 {
+            p.a.handle_core(rtp(seq, 0));
+        }
+        p.run();
+        // The gap is seen at 4 and asked for at once; 5 was on its way already.
+        assert_eq!(p.delivered(0), [0, 1, 4, 5, 2, 3]);
+        let (a, b) = (p.a.stats(), p.b.stats());
+        assert_eq!((b.nacked, a.resent, a.resend_missed), (2, 2, 0));
+    }
+
+    #[test]
+    fn keyframe_requests_and_layers_wanted_reach_the_origin_core() {
+        let mut p = Pair::new();
+        p.b.import(&sid(), &cam(), AT_B);
+        p.b.set_sink(AT_B, 0, true);
+        p.b.set_sink(AT_B, 2, true);
+        // Before the channel opens: remembered, told once it does.
+        p.b.handle_core(CrossCore::LayersWanted {
+            route: AT_B,
+            core: 0,
+            mask: 0b001,
+        });
+        p.run();
+        p.b.handle_core(CrossCore::LayersWanted {
+            route: AT_B,
+            core: 2,
+            mask: 0b100,
+        });
+        p.b.handle_core(CrossCore::LayersWanted {
+            route: AT_B,
+            core: 2,
+            mask: 0b100,
+        });
+        p.b.handle_core(CrossCore::KeyframeRequest {
+            route: AT_B,
+            layer: Some(2),
+            bypass_limit: false,
+        });
+        p.run();
+        let layers: Vec<u8> = p
+            .at_a
+            .iter()
+            .filter_map(|o| match o {
+                TunnelOutput::LayersWanted { route: AT_A, mask } => Some(*mask),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            layers,
+            [0b001, 0b101],
+            "combined over B's cores, each change once"
+        );
+        assert!(matches!(
+            p.at_a.last(),
+            Some(TunnelOutput::ToCore {
+                core: 1,
+                message: CrossCore::KeyframeRequest {
+                    route: AT_A,
+                    layer: Some(2),
+                    bypass_limit: false
+                }
+            })
+        ));
+    }
+
+    #[test]
+    fn what_does_not_fit_the_trunk_is_counted_and_dropped() {
+        let mut p = Pair::new();
+        p.b.handle_datagram(&[0, 0, 0, 0, 9, 0, 0, 0], SystemTime::UNIX_EPOCH);
+        p.b.handle_datagram(&[1, 2], SystemTime::UNIX_EPOCH);
+        // An Open for a feed B never asked for.
+        p.b.handle_control(Control::Open {
+            channel: 0,
+            sid: sid(),
+            feed: description(),
+        });
+        p.a.handle_control(Control::KeyframeRequest {
+            channel: 9,
+            layer: None,
+            bypass_limit: false,
+        });
+        let mut d = vec![];
+        let CrossCore::Rtp { packet, .. } = rtp(1, 0) else {
+            unreachable!()
+        };
+        Datagram {
+            channel: 0,
+            resent: false,
+            info: packet.info,
+            packet: &packet.plain,
+        }
+        .write(&mut d);
+        p.b.handle_datagram(&d, SystemTime::UNIX_EPOCH);
+        let b = p.b.stats();
+        assert_eq!((b.malformed, b.bad_control, b.unknown_channel), (2, 1, 1));
+        assert_eq!(p.a.stats().bad_control, 1);
+        assert!(p.b.poll_output().is_none() && p.a.poll_output().is_none());
+    }
+
+    #[test]
+    fn after_a_broken_trunk_the_feeds_wanted_are_asked_for_again() {
+        let mut p = Pair::new();
+        p.b.import(&sid(), &cam(), AT_B);
+        p.b.set_sink(AT_B, 0, true);
+        p.run();
+        p.a.reset();
+        p.b.reset();
+        let mut fresh = Pair::new();
+        fresh.a = std::mem::take(&mut p.a);
+        fresh.b = std::mem::take(&mut p.b);
+        fresh.run();
+        assert!(fresh
+            .at_a
+            .iter()
+            .any(|o| matches!(o, TunnelOutput::Unexport { route: AT_A })));
+        assert_eq!(fresh.a.exported(), 1, "asked again on the new trunk");
+        fresh.a.handle_core(rtp(0, 0));
+        fresh.run();
+        assert_eq!(fresh.delivered(0), [0]);
+    }
+}
