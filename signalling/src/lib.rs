@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

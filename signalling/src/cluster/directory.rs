@@ -1,0 +1,257 @@
+//! The cluster's shared records in Redis: nodes (a heartbeat with a time to live), each
+//! session's node per region (claimed atomically), and resume tokens.
+//!
+//! Every record has one key, so that every operation is a single-key command or script and
+//! works unchanged on Redis Cluster. The connection is redis-rs's connection manager, which
+//! reconnects by itself: a Redis that restarts, or is unreachable for a while, fails the
+//! calls made meanwhile, and the next heartbeat registers the node again.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo};
+use tokio::sync::mpsc;
+
+use super::{ClusterError, NodeInfo, PREFIX};
+
+/// A node not heard from for this long is gone: its record lapses.
+pub const NODE_TTL: Duration = Duration::from_millis(1500);
+
+/// How often a node renews its record: well inside [`NODE_TTL`], so a late heartbeat or
+/// two do not make a live node look dead.
+pub const HEARTBEAT: Duration = Duration::from_millis(400);
+
+/// How long a session's claim on a node holds without being renewed.
+pub const SESSION_TTL: Duration = Duration::from_secs(30);
+
+fn node_key(id: &str) -> String {
+    format!("{PREFIX}node:{id}")
+}
+
+fn nodes_key() -> String {
+    format!("{PREFIX}nodes")
+}
+
+fn session_key(sid: &str, region: &str) -> String {
+    format!("{PREFIX}session:{sid}:region:{region}")
+}
+
+fn resume_key(token: &str) -> String {
+    format!("{PREFIX}resume:{token}")
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// Replace a claim held by `ARGV[1]` (or by nobody) with `ARGV[2]`; either way, return the
+/// holder after.
+const TAKE_OVER: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return ARGV[2]
+end
+return holder
+";
+
+/// Extend a claim if `ARGV[1]` still holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// The cluster's records, through one reconnecting connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Directory {
+    con: ConnectionManager,
+}
+
+impl Directory {
+    /// Connect to Redis at `url` (`redis://host:port`, `redis+unix:///path`). Pub/sub
+    /// messages for the channels [`super::events`] subscribes to arrive on the returned
+    /// receiver, also after a reconnection (the connection subscribes again by itself).
+    pub async fn connect(
+        url: &str,
+    ) -> Result<(Directory, mpsc::UnboundedReceiver<PushInfo>), ClusterError> {
+        // Pushed messages on the same connection need RESP3.
+        let url = if url.contains("protocol=") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let client = redis::Client::open(url)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(tx)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_max_delay(Duration::from_millis(500));
+        let con = client.get_connection_manager_with_config(config).await?;
+        Ok((Directory { con }, rx))
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// Register `node`, or renew its record: it lapses after [`NODE_TTL`] without renewal.
+    pub async fn register(&self, node: &NodeInfo) -> Result<(), ClusterError> {
+        let json = serde_json::to_string(node).expect("a node record serialises");
+        let mut con = self.con.clone();
+        redis::pipe()
+            .atomic()
+            .set_options(
+                node_key(&node.id),
+                json,
+                redis::SetOptions::default()
+                    .with_expiration(redis::SetExpiry::PX(millis(NODE_TTL))),
+            )
+            .ignore()
+            .sadd(nodes_key(), &node.id)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// Take a node out at once (it is shutting down), rather than after its record lapses.
+    pub async fn unregister(&self, id: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        redis::pipe()
+            .atomic()
+            .del(node_key(id))
+            .ignore()
+            .srem(nodes_key(), id)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// The nodes alive now, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let mut con = self.con.clone();
+        let mut ids: Vec<String> = con.smembers(nodes_key()).await?;
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
+        let records: Vec<Option<String>> = con.mget(&keys).await?;
+        let mut alive = Vec::with_capacity(ids.len());
+        for (key, record) in keys.iter().zip(records) {
+            let Some(json) = record else {
+                continue;
+            };
+            let node =
+                serde_json::from_str::<NodeInfo>(&json).map_err(|e| ClusterError::Unreadable {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+            alive.push(node);
+        }
+        Ok(alive)
+    }
+
+    /// The node that `sid` lives on in `region`: `candidate` if the session has none there
+    /// yet, or if the one it had is not among `alive`; otherwise the one it has. Atomic:
+    /// instances placing the same session at once get the same answer.
+    pub async fn claim_session(
+        &self,
+        sid: &str,
+        region: &str,
+        candidate: &str,
+        alive: &[NodeInfo],
+    ) -> Result<String, ClusterError> {
+        let key = session_key(sid, region);
+        let mut con = self.con.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(candidate)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(SESSION_TTL))
+            .query_async(&mut con)
+            .await?;
+        if set.is_some() {
+            return Ok(candidate.to_string());
+        }
+        let holder: Option<String> = con.get(&key).await?;
+        match holder {
+            Some(h) if alive.iter().any(|n| n.id == h) => Ok(h),
+            // Gone meanwhile, or held by a dead node: take it over unless another instance
+            // did first.
+            gone => Ok(redis::Script::new(TAKE_OVER)
+                .key(&key)
+                .arg(gone.unwrap_or_default())
+                .arg(candidate)
+                .arg(millis(SESSION_TTL))
+                .invoke_async(&mut con)
+                .await?),
+        }
+    }
+
+    /// Extend `node`'s claim on `sid` in `region` (it still has participants there). False
+    /// where another node holds it now.
+    pub async fn renew_session(
+        &self,
+        sid: &str,
+        region: &str,
+        node: &str,
+    ) -> Result<bool, ClusterError> {
+        let mut con = self.con.clone();
+        let renewed: i64 = redis::Script::new(RENEW)
+            .key(session_key(sid, region))
+            .arg(node)
+            .arg(millis(SESSION_TTL))
+            .invoke_async(&mut con)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// The node `sid` lives on in `region`, if claimed.
+    pub async fn session_node(
+        &self,
+        sid: &str,
+        region: &str,
+    ) -> Result<Option<String>, ClusterError> {
+        let mut con = self.con.clone();
+        Ok(con.get(session_key(sid, region)).await?)
+    }
+
+    /// Keep a resume token for `ttl`: whichever instance a reconnect lands on finds the
+    /// participant it resumes.
+    pub async fn put_resume(
+        &self,
+        token: &str,
+        sid: &str,
+        uid: &str,
+        ttl: Duration,
+    ) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let value = serde_json::to_string(&(sid, uid)).expect("strings serialise");
+        let _: () = con.pset_ex(resume_key(token), value, millis(ttl)).await?;
+        Ok(())
+    }
+
+    /// The participant a resume token stands for, taken (a token resumes once).
+    pub async fn take_resume(&self, token: &str) -> Result<Option<(String, String)>, ClusterError> {
+        let mut con = self.con.clone();
+        let key = resume_key(token);
+        let value: Option<String> = redis::cmd("GETDEL").arg(&key).query_async(&mut con).await?;
+        value
+            .map(|v| {
+                serde_json::from_str(&v).map_err(|e| ClusterError::Unreadable {
+                    key,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+}

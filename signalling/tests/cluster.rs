@@ -1,0 +1,287 @@
+//! The cluster's shared state against a real redis-server (started here on a unix socket):
+//! two instances placing one new session at once agree on its node, a node that stops
+//! renewing its record is gone within 2 s and its sessions move, and events cross instances,
+//! also after Redis restarts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use signalling::cluster::directory::{Directory, HEARTBEAT, NODE_TTL};
+use signalling::cluster::events::Events;
+use signalling::cluster::NodeInfo;
+
+/// A redis-server of the test's own, on a unix socket in a fresh directory.
+struct Redis {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(name: &str) -> Redis {
+        let dir =
+            std::env::temp_dir().join(format!("webrtcai-redis-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis { dir, child: None };
+        r.run();
+        r
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    fn run(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
+            .arg(self.socket())
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        wait_for(&self.socket());
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn node(id: &str, region: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        region: region.into(),
+        signalling: format!("http://{id}.example:8080"),
+        control: "127.0.0.1:7000".parse().unwrap(),
+        edge: "127.0.0.1:7001".parse().unwrap(),
+        media: "127.0.0.1".parse().unwrap(),
+        capacity: 100,
+        load: 0,
+        homes_sessions: true,
+    }
+}
+
+#[tokio::test]
+async fn two_instances_placing_one_new_session_at_once_agree_on_its_node() {
+    let redis = Redis::start("place");
+    let (a, _) = Directory::connect(&redis.url()).await.unwrap();
+    let (b, _) = Directory::connect(&redis.url()).await.unwrap();
+    a.register(&node("eu-1", "eu")).await.unwrap();
+    b.register(&node("eu-2", "eu")).await.unwrap();
+    let alive = a.nodes().await.unwrap();
+    assert_eq!(alive.len(), 2);
+    let mut won = [0, 0];
+    for i in 0..50 {
+        let sid = format!("c/race-{i}");
+        // Each instance would place it on its own node.
+        let (x, y) = tokio::join!(
+            a.claim_session(&sid, "eu", "eu-1", &alive),
+            b.claim_session(&sid, "eu", "eu-2", &alive)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x, y, "both serve {sid} from one node");
+        assert_eq!(b.session_node(&sid, "eu").await.unwrap(), Some(x.clone()));
+        won[usize::from(x == "eu-2")] += 1;
+    }
+    println!("50 races: eu-1 won {}, eu-2 won {}", won[0], won[1]);
+}
+
+#[tokio::test]
+async fn a_node_that_stops_is_gone_within_two_seconds_and_its_sessions_move() {
+    let redis = Redis::start("lapse");
+    let (dir, _) = Directory::connect(&redis.url()).await.unwrap();
+    let (a, b) = (node("eu-1", "eu"), node("eu-2", "eu"));
+    // eu-1 beats until it "dies"; eu-2 beats throughout.
+    let beat = |d: Directory, n: NodeInfo| {
+        tokio::spawn(async move {
+            loop {
+                d.register(&n).await.unwrap();
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        })
+    };
+    let dying = beat(dir.clone(), a.clone());
+    let _living = beat(dir.clone(), b.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alive = dir.nodes().await.unwrap();
+    assert_eq!(
+        dir.claim_session("c/room", "eu", "eu-1", &alive)
+            .await
+            .unwrap(),
+        "eu-1"
+    );
+    assert!(dir.renew_session("c/room", "eu", "eu-1").await.unwrap());
+
+    dying.abort();
+    let stopped = Instant::now();
+    let gone = loop {
+        let ids: Vec<String> = dir
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        if !ids.contains(&"eu-1".to_string()) {
+            assert!(ids.contains(&"eu-2".to_string()), "the live node stays");
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "eu-1 still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("a stopped node left the directory {gone:?} after its heartbeat stopped");
+    assert!(gone <= NODE_TTL + Duration::from_millis(100), "{gone:?}");
+    assert!(gone < Duration::from_secs(2));
+
+    // Its session goes to the node that asks next; the dead node cannot renew it.
+    let alive = dir.nodes().await.unwrap();
+    assert_eq!(
+        dir.claim_session("c/room", "eu", "eu-2", &alive)
+            .await
+            .unwrap(),
+        "eu-2"
+    );
+    assert!(!dir.renew_session("c/room", "eu", "eu-1").await.unwrap());
+    // A resume token is taken once, wherever the reconnect lands.
+    dir.put_resume("tok", "c/room", "alice", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.take_resume("tok").await.unwrap(),
+        Some(("c/room".to_string(), "alice".to_string()))
+    );
+    assert_eq!(dir.take_resume("tok").await.unwrap(), None);
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Happened {
+    Joined(String),
+}
+
+/// The next event from another node, within 5 s.
+async fn next(
+    events: &Events,
+    pushed: &mut tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+) -> signalling::cluster::events::Envelope<Happened> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let push = tokio::time::timeout(left, pushed.recv())
+            .await
+            .expect("an event in time")
+            .expect("connection open");
+        if let Some(e) = events.read::<Happened>(push) {
+            return e.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_cross_instances_and_keep_crossing_after_redis_restarts() {
+    let mut redis = Redis::start("events");
+    let (a, mut pushed) = Directory::connect(&redis.url()).await.unwrap();
+    let (b, _) = Directory::connect(&redis.url()).await.unwrap();
+    let at_a = Events::new(a.clone(), "eu-1");
+    let from_b = Events::new(b.clone(), "eu-2");
+    at_a.follow("c/room").await.unwrap();
+
+    // Its own events are skipped, the other instance's arrive.
+    at_a.publish("c/room", Happened::Joined("self".into()))
+        .await
+        .unwrap();
+    from_b
+        .publish("c/room", Happened::Joined("bob".into()))
+        .await
+        .unwrap();
+    let e = next(&at_a, &mut pushed).await;
+    assert_eq!(
+        (e.from.as_str(), e.event),
+        ("eu-2", Happened::Joined("bob".into()))
+    );
+
+    // Redis restarts empty: both instances reconnect; A follows the session again by itself,
+    // and a heartbeat registers the node again.
+    redis.stop();
+    let down = Instant::now();
+    redis.run();
+    let mut sent = false;
+    let mut registered = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(sent && registered) {
+        assert!(
+            Instant::now() < deadline,
+            "sent {sent}, registered {registered}"
+        );
+        if !registered {
+            registered = a.register(&node("eu-1", "eu")).await.is_ok();
+        }
+        if !sent {
+            // Published before A's connection subscribed again, it would be lost: try until
+            // A's channel has a subscriber.
+            let mut con = redis::Client::open(redis.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let subscribers: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("webrtcai:events:c/room")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if subscribers.first().is_some_and(|s| s.1 > 0) {
+                from_b
+                    .publish("c/room", Happened::Joined("carol".into()))
+                    .await
+                    .unwrap();
+                sent = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = next(&at_a, &mut pushed).await;
+    assert_eq!(e.event, Happened::Joined("carol".into()));
+    println!(
+        "events crossed again {:?} after Redis went down",
+        down.elapsed()
+    );
+    assert_eq!(a.nodes().await.unwrap().len(), 1);
+}
