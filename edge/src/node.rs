@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use relay::control::FeedDescription;
@@ -28,6 +28,9 @@ use crate::EdgeError;
 
 /// How long a node waits before opening a trunk again after it broke or failed to open.
 pub const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// How often the node looks whether each trunk keeps up with what it is given.
+pub const CONGESTION_CHECK: Duration = Duration::from_millis(100);
 
 /// How an edge runs.
 #[derive(Debug, Clone)]
@@ -312,6 +315,7 @@ async fn run(
 
     tokio::task::spawn_local(accept_loop(node.clone(), endpoint.clone()));
     tokio::task::spawn_local(cores_loop(node.clone(), notify));
+    tokio::task::spawn_local(watch_congestion(node.clone()));
     while let Some(request) = requests.recv().await {
         match request {
             Request::Import {
@@ -666,6 +670,24 @@ fn drain(node: &Shared, peer: &str) {
                 export.peers.insert(peer.to_string(), mask);
                 let mask = export.peers.values().fold(0, |a, m| a | m);
                 layers_wanted(&n.port, route, mask, &mut n.core_queue_full);
+            }
+        }
+    }
+}
+
+/// Tell each tunnel whether its trunk keeps up: QUIC holds datagrams the congestion window
+/// has no room for in the send buffer (and drops the oldest when it is full), so a buffer
+/// more than half full means the trunk carries less than it is given.
+async fn watch_congestion(node: Shared) {
+    let mut tick = tokio::time::interval(CONGESTION_CHECK);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for slot in node.borrow_mut().slots.values_mut() {
+            if let Some(c) = &slot.connection {
+                let keeping_up =
+                    c.datagram_send_buffer_space() >= endpoint::DATAGRAM_SEND_BUFFER / 2;
+                slot.tunnel.handle_trunk_state(now, keeping_up);
             }
         }
     }

@@ -8,17 +8,31 @@
 //! other way as control messages. Loss on the trunk is repaired on the trunk, hop by hop:
 //! the receiving edge sees a gap in a stream's sequence numbers and asks again at once, and
 //! the sending edge resends from the last [`RESEND_CACHE`] datagrams of the feed.
+//!
+//! A congested trunk sheds the highest simulcast layers first, across all its feeds, and never
+//! audio: the node reports whether the trunk keeps up ([`Tunnel::handle_trunk_state`]); while
+//! it does not, the highest layer still sent stops crossing, one step every
+//! [`STEP_DOWN_EVERY`]; after [`PROBE_AFTER`] of keeping up, one layer comes back. The far
+//! side's subscribers see the layer stop, as when a publisher stops sending one, and move to
+//! the layers that still come.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use relay::control::FeedDescription;
+use relay::control::{FeedDescription, MediaKind};
 use relay::ids::{FeedId, Sid};
 use relay::sfu::cross_core::{CrossCore, FeedRoute, RelayedRtp};
 
 use crate::frame::{Control, Datagram};
 use crate::routing::TrunkRoutes;
+
+/// While a trunk does not keep up, it sheds one more layer this often (a step takes effect
+/// at once, but the send buffer drains only as fast as the trunk does).
+pub const STEP_DOWN_EVERY: Duration = Duration::from_secs(1);
+
+/// A trunk that kept up this long takes one layer back.
+pub const PROBE_AFTER: Duration = Duration::from_secs(5);
 
 /// Datagrams of each sent feed kept for resending: about a second of a 2 Mbit/s video.
 pub const RESEND_CACHE: usize = 256;
@@ -87,6 +101,10 @@ pub struct TunnelStats {
     pub unknown_channel: u64,
     /// Control messages from the peer that did not fit the trunk's state.
     pub bad_control: u64,
+    /// Video packets not sent because their layer was shed while the trunk was congested.
+    pub shed: u64,
+    /// The highest simulcast layer sent now (None: every layer).
+    pub layer_cap: Option<u8>,
 }
 
 /// A feed this node receives from the peer (or wants to).
@@ -110,6 +128,8 @@ struct Import {
 #[derive(Debug)]
 struct Export {
     route: FeedRoute,
+    /// Simulcast video, whose layers can be shed.
+    simulcast: bool,
     /// The last datagrams sent, for resending: (ssrc, sequence, bytes).
     sent: VecDeque<(u32, u16, Vec<u8>)>,
 }
@@ -127,6 +147,18 @@ pub struct Tunnel {
     export_by_route: HashMap<FeedRoute, u32>,
     outputs: VecDeque<TunnelOutput>,
     stats: TunnelStats,
+    congestion: Congestion,
+}
+
+/// Which layers a congested trunk sheds.
+#[derive(Debug, Default)]
+struct Congestion {
+    /// The highest layer sent; None: all.
+    cap: Option<u8>,
+    /// The highest layer of a simulcast feed sent since the last step.
+    highest_sent: u8,
+    last_step: Option<Instant>,
+    keeping_up_since: Option<Instant>,
 }
 
 impl Tunnel {
@@ -227,6 +259,7 @@ impl Tunnel {
                     channel,
                     Export {
                         route,
+                        simulcast: feed.kind == MediaKind::Video && feed.simulcast.is_some(),
                         sent: VecDeque::with_capacity(RESEND_CACHE),
                     },
                 );
@@ -304,6 +337,14 @@ impl Tunnel {
         let Some(export) = self.exports.get_mut(&channel) else {
             return;
         };
+        if export.simulcast {
+            let layer = packet.info.layer;
+            if self.congestion.cap.is_some_and(|cap| layer > cap) {
+                self.stats.shed += 1;
+                return;
+            }
+            self.congestion.highest_sent = self.congestion.highest_sent.max(layer);
+        }
         let mut bytes = match export.sent.len() {
             RESEND_CACHE.. => export.sent.pop_front().map(|s| s.2).unwrap_or_default(),
             _ => Vec::new(),
@@ -322,6 +363,38 @@ impl Tunnel {
         export
             .sent
             .push_back((packet.info.ssrc, packet.info.sequence, bytes));
+    }
+
+    /// Whether the trunk carried what was given it (the node looks at QUIC's send buffer):
+    /// while it does not, layers are shed; once it has for a while, one comes back.
+    pub fn handle_trunk_state(&mut self, now: Instant, keeping_up: bool) {
+        let c = &mut self.congestion;
+        let since_step = c.last_step.map(|t| now.saturating_duration_since(t));
+        if keeping_up {
+            let since = *c.keeping_up_since.get_or_insert(now);
+            let Some(cap) = c.cap else {
+                return;
+            };
+            if now.saturating_duration_since(since) >= PROBE_AFTER
+                && since_step.is_none_or(|d| d >= PROBE_AFTER)
+            {
+                // Back to all once the top one seen comes back.
+                c.cap = (cap + 1 < c.highest_sent).then_some(cap + 1);
+                c.last_step = Some(now);
+                c.keeping_up_since = Some(now);
+            }
+        } else {
+            c.keeping_up_since = None;
+            if since_step.is_some_and(|d| d < STEP_DOWN_EVERY) {
+                return;
+            }
+            let top = c.cap.unwrap_or(c.highest_sent);
+            if top > 0 {
+                c.cap = Some(top - 1);
+                c.last_step = Some(now);
+            }
+        }
+        self.stats.layer_cap = c.cap;
     }
 
     /// A control message from the peer.
@@ -610,6 +683,8 @@ mod tests {
         /// Datagrams from A that the trunk loses, by their order.
         lose: Vec<usize>,
         sent: usize,
+        /// What A's relay says the feed is.
+        feed: FeedDescription,
     }
 
     impl Pair {
@@ -621,6 +696,7 @@ mod tests {
                 at_b: vec![],
                 lose: vec![],
                 sent: 0,
+                feed: description(),
             }
         }
 
@@ -640,7 +716,7 @@ mod tests {
                         }
                         TunnelOutput::Export { sid, feed_id } => {
                             self.a
-                                .handle_exported(&sid, &feed_id, Some((AT_A, description())));
+                                .handle_exported(&sid, &feed_id, Some((AT_A, self.feed.clone())));
                             self.at_a.push(TunnelOutput::Export { sid, feed_id });
                         }
                         other => self.at_a.push(other),
@@ -837,6 +913,72 @@ mod tests {
         assert_eq!((b.malformed, b.bad_control, b.unknown_channel), (2, 1, 1));
         assert_eq!(p.a.stats().bad_control, 1);
         assert!(p.b.poll_output().is_none() && p.a.poll_output().is_none());
+    }
+
+    #[test]
+    fn a_congested_trunk_sheds_the_top_layers_one_a_second_and_takes_them_back_when_clear() {
+        let mut p = Pair::new();
+        p.feed.simulcast = Some(relay::control::Simulcast {
+            mid: "0".into(),
+            rids: vec!["q".into(), "h".into(), "f".into()],
+        });
+        p.b.import(&sid(), &cam(), AT_B);
+        p.b.set_sink(AT_B, 0, true);
+        p.run();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // One packet of each layer, and what crossed.
+        let mut seq = 0;
+        let mut send_layers = |p: &mut Pair| {
+            let before = p.delivered(0).len();
+            for layer in 0..3 {
+                p.a.handle_core(rtp(seq, layer));
+                seq += 1;
+            }
+            p.run();
+            p.delivered(0).len() - before
+        };
+        assert_eq!(send_layers(&mut p), 3);
+        p.a.handle_trunk_state(at(0), false);
+        assert_eq!(p.a.stats().layer_cap, Some(1));
+        assert_eq!(send_layers(&mut p), 2, "the top layer is shed");
+        p.a.handle_trunk_state(at(500), false);
+        assert_eq!(p.a.stats().layer_cap, Some(1), "one step a second");
+        p.a.handle_trunk_state(at(1000), false);
+        p.a.handle_trunk_state(at(2000), false);
+        assert_eq!(
+            p.a.stats().layer_cap,
+            Some(0),
+            "never below the lowest layer"
+        );
+        assert_eq!(send_layers(&mut p), 1);
+        assert_eq!(p.a.stats().shed, 3);
+        // Clear for 5 s: one layer back, 5 s later the next.
+        p.a.handle_trunk_state(at(2100), true);
+        p.a.handle_trunk_state(at(7000), true);
+        assert_eq!(p.a.stats().layer_cap, Some(0));
+        p.a.handle_trunk_state(at(7100), true);
+        assert_eq!(p.a.stats().layer_cap, Some(1));
+        p.a.handle_trunk_state(at(12200), true);
+        assert_eq!(p.a.stats().layer_cap, None);
+        assert_eq!(send_layers(&mut p), 3);
+    }
+
+    #[test]
+    fn audio_and_single_stream_video_are_never_shed() {
+        let mut p = Pair::new();
+        p.feed.kind = MediaKind::Audio;
+        p.b.import(&sid(), &cam(), AT_B);
+        p.b.set_sink(AT_B, 0, true);
+        p.run();
+        let start = Instant::now();
+        for s in 0..5 {
+            p.a.handle_trunk_state(start + STEP_DOWN_EVERY * s, false);
+            p.a.handle_core(rtp(s as u16, 0));
+        }
+        p.run();
+        assert_eq!(p.delivered(0).len(), 5);
+        assert_eq!(p.a.stats().shed, 0);
     }
 
     #[test]
