@@ -411,14 +411,12 @@ async fn import(
 
 async fn remove_import(node: &Shared, sid: Sid, feed_id: FeedId) -> Result<(), EdgeError> {
     let relay = node.borrow().relay.clone();
-    let removed = relay
-        .remove_trunk_feed(&sid, &feed_id)
-        .await
-        .map_err(|e| EdgeError::Refused(e.to_string()))?;
+    // The session may have gone from the relay already (its last participant here left):
+    // the edge forgets the import all the same.
+    let removed = relay.remove_trunk_feed(&sid, &feed_id).await;
     let peer = {
         let mut n = node.borrow_mut();
-        n.imports.remove(&(sid, feed_id));
-        let Some(route) = removed else {
+        let Some(route) = n.imports.remove(&(sid, feed_id)) else {
             return Ok(());
         };
         let Some(peer) = n.import_peer.remove(&route) else {
@@ -430,7 +428,10 @@ async fn remove_import(node: &Shared, sid: Sid, feed_id: FeedId) -> Result<(), E
         peer
     };
     drain(node, &peer);
-    Ok(())
+    match removed {
+        Ok(_) | Err(relay::ControlError::NoSuchSession { .. }) => Ok(()),
+        Err(e) => Err(EdgeError::Refused(e.to_string())),
+    }
 }
 
 /// Open the trunk to `peer`, again after each failure, while this node imports feeds from it.

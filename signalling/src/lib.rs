@@ -33,20 +33,55 @@ pub fn start_hub(
     limits: limits::JoinLimits,
     usage_flush: Duration,
     repair: bool,
+    cluster: Option<Cluster>,
 ) -> Result<mpsc::Sender<hub::Input>, store::StoreError> {
     let (tx, rx) = mpsc::channel(4096);
     let accounts = accounts::Accounts::start(store.path())?;
-    tokio::spawn(
-        hub::Hub::new(
-            relay,
-            accounts,
-            tx.clone(),
-            limits::JoinLimiter::new(limits),
-            usage_flush,
-            repair,
-        )
-        .run(rx),
+    let mut hub = hub::Hub::new(
+        relay,
+        accounts,
+        tx.clone(),
+        limits::JoinLimiter::new(limits),
+        usage_flush,
+        repair,
     );
+    if let Some(Cluster {
+        link,
+        mut pushed,
+        mut recovered,
+    }) = cluster
+    {
+        let recovered_tx = tx.clone();
+        tokio::spawn(async move {
+            while recovered.recv().await.is_some() {
+                if recovered_tx
+                    .send(hub::Input::ClusterRecovered)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let events = link.events.clone();
+        hub = hub.with_cluster(link);
+        let cluster_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(push) = pushed.recv().await {
+                match events.read::<hub::cluster::SessionEvent>(push) {
+                    Some(Ok(envelope)) => {
+                        let input = hub::Input::Cluster(Box::new(envelope));
+                        if cluster_tx.send(input).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "a session event did not read"),
+                    None => {}
+                }
+            }
+        });
+    }
+    tokio::spawn(hub.run(rx));
     let relay_tx = tx.clone();
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
@@ -70,6 +105,17 @@ pub fn start_hub(
         }
     });
     Ok(tx)
+}
+
+/// What a hub needs to be one node of a cluster: its link, and the messages Redis pushes
+/// (from [`cluster::directory::Directory::connect`]).
+pub struct Cluster {
+    /// The edge and the events.
+    pub link: hub::cluster::ClusterLink,
+    /// Pushed messages of the followed sessions.
+    pub pushed: mpsc::UnboundedReceiver<redis::PushInfo>,
+    /// Told when Redis is reachable again after it was not.
+    pub recovered: mpsc::UnboundedReceiver<()>,
 }
 
 /// How often the hub looks for work that is due (usage flushes, expired resume windows).

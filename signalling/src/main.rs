@@ -88,6 +88,35 @@ struct ServeArgs {
     /// `recording_unavailable`).
     #[arg(long)]
     no_recording: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Running as one node of a cluster: sessions span the nodes where their participants are.
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// The cluster's Redis (`redis://host:port`, `redis+unix:///path`); without it the server
+    /// runs alone and needs no Redis.
+    #[arg(long, env = "WEBRTCAI_REDIS")]
+    redis: Option<String>,
+    /// This node's id, as its certificate names it (`webrtcai cluster node ID`).
+    #[arg(long, requires = "redis")]
+    node_id: Option<String>,
+    /// This node's region.
+    #[arg(long, default_value = "default")]
+    region: String,
+    /// Where the cluster's CA certificate and this node's certificate and key are.
+    #[arg(long, default_value = "cluster")]
+    cluster_dir: PathBuf,
+    /// The edge's QUIC address (trunks to the other nodes).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    edge_bind: SocketAddr,
+    /// The edge address other nodes reach (needed when binding 0.0.0.0).
+    #[arg(long)]
+    edge_advertise: Option<SocketAddr>,
+    /// Participants this node takes at most.
+    #[arg(long, default_value_t = 1000)]
+    capacity: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -503,6 +532,7 @@ fn main() -> anyhow::Result<()> {
     let args = cli.serve;
     let dev_key = development_key(&store)?;
     let store = Arc::new(store);
+    let clustered = args.cluster.redis.is_some();
     let mut relay = Relay::start(RelayConfig {
         bind: args.media_bind,
         port: args.media_port,
@@ -513,11 +543,17 @@ fn main() -> anyhow::Result<()> {
         data_rate: args.data_rate,
         data_burst: args.data_burst,
         recordings_dir: (!args.no_recording).then(|| args.recordings_dir.clone()),
+        edge: clustered,
         ..Default::default()
     })
     .context("starting the relay")?;
     let handle = relay.handle();
     let events = relay.take_events().context("relay events")?;
+    let edge = match relay.take_edge_port() {
+        Some(port) => Some(start_edge(&args, port, handle.clone())?),
+        None => None,
+    };
+    let edge_handle = edge.as_ref().map(|e| e.handle());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -528,6 +564,17 @@ fn main() -> anyhow::Result<()> {
             per_key_per_minute: args.joins_per_key,
             per_address_per_minute: args.joins_per_address,
         };
+        let cluster = match (&args.cluster.redis, edge_handle) {
+            (Some(url), Some(edge)) => {
+                let node = node_info(&args, &handle, edge.local_addr())?;
+                tracing::info!(node = %node.id, region = %node.region, edge = %node.edge, "joining the cluster");
+                let cluster = signalling::cluster::node::join(url, node, handle.clone(), edge)
+                    .await
+                    .context("joining the cluster")?;
+                Some(cluster)
+            }
+            _ => None,
+        };
         let hub = signalling::start_hub(
             handle.clone(),
             events,
@@ -535,6 +582,7 @@ fn main() -> anyhow::Result<()> {
             limits,
             Duration::from_secs(args.usage_flush_secs.max(1)),
             !args.no_repair,
+            cluster,
         )
         .context("account database")?;
         let admin = signalling::admin::Admin {
@@ -591,6 +639,60 @@ fn main() -> anyhow::Result<()> {
         .await
         .context("http server")
     })?;
+    drop(edge);
     relay.shutdown();
     Ok(())
+}
+
+/// Start this node's edge, with its certificate from the cluster directory.
+fn start_edge(
+    args: &ServeArgs,
+    port: relay::trunk::EdgePort,
+    relay: relay::RelayHandle,
+) -> anyhow::Result<edge::node::Edge> {
+    let c = &args.cluster;
+    let id = c
+        .node_id
+        .as_deref()
+        .context("--node-id is needed with --redis")?;
+    let dir = &c.cluster_dir;
+    let identity = edge::cluster::NodeIdentity::load(
+        &dir.join("ca.pem"),
+        &dir.join(format!("{id}.pem")),
+        &dir.join(format!("{id}.key")),
+    )?;
+    if identity.node != id {
+        anyhow::bail!("{id}.pem names node {:?}, not {id:?}", identity.node);
+    }
+    let config = edge::node::EdgeConfig {
+        bind: c.edge_bind,
+        identity,
+        region: c.region.clone(),
+    };
+    Ok(edge::node::Edge::start(config, port, relay)?)
+}
+
+/// This node as it registers in the cluster.
+fn node_info(
+    args: &ServeArgs,
+    relay: &relay::RelayHandle,
+    edge: SocketAddr,
+) -> anyhow::Result<signalling::cluster::NodeInfo> {
+    let c = &args.cluster;
+    let edge = match (c.edge_advertise, edge.ip().is_unspecified()) {
+        (Some(a), _) => a,
+        (None, false) => edge,
+        (None, true) => anyhow::bail!("--edge-advertise is needed when the edge binds {edge}"),
+    };
+    Ok(signalling::cluster::NodeInfo {
+        id: c.node_id.clone().unwrap_or_default(),
+        region: c.region.clone(),
+        signalling: format!("http://{}", args.http),
+        control: args.http,
+        edge,
+        media: relay.advertised_ip(),
+        capacity: c.capacity,
+        load: 0,
+        homes_sessions: true,
+    })
 }

@@ -60,7 +60,8 @@ pub const EXTENSIONS: [(u8, &str, Option<Kind>); 7] = [
 pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 
 /// Audio or video.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Audio.
     Audio,
@@ -79,7 +80,7 @@ impl Kind {
 }
 
 /// One codec in an m-section.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Codec {
     /// Payload type.
     pub pt: u8,

@@ -36,6 +36,14 @@ fn session_key(sid: &str, region: &str) -> String {
     format!("{PREFIX}session:{sid}:region:{region}")
 }
 
+fn members_key(sid: &str) -> String {
+    format!("{PREFIX}session:{sid}:members")
+}
+
+fn feeds_key(sid: &str) -> String {
+    format!("{PREFIX}session:{sid}:feeds")
+}
+
 fn resume_key(token: &str) -> String {
     format!("{PREFIX}resume:{token}")
 }
@@ -223,6 +231,51 @@ impl Directory {
     ) -> Result<Option<String>, ClusterError> {
         let mut con = self.con.clone();
         Ok(con.get(session_key(sid, region)).await?)
+    }
+
+    /// Record a participant of `sid` (`record`: JSON of the caller's choosing).
+    pub async fn put_member(&self, sid: &str, uid: &str, record: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: () = con.hset(members_key(sid), uid, record).await?;
+        Ok(())
+    }
+
+    /// Forget a participant of `sid`.
+    pub async fn remove_member(&self, sid: &str, uid: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: () = con.hdel(members_key(sid), uid).await?;
+        Ok(())
+    }
+
+    /// Every participant record of `sid`, by uid.
+    pub async fn members(&self, sid: &str) -> Result<Vec<(String, String)>, ClusterError> {
+        let mut con = self.con.clone();
+        Ok(con.hgetall(members_key(sid)).await?)
+    }
+
+    /// Record a feed of `sid`.
+    pub async fn put_feed(
+        &self,
+        sid: &str,
+        feed_id: &str,
+        record: &str,
+    ) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: () = con.hset(feeds_key(sid), feed_id, record).await?;
+        Ok(())
+    }
+
+    /// Forget a feed of `sid`.
+    pub async fn remove_feed(&self, sid: &str, feed_id: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: () = con.hdel(feeds_key(sid), feed_id).await?;
+        Ok(())
+    }
+
+    /// Every feed record of `sid`, by feed id.
+    pub async fn feeds(&self, sid: &str) -> Result<Vec<(String, String)>, ClusterError> {
+        let mut con = self.con.clone();
+        Ok(con.hgetall(feeds_key(sid)).await?)
     }
 
     /// Keep a resume token for `ttl`: whichever instance a reconnect lands on finds the

@@ -8,6 +8,7 @@
 
 pub mod directory;
 pub mod events;
+pub mod node;
 pub mod placement;
 
 use std::net::{IpAddr, SocketAddr};

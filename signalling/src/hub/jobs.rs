@@ -57,6 +57,10 @@ pub(super) enum RoomInput {
     Flush,
     /// The dominant speaker's video feeds changed: tell the relay.
     SpeakerFeeds(Vec<FeedId>),
+    /// Another node published a feed: import it.
+    RemoteFeed(Box<(FeedInfo, Vec<cluster::RemoteTrack>, cluster::Origin)>),
+    /// Feeds of another node went.
+    RemoteUnpublished(Vec<String>),
 }
 
 /// A session's job in flight and what waits behind it.
@@ -242,6 +246,11 @@ impl Hub {
                 }
             }
             RoomInput::Flush => self.flush_usage(sid),
+            RoomInput::RemoteFeed(feed) => {
+                let (info, tracks, origin) = *feed;
+                self.import_feed(sid, info, tracks, origin);
+            }
+            RoomInput::RemoteUnpublished(feed_ids) => self.unpublish(sid, &feed_ids),
             RoomInput::SpeakerFeeds(feeds) => {
                 if !self.rooms.contains_key(sid) {
                     return;

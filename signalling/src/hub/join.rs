@@ -208,7 +208,8 @@ impl Hub {
                 if self
                     .rooms
                     .get(sid)
-                    .is_some_and(|r| r.peers.contains_key(&uid)) =>
+                    .is_some_and(|r| r.peers.contains_key(&uid))
+                    || self.joined_elsewhere(sid, &uid) =>
             {
                 return Err((
                     ErrorCode::AlreadyJoined,
@@ -234,25 +235,33 @@ impl Hub {
         let relay = self.relay.clone();
         let (rsid, ruid) = (Sid::from(sid), Uid::from(joined.uid.as_str()));
         let publish_data = joined.grants.publish_data;
+        // A session new to this node may have participants and feeds on other nodes.
+        let remote = if exists { None } else { self.load_remote(sid) };
         self.spawn_job(
             sid,
             async move {
                 if !exists {
                     match relay.create_session(rsid.clone(), None).await {
                         Ok(_) | Err(relay::ControlError::SessionExists { .. }) => {}
-                        Err(e) => return (false, Err(e)),
+                        Err(e) => return (false, Err(e), None),
                     }
                 }
+                let remote = match remote {
+                    Some(load) => Some(load.await),
+                    None => None,
+                };
                 let config = ParticipantConfig {
                     publish_data,
                     ..Default::default()
                 };
                 let added = relay.add_participant(&rsid, &ruid, config).await;
-                (true, added)
+                (true, added, remote)
             },
             {
                 let sid = sid.to_owned();
-                move |hub, (created, added)| hub.joined(&sid, joined, created, added)
+                move |hub, (created, added, remote)| {
+                    hub.joined(&sid, joined, created, added, remote)
+                }
             },
         );
         Ok(None)
@@ -265,6 +274,7 @@ impl Hub {
         joined: Joined,
         session: bool,
         added: Result<RelayParticipant, relay::ControlError>,
+        remote: Option<super::cluster::RemoteState>,
     ) {
         let Joined {
             conn,
@@ -295,8 +305,13 @@ impl Hub {
                     speakers: Default::default(),
                     recording: None,
                     e2ee,
+                    remote: HashMap::new(),
                 },
             );
+            self.follow_session(sid);
+        }
+        if let Some(remote) = remote {
+            self.apply_remote(sid, remote);
         }
         let info = match added {
             Ok(info) if self.conns.contains_key(&conn) => info,
@@ -377,10 +392,11 @@ impl Hub {
             &uid,
             Event::ParticipantJoined(ParticipantInfo {
                 uid: uid.clone(),
-                name,
+                name: name.clone(),
                 quality: None,
             }),
         );
+        self.announce_join(sid, &uid, name);
         let snapshot = self.snapshot(sid, &uid, &token);
         self.send(conn, ServerMessage::ok(id, snapshot));
         // Whoever joins a session that records is told so.
@@ -405,6 +421,7 @@ impl Hub {
                 name: p.name.clone(),
                 quality: p.quality,
             })
+            .chain(self.remote_participants(sid))
             .collect();
         let feeds: Vec<FeedInfo> = room
             .feeds

@@ -11,9 +11,9 @@ use super::*;
 
 impl Hub {
     /// Remove a feed from the session's state: from its publisher's connection and from every
-    /// subscriber (each gets an offer), and tell the others. Returns its owner and the relay
-    /// feeds to unpublish, for the caller's job.
-    fn forget_feed(&mut self, sid: &str, feed_id: &str) -> Option<(String, Vec<FeedId>)> {
+    /// subscriber (each gets an offer), and tell the others (on other nodes too, for a feed of
+    /// this node). Returns its owner and the relay feeds to unpublish, for the caller's job.
+    fn forget_feed(&mut self, sid: &str, feed_id: &str) -> Option<Gone> {
         self.unrecord_feed(sid, feed_id);
         let feed = self.rooms.get_mut(sid)?.feeds.remove(feed_id)?;
         let uids: Vec<String> = self.rooms[sid].peers.keys().cloned().collect();
@@ -46,18 +46,26 @@ impl Hub {
                     uid: feed.owner.clone(),
                 },
             );
+            if feed.origin.is_none() {
+                self.announce_unpublished(sid, feed_id);
+            }
         }
         let tracks = feed
             .tracks
             .iter()
             .map(|t| relay_feed(feed_id, t.kind))
             .collect();
-        Some((feed.owner, tracks))
+        Some(Gone {
+            owner: feed.owner,
+            tracks,
+            imported: feed.origin.is_some(),
+        })
     }
 
-    /// Remove feeds: from the session at once, from the relay in a job.
+    /// Remove feeds: from the session at once, from the relay in a job (through the edge for
+    /// those imported from other nodes).
     pub(super) fn unpublish(&mut self, sid: &str, feed_ids: &[String]) {
-        let gone: Vec<(String, Vec<FeedId>)> = feed_ids
+        let gone: Vec<Gone> = feed_ids
             .iter()
             .filter_map(|f| self.forget_feed(sid, f))
             .collect();
@@ -65,15 +73,22 @@ impl Hub {
             return;
         }
         let relay = self.relay.clone();
+        let edge = self.cluster.as_ref().map(|c| c.edge.clone());
         let rsid = Sid::from(sid);
         self.spawn_job(
             sid,
             async move {
-                for (owner, tracks) in gone {
-                    for track in tracks {
-                        let _ = relay
-                            .unpublish(&rsid, &Uid::from(owner.as_str()), &track)
-                            .await;
+                for g in gone {
+                    for track in g.tracks {
+                        match (&edge, g.imported) {
+                            (Some(edge), true) => {
+                                let _ = edge.remove_import(&rsid, &track).await;
+                            }
+                            _ => {
+                                let owner = Uid::from(g.owner.as_str());
+                                let _ = relay.unpublish(&rsid, &owner, &track).await;
+                            }
+                        }
                     }
                 }
             },
@@ -118,7 +133,7 @@ impl Hub {
         let tracks: Vec<FeedId> = owned
             .iter()
             .filter_map(|f| self.forget_feed(sid, f))
-            .flat_map(|(_, tracks)| tracks)
+            .flat_map(|g| g.tracks)
             .collect();
         let empty = self.rooms[sid].peers.is_empty();
         self.broadcast(
@@ -128,6 +143,16 @@ impl Hub {
                 uid: uid.to_owned(),
             },
         );
+        self.announce_leave(sid, uid);
+        if empty {
+            let imported: Vec<FeedId> = self.rooms[sid]
+                .feeds
+                .iter()
+                .filter(|(_, f)| f.origin.is_some())
+                .flat_map(|(id, f)| f.tracks.iter().map(|t| relay_feed(id, t.kind)))
+                .collect();
+            self.unfollow_session(sid, imported);
+        }
         let changes = room_speakers_remove(self, sid, uid, left_at);
         let room_sid = sid.to_owned();
         let relay = self.relay.clone();
@@ -175,6 +200,14 @@ impl Hub {
         // After the leave's job: what it starts on the relay waits behind that.
         self.tell_speakers(&room_sid, changes);
     }
+}
+
+/// A feed taken out of the session, for the relay.
+struct Gone {
+    owner: String,
+    tracks: Vec<FeedId>,
+    /// It came from another node, through the edge.
+    imported: bool,
 }
 
 /// Take `uid` off `sid`'s speakers.

@@ -9,6 +9,7 @@
 //! outstanding one's answer was refused). The reply to `publish`/`subscribe` is sent once the
 //! answer that carries it has been applied.
 
+pub mod cluster;
 mod jobs;
 mod join;
 mod leave;
@@ -81,6 +82,10 @@ pub enum Input {
     /// The server stops: finish every recording (everyone recorded is told), and answer once
     /// every file is finished, listed and metered.
     FinishRecordings(oneshot::Sender<()>),
+    /// Another node's signalling told of a change to a session.
+    Cluster(Box<crate::cluster::events::Envelope<cluster::SessionEvent>>),
+    /// Redis is reachable again after it was not: what was recorded there may be lost.
+    ClusterRecovered,
 }
 
 /// A join waiting for its credentials to be checked off the hub's task.
@@ -167,6 +172,8 @@ struct Track {
     active: bool,
     /// Its publisher muted it.
     muted: bool,
+    /// What the relay was told of it, once published (other nodes import it as it is).
+    description: Option<relay::FeedDescription>,
 }
 
 struct Feed {
@@ -174,6 +181,8 @@ struct Feed {
     source: Source,
     tracks: Vec<Track>,
     published: bool,
+    /// The node it comes from, for a feed published on another node of the cluster.
+    origin: Option<cluster::Origin>,
 }
 
 impl Feed {
@@ -210,6 +219,8 @@ struct Room {
     recording: Option<recording::RoomRecording>,
     /// Its media is end-to-end encrypted (set by its first join): it cannot be recorded.
     e2ee: bool,
+    /// Its participants on other nodes of the cluster.
+    remote: HashMap<String, cluster::RemotePeer>,
 }
 
 struct Conn {
@@ -249,6 +260,8 @@ pub struct Hub {
     backlogs: HashMap<String, jobs::Backlog>,
     /// Whether offers negotiate packet repair (NACK, RTX).
     repair: bool,
+    /// The cluster this node is part of, if any.
+    cluster: Option<cluster::ClusterLink>,
 }
 
 /// A connection's join has been answered (or failed): it may send another.
@@ -295,7 +308,15 @@ impl Hub {
             resume: HashMap::new(),
             backlogs: HashMap::new(),
             repair,
+            cluster: None,
         }
+    }
+
+    /// The hub of one node of a cluster: sessions span the nodes where their participants
+    /// are (see [`cluster`]).
+    pub fn with_cluster(mut self, link: cluster::ClusterLink) -> Self {
+        self.cluster = Some(link);
+        self
     }
 
     /// Handle inputs until every sender is gone.
@@ -482,6 +503,8 @@ impl Hub {
             Input::Recording(done) => self.recording_done(done),
             Input::AdminRecord(r) => self.admin_record(r),
             Input::FinishRecordings(done) => self.finish_recordings(done),
+            Input::Cluster(envelope) => self.cluster_event(*envelope),
+            Input::ClusterRecovered => self.cluster_recovered(),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);

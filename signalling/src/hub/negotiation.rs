@@ -315,7 +315,7 @@ impl Hub {
                     feed_id,
                     kind,
                     codecs,
-                    ..
+                    description,
                 } if ok => {
                     if let Some(track) = self
                         .rooms
@@ -325,6 +325,7 @@ impl Hub {
                     {
                         track.codecs = codecs;
                         track.active = true;
+                        track.description = Some(description);
                     }
                 }
                 Step::Publish { feed_id, .. } | Step::Refused(feed_id) => {
@@ -381,6 +382,7 @@ impl Hub {
             if let Some(info) = info {
                 self.broadcast(sid, uid, Event::FeedPublished(info));
                 self.record_feed(sid, feed_id);
+                self.announce_feed(sid, feed_id);
             }
         }
         Some(json!({

@@ -68,9 +68,11 @@ impl Hub {
                                 codecs: Vec::new(),
                                 active: false,
                                 muted: false,
+                                description: None,
                             })
                             .collect(),
                         published: false,
+                        origin: None,
                     },
                 );
                 let peer = room.peers.get_mut(uid).expect("joined peer");

@@ -60,6 +60,7 @@ pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfi
         limits,
         Duration::from_secs(1),
         true,
+        None,
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

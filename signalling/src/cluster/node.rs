@@ -1,0 +1,80 @@
+//! Joining a cluster: connect to Redis, keep this node's record alive, and give the hub its
+//! link to the other nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge::node::EdgeHandle;
+use relay::RelayHandle;
+use tokio::sync::mpsc;
+
+use super::directory::{Directory, HEARTBEAT};
+use super::events::Events;
+use super::{ClusterError, NodeInfo};
+use crate::hub::cluster::ClusterLink;
+
+/// Join the cluster whose Redis is at `url` as `node` (its load is filled in from `relay`
+/// at each heartbeat, which runs for as long as the runtime does). Returns what
+/// [`crate::start_hub`] takes.
+pub async fn join(
+    url: &str,
+    node: NodeInfo,
+    relay: RelayHandle,
+    edge: EdgeHandle,
+) -> Result<crate::Cluster, ClusterError> {
+    let (directory, pushed) = Directory::connect(url).await?;
+    directory.register(&node).await?;
+    let (writes, to_write) = mpsc::unbounded_channel();
+    tokio::spawn(crate::hub::cluster::run_writes(to_write));
+    let link = ClusterLink {
+        node: node.id.clone(),
+        edge_addr: node.edge,
+        edge,
+        events: Events::new(directory.clone(), &node.id),
+        directory: directory.clone(),
+        writes,
+    };
+    let node = Arc::new(node);
+    let (recovered_tx, recovered) = mpsc::unbounded_channel();
+    tokio::spawn(heartbeat(directory, node, relay, recovered_tx));
+    Ok(crate::Cluster {
+        link,
+        pushed,
+        recovered,
+    })
+}
+
+/// Renew the node's record every [`HEARTBEAT`], with its participants as its load. A Redis
+/// that is gone fails the renewal; the next one after it is back registers the node again,
+/// and the hub is told (`recovered`) so that it records its sessions again.
+async fn heartbeat(
+    directory: Directory,
+    node: Arc<NodeInfo>,
+    relay: RelayHandle,
+    recovered: mpsc::UnboundedSender<()>,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let mut record = (*node).clone();
+        if let Ok(Ok(stats)) = tokio::time::timeout(Duration::from_millis(200), relay.stats()).await
+        {
+            record.load = stats.iter().map(|s| s.participants as u32).sum();
+        }
+        match directory.register(&record).await {
+            Ok(()) if failing => {
+                tracing::info!(node = %node.id, "registered with Redis again");
+                failing = false;
+                let _ = recovered.send(());
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(node = %node.id, error = %e, "heartbeat failed; calls go on");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}

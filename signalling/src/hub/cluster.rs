@@ -1,0 +1,598 @@
+//! The hub as one node of a cluster: a session spans the nodes where its participants are.
+//!
+//! Each node's hub serves the participants connected to it, with its own relay, as in
+//! single-node mode. What the participants on other nodes must see crosses Redis as
+//! [`SessionEvent`]s on the session's channel: who joined and left, and each published feed
+//! with what its node's relay was told of it, so that this node's relay can take it through
+//! the edge ([`edge::node::EdgeHandle::import`]) and this node's participants subscribe to it
+//! like to a local one. The feed then crosses the trunk between the two nodes once, whoever
+//! subscribes here.
+//!
+//! Who is in a session and what is published also stay in Redis, by the node that has them, so
+//! that a node new to a session answers its first participant's join with everyone and every
+//! feed already there. A node that starts following a session, or that finds Redis again after
+//! losing it, has the others say again what they have ([`SessionEvent::Sync`]); every event is
+//! idempotent, so one told twice changes nothing.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use edge::node::{EdgeHandle, PeerNode};
+use relay::ids::{Sid, Uid};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::directory::Directory;
+use crate::cluster::events::{Envelope, Events};
+use crate::protocol::{Event, FeedInfo, ParticipantInfo};
+
+use super::*;
+
+/// What the hub needs of the cluster.
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// This node's id.
+    pub node: String,
+    /// Its edge's QUIC address, which other nodes open trunks to.
+    pub edge_addr: SocketAddr,
+    /// Its edge.
+    pub edge: EdgeHandle,
+    /// Sessions' events through Redis.
+    pub events: Events,
+    /// The records in Redis.
+    pub directory: Directory,
+    /// Writes to Redis, carried out one after another in the order the hub made them.
+    pub writes: mpsc::UnboundedSender<Write>,
+}
+
+/// A write to Redis, made by the hub and awaited by [`run_writes`].
+pub type Write = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Carry out the hub's writes in order (a leave never overtakes its join).
+pub async fn run_writes(mut writes: mpsc::UnboundedReceiver<Write>) {
+    while let Some(write) = writes.recv().await {
+        write.await;
+    }
+}
+
+/// A participant as it is recorded in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct MemberRecord {
+    name: Option<String>,
+    node: String,
+}
+
+/// A feed as it is recorded in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FeedRecord {
+    node: String,
+    info: FeedInfo,
+    tracks: Vec<RemoteTrack>,
+    edge: SocketAddr,
+}
+
+/// What a node new to a session finds of it in Redis: the participants and feeds on other
+/// live nodes (the feeds imported already).
+#[derive(Debug, Default)]
+pub struct RemoteState {
+    members: Vec<(String, MemberRecord)>,
+    feeds: Vec<FeedRecord>,
+}
+
+/// Where a feed published on another node comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The node.
+    pub node: String,
+    /// Its edge.
+    pub edge: SocketAddr,
+}
+
+/// A participant connected to another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePeer {
+    name: Option<String>,
+    node: String,
+}
+
+/// A track of a feed, as its node's relay has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteTrack {
+    /// Audio or video.
+    pub kind: Kind,
+    /// The codecs its publisher's answer chose (offered to subscribers here).
+    pub codecs: Vec<Codec>,
+    /// What the publisher's relay was told of it.
+    pub description: relay::FeedDescription,
+}
+
+/// A change to a session that nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// A node follows the session from now on: the others say again what they have.
+    Sync,
+    /// A participant joined on the sending node.
+    Joined {
+        /// Who.
+        uid: String,
+        /// Its display name.
+        name: Option<String>,
+    },
+    /// A participant of the sending node left.
+    Left {
+        /// Who.
+        uid: String,
+    },
+    /// A feed was published on the sending node.
+    FeedPublished {
+        /// The feed as participants see it.
+        info: FeedInfo,
+        /// Its tracks as the sending node's relay has them.
+        tracks: Vec<RemoteTrack>,
+        /// The sending node's edge.
+        edge: SocketAddr,
+    },
+    /// A feed of the sending node went.
+    FeedUnpublished {
+        /// The feed.
+        feed_id: String,
+    },
+}
+
+impl Hub {
+    /// Record the change in Redis (`record`), then tell the nodes following `sid`; in
+    /// order with the hub's other writes.
+    fn tell_cluster(&self, sid: &str, event: SessionEvent, record: Option<Record>) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let (events, directory) = (link.events.clone(), link.directory.clone());
+        let sid = sid.to_owned();
+        let write: Write = Box::pin(async move {
+            let recorded = match record {
+                None => Ok(()),
+                Some(Record::Member(uid, Some(m))) => {
+                    let json = serde_json::to_string(&m).expect("records serialise");
+                    directory.put_member(&sid, &uid, &json).await
+                }
+                Some(Record::Member(uid, None)) => directory.remove_member(&sid, &uid).await,
+                Some(Record::Feed(feed_id, Some(f))) => {
+                    let json = serde_json::to_string(&f).expect("records serialise");
+                    directory.put_feed(&sid, &feed_id, &json).await
+                }
+                Some(Record::Feed(feed_id, None)) => directory.remove_feed(&sid, &feed_id).await,
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(%sid, error = %e, "a session record was not written");
+            }
+            if let Err(e) = events.publish(&sid, event).await {
+                tracing::warn!(%sid, error = %e, "a session event did not reach the cluster");
+            }
+        });
+        let _ = link.writes.send(write);
+    }
+
+    /// A session starts on this node: follow its events, and have the others say what they
+    /// have.
+    pub(super) fn follow_session(&self, sid: &str) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let events = link.events.clone();
+        let sid = sid.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = events.follow(&sid).await {
+                tracing::warn!(%sid, error = %e, "not following the session's events");
+                return;
+            }
+            if let Err(e) = events.publish(&sid, SessionEvent::Sync).await {
+                tracing::warn!(%sid, error = %e, "the cluster was not asked for the session");
+            }
+        });
+    }
+
+    /// The session has no participant left on this node: stop following it, and let the
+    /// edge forget the feeds it took from other nodes.
+    pub(super) fn unfollow_session(&self, sid: &str, imported: Vec<relay::ids::FeedId>) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let (events, edge) = (link.events.clone(), link.edge.clone());
+        let sid = sid.to_owned();
+        tokio::spawn(async move {
+            let _ = events.unfollow(&sid).await;
+            let rsid = Sid::from(sid.as_str());
+            for track in imported {
+                let _ = edge.remove_import(&rsid, &track).await;
+            }
+        });
+    }
+
+    /// A participant joined here.
+    pub(super) fn announce_join(&self, sid: &str, uid: &str, name: Option<String>) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let record = MemberRecord {
+            name: name.clone(),
+            node: link.node.clone(),
+        };
+        self.tell_cluster(
+            sid,
+            SessionEvent::Joined {
+                uid: uid.to_owned(),
+                name,
+            },
+            Some(Record::Member(uid.to_owned(), Some(record))),
+        );
+    }
+
+    /// A participant of this node left.
+    pub(super) fn announce_leave(&self, sid: &str, uid: &str) {
+        self.tell_cluster(
+            sid,
+            SessionEvent::Left {
+                uid: uid.to_owned(),
+            },
+            Some(Record::Member(uid.to_owned(), None)),
+        );
+    }
+
+    /// A feed of this node is published: the other nodes may import it.
+    pub(super) fn announce_feed(&self, sid: &str, feed_id: &str) {
+        let (Some(link), Some(feed)) = (
+            &self.cluster,
+            self.rooms.get(sid).and_then(|r| r.feeds.get(feed_id)),
+        ) else {
+            return;
+        };
+        if feed.origin.is_some() || !feed.published {
+            return;
+        }
+        let tracks: Vec<RemoteTrack> = feed
+            .tracks
+            .iter()
+            .filter_map(|t| {
+                Some(RemoteTrack {
+                    kind: t.kind,
+                    codecs: t.codecs.clone(),
+                    description: t.description.clone()?,
+                })
+            })
+            .collect();
+        let record = FeedRecord {
+            node: link.node.clone(),
+            info: feed.info(feed_id),
+            tracks: tracks.clone(),
+            edge: link.edge_addr,
+        };
+        let event = SessionEvent::FeedPublished {
+            info: feed.info(feed_id),
+            tracks,
+            edge: link.edge_addr,
+        };
+        self.tell_cluster(
+            sid,
+            event,
+            Some(Record::Feed(feed_id.to_owned(), Some(record))),
+        );
+    }
+
+    /// A feed of this node went.
+    pub(super) fn announce_unpublished(&self, sid: &str, feed_id: &str) {
+        self.tell_cluster(
+            sid,
+            SessionEvent::FeedUnpublished {
+                feed_id: feed_id.to_owned(),
+            },
+            Some(Record::Feed(feed_id.to_owned(), None)),
+        );
+    }
+
+    /// Redis was lost and is back (restarted empty, perhaps): record again every participant
+    /// and feed of this node, and have the others do the same.
+    pub(super) fn cluster_recovered(&mut self) {
+        let sids: Vec<String> = self.rooms.keys().cloned().collect();
+        for sid in sids {
+            self.follow_session(&sid);
+            self.say_again(&sid);
+        }
+    }
+
+    /// Record and announce again what this node has of `sid`.
+    fn say_again(&self, sid: &str) {
+        let Some(room) = self.rooms.get(sid) else {
+            return;
+        };
+        let peers: Vec<(String, Option<String>)> = room
+            .peers
+            .iter()
+            .map(|(u, p)| (u.clone(), p.name.clone()))
+            .collect();
+        let feeds: Vec<String> = room
+            .feeds
+            .iter()
+            .filter(|(_, f)| f.origin.is_none() && f.published)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (uid, name) in peers {
+            self.announce_join(sid, &uid, name);
+        }
+        for feed_id in feeds {
+            self.announce_feed(sid, &feed_id);
+        }
+    }
+
+    /// What `sid` has on other live nodes, for a node new to it: read from Redis in the join's
+    /// job, after the relay has the session, with the feeds imported through the edge.
+    pub(super) fn load_remote(
+        &self,
+        sid: &str,
+    ) -> Option<impl Future<Output = RemoteState> + Send> {
+        let link = self.cluster.as_ref()?;
+        let (directory, edge, me) = (link.directory.clone(), link.edge.clone(), link.node.clone());
+        let sid = sid.to_owned();
+        Some(async move {
+            let read = async {
+                let alive = directory.nodes().await?;
+                let members = directory.members(&sid).await?;
+                let feeds = directory.feeds(&sid).await?;
+                Ok::<_, crate::cluster::ClusterError>((alive, members, feeds))
+            };
+            let (alive, members, feeds) = match read.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%sid, error = %e, "the session's other nodes are not known yet");
+                    return RemoteState::default();
+                }
+            };
+            let elsewhere = |node: &str| node != me && alive.iter().any(|n| n.id == node);
+            let mut state = RemoteState::default();
+            for (uid, json) in members {
+                match serde_json::from_str::<MemberRecord>(&json) {
+                    Ok(m) if elsewhere(&m.node) => state.members.push((uid, m)),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%sid, %uid, error = %e, "unreadable member record"),
+                }
+            }
+            let rsid = Sid::from(sid.as_str());
+            for (feed_id, json) in feeds {
+                let f = match serde_json::from_str::<FeedRecord>(&json) {
+                    Ok(f) if elsewhere(&f.node) => f,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(%sid, %feed_id, error = %e, "unreadable feed record");
+                        continue;
+                    }
+                };
+                let peer = PeerNode {
+                    node: f.node.clone(),
+                    addr: f.edge,
+                };
+                let uid = Uid::from(f.info.uid.as_str());
+                let mut imported = true;
+                for t in &f.tracks {
+                    if let Err(e) = edge
+                        .import(peer.clone(), &rsid, &uid, t.description.clone())
+                        .await
+                    {
+                        tracing::warn!(%sid, %feed_id, error = %e, "a feed of another node was not imported");
+                        imported = false;
+                    }
+                }
+                if imported {
+                    state.feeds.push(f);
+                }
+            }
+            state
+        })
+    }
+
+    /// Take in what a node new to `sid` found of it on other nodes.
+    pub(super) fn apply_remote(&mut self, sid: &str, state: RemoteState) {
+        let Some(room) = self.rooms.get_mut(sid) else {
+            return;
+        };
+        for (uid, m) in state.members {
+            if !room.peers.contains_key(&uid) {
+                room.remote.insert(
+                    uid,
+                    RemotePeer {
+                        name: m.name,
+                        node: m.node,
+                    },
+                );
+            }
+        }
+        for f in state.feeds {
+            let feed_id = f.info.feed_id.clone();
+            room.feeds.entry(feed_id).or_insert_with(|| Feed {
+                owner: f.info.uid.clone(),
+                source: f.info.source,
+                tracks: remote_tracks(&f.info, &f.tracks),
+                published: true,
+                origin: Some(Origin {
+                    node: f.node,
+                    edge: f.edge,
+                }),
+            });
+        }
+    }
+
+    /// Another node told of a change to a session this node follows.
+    pub(super) fn cluster_event(&mut self, envelope: Envelope<SessionEvent>) {
+        let Envelope { from, sid, event } = envelope;
+        let Some(room) = self.rooms.get_mut(&sid) else {
+            return;
+        };
+        match event {
+            SessionEvent::Sync => self.say_again(&sid),
+            SessionEvent::Joined { uid, name } => {
+                if room.peers.contains_key(&uid) || room.remote.contains_key(&uid) {
+                    return;
+                }
+                room.remote.insert(
+                    uid.clone(),
+                    RemotePeer {
+                        name: name.clone(),
+                        node: from,
+                    },
+                );
+                room.meter.peak = room
+                    .meter
+                    .peak
+                    .max((room.peers.len() + room.remote.len()) as u32);
+                self.broadcast(
+                    &sid,
+                    &uid,
+                    Event::ParticipantJoined(ParticipantInfo {
+                        uid: uid.clone(),
+                        name,
+                        quality: None,
+                    }),
+                );
+            }
+            SessionEvent::Left { uid } => {
+                if room.remote.get(&uid).is_none_or(|p| p.node != from) {
+                    return;
+                }
+                room.remote.remove(&uid);
+                let owned: Vec<String> = room
+                    .feeds
+                    .iter()
+                    .filter(|(_, f)| f.owner == uid && f.origin.is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(owned));
+                self.broadcast(&sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
+            }
+            SessionEvent::FeedPublished { info, tracks, edge } => {
+                if room.feeds.contains_key(&info.feed_id) {
+                    return;
+                }
+                let origin = Origin { node: from, edge };
+                self.room_input(
+                    &sid,
+                    jobs::RoomInput::RemoteFeed(Box::new((info, tracks, origin))),
+                );
+            }
+            SessionEvent::FeedUnpublished { feed_id } => {
+                let theirs = room
+                    .feeds
+                    .get(&feed_id)
+                    .and_then(|f| f.origin.as_ref())
+                    .is_some_and(|o| o.node == from);
+                if theirs {
+                    self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(vec![feed_id]));
+                }
+            }
+        }
+    }
+
+    /// Take a feed of another node: the relay gets a replica of each track through the edge,
+    /// then this node's participants are told it is there.
+    pub(super) fn import_feed(
+        &mut self,
+        sid: &str,
+        info: FeedInfo,
+        tracks: Vec<RemoteTrack>,
+        origin: Origin,
+    ) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(sid) else {
+            return;
+        };
+        if room.feeds.contains_key(&info.feed_id) || tracks.is_empty() {
+            return;
+        }
+        room.feeds.insert(
+            info.feed_id.clone(),
+            Feed {
+                owner: info.uid.clone(),
+                source: info.source,
+                tracks: remote_tracks(&info, &tracks),
+                published: false,
+                origin: Some(origin.clone()),
+            },
+        );
+        let edge = link.edge.clone();
+        let peer = PeerNode {
+            node: origin.node,
+            addr: origin.edge,
+        };
+        let (rsid, ruid) = (Sid::from(sid), Uid::from(info.uid.as_str()));
+        let sid = sid.to_owned();
+        let feed_id = info.feed_id.clone();
+        self.spawn_job(
+            &sid.clone(),
+            async move {
+                for t in tracks {
+                    edge.import(peer.clone(), &rsid, &ruid, t.description).await?;
+                }
+                Ok::<_, edge::EdgeError>(())
+            },
+            move |hub, imported| {
+                if let Err(e) = imported {
+                    tracing::warn!(%sid, %feed_id, error = %e, "a feed of another node was not imported");
+                    hub.unpublish(&sid, &[feed_id]);
+                    return;
+                }
+                let Some(feed) = hub.rooms.get_mut(&sid).and_then(|r| r.feeds.get_mut(&feed_id))
+                else {
+                    return;
+                };
+                feed.published = true;
+                let info = feed.info(&feed_id);
+                let owner = feed.owner.clone();
+                hub.broadcast(&sid, &owner, Event::FeedPublished(info));
+            },
+        );
+    }
+
+    /// The participants of `sid` on other nodes, as a joining participant sees them.
+    pub(super) fn remote_participants(&self, sid: &str) -> Vec<ParticipantInfo> {
+        self.rooms
+            .get(sid)
+            .map(|r| {
+                r.remote
+                    .iter()
+                    .map(|(uid, p)| ParticipantInfo {
+                        uid: uid.clone(),
+                        name: p.name.clone(),
+                        quality: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `uid` is in `sid` on another node.
+    pub(super) fn joined_elsewhere(&self, sid: &str, uid: &str) -> bool {
+        self.rooms
+            .get(sid)
+            .is_some_and(|r| r.remote.contains_key(uid))
+    }
+}
+
+/// A change to the records of a session in Redis: a participant or feed put (Some) or removed.
+enum Record {
+    Member(String, Option<MemberRecord>),
+    Feed(String, Option<FeedRecord>),
+}
+
+/// The tracks of a feed of another node, as the hub keeps them.
+fn remote_tracks(info: &FeedInfo, tracks: &[RemoteTrack]) -> Vec<Track> {
+    tracks
+        .iter()
+        .map(|t| Track {
+            kind: t.kind,
+            codecs: t.codecs.clone(),
+            active: true,
+            muted: info.muted.iter().any(|m| m == t.kind.as_str()),
+            description: Some(t.description.clone()),
+        })
+        .collect()
+}

@@ -1,0 +1,82 @@
+// Two nodes of a cluster (each a webrtcai process: signalling, relay and edge) sharing a
+// Redis: a page on each joins one session through the SDK; each sees the other join and
+// publish, and decodes the other's video, which crosses the trunk between the nodes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying } from './harness.mjs';
+
+const root = join(import.meta.dirname, '..', '..');
+const bin = process.env.WEBRTCAI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'webrtcai');
+
+/** A redis-server of the test's own on a unix socket. */
+export async function startRedis() {
+  const dir = mkdtempSync(join(tmpdir(), 'webrtcai-redis-'));
+  const socket = join(dir, 'redis.sock');
+  const child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!existsSync(socket)) throw new Error('redis-server did not start');
+  return {
+    url: `redis+unix://${socket}`,
+    stop: () => { child.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+/** A cluster CA and the certificates of `nodes`, in a fresh directory. */
+export function clusterDir(nodes) {
+  const dir = mkdtempSync(join(tmpdir(), 'webrtcai-cluster-'));
+  const run = (...args) => execFileSync(bin, [...args, '--dir', dir], { env: { ...process.env, RUST_LOG: 'error' } });
+  run('cluster', 'init');
+  for (const n of nodes) run('cluster', 'node', n);
+  return dir;
+}
+
+/** Node `id` of the cluster: a server on `redis` in `region`; `first` (a server already
+ * started) gives the shared account database and key. */
+export async function startNode(redis, dir, id, region, first = null) {
+  const shared = first ? { db: first.db, key: first.key, secret: first.secret, cid: first.cid } : {};
+  return startServer({
+    ...shared,
+    args: ['--redis', redis.url, '--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', '127.0.0.1:0'],
+  });
+}
+
+test('pages on two nodes join one session and decode each other across the trunk', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
+  const browser = await launch();
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'multi-1', 'alice');
+    const bob = await joinPage(browser.context, nodeB, 'multi-1', 'bob');
+    const joined = await waitEvent(alice, 'participant-joined');
+    assert.equal(joined.name, 'bob');
+    const seen = await bob.evaluate(() => [...window.session.participants.values()].map((p) => p.name));
+    assert.deepEqual(seen, ['alice'], 'bob sees alice, who joined on the other node');
+
+    const feedA = await publishWebcam(alice);
+    const feedB = await publishWebcam(bob);
+    assert.equal((await waitEvent(bob, 'feed-published')).feedId, feedA);
+    assert.equal((await waitEvent(alice, 'feed-published')).feedId, feedB);
+    const videoA = await subscribe(alice, feedB);
+    const videoB = await subscribe(bob, feedA);
+    const sa = await expectPlaying(alice, videoA);
+    const sb = await expectPlaying(bob, videoB);
+    console.log(`alice (node a) decodes bob's video ${sa.width} wide (${sa.framesDecoded} frames), bob (node b) alice's ${sb.width} wide (${sb.framesDecoded} frames)`);
+    assert.ok(sa.width > 0 && sb.width > 0);
+
+    await bob.evaluate(() => window.session.leave());
+    const left = await waitEvent(alice, 'participant-left');
+    assert.ok(left.uid);
+    assert.equal((await waitEvent(alice, 'feed-unpublished')).feedId, feedB);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
