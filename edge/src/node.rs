@@ -53,7 +53,7 @@ pub struct PeerNode {
 }
 
 /// The state of one trunk, as [`EdgeHandle::stats`] gives it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TrunkStats {
     /// The peer node.
     pub peer: String,
@@ -63,8 +63,8 @@ pub struct TrunkStats {
     pub tunnel: TunnelStats,
     /// The largest datagram the path takes now.
     pub max_datagram: Option<usize>,
-    /// QUIC's round-trip estimate.
-    pub rtt: Duration,
+    /// QUIC's round-trip estimate, milliseconds.
+    pub rtt_ms: f64,
     /// QUIC's congestion window, bytes.
     pub cwnd: u64,
     /// UDP datagrams QUIC sent on the trunk (media, control and acknowledgements).
@@ -361,7 +361,9 @@ fn stats(node: &Node) -> Vec<TrunkStats> {
                 up: slot.connection.is_some(),
                 tunnel: slot.tunnel.stats(),
                 max_datagram: slot.connection.as_ref().and_then(|c| c.max_datagram_size()),
-                rtt: quic.as_ref().map_or(Duration::ZERO, |q| q.path.rtt),
+                rtt_ms: quic
+                    .as_ref()
+                    .map_or(0.0, |q| q.path.rtt.as_secs_f64() * 1000.0),
                 cwnd: quic.as_ref().map_or(0, |q| q.path.cwnd),
                 udp_sent: quic.as_ref().map_or(0, |q| q.udp_tx.datagrams),
                 udp_bytes_sent: quic.as_ref().map_or(0, |q| q.udp_tx.bytes),

@@ -79,7 +79,7 @@ pub enum TunnelOutput {
 }
 
 /// Counters of one tunnel.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct TunnelStats {
     /// Media datagrams sent (resent ones included).
     pub datagrams_out: u64,

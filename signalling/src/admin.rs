@@ -37,6 +37,8 @@ pub struct Admin {
     pub hub: Option<tokio::sync::mpsc::Sender<crate::hub::Input>>,
     /// Where recordings are, for downloads.
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// This node's edge, where it is one node of a cluster.
+    pub edge: Option<edge::node::EdgeHandle>,
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -106,6 +108,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/recordings", get(list_recordings))
         .route("/admin/recordings/{id}/file", get(recording_file))
         .route("/admin/sessions/{sid}/recording", post(record_session))
+        .route("/admin/trunks", get(trunks))
         .with_state(admin)
 }
 
@@ -304,6 +307,24 @@ async fn usage(State(a): State<Admin>, h: HeaderMap, Query(q): Query<UsageQuery>
             .into_response(),
         Ok(report) => Json(report).into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+/// This node's trunks to the other nodes of its cluster: each one's QUIC state and counters.
+async fn trunks(State(a): State<Admin>, h: HeaderMap) -> Response {
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    let Some(edge) = &a.edge else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server is not part of a cluster (start it with --redis)",
+        );
+    };
+    match edge.stats().await {
+        Ok(trunks) => Json(json!({ "node": edge.node(), "trunks": trunks })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "edge", e.to_string()),
     }
 }
 

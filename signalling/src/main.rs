@@ -564,7 +564,7 @@ fn main() -> anyhow::Result<()> {
             per_key_per_minute: args.joins_per_key,
             per_address_per_minute: args.joins_per_address,
         };
-        let cluster = match (&args.cluster.redis, edge_handle) {
+        let cluster = match (&args.cluster.redis, edge_handle.clone()) {
             (Some(url), Some(edge)) => {
                 let node = node_info(&args, &handle, edge.local_addr())?;
                 tracing::info!(node = %node.id, region = %node.region, edge = %node.edge, "joining the cluster");
@@ -590,6 +590,7 @@ fn main() -> anyhow::Result<()> {
             secret: args.admin_secret.clone(),
             hub: Some(hub.clone()),
             recordings_dir: handle.recordings_dir().map(|d| d.to_path_buf()),
+            edge: edge_handle,
         };
         let listener = tokio::net::TcpListener::bind(args.http)
             .await

@@ -12,6 +12,26 @@ import { startServer, launch, joinPage, publishWebcam, subscribe, waitEvent, exp
 const root = join(import.meta.dirname, '..', '..');
 const bin = process.env.WEBRTCAI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'webrtcai');
 
+const ADMIN = 'cluster-test-secret';
+
+/** The node's trunks, from its admin API. */
+export async function trunks(node) {
+  const r = await fetch(`${node.base}/admin/trunks`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  assert.equal(r.status, 200);
+  return (await r.json()).trunks;
+}
+
+/** RTP packets a page has sent, audio and video, every layer, without retransmissions. */
+async function packetsSent(page) {
+  return page.evaluate(async () => {
+    let n = 0;
+    (await window.session.pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp') n += (s.packetsSent || 0) - (s.retransmittedPacketsSent || 0);
+    });
+    return n;
+  });
+}
+
 /** A redis-server of the test's own on a unix socket. */
 export async function startRedis() {
   const dir = mkdtempSync(join(tmpdir(), 'webrtcai-redis-'));
@@ -40,7 +60,7 @@ export async function startNode(redis, dir, id, region, first = null) {
   const shared = first ? { db: first.db, key: first.key, secret: first.secret, cid: first.cid } : {};
   return startServer({
     ...shared,
-    args: ['--redis', redis.url, '--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', '127.0.0.1:0'],
+    args: ['--redis', redis.url, '--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', '127.0.0.1:0', '--admin-secret', ADMIN],
   });
 }
 
@@ -68,6 +88,22 @@ test('pages on two nodes join one session and decode each other across the trunk
     const sb = await expectPlaying(bob, videoB);
     console.log(`alice (node a) decodes bob's video ${sa.width} wide (${sa.framesDecoded} frames), bob (node b) alice's ${sb.width} wide (${sb.framesDecoded} frames)`);
     assert.ok(sa.width > 0 && sb.width > 0);
+
+    // A second subscriber on node b: alice's feed still crosses the trunk once.
+    const carol = await joinPage(browser.context, nodeB, 'multi-1', 'carol');
+    const videoC = await subscribe(carol, feedA);
+    await expectPlaying(carol, videoC);
+    const before = (await trunks(nodeA)).find((t) => t.peer === 'b');
+    const sentBefore = await packetsSent(alice);
+    await new Promise((r) => setTimeout(r, 3000));
+    const after = (await trunks(nodeA)).find((t) => t.peer === 'b');
+    const sentAfter = await packetsSent(alice);
+    const crossed = after.tunnel.datagrams_out - before.tunnel.datagrams_out;
+    const sent = sentAfter - sentBefore;
+    const perPacket = crossed / sent;
+    console.log(`in 3 s alice sent ${sent} packets; ${crossed} datagrams crossed the trunk a→b for bob and carol ` +
+      `(${perPacket.toFixed(3)} per packet; resent ${after.tunnel.resent}, largest datagram ${after.max_datagram} B, rtt ${after.rtt_ms.toFixed(2)} ms)`);
+    assert.ok(perPacket > 0.8 && perPacket < 1.1, `${perPacket} datagrams per packet`);
 
     await bob.evaluate(() => window.session.leave());
     const left = await waitEvent(alice, 'participant-left');

@@ -131,8 +131,8 @@ async fn a_feed_crosses_the_trunk_once_for_every_subscriber_of_the_far_node() {
     assert_eq!(after.tunnel.resent, 0);
     println!(
         "trunk a→b: {crossed} datagrams for {n} packets and 3 subscribers on 2 cores; \
-         largest datagram {max} B, rtt {:?}, {} UDP datagrams ({} B) in all",
-        after.rtt, after.udp_sent, after.udp_bytes_sent
+         largest datagram {max} B, rtt {:.2} ms, {} UDP datagrams ({} B) in all",
+        after.rtt_ms, after.udp_sent, after.udp_bytes_sent
     );
 
     // A keyframe asked for on node B reaches the publisher on node A.

@@ -70,6 +70,7 @@ pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfi
         secret: Some(ADMIN_SECRET.into()),
         hub: Some(hub.clone()),
         recordings_dir: relay.handle().recordings_dir().map(|d| d.to_path_buf()),
+        edge: None,
     };
     tokio::spawn(signalling::http::serve(
         listener,
