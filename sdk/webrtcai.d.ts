@@ -128,6 +128,9 @@ export interface Participant {
   name?: string | null;
   /** As the relay rates it (null until rated, a few seconds after it connects). */
   quality?: ConnectionQuality | null;
+  /** Its server stopped and it is expected back on another (between
+   * `participant-reconnecting` and `participant-reconnected`, or its leave). */
+  reconnecting?: boolean;
 }
 
 /** One stream this page sends (a simulcast layer each), in `getStats()`. */
@@ -268,6 +271,11 @@ export interface Subscription {
 export interface SessionEvents {
   'participant-joined': Participant;
   'participant-left': { uid: string };
+  /** A participant's server stopped (a node of a cluster): its feeds are unpublished, and it
+   * is expected back within 20 s (`participant-reconnected`), else it leaves. */
+  'participant-reconnecting': { uid: string };
+  /** A participant that was reconnecting is back; its feeds are published again. */
+  'participant-reconnected': { uid: string };
   'feed-published': FeedInfo;
   'feed-unpublished': { feedId: string; uid: string };
   /** The relay stopped sending this page a subscribed feed's video: `hidden` (its element is

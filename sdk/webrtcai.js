@@ -356,7 +356,8 @@ class Emitter {
   }
 }
 
-/** A joined session. Events: participant-joined, participant-left, feed-published,
+/** A joined session. Events: participant-joined, participant-left, participant-reconnecting,
+ * participant-reconnected, feed-published,
  * feed-unpublished, feed-paused, feed-resumed, speaking, active-speaker, data, reconnecting,
  * reconnected, disconnected, error. */
 class Session extends Emitter {
@@ -624,6 +625,14 @@ class Session extends Emitter {
       case 'participant-left':
         this._participantLeft(msg.uid);
         break;
+      case 'participant-reconnecting':
+      case 'participant-reconnected': {
+        const p = this.participants.get(msg.uid);
+        if (!p) break;
+        p.reconnecting = msg.event === 'participant-reconnecting';
+        this._emit(msg.event, { uid: msg.uid });
+        break;
+      }
       case 'feed-published':
         this._feedPublished(this._feed(msg));
         break;
@@ -717,7 +726,7 @@ class Session extends Emitter {
   }
 
   _participantJoined(p) {
-    const participant = { uid: p.uid, name: p.name, quality: p.quality ?? null };
+    const participant = { uid: p.uid, name: p.name, quality: p.quality ?? null, reconnecting: false };
     this.participants.set(p.uid, participant);
     this._emit('participant-joined', { ...participant });
   }

@@ -49,8 +49,17 @@ pub fn start_hub(
         link,
         mut pushed,
         mut recovered,
+        mut gone,
     }) = cluster
     {
+        let gone_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(node) = gone.recv().await {
+                if gone_tx.send(hub::Input::NodeGone(node)).await.is_err() {
+                    break;
+                }
+            }
+        });
         let recovered_tx = tx.clone();
         tokio::spawn(async move {
             while recovered.recv().await.is_some() {
@@ -116,6 +125,8 @@ pub struct Cluster {
     pub pushed: mpsc::UnboundedReceiver<redis::PushInfo>,
     /// Told when Redis is reachable again after it was not.
     pub recovered: mpsc::UnboundedReceiver<()>,
+    /// Told of each node that stopped (its record lapsed).
+    pub gone: mpsc::UnboundedReceiver<String>,
 }
 
 /// How often the hub looks for work that is due (usage flushes, expired resume windows).

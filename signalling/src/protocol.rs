@@ -322,6 +322,17 @@ pub enum Event {
         /// Who.
         uid: String,
     },
+    /// Someone's server stopped: its feeds are gone, and it is expected back (on another
+    /// server) within the resume window, after which it leaves.
+    ParticipantReconnecting {
+        /// Who.
+        uid: String,
+    },
+    /// Someone who was reconnecting is back.
+    ParticipantReconnected {
+        /// Who.
+        uid: String,
+    },
     /// A feed can be subscribed to.
     FeedPublished(FeedInfo),
     /// A feed is gone; subscriptions to it ended.

@@ -116,3 +116,41 @@ test('pages on two nodes join one session and decode each other across the trunk
     redis.stop();
   }
 });
+
+test('a node that stops: its participants are reconnecting for the others within 2 s, not gone', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const browser = await launch();
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'multi-2', 'alice');
+    const bob = await joinPage(browser.context, nodeB, 'multi-2', 'bob');
+    const bobUid = await bob.evaluate(() => window.session.uid);
+    await waitEvent(alice, 'participant-joined');
+    const feedB = await publishWebcam(bob);
+    assert.equal((await waitEvent(alice, 'feed-published')).feedId, feedB);
+    await expectPlaying(alice, await subscribe(alice, feedB));
+
+    const killed = Date.now();
+    nodeB.stop();
+    const reconnecting = await waitEvent(alice, 'participant-reconnecting', 5000);
+    const noticed = Date.now() - killed;
+    assert.equal(reconnecting.uid, bobUid);
+    const gone = await waitEvent(alice, 'feed-unpublished', 5000);
+    assert.equal(gone.feedId, feedB);
+    const state = await alice.evaluate((uid) => ({
+      participant: window.session.participants.get(uid),
+      left: window.events.some((e) => e.ev === 'participant-left'),
+    }), bobUid);
+    console.log(`node b killed: alice saw bob reconnecting after ${noticed} ms, and his feed unpublished`);
+    assert.ok(noticed < 2500, `${noticed} ms`);
+    assert.equal(state.left, false, 'a reconnect, not a leave');
+    assert.equal(state.participant.reconnecting, true);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});

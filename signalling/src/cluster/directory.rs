@@ -63,6 +63,16 @@ end
 return holder
 ";
 
+/// Remove hash field `ARGV[1]` if its record (JSON) names node `ARGV[2]`: a record written
+/// since by another node stays.
+const REMOVE_IF_NODE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and cjson.decode(v).node == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
 /// Extend a claim if `ARGV[1]` still holds it.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -276,6 +286,24 @@ impl Directory {
     pub async fn feeds(&self, sid: &str) -> Result<Vec<(String, String)>, ClusterError> {
         let mut con = self.con.clone();
         Ok(con.hgetall(feeds_key(sid)).await?)
+    }
+
+    /// Forget the participants and feeds of `sid` that node `node` recorded (it is gone),
+    /// leaving those recorded since by others (a participant that rejoined elsewhere).
+    pub async fn remove_node_records(&self, sid: &str, node: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        for key in [members_key(sid), feeds_key(sid)] {
+            let fields: Vec<String> = con.hkeys(&key).await?;
+            for field in fields {
+                let _: i64 = redis::Script::new(REMOVE_IF_NODE)
+                    .key(&key)
+                    .arg(&field)
+                    .arg(node)
+                    .invoke_async(&mut con)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Keep a resume token for `ttl`: whichever instance a reconnect lands on finds the

@@ -36,12 +36,45 @@ pub async fn join(
     };
     let node = Arc::new(node);
     let (recovered_tx, recovered) = mpsc::unbounded_channel();
+    let (gone_tx, gone) = mpsc::unbounded_channel();
+    tokio::spawn(watch_nodes(directory.clone(), node.id.clone(), gone_tx));
     tokio::spawn(heartbeat(directory, node, relay, recovered_tx));
     Ok(crate::Cluster {
         link,
         pushed,
         recovered,
+        gone,
     })
+}
+
+/// How often the node looks at which nodes are alive: a node whose record lapsed
+/// ([`super::directory::NODE_TTL`] after its last heartbeat) is noticed within this.
+pub const WATCH_NODES: Duration = Duration::from_millis(250);
+
+/// Tell (`gone`) of each node whose record lapsed since the last look.
+async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSender<String>) {
+    let mut alive: std::collections::BTreeSet<String> = Default::default();
+    let mut tick = tokio::time::interval(WATCH_NODES);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Redis unreachable: nothing is known to have died.
+        let Ok(nodes) = directory.nodes().await else {
+            continue;
+        };
+        let now: std::collections::BTreeSet<String> = nodes
+            .into_iter()
+            .map(|n| n.id)
+            .filter(|id| *id != me)
+            .collect();
+        for lost in alive.difference(&now) {
+            tracing::warn!(node = %lost, "node gone");
+            if gone.send(lost.clone()).is_err() {
+                return;
+            }
+        }
+        alive = now;
+    }
 }
 
 /// Renew the node's record every [`HEARTBEAT`], with its participants as its load. A Redis

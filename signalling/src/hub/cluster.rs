@@ -93,6 +93,9 @@ pub struct Origin {
 pub struct RemotePeer {
     name: Option<String>,
     node: String,
+    /// Its node stopped at this time: it is reconnecting, and leaves if not back within
+    /// [`RESUME_WINDOW`].
+    gone_since: Option<Instant>,
 }
 
 /// A track of a feed, as its node's relay has it.
@@ -401,6 +404,7 @@ impl Hub {
                     RemotePeer {
                         name: m.name,
                         node: m.node,
+                        gone_since: None,
                     },
                 );
             }
@@ -429,7 +433,20 @@ impl Hub {
         match event {
             SessionEvent::Sync => self.say_again(&sid),
             SessionEvent::Joined { uid, name } => {
-                if room.peers.contains_key(&uid) || room.remote.contains_key(&uid) {
+                if room.peers.contains_key(&uid) {
+                    return;
+                }
+                if let Some(peer) = room.remote.get_mut(&uid) {
+                    // Back on another node after its own stopped: a reconnect, not a join.
+                    let back = peer.gone_since.take().is_some();
+                    peer.node = from;
+                    if back {
+                        self.broadcast(
+                            &sid,
+                            &uid,
+                            Event::ParticipantReconnected { uid: uid.clone() },
+                        );
+                    }
                     return;
                 }
                 room.remote.insert(
@@ -437,6 +454,7 @@ impl Hub {
                     RemotePeer {
                         name: name.clone(),
                         node: from,
+                        gone_since: None,
                     },
                 );
                 room.meter.peak = room
@@ -550,6 +568,68 @@ impl Hub {
                 hub.broadcast(&sid, &owner, Event::FeedPublished(info));
             },
         );
+    }
+
+    /// Node `node` stopped: its participants in this node's sessions are reconnecting (the
+    /// others here are told, and they leave if not back within [`RESUME_WINDOW`]), its feeds
+    /// go, and its records of these sessions are removed from Redis.
+    pub(super) fn node_gone(&mut self, node: &str) {
+        let now = Instant::now();
+        let sids: Vec<String> = self.rooms.keys().cloned().collect();
+        for sid in sids {
+            let room = self.rooms.get_mut(&sid).expect("listed");
+            let mut reconnecting = Vec::new();
+            for (uid, p) in room.remote.iter_mut() {
+                if p.node == node && p.gone_since.is_none() {
+                    p.gone_since = Some(now);
+                    reconnecting.push(uid.clone());
+                }
+            }
+            let feeds: Vec<String> = room
+                .feeds
+                .iter()
+                .filter(|(_, f)| f.origin.as_ref().is_some_and(|o| o.node == node))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for uid in reconnecting {
+                self.broadcast(
+                    &sid,
+                    &uid,
+                    Event::ParticipantReconnecting { uid: uid.clone() },
+                );
+            }
+            if !feeds.is_empty() {
+                self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(feeds));
+            }
+            if let Some(link) = &self.cluster {
+                let directory = link.directory.clone();
+                let (sid, node) = (sid.clone(), node.to_owned());
+                let _ = link.writes.send(Box::pin(async move {
+                    if let Err(e) = directory.remove_node_records(&sid, &node).await {
+                        tracing::warn!(%sid, %node, error = %e, "a gone node's records stay");
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Participants of stopped nodes not back within [`RESUME_WINDOW`] leave.
+    pub(super) fn expire_remote(&mut self, now: Instant) {
+        let mut left = Vec::new();
+        for (sid, room) in &mut self.rooms {
+            room.remote.retain(|uid, p| {
+                let expired = p
+                    .gone_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= RESUME_WINDOW);
+                if expired {
+                    left.push((sid.clone(), uid.clone()));
+                }
+                !expired
+            });
+        }
+        for (sid, uid) in left {
+            self.broadcast(&sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
+        }
     }
 
     /// The participants of `sid` on other nodes, as a joining participant sees them.

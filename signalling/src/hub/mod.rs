@@ -86,6 +86,8 @@ pub enum Input {
     Cluster(Box<crate::cluster::events::Envelope<cluster::SessionEvent>>),
     /// Redis is reachable again after it was not: what was recorded there may be lost.
     ClusterRecovered,
+    /// Another node of the cluster stopped.
+    NodeGone(String),
 }
 
 /// A join waiting for its credentials to be checked off the hub's task.
@@ -505,6 +507,7 @@ impl Hub {
             Input::FinishRecordings(done) => self.finish_recordings(done),
             Input::Cluster(envelope) => self.cluster_event(*envelope),
             Input::ClusterRecovered => self.cluster_recovered(),
+            Input::NodeGone(node) => self.node_gone(&node),
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);
@@ -551,6 +554,7 @@ impl Hub {
                         })
                     })
                     .collect();
+                self.expire_remote(now);
                 for (sid, uid) in expired {
                     let queued = self.waiting(
                         &sid,
