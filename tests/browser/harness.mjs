@@ -53,7 +53,8 @@ export async function startServer(opts = {}) {
     key = created.key.key_id;
     secret = created.secret;
   }
-  const port = await freePort(host);
+  // `port`: where the server's address is not in this namespace (it runs behind `wrapper`).
+  const port = opts.port || await freePort(host);
   const bind = host === '127.0.0.1' ? [] : ['--media-bind', host];
   const recordings = opts.recordings || join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'recordings');
   const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', '--recordings-dir', recordings, ...(opts.args || [])];

@@ -1,0 +1,77 @@
+// Two nodes of a cluster across an emulated backbone: node A, Redis and alice's Chromium in
+// the test's namespace; node B and bob's Chromium in a namespace of their own, joined to it by
+// the link emulator with 40 ms each way and 1% loss. Alice and bob join one session, each
+// through the SDK on their own node, and decode each other's video, which crosses the trunk
+// (QUIC over the impaired link); losses on the trunk are repaired on the trunk.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer } from './harness.mjs';
+import { createLink, startLinkServer, launchBehind, SERVER_HOST } from './link.mjs';
+import { clusterDir, trunks } from './cluster.mjs';
+import { join } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+
+const root = join(import.meta.dirname, '..', '..');
+const bin = process.env.WEBRTCAI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'webrtcai');
+const BACKBONE = { delay_ms: 40, loss: 0.01 };
+
+test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk', async () => {
+  const open = [];
+  try {
+    const link = await createLink({ up: BACKBONE, down: BACKBONE, seed: 7 });
+    open.push(link);
+    // Redis on every address of this namespace; node B reaches it over the backbone.
+    const redisPort = 20000 + Math.floor(Math.random() * 10000);
+    const redisProc = spawn('redis-server', ['--port', String(redisPort), '--bind', '0.0.0.0', '--protected-mode', 'no', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    open.push({ close: async () => redisProc.kill('SIGKILL') });
+    await new Promise((r) => setTimeout(r, 300));
+    const dir = clusterDir(['a', 'b']);
+    // One account database and a key for pages of both nodes.
+    const db = join(mkdtempSync(join(tmpdir(), 'webrtcai-db-')), 'accounts.db');
+    const admin = (...args) => execFileSync(bin, ['--db', db, ...args], { env: { ...process.env, RUST_LOG: 'error' } }).toString();
+    const cid = JSON.parse(admin('client', 'create', '--name', 'cluster')).cid;
+    const key = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', SERVER_HOST, '--domain', link.address)).key.key_id;
+    const cluster = (id, region, host) => ['--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', `${host}:0`, '--admin-secret', 'cluster-test-secret'];
+
+    const nodeA = await startLinkServer({ db, key, cid, args: ['--redis', `redis://${SERVER_HOST}:${redisPort}`, ...cluster('a', 'eu', SERVER_HOST)] });
+    open.push({ close: async () => nodeA.stop() });
+    const nodeB = await startServer({
+      db, key, cid,
+      host: link.address,
+      port: 20000 + Math.floor(Math.random() * 10000),
+      wrapper: ['ip', 'netns', 'exec', link.ns],
+      args: ['--redis', `redis://${SERVER_HOST}:${redisPort}`, ...cluster('b', 'us', link.address)],
+    });
+    open.push({ close: async () => nodeB.stop() });
+
+    const here = await launch({ args: [`--unsafely-treat-insecure-origin-as-secure=${nodeA.base}`] });
+    open.push(here);
+    const there = await launchBehind(link, nodeB);
+    open.push(there);
+    const alice = await joinPage(here.context, nodeA, 'backbone-1', 'alice');
+    const bob = await joinPage(there.context, nodeB, 'backbone-1', 'bob');
+    assert.equal((await waitEvent(alice, 'participant-joined')).name, 'bob');
+    const feedA = await publishWebcam(alice);
+    const feedB = await publishWebcam(bob);
+    assert.equal((await waitEvent(bob, 'feed-published', 15000)).feedId, feedA);
+    assert.equal((await waitEvent(alice, 'feed-published', 15000)).feedId, feedB);
+    const started = Date.now();
+    const sa = await expectPlaying(alice, await subscribe(alice, feedB), 20000);
+    const sb = await expectPlaying(bob, await subscribe(bob, feedA), 20000);
+    const firstFrames = Date.now() - started;
+    await new Promise((r) => setTimeout(r, 5000));
+    const t = (await trunks(nodeA)).find((x) => x.peer === 'b');
+    const counters = await link.stats();
+    console.log(`across 40 ms + 1% loss each way: both decoding ${firstFrames} ms after subscribing ` +
+      `(alice ${sa.width} wide, bob ${sb.width} wide); trunk rtt ${t.rtt_ms.toFixed(1)} ms, largest datagram ${t.max_datagram} B, ` +
+      `a→b ${t.tunnel.datagrams_out} datagrams (${t.tunnel.resent} resent on NACK), b→a ${t.tunnel.datagrams_in} received ` +
+      `(${t.tunnel.nacked} asked again); QUIC lost ${t.lost_packets} packets; the link dropped ${counters.up.packets_dropped_loss} up, ${counters.down.packets_dropped_loss} down`);
+    assert.ok(sa.width > 0 && sb.width > 0);
+    assert.ok(t.rtt_ms > 70, `rtt ${t.rtt_ms}`);
+    assert.ok(t.max_datagram >= 1300, `datagrams of ${t.max_datagram} B`);
+  } finally {
+    for (const o of open.reverse()) await o.close();
+  }
+});
