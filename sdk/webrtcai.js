@@ -395,18 +395,27 @@ class Session extends Emitter {
     this._beatTimer = null; // the heartbeat of the current websocket (see _heartbeat)
     this._attempt = 0;
     this._timeoutMs = client.timeoutMs;
-    this.pc = new RTCPeerConnection(/** @type {any} */ ({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: this.e2ee }));
-    this.pc.ontrack = (ev) => this._onTrack(ev);
     this._dataWanted = data;
     this._channels = { reliable: null, lossy: null };
     this._channelWaiters = [];
     this._sendChains = { reliable: Promise.resolve(), lossy: Promise.resolve() };
     this._dataRefused = null;
+    /** The websocket URL the page connects to next, the one it joined through, and the other
+     * servers it may go on with when that one stops (from the join reply, in a cluster). */
+    this._url = null;
+    this._joinedUrl = null;
+    this._servers = [];
+    this._newPeerConnection();
+    this._onDeviceChange = () => listDevices().then((devices) => this._emit('devices-changed', { devices }), () => {});
+    navigator.mediaDevices?.addEventListener?.('devicechange', this._onDeviceChange);
+  }
+
+  _newPeerConnection() {
+    this.pc = new RTCPeerConnection(/** @type {any} */ ({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: this.e2ee }));
+    this.pc.ontrack = (ev) => this._onTrack(ev);
     this.pc.ondatachannel = (ev) => this._onDataChannel(ev.channel);
     this.pc.oniceconnectionstatechange = () => this._onIceState();
     this.pc.onconnectionstatechange = () => this._emit('connection-state', { state: this.pc.connectionState });
-    this._onDeviceChange = () => listDevices().then((devices) => this._emit('devices-changed', { devices }), () => {});
-    navigator.mediaDevices?.addEventListener?.('devicechange', this._onDeviceChange);
   }
 
   /** The media connection's state (the RTCPeerConnection's `connectionState`): `connected`
@@ -442,12 +451,12 @@ class Session extends Emitter {
     }
   }
 
-  async _open(resume) {
-    const ws = new WebSocket(this._client.url);
+  async _open(resume, url = this._url ?? this._client.url) {
+    const ws = new WebSocket(url);
     this._ws = ws;
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
-      ws.onerror = () => reject(new WebRTCaiError('connection_failed', `cannot reach ${this._client.url}`));
+      ws.onerror = () => reject(new WebRTCaiError('connection_failed', `cannot reach ${url}`));
     });
     const heard = this._heartbeat(ws);
     ws.onmessage = (ev) => {
@@ -485,8 +494,45 @@ class Session extends Emitter {
     this.permissions = { publish: !!can.publish, subscribe: !!can.subscribe, publishData: !!can.publish_data, record: !!can.record };
     if (!resume) this._watchQuality();
     this._resume = snapshot.resume_token;
+    // Joined through another server than before: the one before stopped, and this one has
+    // other media servers behind it.
+    const moved = this._joinedUrl !== null && url !== this._joinedUrl;
+    this._joinedUrl = url;
+    this._url = url;
+    this._servers = snapshot.servers ?? [];
     this._reconcile(snapshot, !!resume);
+    if (moved) this._moveMedia();
     return snapshot;
+  }
+
+  // After moving to another server of the cluster: a new media connection to its relay, every
+  // feed this page sends published again (under the same id where the server keeps it), and
+  // every subscription whose feed is still there made again; the elements showing them
+  // stay and show the new tracks as they come.
+  _moveMedia() {
+    const old = this.pc;
+    this._newPeerConnection();
+    old.close();
+    this._mids.clear();
+    this._channels = { reliable: null, lossy: null };
+    this._emit('connection-state', { state: this.pc.connectionState });
+    for (const [feedId, pub] of [...this._published]) {
+      pub.ready = deferred(this._timeoutMs, `publishing ${feedId} again did not complete within ${this._timeoutMs} ms`);
+      pub.ready.promise.catch(() => {});
+      const again = { type: 'publish', source: pub.source, audio: !!pub.tracks.audio, video: !!pub.tracks.video, simulcast: !!pub.simulcast, feed_id: feedId };
+      this._request(again).then((r) => {
+        if (r.feed_id === feedId) return;
+        this._published.delete(feedId);
+        this._published.set(r.feed_id, pub);
+      }).catch((e) => this._emit('error', { code: e.code ?? 'publish_failed', message: `feed ${feedId} was not published again: ${e.message}` }));
+    }
+    for (const [feedId, sub] of [...this._subscribed]) {
+      if (!this.feeds.has(feedId)) continue;
+      sub._ready = deferred(this._timeoutMs, `subscribing to ${feedId} again did not complete within ${this._timeoutMs} ms`);
+      sub._ready.promise.catch(() => {});
+      this._request({ type: 'subscribe', feed_id: feedId })
+        .catch((e) => this._emit('error', { code: e.code ?? 'connection_lost', message: `not subscribed to ${feedId} again: ${e.message}` }));
+    }
   }
 
   // The join reply lists who and what is in the session now. On a first join that fills the
@@ -953,6 +999,12 @@ class Session extends Emitter {
         if (ice === 'failed' || ice === 'disconnected') this._restartIce();
         return;
       } catch (e) {
+        // The server cannot be reached (it stopped, or its machine did): go on with another
+        // of the cluster (they take turns), which takes the participant back from the resume
+        // token.
+        if (e instanceof WebRTCaiError && e.code === 'connection_failed' && this._servers.length) {
+          this._url = this._servers[(this._attempt - 1) % this._servers.length];
+        }
         if (e instanceof WebRTCaiError && e.code === 'resume_failed') {
           this._left = true;
           this._abandon('connection_lost', e.message);
@@ -1002,7 +1054,7 @@ class Session extends Emitter {
     });
     try {
       feedId = (await Promise.race([request, ready.promise])).feed_id;
-      this._published.set(feedId, { source, stream, tracks, ready, target: el, codec, svc, constraints: { audio, video } });
+      this._published.set(feedId, { source, stream, tracks, ready, target: el, codec, svc, constraints: { audio, video }, simulcast: !!(simulcast && !svc && tracks.video) });
       await ready.promise;
     } catch (e) {
       stream.getTracks().forEach((t) => t.stop());
@@ -1414,6 +1466,11 @@ class Subscription {
     if (this._ended) return;
     this.stream = stream;
     for (const el of this._elements) if (el.srcObject !== stream) show(el, stream);
+    if (this._audio && this._audio.srcObject !== stream && stream.getAudioTracks().length) {
+      // A new stream for the same feed (the page moved to another server).
+      this._audio.srcObject = stream;
+      this._play().catch(() => {});
+    }
     if (stream.getAudioTracks().length && !this._audio) {
       this._audio = new Audio();
       this._audio.autoplay = true;

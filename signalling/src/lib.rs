@@ -54,8 +54,12 @@ pub fn start_hub(
     {
         let gone_tx = tx.clone();
         tokio::spawn(async move {
-            while let Some(node) = gone.recv().await {
-                if gone_tx.send(hub::Input::NodeGone(node)).await.is_err() {
+            while let Some(change) = gone.recv().await {
+                let input = match change {
+                    cluster::node::NodeWatch::Gone(node) => hub::Input::NodeGone(node),
+                    cluster::node::NodeWatch::Live(nodes) => hub::Input::Nodes(nodes),
+                };
+                if gone_tx.send(input).await.is_err() {
                     break;
                 }
             }
@@ -125,8 +129,8 @@ pub struct Cluster {
     pub pushed: mpsc::UnboundedReceiver<redis::PushInfo>,
     /// Told when Redis is reachable again after it was not.
     pub recovered: mpsc::UnboundedReceiver<()>,
-    /// Told of each node that stopped (its record lapsed).
-    pub gone: mpsc::UnboundedReceiver<String>,
+    /// Told of the live nodes, and of each node that stopped (its record lapsed).
+    pub gone: mpsc::UnboundedReceiver<cluster::node::NodeWatch>,
 }
 
 /// How often the hub looks for work that is due (usage flushes, expired resume windows).

@@ -73,6 +73,11 @@ pub enum Request {
         /// of which each subscriber receives the one its link and its screen can take.
         #[serde(default)]
         simulcast: bool,
+        /// The id the feed had before its participant moved to this server (its server
+        /// stopped): kept where no feed of the session has it, so that the others see the
+        /// same feed come back.
+        #[serde(default)]
+        feed_id: Option<String>,
     },
     /// Stop publishing a feed.
     Unpublish {

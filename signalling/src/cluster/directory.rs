@@ -321,18 +321,41 @@ impl Directory {
         Ok(())
     }
 
+    /// The participant a resume token stands for.
+    pub async fn resume(&self, token: &str) -> Result<Option<(String, String)>, ClusterError> {
+        let mut con = self.con.clone();
+        let key = resume_key(token);
+        let value: Option<String> = con.get(&key).await?;
+        read_resume(key, value)
+    }
+
+    /// Forget a resume token (its participant left).
+    pub async fn remove_resume(&self, token: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: () = con.del(resume_key(token)).await?;
+        Ok(())
+    }
+
     /// The participant a resume token stands for, taken (a token resumes once).
     pub async fn take_resume(&self, token: &str) -> Result<Option<(String, String)>, ClusterError> {
         let mut con = self.con.clone();
         let key = resume_key(token);
         let value: Option<String> = redis::cmd("GETDEL").arg(&key).query_async(&mut con).await?;
-        value
-            .map(|v| {
-                serde_json::from_str(&v).map_err(|e| ClusterError::Unreadable {
-                    key,
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()
+        read_resume(key, value)
     }
+}
+
+/// A resume record: the session and the participant.
+fn read_resume(
+    key: String,
+    value: Option<String>,
+) -> Result<Option<(String, String)>, ClusterError> {
+    value
+        .map(|v| {
+            serde_json::from_str(&v).map_err(|e| ClusterError::Unreadable {
+                key,
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
 }

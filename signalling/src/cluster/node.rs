@@ -51,8 +51,17 @@ pub async fn join(
 /// ([`super::directory::NODE_TTL`] after its last heartbeat) is noticed within this.
 pub const WATCH_NODES: Duration = Duration::from_millis(250);
 
-/// Tell (`gone`) of each node whose record lapsed since the last look.
-async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSender<String>) {
+/// What the node learns of the others.
+#[derive(Debug, Clone)]
+pub enum NodeWatch {
+    /// The live nodes, this one included, whenever the set changes.
+    Live(Vec<NodeInfo>),
+    /// A node whose record lapsed since the last look.
+    Gone(String),
+}
+
+/// Tell (`gone`) of the live nodes when they change, and of each node whose record lapsed.
+async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSender<NodeWatch>) {
     let mut alive: std::collections::BTreeSet<String> = Default::default();
     let mut tick = tokio::time::interval(WATCH_NODES);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,15 +72,18 @@ async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSend
             continue;
         };
         let now: std::collections::BTreeSet<String> = nodes
-            .into_iter()
-            .map(|n| n.id)
+            .iter()
+            .map(|n| n.id.clone())
             .filter(|id| *id != me)
             .collect();
         for lost in alive.difference(&now) {
             tracing::warn!(node = %lost, "node gone");
-            if gone.send(lost.clone()).is_err() {
+            if gone.send(NodeWatch::Gone(lost.clone())).is_err() {
                 return;
             }
+        }
+        if now != alive && gone.send(NodeWatch::Live(nodes)).is_err() {
+            return;
         }
         alive = now;
     }

@@ -109,6 +109,10 @@ pub struct RemoteTrack {
     pub description: relay::FeedDescription,
 }
 
+/// How long a resume token stays in Redis: longer than any session, and removed when its
+/// participant leaves.
+pub const RESUME_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A change to a session that nodes tell each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -486,8 +490,15 @@ impl Hub {
                 self.broadcast(&sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
             }
             SessionEvent::FeedPublished { info, tracks, edge } => {
-                if room.feeds.contains_key(&info.feed_id) {
-                    return;
+                match room.feeds.get(&info.feed_id).map(|f| f.origin.as_ref()) {
+                    // Published again through another node (its publisher moved): the old
+                    // one goes first.
+                    Some(Some(o)) if o.node != from => {
+                        let stale = vec![info.feed_id.clone()];
+                        self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(stale));
+                    }
+                    Some(_) => return,
+                    None => {}
                 }
                 let origin = Origin { node: from, edge };
                 self.room_input(
@@ -630,6 +641,110 @@ impl Hub {
         for (sid, uid) in left {
             self.broadcast(&sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
         }
+    }
+
+    /// A join with a resume token this node does not know: look for it in Redis (its
+    /// participant's node stopped, and the page moved here). Found, the participant joins
+    /// again under its old uid; the job answers the join either way.
+    pub(super) fn find_rejoin(
+        &mut self,
+        sid: &str,
+        pending: PendingJoin,
+        identity: crate::auth::Identity,
+        token: String,
+    ) -> Option<serde_json::Value> {
+        let directory = self.cluster.as_ref()?.directory.clone();
+        let sid = sid.to_owned();
+        self.spawn_job(
+            &sid.clone(),
+            async move { directory.resume(&token).await },
+            move |hub, found| {
+                let (conn, id) = (pending.conn, pending.id);
+                let result = match found {
+                    Ok(Some((s, uid))) if s == sid => {
+                        let mut pending = pending;
+                        pending.resume = None;
+                        pending.rejoin = true;
+                        let mut identity = identity;
+                        identity.uid = Some(uid);
+                        hub.join_session(&sid, pending, identity)
+                    }
+                    Ok(Some(_)) => Err((
+                        ErrorCode::ResumeFailed,
+                        "the resume token belongs to another session".into(),
+                    )),
+                    Ok(None) => Err((
+                        ErrorCode::ResumeFailed,
+                        "unknown or expired resume token".into(),
+                    )),
+                    Err(e) => Err((
+                        ErrorCode::ResumeFailed,
+                        format!("the cluster could not be asked for the resume token: {e}"),
+                    )),
+                };
+                if !(matches!(result, Ok(None)) && hub.busy(&sid)) {
+                    joining_over(&mut hub.conns, conn);
+                }
+                hub.reply(conn, id, result);
+            },
+        );
+        None
+    }
+
+    /// Keep a participant's resume token in Redis, so that it can join again on another
+    /// node if this one stops.
+    pub(super) fn record_resume(&self, sid: &str, uid: &str, token: &str) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let directory = link.directory.clone();
+        let (sid, uid, token) = (sid.to_owned(), uid.to_owned(), token.to_owned());
+        let _ = link.writes.send(Box::pin(async move {
+            if let Err(e) = directory
+                .put_resume(&token, &sid, &uid, RESUME_TOKEN_TTL)
+                .await
+            {
+                tracing::warn!(%sid, %uid, error = %e, "a resume token was not recorded");
+            }
+        }));
+    }
+
+    /// The participant left: its resume token goes.
+    pub(super) fn forget_resume(&self, token: &str) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let directory = link.directory.clone();
+        let token = token.to_owned();
+        let _ = link.writes.send(Box::pin(async move {
+            let _ = directory.remove_resume(&token).await;
+        }));
+    }
+
+    /// The websocket URLs of the other live nodes, this node's region first: where a page
+    /// goes on when this node stops.
+    pub(super) fn other_servers(&self) -> Vec<String> {
+        let Some(link) = &self.cluster else {
+            return Vec::new();
+        };
+        let region = self
+            .nodes
+            .iter()
+            .find(|n| n.id == link.node)
+            .map(|n| n.region.clone());
+        let mut others: Vec<&crate::cluster::NodeInfo> =
+            self.nodes.iter().filter(|n| n.id != link.node).collect();
+        others.sort_by_key(|n| (Some(&n.region) != region.as_ref(), n.load, n.id.clone()));
+        others
+            .into_iter()
+            .map(|n| {
+                let ws = match n.signalling.strip_prefix("https://") {
+                    Some(rest) => format!("wss://{rest}"),
+                    None => format!("ws://{}", n.signalling.trim_start_matches("http://")),
+                };
+                format!("{}/ws", ws.trim_end_matches('/'))
+            })
+            .collect()
     }
 
     /// The participants of `sid` on other nodes, as a joining participant sees them.

@@ -105,6 +105,7 @@ impl Hub {
             resume,
             data,
             e2ee,
+            rejoin: false,
         });
         let inputs = self.inputs.clone();
         self.accounts.authenticate(credentials, move |identity| {
@@ -140,6 +141,16 @@ impl Hub {
         pending: PendingJoin,
         identity: Identity,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        if let Some(token) = pending
+            .resume
+            .clone()
+            .filter(|t| !self.resume.contains_key(t))
+        {
+            if self.cluster.is_some() {
+                // Perhaps a participant of another node that stopped: its token is in Redis.
+                return Ok(self.find_rejoin(sid, pending, identity, token));
+            }
+        }
         let PendingJoin {
             conn,
             id,
@@ -148,6 +159,7 @@ impl Hub {
             resume,
             data,
             e2ee,
+            rejoin,
         } = pending;
         if let Some(token) = resume {
             let Some((rsid, uid)) = self.resume.get(&token).cloned() else {
@@ -209,7 +221,7 @@ impl Hub {
                     .rooms
                     .get(sid)
                     .is_some_and(|r| r.peers.contains_key(&uid))
-                    || self.joined_elsewhere(sid, &uid) =>
+                    || (!rejoin && self.joined_elsewhere(sid, &uid)) =>
             {
                 return Err((
                     ErrorCode::AlreadyJoined,
@@ -379,6 +391,8 @@ impl Hub {
             quality: None,
         };
         let room = self.rooms.get_mut(sid).expect("inserted above");
+        // Back from a node that stopped: the others see it reconnect, not join.
+        let moved = room.remote.remove(&uid).is_some();
         room.peers.insert(uid.clone(), peer);
         room.meter.metered_until.insert(uid.clone(), Instant::now());
         room.meter.peak = room.meter.peak.max(room.peers.len() as u32);
@@ -387,16 +401,28 @@ impl Hub {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.joined = Some((sid.to_owned(), uid.clone()));
         }
-        self.broadcast(
-            sid,
-            &uid,
+        let event = if moved {
+            Event::ParticipantReconnected { uid: uid.clone() }
+        } else {
             Event::ParticipantJoined(ParticipantInfo {
                 uid: uid.clone(),
                 name: name.clone(),
                 quality: None,
-            }),
-        );
+            })
+        };
+        self.broadcast(sid, &uid, event);
         self.announce_join(sid, &uid, name);
+        self.record_resume(sid, &uid, &token);
+        if moved {
+            // What it published through its old node is gone with it; it publishes again here.
+            let stale: Vec<String> = self.rooms[sid]
+                .feeds
+                .iter()
+                .filter(|(_, f)| f.owner == uid && f.origin.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.unpublish(sid, &stale);
+        }
         let snapshot = self.snapshot(sid, &uid, &token);
         self.send(conn, ServerMessage::ok(id, snapshot));
         // Whoever joins a session that records is told so.
@@ -448,6 +474,8 @@ impl Hub {
                 "started_at": started_at,
             })),
             "resume_token": token,
+            // Where this page may go on when this server stops (other nodes, its region first).
+            "servers": self.other_servers(),
         })
     }
 }

@@ -124,6 +124,7 @@ impl Hub {
         let room = self.rooms.get_mut(sid).expect("checked above");
         if let Some(peer) = room.peers.remove(uid) {
             self.resume.remove(&peer.resume_token);
+            self.forget_resume(&peer.resume_token);
             if let Some(c) = peer.conn.and_then(|c| self.conns.get_mut(&c)) {
                 c.joined = None;
                 // Not idle while its leave is finished on the relay, and free to join again.

@@ -88,6 +88,8 @@ pub enum Input {
     ClusterRecovered,
     /// Another node of the cluster stopped.
     NodeGone(String),
+    /// The cluster's live nodes now.
+    Nodes(Vec<crate::cluster::NodeInfo>),
 }
 
 /// A join waiting for its credentials to be checked off the hub's task.
@@ -103,6 +105,9 @@ pub struct PendingJoin {
     data: bool,
     /// Its media is end-to-end encrypted.
     e2ee: bool,
+    /// It comes back from another node that stopped (its resume token was found in Redis):
+    /// it takes its old uid.
+    rejoin: bool,
 }
 
 /// What the HTTP upgrade told about a connection.
@@ -264,6 +269,8 @@ pub struct Hub {
     repair: bool,
     /// The cluster this node is part of, if any.
     cluster: Option<cluster::ClusterLink>,
+    /// The cluster's live nodes, for the servers a page may move to.
+    nodes: Vec<crate::cluster::NodeInfo>,
 }
 
 /// A connection's join has been answered (or failed): it may send another.
@@ -311,6 +318,7 @@ impl Hub {
             backlogs: HashMap::new(),
             repair,
             cluster: None,
+            nodes: Vec::new(),
         }
     }
 
@@ -508,6 +516,7 @@ impl Hub {
             Input::Cluster(envelope) => self.cluster_event(*envelope),
             Input::ClusterRecovered => self.cluster_recovered(),
             Input::NodeGone(node) => self.node_gone(&node),
+            Input::Nodes(nodes) => self.nodes = nodes,
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);

@@ -35,6 +35,7 @@ impl Hub {
                 audio,
                 video,
                 simulcast,
+                feed_id: kept,
                 ..
             } => {
                 if !self.rooms[sid].peers[uid].grants.publish {
@@ -49,7 +50,13 @@ impl Hub {
                         "publish needs audio or video".into(),
                     ));
                 }
-                let feed_id = random_id("f-");
+                let keep = kept.filter(|f| {
+                    f.len() <= 64
+                        && f.starts_with("f-")
+                        && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !self.rooms[sid].feeds.contains_key(f)
+                });
+                let feed_id = keep.unwrap_or_else(|| random_id("f-"));
                 let kinds: Vec<Kind> = [(video, Kind::Video), (audio, Kind::Audio)]
                     .into_iter()
                     .filter(|(on, _)| *on)
