@@ -30,15 +30,26 @@ export async function packetsSent(page) {
   });
 }
 
-/** A redis-server of the test's own on a unix socket. */
+/** A redis-server of the test's own on a unix socket; `restart()` kills it and starts an
+ * empty one on the same socket (what a Redis without persistence that restarts is). */
 export async function startRedis() {
   const dir = mkdtempSync(join(tmpdir(), 'webrtcai-redis-'));
   const socket = join(dir, 'redis.sock');
-  const child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
-  if (!existsSync(socket)) throw new Error('redis-server did not start');
+  let child = null;
+  const run = async () => {
+    rmSync(socket, { force: true });
+    child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
+    if (!existsSync(socket)) throw new Error('redis-server did not start');
+  };
+  await run();
   return {
     url: `redis+unix://${socket}`,
+    async restart(downMs = 0) {
+      child.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, downMs));
+      await run();
+    },
     stop: () => { child.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); },
   };
 }

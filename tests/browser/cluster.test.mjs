@@ -3,7 +3,7 @@
 // publish, and decodes the other's video, which crosses the trunk between the nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying } from './harness.mjs';
+import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, videoState } from './harness.mjs';
 import { startRedis, clusterDir, startNode, trunks, packetsSent } from './cluster.mjs';
 
 test('pages on two nodes join one session and decode each other across the trunk', async () => {
@@ -160,5 +160,50 @@ test('a node that stops with a participant that does not come back: reconnecting
     assert.deepEqual(state, { reconnecting: true, left: false });
   } finally {
     await call.close();
+  }
+});
+
+test('Redis restarting empty does not end the call; the nodes record their sessions again', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const browser = await launch();
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'multi-4', 'alice');
+    const bob = await joinPage(browser.context, nodeB, 'multi-4', 'bob');
+    await waitEvent(alice, 'participant-joined');
+    const feedA = await publishWebcam(alice);
+    const feedB = await publishWebcam(bob);
+    assert.equal((await waitEvent(alice, 'feed-published')).feedId, feedB);
+    assert.equal((await waitEvent(bob, 'feed-published')).feedId, feedA);
+    const video = await subscribe(alice, feedB);
+    await expectPlaying(alice, video);
+
+    // Down for 1 s, back empty: nodes are not taken for dead (nobody's record is read while
+    // Redis is down), and each records its participants and feeds again.
+    await redis.restart(1000);
+    const during = await videoState(alice, video);
+    await new Promise((r) => setTimeout(r, 2000));
+    const after = await videoState(alice, video);
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const page of [alice, bob]) {
+      const left = await page.evaluate(() => window.events.filter((e) => ['participant-left', 'participant-reconnecting', 'feed-unpublished'].includes(e.ev)).map((e) => e.ev));
+      assert.deepEqual(left, [], 'nobody left or went away');
+    }
+    assert.ok(after.framesDecoded > during.framesDecoded + 20, `frames ${during.framesDecoded} → ${after.framesDecoded}`);
+
+    // Someone new on node b sees alice and bob and her feed: the records are back.
+    const carol = await joinPage(browser.context, nodeB, 'multi-4', 'carol');
+    const names = await carol.evaluate(() => [...window.session.participants.values()].map((p) => p.name).sort());
+    const feeds = await carol.evaluate(() => [...window.session.feeds.keys()]);
+    console.log(`Redis restarted empty: alice kept decoding bob (${during.framesDecoded} → ${after.framesDecoded} frames); carol, new on node b, sees ${names.join(' and ')} and ${feeds.length} feeds`);
+    assert.deepEqual(names, ['alice', 'bob']);
+    assert.deepEqual(feeds.sort(), [feedA, feedB].sort());
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
   }
 });

@@ -138,6 +138,23 @@ impl Directory {
         Ok(())
     }
 
+    /// Redis's epoch: a random value the first node to ask after Redis started (empty) sets.
+    /// Another epoch than before means Redis lost its records, and the nodes not listed may
+    /// just not have registered again yet.
+    pub async fn epoch(&self) -> Result<String, ClusterError> {
+        let mut con = self.con.clone();
+        let key = format!("{PREFIX}epoch");
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&fresh)
+            .arg("NX")
+            .query_async(&mut con)
+            .await?;
+        let epoch: Option<String> = con.get(&key).await?;
+        Ok(epoch.unwrap_or(fresh))
+    }
+
     /// Take a node out at once (it is shutting down), rather than after its record lapses.
     pub async fn unregister(&self, id: &str) -> Result<(), ClusterError> {
         let mut con = self.con.clone();

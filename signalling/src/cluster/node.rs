@@ -51,6 +51,11 @@ pub async fn join(
 /// ([`super::directory::NODE_TTL`] after its last heartbeat) is noticed within this.
 pub const WATCH_NODES: Duration = Duration::from_millis(250);
 
+/// How long after Redis lost its records the nodes not listed yet are still taken for alive:
+/// two heartbeats and a look.
+pub const REREGISTER_GRACE: Duration =
+    Duration::from_millis(2 * HEARTBEAT.as_millis() as u64 + WATCH_NODES.as_millis() as u64);
+
 /// What the node learns of the others.
 #[derive(Debug, Clone)]
 pub enum NodeWatch {
@@ -63,27 +68,48 @@ pub enum NodeWatch {
 /// Tell (`gone`) of the live nodes when they change, and of each node whose record lapsed.
 async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSender<NodeWatch>) {
     let mut alive: std::collections::BTreeSet<String> = Default::default();
+    let mut told: Option<Vec<NodeInfo>> = None;
     let mut tick = tokio::time::interval(WATCH_NODES);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Until then a node missing from the list may just not have registered again yet.
+    let mut trust_from = tokio::time::Instant::now();
+    let mut epoch = None;
     loop {
         tick.tick().await;
         // Redis unreachable: nothing is known to have died.
+        let Ok(now_epoch) = directory.epoch().await else {
+            continue;
+        };
+        if epoch.as_ref() != Some(&now_epoch) {
+            // Redis started empty (or this node just started): the others register again
+            // within a heartbeat or two.
+            trust_from = tokio::time::Instant::now() + REREGISTER_GRACE;
+            epoch = Some(now_epoch);
+        }
         let Ok(nodes) = directory.nodes().await else {
             continue;
         };
+        let ids = |list: &[NodeInfo]| list.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+        if told.as_deref().map(ids) != Some(ids(&nodes)) {
+            told = Some(nodes.clone());
+            if gone.send(NodeWatch::Live(nodes.clone())).is_err() {
+                return;
+            }
+        }
         let now: std::collections::BTreeSet<String> = nodes
             .iter()
             .map(|n| n.id.clone())
             .filter(|id| *id != me)
             .collect();
+        if tokio::time::Instant::now() < trust_from {
+            alive.extend(now);
+            continue;
+        }
         for lost in alive.difference(&now) {
             tracing::warn!(node = %lost, "node gone");
             if gone.send(NodeWatch::Gone(lost.clone())).is_err() {
                 return;
             }
-        }
-        if now != alive && gone.send(NodeWatch::Live(nodes)).is_err() {
-            return;
         }
         alive = now;
     }
