@@ -21,7 +21,10 @@ test('pages on two nodes join one session and decode each other across the trunk
     assert.deepEqual(seen, ['alice'], 'bob sees alice, who joined on the other node');
 
     const feedA = await publishWebcam(alice);
-    const feedB = await publishWebcam(bob);
+    const feedB = await bob.evaluate(async () => {
+      window.pub = await window.session.publish({ source: 'webcam' });
+      return window.pub.feedId;
+    });
     assert.equal((await waitEvent(bob, 'feed-published')).feedId, feedA);
     assert.equal((await waitEvent(alice, 'feed-published')).feedId, feedB);
     const videoA = await subscribe(alice, feedB);
@@ -30,6 +33,14 @@ test('pages on two nodes join one session and decode each other across the trunk
     const sb = await expectPlaying(bob, videoB);
     console.log(`alice (node a) decodes bob's video ${sa.width} wide (${sa.framesDecoded} frames), bob (node b) alice's ${sb.width} wide (${sb.framesDecoded} frames)`);
     assert.ok(sa.width > 0 && sb.width > 0);
+
+    // Mute and unmute cross too.
+    await bob.evaluate(() => window.pub.mute('video'));
+    const muted = await waitEvent(alice, 'feed-muted');
+    assert.deepEqual([muted.feedId, muted.kind], [feedB, 'video']);
+    assert.deepEqual(await alice.evaluate((f) => window.session.feeds.get(f).muted, feedB), ['video']);
+    await bob.evaluate(() => window.pub.unmute('video'));
+    assert.equal((await waitEvent(alice, 'feed-unmuted')).kind, 'video');
 
     // A second subscriber on node b: alice's feed still crosses the trunk once.
     const carol = await joinPage(browser.context, nodeB, 'multi-1', 'carol');

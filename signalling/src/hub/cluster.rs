@@ -145,6 +145,15 @@ pub enum SessionEvent {
         /// The feed.
         feed_id: String,
     },
+    /// Its publisher muted or unmuted a track of a feed of the sending node.
+    FeedMuted {
+        /// The feed.
+        feed_id: String,
+        /// `audio` or `video`.
+        kind: String,
+        /// Muted now, or unmuted.
+        muted: bool,
+    },
 }
 
 impl Hub {
@@ -246,18 +255,15 @@ impl Hub {
         );
     }
 
-    /// A feed of this node is published: the other nodes may import it.
-    pub(super) fn announce_feed(&self, sid: &str, feed_id: &str) {
-        let (Some(link), Some(feed)) = (
-            &self.cluster,
-            self.rooms.get(sid).and_then(|r| r.feeds.get(feed_id)),
-        ) else {
-            return;
-        };
+    /// A feed of this node as it is recorded in Redis (None: not one of this node's
+    /// published feeds, or not in a cluster).
+    fn feed_record(&self, sid: &str, feed_id: &str) -> Option<FeedRecord> {
+        let link = self.cluster.as_ref()?;
+        let feed = self.rooms.get(sid)?.feeds.get(feed_id)?;
         if feed.origin.is_some() || !feed.published {
-            return;
+            return None;
         }
-        let tracks: Vec<RemoteTrack> = feed
+        let tracks = feed
             .tracks
             .iter()
             .filter_map(|t| {
@@ -268,16 +274,23 @@ impl Hub {
                 })
             })
             .collect();
-        let record = FeedRecord {
+        Some(FeedRecord {
             node: link.node.clone(),
-            info: feed.info(feed_id),
-            tracks: tracks.clone(),
-            edge: link.edge_addr,
-        };
-        let event = SessionEvent::FeedPublished {
             info: feed.info(feed_id),
             tracks,
             edge: link.edge_addr,
+        })
+    }
+
+    /// A feed of this node is published: the other nodes may import it.
+    pub(super) fn announce_feed(&self, sid: &str, feed_id: &str) {
+        let Some(record) = self.feed_record(sid, feed_id) else {
+            return;
+        };
+        let event = SessionEvent::FeedPublished {
+            info: record.info.clone(),
+            tracks: record.tracks.clone(),
+            edge: record.edge,
         };
         self.tell_cluster(
             sid,
@@ -294,6 +307,24 @@ impl Hub {
                 feed_id: feed_id.to_owned(),
             },
             Some(Record::Feed(feed_id.to_owned(), None)),
+        );
+    }
+
+    /// A track of a feed of this node was muted or unmuted: the record (its muted tracks) is
+    /// written again, and the other nodes are told.
+    pub(super) fn announce_mute(&self, sid: &str, feed_id: &str, kind: &str, muted: bool) {
+        let Some(record) = self.feed_record(sid, feed_id) else {
+            return;
+        };
+        let event = SessionEvent::FeedMuted {
+            feed_id: feed_id.to_owned(),
+            kind: kind.to_owned(),
+            muted,
+        };
+        self.tell_cluster(
+            sid,
+            event,
+            Some(Record::Feed(feed_id.to_owned(), Some(record))),
         );
     }
 
@@ -505,6 +536,43 @@ impl Hub {
                     &sid,
                     jobs::RoomInput::RemoteFeed(Box::new((info, tracks, origin))),
                 );
+            }
+            SessionEvent::FeedMuted {
+                feed_id,
+                kind,
+                muted,
+            } => {
+                let Some(feed) = room
+                    .feeds
+                    .get_mut(&feed_id)
+                    .filter(|f| f.origin.as_ref().is_some_and(|o| o.node == from))
+                else {
+                    return;
+                };
+                let Some(track) = feed.tracks.iter_mut().find(|t| t.kind.as_str() == kind) else {
+                    return;
+                };
+                if track.muted == muted {
+                    return;
+                }
+                track.muted = muted;
+                let (uid, published) = (feed.owner.clone(), feed.published);
+                if published {
+                    let event = if muted {
+                        Event::FeedMuted {
+                            feed_id,
+                            uid: uid.clone(),
+                            kind,
+                        }
+                    } else {
+                        Event::FeedUnmuted {
+                            feed_id,
+                            uid: uid.clone(),
+                            kind,
+                        }
+                    };
+                    self.broadcast(&sid, &uid, event);
+                }
             }
             SessionEvent::FeedUnpublished { feed_id } => {
                 let theirs = room

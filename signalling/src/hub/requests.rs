@@ -448,6 +448,7 @@ impl Hub {
         let changed = track.muted != muted;
         track.muted = muted;
         let published = feed.published;
+        let (feed_id_owned, kind_owned) = (feed_id.to_owned(), kind.to_owned());
         if changed && published {
             let (feed_id, uid, kind) = (feed_id.to_owned(), uid.to_owned(), kind.to_owned());
             let event = if muted {
@@ -464,6 +465,7 @@ impl Hub {
                 }
             };
             self.broadcast(sid, &uid, event);
+            self.announce_mute(sid, &feed_id_owned, &kind_owned, muted);
         }
         Ok(Some(
             json!({ "feed_id": feed_id, "kind": kind, "muted": muted }),
