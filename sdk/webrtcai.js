@@ -496,7 +496,8 @@ class Session extends Emitter {
     this._resume = snapshot.resume_token;
     // Joined through another server than before: the one before stopped, and this one has
     // other media servers behind it.
-    const moved = this._joinedUrl !== null && url !== this._joinedUrl;
+    // The server says so (`rejoined`); another URL than before says so too.
+    const moved = !!snapshot.rejoined || (this._joinedUrl !== null && url !== this._joinedUrl);
     this._joinedUrl = url;
     this._url = url;
     this._servers = snapshot.servers ?? [];

@@ -3,7 +3,7 @@
 // publish, and decodes the other's video, which crosses the trunk between the nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, videoState } from './harness.mjs';
+import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, videoState, startProxy } from './harness.mjs';
 import { startRedis, clusterDir, startNode, trunks, packetsSent } from './cluster.mjs';
 
 test('pages on two nodes join one session and decode each other across the trunk', async () => {
@@ -213,6 +213,52 @@ test('Redis restarting empty does not end the call; the nodes record their sessi
     assert.deepEqual(feeds.sort(), [feedA, feedB].sort());
   } finally {
     await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
+
+test('a page that loses its node while the node runs on moves to another, and its old node lets it go', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const browser = await launch();
+  // Bob reaches node b through a proxy, which then refuses him: node b itself goes on.
+  const proxy = await startProxy(nodeB.port);
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'multi-5', 'alice');
+    const carol = await joinPage(browser.context, nodeB, 'multi-5', 'carol');
+    const bob = await joinPage(browser.context, nodeB, 'multi-5', 'bob', { url: `ws://127.0.0.1:${proxy.port}/ws` });
+    const bobUid = await bob.evaluate(() => window.session.uid);
+    const feedB = await publishWebcam(bob);
+    await eventAfter(carol, 0, 'feed-published', `v.feedId === '${feedB}'`);
+    await eventAfter(alice, 0, 'feed-published', `v.feedId === '${feedB}'`);
+    const seenA = await alice.evaluate(() => window.events.length);
+    const seenC = await carol.evaluate(() => window.events.length);
+
+    proxy.down();
+    const cut = Date.now();
+    const moved = await eventAfter(bob, 0, 'reconnected', 'true', 10000);
+    assert.equal(await bob.evaluate(() => window.session.uid), bobUid);
+    // Carol, on bob's old node, sees his feed go and come back from node a; nobody sees him leave.
+    const back = await eventAfter(carol, seenC, 'feed-published', `v.uid === '${bobUid}'`, 10000);
+    await carol.evaluate((id) => document.getElementById(`remote-${id}`)?.remove(), back.feedId);
+    await expectPlaying(carol, await subscribe(carol, back.feedId), 10000);
+    await eventAfter(alice, seenA, 'participant-reconnected', `v.uid === '${bobUid}'`, 10000);
+    const againA = await eventAfter(alice, seenA, 'feed-published', `v.uid === '${bobUid}'`, 10000);
+    await expectPlaying(alice, await subscribe(alice, againA.feedId), 10000);
+    for (const page of [alice, carol]) {
+      const left = await page.evaluate(() => window.events.filter((e) => e.ev === 'participant-left').length);
+      assert.equal(left, 0, 'nobody left');
+      assert.equal(await page.evaluate((uid) => [...window.session.participants.keys()].filter((u) => u === uid).length, bobUid), 1);
+    }
+    console.log(`bob cut off from node b (running): his page joined node a after ${moved.at - cut} ms; carol on node b decodes his feed ${back.feedId === feedB ? 'under the same id' : 'under a new id'} from node a`);
+    assert.equal(back.feedId, feedB);
+  } finally {
+    await browser.close();
+    proxy.close();
     nodeA.stop();
     nodeB.stop();
     redis.stop();

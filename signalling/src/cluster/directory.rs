@@ -267,10 +267,30 @@ impl Directory {
         Ok(())
     }
 
-    /// Forget a participant of `sid`.
-    pub async fn remove_member(&self, sid: &str, uid: &str) -> Result<(), ClusterError> {
+    /// Forget a participant of `sid`, if node `node` recorded it (a participant that moved
+    /// to another node since is that node's now).
+    pub async fn remove_member(
+        &self,
+        sid: &str,
+        uid: &str,
+        node: &str,
+    ) -> Result<(), ClusterError> {
+        self.remove_if_node(members_key(sid), uid, node).await
+    }
+
+    async fn remove_if_node(
+        &self,
+        key: String,
+        field: &str,
+        node: &str,
+    ) -> Result<(), ClusterError> {
         let mut con = self.con.clone();
-        let _: () = con.hdel(members_key(sid), uid).await?;
+        let _: i64 = redis::Script::new(REMOVE_IF_NODE)
+            .key(&key)
+            .arg(field)
+            .arg(node)
+            .invoke_async(&mut con)
+            .await?;
         Ok(())
     }
 
@@ -292,11 +312,14 @@ impl Directory {
         Ok(())
     }
 
-    /// Forget a feed of `sid`.
-    pub async fn remove_feed(&self, sid: &str, feed_id: &str) -> Result<(), ClusterError> {
-        let mut con = self.con.clone();
-        let _: () = con.hdel(feeds_key(sid), feed_id).await?;
-        Ok(())
+    /// Forget a feed of `sid`, if node `node` recorded it.
+    pub async fn remove_feed(
+        &self,
+        sid: &str,
+        feed_id: &str,
+        node: &str,
+    ) -> Result<(), ClusterError> {
+        self.remove_if_node(feeds_key(sid), feed_id, node).await
     }
 
     /// Every feed record of `sid`, by feed id.
@@ -312,12 +335,7 @@ impl Directory {
         for key in [members_key(sid), feeds_key(sid)] {
             let fields: Vec<String> = con.hkeys(&key).await?;
             for field in fields {
-                let _: i64 = redis::Script::new(REMOVE_IF_NODE)
-                    .key(&key)
-                    .arg(&field)
-                    .arg(node)
-                    .invoke_async(&mut con)
-                    .await?;
+                self.remove_if_node(key.clone(), &field, node).await?;
             }
         }
         Ok(())

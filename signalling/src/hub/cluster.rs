@@ -164,7 +164,7 @@ impl Hub {
             return;
         };
         let (events, directory) = (link.events.clone(), link.directory.clone());
-        let sid = sid.to_owned();
+        let (sid, me) = (sid.to_owned(), link.node.clone());
         let write: Write = Box::pin(async move {
             let recorded = match record {
                 None => Ok(()),
@@ -172,12 +172,14 @@ impl Hub {
                     let json = serde_json::to_string(&m).expect("records serialise");
                     directory.put_member(&sid, &uid, &json).await
                 }
-                Some(Record::Member(uid, None)) => directory.remove_member(&sid, &uid).await,
+                Some(Record::Member(uid, None)) => directory.remove_member(&sid, &uid, &me).await,
                 Some(Record::Feed(feed_id, Some(f))) => {
                     let json = serde_json::to_string(&f).expect("records serialise");
                     directory.put_feed(&sid, &feed_id, &json).await
                 }
-                Some(Record::Feed(feed_id, None)) => directory.remove_feed(&sid, &feed_id).await,
+                Some(Record::Feed(feed_id, None)) => {
+                    directory.remove_feed(&sid, &feed_id, &me).await
+                }
             };
             if let Err(e) = recorded {
                 tracing::warn!(%sid, error = %e, "a session record was not written");
@@ -210,10 +212,21 @@ impl Hub {
 
     /// The session has no participant left on this node: stop following it, and let the
     /// edge forget the feeds it took from other nodes.
-    pub(super) fn unfollow_session(&self, sid: &str, imported: Vec<relay::ids::FeedId>) {
+    pub(super) fn unfollow_session(&self, sid: &str) {
         let Some(link) = &self.cluster else {
             return;
         };
+        let imported: Vec<relay::ids::FeedId> = self
+            .rooms
+            .get(sid)
+            .map(|r| {
+                r.feeds
+                    .iter()
+                    .filter(|(_, f)| f.origin.is_some())
+                    .flat_map(|(id, f)| f.tracks.iter().map(|t| super::relay_feed(id, t.kind)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let (events, edge) = (link.events.clone(), link.edge.clone());
         let sid = sid.to_owned();
         tokio::spawn(async move {
@@ -468,7 +481,14 @@ impl Hub {
         match event {
             SessionEvent::Sync => self.say_again(&sid),
             SessionEvent::Joined { uid, name } => {
-                if room.peers.contains_key(&uid) {
+                if let Some(peer) = room.peers.get(&uid) {
+                    // One of this node's participants, joined again through that node: its
+                    // page lost this one (a network that failed for a while). Its websocket
+                    // here is gone, so it goes from here; if not, this is another page with
+                    // the same uid, which the join there should not have let in.
+                    if peer.conn.is_none() {
+                        self.room_input(&sid, jobs::RoomInput::MovedAway { uid, node: from });
+                    }
                     return;
                 }
                 if let Some(peer) = room.remote.get_mut(&uid) {
@@ -517,7 +537,7 @@ impl Hub {
                     .filter(|(_, f)| f.owner == uid && f.origin.is_some())
                     .map(|(id, _)| id.clone())
                     .collect();
-                self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(owned));
+                self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(owned, Some(from)));
                 self.broadcast(&sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
             }
             SessionEvent::FeedPublished { info, tracks, edge } => {
@@ -526,7 +546,8 @@ impl Hub {
                     // one goes first.
                     Some(Some(o)) if o.node != from => {
                         let stale = vec![info.feed_id.clone()];
-                        self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(stale));
+                        let node = Some(o.node.clone());
+                        self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(stale, node));
                     }
                     Some(_) => return,
                     None => {}
@@ -575,14 +596,9 @@ impl Hub {
                 }
             }
             SessionEvent::FeedUnpublished { feed_id } => {
-                let theirs = room
-                    .feeds
-                    .get(&feed_id)
-                    .and_then(|f| f.origin.as_ref())
-                    .is_some_and(|o| o.node == from);
-                if theirs {
-                    self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(vec![feed_id]));
-                }
+                // In its turn: an import of the feed may be waiting for the session's job.
+                let input = jobs::RoomInput::RemoteUnpublished(vec![feed_id], Some(from));
+                self.room_input(&sid, input);
             }
         }
     }
@@ -678,7 +694,8 @@ impl Hub {
                 );
             }
             if !feeds.is_empty() {
-                self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(feeds));
+                let input = jobs::RoomInput::RemoteUnpublished(feeds, Some(node.to_owned()));
+                self.room_input(&sid, input);
             }
             if let Some(link) = &self.cluster {
                 let directory = link.directory.clone();
@@ -690,6 +707,45 @@ impl Hub {
                 }));
             }
         }
+    }
+
+    /// Of `feed_ids`, those that came from `node` (all of them for None).
+    pub(super) fn feeds_of_origin(
+        &self,
+        sid: &str,
+        feed_ids: Vec<String>,
+        node: Option<&str>,
+    ) -> Vec<String> {
+        let Some(room) = self.rooms.get(sid) else {
+            return Vec::new();
+        };
+        feed_ids
+            .into_iter()
+            .filter(|id| {
+                room.feeds.get(id).is_some_and(|f| match node {
+                    Some(n) => f.origin.as_ref().is_some_and(|o| o.node == n),
+                    None => true,
+                })
+            })
+            .collect()
+    }
+
+    /// A participant that went from this node to `node`: the others here see it there, and
+    /// the feeds it publishes there (announced perhaps while it was still here) are asked for
+    /// again.
+    pub(super) fn now_remote(&mut self, sid: &str, uid: &str, node: &str, name: Option<String>) {
+        self.follow_session(sid);
+        let Some(room) = self.rooms.get_mut(sid) else {
+            return;
+        };
+        room.remote.insert(
+            uid.to_owned(),
+            RemotePeer {
+                name,
+                node: node.to_owned(),
+                gone_since: None,
+            },
+        );
     }
 
     /// Participants of stopped nodes not back within [`RESUME_WINDOW`] leave.
@@ -745,8 +801,9 @@ impl Hub {
                         ErrorCode::ResumeFailed,
                         "unknown or expired resume token".into(),
                     )),
+                    // Not a refusal: the page tries again.
                     Err(e) => Err((
-                        ErrorCode::ResumeFailed,
+                        ErrorCode::Relay,
                         format!("the cluster could not be asked for the resume token: {e}"),
                     )),
                 };

@@ -59,8 +59,11 @@ pub(super) enum RoomInput {
     SpeakerFeeds(Vec<FeedId>),
     /// Another node published a feed: import it.
     RemoteFeed(Box<(FeedInfo, Vec<cluster::RemoteTrack>, cluster::Origin)>),
-    /// Feeds of another node went.
-    RemoteUnpublished(Vec<String>),
+    /// Feeds of another node went: those of the node named, if one is (a feed published
+    /// again through another node since stays).
+    RemoteUnpublished(Vec<String>, Option<String>),
+    /// A participant of this node joined again through another node.
+    MovedAway { uid: String, node: String },
 }
 
 /// A session's job in flight and what waits behind it.
@@ -250,7 +253,20 @@ impl Hub {
                 let (info, tracks, origin) = *feed;
                 self.import_feed(sid, info, tracks, origin);
             }
-            RoomInput::RemoteUnpublished(feed_ids) => self.unpublish(sid, &feed_ids),
+            RoomInput::RemoteUnpublished(feed_ids, node) => {
+                let feed_ids = self.feeds_of_origin(sid, feed_ids, node.as_deref());
+                self.unpublish(sid, &feed_ids);
+            }
+            RoomInput::MovedAway { uid, node } => {
+                let gone = self
+                    .rooms
+                    .get(sid)
+                    .and_then(|r| r.peers.get(&uid))
+                    .is_some_and(|p| p.conn.is_none());
+                if gone {
+                    self.moved_away(sid, &uid, &node);
+                }
+            }
             RoomInput::SpeakerFeeds(feeds) => {
                 if !self.rooms.contains_key(sid) {
                     return;

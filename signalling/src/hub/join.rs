@@ -22,6 +22,8 @@ struct Joined {
     id: u64,
     data: bool,
     e2ee: bool,
+    /// It joined again after its node stopped.
+    rejoin: bool,
     uid: String,
     name: Option<String>,
     grants: crate::auth::Grants,
@@ -237,6 +239,7 @@ impl Hub {
             id,
             data,
             e2ee,
+            rejoin,
             uid,
             name,
             grants: identity.grants,
@@ -293,6 +296,7 @@ impl Hub {
             id,
             data,
             e2ee,
+            rejoin,
             uid,
             name,
             grants,
@@ -333,6 +337,7 @@ impl Hub {
                 let relay = self.relay.clone();
                 let empty = self.rooms.get(sid).is_some_and(|r| r.peers.is_empty());
                 if empty {
+                    self.unfollow_session(sid);
                     self.rooms.remove(sid);
                 }
                 let (rsid, ruid) = (Sid::from(sid), Uid::from(uid.as_str()));
@@ -351,6 +356,7 @@ impl Hub {
             Err(e) => {
                 self.reply(conn, id, Err((ErrorCode::Relay, e.to_string())));
                 if self.rooms.get(sid).is_some_and(|r| r.peers.is_empty()) {
+                    self.unfollow_session(sid);
                     self.rooms.remove(sid);
                     let relay = self.relay.clone();
                     let rsid = Sid::from(sid);
@@ -423,7 +429,11 @@ impl Hub {
                 .collect();
             self.unpublish(sid, &stale);
         }
-        let snapshot = self.snapshot(sid, &uid, &token);
+        let mut snapshot = self.snapshot(sid, &uid, &token);
+        if rejoin {
+            // Back after its node stopped: the page needs a media connection to this node.
+            snapshot["rejoined"] = serde_json::Value::Bool(true);
+        }
         self.send(conn, ServerMessage::ok(id, snapshot));
         // Whoever joins a session that records is told so.
         if let Some((by, started_at)) = self.recording_since(sid) {

@@ -107,6 +107,25 @@ impl Hub {
         last_usage: Option<ParticipantUsage>,
         reply: Option<(ConnId, u64)>,
     ) {
+        self.leave_inner(sid, uid, last_usage, reply, None);
+    }
+
+    /// A participant of this node whose websocket dropped joined again through node `node`
+    /// (its page thought this node had stopped): it goes from here as in a leave, but the
+    /// others here see it as a participant of that node, not a leave, and the cluster is not
+    /// told (its records are that node's now).
+    pub(super) fn moved_away(&mut self, sid: &str, uid: &str, node: &str) {
+        self.leave_inner(sid, uid, None, None, Some(node.to_owned()));
+    }
+
+    fn leave_inner(
+        &mut self,
+        sid: &str,
+        uid: &str,
+        last_usage: Option<ParticipantUsage>,
+        reply: Option<(ConnId, u64)>,
+        moved_to: Option<String>,
+    ) {
         let Some(room) = self.rooms.get(sid) else {
             return;
         };
@@ -122,7 +141,9 @@ impl Hub {
         let left_at = Instant::now();
         // Out of the session before its feeds go: it is sent no offer for them.
         let room = self.rooms.get_mut(sid).expect("checked above");
+        let mut name = None;
         if let Some(peer) = room.peers.remove(uid) {
+            name = peer.name.clone();
             self.resume.remove(&peer.resume_token);
             self.forget_resume(&peer.resume_token);
             if let Some(c) = peer.conn.and_then(|c| self.conns.get_mut(&c)) {
@@ -137,22 +158,21 @@ impl Hub {
             .flat_map(|g| g.tracks)
             .collect();
         let empty = self.rooms[sid].peers.is_empty();
-        self.broadcast(
-            sid,
-            uid,
-            Event::ParticipantLeft {
-                uid: uid.to_owned(),
-            },
-        );
-        self.announce_leave(sid, uid);
+        match &moved_to {
+            Some(node) => self.now_remote(sid, uid, node, name),
+            None => {
+                self.broadcast(
+                    sid,
+                    uid,
+                    Event::ParticipantLeft {
+                        uid: uid.to_owned(),
+                    },
+                );
+                self.announce_leave(sid, uid);
+            }
+        }
         if empty {
-            let imported: Vec<FeedId> = self.rooms[sid]
-                .feeds
-                .iter()
-                .filter(|(_, f)| f.origin.is_some())
-                .flat_map(|(id, f)| f.tracks.iter().map(|t| relay_feed(id, t.kind)))
-                .collect();
-            self.unfollow_session(sid, imported);
+            self.unfollow_session(sid);
         }
         let changes = room_speakers_remove(self, sid, uid, left_at);
         let room_sid = sid.to_owned();

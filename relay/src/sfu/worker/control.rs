@@ -361,6 +361,9 @@ impl Worker {
         description: FeedDescription,
         route: FeedRoute,
     ) -> Result<(), ControlError> {
+        // A replica's description may come from another node (over Redis): checked as a
+        // publisher's is, since the layer logic shifts by its layer count.
+        check_layers(&description)?;
         let skey = self.session_key(sid)?;
         if let Some(&(_, fkey)) = self.replicas.get(&route) {
             let session = self.sessions.get_mut(&skey).expect("session_key found it");
