@@ -563,37 +563,14 @@ impl Hub {
                 kind,
                 muted,
             } => {
-                let Some(feed) = room
-                    .feeds
-                    .get_mut(&feed_id)
-                    .filter(|f| f.origin.as_ref().is_some_and(|o| o.node == from))
-                else {
-                    return;
+                // In its turn: an import of the feed may be waiting for the session's job.
+                let input = jobs::RoomInput::RemoteMuted {
+                    feed_id,
+                    kind,
+                    muted,
+                    from,
                 };
-                let Some(track) = feed.tracks.iter_mut().find(|t| t.kind.as_str() == kind) else {
-                    return;
-                };
-                if track.muted == muted {
-                    return;
-                }
-                track.muted = muted;
-                let (uid, published) = (feed.owner.clone(), feed.published);
-                if published {
-                    let event = if muted {
-                        Event::FeedMuted {
-                            feed_id,
-                            uid: uid.clone(),
-                            kind,
-                        }
-                    } else {
-                        Event::FeedUnmuted {
-                            feed_id,
-                            uid: uid.clone(),
-                            kind,
-                        }
-                    };
-                    self.broadcast(&sid, &uid, event);
-                }
+                self.room_input(&sid, input);
             }
             SessionEvent::FeedUnpublished { feed_id } => {
                 // In its turn: an import of the feed may be waiting for the session's job.
@@ -706,6 +683,49 @@ impl Hub {
                     }
                 }));
             }
+        }
+    }
+
+    /// A track of a feed of node `from` was muted or unmuted: the others here are told.
+    pub(super) fn remote_muted(
+        &mut self,
+        sid: &str,
+        feed_id: String,
+        kind: String,
+        muted: bool,
+        from: &str,
+    ) {
+        let Some(feed) = self
+            .rooms
+            .get_mut(sid)
+            .and_then(|r| r.feeds.get_mut(&feed_id))
+            .filter(|f| f.origin.as_ref().is_some_and(|o| o.node == from))
+        else {
+            return;
+        };
+        let Some(track) = feed.tracks.iter_mut().find(|t| t.kind.as_str() == kind) else {
+            return;
+        };
+        if track.muted == muted {
+            return;
+        }
+        track.muted = muted;
+        let (uid, published) = (feed.owner.clone(), feed.published);
+        if published {
+            let event = if muted {
+                Event::FeedMuted {
+                    feed_id,
+                    uid: uid.clone(),
+                    kind,
+                }
+            } else {
+                Event::FeedUnmuted {
+                    feed_id,
+                    uid: uid.clone(),
+                    kind,
+                }
+            };
+            self.broadcast(sid, &uid, event);
         }
     }
 

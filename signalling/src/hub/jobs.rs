@@ -64,6 +64,13 @@ pub(super) enum RoomInput {
     RemoteUnpublished(Vec<String>, Option<String>),
     /// A participant of this node joined again through another node.
     MovedAway { uid: String, node: String },
+    /// A track of a feed of another node was muted or unmuted.
+    RemoteMuted {
+        feed_id: String,
+        kind: String,
+        muted: bool,
+        from: String,
+    },
 }
 
 /// A session's job in flight and what waits behind it.
@@ -257,6 +264,12 @@ impl Hub {
                 let feed_ids = self.feeds_of_origin(sid, feed_ids, node.as_deref());
                 self.unpublish(sid, &feed_ids);
             }
+            RoomInput::RemoteMuted {
+                feed_id,
+                kind,
+                muted,
+                from,
+            } => self.remote_muted(sid, feed_id, kind, muted, &from),
             RoomInput::MovedAway { uid, node } => {
                 let gone = self
                     .rooms
