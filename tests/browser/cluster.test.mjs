@@ -251,7 +251,8 @@ test('a page that loses its node while the node runs on moves to another, and it
     await expectPlaying(alice, await subscribe(alice, againA.feedId), 10000);
     for (const page of [alice, carol]) {
       const left = await page.evaluate(() => window.events.filter((e) => e.ev === 'participant-left').length);
-      assert.equal(left, 0, 'nobody left');
+      const events = await page.evaluate(() => window.events.map((e) => `${e.ev} ${e.v.uid ?? e.v.feedId ?? ''}`));
+      assert.equal(left, 0, `nobody left: ${page === alice ? 'alice' : 'carol'} saw ${events.join(', ')} (bob is ${bobUid})`);
       assert.equal(await page.evaluate((uid) => [...window.session.participants.keys()].filter((u) => u === uid).length, bobUid), 1);
     }
     console.log(`bob cut off from node b (running): his page joined node a after ${moved.at - cut} ms; carol on node b decodes his feed ${back.feedId === feedB ? 'under the same id' : 'under a new id'} from node a`);

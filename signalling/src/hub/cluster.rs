@@ -481,13 +481,15 @@ impl Hub {
         match event {
             SessionEvent::Sync => self.say_again(&sid),
             SessionEvent::Joined { uid, name } => {
-                if let Some(peer) = room.peers.get(&uid) {
+                if let Some(peer) = room.peers.get_mut(&uid) {
                     // One of this node's participants, joined again through that node: its
-                    // page lost this one (a network that failed for a while). Its websocket
-                    // here is gone, so it goes from here; if not, this is another page with
-                    // the same uid, which the join there should not have let in.
-                    if peer.conn.is_none() {
+                    // page lost this one (a network that failed for a while). It goes from
+                    // here now if its websocket or media connection here is gone, else as
+                    // soon as one is seen to end (the page has left it).
+                    if peer.conn.is_none() || peer.dropped.is_some() {
                         self.room_input(&sid, jobs::RoomInput::MovedAway { uid, node: from });
+                    } else {
+                        peer.claimed_by = Some(from);
                     }
                     return;
                 }

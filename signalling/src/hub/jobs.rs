@@ -240,6 +240,21 @@ impl Hub {
                 self.reply(conn, id, result);
             }
             RoomInput::Dropped { uid, usage } => {
+                // In a cluster, a page closes its media connection when it moves to another
+                // node (its websocket here may not have been seen to go yet), which will
+                // announce it: it stays until then, or until its resume window ends, with its
+                // last counters. A page that closes without a leave (its tab) then leaves
+                // after the resume window, as one whose network went.
+                if self.cluster.is_some() {
+                    if let Some(peer) = self.peer_mut(sid, &uid) {
+                        peer.dropped = Some(usage);
+                        peer.disconnected_at.get_or_insert_with(Instant::now);
+                        if let Some(node) = peer.claimed_by.clone() {
+                            self.moved_away(sid, &uid, &node);
+                        }
+                        return;
+                    }
+                }
                 // The relay has forgotten it: its last counters come with the event.
                 self.leave_with(sid, &uid, Some(usage), None);
             }
@@ -252,7 +267,8 @@ impl Hub {
                     .and_then(|p| p.disconnected_at)
                     .is_some_and(|t| now.saturating_duration_since(t) >= RESUME_WINDOW);
                 if expired {
-                    self.leave_with(sid, &uid, None, None);
+                    let usage = self.peer_mut(sid, &uid).and_then(|p| p.dropped.take());
+                    self.leave_with(sid, &uid, usage, None);
                 }
             }
             RoomInput::Flush => self.flush_usage(sid),
@@ -275,7 +291,7 @@ impl Hub {
                     .rooms
                     .get(sid)
                     .and_then(|r| r.peers.get(&uid))
-                    .is_some_and(|p| p.conn.is_none());
+                    .is_some_and(|p| p.conn.is_none() || p.dropped.is_some());
                 if gone {
                     self.moved_away(sid, &uid, &node);
                 }

@@ -179,6 +179,12 @@ impl Hub {
             let Some(peer) = self.rooms.get_mut(sid).and_then(|r| r.peers.get_mut(&uid)) else {
                 return Err((ErrorCode::ResumeFailed, "the participant has left".into()));
             };
+            if peer.dropped.is_some() {
+                return Err((
+                    ErrorCode::ResumeFailed,
+                    "the participant's media connection ended".into(),
+                ));
+            }
             let old = peer.conn.replace(conn);
             peer.disconnected_at = None;
             // A half-done negotiation is offered again on the new connection.
@@ -395,6 +401,8 @@ impl Hub {
             answer_refused: false,
             ice_restart: false,
             quality: None,
+            dropped: None,
+            claimed_by: None,
         };
         let room = self.rooms.get_mut(sid).expect("inserted above");
         // Back from a node that stopped: the others see it reconnect, not join.

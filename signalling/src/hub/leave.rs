@@ -115,7 +115,8 @@ impl Hub {
     /// others here see it as a participant of that node, not a leave, and the cluster is not
     /// told (its records are that node's now).
     pub(super) fn moved_away(&mut self, sid: &str, uid: &str, node: &str) {
-        self.leave_inner(sid, uid, None, None, Some(node.to_owned()));
+        let usage = self.peer_mut(sid, uid).and_then(|p| p.dropped.take());
+        self.leave_inner(sid, uid, usage, None, Some(node.to_owned()));
     }
 
     fn leave_inner(

@@ -171,6 +171,13 @@ struct Peer {
     ice_restart: bool,
     /// Its connection quality as the relay last rated it.
     quality: Option<relay::control::ConnectionQuality>,
+    /// In a cluster, the relay dropped it after its websocket had gone (its page closed the
+    /// media connection, perhaps to move to another node): its last counters, kept until it
+    /// leaves or moves.
+    dropped: Option<ParticipantUsage>,
+    /// In a cluster, another node announced it joined there while this node still had its
+    /// connections: it goes from here as soon as one of them is seen to end.
+    claimed_by: Option<String>,
 }
 
 struct Track {
@@ -404,11 +411,16 @@ impl Hub {
                     }
                 }
                 if let Some((sid, uid)) = c.joined {
+                    let mut moved = None;
                     if let Some(peer) = self.peer_mut(&sid, &uid) {
                         if peer.conn == Some(conn) {
                             peer.conn = None;
                             peer.disconnected_at = Some(Instant::now());
+                            moved = peer.claimed_by.clone();
                         }
+                    }
+                    if let Some(node) = moved {
+                        self.room_input(&sid, jobs::RoomInput::MovedAway { uid, node });
                     }
                 }
             }
