@@ -66,9 +66,11 @@ test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', as
     console.log(`congestion: subscriber ${JSON.stringify(quality)}`);
     assert.ok(reached !== null && reached <= RAMP_LIMIT_MS,
       `targetBitrate and availableOutgoingBitrate pass ${TARGET} within ${RAMP_LIMIT_MS} ms: ${JSON.stringify(samples)}, subscriber ${JSON.stringify(quality)}`);
-    // It stays there: no later sample falls back below the target.
+    // It stays there: no later sample falls back below the target. Chromium sometimes leaves
+    // availableOutgoingBitrate out of a report (seen once in a full suite, the target at
+    // 3.15 Mbit/s all along): a sample without it says nothing of a fall.
     for (const s of samples.filter((s) => s.t >= reached)) {
-      assert.ok(s.targetBitrate >= TARGET && s.available >= TARGET,
+      assert.ok(s.targetBitrate >= TARGET && (s.available === undefined || s.available >= TARGET),
         `fell below ${TARGET} at ${s.t} ms: ${JSON.stringify(samples)}`);
     }
     // The 1280x720 camera is sent at 1280x720, limited by nothing.
