@@ -803,14 +803,17 @@ impl Hub {
         let sid = sid.to_owned();
         self.spawn_job(
             &sid.clone(),
-            async move { directory.resume(&token).await },
+            {
+                let token = token.clone();
+                async move { directory.resume(&token).await }
+            },
             move |hub, found| {
                 let (conn, id) = (pending.conn, pending.id);
                 let result = match found {
                     Ok(Some((s, uid))) if s == sid => {
                         let mut pending = pending;
                         pending.resume = None;
-                        pending.rejoin = true;
+                        pending.rejoin = Some(token);
                         let mut identity = identity;
                         identity.uid = Some(uid);
                         hub.join_session(&sid, pending, identity)

@@ -22,8 +22,8 @@ struct Joined {
     id: u64,
     data: bool,
     e2ee: bool,
-    /// It joined again after its node stopped.
-    rejoin: bool,
+    /// It joined again after its node stopped, with this resume token.
+    rejoin: Option<String>,
     uid: String,
     name: Option<String>,
     grants: crate::auth::Grants,
@@ -107,7 +107,7 @@ impl Hub {
             resume,
             data,
             e2ee,
-            rejoin: false,
+            rejoin: None,
         });
         let inputs = self.inputs.clone();
         self.accounts.authenticate(credentials, move |identity| {
@@ -229,7 +229,7 @@ impl Hub {
                     .rooms
                     .get(sid)
                     .is_some_and(|r| r.peers.contains_key(&uid))
-                    || (!rejoin && self.joined_elsewhere(sid, &uid)) =>
+                    || (rejoin.is_none() && self.joined_elsewhere(sid, &uid)) =>
             {
                 return Err((
                     ErrorCode::AlreadyJoined,
@@ -438,9 +438,11 @@ impl Hub {
             self.unpublish(sid, &stale);
         }
         let mut snapshot = self.snapshot(sid, &uid, &token);
-        if rejoin {
-            // Back after its node stopped: the page needs a media connection to this node.
+        if let Some(old) = &rejoin {
+            // Back after its node stopped: the page needs a media connection to this node,
+            // and its old resume token is used up.
             snapshot["rejoined"] = serde_json::Value::Bool(true);
+            self.forget_resume(old);
         }
         self.send(conn, ServerMessage::ok(id, snapshot));
         // Whoever joins a session that records is told so.

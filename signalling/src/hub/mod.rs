@@ -105,9 +105,9 @@ pub struct PendingJoin {
     data: bool,
     /// Its media is end-to-end encrypted.
     e2ee: bool,
-    /// It comes back from another node that stopped (its resume token was found in Redis):
-    /// it takes its old uid.
-    rejoin: bool,
+    /// It comes back from another node that stopped with this resume token (found in
+    /// Redis): it takes its old uid, and the token is used up.
+    rejoin: Option<String>,
 }
 
 /// What the HTTP upgrade told about a connection.
