@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use relay::control::FeedDescription;
 use relay::ids::{FeedId, Sid, Uid};
 use relay::sfu::cross_core::{CrossCore, FeedRoute};
@@ -615,7 +614,7 @@ fn drain(node: &Shared, peer: &str) {
             }
             TunnelOutput::Datagram(bytes) => match &slot.connection {
                 Some(c) => {
-                    if c.send_datagram(Bytes::from(bytes)).is_err() {
+                    if c.send_datagram(bytes).is_err() {
                         slot.send_failed += 1;
                     }
                 }

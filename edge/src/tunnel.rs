@@ -20,6 +20,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+
 use relay::control::{FeedDescription, MediaKind};
 use relay::ids::{FeedId, Sid};
 use relay::sfu::cross_core::{CrossCore, FeedRoute, RelayedRtp};
@@ -47,7 +49,7 @@ pub enum TunnelOutput {
     /// A control message for the peer.
     Control(Control),
     /// A media datagram for the peer.
-    Datagram(Vec<u8>),
+    Datagram(Bytes),
     /// A message for one of this node's cores.
     ToCore {
         /// The core.
@@ -130,8 +132,9 @@ struct Export {
     route: FeedRoute,
     /// Simulcast video, whose layers can be shed.
     simulcast: bool,
-    /// The last datagrams sent, for resending: (ssrc, sequence, bytes).
-    sent: VecDeque<(u32, u16, Vec<u8>)>,
+    /// The last datagrams sent, for resending: (ssrc, sequence, bytes), shared with what
+    /// went to QUIC (no copy).
+    sent: VecDeque<(u32, u16, Bytes)>,
 }
 
 /// One trunk's media state.
@@ -345,10 +348,10 @@ impl Tunnel {
             }
             self.congestion.highest_sent = self.congestion.highest_sent.max(layer);
         }
-        let mut bytes = match export.sent.len() {
-            RESEND_CACHE.. => export.sent.pop_front().map(|s| s.2).unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        if export.sent.len() >= RESEND_CACHE {
+            export.sent.pop_front();
+        }
+        let mut bytes = Vec::new();
         Datagram {
             channel,
             resent: false,
@@ -358,6 +361,7 @@ impl Tunnel {
         .write(&mut bytes);
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += bytes.len() as u64;
+        let bytes = Bytes::from(bytes);
         self.outputs
             .push_back(TunnelOutput::Datagram(bytes.clone()));
         export
@@ -497,12 +501,12 @@ impl Tunnel {
                         .find(|(s, q, _)| *s == ssrc && *q == seq)
                     {
                         Some((_, _, bytes)) => {
-                            let mut again = bytes.clone();
+                            let mut again = bytes.to_vec();
                             again[0] = 1;
                             self.stats.resent += 1;
                             self.stats.datagrams_out += 1;
                             self.stats.bytes_out += again.len() as u64;
-                            self.outputs.push_back(TunnelOutput::Datagram(again));
+                            self.outputs.push_back(TunnelOutput::Datagram(again.into()));
                         }
                         None => self.stats.resend_missed += 1,
                     }

@@ -651,7 +651,9 @@ impl Hub {
         let now = Instant::now();
         let sids: Vec<String> = self.rooms.keys().cloned().collect();
         for sid in sids {
-            let room = self.rooms.get_mut(&sid).expect("listed");
+            let Some(room) = self.rooms.get_mut(&sid) else {
+                continue;
+            };
             let mut reconnecting = Vec::new();
             for (uid, p) in room.remote.iter_mut() {
                 if p.node == node && p.gone_since.is_none() {
