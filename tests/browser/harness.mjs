@@ -302,7 +302,23 @@ export async function expectPlaying(page, videoId, timeoutMs = 15000) {
     await new Promise((r) => setTimeout(r, 200));
   }
   const s = await videoState(page, videoId);
-  throw new Error(`${videoId} is not playing: ${JSON.stringify(s)}`);
+  // What the relay says of the page's subscriptions (layer, pauses, estimate) and what the
+  // page asked for, so that a failure in a full suite can be read from its output alone.
+  const why = await page.evaluate(async () => {
+    const out = { quality: null, keyFramesDecoded: 0, pliCount: 0, nackCount: 0, packetsLost: 0 };
+    try {
+      out.quality = await window.session.quality();
+      (await window.session.pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') {
+          for (const k of ['keyFramesDecoded', 'pliCount', 'nackCount', 'packetsLost']) out[k] += r[k] ?? 0;
+        }
+      });
+    } catch (e) {
+      out.error = String(e);
+    }
+    return out;
+  }).catch((e) => ({ error: String(e) }));
+  throw new Error(`${videoId} is not playing: ${JSON.stringify(s)}; ${JSON.stringify(why)}`);
 }
 
 /** What a page's video subscription decodes now, as getStats() says: frame width, frames
