@@ -1,7 +1,8 @@
 //! The cluster's shared state against a real redis-server (started here on a unix socket):
 //! two instances placing one new session at once agree on its node, a node that stops
-//! renewing its record is gone within 2 s and its sessions move, and events cross instances,
-//! also after Redis restarts.
+//! renewing its record is gone within 2 s and its sessions move, a node that restarts at
+//! once under its id is seen gone and back, and events cross instances, also after Redis
+//! restarts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use signalling::cluster::directory::{Directory, HEARTBEAT, NODE_TTL};
 use signalling::cluster::events::Events;
+use signalling::cluster::node::NodeWatch;
 use signalling::cluster::NodeInfo;
 
 /// A redis-server of the test's own, on a unix socket in a fresh directory.
@@ -127,14 +129,6 @@ async fn a_node_that_stops_is_gone_within_two_seconds_and_its_sessions_move() {
     let (dir, _) = Directory::connect(&redis.url()).await.unwrap();
     let (a, b) = (node("eu-1", "eu"), node("eu-2", "eu"));
     // eu-1 beats until it "dies"; eu-2 beats throughout.
-    let beat = |d: Directory, n: NodeInfo| {
-        tokio::spawn(async move {
-            loop {
-                d.register(&n).await.unwrap();
-                tokio::time::sleep(HEARTBEAT).await;
-            }
-        })
-    };
     let dying = beat(dir.clone(), a.clone());
     let _living = beat(dir.clone(), b.clone());
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -189,6 +183,74 @@ async fn a_node_that_stops_is_gone_within_two_seconds_and_its_sessions_move() {
         Some(("c/room".to_string(), "alice".to_string()))
     );
     assert_eq!(dir.take_resume("tok").await.unwrap(), None);
+}
+
+/// Beat for `n` until aborted, as a running node does.
+fn beat(d: Directory, n: NodeInfo) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            d.register(&n).await.unwrap();
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_node_that_restarts_at_once_under_its_id_is_seen_gone_and_back() {
+    let redis = Redis::start("restart");
+    let (dir, _) = Directory::connect(&redis.url()).await.unwrap();
+    let mut watching = signalling::cluster::node::watch(dir.clone(), "eu-1");
+    let _living = beat(dir.clone(), node("eu-1", "eu"));
+    let first_run = beat(dir.clone(), node("eu-2", "eu"));
+    // Both seen alive.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watching.recv()).await {
+            Ok(Some(NodeWatch::Live(nodes))) if nodes.len() == 2 => break,
+            Ok(Some(_)) => {}
+            _ => panic!("both nodes not seen alive"),
+        }
+    }
+    // eu-2 is killed and starts again at once, well inside its record's time to live: its
+    // sessions, participants and feeds died with the first run, and the others must know.
+    first_run.abort();
+    let killed = Instant::now();
+    let (restarted, _) = Directory::connect(&redis.url()).await.unwrap();
+    let second_run = tokio::spawn(async move {
+        signalling::cluster::node::take_id(&restarted, "eu-2")
+            .await
+            .unwrap();
+        let waited = killed.elapsed();
+        (waited, beat(restarted, node("eu-2", "eu")))
+    });
+    let mut gone = None;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watching.recv()).await {
+            Ok(Some(NodeWatch::Gone(id))) => {
+                assert_eq!(id, "eu-2");
+                gone = Some(killed.elapsed());
+            }
+            Ok(Some(NodeWatch::Live(nodes))) if nodes.len() == 2 && gone.is_some() => break,
+            Ok(Some(_)) => {}
+            _ => panic!("eu-2's restart not seen: gone {gone:?}"),
+        }
+    }
+    let back = killed.elapsed();
+    let (waited, _beating) = second_run.await.unwrap();
+    println!("eu-2 restarted: it waited {waited:?} for its old record to lapse, seen gone {gone:?} and back {back:?} after the kill");
+    assert!(gone.unwrap() < Duration::from_secs(2));
+    assert!(waited < NODE_TTL + Duration::from_secs(1), "{waited:?}");
+
+    // A second process under a live node's id is refused: the record goes on being renewed.
+    let (duplicate, _) = Directory::connect(&redis.url()).await.unwrap();
+    let refused = signalling::cluster::node::take_id(&duplicate, "eu-1").await;
+    assert!(
+        matches!(refused, Err(signalling::cluster::ClusterError::NodeIdInUse(ref id)) if id == "eu-1"),
+        "{refused:?}"
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

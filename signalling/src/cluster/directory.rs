@@ -138,6 +138,12 @@ impl Directory {
         Ok(())
     }
 
+    /// Whether node `id`'s record is alive.
+    pub async fn has_node(&self, id: &str) -> Result<bool, ClusterError> {
+        let mut con = self.con.clone();
+        Ok(con.exists(node_key(id)).await?)
+    }
+
     /// Redis's epoch: a random value the first node to ask after Redis started (empty) sets.
     /// Another epoch than before means Redis lost its records, and the nodes not listed may
     /// just not have registered again yet.

@@ -59,4 +59,7 @@ pub enum ClusterError {
     /// No node can take the participant.
     #[error("no node can take a participant in region {0}")]
     NoNode(String),
+    /// Another running node has this node's id: its record goes on being renewed.
+    #[error("node id {0} is in use by a running node")]
+    NodeIdInUse(String),
 }

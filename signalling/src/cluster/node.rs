@@ -8,7 +8,7 @@ use edge::node::EdgeHandle;
 use relay::RelayHandle;
 use tokio::sync::mpsc;
 
-use super::directory::{Directory, HEARTBEAT};
+use super::directory::{Directory, HEARTBEAT, NODE_TTL};
 use super::events::Events;
 use super::{ClusterError, NodeInfo};
 use crate::hub::cluster::ClusterLink;
@@ -23,6 +23,7 @@ pub async fn join(
     edge: EdgeHandle,
 ) -> Result<crate::Cluster, ClusterError> {
     let (directory, pushed) = Directory::connect(url).await?;
+    take_id(&directory, &node.id).await?;
     directory.register(&node).await?;
     let (writes, to_write) = mpsc::unbounded_channel();
     tokio::spawn(crate::hub::cluster::run_writes(to_write));
@@ -45,6 +46,37 @@ pub async fn join(
         recovered,
         gone,
     })
+}
+
+/// Wait until a record under this node's id from an earlier run (killed, and started again
+/// before the record lapsed) is gone, and seen gone by the other nodes: otherwise they would
+/// take the new run for the old one, and never learn that its sessions, participants and
+/// feeds died with it. A record that goes on being renewed belongs to another running node
+/// under the same id, and is refused.
+pub async fn take_id(directory: &Directory, id: &str) -> Result<(), ClusterError> {
+    if !directory.has_node(id).await? {
+        return Ok(());
+    }
+    tracing::info!(node = %id, "an earlier run's record is still alive; waiting for it to lapse");
+    // It was last renewed before this run began, so it lapses within its time to live.
+    let deadline = tokio::time::Instant::now() + NODE_TTL + HEARTBEAT;
+    while directory.has_node(id).await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClusterError::NodeIdInUse(id.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Missing for two of the others' looks, so each of them has seen it gone.
+    tokio::time::sleep(2 * WATCH_NODES).await;
+    Ok(())
+}
+
+/// Watch the other nodes as node `me` does: the live nodes whenever they change, and each
+/// node that is gone.
+pub fn watch(directory: Directory, me: &str) -> mpsc::UnboundedReceiver<NodeWatch> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_nodes(directory, me.to_owned(), tx));
+    rx
 }
 
 /// How often the node looks at which nodes are alive: a node whose record lapsed
