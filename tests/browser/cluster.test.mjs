@@ -65,6 +65,20 @@ test('pages on two nodes join one session and decode each other across the trunk
     const left = await waitEvent(alice, 'participant-left');
     assert.ok(left.uid);
     assert.equal((await waitEvent(alice, 'feed-unpublished')).feedId, feedB);
+
+    // Carol, now the last on node b, leaves and joins again at once (a page that leaves and
+    // comes back): node b stops following the session and lets go of alice's feed, then
+    // follows it and takes the feed again. Letting go must not come after taking it again.
+    const feedsAgain = await carol.evaluate(async ({ key, feedA }) => {
+      await window.session.leave();
+      document.getElementById(`remote-${feedA}`)?.remove();
+      const { WebRTCai } = await import('/sdk/webrtcai.js');
+      window.session = await WebRTCai.init({ key }).join('multi-1', { name: 'carol' });
+      return [...window.session.feeds.keys()];
+    }, { key: nodeB.key, feedA });
+    assert.deepEqual(feedsAgain, [feedA], 'carol, back on node b, finds alice\'s feed');
+    const again = await expectPlaying(carol, await subscribe(carol, feedA));
+    console.log(`carol left node b (the last there) and joined again: she decodes alice ${again.width} wide`);
   } finally {
     await browser.close();
     nodeA.stop();

@@ -199,7 +199,9 @@ impl Hub {
         };
         let events = link.events.clone();
         let sid = sid.to_owned();
-        tokio::spawn(async move {
+        // In the hub's order with the session's other writes: a leave's unfollow made just
+        // before cannot come after it and leave the session unfollowed.
+        let _ = link.writes.send(Box::pin(async move {
             if let Err(e) = events.follow(&sid).await {
                 tracing::warn!(%sid, error = %e, "not following the session's events");
                 return;
@@ -207,15 +209,16 @@ impl Hub {
             if let Err(e) = events.publish(&sid, SessionEvent::Sync).await {
                 tracing::warn!(%sid, error = %e, "the cluster was not asked for the session");
             }
-        });
+        }));
     }
 
     /// The session has no participant left on this node: stop following it, and let the
-    /// edge forget the feeds it took from other nodes.
-    pub(super) fn unfollow_session(&self, sid: &str) {
-        let Some(link) = &self.cluster else {
-            return;
-        };
+    /// edge forget the feeds it took from other nodes. The edge's part is returned for the
+    /// caller's job on the session, so that a join that comes next (a page refreshed) waits
+    /// for it and the feeds it imports again are not removed after.
+    #[must_use = "the imports are removed only when the returned work runs"]
+    pub(super) fn unfollow_session(&self, sid: &str) -> Option<Write> {
+        let link = self.cluster.as_ref()?;
         let imported: Vec<relay::ids::FeedId> = self
             .rooms
             .get(sid)
@@ -227,15 +230,18 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
-        let (events, edge) = (link.events.clone(), link.edge.clone());
-        let sid = sid.to_owned();
-        tokio::spawn(async move {
-            let _ = events.unfollow(&sid).await;
-            let rsid = Sid::from(sid.as_str());
+        let events = link.events.clone();
+        let unfollowed = sid.to_owned();
+        let _ = link.writes.send(Box::pin(async move {
+            let _ = events.unfollow(&unfollowed).await;
+        }));
+        let edge = link.edge.clone();
+        let rsid = Sid::from(sid);
+        Some(Box::pin(async move {
             for track in imported {
                 let _ = edge.remove_import(&rsid, &track).await;
             }
-        });
+        }))
     }
 
     /// A participant joined here.

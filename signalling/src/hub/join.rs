@@ -342,14 +342,18 @@ impl Hub {
                 // token, so it goes again at once.
                 let relay = self.relay.clone();
                 let empty = self.rooms.get(sid).is_some_and(|r| r.peers.is_empty());
+                let mut unfollowed = None;
                 if empty {
-                    self.unfollow_session(sid);
+                    unfollowed = self.unfollow_session(sid);
                     self.rooms.remove(sid);
                 }
                 let (rsid, ruid) = (Sid::from(sid), Uid::from(uid.as_str()));
                 self.spawn_job(
                     sid,
                     async move {
+                        if let Some(unfollowed) = unfollowed {
+                            unfollowed.await;
+                        }
                         let _ = relay.remove_participant(&rsid, &ruid).await;
                         if empty {
                             let _ = relay.remove_session(&rsid).await;
@@ -362,13 +366,16 @@ impl Hub {
             Err(e) => {
                 self.reply(conn, id, Err((ErrorCode::Relay, e.to_string())));
                 if self.rooms.get(sid).is_some_and(|r| r.peers.is_empty()) {
-                    self.unfollow_session(sid);
+                    let unfollowed = self.unfollow_session(sid);
                     self.rooms.remove(sid);
                     let relay = self.relay.clone();
                     let rsid = Sid::from(sid);
                     self.spawn_job(
                         sid,
                         async move {
+                            if let Some(unfollowed) = unfollowed {
+                                unfollowed.await;
+                            }
                             let _ = relay.remove_session(&rsid).await;
                         },
                         |_, ()| {},

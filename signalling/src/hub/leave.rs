@@ -172,9 +172,11 @@ impl Hub {
                 self.announce_leave(sid, uid);
             }
         }
-        if empty {
-            self.unfollow_session(sid);
-        }
+        let unfollowed = if empty {
+            self.unfollow_session(sid)
+        } else {
+            None
+        };
         let changes = room_speakers_remove(self, sid, uid, left_at);
         let room_sid = sid.to_owned();
         let relay = self.relay.clone();
@@ -183,6 +185,9 @@ impl Hub {
         self.spawn_job(
             &sid.clone(),
             async move {
+                if let Some(unfollowed) = unfollowed {
+                    unfollowed.await;
+                }
                 for track in tracks {
                     let _ = relay.unpublish(&rsid, &ruid, &track).await;
                 }
