@@ -77,10 +77,22 @@ pub fn start_hub(
             }
         });
         let events = link.events.clone();
+        let lost = cluster::node::resync_when_back(link.directory.clone(), {
+            let tx = tx.clone();
+            move || {
+                let tx = tx.clone();
+                async move { tx.send(hub::Input::ClusterRecovered).await.is_ok() }
+            }
+        });
         hub = hub.with_cluster(link);
         let cluster_tx = tx.clone();
         tokio::spawn(async move {
             while let Some(push) = pushed.recv().await {
+                if push.kind == redis::PushKind::Disconnection {
+                    // Events sent meanwhile did not reach this node.
+                    let _ = lost.send(());
+                    continue;
+                }
                 match events.read::<hub::cluster::SessionEvent>(push) {
                     Some(Ok(envelope)) => {
                         let input = hub::Input::Cluster(Box::new(envelope));

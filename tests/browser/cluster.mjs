@@ -5,6 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
 import { startServer } from './harness.mjs';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -32,21 +33,26 @@ export async function packetsSent(page) {
 
 /** A redis-server of the test's own on a unix socket; `restart()` kills it and starts an
  * empty one on the same socket (what a Redis without persistence that restarts is). */
-export async function startRedis() {
+export async function startRedis({ tcp = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'webrtcai-redis-'));
   const socket = join(dir, 'redis.sock');
+  // With `tcp`, also on a port of 127.0.0.1 (for a proxy in front of it).
+  const port = tcp ? await freePort() : 0;
   let child = null;
   const run = async () => {
     rmSync(socket, { force: true });
-    child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
     for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
     if (!existsSync(socket)) throw new Error('redis-server did not start');
   };
   await run();
   return {
     url: `redis+unix://${socket}`,
-    async restart(downMs = 0) {
+    port,
+    /** Kill it, run `during` (what happens while Redis is down), wait `downMs`, start it. */
+    async restart(downMs = 0, during = null) {
       child.kill('SIGKILL');
+      if (during) await during();
       await new Promise((r) => setTimeout(r, downMs));
       await run();
     },
@@ -73,3 +79,11 @@ export async function startNode(redis, dir, id, region, first = null) {
   });
 }
 
+/** A TCP port of 127.0.0.1 that nothing listens on now. */
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

@@ -204,31 +204,85 @@ test('Redis restarting empty does not end the call; the nodes record their sessi
     assert.equal((await waitEvent(bob, 'feed-published')).feedId, feedA);
     const video = await subscribe(alice, feedB);
     await expectPlaying(alice, video);
+    const dave = await joinPage(browser.context, nodeB, 'multi-4', 'dave');
+    const daveUid = await dave.evaluate(() => window.session.uid);
+    await alice.waitForFunction((uid) => window.session.participants.has(uid), daveUid);
 
     // Down for 1 s, back empty: nodes are not taken for dead (nobody's record is read while
-    // Redis is down), and each records its participants and feeds again.
-    await redis.restart(1000);
+    // Redis is down), and each records its participants and feeds again. Dave leaves node b
+    // while Redis is down: the event that says so is lost, and node b's roster, said again
+    // when Redis is back, must still take him away on node a.
+    let daveLeft = 0;
+    await redis.restart(1000, async () => {
+      await dave.evaluate(() => window.session.leave());
+      daveLeft = Date.now();
+    });
     const during = await videoState(alice, video);
     await new Promise((r) => setTimeout(r, 2000));
     const after = await videoState(alice, video);
     await new Promise((r) => setTimeout(r, 1000));
     for (const page of [alice, bob]) {
-      const left = await page.evaluate(() => window.events.filter((e) => ['participant-left', 'participant-reconnecting', 'feed-unpublished'].includes(e.ev)).map((e) => e.ev));
-      assert.deepEqual(left, [], 'nobody left or went away');
+      const left = await page.evaluate(() => window.events.filter((e) => ['participant-left', 'participant-reconnecting', 'feed-unpublished'].includes(e.ev)).map((e) => [e.ev, e.v.uid ?? e.v.feedId]));
+      assert.deepEqual(left, [['participant-left', daveUid]], 'nobody but dave left or went away');
     }
+    const leftAt = await alice.evaluate((uid) => window.events.find((e) => e.ev === 'participant-left' && e.v.uid === uid).at, daveUid);
     assert.ok(after.framesDecoded > during.framesDecoded + 20, `frames ${during.framesDecoded} → ${after.framesDecoded}`);
 
     // Someone new on node b sees alice and bob and her feed: the records are back.
     const carol = await joinPage(browser.context, nodeB, 'multi-4', 'carol');
     const names = await carol.evaluate(() => [...window.session.participants.values()].map((p) => p.name).sort());
     const feeds = await carol.evaluate(() => [...window.session.feeds.keys()]);
-    console.log(`Redis restarted empty: alice kept decoding bob (${during.framesDecoded} → ${after.framesDecoded} frames); carol, new on node b, sees ${names.join(' and ')} and ${feeds.length} feeds`);
+    console.log(`Redis restarted empty: alice kept decoding bob (${during.framesDecoded} → ${after.framesDecoded} frames) and saw dave, who left while Redis was down, leave ${leftAt - daveLeft} ms after he did; carol, new on node b, sees ${names.join(' and ')} and ${feeds.length} feeds`);
     assert.deepEqual(names, ['alice', 'bob']);
     assert.deepEqual(feeds.sort(), [feedA, feedB].sort());
   } finally {
     await browser.close();
     nodeA.stop();
     nodeB.stop();
+    redis.stop();
+  }
+});
+
+test('what a node missed while cut off from Redis is repaired when it is back', async () => {
+  const redis = await startRedis({ tcp: true });
+  // Node a reaches Redis through a proxy that can cut it off alone.
+  const toRedis = await startProxy(redis.port);
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode({ url: `redis://127.0.0.1:${toRedis.port}` }, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const browser = await launch();
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'multi-6', 'alice');
+    const bob = await joinPage(browser.context, nodeB, 'multi-6', 'bob');
+    const dave = await joinPage(browser.context, nodeB, 'multi-6', 'dave');
+    const [bobUid, daveUid] = await Promise.all([bob, dave].map((p) => p.evaluate(() => window.session.uid)));
+    const feedD = await publishWebcam(dave);
+    await alice.waitForFunction(({ uids, feed }) => uids.every((u) => window.session.participants.has(u)) && window.session.feeds.has(feed), { uids: [bobUid, daveUid], feed: feedD });
+
+    // Node a is cut off from Redis for 300 ms, well inside its record's time to live (nobody
+    // takes it for dead). Dave leaves node b meanwhile: the events saying that he and his
+    // feed went find node a unsubscribed, and are lost to it.
+    toRedis.down();
+    const cut = Date.now();
+    await dave.evaluate(() => window.session.leave());
+    await new Promise((r) => setTimeout(r, 300));
+    toRedis.up();
+    await alice.waitForFunction((uid) => !window.session.participants.has(uid), daveUid, { timeout: 10_000 });
+    const repaired = Date.now() - cut;
+    const state = await alice.evaluate(({ bobUid, feedD }) => ({
+      bob: window.session.participants.has(bobUid),
+      daveFeed: window.session.feeds.has(feedD),
+      events: window.events.filter((e) => ['participant-left', 'participant-reconnecting', 'feed-unpublished'].includes(e.ev)).map((e) => [e.ev, e.v.uid ?? e.v.feedId]),
+    }), { bobUid, feedD });
+    console.log(`node a cut off from Redis for 300 ms while dave left node b: alice saw him leave ${repaired} ms after the cut; ${JSON.stringify(state)}`);
+    assert.ok(state.bob, 'bob stays');
+    assert.ok(!state.daveFeed, "dave's feed went with him");
+    assert.deepEqual(state.events.filter(([ev]) => ev !== 'feed-unpublished'), [['participant-left', daveUid]]);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    toRedis.close();
     redis.stop();
   }
 });

@@ -138,6 +138,13 @@ impl Directory {
         Ok(())
     }
 
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+
     /// Whether node `id`'s record is alive.
     pub async fn has_node(&self, id: &str) -> Result<bool, ClusterError> {
         let mut con = self.con.clone();

@@ -71,6 +71,32 @@ pub async fn take_id(directory: &Directory, id: &str) -> Result<(), ClusterError
     Ok(())
 }
 
+/// After each time the connection to Redis drops (tell the returned sender), wait until
+/// Redis answers again, then call `resync`: what the others said meanwhile was lost to this
+/// node (its subscriptions were gone), so the hub follows its sessions again and has the
+/// others say again what they have. Several drops before Redis is back make one call.
+/// Stops when `resync` returns false (the hub is gone).
+pub fn resync_when_back<F, Fut>(directory: Directory, resync: F) -> mpsc::UnboundedSender<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let (tx, mut lost) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while lost.recv().await.is_some() {
+            while directory.ping().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while lost.try_recv().is_ok() {}
+            tracing::info!("connected to Redis again; asking for the sessions again");
+            if !resync().await {
+                return;
+            }
+        }
+    });
+    tx
+}
+
 /// Watch the other nodes as node `me` does: the live nodes whenever they change, and each
 /// node that is gone.
 pub fn watch(directory: Directory, me: &str) -> mpsc::UnboundedReceiver<NodeWatch> {

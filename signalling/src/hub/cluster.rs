@@ -154,6 +154,15 @@ pub enum SessionEvent {
         /// Muted now, or unmuted.
         muted: bool,
     },
+    /// Everything the sending node has of the session, said after it said each participant
+    /// and feed again: what others hold of it beyond this went while they could not hear (an
+    /// event lost while a node was cut off from Redis), and goes now.
+    Roster {
+        /// Its participants.
+        members: Vec<String>,
+        /// Its published feeds, each with its muted tracks (`audio`, `video`).
+        feeds: Vec<(String, Vec<String>)>,
+    },
 }
 
 impl Hub {
@@ -373,12 +382,28 @@ impl Hub {
             .filter(|(_, f)| f.origin.is_none() && f.published)
             .map(|(id, _)| id.clone())
             .collect();
+        let roster = SessionEvent::Roster {
+            members: peers.iter().map(|(uid, _)| uid.clone()).collect(),
+            feeds: feeds
+                .iter()
+                .map(|id| {
+                    let muted = room.feeds[id]
+                        .tracks
+                        .iter()
+                        .filter(|t| t.muted)
+                        .map(|t| t.kind.as_str().to_owned())
+                        .collect();
+                    (id.clone(), muted)
+                })
+                .collect(),
+        };
         for (uid, name) in peers {
             self.announce_join(sid, &uid, name);
         }
         for feed_id in feeds {
             self.announce_feed(sid, &feed_id);
         }
+        self.tell_cluster(sid, roster, None);
     }
 
     /// What `sid` has on other live nodes, for a node new to it: read from Redis in the join's
@@ -534,19 +559,48 @@ impl Hub {
                     }),
                 );
             }
-            SessionEvent::Left { uid } => {
-                if room.remote.get(&uid).is_none_or(|p| p.node != from) {
-                    return;
-                }
-                room.remote.remove(&uid);
-                let owned: Vec<String> = room
+            SessionEvent::Left { uid } => self.remote_left(&sid, &uid, &from),
+            SessionEvent::Roster { members, feeds } => {
+                // Theirs that they no longer have: their leaves and unpublishes were lost.
+                let left: Vec<String> = room
+                    .remote
+                    .iter()
+                    .filter(|(uid, p)| {
+                        p.node == from && p.gone_since.is_none() && !members.contains(uid)
+                    })
+                    .map(|(uid, _)| uid.clone())
+                    .collect();
+                let unpublished: Vec<String> = room
                     .feeds
                     .iter()
-                    .filter(|(_, f)| f.owner == uid && f.origin.is_some())
+                    .filter(|(id, f)| {
+                        f.origin.as_ref().is_some_and(|o| o.node == from)
+                            && !feeds.iter().any(|(f, _)| f == *id)
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
-                self.room_input(&sid, jobs::RoomInput::RemoteUnpublished(owned, Some(from)));
-                self.broadcast(&sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
+                if !left.is_empty() || !unpublished.is_empty() {
+                    tracing::info!(%sid, node = %from, ?left, ?unpublished, "repaired from a node's roster");
+                }
+                for uid in left {
+                    self.remote_left(&sid, &uid, &from);
+                }
+                if !unpublished.is_empty() {
+                    let input = jobs::RoomInput::RemoteUnpublished(unpublished, Some(from.clone()));
+                    self.room_input(&sid, input);
+                }
+                // And their tracks muted or not as they are now.
+                for (feed_id, muted) in feeds {
+                    for kind in ["audio", "video"] {
+                        let input = jobs::RoomInput::RemoteMuted {
+                            feed_id: feed_id.clone(),
+                            kind: kind.to_owned(),
+                            muted: muted.iter().any(|m| m == kind),
+                            from: from.clone(),
+                        };
+                        self.room_input(&sid, input);
+                    }
+                }
             }
             SessionEvent::FeedPublished { info, tracks, edge } => {
                 match room.feeds.get(&info.feed_id).map(|f| f.origin.as_ref()) {
@@ -586,6 +640,27 @@ impl Hub {
                 self.room_input(&sid, input);
             }
         }
+    }
+
+    /// A participant of node `from` left: its feeds go, and the others here are told.
+    fn remote_left(&mut self, sid: &str, uid: &str, from: &str) {
+        let Some(room) = self.rooms.get_mut(sid) else {
+            return;
+        };
+        if room.remote.get(uid).is_none_or(|p| p.node != from) {
+            return;
+        }
+        room.remote.remove(uid);
+        let owned: Vec<String> = room
+            .feeds
+            .iter()
+            .filter(|(_, f)| f.owner == uid && f.origin.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let input = jobs::RoomInput::RemoteUnpublished(owned, Some(from.to_owned()));
+        self.room_input(sid, input);
+        let uid = uid.to_owned();
+        self.broadcast(sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
     }
 
     /// Take a feed of another node: the relay gets a replica of each track through the edge,
