@@ -87,6 +87,39 @@ test('pages on two nodes join one session and decode each other across the trunk
   }
 });
 
+test('a session across three nodes: each page decodes the two others, over a trunk between each pair of nodes', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b', 'c']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
+  const nodeC = await startNode(redis, dir, 'c', 'ap', nodeA);
+  const browser = await launch();
+  try {
+    const nodes = [nodeA, nodeB, nodeC];
+    const pages = [];
+    for (const [i, name] of ['alice', 'bob', 'carol'].entries()) pages.push(await joinPage(browser.context, nodes[i], 'multi-3n', name));
+    const feeds = [];
+    for (const page of pages) feeds.push(await publishWebcam(page));
+    const decoded = [];
+    for (const [i, page] of pages.entries()) {
+      for (const [j, feed] of feeds.entries()) {
+        if (i === j) continue;
+        await page.waitForFunction((f) => window.session.feeds.has(f), feed, { timeout: 10_000 });
+        const s = await expectPlaying(page, await subscribe(page, feed), 20_000);
+        decoded.push(`${'abc'[i]}←${'abc'[j]} ${s.width}`);
+      }
+    }
+    // Each node has a trunk to each of the two others, and nothing else.
+    const peers = await Promise.all(nodes.map(async (n) => (await trunks(n)).map((t) => t.peer).sort().join(',')));
+    console.log(`three nodes: decoded ${decoded.join(', ')}; trunks a: ${peers[0]}, b: ${peers[1]}, c: ${peers[2]}`);
+    assert.deepEqual(peers, ['b,c', 'a,c', 'a,b']);
+  } finally {
+    await browser.close();
+    for (const n of [nodeA, nodeB, nodeC]) n.stop();
+    redis.stop();
+  }
+});
+
 /** The first event `name` of the page whose value `match` accepts, from the index `from` of
  * its event list on: its value, and when it came (`at`, ms since the epoch). */
 async function eventAfter(page, from, name, match, timeoutMs = 10000) {
