@@ -19,6 +19,7 @@ use relay::control::{
 use relay::ids::{FeedId, Sid, Ssrc, Uid};
 use relay::remote::Client;
 use relay::sfu::feed::{REPAIRED_RID_URI, RID_URI};
+use relay::Control;
 use serde_json::json;
 use webrtcai_tests::peer::{IceCredentials, IceRole, PeerConfig, SrtpLink, WirePeer};
 
@@ -497,7 +498,7 @@ impl Target {
                             transport_cc_extension: quality.then_some(TRANSPORT_CC_ID),
                         };
                         let info = client
-                            .subscribe_with(sid.clone(), Uid::from(uid), id.clone(), options)
+                            .subscribe(sid.clone(), Uid::from(uid), id.clone(), options)
                             .await?;
                         if let Some(r) = info.rtx_ssrc {
                             rtx.push((info.ssrc.0, r.0));

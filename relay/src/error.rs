@@ -117,6 +117,13 @@ pub enum ControlError {
     /// The relay was started without an edge: no feed can cross to or from another node.
     #[error("this relay has no edge (it was started for one node)")]
     NoEdge,
+    /// A reply of another kind than its request's: the relay and its control plane speak
+    /// different versions of the control vocabulary.
+    #[error("unexpected reply {reply}")]
+    UnexpectedReply {
+        /// The reply, shortened.
+        reply: String,
+    },
     /// The relay was started without a recordings directory.
     #[error("this relay does not record (it has no recordings directory)")]
     RecordingUnavailable,

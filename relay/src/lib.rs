@@ -22,6 +22,7 @@ pub mod record;
 mod recorder;
 mod relay;
 pub mod remote;
+pub mod request;
 pub mod sfu;
 pub mod stats;
 pub mod trunk;
@@ -30,3 +31,4 @@ pub use control::{Event, FeedDescription, MediaKind, ParticipantConfig, Particip
 pub use error::{ControlError, Error};
 pub use recorder::{RecordingRequest, MIN_FREE_BYTES};
 pub use relay::{Relay, RelayConfig, RelayHandle, DEFAULT_SPREAD_AFTER};
+pub use request::{Control, Reply, Request};

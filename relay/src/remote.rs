@@ -25,166 +25,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::control::{
-    Event, FeedDescription, ParticipantConfig, ParticipantInfo, SessionPlacement, SubscribeOptions,
-    SubscriberQuality, SubscriptionInfo, View,
-};
+use crate::control::Event;
 use crate::error::ControlError;
-use crate::ids::{FeedId, Sid, Uid};
-use crate::stats::CoreStats;
+use crate::request::Control;
+pub use crate::request::{Reply, Request};
 use crate::RelayHandle;
 
 /// Longest request line accepted, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
-
-/// A control request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Authenticate the connection.
-    Hello {
-        /// The relay's control token.
-        token: String,
-    },
-    /// Relay-wide facts: fingerprint and core addresses.
-    Info,
-    /// Create a session (on `core`, or the least loaded one).
-    CreateSession {
-        /// The session.
-        sid: Sid,
-        /// Force a core.
-        #[serde(default)]
-        core: Option<usize>,
-    },
-    /// Remove a session.
-    RemoveSession {
-        /// The session.
-        sid: Sid,
-    },
-    /// Add a participant.
-    AddParticipant {
-        /// The session.
-        sid: Sid,
-        /// The participant.
-        uid: Uid,
-        /// Its ICE ufrag and certificate fingerprint.
-        #[serde(default)]
-        config: ParticipantConfig,
-    },
-    /// Remove a participant.
-    RemoveParticipant {
-        /// The session.
-        sid: Sid,
-        /// The participant.
-        uid: Uid,
-    },
-    /// Declare or update a feed.
-    Publish {
-        /// The session.
-        sid: Sid,
-        /// The publisher.
-        uid: Uid,
-        /// The feed.
-        feed: FeedDescription,
-    },
-    /// Remove a feed.
-    Unpublish {
-        /// The session.
-        sid: Sid,
-        /// The publisher.
-        uid: Uid,
-        /// The feed.
-        feed_id: FeedId,
-    },
-    /// Subscribe to a feed.
-    Subscribe {
-        /// The session.
-        sid: Sid,
-        /// The subscriber.
-        uid: Uid,
-        /// The feed.
-        feed_id: FeedId,
-        /// How the subscriber receives it.
-        #[serde(flatten)]
-        options: SubscribeOptions,
-    },
-    /// Change a subscription to what the subscriber's answer accepted.
-    UpdateSubscription {
-        /// The session.
-        sid: Sid,
-        /// The subscriber.
-        uid: Uid,
-        /// The feed.
-        feed_id: FeedId,
-        /// How the subscriber receives it now.
-        #[serde(flatten)]
-        options: SubscribeOptions,
-    },
-    /// Ask a feed's publisher for a keyframe.
-    RequestKeyframe {
-        /// The session.
-        sid: Sid,
-        /// The feed.
-        feed_id: FeedId,
-    },
-    /// End a subscription.
-    Unsubscribe {
-        /// The session.
-        sid: Sid,
-        /// The subscriber.
-        uid: Uid,
-        /// The feed.
-        feed_id: FeedId,
-    },
-    /// How a subscriber shows a video feed.
-    SetView {
-        /// The session.
-        sid: Sid,
-        /// The subscriber.
-        uid: Uid,
-        /// The feed.
-        feed_id: FeedId,
-        /// Hidden, its size, a cap.
-        #[serde(flatten)]
-        view: View,
-    },
-    /// What a subscriber receives: its estimate and layers.
-    Quality {
-        /// The session.
-        sid: Sid,
-        /// The subscriber.
-        uid: Uid,
-    },
-    /// The dominant speaker's video feeds.
-    SetSpeakerFeeds {
-        /// The session.
-        sid: Sid,
-        /// Its feeds.
-        feeds: Vec<FeedId>,
-    },
-    /// Check that a recordings subdirectory can be written and has room.
-    PrepareRecordings {
-        /// Relative to the recordings directory.
-        dir: String,
-    },
-    /// Record a publisher's feeds into one file.
-    StartRecording {
-        /// The session.
-        sid: Sid,
-        /// The file and its feeds.
-        #[serde(flatten)]
-        request: crate::RecordingRequest,
-    },
-    /// Finish a recording's file.
-    StopRecording {
-        /// The session.
-        sid: Sid,
-        /// The recording.
-        recording: u64,
-    },
-    /// Counters of every core.
-    Stats,
-}
 
 /// A request with its id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,15 +42,6 @@ pub struct Envelope {
     /// The request.
     #[serde(flatten)]
     pub request: Request,
-}
-
-/// Relay-wide facts for the control plane.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RelayInfo {
-    /// `sha-256 AB:CD:…`
-    pub fingerprint: String,
-    /// One UDP address per core.
-    pub cores: Vec<SocketAddr>,
 }
 
 /// Decode one request line. The error is the reason, for the `invalid_request` reply.
@@ -223,62 +62,9 @@ fn control_error_value(e: &ControlError) -> Value {
 }
 
 async fn execute(handle: &RelayHandle, request: Request) -> Result<Value, Value> {
-    fn ok<T: Serialize>(r: Result<T, ControlError>) -> Result<Value, Value> {
-        match r {
-            Ok(v) => serde_json::to_value(v).map_err(|e| error_value("internal", e.to_string())),
-            Err(e) => Err(control_error_value(&e)),
-        }
-    }
-    match request {
-        Request::Hello { .. } => Ok(json!({})),
-        Request::Info => ok(Ok(RelayInfo {
-            fingerprint: handle.fingerprint().to_owned(),
-            cores: handle.core_addresses(),
-        })),
-        Request::CreateSession { sid, core } => ok(handle.create_session(sid, core).await),
-        Request::RemoveSession { sid } => ok(handle.remove_session(&sid).await),
-        Request::AddParticipant { sid, uid, config } => {
-            ok(handle.add_participant(&sid, &uid, config).await)
-        }
-        Request::RemoveParticipant { sid, uid } => ok(handle.remove_participant(&sid, &uid).await),
-        Request::Publish { sid, uid, feed } => ok(handle.publish(&sid, &uid, feed).await),
-        Request::Unpublish { sid, uid, feed_id } => {
-            ok(handle.unpublish(&sid, &uid, &feed_id).await)
-        }
-        Request::Subscribe {
-            sid,
-            uid,
-            feed_id,
-            options,
-        } => ok(handle.subscribe(&sid, &uid, &feed_id, options).await),
-        Request::UpdateSubscription {
-            sid,
-            uid,
-            feed_id,
-            options,
-        } => ok(handle
-            .update_subscription(&sid, &uid, &feed_id, options)
-            .await),
-        Request::RequestKeyframe { sid, feed_id } => {
-            ok(handle.request_keyframe(&sid, &feed_id).await)
-        }
-        Request::Unsubscribe { sid, uid, feed_id } => {
-            ok(handle.unsubscribe(&sid, &uid, &feed_id).await)
-        }
-        Request::SetView {
-            sid,
-            uid,
-            feed_id,
-            view,
-        } => ok(handle.set_view(&sid, &uid, &feed_id, view).await),
-        Request::Quality { sid, uid } => ok(handle.quality(&sid, &uid).await),
-        Request::SetSpeakerFeeds { sid, feeds } => ok(handle.set_speaker_feeds(&sid, feeds).await),
-        Request::PrepareRecordings { dir } => ok(handle.prepare_recordings(&dir)),
-        Request::StartRecording { sid, request } => ok(handle.start_recording(&sid, request).await),
-        Request::StopRecording { sid, recording } => {
-            ok(handle.stop_recording(&sid, recording).await)
-        }
-        Request::Stats => ok(handle.stats().await),
+    match handle.execute(request).await {
+        Ok(reply) => Ok(reply.to_value()),
+        Err(e) => Err(control_error_value(&e)),
     }
 }
 
@@ -545,13 +331,14 @@ impl Client {
             reader,
         };
         if let Some(token) = token {
-            client.call(Request::Hello { token }).await?;
+            client.send(Request::Hello { token }).await?;
         }
         Ok((client, events_rx))
     }
 
-    /// Send a request and wait for its reply.
-    pub async fn call(&self, request: Request) -> Result<Value, RemoteError> {
+    /// Send a request and wait for its reply as the control API carries it (the `ok` value);
+    /// [`Control::call`] reads it into a [`Reply`].
+    pub async fn send(&self, request: Request) -> Result<Value, RemoteError> {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -586,165 +373,25 @@ impl Client {
             )),
         }
     }
+}
 
-    async fn typed<T: serde::de::DeserializeOwned>(
-        &self,
-        request: Request,
-    ) -> Result<T, RemoteError> {
-        let v = self.call(request).await?;
-        serde_json::from_value(v).map_err(|e| RemoteError::Protocol {
+impl Control for Client {
+    type Error = RemoteError;
+
+    async fn call(&self, request: Request) -> Result<Reply, RemoteError> {
+        let kind = request.reply_kind();
+        let v = self.send(request).await?;
+        Reply::from_value(kind, v).map_err(|e| RemoteError::Protocol {
             code: "bad_reply".into(),
             message: e.to_string(),
         })
-    }
-
-    /// Relay-wide facts.
-    pub async fn info(&self) -> Result<RelayInfo, RemoteError> {
-        self.typed(Request::Info).await
-    }
-
-    /// See [`RelayHandle::create_session`].
-    pub async fn create_session(
-        &self,
-        sid: Sid,
-        core: Option<usize>,
-    ) -> Result<SessionPlacement, RemoteError> {
-        self.typed(Request::CreateSession { sid, core }).await
-    }
-
-    /// See [`RelayHandle::add_participant`].
-    pub async fn add_participant(
-        &self,
-        sid: Sid,
-        uid: Uid,
-        config: ParticipantConfig,
-    ) -> Result<ParticipantInfo, RemoteError> {
-        self.typed(Request::AddParticipant { sid, uid, config })
-            .await
-    }
-
-    /// See [`RelayHandle::publish`].
-    pub async fn publish(
-        &self,
-        sid: Sid,
-        uid: Uid,
-        feed: FeedDescription,
-    ) -> Result<(), RemoteError> {
-        self.call(Request::Publish { sid, uid, feed })
-            .await
-            .map(|_| ())
-    }
-
-    /// See [`RelayHandle::subscribe`].
-    pub async fn subscribe(
-        &self,
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-    ) -> Result<SubscriptionInfo, RemoteError> {
-        self.subscribe_with(sid, uid, feed_id, SubscribeOptions::default())
-            .await
-    }
-
-    /// [`Client::subscribe`] with the subscriber's mid and whether it takes RTX.
-    pub async fn subscribe_with(
-        &self,
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-        options: SubscribeOptions,
-    ) -> Result<SubscriptionInfo, RemoteError> {
-        self.typed(Request::Subscribe {
-            sid,
-            uid,
-            feed_id,
-            options,
-        })
-        .await
-    }
-
-    /// See [`RelayHandle::update_subscription`].
-    pub async fn update_subscription(
-        &self,
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-        options: SubscribeOptions,
-    ) -> Result<(), RemoteError> {
-        self.call(Request::UpdateSubscription {
-            sid,
-            uid,
-            feed_id,
-            options,
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// See [`RelayHandle::remove_session`].
-    pub async fn remove_session(&self, sid: Sid) -> Result<(), RemoteError> {
-        self.call(Request::RemoveSession { sid }).await.map(|_| ())
-    }
-
-    /// See [`RelayHandle::stats`].
-    pub async fn stats(&self) -> Result<Vec<CoreStats>, RemoteError> {
-        self.typed(Request::Stats).await
-    }
-
-    /// See [`RelayHandle::set_speaker_feeds`].
-    pub async fn set_speaker_feeds(&self, sid: Sid, feeds: Vec<FeedId>) -> Result<(), RemoteError> {
-        self.call(Request::SetSpeakerFeeds { sid, feeds })
-            .await
-            .map(|_| ())
-    }
-
-    /// See [`RelayHandle::set_view`].
-    pub async fn set_view(
-        &self,
-        sid: Sid,
-        uid: Uid,
-        feed_id: FeedId,
-        view: View,
-    ) -> Result<(), RemoteError> {
-        self.call(Request::SetView {
-            sid,
-            uid,
-            feed_id,
-            view,
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// See [`RelayHandle::start_recording`].
-    pub async fn start_recording(
-        &self,
-        sid: Sid,
-        request: crate::RecordingRequest,
-    ) -> Result<u64, RemoteError> {
-        self.typed(Request::StartRecording { sid, request }).await
-    }
-
-    /// See [`RelayHandle::stop_recording`].
-    pub async fn stop_recording(&self, sid: Sid, recording: u64) -> Result<(), RemoteError> {
-        self.call(Request::StopRecording { sid, recording })
-            .await
-            .map(|_| ())
-    }
-
-    /// See [`RelayHandle::quality`].
-    pub async fn quality(
-        &self,
-        sid: Sid,
-        uid: Uid,
-    ) -> Result<Option<SubscriberQuality>, RemoteError> {
-        self.typed(Request::Quality { sid, uid }).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::SubscribeOptions;
 
     #[test]
     fn requests_roundtrip_and_bad_lines_have_reasons() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use relay::control::{Event, ParticipantConfig};
 use relay::ids::{FeedId, Sid, Uid};
 use relay::remote::{self, Client, RemoteError};
-use relay::ControlError;
+use relay::{Control, ControlError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use webrtcai_tests::harness::{video_feed, TestRelay};
@@ -104,7 +104,12 @@ async fn remote_control_plane_runs_a_call() {
         .await
         .unwrap();
     let s = client
-        .subscribe(sid.clone(), Uid::from("sub"), FeedId::from("cam"))
+        .subscribe(
+            sid.clone(),
+            Uid::from("sub"),
+            FeedId::from("cam"),
+            Default::default(),
+        )
         .await
         .unwrap();
     let mut src = Source::video(77, 1000);
@@ -210,4 +215,142 @@ async fn bad_lines_and_missing_token() {
         "{r:?}"
     );
     assert!(!r.iter().any(|v| v["id"] == 9));
+}
+
+/// A participant's whole life through `relay`, in-process or remote alike (one vocabulary,
+/// one trait): each step's outcome, with what is random (ICE credentials, SSRCs) left out.
+async fn lifecycle<C: Control>(relay: &C, sid: &str) -> Vec<String> {
+    use relay::control::View;
+    let sid = Sid::from(sid);
+    let (pub_, sub) = (Uid::from("pub"), Uid::from("sub"));
+    let mut out = Vec::new();
+    // Refusals read the same on both paths (the remote one says they were refused).
+    let step = |out: &mut Vec<String>, name: &str, r: Result<String, C::Error>| {
+        let line = match r {
+            Ok(s) => format!("{name}: ok {s}"),
+            Err(e) => format!("{name}: {}", e.to_string().trim_start_matches("refused: ")),
+        };
+        out.push(line);
+    };
+    let r = relay.create_session(sid.clone(), Some(1)).await;
+    step(&mut out, "create", r.map(|p| format!("core {}", p.core)));
+    for uid in [&pub_, &sub] {
+        let r = relay
+            .add_participant(sid.clone(), uid.clone(), ParticipantConfig::default())
+            .await;
+        step(
+            &mut out,
+            "add",
+            r.map(|p| format!("pwd {}", p.ice_pwd.len())),
+        );
+    }
+    let r = relay.restart_ice(sid.clone(), sub.clone()).await;
+    step(
+        &mut out,
+        "restart_ice",
+        r.map(|p| format!("ufrag {}", p.ice_ufrag.len())),
+    );
+    let config = ParticipantConfig {
+        remote_ufrag: Some(WirePeer::random_ufrag()),
+        ..Default::default()
+    };
+    let r = relay
+        .update_participant(sid.clone(), sub.clone(), config)
+        .await;
+    step(&mut out, "update", r.map(|()| String::new()));
+    let r = relay
+        .publish(sid.clone(), pub_.clone(), video_feed("cam", 5))
+        .await;
+    step(&mut out, "publish", r.map(|()| String::new()));
+    let cam = FeedId::from("cam");
+    let r = relay
+        .subscribe(sid.clone(), sub.clone(), cam.clone(), Default::default())
+        .await;
+    step(
+        &mut out,
+        "subscribe",
+        r.map(|s| format!("{} {:?}", s.feed_id, s.kind)),
+    );
+    let r = relay
+        .subscribe(sid.clone(), sub.clone(), cam.clone(), Default::default())
+        .await;
+    step(&mut out, "subscribe again", r.map(|_| String::new()));
+    let r = relay
+        .update_subscription(sid.clone(), sub.clone(), cam.clone(), Default::default())
+        .await;
+    step(&mut out, "update_subscription", r.map(|()| String::new()));
+    let view = View {
+        size: Some((320, 180)),
+        ..Default::default()
+    };
+    let r = relay
+        .set_view(sid.clone(), sub.clone(), cam.clone(), view)
+        .await;
+    step(&mut out, "set_view", r.map(|()| String::new()));
+    let r = relay.quality(sid.clone(), sub.clone()).await;
+    step(&mut out, "quality", r.map(|q| format!("{}", q.is_some())));
+    let r = relay.request_keyframe(sid.clone(), cam.clone()).await;
+    step(&mut out, "keyframe", r.map(|()| String::new()));
+    let r = relay
+        .set_speaker_feeds(sid.clone(), vec![cam.clone()])
+        .await;
+    step(&mut out, "speaker", r.map(|()| String::new()));
+    let r = relay.participant_usage(sid.clone(), pub_.clone()).await;
+    step(
+        &mut out,
+        "usage",
+        r.map(|u| format!("{:?}", u.map(|u| u.bytes_in))),
+    );
+    let r = relay.session_usage(sid.clone()).await;
+    step(&mut out, "session_usage", r.map(|u| format!("{}", u.len())));
+    let r = relay
+        .unsubscribe(sid.clone(), sub.clone(), cam.clone())
+        .await;
+    step(&mut out, "unsubscribe", r.map(|()| String::new()));
+    let r = relay
+        .unpublish(sid.clone(), pub_.clone(), cam.clone())
+        .await;
+    step(&mut out, "unpublish", r.map(|()| String::new()));
+    let r = relay.remove_participant(sid.clone(), sub.clone()).await;
+    step(&mut out, "remove", r.map(|()| String::new()));
+    let r = relay.remove_participant(sid.clone(), sub.clone()).await;
+    step(&mut out, "remove again", r.map(|()| String::new()));
+    let r = relay.remove_session(sid.clone()).await;
+    step(&mut out, "remove_session", r.map(|()| String::new()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_path_answers_every_request_as_the_in_process_one() {
+    let (t, addr) = start().await;
+    let (client, _events) = Client::connect(addr, Some(TOKEN.into())).await.unwrap();
+    let local = lifecycle(&t.handle, "parity-local").await;
+    let remote = lifecycle(&client, "parity-remote").await;
+    let remote: Vec<String> = remote
+        .into_iter()
+        .map(|l| l.replace("parity-remote", "parity-local"))
+        .collect();
+    for (l, r) in local.iter().zip(&remote) {
+        println!("{l:<60} | {r}");
+    }
+    assert_eq!(local, remote);
+    // The steps did what they say (the vocabulary is not just the same, it works).
+    assert!(
+        local.contains(&"create: ok core 1".to_string()),
+        "{local:?}"
+    );
+    assert!(
+        local
+            .iter()
+            .any(|l| l.starts_with("subscribe again: participant sub already subscribes")),
+        "{local:?}"
+    );
+    assert!(
+        local.contains(&"remove again: no participant sub in session parity-local".to_string()),
+        "{local:?}"
+    );
+    assert!(
+        local.iter().any(|l| l.starts_with("restart_ice: ok ufrag")),
+        "{local:?}"
+    );
 }

@@ -23,6 +23,7 @@ use relay::ids::{Sid, Uid};
 use relay::remote::Client;
 use relay::sfu::data::envelope::{address, Delivered};
 use relay::sfu::data::RELIABLE_STREAM;
+use relay::Control;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use webrtcai_benches::{append_json, CpuTime, RelayProcess};

@@ -16,6 +16,7 @@ use dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use relay::control::ParticipantConfig;
 use relay::ids::{FeedId, Sid, Uid};
 use relay::remote::Client;
+use relay::Control;
 use serde::Serialize;
 use webrtcai_benches::{rss_kib, CpuTime, RelayProcess};
 use webrtcai_tests::harness::video_feed;
@@ -143,6 +144,7 @@ async fn run(
                 sid.clone(),
                 Uid::from(format!("sub-{i}")),
                 FeedId::from("cam"),
+                Default::default(),
             )
             .await?;
     }
