@@ -1,9 +1,10 @@
 // The error codes a page can see, in one place: the server's (its ErrorCode enum, as serde
-// writes it) and the SDK's own (every code webrtcai.js can throw) must be exactly the .d.ts
-// unions, so the types cannot drift from either side again. Reads the sources; no browser.
+// writes it) and the SDK's own (every code its modules, sdk/src/, can throw) must be exactly
+// the .d.ts unions, so the types cannot drift from either side again. Reads the sources; no
+// browser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,10 +35,13 @@ function serverCodes() {
   return codes;
 }
 
-/** Every code webrtcai.js can give a WebRTCaiError: literal first arguments, and the few
- * places where the code is a variable, each followed to where its values come from. */
+/** Every code the SDK can give a WebRTCaiError: literal first arguments, and the few places
+ * where the code is a variable, each followed to where its values come from. Read in the
+ * modules as written (webrtcai.js is their bundle, which esbuild prints in its own style). */
 function sdkCodes() {
-  const src = read('sdk/webrtcai.js');
+  const modules = readdirSync(join(root, 'sdk', 'src')).filter((f) => f.endsWith('.js')).sort();
+  assert.ok(modules.length > 0, 'sdk/src has the SDK modules');
+  const src = modules.map((f) => read(`sdk/src/${f}`)).join('\n');
   const codes = new Set();
   for (const m of src.matchAll(/new WebRTCaiError\(\s*'([^']+)'/g)) codes.add(m[1]);
   const dynamic = [...src.matchAll(/new WebRTCaiError\(\s*([^'\s,][^,]*),/g)].map((m) => m[1]);
@@ -48,7 +52,7 @@ function sdkCodes() {
   }
   // `code` in capture(): the media table and its fallback; in _abandon(): its callers.
   const table = src.match(/const MEDIA_ERRORS = \{([\s\S]*?)\};/);
-  assert.ok(table, 'webrtcai.js has the MEDIA_ERRORS table');
+  assert.ok(table, 'sdk/src has the MEDIA_ERRORS table');
   for (const m of table[1].matchAll(/:\s*'([^']+)'/g)) codes.add(m[1]);
   for (const m of src.matchAll(/MEDIA_ERRORS\[[^\]]*\]\s*\?\?\s*'([^']+)'/g)) codes.add(m[1]);
   for (const m of src.matchAll(/_abandon\(\s*'([^']+)'/g)) codes.add(m[1]);
