@@ -36,7 +36,10 @@ export type ServerErrorCode =
    * is full (the message says which). */
   | 'recording_failed'
   /** Joining an end-to-end encrypted session without `e2ee`, or the other way round. */
-  | 'e2ee_mismatch';
+  | 'e2ee_mismatch'
+  /** In a cluster, the session's participants of this region are on another node. The SDK
+   * joins there by itself; a page sees this only if that node sends it on again. */
+  | 'moved';
 
 /** The SDK's own: */
 export type SdkErrorCode =

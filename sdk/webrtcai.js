@@ -1149,7 +1149,7 @@ async function restartIce(session) {
     session._restarting = false;
   }
 }
-async function connect(session, resume, url = session._url ?? session._client.url) {
+async function connect(session, resume, url = session._url ?? session._client.url, placed = false) {
   const ws = new WebSocket(url);
   session._ws = ws;
   await new Promise((resolve, reject) => {
@@ -1171,7 +1171,8 @@ async function connect(session, resume, url = session._url ?? session._client.ur
     token: session._client.token ?? null,
     resume: resume ?? null,
     data: session._dataWanted,
-    e2ee: session.e2ee
+    e2ee: session.e2ee,
+    placed
   };
   let snapshot;
   try {
@@ -1180,6 +1181,13 @@ async function connect(session, resume, url = session._url ?? session._client.ur
     clearTimeout(session._beatTimer);
     ws.onclose = null;
     ws.close();
+    if (e instanceof WebRTCaiError && e.code === "moved" && !placed) {
+      const there = (
+        /** @type {{ url?: unknown } | undefined} */
+        e.cause?.url
+      );
+      if (typeof there === "string") return connect(session, resume, there, true);
+    }
     throw e;
   }
   ws.onclose = () => onClose(session, ws);
@@ -1264,7 +1272,7 @@ function onMessage(session, text) {
     const p = session._pending.get(msg.id);
     if (!p) return;
     session._pending.delete(msg.id);
-    if (msg.error) p.reject(new WebRTCaiError(msg.error.code, msg.error.reason));
+    if (msg.error) p.reject(new WebRTCaiError(msg.error.code, msg.error.reason, msg.error.url ? { cause: { url: msg.error.url } } : void 0));
     else p.resolve(msg.ok);
   } else if (msg.type === "offer") {
     session._offers = session._offers.then(() => applyOffer(session, msg)).catch((e) => console.error("offer", e));

@@ -54,7 +54,7 @@ export async function restartIce(session) {
 /** Connect (`resume`: again, as the participant its token names) and join; resolves with the
  * join reply.
  * @param {Session} session */
-export async function connect(session, resume, url = session._url ?? session._client.url) {
+export async function connect(session, resume, url = session._url ?? session._client.url, placed = false) {
   const ws = new WebSocket(url);
   session._ws = ws;
   await new Promise((resolve, reject) => {
@@ -79,6 +79,7 @@ export async function connect(session, resume, url = session._url ?? session._cl
     resume: resume ?? null,
     data: session._dataWanted,
     e2ee: session.e2ee,
+    placed,
   };
   let snapshot;
   try {
@@ -88,6 +89,12 @@ export async function connect(session, resume, url = session._url ?? session._cl
     clearTimeout(session._beatTimer);
     ws.onclose = null;
     ws.close();
+    // In a cluster the session's participants of this region may share another node: the
+    // server names it, and the join goes there (once: that node takes it).
+    if (e instanceof WebRTCaiError && e.code === 'moved' && !placed) {
+      const there = /** @type {{ url?: unknown } | undefined} */ (e.cause)?.url;
+      if (typeof there === 'string') return connect(session, resume, there, true);
+    }
     throw e;
   }
   ws.onclose = () => onClose(session, ws);
@@ -189,7 +196,7 @@ function onMessage(session, text) {
     const p = session._pending.get(msg.id);
     if (!p) return;
     session._pending.delete(msg.id);
-    if (msg.error) p.reject(new WebRTCaiError(msg.error.code, msg.error.reason));
+    if (msg.error) p.reject(new WebRTCaiError(msg.error.code, msg.error.reason, msg.error.url ? { cause: { url: msg.error.url } } : undefined));
     else p.resolve(msg.ok);
   } else if (msg.type === 'offer') {
     session._offers = session._offers.then(() => applyOffer(session, msg)).catch((e) => console.error('offer', e));

@@ -117,6 +117,16 @@ struct ClusterArgs {
     /// Participants this node takes at most.
     #[arg(long, default_value_t = 1000)]
     capacity: u32,
+    /// Where browsers reach this node's signalling (`https://eu-1.example.com`): where other
+    /// nodes send a page whose session lives here, and where a page goes on when its node
+    /// stops. Default: `http://` and the `--http` address (needed when that is 0.0.0.0).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Accept participants but home no session: their media enters the cloud here and
+    /// crosses to the nodes that home their sessions (a node near the users of a region
+    /// without a full node of its own).
+    #[arg(long)]
+    edge_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -685,15 +695,23 @@ fn node_info(
         (None, false) => edge,
         (None, true) => anyhow::bail!("--edge-advertise is needed when the edge binds {edge}"),
     };
+    let signalling = match (&c.public_url, args.http.ip().is_unspecified()) {
+        (Some(url), _) if url.starts_with("http://") || url.starts_with("https://") => {
+            url.trim_end_matches('/').to_owned()
+        }
+        (Some(url), _) => anyhow::bail!("--public-url {url}: an http:// or https:// URL is needed"),
+        (None, false) => format!("http://{}", args.http),
+        (None, true) => anyhow::bail!("--public-url is needed when signalling binds {}", args.http),
+    };
     Ok(signalling::cluster::NodeInfo {
         id: c.node_id.clone().unwrap_or_default(),
         region: c.region.clone(),
-        signalling: format!("http://{}", args.http),
+        signalling,
         control: args.http,
         edge,
         media: relay.advertised_ip(),
         capacity: c.capacity,
         load: 0,
-        homes_sessions: true,
+        homes_sessions: !c.edge_only,
     })
 }

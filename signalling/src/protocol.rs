@@ -56,6 +56,10 @@ pub enum Request {
         /// (`e2ee_mismatch`), and an encrypted session cannot be recorded.
         #[serde(default)]
         e2ee: bool,
+        /// Sent on here by another node (`moved`): join here, wherever the session's other
+        /// participants are (no second move).
+        #[serde(default)]
+        placed: bool,
     },
     /// Publish a feed; its tracks are negotiated with the next offer.
     Publish {
@@ -202,6 +206,9 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// For people.
     pub reason: String,
+    /// With `moved`: the websocket URL of the node to join instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Stable error codes.
@@ -245,6 +252,9 @@ pub enum ErrorCode {
     RecordingFailed,
     /// The session is end-to-end encrypted and the join is not, or the other way round.
     E2eeMismatch,
+    /// In a cluster: the session's participants in this region share another node; join
+    /// there (`url`), with `placed` set.
+    Moved,
 }
 
 /// A message from the server.
@@ -466,6 +476,20 @@ impl ServerMessage {
             error: Some(ErrorBody {
                 code,
                 reason: reason.into(),
+                url: None,
+            }),
+        }
+    }
+
+    /// A join sent on to another node of the cluster.
+    pub fn moved(id: u64, node: &str, url: String) -> Self {
+        ServerMessage::Reply {
+            id: Some(id),
+            ok: None,
+            error: Some(ErrorBody {
+                code: ErrorCode::Moved,
+                reason: format!("the session's participants in this region are on node {node}"),
+                url: Some(url),
             }),
         }
     }
@@ -480,6 +504,21 @@ impl ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_sent_on_names_the_node_and_its_url() {
+        let m = ServerMessage::moved(3, "eu-1", "wss://eu-1.example.com/ws".into());
+        assert_eq!(
+            m.to_text(),
+            r#"{"type":"reply","id":3,"error":{"code":"moved","reason":"the session's participants in this region are on node eu-1","url":"wss://eu-1.example.com/ws"}}"#
+        );
+        // Other refusals carry no url; a join says whether it was sent on.
+        assert!(!ServerMessage::error(Some(1), ErrorCode::Relay, "x")
+            .to_text()
+            .contains("url"));
+        let j = decode(r#"{"type":"join","id":1,"v":1,"sid":"s","placed":true}"#).unwrap();
+        assert!(matches!(j, Request::Join { placed: true, .. }));
+    }
 
     #[test]
     fn wire_forms() {

@@ -70,12 +70,12 @@ export function clusterDir(nodes) {
 }
 
 /** Node `id` of the cluster: a server on `redis` in `region`; `first` (a server already
- * started) gives the shared account database and key. */
-export async function startNode(redis, dir, id, region, first = null) {
+ * started) gives the shared account database and key; `extra`, more flags. */
+export async function startNode(redis, dir, id, region, first = null, extra = []) {
   const shared = first ? { db: first.db, key: first.key, secret: first.secret, cid: first.cid } : {};
   return startServer({
     ...shared,
-    args: ['--redis', redis.url, '--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', '127.0.0.1:0', '--admin-secret', ADMIN],
+    args: ['--redis', redis.url, '--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', '127.0.0.1:0', '--admin-secret', ADMIN, ...extra],
   });
 }
 

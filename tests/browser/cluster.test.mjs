@@ -120,6 +120,81 @@ test('a session across three nodes: each page decodes the two others, over a tru
   }
 });
 
+test("a session's participants of one region share a node: a page that reaches another node of the region is sent there", async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const browser = await launch();
+  const port = (url) => new URL(url.replace(/^ws/, 'http')).port;
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'place-1', 'alice');
+    const feedA = await publishWebcam(alice);
+    // Bob's page comes from node b and joins through it: the session lives on node a in this
+    // region, so node b sends the join there, and the SDK follows.
+    const started = Date.now();
+    const bob = await joinPage(browser.context, nodeB, 'place-1', 'bob');
+    const joinMs = Date.now() - started;
+    const bobOn = await bob.evaluate(() => window.session._url);
+    assert.equal(port(bobOn), port(nodeA.base), `bob joined through ${bobOn}`);
+    const s = await expectPlaying(bob, await subscribe(bob, feedA));
+    assert.ok(s.width > 0);
+
+    // Two pages join a new session at once, one through each node: one node wins the
+    // session, and both pages end up on it.
+    const [carol, dave] = await Promise.all([
+      joinPage(browser.context, nodeA, 'place-2', 'carol'),
+      joinPage(browser.context, nodeB, 'place-2', 'dave'),
+    ]);
+    const on = await Promise.all([carol, dave].map((p) => p.evaluate(() => window.session._url)));
+    assert.equal(port(on[0]), port(on[1]), `carol on ${on[0]}, dave on ${on[1]}`);
+    const names = await carol.evaluate(() => [...window.session.participants.values()].map((p) => p.name));
+    // No trunk: nothing crossed between the nodes.
+    const links = [...(await trunks(nodeA)), ...(await trunks(nodeB))];
+    console.log(`one region: bob, through node b, joined node a in ${joinMs} ms (page load included) and decodes alice ${s.width} wide; carol and dave, at once through a and b, both on node ${port(on[0]) === port(nodeA.base) ? 'a' : 'b'}; carol sees ${names.join(', ')}; trunks ${links.length}`);
+    assert.deepEqual(names, ['dave']);
+    assert.equal(links.length, 0);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
+
+test('an edge-only node keeps the pages that enter through it and carries their media to the node that homes the session', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'e']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const edgeE = await startNode(redis, dir, 'e', 'eu', nodeA, ['--edge-only']);
+  const browser = await launch();
+  const port = (url) => new URL(url.replace(/^ws/, 'http')).port;
+  try {
+    // Alice enters through the edge-only node, first of the session: it stays there (no node
+    // of the region is claimed for it by an edge). Bob, through node a, is placed on a.
+    const alice = await joinPage(browser.context, edgeE, 'edge-1', 'alice');
+    const bob = await joinPage(browser.context, nodeA, 'edge-1', 'bob');
+    const on = await Promise.all([alice, bob].map((p) => p.evaluate(() => window.session._url)));
+    assert.deepEqual(on.map(port), [port(edgeE.base), port(nodeA.base)]);
+    // A third, new to the session, through the edge-only node: it stays there too.
+    const carol = await joinPage(browser.context, edgeE, 'edge-1', 'carol');
+    assert.equal(port(await carol.evaluate(() => window.session._url)), port(edgeE.base));
+    const [feedA, feedB] = [await publishWebcam(alice), await publishWebcam(bob)];
+    await bob.waitForFunction((f) => window.session.feeds.has(f), feedA);
+    await alice.waitForFunction((f) => window.session.feeds.has(f), feedB);
+    const sb = await expectPlaying(bob, await subscribe(bob, feedA));
+    const sa = await expectPlaying(alice, await subscribe(alice, feedB));
+    const peers = (await trunks(edgeE)).map((t) => t.peer);
+    console.log(`edge-only node e: alice and carol stay on it, bob on a; bob decodes alice ${sb.width} wide and alice bob ${sa.width} wide over the trunk e–${peers.join(',')}`);
+    assert.deepEqual(peers, ['a']);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    edgeE.stop();
+    redis.stop();
+  }
+});
+
 /** The first event `name` of the page whose value `match` accepts, from the index `from` of
  * its event list on: its value, and when it came (`at`, ms since the epoch). */
 async function eventAfter(page, from, name, match, timeoutMs = 10000) {
@@ -128,13 +203,14 @@ async function eventAfter(page, from, name, match, timeoutMs = 10000) {
   return { ...e.v, at: e.at };
 }
 
-/** Nodes a and b of one region, and a Chromium with alice on a and bob on b in `sid`, bob's
- * webcam published and seen by alice. */
+/** Nodes a (eu) and b (us), and a Chromium with alice on a and bob on b in `sid`, bob's
+ * webcam published and seen by alice. (Nodes of two regions: in one, bob would be sent to
+ * the node the session's participants there share, alice's.) */
 async function twoNodeCall(sid) {
   const redis = await startRedis();
   const dir = clusterDir(['a', 'b']);
   const nodeA = await startNode(redis, dir, 'a', 'eu');
-  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
   const browser = await launch();
   const alice = await joinPage(browser.context, nodeA, sid, 'alice');
   const bob = await joinPage(browser.context, nodeB, sid, 'bob');
@@ -225,7 +301,7 @@ test('Redis restarting empty does not end the call; the nodes record their sessi
   const redis = await startRedis();
   const dir = clusterDir(['a', 'b']);
   const nodeA = await startNode(redis, dir, 'a', 'eu');
-  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
   const browser = await launch();
   try {
     const alice = await joinPage(browser.context, nodeA, 'multi-4', 'alice');
@@ -282,7 +358,7 @@ test('what a node missed while cut off from Redis is repaired when it is back', 
   const toRedis = await startProxy(redis.port);
   const dir = clusterDir(['a', 'b']);
   const nodeA = await startNode({ url: `redis://127.0.0.1:${toRedis.port}` }, dir, 'a', 'eu');
-  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
   const browser = await launch();
   try {
     const alice = await joinPage(browser.context, nodeA, 'multi-6', 'alice');
@@ -324,7 +400,7 @@ test('a page that loses its node while the node runs on moves to another, and it
   const redis = await startRedis();
   const dir = clusterDir(['a', 'b']);
   const nodeA = await startNode(redis, dir, 'a', 'eu');
-  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
   const browser = await launch();
   // Bob reaches node b through a proxy, which then refuses him: node b itself goes on.
   const proxy = await startProxy(nodeB.port);

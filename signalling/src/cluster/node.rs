@@ -29,6 +29,7 @@ pub async fn join(
     tokio::spawn(crate::hub::cluster::run_writes(to_write));
     let link = ClusterLink {
         node: node.id.clone(),
+        region: node.region.clone(),
         edge_addr: node.edge,
         edge,
         events: Events::new(directory.clone(), &node.id),

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::directory::Directory;
 use crate::cluster::events::{Envelope, Events};
+use crate::cluster::placement;
 use crate::protocol::{Event, FeedInfo, ParticipantInfo};
 
 use super::*;
@@ -33,6 +34,8 @@ use super::*;
 pub struct ClusterLink {
     /// This node's id.
     pub node: String,
+    /// Its region.
+    pub region: String,
     /// Its edge's QUIC address, which other nodes open trunks to.
     pub edge_addr: SocketAddr,
     /// Its edge.
@@ -954,6 +957,98 @@ impl Hub {
         }));
     }
 
+    /// Where the first participant of `sid` on this node goes (a future for the session's
+    /// job; None out of a cluster). The session's participants in this region share its
+    /// node there, claimed atomically in Redis by the first instance to place it (the least
+    /// filled node of the region with room), until that node is full. An edge-only node
+    /// keeps its participants: it is where they enter the cloud. Redis unreachable: here.
+    pub(super) fn place(&self, sid: &str) -> Option<impl Future<Output = Placed> + Send + 'static> {
+        let link = self.cluster.as_ref()?;
+        let (directory, me) = (link.directory.clone(), link.node.clone());
+        let (region, sid) = (link.region.clone(), sid.to_owned());
+        Some(async move {
+            let nodes = match directory.nodes().await {
+                Ok(nodes) => nodes,
+                Err(e) => {
+                    tracing::warn!(%sid, error = %e, "placed here: the nodes are not known");
+                    return Placed::Here;
+                }
+            };
+            if !nodes.iter().any(|n| n.id == me && n.homes_sessions) {
+                return Placed::Here;
+            }
+            let candidate = placement::choose(&nodes, &region).map_or(me.clone(), |n| n.id.clone());
+            let holder = match directory
+                .claim_session(&sid, &region, &candidate, &nodes)
+                .await
+            {
+                Ok(holder) => holder,
+                Err(e) => {
+                    tracing::warn!(%sid, error = %e, "placed here: the session's node is not known");
+                    return Placed::Here;
+                }
+            };
+            match placement::place(&nodes, &region, Some(&holder)) {
+                Some(n) if n.id != me => Placed::There {
+                    node: n.id.clone(),
+                    url: ws_url(n),
+                },
+                _ => Placed::Here,
+            }
+        })
+    }
+
+    /// A join's placement is known: it goes on here, or the page is sent to the node.
+    pub(super) fn placed(
+        &mut self,
+        sid: &str,
+        pending: PendingJoin,
+        identity: Identity,
+        placed: Placed,
+    ) {
+        match placed {
+            Placed::Here => {
+                self.room_input(sid, jobs::RoomInput::Join(Box::new(pending), identity))
+            }
+            Placed::There { node, url } => {
+                let (conn, id) = (pending.conn, pending.id);
+                tracing::debug!(%sid, %node, "join sent on to the session's node");
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.joining = false;
+                }
+                self.send(conn, ServerMessage::moved(id, &node, url));
+            }
+        }
+    }
+
+    /// Keep this node's claims on the sessions it has participants of (their claims lapse
+    /// after [`crate::cluster::directory::SESSION_TTL`] otherwise, and the next join of the
+    /// region could place the session anew).
+    pub(super) fn renew_claims(&self) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let sids: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.peers.is_empty())
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        if sids.is_empty() {
+            return;
+        }
+        let (directory, me, region) = (
+            link.directory.clone(),
+            link.node.clone(),
+            link.region.clone(),
+        );
+        let _ = link.writes.send(Box::pin(async move {
+            for sid in sids {
+                let _ = directory.renew_session(&sid, &region, &me).await;
+            }
+        }));
+    }
+
     /// The websocket URLs of the other live nodes, this node's region first: where a page
     /// goes on when this node stops.
     pub(super) fn other_servers(&self) -> Vec<String> {
@@ -968,16 +1063,7 @@ impl Hub {
         let mut others: Vec<&crate::cluster::NodeInfo> =
             self.nodes.iter().filter(|n| n.id != link.node).collect();
         others.sort_by_key(|n| (Some(&n.region) != region.as_ref(), n.load, n.id.clone()));
-        others
-            .into_iter()
-            .map(|n| {
-                let ws = match n.signalling.strip_prefix("https://") {
-                    Some(rest) => format!("wss://{rest}"),
-                    None => format!("ws://{}", n.signalling.trim_start_matches("http://")),
-                };
-                format!("{}/ws", ws.trim_end_matches('/'))
-            })
-            .collect()
+        others.into_iter().map(ws_url).collect()
     }
 
     /// The participants of `sid` on other nodes, as a joining participant sees them.
@@ -1023,4 +1109,27 @@ fn remote_tracks(info: &FeedInfo, tracks: &[RemoteTrack]) -> Vec<Track> {
             description: Some(t.description.clone()),
         })
         .collect()
+}
+
+/// Where the first participant of a session on a node goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// This node.
+    Here,
+    /// Another node: the page joins there.
+    There {
+        /// Its id.
+        node: String,
+        /// Its websocket URL.
+        url: String,
+    },
+}
+
+/// A node's websocket URL, from its signalling URL.
+fn ws_url(node: &crate::cluster::NodeInfo) -> String {
+    let ws = match node.signalling.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", node.signalling.trim_start_matches("http://")),
+    };
+    format!("{}/ws", ws.trim_end_matches('/'))
 }

@@ -32,23 +32,37 @@ struct Joined {
     public_sid: String,
 }
 
+/// What a join asks for besides the session and its credentials.
+pub(super) struct JoinAsked {
+    /// The protocol version the SDK speaks.
+    pub(super) v: u32,
+    pub(super) name: Option<String>,
+    pub(super) resume: Option<String>,
+    pub(super) data: bool,
+    pub(super) e2ee: bool,
+    pub(super) placed: bool,
+}
+
 impl Hub {
     /// Check what a join can be checked for here, then hand its credentials to the accounts
     /// thread; the join goes on in [`Hub::finish_join`] when they come back.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn join(
         &mut self,
         conn: ConnId,
         id: u64,
-        v: u32,
         sid: String,
-        name: Option<String>,
         key: Option<String>,
         token: Option<String>,
-        resume: Option<String>,
-        data: bool,
-        e2ee: bool,
+        asked: JoinAsked,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        let JoinAsked {
+            v,
+            name,
+            resume,
+            data,
+            e2ee,
+            placed,
+        } = asked;
         if v != protocol::VERSION {
             return Err((
                 ErrorCode::UnsupportedVersion,
@@ -108,6 +122,7 @@ impl Hub {
             data,
             e2ee,
             rejoin: None,
+            placed,
         });
         let inputs = self.inputs.clone();
         self.accounts.authenticate(credentials, move |identity| {
@@ -153,6 +168,20 @@ impl Hub {
                 return Ok(self.find_rejoin(sid, pending, identity, token));
             }
         }
+        let fresh = pending.resume.is_none() && pending.rejoin.is_none();
+        if fresh && !pending.placed && !self.rooms.contains_key(sid) {
+            // The first participant of the session on this node: in a cluster, the session
+            // may live on another node of the region.
+            if let Some(place) = self.place(sid) {
+                let mut pending = pending;
+                pending.placed = true;
+                let sid = sid.to_owned();
+                self.spawn_job(&sid.clone(), place, move |hub, placed| {
+                    hub.placed(&sid, pending, identity, placed)
+                });
+                return Ok(None);
+            }
+        }
         let PendingJoin {
             conn,
             id,
@@ -162,6 +191,7 @@ impl Hub {
             data,
             e2ee,
             rejoin,
+            placed: _,
         } = pending;
         if let Some(token) = resume {
             let Some((rsid, uid)) = self.resume.get(&token).cloned() else {

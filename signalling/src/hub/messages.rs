@@ -114,11 +114,20 @@ impl Hub {
                     resume,
                     data,
                     e2ee,
+                    placed,
                     ..
                 },
                 None,
             ) if !self.conns.get(&conn).is_some_and(|c| c.joining) => {
-                self.join(conn, id, v, sid, name, key, token, resume, data, e2ee)
+                let asked = super::join::JoinAsked {
+                    v,
+                    name,
+                    resume,
+                    data,
+                    e2ee,
+                    placed,
+                };
+                self.join(conn, id, sid, key, token, asked)
             }
             (Request::Join { .. }, None) => Err((
                 ErrorCode::AlreadyJoined,

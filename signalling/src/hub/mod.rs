@@ -92,6 +92,10 @@ pub enum Input {
     Nodes(Vec<crate::cluster::NodeInfo>),
 }
 
+/// How often a node renews its claims on the sessions it has participants of: well inside
+/// their time to live.
+const RENEW_CLAIMS: Duration = Duration::from_secs(10);
+
 /// A join waiting for its credentials to be checked off the hub's task.
 #[derive(Debug)]
 pub struct PendingJoin {
@@ -108,6 +112,9 @@ pub struct PendingJoin {
     /// It comes back from another node that stopped with this resume token (found in
     /// Redis): it takes its old uid, and the token is used up.
     rejoin: Option<String>,
+    /// In a cluster: its node is settled (another node sent it here, or this one placed
+    /// it here); no placement, no move.
+    placed: bool,
 }
 
 /// What the HTTP upgrade told about a connection.
@@ -278,6 +285,8 @@ pub struct Hub {
     cluster: Option<cluster::ClusterLink>,
     /// The cluster's live nodes, for the servers a page may move to.
     nodes: Vec<crate::cluster::NodeInfo>,
+    /// When this node last renewed its claims on its sessions.
+    claims_renewed: Instant,
 }
 
 /// A connection's join has been answered (or failed): it may send another.
@@ -326,6 +335,7 @@ impl Hub {
             repair,
             cluster: None,
             nodes: Vec::new(),
+            claims_renewed: Instant::now(),
         }
     }
 
@@ -576,6 +586,10 @@ impl Hub {
                     })
                     .collect();
                 self.expire_remote(now);
+                if now.saturating_duration_since(self.claims_renewed) >= RENEW_CLAIMS {
+                    self.claims_renewed = now;
+                    self.renew_claims();
+                }
                 for (sid, uid) in expired {
                     let queued = self.waiting(
                         &sid,
