@@ -1172,7 +1172,8 @@ async function connect(session, resume, url = session._url ?? session._client.ur
     resume: resume ?? null,
     data: session._dataWanted,
     e2ee: session.e2ee,
-    placed
+    // Only when true: a server older than placement refuses fields it does not know.
+    ...placed ? { placed } : {}
   };
   let snapshot;
   try {
@@ -1186,7 +1187,14 @@ async function connect(session, resume, url = session._url ?? session._client.ur
         /** @type {{ url?: unknown } | undefined} */
         e.cause?.url
       );
-      if (typeof there === "string") return connect(session, resume, there, true);
+      if (typeof there === "string") {
+        try {
+          return await connect(session, resume, there, true);
+        } catch (e2) {
+          if (!(e2 instanceof WebRTCaiError && e2.code === "connection_failed")) throw e2;
+          return connect(session, resume, url, true);
+        }
+      }
     }
     throw e;
   }

@@ -117,8 +117,9 @@ pub enum ControlError {
     /// The relay was started without an edge: no feed can cross to or from another node.
     #[error("this relay has no edge (it was started for one node)")]
     NoEdge,
-    /// A reply of another kind than its request's: the relay and its control plane speak
-    /// different versions of the control vocabulary.
+    /// A reply of another kind than its request's: a [`crate::Control`] implementation
+    /// that answers a request with the wrong [`crate::Reply`] (over the control API a reply
+    /// is read as its request's kind, and one that does not read is `bad_reply`).
     #[error("unexpected reply {reply}")]
     UnexpectedReply {
         /// The reply, shortened.

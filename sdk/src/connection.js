@@ -79,7 +79,8 @@ export async function connect(session, resume, url = session._url ?? session._cl
     resume: resume ?? null,
     data: session._dataWanted,
     e2ee: session.e2ee,
-    placed,
+    // Only when true: a server older than placement refuses fields it does not know.
+    ...(placed ? { placed } : {}),
   };
   let snapshot;
   try {
@@ -93,7 +94,16 @@ export async function connect(session, resume, url = session._url ?? session._cl
     // server names it, and the join goes there (once: that node takes it).
     if (e instanceof WebRTCaiError && e.code === 'moved' && !placed) {
       const there = /** @type {{ url?: unknown } | undefined} */ (e.cause)?.url;
-      if (typeof there === 'string') return connect(session, resume, there, true);
+      if (typeof there === 'string') {
+        try {
+          return await connect(session, resume, there, true);
+        } catch (e2) {
+          // That node cannot be reached from here (a wrong public URL, a firewall): the
+          // node reached takes the page after all.
+          if (!(e2 instanceof WebRTCaiError && e2.code === 'connection_failed')) throw e2;
+          return connect(session, resume, url, true);
+        }
+      }
     }
     throw e;
   }

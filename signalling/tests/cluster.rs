@@ -185,6 +185,37 @@ async fn a_node_that_stops_is_gone_within_two_seconds_and_its_sessions_move() {
     assert_eq!(dir.take_resume("tok").await.unwrap(), None);
 }
 
+#[tokio::test]
+async fn a_session_has_one_start_and_its_node_claims_it_again_after_redis_lost_it() {
+    let redis = Redis::start("start");
+    let (a, _) = Directory::connect(&redis.url()).await.unwrap();
+    let (b, _) = Directory::connect(&redis.url()).await.unwrap();
+    // The first node to have the session sets its start; the next one, later, gets it.
+    assert_eq!(a.session_started("c/s", 1000).await.unwrap(), 1000);
+    assert_eq!(b.session_started("c/s", 1007).await.unwrap(), 1000);
+    a.renew_started("c/s").await.unwrap();
+    let alive = vec![node("eu-1", "eu"), node("eu-2", "eu")];
+    assert_eq!(
+        a.claim_session("c/s", "eu", "eu-1", &alive).await.unwrap(),
+        "eu-1"
+    );
+    // Redis loses everything: the node that has the session claims it again on renewal,
+    // and another node cannot renew what it does not hold.
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    assert_eq!(a.session_node("c/s", "eu").await.unwrap(), None);
+    assert!(a.renew_session("c/s", "eu", "eu-1").await.unwrap());
+    assert!(!b.renew_session("c/s", "eu", "eu-2").await.unwrap());
+    assert_eq!(
+        b.session_node("c/s", "eu").await.unwrap(),
+        Some("eu-1".to_string())
+    );
+}
+
 /// Beat for `n` until aborted, as a running node does.
 fn beat(d: Directory, n: NodeInfo) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -148,6 +148,8 @@ test("a session's participants of one region share a node: a page that reaches a
     ]);
     const on = await Promise.all([carol, dave].map((p) => p.evaluate(() => window.session._url)));
     assert.equal(port(on[0]), port(on[1]), `carol on ${on[0]}, dave on ${on[1]}`);
+    // Whichever joined second is in the other's join reply; the first hears of it.
+    await carol.waitForFunction(() => window.session.participants.size === 1, null, { timeout: 5000 });
     const names = await carol.evaluate(() => [...window.session.participants.values()].map((p) => p.name));
     // No trunk: nothing crossed between the nodes.
     const links = [...(await trunks(nodeA)), ...(await trunks(nodeB))];
@@ -191,6 +193,47 @@ test('an edge-only node keeps the pages that enter through it and carries their 
     await browser.close();
     nodeA.stop();
     edgeE.stop();
+    redis.stop();
+  }
+});
+
+test('a session across two nodes has one usage record: each node adds its own participants', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const flush = ['--usage-flush-secs', '1'];
+  const nodeA = await startNode(redis, dir, 'a', 'eu', null, flush);
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA, flush);
+  const browser = await launch();
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'meter-2n', 'alice');
+    // More than a second later: a record per node would have a start of its own.
+    await new Promise((r) => setTimeout(r, 1500));
+    const bob = await joinPage(browser.context, nodeB, 'meter-2n', 'bob');
+    const both = Date.now();
+    const feedA = await publishWebcam(alice);
+    await bob.waitForFunction((f) => window.session.feeds.has(f), feedA);
+    await expectPlaying(bob, await subscribe(bob, feedA));
+    await new Promise((r) => setTimeout(r, 2000));
+    await bob.evaluate(() => window.session.leave());
+    const bobSeconds = (Date.now() - both) / 1000;
+    await new Promise((r) => setTimeout(r, 1000));
+    await alice.evaluate(() => window.session.leave());
+    await new Promise((r) => setTimeout(r, 1500));
+    // The nodes share the accounts database (as a cluster's nodes must).
+    const report = JSON.parse(nodeA.admin('usage', '--cid', nodeA.cid, '--json'));
+    const sessions = report.sessions.filter((s) => s.sid === 'meter-2n');
+    console.log(`two nodes, one session: ${sessions.length} usage record(s): ${JSON.stringify(sessions.map((s) => ({ minutes: s.participant_minutes, peak: s.peak_participants, ended: !!s.ended_at, bytes_in: s.bytes_in })))}; bob was in ${bobSeconds.toFixed(1)} s`);
+    assert.equal(sessions.length, 1, 'one record for the session');
+    const [s] = sessions;
+    assert.equal(s.peak_participants, 2);
+    assert.ok(s.ended_at, 'closed when its last node let it go');
+    // Alice's time on node a and bob's on node b, both in it.
+    const seconds = s.participant_minutes * 60;
+    assert.ok(seconds > bobSeconds + 3, `${seconds} participant-seconds`);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
     redis.stop();
   }
 });

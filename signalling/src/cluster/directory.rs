@@ -44,6 +44,10 @@ fn feeds_key(sid: &str) -> String {
     format!("{PREFIX}session:{sid}:feeds")
 }
 
+fn started_key(sid: &str) -> String {
+    format!("{PREFIX}session:{sid}:started")
+}
+
 fn resume_key(token: &str) -> String {
     format!("{PREFIX}resume:{token}")
 }
@@ -73,10 +77,14 @@ end
 return 0
 ";
 
-/// Extend a claim if `ARGV[1]` still holds it.
+/// Extend a claim if `ARGV[1]` still holds it, or take it again if nobody does (Redis
+/// restarted empty, or the node was cut off from it past the claim's time to live): the
+/// session is still there.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 ";
@@ -245,8 +253,42 @@ impl Directory {
         }
     }
 
-    /// Extend `node`'s claim on `sid` in `region` (it still has participants there). False
-    /// where another node holds it now.
+    /// When `sid` started (Unix seconds): `now` if no node has it yet, else the time the
+    /// first node that had it recorded. Atomic, like a claim; kept while a node renews it
+    /// ([`Directory::renew_started`]), for [`SESSION_TTL`] after the last stops.
+    pub async fn session_started(&self, sid: &str, now: i64) -> Result<i64, ClusterError> {
+        let key = started_key(sid);
+        let mut con = self.con.clone();
+        let (started,): (Option<String>,) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(now)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(SESSION_TTL))
+            .ignore()
+            .get(&key)
+            .query_async(&mut con)
+            .await?;
+        let started = started.unwrap_or_else(|| now.to_string());
+        started.parse().map_err(|_| ClusterError::Unreadable {
+            key,
+            reason: format!("{started:?} is not a time"),
+        })
+    }
+
+    /// Keep `sid`'s start time (a node still has participants of it).
+    pub async fn renew_started(&self, sid: &str) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        let _: bool = con
+            .pexpire(started_key(sid), millis(SESSION_TTL) as i64)
+            .await?;
+        Ok(())
+    }
+
+    /// Extend `node`'s claim on `sid` in `region` (it still has participants there), or make
+    /// it again where nobody holds it. False where another node holds it now.
     pub async fn renew_session(
         &self,
         sid: &str,
@@ -348,6 +390,25 @@ impl Directory {
         for key in [members_key(sid), feeds_key(sid)] {
             let fields: Vec<String> = con.hkeys(&key).await?;
             for field in fields {
+                self.remove_if_node(key.clone(), &field, node).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget the participants and feeds of `sid` recorded by `node` that it no longer has
+    /// (`members`, `feeds`): removals lost while Redis was unreachable.
+    pub async fn prune_node_records(
+        &self,
+        sid: &str,
+        node: &str,
+        members: &[String],
+        feeds: &[String],
+    ) -> Result<(), ClusterError> {
+        let mut con = self.con.clone();
+        for (key, keep) in [(members_key(sid), members), (feeds_key(sid), feeds)] {
+            let fields: Vec<String> = con.hkeys(&key).await?;
+            for field in fields.into_iter().filter(|f| !keep.contains(f)) {
                 self.remove_if_node(key.clone(), &field, node).await?;
             }
         }

@@ -30,6 +30,7 @@ pub async fn join(
     let link = ClusterLink {
         node: node.id.clone(),
         region: node.region.clone(),
+        homes_sessions: node.homes_sessions,
         edge_addr: node.edge,
         edge,
         events: Events::new(directory.clone(), &node.id),
@@ -56,6 +57,8 @@ pub async fn join(
 /// under the same id, and is refused.
 pub async fn take_id(directory: &Directory, id: &str) -> Result<(), ClusterError> {
     if !directory.has_node(id).await? {
+        // It may have lapsed a moment ago: the others' looks since must see it missing.
+        tokio::time::sleep(2 * WATCH_NODES).await;
         return Ok(());
     }
     tracing::info!(node = %id, "an earlier run's record is still alive; waiting for it to lapse");

@@ -36,6 +36,8 @@ pub struct ClusterLink {
     pub node: String,
     /// Its region.
     pub region: String,
+    /// It homes sessions (not edge-only): it holds claims on them.
+    pub homes_sessions: bool,
     /// Its edge's QUIC address, which other nodes open trunks to.
     pub edge_addr: SocketAddr,
     /// Its edge.
@@ -80,6 +82,9 @@ struct FeedRecord {
 pub struct RemoteState {
     members: Vec<(String, MemberRecord)>,
     feeds: Vec<FeedRecord>,
+    /// When the session started, on whichever node it started first: every node's usage
+    /// goes into the one record of that start.
+    pub(super) started_at: Option<i64>,
 }
 
 /// Where a feed published on another node comes from.
@@ -99,6 +104,13 @@ pub struct RemotePeer {
     /// Its node stopped at this time: it is reconnecting, and leaves if not back within
     /// [`RESUME_WINDOW`].
     gone_since: Option<Instant>,
+}
+
+impl RemotePeer {
+    /// On its node now (not reconnecting after that node stopped).
+    pub(super) fn present(&self) -> bool {
+        self.gone_since.is_none()
+    }
 }
 
 /// A track of a feed, as its node's relay has it.
@@ -367,6 +379,8 @@ impl Hub {
             self.follow_session(&sid);
             self.say_again(&sid);
         }
+        // And its claims and start times, which an empty Redis lost.
+        self.renew_claims();
     }
 
     /// Record and announce again what this node has of `sid`.
@@ -400,13 +414,26 @@ impl Hub {
                 })
                 .collect(),
         };
-        for (uid, name) in peers {
-            self.announce_join(sid, &uid, name);
+        for (uid, name) in peers.iter() {
+            self.announce_join(sid, uid, name.clone());
         }
-        for feed_id in feeds {
-            self.announce_feed(sid, &feed_id);
+        for feed_id in feeds.iter() {
+            self.announce_feed(sid, feed_id);
         }
         self.tell_cluster(sid, roster, None);
+        // And Redis forgets what this node recorded and no longer has.
+        if let Some(link) = &self.cluster {
+            let (directory, me, sid) = (link.directory.clone(), link.node.clone(), sid.to_owned());
+            let members: Vec<String> = peers.into_iter().map(|(uid, _)| uid).collect();
+            let _ = link.writes.send(Box::pin(async move {
+                if let Err(e) = directory
+                    .prune_node_records(&sid, &me, &members, &feeds)
+                    .await
+                {
+                    tracing::warn!(%sid, error = %e, "records this node no longer has stay");
+                }
+            }));
+        }
     }
 
     /// What `sid` has on other live nodes, for a node new to it: read from Redis in the join's
@@ -420,12 +447,15 @@ impl Hub {
         let sid = sid.to_owned();
         Some(async move {
             let read = async {
+                let started_at = directory
+                    .session_started(&sid, super::recording::unix_now())
+                    .await?;
                 let alive = directory.nodes().await?;
                 let members = directory.members(&sid).await?;
                 let feeds = directory.feeds(&sid).await?;
-                Ok::<_, crate::cluster::ClusterError>((alive, members, feeds))
+                Ok::<_, crate::cluster::ClusterError>((started_at, alive, members, feeds))
             };
-            let (alive, members, feeds) = match read.await {
+            let (started_at, alive, members, feeds) = match read.await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(%sid, error = %e, "the session's other nodes are not known yet");
@@ -433,7 +463,10 @@ impl Hub {
                 }
             };
             let elsewhere = |node: &str| node != me && alive.iter().any(|n| n.id == node);
-            let mut state = RemoteState::default();
+            let mut state = RemoteState {
+                started_at: Some(started_at),
+                ..Default::default()
+            };
             for (uid, json) in members {
                 match serde_json::from_str::<MemberRecord>(&json) {
                     Ok(m) if elsewhere(&m.node) => state.members.push((uid, m)),
@@ -564,46 +597,14 @@ impl Hub {
             }
             SessionEvent::Left { uid } => self.remote_left(&sid, &uid, &from),
             SessionEvent::Roster { members, feeds } => {
-                // Theirs that they no longer have: their leaves and unpublishes were lost.
-                let left: Vec<String> = room
-                    .remote
-                    .iter()
-                    .filter(|(uid, p)| {
-                        p.node == from && p.gone_since.is_none() && !members.contains(uid)
-                    })
-                    .map(|(uid, _)| uid.clone())
-                    .collect();
-                let unpublished: Vec<String> = room
-                    .feeds
-                    .iter()
-                    .filter(|(id, f)| {
-                        f.origin.as_ref().is_some_and(|o| o.node == from)
-                            && !feeds.iter().any(|(f, _)| f == *id)
-                    })
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                if !left.is_empty() || !unpublished.is_empty() {
-                    tracing::info!(%sid, node = %from, ?left, ?unpublished, "repaired from a node's roster");
-                }
-                for uid in left {
-                    self.remote_left(&sid, &uid, &from);
-                }
-                if !unpublished.is_empty() {
-                    let input = jobs::RoomInput::RemoteUnpublished(unpublished, Some(from.clone()));
-                    self.room_input(&sid, input);
-                }
-                // And their tracks muted or not as they are now.
-                for (feed_id, muted) in feeds {
-                    for kind in ["audio", "video"] {
-                        let input = jobs::RoomInput::RemoteMuted {
-                            feed_id: feed_id.clone(),
-                            kind: kind.to_owned(),
-                            muted: muted.iter().any(|m| m == kind),
-                            from: from.clone(),
-                        };
-                        self.room_input(&sid, input);
-                    }
-                }
+                // In its turn: a feed of that node whose import waits for the session's job
+                // is among what the roster may take away.
+                let input = jobs::RoomInput::Roster {
+                    from,
+                    members,
+                    feeds,
+                };
+                self.room_input(&sid, input);
             }
             SessionEvent::FeedPublished { info, tracks, edge } => {
                 match room.feeds.get(&info.feed_id).map(|f| f.origin.as_ref()) {
@@ -641,6 +642,57 @@ impl Hub {
                 // In its turn: an import of the feed may be waiting for the session's job.
                 let input = jobs::RoomInput::RemoteUnpublished(vec![feed_id], Some(from));
                 self.room_input(&sid, input);
+            }
+        }
+    }
+
+    /// Node `from`'s roster of `sid` (everything it has of the session): what this node
+    /// holds of it beyond that went while this node could not hear, and goes now; its
+    /// tracks are muted or not as the roster says.
+    pub(super) fn apply_roster(
+        &mut self,
+        sid: &str,
+        from: String,
+        members: Vec<String>,
+        feeds: Vec<(String, Vec<String>)>,
+    ) {
+        let Some(room) = self.rooms.get(sid) else {
+            return;
+        };
+        let left: Vec<String> = room
+            .remote
+            .iter()
+            .filter(|(uid, p)| p.node == from && p.gone_since.is_none() && !members.contains(uid))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let unpublished: Vec<String> = room
+            .feeds
+            .iter()
+            .filter(|(id, f)| {
+                f.origin.as_ref().is_some_and(|o| o.node == from)
+                    && !feeds.iter().any(|(f, _)| f == *id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !left.is_empty() || !unpublished.is_empty() {
+            tracing::info!(%sid, node = %from, ?left, ?unpublished, "repaired from a node's roster");
+        }
+        for uid in left {
+            self.remote_left(sid, &uid, &from);
+        }
+        if !unpublished.is_empty() {
+            let input = jobs::RoomInput::RemoteUnpublished(unpublished, Some(from.clone()));
+            self.room_input(sid, input);
+        }
+        for (feed_id, muted) in feeds {
+            for kind in ["audio", "video"] {
+                let input = jobs::RoomInput::RemoteMuted {
+                    feed_id: feed_id.clone(),
+                    kind: kind.to_owned(),
+                    muted: muted.iter().any(|m| m == kind),
+                    from: from.clone(),
+                };
+                self.room_input(sid, input);
             }
         }
     }
@@ -977,7 +1029,13 @@ impl Hub {
             if !nodes.iter().any(|n| n.id == me && n.homes_sessions) {
                 return Placed::Here;
             }
-            let candidate = placement::choose(&nodes, &region).map_or(me.clone(), |n| n.id.clone());
+            // A session is placed in the region of the node reached; with no node of the
+            // region with room, here (the session spans regions through the edges).
+            let in_region = |n: &&crate::cluster::NodeInfo| n.region == region;
+            let Some(candidate) = placement::choose(&nodes, &region).filter(in_region) else {
+                return Placed::Here;
+            };
+            let candidate = candidate.id.clone();
             let holder = match directory
                 .claim_session(&sid, &region, &candidate, &nodes)
                 .await
@@ -988,7 +1046,7 @@ impl Hub {
                     return Placed::Here;
                 }
             };
-            match placement::place(&nodes, &region, Some(&holder)) {
+            match placement::place(&nodes, &region, Some(&holder)).filter(in_region) {
                 Some(n) if n.id != me => Placed::There {
                     node: n.id.clone(),
                     url: ws_url(n),
@@ -1021,9 +1079,9 @@ impl Hub {
         }
     }
 
-    /// Keep this node's claims on the sessions it has participants of (their claims lapse
-    /// after [`crate::cluster::directory::SESSION_TTL`] otherwise, and the next join of the
-    /// region could place the session anew).
+    /// Keep this node's claims on the sessions it has participants of, and their start times
+    /// (both lapse after [`crate::cluster::directory::SESSION_TTL`] otherwise: the next join
+    /// of the region could place the session anew, and its usage would start a new record).
     pub(super) fn renew_claims(&self) {
         let Some(link) = &self.cluster else {
             return;
@@ -1037,6 +1095,7 @@ impl Hub {
         if sids.is_empty() {
             return;
         }
+        let claims = link.homes_sessions;
         let (directory, me, region) = (
             link.directory.clone(),
             link.node.clone(),
@@ -1044,7 +1103,10 @@ impl Hub {
         );
         let _ = link.writes.send(Box::pin(async move {
             for sid in sids {
-                let _ = directory.renew_session(&sid, &region, &me).await;
+                if claims {
+                    let _ = directory.renew_session(&sid, &region, &me).await;
+                }
+                let _ = directory.renew_started(&sid).await;
             }
         }));
     }

@@ -71,6 +71,12 @@ pub(super) enum RoomInput {
         muted: bool,
         from: String,
     },
+    /// Everything node `from` has of the session.
+    Roster {
+        from: String,
+        members: Vec<String>,
+        feeds: Vec<(String, Vec<String>)>,
+    },
 }
 
 /// A session's job in flight and what waits behind it.
@@ -286,6 +292,11 @@ impl Hub {
                 muted,
                 from,
             } => self.remote_muted(sid, feed_id, kind, muted, &from),
+            RoomInput::Roster {
+                from,
+                members,
+                feeds,
+            } => self.apply_roster(sid, from, members, feeds),
             RoomInput::MovedAway { uid, node } => {
                 let gone = self
                     .rooms

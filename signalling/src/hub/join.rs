@@ -347,10 +347,12 @@ impl Hub {
                 Room {
                     cid,
                     public_sid,
-                    started_at: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0),
+                    // In a cluster, when the session started on its first node: one usage
+                    // record for all of them.
+                    started_at: remote
+                        .as_ref()
+                        .and_then(|r| r.started_at)
+                        .unwrap_or_else(super::recording::unix_now),
                     peers: HashMap::new(),
                     feeds: HashMap::new(),
                     meter: Meter::new(Instant::now()),

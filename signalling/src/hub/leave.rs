@@ -212,11 +212,14 @@ impl Hub {
                     room.meter.counters.remove(&uid);
                 }
                 if empty {
-                    let ended = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0);
-                    hub.write_usage(&sid, Instant::now(), &[], Some(ended));
+                    // The session ends here; it goes on where other nodes still have
+                    // participants of it, and the last of them closes the shared record.
+                    let elsewhere = hub
+                        .rooms
+                        .get(&sid)
+                        .is_some_and(|r| r.remote.values().any(|p| p.present()));
+                    let ended = (!elsewhere).then(super::recording::unix_now);
+                    hub.write_usage(&sid, Instant::now(), &[], ended);
                     hub.rooms.remove(&sid);
                 }
                 if let Some((conn, id)) = reply {
