@@ -9,6 +9,7 @@ pub mod janus;
 pub mod janus_process;
 pub mod jsep;
 pub mod latency;
+pub mod multinode;
 pub mod record;
 pub mod scenario;
 pub mod target;

@@ -7,6 +7,7 @@
 //! loadgen --target both --scenario broadcast --fanout 1,10,100 --profile sha1 \
 //!         --seconds 10 --json out.jsonl --svg chart.svg
 //! loadgen --target relay --scenario conference --participants 5,10 --profile gcm
+//! loadgen --scenario multi-node --fanout 200,200,200 --local 200 --seconds 10
 //! ```
 //!
 //! Needs root (it creates a network namespace and a veth pair, deleted again at the end) and
@@ -21,6 +22,7 @@ use clap::{Parser, ValueEnum};
 use webrtcai_benches::chart;
 use webrtcai_benches::janus_process;
 use webrtcai_benches::machine_busy_secs;
+use webrtcai_benches::multinode;
 use webrtcai_benches::record::Record;
 use webrtcai_benches::scenario::{self, RunOptions, Scenario};
 use webrtcai_benches::target::{Profile, ServerKind, ServerOptions, Target};
@@ -57,6 +59,10 @@ enum ScenarioKind {
     Broadcast,
     /// M participants, everyone subscribed to everyone (`--participants`).
     Conference,
+    /// One publisher on node A, `--fanout` subscribers on node B across the QUIC trunk
+    /// between the nodes' edges, `--local` on A as the baseline (both nodes in this process,
+    /// on loopback; our relay only: Janus has no such thing).
+    MultiNode,
 }
 
 /// Drive many WebRTC participants against the relay and/or Janus and measure them.
@@ -74,6 +80,9 @@ struct Args {
     /// Conference sizes to run.
     #[arg(long, value_delimiter = ',', default_value = "5")]
     participants: Vec<usize>,
+    /// Multi-node: subscribers on node A, beside the `--fanout` on node B.
+    #[arg(long, default_value_t = 5)]
+    local: usize,
     /// SRTP profiles to run (every peer offers only the one of its run).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sha1")]
     profile: Vec<Profile>,
@@ -152,6 +161,9 @@ fn main() -> anyhow::Result<()> {
     if args.redraw {
         return draw(&args, &[]);
     }
+    if args.scenario == ScenarioKind::MultiNode {
+        return multi_node(&args);
+    }
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     // Threads inherit the affinity of the thread that creates them: pin before the runtime.
     if let Some(id) = cpus.iter().find(|c| c.id == args.loadgen_cpu) {
@@ -179,6 +191,37 @@ fn main() -> anyhow::Result<()> {
     drop(runtime);
     drop(topology);
     draw(&args, &result?)
+}
+
+/// The multi-node scenario, once per `--fanout`: one JSON line each (on stdout, and appended
+/// to `--json`).
+fn multi_node(args: &Args) -> anyhow::Result<()> {
+    let rate = args.video_bitrate / (8 * args.packet_size.max(64) as u64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for &subscribers in &args.fanout {
+        let opts = multinode::MultiNodeOptions {
+            subscribers,
+            local: args.local,
+            rate: u32::try_from(rate.max(1)).unwrap_or(u32::MAX),
+            seconds: args.seconds.clamp(1.0, 600.0),
+            warmup: args.warmup.clamp(0.0, 60.0),
+        };
+        let report = runtime.block_on(multinode::run(&opts))?;
+        let line = serde_json::to_string(&report)?;
+        println!("{line}");
+        if let Some(path) = &args.json {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            writeln!(f, "{line}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Write the chart, if asked for.
@@ -241,6 +284,7 @@ async fn run_all(
                 participants: participants.max(2),
             })
             .collect(),
+        ScenarioKind::MultiNode => Vec::new(),
     };
     let server_options = ServerOptions {
         cpu: args.server_cpu,

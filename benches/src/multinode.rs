@@ -1,6 +1,7 @@
-//! Trunk benchmark: one publisher on node A, N subscribers on node B, the feed crossing the
-//! QUIC trunk between the two nodes' edges (both nodes in this process, the trunk on
-//! loopback), and a few subscribers on A itself for comparison.
+//! The multi-node scenario (`loadgen --scenario multi-node`): one publisher on node A, N
+//! subscribers on node B, the feed crossing the QUIC trunk between the two nodes' edges (both
+//! nodes in this process, the trunk on loopback), and a few subscribers on A itself for
+//! comparison.
 //!
 //! Reports, over a measurement window after a warm-up:
 //! - trunk bytes per published byte: the media datagrams' bytes (and QUIC's UDP bytes,
@@ -10,70 +11,76 @@
 //!   the datagrams it sent (A) or received (B).
 //! - latency the edge adds: the one-way latency (send to receipt, on this process's monotonic
 //!   clock) of B's subscribers less that of A's subscribers, at p50 and p99.
-//!
-//! ```text
-//! cargo run --release -p webrtcai-benches --bin trunkbench -- --subscribers 200 --seconds 10
-//! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::latency::{Latency, LatencySummary};
+use crate::traffic::{clock_ns, Probe, PROBE_LEN};
 use anyhow::Context;
-use clap::Parser;
 use edge::cluster::{ClusterCa, NodeIdentity};
 use edge::node::{Edge, EdgeConfig, PeerNode, TrunkStats};
 use relay::ids::{FeedId, Sid, Uid};
 use serde::Serialize;
-use webrtcai_benches::latency::{Latency, LatencySummary};
-use webrtcai_benches::traffic::{clock_ns, Probe, PROBE_LEN};
 use webrtcai_tests::harness::{video_feed, TestRelay};
 use webrtcai_tests::media::Source;
 use webrtcai_tests::peer::{PeerConfig, WirePeer};
 
-/// One publisher on node A, N subscribers on node B across the trunk.
-#[derive(Parser, Debug)]
-struct Args {
-    /// Subscribers on node B.
-    #[arg(long, default_value_t = 200)]
-    subscribers: usize,
+/// What a multi-node run does.
+#[derive(Debug, Clone)]
+pub struct MultiNodeOptions {
+    /// Subscribers on node B, across the trunk.
+    pub subscribers: usize,
     /// Subscribers on node A, whose latency is the baseline.
-    #[arg(long, default_value_t = 5)]
-    local: usize,
+    pub local: usize,
     /// Publisher packets per second (1200-byte payloads; 156/s is 1.5 Mbit/s).
-    #[arg(long, default_value_t = 156)]
-    rate: u32,
+    pub rate: u32,
     /// Seconds measured, after the warm-up.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    pub seconds: f64,
     /// Seconds of warm-up.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Runs, one after another, each on fresh nodes.
-    #[arg(long, default_value_t = 1)]
-    runs: usize,
+    pub warmup: f64,
 }
 
-#[derive(Serialize)]
-struct Report {
-    subscribers_b: usize,
-    subscribers_a: usize,
-    published_packets: u64,
-    published_rtp_bytes: u64,
-    trunk_datagrams: u64,
-    trunk_datagram_bytes: u64,
-    trunk_udp_bytes: u64,
-    trunk_bytes_per_published_byte: f64,
-    trunk_udp_bytes_per_published_byte: f64,
-    edge_a_cpu_ns_per_datagram: f64,
-    edge_b_cpu_ns_per_datagram: f64,
-    delivered_b: u64,
-    delivered_a: u64,
-    latency_a: LatencySummary,
-    latency_b: LatencySummary,
-    added_p50_us: f64,
-    added_p99_us: f64,
-    max_datagram: Option<usize>,
+/// One run's figures.
+#[derive(Debug, Serialize)]
+pub struct MultiNodeReport {
+    /// Subscribers on node B.
+    pub subscribers_b: usize,
+    /// Subscribers on node A.
+    pub subscribers_a: usize,
+    /// RTP packets the publisher sent in the window.
+    pub published_packets: u64,
+    /// Their bytes (RTP header and payload).
+    pub published_rtp_bytes: u64,
+    /// Media datagrams A sent B in the window.
+    pub trunk_datagrams: u64,
+    /// Their bytes.
+    pub trunk_datagram_bytes: u64,
+    /// UDP bytes A's edge sent B (QUIC's headers and acknowledgements in).
+    pub trunk_udp_bytes: u64,
+    /// Datagram bytes over published bytes: about 1 for one copy.
+    pub trunk_bytes_per_published_byte: f64,
+    /// UDP bytes over published bytes.
+    pub trunk_udp_bytes_per_published_byte: f64,
+    /// Edge A's thread CPU per datagram sent, ns.
+    pub edge_a_cpu_ns_per_datagram: f64,
+    /// Edge B's thread CPU per datagram received, ns.
+    pub edge_b_cpu_ns_per_datagram: f64,
+    /// Packets B's subscribers received in the window.
+    pub delivered_b: u64,
+    /// Packets A's subscribers received in the window.
+    pub delivered_a: u64,
+    /// One-way latency to A's subscribers.
+    pub latency_a: LatencySummary,
+    /// One-way latency to B's subscribers.
+    pub latency_b: LatencySummary,
+    /// What the trunk adds at p50 (B less A), µs.
+    pub added_p50_us: f64,
+    /// What the trunk adds at p99, µs.
+    pub added_p99_us: f64,
+    /// The largest datagram the trunk's path takes, bytes.
+    pub max_datagram: Option<usize>,
 }
 
 fn node(ca: &ClusterCa, id: &str) -> anyhow::Result<(TestRelay, Edge)> {
@@ -145,7 +152,10 @@ async fn receive(
     (latency, n)
 }
 
-async fn run(args: &Args) -> anyhow::Result<Report> {
+/// Run one publisher on node A and `opts.subscribers` on node B (both nodes in this
+/// process, the trunk on loopback), and measure the trunk.
+pub async fn run(opts: &MultiNodeOptions) -> anyhow::Result<MultiNodeReport> {
+    let args = opts;
     let ca = ClusterCa::generate("bench")?;
     let (a, edge_a) = node(&ca, "a")?;
     let (b, edge_b) = node(&ca, "b")?;
@@ -272,7 +282,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let (sa, sb) = (lat_a.summary(), lat_b.summary());
     drop((edge_a, edge_b));
     drop((a, b));
-    Ok(Report {
+    Ok(MultiNodeReport {
         subscribers_b: args.subscribers,
         subscribers_a: args.local,
         published_packets: packets,
@@ -291,20 +301,5 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         latency_a: sa,
         latency_b: sb,
         max_datagram: after_a.max_datagram,
-    })
-}
-
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        for _ in 0..args.runs {
-            let report = run(&args).await?;
-            println!("{}", serde_json::to_string(&report)?);
-        }
-        Ok(())
     })
 }
