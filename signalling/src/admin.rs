@@ -224,6 +224,8 @@ struct NewToken {
     grants: String,
     #[serde(default = "default_ttl")]
     ttl_secs: u64,
+    #[serde(default)]
+    region: Option<String>,
 }
 
 fn default_grants() -> String {
@@ -273,6 +275,7 @@ async fn mint_token(State(a): State<Admin>, h: HeaderMap, Json(body): Json<NewTo
         grants,
         exp: now + body.ttl_secs.clamp(1, 7 * 24 * 3600),
         nbf: None,
+        region: body.region,
     };
     match auth::mint(&key.info.key_id, &key.secret, &claims) {
         Ok(token) => Json(json!({"token": token, "exp": claims.exp})).into_response(),

@@ -64,6 +64,11 @@ pub struct Claims {
     /// Not before, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// In a cluster, the region whose node the participant's media goes to (say, the one
+    /// nearest the participant, or where the session's others are), wherever its page
+    /// reaches signalling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Who joined, and what they may do.
@@ -82,6 +87,8 @@ pub struct Identity {
     /// Whether the key allows recording (the session may then be recorded from the admin
     /// API, whatever this participant's own grant).
     pub key_records: bool,
+    /// The region its media goes to, from the token; else the node's that it reached.
+    pub region: Option<String>,
 }
 
 /// Why a join was refused.
@@ -210,6 +217,7 @@ pub fn with_key(
         key_id: key.info.key_id,
         uid: None,
         name: None,
+        region: None,
         grants: Grants {
             publish: true,
             subscribe: true,
@@ -286,6 +294,7 @@ pub fn with_token(mut keys: impl Keys, token: &str, sid: &str) -> Result<Identit
         key_id: key.info.key_id,
         uid: claims.uid,
         name: claims.name,
+        region: claims.region,
         grants: Grants {
             record: claims.grants.record && key.info.recording,
             ..claims.grants
@@ -353,6 +362,7 @@ mod tests {
             grants: Grants::parse("publish,subscribe,record").unwrap(),
             exp,
             nbf,
+            region: None,
         };
         let good = mint(&kid, &key.secret, &claims("room", now() + 3600, None)).unwrap();
         let id = with_token(&store, &good, "room").unwrap();

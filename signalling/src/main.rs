@@ -358,6 +358,9 @@ enum TokenCommand {
         /// Lifetime, e.g. 30m, 1h, 2d.
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
+        /// In a cluster, the region whose node the participant's media goes to.
+        #[arg(long)]
+        region: Option<String>,
     },
 }
 
@@ -442,6 +445,7 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
             name,
             grant,
             ttl,
+            region,
         }) => {
             let record = store.key(&key)?.with_context(|| format!("no key {key}"))?;
             let grants = Grants::parse(&grant).map_err(anyhow::Error::msg)?;
@@ -454,6 +458,7 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
                 grants,
                 exp: now + Duration::from(ttl).as_secs(),
                 nbf: None,
+                region,
             };
             let token = auth::mint(&key, &record.secret, &claims).map_err(anyhow::Error::msg)?;
             println!("{token}");

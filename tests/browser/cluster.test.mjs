@@ -164,6 +164,33 @@ test("a session's participants of one region share a node: a page that reaches a
   }
 });
 
+test("a token that names a region sends its page to that region's node", async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
+  const browser = await launch();
+  const port = (url) => new URL(url.replace(/^ws/, 'http')).port;
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'region-1', 'alice');
+    // Bob's page reaches node a (eu), but his token says his media goes to us.
+    const token = nodeA.admin('token', 'mint', '--key', nodeA.key, '--sid', 'region-1', '--uid', 'bob', '--region', 'us').trim();
+    const bob = await joinPage(browser.context, nodeA, 'region-1', 'bob', { token });
+    assert.equal(port(await bob.evaluate(() => window.session._url)), port(nodeB.base), 'bob joined node b');
+    const feedB = await publishWebcam(bob);
+    await alice.waitForFunction((f) => window.session.feeds.has(f), feedB);
+    const s = await expectPlaying(alice, await subscribe(alice, feedB));
+    const peers = (await trunks(nodeA)).map((t) => t.peer);
+    console.log(`token region us: bob's page reached node a and joined node b; alice decodes him ${s.width} wide over the trunk a–${peers.join(',')}`);
+    assert.deepEqual(peers, ['b']);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
+
 test('an edge-only node keeps the pages that enter through it and carries their media to the node that homes the session', async () => {
   const redis = await startRedis();
   const dir = clusterDir(['a', 'e']);

@@ -1010,14 +1010,20 @@ impl Hub {
     }
 
     /// Where the first participant of `sid` on this node goes (a future for the session's
-    /// job; None out of a cluster). The session's participants in this region share its
-    /// node there, claimed atomically in Redis by the first instance to place it (the least
-    /// filled node of the region with room), until that node is full. An edge-only node
-    /// keeps its participants: it is where they enter the cloud. Redis unreachable: here.
-    pub(super) fn place(&self, sid: &str) -> Option<impl Future<Output = Placed> + Send + 'static> {
+    /// job; None out of a cluster). The session's participants in a region (this node's, or
+    /// the one their token names) share its node there, claimed atomically in Redis by the
+    /// first instance to place it (the least filled node of the region with room), until
+    /// that node is full. An edge-only node keeps its participants: it is where they enter
+    /// the cloud. Redis unreachable, or no node of the region with room: here.
+    pub(super) fn place(
+        &self,
+        sid: &str,
+        region: Option<&str>,
+    ) -> Option<impl Future<Output = Placed> + Send + 'static> {
         let link = self.cluster.as_ref()?;
         let (directory, me) = (link.directory.clone(), link.node.clone());
-        let (region, sid) = (link.region.clone(), sid.to_owned());
+        let region = region.unwrap_or(&link.region).to_owned();
+        let sid = sid.to_owned();
         Some(async move {
             let nodes = match directory.nodes().await {
                 Ok(nodes) => nodes,
@@ -1029,8 +1035,8 @@ impl Hub {
             if !nodes.iter().any(|n| n.id == me && n.homes_sessions) {
                 return Placed::Here;
             }
-            // A session is placed in the region of the node reached; with no node of the
-            // region with room, here (the session spans regions through the edges).
+            // A session is placed in its region (the node reached's, or the token's); with
+            // no node of that region with room, here (the session spans regions by the edges).
             let in_region = |n: &&crate::cluster::NodeInfo| n.region == region;
             let Some(candidate) = placement::choose(&nodes, &region).filter(in_region) else {
                 return Placed::Here;

@@ -169,10 +169,14 @@ impl Hub {
             }
         }
         let fresh = pending.resume.is_none() && pending.rejoin.is_none();
-        if fresh && !pending.placed && !self.rooms.contains_key(sid) {
-            // The first participant of the session on this node: in a cluster, the session
-            // may live on another node of the region.
-            if let Some(place) = self.place(sid) {
+        let elsewhere = identity
+            .region
+            .as_deref()
+            .is_some_and(|r| self.cluster.as_ref().is_some_and(|c| c.region != r));
+        if fresh && !pending.placed && (!self.rooms.contains_key(sid) || elsewhere) {
+            // The first participant of the session on this node, or one whose token names
+            // another region: in a cluster, its node may be another.
+            if let Some(place) = self.place(sid, identity.region.as_deref()) {
                 let mut pending = pending;
                 pending.placed = true;
                 let sid = sid.to_owned();
