@@ -89,6 +89,7 @@ async fn token_lifecycle_and_grants() {
         grants: Grants::parse(grants).unwrap(),
         exp,
         nbf: None,
+        region: None,
     };
     let tok = |c: &Claims| mint(&key.info.key_id, &key.secret, c).unwrap();
 
@@ -200,6 +201,7 @@ async fn rate_limits_are_per_tenant() {
             grants: Grants::parse("publish,subscribe").unwrap(),
             exp: now() + 60,
             nbf: None,
+            region: None,
         };
         mint(&key.info.key_id, &key.secret, &c).unwrap()
     };
@@ -268,6 +270,7 @@ async fn recording_needs_the_key_permission() {
         grants: Grants::parse("subscribe,record").unwrap(),
         exp: now() + 60,
         nbf: None,
+        region: None,
     };
     let mut ws = connect_from(&srv.url, None).await;
     let token = mint(&srv.key.info.key_id, &srv.key.secret, &c).unwrap();
