@@ -2,13 +2,14 @@
 // the test's namespace; node B and bob's Chromium in a namespace of their own, joined to it by
 // the link emulator with 40 ms each way and 1% loss. Alice and bob join one session, each
 // through the SDK on their own node, and decode each other's video, which crosses the trunk
-// (QUIC over the impaired link); losses on the trunk are repaired on the trunk.
+// (QUIC over the impaired link), once however many subscribe on node B; losses on the trunk
+// are repaired on the trunk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer } from './harness.mjs';
 import { createLink, startLinkServer, launchBehind, SERVER_HOST } from './link.mjs';
-import { clusterDir, trunks } from './cluster.mjs';
+import { clusterDir, trunks, packetsSent } from './cluster.mjs';
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -61,14 +62,25 @@ test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk
     const sa = await expectPlaying(alice, await subscribe(alice, feedB), 20000);
     const sb = await expectPlaying(bob, await subscribe(bob, feedA), 20000);
     const firstFrames = Date.now() - started;
-    await new Promise((r) => setTimeout(r, 5000));
+    // A second subscriber of alice's feed on node B: still one copy on the trunk.
+    const carol = await joinPage(there.context, nodeB, 'backbone-1', 'carol');
+    await expectPlaying(carol, await subscribe(carol, feedA), 20000);
+    await new Promise((r) => setTimeout(r, 2000));
+    const before = (await trunks(nodeA)).find((x) => x.peer === 'b');
+    const sentBefore = await packetsSent(alice);
+    await new Promise((r) => setTimeout(r, 3000));
     const t = (await trunks(nodeA)).find((x) => x.peer === 'b');
+    const sent = (await packetsSent(alice)) - sentBefore;
+    const crossed = t.tunnel.datagrams_out - before.tunnel.datagrams_out;
     const counters = await link.stats();
     console.log(`across 40 ms + 1% loss each way: both decoding ${firstFrames} ms after subscribing ` +
       `(alice ${sa.width} wide, bob ${sb.width} wide); trunk rtt ${t.rtt_ms.toFixed(1)} ms, largest datagram ${t.max_datagram} B, ` +
       `a→b ${t.tunnel.datagrams_out} datagrams (${t.tunnel.resent} resent on NACK), b→a ${t.tunnel.datagrams_in} received ` +
       `(${t.tunnel.nacked} asked again); QUIC lost ${t.lost_packets} packets; the link dropped ${counters.up.packets_dropped_loss} up, ${counters.down.packets_dropped_loss} down`);
+    console.log(`in 3 s alice sent ${sent} packets and ${crossed} datagrams crossed a→b for bob and carol on node B (${(crossed / sent).toFixed(3)} per packet)`);
     assert.ok(sa.width > 0 && sb.width > 0);
+    // One copy for two subscribers: near 1 (NACKed resends add about the loss), never near 2.
+    assert.ok(crossed / sent > 0.5 && crossed / sent < 1.2, `${crossed} datagrams for ${sent} packets`);
     assert.ok(t.rtt_ms > 70, `rtt ${t.rtt_ms}`);
     assert.ok(t.max_datagram >= 1300, `datagrams of ${t.max_datagram} B`);
   } finally {
