@@ -126,6 +126,14 @@ fn main() {
             feed_id: "cam".into(),
         },
         Control::Close { channel: 0 },
+        Control::Data {
+            sid: "c/room".into(),
+            from: "alice".into(),
+            targets: vec!["bob".into()],
+            reliable: true,
+            text: true,
+            delivered: "AQAFYWxpY2VoaQ==".into(),
+        },
     ];
     // The first byte says where the stream is split in two.
     let mut all = vec![17];

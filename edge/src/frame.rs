@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use relay::control::FeedDescription;
 use relay::engine::playout_delay::PlayoutDelay;
 use relay::engine::rtp;
-use relay::ids::{FeedId, Sid};
+use relay::ids::{FeedId, Sid, Uid};
 use relay::sfu::cross_core::RtpInfo;
 use relay::sfu::svc::SvcFrame;
 
@@ -43,9 +43,9 @@ pub const SVC_LEN: usize = 60;
 /// The most a header can take: the fixed part and every optional field.
 pub const MAX_DATAGRAM_HEADER: usize = DATAGRAM_HEADER + 4 + 4 + 3 + SVC_LEN;
 
-/// The largest control message accepted: a feed description with every extension and codec
-/// is a few kilobytes; anything near this is an attack or a bug.
-pub const MAX_CONTROL: usize = 64 * 1024;
+/// The largest control message accepted: a data-channel message of the largest size the relay
+/// takes (256 KiB), in base64, with its envelope; a feed description is a few kilobytes.
+pub const MAX_CONTROL: usize = 512 * 1024;
 
 const KEYFRAME: u8 = 1;
 const FRAME_SIZE: u8 = 1 << 1;
@@ -364,6 +364,24 @@ pub enum Control {
         ssrc: u32,
         /// The missing sequence numbers.
         sequences: Vec<u16>,
+    },
+    /// A data-channel message of a participant of the sending node, for the session's
+    /// participants on the receiving node (on the stream: in order, never lost while the
+    /// trunk is up, whichever channel it was sent on).
+    Data {
+        /// The session.
+        sid: Sid,
+        /// The sender.
+        from: Uid,
+        /// Who it is for; empty for everyone.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        targets: Vec<Uid>,
+        /// It went on the reliable channel.
+        reliable: bool,
+        /// The application sent a string.
+        text: bool,
+        /// What receivers get (the delivered envelope and the payload), in base64.
+        delivered: String,
     },
 }
 

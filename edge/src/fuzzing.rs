@@ -2,6 +2,7 @@
 //! their corpora: whatever another node sends is refused with a reason, never a panic.
 
 use crate::frame::{ControlReader, Datagram};
+use crate::tunnel::Tunnel;
 
 /// Parse a media datagram; what parses writes back to the same datagram.
 pub fn datagram(data: &[u8]) {
@@ -13,13 +14,14 @@ pub fn datagram(data: &[u8]) {
 }
 
 /// Read a control stream, split in two where its first byte says; what reads encodes back to
-/// the same message.
+/// the same message, and a tunnel takes it (a data message's payload decoded among the rest).
 pub fn control(data: &[u8]) {
     let Some(&first) = data.first() else {
         return;
     };
     let split = usize::from(first).min(data.len());
     let mut reader = ControlReader::default();
+    let mut tunnel = Tunnel::new();
     for piece in [&data[..split], &data[split..]] {
         reader.handle_bytes(piece);
         while let Some(message) = reader.poll_message() {
@@ -28,7 +30,9 @@ pub fn control(data: &[u8]) {
             };
             let mut again = ControlReader::default();
             again.handle_bytes(&message.encode());
-            assert_eq!(again.poll_message(), Some(Ok(message)));
+            assert_eq!(again.poll_message(), Some(Ok(message.clone())));
+            tunnel.handle_control(message);
+            while tunnel.poll_output().is_some() {}
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct TrunkStats {
     pub send_failed: u64,
     /// Messages for a core whose inbox was full.
     pub core_queue_full: u64,
+    /// Data-channel messages for the peer dropped while its trunk was down.
+    pub data_dropped: u64,
 }
 
 enum Request {
@@ -93,6 +95,10 @@ enum Request {
     },
     Stats {
         reply: oneshot::Sender<Vec<TrunkStats>>,
+    },
+    SessionPeers {
+        sid: Sid,
+        peers: Vec<PeerNode>,
     },
     Shutdown,
 }
@@ -154,6 +160,18 @@ impl EdgeHandle {
             reply,
         })
         .await?
+    }
+
+    /// The other nodes with participants of `sid` now (none: forget the session): its
+    /// data-channel messages from this node's participants go to them, over trunks opened
+    /// for the purpose where no feed crosses.
+    pub fn set_session_peers(&self, sid: &Sid, peers: Vec<PeerNode>) -> Result<(), EdgeError> {
+        self.requests
+            .send(Request::SessionPeers {
+                sid: sid.clone(),
+                peers,
+            })
+            .map_err(|_| EdgeError::Closed("the edge has stopped".into()))
     }
 
     /// Every trunk's state.
@@ -239,6 +257,7 @@ struct Slot {
     control: Option<mpsc::UnboundedSender<Control>>,
     connecting: bool,
     send_failed: u64,
+    data_dropped: u64,
 }
 
 impl Slot {
@@ -250,6 +269,7 @@ impl Slot {
             control: None,
             connecting: false,
             send_failed: 0,
+            data_dropped: 0,
         }
     }
 }
@@ -272,7 +292,22 @@ struct Node {
     import_peer: HashMap<FeedRoute, String>,
     imports: HashMap<(Sid, FeedId), FeedRoute>,
     exports: HashMap<FeedRoute, Export>,
+    /// The other nodes of each session with participants here: where its data-channel
+    /// messages go.
+    sessions: HashMap<Sid, Vec<String>>,
     core_queue_full: u64,
+}
+
+impl Node {
+    /// Whether this node needs a trunk to `peer`: it imports a feed from it, or shares a
+    /// session with it.
+    fn wants(&self, peer: &str) -> bool {
+        self.import_peer.values().any(|p| p == peer)
+            || self
+                .sessions
+                .values()
+                .any(|peers| peers.iter().any(|p| p == peer))
+    }
 }
 
 type Shared = Rc<RefCell<Node>>;
@@ -311,6 +346,7 @@ async fn run(
         import_peer: HashMap::new(),
         imports: HashMap::new(),
         exports: HashMap::new(),
+        sessions: HashMap::new(),
         core_queue_full: 0,
     }));
     let _ = ready.send(Ok(addr));
@@ -345,6 +381,7 @@ async fn run(
             Request::Stats { reply } => {
                 let _ = reply.send(stats(&node.borrow()));
             }
+            Request::SessionPeers { sid, peers } => session_peers(&node, sid, peers),
             Request::Shutdown => break,
         }
     }
@@ -372,6 +409,7 @@ fn stats(node: &Node) -> Vec<TrunkStats> {
                 lost_packets: quic.as_ref().map_or(0, |q| q.path.lost_packets),
                 send_failed: slot.send_failed,
                 core_queue_full: node.core_queue_full,
+                data_dropped: slot.data_dropped,
             }
         })
         .collect();
@@ -438,12 +476,41 @@ async fn remove_import(node: &Shared, sid: Sid, feed_id: FeedId) -> Result<(), E
     }
 }
 
-/// Open the trunk to `peer`, again after each failure, while this node imports feeds from it.
+/// The other nodes with participants of `sid`: trunks to them open where none is up.
+fn session_peers(node: &Shared, sid: Sid, peers: Vec<PeerNode>) {
+    let mut connect = Vec::new();
+    {
+        let mut n = node.borrow_mut();
+        if peers.is_empty() {
+            n.sessions.remove(&sid);
+            return;
+        }
+        for peer in &peers {
+            if crate::cluster::check_node_id(&peer.node).is_err() {
+                continue;
+            }
+            let slot = n.slots.entry(peer.node.clone()).or_insert_with(Slot::new);
+            slot.addr = Some(peer.addr);
+            if slot.connection.is_none() && !slot.connecting {
+                slot.connecting = true;
+                connect.push(peer.node.clone());
+            }
+        }
+        n.sessions
+            .insert(sid, peers.into_iter().map(|p| p.node).collect());
+    }
+    for peer in connect {
+        tokio::task::spawn_local(connect_loop(node.clone(), peer));
+    }
+}
+
+/// Open the trunk to `peer`, again after each failure, while this node imports feeds from it
+/// or shares a session with it.
 async fn connect_loop(node: Shared, peer: String) {
     loop {
         let (endpoint, local, addr) = {
             let n = node.borrow();
-            let wanted = n.import_peer.values().any(|p| *p == peer);
+            let wanted = n.wants(&peer);
             let Some(slot) = n.slots.get(&peer) else {
                 return;
             };
@@ -565,7 +632,7 @@ fn register(node: &Shared, trunk: Trunk) {
 fn broken(node: &Shared, peer: &str, id: usize, reason: &str) {
     let reconnect = {
         let mut n = node.borrow_mut();
-        let wanted = n.import_peer.values().any(|p| p == peer);
+        let wanted = n.wants(peer);
         let Some(slot) = n.slots.get_mut(peer) else {
             return;
         };
@@ -668,6 +735,15 @@ fn drain(node: &Shared, peer: &str) {
                     layers_wanted(&n.port, route, mask, &mut n.core_queue_full);
                 }
             }
+            TunnelOutput::Data(relayed) => {
+                // To each core of the session here, whose participants it may be for.
+                for core in n.relay.cores_of(&relayed.sid) {
+                    let message = CrossCore::Data(relayed.clone());
+                    if n.port.send_to_core(core, message) == Err(true) {
+                        n.core_queue_full += 1;
+                    }
+                }
+            }
             TunnelOutput::LayersWanted { route, mask } => {
                 let Some(export) = n.exports.get_mut(&route) else {
                     continue;
@@ -764,6 +840,24 @@ fn from_core(node: &Shared, message: CrossCore) {
                 drain(node, &peer);
             }
         }
-        CrossCore::Data(_) => {}
+        CrossCore::Data(relayed) => {
+            // A participant here sent it: to the session's other nodes.
+            let peers = node.borrow().sessions.get(&relayed.sid).cloned();
+            for peer in peers.unwrap_or_default() {
+                {
+                    let mut n = node.borrow_mut();
+                    let n = &mut *n;
+                    let Some(slot) = n.slots.get_mut(&peer) else {
+                        continue;
+                    };
+                    if slot.control.is_none() {
+                        slot.data_dropped += 1;
+                        continue;
+                    }
+                    slot.tunnel.send_data(&relayed);
+                }
+                drain(node, &peer);
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use relay::control::{FeedDescription, MediaKind};
 use relay::ids::{FeedId, Sid};
 use relay::sfu::cross_core::{CrossCore, FeedRoute, RelayedRtp};
+use relay::sfu::data::{Relayed, RelayedData};
 
 use crate::frame::{Control, Datagram};
 use crate::routing::TrunkRoutes;
@@ -78,6 +79,9 @@ pub enum TunnelOutput {
         /// Bit `l`: layer `l`.
         mask: u8,
     },
+    /// A data-channel message of a participant of the peer, for the session's participants
+    /// on this node: the node hands it to each core of the session.
+    Data(Relayed),
 }
 
 /// Counters of one tunnel.
@@ -107,6 +111,10 @@ pub struct TunnelStats {
     pub shed: u64,
     /// The highest simulcast layer sent now (None: every layer).
     pub layer_cap: Option<u8>,
+    /// Data-channel messages sent to the peer.
+    pub data_out: u64,
+    /// Data-channel messages received from the peer.
+    pub data_in: u64,
 }
 
 /// A feed this node receives from the peer (or wants to).
@@ -401,10 +409,50 @@ impl Tunnel {
         self.stats.layer_cap = c.cap;
     }
 
+    /// A data-channel message of a participant of this node, for the session's participants
+    /// on the peer's: it goes on the control stream, in order with the session's others.
+    pub fn send_data(&mut self, relayed: &RelayedData) {
+        use base64::Engine as _;
+        self.stats.data_out += 1;
+        self.outputs.push_back(TunnelOutput::Control(Control::Data {
+            sid: relayed.sid.clone(),
+            from: relayed.from.clone(),
+            targets: relayed.targets.clone(),
+            reliable: relayed.reliable,
+            text: relayed.text,
+            delivered: base64::engine::general_purpose::STANDARD.encode(&relayed.delivered),
+        }));
+    }
+
     /// A control message from the peer.
     pub fn handle_control(&mut self, message: Control) {
         match message {
             Control::Hello { .. } => self.stats.bad_control += 1,
+            Control::Data {
+                sid,
+                from,
+                targets,
+                reliable,
+                text,
+                delivered,
+            } => {
+                use base64::Engine as _;
+                let Ok(delivered) = base64::engine::general_purpose::STANDARD.decode(delivered)
+                else {
+                    self.stats.bad_control += 1;
+                    return;
+                };
+                self.stats.data_in += 1;
+                self.outputs
+                    .push_back(TunnelOutput::Data(Arc::new(RelayedData {
+                        sid,
+                        from,
+                        targets,
+                        reliable,
+                        text,
+                        delivered: Bytes::from(delivered),
+                    })));
+            }
             Control::Subscribe { sid, feed_id } => {
                 if let Some(channel) = self.routes.handle_subscribe(&sid, &feed_id) {
                     self.pending.insert((sid.clone(), feed_id.clone()), channel);
@@ -758,6 +806,47 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    #[test]
+    fn a_data_channel_message_crosses_as_sent_and_a_bad_one_is_counted() {
+        let mut p = Pair::new();
+        let sent = RelayedData {
+            sid: sid(),
+            from: "alice".into(),
+            targets: vec!["bob".into()],
+            reliable: false,
+            text: true,
+            delivered: Bytes::from_static(b"\x01\x00\x05alicehi \xe2\x9c\x93"),
+        };
+        p.a.send_data(&sent);
+        p.run();
+        let got: Vec<&RelayedData> = p
+            .at_b
+            .iter()
+            .filter_map(|o| match o {
+                TunnelOutput::Data(r) => Some(&**r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), 1);
+        let r = got[0];
+        assert_eq!(
+            (&r.sid, &r.from, &r.targets, r.reliable, r.text, &r.delivered),
+            (&sent.sid, &sent.from, &sent.targets, false, true, &sent.delivered)
+        );
+        assert_eq!((p.a.stats().data_out, p.b.stats().data_in), (1, 1));
+        // A payload that is not base64 is the peer's fault: counted, nothing delivered.
+        p.b.handle_control(Control::Data {
+            sid: sid(),
+            from: "x".into(),
+            targets: vec![],
+            reliable: true,
+            text: false,
+            delivered: "not base64!".into(),
+        });
+        assert!(p.b.poll_output().is_none());
+        assert_eq!(p.b.stats().bad_control, 1);
     }
 
     #[test]

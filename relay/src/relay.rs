@@ -514,10 +514,15 @@ impl RelayHandle {
             })
             .await;
         match result {
-            Ok(()) => Ok(SessionPlacement {
-                core: index,
-                address: self.inner.cores[index].address,
-            }),
+            Ok(()) => {
+                if self.edge_index().is_some() {
+                    self.share_cores(&sid).await;
+                }
+                Ok(SessionPlacement {
+                    core: index,
+                    address: self.inner.cores[index].address,
+                })
+            }
             Err(e) => {
                 self.placement().remove(&sid);
                 Err(e)
@@ -611,15 +616,17 @@ impl RelayHandle {
     }
 
     /// Tell each core of `sid` which cores the session spans, so that data-channel messages
-    /// reach its participants on all of them.
+    /// reach its participants on all of them; the edge, where there is one, is among them
+    /// (it carries the messages to the session's other nodes).
     async fn share_cores(&self, sid: &Sid) {
         let cores = self.cores_of(sid);
+        let targets: Vec<usize> = cores.iter().copied().chain(self.edge_index()).collect();
         for &core in &cores {
             // A core that is gone fails its own commands; the others still learn.
             let _ = self
                 .run(core, |reply| Command::SessionCores {
                     sid: sid.clone(),
-                    cores: cores.clone(),
+                    cores: targets.clone(),
                     reply,
                 })
                 .await;

@@ -3,7 +3,7 @@
 // publish, and decodes the other's video, which crosses the trunk between the nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, videoState, startProxy } from './harness.mjs';
+import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, videoState, startProxy, until } from './harness.mjs';
 import { startRedis, clusterDir, startNode, trunks, packetsSent } from './cluster.mjs';
 
 test('pages on two nodes join one session and decode each other across the trunk', async () => {
@@ -79,6 +79,60 @@ test('pages on two nodes join one session and decode each other across the trunk
     assert.deepEqual(feedsAgain, [feedA], 'carol, back on node b, finds alice\'s feed');
     const again = await expectPlaying(carol, await subscribe(carol, feedA));
     console.log(`carol left node b (the last there) and joined again: she decodes alice ${again.width} wide`);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
+
+test('data-channel messages reach participants on other nodes, to everyone or to those named', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
+  const browser = await launch();
+  try {
+    // Nobody publishes: the trunk is opened for the data alone.
+    const alice = await joinPage(browser.context, nodeA, 'data-2n', 'alice');
+    const bob = await joinPage(browser.context, nodeB, 'data-2n', 'bob');
+    const carol = await joinPage(browser.context, nodeB, 'data-2n', 'carol');
+    const pages = [alice, bob, carol];
+    for (const p of pages) {
+      await p.evaluate(() => {
+        window.received = [];
+        window.session.on('data', ({ from, data, reliable }) => {
+          window.received.push({ from, reliable, data: typeof data === 'string' ? data : Array.from(data) });
+        });
+      });
+    }
+    const [ua, ub] = await Promise.all(pages.map((p) => p.evaluate(() => window.session.uid)));
+    await alice.waitForFunction((n) => window.session.participants.size === n, 2);
+    const sentAt = Date.now();
+    await alice.evaluate(async (ub) => {
+      await window.session.send('hello from a');
+      await window.session.send('only bob', { to: [ub] });
+      await window.session.send('lossy from a', { reliable: false });
+    }, ub);
+    await bob.evaluate(async (ua) => {
+      await window.session.send(new Uint8Array([1, 2, 3]), { to: [ua] });
+      await window.session.send('b to all');
+    }, ua);
+    const received = (p) => p.evaluate(() => window.received);
+    await until(() => received(alice), (r) => r.length >= 2, 10_000);
+    await until(() => received(bob), (r) => r.length >= 3, 10_000);
+    await until(() => received(carol), (r) => r.length >= 3, 10_000);
+    const took = Date.now() - sentAt;
+    await new Promise((r) => setTimeout(r, 500));
+    const t = (await trunks(nodeA)).find((x) => x.peer === 'b');
+    console.log(`data across nodes in ${took} ms: alice got ${JSON.stringify((await received(alice)).map((m) => m.data))}, bob ${JSON.stringify((await received(bob)).map((m) => m.data))}, carol ${JSON.stringify((await received(carol)).map((m) => m.data))}; trunk a→b ${t.tunnel.data_out} messages, b→a ${t.tunnel.data_in}`);
+    assert.deepEqual((await received(alice)).map((m) => [m.from, m.data]), [[ub, [1, 2, 3]], [ub, 'b to all']]);
+    assert.deepEqual((await received(bob)).map((m) => [m.from, m.data, m.reliable]), [[ua, 'hello from a', true], [ua, 'only bob', true], [ua, 'lossy from a', false]]);
+    // Carol, beside bob on node b: what went to everyone, from both nodes; not what was for bob.
+    assert.deepEqual((await received(carol)).map((m) => m.data).sort(), ['b to all', 'hello from a', 'lossy from a']);
+    assert.equal(t.tunnel.data_out, 3, 'each message of alice crossed once, for bob and carol');
+    assert.equal(t.tunnel.data_in, 2);
   } finally {
     await browser.close();
     nodeA.stop();

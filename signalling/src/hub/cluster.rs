@@ -259,6 +259,7 @@ impl Hub {
         let _ = link.writes.send(Box::pin(async move {
             let _ = events.unfollow(&unfollowed).await;
         }));
+        let _ = link.edge.set_session_peers(&Sid::from(sid), Vec::new());
         let edge = link.edge.clone();
         let rsid = Sid::from(sid);
         Some(Box::pin(async move {
@@ -509,6 +510,11 @@ impl Hub {
 
     /// Take in what a node new to `sid` found of it on other nodes.
     pub(super) fn apply_remote(&mut self, sid: &str, state: RemoteState) {
+        self.apply_remote_state(sid, state);
+        self.sync_data_peers(sid);
+    }
+
+    fn apply_remote_state(&mut self, sid: &str, state: RemoteState) {
         let Some(room) = self.rooms.get_mut(sid) else {
             return;
         };
@@ -541,6 +547,56 @@ impl Hub {
 
     /// Another node told of a change to a session this node follows.
     pub(super) fn cluster_event(&mut self, envelope: Envelope<SessionEvent>) {
+        let sid = envelope.sid.clone();
+        self.handle_cluster_event(envelope);
+        self.sync_data_peers(&sid);
+    }
+
+    /// The other nodes with participants of `sid` present now, for the edge: the session's
+    /// data-channel messages from this node go to them. Told when they change.
+    pub(super) fn sync_data_peers(&mut self, sid: &str) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(sid) else {
+            return;
+        };
+        let mut nodes: Vec<String> = room
+            .remote
+            .values()
+            .filter(|p| p.present())
+            .map(|p| p.node.clone())
+            .filter(|n| *n != link.node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let peers: Vec<PeerNode> = nodes
+            .iter()
+            .filter_map(|n| {
+                let info = self.nodes.iter().find(|i| i.id == *n)?;
+                Some(PeerNode {
+                    node: n.clone(),
+                    addr: info.edge,
+                })
+            })
+            .collect();
+        let known: Vec<String> = peers.iter().map(|p| p.node.clone()).collect();
+        if room.data_peers == known {
+            return;
+        }
+        room.data_peers = known;
+        let _ = link.edge.set_session_peers(&Sid::from(sid), peers);
+    }
+
+    /// [`Hub::sync_data_peers`] for every session here.
+    pub(super) fn sync_all_data_peers(&mut self) {
+        let sids: Vec<String> = self.rooms.keys().cloned().collect();
+        for sid in sids {
+            self.sync_data_peers(&sid);
+        }
+    }
+
+    fn handle_cluster_event(&mut self, envelope: Envelope<SessionEvent>) {
         let Envelope { from, sid, event } = envelope;
         let Some(room) = self.rooms.get_mut(&sid) else {
             return;
@@ -784,6 +840,11 @@ impl Hub {
     /// others here are told, and they leave if not back within [`RESUME_WINDOW`]), its feeds
     /// go, and its records of these sessions are removed from Redis.
     pub(super) fn node_gone(&mut self, node: &str) {
+        self.mark_node_gone(node);
+        self.sync_all_data_peers();
+    }
+
+    fn mark_node_gone(&mut self, node: &str) {
         let now = Instant::now();
         let sids: Vec<String> = self.rooms.keys().cloned().collect();
         for sid in sids {

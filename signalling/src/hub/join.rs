@@ -364,6 +364,7 @@ impl Hub {
                     recording: None,
                     e2ee,
                     remote: HashMap::new(),
+                    data_peers: Vec::new(),
                 },
             );
             self.follow_session(sid);

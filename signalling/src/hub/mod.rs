@@ -242,6 +242,8 @@ struct Room {
     e2ee: bool,
     /// Its participants on other nodes of the cluster.
     remote: HashMap<String, cluster::RemotePeer>,
+    /// The other nodes the edge was last told have participants of the session.
+    data_peers: Vec<String>,
 }
 
 struct Conn {
@@ -538,7 +540,11 @@ impl Hub {
             Input::Cluster(envelope) => self.cluster_event(*envelope),
             Input::ClusterRecovered => self.cluster_recovered(),
             Input::NodeGone(node) => self.node_gone(&node),
-            Input::Nodes(nodes) => self.nodes = nodes,
+            Input::Nodes(nodes) => {
+                self.nodes = nodes;
+                // A node's edge address may be known only now.
+                self.sync_all_data_peers();
+            }
             Input::Relay(_) => {}
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);
@@ -589,6 +595,8 @@ impl Hub {
                 if now.saturating_duration_since(self.claims_renewed) >= RENEW_CLAIMS {
                     self.claims_renewed = now;
                     self.renew_claims();
+                    // What changed without an event of its own (a node's edge address).
+                    self.sync_all_data_peers();
                 }
                 for (sid, uid) in expired {
                     let queued = self.waiting(
