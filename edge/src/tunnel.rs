@@ -832,8 +832,22 @@ mod tests {
         assert_eq!(got.len(), 1);
         let r = got[0];
         assert_eq!(
-            (&r.sid, &r.from, &r.targets, r.reliable, r.text, &r.delivered),
-            (&sent.sid, &sent.from, &sent.targets, false, true, &sent.delivered)
+            (
+                &r.sid,
+                &r.from,
+                &r.targets,
+                r.reliable,
+                r.text,
+                &r.delivered
+            ),
+            (
+                &sent.sid,
+                &sent.from,
+                &sent.targets,
+                false,
+                true,
+                &sent.delivered
+            )
         );
         assert_eq!((p.a.stats().data_out, p.b.stats().data_in), (1, 1));
         // A payload that is not base64 is the peer's fault: counted, nothing delivered.

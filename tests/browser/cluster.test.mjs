@@ -141,6 +141,43 @@ test('data-channel messages reach participants on other nodes, to everyone or to
   }
 });
 
+test("a speaker on one node is seen speaking, and as the dominant speaker, on the other", async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'us', nodeA);
+  const browser = await launch();
+  const mic = (page, muted) => page.evaluate(async (muted) => {
+    const feed = await window.session.publish({ source: 'webcam', video: false });
+    window.mic = feed.stream.getAudioTracks()[0];
+    window.mic.enabled = !muted;
+    return window.session.uid;
+  }, muted);
+  const heard = (page) => page.evaluate(() => window.events.filter((e) => e.ev === 'speaking' || e.ev === 'active-speaker').map((e) => [e.ev, e.v.uid, e.v.speaking]));
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'speak-2n', 'alice');
+    const bob = await joinPage(browser.context, nodeB, 'speak-2n', 'bob');
+    const carol = await joinPage(browser.context, nodeB, 'speak-2n', 'carol');
+    // Alice's microphone beeps (Chromium's fake one); bob's is muted.
+    const ua = await mic(alice, false);
+    const ub = await mic(bob, true);
+    const started = Date.now();
+    const seen = await until(() => heard(carol), (h) => h.some(([ev, uid, sp]) => ev === 'speaking' && uid === ua && sp) && h.some(([ev, uid]) => ev === 'active-speaker' && uid === ua), 15_000);
+    const took = Date.now() - started;
+    // Alice goes quiet: carol on the other node hears her stop.
+    await alice.evaluate(() => (window.mic.enabled = false));
+    const stopped = await until(() => heard(carol), (h) => h.some(([ev, uid, sp]) => ev === 'speaking' && uid === ua && sp === false), 10_000);
+    console.log(`across nodes: carol (node b) saw alice (node a) speak and become the dominant speaker ${took} ms after she published; then ${JSON.stringify(stopped)}`);
+    assert.ok(!seen.some(([, uid]) => uid === ub), 'muted bob was never named');
+    assert.ok((await heard(alice)).some(([ev, uid]) => ev === 'active-speaker' && uid === ua), "alice's own node agrees");
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
+
 test('a session across three nodes: each page decodes the two others, over a trunk between each pair of nodes', async () => {
   const redis = await startRedis();
   const dir = clusterDir(['a', 'b', 'c']);

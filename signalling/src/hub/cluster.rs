@@ -169,6 +169,16 @@ pub enum SessionEvent {
         /// Muted now, or unmuted.
         muted: bool,
     },
+    /// A participant of the sending node started or stopped speaking, or (every 500 ms while
+    /// it speaks) how loud: each node picks the dominant speaker from all of the session's.
+    Speech {
+        /// Who.
+        uid: String,
+        /// Speaking now.
+        speaking: bool,
+        /// dB above silence.
+        loudness: u8,
+    },
     /// Everything the sending node has of the session, said after it said each participant
     /// and feed again: what others hold of it beyond this went while they could not hear (an
     /// event lost while a node was cut off from Redis), and goes now.
@@ -652,6 +662,23 @@ impl Hub {
                 );
             }
             SessionEvent::Left { uid } => self.remote_left(&sid, &uid, &from),
+            SessionEvent::Speech {
+                uid,
+                speaking,
+                loudness,
+            } => {
+                if !room
+                    .remote
+                    .get(&uid)
+                    .is_some_and(|p| p.node == from && p.present())
+                {
+                    return;
+                }
+                let changes = room
+                    .speakers
+                    .handle_report(Instant::now(), &uid, speaking, loudness);
+                self.tell_speakers(&sid, changes);
+            }
             SessionEvent::Roster { members, feeds } => {
                 // In its turn: a feed of that node whose import waits for the session's job
                 // is among what the roster may take away.
@@ -762,6 +789,7 @@ impl Hub {
             return;
         }
         room.remote.remove(uid);
+        let quiet = room.speakers.remove(Instant::now(), uid);
         let owned: Vec<String> = room
             .feeds
             .iter()
@@ -772,6 +800,18 @@ impl Hub {
         self.room_input(sid, input);
         let uid = uid.to_owned();
         self.broadcast(sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
+        self.tell_speakers(sid, quiet);
+    }
+
+    /// A participant of this node spoke (or stopped): the other nodes are told, for their
+    /// dominant speaker.
+    pub(super) fn announce_speech(&self, sid: &str, uid: &str, speaking: bool, loudness: u8) {
+        let event = SessionEvent::Speech {
+            uid: uid.to_owned(),
+            speaking,
+            loudness,
+        };
+        self.tell_cluster(sid, event, None);
     }
 
     /// Take a feed of another node: the relay gets a replica of each track through the edge,
@@ -864,6 +904,12 @@ impl Hub {
                 .filter(|(_, f)| f.origin.as_ref().is_some_and(|o| o.node == node))
                 .map(|(id, _)| id.clone())
                 .collect();
+            // They no longer speak here until they are back.
+            let quiet: Vec<_> = reconnecting
+                .iter()
+                .flat_map(|uid| room.speakers.remove(now, uid))
+                .collect();
+            self.tell_speakers(&sid, quiet);
             for uid in reconnecting {
                 self.broadcast(
                     &sid,

@@ -496,6 +496,7 @@ impl Hub {
                     room.speakers
                         .handle_report(Instant::now(), &uid.0, speaking, loudness);
                 self.tell_speakers(&sid.0, changes);
+                self.announce_speech(&sid.0, &uid.0, speaking, loudness);
             }
             Input::Relay(relay::Event::RecordingFinished {
                 recording, file, ..
