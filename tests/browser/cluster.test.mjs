@@ -141,7 +141,7 @@ test('data-channel messages reach participants on other nodes, to everyone or to
   }
 });
 
-test("a speaker on one node is seen speaking, and as the dominant speaker, on the other", async () => {
+test("a speaker on one node is seen speaking, and as the dominant speaker, on the other; connection quality crosses too", async () => {
   const redis = await startRedis();
   const dir = clusterDir(['a', 'b']);
   const nodeA = await startNode(redis, dir, 'a', 'eu');
@@ -170,6 +170,13 @@ test("a speaker on one node is seen speaking, and as the dominant speaker, on th
     console.log(`across nodes: carol (node b) saw alice (node a) speak and become the dominant speaker ${took} ms after she published; then ${JSON.stringify(stopped)}`);
     assert.ok(!seen.some(([, uid]) => uid === ub), 'muted bob was never named');
     assert.ok((await heard(alice)).some(([ev, uid]) => ev === 'active-speaker' && uid === ua), "alice's own node agrees");
+    // Alice's connection as node a rates it, on carol's page on node b, and in the join reply
+    // of someone new there.
+    await carol.waitForFunction((uid) => window.session.participants.get(uid)?.quality, ua, { timeout: 10_000 });
+    const dave = await joinPage(browser.context, nodeB, 'speak-2n', 'dave');
+    const rated = await dave.evaluate((uid) => window.session.participants.get(uid)?.quality, ua);
+    console.log(`alice's connection quality on node b: ${await carol.evaluate((uid) => window.session.participants.get(uid).quality, ua)}; in dave's join reply: ${rated}`);
+    assert.ok(['excellent', 'good', 'poor', 'lost'].includes(rated), `dave sees alice's quality ${rated}`);
   } finally {
     await browser.close();
     nodeA.stop();

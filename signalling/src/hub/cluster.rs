@@ -101,6 +101,8 @@ pub struct Origin {
 pub struct RemotePeer {
     name: Option<String>,
     node: String,
+    /// Its connection's rating, as its node last told.
+    quality: Option<relay::control::ConnectionQuality>,
     /// Its node stopped at this time: it is reconnecting, and leaves if not back within
     /// [`RESUME_WINDOW`].
     gone_since: Option<Instant>,
@@ -178,6 +180,13 @@ pub enum SessionEvent {
         speaking: bool,
         /// dB above silence.
         loudness: u8,
+    },
+    /// How a participant of the sending node's connection rates now.
+    Quality {
+        /// Who.
+        uid: String,
+        /// Its rating.
+        quality: relay::control::ConnectionQuality,
     },
     /// Everything the sending node has of the session, said after it said each participant
     /// and feed again: what others hold of it beyond this went while they could not hear (an
@@ -536,6 +545,7 @@ impl Hub {
                         name: m.name,
                         node: m.node,
                         gone_since: None,
+                        quality: None,
                     },
                 );
             }
@@ -645,6 +655,7 @@ impl Hub {
                         name: name.clone(),
                         node: from,
                         gone_since: None,
+                        quality: None,
                     },
                 );
                 room.meter.peak = room
@@ -662,6 +673,24 @@ impl Hub {
                 );
             }
             SessionEvent::Left { uid } => self.remote_left(&sid, &uid, &from),
+            SessionEvent::Quality { uid, quality } => {
+                let Some(p) = room
+                    .remote
+                    .get_mut(&uid)
+                    .filter(|p| p.node == from && p.present())
+                else {
+                    return;
+                };
+                p.quality = Some(quality);
+                self.broadcast(
+                    &sid,
+                    &uid,
+                    Event::ConnectionQuality {
+                        uid: uid.clone(),
+                        quality,
+                    },
+                );
+            }
             SessionEvent::Speech {
                 uid,
                 speaking,
@@ -801,6 +830,20 @@ impl Hub {
         let uid = uid.to_owned();
         self.broadcast(sid, &uid, Event::ParticipantLeft { uid: uid.clone() });
         self.tell_speakers(sid, quiet);
+    }
+
+    /// A participant of this node's connection rates otherwise now: the other nodes are told.
+    pub(super) fn announce_quality(
+        &self,
+        sid: &str,
+        uid: &str,
+        quality: relay::control::ConnectionQuality,
+    ) {
+        let event = SessionEvent::Quality {
+            uid: uid.to_owned(),
+            quality,
+        };
+        self.tell_cluster(sid, event, None);
     }
 
     /// A participant of this node spoke (or stopped): the other nodes are told, for their
@@ -1010,6 +1053,7 @@ impl Hub {
             RemotePeer {
                 name,
                 node: node.to_owned(),
+                quality: None,
                 gone_since: None,
             },
         );
@@ -1251,7 +1295,7 @@ impl Hub {
                     .map(|(uid, p)| ParticipantInfo {
                         uid: uid.clone(),
                         name: p.name.clone(),
-                        quality: None,
+                        quality: p.quality,
                     })
                     .collect()
             })

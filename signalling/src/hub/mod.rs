@@ -526,6 +526,7 @@ impl Hub {
                     quality,
                 };
                 self.broadcast(&sid.0, &uid.0, event);
+                self.announce_quality(&sid.0, &uid.0, quality);
             }
             Input::Relay(relay::Event::DataRefused { sid, uid, reason }) => {
                 let event = crate::protocol::Event::DataRefused {
