@@ -216,6 +216,81 @@ async fn a_session_has_one_start_and_its_node_claims_it_again_after_redis_lost_i
     );
 }
 
+/// How many times Redis ran `command` so far (INFO commandstats).
+async fn redis_calls(url: &str, command: &str) -> u64 {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn watching_many_nodes_reads_their_records_only_when_the_set_changes() {
+    let redis = Redis::start("watch");
+    let (dir, _) = Directory::connect(&redis.url()).await.unwrap();
+    let nodes: Vec<NodeInfo> = (0..50).map(|i| node(&format!("eu-{i}"), "eu")).collect();
+    let beat_all = |dir: Directory, nodes: Vec<NodeInfo>| {
+        tokio::spawn(async move {
+            loop {
+                for n in &nodes {
+                    dir.register(n).await.unwrap();
+                }
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        })
+    };
+    let beating = beat_all(dir.clone(), nodes[1..].to_vec());
+    let first_node = beat_all(dir.clone(), nodes[..1].to_vec());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut watching = signalling::cluster::node::watch(dir.clone(), "eu-1");
+    let first = tokio::time::timeout(Duration::from_secs(3), watching.recv())
+        .await
+        .unwrap();
+    assert!(matches!(first, Some(NodeWatch::Live(ref l)) if l.len() == 50));
+    // (For its first second, a watcher reads at every look: Redis may have restarted empty.)
+    tokio::time::sleep(signalling::cluster::node::REREGISTER_GRACE + Duration::from_millis(500))
+        .await;
+    // 2 s of looks, 8 of them, with the 50 beating: not one read of the records.
+    let reads = redis_calls(&redis.url(), "hmget").await;
+    let looks = redis_calls(&redis.url(), "get").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reads = redis_calls(&redis.url(), "hmget").await - reads;
+    let looks = (redis_calls(&redis.url(), "get").await - looks) / 2;
+    // A node stops: the records are read again, once, and it is gone.
+    first_node.abort();
+    let stopped = Instant::now();
+    let before = redis_calls(&redis.url(), "hmget").await;
+    let gone = loop {
+        match tokio::time::timeout(Duration::from_secs(3), watching.recv()).await {
+            Ok(Some(NodeWatch::Gone(id))) => break id,
+            Ok(Some(_)) => {}
+            other => panic!("no node gone: {other:?}"),
+        }
+    };
+    let gone_after = stopped.elapsed();
+    let reread = redis_calls(&redis.url(), "hmget").await - before;
+    println!(
+        "50 nodes beating: {looks} looks in 2 s read the records {reads} times; {gone} stopped, seen gone {gone_after:?} later, {reread} read"
+    );
+    assert_eq!(reads, 0);
+    assert!(looks >= 6, "{looks} looks");
+    assert_eq!(gone, "eu-0");
+    assert_eq!(reread, 1);
+    beating.abort();
+}
+
 /// Beat for `n` until aborted, as a running node does.
 fn beat(d: Directory, n: NodeInfo) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -285,11 +285,13 @@ fn main() -> anyhow::Result<()> {
         + feed_entries * (feed_record + per_key)
         + claims * per_key
         + participants * (resume_record + per_key);
-    // Every node: a heartbeat every 400 ms (a pipeline of 2), and a look at the nodes every
-    // 250 ms (epoch SET and GET, SMEMBERS, MGET of every record).
+    // Every node: a heartbeat every 400 ms (one script), and a look at the nodes every
+    // 250 ms (epoch SET NX and GET, the reaping script, the version's GET: about 40 bytes
+    // back). The records are read again only when the set of live nodes changes; with one
+    // node joining or leaving a minute, each node reads them all once a minute.
     let n = nodes.len() as f64;
-    let heartbeat_watch = n * (2.0 / 0.4 + 4.0 / 0.25);
-    let watch_mb = n / 0.25 * n * node_json as f64 / 1e6;
+    let heartbeat_watch = n * (1.0 / 0.4 + 4.0 / 0.25);
+    let watch_mb = (n / 0.25 * 40.0 + n * n * node_json as f64 / 60.0) / 1e6;
     // Each participant joins and leaves once per stay: put member, put resume, publish; at
     // the leave, remove both and publish; feeds likewise for publishers.
     let stay = args.stay_minutes * 60.0;

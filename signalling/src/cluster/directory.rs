@@ -2,7 +2,9 @@
 //! session's node per region (claimed atomically), and resume tokens.
 //!
 //! Every record has one key, so that every operation is a single-key command or script and
-//! works unchanged on Redis Cluster. The connection is redis-rs's connection manager, which
+//! works unchanged on Redis Cluster; the nodes' three keys share a hash tag (`{nodes}`), so
+//! their scripts run on one shard. A node's record lapses by a time on Redis's own clock, so
+//! nodes whose clocks differ agree on who is alive. The connection is redis-rs's connection manager, which
 //! reconnects by itself: a Redis that restarts, or is unreachable for a while, fails the
 //! calls made meanwhile, and the next heartbeat registers the node again.
 
@@ -24,12 +26,110 @@ pub const HEARTBEAT: Duration = Duration::from_millis(400);
 /// How long a session's claim on a node holds without being renewed.
 pub const SESSION_TTL: Duration = Duration::from_secs(30);
 
-fn node_key(id: &str) -> String {
-    format!("{PREFIX}node:{id}")
+// The nodes' keys share one hash tag, so that the scripts that touch all three run on one
+// shard of a Redis Cluster.
+
+/// The live nodes: id → when its record lapses (Redis's clock, ms).
+fn alive_key() -> String {
+    format!("{PREFIX}{{nodes}}:alive")
 }
 
-fn nodes_key() -> String {
-    format!("{PREFIX}nodes")
+/// Each node's last record: id → JSON.
+fn records_key() -> String {
+    format!("{PREFIX}{{nodes}}:records")
+}
+
+/// Counts changes to the set of live nodes: a node watching the others reads the records
+/// only when it moved.
+fn version_key() -> String {
+    format!("{PREFIX}{{nodes}}:version")
+}
+
+/// Now on Redis's clock, in ms (every node's lapse is judged by the same clock).
+const NOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// Register node `ARGV[2]` with record `ARGV[3]` for `ARGV[1]` ms; the set of live nodes
+/// changed (the version moves) if it was not among them.
+const REGISTER: &str = r"
+local old = redis.call('ZSCORE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+if not old or tonumber(old) <= now then
+  redis.call('INCR', KEYS[3])
+  return 1
+end
+return 0
+";
+
+/// The records of the live nodes.
+const LIVE: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+if #ids == 0 then
+  return {}
+end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+";
+
+/// Take out the nodes whose records lapsed (the version moves); return them.
+const REAP: &str = r"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[2], unpack(gone))
+  redis.call('INCR', KEYS[3])
+end
+return gone
+";
+
+/// Whether node `ARGV[1]` is alive.
+const IS_ALIVE: &str = r"
+local lapses = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if lapses and tonumber(lapses) > now then
+  return 1
+end
+return 0
+";
+
+/// Take node `ARGV[1]` out now (the version moves if it was in).
+const UNREGISTER: &str = r"
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('INCR', KEYS[3])
+end
+return 0
+";
+
+/// The node scripts, each behind Redis's clock.
+struct NodeScripts {
+    register: redis::Script,
+    live: redis::Script,
+    reap: redis::Script,
+    is_alive: redis::Script,
+    unregister: redis::Script,
+}
+
+static NODE_SCRIPTS: std::sync::LazyLock<NodeScripts> = std::sync::LazyLock::new(|| {
+    let with_now = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
+    NodeScripts {
+        register: with_now(REGISTER),
+        live: with_now(LIVE),
+        reap: with_now(REAP),
+        is_alive: with_now(IS_ALIVE),
+        unregister: with_now(UNREGISTER),
+    }
+});
+
+/// `script` over the three node keys.
+fn on_nodes(script: &'static redis::Script) -> redis::ScriptInvocation<'static> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(alive_key())
+        .key(records_key())
+        .key(version_key());
+    invocation
 }
 
 fn session_key(sid: &str, region: &str) -> String {
@@ -130,18 +230,11 @@ impl Directory {
     pub async fn register(&self, node: &NodeInfo) -> Result<(), ClusterError> {
         let json = serde_json::to_string(node).expect("a node record serialises");
         let mut con = self.con.clone();
-        redis::pipe()
-            .atomic()
-            .set_options(
-                node_key(&node.id),
-                json,
-                redis::SetOptions::default()
-                    .with_expiration(redis::SetExpiry::PX(millis(NODE_TTL))),
-            )
-            .ignore()
-            .sadd(nodes_key(), &node.id)
-            .ignore()
-            .query_async::<()>(&mut con)
+        let _: i64 = on_nodes(&NODE_SCRIPTS.register)
+            .arg(millis(NODE_TTL))
+            .arg(&node.id)
+            .arg(json)
+            .invoke_async(&mut con)
             .await?;
         Ok(())
     }
@@ -156,7 +249,26 @@ impl Directory {
     /// Whether node `id`'s record is alive.
     pub async fn has_node(&self, id: &str) -> Result<bool, ClusterError> {
         let mut con = self.con.clone();
-        Ok(con.exists(node_key(id)).await?)
+        let alive: i64 = on_nodes(&NODE_SCRIPTS.is_alive)
+            .arg(id)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(alive == 1)
+    }
+
+    /// Take out the nodes whose records lapsed; their ids. Any node may do it: the first to
+    /// look after a lapse does, and the others see the version move.
+    pub async fn reap_nodes(&self) -> Result<Vec<String>, ClusterError> {
+        let mut con = self.con.clone();
+        Ok(on_nodes(&NODE_SCRIPTS.reap).invoke_async(&mut con).await?)
+    }
+
+    /// How often the set of live nodes has changed (0 after Redis started empty): the
+    /// records need reading again only when it moved.
+    pub async fn nodes_version(&self) -> Result<u64, ClusterError> {
+        let mut con = self.con.clone();
+        let version: Option<u64> = con.get(version_key()).await?;
+        Ok(version.unwrap_or(0))
     }
 
     /// Redis's epoch: a random value the first node to ask after Redis started (empty) sets.
@@ -179,13 +291,9 @@ impl Directory {
     /// Take a node out at once (it is shutting down), rather than after its record lapses.
     pub async fn unregister(&self, id: &str) -> Result<(), ClusterError> {
         let mut con = self.con.clone();
-        redis::pipe()
-            .atomic()
-            .del(node_key(id))
-            .ignore()
-            .srem(nodes_key(), id)
-            .ignore()
-            .query_async::<()>(&mut con)
+        let _: i64 = on_nodes(&NODE_SCRIPTS.unregister)
+            .arg(id)
+            .invoke_async(&mut con)
             .await?;
         Ok(())
     }
@@ -193,25 +301,18 @@ impl Directory {
     /// The nodes alive now, by id.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
         let mut con = self.con.clone();
-        let mut ids: Vec<String> = con.smembers(nodes_key()).await?;
-        ids.sort();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
-        let records: Vec<Option<String>> = con.mget(&keys).await?;
-        let mut alive = Vec::with_capacity(ids.len());
-        for (key, record) in keys.iter().zip(records) {
-            let Some(json) = record else {
-                continue;
-            };
+        let records: Vec<Option<String>> =
+            on_nodes(&NODE_SCRIPTS.live).invoke_async(&mut con).await?;
+        let mut alive = Vec::with_capacity(records.len());
+        for json in records.into_iter().flatten() {
             let node =
                 serde_json::from_str::<NodeInfo>(&json).map_err(|e| ClusterError::Unreadable {
-                    key: key.clone(),
+                    key: records_key(),
                     reason: e.to_string(),
                 })?;
             alive.push(node);
         }
+        alive.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(alive)
     }
 

@@ -136,6 +136,7 @@ async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSend
     // Until then a node missing from the list may just not have registered again yet.
     let mut trust_from = tokio::time::Instant::now();
     let mut epoch = None;
+    let mut version = None;
     loop {
         tick.tick().await;
         // Redis unreachable: nothing is known to have died.
@@ -148,9 +149,27 @@ async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSend
             trust_from = tokio::time::Instant::now() + REREGISTER_GRACE;
             epoch = Some(now_epoch);
         }
+        // The first to look after a lapse takes the node out, and the version moves; the
+        // records are read only when it did (a few bytes a look otherwise, however many
+        // nodes there are).
+        if directory.reap_nodes().await.is_err() {
+            continue;
+        }
+        let Ok(now_version) = directory.nodes_version().await else {
+            continue;
+        };
+        // In the grace after Redis started empty, look every time: nodes register again
+        // without the version telling who did not.
+        let trusted = tokio::time::Instant::now() >= trust_from;
+        if trusted && version == Some(now_version) {
+            continue;
+        }
         let Ok(nodes) = directory.nodes().await else {
             continue;
         };
+        if trusted {
+            version = Some(now_version);
+        }
         let ids = |list: &[NodeInfo]| list.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
         if told.as_deref().map(ids) != Some(ids(&nodes)) {
             told = Some(nodes.clone());
