@@ -109,6 +109,8 @@ pub struct TunnelStats {
     pub bad_control: u64,
     /// Video packets not sent because their layer was shed while the trunk was congested.
     pub shed: u64,
+    /// Video packets not sent because no subscriber on the peer wants their layer.
+    pub unwanted: u64,
     /// The highest simulcast layer sent now (None: every layer).
     pub layer_cap: Option<u8>,
     /// Data-channel messages sent to the peer.
@@ -140,6 +142,9 @@ struct Export {
     route: FeedRoute,
     /// Simulcast video, whose layers can be shed.
     simulcast: bool,
+    /// The layers subscribers on the peer want (bit `l`: layer `l`), once it said; the others
+    /// do not cross, but for the lowest, on which a new subscriber there starts at once.
+    wanted: Option<u8>,
     /// The last datagrams sent, for resending: (ssrc, sequence, bytes), shared with what
     /// went to QUIC (no copy).
     sent: VecDeque<(u32, u16, Bytes)>,
@@ -271,6 +276,7 @@ impl Tunnel {
                     Export {
                         route,
                         simulcast: feed.kind == MediaKind::Video && feed.simulcast.is_some(),
+                        wanted: None,
                         sent: VecDeque::with_capacity(RESEND_CACHE),
                     },
                 );
@@ -350,6 +356,14 @@ impl Tunnel {
         };
         if export.simulcast {
             let layer = packet.info.layer;
+            if layer > 0
+                && export
+                    .wanted
+                    .is_some_and(|mask| mask & (1 << layer.min(7)) == 0)
+            {
+                self.stats.unwanted += 1;
+                return;
+            }
             if self.congestion.cap.is_some_and(|cap| layer > cap) {
                 self.stats.shed += 1;
                 return;
@@ -511,11 +525,14 @@ impl Tunnel {
                     }
                 }
             }
-            Control::LayersWanted { channel, mask } => match self.exports.get(&channel) {
-                Some(export) => self.outputs.push_back(TunnelOutput::LayersWanted {
-                    route: export.route,
-                    mask,
-                }),
+            Control::LayersWanted { channel, mask } => match self.exports.get_mut(&channel) {
+                Some(export) => {
+                    export.wanted = Some(mask);
+                    self.outputs.push_back(TunnelOutput::LayersWanted {
+                        route: export.route,
+                        mask,
+                    })
+                }
                 None => self.stats.bad_control += 1,
             },
             Control::KeyframeRequest {
@@ -1020,6 +1037,49 @@ mod tests {
         assert_eq!((b.malformed, b.bad_control, b.unknown_channel), (2, 1, 1));
         assert_eq!(p.a.stats().bad_control, 1);
         assert!(p.b.poll_output().is_none() && p.a.poll_output().is_none());
+    }
+
+    #[test]
+    fn layers_no_subscriber_on_the_peer_wants_do_not_cross_but_the_lowest() {
+        let mut p = Pair::new();
+        p.feed.simulcast = Some(relay::control::Simulcast {
+            mid: "0".into(),
+            rids: vec!["q".into(), "h".into(), "f".into()],
+        });
+        p.b.import(&sid(), &cam(), AT_B);
+        p.b.set_sink(AT_B, 0, true);
+        p.run();
+        let mut seq = 0;
+        let mut send_layers = |p: &mut Pair| {
+            let before = p.delivered(0).len();
+            for layer in 0..3 {
+                p.a.handle_core(rtp(seq, layer));
+                seq += 1;
+            }
+            p.run();
+            p.delivered(0).len() - before
+        };
+        // Before B said what its subscribers want: every layer.
+        assert_eq!(send_layers(&mut p), 3);
+        // B's subscribers want the middle layer only (small elements): the top one stays
+        // home, the lowest still crosses.
+        p.b.handle_core(CrossCore::LayersWanted {
+            route: AT_B,
+            core: 0,
+            mask: 0b010,
+        });
+        p.run();
+        assert_eq!(send_layers(&mut p), 2);
+        assert_eq!(p.a.stats().unwanted, 1);
+        // One of them grows: the top layer crosses again.
+        p.b.handle_core(CrossCore::LayersWanted {
+            route: AT_B,
+            core: 0,
+            mask: 0b111,
+        });
+        p.run();
+        assert_eq!(send_layers(&mut p), 3);
+        assert_eq!(p.a.stats().unwanted, 1);
     }
 
     #[test]
