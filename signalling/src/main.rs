@@ -712,7 +712,6 @@ fn node_info(
         id: c.node_id.clone().unwrap_or_default(),
         region: c.region.clone(),
         signalling,
-        control: args.http,
         edge,
         media: relay.advertised_ip(),
         capacity: c.capacity,

@@ -89,7 +89,6 @@ fn node(id: &str, region: &str) -> NodeInfo {
         id: id.into(),
         region: region.into(),
         signalling: format!("http://{id}.example:8080"),
-        control: "127.0.0.1:7000".parse().unwrap(),
         edge: "127.0.0.1:7001".parse().unwrap(),
         media: "127.0.0.1".parse().unwrap(),
         capacity: 100,

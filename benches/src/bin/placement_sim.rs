@@ -183,7 +183,6 @@ fn main() -> anyhow::Result<()> {
                 id: format!("{r}-{i}"),
                 region: (*r).into(),
                 signalling: format!("https://{r}-{i}.example.net"),
-                control: "10.0.0.1:7000".parse()?,
                 edge: "10.0.0.1:7400".parse()?,
                 media: "203.0.113.1".parse()?,
                 capacity: args.capacity,

@@ -27,8 +27,6 @@ pub struct NodeInfo {
     pub region: String,
     /// Where browsers reach its signalling (`http://…` or `https://…`).
     pub signalling: String,
-    /// Its relay's control API.
-    pub control: SocketAddr,
     /// Its edge's QUIC address.
     pub edge: SocketAddr,
     /// The address its relay puts in ICE candidates.

@@ -56,7 +56,6 @@ mod tests {
             id: id.into(),
             region: region.into(),
             signalling: format!("http://{id}"),
-            control: "127.0.0.1:7000".parse().unwrap(),
             edge: "127.0.0.1:7001".parse().unwrap(),
             media: "127.0.0.1".parse().unwrap(),
             capacity,
