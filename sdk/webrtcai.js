@@ -1153,8 +1153,20 @@ async function connect(session, resume, url = session._url ?? session._client.ur
   const ws = new WebSocket(url);
   session._ws = ws;
   await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = () => reject(new WebRTCaiError("connection_failed", `cannot reach ${url}`));
+    const timer = setTimeout(() => {
+      ws.onopen = null;
+      ws.onerror = null;
+      ws.close();
+      reject(new WebRTCaiError("connection_failed", `cannot reach ${url} within ${session._timeoutMs} ms`));
+    }, session._timeoutMs);
+    ws.onopen = () => {
+      clearTimeout(timer);
+      resolve(void 0);
+    };
+    ws.onerror = () => {
+      clearTimeout(timer);
+      reject(new WebRTCaiError("connection_failed", `cannot reach ${url}`));
+    };
   });
   const heard = heartbeat(session, ws);
   ws.onmessage = (ev) => {

@@ -258,6 +258,20 @@ struct Slot {
     connecting: bool,
     send_failed: u64,
     data_dropped: u64,
+    /// Bytes of data-channel messages queued for the control stream and not written yet:
+    /// past [`MAX_DATA_QUEUED`] more are dropped, so a slow trunk does not hold a flood.
+    data_queued: Rc<std::cell::Cell<usize>>,
+}
+
+/// See [`Slot::data_queued`].
+const MAX_DATA_QUEUED: usize = 4 * 1024 * 1024;
+
+/// The bytes a data-channel message takes in the control queue.
+fn data_bytes(message: &Control) -> usize {
+    match message {
+        Control::Data { delivered, .. } => delivered.len(),
+        _ => 0,
+    }
 }
 
 impl Slot {
@@ -270,6 +284,7 @@ impl Slot {
             connecting: false,
             send_failed: 0,
             data_dropped: 0,
+            data_queued: Rc::default(),
         }
     }
 }
@@ -578,11 +593,15 @@ fn register(node: &Shared, trunk: Trunk) {
         slot.control = Some(control_tx);
         // What was asked on the last trunk is asked again on this one.
         slot.tunnel.reset();
+        // A count of its own: what the last trunk's queue held is gone with it.
+        slot.data_queued = Rc::default();
+        let queued = slot.data_queued.clone();
         tokio::task::spawn_local(async move {
             while let Some(message) = control_rx.recv().await {
                 if sender.send(&message).await.is_err() {
                     return;
                 }
+                queued.set(queued.get().saturating_sub(data_bytes(&message)));
             }
         });
     }
@@ -643,6 +662,7 @@ fn broken(node: &Shared, peer: &str, id: usize, reason: &str) {
         tracing::warn!(peer, reason, "trunk down");
         slot.connection = None;
         slot.control = None;
+        slot.data_queued = Rc::default();
         slot.tunnel.reset();
         let reconnect = wanted && slot.addr.is_some() && !slot.connecting;
         if reconnect {
@@ -676,7 +696,10 @@ fn drain(node: &Shared, peer: &str) {
             TunnelOutput::Control(message) => {
                 // With the trunk down it is dropped: the next trunk starts over.
                 if let Some(control) = &slot.control {
-                    let _ = control.send(message);
+                    let bytes = data_bytes(&message);
+                    if control.send(message).is_ok() {
+                        slot.data_queued.set(slot.data_queued.get() + bytes);
+                    }
                 }
             }
             TunnelOutput::Datagram(bytes) => match &slot.connection {
@@ -850,7 +873,7 @@ fn from_core(node: &Shared, message: CrossCore) {
                     let Some(slot) = n.slots.get_mut(&peer) else {
                         continue;
                     };
-                    if slot.control.is_none() {
+                    if slot.control.is_none() || slot.data_queued.get() > MAX_DATA_QUEUED {
                         slot.data_dropped += 1;
                         continue;
                     }

@@ -117,6 +117,9 @@ pub struct TunnelStats {
     pub data_out: u64,
     /// Data-channel messages received from the peer.
     pub data_in: u64,
+    /// Data-channel messages too large for the trunk's control stream (many long uids
+    /// named), not sent.
+    pub data_too_large: u64,
 }
 
 /// A feed this node receives from the peer (or wants to).
@@ -427,6 +430,17 @@ impl Tunnel {
     /// on the peer's: it goes on the control stream, in order with the session's others.
     pub fn send_data(&mut self, relayed: &RelayedData) {
         use base64::Engine as _;
+        // What the message takes on the stream at most (base64, and JSON's six bytes for a
+        // control character in a uid): one the peer would refuse, closing the trunk, stays
+        // here.
+        let names = relayed.sid.0.len()
+            + relayed.from.0.len()
+            + relayed.targets.iter().map(|t| t.0.len() + 3).sum::<usize>();
+        let size = relayed.delivered.len().div_ceil(3) * 4 + 6 * names + 256;
+        if size > crate::frame::MAX_CONTROL {
+            self.stats.data_too_large += 1;
+            return;
+        }
         self.stats.data_out += 1;
         self.outputs.push_back(TunnelOutput::Control(Control::Data {
             sid: relayed.sid.clone(),
@@ -539,15 +553,22 @@ impl Tunnel {
                 channel,
                 layer,
                 bypass_limit,
-            } => match self.exports.get(&channel) {
-                Some(export) => self.outputs.push_back(TunnelOutput::ToCore {
-                    core: export.route.core,
-                    message: CrossCore::KeyframeRequest {
-                        route: export.route,
-                        layer,
-                        bypass_limit,
-                    },
-                }),
+            } => match self.exports.get_mut(&channel) {
+                Some(export) => {
+                    // A subscriber there waits for this layer's keyframe: it crosses now,
+                    // before its node's next report of the layers wanted.
+                    if let (Some(l), Some(mask)) = (layer, export.wanted.as_mut()) {
+                        *mask |= 1 << l.min(7);
+                    }
+                    self.outputs.push_back(TunnelOutput::ToCore {
+                        core: export.route.core,
+                        message: CrossCore::KeyframeRequest {
+                            route: export.route,
+                            layer,
+                            bypass_limit,
+                        },
+                    })
+                }
                 None => self.stats.bad_control += 1,
             },
             Control::Nack {
@@ -878,6 +899,18 @@ mod tests {
         });
         assert!(p.b.poll_output().is_none());
         assert_eq!(p.b.stats().bad_control, 1);
+        // A message whose frame the peer would refuse (over MAX_CONTROL once its many long
+        // uids are escaped) is not sent: it would close the trunk for every session.
+        let huge = RelayedData {
+            targets: (0..1024)
+                .map(|_| relay::ids::Uid("\u{1}".repeat(250)))
+                .collect(),
+            delivered: Bytes::from(vec![0u8; 256 * 1024]),
+            ..sent
+        };
+        p.a.send_data(&huge);
+        assert!(p.a.poll_output().is_none());
+        assert_eq!((p.a.stats().data_out, p.a.stats().data_too_large), (1, 1));
     }
 
     #[test]
@@ -1080,6 +1113,22 @@ mod tests {
         p.run();
         assert_eq!(send_layers(&mut p), 3);
         assert_eq!(p.a.stats().unwanted, 1);
+        // Back to the middle only; then a subscriber there asks for a keyframe of the top
+        // layer (its element grew): that layer crosses at once, before the next report.
+        p.b.handle_core(CrossCore::LayersWanted {
+            route: AT_B,
+            core: 0,
+            mask: 0b011,
+        });
+        p.run();
+        assert_eq!(send_layers(&mut p), 2);
+        p.b.handle_core(CrossCore::KeyframeRequest {
+            route: AT_B,
+            layer: Some(2),
+            bypass_limit: false,
+        });
+        p.run();
+        assert_eq!(send_layers(&mut p), 3);
     }
 
     #[test]

@@ -58,8 +58,22 @@ export async function connect(session, resume, url = session._url ?? session._cl
   const ws = new WebSocket(url);
   session._ws = ws;
   await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = () => reject(new WebRTCaiError('connection_failed', `cannot reach ${url}`));
+    // A network that drops packets without a word would leave the page waiting for the
+    // system's own connect timeout (minutes): the request timeout bounds it.
+    const timer = setTimeout(() => {
+      ws.onopen = null;
+      ws.onerror = null;
+      ws.close();
+      reject(new WebRTCaiError('connection_failed', `cannot reach ${url} within ${session._timeoutMs} ms`));
+    }, session._timeoutMs);
+    ws.onopen = () => {
+      clearTimeout(timer);
+      resolve(undefined);
+    };
+    ws.onerror = () => {
+      clearTimeout(timer);
+      reject(new WebRTCaiError('connection_failed', `cannot reach ${url}`));
+    };
   });
   const heard = heartbeat(session, ws);
   ws.onmessage = (ev) => {

@@ -526,7 +526,10 @@ impl Store {
                      bytes_in, bytes_out, peak_participants, recording_seconds, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (cid, sid, started_at) DO UPDATE SET
-                     ended_at = COALESCE(excluded.ended_at, ended_at),
+                     ended_at = CASE
+                         WHEN excluded.ended_at IS NULL THEN ended_at
+                         WHEN ended_at IS NULL THEN excluded.ended_at
+                         ELSE MAX(ended_at, excluded.ended_at) END,
                      participant_seconds = participant_seconds + excluded.participant_seconds,
                      bytes_in = bytes_in + excluded.bytes_in,
                      bytes_out = bytes_out + excluded.bytes_out,

@@ -173,6 +173,10 @@ async fn a_node_that_stops_is_gone_within_two_seconds_and_its_sessions_move() {
         "eu-2"
     );
     assert!(!dir.renew_session("c/room", "eu", "eu-1").await.unwrap());
+    // A node whose record lapsed while it ran on (a stall) learns so when it registers
+    // again: the others took it for gone, and it must say again what it has.
+    assert!(dir.register(&a).await.unwrap(), "registered after a lapse");
+    assert!(!dir.register(&a).await.unwrap(), "a renewal");
     // A resume token is taken once, wherever the reconnect lands.
     dir.put_resume("tok", "c/room", "alice", Duration::from_secs(20))
         .await
@@ -185,14 +189,30 @@ async fn a_node_that_stops_is_gone_within_two_seconds_and_its_sessions_move() {
 }
 
 #[tokio::test]
-async fn a_session_has_one_start_and_its_node_claims_it_again_after_redis_lost_it() {
+async fn a_session_has_one_start_one_closer_and_its_node_claims_it_again_after_redis_lost_it() {
     let redis = Redis::start("start");
     let (a, _) = Directory::connect(&redis.url()).await.unwrap();
     let (b, _) = Directory::connect(&redis.url()).await.unwrap();
     // The first node to have the session sets its start; the next one, later, gets it.
     assert_eq!(a.session_started("c/s", 1000).await.unwrap(), 1000);
     assert_eq!(b.session_started("c/s", 1007).await.unwrap(), 1000);
-    a.renew_started("c/s").await.unwrap();
+    a.renew_started("c/s", 1000).await.unwrap();
+    // The nodes with participants of it: the last to leave closes its usage record.
+    a.enter_session("c/s", "eu-1").await.unwrap();
+    b.enter_session("c/s", "eu-2").await.unwrap();
+    let (left_a, left_b) = tokio::join!(
+        a.leave_session("c/s", "eu-1"),
+        b.leave_session("c/s", "eu-2")
+    );
+    assert_eq!(
+        [left_a.unwrap(), left_b.unwrap()]
+            .iter()
+            .filter(|last| **last)
+            .count(),
+        1,
+        "exactly one of two nodes leaving at once is the last"
+    );
+    a.enter_session("c/s", "eu-1").await.unwrap();
     let alive = vec![node("eu-1", "eu"), node("eu-2", "eu")];
     assert_eq!(
         a.claim_session("c/s", "eu", "eu-1", &alive).await.unwrap(),
@@ -213,6 +233,9 @@ async fn a_session_has_one_start_and_its_node_claims_it_again_after_redis_lost_i
         b.session_node("c/s", "eu").await.unwrap(),
         Some("eu-1".to_string())
     );
+    // And its start time, as it had it.
+    a.renew_started("c/s", 1000).await.unwrap();
+    assert_eq!(b.session_started("c/s", 2000).await.unwrap(), 1000);
 }
 
 /// How many times Redis ran `command` so far (INFO commandstats).

@@ -144,6 +144,16 @@ fn feeds_key(sid: &str) -> String {
     format!("{PREFIX}session:{sid}:feeds")
 }
 
+fn session_nodes_key(sid: &str) -> String {
+    format!("{PREFIX}session:{sid}:nodes")
+}
+
+/// Take node `ARGV[1]` out of the session's nodes; how many are left.
+const LEAVE_SESSION: &str = r"
+redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
+";
+
 fn started_key(sid: &str) -> String {
     format!("{PREFIX}session:{sid}:started")
 }
@@ -227,16 +237,18 @@ impl Directory {
     }
 
     /// Register `node`, or renew its record: it lapses after [`NODE_TTL`] without renewal.
-    pub async fn register(&self, node: &NodeInfo) -> Result<(), ClusterError> {
+    /// True where it was not among the live nodes (new, or lapsed: the others took it for
+    /// gone, and it must say again what it has).
+    pub async fn register(&self, node: &NodeInfo) -> Result<bool, ClusterError> {
         let json = serde_json::to_string(node).expect("a node record serialises");
         let mut con = self.con.clone();
-        let _: i64 = on_nodes(&NODE_SCRIPTS.register)
+        let added: i64 = on_nodes(&NODE_SCRIPTS.register)
             .arg(millis(NODE_TTL))
             .arg(&node.id)
             .arg(json)
             .invoke_async(&mut con)
             .await?;
-        Ok(())
+        Ok(added == 1)
     }
 
     /// Whether Redis answers.
@@ -379,11 +391,49 @@ impl Directory {
         })
     }
 
-    /// Keep `sid`'s start time (a node still has participants of it).
-    pub async fn renew_started(&self, sid: &str) -> Result<(), ClusterError> {
+    /// Node `node` has participants of `sid` (kept for [`SESSION_TTL`], renewed).
+    pub async fn enter_session(&self, sid: &str, node: &str) -> Result<(), ClusterError> {
+        let key = session_nodes_key(sid);
         let mut con = self.con.clone();
-        let _: bool = con
-            .pexpire(started_key(sid), millis(SESSION_TTL) as i64)
+        redis::pipe()
+            .atomic()
+            .sadd(&key, node)
+            .ignore()
+            .pexpire(&key, millis(SESSION_TTL) as i64)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// Node `node` no longer has participants of `sid`: whether it was the last node that
+    /// had (then it closes the session's usage record).
+    pub async fn leave_session(&self, sid: &str, node: &str) -> Result<bool, ClusterError> {
+        let mut con = self.con.clone();
+        let left: i64 = redis::Script::new(LEAVE_SESSION)
+            .key(session_nodes_key(sid))
+            .arg(node)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(left == 0)
+    }
+
+    /// Keep `sid`'s start time (a node still has participants of it).
+    pub async fn renew_started(&self, sid: &str, started_at: i64) -> Result<(), ClusterError> {
+        let key = started_key(sid);
+        let mut con = self.con.clone();
+        // Set again where Redis lost it (restarted empty): the session still started then.
+        redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(started_at)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(SESSION_TTL))
+            .ignore()
+            .pexpire(&key, millis(SESSION_TTL) as i64)
+            .ignore()
+            .query_async::<()>(&mut con)
             .await?;
         Ok(())
     }

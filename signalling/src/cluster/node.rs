@@ -24,7 +24,7 @@ pub async fn join(
 ) -> Result<crate::Cluster, ClusterError> {
     let (directory, pushed) = Directory::connect(url).await?;
     take_id(&directory, &node.id).await?;
-    directory.register(&node).await?;
+    let _: bool = directory.register(&node).await?;
     let (writes, to_write) = mpsc::unbounded_channel();
     tokio::spawn(crate::hub::cluster::run_writes(to_write));
     let link = ClusterLink {
@@ -148,6 +148,8 @@ async fn watch_nodes(directory: Directory, me: String, gone: mpsc::UnboundedSend
             // within a heartbeat or two.
             trust_from = tokio::time::Instant::now() + REREGISTER_GRACE;
             epoch = Some(now_epoch);
+            // A new Redis counts from 0 again: its version says nothing of the old one's.
+            version = None;
         }
         // The first to look after a lapse takes the node out, and the version moves; the
         // records are read only when it did (a few bytes a look otherwise, however many
@@ -216,12 +218,14 @@ async fn heartbeat(
             record.load = stats.iter().map(|s| s.participants as u32).sum();
         }
         match directory.register(&record).await {
-            Ok(()) if failing => {
-                tracing::info!(node = %node.id, "registered with Redis again");
+            Ok(lapsed) if failing || lapsed => {
+                // Redis was lost, or this node's record lapsed (a stall longer than its time
+                // to live): the others took it for gone and dropped what it has.
+                tracing::info!(node = %node.id, lapsed, "registered with Redis again");
                 failing = false;
                 let _ = recovered.send(());
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) if !failing => {
                 tracing::warn!(node = %node.id, error = %e, "heartbeat failed; calls go on");
                 failing = true;

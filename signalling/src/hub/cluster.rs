@@ -106,6 +106,9 @@ pub struct RemotePeer {
     /// Its node stopped at this time: it is reconnecting, and leaves if not back within
     /// [`RESUME_WINDOW`].
     gone_since: Option<Instant>,
+    /// When this node last heard it joined (a roster heard before then does not take it
+    /// away).
+    heard_at: Instant,
 }
 
 impl RemotePeer {
@@ -240,11 +243,18 @@ impl Hub {
         let Some(link) = &self.cluster else {
             return;
         };
-        let events = link.events.clone();
+        let (events, directory, me) = (
+            link.events.clone(),
+            link.directory.clone(),
+            link.node.clone(),
+        );
         let sid = sid.to_owned();
         // In the hub's order with the session's other writes: a leave's unfollow made just
         // before cannot come after it and leave the session unfollowed.
         let _ = link.writes.send(Box::pin(async move {
+            if let Err(e) = directory.enter_session(&sid, &me).await {
+                tracing::warn!(%sid, error = %e, "the session's nodes do not list this one");
+            }
             if let Err(e) = events.follow(&sid).await {
                 tracing::warn!(%sid, error = %e, "not following the session's events");
                 return;
@@ -259,8 +269,13 @@ impl Hub {
     /// edge forget the feeds it took from other nodes. The edge's part is returned for the
     /// caller's job on the session, so that a join that comes next (a page refreshed) waits
     /// for it and the feeds it imports again are not removed after.
+    /// The returned work says whether this node was the last with participants of the
+    /// session (it then closes the session's usage record); true where Redis cannot say.
     #[must_use = "the imports are removed only when the returned work runs"]
-    pub(super) fn unfollow_session(&self, sid: &str) -> Option<Write> {
+    pub(super) fn unfollow_session(
+        &self,
+        sid: &str,
+    ) -> Option<Pin<Box<dyn Future<Output = bool> + Send>>> {
         let link = self.cluster.as_ref()?;
         let imported: Vec<relay::ids::FeedId> = self
             .rooms
@@ -273,10 +288,20 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
-        let events = link.events.clone();
+        let (events, directory, me) = (
+            link.events.clone(),
+            link.directory.clone(),
+            link.node.clone(),
+        );
         let unfollowed = sid.to_owned();
+        let (last_tx, last_rx) = tokio::sync::oneshot::channel();
         let _ = link.writes.send(Box::pin(async move {
             let _ = events.unfollow(&unfollowed).await;
+            let last = directory
+                .leave_session(&unfollowed, &me)
+                .await
+                .unwrap_or(true);
+            let _ = last_tx.send(last);
         }));
         let _ = link.edge.set_session_peers(&Sid::from(sid), Vec::new());
         let edge = link.edge.clone();
@@ -285,6 +310,7 @@ impl Hub {
             for track in imported {
                 let _ = edge.remove_import(&rsid, &track).await;
             }
+            last_rx.await.unwrap_or(true)
         }))
     }
 
@@ -545,6 +571,7 @@ impl Hub {
                         name: m.name,
                         node: m.node,
                         gone_since: None,
+                        heard_at: Instant::now(),
                         quality: None,
                     },
                 );
@@ -581,10 +608,11 @@ impl Hub {
         let Some(room) = self.rooms.get_mut(sid) else {
             return;
         };
+        // A session with nobody here any more (its leave under way) sends nothing.
         let mut nodes: Vec<String> = room
             .remote
             .values()
-            .filter(|p| p.present())
+            .filter(|p| p.present() && !room.peers.is_empty())
             .map(|p| p.node.clone())
             .filter(|n| *n != link.node)
             .collect();
@@ -639,7 +667,19 @@ impl Hub {
                 if let Some(peer) = room.remote.get_mut(&uid) {
                     // Back on another node after its own stopped: a reconnect, not a join.
                     let back = peer.gone_since.take().is_some();
+                    peer.heard_at = Instant::now();
+                    let moved = peer.node != from;
+                    if moved {
+                        // What its old node said of it (speech, quality) no longer holds.
+                        peer.quality = None;
+                    }
                     peer.node = from;
+                    let quiet = if moved {
+                        room.speakers.remove(Instant::now(), &uid)
+                    } else {
+                        Vec::new()
+                    };
+                    self.tell_speakers(&sid, quiet);
                     if back {
                         self.broadcast(
                             &sid,
@@ -655,6 +695,7 @@ impl Hub {
                         name: name.clone(),
                         node: from,
                         gone_since: None,
+                        heard_at: Instant::now(),
                         quality: None,
                     },
                 );
@@ -715,6 +756,7 @@ impl Hub {
                     from,
                     members,
                     feeds,
+                    at: Instant::now(),
                 };
                 self.room_input(&sid, input);
             }
@@ -767,6 +809,7 @@ impl Hub {
         from: String,
         members: Vec<String>,
         feeds: Vec<(String, Vec<String>)>,
+        at: Instant,
     ) {
         let Some(room) = self.rooms.get(sid) else {
             return;
@@ -774,7 +817,13 @@ impl Hub {
         let left: Vec<String> = room
             .remote
             .iter()
-            .filter(|(uid, p)| p.node == from && p.gone_since.is_none() && !members.contains(uid))
+            .filter(|(uid, p)| {
+                // One heard joining after the roster came is newer than the roster.
+                p.node == from
+                    && p.gone_since.is_none()
+                    && p.heard_at < at
+                    && !members.contains(uid)
+            })
             .map(|(uid, _)| uid.clone())
             .collect();
         let unpublished: Vec<String> = room
@@ -807,6 +856,7 @@ impl Hub {
                 self.room_input(sid, input);
             }
         }
+        self.sync_data_peers(sid);
     }
 
     /// A participant of node `from` left: its feeds go, and the others here are told.
@@ -1055,8 +1105,10 @@ impl Hub {
                 node: node.to_owned(),
                 quality: None,
                 gone_since: None,
+                heard_at: Instant::now(),
             },
         );
+        self.sync_data_peers(sid);
     }
 
     /// Participants of stopped nodes not back within [`RESUME_WINDOW`] leave.
@@ -1243,11 +1295,11 @@ impl Hub {
         let Some(link) = &self.cluster else {
             return;
         };
-        let sids: Vec<String> = self
+        let sids: Vec<(String, i64)> = self
             .rooms
             .iter()
             .filter(|(_, r)| !r.peers.is_empty())
-            .map(|(sid, _)| sid.clone())
+            .map(|(sid, r)| (sid.clone(), r.started_at))
             .collect();
         if sids.is_empty() {
             return;
@@ -1259,11 +1311,12 @@ impl Hub {
             link.region.clone(),
         );
         let _ = link.writes.send(Box::pin(async move {
-            for sid in sids {
+            for (sid, started_at) in sids {
                 if claims {
                     let _ = directory.renew_session(&sid, &region, &me).await;
                 }
-                let _ = directory.renew_started(&sid).await;
+                let _ = directory.renew_started(&sid, started_at).await;
+                let _ = directory.enter_session(&sid, &me).await;
             }
         }));
     }

@@ -76,6 +76,8 @@ pub(super) enum RoomInput {
         from: String,
         members: Vec<String>,
         feeds: Vec<(String, Vec<String>)>,
+        /// When it came: participants heard joining since are newer than it.
+        at: std::time::Instant,
     },
 }
 
@@ -296,7 +298,8 @@ impl Hub {
                 from,
                 members,
                 feeds,
-            } => self.apply_roster(sid, from, members, feeds),
+                at,
+            } => self.apply_roster(sid, from, members, feeds, at),
             RoomInput::MovedAway { uid, node } => {
                 let gone = self
                     .rooms

@@ -389,7 +389,7 @@ impl Hub {
                     sid,
                     async move {
                         if let Some(unfollowed) = unfollowed {
-                            unfollowed.await;
+                            let _last_node: bool = unfollowed.await;
                         }
                         let _ = relay.remove_participant(&rsid, &ruid).await;
                         if empty {
@@ -411,7 +411,7 @@ impl Hub {
                         sid,
                         async move {
                             if let Some(unfollowed) = unfollowed {
-                                unfollowed.await;
+                                let _last_node: bool = unfollowed.await;
                             }
                             let _ = relay.remove_session(&rsid).await;
                         },

@@ -185,9 +185,11 @@ impl Hub {
         self.spawn_job(
             &sid.clone(),
             async move {
-                if let Some(unfollowed) = unfollowed {
-                    unfollowed.await;
-                }
+                // Out of a cluster, the session ends with its last participant here.
+                let last_node = match unfollowed {
+                    Some(unfollowed) => unfollowed.await,
+                    None => true,
+                };
                 for track in tracks {
                     let _ = relay.unpublish(&rsid, &ruid, &track).await;
                 }
@@ -203,22 +205,19 @@ impl Hub {
                 if empty {
                     let _ = relay.remove_session(&rsid).await;
                 }
-                usage
+                (usage, last_node)
             },
-            move |hub, usage| {
+            move |hub, (usage, last_node)| {
                 if let Some(room) = hub.rooms.get_mut(&sid) {
                     room.meter.account(left_at, &uid, usage);
                     room.meter.metered_until.remove(&uid);
                     room.meter.counters.remove(&uid);
                 }
                 if empty {
-                    // The session ends here; it goes on where other nodes still have
-                    // participants of it, and the last of them closes the shared record.
-                    let elsewhere = hub
-                        .rooms
-                        .get(&sid)
-                        .is_some_and(|r| r.remote.values().any(|p| p.present()));
-                    let ended = (!elsewhere).then(super::recording::unix_now);
+                    // The session ends here. In a cluster it goes on where other nodes have
+                    // participants of it (Redis lists them), and the last to let it go closes
+                    // its shared usage record.
+                    let ended = last_node.then(super::recording::unix_now);
                     hub.write_usage(&sid, Instant::now(), &[], ended);
                     hub.rooms.remove(&sid);
                 }

@@ -597,7 +597,7 @@ impl Hub {
                 if now.saturating_duration_since(self.claims_renewed) >= RENEW_CLAIMS {
                     self.claims_renewed = now;
                     self.renew_claims();
-                    // What changed without an event of its own (a node's edge address).
+                    // A safety net: the edge's data peers again where a change was missed.
                     self.sync_all_data_peers();
                 }
                 for (sid, uid) in expired {
