@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use relay::control::FeedDescription;
 use relay::ids::{FeedId, Sid, Uid};
 use relay::sfu::cross_core::{CrossCore, FeedRoute};
@@ -275,6 +276,14 @@ fn data_bytes(message: &Control) -> usize {
 }
 
 impl Slot {
+    /// Hand a media datagram to QUIC (counted where the trunk is down or too small for it).
+    fn send_datagram(&mut self, bytes: Bytes) {
+        match &self.connection {
+            Some(c) if c.send_datagram(bytes).is_ok() => {}
+            _ => self.send_failed += 1,
+        }
+    }
+
     fn new() -> Slot {
         Slot {
             tunnel: Tunnel::new(),
@@ -702,14 +711,7 @@ fn drain(node: &Shared, peer: &str) {
                     }
                 }
             }
-            TunnelOutput::Datagram(bytes) => match &slot.connection {
-                Some(c) => {
-                    if c.send_datagram(bytes).is_err() {
-                        slot.send_failed += 1;
-                    }
-                }
-                None => slot.send_failed += 1,
-            },
+            TunnelOutput::Datagram(bytes) => slot.send_datagram(bytes),
             TunnelOutput::ToCore { core, message } => {
                 if n.port.send_to_core(core, message) == Err(true) {
                     n.core_queue_full += 1;
@@ -840,17 +842,32 @@ async fn cores_loop(node: Shared, notify: std::sync::Arc<tokio::sync::Notify>) {
 fn from_core(node: &Shared, message: CrossCore) {
     match message {
         CrossCore::Rtp { route, packet } => {
-            let peers: Vec<String> = match node.borrow().exports.get(&route) {
-                Some(e) => e.peers.keys().cloned().collect(),
-                None => return,
-            };
-            for peer in peers {
-                if let Some(slot) = node.borrow_mut().slots.get_mut(&peer) {
+            // Per packet: one borrow, no copy of the peers' names; a trunk with anything
+            // but datagrams to send (rare) is drained after.
+            let mut rest = Vec::new();
+            {
+                let mut n = node.borrow_mut();
+                let n = &mut *n;
+                let Some(export) = n.exports.get(&route) else {
+                    return;
+                };
+                for peer in export.peers.keys() {
+                    let Some(slot) = n.slots.get_mut(peer) else {
+                        continue;
+                    };
                     slot.tunnel.handle_core(CrossCore::Rtp {
                         route,
                         packet: packet.clone(),
                     });
+                    while let Some(bytes) = slot.tunnel.poll_datagram() {
+                        slot.send_datagram(bytes);
+                    }
+                    if slot.tunnel.has_output() {
+                        rest.push(peer.clone());
+                    }
                 }
+            }
+            for peer in rest {
                 drain(node, &peer);
             }
         }

@@ -219,4 +219,21 @@ impl Tunnel {
     pub fn poll_output(&mut self) -> Option<TunnelOutput> {
         self.outputs.pop_front()
     }
+
+    /// The next thing for the node to do if it is a media datagram: what a packet from a core
+    /// makes, sent on the hot path without the rest.
+    pub fn poll_datagram(&mut self) -> Option<Bytes> {
+        if !matches!(self.outputs.front(), Some(TunnelOutput::Datagram(_))) {
+            return None;
+        }
+        match self.outputs.pop_front() {
+            Some(TunnelOutput::Datagram(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Whether something is left for the node to do.
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
 }
