@@ -125,6 +125,13 @@ pub enum ControlError {
         /// The reply, shortened.
         reply: String,
     },
+    /// The relay runs in another process and its control API cannot be reached (or refused the
+    /// control plane's token); only a remote control plane says this.
+    #[error("the relay cannot be reached: {reason}")]
+    RelayUnreachable {
+        /// Why.
+        reason: String,
+    },
     /// The relay was started without a recordings directory.
     #[error("this relay does not record (it has no recordings directory)")]
     RecordingUnavailable,

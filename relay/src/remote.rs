@@ -336,6 +336,12 @@ impl Client {
         Ok((client, events_rx))
     }
 
+    /// Whether the connection has closed (the relay went, or refused this client): requests
+    /// on it fail, and a new one is needed.
+    pub fn is_closed(&self) -> bool {
+        self.reader.is_finished()
+    }
+
     /// Send a request and wait for its reply as the control API carries it (the `ok` value);
     /// [`Control::call`] reads it into a [`Reply`].
     pub async fn send(&self, request: Request) -> Result<Value, RemoteError> {

@@ -204,6 +204,9 @@ pub struct RelayInfo {
     pub fingerprint: String,
     /// One UDP address per core.
     pub cores: Vec<SocketAddr>,
+    /// Whether it records (it has a recordings directory).
+    #[serde(default)]
+    pub records: bool,
 }
 
 /// What a request answers.
@@ -332,6 +335,7 @@ impl RelayHandle {
             Request::Info => Ok(Reply::Info(RelayInfo {
                 fingerprint: self.fingerprint().to_owned(),
                 cores: self.core_addresses(),
+                records: self.recordings_dir().is_some(),
             })),
             Request::CreateSession { sid, core } => {
                 self.create_session(sid, core).await.map(Reply::Placement)

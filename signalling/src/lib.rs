@@ -1,6 +1,7 @@
 //! WebRTC.ai signalling: the websocket protocol ([`protocol`]), SDP offer/answer ([`sdp`]),
 //! the session state machine ([`hub`]) and the HTTP server that serves the SDK and demo app
-//! ([`http`]). It drives a relay through [`relay::RelayHandle`] and never touches media.
+//! ([`http`]). It drives a relay through [`relay_link::RelayLink`] (in this process, or in
+//! another over the relay's control API) and never touches media.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod protocol;
+pub mod relay_link;
 pub mod sdp;
 pub mod store;
 pub mod ws;
@@ -27,7 +29,7 @@ use tokio::sync::mpsc;
 /// own), and ticks; returns the sender that websocket connections feed. With `repair`, offers
 /// negotiate packet repair (NACK and RTX). Fails when the database cannot be opened again.
 pub fn start_hub(
-    relay: relay::RelayHandle,
+    relay: relay_link::RelayLink,
     mut events: mpsc::Receiver<relay::Event>,
     store: std::sync::Arc<store::Store>,
     limits: limits::JoinLimits,

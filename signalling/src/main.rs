@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use relay::{Relay, RelayConfig};
+use relay::{Control, Relay, RelayConfig};
 use signalling::auth::{self, Claims, Grants};
 use signalling::limits::JoinLimits;
+use signalling::relay_link::{RelayLink, RemoteRelay};
 use signalling::store::Store;
 
 #[global_allocator]
@@ -88,6 +89,21 @@ struct ServeArgs {
     /// `recording_unavailable`).
     #[arg(long)]
     no_recording: bool,
+    /// Drive a relay that runs in another process (the `relay` binary, on this machine or
+    /// another) through its control API at this address, instead of starting one in this
+    /// process; the media options above are then the relay's own. Recordings are written on
+    /// the relay's machine: admin downloads read them from `--recordings-dir` here, so point
+    /// it at the same directory (or a shared mount).
+    #[arg(long, conflicts_with = "redis")]
+    relay_control: Option<SocketAddr>,
+    /// The token the relay's control API asks for (its `--control-token`).
+    #[arg(
+        long,
+        env = "RELAY_CONTROL_TOKEN",
+        hide_env_values = true,
+        requires = "relay_control"
+    )]
+    relay_control_token: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -548,40 +564,56 @@ fn main() -> anyhow::Result<()> {
     let dev_key = development_key(&store)?;
     let store = Arc::new(store);
     let clustered = args.cluster.redis.is_some();
-    let mut relay = Relay::start(RelayConfig {
-        bind: args.media_bind,
-        port: args.media_port,
-        cores: args.cores,
-        pin: !args.no_pin,
-        advertise: args.advertise,
-        spread_after: args.spread_after,
-        data_rate: args.data_rate,
-        data_burst: args.data_burst,
-        recordings_dir: (!args.no_recording).then(|| args.recordings_dir.clone()),
-        edge: clustered,
-        ..Default::default()
-    })
-    .context("starting the relay")?;
-    let handle = relay.handle();
-    let events = relay.take_events().context("relay events")?;
-    let edge = match relay.take_edge_port() {
-        Some(port) => Some(start_edge(&args, port, handle.clone())?),
-        None => None,
-    };
-    let edge_handle = edge.as_ref().map(|e| e.handle());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("runtime")?;
+    // The relay in this process, or the link to one in another.
+    let (mut local, link, events) = match args.relay_control {
+        None => {
+            let mut relay = Relay::start(RelayConfig {
+                bind: args.media_bind,
+                port: args.media_port,
+                cores: args.cores,
+                pin: !args.no_pin,
+                advertise: args.advertise,
+                spread_after: args.spread_after,
+                data_rate: args.data_rate,
+                data_burst: args.data_burst,
+                recordings_dir: (!args.no_recording).then(|| args.recordings_dir.clone()),
+                edge: clustered,
+                ..Default::default()
+            })
+            .context("starting the relay")?;
+            let events = relay.take_events().context("relay events")?;
+            let link = RelayLink::Local(relay.handle());
+            (Some(relay), link, events)
+        }
+        Some(addr) => {
+            let token = args.relay_control_token.clone();
+            let (link, events) = rt
+                .block_on(RemoteRelay::connect(addr, token))
+                .with_context(|| format!("reaching the relay's control API at {addr}"))?;
+            (None, link, events)
+        }
+    };
+    let edge = match (
+        local.as_mut().and_then(|r| r.take_edge_port()),
+        link.local(),
+    ) {
+        (Some(port), Some(handle)) => Some(start_edge(&args, port, handle.clone())?),
+        _ => None,
+    };
+    let edge_handle = edge.as_ref().map(|e| e.handle());
     rt.block_on(async move {
         let limits = JoinLimits {
             per_key_per_minute: args.joins_per_key,
             per_address_per_minute: args.joins_per_address,
         };
-        let cluster = match (&args.cluster.redis, edge_handle.clone()) {
-            (Some(url), Some(edge)) => {
-                let node = node_info(&args, &handle, edge.local_addr())?;
+        let cluster = match (&args.cluster.redis, edge_handle.clone(), link.local()) {
+            (Some(url), Some(edge), Some(handle)) => {
+                let node = node_info(&args, handle, edge.local_addr())?;
                 tracing::info!(node = %node.id, region = %node.region, edge = %node.edge, "joining the cluster");
                 let cluster = signalling::cluster::node::join(url, node, handle.clone(), edge)
                     .await
@@ -591,7 +623,7 @@ fn main() -> anyhow::Result<()> {
             _ => None,
         };
         let hub = signalling::start_hub(
-            handle.clone(),
+            link.clone(),
             events,
             store.clone(),
             limits,
@@ -604,7 +636,10 @@ fn main() -> anyhow::Result<()> {
             store,
             secret: args.admin_secret.clone(),
             hub: Some(hub.clone()),
-            recordings_dir: handle.recordings_dir().map(|d| d.to_path_buf()),
+            recordings_dir: match link.local() {
+                Some(handle) => handle.recordings_dir().map(|d| d.to_path_buf()),
+                None => link.records().then(|| args.recordings_dir.clone()),
+            },
             edge: edge_handle,
         };
         let listener = tokio::net::TcpListener::bind(args.http)
@@ -618,9 +653,16 @@ fn main() -> anyhow::Result<()> {
                 args.http
             );
         }
-        tracing::info!(media = ?handle.core_addresses(), "relay cores");
+        match &link {
+            RelayLink::Local(handle) => {
+                tracing::info!(media = ?handle.core_addresses(), "relay cores")
+            }
+            RelayLink::Remote(remote) => {
+                tracing::info!(media = ?remote.info().cores, control = ?args.relay_control, "relay in another process")
+            }
+        }
         if args.stats_interval > 0 {
-            let stats_handle = handle.clone();
+            let stats_handle = link.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(args.stats_interval));
                 loop {
@@ -656,7 +698,9 @@ fn main() -> anyhow::Result<()> {
         .context("http server")
     })?;
     drop(edge);
-    relay.shutdown();
+    if let Some(relay) = local {
+        relay.shutdown();
+    }
     Ok(())
 }
 

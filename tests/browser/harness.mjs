@@ -23,7 +23,8 @@ export const CHROMIUM_FLAGS = [
   '--allow-loopback-in-peer-connection',
 ];
 
-async function freePort(host = '127.0.0.1') {
+/** A TCP port nothing listens on now, on `host`. */
+export async function freePort(host = '127.0.0.1') {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.listen(0, host, () => {

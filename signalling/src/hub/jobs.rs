@@ -318,7 +318,7 @@ impl Hub {
                 let rsid = relay::ids::Sid::from(sid);
                 self.spawn_job(
                     sid,
-                    async move { relay.set_speaker_feeds(&rsid, feeds).await },
+                    async move { relay.set_speaker_feeds(rsid.clone(), feeds).await },
                     |_, result| {
                         if let Err(e) = result {
                             tracing::debug!(error = %e, "speaker feeds not set");

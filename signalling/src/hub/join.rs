@@ -309,7 +309,9 @@ impl Hub {
                     publish_data,
                     ..Default::default()
                 };
-                let added = relay.add_participant(&rsid, &ruid, config).await;
+                let added = relay
+                    .add_participant(rsid.clone(), ruid.clone(), config)
+                    .await;
                 (true, added, remote)
             },
             {
@@ -391,9 +393,9 @@ impl Hub {
                         if let Some(unfollowed) = unfollowed {
                             let _last_node: bool = unfollowed.await;
                         }
-                        let _ = relay.remove_participant(&rsid, &ruid).await;
+                        let _ = relay.remove_participant(rsid.clone(), ruid.clone()).await;
                         if empty {
-                            let _ = relay.remove_session(&rsid).await;
+                            let _ = relay.remove_session(rsid.clone()).await;
                         }
                     },
                     |_, ()| {},
@@ -413,7 +415,7 @@ impl Hub {
                             if let Some(unfollowed) = unfollowed {
                                 let _last_node: bool = unfollowed.await;
                             }
-                            let _ = relay.remove_session(&rsid).await;
+                            let _ = relay.remove_session(rsid.clone()).await;
                         },
                         |_, ()| {},
                     );
@@ -531,7 +533,7 @@ impl Hub {
                 "publish": p.grants.publish,
                 "subscribe": p.grants.subscribe,
                 "publish_data": p.grants.publish_data,
-                "record": p.grants.record && !room.e2ee && self.relay.recordings_dir().is_some(),
+                "record": p.grants.record && !room.e2ee && self.relay.records(),
             })),
             "recording": self.recording_since(sid).map(|(by, started_at)| json!({
                 "by": by,

@@ -86,7 +86,9 @@ impl Hub {
                             }
                             _ => {
                                 let owner = Uid::from(g.owner.as_str());
-                                let _ = relay.unpublish(&rsid, &owner, &track).await;
+                                let _ = relay
+                                    .unpublish(rsid.clone(), owner.clone(), track.clone())
+                                    .await;
                             }
                         }
                     }
@@ -191,19 +193,22 @@ impl Hub {
                     None => true,
                 };
                 for track in tracks {
-                    let _ = relay.unpublish(&rsid, &ruid, &track).await;
+                    let _ = relay
+                        .unpublish(rsid.clone(), ruid.clone(), track.clone())
+                        .await;
                 }
                 // Its last traffic counts before the relay forgets it.
-                let usage =
-                    match last_usage {
-                        Some(usage) => Some(usage),
-                        None => relay.session_usage(&rsid).await.ok().and_then(|all| {
-                            all.into_iter().find(|(u, _)| *u == ruid).map(|(_, u)| u)
-                        }),
-                    };
-                let _ = relay.remove_participant(&rsid, &ruid).await;
+                let usage = match last_usage {
+                    Some(usage) => Some(usage),
+                    None => relay
+                        .session_usage(rsid.clone())
+                        .await
+                        .ok()
+                        .and_then(|all| all.into_iter().find(|(u, _)| *u == ruid).map(|(_, u)| u)),
+                };
+                let _ = relay.remove_participant(rsid.clone(), ruid.clone()).await;
                 if empty {
-                    let _ = relay.remove_session(&rsid).await;
+                    let _ = relay.remove_session(rsid.clone()).await;
                 }
                 (usage, last_node)
             },

@@ -57,7 +57,7 @@ impl Hub {
         let sid = sid.to_owned();
         self.spawn_job(
             &sid.clone(),
-            async move { relay.session_usage(&rsid).await.unwrap_or_default() },
+            async move { relay.session_usage(rsid.clone()).await.unwrap_or_default() },
             move |hub, usage| hub.write_usage(&sid, Instant::now(), &usage, None),
         );
     }

@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use relay::ids::FeedId;
-use relay::RelayHandle;
+use relay::Control;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::accounts::Accounts;
 use crate::auth::{AuthError, Grants, Identity};
 use crate::limits::JoinLimiter;
 use crate::protocol::{ErrorCode, FeedInfo, ServerMessage, Source};
+use crate::relay_link::RelayLink;
 use crate::sdp::{Codec, Kind, Section};
 use crate::ws;
 pub use jobs::MAX_WAITING;
@@ -260,7 +261,7 @@ struct Conn {
 
 /// The signalling state.
 pub struct Hub {
-    relay: RelayHandle,
+    relay: RelayLink,
     accounts: Accounts,
     /// Files being recorded, by the relay's recording id: what each is listed and metered
     /// under when it is finished (possibly after its session ended).
@@ -271,7 +272,6 @@ pub struct Hub {
     inputs: mpsc::Sender<Input>,
     limiter: JoinLimiter,
     usage_flush: Duration,
-    fingerprint: String,
     rooms: HashMap<String, Room>,
     conns: HashMap<ConnId, Conn>,
     /// Open connections per source address.
@@ -312,7 +312,7 @@ impl Hub {
     /// Usage is written every `usage_flush` (checked on each tick), so a crash loses at most
     /// that plus one tick. With `repair`, offers negotiate NACK and RTX for video.
     pub fn new(
-        relay: RelayHandle,
+        relay: RelayLink,
         accounts: Accounts,
         inputs: mpsc::Sender<Input>,
         limiter: JoinLimiter,
@@ -320,7 +320,6 @@ impl Hub {
         repair: bool,
     ) -> Self {
         Hub {
-            fingerprint: relay.fingerprint().to_owned(),
             relay,
             accounts,
             inputs,

@@ -15,7 +15,7 @@ use super::*;
 impl Hub {
     /// Send an offer if the participant has changes and none is outstanding.
     pub(super) fn negotiate(&mut self, sid: &str, uid: &str) {
-        let fingerprint = self.fingerprint.clone();
+        let fingerprint = self.relay.fingerprint();
         let repair = self.repair;
         let Some(peer) = self.peer_mut(sid, uid) else {
             return;
@@ -247,7 +247,9 @@ impl Hub {
         self.spawn_job(
             &sid.clone(),
             async move {
-                relay.update_participant(&rsid, &ruid, config).await?;
+                relay
+                    .update_participant(rsid.clone(), ruid.clone(), config)
+                    .await?;
                 let mut outcomes = Vec::new();
                 for step in steps {
                     let ok = match &step {
@@ -255,7 +257,10 @@ impl Hub {
                             feed_id,
                             description,
                             ..
-                        } => match relay.publish(&rsid, &ruid, description.clone()).await {
+                        } => match relay
+                            .publish(rsid.clone(), ruid.clone(), description.clone())
+                            .await
+                        {
                             Ok(_) => true,
                             Err(e) => {
                                 tracing::warn!(%feed_id, "relay refused a feed: {e}");
@@ -268,13 +273,18 @@ impl Hub {
                                 // What the answer left out is not sent; should the relay
                                 // refuse, the subscription still works as offered.
                                 if let Err(e) = relay
-                                    .update_subscription(&rsid, &ruid, feed, options.clone())
+                                    .update_subscription(
+                                        rsid.clone(),
+                                        ruid.clone(),
+                                        feed.clone(),
+                                        options.clone(),
+                                    )
                                     .await
                                 {
                                     tracing::warn!(%feed, "relay kept a subscription: {e}");
                                 }
                             }
-                            let _ = relay.request_keyframe(&rsid, feed).await;
+                            let _ = relay.request_keyframe(rsid.clone(), feed.clone()).await;
                             true
                         }
                     };

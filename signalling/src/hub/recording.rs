@@ -132,7 +132,7 @@ impl Hub {
                 Ok(Some(json!({ "recording": true, "started_at": started_at }))),
             );
         }
-        if self.relay.recordings_dir().is_none() {
+        if !self.relay.records() {
             return self.answer_recording(
                 reply,
                 Err((
@@ -164,12 +164,12 @@ impl Hub {
         let inputs = self.inputs.clone();
         let (rsid, sid) = (Sid::from(sid), sid.to_owned());
         tokio::spawn(async move {
-            let result = match relay.prepare_recordings(&dir) {
+            let result = match relay.run(relay::Request::PrepareRecordings { dir }).await {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let mut started = Vec::new();
                     for (feed_id, request) in requests {
-                        started.push((feed_id, relay.start_recording(&rsid, request).await));
+                        started.push((feed_id, relay.start_recording(rsid.clone(), request).await));
                     }
                     Ok(started)
                 }
@@ -227,7 +227,7 @@ impl Hub {
         let inputs = self.inputs.clone();
         let (rsid, sid, feed_id) = (Sid::from(sid), sid.to_owned(), feed_id.to_owned());
         tokio::spawn(async move {
-            let result = relay.start_recording(&rsid, request).await;
+            let result = relay.start_recording(rsid.clone(), request).await;
             let done = RecordingDone::FeedStarted {
                 sid,
                 feed_id,
@@ -254,7 +254,7 @@ impl Hub {
         let relay = self.relay.clone();
         let rsid = Sid::from(sid);
         tokio::spawn(async move {
-            if let Err(e) = relay.stop_recording(&rsid, id).await {
+            if let Err(e) = relay.stop_recording(rsid.clone(), id).await {
                 tracing::warn!(recording = id, "stopping a recording: {e}");
             }
         });

@@ -164,12 +164,17 @@ impl Hub {
                                 playout_delay_extension: playout.then_some(sdp::PLAYOUT_DELAY.0),
                                 transport_cc_extension: Some(sdp::TRANSPORT_CC_ID),
                             };
-                            match relay.subscribe(&rsid, &ruid, feed, options).await {
+                            match relay
+                                .subscribe(rsid.clone(), ruid.clone(), feed.clone(), options)
+                                .await
+                            {
                                 Ok(info) => ssrcs.push((info.ssrc.0, info.rtx_ssrc.map(|s| s.0))),
                                 Err(e) => {
                                     // All of the feed or none of it.
                                     for (_, _, done) in asks.iter().take(ssrcs.len()) {
-                                        let _ = relay.unsubscribe(&rsid, &ruid, done).await;
+                                        let _ = relay
+                                            .unsubscribe(rsid.clone(), ruid.clone(), done.clone())
+                                            .await;
                                     }
                                     return Err(e);
                                 }
@@ -233,8 +238,8 @@ impl Hub {
                 self.spawn_job(
                     sid,
                     async move {
-                        for feed in &feeds {
-                            let _ = relay.unsubscribe(&rsid, &ruid, feed).await;
+                        for feed in feeds {
+                            let _ = relay.unsubscribe(rsid.clone(), ruid.clone(), feed).await;
                         }
                     },
                     |_, ()| {},
@@ -310,7 +315,11 @@ impl Hub {
                 };
                 self.spawn_job(
                     sid,
-                    async move { relay.set_view(&rsid, &ruid, &feed, view).await },
+                    async move {
+                        relay
+                            .set_view(rsid.clone(), ruid.clone(), feed.clone(), view)
+                            .await
+                    },
                     move |hub, result| {
                         let result = result
                             .map(|()| Some(json!({ "feed_id": feed_id })))
@@ -325,7 +334,7 @@ impl Hub {
                 let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));
                 self.spawn_job(
                     sid,
-                    async move { relay.quality(&rsid, &ruid).await },
+                    async move { relay.quality(rsid.clone(), ruid.clone()).await },
                     move |hub, result| {
                         let result = result
                             .map_err(|e| (ErrorCode::Relay, e.to_string()))
@@ -344,7 +353,7 @@ impl Hub {
                 let (sid, uid) = (sid.to_owned(), uid.to_owned());
                 self.spawn_job(
                     &sid.clone(),
-                    async move { relay.restart_ice(&rsid, &ruid).await },
+                    async move { relay.restart_ice(rsid.clone(), ruid.clone()).await },
                     move |hub, info| {
                         let result =
                             info.map_err(|e| (ErrorCode::Relay, e.to_string()))

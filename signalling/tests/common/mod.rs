@@ -54,7 +54,7 @@ pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfi
     let mut relay = Relay::start(relay).unwrap();
     let events = relay.take_events().unwrap();
     let hub = signalling::start_hub(
-        relay.handle(),
+        signalling::relay_link::RelayLink::Local(relay.handle()),
         events,
         store.clone(),
         limits,
