@@ -1,14 +1,15 @@
-// Two nodes of a cluster across an emulated backbone: node A, Redis and alice's Chromium in
-// the test's namespace; node B and bob's Chromium in a namespace of their own, joined to it by
-// the link emulator with 40 ms each way and 1% loss. Alice and bob join one session, each
-// through the SDK on their own node, and decode each other's video, which crosses the trunk
-// (QUIC over the impaired link), once however many subscribe on node B; losses on the trunk
-// are repaired on the trunk.
+// Two nodes of a cluster across an emulated backbone, in three namespaces: node A and alice's
+// Chromium in the test's namespace; node B and bob's Chromium in a namespace of their own,
+// joined to it by the link emulator with 40 ms each way and 1% loss; Redis in a third, joined
+// to the test's namespace by a veth pair (node B reaches it across the backbone, through node
+// A's namespace). Alice and bob join one session, each through the SDK on their own node, and
+// decode each other's video, which crosses the trunk (QUIC over the impaired link), once
+// however many subscribe on node B; losses on the trunk are repaired on the trunk.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer } from './harness.mjs';
-import { createLink, startLinkServer, launchBehind, SERVER_HOST } from './link.mjs';
+import { createLink, createVethNamespace, startLinkServer, launchBehind, SERVER_HOST } from './link.mjs';
 import { clusterDir, trunks, packetsSent } from './cluster.mjs';
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
@@ -21,12 +22,15 @@ const BACKBONE = { delay_ms: 40, loss: 0.01 };
 test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk', async () => {
   const open = [];
   try {
-    const link = await createLink({ up: BACKBONE, down: BACKBONE, seed: 7 });
+    // Redis in a namespace of its own; node B's namespace routes to it through the backbone.
+    const redisNs = createVethNamespace();
+    open.push(redisNs);
+    const link = await createLink({ up: BACKBONE, down: BACKBONE, seed: 7, routes: [`${redisNs.address}/32`] });
     open.push(link);
-    // Redis on every address of this namespace; node B reaches it over the backbone.
     const redisPort = 20000 + Math.floor(Math.random() * 10000);
-    const redisProc = spawn('redis-server', ['--port', String(redisPort), '--bind', '0.0.0.0', '--protected-mode', 'no', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const redisProc = redisNs.spawn('redis-server', ['--port', String(redisPort), '--bind', redisNs.address, '--protected-mode', 'no', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
     open.push({ close: async () => redisProc.kill('SIGKILL') });
+    const redisUrl = `redis://${redisNs.address}:${redisPort}`;
     await new Promise((r) => setTimeout(r, 300));
     const dir = clusterDir(['a', 'b']);
     // One account database and a key for pages of both nodes.
@@ -36,14 +40,14 @@ test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk
     const key = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', SERVER_HOST, '--domain', link.address)).key.key_id;
     const cluster = (id, region, host) => ['--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', `${host}:0`, '--admin-secret', 'cluster-test-secret'];
 
-    const nodeA = await startLinkServer({ db, key, cid, args: ['--redis', `redis://${SERVER_HOST}:${redisPort}`, ...cluster('a', 'eu', SERVER_HOST)] });
+    const nodeA = await startLinkServer({ db, key, cid, args: ['--redis', redisUrl, ...cluster('a', 'eu', SERVER_HOST)] });
     open.push({ close: async () => nodeA.stop() });
     const nodeB = await startServer({
       db, key, cid,
       host: link.address,
       port: 20000 + Math.floor(Math.random() * 10000),
       wrapper: ['ip', 'netns', 'exec', link.ns],
-      args: ['--redis', `redis://${SERVER_HOST}:${redisPort}`, ...cluster('b', 'us', link.address)],
+      args: ['--redis', redisUrl, ...cluster('b', 'us', link.address)],
     });
     open.push({ close: async () => nodeB.stop() });
 
@@ -79,6 +83,9 @@ test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk
       `(${t.tunnel.nacked} asked again); QUIC lost ${t.lost_packets} packets; the link dropped ${counters.up.packets_dropped_loss} up, ${counters.down.packets_dropped_loss} down`);
     console.log(`in 3 s alice sent ${sent} packets and ${crossed} datagrams crossed a→b for bob and carol on node B (${(crossed / sent).toFixed(3)} per packet)`);
     assert.ok(sa.width > 0 && sb.width > 0);
+    // Node B is Redis's client from across the backbone.
+    const clients = execFileSync('redis-cli', ['-h', redisNs.address, '-p', String(redisPort), 'client', 'list']).toString();
+    assert.match(clients, new RegExp(`addr=${link.address.replaceAll('.', '\\.')}:`), clients);
     // One copy for two subscribers: near 1 (NACKed resends add about the loss), never near 2.
     assert.ok(crossed / sent > 0.5 && crossed / sent < 1.2, `${crossed} datagrams for ${sent} packets`);
     assert.ok(t.rtt_ms > 70, `rtt ${t.rtt_ms}`);

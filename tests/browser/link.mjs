@@ -31,7 +31,7 @@ function requirePrivateNamespace() {
   const others = ip('-o', 'link', 'show')
     .split('\n')
     .map((line) => /^\d+: ([^:@]+)/.exec(line)?.[1])
-    .filter((name) => name && name !== 'lo' && !name.startsWith('lka-'));
+    .filter((name) => name && name !== 'lo' && !name.startsWith('lka-') && !name.startsWith('lva-'));
   if (others.length > 0) {
     throw new Error(`link emulator: this network namespace has ${others.join(', ')}; run inside a private one, e.g. unshare -n bash -c 'ip link set lo up && node --test …'`);
   }
@@ -72,9 +72,10 @@ function freeSubnet() {
  * Create a namespace joined to this one by an emulated link and start linkem.py on it.
  * `up` and `down` are linkem parameters (delay_ms, jitter_ms, jitter_dist, reorder, loss,
  * rate_kbit, queue_ms, queue_bytes, burst_bytes); `seed` makes loss and jitter repeatable.
- * The namespace routes {@link SERVER_HOST} into the link.
+ * The namespace routes {@link SERVER_HOST} into the link, and each prefix of `routes` (another
+ * namespace's address, reached through this one).
  */
-export async function createLink({ up = {}, down = {}, seed = 1 } = {}) {
+export async function createLink({ up = {}, down = {}, seed = 1, routes = [] } = {}) {
   requirePrivateNamespace();
   sweepStale();
   const id = `${process.pid}-${++serial}`;
@@ -94,6 +95,7 @@ export async function createLink({ up = {}, down = {}, seed = 1 } = {}) {
       '--a-addr', gateway,
       '--b-addr', address,
       '--b-route', `${SERVER_HOST}/32`,
+      ...routes.flatMap((r) => ['--b-route', r]),
       '--seed', String(seed),
       '--up', JSON.stringify(up),
       '--down', JSON.stringify(down),
@@ -103,6 +105,57 @@ export async function createLink({ up = {}, down = {}, seed = 1 } = {}) {
     throw e;
   }
   return link;
+}
+
+/**
+ * A namespace joined to this one by a plain veth pair (no emulation), for a service that the
+ * test's namespace and, through it, the namespaces of {@link createLink} (given its address in
+ * `routes`) reach: this namespace forwards between them. `spawn` runs a process in it; `close`
+ * deletes it, and the veth pair with it.
+ */
+export function createVethNamespace() {
+  requirePrivateNamespace();
+  sweepStale();
+  const id = `${process.pid}-${++serial}`;
+  const ns = `linkem-${id}`;
+  const n = freeSubnet();
+  const gateway = `198.18.${n}.1`;
+  const address = `198.18.${n}.2`;
+  const [a, b] = [`lva-${id}`.slice(0, 15), `lvb-${id}`.slice(0, 15)];
+  ip('netns', 'add', ns);
+  const peer = {
+    ns,
+    gateway,
+    address,
+    spawn: (cmd, args = [], opts = {}) => spawn('ip', ['netns', 'exec', ns, cmd, ...args], opts),
+    closeSync() {
+      open.delete(peer);
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        // already gone
+      }
+    },
+    async close() {
+      peer.closeSync();
+    },
+  };
+  open.add(peer);
+  try {
+    ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', ns);
+    ip('addr', 'add', `${gateway}/24`, 'dev', a);
+    ip('link', 'set', a, 'up');
+    ip('-n', ns, 'link', 'set', 'lo', 'up');
+    ip('-n', ns, 'addr', 'add', `${address}/24`, 'dev', b);
+    ip('-n', ns, 'link', 'set', b, 'up');
+    ip('-n', ns, 'route', 'add', 'default', 'via', gateway);
+    // Only this (private) namespace forwards: the setting is per namespace.
+    writeFileSync('/proc/sys/net/ipv4/ip_forward', '1');
+  } catch (e) {
+    peer.closeSync();
+    throw e;
+  }
+  return peer;
 }
 
 class Link {
