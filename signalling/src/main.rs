@@ -22,6 +22,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
+    /// A TOML file of settings: each key is a flag's long name (`media_port = 40000`). A flag
+    /// beats its environment variable (`WEBRTCAI_MEDIA_PORT`), which beats the file, which
+    /// beats the default; `webrtcai config show` prints what is in force.
+    #[arg(long, global = true, env = "WEBRTCAI_CONFIG")]
+    config: Option<PathBuf>,
     /// The account database (SQLite; created on first use).
     #[arg(long, global = true, default_value = "webrtcai.db")]
     db: PathBuf,
@@ -163,6 +168,9 @@ enum Command {
     /// authenticate each other on the trunks between them.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Usage of a client: participant-minutes, bytes, peak participants, recording minutes.
     Usage {
         /// The client.
@@ -189,6 +197,45 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
         .with_context(|| format!("{s:?} is not a date (YYYY-MM-DD) or RFC 3339 time"))?;
     Ok(t.duration_since(UNIX_EPOCH)?.as_secs() as i64)
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the configuration in force (flags, environment, `--config` file, defaults) as a
+    /// TOML file that gives it again, with where each value came from; secrets redacted.
+    Show,
+}
+
+/// The command line, with the `--config` file layered under it: exits with the reason (and
+/// the key) where the file is refused, as clap does for a bad flag.
+fn parse_cli() -> (
+    clap::Command,
+    clap::ArgMatches,
+    std::collections::BTreeSet<String>,
+) {
+    use clap::CommandFactory;
+    let cmd = signalling::config::with_env(Cli::command(), "WEBRTCAI");
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let given = cmd.clone().get_matches_from(&argv);
+    let Some(path) = given.get_one::<PathBuf>("config") else {
+        return (cmd, given, Default::default());
+    };
+    let layered = std::fs::read_to_string(path)
+        .map_err(|e| signalling::config::ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+        .and_then(|text| signalling::config::layer(&cmd, &given, &argv, path, &text));
+    match layered {
+        Ok(layered) => {
+            let matches = cmd.clone().get_matches_from(&layered.args);
+            (cmd, matches, layered.from_file)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 /// Where the running server's admin API is, for what needs a running session.
@@ -390,6 +437,10 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
         Command::Client(ClientCommand::Create { name }) => print(store.create_client(&name)?),
         Command::Client(ClientCommand::List) => print(store.clients()?),
         Command::Cluster(command) => cluster(command),
+        // Printed from the parsed command line, before any database is opened.
+        Command::Config(ConfigCommand::Show) => {
+            anyhow::bail!("`config show` reads the command line, not the database")
+        }
         Command::Key(KeyCommand::Create {
             cid,
             domains,
@@ -550,7 +601,15 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,dtls=error".into()),
         )
         .init();
-    let mut cli = Cli::parse();
+    let (cmd, matches, from_file) = parse_cli();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Some(Command::Config(ConfigCommand::Show)) = cli.command {
+        print!("{}", signalling::config::show(&cmd, &matches, &from_file));
+        return Ok(());
+    }
     if let Some(Command::Cluster(command)) =
         cli.command.take_if(|c| matches!(c, Command::Cluster(_)))
     {
