@@ -269,7 +269,13 @@ impl Command {
                 let _ = reply.send(w.session_usage(&sid));
             }
             Command::Stats { reply } => {
-                let _ = reply.send(w.stats());
+                let mut stats = w.stats();
+                // This runs on the core's own thread: its CPU clock is the core's.
+                if let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+                {
+                    stats.cpu_time_us = t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000;
+                }
+                let _ = reply.send(stats);
             }
             Command::Quality { sid, uid, reply } => {
                 let _ = reply.send(w.quality(&sid, &uid));

@@ -18,10 +18,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::auth::{self, AuthError, Identity, Keys};
+use crate::metrics::DbLatency;
 use crate::store::{KeyRecord, Recording, Store, StoreError, UsageDelta};
 
 /// What a join presents.
@@ -83,6 +84,8 @@ pub struct Accounts {
     auth: mpsc::Sender<AuthJob>,
     writes: Option<mpsc::Sender<Write>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// How long the threads' database calls take, for `/metrics`.
+    latency: Arc<Mutex<DbLatency>>,
 }
 
 impl Drop for Accounts {
@@ -102,25 +105,38 @@ impl Accounts {
         let writer = Store::open(path)?;
         let (auth, auth_rx) = mpsc::channel::<AuthJob>();
         let (writes, writes_rx) = mpsc::channel::<Write>();
+        let latency = Arc::new(Mutex::new(DbLatency::default()));
+        let reads = latency.clone();
         std::thread::Builder::new()
             .name("accounts-auth".into())
             .spawn(move || {
                 let mut keys = KeyCache::new(reader);
                 while let Ok(job) = auth_rx.recv() {
+                    let started = Instant::now();
                     let result = keys.authenticate(&job.credentials);
+                    lock(&reads).reads.record(micros(started), 1);
                     (job.done)(result);
                 }
             })
             .map_err(|e| StoreError::Sql(format!("cannot start the accounts thread: {e}")))?;
         let writer = std::thread::Builder::new()
             .name("accounts-usage".into())
-            .spawn(move || write_all(writer, writes_rx))
+            .spawn({
+                let latency = latency.clone();
+                move || write_all(writer, writes_rx, &latency)
+            })
             .map_err(|e| StoreError::Sql(format!("cannot start the usage thread: {e}")))?;
         Ok(Accounts {
             auth,
             writes: Some(writes),
             writer: Some(writer),
+            latency,
         })
+    }
+
+    /// How long the database calls took so far.
+    pub fn latency(&self) -> DbLatency {
+        lock(&self.latency).clone()
     }
 
     /// Authenticate `credentials` on the reader thread; `done` is called there with the
@@ -209,7 +225,15 @@ impl Keys for &mut KeyCache {
     }
 }
 
-fn write_all(store: Store, records: mpsc::Receiver<Write>) {
+fn lock(latency: &Mutex<DbLatency>) -> std::sync::MutexGuard<'_, DbLatency> {
+    latency.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn write_all(store: Store, records: mpsc::Receiver<Write>, latency: &Mutex<DbLatency>) {
     let mut pending: VecDeque<Write> = VecDeque::new();
     loop {
         let next = if pending.is_empty() {
@@ -220,7 +244,7 @@ fn write_all(store: Store, records: mpsc::Receiver<Write>) {
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Shutting down: one last try for what is left.
-                    drain(&store, &mut pending);
+                    drain(&store, &mut pending, latency);
                     return;
                 }
             }
@@ -230,13 +254,14 @@ fn write_all(store: Store, records: mpsc::Receiver<Write>) {
             None if pending.is_empty() => return,
             None => {}
         }
-        drain(&store, &mut pending);
+        drain(&store, &mut pending, latency);
     }
 }
 
 /// Write pending records in order, stopping at the first that fails (it is retried later).
-fn drain(store: &Store, pending: &mut VecDeque<Write>) {
+fn drain(store: &Store, pending: &mut VecDeque<Write>, latency: &Mutex<DbLatency>) {
     while let Some(w) = pending.front() {
+        let started = Instant::now();
         let (written, what) = match w {
             Write::Usage(r) => (
                 store.add_usage(&r.cid, &r.sid, r.started_at, r.delta, r.peak, r.ended_at),
@@ -244,6 +269,11 @@ fn drain(store: &Store, pending: &mut VecDeque<Write>) {
             ),
             Write::Recording(r) => (store.add_recording(r).map(|_| ()), &r.path),
         };
+        {
+            let mut l = lock(latency);
+            l.writes.record(micros(started), 1);
+            l.write_failures += u64::from(written.is_err());
+        }
         match written {
             Ok(()) => {
                 pending.pop_front();

@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod relay_link;
 pub mod sdp;

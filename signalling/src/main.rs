@@ -101,6 +101,10 @@ struct ServeArgs {
     /// it at the same directory (or a shared mount).
     #[arg(long, conflicts_with = "redis")]
     relay_control: Option<SocketAddr>,
+    /// Serve `/metrics` (Prometheus's text format) on this address; without it, no metrics
+    /// are served. Bind it where only the scraper reaches.
+    #[arg(long)]
+    metrics_http: Option<SocketAddr>,
     /// The token the relay's control API asks for (its `--control-token`).
     #[arg(
         long,
@@ -691,6 +695,25 @@ fn main() -> anyhow::Result<()> {
             cluster,
         )
         .context("account database")?;
+        if let Some(addr) = args.metrics_http {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-http {addr}"))?;
+            let sources = signalling::metrics::Sources {
+                relay: link.clone(),
+                hub: hub.clone(),
+                edge: edge_handle.clone(),
+            };
+            tracing::info!(
+                "metrics at {}",
+                signalling::metrics::describe(listener.local_addr()?)
+            );
+            tokio::spawn(async move {
+                if let Err(e) = signalling::metrics::serve(listener, sources).await {
+                    tracing::error!("the metrics server stopped: {e}");
+                }
+            });
+        }
         let admin = signalling::admin::Admin {
             store,
             secret: args.admin_secret.clone(),

@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer } from './harness.mjs';
+import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer, freePort } from './harness.mjs';
 import { createLink, createVethNamespace, startLinkServer, launchBehind, SERVER_HOST } from './link.mjs';
 import { clusterDir, trunks, packetsSent } from './cluster.mjs';
 import { join } from 'node:path';
@@ -40,7 +40,8 @@ test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk
     const key = JSON.parse(admin('key', 'create', '--cid', cid, '--domain', SERVER_HOST, '--domain', link.address)).key.key_id;
     const cluster = (id, region, host) => ['--node-id', id, '--region', region, '--cluster-dir', dir, '--edge-bind', `${host}:0`, '--admin-secret', 'cluster-test-secret'];
 
-    const nodeA = await startLinkServer({ db, key, cid, args: ['--redis', redisUrl, ...cluster('a', 'eu', SERVER_HOST)] });
+    const metricsPort = await freePort();
+    const nodeA = await startLinkServer({ db, key, cid, args: ['--redis', redisUrl, ...cluster('a', 'eu', SERVER_HOST), '--metrics-http', `127.0.0.1:${metricsPort}`] });
     open.push({ close: async () => nodeA.stop() });
     const nodeB = await startServer({
       db, key, cid,
@@ -83,6 +84,12 @@ test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk
       `(${t.tunnel.nacked} asked again); QUIC lost ${t.lost_packets} packets; the link dropped ${counters.up.packets_dropped_loss} up, ${counters.down.packets_dropped_loss} down`);
     console.log(`in 3 s alice sent ${sent} packets and ${crossed} datagrams crossed a→b for bob and carol on node B (${(crossed / sent).toFixed(3)} per packet)`);
     assert.ok(sa.width > 0 && sb.width > 0);
+    // Node A's /metrics reports the trunk: up, bytes sent to b, its RTT.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const sample = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    assert.equal(sample('webrtcai_edge_trunks'), 1, metrics);
+    assert.ok(sample('webrtcai_edge_sent_bytes_total\\{peer="b"\\}') > 100000, metrics);
+    assert.ok(sample('webrtcai_edge_rtt_seconds\\{peer="b"\\}') > 0.07, metrics);
     // Node B is Redis's client from across the backbone.
     const clients = execFileSync('redis-cli', ['-h', redisNs.address, '-p', String(redisPort), 'client', 'list']).toString();
     assert.match(clients, new RegExp(`addr=${link.address.replaceAll('.', '\\.')}:`), clients);

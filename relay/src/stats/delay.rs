@@ -116,6 +116,28 @@ impl DelayHistogram {
         }
     }
 
+    /// The histogram as Prometheus reads one: for each of `bounds` (µs), moved up to the
+    /// upper bound of the bucket that holds it so that the counts are exact, that bound and
+    /// how many values do not exceed it; the last pair is the total at the largest bound.
+    pub fn cumulative(&self, bounds: &[u64]) -> Vec<(u64, u64)> {
+        let mut out = Vec::with_capacity(bounds.len());
+        for &b in bounds {
+            let last = bucket_of(b);
+            let below: u64 = self.counts[..=last].iter().sum();
+            out.push((upper_bound(last), below));
+        }
+        out
+    }
+
+    /// An estimate of the values' sum (µs): each counted at the middle of its bucket.
+    pub fn sum_estimate(&self) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c.saturating_mul((lower_bound(i) + upper_bound(i)) / 2))
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// What was counted after `earlier`, a snapshot of the same histogram.
     pub fn since(&self, earlier: &DelayHistogram) -> DelayHistogram {
         let mut out = self.clone();
@@ -166,6 +188,26 @@ mod tests {
             assert!(hi - lo <= lo / 8, "bucket {i}: {lo}..={hi}");
         }
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn cumulative_counts_are_exact_at_bucket_bounds() {
+        let mut h = DelayHistogram::default();
+        h.record(5, 2);
+        h.record(100, 3);
+        h.record(1000, 1);
+        h.record(20_000, 4);
+        let c = h.cumulative(&[10, 100, 1000, 10_000, 100_000]);
+        assert_eq!(c[0], (10, 2));
+        // 100 lands in a bucket that ends at 103: the bound says so, and the count is exact.
+        assert_eq!(c[1], (upper_bound(bucket_of(100)), 5));
+        assert!(c[1].0 >= 100 && c[1].0 < 110);
+        assert_eq!(c[2].1, 6);
+        assert_eq!(c[3].1, 6);
+        assert_eq!(c[4].1, 10);
+        let sum = h.sum_estimate();
+        let exact = 5 * 2 + 100 * 3 + 1000 + 20_000 * 4;
+        assert!(sum.abs_diff(exact) * 10 < exact, "{sum} for {exact}");
         assert_eq!(bucket_of(1 << MAX_BITS), BUCKETS - 1);
         assert_eq!(bucket_of(lower_bound(BUCKETS - 1) - 1), BUCKETS - 2);
     }

@@ -239,6 +239,14 @@ pub struct CoreStats {
     /// that core's receipt, so the hop between cores is included.
     #[serde(default)]
     pub forwarding_delay: DelayHistogram,
+    /// The subscribers' bandwidth estimates at the snapshot, in kbit/s, one count per
+    /// participant with an estimate: a distribution now, not a running count.
+    #[serde(default)]
+    pub estimates_kbps: DelayHistogram,
+    /// CPU time the core's thread has used since it started, in microseconds (read when the
+    /// snapshot is taken, on the core itself).
+    #[serde(default)]
+    pub cpu_time_us: u64,
     /// Data channels.
     #[serde(default)]
     pub data: DataStats,
@@ -309,6 +317,8 @@ impl CoreStats {
         self.record.accumulate(&other.record);
         self.pacing_delay.merge(&other.pacing_delay);
         self.forwarding_delay.merge(&other.forwarding_delay);
+        self.estimates_kbps.merge(&other.estimates_kbps);
+        self.cpu_time_us += other.cpu_time_us;
     }
 }
 

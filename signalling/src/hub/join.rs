@@ -450,6 +450,7 @@ impl Hub {
             dropped: None,
             claimed_by: None,
         };
+        self.counters.borrow_mut().joins += 1;
         let room = self.rooms.get_mut(sid).expect("inserted above");
         // Back from a node that stopped: the others see it reconnect, not join.
         let moved = room.remote.remove(&uid).is_some();

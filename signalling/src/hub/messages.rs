@@ -10,6 +10,16 @@ use super::*;
 
 impl Hub {
     pub(super) fn send(&self, conn: ConnId, msg: ServerMessage) {
+        if let ServerMessage::Reply {
+            error: Some(error), ..
+        } = &msg
+        {
+            let code = serde_json::to_value(error.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            *self.counters.borrow_mut().errors.entry(code).or_default() += 1;
+        }
         if let Some(c) = self.conns.get(&conn) {
             self.queue(conn, c, msg.to_text());
         }
@@ -158,6 +168,20 @@ impl Hub {
             Ok(Some(value)) => self.send(conn, ServerMessage::ok(id, value)),
             Ok(None) => {}
             Err((code, reason)) => self.send(conn, ServerMessage::error(Some(id), code, reason)),
+        }
+    }
+
+    /// The hub's figures for `/metrics`.
+    pub(super) fn metrics(&self) -> crate::metrics::HubMetrics {
+        let counters = self.counters.borrow();
+        crate::metrics::HubMetrics {
+            sessions: self.rooms.values().filter(|r| !r.peers.is_empty()).count() as u64,
+            participants: self.rooms.values().map(|r| r.peers.len() as u64).sum(),
+            websockets: self.conns.len() as u64,
+            websockets_opened: counters.websockets_opened,
+            joins: counters.joins,
+            errors: counters.errors.clone(),
+            db: self.accounts.latency(),
         }
     }
 }

@@ -83,6 +83,8 @@ pub enum Input {
     /// The server stops: finish every recording (everyone recorded is told), and answer once
     /// every file is finished, listed and metered.
     FinishRecordings(oneshot::Sender<()>),
+    /// `/metrics` asks for the hub's figures.
+    Metrics(oneshot::Sender<crate::metrics::HubMetrics>),
     /// Another node's signalling told of a change to a session.
     Cluster(Box<crate::cluster::events::Envelope<cluster::SessionEvent>>),
     /// Redis is reachable again after it was not: what was recorded there may be lost.
@@ -289,6 +291,17 @@ pub struct Hub {
     nodes: Vec<crate::cluster::NodeInfo>,
     /// When this node last renewed its claims on its sessions.
     claims_renewed: Instant,
+    /// Running counts for `/metrics`.
+    counters: std::cell::RefCell<Counters>,
+}
+
+/// What the hub counts for `/metrics` (the rest it reads from its state when asked).
+#[derive(Default)]
+struct Counters {
+    websockets_opened: u64,
+    joins: u64,
+    /// Error replies by code.
+    errors: std::collections::BTreeMap<String, u64>,
 }
 
 /// A connection's join has been answered (or failed): it may send another.
@@ -337,6 +350,7 @@ impl Hub {
             cluster: None,
             nodes: Vec::new(),
             claims_renewed: Instant::now(),
+            counters: Default::default(),
         }
     }
 
@@ -382,6 +396,7 @@ impl Hub {
     fn handle_input(&mut self, input: Input) {
         match input {
             Input::Connected(conn, handle, meta) => {
+                self.counters.borrow_mut().websockets_opened += 1;
                 let ip = meta.ip;
                 let open = self.per_address.entry(ip).or_insert(0);
                 *open += 1;
@@ -538,6 +553,9 @@ impl Hub {
             Input::Recording(done) => self.recording_done(done),
             Input::AdminRecord(r) => self.admin_record(r),
             Input::FinishRecordings(done) => self.finish_recordings(done),
+            Input::Metrics(reply) => {
+                let _ = reply.send(self.metrics());
+            }
             Input::Cluster(envelope) => self.cluster_event(*envelope),
             Input::ClusterRecovered => self.cluster_recovered(),
             Input::NodeGone(node) => self.node_gone(&node),

@@ -301,6 +301,11 @@ impl Worker {
         s.participants = self.participants.len() as u64;
         s.handshakes = self.handshakes as u64;
         s.buffers_allocated = self.pool.allocated() + self.relayed.allocated();
+        for p in self.participants.values() {
+            if let Some(bps) = p.transport.estimate() {
+                s.estimates_kbps.record((bps / 1000.0) as u64, 1);
+            }
+        }
         s
     }
 
