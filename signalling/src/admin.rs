@@ -54,6 +54,7 @@ fn store_error(e: StoreError) -> Response {
         StoreError::NoSuchClient(_) | StoreError::NoSuchKey(_) => {
             error(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
+        StoreError::InvalidWebhook(_) => error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
         other => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "database",
@@ -101,6 +102,10 @@ fn authorize(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
 pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/admin/clients", get(list_clients).post(create_client))
+        .route(
+            "/admin/clients/{cid}/webhook",
+            get(show_webhook).put(set_webhook).delete(clear_webhook),
+        )
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{key_id}/revoke", post(revoke_key))
         .route("/admin/tokens", post(mint_token))
@@ -159,6 +164,55 @@ async fn create_client(
 #[derive(Deserialize)]
 struct KeyFilter {
     cid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWebhook {
+    url: String,
+    key: String,
+}
+
+/// Send a client's session events to `url`, signed with `key`'s secret.
+async fn set_webhook(
+    State(a): State<Admin>,
+    h: HeaderMap,
+    Path(cid): Path<String>,
+    Json(body): Json<NewWebhook>,
+) -> Response {
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    on_store(&a, move |s| s.set_webhook(&cid, &body.url, &body.key))
+        .await
+        .map(|w| Json(w).into_response())
+        .unwrap_or_else(store_error)
+}
+
+async fn show_webhook(State(a): State<Admin>, h: HeaderMap, Path(cid): Path<String>) -> Response {
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    let asked = cid.clone();
+    match on_store(&a, move |s| s.webhook(&cid)).await {
+        Ok(Some(w)) => Json(w).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("client {asked} has no webhook"),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn clear_webhook(State(a): State<Admin>, h: HeaderMap, Path(cid): Path<String>) -> Response {
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    on_store(&a, move |s| s.clear_webhook(&cid))
+        .await
+        .map(|cleared| Json(json!({ "cleared": cleared })).into_response())
+        .unwrap_or_else(store_error)
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod relay_link;
 pub mod sdp;
 pub mod store;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::{Duration, Instant};
@@ -41,9 +42,11 @@ pub fn start_hub(
 ) -> Result<mpsc::Sender<hub::Input>, store::StoreError> {
     let (tx, rx) = mpsc::channel(4096);
     let accounts = accounts::Accounts::start(store.path())?;
+    let webhooks = webhooks::Webhooks::start(store.path())?;
     let mut hub = hub::Hub::new(
         relay,
         accounts,
+        webhooks,
         tx.clone(),
         limits::JoinLimiter::new(limits),
         usage_flush,

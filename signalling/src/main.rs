@@ -373,6 +373,22 @@ enum ClientCommand {
     },
     /// List clients.
     List,
+    /// Where a client's session events go (POSTed as JSON, signed with a key's secret):
+    /// set it with `--url` and `--key`, stop it with `--clear`, or show it.
+    Webhook {
+        /// The client.
+        #[arg(long)]
+        cid: String,
+        /// The receiver's URL (http:// or https://).
+        #[arg(long, requires = "key", conflicts_with = "clear")]
+        url: Option<String>,
+        /// The client's key whose secret signs each delivery.
+        #[arg(long, requires = "url")]
+        key: Option<String>,
+        /// Stop sending them.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -440,6 +456,19 @@ fn admin(store: &Store, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Client(ClientCommand::Create { name }) => print(store.create_client(&name)?),
         Command::Client(ClientCommand::List) => print(store.clients()?),
+        Command::Client(ClientCommand::Webhook {
+            cid,
+            url,
+            key,
+            clear,
+        }) => match (url, key, clear) {
+            (Some(url), Some(key), _) => print(store.set_webhook(&cid, &url, &key)?),
+            (_, _, true) => print(serde_json::json!({ "cleared": store.clear_webhook(&cid)? })),
+            _ => match store.webhook(&cid)? {
+                Some(w) => print(w),
+                None => anyhow::bail!("client {cid} has no webhook"),
+            },
+        },
         Command::Cluster(command) => cluster(command),
         // Printed from the parsed command line, before any database is opened.
         Command::Config(ConfigCommand::Show) => {

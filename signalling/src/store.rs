@@ -58,6 +58,9 @@ pub enum StoreError {
     /// No such key.
     #[error("no key {0}")]
     NoSuchKey(String),
+    /// A webhook that cannot be set: its URL, or its key.
+    #[error("invalid webhook: {0}")]
+    InvalidWebhook(String),
     /// Any other SQLite failure.
     #[error("database: {0}")]
     Sql(String),
@@ -128,7 +131,49 @@ fn migrations() -> Migrations<'static> {
             );
             CREATE INDEX recordings_by_client ON recordings(cid, started_at);",
         ),
+        // Where a client's webhooks go, and the key whose secret signs them.
+        M::up(
+            "CREATE TABLE webhooks (
+                cid TEXT PRIMARY KEY REFERENCES clients(cid),
+                url TEXT NOT NULL,
+                key_id TEXT NOT NULL REFERENCES keys(key_id),
+                updated_at INTEGER NOT NULL
+            );",
+        ),
     ])
+}
+
+/// A client's webhook as listed: where it goes and which key signs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// The client.
+    pub cid: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The key whose secret signs them (named in each delivery).
+    pub key_id: String,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A webhook with what signs it, for delivery.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    /// Where events go.
+    pub url: String,
+    /// The signing key.
+    pub key_id: String,
+    /// Its secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("key_id", &self.key_id)
+            .finish()
+    }
 }
 
 /// A recorded file.
@@ -658,6 +703,87 @@ impl Store {
     /// or another.
     pub fn keys_version(&self) -> Result<i64, StoreError> {
         self.with(|c| c.query_row("SELECT n FROM keys_version", [], |r| r.get(0)))
+    }
+
+    /// Send client `cid`'s events to `url`, signed with `key_id`'s secret (a key of the
+    /// client's that is not revoked). `url` must be http or https.
+    pub fn set_webhook(&self, cid: &str, url: &str, key_id: &str) -> Result<Webhook, StoreError> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+            return Err(StoreError::InvalidWebhook(format!(
+                "{url:?} is not an http:// or https:// URL"
+            )));
+        }
+        if !self.clients()?.iter().any(|c| c.cid == cid) {
+            return Err(StoreError::NoSuchClient(cid.to_owned()));
+        }
+        match self.key(key_id)? {
+            Some(k) if k.info.cid == cid && k.info.revoked_at.is_none() => {}
+            Some(k) if k.info.cid == cid => {
+                return Err(StoreError::InvalidWebhook(format!(
+                    "key {key_id} is revoked"
+                )))
+            }
+            _ => return Err(StoreError::NoSuchKey(key_id.to_owned())),
+        }
+        let hook = Webhook {
+            cid: cid.to_owned(),
+            url: url.to_owned(),
+            key_id: key_id.to_owned(),
+            updated_at: now(),
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO webhooks (cid, url, key_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (cid) DO UPDATE SET url = ?2, key_id = ?3, updated_at = ?4",
+                params![hook.cid, hook.url, hook.key_id, hook.updated_at],
+            )
+        })?;
+        Ok(hook)
+    }
+
+    /// Stop client `cid`'s webhooks; whether it had one.
+    pub fn clear_webhook(&self, cid: &str) -> Result<bool, StoreError> {
+        let n = self.with(|c| c.execute("DELETE FROM webhooks WHERE cid = ?1", [cid]))?;
+        Ok(n > 0)
+    }
+
+    /// Client `cid`'s webhook, as listed.
+    pub fn webhook(&self, cid: &str) -> Result<Option<Webhook>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT cid, url, key_id, updated_at FROM webhooks WHERE cid = ?1",
+                [cid],
+                |r| {
+                    Ok(Webhook {
+                        cid: r.get(0)?,
+                        url: r.get(1)?,
+                        key_id: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Where client `cid`'s events go and what signs them; none without a webhook, or when
+    /// its key was revoked since.
+    pub fn webhook_target(&self, cid: &str) -> Result<Option<WebhookTarget>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT w.url, w.key_id, k.secret FROM webhooks w JOIN keys k ON k.key_id = w.key_id
+                 WHERE w.cid = ?1 AND k.revoked_at IS NULL",
+                [cid],
+                |r| {
+                    Ok(WebhookTarget {
+                        url: r.get(0)?,
+                        key_id: r.get(1)?,
+                        secret: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
     }
 
     /// Revoke a key; it stops working for every new join at once.

@@ -347,6 +347,8 @@ impl Hub {
             public_sid,
         } = joined;
         joining_over(&mut self.conns, conn);
+        // A session that started on no other node starts here.
+        let starts = remote.as_ref().and_then(|r| r.started_at).is_none();
         if session && !self.rooms.contains_key(sid) {
             self.rooms.insert(
                 sid.to_owned(),
@@ -370,6 +372,9 @@ impl Hub {
                 },
             );
             self.follow_session(sid);
+            if starts {
+                self.webhook(sid, "session_started", json!({}));
+            }
         }
         if let Some(remote) = remote {
             self.apply_remote(sid, remote);
@@ -461,6 +466,10 @@ impl Hub {
             .insert(token.clone(), (sid.to_owned(), uid.clone()));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.joined = Some((sid.to_owned(), uid.clone()));
+        }
+        if !moved {
+            let participant = json!({ "participant": { "uid": uid, "name": name } });
+            self.webhook(sid, "participant_joined", participant);
         }
         let event = if moved {
             Event::ParticipantReconnected { uid: uid.clone() }

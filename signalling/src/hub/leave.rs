@@ -7,6 +7,8 @@ use relay::ids::{Sid, Uid};
 use crate::protocol::{Event, ServerMessage};
 use crate::sdp::Role;
 
+use serde_json::json;
+
 use super::*;
 
 impl Hub {
@@ -48,6 +50,8 @@ impl Hub {
             );
             if feed.origin.is_none() {
                 self.announce_unpublished(sid, feed_id);
+                let gone = json!({ "feed": { "feed_id": feed_id, "uid": feed.owner } });
+                self.webhook(sid, "feed_unpublished", gone);
             }
         }
         let tracks = feed
@@ -171,6 +175,8 @@ impl Hub {
                         uid: uid.to_owned(),
                     },
                 );
+                let participant = json!({ "participant": { "uid": uid, "name": name } });
+                self.webhook(sid, "participant_left", participant);
                 self.announce_leave(sid, uid);
             }
         }
@@ -224,6 +230,9 @@ impl Hub {
                     // its shared usage record.
                     let ended = last_node.then(super::recording::unix_now);
                     hub.write_usage(&sid, Instant::now(), &[], ended);
+                    if let Some(ended_at) = ended {
+                        hub.webhook(&sid, "session_ended", json!({ "ended_at": ended_at }));
+                    }
                     hub.rooms.remove(&sid);
                 }
                 if let Some((conn, id)) = reply {

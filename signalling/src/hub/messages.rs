@@ -184,4 +184,18 @@ impl Hub {
             db: self.accounts.latency(),
         }
     }
+
+    /// Tell session `sid`'s client of `event` through its webhook: the session and `fields`.
+    pub(super) fn webhook(&self, sid: &str, event: &str, fields: serde_json::Value) {
+        let Some(room) = self.rooms.get(sid) else {
+            return;
+        };
+        let mut body = json!({
+            "session": { "sid": room.public_sid, "started_at": room.started_at },
+        });
+        if let (Some(b), serde_json::Value::Object(f)) = (body.as_object_mut(), fields) {
+            b.extend(f);
+        }
+        self.webhooks.notify(&room.cid, event, body);
+    }
 }

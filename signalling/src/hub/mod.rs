@@ -265,6 +265,8 @@ struct Conn {
 pub struct Hub {
     relay: RelayLink,
     accounts: Accounts,
+    /// Each client's session events, to its webhook.
+    webhooks: crate::webhooks::Webhooks,
     /// Files being recorded, by the relay's recording id: what each is listed and metered
     /// under when it is finished (possibly after its session ended).
     recorded_files: HashMap<u64, recording::FileMeta>,
@@ -327,6 +329,7 @@ impl Hub {
     pub fn new(
         relay: RelayLink,
         accounts: Accounts,
+        webhooks: crate::webhooks::Webhooks,
         inputs: mpsc::Sender<Input>,
         limiter: JoinLimiter,
         usage_flush: Duration,
@@ -335,6 +338,7 @@ impl Hub {
         Hub {
             relay,
             accounts,
+            webhooks,
             inputs,
             limiter,
             usage_flush,

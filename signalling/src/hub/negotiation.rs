@@ -390,6 +390,7 @@ impl Hub {
                     })
                 });
             if let Some(info) = info {
+                self.webhook(sid, "feed_published", json!({ "feed": info }));
                 self.broadcast(sid, uid, Event::FeedPublished(info));
                 self.record_feed(sid, feed_id);
                 self.announce_feed(sid, feed_id);

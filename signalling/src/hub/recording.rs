@@ -439,6 +439,23 @@ impl Hub {
             ..
         } = file;
         let written = duration_ms > 0;
+        self.webhooks.notify(
+            &meta.cid,
+            "recording_finished",
+            serde_json::json!({
+                "session": { "sid": meta.public_sid, "started_at": meta.session_started_at },
+                "recording": {
+                    "uid": meta.uid,
+                    "feed_id": meta.feed_id,
+                    "kinds": meta.kinds,
+                    "path": path,
+                    "started_at": meta.started_at,
+                    "duration_ms": duration_ms,
+                    "bytes": bytes,
+                    "error": error,
+                },
+            }),
+        );
         if written {
             self.accounts.add_usage(crate::accounts::UsageRecord {
                 cid: meta.cid.clone(),
