@@ -119,6 +119,31 @@ pub async fn serve(
     .await
 }
 
+/// [`serve`] over TLS (https and wss) with `tls`'s certificate, which a reload replaces for
+/// the handshakes that follow. When `shutdown` resolves, open connections get 5 s to finish.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    hub: mpsc::Sender<Input>,
+    admin: crate::admin::Admin,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: crate::tls::Tls,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls.config())
+        .handle(handle)
+        .serve(
+            router(hub)
+                .merge(crate::admin::router(admin))
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+}
+
 /// A static file. The SDK URL carries no version, so caches must revalidate (`no-cache`) to
 /// pick up an upgraded server at once; the ETag makes that revalidation a bodiless 304.
 async fn file(uri: Uri, headers: HeaderMap) -> Response {

@@ -101,6 +101,13 @@ struct ServeArgs {
     /// it at the same directory (or a shared mount).
     #[arg(long, conflicts_with = "redis")]
     relay_control: Option<SocketAddr>,
+    /// Serve https and wss with this certificate chain (PEM) instead of plain HTTP; read
+    /// again on SIGHUP (a renewal), without dropping a connection.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve `/metrics` (Prometheus's text format) on this address; without it, no metrics
     /// are served. Bind it where only the scraper reaches.
     #[arg(long)]
@@ -656,6 +663,10 @@ fn main() -> anyhow::Result<()> {
     let dev_key = development_key(&store)?;
     let store = Arc::new(store);
     let clustered = args.cluster.redis.is_some();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(signalling::tls::Tls::load(cert, key)?),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -756,11 +767,12 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .with_context(|| format!("binding {}", args.http))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         if dev_key.is_empty() {
-            tracing::info!("WebRTC.ai running on http://{}/", args.http);
+            tracing::info!("WebRTC.ai running on {scheme}://{}/", args.http);
         } else {
             tracing::info!(
-                "WebRTC.ai running: demo at http://{}/?key={dev_key}",
+                "WebRTC.ai running: demo at {scheme}://{}/?key={dev_key}",
                 args.http
             );
         }
@@ -793,7 +805,7 @@ fn main() -> anyhow::Result<()> {
             });
         }
         let finish = hub.clone();
-        signalling::http::serve(listener, hub, admin, async move {
+        let shutdown = async move {
             let _ = tokio::signal::ctrl_c().await;
             // Recordings are finished, listed and metered before the hub goes.
             let (done, finished) = tokio::sync::oneshot::channel();
@@ -804,14 +816,36 @@ fn main() -> anyhow::Result<()> {
             {
                 let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
             }
-        })
-        .await
+        };
+        match tls {
+            Some(tls) => {
+                reload_on_sighup(tls.clone())?;
+                signalling::http::serve_tls(listener, hub, admin, shutdown, tls).await
+            }
+            None => signalling::http::serve(listener, hub, admin, shutdown).await,
+        }
         .context("http server")
     })?;
     drop(edge);
     if let Some(relay) = local {
         relay.shutdown();
     }
+    Ok(())
+}
+
+/// Read the certificate again on each SIGHUP; a pair that cannot be used leaves the one in
+/// use, and the log says why.
+fn reload_on_sighup(tls: signalling::tls::Tls) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate read again"),
+                Err(e) => tracing::error!("TLS certificate not reloaded, the old one stays: {e}"),
+            }
+        }
+    });
     Ok(())
 }
 
@@ -860,6 +894,7 @@ fn node_info(
             url.trim_end_matches('/').to_owned()
         }
         (Some(url), _) => anyhow::bail!("--public-url {url}: an http:// or https:// URL is needed"),
+        (None, false) if args.tls_cert.is_some() => format!("https://{}", args.http),
         (None, false) => format!("http://{}", args.http),
         (None, true) => anyhow::bail!("--public-url is needed when signalling binds {}", args.http),
     };

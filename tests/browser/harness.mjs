@@ -58,7 +58,9 @@ export async function startServer(opts = {}) {
   const port = opts.port || await freePort(host);
   const bind = host === '127.0.0.1' ? [] : ['--media-bind', host];
   const recordings = opts.recordings || join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'recordings');
-  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', '--recordings-dir', recordings, ...(opts.args || [])];
+  // `tls`: { cert, key } PEM files: https and wss (the test trusts them itself).
+  const tls = opts.tls ? ['--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key] : [];
+  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', '--recordings-dir', recordings, ...tls, ...(opts.args || [])];
   // `wrapper`: a command that runs the server (its path and arguments appended), e.g. in a
   // namespace of its own.
   const [cmd, ...cmdArgs] = [...(opts.wrapper || []), bin, ...args];
@@ -66,7 +68,7 @@ export async function startServer(opts = {}) {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  const base = `http://${host}:${port}`;
+  const base = `${opts.tls ? 'https' : 'http'}://${host}:${port}`;
   for (let i = 0; i < 100; i++) {
     try {
       const r = await fetch(`${base}/healthz`);
