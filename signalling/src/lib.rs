@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod relay_link;
 pub mod sdp;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod webhooks;
 pub mod ws;

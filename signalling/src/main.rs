@@ -30,10 +30,20 @@ struct Cli {
     /// The account database (SQLite; created on first use).
     #[arg(long, global = true, default_value = "webrtcai.db")]
     db: PathBuf,
+    /// How log lines are written to stderr: `text` for people, `json` (one object a line)
+    /// for a log pipeline.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -634,18 +644,21 @@ fn development_key(store: &Store) -> anyhow::Result<String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,dtls=error".into()),
-        )
-        .init();
     let (cmd, matches, from_file) = parse_cli();
     let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,dtls=error".into()),
+        );
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     if let Some(Command::Config(ConfigCommand::Show)) = cli.command {
         print!("{}", signalling::config::show(&cmd, &matches, &from_file));
         return Ok(());
@@ -804,9 +817,19 @@ fn main() -> anyhow::Result<()> {
                 }
             });
         }
+        signalling::systemd::watchdog(hub.clone(), link.clone());
+        signalling::systemd::ready();
         let finish = hub.clone();
+        // Ctrl-C, or SIGTERM (what systemd and container runtimes send to stop a service).
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         let shutdown = async move {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::info!("shutting down");
+            signalling::systemd::stopping();
             // Recordings are finished, listed and metered before the hub goes.
             let (done, finished) = tokio::sync::oneshot::channel();
             if finish
