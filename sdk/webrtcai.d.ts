@@ -39,7 +39,10 @@ export type ServerErrorCode =
   | 'e2ee_mismatch'
   /** In a cluster, the session's participants of this region are on another node. The SDK
    * joins there by itself; a page sees this only if that node sends it on again. */
-  | 'moved';
+  | 'moved'
+  /** The server is draining (about to restart, or leaving its cluster) and takes no new
+   * session; join through another server. */
+  | 'draining';
 
 /** The SDK's own: */
 export type SdkErrorCode =

@@ -39,6 +39,8 @@ pub struct Admin {
     pub recordings_dir: Option<std::path::PathBuf>,
     /// This node's edge, where it is one node of a cluster.
     pub edge: Option<edge::node::EdgeHandle>,
+    /// Starts the server's drain and stop (as SIGTERM does); None where nothing stops it.
+    pub drain: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
@@ -114,6 +116,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/recordings/{id}/file", get(recording_file))
         .route("/admin/sessions/{sid}/recording", post(record_session))
         .route("/admin/trunks", get(trunks))
+        .route("/admin/drain", post(drain))
         .with_state(admin)
 }
 
@@ -365,6 +368,23 @@ async fn usage(State(a): State<Admin>, h: HeaderMap, Query(q): Query<UsageQuery>
         Ok(report) => Json(report).into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// Drain and stop, as SIGTERM does: no new session from now on, and the process exits once
+/// its participants have left (or its drain timeout is up).
+async fn drain(State(a): State<Admin>, h: HeaderMap) -> Response {
+    if let Some(r) = authorize(&a, &h) {
+        return r;
+    }
+    let Some(drain) = &a.drain else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server cannot be drained",
+        );
+    };
+    drain.notify_one();
+    (StatusCode::ACCEPTED, Json(json!({ "draining": true }))).into_response()
 }
 
 /// This node's trunks to the other nodes of its cluster: each one's QUIC state and counters.

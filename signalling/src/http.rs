@@ -79,8 +79,24 @@ pub fn router(hub: mpsc::Sender<Input>) -> Router {
     Router::new()
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .fallback(get(file))
         .with_state(hub)
+}
+
+/// Whether the server takes new sessions: 200 `ready`, or 503 `draining` (it is about to
+/// stop) or `busy` (its hub did not answer within a second). `/healthz` says it is alive.
+async fn ready(State(hub): State<mpsc::Sender<Input>>) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let answer = async {
+        hub.send(Input::Metrics(tx)).await.ok()?;
+        rx.await.ok()
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(1), answer).await {
+        Ok(Some(m)) if !m.draining => (StatusCode::OK, "ready").into_response(),
+        Ok(Some(_)) => (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response(),
+    }
 }
 
 async fn websocket(

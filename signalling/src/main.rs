@@ -118,6 +118,10 @@ struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// On SIGTERM (or the admin API's drain) the server takes no new session and waits this
+    /// many seconds at most for its participants to leave before it stops (0: stop at once).
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_secs: u64,
     /// Serve `/metrics` (Prometheus's text format) on this address; without it, no metrics
     /// are served. Bind it where only the scraper reaches.
     #[arg(long)]
@@ -767,6 +771,8 @@ fn main() -> anyhow::Result<()> {
                 }
             });
         }
+        // SIGTERM, Ctrl-C or the admin API's drain: stop taking sessions, let the calls end.
+        let drain = Arc::new(tokio::sync::Notify::new());
         let admin = signalling::admin::Admin {
             store,
             secret: args.admin_secret.clone(),
@@ -776,6 +782,7 @@ fn main() -> anyhow::Result<()> {
                 None => link.records().then(|| args.recordings_dir.clone()),
             },
             edge: edge_handle,
+            drain: Some(drain.clone()),
         };
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -823,13 +830,37 @@ fn main() -> anyhow::Result<()> {
         // Ctrl-C, or SIGTERM (what systemd and container runtimes send to stop a service).
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("listening for SIGTERM")?;
+        let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
         let shutdown = async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
+                _ = drain.notified() => {}
             }
-            tracing::info!("shutting down");
             signalling::systemd::stopping();
+            // No new session; the calls here go on until they end or the time is up.
+            let _ = finish.send(signalling::hub::Input::Drain).await;
+            let started = tokio::time::Instant::now();
+            loop {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let left = match finish.send(signalling::hub::Input::Metrics(tx)).await {
+                    Ok(()) => rx.await.map(|m| m.participants).unwrap_or(0),
+                    Err(_) => 0,
+                };
+                if left == 0 || started.elapsed() >= drain_timeout {
+                    tracing::info!(participants = left, "shutting down");
+                    break;
+                }
+                if left > 0 && started.elapsed() < Duration::from_millis(300) {
+                    tracing::info!(participants = left, timeout = ?drain_timeout, "draining: waiting for the calls to end (Ctrl-C again to stop now)");
+                }
+                // A second Ctrl-C or SIGTERM stops at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = terminate.recv() => break,
+                }
+            }
             // Recordings are finished, listed and metered before the hub goes.
             let (done, finished) = tokio::sync::oneshot::channel();
             if finish

@@ -66,6 +66,8 @@ pub struct HubMetrics {
     pub errors: BTreeMap<String, u64>,
     /// The account database's latency: authentications (reads) and usage writes.
     pub db: DbLatency,
+    /// Whether the server is draining (takes no new session).
+    pub draining: bool,
 }
 
 /// How long the account database took.
@@ -436,6 +438,11 @@ impl Collector for Scrape {
                 "signalling_sessions",
                 "Sessions with participants on this node.",
                 [(vec![], hub.sessions as f64)],
+            )?;
+            w.gauge(
+                "signalling_draining",
+                "1 while the server drains (takes no new session).",
+                [(vec![], f64::from(u8::from(hub.draining)))],
             )?;
             w.gauge(
                 "signalling_participants",

@@ -255,6 +255,8 @@ pub enum ErrorCode {
     /// In a cluster: the session's participants in this region share another node; join
     /// there (`url`), with `placed` set.
     Moved,
+    /// The server is draining (restarting, or leaving its cluster): it takes no new session.
+    Draining,
 }
 
 /// A message from the server.

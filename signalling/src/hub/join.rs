@@ -169,6 +169,12 @@ impl Hub {
             }
         }
         let fresh = pending.resume.is_none() && pending.rejoin.is_none();
+        if self.draining && fresh && !self.rooms.contains_key(sid) {
+            return Err((
+                ErrorCode::Draining,
+                "this server is draining (restarting, or leaving its cluster) and takes no new session: join on another".into(),
+            ));
+        }
         let elsewhere = identity
             .region
             .as_deref()

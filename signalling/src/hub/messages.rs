@@ -182,6 +182,7 @@ impl Hub {
             joins: counters.joins,
             errors: counters.errors.clone(),
             db: self.accounts.latency(),
+            draining: self.draining,
         }
     }
 

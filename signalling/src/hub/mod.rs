@@ -85,6 +85,8 @@ pub enum Input {
     FinishRecordings(oneshot::Sender<()>),
     /// `/metrics` asks for the hub's figures.
     Metrics(oneshot::Sender<crate::metrics::HubMetrics>),
+    /// Take no new session from now on (the server is about to stop).
+    Drain,
     /// Another node's signalling told of a change to a session.
     Cluster(Box<crate::cluster::events::Envelope<cluster::SessionEvent>>),
     /// Redis is reachable again after it was not: what was recorded there may be lost.
@@ -295,6 +297,8 @@ pub struct Hub {
     claims_renewed: Instant,
     /// Running counts for `/metrics`.
     counters: std::cell::RefCell<Counters>,
+    /// No new session is taken: the server stops once its sessions end (or its time is up).
+    draining: bool,
 }
 
 /// What the hub counts for `/metrics` (the rest it reads from its state when asked).
@@ -355,6 +359,7 @@ impl Hub {
             nodes: Vec::new(),
             claims_renewed: Instant::now(),
             counters: Default::default(),
+            draining: false,
         }
     }
 
@@ -556,9 +561,25 @@ impl Hub {
             Input::Done(sid, done) => self.job_done(&sid, done),
             Input::Recording(done) => self.recording_done(done),
             Input::AdminRecord(r) => self.admin_record(r),
-            Input::FinishRecordings(done) => self.finish_recordings(done),
+            Input::FinishRecordings(done) => {
+                // The server stops: its participants' time is written, and alone (not in a
+                // cluster, where the sessions may go on elsewhere) its sessions' records close.
+                let now = Instant::now();
+                let ended = self.cluster.is_none().then(recording::unix_now);
+                let sids: Vec<String> = self.rooms.keys().cloned().collect();
+                for sid in sids {
+                    self.write_usage(&sid, now, &[], ended);
+                }
+                self.finish_recordings(done)
+            }
             Input::Metrics(reply) => {
                 let _ = reply.send(self.metrics());
+            }
+            Input::Drain => {
+                if !self.draining {
+                    tracing::info!("draining: no new sessions");
+                }
+                self.draining = true;
             }
             Input::Cluster(envelope) => self.cluster_event(*envelope),
             Input::ClusterRecovered => self.cluster_recovered(),

@@ -71,6 +71,7 @@ pub async fn server_with_relay(name: &str, limits: JoinLimits, relay: RelayConfi
         hub: Some(hub.clone()),
         recordings_dir: relay.handle().recordings_dir().map(|d| d.to_path_buf()),
         edge: None,
+        drain: None,
     };
     tokio::spawn(signalling::http::serve(
         listener,
