@@ -120,6 +120,7 @@ struct ServeArgs {
     tls_key: Option<PathBuf>,
     /// On SIGTERM (or the admin API's drain) the server takes no new session and waits this
     /// many seconds at most for its participants to leave before it stops (0: stop at once).
+    /// Ctrl-C stops at once.
     #[arg(long, default_value_t = 30)]
     drain_timeout_secs: u64,
     /// Serve `/metrics` (Prometheus's text format) on this address; without it, no metrics
@@ -832,11 +833,13 @@ fn main() -> anyhow::Result<()> {
             .context("listening for SIGTERM")?;
         let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
         let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-                _ = drain.notified() => {}
-            }
+            // Ctrl-C stops at once (a server run by hand); SIGTERM (systemd, a container
+            // runtime) and the admin API's drain let the calls end first.
+            let drain_for = tokio::select! {
+                _ = tokio::signal::ctrl_c() => Duration::ZERO,
+                _ = terminate.recv() => drain_timeout,
+                _ = drain.notified() => drain_timeout,
+            };
             signalling::systemd::stopping();
             // No new session; the calls here go on until they end or the time is up.
             let _ = finish.send(signalling::hub::Input::Drain).await;
@@ -847,12 +850,12 @@ fn main() -> anyhow::Result<()> {
                     Ok(()) => rx.await.map(|m| m.participants).unwrap_or(0),
                     Err(_) => 0,
                 };
-                if left == 0 || started.elapsed() >= drain_timeout {
+                if left == 0 || started.elapsed() >= drain_for {
                     tracing::info!(participants = left, "shutting down");
                     break;
                 }
                 if left > 0 && started.elapsed() < Duration::from_millis(300) {
-                    tracing::info!(participants = left, timeout = ?drain_timeout, "draining: waiting for the calls to end (Ctrl-C again to stop now)");
+                    tracing::info!(participants = left, timeout = ?drain_for, "draining: waiting for the calls to end (Ctrl-C or SIGTERM again to stop now)");
                 }
                 // A second Ctrl-C or SIGTERM stops at once.
                 tokio::select! {

@@ -68,6 +68,8 @@ pub struct HubMetrics {
     pub db: DbLatency,
     /// Whether the server is draining (takes no new session).
     pub draining: bool,
+    /// Webhooks: (delivered, failed tries, lost).
+    pub webhooks: (u64, u64, u64),
 }
 
 /// How long the account database took.
@@ -427,6 +429,21 @@ impl Collector for Scrape {
             per_core(cores, |c| c.data.messages_out),
         )?;
         w.counter(
+            "relay_data_undeliverable",
+            "Data-channel messages not delivered: a receiver not connected for long, one too far behind, or its channel refused them.",
+            per_core(cores, |c| c.data.undeliverable),
+        )?;
+        w.counter(
+            "relay_data_held_back",
+            "Times a participant's data-channel messages waited for its rate.",
+            per_core(cores, |c| c.data.held_back),
+        )?;
+        w.counter(
+            "relay_data_refused",
+            "Data-channel messages refused (malformed envelopes, unknown receivers).",
+            per_core(cores, |c| c.data.refused),
+        )?;
+        w.counter(
             "relay_recording_queue_full",
             "Packets a recording lost because its writer fell behind.",
             per_core(cores, |c| c.record.queue_full),
@@ -438,6 +455,22 @@ impl Collector for Scrape {
                 "signalling_sessions",
                 "Sessions with participants on this node.",
                 [(vec![], hub.sessions as f64)],
+            )?;
+            let (delivered, failed, lost) = hub.webhooks;
+            w.counter(
+                "signalling_webhooks_delivered",
+                "Webhook events a receiver took.",
+                [(vec![], delivered)],
+            )?;
+            w.counter(
+                "signalling_webhook_failed_tries",
+                "Webhook deliveries that failed (and were tried again).",
+                [(vec![], failed)],
+            )?;
+            w.counter(
+                "signalling_webhooks_lost",
+                "Webhook events lost: a full queue, or given up after 10 minutes.",
+                [(vec![], lost)],
             )?;
             w.gauge(
                 "signalling_draining",

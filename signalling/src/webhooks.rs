@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,11 +68,23 @@ struct Notice {
 /// Events lost per client, not yet reported.
 type Dropped = Arc<Mutex<HashMap<String, u64>>>;
 
+/// Deliveries so far, all clients together, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Events a receiver took.
+    pub delivered: AtomicU64,
+    /// Tries that failed (each is retried until the event is given up).
+    pub failed_tries: AtomicU64,
+    /// Events lost: a full queue, or given up.
+    pub lost: AtomicU64,
+}
+
 /// The hub's side of the webhooks.
 #[derive(Clone)]
 pub struct Webhooks {
     tx: mpsc::Sender<Notice>,
     dropped: Dropped,
+    counts: Arc<Counts>,
 }
 
 impl Webhooks {
@@ -80,8 +93,23 @@ impl Webhooks {
         let store = Arc::new(Store::open(path)?);
         let (tx, rx) = mpsc::channel(QUEUE);
         let dropped = Dropped::default();
-        tokio::spawn(dispatch(rx, store, dropped.clone()));
-        Ok(Webhooks { tx, dropped })
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(dispatch(rx, store, dropped.clone(), counts.clone()));
+        Ok(Webhooks {
+            tx,
+            dropped,
+            counts,
+        })
+    }
+
+    /// Deliveries so far: (delivered, failed tries, lost).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let c = &self.counts;
+        (
+            c.delivered.load(Ordering::Relaxed),
+            c.failed_tries.load(Ordering::Relaxed),
+            c.lost.load(Ordering::Relaxed),
+        )
     }
 
     /// Tell client `cid` of `event` (`session_started`, …) with `fields`; never waits.
@@ -98,7 +126,7 @@ impl Webhooks {
             body,
         };
         if let Err(e) = self.tx.try_send(notice) {
-            count_lost(&self.dropped, e);
+            count_lost(&self.dropped, &self.counts, e);
         }
     }
 }
@@ -108,9 +136,10 @@ fn lock(d: &Dropped) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
 }
 
 /// An event that found a queue full (or closed): its client's next delivery says so.
-fn count_lost(dropped: &Dropped, e: mpsc::error::TrySendError<Notice>) {
+fn count_lost(dropped: &Dropped, counts: &Counts, e: mpsc::error::TrySendError<Notice>) {
     let (mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n)) = e;
     *lock(dropped).entry(n.cid).or_default() += 1;
+    counts.lost.fetch_add(1, Ordering::Relaxed);
 }
 
 fn unix_ms() -> u64 {
@@ -121,7 +150,12 @@ fn unix_ms() -> u64 {
 }
 
 /// Hand each event to its client's task (started on the client's first event).
-async fn dispatch(mut rx: mpsc::Receiver<Notice>, store: Arc<Store>, dropped: Dropped) {
+async fn dispatch(
+    mut rx: mpsc::Receiver<Notice>,
+    store: Arc<Store>,
+    dropped: Dropped,
+    counts: Arc<Counts>,
+) {
     let mut clients: HashMap<String, mpsc::Sender<Notice>> = HashMap::new();
     while let Some(notice) = rx.recv().await {
         let tx = clients.entry(notice.cid.clone()).or_insert_with(|| {
@@ -130,13 +164,14 @@ async fn dispatch(mut rx: mpsc::Receiver<Notice>, store: Arc<Store>, dropped: Dr
                 cid: notice.cid.clone(),
                 store: store.clone(),
                 dropped: dropped.clone(),
+                counts: counts.clone(),
                 target: None,
             };
             tokio::spawn(client.deliver_all(rx));
             tx
         });
         if let Err(e) = tx.try_send(notice) {
-            count_lost(&dropped, e);
+            count_lost(&dropped, &counts, e);
         }
     }
 }
@@ -146,6 +181,7 @@ struct Client {
     cid: String,
     store: Arc<Store>,
     dropped: Dropped,
+    counts: Arc<Counts>,
     /// Its webhook, and when it was read.
     target: Option<(Option<WebhookTarget>, Instant)>,
 }
@@ -202,15 +238,20 @@ impl Client {
             let (t, sent) = (target.clone(), text.clone());
             let result = tokio::task::spawn_blocking(move || post(&t, &sent)).await;
             match result {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) => {
+                    self.counts.delivered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(cid = %self.cid, url = %target.url, "webhook not delivered: {e}")
                 }
                 Err(_) => {}
             }
+            self.counts.failed_tries.fetch_add(1, Ordering::Relaxed);
             if notice.at.elapsed() + backoff > GIVE_UP_AFTER {
                 tracing::warn!(cid = %self.cid, url = %target.url, "webhook given up after {:?}", notice.at.elapsed());
                 *lock(&self.dropped).entry(self.cid.clone()).or_default() += 1;
+                self.counts.lost.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             tokio::time::sleep(backoff).await;

@@ -66,6 +66,7 @@ async def main(url, sid, token, count):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     channels = {}
     ready = asyncio.Event()
+    all_in = asyncio.Event()
     received = {"n": 0, "wrong": 0}
     next_id = 1
     replies = {}
@@ -89,6 +90,7 @@ async def main(url, sid, token, count):
             received["n"] += 1
             if received["n"] == count:
                 print(f"RECEIVED {received['n']} {received['wrong']}", flush=True)
+                all_in.set()
 
         if {"reliable", "lossy"} <= channels.keys():
             ready.set()
@@ -128,7 +130,10 @@ async def main(url, sid, token, count):
         joined = await request({"type": "join", "v": 1, "sid": sid, "name": "aiortc", "token": token, "data": True})
         await asyncio.wait_for(ready.wait(), 20)
         print(f"READY {joined['uid']}", flush=True)
-        # The page starts once it sees READY; then this side sends its own.
+        # The page starts once it sees READY; this side sends its own once it has them all
+        # (both at once lost the page's first 64 in about one run of four: see
+        # docs/relay.md#data-channels).
+        await asyncio.wait_for(all_in.wait(), 60)
         reliable = channels["reliable"]
         for i in range(count):
             text, payload = message(i)

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer, launch, joinPage, subscribe, expectPlaying, until } from './harness.mjs';
+import { startServer, freePort, scrape, launch, joinPage, subscribe, expectPlaying, until } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const python = process.env.AIORTC_PYTHON || join(here, '..', 'aiortc', '.venv', 'bin', 'python');
@@ -47,7 +47,13 @@ test('aiortc publishes, Chromium decodes', async () => {
 });
 
 test('aiortc and Chromium exchange data-channel messages through the relay', async () => {
-  const server = await startServer();
+  const metricsPort = await freePort();
+  const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
+  // The relay's data counters, for a failure's message.
+  const relayData = async () => {
+    const { text } = await scrape(metricsPort);
+    return text.split('\n').filter((l) => /^webrtcai_relay_data_/.test(l)).join('; ');
+  };
   const browser = await launch();
   const wsUrl = server.base.replace('http', 'ws') + '/ws';
   const COUNT = 500;
@@ -86,7 +92,7 @@ test('aiortc and Chromium exchange data-channel messages through the relay', asy
     assert.equal(Number(n), COUNT);
     assert.equal(Number(wrong), 0, 'aiortc read every message the page sent, in order');
     await line(/SENT (\d+)/, 30_000);
-    const got = await until(() => page.evaluate(() => window.fromAiortc), (r) => r.n >= COUNT, 30_000);
+    const got = await until(() => page.evaluate(() => window.fromAiortc), (r) => r.n >= COUNT, 30_000, relayData);
     assert.equal(got.wrong, 0, 'the page read every message aiortc sent, in order');
     console.log(`aiortc data: ${COUNT} messages each way, in order`);
   } finally {

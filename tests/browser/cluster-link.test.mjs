@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer, freePort } from './harness.mjs';
+import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, startServer, freePort, scrape } from './harness.mjs';
 import { createLink, createVethNamespace, startLinkServer, launchBehind, SERVER_HOST } from './link.mjs';
 import { clusterDir, trunks, packetsSent } from './cluster.mjs';
 import { join } from 'node:path';
@@ -85,8 +85,7 @@ test('pages on nodes 80 ms apart with 1% loss decode each other across the trunk
     console.log(`in 3 s alice sent ${sent} packets and ${crossed} datagrams crossed a→b for bob and carol on node B (${(crossed / sent).toFixed(3)} per packet)`);
     assert.ok(sa.width > 0 && sb.width > 0);
     // Node A's /metrics reports the trunk: up, bytes sent to b, its RTT.
-    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    const sample = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    const { text: metrics, sample } = await scrape(metricsPort);
     assert.equal(sample('webrtcai_edge_trunks'), 1, metrics);
     assert.ok(sample('webrtcai_edge_sent_bytes_total\\{peer="b"\\}') > 100000, metrics);
     assert.ok(sample('webrtcai_edge_rtt_seconds\\{peer="b"\\}') > 0.07, metrics);

@@ -11,7 +11,8 @@ import { startServer } from './harness.mjs';
 const root = join(import.meta.dirname, '..', '..');
 const bin = process.env.WEBRTCAI_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug', 'webrtcai');
 
-const ADMIN = 'cluster-test-secret';
+/** The nodes' admin secret. */
+export const ADMIN = 'cluster-test-secret';
 
 /** The node's trunks, from its admin API. */
 export async function trunks(node) {

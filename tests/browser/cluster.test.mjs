@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, joinPage, publishWebcam, subscribe, waitEvent, expectPlaying, videoState, startProxy, until } from './harness.mjs';
-import { startRedis, clusterDir, startNode, trunks, packetsSent } from './cluster.mjs';
+import { startRedis, clusterDir, startNode, trunks, packetsSent, ADMIN } from './cluster.mjs';
 
 test('pages on two nodes join one session and decode each other across the trunk', async () => {
   const redis = await startRedis();
@@ -254,6 +254,39 @@ test("a session's participants of one region share a node: a page that reaches a
     console.log(`one region: bob, through node b, joined node a in ${joinMs} ms (page load included) and decodes alice ${s.width} wide; carol and dave, at once through a and b, both on node ${port(on[0]) === port(nodeA.base) ? 'a' : 'b'}; carol sees ${names.join(', ')}; trunks ${links.length}`);
     assert.deepEqual(names, ['dave']);
     assert.equal(links.length, 0);
+  } finally {
+    await browser.close();
+    nodeA.stop();
+    nodeB.stop();
+    redis.stop();
+  }
+});
+
+test('a draining node places new sessions on another node of its region, and the calls it has go on', async () => {
+  const redis = await startRedis();
+  const dir = clusterDir(['a', 'b']);
+  const nodeA = await startNode(redis, dir, 'a', 'eu');
+  const nodeB = await startNode(redis, dir, 'b', 'eu', nodeA);
+  const browser = await launch();
+  const port = (url) => new URL(url.replace(/^ws/, 'http')).port;
+  try {
+    const alice = await joinPage(browser.context, nodeA, 'drain-c1', 'alice');
+    const feedA = await publishWebcam(alice);
+    // Drain the node alice's session lives on; the other stays.
+    const [home, other] = port(await alice.evaluate(() => window.session._url)) === port(nodeA.base) ? [nodeA, nodeB] : [nodeB, nodeA];
+    const r = await fetch(`${home.base}/admin/drain`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(r.status, 202);
+    await until(async () => (await fetch(`${home.base}/readyz`)).status, (s) => s === 503, 5000);
+    // A new session through the draining node goes to the other one.
+    const carol = await joinPage(browser.context, home, 'drain-c2', 'carol');
+    assert.equal(port(await carol.evaluate(() => window.session._url)), port(other.base), 'carol placed on the node that is not draining');
+    // The running session goes on: a newcomer to it is placed on the node that is not
+    // draining too, and decodes alice across the trunk.
+    const bob = await joinPage(browser.context, other, 'drain-c1', 'bob');
+    assert.equal(port(await bob.evaluate(() => window.session._url)), port(other.base), 'bob placed on the node that is not draining');
+    await expectPlaying(bob, await subscribe(bob, feedA));
+    assert.equal((await fetch(`${other.base}/readyz`)).status, 200);
+    console.log('cluster drain: a new session, and a newcomer to the running one, went to the other node; alice\'s call went on across the trunk');
   } finally {
     await browser.close();
     nodeA.stop();

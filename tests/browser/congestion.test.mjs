@@ -12,7 +12,13 @@ import { createLink, startLinkServer, launchBehind } from './link.mjs';
 async function sending(page) {
   return page.evaluate(async () => {
     const out = { targetBitrate: 0, frameWidth: 0, frameHeight: 0, bytesSent: 0, layers: 0 };
-    (await window.session.pc.getStats()).forEach((s) => {
+    const report = await window.session.pc.getStats();
+    // The transport's selected pair (a nominated pair is the fallback where it names none).
+    let selected = null;
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) selected = s.selectedCandidatePairId;
+    });
+    report.forEach((s) => {
       if (s.type === 'outbound-rtp' && s.kind === 'video') {
         out.layers += 1;
         out.targetBitrate += s.targetBitrate || 0;
@@ -27,7 +33,8 @@ async function sending(page) {
           });
         }
       }
-      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+      const chosen = selected ? s.id === selected : s.nominated && s.state === 'succeeded';
+      if (s.type === 'candidate-pair' && chosen && s.availableOutgoingBitrate !== undefined) {
         out.available = s.availableOutgoingBitrate;
       }
     });
@@ -56,7 +63,9 @@ test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', as
       // And what the subscriber is sent: dynacast turns off the layers no one receives.
       const q = await b.evaluate(() => window.session.quality());
       samples.push({ t, ...s, subscriber: { estimate: q.estimateBps, layer: q.subscriptions[0]?.current } });
-      if (reached === null && s.targetBitrate >= TARGET && s.available >= TARGET) reached = t;
+      // Chromium sometimes reports no availableOutgoingBitrate at all (seen in a full suite,
+      // the target at 3.15 Mbit/s from the first sample): then the target alone says it.
+      if (reached === null && s.targetBitrate >= TARGET && (s.available === undefined || s.available >= TARGET)) reached = t;
       await new Promise((r) => setTimeout(r, 1000));
     }
     console.log(`congestion: ${JSON.stringify(samples)}`);

@@ -372,3 +372,10 @@ export function ffmpegErrors(file, output = []) {
   const r = spawnSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-fps_mode', 'passthrough', '-enc_time_base:v', '-1', ...output, '-f', 'null', '-'], { encoding: 'utf8' });
   return `${r.stdout}${r.stderr}${r.status === 0 ? '' : `(exit ${r.status ?? r.signal})`}`;
 }
+
+/** Read `/metrics` on 127.0.0.1:`port` once: `text`, and `sample(series)` the value of the
+ * sample named exactly so (labels included, regex-escaped by the caller), NaN where absent. */
+export async function scrape(port) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return { text, sample: (series) => Number(new RegExp(`^${series} (\\S+)$`, 'm').exec(text)?.[1]) };
+}

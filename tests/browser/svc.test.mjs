@@ -58,9 +58,23 @@ for (const codec of ['VP9', 'AV1']) test(`a ${codec} SVC webcam: the whole pictu
     // when its encoder runs short of CPU (qualityLimitationReason 'cpu', seen on a loaded
     // machine), and then the large element rightly gets the 640 wide layer.
     const sentAfter = await sending(a);
-    console.log(`svc ${codec}: publisher then ${JSON.stringify(sentAfter)}`);
+    // What the relay wants for the large element: three pages encoding and decoding 720p SVC
+    // on two loaded cores delay packets, a delay-based estimate can dip below what the top
+    // layer needs, and the relay then rightly moves down for a while (seen in full suites:
+    // 341 kbit/s to the large element). Where it targets the top spatial layer, the large
+    // element must get it, within a keyframe's wait.
+    const bigQuality = await big.evaluate(() => window.session.quality());
+    const sub = bigQuality.subscriptions[0];
+    const topSpatial = sub.target >= sub.layers - sub.temporalLayers;
+    console.log(`svc ${codec}: publisher then ${JSON.stringify(sentAfter)}; large element: ${JSON.stringify(bigQuality)}`);
     assert.equal(smallAfter.width, 320);
-    assert.equal(bigAfter.width, sentAfter.width, `the publisher sends ${sentAfter.width} wide (limited by ${sentAfter.limitedBy})`);
+    if (topSpatial) {
+      const got = await until(() => receiving(big), (r) => r.width === sentAfter.width, 5000).catch(() => null);
+      assert.ok(got, `the relay targets layer ${sub.target} of ${sub.layers} (current ${sub.current}) and the publisher sends ${sentAfter.width} wide (limited by ${sentAfter.limitedBy}), but the large element shows ${bigAfter.width}: ${JSON.stringify(bigQuality)}`);
+    } else {
+      console.log(`svc ${codec}: the relay moved the large element down to layer ${sub.target} (estimate ${bigQuality.estimateBps} bit/s); it got ${bigAfter.width} wide`);
+      assert.ok(bigAfter.width > 0 && bigAfter.width <= sentAfter.width);
+    }
     assert.ok(smallAfter.framesDecoded > smallBefore.framesDecoded + 30);
     assert.ok(rate(smallBefore, smallAfter) < rate(bigBefore, bigAfter) / 2);
   } finally {
@@ -96,7 +110,15 @@ test('a VP9 SVC subscriber behind 600 kbit/s gets a lower spatial layer, another
     await new Promise((r) => setTimeout(r, 5_000));
     const before = await receiving(capped);
     await new Promise((r) => setTimeout(r, 10_000));
-    const after = await receiving(capped);
+    // The width most of five readings over a second give: one picture of a higher layer (a
+    // keyframe's) must not decide.
+    const readings = [];
+    for (let i = 0; i < 5; i++) {
+      readings.push(await receiving(capped));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const widths = readings.map((r) => r.width).sort((x, y) => x - y);
+    const after = { ...readings.at(-1), width: widths[2], widths };
     const q = await capped.evaluate(() => window.session.quality());
     console.log(`svc: free ${JSON.stringify(whole)}, capped ${JSON.stringify(lower)} then ${JSON.stringify(after)}, quality ${JSON.stringify(q)}`);
     assert.ok(after.width > 0 && after.width <= 640, `capped at ${after.width}`);

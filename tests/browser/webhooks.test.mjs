@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import {
-  startServer, freePort, launch, joinPage, publishWebcam, subscribe, expectPlaying, until,
+  startServer, freePort, scrape, launch, joinPage, publishWebcam, subscribe, expectPlaying, until,
 } from './harness.mjs';
 
 /** What a customer's receiver does: check the signature with the key's secret. */
@@ -39,7 +39,8 @@ async function startReceiver(port, secret, got) {
 const kinds = (got, sid) => got.filter((g) => g.event.session?.sid === sid).map((g) => g.event.event);
 
 test('a call\'s events reach the client\'s webhook signed and in order, also after the receiver was down', async () => {
-  const server = await startServer({ recording: true });
+  const metricsPort = await freePort();
+  const server = await startServer({ recording: true, args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
   const port = await freePort();
   const got = [];
   let receiver = await startReceiver(port, server.secret, got);
@@ -98,6 +99,11 @@ test('a call\'s events reach the client\'s webhook signed and in order, also aft
     console.log(`receiver back: hooks-2's ${late.length} events arrived ${first.at - back} ms after it was (${late.join(', ')})`);
     assert.deepEqual(late, ['session_started', 'participant_joined', 'feed_published', 'feed_unpublished', 'participant_left', 'session_ended']);
     assert.ok(got.slice(before).every((g) => g.verified && g.event.dropped === 0));
+    // /metrics counts the deliveries, and the tries that failed while the receiver was down.
+    const { text: metrics, sample } = await scrape(metricsPort);
+    assert.equal(sample('webrtcai_signalling_webhooks_delivered_total'), got.length, metrics);
+    assert.ok(sample('webrtcai_signalling_webhook_failed_tries_total') >= 1);
+    assert.equal(sample('webrtcai_signalling_webhooks_lost_total'), 0);
 
     // Cleared: no more deliveries.
     assert.deepEqual(JSON.parse(server.admin('client', 'webhook', '--cid', server.cid, '--clear')), { cleared: true });

@@ -27,7 +27,9 @@ pub async fn join(
     let _: bool = directory.register(&node).await?;
     let (writes, to_write) = mpsc::unbounded_channel();
     tokio::spawn(crate::hub::cluster::run_writes(to_write));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let link = ClusterLink {
+        draining: draining.clone(),
         node: node.id.clone(),
         region: node.region.clone(),
         homes_sessions: node.homes_sessions,
@@ -41,7 +43,7 @@ pub async fn join(
     let (recovered_tx, recovered) = mpsc::unbounded_channel();
     let (gone_tx, gone) = mpsc::unbounded_channel();
     tokio::spawn(watch_nodes(directory.clone(), node.id.clone(), gone_tx));
-    tokio::spawn(heartbeat(directory, node, relay, recovered_tx));
+    tokio::spawn(heartbeat(directory, node, relay, draining, recovered_tx));
     Ok(crate::Cluster {
         link,
         pushed,
@@ -205,6 +207,7 @@ async fn heartbeat(
     directory: Directory,
     node: Arc<NodeInfo>,
     relay: RelayHandle,
+    draining: Arc<std::sync::atomic::AtomicBool>,
     recovered: mpsc::UnboundedSender<()>,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT);
@@ -213,6 +216,8 @@ async fn heartbeat(
     loop {
         tick.tick().await;
         let mut record = (*node).clone();
+        // Draining, the node says it homes no session, so that others place none here.
+        record.homes_sessions &= !draining.load(std::sync::atomic::Ordering::Relaxed);
         if let Ok(Ok(stats)) = tokio::time::timeout(Duration::from_millis(200), relay.stats()).await
         {
             record.load = stats.iter().map(|s| s.participants as u32).sum();

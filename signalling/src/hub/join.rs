@@ -169,11 +169,14 @@ impl Hub {
             }
         }
         let fresh = pending.resume.is_none() && pending.rejoin.is_none();
-        if self.draining && fresh && !self.rooms.contains_key(sid) {
-            return Err((
-                ErrorCode::Draining,
-                "this server is draining (restarting, or leaving its cluster) and takes no new session: join on another".into(),
-            ));
+        // Draining, a new session is refused; in a cluster it is placed on another node
+        // (below), unless another node already sent the page here.
+        if self.draining
+            && fresh
+            && !self.rooms.contains_key(sid)
+            && (self.cluster.is_none() || pending.placed)
+        {
+            return Err(draining());
         }
         let elsewhere = identity
             .region
@@ -560,4 +563,12 @@ impl Hub {
             "servers": self.other_servers(),
         })
     }
+}
+
+/// The refusal of a new session by a draining server.
+pub(super) fn draining() -> (ErrorCode, String) {
+    (
+        ErrorCode::Draining,
+        "this server is draining (restarting, or leaving its cluster) and takes no new session: join on another".into(),
+    )
 }

@@ -183,6 +183,7 @@ impl Hub {
             errors: counters.errors.clone(),
             db: self.accounts.latency(),
             draining: self.draining,
+            webhooks: self.webhooks.counts(),
         }
     }
 

@@ -580,6 +580,10 @@ impl Hub {
                     tracing::info!("draining: no new sessions");
                 }
                 self.draining = true;
+                if let Some(link) = &self.cluster {
+                    link.draining
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             Input::Cluster(envelope) => self.cluster_event(*envelope),
             Input::ClusterRecovered => self.cluster_recovered(),

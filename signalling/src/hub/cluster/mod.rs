@@ -55,6 +55,8 @@ pub struct ClusterLink {
     pub directory: Directory,
     /// Writes to Redis, carried out one after another in the order the hub made them.
     pub writes: mpsc::UnboundedSender<Write>,
+    /// Set when the node drains: its heartbeat then says it homes no session.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A write to Redis, made by the hub and awaited by [`run_writes`].

@@ -17,17 +17,23 @@ impl Hub {
     ) -> Option<impl Future<Output = Placed> + Send + 'static> {
         let link = self.cluster.as_ref()?;
         let (directory, me) = (link.directory.clone(), link.node.clone());
+        let draining = self.draining;
         let region = region.unwrap_or(&link.region).to_owned();
         let sid = sid.to_owned();
         Some(async move {
-            let nodes = match directory.nodes().await {
+            let mut nodes = match directory.nodes().await {
                 Ok(nodes) => nodes,
                 Err(e) => {
                     tracing::warn!(%sid, error = %e, "placed here: the nodes are not known");
                     return Placed::Here;
                 }
             };
-            if !nodes.iter().any(|n| n.id == me && n.homes_sessions) {
+            if draining {
+                // A draining node takes no new session, whatever its record still says.
+                for n in nodes.iter_mut().filter(|n| n.id == me) {
+                    n.homes_sessions = false;
+                }
+            } else if !nodes.iter().any(|n| n.id == me && n.homes_sessions) {
                 return Placed::Here;
             }
             // A session is placed in its region (the node reached's, or the token's); with
@@ -66,6 +72,13 @@ impl Hub {
         placed: Placed,
     ) {
         match placed {
+            Placed::Here if self.draining && !self.rooms.contains_key(sid) => {
+                let (conn, id) = (pending.conn, pending.id);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.joining = false;
+                }
+                self.reply(conn, id, Err(super::super::join::draining()));
+            }
             Placed::Here => {
                 self.room_input(sid, jobs::RoomInput::Join(Box::new(pending), identity))
             }
