@@ -130,9 +130,9 @@ async def main(url, sid, token, count):
         joined = await request({"type": "join", "v": 1, "sid": sid, "name": "aiortc", "token": token, "data": True})
         await asyncio.wait_for(ready.wait(), 20)
         print(f"READY {joined['uid']}", flush=True)
-        # The page starts once it sees READY; this side sends its own once it has them all
-        # (both at once lost the page's first 64 in about one run of four: see
-        # docs/relay.md#data-channels).
+        # The page starts once it sees READY; this side sends its own once it has them all:
+        # the page may not have joined yet when this side's channels open, and a message to
+        # everyone reaches only who is there (docs/relay.md#data-channels).
         await asyncio.wait_for(all_in.wait(), 60)
         reliable = channels["reliable"]
         for i in range(count):
