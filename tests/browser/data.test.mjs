@@ -106,6 +106,13 @@ test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive comp
         }
       });
     });
+    // b's channels are open once a message of b's reaches a: a message finds only the
+    // channels open when it arrives (docs/relay.md#data-channels), and b joined a moment ago.
+    await a.evaluate(() => {
+      window.bReady = new Promise((r) => window.session.on('data', ({ data }) => data === 'b ready' && r()));
+    });
+    await b.evaluate(() => window.session.send('b ready'));
+    await a.evaluate(() => window.bReady);
     const started = Date.now();
     const sent = await a.evaluate(async (count) => {
       let bytes = 0;
