@@ -112,6 +112,13 @@ export interface JoinOptions {
    * another passphrase decodes nothing and gets `error` with `decryption_failed`. An
    * encrypted session cannot be recorded. Video codecs: VP8 and VP9. */
   e2ee?: { passphrase: string };
+  /** STUN and TURN servers for the media connection (default none: the relay is reached
+   * directly, over UDP or, where UDP is blocked, ICE-TCP). A TURN server (coturn) helps a
+   * network that lets only TLS on port 443 out: `turns:turn.example.com:443?transport=tcp`.
+   * Invalid entries reject with `invalid_options`. */
+  iceServers?: RTCIceServer[];
+  /** `'relay'` sends media only through the TURN servers of `iceServers` (default `'all'`). */
+  iceTransportPolicy?: 'all' | 'relay';
 }
 
 export interface SendOptions {

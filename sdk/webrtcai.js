@@ -1121,7 +1121,7 @@ var PROTOCOL_VERSION = 1;
 function newPeerConnection(session) {
   session.pc = new RTCPeerConnection(
     /** @type {any} */
-    { iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require", encodedInsertableStreams: session.e2ee }
+    { ...session._ice, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require", encodedInsertableStreams: session.e2ee }
   );
   session.pc.ontrack = (ev) => onTrack(session, ev);
   session.pc.ondatachannel = (ev) => onDataChannel(session, ev.channel);
@@ -1343,7 +1343,8 @@ async function reconnect(session) {
 
 // src/session.js
 var Session = class extends Emitter {
-  constructor(client, sid, name, data = true, e2ee = null) {
+  /** @param {{ iceServers: RTCIceServer[], iceTransportPolicy: RTCIceTransportPolicy }} [ice] */
+  constructor(client, sid, name, data = true, e2ee = null, ice = { iceServers: [], iceTransportPolicy: "all" }) {
     super();
     this.e2ee = !!e2ee;
     this._e2ee = e2ee;
@@ -1356,6 +1357,7 @@ var Session = class extends Emitter {
     this.permissions = null;
     this._client = client;
     this._name = name;
+    this._ice = ice;
     this._ws = null;
     this._resume = null;
     this._nextId = 1;
@@ -1557,9 +1559,10 @@ var Client = class {
    * channels open at once, so that `send` and the `data` event work from the start. */
   /** @param {string} sid
    * @param {import('../webrtcai.js').JoinOptions} [options] */
-  async join(sid, { name, data = true, e2ee } = {}) {
+  async join(sid, { name, data = true, e2ee, iceServers, iceTransportPolicy } = {}) {
+    const ice = iceOptions(iceServers, iceTransportPolicy);
     const encryption = e2ee ? await startEncryption(e2ee, sid) : null;
-    const session = new Session(this, sid, name, data, encryption);
+    const session = new Session(this, sid, name, data, encryption, ice);
     if (encryption) reportDecryptFailures(session);
     try {
       await connect(session, null);
@@ -1570,6 +1573,17 @@ var Client = class {
     return session;
   }
 };
+function iceOptions(iceServers = [], policy = "all") {
+  const isUrl = (u) => typeof u === "string" && /^(stun|stuns|turn|turns):/.test(u);
+  const valid = Array.isArray(iceServers) && iceServers.every((s) => s && (Array.isArray(s.urls) ? s.urls.length > 0 && s.urls.every(isUrl) : isUrl(s.urls)));
+  if (!valid) {
+    throw new WebRTCaiError("invalid_options", "iceServers must be a list of { urls, username?, credential? } with stun:, turn: or turns: URLs");
+  }
+  if (policy !== "all" && policy !== "relay") {
+    throw new WebRTCaiError("invalid_options", "iceTransportPolicy must be 'all' or 'relay'");
+  }
+  return { iceServers, iceTransportPolicy: policy };
+}
 
 // src/index.js
 var WebRTCai = {

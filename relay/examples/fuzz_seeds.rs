@@ -137,6 +137,14 @@ fn main() {
     ] {
         write("demux", name, d);
     }
+    // ICE-TCP: a binding request then an RTP packet, framed, read 7 bytes at a time.
+    {
+        let mut stream = vec![6u8];
+        for packet in [&stun[..], &rtp[..]] {
+            assert!(relay::io::ice_tcp::frame(packet, &mut stream));
+        }
+        write("ice_tcp", "stun-rtp", &stream);
+    }
     write("stun", "use-candidate", &stun);
     write("stun", "plain", &stun_plain);
     write("rtp", "ext-padding", &rtp);

@@ -164,6 +164,9 @@ pub struct ParticipantInfo {
     pub fingerprint: String,
     /// The UDP address of the core that owns the session (the ICE host candidate).
     pub candidate: SocketAddr,
+    /// The core's ICE-TCP address (a passive host candidate), where it listens for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_candidate: Option<SocketAddr>,
 }
 
 /// How a subscription is presented to the subscriber.

@@ -36,6 +36,10 @@ struct Args {
     /// Do not pin core threads to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Do not listen for ICE-TCP (RFC 6544) on the cores' ports, the fallback for
+    /// participants whose network blocks UDP.
+    #[arg(long)]
+    no_ice_tcp: bool,
     /// Where the control API (newline-delimited JSON over TCP) listens.
     #[arg(long, default_value = "127.0.0.1:7000")]
     control: SocketAddr,
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         port: args.port,
         cores: args.cores,
         pin: !args.no_pin,
+        ice_tcp: !args.no_ice_tcp,
         advertise: args.advertise,
         consent_timeout: Duration::from_secs(args.consent_timeout),
         spread_after: args.spread_after,

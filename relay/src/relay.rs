@@ -65,6 +65,9 @@ pub struct RelayConfig {
     /// Packets queued for the recorder at most; past it, recorded packets are dropped for
     /// the recording (never for subscribers).
     pub record_queue: usize,
+    /// Listen for ICE-TCP (RFC 6544) on each core's port too, and offer it as a passive
+    /// candidate, for participants whose network blocks UDP.
+    pub ice_tcp: bool,
     /// Give the cores an edge to exchange packets with ([`Relay::take_edge_port`]), so that
     /// sessions can span nodes.
     pub edge: bool,
@@ -89,6 +92,7 @@ impl Default for RelayConfig {
             data_burst: w.data_burst,
             recordings_dir: None,
             record_queue: crate::record::writer::QUEUE,
+            ice_tcp: true,
             edge: false,
         }
     }
@@ -110,6 +114,15 @@ struct CoreLink {
     commands: Sender<Command>,
     notify: Arc<Notify>,
     address: SocketAddr,
+    /// Whether the core also listens for ICE-TCP at `address`'s port.
+    tcp: bool,
+}
+
+impl CoreLink {
+    /// The passive ICE-TCP candidate, where the core listens for one.
+    fn tcp_candidate(&self) -> Option<SocketAddr> {
+        self.tcp.then_some(self.address)
+    }
 }
 
 pub(crate) struct Inner {
@@ -200,11 +213,12 @@ impl Relay {
                     .ok_or_else(|| Error::Config(format!("port {p} + {index} cores overflows")))?,
             };
             let addr = SocketAddr::new(config.bind, port);
-            let sock = socket::bind(addr).map_err(|source| Error::Socket {
-                core: index,
-                addr,
-                source,
-            })?;
+            let (sock, tcp) =
+                socket::bind_core(addr, config.ice_tcp).map_err(|source| Error::Socket {
+                    core: index,
+                    addr,
+                    source,
+                })?;
             let local = sock.local_addr().map_err(|source| Error::Socket {
                 core: index,
                 addr,
@@ -215,6 +229,7 @@ impl Relay {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let setup = CoreSetup {
                 socket: sock,
+                tcp,
                 commands: rx,
                 notify: notify.clone(),
                 events: events_tx.clone(),
@@ -256,6 +271,7 @@ impl Relay {
                 commands: tx,
                 notify,
                 address: SocketAddr::new(advertise, local.port()),
+                tcp: config.ice_tcp,
             });
         }
         drop(record_tx);
@@ -688,6 +704,7 @@ impl RelayHandle {
             ice_pwd: creds.pwd,
             fingerprint: self.inner.fingerprint.clone(),
             candidate: self.inner.cores[core].address,
+            tcp_candidate: self.inner.cores[core].tcp_candidate(),
         })
     }
 
@@ -806,6 +823,7 @@ impl RelayHandle {
             ice_pwd: creds.pwd,
             fingerprint: self.inner.fingerprint.clone(),
             candidate: self.inner.cores[core].address,
+            tcp_candidate: self.inner.cores[core].tcp_candidate(),
         })
     }
 

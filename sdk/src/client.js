@@ -37,9 +37,10 @@ export class Client {
    * channels open at once, so that `send` and the `data` event work from the start. */
   /** @param {string} sid
    * @param {import('../webrtcai.js').JoinOptions} [options] */
-  async join(sid, { name, data = true, e2ee } = {}) {
+  async join(sid, { name, data = true, e2ee, iceServers, iceTransportPolicy } = {}) {
+    const ice = iceOptions(iceServers, iceTransportPolicy);
     const encryption = e2ee ? await startEncryption(e2ee, sid) : null;
-    const session = new Session(this, sid, name, data, encryption);
+    const session = new Session(this, sid, name, data, encryption, ice);
     if (encryption) reportDecryptFailures(session);
     try {
       await connect(session, null);
@@ -49,4 +50,21 @@ export class Client {
     }
     return session;
   }
+}
+
+/** The TURN servers and policy the media connection uses (checked here, so that a mistake is
+ * an `invalid_options` rejection rather than the browser's exception later).
+ * @param {RTCIceServer[] | undefined} iceServers
+ * @param {RTCIceTransportPolicy | undefined} policy */
+function iceOptions(iceServers = [], policy = 'all') {
+  const isUrl = (/** @type {unknown} */ u) => typeof u === 'string' && /^(stun|stuns|turn|turns):/.test(u);
+  const valid = Array.isArray(iceServers) && iceServers.every((s) =>
+    s && (Array.isArray(s.urls) ? s.urls.length > 0 && s.urls.every(isUrl) : isUrl(s.urls)));
+  if (!valid) {
+    throw new WebRTCaiError('invalid_options', 'iceServers must be a list of { urls, username?, credential? } with stun:, turn: or turns: URLs');
+  }
+  if (policy !== 'all' && policy !== 'relay') {
+    throw new WebRTCaiError('invalid_options', "iceTransportPolicy must be 'all' or 'relay'");
+  }
+  return { iceServers, iceTransportPolicy: policy };
 }

@@ -16,7 +16,7 @@ const PROTOCOL_VERSION = 1;
 
 /** @param {Session} session */
 export function newPeerConnection(session) {
-  session.pc = new RTCPeerConnection(/** @type {any} */ ({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: session.e2ee }));
+  session.pc = new RTCPeerConnection(/** @type {any} */ ({ ...session._ice, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: session.e2ee }));
   session.pc.ontrack = (ev) => onTrack(session, ev);
   session.pc.ondatachannel = (ev) => onDataChannel(session, ev.channel);
   session.pc.oniceconnectionstatechange = () => onIceState(session);

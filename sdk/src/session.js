@@ -15,7 +15,8 @@ import * as dataChannels from './data.js';
  * feed-unpublished, feed-paused, feed-resumed, speaking, active-speaker, data, reconnecting,
  * reconnected, disconnected, error. */
 export class Session extends Emitter {
-  constructor(client, sid, name, data = true, e2ee = null) {
+  /** @param {{ iceServers: RTCIceServer[], iceTransportPolicy: RTCIceTransportPolicy }} [ice] */
+  constructor(client, sid, name, data = true, e2ee = null, ice = { iceServers: [], iceTransportPolicy: 'all' }) {
     super();
     /** Whether this page's media is end-to-end encrypted. */
     this.e2ee = !!e2ee;
@@ -32,6 +33,8 @@ export class Session extends Emitter {
     this.permissions = null;
     this._client = client;
     this._name = name;
+    /** TURN servers and transport policy for the media connection (join's options). */
+    this._ice = ice;
     /** The websocket to the server (a new one at each reconnect).
      * @type {WebSocket} */
     this._ws = null;

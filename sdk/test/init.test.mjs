@@ -34,3 +34,23 @@ test('e2ee without a passphrase, or where frames cannot be encrypted, rejects be
     delete globalThis.RTCRtpSender;
   }
 });
+
+test('iceServers that are not STUN or TURN servers, or an unknown policy, reject before connecting', async () => {
+  const client = WebRTCai.init({ key: 'wk_test', url: 'ws://127.0.0.1:9/ws' });
+  const bad = [
+    { iceServers: 'turn:turn.example.com' },
+    { iceServers: [{}] },
+    { iceServers: [{ urls: [] }] },
+    { iceServers: [{ urls: 'https://turn.example.com' }] },
+    { iceServers: [{ urls: ['turn:a.example.com', 42] }] },
+  ];
+  for (const options of bad) {
+    await assert.rejects(client.join('s', options), (e) => e instanceof WebRTCaiError && e.code === 'invalid_options' && /iceServers/.test(e.message), JSON.stringify(options));
+  }
+  await assert.rejects(client.join('s', { iceTransportPolicy: 'none' }), (e) => e.code === 'invalid_options' && /iceTransportPolicy/.test(e.message));
+  // Valid options get as far as the websocket (nothing listens on port 9).
+  await assert.rejects(
+    client.join('s', { iceServers: [{ urls: ['turn:a.example.com:3478?transport=tcp', 'turns:a.example.com:443'], username: 'u', credential: 'p' }], iceTransportPolicy: 'relay' }),
+    (e) => e.code !== 'invalid_options',
+  );
+});

@@ -66,6 +66,10 @@ struct ServeArgs {
     /// Do not pin relay threads to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Do not listen for ICE-TCP (RFC 6544) on the media ports, the fallback for participants
+    /// whose network blocks UDP.
+    #[arg(long)]
+    no_ice_tcp: bool,
     /// Log the relay's counters, summed over its cores, as one JSON line every this many
     /// seconds (0: never).
     #[arg(long, default_value_t = 0)]
@@ -698,6 +702,7 @@ fn main() -> anyhow::Result<()> {
                 port: args.media_port,
                 cores: args.cores,
                 pin: !args.no_pin,
+                ice_tcp: !args.no_ice_tcp,
                 advertise: args.advertise,
                 spread_after: args.spread_after,
                 data_rate: args.data_rate,

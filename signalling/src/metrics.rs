@@ -448,6 +448,31 @@ impl Collector for Scrape {
             "Packets a recording lost because its writer fell behind.",
             per_core(cores, |c| c.record.queue_full),
         )?;
+        w.gauge(
+            "relay_ice_tcp_connections",
+            "ICE-TCP connections open on each relay core.",
+            per_core_gauge(cores, |c| c.ice_tcp.connections_open),
+        )?;
+        w.counter(
+            "relay_ice_tcp_connections_accepted",
+            "ICE-TCP connections accepted by each relay core.",
+            per_core(cores, |c| c.ice_tcp.connections_accepted),
+        )?;
+        w.counter(
+            "relay_ice_tcp_connections_refused",
+            "ICE-TCP connections closed at once: the core had its maximum open, or one from the same address.",
+            per_core(cores, |c| c.ice_tcp.connections_refused),
+        )?;
+        w.counter(
+            "relay_ice_tcp_packets_received",
+            "Packets received on ICE-TCP connections (RFC 4571 frames), also counted in relay_packets_received.",
+            per_core(cores, |c| c.ice_tcp.frames_in),
+        )?;
+        w.counter(
+            "relay_ice_tcp_packets_dropped",
+            "Packets for an ICE-TCP connection dropped because the peer read too slowly.",
+            per_core(cores, |c| c.ice_tcp.frames_dropped),
+        )?;
 
         // Signalling.
         if let Some(hub) = &self.hub {

@@ -277,6 +277,8 @@ pub struct OfferParams<'a> {
     pub fingerprint: &'a str,
     /// The relay core's address.
     pub candidate: SocketAddr,
+    /// The relay core's ICE-TCP address, where it listens for one.
+    pub tcp_candidate: Option<SocketAddr>,
     /// Whether packet repair (NACK and RTX) is negotiated.
     pub repair: bool,
     /// The mid of the data-channel section, where the participant asked for data channels:
@@ -345,13 +347,35 @@ fn transport_attributes(a: &mut Vec<Attribute>, p: &OfferParams<'_>, fingerprint
     a.push(attr("setup", "actpass"));
 }
 
-/// The relay core's one host candidate, and no more to come.
+/// Priority of the UDP host candidate: type preference 126 (host), local preference 65535,
+/// component 1 (RFC 8445 section 5.1.2.1).
+const UDP_PRIORITY: u32 = (126 << 24) | (65535 << 8) | 255;
+
+/// Priority of the passive ICE-TCP host candidate: a type preference below UDP's (RFC 6544
+/// section 4.2 leaves the values to the agent), so that any working UDP pair wins.
+const TCP_PRIORITY: u32 = (90 << 24) | (65535 << 8) | 255;
+
+/// The relay core's host candidates (UDP, and TCP where the core listens for it; RFC 6544
+/// writes its port as the one to connect to, `tcptype passive`), and no more to come.
 fn candidate_attributes(a: &mut Vec<Attribute>, p: &OfferParams<'_>) {
     let ip = p.candidate.ip();
     a.push(attr(
         "candidate",
-        format!("1 1 udp 2130706431 {ip} {} typ host", p.candidate.port()),
+        format!(
+            "1 1 udp {UDP_PRIORITY} {ip} {} typ host",
+            p.candidate.port()
+        ),
     ));
+    if let Some(tcp) = p.tcp_candidate {
+        a.push(attr(
+            "candidate",
+            format!(
+                "2 1 tcp {TCP_PRIORITY} {} {} typ host tcptype passive",
+                tcp.ip(),
+                tcp.port()
+            ),
+        ));
+    }
     a.push(flag("end-of-candidates"));
 }
 
@@ -763,6 +787,7 @@ mod tests {
             ice_pwd: "relaypasswordrelaypassword",
             fingerprint: "sha-256 AA:BB",
             candidate: "127.0.0.1:40000".parse().unwrap(),
+            tcp_candidate: Some("127.0.0.1:40000".parse().unwrap()),
             repair: true,
             data_mid: None,
         }
@@ -868,6 +893,7 @@ mod tests {
             "a=fmtp:96 x-google-start-bitrate=1000",
             "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
             "a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host",
+            "a=candidate:2 1 tcp 1526726655 127.0.0.1 40000 typ host tcptype passive",
             "m=audio 40000 UDP/TLS/RTP/SAVPF 111",
             "a=rtpmap:111 opus/48000/2",
             "a=sendonly",

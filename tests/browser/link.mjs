@@ -158,6 +158,31 @@ export function createVethNamespace() {
   return peer;
 }
 
+/**
+ * Drop every UDP packet that comes from `address` into this namespace, silently, as a firewall
+ * that lets only TCP out would: a policy rule that blackholes them, placed before the lookup of
+ * local addresses (which the kernel consults first by default, so the local table's rule moves
+ * behind it). Returns what undoes it. The kernel has no netfilter modules for this (no
+ * iptables here) and no tc actions; policy routing is built in.
+ */
+export function blockUdpFrom(address) {
+  requirePrivateNamespace();
+  const rules = ip('rule', 'show');
+  const moved = /^0:\s+from all lookup local/m.test(rules);
+  ip('rule', 'add', 'pref', '10', 'from', address, 'ipproto', 'udp', 'blackhole');
+  if (moved) {
+    ip('rule', 'add', 'pref', '20', 'lookup', 'local');
+    ip('rule', 'del', 'pref', '0');
+  }
+  return () => {
+    ip('rule', 'del', 'pref', '10');
+    if (moved) {
+      ip('rule', 'add', 'pref', '0', 'lookup', 'local');
+      ip('rule', 'del', 'pref', '20');
+    }
+  };
+}
+
 class Link {
   constructor(ns, gateway, address) {
     /** Name of the participant's namespace (`ip netns exec NAME …`). */

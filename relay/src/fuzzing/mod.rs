@@ -22,6 +22,42 @@ pub fn demux(data: &[u8]) {
     std::hint::black_box(demux::classify(data));
 }
 
+/// ICE-TCP framing (RFC 4571): the input is the stream, read in pieces whose sizes its first
+/// byte picks. The frames given must be exactly the stream's non-empty frames, in order, and
+/// what is held back must be less than one frame.
+pub fn ice_tcp(data: &[u8]) {
+    use crate::io::ice_tcp::{Deframer, MAX_FRAME};
+    let Some((&step, stream)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step) + 1;
+    let mut deframer = Deframer::default();
+    let mut rebuilt = Vec::new();
+    for piece in stream.chunks(step) {
+        deframer.handle_bytes(piece);
+        while let Some(frame) = deframer.poll_frame() {
+            assert!(!frame.is_empty());
+            rebuilt.push(frame.to_vec());
+        }
+        assert!(deframer.pending() < 2 + MAX_FRAME + step);
+    }
+    // The same stream parsed by hand.
+    let mut expected = Vec::new();
+    let mut at = 0;
+    while let Some(header) = stream.get(at..at + 2) {
+        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+        let Some(frame) = stream.get(at + 2..at + 2 + len) else {
+            break;
+        };
+        if len > 0 {
+            expected.push(frame.to_vec());
+        }
+        at += 2 + len;
+    }
+    assert_eq!(rebuilt, expected);
+    assert_eq!(deframer.pending(), stream.len() - at);
+}
+
 /// STUN parsing and ICE-lite checking. The credentials are taken from the input's own
 /// USERNAME, so integrity and fingerprint checks run on every parsable request.
 pub fn stun(data: &[u8]) {
@@ -863,8 +899,9 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 21] = [
+pub const TARGETS: [(&str, Target); 22] = [
     ("demux", demux),
+    ("ice_tcp", ice_tcp),
     ("stun", stun),
     ("rtp", rtp),
     ("rtcp", rtcp),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ::dtls::crypto::Certificate;
 use crossbeam_channel::{Receiver, TryRecvError};
 use tokio::sync::{mpsc, Notify};
-use tokio_uring::net::UdpSocket;
+use tokio_uring::net::{TcpListener, UdpSocket};
 
 use crate::command::Command;
 use crate::control::Event;
@@ -23,6 +23,7 @@ use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
 use crate::io::batch::{self, BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use crate::io::dtls::{self, ChannelConn};
+use crate::io::ice_tcp::{self, Connections};
 use crate::io::Egress;
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::worker::{Output, Transmit, Worker, WorkerConfig};
@@ -65,6 +66,8 @@ struct SendSpan {
 /// Everything a core thread needs, prepared by [`crate::Relay::start`].
 pub(crate) struct CoreSetup {
     pub(crate) socket: std::net::UdpSocket,
+    /// The ICE-TCP listener on the same address, where ICE-TCP is on.
+    pub(crate) tcp: Option<std::net::TcpListener>,
     pub(crate) commands: Receiver<Command>,
     pub(crate) notify: Arc<Notify>,
     pub(crate) events: mpsc::Sender<Event>,
@@ -90,8 +93,8 @@ pub(crate) struct Peer {
     pub(crate) notify: Arc<Notify>,
 }
 
-struct Shell {
-    worker: RefCell<Worker>,
+pub(super) struct Shell {
+    pub(super) worker: RefCell<Worker>,
     peers: Vec<Peer>,
     /// Which peers were handed messages during the current drain (each is woken once).
     peers_to_wake: RefCell<Vec<bool>>,
@@ -119,6 +122,8 @@ struct Shell {
     /// deadline comes earlier than that.
     timer_at: std::cell::Cell<Option<Instant>>,
     timer_rearm: Notify,
+    /// The core's ICE-TCP connections (none when ICE-TCP is off).
+    pub(super) tcp: Connections,
 }
 
 /// Run a core until it receives `Command::Shutdown` or its command channel closes.
@@ -170,6 +175,7 @@ pub(crate) fn run(setup: CoreSetup) {
             dtls_egress: egress_tx,
             timer_at: std::cell::Cell::new(None),
             timer_rearm: Notify::new(),
+            tcp: Connections::default(),
         });
         let _ = setup.ready.send(());
 
@@ -180,6 +186,12 @@ pub(crate) fn run(setup: CoreSetup) {
             setup.inbox,
             setup.inbox_notify,
         ));
+        let tcp = setup.tcp.map(|listener| {
+            tokio_uring::spawn(ice_tcp::accept_loop(
+                shell.clone(),
+                TcpListener::from_std(listener),
+            ))
+        });
         tokio::select! {
             _ = control_loop(shell.clone(), setup.commands, setup.notify) => {}
             _ = recv_loop(shell.clone()) => {}
@@ -187,6 +199,9 @@ pub(crate) fn run(setup: CoreSetup) {
         egress.abort();
         timer.abort();
         cross_core.abort();
+        if let Some(tcp) = tcp {
+            tcp.abort();
+        }
         for (_, task) in shell.dtls_tasks.borrow_mut().drain() {
             task.abort();
         }
@@ -287,7 +302,7 @@ impl Shell {
 
     /// Hand a received datagram to the worker, noting when it arrived and how many
     /// datagrams it made the worker send, for [`Shell::account_delays`] after the flush.
-    fn receive(
+    pub(super) fn receive(
         &self,
         now: Instant,
         arrived: Option<SystemTime>,
@@ -314,7 +329,7 @@ impl Shell {
     }
 
     /// Drain outputs and send them, then return their buffers to the worker's pool.
-    async fn flush(self: &Rc<Self>) {
+    pub(super) async fn flush(self: &Rc<Self>) {
         self.flush_with(false).await;
     }
 
@@ -323,6 +338,7 @@ impl Shell {
     /// taking the datagrams, if there were any and the core measures forwarding delay.
     async fn flush_with(self: &Rc<Self>, bursty: bool) -> Option<SendSpan> {
         let mut sends = self.drain();
+        self.divert_tcp(&mut sends);
         if sends.is_empty() {
             *self.scratch.borrow_mut() = sends;
             return None;
@@ -346,6 +362,13 @@ impl Shell {
         drop(worker);
         *self.scratch.borrow_mut() = sends;
         span
+    }
+
+    /// Queue what goes to ICE-TCP connections on them; the rest stays for the UDP socket.
+    fn divert_tcp(&self, sends: &mut Vec<Transmit>) {
+        let mut worker = self.worker.borrow_mut();
+        let dropped = self.tcp.divert(sends, |buffer| worker.recycle(buffer));
+        worker.ice_tcp_stats().frames_dropped += dropped;
     }
 
     /// `sendmmsg` in batches; when the socket's send buffer is full, wait for room through the
@@ -724,6 +747,7 @@ async fn dtls_egress_loop(
                 break;
             }
         }
+        shell.divert_tcp(&mut sends);
         shell.send_batched(&mut sends).await;
         sends.clear();
     }

@@ -5,6 +5,7 @@
 pub(crate) mod batch;
 pub(crate) mod core;
 pub mod dtls;
+pub mod ice_tcp;
 pub(crate) mod socket;
 
 /// How a core hands datagrams to the kernel.

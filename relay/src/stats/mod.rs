@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 
 mod data;
 mod delay;
+mod ice_tcp;
 mod record;
 
 pub use data::DataStats;
 pub use delay::DelayHistogram;
+pub use ice_tcp::IceTcpStats;
 pub use record::RecordStats;
 
 /// Why the relay dropped an ingress datagram (or an egress one it could not build).
@@ -253,6 +255,9 @@ pub struct CoreStats {
     /// Recording.
     #[serde(default)]
     pub record: RecordStats,
+    /// ICE-TCP connections.
+    #[serde(default)]
+    pub ice_tcp: IceTcpStats,
 }
 
 impl CoreStats {
@@ -315,6 +320,7 @@ impl CoreStats {
         self.rtp_paced += other.rtp_paced;
         self.data.accumulate(&other.data);
         self.record.accumulate(&other.record);
+        self.ice_tcp.accumulate(&other.ice_tcp);
         self.pacing_delay.merge(&other.pacing_delay);
         self.forwarding_delay.merge(&other.forwarding_delay);
         self.estimates_kbps.merge(&other.estimates_kbps);

@@ -448,6 +448,7 @@ impl Hub {
             ice_ufrag: info.ice_ufrag,
             ice_pwd: info.ice_pwd,
             candidate: info.candidate,
+            tcp_candidate: info.tcp_candidate,
             entries: Vec::new(),
             data: data.then(|| DataEntry {
                 mid: DATA_MID.to_owned(),

@@ -166,6 +166,8 @@ struct Peer {
     ice_ufrag: String,
     ice_pwd: String,
     candidate: std::net::SocketAddr,
+    /// The core's ICE-TCP address, where it listens for one.
+    tcp_candidate: Option<std::net::SocketAddr>,
     entries: Vec<Entry>,
     /// Its data-channel section, first in every offer, if it asked for data channels.
     data: Option<DataEntry>,

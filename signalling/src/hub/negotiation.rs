@@ -54,6 +54,7 @@ impl Hub {
                 ice_pwd: &peer.ice_pwd,
                 fingerprint: &fingerprint,
                 candidate: peer.candidate,
+                tcp_candidate: peer.tcp_candidate,
                 repair,
                 data_mid: peer.data.as_ref().map(|d| d.mid.as_str()),
             },

@@ -76,6 +76,12 @@ impl Worker {
         self.stats.gso_datagrams += datagrams as u64;
     }
 
+    /// The ICE-TCP counters, which the I/O layer keeps here so that they reach the snapshot
+    /// with the rest.
+    pub fn ice_tcp_stats(&mut self) -> &mut crate::stats::IceTcpStats {
+        &mut self.stats.ice_tcp
+    }
+
     /// Another core's inbox was full; a cross-core message was dropped.
     pub fn handle_cross_core_queue_full(&mut self) {
         self.stats.drop(DropReason::CrossCoreQueueFull);
