@@ -339,6 +339,7 @@ impl Target {
                         codecs: vec![],
                         simulcast: None,
                         screen: false,
+                        renumbering: None,
                     };
                     if *feedback {
                         feed.header_extensions.push(HeaderExtension {

@@ -91,6 +91,7 @@ fn main() {
         codecs: vec![],
         simulcast: None,
         screen: false,
+        renumbering: None,
     };
     let messages = [
         Control::Hello {

@@ -69,6 +69,23 @@ pub struct FeedDescription {
     /// cameras (text that freezes or blurs is lost; a face at a lower layer is not).
     #[serde(default)]
     pub screen: bool,
+    /// Where the publisher numbers payload types and header extensions its own way (it made
+    /// the offer, as a WHIP encoder does): its numbers for the relay's, in which the rest of
+    /// this description is written. None: it uses the relay's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renumbering: Option<Box<Renumbering>>,
+}
+
+/// A publisher's own payload types and header-extension ids, each with the relay's number for
+/// the same thing. The relay renumbers the publisher's packets as they arrive, so subscribers
+/// and recordings see only the relay's numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renumbering {
+    /// (the publisher's payload type, the relay's), for each it may send, media and RTX.
+    /// Packets with another payload type are dropped.
+    pub payload_types: Vec<(u8, u8)>,
+    /// (the publisher's extension id, the relay's). Elements with other ids are erased.
+    pub extensions: Vec<(u8, u8)>,
 }
 
 /// A payload type and its codec's SDP encoding name (`VP8`, `H264`, `opus`).

@@ -29,6 +29,7 @@ fn microphone() -> FeedDescription {
         codecs: Vec::new(),
         simulcast: None,
         screen: false,
+        renumbering: None,
     }
 }
 

@@ -131,6 +131,7 @@ pub fn video_feed(feed_id: &str, ssrc: u32) -> FeedDescription {
         codecs: vec![],
         simulcast: None,
         screen: false,
+        renumbering: None,
     }
 }
 

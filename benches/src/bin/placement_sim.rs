@@ -117,6 +117,7 @@ fn webcam_track() -> FeedDescription {
             rids: vec!["q".into(), "h".into(), "f".into()],
         }),
         screen: false,
+        renumbering: None,
     }
 }
 

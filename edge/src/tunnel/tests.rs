@@ -43,6 +43,7 @@ fn description() -> FeedDescription {
         codecs: vec![],
         simulcast: None,
         screen: false,
+        renumbering: None,
     }
 }
 

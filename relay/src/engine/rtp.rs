@@ -139,6 +139,66 @@ fn extension_range(packet: &[u8], id: u8) -> Option<std::ops::Range<usize>> {
     None
 }
 
+/// Give a packet the relay's numbers in place: its payload type becomes `payload_type`, and
+/// each header-extension element's id `i` becomes `ids[i]`; an element whose new id is 0 is
+/// erased (its bytes become padding, which every reader skips). False, changing nothing, if the
+/// header does not parse or the one-byte form would need an id above 14.
+pub fn renumber(packet: &mut [u8], payload_type: u8, ids: &[u8; 256]) -> bool {
+    if header_len(packet).is_none() || payload_type > 127 {
+        return false;
+    }
+    if packet[0] & 0x10 != 0 {
+        let start = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
+        let profile = u16::from_be_bytes([packet[start], packet[start + 1]]);
+        let words = u16::from_be_bytes([packet[start + 2], packet[start + 3]]) as usize;
+        let block = &mut packet[start + 4..start + 4 + 4 * words];
+        let one_byte = profile == 0xbede;
+        if !one_byte && profile & 0xfff0 != 0x1000 {
+            // An extension block of another profile is left alone: nothing reads it.
+        } else if one_byte && !renumber_elements(block, ids, true, true) {
+            return false;
+        } else {
+            renumber_elements(block, ids, one_byte, false);
+        }
+    }
+    packet[1] = (packet[1] & 0x80) | payload_type;
+    true
+}
+
+/// Walk an extension block's elements (header_len checked they fit), renumbering them, or
+/// with `check` only seeing whether every new id fits the one-byte form.
+fn renumber_elements(block: &mut [u8], ids: &[u8; 256], one_byte: bool, check: bool) -> bool {
+    let mut i = 0;
+    while i < block.len() {
+        if block[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let (id, end) = if one_byte {
+            if block[i] >> 4 == 15 {
+                return true;
+            }
+            (block[i] >> 4, i + 2 + (block[i] & 0x0f) as usize)
+        } else {
+            (block[i], i + 2 + block[i + 1] as usize)
+        };
+        let new = ids[usize::from(id)];
+        if check {
+            if new > 14 {
+                return false;
+            }
+        } else if new == 0 {
+            block[i..end].fill(0);
+        } else if one_byte {
+            block[i] = (new << 4) | (block[i] & 0x0f);
+        } else {
+            block[i] = new;
+        }
+        i = end;
+    }
+    true
+}
+
 /// The transport-wide sequence number carried in extension element `id`, if any.
 pub fn transport_sequence(packet: &[u8], id: u8) -> Option<u16> {
     match extension(packet, id)? {
@@ -285,6 +345,77 @@ fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A packet with extension elements in the one-byte (or two-byte) form.
+    fn with_elements(two_byte: bool, elements: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut p = vec![0x80, 98, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+        if two_byte {
+            let mut block = Vec::new();
+            for (id, v) in elements {
+                block.extend_from_slice(&[*id, v.len() as u8]);
+                block.extend_from_slice(v);
+            }
+            block.resize(block.len().div_ceil(4) * 4, 0);
+            p[0] |= 0x10;
+            p.extend_from_slice(&[0x10, 0x00]);
+            p.extend_from_slice(&((block.len() / 4) as u16).to_be_bytes());
+            p.extend_from_slice(&block);
+        } else {
+            let mut out = Vec::new();
+            assert!(with_extensions(&p, elements, &mut out));
+            p = out;
+        }
+        p.extend_from_slice(&[7; 20]);
+        p
+    }
+
+    fn table(pairs: &[(u8, u8)]) -> [u8; 256] {
+        let mut t = [0u8; 256];
+        for &(from, to) in pairs {
+            t[usize::from(from)] = to;
+        }
+        t
+    }
+
+    #[test]
+    fn renumbering_maps_the_payload_type_and_ids_and_erases_the_rest() {
+        for two_byte in [false, true] {
+            let mut p = with_elements(two_byte, &[(4, b"m0"), (3, &[0, 9]), (9, &[1, 2, 3])]);
+            let payload = p[p.len() - 20..].to_vec();
+            // The publisher's mid is 4 and its transport-wide sequence 3; the relay's are 1 and
+            // 3; its element 9 means nothing to the relay.
+            assert!(renumber(&mut p, 96, &table(&[(4, 1), (3, 3)])));
+            let h = parse(&p).unwrap();
+            assert_eq!(h.payload_type, 96);
+            assert_eq!(extension(&p, 1), Some(&b"m0"[..]), "two-byte {two_byte}");
+            assert_eq!(transport_sequence(&p, 3), Some(9));
+            assert_eq!(extension(&p, 4), None);
+            assert_eq!(extension(&p, 9), None);
+            assert_eq!(&p[p.len() - 20..], &payload[..]);
+            assert_eq!(header_len(&p), Some(h.header_len));
+        }
+    }
+
+    #[test]
+    fn renumbering_keeps_the_marker_and_refuses_ids_the_one_byte_form_cannot_hold() {
+        let mut p = with_elements(false, &[(4, b"m0")]);
+        p[1] |= 0x80;
+        let before = p.clone();
+        assert!(!renumber(&mut p, 96, &table(&[(4, 20)])));
+        assert_eq!(p, before);
+        assert!(!renumber(&mut p, 200, &table(&[(4, 1)])));
+        assert!(renumber(&mut p, 111, &table(&[(4, 1)])));
+        assert_eq!(p[1], 0x80 | 111);
+        // The two-byte form takes any id.
+        let mut p = with_elements(true, &[(4, b"m0")]);
+        assert!(renumber(&mut p, 96, &table(&[(4, 20)])));
+        assert_eq!(extension(&p, 20), Some(&b"m0"[..]));
+        // Without extensions, only the payload type changes; a bad header, nothing.
+        let mut p = vec![0x80, 98, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 5];
+        assert!(renumber(&mut p, 96, &[0; 256]));
+        assert_eq!(p[1], 96);
+        assert!(!renumber(&mut [0x80, 98, 0], 96, &[0; 256]));
+    }
 
     #[test]
     fn parses_what_the_rtp_crate_writes() {

@@ -97,6 +97,22 @@ pub fn rtp(data: &[u8]) {
     if let Some(h) = rtp::parse(data) {
         assert!(h.header_len <= data.len());
         assert!(h.header_len + h.payload_len <= data.len());
+        // A WHIP publisher's numbers made the relay's: ids 1..=7 become 8..=14, the others
+        // are erased. The header stays the same length and valid, the payload untouched.
+        let mut ids = [0u8; 256];
+        for id in 1..=7u8 {
+            ids[usize::from(id)] = id + 7;
+        }
+        let mut copy = data.to_vec();
+        if rtp::renumber(&mut copy, 45, &ids) {
+            let again = rtp::parse(&copy).expect("renumbering keeps a packet valid");
+            assert_eq!(again.payload_type, 45);
+            assert_eq!(again.header_len, h.header_len);
+            assert_eq!(&copy[h.header_len..], &data[h.header_len..]);
+            for id in 1..=7u8 {
+                assert_eq!(rtp::extension(&copy, id), None);
+            }
+        }
         let mut copy = data.to_vec();
         rtp::rewrite(&mut copy, 1, 2, 3);
         let again = rtp::parse(&copy).expect("rewriting keeps a packet valid");
@@ -691,6 +707,7 @@ pub fn camera() -> FeedDescription {
         }],
         simulcast: None,
         screen: false,
+        renumbering: None,
     }
 }
 
@@ -927,6 +944,57 @@ pub const TARGETS: [(&str, Target); 22] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publisher_with_numbers_of_its_own_reaches_subscribers_in_the_relays() {
+        let mut h = harness(1);
+        // It sends VP8 as 100 (RTX 101) and its transport-wide sequence as extension 6.
+        let renumbered = FeedDescription {
+            renumbering: Some(Box::new(crate::control::Renumbering {
+                payload_types: vec![(100, 96), (101, RTX_PT)],
+                extensions: vec![(5, 1), (6, TWCC_EXTENSION)],
+            })),
+            ..camera()
+        };
+        h.worker
+            .publish(&Sid::from("s"), &Uid::from("pub"), renumbered)
+            .expect("renegotiated");
+        while h.worker.poll_output().is_some() {}
+        let send = |h: &mut Harness, pt: u8, seq: u16| {
+            let mut pkt = vec![0x80, pt, 0, seq as u8, 0, 0, 0, 10, 0, 0, 0, 0];
+            pkt[8..12].copy_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+            let mut with = Vec::new();
+            assert!(rtp::with_extensions(
+                &pkt,
+                &[(6, &seq.to_be_bytes())],
+                &mut with
+            ));
+            with.extend_from_slice(&[5; 100]);
+            h.clients[0].protect_rtp(&mut with).unwrap();
+            h.worker.handle_receive(h.now, None, h.publisher, &with);
+        };
+        send(&mut h, 100, 1);
+        let mut forwarded = Vec::new();
+        while let Some(o) = h.worker.poll_output() {
+            if let Output::Transmit(t) = o {
+                let mut plain = Vec::new();
+                if h.clients[1].unprotect_rtp(&t.contents, &mut plain).is_ok() {
+                    forwarded.push(rtp::parse(&plain).unwrap().payload_type);
+                }
+            }
+        }
+        assert_eq!(forwarded, [96]);
+        assert_eq!(h.worker.stats().total_dropped(), 0);
+        // The relay's own number is not one the publisher declared.
+        send(&mut h, 96, 2);
+        while h.worker.poll_output().is_some() {}
+        assert_eq!(
+            h.worker
+                .stats()
+                .dropped(crate::stats::DropReason::RtpUnknownPayloadType),
+            1
+        );
+    }
 
     #[test]
     fn worker_harness_forwards_a_protected_packet() {

@@ -214,6 +214,7 @@ impl Hub {
                                 .feeds
                                 .get(feed_id)
                                 .is_some_and(|f| f.source == Source::Screen),
+                            renumbering: None,
                         },
                     },
                     _ => Step::Refused(feed_id.clone()),

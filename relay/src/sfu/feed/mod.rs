@@ -10,6 +10,7 @@ pub mod nack;
 pub mod packet_cache;
 pub mod record_tap;
 pub mod recv_stats;
+pub mod renumber;
 pub mod speech;
 pub mod stall;
 
@@ -30,6 +31,7 @@ use super::cross_core::FeedRoute;
 use super::repair_wait::RepairWait;
 use super::svc::{SvcFrame, SvcStream};
 use layer::Layer;
+use renumber::Renumber;
 
 /// The rid header extension (RFC 8852): which simulcast layer a packet belongs to.
 pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
@@ -54,9 +56,12 @@ pub struct Feed {
     pub mid_extension: Option<u8>,
     /// The id of the transport-wide sequence number extension, if negotiated.
     pub twcc_extension: Option<u8>,
-    /// The ids of the rid and repaired-rid extensions, which name a simulcast feed's layers
-    /// in their first packets.
-    pub rid_extensions: (Option<u8>, Option<u8>),
+    /// The ids of the MID, rid and repaired-rid extensions as the publisher's packets carry
+    /// them before they are renumbered, which name a simulcast feed's layers in their first
+    /// packets (read in the clear, before decryption).
+    pub naming: Naming,
+    /// The publisher's own numbers, where it uses its own (a WHIP encoder).
+    pub renumber: Option<Box<Renumber>>,
     /// For a replica of a feed published on another core: where it comes from (its
     /// `publisher` is then [`ParticipantKey::REMOTE`]).
     pub origin: Option<FeedRoute>,
@@ -97,7 +102,8 @@ impl Feed {
     pub fn new(publisher: ParticipantKey, description: FeedDescription) -> Self {
         let mid_extension = mid_extension_of(&description);
         let twcc_extension = extension_of(&description, crate::engine::twcc::URI);
-        let rid_extensions = rid_extensions_of(&description);
+        let renumber = renumber_of(&description);
+        let naming = naming_of(&description, renumber.as_deref());
         Feed {
             publisher,
             dynacast: Dynacast::new(description.simulcast.as_ref().map_or(1, |s| s.rids.len())),
@@ -116,7 +122,8 @@ impl Feed {
             last_packet_at: None,
             mid_extension,
             twcc_extension,
-            rid_extensions,
+            naming,
+            renumber,
             origin: None,
             sinks: Vec::new(),
             repair_wait: RepairWait::default(),
@@ -144,7 +151,8 @@ impl Feed {
         self.twcc_extension = extension_of(&description, crate::engine::twcc::URI);
         self.audio_level_extension = extension_of(&description, speech::AUDIO_LEVEL_URI);
         self.svc_extension = extension_of(&description, dependency_descriptor::URI);
-        self.rid_extensions = rid_extensions_of(&description);
+        self.renumber = renumber_of(&description);
+        self.naming = naming_of(&description, self.renumber.as_deref());
         let mut layers = layers_of(&description);
         if description.simulcast.is_some() {
             for layer in &mut layers {
@@ -197,11 +205,11 @@ impl Feed {
     /// rid). Read before the packet is authenticated: nothing may be kept from it until it is.
     pub fn layer_named_in(&self, packet: &[u8]) -> Option<(usize, bool)> {
         let simulcast = self.description.simulcast.as_ref()?;
-        let mid = rtp::extension(packet, self.mid_extension?)?;
+        let mid = rtp::extension(packet, self.naming.mid?)?;
         if mid != simulcast.mid.as_bytes() {
             return None;
         }
-        let (rid, repaired) = self.rid_extensions;
+        let (rid, repaired) = (self.naming.rid, self.naming.repaired_rid);
         if let Some(name) = rid.and_then(|id| rtp::extension(packet, id)) {
             return Some((self.layer_named(name)?, false));
         }
@@ -298,9 +306,32 @@ fn layers_of(d: &FeedDescription) -> Vec<Layer> {
 
 /// The ids of the rid and repaired-rid extensions, each where it is negotiated with an id the
 /// one-byte form can carry.
-fn rid_extensions_of(d: &FeedDescription) -> (Option<u8>, Option<u8>) {
-    let one_byte = |uri| extension_of(d, uri).filter(|id| *id <= 14);
-    (one_byte(RID_URI), one_byte(REPAIRED_RID_URI))
+/// The extensions that name a simulcast layer, in the publisher's numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Naming {
+    /// The MID.
+    pub mid: Option<u8>,
+    /// The rid (RFC 8852).
+    pub rid: Option<u8>,
+    /// The repaired rid, on RTX streams.
+    pub repaired_rid: Option<u8>,
+}
+
+fn naming_of(d: &FeedDescription, renumber: Option<&Renumber>) -> Naming {
+    let theirs = |id: Option<u8>| match renumber {
+        Some(r) => id.and_then(|id| r.publisher_id(id)),
+        None => id,
+    };
+    let one_byte = |uri| theirs(extension_of(d, uri)).filter(|id| *id <= 14);
+    Naming {
+        mid: theirs(mid_extension_of(d)).filter(|id| *id <= 14),
+        rid: one_byte(RID_URI),
+        repaired_rid: one_byte(REPAIRED_RID_URI),
+    }
+}
+
+fn renumber_of(d: &FeedDescription) -> Option<Box<Renumber>> {
+    d.renumbering.as_ref().map(|r| Box::new(Renumber::new(r)))
 }
 
 /// The id of extension `uri` in the feed's packets, if negotiated with a valid id.

@@ -183,11 +183,18 @@ impl Worker {
             self.pool.give(plain);
             return Err(reason);
         }
+        let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
+        // From here on the packet carries the relay's numbers, whoever chose the publisher's.
+        if let Some(renumber) = &feed.renumber {
+            if !renumber.apply(&mut plain) {
+                self.pool.give(plain);
+                return Err(DropReason::RtpUnknownPayloadType);
+            }
+        }
         let Some(mut header) = rtp::parse(&plain) else {
             self.pool.give(plain);
             return Err(DropReason::RtpMalformed);
         };
-        let feed = session.feeds.get_mut(&fkey).expect("feed of participant");
         if let Some((layer, rtx)) = learning {
             // Authentic: the SSRC is the layer's from now on (a browser that changes one
             // replaces it; the layer keeps at most one of each).
