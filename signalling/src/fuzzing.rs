@@ -29,6 +29,50 @@ pub fn sdp_answer(data: &[u8]) {
     }
 }
 
+/// Take a WHIP encoder's offer and answer it: whatever parses is either refused with a reason
+/// or answered with one m-section per offered one, every taken track renumbered into payload
+/// types the relay declares.
+pub fn whip_offer(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(offer) = sdp::parse_offer(text) else {
+        return;
+    };
+    let sections = offer.sections.len();
+    let Ok(ingest) = sdp::ingest::plan(offer, true, |kind| {
+        relay::ids::FeedId::from(format!("f/{}", kind.as_str()))
+    }) else {
+        return;
+    };
+    for track in &ingest.tracks {
+        let d = &track.description;
+        let r = d
+            .renumbering
+            .as_deref()
+            .expect("a WHIP track is renumbered");
+        for (_, ours) in &r.payload_types {
+            assert!(
+                d.payload_types.contains(ours) || d.rtx_payload_types.iter().any(|x| x.pt == *ours)
+            );
+        }
+    }
+    let answer = ingest.answer(&sdp::OfferParams {
+        session_id: 1,
+        version: 1,
+        ice_ufrag: "ufrag",
+        ice_pwd: "passwordpasswordpassword",
+        fingerprint: "sha-256 AA:BB",
+        candidate: ([127, 0, 0, 1], 40000).into(),
+        tcp_candidate: None,
+        repair: true,
+        data_mid: None,
+    });
+    let back = sdp::parse_answer(&answer.replace("a=setup:passive", "a=setup:active"))
+        .expect("the answer parses");
+    assert_eq!(back.sections.len(), sections);
+}
+
 /// Check an `Origin` header value against a fixed set of allowed domains.
 pub fn origin(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -52,5 +96,8 @@ pub fn origin(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 2] =
-    [("signalling_message", message), ("sdp_answer", sdp_answer)];
+pub const TARGETS: [(&str, Target); 3] = [
+    ("signalling_message", message),
+    ("sdp_answer", sdp_answer),
+    ("whip_offer", whip_offer),
+];

@@ -1,5 +1,5 @@
-//! The HTTP side: the SDK and demo app (embedded in the binary), a health endpoint, and the
-//! websocket endpoint.
+//! The HTTP side: the SDK and demo app (embedded in the binary), a health endpoint, the
+//! websocket endpoint and WHIP ([`crate::whip`]).
 
 use std::net::SocketAddr;
 
@@ -81,7 +81,8 @@ pub fn router(hub: mpsc::Sender<Input>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(get(file))
-        .with_state(hub)
+        .with_state(hub.clone())
+        .merge(crate::whip::router(hub))
 }
 
 /// Whether the server takes new sessions: 200 `ready`, or 503 `draining` (it is about to

@@ -23,6 +23,7 @@ pub mod store;
 pub mod systemd;
 pub mod tls;
 pub mod webhooks;
+pub mod whip;
 pub mod ws;
 
 use std::time::{Duration, Instant};

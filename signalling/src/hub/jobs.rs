@@ -46,6 +46,8 @@ pub(super) enum RoomInput {
     },
     /// A join whose credentials were good.
     Join(Box<PendingJoin>, Identity),
+    /// A WHIP request whose token was good.
+    Whip(Box<super::whip::WhipRequest>, Identity),
     /// The relay dropped a participant; its last counters.
     Dropped {
         uid: String,
@@ -279,6 +281,7 @@ impl Hub {
                     self.leave_with(sid, &uid, usage, None);
                 }
             }
+            RoomInput::Whip(request, identity) => self.whip_in_session(sid, *request, identity),
             RoomInput::Flush => self.flush_usage(sid),
             RoomInput::RemoteFeed(feed) => {
                 let (info, tracks, origin) = *feed;

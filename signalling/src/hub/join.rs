@@ -1,10 +1,8 @@
 //! Joining a session: the checks done on the hub, the credentials checked off it, then
 //! resume or a new participant.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use rand::Rng;
 use relay::control::{ParticipantConfig, ParticipantInfo as RelayParticipant};
 use relay::ids::{Sid, Uid};
 use serde_json::json;
@@ -359,27 +357,14 @@ impl Hub {
         // A session that started on no other node starts here.
         let starts = remote.as_ref().and_then(|r| r.started_at).is_none();
         if session && !self.rooms.contains_key(sid) {
-            self.rooms.insert(
-                sid.to_owned(),
-                Room {
-                    cid,
-                    public_sid,
-                    // In a cluster, when the session started on its first node: one usage
-                    // record for all of them.
-                    started_at: remote
-                        .as_ref()
-                        .and_then(|r| r.started_at)
-                        .unwrap_or_else(super::recording::unix_now),
-                    peers: HashMap::new(),
-                    feeds: HashMap::new(),
-                    meter: Meter::new(Instant::now()),
-                    speakers: Default::default(),
-                    recording: None,
-                    e2ee,
-                    remote: HashMap::new(),
-                    data_peers: Vec::new(),
-                },
-            );
+            // In a cluster, when the session started on its first node: one usage record for
+            // all of them.
+            let started_at = remote
+                .as_ref()
+                .and_then(|r| r.started_at)
+                .unwrap_or_else(super::recording::unix_now);
+            self.rooms
+                .insert(sid.to_owned(), Room::new(cid, public_sid, started_at, e2ee));
             self.follow_session(sid);
             if starts {
                 self.webhook(sid, "session_started", json!({}));
@@ -437,34 +422,8 @@ impl Hub {
                 return;
             }
         };
-        let token = random_id("r-") + &random_id("");
-        let peer = Peer {
-            name: name.clone(),
-            grants,
-            key_records,
-            conn: Some(conn),
-            disconnected_at: None,
-            resume_token: token.clone(),
-            ice_ufrag: info.ice_ufrag,
-            ice_pwd: info.ice_pwd,
-            candidate: info.candidate,
-            tcp_candidate: info.tcp_candidate,
-            entries: Vec::new(),
-            data: data.then(|| DataEntry {
-                mid: DATA_MID.to_owned(),
-                state: Negotiation::New,
-            }),
-            next_mid: 0,
-            session_id: rand::rng().random::<u64>() >> 2,
-            version: 1,
-            next_offer: 1,
-            outstanding: None,
-            answer_refused: false,
-            ice_restart: false,
-            quality: None,
-            dropped: None,
-            claimed_by: None,
-        };
+        let peer = Peer::new(name.clone(), grants, key_records, Some(conn), info, data);
+        let token = peer.resume_token.clone();
         self.counters.borrow_mut().joins += 1;
         let room = self.rooms.get_mut(sid).expect("inserted above");
         // Back from a node that stopped: the others see it reconnect, not join.

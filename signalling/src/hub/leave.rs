@@ -151,6 +151,10 @@ impl Hub {
         let mut name = None;
         if let Some(peer) = room.peers.remove(uid) {
             name = peer.name.clone();
+            if peer.conn.is_none() {
+                self.whip_resources
+                    .retain(|_, (s, u)| !(s.as_str() == sid && u.as_str() == uid));
+            }
             self.resume.remove(&peer.resume_token);
             self.forget_resume(&peer.resume_token);
             if let Some(c) = peer.conn.and_then(|c| self.conns.get_mut(&c)) {

@@ -19,6 +19,7 @@ mod negotiation;
 pub mod recording;
 mod requests;
 mod speakers;
+pub mod whip;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -95,6 +96,10 @@ pub enum Input {
     NodeGone(String),
     /// The cluster's live nodes now.
     Nodes(Vec<crate::cluster::NodeInfo>),
+    /// A WHIP request (an encoder publishing, or ending).
+    Whip(whip::WhipRequest),
+    /// The accounts thread checked (or refused) a WHIP request's token.
+    WhipAuthenticated(Box<whip::WhipRequest>, Result<Identity, AuthError>),
 }
 
 /// How often a node renews its claims on the sessions it has participants of: well inside
@@ -253,6 +258,66 @@ struct Room {
     data_peers: Vec<String>,
 }
 
+impl Room {
+    /// A session of client `cid` that starts (or started, on another node) at `started_at`.
+    fn new(cid: String, public_sid: String, started_at: i64, e2ee: bool) -> Room {
+        Room {
+            cid,
+            public_sid,
+            started_at,
+            peers: HashMap::new(),
+            feeds: HashMap::new(),
+            meter: Meter::new(Instant::now()),
+            speakers: Default::default(),
+            recording: None,
+            e2ee,
+            remote: HashMap::new(),
+            data_peers: Vec::new(),
+        }
+    }
+}
+
+impl Peer {
+    /// A participant the relay has just added (`info`), on websocket `conn` (None: one
+    /// without, a WHIP encoder), with a data-channel section where it asked for one.
+    fn new(
+        name: Option<String>,
+        grants: Grants,
+        key_records: bool,
+        conn: Option<ConnId>,
+        info: relay::ParticipantInfo,
+        data: bool,
+    ) -> Peer {
+        Peer {
+            name,
+            grants,
+            key_records,
+            conn,
+            disconnected_at: None,
+            resume_token: random_id("r-") + &random_id(""),
+            ice_ufrag: info.ice_ufrag,
+            ice_pwd: info.ice_pwd,
+            candidate: info.candidate,
+            tcp_candidate: info.tcp_candidate,
+            entries: Vec::new(),
+            data: data.then(|| DataEntry {
+                mid: DATA_MID.to_owned(),
+                state: Negotiation::New,
+            }),
+            next_mid: 0,
+            session_id: rand::rng().random::<u64>() >> 2,
+            version: 1,
+            next_offer: 1,
+            outstanding: None,
+            answer_refused: false,
+            ice_restart: false,
+            quality: None,
+            dropped: None,
+            claimed_by: None,
+        }
+    }
+}
+
 struct Conn {
     tx: mpsc::Sender<String>,
     /// Taken when the hub closes the connection (it is gone once its task says so).
@@ -301,6 +366,8 @@ pub struct Hub {
     counters: std::cell::RefCell<Counters>,
     /// No new session is taken: the server stops once its sessions end (or its time is up).
     draining: bool,
+    /// WHIP encoders by resource id: their session and uid.
+    whip_resources: HashMap<String, (String, String)>,
 }
 
 /// What the hub counts for `/metrics` (the rest it reads from its state when asked).
@@ -362,6 +429,7 @@ impl Hub {
             claims_renewed: Instant::now(),
             counters: Default::default(),
             draining: false,
+            whip_resources: HashMap::new(),
         }
     }
 
@@ -596,6 +664,10 @@ impl Hub {
                 self.sync_all_data_peers();
             }
             Input::Relay(_) => {}
+            Input::Whip(request) => self.whip(request),
+            Input::WhipAuthenticated(request, identity) => {
+                self.whip_authenticated(*request, identity)
+            }
             Input::Authenticated(pending, identity) => {
                 let (conn, id) = (pending.conn, pending.id);
                 if !self.conns.contains_key(&conn) {

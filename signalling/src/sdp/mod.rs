@@ -1,7 +1,10 @@
 //! SDP for the server-offers model: signalling writes every offer (so it chooses mids, payload
-//! types and header-extension ids once for everybody, and the relay never has to translate
-//! them) and reads the browser's answers. Parsing and writing use the `sdp` crate; this module
-//! holds the WebRTC rules on top (ICE-lite, BUNDLE, rtcp-mux, DTLS roles, codecs).
+//! types and header-extension ids once for everybody) and reads the browser's answers. The one
+//! exception, a WHIP encoder's own offer, is [`ingest`]: its numbers are translated by the relay.
+//! Parsing and writing use the `sdp` crate; this module holds the WebRTC rules on top
+//! (ICE-lite, BUNDLE, rtcp-mux, DTLS roles, codecs).
+
+pub mod ingest;
 
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -404,26 +407,8 @@ fn data_section(p: &OfferParams<'_>, mid: &str, fingerprint: &str) -> MediaDescr
     m
 }
 
-/// Write an offer for `sections`.
-pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
-    let (fp_alg, fp_value) = p
-        .fingerprint
-        .split_once(' ')
-        .unwrap_or(("sha-256", p.fingerprint));
-    let fingerprint = format!("{fp_alg} {fp_value}");
-    // With a data section first, every media section comes after the BUNDLE tag.
-    let first = usize::from(p.data_mid.is_some());
-    let bundle: Vec<&str> = p
-        .data_mid
-        .into_iter()
-        .chain(
-            sections
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| !rejected(first + *i, s))
-                .map(|(_, s)| s.mid.as_str()),
-        )
-        .collect();
+/// An ICE-lite session description with the origin line of `p`, without media yet.
+fn session(p: &OfferParams<'_>) -> SessionDescription {
     let mut sd = SessionDescription {
         origin: Origin {
             username: "-".into(),
@@ -444,6 +429,47 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
         ..Default::default()
     };
     sd.attributes.push(flag("ice-lite"));
+    sd
+}
+
+/// Each codec's `rtpmap`, `rtcp-fb` and `fmtp` lines.
+fn codec_attributes(a: &mut Vec<Attribute>, codecs: &[Codec]) {
+    for c in codecs {
+        let channels = c.channels.map(|n| format!("/{n}")).unwrap_or_default();
+        a.push(attr(
+            "rtpmap",
+            format!("{} {}/{}{channels}", c.pt, c.name, c.clock_rate),
+        ));
+        for fb in &c.feedback {
+            a.push(attr("rtcp-fb", format!("{} {fb}", c.pt)));
+        }
+        if let Some(f) = &c.fmtp {
+            a.push(attr("fmtp", format!("{} {f}", c.pt)));
+        }
+    }
+}
+
+/// Write an offer for `sections`.
+pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
+    let (fp_alg, fp_value) = p
+        .fingerprint
+        .split_once(' ')
+        .unwrap_or(("sha-256", p.fingerprint));
+    let fingerprint = format!("{fp_alg} {fp_value}");
+    // With a data section first, every media section comes after the BUNDLE tag.
+    let first = usize::from(p.data_mid.is_some());
+    let bundle: Vec<&str> = p
+        .data_mid
+        .into_iter()
+        .chain(
+            sections
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| !rejected(first + *i, s))
+                .map(|(_, s)| s.mid.as_str()),
+        )
+        .collect();
+    let mut sd = session(p);
     if !bundle.is_empty() {
         sd.attributes
             .push(attr("group", format!("BUNDLE {}", bundle.join(" "))));
@@ -530,19 +556,7 @@ pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
             }
             Role::Closed => a.push(flag("inactive")),
         }
-        for c in &codecs {
-            let channels = c.channels.map(|n| format!("/{n}")).unwrap_or_default();
-            a.push(attr(
-                "rtpmap",
-                format!("{} {}/{}{channels}", c.pt, c.name, c.clock_rate),
-            ));
-            for fb in &c.feedback {
-                a.push(attr("rtcp-fb", format!("{} {fb}", c.pt)));
-            }
-            if let Some(f) = &c.fmtp {
-                a.push(attr("fmtp", format!("{} {f}", c.pt)));
-            }
-        }
+        codec_attributes(a, &codecs);
         if let Role::Subscribe {
             feed_id,
             ssrc,
@@ -600,6 +614,15 @@ pub struct AnsweredSection {
     /// A data-channel section (`m=application`): the largest message the browser takes
     /// (`a=max-message-size`; RFC 8841 says 64 KiB where it is absent).
     pub data: Option<u32>,
+    /// It sends media (`sendonly` or `sendrecv`, which is also what no direction means).
+    pub sends: bool,
+    /// It asked for reduced-size RTCP (`a=rtcp-rsize`).
+    pub rtcp_rsize: bool,
+    /// Its `m=` line's media (`audio`, `video`, `application`) and protocol, to reject it
+    /// in kind.
+    pub media: String,
+    /// The `m=` line's protocol.
+    pub protocol: String,
 }
 
 /// Why an answer was refused.
@@ -619,6 +642,16 @@ fn invalid(s: impl Into<String>) -> SdpError {
 
 /// Read a browser's answer.
 pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
+    parse(text, false)
+}
+
+/// Read a client's offer (a WHIP encoder's): as an answer, but its DTLS role may be left to
+/// the relay (`actpass`), which takes the server's.
+pub fn parse_offer(text: &str) -> Result<Answer, SdpError> {
+    parse(text, true)
+}
+
+fn parse(text: &str, offer: bool) -> Result<Answer, SdpError> {
     let sd = SessionDescription::unmarshal(&mut Cursor::new(text.as_bytes()))
         .map_err(|e| SdpError::Parse(e.to_string()))?;
     let session_attr = |k: &str| sd.attribute(k).cloned();
@@ -638,6 +671,7 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
             }
             match get("setup").as_deref() {
                 Some("active") | None => {}
+                Some("actpass") if offer => {}
                 Some(other) => {
                     return Err(invalid(format!(
                         "a=setup:{other} in mid {mid}: the browser must be the DTLS client (active)"
@@ -659,6 +693,8 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
                 mid,
                 rejected,
                 data: Some(max),
+                media: m.media_name.media.clone(),
+                protocol: m.media_name.protos.join("/"),
                 ..Default::default()
             });
             continue;
@@ -761,6 +797,12 @@ pub fn parse_answer(text: &str) -> Result<Answer, SdpError> {
             rtx_ssrc: fid.and_then(|(_, rtx)| rtx),
             simulcast,
             data: None,
+            sends: !["recvonly", "inactive"]
+                .iter()
+                .any(|d| m.attribute(d).is_some()),
+            rtcp_rsize: m.attribute("rtcp-rsize").is_some(),
+            media: m.media_name.media.clone(),
+            protocol: m.media_name.protos.join("/"),
         });
     }
     let ice_ufrag = ice_ufrag.ok_or_else(|| invalid("no a=ice-ufrag"))?;
