@@ -76,15 +76,16 @@ pub struct FeedDescription {
     pub renumbering: Option<Box<Renumbering>>,
 }
 
-/// A publisher's own payload types and header-extension ids, each with the relay's number for
-/// the same thing. The relay renumbers the publisher's packets as they arrive, so subscribers
-/// and recordings see only the relay's numbers.
+/// Two numberings of payload types and header-extension ids, as pairs (from, to): for a
+/// publisher's feed, its own numbers to the relay's (applied as its packets arrive, so
+/// subscribers and recordings see only the relay's); for a participant, the relay's to its own
+/// (applied to every packet sent to it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Renumbering {
-    /// (the publisher's payload type, the relay's), for each it may send, media and RTX.
-    /// Packets with another payload type are dropped.
+    /// (from, to) for each payload type that may come, media and RTX. Packets with another
+    /// payload type are dropped.
     pub payload_types: Vec<(u8, u8)>,
-    /// (the publisher's extension id, the relay's). Elements with other ids are erased.
+    /// (from, to) extension ids. Elements with other ids are erased.
     pub extensions: Vec<(u8, u8)>,
 }
 
@@ -168,6 +169,11 @@ pub struct ParticipantConfig {
     /// for the relay's own maximum.
     #[serde(default)]
     pub max_message_size: Option<u32>,
+    /// Where it numbers payload types and header extensions its own way (it made the offer,
+    /// as a WHEP player does): the relay's numbers with its own for the same thing, applied
+    /// to every packet sent to it. None: it uses the relay's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renumbering: Option<Box<Renumbering>>,
 }
 
 /// What a participant needs to reach the relay (goes into the SDP answer).

@@ -29,9 +29,10 @@ pub fn sdp_answer(data: &[u8]) {
     }
 }
 
-/// Take a WHIP encoder's offer and answer it: whatever parses is either refused with a reason
-/// or answered with one m-section per offered one, every taken track renumbered into payload
-/// types the relay declares.
+/// Take a WHIP encoder's offer, and the same as a WHEP player's of a VP8 and opus feed, and
+/// answer each: whatever parses is either refused with a reason or answered with one
+/// m-section per offered one, every taken track renumbered between payload types the relay
+/// declares and the offer's.
 pub fn whip_offer(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -40,6 +41,40 @@ pub fn whip_offer(data: &[u8]) {
         return;
     };
     let sections = offer.sections.len();
+    let params = sdp::OfferParams {
+        session_id: 1,
+        version: 1,
+        ice_ufrag: "ufrag",
+        ice_pwd: "passwordpasswordpassword",
+        fingerprint: "sha-256 AA:BB",
+        candidate: ([127, 0, 0, 1], 40000).into(),
+        tcp_candidate: None,
+        repair: true,
+        data_mid: None,
+    };
+    let reread = |answer: String| {
+        let back = sdp::parse_answer(&answer.replace("a=setup:passive", "a=setup:active"))
+            .expect("the answer parses");
+        assert_eq!(back.sections.len(), sections);
+    };
+    let feed = [
+        (
+            sdp::Kind::Video,
+            sdp::publish_codecs(sdp::Kind::Video, true)[..2].to_vec(),
+        ),
+        (
+            sdp::Kind::Audio,
+            sdp::publish_codecs(sdp::Kind::Audio, true),
+        ),
+    ];
+    if let Ok(play) = sdp::playback::plan(offer.clone(), &feed, true) {
+        for (ours, _) in &play.renumbering.payload_types {
+            assert!(feed
+                .iter()
+                .any(|(_, codecs)| codecs.iter().any(|c| c.pt == *ours)));
+        }
+        reread(play.answer(&params, "f", &[(1, Some(2)), (3, None)]));
+    }
     let Ok(ingest) = sdp::ingest::plan(offer, true, |kind| {
         relay::ids::FeedId::from(format!("f/{}", kind.as_str()))
     }) else {
@@ -57,20 +92,7 @@ pub fn whip_offer(data: &[u8]) {
             );
         }
     }
-    let answer = ingest.answer(&sdp::OfferParams {
-        session_id: 1,
-        version: 1,
-        ice_ufrag: "ufrag",
-        ice_pwd: "passwordpasswordpassword",
-        fingerprint: "sha-256 AA:BB",
-        candidate: ([127, 0, 0, 1], 40000).into(),
-        tcp_candidate: None,
-        repair: true,
-        data_mid: None,
-    });
-    let back = sdp::parse_answer(&answer.replace("a=setup:passive", "a=setup:active"))
-        .expect("the answer parses");
-    assert_eq!(back.sections.len(), sections);
+    reread(ingest.answer(&params));
 }
 
 /// Check an `Origin` header value against a fixed set of allowed domains.

@@ -1,6 +1,7 @@
 //! WHIP's HTTP side (RFC 9725): `POST /whip/{sid}` with the encoder's offer and a bearer
-//! token creates a resource, `DELETE /whip/{sid}/{resource}` ends it. The hub does the rest
-//! ([`crate::hub::whip`]).
+//! token creates a resource, `DELETE /whip/{sid}/{resource}` ends it. WHEP's is the same for a
+//! player of one feed: `POST /whep/{sid}/{feed}`, `DELETE /whep/{sid}/{feed}/{resource}`. The
+//! hub does the rest ([`crate::hub::whip`], `hub/whep.rs`).
 //!
 //! The answer carries every candidate of the relay (it is ICE-lite), so a client's trickled
 //! candidates would add nothing: `PATCH` is answered 405, which RFC 9725 lets a resource do
@@ -16,7 +17,7 @@ use axum::routing::post;
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hub::whip::{Refusal, WhipRequest};
+use crate::hub::whip::{Created, Refusal, WhipRequest};
 use crate::hub::Input;
 use crate::protocol::ErrorCode;
 
@@ -33,6 +34,13 @@ pub fn router(hub: mpsc::Sender<Input>) -> Router {
         .route(
             "/whip/{sid}/{resource}",
             axum::routing::delete(end).patch(patch).options(options),
+        )
+        .route("/whep/{sid}/{feed}", post(play).options(options))
+        .route(
+            "/whep/{sid}/{feed}/{resource}",
+            axum::routing::delete(end_play)
+                .patch(patch)
+                .options(options),
         )
         .with_state(hub)
 }
@@ -80,17 +88,13 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-async fn publish(
-    State(hub): State<mpsc::Sender<Input>>,
-    Path(sid): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return refused((
+/// The offer of a POST, or the response that refuses it.
+fn offer_of(headers: &HeaderMap, body: &Bytes) -> Result<(String, String), Box<Response>> {
+    let Some(token) = bearer(headers) else {
+        return Err(Box::new(refused((
             ErrorCode::Unauthorized,
             "a bearer token (Authorization: Bearer <token>) is required".into(),
-        ));
+        ))));
     };
     let sdp = headers
         .get(header::CONTENT_TYPE)
@@ -101,19 +105,51 @@ async fn publish(
                 .is_some_and(|t| t.trim() == "application/sdp")
         });
     if !sdp {
-        return text(
+        return Err(Box::new(text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the offer must be sent as application/sdp".into(),
-        );
+        )));
     }
     if body.len() > MAX_OFFER {
-        return text(
+        return Err(Box::new(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("an offer is at most {MAX_OFFER} bytes"),
-        );
+        )));
     }
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8".into());
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "the offer is not UTF-8".into(),
+        )));
+    };
+    Ok((token, offer))
+}
+
+/// `201 Created` with the answer, its resource at `base`/{resource}.
+fn created(base: &str, created: Created) -> Response {
+    let location = format!("{base}/{}", created.resource);
+    let mut r = (StatusCode::CREATED, created.answer).into_response();
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn publish(
+    State(hub): State<mpsc::Sender<Input>>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (token, offer) = match offer_of(&headers, &body) {
+        Ok(got) => got,
+        Err(r) => return *r,
     };
     let (reply, answer) = oneshot::channel();
     let request = WhipRequest::Publish {
@@ -123,22 +159,41 @@ async fn publish(
         reply,
     };
     match ask(&hub, request, answer).await {
-        Ok(created) => {
-            let location = format!("/whip/{sid}/{}", created.resource);
-            let mut r = (StatusCode::CREATED, created.answer).into_response();
-            let h = r.headers_mut();
-            cors(h);
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                h.insert(header::LOCATION, v);
-            }
-            r
-        }
+        Ok(c) => created(&format!("/whip/{sid}"), c),
         Err(refusal) => refused(refusal),
     }
+}
+
+async fn play(
+    State(hub): State<mpsc::Sender<Input>>,
+    Path((sid, feed)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (token, offer) = match offer_of(&headers, &body) {
+        Ok(got) => got,
+        Err(r) => return *r,
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = WhipRequest::Play {
+        sid: sid.clone(),
+        feed_id: feed.clone(),
+        token,
+        offer,
+        reply,
+    };
+    match ask(&hub, request, answer).await {
+        Ok(c) => created(&format!("/whep/{sid}/{feed}"), c),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+async fn end_play(
+    state: State<mpsc::Sender<Input>>,
+    Path((sid, _feed, resource)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    end(state, Path((sid, resource)), headers).await
 }
 
 async fn end(
@@ -206,7 +261,7 @@ fn refused((code, reason): Refusal) -> Response {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::E2eeMismatch => StatusCode::FORBIDDEN,
         ErrorCode::InvalidSdp => StatusCode::BAD_REQUEST,
-        ErrorCode::NotJoined => StatusCode::NOT_FOUND,
+        ErrorCode::NotJoined | ErrorCode::NoSuchFeed => StatusCode::NOT_FOUND,
         ErrorCode::AlreadyJoined => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,

@@ -147,3 +147,101 @@ test('WHIP refuses what RFC 9725 and the token say to refuse', async () => {
     server.stop();
   }
 });
+
+/** Play feed `feedId` on `page` over WHEP, as any WHEP player: receive-only transceivers,
+ * the offer posted with `token`, VP8, its RTX and opus renumbered to payload types of the
+ * player's own choice (`free`, unused in the offer) so that the relay must write them.
+ * Resolves to the outcome. */
+function whepPlay(page, url, token) {
+  return page.evaluate(async ({ url, token }) => {
+    const pc = new RTCPeerConnection();
+    window.whepPc = pc;
+    const video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    document.body.append(video);
+    pc.ontrack = (ev) => { video.srcObject = ev.streams[0] ?? new MediaStream([ev.track]); };
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    const offer = await pc.createOffer();
+    const renumber = (section, pairs) => {
+      let s = section;
+      for (const [from, to] of pairs) s = s.replace(new RegExp(`(?<=[ :=])${from}(?=[ \\r/])`, 'g'), String(to));
+      return s;
+    };
+    // Numbers no codec of the offer has.
+    const used = new Set([...offer.sdp.matchAll(/a=rtpmap:(\d+)/g)].map((m) => Number(m[1])));
+    const free = [];
+    for (let pt = 35; free.length < 3 && pt < 128; pt++) if (!used.has(pt) && (pt < 64 || pt > 95)) free.push(pt);
+    const [head, videoSection, audioSection] = offer.sdp.split(/(?=m=)/);
+    offer.sdp = head + renumber(videoSection, [[96, free[0]], [97, free[1]]]) + renumber(audioSection, [[111, free[2]]]);
+    await pc.setLocalDescription(offer);
+    const r = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` },
+      body: offer.sdp,
+    });
+    const body = await r.text();
+    if (r.status !== 201) return { status: r.status, body };
+    await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    return { status: r.status, location: r.headers.get('location'), offer: offer.sdp, answer: body, free };
+  }, { url, token });
+}
+
+/** What the WHEP page receives: decoded video frames and size, audio packets, codecs. */
+const whepStats = (page) => page.evaluate(async () => {
+  const stats = [...(await window.whepPc.getStats()).values()];
+  const video = stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
+  const audio = stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'audio');
+  const codec = (s) => s && stats.find((c) => c.id === s.codecId);
+  return {
+    frames: video?.framesDecoded ?? 0,
+    width: video?.frameWidth ?? 0,
+    videoCodec: codec(video) && `${codec(video).mimeType}/${codec(video).payloadType}`,
+    audioPackets: audio?.packetsReceived ?? 0,
+    audioCodec: codec(audio) && `${codec(audio).mimeType}/${codec(audio).payloadType}`,
+    state: window.whepPc.connectionState,
+  };
+});
+
+test('a WHEP player plays a page\'s feed in its own payload types, and leaves when the feed goes', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const publisher = await joinPage(browser.context, server, 'whep-1', 'alice');
+    const feedId = await publisher.evaluate(async () => {
+      window.pub = await window.session.publish({ source: 'webcam' });
+      return window.pub.feedId;
+    });
+    const playerPage = await browser.context.newPage();
+    await playerPage.goto(`${server.base}/healthz`);
+    const url = `${server.base}/whep/whep-1/${feedId}`;
+    const got = await whepPlay(playerPage, url, server.token('whep-1', 'player', 'subscribe'));
+    assert.equal(got.status, 201, got.body);
+    assert.match(got.location, new RegExp(`^/whep/whep-1/${feedId}/w-`));
+    const [vp8, rtx, opus] = got.free;
+    console.log(`the player took VP8 as ${vp8}, its RTX as ${rtx}, opus as ${opus}`);
+    assert.match(got.answer, new RegExp(`m=video \\d+ UDP/TLS/RTP/SAVPF ${vp8} ${rtx}\r\n`));
+    assert.match(got.answer, /a=sendonly/);
+    assert.equal((await waitEvent(publisher, 'participant-joined', 10000)).uid, 'player');
+    const s = await until(() => whepStats(playerPage), (x) => x.frames > 20 && x.audioPackets > 50, 20000,
+      () => whepStats(playerPage));
+    console.log(`WHEP player: ${JSON.stringify(s)}`);
+    assert.equal(s.videoCodec, `video/VP8/${vp8}`);
+    assert.equal(s.audioCodec, `audio/opus/${opus}`);
+    assert.ok(s.width >= 320, JSON.stringify(s));
+
+    // Refusals: another session's token, no subscribe grant, a feed that is not there.
+    const refused = async (u, token) => (await fetch(u, { method: 'POST', headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` }, body: got.offer })).status;
+    assert.equal(await refused(url, server.token('whep-1', 'p2', 'publish')), 403);
+    assert.equal(await refused(`${server.base}/whep/whep-1/f-none`, server.token('whep-1', 'p3', 'subscribe')), 404);
+    assert.equal(await refused(`${server.base}/whep/whep-2/${feedId}`, server.token('whep-1', 'p4', 'subscribe')), 401);
+
+    // The feed goes: the player leaves.
+    await publisher.evaluate(() => window.pub.unpublish());
+    assert.equal((await waitEvent(publisher, 'participant-left', 10000)).uid, 'player');
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});

@@ -997,6 +997,46 @@ mod tests {
     }
 
     #[test]
+    fn a_subscriber_with_numbers_of_its_own_gets_them() {
+        let mut h = harness(1);
+        // A player that takes VP8 as 110 and the MID as extension 5, and has no playout delay.
+        h.worker
+            .update_participant(
+                &Sid::from("s"),
+                &Uid::from("sub0"),
+                crate::control::ParticipantConfig {
+                    renumbering: Some(Box::new(crate::control::Renumbering {
+                        payload_types: vec![(96, 110), (RTX_PT, 111)],
+                        extensions: vec![(1, 5), (TWCC_EXTENSION, 7)],
+                    })),
+                    ..Default::default()
+                },
+            )
+            .expect("updated");
+        let mut pkt = vec![0x80, 96, 0, 1, 0, 0, 0, 10, 0, 0, 0, 0];
+        pkt[8..12].copy_from_slice(&PUBLISHER_SSRC.to_be_bytes());
+        pkt.extend_from_slice(&[5; 100]);
+        h.clients[0].protect_rtp(&mut pkt).unwrap();
+        h.worker.handle_receive(h.now, None, h.publisher, &pkt);
+        let mut got = Vec::new();
+        while let Some(o) = h.worker.poll_output() {
+            if let Output::Transmit(t) = o {
+                let mut plain = Vec::new();
+                h.clients[1].unprotect_rtp(&t.contents, &mut plain).unwrap();
+                let header = rtp::parse(&plain).unwrap();
+                got.push((
+                    header.payload_type,
+                    rtp::extension(&plain, 5).map(<[u8]>::to_vec),
+                    rtp::extension(&plain, 1).is_some(),
+                    rtp::extension(&plain, 12).is_some(),
+                    rtp::transport_sequence(&plain, 7),
+                ));
+            }
+        }
+        assert_eq!(got, [(110, Some(b"1".to_vec()), false, false, Some(0))]);
+    }
+
+    #[test]
     fn worker_harness_forwards_a_protected_packet() {
         let mut h = harness(1);
         let mut pkt = vec![0x80, 96, 0, 1, 0, 0, 0, 10, 0, 0, 0, 0];

@@ -79,6 +79,9 @@ pub struct Participant {
     pub data: ParticipantData,
     /// What its connection quality is rated from.
     pub link: LinkQuality,
+    /// Its own numbers, where it uses its own (a WHEP player): every packet to it is
+    /// renumbered from the relay's last.
+    pub renumber: Option<Box<crate::sfu::feed::renumber::Renumber>>,
 }
 
 impl Participant {
@@ -106,6 +109,7 @@ impl Participant {
             pacer: Pacer::new(0.0),
             data,
             link: LinkQuality::default(),
+            renumber: None,
         }
     }
 

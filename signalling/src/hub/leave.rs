@@ -36,6 +36,13 @@ impl Hub {
                 }
             }
             if changed {
+                // A WHEP player plays one feed: with it gone, it leaves at the next tick.
+                let player = peer.conn.is_none()
+                    && peer.entries.iter().all(|e| e.section.role == Role::Closed);
+                if player {
+                    let now = Instant::now();
+                    peer.disconnected_at = Some(now.checked_sub(RESUME_WINDOW).unwrap_or(now));
+                }
                 self.negotiate(sid, uid);
             }
         }

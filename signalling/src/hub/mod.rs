@@ -19,6 +19,7 @@ mod negotiation;
 pub mod recording;
 mod requests;
 mod speakers;
+mod whep;
 pub mod whip;
 
 use std::collections::HashMap;

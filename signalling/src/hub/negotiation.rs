@@ -242,6 +242,7 @@ impl Hub {
             remote_fingerprint: Some(answer.fingerprint.clone()),
             publish_data: peer.grants.publish_data,
             max_message_size,
+            renumbering: None,
         };
         let relay = self.relay.clone();
         let (rsid, ruid) = (Sid::from(sid), Uid::from(uid));

@@ -42,7 +42,20 @@ pub enum WhipRequest {
         /// Where the answer (or the refusal) goes.
         reply: oneshot::Sender<Result<Created, Refusal>>,
     },
-    /// `DELETE` of a resource: its encoder leaves.
+    /// WHEP's `POST`: play feed `feed_id` of session `sid` to the offer's player.
+    Play {
+        /// The session's public name (from the URL).
+        sid: String,
+        /// The feed (from the URL).
+        feed_id: String,
+        /// The bearer token.
+        token: String,
+        /// The player's SDP offer.
+        offer: String,
+        /// Where the answer (or the refusal) goes.
+        reply: oneshot::Sender<Result<Created, Refusal>>,
+    },
+    /// `DELETE` of a resource: its encoder or player leaves.
     End {
         /// The session's public name (from the URL).
         sid: String,
@@ -66,7 +79,9 @@ pub struct Created {
 
 impl WhipRequest {
     fn credentials(&self) -> Credentials {
-        let (WhipRequest::Publish { sid, token, .. } | WhipRequest::End { sid, token, .. }) = self;
+        let (WhipRequest::Publish { sid, token, .. }
+        | WhipRequest::Play { sid, token, .. }
+        | WhipRequest::End { sid, token, .. }) = self;
         Credentials::Token {
             token: token.clone(),
             sid: sid.clone(),
@@ -75,7 +90,7 @@ impl WhipRequest {
 
     fn refuse(self, refusal: Refusal) {
         match self {
-            WhipRequest::Publish { reply, .. } => {
+            WhipRequest::Publish { reply, .. } | WhipRequest::Play { reply, .. } => {
                 let _ = reply.send(Err(refusal));
             }
             WhipRequest::End { reply, .. } => {
@@ -116,10 +131,12 @@ impl Hub {
             Ok(identity) => identity,
             Err(e) => return request.refuse((ErrorCode::Unauthorized, e.to_string())),
         };
-        let (WhipRequest::Publish { sid, .. } | WhipRequest::End { sid, .. }) = &request;
+        let (WhipRequest::Publish { sid, .. }
+        | WhipRequest::Play { sid, .. }
+        | WhipRequest::End { sid, .. }) = &request;
         let sid = format!("{}/{sid}", identity.cid);
         match request {
-            WhipRequest::Publish { .. } => {
+            WhipRequest::Publish { .. } | WhipRequest::Play { .. } => {
                 if let Err(why) = self.limiter.check_key(Instant::now(), &identity.key_id) {
                     return request.refuse((ErrorCode::RateLimited, why));
                 }
@@ -156,6 +173,12 @@ impl Hub {
                     let _ = reply.send(Err(refusal));
                 }
             },
+            WhipRequest::Play {
+                feed_id,
+                offer,
+                reply,
+                ..
+            } => self.whep_start(sid, feed_id, offer, identity, reply),
             WhipRequest::End {
                 resource, reply, ..
             } => {
@@ -167,7 +190,7 @@ impl Hub {
                 else {
                     let _ = reply.send(Err((
                         ErrorCode::NotJoined,
-                        "no such WHIP resource in this session".into(),
+                        "no such WHIP or WHEP resource in this session".into(),
                     )));
                     return;
                 };
@@ -175,6 +198,56 @@ impl Hub {
                 let _ = reply.send(Ok(()));
             }
         }
+    }
+
+    /// The uid a WHIP or WHEP peer takes in `sid`: its token's, unless that is in the session
+    /// already, or a new one.
+    pub(super) fn http_peer_uid(&self, sid: &str, identity: &Identity) -> Result<String, Refusal> {
+        match &identity.uid {
+            Some(uid)
+                if self
+                    .rooms
+                    .get(sid)
+                    .is_some_and(|r| r.peers.contains_key(uid))
+                    || self.joined_elsewhere(sid, uid) =>
+            {
+                Err((
+                    ErrorCode::AlreadyJoined,
+                    format!("participant {uid} is already in the session"),
+                ))
+            }
+            Some(uid) => Ok(uid.clone()),
+            None => Ok(random_id("u-")),
+        }
+    }
+
+    /// A participant without a websocket (a WHIP encoder, a WHEP player) is in: it is
+    /// metered, the others are told, and its resource is recorded. Returns the resource id.
+    pub(super) fn http_peer_joined(&mut self, sid: &str, uid: &str, peer: Peer) -> String {
+        let name = peer.name.clone();
+        self.counters.borrow_mut().joins += 1;
+        let room = self.rooms.get_mut(sid).expect("the caller's session");
+        room.peers.insert(uid.to_owned(), peer);
+        room.meter
+            .metered_until
+            .insert(uid.to_owned(), Instant::now());
+        room.meter.peak = room.meter.peak.max(room.peers.len() as u32);
+        let resource = random_id("w-") + &random_id("");
+        self.whip_resources
+            .insert(resource.clone(), (sid.to_owned(), uid.to_owned()));
+        let participant = json!({ "participant": { "uid": uid, "name": name } });
+        self.webhook(sid, "participant_joined", participant);
+        self.broadcast(
+            sid,
+            uid,
+            Event::ParticipantJoined(ParticipantInfo {
+                uid: uid.to_owned(),
+                name: name.clone(),
+                quality: None,
+            }),
+        );
+        self.announce_join(sid, uid, name);
+        resource
     }
 
     /// What the encoder may do and what the relay takes of its offer.
@@ -201,19 +274,7 @@ impl Hub {
                 "this token may not publish (no publish grant)".into(),
             ));
         }
-        let uid = match &identity.uid {
-            Some(uid)
-                if room.is_some_and(|r| r.peers.contains_key(uid))
-                    || self.joined_elsewhere(sid, uid) =>
-            {
-                return Err((
-                    ErrorCode::AlreadyJoined,
-                    format!("participant {uid} is already in the session"),
-                ));
-            }
-            Some(uid) => uid.clone(),
-            None => random_id("u-"),
-        };
+        let uid = self.http_peer_uid(sid, identity)?;
         let feed_id = random_id("f-");
         let offer =
             sdp_text::parse_offer(offer).map_err(|e| (ErrorCode::InvalidSdp, e.to_string()))?;
@@ -232,6 +293,7 @@ impl Hub {
             remote_fingerprint: Some(adding.ingest.fingerprint.clone()),
             publish_data: false,
             max_message_size: None,
+            renumbering: None,
         };
         let descriptions: Vec<relay::FeedDescription> = adding
             .ingest
@@ -342,11 +404,8 @@ impl Hub {
             repair: self.repair,
             data_mid: None,
         });
-        self.counters.borrow_mut().joins += 1;
+        let resource = self.http_peer_joined(sid, &uid, peer);
         let room = self.rooms.get_mut(sid).expect("inserted above");
-        room.peers.insert(uid.clone(), peer);
-        room.meter.metered_until.insert(uid.clone(), Instant::now());
-        room.meter.peak = room.meter.peak.max(room.peers.len() as u32);
         room.feeds.insert(
             feed_id.clone(),
             Feed {
@@ -368,21 +427,6 @@ impl Hub {
             },
         );
         let info = room.feeds[&feed_id].info(&feed_id);
-        let resource = random_id("w-") + &random_id("");
-        self.whip_resources
-            .insert(resource.clone(), (sid.to_owned(), uid.clone()));
-        let participant = json!({ "participant": { "uid": uid, "name": name } });
-        self.webhook(sid, "participant_joined", participant);
-        self.broadcast(
-            sid,
-            &uid,
-            Event::ParticipantJoined(ParticipantInfo {
-                uid: uid.clone(),
-                name: name.clone(),
-                quality: None,
-            }),
-        );
-        self.announce_join(sid, &uid, name);
         self.webhook(sid, "feed_published", json!({ "feed": info }));
         self.broadcast(sid, &uid, Event::FeedPublished(info));
         self.record_feed(sid, &feed_id);

@@ -17,8 +17,9 @@ use relay::ids::{FeedId, Ssrc};
 use relay::FeedDescription;
 
 use super::{
-    attr, candidate_attributes, codec_attributes, flag, is_rtx, publish_codecs, rtx_payload_types,
-    section, session, AnsweredSection, Codec, Kind, OfferParams, SdpError, EXTENSIONS,
+    attr, candidate_attributes, flag, is_rtx, publish_codecs, rejected_answer_section,
+    rtx_payload_types, session, taken_answer_section, AnsweredSection, Codec, Kind, OfferParams,
+    SdpError, EXTENSIONS,
 };
 
 /// Feedback the relay gives or uses, per codec.
@@ -273,40 +274,11 @@ impl Ingest {
         sd.attributes.push(flag("extmap-allow-mixed"));
         for (s, taken) in &self.sections {
             let Some(taken) = taken else {
-                // Rejected in kind: the same media and protocol, port 0.
-                let protos: Vec<&str> = s.protocol.split('/').collect();
-                let format = if s.media == "application" {
-                    "webrtc-datachannel"
-                } else {
-                    "0"
-                };
-                let mut m = section(p, &s.media, true, &protos, vec![format.into()]);
-                m.attributes.push(attr("mid", s.mid.clone()));
-                sd.media_descriptions.push(m);
+                sd.media_descriptions.push(rejected_answer_section(p, s));
                 continue;
             };
-            let mut m = section(
-                p,
-                &s.media,
-                false,
-                &["UDP", "TLS", "RTP", "SAVPF"],
-                taken.codecs.iter().map(|c| c.pt.to_string()).collect(),
-            );
+            let mut m = taken_answer_section(p, s, "recvonly", &taken.extensions, &taken.codecs);
             let a = &mut m.attributes;
-            a.push(attr("mid", s.mid.clone()));
-            a.push(attr("ice-ufrag", p.ice_ufrag));
-            a.push(attr("ice-pwd", p.ice_pwd));
-            a.push(attr("fingerprint", p.fingerprint));
-            a.push(attr("setup", "passive"));
-            a.push(flag("recvonly"));
-            a.push(flag("rtcp-mux"));
-            if s.rtcp_rsize {
-                a.push(flag("rtcp-rsize"));
-            }
-            for (id, uri) in &taken.extensions {
-                a.push(attr("extmap", format!("{id} {uri}")));
-            }
-            codec_attributes(a, &taken.codecs);
             if !s.simulcast.is_empty() {
                 for rid in &s.simulcast {
                     a.push(attr("rid", format!("{rid} recv")));

@@ -5,6 +5,7 @@
 //! (ICE-lite, BUNDLE, rtcp-mux, DTLS roles, codecs).
 
 pub mod ingest;
+pub mod playback;
 
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -449,6 +450,53 @@ fn codec_attributes(a: &mut Vec<Attribute>, codecs: &[Codec]) {
     }
 }
 
+/// An answer's m-section the relay rejects, in kind: the offer's media and protocol, port 0.
+fn rejected_answer_section(p: &OfferParams<'_>, s: &AnsweredSection) -> MediaDescription {
+    let protos: Vec<&str> = s.protocol.split('/').collect();
+    let format = if s.media == "application" {
+        "webrtc-datachannel"
+    } else {
+        "0"
+    };
+    let mut m = section(p, &s.media, true, &protos, vec![format.into()]);
+    m.attributes.push(attr("mid", s.mid.clone()));
+    m
+}
+
+/// An answer's m-section the relay takes (a client offered): its transport (the relay is the
+/// DTLS server), `direction`, the extensions and codecs kept, in the offer's numbers.
+fn taken_answer_section(
+    p: &OfferParams<'_>,
+    s: &AnsweredSection,
+    direction: &str,
+    extensions: &[(u8, String)],
+    codecs: &[Codec],
+) -> MediaDescription {
+    let mut m = section(
+        p,
+        &s.media,
+        false,
+        &["UDP", "TLS", "RTP", "SAVPF"],
+        codecs.iter().map(|c| c.pt.to_string()).collect(),
+    );
+    let a = &mut m.attributes;
+    a.push(attr("mid", s.mid.clone()));
+    a.push(attr("ice-ufrag", p.ice_ufrag));
+    a.push(attr("ice-pwd", p.ice_pwd));
+    a.push(attr("fingerprint", p.fingerprint));
+    a.push(attr("setup", "passive"));
+    a.push(flag(direction));
+    a.push(flag("rtcp-mux"));
+    if s.rtcp_rsize {
+        a.push(flag("rtcp-rsize"));
+    }
+    for (id, uri) in extensions {
+        a.push(attr("extmap", format!("{id} {uri}")));
+    }
+    codec_attributes(a, codecs);
+    m
+}
+
 /// Write an offer for `sections`.
 pub fn offer(p: &OfferParams<'_>, sections: &[Section]) -> String {
     let (fp_alg, fp_value) = p
@@ -616,6 +664,8 @@ pub struct AnsweredSection {
     pub data: Option<u32>,
     /// It sends media (`sendonly` or `sendrecv`, which is also what no direction means).
     pub sends: bool,
+    /// It receives media (`recvonly` or `sendrecv`, or no direction).
+    pub receives: bool,
     /// It asked for reduced-size RTCP (`a=rtcp-rsize`).
     pub rtcp_rsize: bool,
     /// Its `m=` line's media (`audio`, `video`, `application`) and protocol, to reject it
@@ -798,6 +848,9 @@ fn parse(text: &str, offer: bool) -> Result<Answer, SdpError> {
             simulcast,
             data: None,
             sends: !["recvonly", "inactive"]
+                .iter()
+                .any(|d| m.attribute(d).is_some()),
+            receives: !["sendonly", "inactive"]
                 .iter()
                 .any(|d| m.attribute(d).is_some()),
             rtcp_rsize: m.attribute("rtcp-rsize").is_some(),

@@ -319,7 +319,7 @@ pub struct Naming {
 
 fn naming_of(d: &FeedDescription, renumber: Option<&Renumber>) -> Naming {
     let theirs = |id: Option<u8>| match renumber {
-        Some(r) => id.and_then(|id| r.publisher_id(id)),
+        Some(r) => id.and_then(|id| r.old_id(id)),
         None => id,
     };
     let one_byte = |uri| theirs(extension_of(d, uri)).filter(|id| *id <= 14);

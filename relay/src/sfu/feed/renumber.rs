@@ -1,27 +1,26 @@
-//! A publisher's own numbers for payload types and header extensions, turned into the relay's
-//! as its packets arrive.
+//! Payload types and header-extension ids turned from one numbering into another, in place.
 //!
-//! A browser answers the relay's offer and so takes the relay's numbers. A publisher that made
-//! the offer itself (a WHIP encoder) chose its own, and the answer had to keep them. Renumbered
-//! once on the way in, in place, its packets carry the relay's numbers everywhere after: to
-//! subscribers of every kind, to other cores and to the recorder, which so never learn the
-//! difference.
+//! A browser answers the relay's offer and so takes the relay's numbers. A peer that made the
+//! offer itself chose its own, and the answer had to keep them. A publisher's packets (a WHIP
+//! encoder's) are renumbered once on the way in, so they carry the relay's numbers everywhere
+//! after: to subscribers of every kind, to other cores and to the recorder. A subscriber's (a
+//! WHEP player's) are renumbered from the relay's numbers on the way out, last.
 
 use crate::control::Renumbering;
 use crate::engine::rtp;
 
-/// No relay payload type for this one of the publisher's.
+/// No payload type to turn this one into.
 const NONE: u8 = 0xff;
 
-/// The tables of one publisher's [`Renumbering`].
+/// The tables of a [`Renumbering`].
 #[derive(Debug, Clone)]
 pub struct Renumber {
-    /// The relay's payload type for each of the publisher's, or [`NONE`].
+    /// The new payload type for each old one, or [`NONE`].
     payload_types: [u8; 128],
-    /// The relay's id for each of the publisher's extension ids; 0 erases the element.
+    /// The new id for each old extension id; 0 erases the element.
     ids: [u8; 256],
-    /// The publisher's id for each of the relay's.
-    publisher_ids: [u8; 256],
+    /// The old id for each new one.
+    old_ids: [u8; 256],
 }
 
 impl Renumber {
@@ -30,24 +29,24 @@ impl Renumber {
         let mut t = Renumber {
             payload_types: [NONE; 128],
             ids: [0; 256],
-            publisher_ids: [0; 256],
+            old_ids: [0; 256],
         };
-        for &(theirs, ours) in &r.payload_types {
-            if theirs < 128 && ours < 128 {
-                t.payload_types[usize::from(theirs)] = ours;
+        for &(from, to) in &r.payload_types {
+            if from < 128 && to < 128 {
+                t.payload_types[usize::from(from)] = to;
             }
         }
-        for &(theirs, ours) in &r.extensions {
-            if theirs != 0 && ours != 0 {
-                t.ids[usize::from(theirs)] = ours;
-                t.publisher_ids[usize::from(ours)] = theirs;
+        for &(from, to) in &r.extensions {
+            if from != 0 && to != 0 {
+                t.ids[usize::from(from)] = to;
+                t.old_ids[usize::from(to)] = from;
             }
         }
         t
     }
 
-    /// Renumber a decrypted packet in place. False, changing nothing, where its payload type
-    /// is not one the publisher declared, or its header does not parse.
+    /// Renumber a plain (unencrypted) packet in place. False, changing nothing, where its
+    /// payload type has no new number, or its header does not parse.
     pub fn apply(&self, packet: &mut [u8]) -> bool {
         let Some(&pt) = packet.get(1) else {
             return false;
@@ -56,10 +55,11 @@ impl Renumber {
         ours != NONE && rtp::renumber(packet, ours, &self.ids)
     }
 
-    /// The publisher's id for the relay's extension id `ours`: what its packets carry before
-    /// they are renumbered (read in the clear before decryption, as a simulcast layer's rid).
-    pub fn publisher_id(&self, ours: u8) -> Option<u8> {
-        Some(self.publisher_ids[usize::from(ours)]).filter(|&id| id != 0)
+    /// The old id of the new extension id `new`: for a publisher, what its packets carry
+    /// before they are renumbered (read in the clear before decryption, as a simulcast
+    /// layer's rid).
+    pub fn old_id(&self, new: u8) -> Option<u8> {
+        Some(self.old_ids[usize::from(new)]).filter(|&id| id != 0)
     }
 }
 
@@ -89,8 +89,8 @@ mod tests {
         assert_eq!(rtp::extension(&p, 1), Some(&b"v"[..]));
         assert_eq!(rtp::transport_sequence(&p, 3), Some(0x0102));
         assert_eq!(rtp::extension(&p, 6), None);
-        assert_eq!(r.publisher_id(1), Some(4));
-        assert_eq!(r.publisher_id(7), None);
+        assert_eq!(r.old_id(1), Some(4));
+        assert_eq!(r.old_id(7), None);
         // 98 was never declared: refused, untouched.
         let mut q = p.clone();
         q[1] = 98;

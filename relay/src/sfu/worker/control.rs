@@ -19,6 +19,7 @@ use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::data::limiter::Limiter;
 use crate::sfu::data::ParticipantData;
+use crate::sfu::feed::renumber::Renumber;
 use crate::sfu::feed::Feed;
 use crate::sfu::participant::Participant;
 use crate::sfu::transport::{DtlsState, Transport};
@@ -129,6 +130,10 @@ impl Worker {
                 ),
             ),
         );
+        if let Some(r) = &config.renumbering {
+            let p = self.participants.get_mut(&key).expect("inserted above");
+            p.renumber = Some(Box::new(Renumber::new(r)));
+        }
         Ok(creds)
     }
 
@@ -166,6 +171,9 @@ impl Worker {
         p.data.may_send = config.publish_data;
         if let Some(max) = config.max_message_size {
             p.data.channels.set_max_send(max as usize);
+        }
+        if let Some(r) = &config.renumbering {
+            p.renumber = Some(Box::new(Renumber::new(r)));
         }
         Ok(())
     }

@@ -80,6 +80,16 @@ impl Egress<'_> {
             },
             _ => false,
         };
+        // Last, in the subscriber's own numbers where it has them (a WHEP player): the
+        // transport-wide number is written first, where the relay's numbering put it.
+        if let Some(renumber) = &sub.renumber {
+            if !renumber.apply(&mut packet) {
+                self.pool.give(packet);
+                self.stats
+                    .drop(crate::stats::DropReason::RtpUnknownPayloadType);
+                return;
+            }
+        }
         let Some((dst, srtp)) = sub.transport.media_out() else {
             self.pool.give(packet);
             return;
