@@ -76,6 +76,8 @@ test('SIGTERM with a call still running: the server stops after its drain timeou
     const [record] = usage(server, 'drain-3');
     assert.ok(record?.ended_at, `the session's record is closed: ${JSON.stringify(record)}`);
     assert.ok(record.participant_minutes > 0, JSON.stringify(record));
+    // The relay's counters at the stop are in it too (no flush came in the call's seconds).
+    assert.ok(record.bytes_in > 100000 && record.bytes_out > 100000, JSON.stringify(record));
   } finally {
     await browser.close();
     server.stop();

@@ -85,6 +85,12 @@ pub enum Input {
     /// The server stops: finish every recording (everyone recorded is told), and answer once
     /// every file is finished, listed and metered.
     FinishRecordings(oneshot::Sender<()>),
+    /// The relay's last counters of each session, read as the server stops; then as
+    /// [`Input::FinishRecordings`].
+    FinalUsage(
+        Vec<(String, Vec<(relay::ids::Uid, ParticipantUsage)>)>,
+        oneshot::Sender<()>,
+    ),
     /// `/metrics` asks for the hub's figures.
     Metrics(oneshot::Sender<crate::metrics::HubMetrics>),
     /// Take no new session from now on (the server is about to stop).
@@ -102,6 +108,9 @@ pub enum Input {
     /// The accounts thread checked (or refused) a WHIP request's token.
     WhipAuthenticated(Box<whip::WhipRequest>, Result<Identity, AuthError>),
 }
+
+/// How long the relay is given to report a session's last counters when the server stops.
+const FINAL_USAGE_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a node renews its claims on the sessions it has participants of: well inside
 /// their time to live.
@@ -633,13 +642,33 @@ impl Hub {
             Input::Recording(done) => self.recording_done(done),
             Input::AdminRecord(r) => self.admin_record(r),
             Input::FinishRecordings(done) => {
-                // The server stops: its participants' time is written, and alone (not in a
+                // The server stops: the relay's last counters of every session are read off
+                // the hub first, so that no traffic since the last flush goes unmetered.
+                let sids: Vec<String> = self.rooms.keys().cloned().collect();
+                let relay = self.relay.clone();
+                let inputs = self.inputs.clone();
+                tokio::spawn(async move {
+                    let mut usage = Vec::with_capacity(sids.len());
+                    for sid in sids {
+                        let read = relay.session_usage(relay::ids::Sid::from(sid.as_str()));
+                        let got = tokio::time::timeout(FINAL_USAGE_WAIT, read).await;
+                        usage.push((sid, got.ok().and_then(Result::ok).unwrap_or_default()));
+                    }
+                    let _ = inputs.send(Input::FinalUsage(usage, done)).await;
+                });
+            }
+            Input::FinalUsage(usage, done) => {
+                // Its participants' time and traffic are written, and alone (not in a
                 // cluster, where the sessions may go on elsewhere) its sessions' records close.
                 let now = Instant::now();
                 let ended = self.cluster.is_none().then(recording::unix_now);
                 let sids: Vec<String> = self.rooms.keys().cloned().collect();
                 for sid in sids {
-                    self.write_usage(&sid, now, &[], ended);
+                    let last = usage
+                        .iter()
+                        .find(|(s, _)| *s == sid)
+                        .map_or(&[][..], |(_, u)| u.as_slice());
+                    self.write_usage(&sid, now, last, ended);
                 }
                 self.finish_recordings(done)
             }
