@@ -66,6 +66,8 @@ pub struct UsageRecord {
 enum Write {
     Usage(UsageRecord),
     Recording(Box<Recording>),
+    /// The participants of a stopping server, until a Unix time.
+    ResumeTokens(Vec<crate::store::ResumeToken>, i64),
 }
 
 type Done = Box<dyn FnOnce(Result<Identity, AuthError>) + Send>;
@@ -162,6 +164,18 @@ impl Accounts {
         let sent = self.writes.as_ref().map(|w| w.send(Write::Usage(record)));
         if !matches!(sent, Some(Ok(()))) {
             tracing::error!("the usage thread has stopped; usage not recorded");
+        }
+    }
+
+    /// Keep a stopping server's participants until `expires_at` (Unix seconds), on the writer
+    /// thread, so that the next server to start takes them back.
+    pub fn save_resume_tokens(&self, tokens: Vec<crate::store::ResumeToken>, expires_at: i64) {
+        let sent = self
+            .writes
+            .as_ref()
+            .map(|w| w.send(Write::ResumeTokens(tokens, expires_at)));
+        if !matches!(sent, Some(Ok(()))) {
+            tracing::error!("the writer thread has stopped; resume tokens not kept");
         }
     }
 
@@ -268,6 +282,10 @@ fn drain(store: &Store, pending: &mut VecDeque<Write>, latency: &Mutex<DbLatency
                 &r.sid,
             ),
             Write::Recording(r) => (store.add_recording(r).map(|_| ()), &r.path),
+            Write::ResumeTokens(tokens, expires_at) => (
+                store.save_resume_tokens(tokens, *expires_at),
+                &"resume tokens".to_owned(),
+            ),
         };
         {
             let mut l = lock(latency);

@@ -55,6 +55,13 @@ pub fn start_hub(
         usage_flush,
         repair,
     );
+    if cluster.is_none() {
+        // The participants of the run before, if it stopped moments ago (a restart).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        hub = hub.with_restored(store.take_resume_tokens(now)?);
+    }
     if let Some(Cluster {
         link,
         mut pushed,

@@ -140,7 +140,39 @@ fn migrations() -> Migrations<'static> {
                 updated_at INTEGER NOT NULL
             );",
         ),
+        // The participants of a server that stopped, so that their pages take their places
+        // again after a restart: by a hash of each resume token, never the token itself.
+        M::up(
+            "CREATE TABLE resume_tokens (
+                token_hash TEXT PRIMARY KEY,
+                sid TEXT NOT NULL,
+                uid TEXT NOT NULL,
+                expires_at INTEGER NOT NULL
+            );",
+        ),
     ])
+}
+
+/// A participant of a server that stopped, by its resume token's hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeToken {
+    /// SHA-256 of the token, in hex.
+    pub token_hash: String,
+    /// The session (the hub's name, `cid/sid`).
+    pub sid: String,
+    /// The participant.
+    pub uid: String,
+}
+
+impl ResumeToken {
+    /// The hash a token is kept under.
+    pub fn hash(token: &str) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// A client's webhook as listed: where it goes and which key signs it.
@@ -699,6 +731,50 @@ impl Store {
         })
     }
 
+    /// Keep the participants a stopping server had, by their resume tokens' hashes, until
+    /// `expires_at` (Unix seconds).
+    pub fn save_resume_tokens(
+        &self,
+        tokens: &[ResumeToken],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for t in tokens {
+                tx.execute(
+                    "INSERT OR REPLACE INTO resume_tokens (token_hash, sid, uid, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![t.token_hash, t.sid, t.uid, expires_at],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The participants a server kept when it stopped that have not expired by `now`; every
+    /// one is removed (a token is taken back once, by the next server to start).
+    pub fn take_resume_tokens(&self, now: i64) -> Result<Vec<ResumeToken>, StoreError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let tokens = {
+                let mut q = tx.prepare(
+                    "SELECT token_hash, sid, uid FROM resume_tokens WHERE expires_at > ?1",
+                )?;
+                let rows = q.query_map([now], |r| {
+                    Ok(ResumeToken {
+                        token_hash: r.get(0)?,
+                        sid: r.get(1)?,
+                        uid: r.get(2)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            tx.execute("DELETE FROM resume_tokens", [])?;
+            tx.commit()?;
+            Ok(tokens)
+        })
+    }
+
     /// A number that changes whenever any key is created, changed or removed, by this process
     /// or another.
     pub fn keys_version(&self) -> Result<i64, StoreError> {
@@ -834,6 +910,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("accounts.db")
+    }
+
+    #[test]
+    fn resume_tokens_are_kept_by_hash_taken_once_and_expire() {
+        let path = temp("resume");
+        let token = |t: &str, uid: &str| ResumeToken {
+            token_hash: ResumeToken::hash(t),
+            sid: "c-1/room".into(),
+            uid: uid.into(),
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .save_resume_tokens(&[token("r-a", "alice"), token("r-b", "bob")], 1_000)
+                .unwrap();
+            store
+                .save_resume_tokens(&[token("r-c", "carol")], 10)
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let mut got = store.take_resume_tokens(500).unwrap();
+        got.sort_by(|a, b| a.uid.cmp(&b.uid));
+        assert_eq!(got, [token("r-a", "alice"), token("r-b", "bob")]);
+        assert_ne!(got[0].token_hash, "r-a");
+        assert_eq!(got[0].token_hash.len(), 64);
+        // Taken once: the next start finds none, and the expired one went too.
+        assert!(store.take_resume_tokens(0).unwrap().is_empty());
     }
 
     #[test]

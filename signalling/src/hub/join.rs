@@ -156,6 +156,7 @@ impl Hub {
         pending: PendingJoin,
         identity: Identity,
     ) -> Result<Option<serde_json::Value>, (ErrorCode, String)> {
+        let (mut pending, mut identity) = (pending, identity);
         if let Some(token) = pending
             .resume
             .clone()
@@ -164,6 +165,12 @@ impl Hub {
             if self.cluster.is_some() {
                 // Perhaps a participant of another node that stopped: its token is in Redis.
                 return Ok(self.find_rejoin(sid, pending, identity, token));
+            }
+            // Perhaps a participant of this server before it restarted.
+            if let Some(uid) = self.restored_uid(sid, &token) {
+                pending.resume = None;
+                pending.rejoin = Some(token);
+                identity.uid = Some(uid);
             }
         }
         let fresh = pending.resume.is_none() && pending.rejoin.is_none();
@@ -479,6 +486,52 @@ impl Hub {
         }
         // Data channels connect at once, before anything is published or subscribed.
         self.negotiate(sid, &uid);
+    }
+
+    /// The uid a page of the server that ran before had in `sid`, if its resume token is one
+    /// it kept and still good; the token is used up.
+    fn restored_uid(&mut self, sid: &str, token: &str) -> Option<String> {
+        if Instant::now() >= self.restored_until {
+            self.restored.clear();
+            return None;
+        }
+        let hash = crate::store::ResumeToken::hash(token);
+        if self.restored.get(&hash).is_none_or(|(s, _)| s != sid) {
+            return None;
+        }
+        self.restored.remove(&hash).map(|(_, uid)| uid)
+    }
+
+    /// The server stops: alone (a cluster keeps them in Redis), it keeps its participants'
+    /// resume tokens in the database for [`RESTART_WINDOW`], so that their pages take their
+    /// places again on the server that starts next.
+    pub(super) fn keep_resume_tokens(&mut self) {
+        if self.cluster.is_some() {
+            return;
+        }
+        let tokens: Vec<crate::store::ResumeToken> = self
+            .rooms
+            .iter()
+            .flat_map(|(sid, room)| {
+                room.peers
+                    .iter()
+                    .filter(|(_, p)| p.conn.is_some() || p.disconnected_at.is_some())
+                    .map(move |(uid, p)| crate::store::ResumeToken {
+                        token_hash: crate::store::ResumeToken::hash(&p.resume_token),
+                        sid: sid.clone(),
+                        uid: uid.clone(),
+                    })
+            })
+            .collect();
+        if tokens.is_empty() {
+            return;
+        }
+        let until = super::recording::unix_now() + RESTART_WINDOW.as_secs() as i64;
+        tracing::info!(
+            participants = tokens.len(),
+            "keeping the participants' places for a restart"
+        );
+        self.accounts.save_resume_tokens(tokens, until);
     }
 
     pub(super) fn snapshot(&self, sid: &str, uid: &str, token: &str) -> serde_json::Value {

@@ -376,9 +376,18 @@ pub struct Hub {
     counters: std::cell::RefCell<Counters>,
     /// No new session is taken: the server stops once its sessions end (or its time is up).
     draining: bool,
-    /// WHIP encoders by resource id: their session and uid.
+    /// WHIP encoders and WHEP players by resource id: their session and uid.
     whip_resources: HashMap<String, (String, String)>,
+    /// The participants of the server that ran before this one, by their resume tokens'
+    /// hashes: a page that resumes with one takes its place again (see [`RESTART_WINDOW`]).
+    restored: HashMap<String, (String, String)>,
+    /// Until when `restored` is good.
+    restored_until: Instant,
 }
+
+/// How long a stopped server's participants may take their places again on the server that
+/// starts next: a restart, and the SDK's reconnection attempts (it tries for about 40 s).
+pub const RESTART_WINDOW: Duration = Duration::from_secs(120);
 
 /// What the hub counts for `/metrics` (the rest it reads from its state when asked).
 #[derive(Default)]
@@ -440,7 +449,27 @@ impl Hub {
             counters: Default::default(),
             draining: false,
             whip_resources: HashMap::new(),
+            restored: HashMap::new(),
+            restored_until: Instant::now(),
         }
+    }
+
+    /// Take back the participants the server that ran before kept when it stopped
+    /// ([`crate::store::Store::take_resume_tokens`]): for [`RESTART_WINDOW`] from now, a page
+    /// that resumes with one of their tokens joins again under its old uid.
+    pub fn with_restored(mut self, tokens: Vec<crate::store::ResumeToken>) -> Self {
+        if !tokens.is_empty() {
+            tracing::info!(
+                participants = tokens.len(),
+                "participants of the last run may come back"
+            );
+        }
+        self.restored = tokens
+            .into_iter()
+            .map(|t| (t.token_hash, (t.sid, t.uid)))
+            .collect();
+        self.restored_until = Instant::now() + RESTART_WINDOW;
+        self
     }
 
     /// The hub of one node of a cluster: sessions span the nodes where their participants
@@ -670,6 +699,7 @@ impl Hub {
                         .map_or(&[][..], |(_, u)| u.as_slice());
                     self.write_usage(&sid, now, last, ended);
                 }
+                self.keep_resume_tokens();
                 self.finish_recordings(done)
             }
             Input::Metrics(reply) => {
