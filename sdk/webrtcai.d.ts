@@ -289,6 +289,11 @@ export interface SessionEvents {
   'participant-reconnecting': { uid: string };
   /** A participant that was reconnecting is back; its feeds are published again. */
   'participant-reconnected': { uid: string };
+  /** The server is about to stop (a restart, an upgrade). `moving`: in a cluster, the page
+   * moves to another node now by itself (`reconnecting`, then `reconnected`; its feeds are
+   * published again and its subscriptions made again). Otherwise the page reconnects once the
+   * server is back, as the same participant. */
+  'server-draining': { moving: boolean };
   'feed-published': FeedInfo;
   'feed-unpublished': { feedId: string; uid: string };
   /** The relay stopped sending this page a subscribed feed's video: `hidden` (its element is

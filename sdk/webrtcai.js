@@ -1296,9 +1296,19 @@ function onMessage(session, text) {
     else p.resolve(msg.ok);
   } else if (msg.type === "offer") {
     session._offers = session._offers.then(() => applyOffer(session, msg)).catch((e) => console.error("offer", e));
+  } else if (msg.type === "event" && msg.event === "server-draining") {
+    serverDraining(session, msg);
   } else if (msg.type === "event") {
     onEvent(session, msg);
   }
+}
+function serverDraining(session, msg) {
+  const servers = Array.isArray(msg.servers) ? msg.servers.filter((s) => typeof s === "string") : [];
+  session._emit("server-draining", { moving: servers.length > 0 });
+  if (!servers.length || session._left) return;
+  session._servers = servers;
+  session._url = servers[0];
+  session._ws?.close(1e3, "moving to another server");
 }
 function onClose(session, ws) {
   if (ws !== session._ws || session._left) return;

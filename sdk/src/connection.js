@@ -224,9 +224,26 @@ function onMessage(session, text) {
     else p.resolve(msg.ok);
   } else if (msg.type === 'offer') {
     session._offers = session._offers.then(() => applyOffer(session, msg)).catch((e) => console.error('offer', e));
+  } else if (msg.type === 'event' && msg.event === 'server-draining') {
+    serverDraining(session, msg);
   } else if (msg.type === 'event') {
     onEvent(session, msg);
   }
+}
+
+// The server is about to stop. In a cluster the page moves to another node now, as the
+// reconnect after a lost connection does (the node there takes it back from its resume token,
+// and media moves with it); alone, the server restarts and the page reconnects once it is back.
+/** @param {Session} session
+ * @param {{ servers?: unknown }} msg */
+function serverDraining(session, msg) {
+  const servers = Array.isArray(msg.servers) ? msg.servers.filter((s) => typeof s === 'string') : [];
+  session._emit('server-draining', { moving: servers.length > 0 });
+  if (!servers.length || session._left) return;
+  session._servers = servers;
+  session._url = servers[0];
+  // onClose goes on from here: `reconnecting`, then the join on the other node.
+  session._ws?.close(1000, 'moving to another server');
 }
 
 /** @param {Session} session */

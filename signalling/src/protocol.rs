@@ -429,6 +429,13 @@ pub enum Event {
         /// Unix seconds.
         started_at: i64,
     },
+    /// This page's server is draining (about to stop): with `servers` (other nodes of its
+    /// cluster, its region first), the page moves to one of them now, keeping its uid; without,
+    /// the server restarts and the page comes back when it answers again.
+    ServerDraining {
+        /// Where the page may go.
+        servers: Vec<String>,
+    },
     /// The session is no longer recorded.
     RecordingStopped {
         /// Who stopped it (a uid or `admin`), or None when it stopped on its own.

@@ -139,7 +139,7 @@ export async function joinPage(context, server, sid, name, init = {}, joinOption
       window.events = [];
       const client = WebRTCai.init({ key, ...init });
       window.session = await client.join(sid, { name, ...joinOptions });
-      for (const ev of ['participant-joined', 'participant-left', 'participant-reconnecting', 'participant-reconnected', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'connection-quality', 'audio-playback', 'devices-changed', 'error']) {
+      for (const ev of ['participant-joined', 'participant-left', 'participant-reconnecting', 'participant-reconnected', 'feed-published', 'feed-unpublished', 'feed-paused', 'feed-resumed', 'speaking', 'active-speaker', 'reconnecting', 'reconnected', 'disconnected', 'recording-started', 'recording-stopped', 'feed-muted', 'feed-unmuted', 'connection-state', 'connection-quality', 'audio-playback', 'devices-changed', 'server-draining', 'error']) {
         window.session.on(ev, (v) => window.events.push({ ev, v, at: Date.now() }));
       }
     },

@@ -708,6 +708,20 @@ impl Hub {
             Input::Drain => {
                 if !self.draining {
                     tracing::info!("draining: no new sessions");
+                    // Every page is told: in a cluster it moves to another node now (so the
+                    // node empties and stops early); alone, it knows to expect a restart.
+                    let event = ServerMessage::Event(crate::protocol::Event::ServerDraining {
+                        servers: self.other_servers(),
+                    });
+                    for room in self.rooms.values() {
+                        for p in room.peers.values() {
+                            if let Some((conn, c)) =
+                                p.conn.and_then(|id| Some((id, self.conns.get(&id)?)))
+                            {
+                                self.queue(conn, c, event.to_text());
+                            }
+                        }
+                    }
                 }
                 self.draining = true;
                 if let Some(link) = &self.cluster {
