@@ -10,6 +10,7 @@
 //! add participants, declare feeds, subscribe; the relay reports [`control::Event`]s back.
 
 mod command;
+pub mod config;
 pub mod control;
 pub mod engine;
 pub mod error;

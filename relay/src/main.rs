@@ -21,6 +21,10 @@ enum EgressArg {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    /// A TOML file of settings (each key a flag's name: `control_token = "…"`); flags and
+    /// `RELAY_<NAME>` environment variables override it.
+    #[arg(long, env = "RELAY_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Address the media sockets bind to.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
@@ -83,7 +87,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,dtls=error".into()),
         )
         .init();
-    let args = Args::parse();
+    let args = {
+        use clap::{CommandFactory, FromArgMatches};
+        let (_, matches, _) = relay::config::parse(Args::command(), "RELAY");
+        Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     if args.control_token.is_none() && !args.control.ip().is_loopback() {
         anyhow::bail!("--control on a non-loopback address needs --control-token");
     }

@@ -9,7 +9,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod cluster;
-pub mod config;
+pub use relay::config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -244,28 +244,7 @@ fn parse_cli() -> (
     std::collections::BTreeSet<String>,
 ) {
     use clap::CommandFactory;
-    let cmd = signalling::config::with_env(Cli::command(), "WEBRTCAI");
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let given = cmd.clone().get_matches_from(&argv);
-    let Some(path) = given.get_one::<PathBuf>("config") else {
-        return (cmd, given, Default::default());
-    };
-    let layered = std::fs::read_to_string(path)
-        .map_err(|e| signalling::config::ConfigError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
-        .and_then(|text| signalling::config::layer(&cmd, &given, &argv, path, &text));
-    match layered {
-        Ok(layered) => {
-            let matches = cmd.clone().get_matches_from(&layered.args);
-            (cmd, matches, layered.from_file)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    }
+    signalling::config::parse(Cli::command(), "WEBRTCAI")
 }
 
 /// Where the running server's admin API is, for what needs a running session.

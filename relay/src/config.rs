@@ -1,4 +1,5 @@
-//! Configuration: one TOML file (`--config`) under environment variables and flags.
+//! Configuration: one TOML file (`--config`) under environment variables and flags, for the
+//! `webrtcai` server and the `relay` binary alike.
 //!
 //! Every setting of the server is a flag (`--media-port 40000`), an environment variable
 //! (`WEBRTCAI_MEDIA_PORT=40000`) and a key of the file (`media_port = 40000`); the highest of
@@ -58,7 +59,7 @@ pub enum ConfigError {
 }
 
 /// Settings that are never printed.
-const SECRETS: &[&str] = &["admin_secret", "relay_control_token"];
+const SECRETS: &[&str] = &["admin_secret", "relay_control_token", "control_token"];
 
 /// Arguments that are not settings.
 const NOT_SETTINGS: &[&str] = &["help", "version", "config"];
@@ -276,6 +277,35 @@ fn toml_value(v: &str) -> String {
         v.to_owned()
     } else {
         toml::Value::String(v.to_owned()).to_string()
+    }
+}
+
+/// The command line of `cmd` (with environment variables named `prefix_KEY`), with the file
+/// its `config` argument names layered under it; returns the command, what was parsed and the
+/// settings the file gave. Exits with the reason (and the key) where the file is refused, as
+/// clap does for a bad flag.
+pub fn parse(cmd: Command, prefix: &str) -> (Command, ArgMatches, BTreeSet<String>) {
+    let cmd = with_env(cmd, prefix);
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let given = cmd.clone().get_matches_from(&argv);
+    let Some(path) = given.get_one::<std::path::PathBuf>("config") else {
+        return (cmd, given, BTreeSet::new());
+    };
+    let layered = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+        .and_then(|text| layer(&cmd, &given, &argv, path, &text));
+    match layered {
+        Ok(layered) => {
+            let matches = cmd.clone().get_matches_from(&layered.args);
+            (cmd, matches, layered.from_file)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
     }
 }
 
