@@ -144,6 +144,45 @@ impl FeedDescription {
             .map(|r| r.apt)
     }
 
+    /// Whether the feed's streams can be told apart: a declared SSRC, or simulcast layers
+    /// named by rid (1 to [`MAX_LAYERS`], distinct, each a valid RFC 8851 rid, under a mid of
+    /// 1 to 16 bytes), and simulcast only on video. Else why not.
+    pub fn check_layers(&self) -> Result<(), String> {
+        let Some(simulcast) = &self.simulcast else {
+            if self.ssrc.is_none() {
+                return Err("a feed without simulcast needs its ssrc".into());
+            }
+            return Ok(());
+        };
+        if self.ssrc.is_some() || self.rtx_ssrc.is_some() {
+            return Err(
+                "a simulcast feed's SSRCs are learnt from its packets, not declared".into(),
+            );
+        }
+        if self.kind != MediaKind::Video {
+            return Err("simulcast is for video".into());
+        }
+        let rids = &simulcast.rids;
+        if rids.is_empty() || rids.len() > MAX_LAYERS {
+            return Err("a simulcast feed has 1 to 4 layers".into());
+        }
+        let valid = |r: &String| {
+            (1..=16).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !rids.iter().all(valid) {
+            return Err("a rid is 1 to 16 letters, digits, '-' or '_'".into());
+        }
+        if (1..rids.len()).any(|i| rids[..i].contains(&rids[i])) {
+            return Err("the rids of a simulcast feed must differ".into());
+        }
+        if simulcast.mid.is_empty() || simulcast.mid.len() > 16 {
+            return Err("a simulcast feed's mid is 1 to 16 bytes".into());
+        }
+        Ok(())
+    }
+
     /// The retransmission payload type for payload type `apt`.
     pub fn rtx_pt_of(&self, apt: u8) -> Option<u8> {
         self.rtx_payload_types

@@ -473,6 +473,11 @@ impl Collector for Scrape {
             "Packets for an ICE-TCP connection dropped because the peer read too slowly.",
             per_core(cores, |c| c.ice_tcp.frames_dropped),
         )?;
+        w.counter(
+            "relay_ice_tcp_packets_too_long",
+            "Packets received on ICE-TCP connections longer than the relay takes (dropped).",
+            per_core(cores, |c| c.ice_tcp.frames_too_long),
+        )?;
 
         // Signalling.
         if let Some(hub) = &self.hub {

@@ -7,10 +7,11 @@
 //! candidates would add nothing: `PATCH` is answered 405, which RFC 9725 lets a resource do
 //! that takes neither trickle nor restarts. An encoder that loses its path publishes again.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -143,6 +144,7 @@ fn created(base: &str, created: Created) -> Response {
 
 async fn publish(
     State(hub): State<mpsc::Sender<Input>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(sid): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -155,6 +157,7 @@ async fn publish(
     let request = WhipRequest::Publish {
         sid: sid.clone(),
         token,
+        ip: peer.ip(),
         offer,
         reply,
     };
@@ -166,6 +169,7 @@ async fn publish(
 
 async fn play(
     State(hub): State<mpsc::Sender<Input>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((sid, feed)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -179,6 +183,7 @@ async fn play(
         sid: sid.clone(),
         feed_id: feed.clone(),
         token,
+        ip: peer.ip(),
         offer,
         reply,
     };
@@ -190,14 +195,16 @@ async fn play(
 
 async fn end_play(
     state: State<mpsc::Sender<Input>>,
+    peer: ConnectInfo<SocketAddr>,
     Path((sid, _feed, resource)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    end(state, Path((sid, resource)), headers).await
+    end(state, peer, Path((sid, resource)), headers).await
 }
 
 async fn end(
     State(hub): State<mpsc::Sender<Input>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((sid, resource)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -211,6 +218,7 @@ async fn end(
     let request = WhipRequest::End {
         sid,
         token,
+        ip: peer.ip(),
         resource,
         reply,
     };
@@ -244,7 +252,7 @@ async fn ask<T>(
 ) -> Result<T, Refusal> {
     let busy = || {
         (
-            ErrorCode::Relay,
+            ErrorCode::RateLimited,
             "the server did not answer in time; try again".to_owned(),
         )
     };

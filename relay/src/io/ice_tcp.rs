@@ -31,9 +31,21 @@ pub const MAX_FRAME: usize = u16::MAX as usize;
 /// accepted (counted), so a flood of connections costs a bounded amount of memory.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
+/// Connections a core keeps open from one address: a participant needs one, a few behind one
+/// NAT a few; one host cannot take all of [`MAX_CONNECTIONS`].
+pub(crate) const MAX_PER_ADDRESS: usize = 32;
+
 /// A connection that brings nothing for this long is closed: as long as the ICE consent
 /// timeout, so a live participant (which sends consent checks every few seconds) never is.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A new connection must bring a whole packet within this: a browser sends its first ICE
+/// check at once, and one that sends nothing (or a length it never fills) only holds a slot.
+pub(crate) const FIRST_PACKET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest packet taken from a connection: what the UDP socket takes too. A longer one
+/// would be forwarded to UDP subscribers as datagrams larger than any path carries.
+pub(crate) const MAX_PACKET: usize = 4096;
 
 /// Frames waiting for a connection's writer; past it, packets to that participant are dropped
 /// (counted) rather than queued without bound, as the kernel does for a full UDP socket.
@@ -154,7 +166,15 @@ pub(super) async fn accept_loop(shell: Rc<Shell>, listener: TcpListener) {
             }
         };
         let connections = &shell.tcp;
-        if connections.len() >= MAX_CONNECTIONS || connections.queues.borrow().contains_key(&remote)
+        let from_address = connections
+            .queues
+            .borrow()
+            .keys()
+            .filter(|a| a.ip() == remote.ip())
+            .count();
+        if connections.len() >= MAX_CONNECTIONS
+            || from_address >= MAX_PER_ADDRESS
+            || connections.queues.borrow().contains_key(&remote)
         {
             shell
                 .worker
@@ -188,8 +208,14 @@ async fn serve(
     let mut deframer = Deframer::default();
     let mut buf = vec![0u8; READ_SIZE];
     let mut waiting = Vec::new();
+    let mut first = true;
     loop {
-        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(buf)).await;
+        let wait = if first {
+            FIRST_PACKET_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
+        let read = tokio::time::timeout(wait, stream.read(buf)).await;
         let Ok((result, b)) = read else {
             break;
         };
@@ -200,13 +226,26 @@ async fn serve(
         };
         deframer.handle_bytes(&buf[..n]);
         let now = Instant::now();
-        let mut frames = 0;
+        let (mut frames, mut too_long) = (0, 0);
         while let Some(packet) = deframer.poll_frame() {
+            if packet.len() > MAX_PACKET {
+                too_long += 1;
+                continue;
+            }
             // No kernel receive stamp on a stream: its delay is not measured.
             shell.receive(now, None, remote, packet, &mut waiting);
             frames += 1;
         }
-        shell.worker.borrow_mut().ice_tcp_stats().frames_in += frames;
+        // Until a whole packet came, bytes alone do not keep the connection.
+        if frames > 0 {
+            first = false;
+        }
+        {
+            let mut worker = shell.worker.borrow_mut();
+            let stats = worker.ice_tcp_stats();
+            stats.frames_in += frames;
+            stats.frames_too_long += too_long;
+        }
         waiting.clear();
         shell.flush().await;
     }

@@ -18,6 +18,8 @@ pub struct IceTcpStats {
     /// Packets for a connection dropped because its send queue was full (the peer reads too
     /// slowly for what it is sent).
     pub frames_dropped: u64,
+    /// Packets received on connections longer than the relay takes (dropped).
+    pub frames_too_long: u64,
 }
 
 impl IceTcpStats {
@@ -28,5 +30,6 @@ impl IceTcpStats {
         self.connections_refused += o.connections_refused;
         self.frames_in += o.frames_in;
         self.frames_dropped += o.frames_dropped;
+        self.frames_too_long += o.frames_too_long;
     }
 }

@@ -475,6 +475,7 @@ impl Hub {
             // and its old resume token is used up.
             snapshot["rejoined"] = serde_json::Value::Bool(true);
             self.forget_resume(old);
+            self.restored.remove(&crate::store::ResumeToken::hash(old));
         }
         self.send(conn, ServerMessage::ok(id, snapshot));
         // Whoever joins a session that records is told so.
@@ -489,17 +490,17 @@ impl Hub {
     }
 
     /// The uid a page of the server that ran before had in `sid`, if its resume token is one
-    /// it kept and still good; the token is used up.
+    /// it kept and still good (used up once the join succeeds).
     fn restored_uid(&mut self, sid: &str, token: &str) -> Option<String> {
         if Instant::now() >= self.restored_until {
             self.restored.clear();
             return None;
         }
         let hash = crate::store::ResumeToken::hash(token);
-        if self.restored.get(&hash).is_none_or(|(s, _)| s != sid) {
-            return None;
-        }
-        self.restored.remove(&hash).map(|(_, uid)| uid)
+        self.restored
+            .get(&hash)
+            .filter(|(s, _)| s == sid)
+            .map(|(_, uid)| uid.clone())
     }
 
     /// The server stops: alone (a cluster keeps them in Redis), it keeps its participants'
@@ -515,7 +516,7 @@ impl Hub {
             .flat_map(|(sid, room)| {
                 room.peers
                     .iter()
-                    .filter(|(_, p)| p.conn.is_some() || p.disconnected_at.is_some())
+                    .filter(|(_, p)| !p.http)
                     .map(move |(uid, p)| crate::store::ResumeToken {
                         token_hash: crate::store::ResumeToken::hash(&p.resume_token),
                         sid: sid.clone(),

@@ -37,8 +37,8 @@ impl Hub {
             }
             if changed {
                 // A WHEP player plays one feed: with it gone, it leaves at the next tick.
-                let player = peer.conn.is_none()
-                    && peer.entries.iter().all(|e| e.section.role == Role::Closed);
+                let player =
+                    peer.http && peer.entries.iter().all(|e| e.section.role == Role::Closed);
                 if player {
                     let now = Instant::now();
                     peer.disconnected_at = Some(now.checked_sub(RESUME_WINDOW).unwrap_or(now));
@@ -158,7 +158,7 @@ impl Hub {
         let mut name = None;
         if let Some(peer) = room.peers.remove(uid) {
             name = peer.name.clone();
-            if peer.conn.is_none() {
+            if peer.http {
                 self.whip_resources
                     .retain(|_, (s, u)| !(s.as_str() == sid && u.as_str() == uid));
             }

@@ -207,7 +207,17 @@ struct Peer {
     /// In a cluster, another node announced it joined there while this node still had its
     /// connections: it goes from here as soon as one of them is seen to end.
     claimed_by: Option<String>,
+    /// A participant without a websocket (a WHIP encoder, a WHEP player).
+    http: bool,
+    /// For such a participant whose media has not connected yet: when it goes if it has not
+    /// ([`HTTP_CONNECT_TIMEOUT`]).
+    connect_by: Option<Instant>,
 }
+
+/// How long a WHIP encoder or WHEP player has to connect its media after its request was
+/// answered: one that never does (its client gave up, or nothing gets through) would stay in
+/// the session, metered, for good.
+pub const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Track {
     kind: Kind,
@@ -324,6 +334,10 @@ impl Peer {
             quality: None,
             dropped: None,
             claimed_by: None,
+            http: conn.is_none(),
+            connect_by: conn
+                .is_none()
+                .then(|| Instant::now() + HTTP_CONNECT_TIMEOUT),
         }
     }
 }
@@ -583,6 +597,11 @@ impl Hub {
                     },
                 );
             }
+            Input::Relay(relay::Event::ParticipantConnected { sid, uid, .. }) => {
+                if let Some(peer) = self.peer_mut(&sid.0, &uid.0) {
+                    peer.connect_by = None;
+                }
+            }
             Input::Relay(relay::Event::SubscriptionPaused {
                 sid,
                 uid,
@@ -677,12 +696,17 @@ impl Hub {
                 let relay = self.relay.clone();
                 let inputs = self.inputs.clone();
                 tokio::spawn(async move {
-                    let mut usage = Vec::with_capacity(sids.len());
-                    for sid in sids {
-                        let read = relay.session_usage(relay::ids::Sid::from(sid.as_str()));
-                        let got = tokio::time::timeout(FINAL_USAGE_WAIT, read).await;
-                        usage.push((sid, got.ok().and_then(Result::ok).unwrap_or_default()));
-                    }
+                    // All at once, under one deadline: a stuck core must not hold the stop
+                    // for each of its sessions in turn.
+                    let reads = sids.into_iter().map(|sid| {
+                        let relay = relay.clone();
+                        async move {
+                            let read = relay.session_usage(relay::ids::Sid::from(sid.as_str()));
+                            let got = tokio::time::timeout(FINAL_USAGE_WAIT, read).await;
+                            (sid, got.ok().and_then(Result::ok).unwrap_or_default())
+                        }
+                    });
+                    let usage = futures::future::join_all(reads).await;
                     let _ = inputs.send(Input::FinalUsage(usage, done)).await;
                 });
             }
@@ -775,6 +799,17 @@ impl Hub {
                         ws::code::POLICY,
                         format!("no join within {} s", JOIN_TIMEOUT.as_secs()),
                     );
+                }
+                // A WHIP encoder or WHEP player that never connected goes, as one whose resume
+                // window is over.
+                for room in self.rooms.values_mut() {
+                    for p in room.peers.values_mut() {
+                        if p.connect_by.is_some_and(|t| now >= t) {
+                            tracing::info!("a WHIP or WHEP participant never connected its media");
+                            p.connect_by = None;
+                            p.disconnected_at = Some(now.checked_sub(RESUME_WINDOW).unwrap_or(now));
+                        }
+                    }
                 }
                 let expired: Vec<(String, String)> = self
                     .rooms

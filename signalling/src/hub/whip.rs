@@ -37,6 +37,8 @@ pub enum WhipRequest {
         sid: String,
         /// The bearer token.
         token: String,
+        /// Where the request came from (joins are limited per address).
+        ip: std::net::IpAddr,
         /// The encoder's SDP offer.
         offer: String,
         /// Where the answer (or the refusal) goes.
@@ -50,6 +52,8 @@ pub enum WhipRequest {
         feed_id: String,
         /// The bearer token.
         token: String,
+        /// Where the request came from (joins are limited per address).
+        ip: std::net::IpAddr,
         /// The player's SDP offer.
         offer: String,
         /// Where the answer (or the refusal) goes.
@@ -61,6 +65,8 @@ pub enum WhipRequest {
         sid: String,
         /// The bearer token.
         token: String,
+        /// Where the request came from (joins are limited per address).
+        ip: std::net::IpAddr,
         /// The resource id (from the URL).
         resource: String,
         /// Where the outcome goes.
@@ -112,8 +118,21 @@ struct Adding {
 }
 
 impl Hub {
-    /// A WHIP request arrived: its token is checked off the hub first.
+    /// A WHIP request arrived: its token is checked off the hub first, within the limits a
+    /// websocket join has (per address, and on the token's size).
     pub(super) fn whip(&mut self, request: WhipRequest) {
+        let (WhipRequest::Publish { ip, token, .. }
+        | WhipRequest::Play { ip, token, .. }
+        | WhipRequest::End { ip, token, .. }) = &request;
+        if let Err(why) = self.limiter.check_address(Instant::now(), *ip) {
+            return request.refuse((ErrorCode::RateLimited, why));
+        }
+        if token.len() > super::MAX_TOKEN_LEN {
+            return request.refuse((
+                ErrorCode::Unauthorized,
+                format!("a token is at most {} bytes", super::MAX_TOKEN_LEN),
+            ));
+        }
         let inputs = self.inputs.clone();
         self.accounts
             .authenticate(request.credentials(), move |identity| {

@@ -68,22 +68,33 @@ pub fn plan(
 ) -> Result<Ingest, SdpError> {
     let mut tracks = Vec::new();
     let mut sections = Vec::new();
+    // Why sending sections were not taken, for the refusal where none is.
+    let mut why = Vec::new();
     for s in offer.sections {
-        let taken = take(&s, repair).filter(|_| {
+        let mut taken = take(&s, repair).filter(|_| {
             // One track of each kind: a feed has one audio and one video track.
             !tracks.iter().any(|t: &Track| Some(t.kind) == kind_of(&s))
         });
-        if let (Some((taken, track)), Some(kind)) = (&taken, kind_of(&s)) {
-            tracks.push(track_of(&s, kind, taken, track, repair, feed_of(kind)));
+        if let (Some((t, codec)), Some(kind)) = (&taken, kind_of(&s)) {
+            let track = track_of(&s, kind, t, codec, repair, feed_of(kind));
+            match streams_known(&track) {
+                Ok(()) => tracks.push(track),
+                Err(reason) => {
+                    why.push(format!("mid {}: {reason}", s.mid));
+                    taken = None;
+                }
+            }
         }
         sections.push((s, taken.map(|(t, _)| t)));
     }
     if tracks.is_empty() {
-        return Err(SdpError::Invalid(
-            "the offer sends no audio (opus) or video (VP8, VP9, H.264 with packetization-mode \
-             1, AV1) the relay takes"
-                .into(),
-        ));
+        let mut reason = "the offer sends no audio (opus) or video (VP8, VP9, H.264 with \
+                          packetization-mode 1, AV1) the relay takes"
+            .to_owned();
+        if !why.is_empty() {
+            reason = format!("{reason} ({})", why.join("; "));
+        }
+        return Err(SdpError::Invalid(reason));
     }
     Ok(Ingest {
         ice_ufrag: offer.ice_ufrag,
@@ -91,6 +102,31 @@ pub fn plan(
         tracks,
         sections,
     })
+}
+
+/// Whether the relay can tell the track's streams apart: a declared SSRC, or simulcast
+/// layers whose first packets name them by MID and rid (so both extensions must be taken, in
+/// the one-byte form the relay reads before decryption). Else why not.
+fn streams_known(track: &Track) -> Result<(), String> {
+    let d = &track.description;
+    d.check_layers()?;
+    if d.simulcast.is_some() {
+        let theirs = |uri: &str| {
+            d.renumbering.as_deref().and_then(|r| {
+                let ours = EXTENSIONS.iter().find(|(_, u, _)| *u == uri)?.0;
+                r.extensions
+                    .iter()
+                    .find(|(_, o)| *o == ours)
+                    .map(|(t, _)| *t)
+            })
+        };
+        let mid = theirs(relay::control::MID_EXTENSION_URI);
+        let rid = theirs("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+        if mid.is_none() || rid.is_none() {
+            return Err("simulcast needs the mid and rid header extensions".into());
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(s: &AnsweredSection) -> Option<Kind> {
@@ -447,6 +483,24 @@ mod tests {
                 "m=audio 0 UDP/TLS/RTP/SAVPF 111",
             );
         assert!(plan(parse_offer(&h264_mode0).unwrap(), true, feed).is_err());
+        // A single stream without its SSRC cannot be routed: refused with the reason.
+        let no_ssrc = OBS_OFFER.replace(
+            "a=ssrc:1111 cname:obs\r\na=ssrc:1111 msid:obs obs-audio\r\n",
+            "",
+        );
+        let no_ssrc = no_ssrc.replace(
+            "a=ssrc:2222 cname:obs\r\na=ssrc:2222 msid:obs obs-video\r\n",
+            "",
+        );
+        let err = plan(parse_offer(&no_ssrc).unwrap(), true, feed).unwrap_err();
+        assert!(err.to_string().contains("needs its ssrc"), "{err}");
+        // Simulcast without the rid extension: its layers could never be told apart.
+        let no_rid = CHROMIUM_OFFER.replace(
+            "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n",
+            "",
+        );
+        let err = plan(parse_offer(&no_rid).unwrap(), true, feed).unwrap_err();
+        assert!(err.to_string().contains("mid and rid"), "{err}");
         // A client that insists on being the DTLS server cannot be answered.
         let passive = OBS_OFFER.replace("a=setup:actpass", "a=setup:passive");
         assert!(parse_offer(&passive).is_err());

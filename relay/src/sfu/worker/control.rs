@@ -729,44 +729,8 @@ fn check_extension_ids(options: &SubscribeOptions) -> Result<(), ControlError> {
     Ok(())
 }
 
-/// A feed has either a declared SSRC or simulcast layers named by rid (1 to
-/// [`crate::control::MAX_LAYERS`], distinct, each a valid RFC 8851 rid), and simulcast only on
-/// video.
+/// [`FeedDescription::check_layers`] as the control plane's error.
 fn check_layers(d: &crate::control::FeedDescription) -> Result<(), ControlError> {
-    let invalid = |reason: &str| {
-        Err(ControlError::InvalidFeed {
-            reason: reason.into(),
-        })
-    };
-    let Some(simulcast) = &d.simulcast else {
-        if d.ssrc.is_none() {
-            return invalid("a feed without simulcast needs its ssrc");
-        }
-        return Ok(());
-    };
-    if d.ssrc.is_some() || d.rtx_ssrc.is_some() {
-        return invalid("a simulcast feed's SSRCs are learnt from its packets, not declared");
-    }
-    if d.kind != crate::control::MediaKind::Video {
-        return invalid("simulcast is for video");
-    }
-    let rids = &simulcast.rids;
-    if rids.is_empty() || rids.len() > crate::control::MAX_LAYERS {
-        return invalid("a simulcast feed has 1 to 4 layers");
-    }
-    let valid = |r: &String| {
-        (1..=16).contains(&r.len())
-            && r.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !rids.iter().all(valid) {
-        return invalid("a rid is 1 to 16 letters, digits, '-' or '_'");
-    }
-    if (1..rids.len()).any(|i| rids[..i].contains(&rids[i])) {
-        return invalid("the rids of a simulcast feed must differ");
-    }
-    if simulcast.mid.is_empty() || simulcast.mid.len() > 16 {
-        return invalid("a simulcast feed's mid is 1 to 16 bytes");
-    }
-    Ok(())
+    d.check_layers()
+        .map_err(|reason| ControlError::InvalidFeed { reason })
 }

@@ -70,6 +70,17 @@ impl Egress<'_> {
             transport_wide,
             kind,
         } = out;
+        // In the subscriber's own numbers where it has them (a WHEP player), before it takes
+        // a transport-wide number: a packet refused here must not leave a gap in them.
+        // Renumbering moves no byte, so the number's place stays where the relay put it.
+        if let Some(renumber) = &sub.renumber {
+            if !renumber.apply(&mut packet) {
+                self.pool.give(packet);
+                self.stats
+                    .drop(crate::stats::DropReason::RtpUnknownPayloadType);
+                return;
+            }
+        }
         let numbered = match (transport_wide, sub.transport.next_transport_sequence()) {
             (Some(at), Some((_, n))) => match packet.get_mut(at..at + 2) {
                 Some(value) => {
@@ -80,16 +91,6 @@ impl Egress<'_> {
             },
             _ => false,
         };
-        // Last, in the subscriber's own numbers where it has them (a WHEP player): the
-        // transport-wide number is written first, where the relay's numbering put it.
-        if let Some(renumber) = &sub.renumber {
-            if !renumber.apply(&mut packet) {
-                self.pool.give(packet);
-                self.stats
-                    .drop(crate::stats::DropReason::RtpUnknownPayloadType);
-                return;
-            }
-        }
         let Some((dst, srtp)) = sub.transport.media_out() else {
             self.pool.give(packet);
             return;

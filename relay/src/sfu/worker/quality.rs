@@ -442,6 +442,11 @@ impl Worker {
         let mut out = self.pool.take();
         let seq = c.retransmits.next_rtx_seq();
         padding_packet(s.3, seq, ts, rtx_ssrc, (id, number), &mut out);
+        // In the subscriber's own numbers where it has them, as every packet to it.
+        if p.renumber.as_ref().is_some_and(|r| !r.apply(&mut out)) {
+            self.pool.give(out);
+            return false;
+        }
         let Some((dst, srtp)) = p.transport.media_out() else {
             self.pool.give(out);
             return false;
