@@ -234,7 +234,10 @@ impl Hub {
             &feed_id,
             &ssrcs,
         );
-        let resource = self.http_peer_joined(sid, &uid, peer);
+        let Some(resource) = self.http_peer_joined(sid, &uid, peer) else {
+            let _ = reply.send(Err((ErrorCode::Relay, "the session ended".into())));
+            return;
+        };
         tracing::info!(%sid, %uid, %feed_id, "WHEP player playing");
         if reply.send(Ok(Created { resource, answer })).is_err() {
             self.leave_with(sid, &uid, None, None);

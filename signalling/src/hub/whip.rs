@@ -242,10 +242,11 @@ impl Hub {
 
     /// A participant without a websocket (a WHIP encoder, a WHEP player) is in: it is
     /// metered, the others are told, and its resource is recorded. Returns the resource id.
-    pub(super) fn http_peer_joined(&mut self, sid: &str, uid: &str, peer: Peer) -> String {
+    /// None where the session is gone (the caller checked it is not).
+    pub(super) fn http_peer_joined(&mut self, sid: &str, uid: &str, peer: Peer) -> Option<String> {
         let name = peer.name.clone();
+        let room = self.rooms.get_mut(sid)?;
         self.counters.borrow_mut().joins += 1;
-        let room = self.rooms.get_mut(sid).expect("the caller's session");
         room.peers.insert(uid.to_owned(), peer);
         room.meter
             .metered_until
@@ -266,7 +267,7 @@ impl Hub {
             }),
         );
         self.announce_join(sid, uid, name);
-        resource
+        Some(resource)
     }
 
     /// What the encoder may do and what the relay takes of its offer.
@@ -423,8 +424,13 @@ impl Hub {
             repair: self.repair,
             data_mid: None,
         });
-        let resource = self.http_peer_joined(sid, &uid, peer);
-        let room = self.rooms.get_mut(sid).expect("inserted above");
+        let (Some(resource), Some(room)) = (
+            self.http_peer_joined(sid, &uid, peer),
+            self.rooms.get_mut(sid),
+        ) else {
+            let _ = reply.send(Err((ErrorCode::Relay, "the session ended".into())));
+            return;
+        };
         room.feeds.insert(
             feed_id.clone(),
             Feed {

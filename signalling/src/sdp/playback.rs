@@ -78,11 +78,16 @@ pub fn plan(
             .into_iter()
             .find(|(_, apt)| *apt == theirs.pt)
             .and_then(|(pt, _)| s.codecs.iter().find(|c| c.pt == pt));
-        let extensions: Vec<(u8, String)> = s
+        // (the player's id, the relay's, the URI) of each extension both know.
+        let known: Vec<(u8, u8, &String)> = s
             .extensions
             .iter()
-            .filter(|(id, uri)| (1..=14).contains(id) && relay_id(uri).is_some())
-            .cloned()
+            .filter(|(id, _)| (1..=14).contains(id))
+            .filter_map(|(id, uri)| Some((*id, relay_id(uri)?, uri)))
+            .collect();
+        let extensions: Vec<(u8, String)> = known
+            .iter()
+            .map(|(id, _, uri)| (*id, (*uri).clone()))
             .collect();
         let transport_cc = extensions.iter().any(|(_, u)| u == TRANSPORT_CC);
         let playout_delay = extensions.iter().any(|(_, u)| u == PLAYOUT_DELAY.1);
@@ -107,10 +112,9 @@ pub fn plan(
             }
             _ => false,
         };
-        for (id, uri) in &extensions {
-            let ours = relay_id(uri).expect("filtered above");
-            if !renumbering.extensions.contains(&(ours, *id)) {
-                renumbering.extensions.push((ours, *id));
+        for &(theirs, ours, _) in &known {
+            if !renumbering.extensions.contains(&(ours, theirs)) {
+                renumbering.extensions.push((ours, theirs));
             }
         }
         plays.push(Play {

@@ -111,29 +111,27 @@ impl Worker {
             .participants
             .insert(uid.clone(), key);
         self.by_ufrag.insert(creds.ufrag.clone(), key);
-        self.participants.insert(
-            key,
-            Participant::new(
-                sid.clone(),
-                skey,
-                uid,
-                Transport::new(
-                    ice,
-                    config.remote_fingerprint,
-                    self.config.dtls_handshake_timeout,
-                ),
-                rtcp_ssrc,
-                ParticipantData::new(
-                    config.publish_data,
-                    config.max_message_size,
-                    Limiter::new(self.config.data_rate, self.config.data_burst),
-                ),
+        let mut participant = Participant::new(
+            sid.clone(),
+            skey,
+            uid,
+            Transport::new(
+                ice,
+                config.remote_fingerprint,
+                self.config.dtls_handshake_timeout,
+            ),
+            rtcp_ssrc,
+            ParticipantData::new(
+                config.publish_data,
+                config.max_message_size,
+                Limiter::new(self.config.data_rate, self.config.data_burst),
             ),
         );
-        if let Some(r) = &config.renumbering {
-            let p = self.participants.get_mut(&key).expect("inserted above");
-            p.renumber = Some(Box::new(Renumber::new(r)));
-        }
+        participant.renumber = config
+            .renumbering
+            .as_deref()
+            .map(|r| Box::new(Renumber::new(r)));
+        self.participants.insert(key, participant);
         Ok(creds)
     }
 
