@@ -71,13 +71,21 @@ pub fn series_from_records(jsonl: &str) -> Vec<Series> {
             other => other,
         };
         let loss = v["loss"].as_f64().unwrap_or(0.0);
-        let feedback = if v["feedback"] == true {
+        let feedback = if v["quality"] == true {
+            ", browser feedback and simulcast"
+        } else if v["feedback"] == true {
             ", browser feedback"
         } else {
             ""
         };
+        // Records from before the topology was a choice ran on the shared one.
+        let topology = if v["topology"] == "split" {
+            ", split receive"
+        } else {
+            ""
+        };
         lines
-            .entry(format!("{server}, {profile}{feedback}"))
+            .entry(format!("{server}, {profile}{feedback}{topology}"))
             .or_default()
             .insert(fanout, (us, loss));
     }

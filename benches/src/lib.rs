@@ -4,11 +4,13 @@
 
 pub mod chart;
 pub mod feedback;
+pub mod floor;
 pub mod http;
 pub mod janus;
 pub mod janus_process;
 pub mod jsep;
 pub mod latency;
+pub mod measure;
 pub mod multinode;
 pub mod record;
 pub mod scenario;
@@ -59,6 +61,14 @@ impl CpuTime {
             stat_secs: (utime + stime) / clock_ticks() as f64,
             sched_secs: sched_ns as f64 / 1e9,
         })
+    }
+
+    /// Both together (a process and a kernel thread that works for it).
+    pub fn plus(&self, other: &CpuTime) -> CpuTime {
+        CpuTime {
+            stat_secs: self.stat_secs + other.stat_secs,
+            sched_secs: self.sched_secs + other.sched_secs,
+        }
     }
 
     /// Time used between `earlier` and `self`.

@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::latency::LatencySummary;
 use crate::scenario::{FeedbackCounts, QualityCounts};
 use crate::target::{Profile, ServerKind};
+use crate::topology::{Delivery, LinkDrops};
 use crate::traffic::MediaProfile;
 
 /// What one run measured.
@@ -24,6 +25,8 @@ pub struct Record {
     pub fanout: usize,
     /// SRTP profile of every connection.
     pub profile: Profile,
+    /// Who ran the datagrams' receive path ([`Delivery`]).
+    pub topology: Delivery,
     /// What each publisher sends.
     pub media: MediaProfile,
     /// Seconds it took to connect everyone.
@@ -49,6 +52,14 @@ pub struct Record {
     pub server_cpu_us_per_forwarded: f64,
     /// The same from `/proc/<pid>/stat` (clock-tick resolution).
     pub server_cpu_us_per_forwarded_stat: f64,
+    /// Of that, the server end's receiving kernel thread, in a split topology: the server's
+    /// own receive path (counted in the figure above).
+    #[serde(default)]
+    pub server_rx_thread_cpu_us_per_forwarded: Option<f64>,
+    /// Datagrams the veth pair dropped in the window, each way: part of `loss`, but the
+    /// link's, not the server's.
+    #[serde(default)]
+    pub link_drops: LinkDrops,
     /// Server CPU time over wall time (1.0 = its one core busy).
     pub server_cpu_share: f64,
     /// Server resident set size at the end of the window.

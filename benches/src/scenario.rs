@@ -26,10 +26,12 @@ use webrtcai_tests::peer::{Incoming, SrtpLink};
 use crate::feedback::{MediaSender, ReceiverCounts, ReceiverFeedback, SenderCounts, StreamName};
 use crate::jsep::MediaKind;
 use crate::latency::Latency;
+use crate::measure::Meter;
 use crate::record::Record;
+use crate::rss_kib;
 use crate::target::{FeedRef, Profile, ServerKind, Target};
+use crate::topology::Topology;
 use crate::traffic::{clock_ns, wall_to_clock_ns, MediaProfile, Probe, StreamSource};
-use crate::{machine_busy_secs, machine_steal_secs, rss_kib, CpuTime};
 
 /// Who talks to whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +49,8 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    fn name(self) -> &'static str {
+    /// `broadcast` or `conference`.
+    pub fn name(self) -> &'static str {
         match self {
             Scenario::Broadcast { .. } => "broadcast",
             Scenario::Conference { .. } => "conference",
@@ -105,13 +108,13 @@ pub const LAYER_SHARES: [f64; 3] = [0.1, 0.3, 1.0];
 
 /// The window, on the probes' clock.
 #[derive(Clone, Copy, Debug)]
-struct Window {
-    start_ns: u64,
-    end_ns: u64,
+pub(crate) struct Window {
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
 }
 
 impl Window {
-    fn contains(&self, ns: u64) -> bool {
+    pub(crate) fn contains(&self, ns: u64) -> bool {
         (self.start_ns..self.end_ns).contains(&ns)
     }
 }
@@ -177,17 +180,29 @@ pub struct QualityCounts {
 
 /// Counters the progress line reads.
 #[derive(Default)]
-struct Progress {
-    delivered: AtomicU64,
-    sent: AtomicU64,
+pub(crate) struct Progress {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) sent: AtomicU64,
+}
+
+/// Where the pacer hands a publisher's packets.
+pub(crate) trait PacketSink {
+    /// Send one marshalled RTP packet now; false if it did not leave.
+    fn send(&mut self, packet: &[u8]) -> bool;
+}
+
+impl PacketSink for Arc<Mutex<MediaSender>> {
+    fn send(&mut self, packet: &[u8]) -> bool {
+        self.lock().is_ok_and(|mut s| s.send_media(packet).is_ok())
+    }
 }
 
 /// Send every publisher's packets as they fall due until `stop_sending`, sleeping in between
 /// (a thread of its own, so that sends are timed to the kernel's high-resolution timers, not
 /// to the runtime's millisecond ticks). Returns how many packets it sent inside `window`, and
 /// how late after their due time.
-fn pace(
-    mut publishers: Vec<(Arc<Mutex<MediaSender>>, Vec<StreamSource>)>,
+pub(crate) fn pace<S: PacketSink>(
+    mut publishers: Vec<(S, Vec<StreamSource>)>,
     window: Window,
     stop_sending: Instant,
     progress: &Progress,
@@ -216,13 +231,10 @@ fn pace(
                 while source.due() <= now {
                     let late = now.saturating_duration_since(source.due());
                     let packets = source.take_due(now);
-                    let Ok(mut sender) = sender.lock() else {
-                        return (sent_in_window, lateness);
-                    };
                     for packet in packets {
                         // A full socket buffer (or an SRTP failure) means the packet was not
                         // sent, so it is not offered either.
-                        if sender.send_media(&packet).is_ok() && source.offered {
+                        if sender.send(&packet) && source.offered {
                             progress.sent.fetch_add(1, Ordering::Relaxed);
                             if Probe::read(&packet).is_some_and(|p| window.contains(p.sent_ns)) {
                                 sent_in_window += 1;
@@ -512,6 +524,7 @@ async fn connect_everyone(
 /// Run `scenario` against `target` and measure it.
 pub async fn run(
     target: &Target,
+    topology: &Topology,
     kind: ServerKind,
     profile: Profile,
     scenario: Scenario,
@@ -628,25 +641,12 @@ pub async fn run(
     };
 
     let pid = target.pid();
-    let me = std::process::id();
     sleep_until(t0.into()).await;
-    let steal0 = machine_steal_secs()?;
-    let (server0, self0, busy0, fwd0) = (
-        CpuTime::of(pid)?,
-        CpuTime::of(me)?,
-        machine_busy_secs()?,
-        target.counters().await,
-    );
-    let w0 = Instant::now();
+    let (start_meter, fwd0) = (Meter::read(pid, topology)?, target.counters().await);
     sleep_until(t1.into()).await;
-    let (server1, self1, busy1, fwd1) = (
-        CpuTime::of(pid)?,
-        CpuTime::of(me)?,
-        machine_busy_secs()?,
-        target.counters().await,
-    );
-    let steal1 = machine_steal_secs()?;
-    let elapsed = w0.elapsed().as_secs_f64();
+    let (end_meter, fwd1) = (Meter::read(pid, topology)?, target.counters().await);
+    let measured = end_meter.since(&start_meter);
+    let elapsed = measured.elapsed;
     let rss = rss_kib(pid);
     let mut latency = Latency::new();
     let (mut received, mut srtp_errors, mut unprobed) = (0, 0, 0);
@@ -680,8 +680,7 @@ pub async fn run(
         counts.server_nacks_sent = Some(t.nacks_sent);
     }
 
-    let server = server1.since(&server0);
-    let me = self1.since(&self0);
+    let (server, me) = (measured.server, measured.own);
     let offered = sent * scenario.fanout() as u64;
     let per_packet = |secs: f64| {
         if received > 0 {
@@ -699,6 +698,7 @@ pub async fn run(
         receivers,
         fanout: scenario.fanout(),
         profile,
+        topology: topology.delivery,
         media: opts.media,
         setup_seconds,
         seconds: opts.seconds,
@@ -714,6 +714,8 @@ pub async fn run(
         send_lateness: lateness.summary(),
         server_cpu_us_per_forwarded: per_packet(server.sched_secs),
         server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
+        server_rx_thread_cpu_us_per_forwarded: measured.server_rx.map(|t| per_packet(t.sched_secs)),
+        link_drops: measured.drops,
         server_cpu_share: server.sched_secs / elapsed,
         server_rss_kib: rss,
         server_forwarded_pps: match (&fwd0, &fwd1) {
@@ -726,11 +728,8 @@ pub async fn run(
         },
         loadgen_cpu_share,
         loadgen_saturated: loadgen_cpu_share > opts.saturation,
-        other_cpu_share: ((busy1 - busy0) / elapsed
-            - server.stat_secs / elapsed
-            - me.stat_secs / elapsed)
-            .max(0.0),
-        steal_share: (steal1 - steal0) / elapsed,
+        other_cpu_share: measured.other_cpu_share(),
+        steal_share: measured.steal / elapsed,
         srtp_errors,
         unprobed,
         feedback,

@@ -59,6 +59,8 @@ pub enum ServerKind {
     Relay,
     /// Janus VideoRoom.
     Janus,
+    /// The bare forwarder ([`crate::floor`]): what moving the bytes costs any server.
+    Floor,
 }
 
 impl ServerKind {
@@ -67,6 +69,7 @@ impl ServerKind {
         match self {
             ServerKind::Relay => "webrtc.ai relay",
             ServerKind::Janus => "Janus 1.1.2 VideoRoom",
+            ServerKind::Floor => "bare sendmmsg forwarder",
         }
     }
 }
@@ -214,6 +217,7 @@ impl Target {
                     quality,
                 })
             }
+            ServerKind::Floor => bail!("the bare forwarder is run by `floor::run`"),
             ServerKind::Janus if feedback || quality => {
                 bail!("runs with browser feedback are implemented for the relay only")
             }

@@ -854,38 +854,41 @@ impl SrtpLink {
     async fn recv_datagram(
         &mut self,
     ) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.socket);
-        let buf = &mut self.buf;
-        self.socket
-            .async_io(tokio::io::Interest::READABLE, || {
-                let mut iov = [std::io::IoSliceMut::new(&mut buf[..])];
-                let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-                let msg = recvmsg::<SockaddrStorage>(
-                    fd,
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_DONTWAIT,
-                )
-                .map_err(std::io::Error::from)?;
-                let arrival = msg.cmsgs().find_map(|c| match c {
-                    ControlMessageOwned::ScmTimestampns(ts) => Some(
-                        std::time::UNIX_EPOCH
-                            + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
-                    ),
-                    _ => None,
-                });
-                let from = msg
-                    .address
-                    .and_then(|a| {
-                        a.as_sockaddr_in()
-                            .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                    })
-                    .ok_or_else(|| std::io::Error::other("datagram without an IPv4 source"))?;
-                Ok((msg.bytes, from, arrival))
-            })
-            .await
+        recv_stamped(&self.socket, &mut self.buf).await
     }
+}
+
+/// Receive one datagram into `buf` with one `recvmsg`: its length, its IPv4 source, and when
+/// the kernel received it (`SO_TIMESTAMPNS`, wall clock) if the socket has stamping on.
+pub async fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+    socket
+        .async_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf[..])];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            let msg =
+                recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+                    .map_err(std::io::Error::from)?;
+            let arrival = msg.cmsgs().find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(
+                    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+                ),
+                _ => None,
+            });
+            let from = msg
+                .address
+                .and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                })
+                .ok_or_else(|| std::io::Error::other("datagram without an IPv4 source"))?;
+            Ok((msg.bytes, from, arrival))
+        })
+        .await
 }
 
 /// The sending side of an [`SrtpLink`], usable from any thread: SRTP protection and a

@@ -20,20 +20,27 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use webrtcai_benches::chart;
+use webrtcai_benches::floor;
 use webrtcai_benches::janus_process;
 use webrtcai_benches::machine_busy_secs;
 use webrtcai_benches::multinode;
 use webrtcai_benches::record::Record;
 use webrtcai_benches::scenario::{self, RunOptions, Scenario};
 use webrtcai_benches::target::{Profile, ServerKind, ServerOptions, Target};
-use webrtcai_benches::topology::Topology;
+use webrtcai_benches::topology::{Delivery, Topology};
 use webrtcai_benches::traffic::MediaProfile;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Which {
+    /// This project's relay.
     Relay,
+    /// Janus 1.1.2 VideoRoom.
     Janus,
+    /// The relay and Janus.
     Both,
+    /// The bare forwarder (`udp_floor --serve`): no crypto, no parsing, only the kernel's
+    /// work of moving the same datagrams on the same path.
+    Floor,
 }
 
 /// Whether peers answer as browsers with repair and congestion control negotiated.
@@ -68,9 +75,10 @@ enum ScenarioKind {
 /// Drive many WebRTC participants against the relay and/or Janus and measure them.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Which server(s) to measure.
-    #[arg(long, value_enum, default_value_t = Which::Both)]
-    target: Which,
+    /// Which servers to measure, in this order (`relay,janus,floor`; `both` is the relay
+    /// and Janus).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "both")]
+    target: Vec<Which>,
     /// What the participants do.
     #[arg(long, value_enum, default_value_t = ScenarioKind::Broadcast)]
     scenario: ScenarioKind,
@@ -137,6 +145,12 @@ struct Args {
     /// Janus `event_loops` (0: its default, one thread per handle).
     #[arg(long, default_value_t = 1)]
     janus_event_loops: usize,
+    /// Who runs the datagrams' receive path on the veth, in this order: `shared` (the veth's
+    /// default: the sending CPU receives for the other end, so the server pays for its
+    /// subscribers' receptions) and/or `split` (NAPI threads pinned to each side: each side
+    /// pays its own, as on a real network). Each is a network of its own, built in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "shared")]
+    topology: Vec<Delivery>,
     /// Name of the server network namespace (veth ends are `<name>-h`, `<name>-s`).
     #[arg(long, default_value = "wai-bench")]
     namespace: String,
@@ -169,28 +183,43 @@ fn main() -> anyhow::Result<()> {
     if let Some(id) = cpus.iter().find(|c| c.id == args.loadgen_cpu) {
         core_affinity::set_for_current(*id);
     }
-    let kinds: Vec<ServerKind> = match args.target {
-        Which::Relay => vec![ServerKind::Relay],
-        Which::Janus => vec![ServerKind::Janus],
-        Which::Both => vec![ServerKind::Relay, ServerKind::Janus],
-    };
+    let kinds: Vec<ServerKind> = args
+        .target
+        .iter()
+        .flat_map(|w| match w {
+            Which::Relay => vec![ServerKind::Relay],
+            Which::Janus => vec![ServerKind::Janus],
+            Which::Both => vec![ServerKind::Relay, ServerKind::Janus],
+            Which::Floor => vec![ServerKind::Floor],
+        })
+        .collect();
     if kinds.contains(&ServerKind::Janus) {
         janus_process::ensure_installed()?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let topology = Topology::create(&args.namespace).context("building the benchmark network")?;
-    let result = runtime.block_on(async {
-        tokio::select! {
-            r = run_all(&args, &kinds, &topology) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        }
-    });
-    // Servers are gone with the runtime's tasks; the network goes now.
+    let mut records = Vec::new();
+    for &delivery in &args.topology {
+        let topology = Topology::create(
+            &args.namespace,
+            delivery,
+            (args.loadgen_cpu, args.server_cpu),
+        )
+        .context("building the benchmark network")?;
+        let result = runtime.block_on(async {
+            tokio::select! {
+                r = run_all(&args, &kinds, &topology) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            }
+        });
+        // The network goes before the next one is built (and on an error, before leaving).
+        drop(topology);
+        records.extend(result?);
+    }
+    // Servers are gone with the runtime's tasks.
     drop(runtime);
-    drop(topology);
-    draw(&args, &result?)
+    draw(&args, &records)
 }
 
 /// The multi-node scenario, once per `--fanout`: one JSON line each (on stdout, and appended
@@ -293,8 +322,9 @@ async fn run_all(
     };
     let mut records = Vec::new();
     println!(
-        "{:<22} {:>5} {:>3} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
+        "{:<22} {:>6} {:>5} {:>3} {:>10} {:>6} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>6}",
         "server",
+        "topo",
         "prof",
         "fb",
         "scenario",
@@ -316,8 +346,9 @@ async fn run_all(
             for &scenario in &scenarios {
                 for &feedback in &args.feedback {
                     eprintln!(
-                        "{}, {}, {}, feedback {}",
+                        "{}, {} topology, {}, {}, feedback {}",
                         kind.label(),
+                        topology.delivery.label(),
                         format!("{profile:?}").to_lowercase(),
                         match scenario {
                             Scenario::Broadcast { fanout } => format!("broadcast 1 → {fanout}"),
@@ -382,6 +413,9 @@ async fn run_one(
     server_options: &ServerOptions,
     opts: &RunOptions,
 ) -> anyhow::Result<Record> {
+    if kind == ServerKind::Floor {
+        return floor::run(topology, server_options.cpu, profile, scenario, opts).await;
+    }
     let target = Target::start(
         kind,
         topology,
@@ -391,15 +425,16 @@ async fn run_one(
         server_options,
     )
     .await?;
-    let result = scenario::run(&target, kind, profile, scenario, opts).await;
+    let result = scenario::run(&target, topology, kind, profile, scenario, opts).await;
     target.stop().await;
     result
 }
 
 fn print_row(r: &Record) {
     println!(
-        "{:<22} {:>5} {:>3} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
+        "{:<22} {:>6} {:>5} {:>3} {:>10} {:>6} {:>10.0} {:>10.0} {:>7.3}% {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.2} {:>9.1} {:>7.0}% {:>5.0}%{}",
         r.server,
+        r.topology.label(),
         format!("{:?}", r.profile).to_lowercase(),
         match (r.feedback, r.quality) {
             (_, true) => "q",
@@ -421,6 +456,22 @@ fn print_row(r: &Record) {
         r.other_cpu_share * 100.0,
         if r.loadgen_saturated { " (load generator saturated)" } else { "" }
     );
+    if !r.link_drops.is_empty() || r.server_rx_thread_cpu_us_per_forwarded.is_some() {
+        let d = &r.link_drops;
+        println!(
+            "  link: dropped toward the peers {} by the veth, {} by the server end's queue; \
+             toward the server {} and {}; sockets dropped {} (peers) and {} (server); the \
+             server's receiving thread {} µs per forwarded packet (in µs/pkt)",
+            d.to_peers,
+            d.queue_to_peers,
+            d.to_server,
+            d.queue_to_server,
+            d.peer_sockets,
+            d.server_sockets,
+            r.server_rx_thread_cpu_us_per_forwarded
+                .map_or("-".to_string(), |t| format!("{t:.2}")),
+        );
+    }
     if let Some(c) = &r.feedback_counts {
         println!(
             "  feedback: {} reports, {} NACKed by receivers, {} congestion feedback sent; \

@@ -8,6 +8,11 @@
 //! forwarder's CPU: on loopback (and veth) the receiver's softirq and wake-up run on the
 //! sender's CPU and are charged to the sender. Reported per forwarded datagram next to the
 //! relay's figure, it says how much of the relay's time is its own.
+//!
+//! With `--serve ADDR` it is instead the forwarder of the load generator's `--target floor`,
+//! run in the benchmark's network namespace like the servers it is compared with: peers
+//! register by sending a 1-byte datagram (answered with one byte), and every longer datagram
+//! goes to every registered peer but its sender, until the process is killed.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -45,6 +50,69 @@ struct Args {
     /// Append one JSON record per run to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Serve the load generator instead (see above) on this address; `--cpu` is not used
+    /// (the load generator confines the process).
+    #[arg(long)]
+    serve: Option<SocketAddr>,
+}
+
+/// Most peers a serving forwarder takes.
+const MAX_PEERS: usize = 4096;
+
+/// Forward for the load generator until killed: 1-byte datagrams register their sender,
+/// anything longer goes to every registered peer but its sender.
+fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    let socket: UdpSocket = s.into();
+    let fd = socket.as_raw_fd();
+    let mut rx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut tx_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut buffers = vec![vec![0u8; 2048]; BATCH];
+    let mut peers: Vec<SockaddrStorage> = Vec::new();
+    let mut destinations: Vec<Option<SockaddrStorage>> = Vec::with_capacity(MAX_PEERS);
+    println!("serving on {addr}");
+    loop {
+        // Sleeps until readable, then takes what is queued, as the relay does.
+        let mut poll = [PollFd::new(fd, PollFlags::POLLIN)];
+        if !matches!(nix::poll::poll(&mut poll, -1), Ok(n) if n > 0) {
+            continue;
+        }
+        let mut batch: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+        {
+            let slices: Vec<[IoSliceMut<'_>; 1]> = buffers
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            if let Ok(r) = recvmmsg(fd, &mut rx_headers, &slices, MsgFlags::MSG_DONTWAIT, None) {
+                batch.extend(r.map(|m| (m.bytes, m.address)));
+            }
+        }
+        for (buffer, (len, from)) in buffers.iter().zip(batch) {
+            let Some(from) = from else { continue };
+            if len == 1 {
+                if !peers.contains(&from) && peers.len() < MAX_PEERS {
+                    peers.push(from);
+                }
+                let _ = nix::sys::socket::sendto(fd, &[1], &from, MsgFlags::MSG_DONTWAIT);
+                continue;
+            }
+            destinations.clear();
+            destinations.extend(peers.iter().filter(|p| **p != from).map(|p| Some(*p)));
+            for chunk in destinations.chunks(BATCH) {
+                let slices: Vec<[IoSlice<'_>; 1]> = chunk
+                    .iter()
+                    .map(|_| [IoSlice::new(&buffer[..len])])
+                    .collect();
+                // Blocking, as a full socket buffer holds the relay's sends too.
+                let _ = sendmmsg(fd, &mut tx_headers, &slices, chunk, [], MsgFlags::empty());
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -228,6 +296,9 @@ async fn run(args: &Args, fanout: usize) -> anyhow::Result<Record> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(addr) = args.serve {
+        return tokio::task::spawn_blocking(move || serve(addr)).await?;
+    }
     println!(
         "{:>7} {:>12} {:>12} {:>14}",
         "fan-out", "fwd pkt/s", "recv pkt/s", "µs/pkt (CPU)"
