@@ -44,10 +44,10 @@ pub struct Rewriter {
     /// ([`Self::anchor_timestamp`]).
     next_anchor_ts: Option<u32>,
     /// The offsets in force before the anchor's current one, oldest first: (first incoming
-    /// sequence number it applied to, offset). Each packet [`Self::skip`]ped closes its gap
-    /// by lowering the offset from the next packet on; late packets and NACKs for packets
-    /// sent under an earlier offset are mapped with the one in force where they fall.
-    earlier: VecDeque<(u16, u16)>,
+    /// number it applied to, offset), both extended. Each packet [`Self::skip`]ped closes
+    /// its gap by lowering the offset from the next packet on; late packets and NACKs for
+    /// packets sent under an earlier offset are mapped with the one in force where they fall.
+    earlier: VecDeque<(u64, u64)>,
 }
 
 /// Offsets remembered besides the current one: one per packet skipped at most, so that
@@ -66,18 +66,32 @@ pub struct Original {
     pub ts_offset: u32,
 }
 
+/// Where the current stream of incoming packets is mapped. Incoming numbers are extended
+/// past 16 bits (unwrapped against the highest, as the outgoing ones are), so that "older
+/// than the anchor" and "from before a skip" stay true however many packets the anchor
+/// lasts: compared as 16-bit differences they turned after 32,768 packets (3.5 minutes of
+/// 1.5 Mbit/s video), and every packet then seemed to predate the anchor.
 #[derive(Debug, Clone, Copy)]
 struct Anchor {
     in_ssrc: u32,
-    seq_offset: u16,
+    /// Added to an extended incoming number to give the extended outgoing one (wrapping).
+    seq_offset: u64,
     ts_offset: u32,
-    /// The incoming sequence number the anchor was made at: anything older predates it.
-    first_in_seq: u16,
+    /// The incoming number the anchor was made at: anything older predates it.
+    first_in: u64,
     /// The outgoing number it was given.
-    first_out_seq: u16,
-    highest_in_seq: u16,
-    /// The first incoming sequence number `seq_offset` applies to.
-    offset_from: u16,
+    first_out: u64,
+    highest_in: u64,
+    /// The first incoming number `seq_offset` applies to.
+    offset_from: u64,
+}
+
+impl Anchor {
+    /// `seq` extended: the number nearest the highest incoming one with these low 16 bits.
+    fn extend(&self, seq: u16) -> u64 {
+        let delta = seq.wrapping_sub(self.highest_in as u16) as i16;
+        self.highest_in.wrapping_add_signed(i64::from(delta))
+    }
 }
 
 impl Rewriter {
@@ -133,7 +147,7 @@ impl Rewriter {
         let needs_anchor = match self.anchored {
             None => true,
             Some(a) => {
-                let jump = in_seq.wrapping_sub(a.highest_in_seq) as i16 as i32;
+                let jump = in_seq.wrapping_sub(a.highest_in as u16) as i16 as i32;
                 self.resync || a.in_ssrc != in_ssrc || jump.abs() > RESTART_SEQ_JUMP
             }
         };
@@ -154,24 +168,28 @@ impl Rewriter {
                 }
                 (None, _) => self.last_out_ts,
             };
+            // Extended like the outgoing numbers: well above zero, never wrapping.
+            let first_in = (1 << 32) + u64::from(in_seq);
+            let first_out = self.highest_out + 1;
             self.anchored = Some(Anchor {
                 in_ssrc,
-                seq_offset: next_seq.wrapping_sub(in_seq),
+                seq_offset: first_out.wrapping_sub(first_in),
                 ts_offset: next_ts.wrapping_sub(in_ts),
-                first_in_seq: in_seq,
-                first_out_seq: next_seq,
-                highest_in_seq: in_seq,
-                offset_from: in_seq,
+                first_in,
+                first_out,
+                highest_in: first_in,
+                offset_from: first_in,
             });
             self.earlier.clear();
             self.resync = false;
         }
         // Just set above when it was None.
         let a = self.anchored.as_mut().expect("anchored");
-        if (in_seq.wrapping_sub(a.first_in_seq) as i16) < 0 {
+        let in_ext = a.extend(in_seq);
+        if in_ext < a.first_in {
             return None;
         }
-        let offset = if (in_seq.wrapping_sub(a.offset_from) as i16) >= 0 {
+        let offset = if in_ext >= a.offset_from {
             a.seq_offset
         } else {
             // Late, from before a skip: the offset in force where it falls, unless that puts
@@ -180,33 +198,32 @@ impl Rewriter {
                 .earlier
                 .iter()
                 .rev()
-                .find(|(from, _)| (in_seq.wrapping_sub(*from) as i16) >= 0)?
+                .find(|(from, _)| in_ext >= *from)?
                 .1;
-            if offset_of_out(a, &self.earlier, in_seq.wrapping_add(offset)) != Some(offset) {
+            if offset_of_out(a, &self.earlier, in_ext.wrapping_add(offset)) != Some(offset) {
                 return None;
             }
             offset
         };
-        let out_seq = in_seq.wrapping_add(offset);
+        let out_ext = in_ext.wrapping_add(offset);
         let out_ts = in_ts.wrapping_add(a.ts_offset);
-        // Where out_seq lies relative to the highest number sent, in the extended space.
-        let ahead = out_seq.wrapping_sub(self.highest_out as u16) as i16;
-        if ahead > 0 {
-            let shift = ahead as u32;
+        if out_ext > self.highest_out {
+            // At most RESTART_SEQ_JUMP ahead: a larger jump re-anchored above.
+            let shift = out_ext - self.highest_out;
             self.sent = if shift >= 128 { 0 } else { self.sent << shift };
             self.sent |= 1;
-            self.highest_out += u64::from(shift);
-            a.highest_in_seq = in_seq;
+            self.highest_out = out_ext;
+            a.highest_in = in_ext;
             self.last_out_ts = out_ts;
             self.last_sent_at = Some(now);
         } else {
-            let behind = ahead.unsigned_abs();
-            if behind >= REORDER_WINDOW || self.sent & (1 << behind) != 0 {
+            let behind = self.highest_out - out_ext;
+            if behind >= u64::from(REORDER_WINDOW) || self.sent & (1 << behind) != 0 {
                 return None;
             }
             self.sent |= 1 << behind;
         }
-        Some((out_seq, out_ts))
+        Some((out_ext as u16, out_ts))
     }
 
     /// Incoming packet `in_seq` of the anchored stream is not sent, on purpose (the
@@ -217,24 +234,21 @@ impl Rewriter {
         let Some(a) = self.anchored.as_mut() else {
             return;
         };
-        if self.resync
-            || a.in_ssrc != in_ssrc
-            || (in_seq.wrapping_sub(a.highest_in_seq) as i16) <= 0
-        {
+        let in_ext = a.extend(in_seq);
+        if self.resync || a.in_ssrc != in_ssrc || in_ext <= a.highest_in {
             return;
         }
         // Packets between the highest mapped and this one keep the numbers they would have
         // had (they are missing so far); from the next one on, one less.
-        let from = in_seq.wrapping_add(1);
-        if a.offset_from != in_seq {
+        if a.offset_from != in_ext {
             if self.earlier.len() == MAX_EARLIER_OFFSETS {
                 self.earlier.pop_front();
             }
             self.earlier.push_back((a.offset_from, a.seq_offset));
         }
         a.seq_offset = a.seq_offset.wrapping_sub(1);
-        a.offset_from = from;
-        a.highest_in_seq = in_seq;
+        a.offset_from = in_ext + 1;
+        a.highest_in = in_ext;
     }
 
     /// Where an outgoing packet came from, to answer a NACK for it: the incoming SSRC and
@@ -242,22 +256,22 @@ impl Rewriter {
     /// sent under the current anchor (and, within the reorder window, actually sent).
     pub fn original(&self, out_seq: u16) -> Option<Original> {
         let a = self.anchored?;
-        let highest = self.highest_out as u16;
-        let behind = highest.wrapping_sub(out_seq) as i16;
-        if behind < 0 || (out_seq.wrapping_sub(a.first_out_seq) as i16) < 0 {
+        let behind = (self.highest_out as u16).wrapping_sub(out_seq) as i16;
+        let out_ext = self.highest_out.checked_sub(u64::try_from(behind).ok()?)?;
+        if out_ext < a.first_out {
             return None;
         }
-        let offset = offset_of_out(&a, &self.earlier, out_seq)?;
+        let offset = offset_of_out(&a, &self.earlier, out_ext)?;
         let behind = behind as u16;
         if behind < REORDER_WINDOW && self.sent & (1 << behind) == 0 {
             return None;
         }
-        if self.highest_out - u64::from(behind) < self.repairable_from {
+        if out_ext < self.repairable_from {
             return None;
         }
         Some(Original {
             ssrc: a.in_ssrc,
-            sequence: out_seq.wrapping_sub(offset),
+            sequence: out_ext.wrapping_sub(offset) as u16,
             ts_offset: a.ts_offset,
         })
     }
@@ -273,12 +287,12 @@ impl Rewriter {
     }
 }
 
-/// The offset of the newest stretch of outgoing numbers that `out_seq` falls in: the current
-/// one of `a`, or one of those before it.
-fn offset_of_out(a: &Anchor, earlier: &VecDeque<(u16, u16)>, out_seq: u16) -> Option<u16> {
+/// The offset of the newest stretch of outgoing numbers that `out_ext` (extended) falls in:
+/// the current one of `a`, or one of those before it.
+fn offset_of_out(a: &Anchor, earlier: &VecDeque<(u64, u64)>, out_ext: u64) -> Option<u64> {
     std::iter::once((a.offset_from, a.seq_offset))
         .chain(earlier.iter().rev().copied())
-        .find(|(from, offset)| (out_seq.wrapping_sub(from.wrapping_add(*offset)) as i16) >= 0)
+        .find(|(from, offset)| out_ext >= from.wrapping_add(*offset))
         .map(|(_, offset)| offset)
 }
 
@@ -449,6 +463,38 @@ mod tests {
         r.skip(1, 21);
         assert_eq!(out(&mut r, 22), Some(1008));
         assert_eq!(r.original(1007), None);
+    }
+
+    #[test]
+    fn a_stream_goes_on_past_half_the_sequence_space() {
+        // 70,000 packets under one anchor (7.5 minutes of 1.5 Mbit/s video), one of them
+        // skipped near the start: each is sent, and NACKs for the last ones find them.
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(1000, 0);
+        let mut expected = 1000u16;
+        for i in 0..70_000u32 {
+            let seq = (5 + i) as u16;
+            if i == 3 {
+                r.skip(1, seq);
+                continue;
+            }
+            let out = r.rewrite(t0, 1, seq, 0, 90_000).map(|o| o.0);
+            assert_eq!(out, Some(expected), "packet {i}");
+            expected = expected.wrapping_add(1);
+        }
+        let last = expected.wrapping_sub(1);
+        for back in [0u16, 1, 100, 127, 300] {
+            let original = r.original(last.wrapping_sub(back)).map(|o| o.sequence);
+            assert_eq!(
+                original,
+                Some((5 + 69_999 - u32::from(back)) as u16),
+                "{back} back"
+            );
+        }
+        // A late packet from before the anchor is still refused.
+        let mut r = Rewriter::new(1000, 0);
+        assert_eq!(r.rewrite(t0, 1, 500, 0, 90_000).map(|o| o.0), Some(1000));
+        assert_eq!(r.rewrite(t0, 1, 499, 0, 90_000), None);
     }
 
     #[test]
