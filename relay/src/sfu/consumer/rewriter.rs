@@ -152,7 +152,6 @@ impl Rewriter {
             }
         };
         if needs_anchor {
-            let next_seq = (self.highest_out + 1) as u16;
             let hint = self
                 .next_anchor_ts
                 .take()
