@@ -9,6 +9,8 @@
 //! The control plane (signalling) talks to the relay through [`RelayHandle`]: create a session,
 //! add participants, declare feeds, subscribe; the relay reports [`control::Event`]s back.
 
+#[doc(hidden)]
+pub mod bench;
 mod command;
 pub mod config;
 pub mod control;
