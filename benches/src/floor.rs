@@ -7,7 +7,11 @@
 //!
 //! Its peers are plain UDP sockets: each datagram is the marshalled RTP packet the relay's
 //! peers would protect, with as many zero bytes after it as the SRTP profile's tag, so that
-//! every datagram has the size it would have encrypted.
+//! every datagram has the size it would have encrypted. In runs where the relay's peers send
+//! feedback, the floor's receivers send it too, as often and about as large: an RTCP-shaped
+//! datagram every second (a receiver report) and, with `quality`, one every 50 ms (a browser's
+//! transport-wide feedback at these rates), which the forwarder receives and drops as any
+//! server consumes RTCP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,10 +121,33 @@ struct Received {
     unprobed: u64,
 }
 
-/// Read `socket` until `stop`, counting the packets sent inside `window`.
+/// Size of a receiver report as sent (SRTCP: header, one report block, index and tag).
+const REPORT_BYTES: usize = 52 + 20;
+/// Size of a transport-wide feedback message for about 10 packets, as sent.
+const TWCC_BYTES: usize = 60 + 20;
+/// How often a browser sends transport-wide feedback at these rates.
+const TWCC_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What a receiver sends back: a datagram of `bytes` every `every`.
+#[derive(Clone, Copy)]
+struct Feedback {
+    every: Duration,
+    bytes: usize,
+}
+
+/// RTCP-shaped (version 2, packet type 205) so that the forwarder drops it.
+fn rtcp_shaped(bytes: usize) -> Vec<u8> {
+    let mut d = vec![0u8; bytes];
+    d[0] = 0x80;
+    d[1] = 205;
+    d
+}
+
+/// Read `socket` until `stop`, counting the packets sent inside `window`, and send
+/// `feedback` to `forwarder` as it falls due.
 async fn receive(
     socket: UdpSocket,
-    tag: usize,
+    (tag, forwarder, feedback): (usize, SocketAddr, Vec<Feedback>),
     window: Window,
     stop: Instant,
     progress: Arc<Progress>,
@@ -129,24 +156,57 @@ async fn receive(
     let mut buf = vec![0u8; 2048];
     let deadline = sleep_until(stop.into());
     tokio::pin!(deadline);
+    // Each kind of feedback on its own schedule, started at a random phase as peers' are.
+    let start = Instant::now();
+    let mut due: Vec<(Instant, Feedback, Vec<u8>)> = feedback
+        .iter()
+        .map(|f| {
+            (
+                start + f.every.mul_f64(rand::random::<f64>()),
+                *f,
+                rtcp_shaped(f.bytes),
+            )
+        })
+        .collect();
     loop {
+        let next = due.iter().map(|d| d.0).min().unwrap_or(stop);
         tokio::select! {
             got = webrtcai_tests::peer::recv_stamped(&socket, &mut buf) => {
-                let Ok((n, _, arrival)) = got else { continue };
-                match buf.get(..n.saturating_sub(tag)).and_then(Probe::read) {
-                    Some(probe) => {
-                        progress.delivered.fetch_add(1, Ordering::Relaxed);
-                        if window.contains(probe.sent_ns) {
-                            let now = arrival.and_then(wall_to_clock_ns).unwrap_or_else(clock_ns);
-                            r.in_window += 1;
-                            r.latency.record_ns(now.saturating_sub(probe.sent_ns));
-                        }
-                    }
-                    None => r.unprobed += 1,
+                count(&mut r, got.ok().map(|(n, _, a)| (n, a)), &buf, tag, window, &progress);
+            }
+            _ = sleep_until(next.into()), if !due.is_empty() => {
+                let now = Instant::now();
+                for (at, f, datagram) in due.iter_mut().filter(|d| d.0 <= now) {
+                    // A full socket buffer loses it, as it would a browser's.
+                    let _ = socket.try_send_to(datagram, forwarder);
+                    *at += f.every;
                 }
             }
             _ = &mut deadline => return r,
         }
+    }
+}
+
+/// Count one received datagram (`got`: its length and arrival).
+fn count(
+    r: &mut Received,
+    got: Option<(usize, Option<std::time::SystemTime>)>,
+    buf: &[u8],
+    tag: usize,
+    window: Window,
+    progress: &Progress,
+) {
+    let Some((n, arrival)) = got else { return };
+    match buf.get(..n.saturating_sub(tag)).and_then(Probe::read) {
+        Some(probe) => {
+            progress.delivered.fetch_add(1, Ordering::Relaxed);
+            if window.contains(probe.sent_ns) {
+                let now = arrival.and_then(wall_to_clock_ns).unwrap_or_else(clock_ns);
+                r.in_window += 1;
+                r.latency.record_ns(now.saturating_sub(probe.sent_ns));
+            }
+        }
+        None => r.unprobed += 1,
     }
 }
 
@@ -260,10 +320,27 @@ async fn measure(
     drop(publisher_sockets);
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
+    // What the relay's receivers would send back in this run.
+    let mut feedback = Vec::new();
+    if opts.feedback || opts.quality {
+        feedback.push(Feedback {
+            every: Duration::from_secs(1),
+            bytes: REPORT_BYTES,
+        });
+    }
+    if opts.quality {
+        feedback.push(Feedback {
+            every: TWCC_INTERVAL,
+            bytes: TWCC_BYTES,
+        });
+    }
     let progress = Arc::new(Progress::default());
     let tasks: Vec<_> = receivers
         .into_iter()
-        .map(|s| tokio::spawn(receive(s, tag, window, stop, progress.clone())))
+        .map(|s| {
+            let peer = (tag, forwarder, feedback.clone());
+            tokio::spawn(receive(s, peer, window, stop, progress.clone()))
+        })
         .collect();
     let pacer = {
         let progress = progress.clone();
@@ -322,6 +399,7 @@ async fn measure(
         send_lateness: lateness.summary(),
         server_cpu_us_per_forwarded: per_packet(measured.server.sched_secs),
         server_cpu_us_per_forwarded_stat: per_packet(measured.server.stat_secs),
+        server_user_cpu_us_per_forwarded: per_packet(measured.server.user_secs),
         server_rx_thread_cpu_us_per_forwarded: measured.server_rx.map(|t| per_packet(t.sched_secs)),
         link_drops: measured.drops,
         server_cpu_share: measured.server.sched_secs / elapsed,
@@ -334,10 +412,11 @@ async fn measure(
         steal_share: measured.steal / elapsed,
         srtp_errors: 0,
         unprobed,
-        feedback: false,
+        // Feedback-shaped datagrams only: nothing is repaired or estimated.
+        feedback: opts.feedback || opts.quality,
         link_loss: 0.0,
         feedback_counts: None,
-        quality: false,
+        quality: opts.quality,
         quality_counts: None,
     })
 }

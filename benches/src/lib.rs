@@ -31,6 +31,8 @@ use tokio::process::{Child, Command};
 pub struct CpuTime {
     /// utime + stime from `/proc/<pid>/stat`, in seconds (clock-tick resolution).
     pub stat_secs: f64,
+    /// Of that, utime: the time spent in the program's own code, outside the kernel.
+    pub user_secs: f64,
     /// Sum of every thread's run time from `/proc/<pid>/task/*/schedstat`, in seconds
     /// (nanosecond resolution).
     pub sched_secs: f64,
@@ -59,6 +61,7 @@ impl CpuTime {
         }
         Ok(CpuTime {
             stat_secs: (utime + stime) / clock_ticks() as f64,
+            user_secs: utime / clock_ticks() as f64,
             sched_secs: sched_ns as f64 / 1e9,
         })
     }
@@ -67,6 +70,7 @@ impl CpuTime {
     pub fn plus(&self, other: &CpuTime) -> CpuTime {
         CpuTime {
             stat_secs: self.stat_secs + other.stat_secs,
+            user_secs: self.user_secs + other.user_secs,
             sched_secs: self.sched_secs + other.sched_secs,
         }
     }
@@ -75,6 +79,7 @@ impl CpuTime {
     pub fn since(&self, earlier: &CpuTime) -> CpuTime {
         CpuTime {
             stat_secs: self.stat_secs - earlier.stat_secs,
+            user_secs: self.user_secs - earlier.user_secs,
             sched_secs: self.sched_secs - earlier.sched_secs,
         }
     }

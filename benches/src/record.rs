@@ -52,6 +52,9 @@ pub struct Record {
     pub server_cpu_us_per_forwarded: f64,
     /// The same from `/proc/<pid>/stat` (clock-tick resolution).
     pub server_cpu_us_per_forwarded_stat: f64,
+    /// Of that, the server's own code outside the kernel (utime, clock-tick resolution).
+    #[serde(default)]
+    pub server_user_cpu_us_per_forwarded: f64,
     /// Of that, the server end's receiving kernel thread, in a split topology: the server's
     /// own receive path (counted in the figure above).
     #[serde(default)]

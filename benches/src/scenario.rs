@@ -714,6 +714,7 @@ pub async fn run(
         send_lateness: lateness.summary(),
         server_cpu_us_per_forwarded: per_packet(server.sched_secs),
         server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
+        server_user_cpu_us_per_forwarded: per_packet(server.user_secs),
         server_rx_thread_cpu_us_per_forwarded: measured.server_rx.map(|t| per_packet(t.sched_secs)),
         link_drops: measured.drops,
         server_cpu_share: server.sched_secs / elapsed,

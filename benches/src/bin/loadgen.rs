@@ -472,6 +472,10 @@ fn print_row(r: &Record) {
                 .map_or("-".to_string(), |t| format!("{t:.2}")),
         );
     }
+    println!(
+        "  server CPU per forwarded packet: {:.2} µs in its own code (utime), {:.2} µs in all",
+        r.server_user_cpu_us_per_forwarded, r.server_cpu_us_per_forwarded_stat
+    );
     if let Some(c) = &r.feedback_counts {
         println!(
             "  feedback: {} reports, {} NACKed by receivers, {} congestion feedback sent; \

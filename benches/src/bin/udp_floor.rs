@@ -11,8 +11,9 @@
 //!
 //! With `--serve ADDR` it is instead the forwarder of the load generator's `--target floor`,
 //! run in the benchmark's network namespace like the servers it is compared with: peers
-//! register by sending a 1-byte datagram (answered with one byte), and every longer datagram
-//! goes to every registered peer but its sender, until the process is killed.
+//! register by sending a 1-byte datagram (answered with one byte), RTCP-shaped datagrams are
+//! dropped, and every other datagram goes to every registered peer but its sender, until the
+//! process is killed.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -94,6 +95,10 @@ fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         }
         for (buffer, (len, from)) in buffers.iter().zip(batch) {
             let Some(from) = from else { continue };
+            // RTCP (RFC 5761: packet types 200-223) is consumed, as a server consumes it.
+            if len >= 2 && (200..=223).contains(&buffer[1]) {
+                continue;
+            }
             if len == 1 {
                 if !peers.contains(&from) && peers.len() < MAX_PEERS {
                     peers.push(from);
