@@ -78,11 +78,11 @@ pub fn series_from_records(jsonl: &str) -> Vec<Series> {
         } else {
             ""
         };
-        // Records from before the topology was a choice ran on the shared one.
-        let topology = if v["topology"] == "split" {
-            ", split receive"
-        } else {
-            ""
+        // Records from before the topology was a choice (all on the shared one) say nothing.
+        let topology = match v["topology"].as_str() {
+            Some("split") => ", split receive",
+            Some("shared") => ", shared receive",
+            _ => "",
         };
         lines
             .entry(format!("{server}, {profile}{feedback}{topology}"))
