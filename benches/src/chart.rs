@@ -84,8 +84,12 @@ pub fn series_from_records(jsonl: &str) -> Vec<Series> {
             Some("shared") => ", shared receive",
             _ => "",
         };
+        let cores = match v["server_cores"].as_u64() {
+            Some(n) if n > 1 => format!(", {n} cores"),
+            _ => String::new(),
+        };
         lines
-            .entry(format!("{server}, {profile}{feedback}{topology}"))
+            .entry(format!("{server}, {profile}{feedback}{topology}{cores}"))
             .or_default()
             .insert(fanout, (us, loss));
     }

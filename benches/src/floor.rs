@@ -264,6 +264,7 @@ async fn measure(
                 receivers.push(peer_socket(topology)?);
             }
         }
+        Scenario::Sessions { .. } => bail!("the floor forwards for one session only"),
     }
     for r in &receivers {
         register(r, forwarder).await?;
@@ -271,7 +272,9 @@ async fn measure(
     let receiver_count = receivers.len();
     let mut senders = Vec::new();
     let sockets_of_publishers: Vec<&UdpSocket> = match scenario {
-        Scenario::Broadcast { .. } => publisher_sockets.iter().collect(),
+        Scenario::Broadcast { .. } | Scenario::Sessions { .. } => {
+            publisher_sockets.iter().collect()
+        }
         Scenario::Conference { .. } => receivers.iter().collect(),
     };
     let base = Instant::now();
@@ -380,6 +383,7 @@ async fn measure(
         server: ServerKind::Floor.label(),
         scenario: scenario.name(),
         publishers,
+        server_cores: 1,
         receivers: receiver_count,
         fanout: scenario.fanout(),
         profile,
@@ -405,6 +409,7 @@ async fn measure(
         server_cpu_share: measured.server.sched_secs / elapsed,
         server_rss_kib: rss,
         server_forwarded_pps: None,
+        server_forwarded_pps_by_core: Vec::new(),
         server_delay: None,
         loadgen_cpu_share: own_share,
         loadgen_saturated: own_share > opts.saturation,

@@ -230,6 +230,9 @@ impl RelayProcess {
         if !launch.pin {
             argv.push("--no-pin".into());
         }
+        if let Some(n) = launch.spread_after {
+            argv.extend(["--spread-after".into(), n.to_string()]);
+        }
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .env("RUST_LOG", "warn")
@@ -271,4 +274,6 @@ pub struct RelayLaunch {
     pub cores: usize,
     /// Whether the relay pins its core threads itself.
     pub pin: bool,
+    /// Its `--spread-after` (None: its default).
+    pub spread_after: Option<usize>,
 }

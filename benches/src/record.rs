@@ -19,6 +19,9 @@ pub struct Record {
     pub scenario: &'static str,
     /// Publishing participants.
     pub publishers: usize,
+    /// The server's cores (the relay's `--cores`; 1 for the others).
+    #[serde(default)]
+    pub server_cores: usize,
     /// Receiving PeerConnections.
     pub receivers: usize,
     /// Subscribers of each stream.
@@ -69,6 +72,9 @@ pub struct Record {
     pub server_rss_kib: u64,
     /// Packets per second the server itself counted as forwarded, where it counts them.
     pub server_forwarded_pps: Option<f64>,
+    /// The same by core (the relay's), to see how a run spread over them.
+    #[serde(default)]
+    pub server_forwarded_pps_by_core: Vec<f64>,
     /// Time the datagrams sent in the window spent inside the server, from the kernel's
     /// receipt of what they answer to the kernel taking them, as the server measures it
     /// (the relay does): the server's own share of `latency`, without the network path and

@@ -46,6 +46,14 @@ pub enum Scenario {
         /// Participants.
         participants: usize,
     },
+    /// `sessions` sessions side by side, each one publisher and `fanout` subscribers: what
+    /// a server with many small rooms does (the relay places each session on a core).
+    Sessions {
+        /// Sessions.
+        sessions: usize,
+        /// Subscribers in each.
+        fanout: usize,
+    },
 }
 
 impl Scenario {
@@ -54,6 +62,7 @@ impl Scenario {
         match self {
             Scenario::Broadcast { .. } => "broadcast",
             Scenario::Conference { .. } => "conference",
+            Scenario::Sessions { .. } => "sessions",
         }
     }
 
@@ -62,13 +71,14 @@ impl Scenario {
         match self {
             Scenario::Broadcast { .. } => 1,
             Scenario::Conference { participants } => participants,
+            Scenario::Sessions { sessions, .. } => sessions,
         }
     }
 
     /// Subscribers of each stream.
     pub fn fanout(self) -> usize {
         match self {
-            Scenario::Broadcast { fanout } => fanout,
+            Scenario::Broadcast { fanout } | Scenario::Sessions { fanout, .. } => fanout,
             Scenario::Conference { participants } => participants.saturating_sub(1),
         }
     }
@@ -448,13 +458,20 @@ async fn connect_everyone(
             (format!("p{p}"), sources)
         })
         .collect();
+    // Each publisher in a session of its own where the scenario has several.
+    let session_of = |p: usize| match scenario {
+        Scenario::Sessions { .. } => p,
+        _ => 0,
+    };
+    let publishers: Vec<(usize, (String, Vec<StreamSource>))> =
+        publishers.into_iter().enumerate().collect();
     let published = in_batches(
         publishers,
         concurrency,
         "publishers",
-        |(uid, sources)| async move {
+        |(p, (uid, sources))| async move {
             let p = target
-                .publish(&uid, &sources)
+                .publish(session_of(p), &uid, &sources)
                 .await
                 .with_context(|| format!("publisher {uid}"))?;
             anyhow::Ok((uid, sources, p))
@@ -466,6 +483,12 @@ async fn connect_everyone(
     let subscriptions: Vec<(String, Vec<FeedRef>, bool)> = match scenario {
         Scenario::Broadcast { fanout } => (0..fanout)
             .map(|i| (format!("s{i}"), vec![feeds[0].clone()], false))
+            .collect(),
+        Scenario::Sessions { sessions, fanout } => (0..sessions)
+            .flat_map(|p| {
+                let feed = feeds[p].clone();
+                (0..fanout).map(move |i| (format!("s{p}-{i}"), vec![feed.clone()], false))
+            })
             .collect(),
         Scenario::Conference { participants } => (0..participants)
             .map(|i| {
@@ -541,6 +564,7 @@ pub async fn run(
     let receivers = match scenario {
         Scenario::Broadcast { fanout } => fanout,
         Scenario::Conference { participants } => participants,
+        Scenario::Sessions { sessions, fanout } => sessions * fanout,
     };
 
     let base = Instant::now();
@@ -695,6 +719,7 @@ pub async fn run(
         server: kind.label(),
         scenario: scenario.name(),
         publishers: scenario.publishers(),
+        server_cores: target.cores(),
         receivers,
         fanout: scenario.fanout(),
         profile,
@@ -722,6 +747,15 @@ pub async fn run(
         server_forwarded_pps: match (&fwd0, &fwd1) {
             (Some(a), Some(b)) => Some(b.forwarded.saturating_sub(a.forwarded) as f64 / elapsed),
             _ => None,
+        },
+        server_forwarded_pps_by_core: match (&fwd0, &fwd1) {
+            (Some(a), Some(b)) => b
+                .forwarded_by_core
+                .iter()
+                .zip(&a.forwarded_by_core)
+                .map(|(b, a)| b.saturating_sub(*a) as f64 / elapsed)
+                .collect(),
+            _ => Vec::new(),
         },
         server_delay: match (&fwd0, &fwd1) {
             (Some(a), Some(b)) => Some(Latency::summary_of(&b.delay.since(&a.delay))),

@@ -49,6 +49,8 @@ pub struct ServerCounters {
     pub delay: relay::stats::DelayHistogram,
     /// Everything else it counts, summed over its cores.
     pub totals: relay::stats::CoreStats,
+    /// RTP copies forwarded, by core.
+    pub forwarded_by_core: Vec<u64>,
 }
 
 /// Which server.
@@ -98,6 +100,11 @@ impl Profile {
 pub struct ServerOptions {
     /// The CPU the whole server process is confined to.
     pub cpu: usize,
+    /// The relay's cores: with more than one, the process is confined to that many CPUs from
+    /// `cpu` on (wrapping round the machine's) and each core is pinned to one of them.
+    pub cores: usize,
+    /// The relay's `--spread-after` (None: its default).
+    pub spread_after: Option<usize>,
     /// Janus's `event_loops` (0: one thread per handle, its default).
     pub janus_event_loops: usize,
     /// Where Janus's output goes.
@@ -107,8 +114,8 @@ pub struct ServerOptions {
 /// What a subscriber names to receive a publisher's streams.
 #[derive(Clone, Debug)]
 pub enum FeedRef {
-    /// Relay feed ids.
-    Relay(Vec<FeedId>),
+    /// Relay feed ids, in a session.
+    Relay(Sid, Vec<FeedId>),
     /// A Janus publisher id.
     Janus(u64),
 }
@@ -142,8 +149,13 @@ pub enum Target {
         process: RelayProcess,
         /// Its control connection.
         client: Client,
-        /// The session the run uses.
+        /// The session the run uses (the first, where it uses several).
         sid: Sid,
+        /// Its cores.
+        cores: usize,
+        /// Which of the run's sessions exist yet (the first does; others are made by their
+        /// first publisher, on the core the relay picks).
+        sessions: tokio::sync::Mutex<Vec<bool>>,
         /// How peers connect.
         peer: PeerConfig,
         /// Whether participants negotiate repair and congestion feedback.
@@ -166,8 +178,18 @@ pub enum Target {
 }
 
 fn pinned(topology: &Topology, cpu: usize) -> Vec<String> {
+    confined(topology, cpu, 1)
+}
+
+/// Run inside `topology`'s namespace on `count` CPUs from `first` on, wrapping round the
+/// machine's.
+fn confined(topology: &Topology, first: usize, count: usize) -> Vec<String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let list: Vec<String> = (0..count.max(1))
+        .map(|i| ((first + i) % cpus).to_string())
+        .collect();
     let mut prefix = topology.exec_prefix();
-    prefix.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
+    prefix.extend(["taskset".into(), "-c".into(), list.join(",")]);
     prefix
 }
 
@@ -194,13 +216,15 @@ impl Target {
             ServerKind::Relay => {
                 let token = format!("{:032x}", rand::random::<u128>());
                 let launch = RelayLaunch {
-                    prefix: pinned(topology, options.cpu),
+                    prefix: confined(topology, options.cpu, options.cores),
                     bind: topology.server_addr,
                     control: SocketAddr::new(topology.server_addr, 7000),
                     token: token.clone(),
-                    cores: 1,
-                    // Confined by taskset like Janus; the relay's own pinning would pick CPU 0.
-                    pin: false,
+                    cores: options.cores.max(1),
+                    // One core: confined by taskset like Janus (the relay's own pinning would
+                    // pick CPU 0). Several: each pinned to a CPU of its own within the set.
+                    pin: options.cores > 1,
+                    spread_after: options.spread_after,
                 };
                 let process = RelayProcess::launch(&launch).await?;
                 let (client, _events) = Client::connect(process.control, Some(token))
@@ -212,6 +236,8 @@ impl Target {
                     process,
                     client,
                     sid,
+                    cores: options.cores.max(1),
+                    sessions: tokio::sync::Mutex::new(vec![true]),
                     peer,
                     feedback: feedback || quality,
                     quality,
@@ -272,6 +298,14 @@ impl Target {
         }
     }
 
+    /// The server's cores (the relay's; 1 for Janus, confined to one CPU).
+    pub fn cores(&self) -> usize {
+        match self {
+            Target::Relay { cores, .. } => *cores,
+            Target::Janus { .. } => 1,
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         match self {
@@ -291,6 +325,7 @@ impl Target {
                     total.accumulate(c);
                 }
                 Some(ServerCounters {
+                    forwarded_by_core: cores.iter().map(|c| c.rtp_forwarded).collect(),
                     forwarded: total.rtp_forwarded,
                     delay: total.forwarding_delay.clone(),
                     totals: total,
@@ -300,17 +335,39 @@ impl Target {
         }
     }
 
-    /// Connect a publisher of `streams` as participant `uid`.
-    pub async fn publish(&self, uid: &str, streams: &[StreamSource]) -> anyhow::Result<Published> {
+    /// Connect a publisher of `streams` as participant `uid` in the run's session number
+    /// `session` (the first is 0; Janus has only that one).
+    pub async fn publish(
+        &self,
+        session: usize,
+        uid: &str,
+        streams: &[StreamSource],
+    ) -> anyhow::Result<Published> {
         match self {
             Target::Relay {
                 client,
                 sid,
+                sessions,
                 peer,
                 feedback,
                 quality,
                 ..
             } => {
+                let sid = &if session == 0 {
+                    sid.clone()
+                } else {
+                    Sid::from(format!("{sid}-{session}"))
+                };
+                {
+                    let mut made = sessions.lock().await;
+                    if made.len() <= session {
+                        made.resize(session + 1, false);
+                    }
+                    if !made[session] {
+                        client.create_session(sid.clone(), None).await?;
+                        made[session] = true;
+                    }
+                }
                 let link = relay_join(client, sid, uid, peer).await?;
                 let mut feeds = Vec::new();
                 let mut repaired = Vec::new();
@@ -408,10 +465,13 @@ impl Target {
                 }
                 Ok(Published {
                     link,
-                    feed: FeedRef::Relay(feeds),
+                    feed: FeedRef::Relay(sid.clone(), feeds),
                     repaired,
                     names,
                 })
+            }
+            Target::Janus { .. } if session > 0 => {
+                bail!("runs with several sessions are implemented for the relay only")
             }
             Target::Janus {
                 session,
@@ -484,6 +544,11 @@ impl Target {
                 quality,
                 ..
             } => {
+                // The session of the feeds (a subscriber joins the one its feeds are in).
+                let sid = match feeds.first() {
+                    Some(FeedRef::Relay(sid, _)) => sid,
+                    _ => sid,
+                };
                 let link = if publishing {
                     None
                 } else {
@@ -491,7 +556,7 @@ impl Target {
                 };
                 let mut rtx = Vec::new();
                 for feed in feeds {
-                    let FeedRef::Relay(ids) = feed else {
+                    let FeedRef::Relay(_, ids) = feed else {
                         bail!("a Janus feed given to the relay");
                     };
                     for id in ids {
@@ -522,7 +587,7 @@ impl Target {
                     .iter()
                     .map(|f| match f {
                         FeedRef::Janus(id) => Ok(json!({"feed": id})),
-                        FeedRef::Relay(_) => Err(anyhow::anyhow!("a relay feed given to Janus")),
+                        FeedRef::Relay(..) => Err(anyhow::anyhow!("a relay feed given to Janus")),
                     })
                     .collect::<Result<_, _>>()?;
                 let handle = session.attach().await?;

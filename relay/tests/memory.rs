@@ -66,7 +66,9 @@ const BUDGET: i64 = 64 * 1024;
 fn a_subscriber_costs_the_worker_less_than_64_kib() {
     let (few, many) = (live_bytes(20), live_bytes(120));
     let per_subscriber = (many - few) / 100;
-    println!("the worker holds {per_subscriber} bytes per subscriber ({few} for 20, {many} for 120)");
+    println!(
+        "the worker holds {per_subscriber} bytes per subscriber ({few} for 20, {many} for 120)"
+    );
     assert!(
         per_subscriber < BUDGET,
         "{per_subscriber} bytes per subscriber"

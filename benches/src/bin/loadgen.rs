@@ -66,6 +66,9 @@ enum ScenarioKind {
     Broadcast,
     /// M participants, everyone subscribed to everyone (`--participants`).
     Conference,
+    /// `--sessions` sessions side by side, each one publisher and `--fanout` subscribers
+    /// (the relay only; each session on the core the relay picks).
+    Sessions,
     /// One publisher on node A, `--fanout` subscribers on node B across the QUIC trunk
     /// between the nodes' edges, `--local` on A as the baseline (both nodes in this process,
     /// on loopback; our relay only: Janus has no such thing).
@@ -88,6 +91,9 @@ struct Args {
     /// Conference sizes to run.
     #[arg(long, value_delimiter = ',', default_value = "5")]
     participants: Vec<usize>,
+    /// Sessions side by side (`--scenario sessions`), each with `--fanout` subscribers.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    sessions: Vec<usize>,
     /// Multi-node: subscribers on node A, beside the `--fanout` on node B.
     #[arg(long, default_value_t = 5)]
     local: usize,
@@ -136,9 +142,18 @@ struct Args {
     /// Participants connecting at the same time.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// CPU the server under test is confined to.
+    /// CPU the server under test is confined to (the first of them, with `--server-cores`).
     #[arg(long, default_value_t = 1)]
     server_cpu: usize,
+    /// The relay's cores, each pinned to a CPU of its own from `--server-cpu` on (wrapping
+    /// round the machine's: on a 2-core machine, 2 shares the load generator's CPU, and CPU
+    /// per forwarded packet, not throughput, is the figure to read).
+    #[arg(long, default_value_t = 1)]
+    server_cores: usize,
+    /// The relay's `--spread-after`: participants of a session on one core before it spreads
+    /// to another (its default when not given).
+    #[arg(long)]
+    spread_after: Option<usize>,
     /// CPU the load generator is pinned to.
     #[arg(long, default_value_t = 0)]
     loadgen_cpu: usize,
@@ -313,10 +328,22 @@ async fn run_all(
                 participants: participants.max(2),
             })
             .collect(),
+        ScenarioKind::Sessions => args
+            .sessions
+            .iter()
+            .flat_map(|&sessions| {
+                args.fanout.iter().map(move |&fanout| Scenario::Sessions {
+                    sessions: sessions.max(1),
+                    fanout,
+                })
+            })
+            .collect(),
         ScenarioKind::MultiNode => Vec::new(),
     };
     let server_options = ServerOptions {
         cpu: args.server_cpu,
+        cores: args.server_cores,
+        spread_after: args.spread_after,
         janus_event_loops: args.janus_event_loops,
         janus_log: std::env::temp_dir().join("wai-loadgen-janus.log"),
     };
@@ -346,14 +373,20 @@ async fn run_all(
             for &scenario in &scenarios {
                 for &feedback in &args.feedback {
                     eprintln!(
-                        "{}, {} topology, {}, {}, feedback {}",
+                        "{}{}, {} topology, {}, {}, feedback {}",
                         kind.label(),
+                        match (kind, args.server_cores) {
+                            (ServerKind::Relay, n) if n > 1 => format!(" on {n} cores"),
+                            _ => String::new(),
+                        },
                         topology.delivery.label(),
                         format!("{profile:?}").to_lowercase(),
                         match scenario {
                             Scenario::Broadcast { fanout } => format!("broadcast 1 → {fanout}"),
                             Scenario::Conference { participants } =>
                                 format!("conference of {participants}"),
+                            Scenario::Sessions { sessions, fanout } =>
+                                format!("{sessions} sessions of 1 → {fanout}"),
                         },
                         format!("{feedback:?}").to_lowercase(),
                     );
@@ -476,6 +509,14 @@ fn print_row(r: &Record) {
         "  server CPU per forwarded packet: {:.2} µs in its own code (utime), {:.2} µs in all",
         r.server_user_cpu_us_per_forwarded, r.server_cpu_us_per_forwarded_stat
     );
+    if r.server_forwarded_pps_by_core.len() > 1 {
+        let by_core: Vec<String> = r
+            .server_forwarded_pps_by_core
+            .iter()
+            .map(|pps| format!("{pps:.0}"))
+            .collect();
+        println!("  forwarded per second by core: {}", by_core.join(", "));
+    }
     if let Some(c) = &r.feedback_counts {
         println!(
             "  feedback: {} reports, {} NACKed by receivers, {} congestion feedback sent; \
