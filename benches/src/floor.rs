@@ -368,60 +368,27 @@ async fn measure(
         received += r.in_window;
         unprobed += r.unprobed;
     }
-    let elapsed = measured.elapsed;
-    let offered = sent * scenario.fanout() as u64;
-    let per_packet = |secs: f64| {
-        if received > 0 {
-            secs / received as f64 * 1e6
-        } else {
-            0.0
-        }
-    };
-    let own_share = measured.own.sched_secs / elapsed;
-    Ok(Record {
-        server_kind: ServerKind::Floor,
-        server: ServerKind::Floor.label(),
-        scenario: scenario.name(),
-        publishers,
-        server_cores: 1,
+    let base = Record::of(crate::record::Run {
+        kind: ServerKind::Floor,
+        cores: 1,
+        scenario,
         receivers: receiver_count,
-        fanout: scenario.fanout(),
         profile,
         topology: topology.delivery,
-        media: opts.media,
+        opts,
         setup_seconds,
-        seconds: opts.seconds,
-        sent_pps: sent as f64 / opts.seconds,
-        offered_pps: offered as f64 / opts.seconds,
-        delivered_pps: received as f64 / opts.seconds,
-        loss: if offered > 0 {
-            (1.0 - received as f64 / offered as f64).max(0.0)
-        } else {
-            0.0
-        },
-        latency: latency.summary(),
-        send_lateness: lateness.summary(),
-        server_cpu_us_per_forwarded: per_packet(measured.server.sched_secs),
-        server_cpu_us_per_forwarded_stat: per_packet(measured.server.stat_secs),
-        server_user_cpu_us_per_forwarded: per_packet(measured.server.user_secs),
-        server_rx_thread_cpu_us_per_forwarded: measured.server_rx.map(|t| per_packet(t.sched_secs)),
-        link_drops: measured.drops,
-        server_cpu_share: measured.server.sched_secs / elapsed,
-        server_rss_kib: rss,
-        server_forwarded_pps: None,
-        server_forwarded_pps_by_core: Vec::new(),
-        server_delay: None,
-        loadgen_cpu_share: own_share,
-        loadgen_saturated: own_share > opts.saturation,
-        other_cpu_share: measured.other_cpu_share(),
-        steal_share: measured.steal / elapsed,
-        srtp_errors: 0,
+        sent,
+        received,
+        latency: &latency,
+        lateness: &lateness,
+        measured: &measured,
+        rss_kib: rss,
         unprobed,
+    });
+    Ok(Record {
         // Feedback-shaped datagrams only: nothing is repaired or estimated.
         feedback: opts.feedback || opts.quality,
-        link_loss: 0.0,
-        feedback_counts: None,
         quality: opts.quality,
-        quality_counts: None,
+        ..base
     })
 }

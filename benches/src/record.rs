@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use crate::latency::LatencySummary;
-use crate::scenario::{FeedbackCounts, QualityCounts};
+use crate::latency::{Latency, LatencySummary};
+use crate::measure::Measured;
+use crate::scenario::{FeedbackCounts, QualityCounts, RunOptions, Scenario};
 use crate::target::{Profile, ServerKind};
 use crate::topology::{Delivery, LinkDrops};
 use crate::traffic::MediaProfile;
@@ -116,4 +117,110 @@ pub struct Record {
     /// What the server counted of that over the whole run, in such runs.
     #[serde(default)]
     pub quality_counts: Option<QualityCounts>,
+}
+
+/// What every kind of run measured the same way, from which its record is made.
+pub struct Run<'a> {
+    /// The server.
+    pub kind: ServerKind,
+    /// Its cores.
+    pub cores: usize,
+    /// What the participants did.
+    pub scenario: Scenario,
+    /// Receiving peers.
+    pub receivers: usize,
+    /// The SRTP profile.
+    pub profile: Profile,
+    /// The network.
+    pub topology: Delivery,
+    /// The run's options.
+    pub opts: &'a RunOptions,
+    /// Seconds it took to connect everyone.
+    pub setup_seconds: f64,
+    /// Packets the publishers sent inside the window.
+    pub sent: u64,
+    /// Copies of them that arrived.
+    pub received: u64,
+    /// Their one-way latency.
+    pub latency: &'a Latency,
+    /// How late the pacer sent them.
+    pub lateness: &'a Latency,
+    /// The clocks over the window.
+    pub measured: &'a Measured,
+    /// The server's RSS at the end of the window.
+    pub rss_kib: u64,
+    /// Packets without a probe.
+    pub unprobed: u64,
+}
+
+impl Record {
+    /// The record of `run`, with nothing of what only some servers report (their own
+    /// counters, feedback counts): the caller adds those.
+    pub fn of(run: Run<'_>) -> Record {
+        let Run {
+            kind,
+            opts,
+            measured,
+            received,
+            ..
+        } = run;
+        let elapsed = measured.elapsed;
+        let per_packet = |secs: f64| {
+            if received > 0 {
+                secs / received as f64 * 1e6
+            } else {
+                0.0
+            }
+        };
+        let offered = run.sent * run.scenario.fanout() as u64;
+        let own_share = measured.own.sched_secs / elapsed;
+        let server = measured.server;
+        Record {
+            server_kind: kind,
+            server: kind.label(),
+            scenario: run.scenario.name(),
+            publishers: run.scenario.publishers(),
+            server_cores: run.cores,
+            receivers: run.receivers,
+            fanout: run.scenario.fanout(),
+            profile: run.profile,
+            topology: run.topology,
+            media: opts.media,
+            setup_seconds: run.setup_seconds,
+            seconds: opts.seconds,
+            sent_pps: run.sent as f64 / opts.seconds,
+            offered_pps: offered as f64 / opts.seconds,
+            delivered_pps: received as f64 / opts.seconds,
+            loss: if offered > 0 {
+                (1.0 - received as f64 / offered as f64).max(0.0)
+            } else {
+                0.0
+            },
+            latency: run.latency.summary(),
+            send_lateness: run.lateness.summary(),
+            server_cpu_us_per_forwarded: per_packet(server.sched_secs),
+            server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
+            server_user_cpu_us_per_forwarded: per_packet(server.user_secs),
+            server_rx_thread_cpu_us_per_forwarded: measured
+                .server_rx
+                .map(|t| per_packet(t.sched_secs)),
+            link_drops: measured.drops,
+            server_cpu_share: server.sched_secs / elapsed,
+            server_rss_kib: run.rss_kib,
+            server_forwarded_pps: None,
+            server_forwarded_pps_by_core: Vec::new(),
+            server_delay: None,
+            loadgen_cpu_share: own_share,
+            loadgen_saturated: own_share > opts.saturation,
+            other_cpu_share: measured.other_cpu_share(),
+            steal_share: measured.steal / elapsed,
+            srtp_errors: 0,
+            unprobed: run.unprobed,
+            feedback: false,
+            link_loss: 0.0,
+            feedback_counts: None,
+            quality: false,
+            quality_counts: None,
+        }
+    }
 }

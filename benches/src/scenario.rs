@@ -704,46 +704,24 @@ pub async fn run(
         counts.server_nacks_sent = Some(t.nacks_sent);
     }
 
-    let (server, me) = (measured.server, measured.own);
-    let offered = sent * scenario.fanout() as u64;
-    let per_packet = |secs: f64| {
-        if received > 0 {
-            secs / received as f64 * 1e6
-        } else {
-            0.0
-        }
-    };
-    let loadgen_cpu_share = me.sched_secs / elapsed;
-    Ok(Record {
-        server_kind: kind,
-        server: kind.label(),
-        scenario: scenario.name(),
-        publishers: scenario.publishers(),
-        server_cores: target.cores(),
+    let base = Record::of(crate::record::Run {
+        kind,
+        cores: target.cores(),
+        scenario,
         receivers,
-        fanout: scenario.fanout(),
         profile,
         topology: topology.delivery,
-        media: opts.media,
+        opts,
         setup_seconds,
-        seconds: opts.seconds,
-        sent_pps: sent as f64 / opts.seconds,
-        offered_pps: offered as f64 / opts.seconds,
-        delivered_pps: received as f64 / opts.seconds,
-        loss: if offered > 0 {
-            (1.0 - received as f64 / offered as f64).max(0.0)
-        } else {
-            0.0
-        },
-        latency: latency.summary(),
-        send_lateness: lateness.summary(),
-        server_cpu_us_per_forwarded: per_packet(server.sched_secs),
-        server_cpu_us_per_forwarded_stat: per_packet(server.stat_secs),
-        server_user_cpu_us_per_forwarded: per_packet(server.user_secs),
-        server_rx_thread_cpu_us_per_forwarded: measured.server_rx.map(|t| per_packet(t.sched_secs)),
-        link_drops: measured.drops,
-        server_cpu_share: server.sched_secs / elapsed,
-        server_rss_kib: rss,
+        sent,
+        received,
+        latency: &latency,
+        lateness: &lateness,
+        measured: &measured,
+        rss_kib: rss,
+        unprobed,
+    });
+    Ok(Record {
         server_forwarded_pps: match (&fwd0, &fwd1) {
             (Some(a), Some(b)) => Some(b.forwarded.saturating_sub(a.forwarded) as f64 / elapsed),
             _ => None,
@@ -761,12 +739,7 @@ pub async fn run(
             (Some(a), Some(b)) => Some(Latency::summary_of(&b.delay.since(&a.delay))),
             _ => None,
         },
-        loadgen_cpu_share,
-        loadgen_saturated: loadgen_cpu_share > opts.saturation,
-        other_cpu_share: measured.other_cpu_share(),
-        steal_share: measured.steal / elapsed,
         srtp_errors,
-        unprobed,
         feedback,
         link_loss: opts.loss,
         feedback_counts: feedback.then_some(counts),
@@ -785,5 +758,6 @@ pub async fn run(
                 subscriptions_paused: t.subscriptions_paused,
             }
         }),
+        ..base
     })
 }

@@ -44,7 +44,7 @@ pub fn browser_packet(seq: u16) -> Vec<u8> {
 
 /// What the I/O layer does with a worker's output: take the datagrams, hand their buffers
 /// back once sent. Returns the RTP datagrams among them.
-fn drain(h: &mut Harness, sent: &mut Vec<Transmit>) -> usize {
+pub fn drain(h: &mut Harness, sent: &mut Vec<Transmit>) -> usize {
     while let Some(o) = h.worker.poll_output() {
         if let Output::Transmit(t) = o {
             sent.push(t);

@@ -91,21 +91,7 @@ fn forward_without_allocating(profile: SrtpProfile) {
     let mut sent = Vec::with_capacity(FANOUT * BURST);
     // What the I/O layer does: take what is sent, give the buffers back after the kernel took
     // them. Returns how many RTP datagrams left (RTCP reports go out too, as time passes).
-    let mut drain = |h: &mut relay::fuzzing::Harness| {
-        while let Some(o) = h.worker.poll_output() {
-            if let Output::Transmit(t) = o {
-                sent.push(t);
-            }
-        }
-        let n = sent
-            .iter()
-            .filter(|t| !(192..=223).contains(&t.contents[1]))
-            .count();
-        for t in sent.drain(..) {
-            h.worker.recycle(t.contents);
-        }
-        n
-    };
+    let mut drain = |h: &mut relay::fuzzing::Harness| relay::bench::drain(h, &mut sent);
     // One packet every 5 ms (2 Mbit/s), below what the pacers let through: each leaves at once.
     let steady = |h: &mut relay::fuzzing::Harness,
                   datagrams: &[Vec<u8>],
