@@ -7,7 +7,7 @@
 //! failures into drop reasons. No state is created for an SSRC before a packet carrying it has
 //! authenticated, and at most [`MAX_REPLAY_SSRCS`] per direction after.
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
@@ -134,8 +134,8 @@ pub struct SrtpSession {
     rtcp_tx: Srtcp,
     rtp: RtpTransform,
     /// Replay windows per SSRC, moved only by authenticated packets (see [`super::replay`]).
-    rtp_replay: HashMap<u32, ReplayWindow>,
-    rtcp_replay: HashMap<u32, ReplayWindow>,
+    rtp_replay: FastMap<u32, ReplayWindow>,
+    rtcp_replay: FastMap<u32, ReplayWindow>,
 }
 
 /// Key lengths that do not fit the negotiated profile.
@@ -161,8 +161,8 @@ impl SrtpSession {
                 .ok_or_else(bad)?,
             rtcp_tx: Srtcp::new(keys.profile, &keys.local_key, &keys.local_salt).ok_or_else(bad)?,
             rtp,
-            rtp_replay: HashMap::new(),
-            rtcp_replay: HashMap::new(),
+            rtp_replay: FastMap::default(),
+            rtcp_replay: FastMap::default(),
         })
     }
 
@@ -267,7 +267,7 @@ impl SrtpSession {
     }
 }
 
-fn check(windows: &HashMap<u32, ReplayWindow>, ssrc: u32, seq: u64) -> Result<(), DropReason> {
+fn check(windows: &FastMap<u32, ReplayWindow>, ssrc: u32, seq: u64) -> Result<(), DropReason> {
     match windows.get(&ssrc) {
         Some(w) if !w.check(seq) => Err(DropReason::SrtpReplay),
         None if windows.len() >= MAX_REPLAY_SSRCS => Err(DropReason::SrtpReplay),
@@ -275,7 +275,7 @@ fn check(windows: &HashMap<u32, ReplayWindow>, ssrc: u32, seq: u64) -> Result<()
     }
 }
 
-fn accept(windows: &mut HashMap<u32, ReplayWindow>, ssrc: u32, seq: u64, modulus: u64) {
+fn accept(windows: &mut FastMap<u32, ReplayWindow>, ssrc: u32, seq: u64, modulus: u64) {
     windows
         .entry(ssrc)
         .or_insert_with(|| ReplayWindow::new(modulus))

@@ -10,7 +10,7 @@
 //! session and cloned per packet. The tests
 //! hold it to the RFC 3711 test vectors and to webrtc-srtp, bit for bit, both ways.
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher};
 use hmac::{Hmac, Mac};
@@ -39,7 +39,7 @@ pub struct CmRtp {
     aes: aes::Aes128,
     salt: [u8; 14],
     auth: Hmac<Sha1>,
-    streams: HashMap<u32, Rollover>,
+    streams: FastMap<u32, Rollover>,
 }
 
 impl CmRtp {
@@ -70,7 +70,7 @@ impl CmRtp {
             aes: aes::Aes128::new(key.into()),
             salt,
             auth: <Hmac<Sha1> as Mac>::new_from_slice(auth).ok()?,
-            streams: HashMap::new(),
+            streams: FastMap::default(),
         })
     }
 

@@ -6,7 +6,7 @@
 //! derivation ([`super::srtp_kdf`]). The tests prove the output bit-identical to webrtc-srtp
 //! both ways, across sequence-number wrap-around (rollover counter).
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
@@ -19,7 +19,7 @@ pub const TAG_LEN: usize = 16;
 pub struct GcmRtp {
     key: LessSafeKey,
     salt: [u8; 12],
-    streams: HashMap<u32, Rollover>,
+    streams: FastMap<u32, Rollover>,
 }
 
 /// Why a packet could not be processed.
@@ -49,7 +49,7 @@ impl GcmRtp {
         Some(GcmRtp {
             key,
             salt,
-            streams: HashMap::new(),
+            streams: FastMap::default(),
         })
     }
 

@@ -1,7 +1,6 @@
 //! One packet to every consumer of a feed on this core: rewrite, then on to each subscriber's
 //! pacer ([`super::egress`]).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::control::FeedDescription;
@@ -26,7 +25,7 @@ use super::*;
 /// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
 /// borrowed apart from the sessions so that a feed can be borrowed at the same time.
 struct Outbox<'a> {
-    participants: &'a mut HashMap<ParticipantKey, Participant>,
+    participants: &'a mut FastMap<ParticipantKey, Participant>,
     egress: Egress<'a>,
     inactivity: Duration,
 }

@@ -748,7 +748,7 @@ impl Worker {
 /// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
 fn authenticated_source<'a>(
     by_addr: &HashMap<SocketAddr, ParticipantKey>,
-    participants: &'a mut HashMap<ParticipantKey, Participant>,
+    participants: &'a mut FastMap<ParticipantKey, Participant>,
     src: SocketAddr,
     len: usize,
     unknown: DropReason,

@@ -38,6 +38,7 @@ use crate::engine::srtp::SrtpProfile;
 use crate::error::ControlError;
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Uid};
 use crate::stats::CoreStats;
+use crate::FastMap;
 
 use super::cross_core::{CrossCore, FeedRoute, RelayedPool};
 use super::deadlines::Deadlines;
@@ -200,7 +201,7 @@ pub struct Worker {
     config: WorkerConfig,
     sessions: HashMap<SessionKey, Session>,
     session_keys: HashMap<Sid, SessionKey>,
-    participants: HashMap<ParticipantKey, Participant>,
+    participants: FastMap<ParticipantKey, Participant>,
     by_ufrag: HashMap<String, ParticipantKey>,
     by_addr: HashMap<SocketAddr, ParticipantKey>,
     outputs: VecDeque<Output>,
@@ -241,7 +242,7 @@ impl Worker {
             config,
             sessions: HashMap::new(),
             session_keys: HashMap::new(),
-            participants: HashMap::new(),
+            participants: FastMap::default(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             outputs: VecDeque::new(),
@@ -384,7 +385,7 @@ fn transmit(
 /// the feed's description if it existed.
 fn remove_feed(
     session: &mut Session,
-    participants: &mut HashMap<ParticipantKey, Participant>,
+    participants: &mut FastMap<ParticipantKey, Participant>,
     fkey: FeedKey,
 ) -> Option<crate::control::FeedDescription> {
     let feed = session.feeds.remove(&fkey)?;
