@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 workloads=("$@")
 if [ ${#workloads[@]} -eq 0 ]; then
-    workloads=(header_rewrite protect_gcm protect_sha1 twcc_recording rtx_lookup_gcm
+    workloads=(header_rewrite protect_gcm protect_sha1 twcc_recording twcc_feedback_gcm rtx_lookup_gcm
         rtx_lookup_sha1 fan_out_gcm_1 fan_out_gcm_10 fan_out_gcm_100 fan_out_sha1_100)
 fi
 
@@ -27,7 +27,7 @@ for line in sys.stdin:
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-printf '%-20s %10s %8s %14s\n' workload iterations copies "instr/copy"
+printf '%-20s %10s %8s %14s\n' workload iterations units "instr/unit"
 for w in "${workloads[@]}"; do
     case "$w" in
         fan_out_*_100) n=200 ;;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use relay::bench::{FanOut, HeaderRewrite, Protect, RtxLookup, TwccRecording};
+use relay::bench::{FanOut, HeaderRewrite, Protect, RtxLookup, TwccFeedback, TwccRecording};
 use relay::engine::srtp::SrtpProfile;
 
 /// Subscribers of the fan-out benchmarks.
@@ -55,6 +55,18 @@ fn per_copy(c: &mut Criterion) {
             b.iter_custom(|iters| timed(iters, &mut rtx, RtxLookup::prepare, RtxLookup::run))
         });
     }
+    // Per feedback message, not per copy.
+    let mut feedback = TwccFeedback::new(SrtpProfile::AeadAes128Gcm);
+    g.bench_function("twcc_feedback_gcm", |b| {
+        b.iter_custom(|iters| {
+            timed(
+                iters,
+                &mut feedback,
+                TwccFeedback::prepare,
+                TwccFeedback::run,
+            )
+        })
+    });
     g.finish();
 
     // One packet in, N copies out: reported per copy.
@@ -90,6 +102,14 @@ fn count(name: &str, iterations: u64) {
         ["twcc", "recording"] => {
             let mut w = TwccRecording::default();
             (0..iterations).for_each(|_| units += (w.run() >= 0) as u64);
+        }
+        ["twcc", "feedback", p] => {
+            let mut w = TwccFeedback::new(profile(p));
+            for _ in 0..iterations {
+                let feedback = w.prepare();
+                w.run(&feedback);
+            }
+            units = w.taken();
         }
         ["rtx", "lookup", p] => {
             let mut w = RtxLookup::new(profile(p));
