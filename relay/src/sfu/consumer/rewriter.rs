@@ -207,8 +207,14 @@ impl Rewriter {
         let out_ext = in_ext.wrapping_add(offset);
         let out_ts = in_ts.wrapping_add(a.ts_offset);
         if out_ext > self.highest_out {
-            // At most RESTART_SEQ_JUMP ahead: a larger jump re-anchored above.
+            // A jump of more than RESTART_SEQ_JUMP re-anchored above, and a skip never moves
+            // the offset further; still, a number half-way round or more would fall on one
+            // already sent (the subscriber's SRTP index comes from the 16 bits), so it is
+            // never sent.
             let shift = out_ext - self.highest_out;
+            if shift >= 0x8000 {
+                return None;
+            }
             self.sent = if shift >= 128 { 0 } else { self.sent << shift };
             self.sent |= 1;
             self.highest_out = out_ext;
@@ -234,7 +240,14 @@ impl Rewriter {
             return;
         };
         let in_ext = a.extend(in_seq);
-        if self.resync || a.in_ssrc != in_ssrc || in_ext <= a.highest_in {
+        // A skipped packet further ahead than a restart's jump is the stream restarting: the
+        // next packet sent re-anchors, so the offset stays. (Taken as a skip, two such jumps
+        // would carry the next number half-way round, onto numbers already sent.)
+        if self.resync
+            || a.in_ssrc != in_ssrc
+            || in_ext <= a.highest_in
+            || in_ext - a.highest_in > RESTART_SEQ_JUMP as u64
+        {
             return;
         }
         // Packets between the highest mapped and this one keep the numbers they would have
@@ -497,6 +510,37 @@ mod tests {
     }
 
     #[test]
+    fn skips_far_ahead_never_bring_back_a_number_already_sent() {
+        // Two skips of 32,767 each would put the next packet's number 65,534 ahead: the same
+        // 16-bit numbers as those just sent, and so their SRTP indexes.
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(1000, 0);
+        let mut sent = HashSet::new();
+        for seq in 0..4u16 {
+            let out = r.rewrite(t0, 1, seq, 0, 90_000).map(|o| o.0);
+            assert_eq!(out, Some(1000 + seq));
+            sent.insert(1000 + seq);
+        }
+        r.skip(1, 32_770);
+        r.skip(1, 1);
+        for seq in 2..6u16 {
+            if let Some((out, _)) = r.rewrite(t0, 1, seq, 0, 90_000) {
+                assert!(sent.insert(out), "{out} sent twice");
+            }
+        }
+        // One far skip, then a packet 3,000 further: never more than half the number space
+        // ahead of the highest number sent.
+        let mut r = Rewriter::new(1000, 0);
+        assert_eq!(r.rewrite(t0, 1, 0, 0, 90_000).map(|o| o.0), Some(1000));
+        r.skip(1, 32_767);
+        let out = r.rewrite(t0, 1, 35_767, 0, 90_000).map(|o| o.0);
+        if let Some(out) = out {
+            let ahead = out.wrapping_sub(1000);
+            assert!(ahead < 0x8000, "{out} is {ahead} ahead");
+        }
+    }
+
+    #[test]
     fn sequence_wraps() {
         let t0 = Instant::now();
         let mut r = Rewriter::new(65_535, 0);
@@ -523,6 +567,8 @@ mod tests {
             1 => (prop_oneof![-40_000i32..-3000, 3000i32..40_000], 1u32..3)
                 .prop_map(|(delta, ssrc)| Step::Packet { delta, ssrc }),
             2 => (-5i32..5).prop_map(|delta| Step::Skip { delta }),
+            1 => (prop_oneof![-40_000i32..-3000, 3000i32..40_000])
+                .prop_map(|delta| Step::Skip { delta }),
             1 => Just(Step::Resync),
         ]
     }
