@@ -205,6 +205,18 @@ impl FanOut {
         self.forward(datagram)
     }
 
+    /// Forward the publisher's next packet 5 ms after the last and return, decrypted, what
+    /// the first subscriber got: for workloads that need the numbers it was sent under.
+    fn forward_to_first(&mut self) -> Vec<(Vec<u8>, usize)> {
+        let p = self.prepare();
+        let h = &mut self.h;
+        h.now += PACKET_INTERVAL;
+        let (now, publisher) = (h.now, h.publisher);
+        h.worker.handle_receive(now, None, publisher, &p);
+        fire_timers(h);
+        h.rtp_to(0)
+    }
+
     /// [`FanOut::run`], for the set-up (which callgrind must not count).
     fn forward(&mut self, datagram: &[u8]) -> usize {
         self.h.now += PACKET_INTERVAL;
@@ -241,18 +253,8 @@ impl RtxLookup {
 
     /// Forward a cache's worth of packets and note their outgoing numbers.
     fn refill(&mut self) {
-        let h = &mut self.core.h;
         for _ in 0..CACHE_PACKETS {
-            self.core.seq = self.core.seq.wrapping_add(1);
-            let mut p = browser_packet(self.core.seq);
-            h.clients[0]
-                .protect_rtp(&mut p)
-                .expect("the publisher's keys");
-            h.now += PACKET_INTERVAL;
-            let (now, publisher) = (h.now, h.publisher);
-            h.worker.handle_receive(now, None, publisher, &p);
-            fire_timers(h);
-            for (plain, _) in h.rtp_to(0) {
+            for (plain, _) in self.core.forward_to_first() {
                 if let Some(header) = rtp::parse(&plain) {
                     self.media_ssrc = header.ssrc;
                     self.unasked.push_back(header.sequence);
@@ -330,24 +332,16 @@ impl TwccFeedback {
     /// Forward the next 10 packets and return the subscriber's feedback on them, sealed (they
     /// arrived 20 ms after they left).
     pub fn prepare(&mut self) -> Vec<u8> {
-        let h = &mut self.core.h;
         let mut arrivals = Vec::with_capacity(PACKETS_PER_FEEDBACK);
         for _ in 0..PACKETS_PER_FEEDBACK {
-            self.core.seq = self.core.seq.wrapping_add(1);
-            let mut p = browser_packet(self.core.seq);
-            h.clients[0]
-                .protect_rtp(&mut p)
-                .expect("the publisher's keys");
-            h.now += PACKET_INTERVAL;
-            let (now, publisher) = (h.now, h.publisher);
-            h.worker.handle_receive(now, None, publisher, &p);
-            fire_timers(h);
-            for (plain, _) in h.rtp_to(0) {
+            let arrived = self.core.h.now + PACKET_INTERVAL + Duration::from_millis(20);
+            for (plain, _) in self.core.forward_to_first() {
                 if let Some(number) = rtp::transport_sequence(&plain, 3) {
-                    arrivals.push((now + Duration::from_millis(20), number));
+                    arrivals.push((arrived, number));
                 }
             }
         }
+        let h = &mut self.core.h;
         for (at, number) in arrivals {
             self.receiver.handle_packet(at, number);
         }
