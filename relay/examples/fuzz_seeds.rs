@@ -315,7 +315,43 @@ fn main() {
         }
         write("client_hello", name, &d);
     }
+    dtls_record_seeds();
     data_seeds();
+}
+
+/// dtls_record: datagrams after their length and a selector (bit 0: the peer seals it first;
+/// bit 1: 50 ms pass).
+fn dtls_record_seeds() {
+    let datagram = |selector: u8, bytes: &[u8]| {
+        let mut d = (bytes.len() as u16).to_be_bytes().to_vec();
+        d.push(selector);
+        d.extend_from_slice(bytes);
+        d
+    };
+    let header = |content: u8, epoch: u8, seq: u8, len: u8| {
+        vec![content, 0xfe, 0xfd, 0, epoch, 0, 0, 0, 0, 0, seq, 0, len]
+    };
+    let sctp = [0x13, 0x88, 0x13, 0x88, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut sealed = datagram(1, &sctp);
+    sealed.extend(datagram(3, b"a second packet"));
+    write("dtls_record", "sealed", &sealed);
+    // The peer's last flight again: a handshake record, ChangeCipherSpec and its Finished.
+    let mut flight = header(22, 0, 5, 4);
+    flight.extend([16, 0, 0, 0]);
+    flight.extend(header(20, 0, 6, 1));
+    flight.push(1);
+    flight.extend(header(22, 1, 0, 24));
+    flight.extend([0x5a; 24]);
+    let mut d = datagram(0, &flight);
+    d.extend(datagram(2, &flight));
+    write("dtls_record", "repeated-flight", &d);
+    let mut forged = header(23, 1, 9, 30);
+    forged.extend([0xa5; 30]);
+    let mut alert = header(21, 1, 10, 26);
+    alert.extend([0x11; 26]);
+    let mut d = datagram(0, &forged);
+    d.extend(datagram(0, &alert));
+    write("dtls_record", "forged", &d);
 }
 
 /// DCEP messages, envelopes, and sequences for the `data` target (`[flags][len][bytes]`).

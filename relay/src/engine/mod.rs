@@ -7,6 +7,7 @@ pub mod client_hello;
 pub mod dcep;
 pub mod demux;
 pub mod dependency_descriptor;
+pub mod dtls_record;
 pub mod h264;
 pub mod ice_lite;
 pub mod pacer;

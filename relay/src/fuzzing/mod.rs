@@ -3,6 +3,7 @@
 //! must hold for every input are asserted here, so a fuzzer finds their violations too.
 
 pub mod data;
+pub mod dtls;
 pub mod record;
 
 use std::net::SocketAddr;
@@ -916,7 +917,7 @@ pub fn fragmented_client_hello(record: &[u8], size: usize) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay test.
-pub const TARGETS: [(&str, Target); 22] = [
+pub const TARGETS: [(&str, Target); 23] = [
     ("demux", demux),
     ("ice_tcp", ice_tcp),
     ("stun", stun),
@@ -933,6 +934,7 @@ pub const TARGETS: [(&str, Target); 22] = [
     ("worker", worker),
     ("srtp", srtp),
     ("client_hello", client_hello),
+    ("dtls_record", dtls::dtls_record),
     ("dcep", data::dcep),
     ("data_envelope", data::data_envelope),
     ("data", data::data),

@@ -19,6 +19,7 @@ use tokio_uring::net::{TcpListener, UdpSocket};
 
 use crate::command::Command;
 use crate::control::Event;
+use crate::engine::dtls_record::{RecordLayer, RecordOutput};
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
 use crate::io::batch::{self, BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
@@ -46,14 +47,6 @@ const GSO_MIN_SEGMENTS: usize = 2;
 
 /// DTLS records queued per handshake before further ones are dropped.
 const DTLS_QUEUE: usize = 64;
-
-/// SCTP packets waiting for a participant's DTLS to encrypt them: a window's worth of a fast
-/// data channel. Past it a packet is dropped, and SCTP sends it again.
-const SCTP_QUEUE: usize = 256;
-
-/// Largest DTLS application record read: an SCTP packet from a browser is at most about
-/// 1,200 bytes, and SCTP itself takes packets of up to 8 KiB.
-const SCTP_PACKET_MAX: usize = 8192;
 
 /// When the kernel started and finished taking one flush's datagrams (wall clock, to compare
 /// with the kernel's receive stamps).
@@ -115,8 +108,8 @@ pub(super) struct Shell {
     record: Option<crossbeam_channel::Sender<crate::record::recording::RecordPacket>>,
     dtls_inboxes: RefCell<HashMap<ParticipantKey, mpsc::Sender<Vec<u8>>>>,
     dtls_tasks: RefCell<HashMap<ParticipantKey, tokio::task::JoinHandle<()>>>,
-    /// Each connected participant's queue of SCTP packets for its DTLS to send.
-    sctp_out: RefCell<HashMap<ParticipantKey, mpsc::Sender<bytes::Bytes>>>,
+    /// Each connected participant's DTLS record layer, once its handshake is done.
+    dtls_records: RefCell<HashMap<ParticipantKey, RecordLayer>>,
     dtls_egress: mpsc::UnboundedSender<(ParticipantKey, Vec<u8>)>,
     /// The deadline the timer task sleeps until, and what wakes it when the worker's next
     /// deadline comes earlier than that.
@@ -171,7 +164,7 @@ pub(crate) fn run(setup: CoreSetup) {
             record: setup.record,
             dtls_inboxes: RefCell::new(HashMap::new()),
             dtls_tasks: RefCell::new(HashMap::new()),
-            sctp_out: RefCell::new(HashMap::new()),
+            dtls_records: RefCell::new(HashMap::new()),
             dtls_egress: egress_tx,
             timer_at: std::cell::Cell::new(None),
             timer_rearm: Notify::new(),
@@ -206,6 +199,7 @@ pub(crate) fn run(setup: CoreSetup) {
             task.abort();
         }
         shell.dtls_inboxes.borrow_mut().clear();
+        shell.dtls_records.borrow_mut().clear();
     });
 }
 
@@ -213,6 +207,8 @@ impl Shell {
     /// Drain the worker's outputs; returns the datagrams to send.
     fn drain(self: &Rc<Self>) -> Vec<Transmit> {
         let mut sends = std::mem::take(&mut *self.scratch.borrow_mut());
+        // Read once, when a record layer first needs it.
+        let mut now = None;
         loop {
             // The borrow ends with this statement, before any branch below re-enters.
             let output = self.worker.borrow_mut().poll_output();
@@ -225,26 +221,34 @@ impl Shell {
                     profiles,
                 }) => self.start_dtls(key, remote_fingerprint, &profiles),
                 Some(Output::DtlsRecord { key, data }) => {
-                    let full = match self.dtls_inboxes.borrow().get(&key) {
-                        Some(inbox) => inbox.try_send(data).is_err(),
-                        None => false,
-                    };
-                    if full {
-                        self.worker.borrow_mut().handle_dtls_queue_full();
+                    if let Some(layer) = self.dtls_records.borrow_mut().get_mut(&key) {
+                        layer.handle_datagram(*now.get_or_insert_with(Instant::now), &data);
+                    } else {
+                        let full = match self.dtls_inboxes.borrow().get(&key) {
+                            Some(inbox) => inbox.try_send(data).is_err(),
+                            None => false,
+                        };
+                        if full {
+                            self.worker.borrow_mut().handle_dtls_queue_full();
+                        }
+                        continue;
                     }
+                    self.take_records(*now.get_or_insert_with(Instant::now), key, &mut sends);
                 }
                 Some(Output::Sctp { key, packet }) => {
-                    let full = match self.sctp_out.borrow().get(&key) {
-                        Some(queue) => queue.try_send(packet).is_err(),
-                        None => true,
-                    };
-                    if full {
-                        self.worker.borrow_mut().handle_sctp_queue_full();
+                    let sealed = self
+                        .dtls_records
+                        .borrow_mut()
+                        .get_mut(&key)
+                        .and_then(|layer| layer.seal(&packet).ok());
+                    match sealed {
+                        Some(record) => self.push_dtls(key, record, &mut sends),
+                        None => self.worker.borrow_mut().handle_sctp_not_sent(),
                     }
                 }
                 Some(Output::DtlsClose(key)) => {
                     self.dtls_inboxes.borrow_mut().remove(&key);
-                    self.sctp_out.borrow_mut().remove(&key);
+                    self.dtls_records.borrow_mut().remove(&key);
                     if let Some(task) = self.dtls_tasks.borrow_mut().remove(&key) {
                         task.abort();
                     }
@@ -288,6 +292,48 @@ impl Shell {
             }
         }
         sends
+    }
+
+    /// Act on what `key`'s record layer made of a datagram: plaintext to the worker's data
+    /// channels, datagrams to the participant, the close to the worker.
+    fn take_records(self: &Rc<Self>, now: Instant, key: ParticipantKey, sends: &mut Vec<Transmit>) {
+        loop {
+            // The borrow ends with this statement, before the worker is called.
+            let output = self
+                .dtls_records
+                .borrow_mut()
+                .get_mut(&key)
+                .and_then(RecordLayer::poll_output);
+            match output {
+                None => break,
+                Some(RecordOutput::Data(packet)) => {
+                    self.worker.borrow_mut().handle_sctp(now, key, &packet)
+                }
+                Some(RecordOutput::Transmit(datagram)) => self.push_dtls(key, datagram, sends),
+                Some(RecordOutput::Closed) => {
+                    self.dtls_records.borrow_mut().remove(&key);
+                    self.worker.borrow_mut().handle_dtls_closed(key);
+                }
+                Some(RecordOutput::Dropped(reason)) => {
+                    tracing::debug!(?key, %reason, "DTLS record dropped");
+                    self.worker.borrow_mut().handle_dtls_record_dropped();
+                }
+            }
+        }
+    }
+
+    /// A DTLS datagram for `key`, to its current address, counted as sent.
+    fn push_dtls(&self, key: ParticipantKey, datagram: Vec<u8>, sends: &mut Vec<Transmit>) {
+        let dst = self
+            .worker
+            .borrow_mut()
+            .dtls_destination(key, datagram.len());
+        if let Some(destination) = dst {
+            sends.push(Transmit {
+                destination,
+                contents: datagram,
+            });
+        }
     }
 
     /// Send what is queued if a batch's fan-out has grown past [`MAX_PENDING_OUTPUTS`], so a
@@ -469,63 +515,34 @@ impl Shell {
         let shell = self.clone();
         let task = tokio_uring::spawn(async move {
             let result = async {
-                let conn = ::dtls::conn::DTLSConn::new(conn, config, false, None)
+                let dtls = ::dtls::conn::DTLSConn::new(conn.clone(), config, false, None)
                     .await
                     .map_err(|e| e.to_string())?;
-                let keys = dtls::srtp_keys(&conn, false).await?;
-                Ok::<_, String>((conn, keys))
+                dtls::finish(&dtls, &conn).await
+                // The library's connection drops here, and its tasks end with it (no
+                // close_notify: the association goes on in the record layer).
             }
             .await;
-            match result {
-                Ok((conn, keys)) => {
+            // Not registered any more means the participant was removed meanwhile.
+            if shell.dtls_inboxes.borrow_mut().remove(&key).is_none() {
+                return;
+            }
+            shell.dtls_tasks.borrow_mut().remove(&key);
+            let now = Instant::now();
+            match result.and_then(|(keys, established)| {
+                let layer = RecordLayer::new(established).map_err(|e| e.to_string())?;
+                Ok((keys, layer))
+            }) {
+                Ok((keys, layer)) => {
+                    shell.dtls_records.borrow_mut().insert(key, layer);
                     shell
                         .worker
                         .borrow_mut()
-                        .handle_dtls_connected(Instant::now(), key, keys);
-                    shell.flush().await;
-                    // Application data is SCTP, for the data channels: the worker takes it
-                    // in, and its packets out go through a queue to a writer beside this
-                    // reader. Reading also notices close_notify and fatal alerts.
-                    let conn = Rc::new(conn);
-                    let (queue, mut packets) = mpsc::channel::<bytes::Bytes>(SCTP_QUEUE);
-                    shell.sctp_out.borrow_mut().insert(key, queue);
-                    let writer = {
-                        let conn = conn.clone();
-                        tokio_uring::spawn(async move {
-                            // Ends when the queue's sender is removed (the participant went).
-                            while let Some(packet) = packets.recv().await {
-                                if conn.write(&packet, None).await.is_err() {
-                                    break;
-                                }
-                            }
-                        })
-                    };
-                    let mut buf = vec![0u8; SCTP_PACKET_MAX];
-                    while let Ok(n) = conn.read(&mut buf, None).await {
-                        shell
-                            .worker
-                            .borrow_mut()
-                            .handle_sctp(Instant::now(), key, &buf[..n]);
-                        shell.flush().await;
-                    }
-                    writer.abort();
-                    shell.sctp_out.borrow_mut().remove(&key);
-                    let _ = conn.close().await;
-                    // Still registered means the peer ended it, not a local removal.
-                    if shell.dtls_inboxes.borrow_mut().remove(&key).is_some() {
-                        shell.dtls_tasks.borrow_mut().remove(&key);
-                        shell.worker.borrow_mut().handle_dtls_closed(key);
-                        shell.flush().await;
-                    }
+                        .handle_dtls_connected(now, key, keys);
                 }
-                Err(detail) => {
-                    if shell.dtls_inboxes.borrow_mut().remove(&key).is_some() {
-                        shell.dtls_tasks.borrow_mut().remove(&key);
-                        shell.worker.borrow_mut().handle_dtls_failed(key, detail);
-                        shell.flush().await;
-                    }
-                }
+                Err(detail) => shell.worker.borrow_mut().handle_dtls_failed(key, detail),
             }
+            shell.flush().await;
         });
         self.dtls_tasks.borrow_mut().insert(key, task);
     }
@@ -727,22 +744,13 @@ async fn dtls_egress_loop(
     shell: Rc<Shell>,
     mut egress: mpsc::UnboundedReceiver<(ParticipantKey, Vec<u8>)>,
 ) {
-    // Records that queued up while the last batch was sent go out together, with one
-    // `sendmmsg`: a busy data channel's DTLS records are many small datagrams.
+    // Handshake records that queued up while the last batch was sent go out together, with
+    // one `sendmmsg`.
     let mut sends: Vec<Transmit> = Vec::new();
     while let Some(first) = egress.recv().await {
         let mut next = Some(first);
         while let Some((key, record)) = next.take().or_else(|| egress.try_recv().ok()) {
-            let dst = shell
-                .worker
-                .borrow_mut()
-                .dtls_destination(key, record.len());
-            if let Some(destination) = dst {
-                sends.push(Transmit {
-                    destination,
-                    contents: record,
-                });
-            }
+            shell.push_dtls(key, record, &mut sends);
             if sends.len() == BATCH {
                 break;
             }

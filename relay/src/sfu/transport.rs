@@ -27,6 +27,13 @@ use crate::engine::twcc::TwccReceiver;
 /// anyway, with the relay's whole list of profiles. Chromium's ClientHello takes two.
 pub const MAX_HELLO_RECORDS: usize = 8;
 
+/// Application-data records held while the handshake finishes, for the record layer that
+/// follows it; past this they are dropped (SCTP sends them again).
+pub const MAX_EARLY_RECORDS: usize = 8;
+
+/// DTLS's content type for application data (RFC 5246 §6.2.1).
+const APPLICATION_DATA: u8 = 23;
+
 /// Where the participant's DTLS association stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtlsState {
@@ -47,7 +54,8 @@ pub enum DtlsState {
 /// What to do with a DTLS record the participant sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DtlsInput {
-    /// Held with the ClientHello's other records until it is whole.
+    /// Held with the ClientHello's other records until it is whole, or, application data
+    /// that came while the handshake finishes, until the keys are in.
     Held,
     /// Hand it to the running handshake.
     Forward,
@@ -96,6 +104,8 @@ pub struct Transport {
     remote_fingerprint: Option<String>,
     srtp: Option<SrtpSession>,
     hello: Option<PendingHello>,
+    /// Application-data records that came before the handshake's end was known here.
+    early: Vec<Vec<u8>>,
     handshake_timeout: Duration,
     twcc: TwccReceiver,
     receiver_time: Option<(ReceiverTime, Instant)>,
@@ -120,6 +130,7 @@ impl Transport {
             remote_fingerprint,
             srtp: None,
             hello: None,
+            early: Vec::new(),
             handshake_timeout,
             twcc: TwccReceiver::new(),
             receiver_time: None,
@@ -154,6 +165,16 @@ impl Transport {
             self.hello = Some(PendingHello::default());
         }
         let Some(pending) = self.hello.as_mut() else {
+            // The peer sends application data once it has the relay's last flight, which may
+            // be before the handshake task's outcome reaches the worker. The handshake needs
+            // none of it; the record layer that follows takes it.
+            let handshaking = matches!(self.dtls, DtlsState::Handshaking { .. });
+            if handshaking && record.first() == Some(&APPLICATION_DATA) {
+                if self.early.len() < MAX_EARLY_RECORDS {
+                    self.early.push(record.to_vec());
+                }
+                return DtlsInput::Held;
+            }
             return DtlsInput::Forward;
         };
         pending.hello.handle_datagram(record);
@@ -187,6 +208,11 @@ impl Transport {
             profile: keys.profile,
         };
         Ok(true)
+    }
+
+    /// The application-data records held while the handshake finished, once it has.
+    pub fn take_early_records(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.early)
     }
 
     /// Whether a running handshake has taken too long at `now`.
@@ -462,6 +488,29 @@ mod tests {
         // The handshake keeps the time of its first record; what follows goes straight on.
         assert_eq!(t.dtls(), DtlsState::Handshaking { since: t0 });
         assert_eq!(t.handle_dtls_record(at, &[22; 40]), DtlsInput::Forward);
+    }
+
+    #[test]
+    fn application_data_before_the_keys_waits_for_them() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        let record = client_hello(&[use_srtp(&[0x0007])]);
+        assert!(matches!(
+            t.handle_dtls_record(t0, &record),
+            DtlsInput::Start { .. }
+        ));
+        // The peer's Finished goes to the handshake; its first SCTP packets wait.
+        assert_eq!(t.handle_dtls_record(t0, &[22; 40]), DtlsInput::Forward);
+        for i in 0..=MAX_EARLY_RECORDS {
+            assert_eq!(t.handle_dtls_record(t0, &[23, i as u8]), DtlsInput::Held);
+        }
+        assert_eq!(t.handle_keys(&keys(SrtpProfile::AeadAes128Gcm)), Ok(true));
+        let early = t.take_early_records();
+        assert_eq!(early.len(), MAX_EARLY_RECORDS);
+        assert_eq!(early[0], [23, 0]);
+        assert!(t.take_early_records().is_empty());
+        // Afterwards every record goes on, to the record layer.
+        assert_eq!(t.handle_dtls_record(t0, &[23, 9]), DtlsInput::Forward);
     }
 
     #[test]

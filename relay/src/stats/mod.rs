@@ -40,6 +40,9 @@ pub enum DropReason {
     DtlsHandshakeLimit,
     /// The participant's DTLS input queue is full (the handshake task is not keeping up).
     DtlsQueueFull,
+    /// A DTLS record after the handshake that did not open: forged, replayed, truncated, or
+    /// of a content type or epoch the association does not carry.
+    DtlsRecordRejected,
     /// RTP from an address that has not passed an ICE connectivity check.
     RtpUnknownSource,
     /// RTCP from an address that has not passed an ICE connectivity check.
@@ -66,7 +69,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the index into [`CoreStats::drops`]).
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::UnknownProtocol,
         DropReason::StunMalformed,
         DropReason::StunNotBindingRequest,
@@ -76,6 +79,7 @@ impl DropReason {
         DropReason::DtlsUnknownSource,
         DropReason::DtlsHandshakeLimit,
         DropReason::DtlsQueueFull,
+        DropReason::DtlsRecordRejected,
         DropReason::RtpUnknownSource,
         DropReason::RtcpUnknownSource,
         DropReason::SrtpNotReady,
@@ -101,6 +105,7 @@ impl DropReason {
             DropReason::DtlsUnknownSource => "dtls_unknown_source",
             DropReason::DtlsHandshakeLimit => "dtls_handshake_limit",
             DropReason::DtlsQueueFull => "dtls_queue_full",
+            DropReason::DtlsRecordRejected => "dtls_record_rejected",
             DropReason::RtpUnknownSource => "rtp_unknown_source",
             DropReason::RtcpUnknownSource => "rtcp_unknown_source",
             DropReason::SrtpNotReady => "srtp_not_ready",

@@ -31,8 +31,9 @@ impl Worker {
         self.take_messages(now, key);
     }
 
-    /// An SCTP packet for a participant could not be queued for its DTLS (it is behind).
-    pub fn handle_sctp_queue_full(&mut self) {
+    /// An SCTP packet for a participant could not be sent: its association has no record
+    /// layer (gone, or not yet up), or its sequence numbers are used up.
+    pub fn handle_sctp_not_sent(&mut self) {
         self.stats.data.sctp_packets_dropped += 1;
     }
 

@@ -26,6 +26,9 @@ impl Worker {
                 return;
             }
         }
+        for data in p.transport.take_early_records() {
+            self.outputs.push_back(Output::DtlsRecord { key, data });
+        }
         let next = now + self.config.report_interval;
         p.next_report = Some(next);
         if let Some(address) = p.transport.ice.selected() {
@@ -90,6 +93,12 @@ impl Worker {
     /// A DTLS record for `key` could not be queued (its task is behind).
     pub fn handle_dtls_queue_full(&mut self) {
         self.stats.drop(DropReason::DtlsQueueFull);
+    }
+
+    /// A DTLS record after the handshake was dropped by the participant's record layer
+    /// (forged, replayed, truncated, or of a content type or epoch it does not carry).
+    pub fn handle_dtls_record_dropped(&mut self) {
+        self.stats.drop(DropReason::DtlsRecordRejected);
     }
 
     pub(super) fn disconnect(&mut self, key: ParticipantKey, reason: DisconnectReason) {
