@@ -166,6 +166,21 @@ impl SrtpSession {
         })
     }
 
+    /// Forget what is kept for `ssrc` in what the peer sends (its rollover counter and its RTP
+    /// and RTCP replay windows): the caller no longer takes packets on it. State is kept for
+    /// at most [`MAX_REPLAY_SSRCS`] SSRCs a direction, and an SSRC past that is refused, so a
+    /// publisher whose SSRCs change all through a long call needs the old ones forgotten. A
+    /// packet on a forgotten SSRC is refused before it gets here, for as long as the SSRC is
+    /// not declared again.
+    pub fn forget_remote(&mut self, ssrc: u32) {
+        self.rtp_replay.remove(&ssrc);
+        self.rtcp_replay.remove(&ssrc);
+        match &mut self.rtp {
+            RtpTransform::Gcm { rx, .. } => rx.forget(ssrc),
+            RtpTransform::Cm { rx, .. } => rx.forget(ssrc),
+        }
+    }
+
     /// SSRCs with SRTCP replay state (only ever created by authenticated packets).
     pub fn rtcp_ssrcs(&self) -> usize {
         self.rtcp_replay.len()

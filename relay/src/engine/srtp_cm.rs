@@ -127,6 +127,11 @@ impl CmRtp {
         Ok(())
     }
 
+    /// Forget the rollover state of `ssrc`.
+    pub fn forget(&mut self, ssrc: u32) {
+        self.streams.remove(&ssrc);
+    }
+
     /// Authenticate and decrypt in place; on success `packet` is the plaintext RTP packet.
     /// The rollover state moves only for authenticated packets.
     pub fn unprotect(&mut self, packet: &mut Vec<u8>, header_len: usize) -> Result<(), CmError> {

@@ -85,6 +85,27 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// The SSRCs taken as feed `fkey`'s.
+    pub fn published_ssrcs(&self, fkey: FeedKey) -> Vec<u32> {
+        self.published
+            .iter()
+            .filter(|(_, f)| **f == fkey)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Stop taking `ssrcs` as its feeds' (replaced, or their feed went) and forget the SRTP
+    /// state they had, which is bounded per participant: kept, the state of SSRCs used once
+    /// would pile up until new ones were refused.
+    pub fn forget_published(&mut self, ssrcs: impl IntoIterator<Item = u32>) {
+        for ssrc in ssrcs {
+            self.published.remove(&ssrc);
+            if let Some(srtp) = self.transport.srtp_mut() {
+                srtp.forget_remote(ssrc);
+            }
+        }
+    }
+
     /// A participant that has not sent anything yet.
     pub fn new(
         sid: Sid,

@@ -321,6 +321,7 @@ impl Worker {
                 })
             }
             Some(feed) => {
+                let before = p.published_ssrcs(fkey);
                 p.published.retain(|_, f| *f != fkey);
                 let layers_before = feed.layers.len();
                 feed.update(description);
@@ -344,6 +345,12 @@ impl Worker {
                             .map(|s| (s, fkey)),
                     );
                 }
+                // An SSRC kept keeps its SRTP state (its rollover counter goes on).
+                let gone: Vec<u32> = before
+                    .into_iter()
+                    .filter(|s| !p.published.contains_key(s))
+                    .collect();
+                p.forget_published(gone);
             }
             None => {
                 p.published.extend(description.ssrcs().map(|s| (s, fkey)));

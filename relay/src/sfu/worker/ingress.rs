@@ -201,7 +201,7 @@ impl Worker {
             let l = &mut feed.layers[layer];
             let slot = if rtx { &mut l.rtx_ssrc } else { &mut l.ssrc };
             if let Some(old) = slot.replace(ssrc) {
-                p.published.remove(&old);
+                p.forget_published([old]);
             }
             p.published.insert(ssrc, fkey);
             self.stats.simulcast_ssrcs_learnt += 1;

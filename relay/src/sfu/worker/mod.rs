@@ -391,7 +391,7 @@ fn remove_feed(
     let feed = session.feeds.remove(&fkey)?;
     session.feed_keys.remove(&feed.description.feed_id);
     if let Some(p) = participants.get_mut(&feed.publisher) {
-        p.published.retain(|_, f| *f != fkey);
+        p.forget_published(p.published_ssrcs(fkey));
         p.feeds.retain(|f| *f != fkey);
     }
     for c in feed.consumers {
