@@ -181,6 +181,14 @@ impl SrtpSession {
         }
     }
 
+    /// Whether RTP was protected toward the peer under `ssrc`.
+    pub fn has_sent_on(&self, ssrc: u32) -> bool {
+        match &self.rtp {
+            RtpTransform::Gcm { tx, .. } => tx.knows(ssrc),
+            RtpTransform::Cm { tx, .. } => tx.knows(ssrc),
+        }
+    }
+
     /// SSRCs with SRTCP replay state (only ever created by authenticated packets).
     pub fn rtcp_ssrcs(&self) -> usize {
         self.rtcp_replay.len()
@@ -327,6 +335,32 @@ mod tests {
     fn open(s: &mut SrtpSession, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
         let mut plain = Vec::new();
         s.unprotect_rtp(packet, &mut plain).map(|()| plain)
+    }
+
+    fn on(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = rtp(seq);
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_forgotten_ssrc_makes_room_and_a_sent_one_is_known() {
+        for profile in SrtpProfile::PREFERENCE {
+            let (mut client, mut server) = pair(profile);
+            for ssrc in 0..MAX_REPLAY_SSRCS as u32 {
+                let sealed = seal(&mut client, on(ssrc, 1)).unwrap();
+                open(&mut server, &sealed).unwrap();
+            }
+            let past = seal(&mut client, on(1000, 1)).unwrap();
+            assert_eq!(open(&mut server, &past), Err(DropReason::SrtpReplay));
+            server.forget_remote(0);
+            open(&mut server, &past).unwrap();
+
+            assert!(!server.has_sent_on(7));
+            seal(&mut server, on(7, 1)).unwrap();
+            assert!(server.has_sent_on(7));
+            assert!(!server.has_sent_on(8));
+        }
     }
 
     #[test]

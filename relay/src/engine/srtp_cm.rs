@@ -127,6 +127,11 @@ impl CmRtp {
         Ok(())
     }
 
+    /// Whether there is rollover state for `ssrc` (a packet was protected or opened on it).
+    pub fn knows(&self, ssrc: u32) -> bool {
+        self.streams.contains_key(&ssrc)
+    }
+
     /// Forget the rollover state of `ssrc`.
     pub fn forget(&mut self, ssrc: u32) {
         self.streams.remove(&ssrc);

@@ -85,27 +85,6 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// The SSRCs taken as feed `fkey`'s.
-    pub fn published_ssrcs(&self, fkey: FeedKey) -> Vec<u32> {
-        self.published
-            .iter()
-            .filter(|(_, f)| **f == fkey)
-            .map(|(s, _)| *s)
-            .collect()
-    }
-
-    /// Stop taking `ssrcs` as its feeds' (replaced, or their feed went) and forget the SRTP
-    /// state they had, which is bounded per participant: kept, the state of SSRCs used once
-    /// would pile up until new ones were refused.
-    pub fn forget_published(&mut self, ssrcs: impl IntoIterator<Item = u32>) {
-        for ssrc in ssrcs {
-            self.published.remove(&ssrc);
-            if let Some(srtp) = self.transport.srtp_mut() {
-                srtp.forget_remote(ssrc);
-            }
-        }
-    }
-
     /// A participant that has not sent anything yet.
     pub fn new(
         sid: Sid,
@@ -132,6 +111,41 @@ impl Participant {
             link: LinkQuality::default(),
             renumber: None,
         }
+    }
+
+    /// The SSRCs taken as feed `fkey`'s.
+    pub fn published_ssrcs(&self, fkey: FeedKey) -> Vec<u32> {
+        self.published
+            .iter()
+            .filter(|(_, f)| **f == fkey)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Stop taking `ssrcs` as its feeds' (replaced, or their feed went) and forget the SRTP
+    /// state they had, which is bounded per participant: kept, the state of SSRCs used once
+    /// would pile up until new ones were refused.
+    pub fn forget_published(&mut self, ssrcs: impl IntoIterator<Item = u32>) {
+        for ssrc in ssrcs {
+            self.published.remove(&ssrc);
+            if let Some(srtp) = self.transport.srtp_mut() {
+                srtp.forget_remote(ssrc);
+            }
+        }
+    }
+
+    /// Whether the relay may take `ssrc` for a new stream to this participant: not 0, not its
+    /// RTCP SSRC, not a current subscription's, and not one it was sent with before (its SRTP
+    /// context still counts those: a new stream under an old SSRC, its numbers starting
+    /// afresh, could repeat an SRTP nonce under the same key).
+    pub fn may_send_with(&self, ssrc: u32) -> bool {
+        ssrc != 0
+            && ssrc != self.rtcp_ssrc
+            && !self.subscriptions.contains_key(&ssrc)
+            && !self
+                .transport
+                .srtp()
+                .is_some_and(|srtp| srtp.has_sent_on(ssrc))
     }
 
     /// The first of the participant's deadlines: its transport's (consent, handshake,

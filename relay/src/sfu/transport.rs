@@ -246,6 +246,11 @@ impl Transport {
     }
 
     /// The SRTP contexts, once keyed.
+    pub fn srtp(&self) -> Option<&SrtpSession> {
+        self.srtp.as_ref()
+    }
+
+    /// The SRTP contexts, once keyed.
     pub fn srtp_mut(&mut self) -> Option<&mut SrtpSession> {
         self.srtp.as_mut()
     }

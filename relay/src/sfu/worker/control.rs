@@ -488,23 +488,13 @@ impl Worker {
             });
         }
         let p = self.participants.get_mut(&key).expect("participant of key");
-        let ssrc = loop {
-            let s: u32 = self.rng.random();
-            if s != 0 && s != p.rtcp_ssrc && !p.subscriptions.contains_key(&s) {
-                break s;
-            }
-        };
+        let ssrc = fresh_ssrc(&mut self.rng, |s| !p.may_send_with(s));
         p.subscriptions.insert(ssrc, fkey);
         // The retransmission stream has an SSRC of its own, never one the subscriber's
         // other streams use (it shares their SRTP session).
         let rtx_ssrc =
             (options.rtx && feed.is_video() && !feed.description.rtx_payload_types.is_empty())
-                .then(|| loop {
-                    let s: u32 = self.rng.random();
-                    if s != 0 && s != p.rtcp_ssrc && !p.subscriptions.contains_key(&s) {
-                        break s;
-                    }
-                });
+                .then(|| fresh_ssrc(&mut self.rng, |s| !p.may_send_with(s)));
         if let Some(rtx) = rtx_ssrc {
             // Reserved so that no later subscription takes it; NACKs never name it.
             p.subscriptions.insert(rtx, fkey);
@@ -738,4 +728,29 @@ fn check_extension_ids(options: &SubscribeOptions) -> Result<(), ControlError> {
 fn check_layers(d: &crate::control::FeedDescription) -> Result<(), ControlError> {
     d.check_layers()
         .map_err(|reason| ControlError::InvalidFeed { reason })
+}
+
+/// A random SSRC that `taken` does not refuse.
+fn fresh_ssrc(rng: &mut StdRng, taken: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let s: u32 = rng.random();
+        if !taken(s) {
+            return s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_fresh_ssrc_is_none_that_is_taken() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut ahead = rng.clone();
+        let first: Vec<u32> = (0..3).map(|_| ahead.random()).collect();
+        let fourth: u32 = ahead.random();
+        assert_eq!(fresh_ssrc(&mut rng, |s| first.contains(&s)), fourth);
+    }
 }
