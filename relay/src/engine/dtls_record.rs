@@ -43,9 +43,17 @@ const RETRANSMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// The library's `decrypt` checks only for the nonce and would subtract past zero without it.
 const GCM_OVERHEAD: usize = 8 + 16;
 
-/// Plaintext, datagrams and the close are queued up to this many outputs; past it a datagram's
-/// further records are dropped (a datagram holds a handful of records, not thousands).
-const MAX_QUEUED: usize = 64;
+/// Plaintext, datagrams and the close are queued up to this many outputs (and one notice of a
+/// drop beyond); past it a datagram's further records are dropped (a datagram holds a handful
+/// of records, not thousands).
+pub const MAX_QUEUED: usize = 64;
+
+/// The relay's last flight is sent again at most this many times: a peer that still has not
+/// got it has gone, and anyone can forge the records that ask for it.
+const MAX_RETRANSMITS: u32 = 8;
+
+/// The largest plaintext of a record (RFC 5246 §6.2.1).
+const MAX_PLAINTEXT: usize = 1 << 14;
 
 const ALERT_WARNING: u8 = 1;
 const ALERT_FATAL: u8 = 2;
@@ -92,6 +100,9 @@ pub enum RecordError {
     /// The 48-bit sequence space is used up (the association must end).
     #[error("sequence numbers exhausted")]
     Exhausted,
+    /// More than a record's plaintext may hold.
+    #[error("plaintext longer than a record holds")]
+    TooLong,
     /// More outputs are waiting than one datagram may produce.
     #[error("too many records in one datagram")]
     Overflow,
@@ -119,6 +130,7 @@ pub struct RecordLayer {
     /// relay's Finished.
     last_flight: Option<Vec<Vec<u8>>>,
     retransmitted_at: Option<Instant>,
+    retransmits: u32,
     closed: bool,
     outputs: VecDeque<RecordOutput>,
 }
@@ -150,6 +162,7 @@ impl RecordLayer {
             replay: ReplayWindow::new(MAX_SEQUENCE_NUMBER + 1),
             last_flight: Some(established.last_flight).filter(|f| !f.is_empty()),
             retransmitted_at: None,
+            retransmits: 0,
             closed: false,
             outputs: VecDeque::new(),
         })
@@ -189,8 +202,9 @@ impl RecordLayer {
                 let due = self
                     .retransmitted_at
                     .is_none_or(|at| now >= at + RETRANSMIT_INTERVAL);
-                if due {
+                if due && self.retransmits < MAX_RETRANSMITS {
                     self.retransmitted_at = Some(now);
+                    self.retransmits += 1;
                     for datagram in flight.clone() {
                         self.push(RecordOutput::Transmit(datagram));
                     }
@@ -203,6 +217,10 @@ impl RecordLayer {
                 }
                 if record.len() < RECORD_LAYER_HEADER_SIZE + GCM_OVERHEAD {
                     return Err(RecordError::Truncated);
+                }
+                // Refused before it moves the replay window, so that SCTP sends it again.
+                if self.outputs.len() >= MAX_QUEUED {
+                    return Err(RecordError::Overflow);
                 }
                 if !self.replay.check(header.sequence_number) {
                     return Err(RecordError::Replayed);
@@ -219,7 +237,18 @@ impl RecordLayer {
                     return Ok(());
                 }
                 match plaintext {
-                    [ALERT_WARNING, CLOSE_NOTIFY] | [ALERT_FATAL, _] => {
+                    [ALERT_WARNING, CLOSE_NOTIFY] => {
+                        // Answered in kind (RFC 5246 §7.2.1).
+                        if let Ok(reply) =
+                            self.seal_as(ContentType::Alert, &[ALERT_WARNING, CLOSE_NOTIFY])
+                        {
+                            self.outputs.push_back(RecordOutput::Transmit(reply));
+                        }
+                        self.closed = true;
+                        self.outputs.push_back(RecordOutput::Closed);
+                        Ok(())
+                    }
+                    [ALERT_FATAL, _] => {
                         self.closed = true;
                         self.outputs.push_back(RecordOutput::Closed);
                         Ok(())
@@ -234,10 +263,12 @@ impl RecordLayer {
     }
 
     fn push(&mut self, output: RecordOutput) {
-        if self.outputs.len() < MAX_QUEUED {
+        let room = match output {
+            RecordOutput::Dropped(_) => MAX_QUEUED + 1,
+            _ => MAX_QUEUED,
+        };
+        if self.outputs.len() < room {
             self.outputs.push_back(output);
-        } else if let Some(last) = self.outputs.back_mut() {
-            *last = RecordOutput::Dropped(RecordError::Overflow);
         }
     }
 
@@ -248,15 +279,26 @@ impl RecordLayer {
 
     /// Protect `payload` as an application-data record, one datagram.
     pub fn seal(&mut self, payload: &[u8]) -> Result<Vec<u8>, RecordError> {
+        self.seal_as(ContentType::ApplicationData, payload)
+    }
+
+    fn seal_as(
+        &mut self,
+        content_type: ContentType,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, RecordError> {
         if self.next_sequence > MAX_SEQUENCE_NUMBER {
             return Err(RecordError::Exhausted);
         }
+        if payload.len() > MAX_PLAINTEXT {
+            return Err(RecordError::TooLong);
+        }
         let header = RecordLayerHeader {
-            content_type: ContentType::ApplicationData,
+            content_type,
             protocol_version: PROTOCOL_VERSION1_2,
             epoch: EPOCH,
             sequence_number: self.next_sequence,
-            content_len: u16::try_from(payload.len()).map_err(|_| RecordError::Truncated)?,
+            content_len: payload.len() as u16,
         };
         let mut raw = Vec::with_capacity(RECORD_LAYER_HEADER_SIZE + payload.len());
         header
@@ -399,34 +441,84 @@ mod tests {
     }
 
     #[test]
-    fn close_notify_and_fatal_alerts_close() {
-        for alert in [[ALERT_WARNING, CLOSE_NOTIFY], [ALERT_FATAL, 40]] {
-            let (mut server, mut client) = pair();
-            let sealed = seal_as(&mut client, ContentType::Alert, &alert);
-            server.handle_datagram(Instant::now(), &sealed);
-            assert_eq!(outputs(&mut server), vec![RecordOutput::Closed]);
-            assert!(server.is_closed());
-        }
+    fn close_notify_is_answered_and_closes_and_a_fatal_alert_closes() {
         let (mut server, mut client) = pair();
-        let sealed = seal_as(&mut client, ContentType::Alert, &[ALERT_WARNING, 90]);
+        let sealed = client
+            .seal_as(ContentType::Alert, &[ALERT_WARNING, CLOSE_NOTIFY])
+            .unwrap();
+        server.handle_datagram(Instant::now(), &sealed);
+        let out = outputs(&mut server);
+        let [RecordOutput::Transmit(reply), RecordOutput::Closed] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(server.is_closed());
+        // The reply is the relay's own close_notify, which the peer opens.
+        client.handle_datagram(Instant::now(), reply);
+        assert!(client.is_closed());
+
+        let (mut server, mut client) = pair();
+        let sealed = client
+            .seal_as(ContentType::Alert, &[ALERT_FATAL, 40])
+            .unwrap();
+        server.handle_datagram(Instant::now(), &sealed);
+        assert_eq!(outputs(&mut server), vec![RecordOutput::Closed]);
+        assert!(server.is_closed());
+
+        let (mut server, mut client) = pair();
+        let sealed = client
+            .seal_as(ContentType::Alert, &[ALERT_WARNING, 90])
+            .unwrap();
         server.handle_datagram(Instant::now(), &sealed);
         assert_eq!(outputs(&mut server), vec![]);
         assert!(!server.is_closed());
     }
 
-    fn seal_as(layer: &mut RecordLayer, content_type: ContentType, payload: &[u8]) -> Vec<u8> {
-        let header = RecordLayerHeader {
-            content_type,
-            protocol_version: PROTOCOL_VERSION1_2,
-            epoch: EPOCH,
-            sequence_number: layer.next_sequence,
-            content_len: payload.len() as u16,
-        };
-        layer.next_sequence += 1;
-        let mut raw = Vec::new();
-        header.marshal(&mut raw).unwrap();
-        raw.extend_from_slice(payload);
-        layer.cipher.encrypt(&header, &raw).unwrap()
+    #[test]
+    fn the_last_flight_is_sent_again_a_bounded_number_of_times() {
+        let (mut server, _) = pair();
+        let t0 = Instant::now();
+        let repeat = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 7];
+        let mut sent = 0;
+        for i in 0..100 {
+            server.handle_datagram(t0 + RETRANSMIT_INTERVAL * i, &repeat);
+            sent += outputs(&mut server)
+                .iter()
+                .filter(|o| matches!(o, RecordOutput::Transmit(_)))
+                .count();
+        }
+        assert_eq!(sent, MAX_RETRANSMITS as usize);
+    }
+
+    #[test]
+    fn a_datagram_of_more_records_than_the_queue_holds_leaves_the_rest_to_be_sent_again() {
+        let (mut server, mut client) = pair();
+        let now = Instant::now();
+        let records: Vec<Vec<u8>> = (0..MAX_QUEUED + 6)
+            .map(|i| client.seal(&[i as u8; 30]).unwrap())
+            .collect();
+        server.handle_datagram(now, &records.concat());
+        let out = outputs(&mut server);
+        assert_eq!(out.len(), MAX_QUEUED + 1);
+        assert_eq!(
+            out[MAX_QUEUED],
+            RecordOutput::Dropped(RecordError::Overflow)
+        );
+        // What did not fit moved no window: sent again, it opens.
+        server.handle_datagram(now, &records[MAX_QUEUED]);
+        assert_eq!(
+            outputs(&mut server),
+            vec![RecordOutput::Data(vec![MAX_QUEUED as u8; 30])]
+        );
+    }
+
+    #[test]
+    fn a_plaintext_longer_than_a_record_is_refused() {
+        let (mut server, _) = pair();
+        assert!(server.seal(&vec![0; MAX_PLAINTEXT]).is_ok());
+        assert_eq!(
+            server.seal(&vec![0; MAX_PLAINTEXT + 1]),
+            Err(RecordError::TooLong)
+        );
     }
 
     #[test]

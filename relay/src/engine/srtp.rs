@@ -7,6 +7,8 @@
 //! failures into drop reasons. No state is created for an SSRC before a packet carrying it has
 //! authenticated, and at most [`MAX_REPLAY_SSRCS`] per direction after.
 
+use std::collections::VecDeque;
+
 use crate::FastMap;
 
 use webrtc_srtp::protection_profile::ProtectionProfile;
@@ -23,6 +25,12 @@ pub const EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 /// Replay windows kept per direction; SSRCs beyond this (only authenticated ones count) reuse
 /// no state and are refused, which bounds memory per participant.
 const MAX_REPLAY_SSRCS: usize = 64;
+
+/// SSRCs the caller stopped taking ([`SrtpSession::forget_remote`]) whose windows and rollover
+/// counters are still kept, apart from the active ones, so that old packets on them stay
+/// refused and a stream that comes back goes on where it was; the oldest beyond this is
+/// forgotten for good.
+const MAX_RETIRED_SSRCS: usize = 256;
 
 /// The SRTP protection profiles the relay negotiates, in order of preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -134,8 +142,61 @@ pub struct SrtpSession {
     rtcp_tx: Srtcp,
     rtp: RtpTransform,
     /// Replay windows per SSRC, moved only by authenticated packets (see [`super::replay`]).
-    rtp_replay: FastMap<u32, ReplayWindow>,
-    rtcp_replay: FastMap<u32, ReplayWindow>,
+    rtp_replay: Windows,
+    rtcp_replay: Windows,
+    /// The SSRCs retired, oldest first.
+    retired: VecDeque<u32>,
+}
+
+/// The replay windows of one kind of packet from the peer: at most [`MAX_REPLAY_SSRCS`]
+/// active, and those of retired SSRCs kept apart, where they count against no bound but still
+/// refuse what they saw or what is too old.
+struct Windows {
+    modulus: u64,
+    active: FastMap<u32, ReplayWindow>,
+    retired: FastMap<u32, ReplayWindow>,
+}
+
+impl Windows {
+    fn new(modulus: u64) -> Self {
+        Windows {
+            modulus,
+            active: FastMap::default(),
+            retired: FastMap::default(),
+        }
+    }
+
+    fn check(&self, ssrc: u32, seq: u64) -> Result<(), DropReason> {
+        let window = match self.active.get(&ssrc) {
+            Some(w) => Some(w),
+            None if self.active.len() >= MAX_REPLAY_SSRCS => return Err(DropReason::SrtpReplay),
+            None => self.retired.get(&ssrc),
+        };
+        match window {
+            Some(w) if !w.check(seq) => Err(DropReason::SrtpReplay),
+            _ => Ok(()),
+        }
+    }
+
+    /// Record an authenticated `seq`; a retired SSRC's window becomes active again.
+    fn accept(&mut self, ssrc: u32, seq: u64) {
+        if !self.active.contains_key(&ssrc) {
+            let window = self
+                .retired
+                .remove(&ssrc)
+                .unwrap_or_else(|| ReplayWindow::new(self.modulus));
+            self.active.insert(ssrc, window);
+        }
+        if let Some(w) = self.active.get_mut(&ssrc) {
+            w.accept(seq);
+        }
+    }
+
+    fn retire(&mut self, ssrc: u32) {
+        if let Some(w) = self.active.remove(&ssrc) {
+            self.retired.insert(ssrc, w);
+        }
+    }
 }
 
 /// Key lengths that do not fit the negotiated profile.
@@ -161,23 +222,38 @@ impl SrtpSession {
                 .ok_or_else(bad)?,
             rtcp_tx: Srtcp::new(keys.profile, &keys.local_key, &keys.local_salt).ok_or_else(bad)?,
             rtp,
-            rtp_replay: FastMap::default(),
-            rtcp_replay: FastMap::default(),
+            rtp_replay: Windows::new(1 << 16),
+            rtcp_replay: Windows::new(1 << 31),
+            retired: VecDeque::new(),
         })
     }
 
-    /// Forget what is kept for `ssrc` in what the peer sends (its rollover counter and its RTP
-    /// and RTCP replay windows): the caller no longer takes packets on it. State is kept for
-    /// at most [`MAX_REPLAY_SSRCS`] SSRCs a direction, and an SSRC past that is refused, so a
-    /// publisher whose SSRCs change all through a long call needs the old ones forgotten. A
-    /// packet on a forgotten SSRC is refused before it gets here, for as long as the SSRC is
-    /// not declared again.
+    /// Retire `ssrc` in what the peer sends: the caller no longer takes packets on it. Replay
+    /// windows are kept for at most [`MAX_REPLAY_SSRCS`] active SSRCs a direction, and an SSRC
+    /// past that is refused, so a publisher whose SSRCs change all through a long call needs
+    /// the old ones out of the way. A retired SSRC's windows and rollover counter are kept
+    /// apart ([`MAX_RETIRED_SSRCS`] of the latest): an old packet replayed on it is still
+    /// refused, and a stream that comes back on it (declared or learnt again) goes on with its
+    /// counter where it was.
     pub fn forget_remote(&mut self, ssrc: u32) {
-        self.rtp_replay.remove(&ssrc);
-        self.rtcp_replay.remove(&ssrc);
-        match &mut self.rtp {
-            RtpTransform::Gcm { rx, .. } => rx.forget(ssrc),
-            RtpTransform::Cm { rx, .. } => rx.forget(ssrc),
+        self.rtp_replay.retire(ssrc);
+        self.rtcp_replay.retire(ssrc);
+        if !self.retired.contains(&ssrc) {
+            self.retired.push_back(ssrc);
+        }
+        while self.retired.len() > MAX_RETIRED_SSRCS {
+            let Some(old) = self.retired.pop_front() else {
+                break;
+            };
+            self.rtp_replay.retired.remove(&old);
+            self.rtcp_replay.retired.remove(&old);
+            // Unless it came back meanwhile.
+            if !self.rtp_replay.active.contains_key(&old) {
+                match &mut self.rtp {
+                    RtpTransform::Gcm { rx, .. } => rx.forget(old),
+                    RtpTransform::Cm { rx, .. } => rx.forget(old),
+                }
+            }
         }
     }
 
@@ -191,7 +267,7 @@ impl SrtpSession {
 
     /// SSRCs with SRTCP replay state (only ever created by authenticated packets).
     pub fn rtcp_ssrcs(&self) -> usize {
-        self.rtcp_replay.len()
+        self.rtcp_replay.active.len()
     }
 
     /// Authenticate and decrypt an SRTP packet from the peer into `plain` (cleared first; a
@@ -204,7 +280,7 @@ impl SrtpSession {
             return Err(DropReason::SrtpAuthFailed);
         };
         let seq = u16::from_be_bytes([packet[2], packet[3]]) as u64;
-        check(&self.rtp_replay, ssrc, seq)?;
+        self.rtp_replay.check(ssrc, seq)?;
         plain.clear();
         plain.extend_from_slice(packet);
         let opened = match &mut self.rtp {
@@ -214,7 +290,7 @@ impl SrtpSession {
         if !opened {
             return Err(DropReason::SrtpAuthFailed);
         }
-        accept(&mut self.rtp_replay, ssrc, seq, 1 << 16);
+        self.rtp_replay.accept(ssrc, seq);
         Ok(())
     }
 
@@ -237,17 +313,12 @@ impl SrtpSession {
             .rtcp_rx
             .peek(packet)
             .ok_or(DropReason::SrtpAuthFailed)?;
-        check(&self.rtcp_replay, trailer.ssrc, trailer.index as u64)?;
+        self.rtcp_replay.check(trailer.ssrc, trailer.index as u64)?;
         out.extend_from_slice(packet);
         self.rtcp_rx
             .unprotect(out)
             .map_err(|_| DropReason::SrtpAuthFailed)?;
-        accept(
-            &mut self.rtcp_replay,
-            trailer.ssrc,
-            trailer.index as u64,
-            1 << 31,
-        );
+        self.rtcp_replay.accept(trailer.ssrc, trailer.index as u64);
         Ok(())
     }
 
@@ -288,21 +359,6 @@ impl SrtpSession {
             }
         }
     }
-}
-
-fn check(windows: &FastMap<u32, ReplayWindow>, ssrc: u32, seq: u64) -> Result<(), DropReason> {
-    match windows.get(&ssrc) {
-        Some(w) if !w.check(seq) => Err(DropReason::SrtpReplay),
-        None if windows.len() >= MAX_REPLAY_SSRCS => Err(DropReason::SrtpReplay),
-        _ => Ok(()),
-    }
-}
-
-fn accept(windows: &mut FastMap<u32, ReplayWindow>, ssrc: u32, seq: u64, modulus: u64) {
-    windows
-        .entry(ssrc)
-        .or_insert_with(|| ReplayWindow::new(modulus))
-        .accept(seq);
 }
 
 #[cfg(test)]
@@ -353,8 +409,16 @@ mod tests {
             }
             let past = seal(&mut client, on(1000, 1)).unwrap();
             assert_eq!(open(&mut server, &past), Err(DropReason::SrtpReplay));
+            // Retired, SSRC 0 makes room; its old packet is still refused, and its stream
+            // goes on where it was if it comes back.
+            let old = seal(&mut client, on(0, 1)).unwrap();
             server.forget_remote(0);
             open(&mut server, &past).unwrap();
+            server.forget_remote(1000);
+            assert_eq!(open(&mut server, &old), Err(DropReason::SrtpReplay));
+            let later = seal(&mut client, on(0, 2)).unwrap();
+            open(&mut server, &later).unwrap();
+            assert_eq!(open(&mut server, &later), Err(DropReason::SrtpReplay));
 
             assert!(!server.has_sent_on(7));
             seal(&mut server, on(7, 1)).unwrap();

@@ -377,10 +377,11 @@ mod tests {
             let n = client_dtls.read(&mut buf, None).await.unwrap();
             assert_eq!(&buf[..n], b"sctp from the relay");
 
-            // The peer's close_notify ends the association.
+            // The peer's close_notify ends the association, answered with the relay's.
             client_dtls.close().await.unwrap();
             let (_, record) = from_client.recv().await.unwrap();
             layer.handle_datagram(Instant::now(), &record);
+            assert!(matches!(layer.poll_output(), Some(RecordOutput::Transmit(_))));
             assert_eq!(layer.poll_output(), Some(RecordOutput::Closed));
         });
     }

@@ -122,9 +122,9 @@ impl Participant {
             .collect()
     }
 
-    /// Stop taking `ssrcs` as its feeds' (replaced, or their feed went) and forget the SRTP
-    /// state they had, which is bounded per participant: kept, the state of SSRCs used once
-    /// would pile up until new ones were refused.
+    /// Stop taking `ssrcs` as its feeds' (replaced, or their feed went) and retire their SRTP
+    /// state, whose active part is bounded per participant: left active, the state of SSRCs
+    /// used once would pile up until new ones were refused.
     pub fn forget_published(&mut self, ssrcs: impl IntoIterator<Item = u32>) {
         for ssrc in ssrcs {
             self.published.remove(&ssrc);

@@ -31,7 +31,8 @@ pub const MAX_HELLO_RECORDS: usize = 8;
 /// follows it; past this they are dropped (SCTP sends them again).
 pub const MAX_EARLY_RECORDS: usize = 8;
 
-/// DTLS's content type for application data (RFC 5246 §6.2.1).
+/// DTLS's content types for alerts and application data (RFC 5246 §6.2.1).
+const ALERT: u8 = 21;
 const APPLICATION_DATA: u8 = 23;
 
 /// Where the participant's DTLS association stands.
@@ -166,10 +167,16 @@ impl Transport {
         }
         let Some(pending) = self.hello.as_mut() else {
             // The peer sends application data once it has the relay's last flight, which may
-            // be before the handshake task's outcome reaches the worker. The handshake needs
-            // none of it; the record layer that follows takes it.
+            // be before the handshake task's outcome reaches the worker, and may close the
+            // association as soon (an alert under the new epoch). The handshake needs none of
+            // it; the record layer that follows takes it.
             let handshaking = matches!(self.dtls, DtlsState::Handshaking { .. });
-            if handshaking && record.first() == Some(&APPLICATION_DATA) {
+            let protected = match record {
+                [APPLICATION_DATA, ..] => true,
+                [ALERT, _, _, hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) >= 1,
+                _ => false,
+            };
+            if handshaking && protected {
                 if self.early.len() < MAX_EARLY_RECORDS {
                     self.early.push(record.to_vec());
                 }
@@ -516,6 +523,18 @@ mod tests {
         assert!(t.take_early_records().is_empty());
         // Afterwards every record goes on, to the record layer.
         assert_eq!(t.handle_dtls_record(t0, &[23, 9]), DtlsInput::Forward);
+        // An alert under the new epoch waits too; one of epoch 0 (a handshake failure) goes
+        // to the handshake.
+        let mut t = transport();
+        t.handle_dtls_record(t0, &client_hello(&[use_srtp(&[0x0007])]));
+        assert_eq!(
+            t.handle_dtls_record(t0, &[21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 3, 0, 26]),
+            DtlsInput::Held
+        );
+        assert_eq!(
+            t.handle_dtls_record(t0, &[21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 3, 0, 2, 2, 40]),
+            DtlsInput::Forward
+        );
     }
 
     #[test]
