@@ -10,8 +10,14 @@
 //! window and the last flight's datagrams.
 //!
 //! Only TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 is negotiated, the suite RFC 8827 §6.5 requires
-//! of every WebRTC endpoint, so the keys follow from the master secret and the two randoms. The
-//! key expansion and the AEAD are the DTLS library's own (`CipherSuiteAes128GcmSha256`).
+//! of every WebRTC endpoint, so the keys follow from the master secret and the two randoms.
+//! Records are opened with the DTLS library's own cipher suite (`CipherSuiteAes128GcmSha256`).
+//! They are sealed here, with ring's AES-GCM: the library draws each record's explicit nonce
+//! at random, and 64 random bits make a repeat likely enough after some millions of records
+//! for a fleet to meet one (a repeated GCM nonce lets an attacker forge records). The explicit
+//! nonce here is the record's epoch and sequence number, which never repeat under one key
+//! (RFC 5288 §3 allows it; OpenSSL and BoringSSL do the same). The key expansion is TLS 1.2's
+//! PRF (RFC 5246 §5, §6.3), checked against the library: what one side seals the other opens.
 //!
 //! Sans-IO: [`RecordLayer::handle_datagram`] takes what the peer sent, with `now`;
 //! [`RecordLayer::poll_output`] gives back plaintext, datagrams to send and the close.
@@ -26,6 +32,10 @@ use dtls::content::ContentType;
 use dtls::record_layer::record_layer_header::{
     RecordLayerHeader, MAX_SEQUENCE_NUMBER, PROTOCOL_VERSION1_2, RECORD_LAYER_HEADER_SIZE,
 };
+
+use hmac::{Hmac, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+use sha2::Sha256;
 
 use crate::engine::replay::ReplayWindow;
 
@@ -123,7 +133,11 @@ pub enum RecordOutput {
 
 /// One association's record layer after its handshake.
 pub struct RecordLayer {
+    /// Opens the peer's records.
     cipher: CipherSuiteAes128GcmSha256,
+    /// Seals the relay's: its write key and the implicit part of its nonces.
+    write_key: LessSafeKey,
+    write_salt: [u8; 4],
     next_sequence: u64,
     replay: ReplayWindow,
     /// Dropped at the first record the peer protected after its Finished: then it has the
@@ -156,8 +170,11 @@ impl RecordLayer {
                 established.is_client,
             )
             .map_err(|_| RecordError::Keys)?;
+        let (write_key, write_salt) = write_key(&established).ok_or(RecordError::Keys)?;
         Ok(RecordLayer {
             cipher,
+            write_key,
+            write_salt,
             next_sequence: established.next_sequence,
             replay: ReplayWindow::new(MAX_SEQUENCE_NUMBER + 1),
             last_flight: Some(established.last_flight).filter(|f| !f.is_empty()),
@@ -293,25 +310,74 @@ impl RecordLayer {
         if payload.len() > MAX_PLAINTEXT {
             return Err(RecordError::TooLong);
         }
-        let header = RecordLayerHeader {
-            content_type,
-            protocol_version: PROTOCOL_VERSION1_2,
-            epoch: EPOCH,
-            sequence_number: self.next_sequence,
-            content_len: payload.len() as u16,
-        };
-        let mut raw = Vec::with_capacity(RECORD_LAYER_HEADER_SIZE + payload.len());
-        header
-            .marshal(&mut raw)
-            .map_err(|_| RecordError::Exhausted)?;
-        raw.extend_from_slice(payload);
-        let sealed = self
-            .cipher
-            .encrypt(&header, &raw)
+        // The epoch and sequence number: the explicit nonce, and the start of the additional
+        // data (RFC 5246 §6.2.3.3).
+        let mut sequence = self.next_sequence.to_be_bytes();
+        sequence[..2].copy_from_slice(&EPOCH.to_be_bytes());
+        let len = payload.len() as u16;
+        let mut aad = [0u8; 13];
+        aad[..8].copy_from_slice(&sequence);
+        aad[8] = content_type as u8;
+        aad[9] = PROTOCOL_VERSION1_2.major;
+        aad[10] = PROTOCOL_VERSION1_2.minor;
+        aad[11..].copy_from_slice(&len.to_be_bytes());
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&self.write_salt);
+        nonce[4..].copy_from_slice(&sequence);
+        let mut record =
+            Vec::with_capacity(RECORD_LAYER_HEADER_SIZE + GCM_OVERHEAD + payload.len());
+        record.extend_from_slice(&aad[8..11]);
+        record.extend_from_slice(&sequence);
+        record.extend_from_slice(&(len + GCM_OVERHEAD as u16).to_be_bytes());
+        record.extend_from_slice(&sequence);
+        record.extend_from_slice(payload);
+        let tag = self
+            .write_key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut record[RECORD_LAYER_HEADER_SIZE + 8..],
+            )
             .map_err(|_| RecordError::Keys)?;
+        record.extend_from_slice(tag.as_ref());
         self.next_sequence += 1;
-        Ok(sealed)
+        Ok(record)
     }
+}
+
+/// The relay's write key and salt: TLS 1.2's key expansion (RFC 5246 §6.3) for an AEAD suite,
+/// no MAC keys, a 16-byte key and a 4-byte salt for each side, client first.
+fn write_key(established: &Established) -> Option<(LessSafeKey, [u8; 4])> {
+    let mut seed = b"key expansion".to_vec();
+    seed.extend_from_slice(&established.server_random);
+    seed.extend_from_slice(&established.client_random);
+    let block = p_sha256(&established.master_secret, &seed, 40)?;
+    let (key, salt) = if established.is_client {
+        (&block[..16], &block[32..36])
+    } else {
+        (&block[16..32], &block[36..40])
+    };
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key).ok()?);
+    Some((key, salt.try_into().ok()?))
+}
+
+/// P_SHA256 (RFC 5246 §5): `len` bytes from `secret` and `seed`.
+fn p_sha256(secret: &[u8], seed: &[u8], len: usize) -> Option<Vec<u8>> {
+    let hmac = |parts: &[&[u8]]| -> Option<[u8; 32]> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+        for part in parts {
+            mac.update(part);
+        }
+        Some(mac.finalize().into_bytes().into())
+    };
+    let mut out = Vec::with_capacity(len + 32);
+    let mut a = hmac(&[seed])?;
+    while out.len() < len {
+        out.extend_from_slice(&hmac(&[&a, seed])?);
+        a = hmac(&[&a])?;
+    }
+    out.truncate(len);
+    Some(out)
 }
 
 /// The length of the record at the start of `bytes`, header included, if it is whole.
@@ -509,6 +575,27 @@ mod tests {
             outputs(&mut server),
             vec![RecordOutput::Data(vec![MAX_QUEUED as u8; 30])]
         );
+    }
+
+    #[test]
+    fn the_explicit_nonce_is_the_epoch_and_sequence_number() {
+        let (mut server, mut client) = pair();
+        for seq in 1..4u64 {
+            let sealed = server.seal(b"x").unwrap();
+            let mut expected = seq.to_be_bytes();
+            expected[..2].copy_from_slice(&EPOCH.to_be_bytes());
+            assert_eq!(&sealed[3..11], &expected);
+            assert_eq!(
+                &sealed[RECORD_LAYER_HEADER_SIZE..RECORD_LAYER_HEADER_SIZE + 8],
+                &expected
+            );
+            // Opened by the DTLS library's own cipher suite on the other side.
+            client.handle_datagram(Instant::now(), &sealed);
+            assert_eq!(
+                client.poll_output(),
+                Some(RecordOutput::Data(b"x".to_vec()))
+            );
+        }
     }
 
     #[test]

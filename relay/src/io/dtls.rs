@@ -381,7 +381,10 @@ mod tests {
             client_dtls.close().await.unwrap();
             let (_, record) = from_client.recv().await.unwrap();
             layer.handle_datagram(Instant::now(), &record);
-            assert!(matches!(layer.poll_output(), Some(RecordOutput::Transmit(_))));
+            assert!(matches!(
+                layer.poll_output(),
+                Some(RecordOutput::Transmit(_))
+            ));
             assert_eq!(layer.poll_output(), Some(RecordOutput::Closed));
         });
     }
