@@ -387,6 +387,32 @@ fn record_len(bytes: &[u8]) -> Option<usize> {
     (len <= bytes.len()).then_some(len)
 }
 
+/// The cipher suite a ServerHello in `datagram` (one the relay sent) names, if it holds one
+/// whole: the handshake message's header (12 bytes in DTLS), then the version, the random, the
+/// session id and the suite (RFC 6347 §4.2.2, RFC 5246 §7.4.1.3).
+pub fn server_hello_suite(datagram: &[u8]) -> Option<u16> {
+    const SERVER_HELLO: u8 = 2;
+    let mut rest = datagram;
+    while let Some(len) = record_len(rest) {
+        let (record, after) = rest.split_at(len);
+        rest = after;
+        let body = &record[RECORD_LAYER_HEADER_SIZE..];
+        // Handshake, epoch 0, a ServerHello's first fragment.
+        if record[0] != ContentType::Handshake as u8
+            || record[3..5] != [0, 0]
+            || body.first() != Some(&SERVER_HELLO)
+            || body.get(6..9) != Some(&[0, 0, 0])
+        {
+            continue;
+        }
+        let hello = body.get(12..)?;
+        let session_id = usize::from(*hello.get(34)?);
+        let suite = hello.get(35 + session_id..37 + session_id)?;
+        return Some(u16::from_be_bytes([suite[0], suite[1]]));
+    }
+    None
+}
+
 /// The records of a datagram the relay sent, as (content type, epoch, sequence number); stops
 /// at the first that is not whole.
 pub fn records_of(datagram: &[u8]) -> impl Iterator<Item = (u8, u16, u64)> + '_ {
@@ -661,6 +687,31 @@ mod tests {
                 RecordOutput::Data(b"two".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn the_suite_is_read_from_a_whole_server_hello() {
+        let hello = |session_id: usize, offset: u8| {
+            let mut body = vec![2, 0, 0, 0, 0, 0, 0, 0, offset, 0, 0, 0];
+            body.extend([0xfe, 0xfd]);
+            body.extend([7; 32]);
+            body.push(session_id as u8);
+            body.extend(vec![9; session_id]);
+            body.extend([0xc0, 0x2b, 0]);
+            let mut record = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1];
+            record.extend((body.len() as u16).to_be_bytes());
+            record.extend(body);
+            record
+        };
+        assert_eq!(server_hello_suite(&hello(0, 0)), Some(0xc02b));
+        // After another record, with a session id.
+        let mut datagram = vec![20, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        datagram.extend(hello(32, 0));
+        assert_eq!(server_hello_suite(&datagram), Some(0xc02b));
+        // A later fragment, or a cut one, names none.
+        assert_eq!(server_hello_suite(&hello(0, 5)), None);
+        let whole = hello(32, 0);
+        assert_eq!(server_hello_suite(&whole[..whole.len() - 10]), None);
     }
 
     #[test]

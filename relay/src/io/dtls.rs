@@ -127,6 +127,14 @@ pub async fn finish(
         .map_err(|e| e.to_string())?;
     let keys = SrtpKeys::from_keying_material(profile, &material, false)
         .ok_or_else(|| "short keying material".to_owned())?;
+    // The record layer implements one suite, the only one offered; the library shows which
+    // it chose only inside, so its ServerHello is read.
+    let suite = channel.suite();
+    if suite != Some(CIPHER_SUITE as u16) {
+        return Err(format!(
+            "cipher suite {suite:04x?} negotiated; the record layer takes only {CIPHER_SUITE}"
+        ));
+    }
     let secrets = state.key_log_data().map_err(|e| e.to_string())?;
     let random = |r: Vec<u8>| <[u8; 32]>::try_from(r).map_err(|_| "bad random".to_owned());
     let (last_flight, next_sequence) = channel.sent();
@@ -150,6 +158,8 @@ struct Sent {
     answered: bool,
     /// One past the highest sequence number sent under epoch 1.
     next_sequence: u64,
+    /// The cipher suite the ServerHello named.
+    suite: Option<u16>,
 }
 
 /// A `Conn` whose reads come from a queue and whose writes go to a queue.
@@ -187,6 +197,11 @@ impl ChannelConn {
         let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         (sent.flight.clone(), sent.next_sequence)
     }
+
+    /// The cipher suite the relay's ServerHello named.
+    pub fn suite(&self) -> Option<u16> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).suite
+    }
 }
 
 #[async_trait]
@@ -219,6 +234,9 @@ impl Conn for ChannelConn {
                 sent.flight.clear();
             }
             sent.flight.push(buf.to_vec());
+            if let Some(suite) = dtls_record::server_hello_suite(buf) {
+                sent.suite = Some(suite);
+            }
             for (_, epoch, seq) in dtls_record::records_of(buf) {
                 if epoch == 1 {
                     sent.next_sequence = sent.next_sequence.max(seq + 1);
@@ -341,6 +359,7 @@ mod tests {
                         server = None;
                         let (keys, established) = done.unwrap().unwrap();
                         assert_eq!(keys.profile, SrtpProfile::AeadAes128Gcm);
+                        assert_eq!(server_conn.suite(), Some(0xc02b));
                         layer = Some(RecordLayer::new(established).unwrap());
                     }
                     done = async { client.as_mut().unwrap().await }, if client.is_some() => {
