@@ -31,6 +31,15 @@ fn send(h: &mut Harness, plain: &[u8]) {
     h.worker.handle_receive(h.now, None, h.publisher, &sealed);
 }
 
+/// The harness's camera sending on `ssrc`, its RTX on the next.
+fn camera_on(ssrc: u32) -> relay::control::FeedDescription {
+    relay::control::FeedDescription {
+        ssrc: Some(Ssrc(ssrc)),
+        rtx_ssrc: Some(Ssrc(ssrc + 1)),
+        ..camera()
+    }
+}
+
 /// Three keyframe packets on `ssrc` reach the subscriber.
 fn three_keyframes_arrive(h: &mut Harness, ssrc: u32, round: u32) {
     for seq in 0..3u16 {
@@ -54,13 +63,8 @@ fn a_publisher_changing_its_ssrcs_a_hundred_times_is_still_forwarded() {
         h.now += std::time::Duration::from_millis(100);
         h.run_timers();
         let ssrc = 0x5000_0000 + 2 * round;
-        let description = relay::control::FeedDescription {
-            ssrc: Some(Ssrc(ssrc)),
-            rtx_ssrc: Some(Ssrc(ssrc + 1)),
-            ..camera()
-        };
         h.worker
-            .publish(&Sid::from("s"), &Uid::from("pub"), description)
+            .publish(&Sid::from("s"), &Uid::from("pub"), camera_on(ssrc))
             .expect("the feed's new SSRCs");
         three_keyframes_arrive(&mut h, ssrc, round);
     }
@@ -83,13 +87,8 @@ fn a_feed_unpublished_and_published_again_a_hundred_times_is_still_forwarded() {
             h.clients[1].forget_remote(old);
         }
         let ssrc = 0x6000_0000 + 2 * round;
-        let description = relay::control::FeedDescription {
-            ssrc: Some(Ssrc(ssrc)),
-            rtx_ssrc: Some(Ssrc(ssrc + 1)),
-            ..camera()
-        };
         h.worker
-            .publish(&sid, &publisher, description)
+            .publish(&sid, &publisher, camera_on(ssrc))
             .expect("publish again");
         let info = h
             .worker

@@ -180,16 +180,17 @@ impl Windows {
 
     /// Record an authenticated `seq`; a retired SSRC's window becomes active again.
     fn accept(&mut self, ssrc: u32, seq: u64) {
-        if !self.active.contains_key(&ssrc) {
-            let window = self
-                .retired
-                .remove(&ssrc)
-                .unwrap_or_else(|| ReplayWindow::new(self.modulus));
-            self.active.insert(ssrc, window);
-        }
+        // One lookup for every packet of a known stream.
         if let Some(w) = self.active.get_mut(&ssrc) {
             w.accept(seq);
+            return;
         }
+        let mut window = self
+            .retired
+            .remove(&ssrc)
+            .unwrap_or_else(|| ReplayWindow::new(self.modulus));
+        window.accept(seq);
+        self.active.insert(ssrc, window);
     }
 
     fn retire(&mut self, ssrc: u32) {
