@@ -439,6 +439,11 @@ impl Collector for Scrape {
             per_core(cores, |c| c.data.held_back),
         )?;
         w.counter(
+            "relay_data_held_for_receivers",
+            "Times a participant's data-channel messages waited for a receiver of its session with too much unacknowledged.",
+            per_core(cores, |c| c.data.held_for_receivers),
+        )?;
+        w.counter(
             "relay_data_refused",
             "Data-channel messages refused (malformed envelopes, unknown receivers).",
             per_core(cores, |c| c.data.refused),

@@ -3,7 +3,7 @@
 // the `data` event carry strings and binary to everyone else or to named participants.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, until, startProxy, waitEvent } from './harness.mjs';
+import { startServer, launch, joinPage, until, startProxy, waitEvent, freePort, scrape } from './harness.mjs';
 
 /** Collect the `data` events of a page in window.received (binary as arrays of bytes). */
 async function collect(page) {
@@ -87,7 +87,16 @@ const MESSAGES = `
 `;
 
 test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive complete and in order', async () => {
-  const server = await startServer();
+  const metricsPort = await freePort();
+  const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
+  // The relay's data counters: what it dropped, and how often it held the sender for b.
+  const relayData = async () => {
+    const { text } = await scrape(metricsPort);
+    const of = (name) => Number(new RegExp(`^webrtcai_relay_data_${name}_total\\{core="0"\\} (\\S+)$`, 'm').exec(text)?.[1]);
+    return { undeliverable: of('undeliverable'), heldForReceivers: of('held_for_receivers'), heldBack: of('held_back') };
+  };
+  // Every data, DTLS and drop counter, for a failure's message.
+  const relayCounters = async () => (await scrape(metricsPort)).text.split('\n').filter((l) => /^webrtcai_relay_\S*(data|dtls|drop)/.test(l)).join('; ');
   const browser = await launch();
   const COUNT = Number(process.env.DATA_MESSAGES) || 10_000;
   try {
@@ -114,19 +123,37 @@ test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive comp
     await b.evaluate(() => window.session.send('b ready'));
     await a.evaluate(() => window.bReady);
     const started = Date.now();
-    const sent = await a.evaluate(async (count) => {
+    const sending = a.evaluate(async (count) => {
       let bytes = 0;
+      window.progress = 0;
       for (let i = 0; i < count; i++) {
         const m = window.message(i);
         bytes += typeof m === 'string' ? m.length : m.length;
         await window.session.send(window.asSent(i, m));
+        window.progress = i + 1;
       }
       return bytes;
     }, COUNT);
+    // A send that never returns fails the test with what each side saw, rather than hanging.
+    const stuck = new Promise((_, reject) => {
+      const timer = setTimeout(async () => {
+        const at = await a.evaluate(() => ({ sent: window.progress, buffered: window.session._channels.reliable?.bufferedAmount, state: window.session._channels.reliable?.readyState }));
+        const got = await b.evaluate(() => window.check);
+        reject(new Error(`sending stalled: a ${JSON.stringify(at)}, b ${JSON.stringify(got)}, relay ${await relayCounters()}`));
+      }, 180_000);
+      sending.finally(() => clearTimeout(timer)).catch(() => {});
+    });
+    const sent = await Promise.race([sending, stuck]);
     const sentMs = Date.now() - started;
-    const check = await until(() => b.evaluate(() => window.check), (c) => c.count >= COUNT, 240_000);
+    // A receiver slower than the sender holds it back (relay.md#data-channels): nothing is
+    // dropped on the way, however slow this machine is.
+    const check = await until(() => b.evaluate(() => window.check), (c) => c.count >= COUNT, 240_000).catch(async (e) => {
+      throw new Error(`${e.message}; relay: ${await relayCounters()}`);
+    });
     const ms = Date.now() - started;
-    console.log(`data: ${COUNT} messages, ${(sent / 1e6).toFixed(1)} MB, sent in ${sentMs} ms, all received in ${ms} ms (${((8 * sent) / ms / 1000).toFixed(1)} Mbit/s)`);
+    const counters = await relayData();
+    console.log(`data: ${COUNT} messages, ${(sent / 1e6).toFixed(1)} MB, sent in ${sentMs} ms, all received in ${ms} ms (${((8 * sent) / ms / 1000).toFixed(1)} Mbit/s); relay ${JSON.stringify(counters)}`);
+    assert.equal(counters.undeliverable, 0);
     assert.equal(check.bad, 0, `first wrong message ${check.firstBad}`);
     assert.equal(check.bytes, sent);
     await new Promise((r) => setTimeout(r, 500));

@@ -40,6 +40,10 @@ pub const SCTP_PORT: u16 = 5000;
 /// under the 1,280 bytes any path carries, as browsers' own SCTP packets do.
 const MAX_PAYLOAD: u32 = 1120;
 
+/// The longest retransmission timeout, backed off or not (Chromium's data channels use the
+/// same 3 s).
+const MAX_BACKOFF_MS: u64 = 3_000;
+
 /// Receive buffer for all of a participant's streams: four of the largest messages, so that
 /// a throttled reliable channel still leaves room for the lossy one.
 const RECEIVE_BUFFER: u32 = 4 * MAX_MESSAGE_SIZE;
@@ -551,7 +555,12 @@ fn server_config(max_send: usize) -> Arc<ServerConfig> {
         .with_max_send_message_size(max_send as u32)
         .with_max_receive_buffer_size(RECEIVE_BUFFER)
         // As browsers: a data channel outlives a long disconnection (an ICE restart).
-        .with_max_data_retransmits(None);
+        .with_max_data_retransmits(None)
+        // As Chromium: retransmissions back off to 3 s at most, not 60. A receiver whose
+        // window was closed for a while (its reader fell behind, or the relay held a sender
+        // for one) is probed again within 3 s of opening it: sctp-proto sends no SACK of its
+        // own to say that its window opened, so the peer learns it only from a probe.
+        .with_rto_max_ms(MAX_BACKOFF_MS);
     let mut server = ServerConfig::new();
     server.transport = Arc::new(transport);
     Arc::new(server)

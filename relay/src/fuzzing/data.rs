@@ -123,8 +123,16 @@ impl DataHarness {
 
     /// What peer `i` received since the last call: (stream, sender, payload).
     pub fn received(&mut self, i: usize) -> Vec<(u16, String, Vec<u8>)> {
+        self.read_at_most(i, usize::MAX)
+    }
+
+    /// As [`DataHarness::received`], but at most `n` messages: an application that reads
+    /// slowly, whose SCTP window closes while the rest waits.
+    pub fn read_at_most(&mut self, i: usize, n: usize) -> Vec<(u16, String, Vec<u8>)> {
         let now = self.h.now;
-        let got: Vec<Message> = std::iter::from_fn(|| self.peers[i].2.read(now)).collect();
+        let got: Vec<Message> = std::iter::from_fn(|| self.peers[i].2.read(now))
+            .take(n)
+            .collect();
         self.pump();
         got.into_iter()
             .map(|m| {

@@ -32,6 +32,9 @@ pub struct DataStats {
     /// Times a participant's messages were left unread because it was over its rate (its
     /// SCTP window then slows it down).
     pub held_back: u64,
+    /// Times a participant's messages were left unread because a receiver of its session on
+    /// this core had too much waiting to be acknowledged (its SCTP window then slows it down).
+    pub held_for_receivers: u64,
     /// Copies not delivered: the receiver's association was down, or it had more than its
     /// limit waiting to be acknowledged.
     pub undeliverable: u64,
@@ -52,6 +55,7 @@ impl DataStats {
         self.malformed += o.malformed;
         self.refused += o.refused;
         self.held_back += o.held_back;
+        self.held_for_receivers += o.held_for_receivers;
         self.undeliverable += o.undeliverable;
     }
 }

@@ -12,7 +12,7 @@ pub mod limiter;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -35,6 +35,20 @@ pub const LOSSY_LABEL: &str = "lossy";
 /// further copies to it are dropped (a receiver that cannot keep up must not hold the
 /// relay's memory).
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+
+/// Bytes a receiver may have waiting for acknowledgement on its reliable channel before the
+/// senders of its session on its core are held back: their messages stay unread in their SCTP
+/// receive buffers, their windows close, and the browsers hold the rest. A receiver that is a
+/// little slower than a sender, for a moment or for good, so gets everything, at its pace.
+pub const HOLD_ABOVE: usize = 1024 * 1024;
+
+/// Bytes below which a receiver that held its senders back lets them go on.
+pub const RESUME_BELOW: usize = 512 * 1024;
+
+/// The longest a receiver holds its senders back without draining below [`RESUME_BELOW`]:
+/// one that stopped reading must not stop its session. Past it, it holds no one, and copies
+/// to it past [`MAX_BUFFERED`] are dropped.
+pub const MAX_HOLD: Duration = Duration::from_secs(5);
 
 /// Bytes of messages kept for a participant whose association is not up yet (it joined a
 /// moment ago): delivered once it is, so that a newcomer misses nothing sent after it joined.
@@ -65,6 +79,11 @@ pub struct ParticipantData {
     pub pending: VecDeque<Relayed>,
     /// Bytes in `pending`.
     pub pending_bytes: usize,
+    /// Since when, as a receiver, it has had more than [`HOLD_ABOVE`] waiting on its reliable
+    /// channel without draining below [`RESUME_BELOW`].
+    pub congested_since: Option<Instant>,
+    /// Whether, as a sender, its messages wait for a congested receiver.
+    pub held: bool,
 }
 
 impl ParticipantData {
@@ -84,6 +103,8 @@ impl ParticipantData {
             refused_at: None,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            congested_since: None,
+            held: false,
         }
     }
 }

@@ -245,6 +245,13 @@ impl Worker {
             }
             DtlsState::Connected { .. } => self.outputs.push_back(Output::DtlsClose(key)),
         }
+        if p.data.congested_since.is_some() {
+            // The senders it held go on at once, not when their hold runs out.
+            self.release_held(p.session, key);
+            for held in std::mem::take(&mut self.data_wake) {
+                self.timers.arm(Timer::Data(held), self.epoch);
+            }
+        }
         let Some(session) = self.sessions.get_mut(&p.session) else {
             return;
         };

@@ -13,8 +13,8 @@ use crate::ids::{ParticipantKey, SessionKey, Uid};
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::data::envelope::{Addressed, Delivered};
 use crate::sfu::data::{
-    Relayed, RelayedData, LOSSY_STREAM, MAX_BUFFERED, MAX_COPIES_PER_INPUT, MAX_MESSAGES_PER_INPUT,
-    MAX_PENDING, RELIABLE_STREAM,
+    Relayed, RelayedData, HOLD_ABOVE, LOSSY_STREAM, MAX_BUFFERED, MAX_COPIES_PER_INPUT, MAX_HOLD,
+    MAX_MESSAGES_PER_INPUT, MAX_PENDING, RELIABLE_STREAM, RESUME_BELOW,
 };
 
 use super::{Output, Timer, Worker};
@@ -29,6 +29,7 @@ impl Worker {
         self.stats.data.sctp_packets_in += 1;
         p.data.channels.handle_packet(now, packet);
         self.take_messages(now, key);
+        self.wake_held(now);
     }
 
     /// An SCTP packet for a participant could not be sent: its association has no record
@@ -46,7 +47,43 @@ impl Worker {
             .channels
             .handle_timeout(now);
         self.take_messages(now, key);
+        self.wake_held(now);
         self.data_deadline(now, key)
+    }
+
+    /// Take in what the senders a receiver let go of have waiting.
+    fn wake_held(&mut self, now: Instant) {
+        while let Some(key) = self.data_wake.pop() {
+            self.take_messages(now, key);
+        }
+    }
+
+    /// Until when `key`'s messages wait for a receiver of its session on this core: the
+    /// earliest moment one that holds it gives up, or `None` if none does.
+    fn held_until(&self, now: Instant, key: ParticipantKey) -> Option<Instant> {
+        let p = self.participants.get(&key)?;
+        let session = self.sessions.get(&p.session)?;
+        session
+            .participants
+            .values()
+            .filter(|&&r| r != key)
+            .filter_map(|r| self.participants.get(r)?.data.congested_since)
+            .map(|since| since + MAX_HOLD)
+            .filter(|&end| end > now)
+            .min()
+    }
+
+    /// Let the senders that `key` (a receiver that drained, or left) held go on, at the next
+    /// input or timer.
+    pub(super) fn release_held(&mut self, skey: SessionKey, key: ParticipantKey) {
+        let Some(session) = self.sessions.get(&skey) else {
+            return;
+        };
+        for &s in session.participants.values() {
+            if s != key && self.participants.get(&s).is_some_and(|p| p.data.held) {
+                self.data_wake.push(s);
+            }
+        }
     }
 
     /// Take in what `key` sent, as far as its rate and the per-input bound allow, and route
@@ -67,6 +104,16 @@ impl Worker {
                 self.stats.data.held_back += 1;
                 break;
             }
+            if self.held_until(now, key).is_some() {
+                let p = self.participants.get_mut(&key).expect("looked up above");
+                if !p.data.held {
+                    p.data.held = true;
+                    self.stats.data.held_for_receivers += 1;
+                }
+                break;
+            }
+            let p = self.participants.get_mut(&key).expect("looked up above");
+            p.data.held = false;
             let Some(message) = p.data.channels.read(now) else {
                 break;
             };
@@ -107,6 +154,16 @@ impl Worker {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        if p.data.congested_since.is_some()
+            && p.data.channels.buffered(RELIABLE_STREAM) <= RESUME_BELOW
+        {
+            p.data.congested_since = None;
+            let skey = p.session;
+            self.release_held(skey, key);
+        }
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         while let Some(packet) = p.data.channels.poll_transmit() {
             self.stats.data.sctp_packets_out += 1;
             self.outputs.push_back(Output::Sctp { key, packet });
@@ -119,11 +176,17 @@ impl Worker {
     /// When `key`'s data needs the timer: SCTP's own timer, or now if messages wait and its
     /// rate allows them (more than one input's worth came), or when its rate will.
     fn data_deadline(&mut self, now: Instant, key: ParticipantKey) -> Option<Instant> {
+        // Only a sender found held looks at its receivers again: the common case is one
+        // lookup, not one per participant of the session.
+        let held = match self.participants.get(&key)?.data.held {
+            true => self.held_until(now, key),
+            false => None,
+        };
         let data = &mut self.participants.get_mut(&key)?.data;
         let waiting = data
             .channels
             .has_readable()
-            .then(|| data.limiter.ready_at(now));
+            .then(|| held.unwrap_or_else(|| data.limiter.ready_at(now)));
         [data.channels.poll_timeout(), waiting]
             .into_iter()
             .flatten()
@@ -243,13 +306,23 @@ impl Worker {
         } else {
             LOSSY_STREAM
         };
+        let buffered = match relayed.reliable {
+            true => r.data.channels.buffered(stream),
+            false => 0,
+        };
         // A receiver that cannot keep up must not hold the relay's memory.
-        if relayed.reliable && r.data.channels.buffered(stream) > MAX_BUFFERED {
+        if buffered > MAX_BUFFERED {
             self.stats.data.undeliverable += 1;
             return;
         }
         match r.data.channels.send(now, stream, false, &relayed.delivered) {
             Ok(()) => {
+                if relayed.reliable
+                    && r.data.congested_since.is_none()
+                    && buffered + relayed.delivered.len() > HOLD_ABOVE
+                {
+                    r.data.congested_since = Some(now);
+                }
                 self.stats.data.messages_out += 1;
                 self.stats.data.bytes_out += relayed.delivered.len() as u64;
             }

@@ -228,6 +228,8 @@ pub struct Worker {
     relayed: RelayedPool,
     /// Scratch space: the receivers of a data-channel message.
     data_receivers: Vec<ParticipantKey>,
+    /// Senders a receiver let go of, to take in from next.
+    data_wake: Vec<ParticipantKey>,
 }
 
 impl Worker {
@@ -262,6 +264,7 @@ impl Worker {
             replicas: HashMap::new(),
             relayed: RelayedPool::new(MAX_RELAYED),
             data_receivers: Vec::new(),
+            data_wake: Vec::new(),
         }
     }
 
