@@ -205,6 +205,18 @@ impl FanOut {
         self.forward(datagram)
     }
 
+    /// Hand the core `packets` of the publisher's next packets at the instant of the last, as
+    /// a keyframe comes; returns the copies sent at once. The subscribers' pacers hold the rest
+    /// for their timers, which this does not run.
+    pub fn burst(&mut self, packets: usize) -> usize {
+        for _ in 0..packets {
+            let p = self.prepare();
+            let (now, publisher) = (self.h.now, self.h.publisher);
+            self.h.worker.handle_receive(now, None, publisher, &p);
+        }
+        drain(&mut self.h, &mut self.sent)
+    }
+
     /// Forward the publisher's next packet 5 ms after the last and return, decrypted, what
     /// the first subscriber got: for workloads that need the numbers it was sent under.
     fn forward_to_first(&mut self) -> Vec<(Vec<u8>, usize)> {

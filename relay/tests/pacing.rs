@@ -33,16 +33,23 @@ struct Departure {
     size: usize,
     sequence: u16,
     transport_sequence: u16,
+    /// The byte the payload repeats, if it is a payload as published (1200 times one byte).
+    fill: Option<u8>,
 }
 
 /// Take what the worker sent the subscriber (RTP only) at `h.now`.
 fn take(h: &mut Harness, into: &mut Vec<Departure>) {
     for (plain, size) in h.rtp_to(0) {
+        let header = rtp::parse(&plain).expect("rtp");
+        let payload = &plain[header.header_len..header.header_len + header.payload_len];
+        let fill = (payload.len() == 1200 && payload.iter().all(|b| *b == payload[0]))
+            .then_some(payload[0]);
         into.push(Departure {
             at: h.now,
             size,
-            sequence: rtp::parse(&plain).expect("rtp").sequence,
+            sequence: header.sequence,
             transport_sequence: rtp::transport_sequence(&plain, TRANSPORT_CC).expect("numbered"),
+            fill,
         });
     }
 }
@@ -74,6 +81,11 @@ fn a_keyframe_burst_leaves_at_the_pacing_rate_numbered_as_it_leaves() {
     run_until(&mut h, t0 + Duration::from_secs(1), &mut sent);
 
     assert_eq!(sent.len(), 40);
+    // Those that waited were written when they left, from the feed's cached packets.
+    assert!(sent
+        .iter()
+        .enumerate()
+        .all(|(i, d)| d.fill == Some(i as u8 + 1)));
     // In order, and numbered in the order they left: the estimator sees no reordering.
     assert!(sent
         .windows(2)

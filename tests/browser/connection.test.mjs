@@ -68,8 +68,14 @@ test('connection quality follows the link, for oneself and for the others; getSt
     t0 = Date.now();
     await until(() => Promise.all([qualityOf(a, alice), qualityOf(b, alice)]), (q) => q.every((x) => x === 'lost'), 20000);
     console.log(`link cut: lost for alice and bob after ${Date.now() - t0} ms`);
-    const states = await a.evaluate(() => window.events.filter((e) => e.ev === 'connection-state').map((e) => e.v.state));
-    assert.ok(states.includes('disconnected') || states.includes('failed'), JSON.stringify(states));
+    // The relay rates the link lost from what it stops receiving; Chromium's ICE notices on
+    // its own clock, a moment later or sooner.
+    const states = await until(
+      () => a.evaluate(() => window.events.filter((e) => e.ev === 'connection-state').map((e) => e.v.state)),
+      (s) => s.includes('disconnected') || s.includes('failed'),
+      10000,
+    );
+    console.log(`link cut: connection states ${states.join(' → ')} after ${Date.now() - t0} ms`);
 
     await links[0].set({ up: { loss: 0 }, down: { loss: 0 } });
     t0 = Date.now();

@@ -3,6 +3,7 @@
 
 pub mod allocation;
 pub mod consumer;
+pub mod copy;
 pub mod cross_core;
 pub mod data;
 pub mod deadlines;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::engine::pacer::Pacer;
 use crate::ids::{FeedKey, SessionKey, Sid, Uid};
+use crate::sfu::copy::Paced;
 
 use super::allocation::Allocator;
 use super::data::ParticipantData;
@@ -26,7 +27,7 @@ pub struct ParticipantUsage {
 }
 
 /// An RTP packet built for a participant (rewritten for it, not yet numbered or protected),
-/// waiting in its pacer.
+/// on its way out through its pacer.
 #[derive(Debug)]
 pub struct Outgoing {
     /// The plaintext packet.
@@ -74,7 +75,7 @@ pub struct Participant {
     /// Which layers its estimate affords.
     pub allocator: Allocator,
     /// What waits to be sent to it, where its link is estimated.
-    pub pacer: Pacer<Outgoing>,
+    pub pacer: Pacer<Paced>,
     /// Its data channels.
     pub data: ParticipantData,
     /// What its connection quality is rated from.

@@ -10,6 +10,7 @@ pub mod rewriter;
 pub use rewriter::{Original, Rewriter, REORDER_WINDOW};
 
 use crate::sfu::svc::SvcSelector;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::playout_delay::PlayoutDelay;
@@ -33,8 +34,9 @@ pub struct Consumer {
     pub packets_sent: u32,
     /// Payload octets sent (for SR).
     pub octets_sent: u32,
-    /// Value for the MID header extension in this subscriber's packets.
-    pub mid: Option<Vec<u8>>,
+    /// Value for the MID header extension in this subscriber's packets (shared with its
+    /// copies waiting in its pacer).
+    pub mid: Option<Arc<[u8]>>,
     /// The id of the playout-delay extension in this subscriber's packets, if it has one.
     pub playout_delay_extension: Option<u8>,
     /// Whether its packets carry the subscriber transport's transport-wide numbers. Not where a

@@ -5,13 +5,16 @@
 //! history is only its mapping from outgoing to incoming sequence numbers
 //! ([`super::consumer::Rewriter::original`]), so a retransmission costs no copy per subscriber
 //! until it is sent. Slots are filled in place: once each has held one packet the cache never
-//! allocates again.
+//! allocates again, unless a slot comes round while a subscriber's pacer still holds its packet
+//! ([`PacketCache::shared`]): that packet stays with the pacer, and the slot takes a new buffer.
 
 /// Packets kept per video feed: about 2 s of a 2.5 Mbit/s stream, longer than any jitter
 /// buffer waits for a repair.
 pub const CACHE_PACKETS: usize = 512;
 
 use crate::engine::playout_delay::PlayoutDelay;
+
+use std::sync::Arc;
 
 /// Room reserved per slot: a packet the size of a typical path MTU fits without growing it.
 const SLOT_CAPACITY: usize = 1500;
@@ -20,7 +23,8 @@ const SLOT_CAPACITY: usize = 1500;
 struct Slot {
     /// SSRC and sequence number of what the slot holds; None while empty.
     key: Option<(u32, u16)>,
-    data: Vec<u8>,
+    /// Shared with the pacers of subscribers whose copy of it waits to be written.
+    data: Arc<Vec<u8>>,
     playout_delay: Option<PlayoutDelay>,
 }
 
@@ -56,23 +60,39 @@ impl PacketCache {
             self.slots = (0..CACHE_PACKETS)
                 .map(|_| Slot {
                     key: None,
-                    data: Vec::with_capacity(SLOT_CAPACITY),
+                    data: Arc::new(Vec::with_capacity(SLOT_CAPACITY)),
                     playout_delay: None,
                 })
                 .collect();
         }
         let slot = &mut self.slots[seq as usize % CACHE_PACKETS];
         slot.key = Some((ssrc, seq));
-        slot.data.clear();
-        slot.data.extend_from_slice(packet);
+        match Arc::get_mut(&mut slot.data) {
+            Some(data) => {
+                data.clear();
+                data.extend_from_slice(packet);
+            }
+            None => {
+                let mut data = Vec::with_capacity(SLOT_CAPACITY.max(packet.len()));
+                data.extend_from_slice(packet);
+                slot.data = Arc::new(data);
+            }
+        }
         slot.playout_delay = playout_delay;
+    }
+
+    /// The packet `seq` of `ssrc`, if it is still held, to keep after its slot is reused: a
+    /// copy waiting in a subscriber's pacer is written from it when it leaves.
+    pub fn shared(&self, ssrc: u32, seq: u16) -> Option<Arc<Vec<u8>>> {
+        let slot = self.slots.get(seq as usize % CACHE_PACKETS)?;
+        (slot.key == Some((ssrc, seq))).then(|| slot.data.clone())
     }
 
     /// The packet `seq` of `ssrc`, if it is still held.
     pub fn get(&self, ssrc: u32, seq: u16) -> Option<Cached<'_>> {
         let slot = self.slots.get(seq as usize % CACHE_PACKETS)?;
         (slot.key == Some((ssrc, seq))).then_some(Cached {
-            packet: &slot.data,
+            packet: slot.data.as_slice(),
             playout_delay: slot.playout_delay,
         })
     }
@@ -145,6 +165,32 @@ mod tests {
         assert_eq!(c.get(2, newest), None);
         c.clear();
         assert_eq!(c.get(1, newest), None);
+    }
+
+    #[test]
+    fn a_shared_packet_outlives_its_slot() {
+        let mut c = PacketCache::default();
+        c.insert(1, 5, b"five", None);
+        let kept = c.shared(1, 5).unwrap();
+        assert_eq!(c.shared(1, 6), None);
+        // The slot comes round while the packet is still held elsewhere.
+        c.insert(1, 5 + CACHE_PACKETS as u16, b"a lap later", None);
+        assert_eq!(kept.as_slice(), b"five");
+        assert_eq!(
+            c.get(1, 5 + CACHE_PACKETS as u16).map(|c| c.packet),
+            Some(&b"a lap later"[..])
+        );
+        // Once nobody else holds it, the slot is written in place again.
+        drop(kept);
+        let before = c.shared(1, 5 + CACHE_PACKETS as u16).unwrap().as_ptr();
+        c.insert(1, 5 + 2 * CACHE_PACKETS as u16, b"two laps", None);
+        assert_eq!(
+            c.get(1, 5 + 2 * CACHE_PACKETS as u16)
+                .unwrap()
+                .packet
+                .as_ptr(),
+            before
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The control plane's requests to a core: sessions, participants, feeds and subscriptions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
@@ -16,6 +17,7 @@ use crate::engine::bwe::BweConfig;
 use crate::sfu::consumer::layers::Layers;
 use crate::sfu::consumer::retransmit::Retransmits;
 use crate::sfu::consumer::Consumer;
+use crate::sfu::copy::Paced;
 use crate::sfu::cross_core::FeedRoute;
 use crate::sfu::data::limiter::Limiter;
 use crate::sfu::data::ParticipantData;
@@ -228,8 +230,10 @@ impl Worker {
         self.timers.disarm(Timer::Participant(key));
         self.timers.disarm(Timer::Pacer(key));
         self.timers.disarm(Timer::Data(key));
-        for out in p.pacer.clear() {
-            self.pool.give(out.packet);
+        for paced in p.pacer.clear() {
+            if let Paced::Built(out) = paced {
+                self.pool.give(out.packet);
+            }
         }
         self.by_ufrag.remove(&p.transport.ice.local().ufrag);
         if let Some(addr) = p.transport.ice.selected() {
@@ -507,7 +511,7 @@ impl Worker {
             p.subscriptions.insert(rtx, fkey);
         }
         let mut consumer = Consumer::new(key, Ssrc(ssrc), self.rng.random(), self.rng.random());
-        consumer.mid = options.mid.map(String::into_bytes);
+        consumer.mid = options.mid.map(|m| Arc::from(m.into_bytes()));
         consumer.playout_delay_extension = options.playout_delay_extension;
         consumer.retransmits = Retransmits::new(rtx_ssrc, self.rng.random());
         // The best layer, until something says the subscriber should have less.
@@ -579,7 +583,7 @@ impl Worker {
         let feed = self.feed_mut(skey, fkey);
         let video = feed.is_video();
         let c = &mut feed.consumers[index];
-        if options.mid.map(String::into_bytes) != c.mid {
+        if options.mid.as_deref().map(str::as_bytes) != c.mid.as_deref() {
             return Err(ControlError::InvalidSubscription {
                 reason: "the mid of a subscription cannot change".into(),
             });

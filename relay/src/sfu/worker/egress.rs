@@ -1,16 +1,20 @@
 //! The last step of every RTP packet to a subscriber: its pacer, then numbering and sealing.
 //!
-//! A packet is built for a subscriber (rewritten, its extensions set) when it is forwarded,
-//! but it takes its transport-wide number and is protected only when it leaves the pacer: the
-//! estimator must see numbers in the order packets went out and learn when each really left,
-//! and SRTP then seals packets in that order too. A subscriber whose link is not estimated
-//! (it negotiated no transport-wide feedback) has no rate to pace at: its packets leave at once.
+//! What makes a packet a subscriber's (its numbers, its extensions) is decided when it is
+//! forwarded, but it takes its transport-wide number and is protected only when it leaves the
+//! pacer: the estimator must see numbers in the order packets went out and learn when each
+//! really left, and SRTP then seals packets in that order too. A forwarded copy that the pacer
+//! holds is written only when it leaves, from the feed's cached packet ([`crate::sfu::copy`]).
+//! A subscriber whose link is not estimated (it negotiated no transport-wide feedback) has no
+//! rate to pace at: its packets leave at once.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::pacer::{Priority, PACING_FACTOR};
 use crate::ids::ParticipantKey;
+use crate::sfu::copy::{Paced, Rewrite};
 use crate::sfu::participant::{Outgoing, OutgoingKind, Participant};
 use crate::stats::CoreStats;
 
@@ -44,18 +48,75 @@ impl Egress<'_> {
             self.depart(now, sub, out);
             return;
         }
-        sub.pacer.enqueue(now, priority, out.packet.len(), out);
+        sub.pacer
+            .enqueue(now, priority, out.packet.len(), Paced::Built(out));
         self.drain(now, key, sub);
+    }
+
+    /// Send subscriber `sub` its copy of the feed's packet `packet`, made by `rewrite` with
+    /// `mid`: written now if it may leave now, else left to wait in its pacer as the feed's
+    /// `cached` packet and the rewrite, and written when it leaves (written now and held if
+    /// the feed does not cache the packet).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_copy(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        sub: &mut Participant,
+        priority: Priority,
+        packet: &[u8],
+        cached: Option<&Arc<Vec<u8>>>,
+        mid: Option<&Arc<[u8]>>,
+        rewrite: Rewrite,
+    ) {
+        let held = match sub.transport.estimate() {
+            None => false,
+            Some(estimate) => {
+                sub.pacer.set_rate(estimate * PACING_FACTOR);
+                !sub.pacer.pass(
+                    now,
+                    priority,
+                    rewrite.size_hint(packet, mid.map(|m| &m[..])),
+                )
+            }
+        };
+        if let (true, Some(cached)) = (held, cached) {
+            let size = rewrite.size_hint(packet, mid.map(|m| &m[..]));
+            let paced = Paced::Copy {
+                packet: cached.clone(),
+                mid: mid.cloned(),
+                rewrite,
+            };
+            sub.pacer.enqueue(now, priority, size, paced);
+            self.drain(now, key, sub);
+            return;
+        }
+        let out = rewrite.outgoing(packet, mid.map(|m| &m[..]), self.pool.take());
+        if held {
+            sub.pacer
+                .enqueue(now, priority, out.packet.len(), Paced::Built(out));
+            self.drain(now, key, sub);
+        } else {
+            self.depart(now, sub, out);
+        }
     }
 
     /// Send what `sub`'s pacer lets go at `now`, and wake again when more may go.
     pub fn drain(&mut self, now: Instant, key: ParticipantKey, sub: &mut Participant) {
-        while let Some((out, waited)) = sub.pacer.poll_transmit(now) {
+        while let Some((paced, waited)) = sub.pacer.poll_transmit(now) {
             if !waited.is_zero() {
                 self.stats.rtp_paced += 1;
                 let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
                 self.stats.pacing_delay.record(us, 1);
             }
+            let out = match paced {
+                Paced::Built(out) => out,
+                Paced::Copy {
+                    packet,
+                    mid,
+                    rewrite,
+                } => rewrite.outgoing(&packet, mid.as_deref(), self.pool.take()),
+            };
             self.depart(now, sub, out);
         }
         if let Some(at) = sub.pacer.poll_timeout() {

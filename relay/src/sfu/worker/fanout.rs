@@ -12,6 +12,7 @@ use crate::ids::ParticipantKey;
 
 use crate::sfu::consumer::layers::Forward;
 use crate::sfu::consumer::Consumer;
+use crate::sfu::copy::Rewrite;
 use crate::sfu::cross_core::RtpInfo;
 use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
@@ -110,6 +111,12 @@ impl Outbox<'_> {
                         || feed.frames.stopped(now, l as u8));
             }
         }
+        // The feed's cached copy, which a subscriber's copy held by its pacer is written from
+        // when it leaves (video only: audio is never held long).
+        let cached = video
+            .then(|| feed.layers.get(usize::from(info.layer)))
+            .flatten()
+            .and_then(|l| l.cache.shared(info.ssrc, info.sequence));
         let mut keyframe_wanted = None;
         let clock_rate = feed.description.clock_rate;
         for c in &mut feed.consumers {
@@ -202,22 +209,11 @@ impl Outbox<'_> {
                 .next_transport_sequence()
                 .filter(|_| c.transport_wide)
                 .map(|(id, _)| id);
-            let mut out = self.egress.pool.take();
             let delay = c.playout_delay(now, info.playout_delay);
-            let transport_wide = copy_for(
-                plain,
-                feed.mid_extension,
-                c,
-                delay,
-                transport_wide,
-                &mut out,
-            );
-            rtp::rewrite(&mut out, c.ssrc.0, seq, ts);
-            if ends_picture {
-                out[1] |= 0x80;
-            }
+            let mut rewrite = rewrite_for(c, feed.mid_extension, delay, transport_wide);
+            (rewrite.sequence, rewrite.timestamp, rewrite.marker) = (seq, ts, ends_picture);
             if let Some(d) = &vp8 {
-                renumber_pictures(c, info.ssrc, d, &mut out);
+                rewrite.vp8 = c.picture_ids.map(info.ssrc, d).map(|(p, t)| (*d, p, t));
             }
             c.packets_sent = c.packets_sent.wrapping_add(1);
             c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
@@ -226,12 +222,16 @@ impl Outbox<'_> {
             } else {
                 Priority::Audio
             };
-            let out = Outgoing {
-                packet: out,
-                transport_wide,
-                kind: OutgoingKind::Media,
-            };
-            self.egress.send(now, c.subscriber, sub, priority, out);
+            self.egress.send_copy(
+                now,
+                c.subscriber,
+                sub,
+                priority,
+                plain,
+                cached.as_ref(),
+                c.mid.as_ref(),
+                rewrite,
+            );
         }
         keyframe_wanted
     }
@@ -294,23 +294,17 @@ impl Outbox<'_> {
             .next_transport_sequence()
             .filter(|_| c.transport_wide)
             .map(|(id, _)| id);
-        let mut out = self.egress.pool.take();
         let delay = c.playout_delay(now, playout_delay);
-        let transport_wide = copy_for(
-            cached,
-            feed.mid_extension,
-            c,
-            delay,
-            transport_wide,
-            &mut out,
-        );
-        let ts = header.timestamp.wrapping_add(original.ts_offset);
-        rtp::rewrite(&mut out, c.ssrc.0, out_seq, ts);
+        let mut rewrite = rewrite_for(c, feed.mid_extension, delay, transport_wide);
+        rewrite.sequence = out_seq;
+        rewrite.timestamp = header.timestamp.wrapping_add(original.ts_offset);
         if feed.layers.len() > 1 {
             if let Some(d) = vp8_descriptor(&feed.description, cached) {
-                renumber_pictures(c, original.ssrc, &d, &mut out);
+                rewrite.vp8 = c.picture_ids.map(original.ssrc, &d).map(|(p, t)| (d, p, t));
             }
         }
+        let mut out = self.egress.pool.take();
+        let transport_wide = rewrite.write(cached, c.mid.as_deref(), &mut out);
         if let Some((rtx_ssrc, rtx_pt)) = as_rtx {
             let mut rtx = self.egress.pool.take();
             let seq = c.retransmits.next_rtx_seq();
@@ -479,54 +473,27 @@ fn vp8_descriptor(feed: &FeedDescription, packet: &[u8]) -> Option<Vp8Descriptor
     vp8::parse(&packet[header.header_len..header.header_len + header.payload_len])
 }
 
-/// Write consumer `c`'s continuous picture numbers into `out`, its copy of a packet of layer
-/// `ssrc` whose VP8 descriptor is `d` (the copy's extensions differ from the original's, so
-/// its payload starts elsewhere; the payload itself is the same).
-fn renumber_pictures(c: &mut Consumer, ssrc: u32, d: &Vp8Descriptor, out: &mut [u8]) {
-    let Some((picture_id, tl0)) = c.picture_ids.map(ssrc, d) else {
-        return;
-    };
-    if let Some(h) = rtp::parse(out) {
-        vp8::rewrite(&mut out[h.header_len..], d, picture_id, tl0);
-    }
-}
-
-/// Copy `packet` into `out` as consumer `c` receives it, setting the header extensions that
-/// are the subscriber's own: its MID in extension `mid_id` (where the feed has one and the
-/// consumer was given a MID), the playout delay (where there is one and the consumer
-/// negotiated its extension), and a transport-wide number in extension `transport_wide`,
-/// zero until the packet leaves; the packet is copied unchanged when none applies. Returns
-/// where the transport-wide number's value lies in `out`, if it was written.
-fn copy_for(
-    packet: &[u8],
-    mid_id: Option<u8>,
+/// What makes a copy of a packet consumer `c`'s, but for its numbers and pictures: its SSRC,
+/// its MID in extension `mid_id` (where the feed has one and the consumer was given a MID:
+/// [`Rewrite::write`] takes the consumer's), the playout delay (where there is one and the
+/// consumer negotiated its extension), and a transport-wide number in extension
+/// `transport_wide`, set when the copy leaves.
+fn rewrite_for(
     c: &Consumer,
+    mid_id: Option<u8>,
     playout_delay: Option<PlayoutDelay>,
     transport_wide: Option<u8>,
-    out: &mut Vec<u8>,
-) -> Option<usize> {
-    let delay = playout_delay.map(PlayoutDelay::to_bytes);
-    let mut elements: [(u8, &[u8]); 3] = [(0, &[]); 3];
-    let mut n = 0;
-    if let (Some(id), Some(mid)) = (mid_id, c.mid.as_deref()) {
-        elements[n] = (id, mid);
-        n += 1;
+) -> Rewrite {
+    Rewrite {
+        ssrc: c.ssrc.0,
+        sequence: 0,
+        timestamp: 0,
+        marker: false,
+        mid: mid_id,
+        playout_delay: c
+            .playout_delay_extension
+            .zip(playout_delay.map(PlayoutDelay::to_bytes)),
+        transport_wide,
+        vp8: None,
     }
-    if let (Some(id), Some(delay)) = (c.playout_delay_extension, delay.as_ref()) {
-        elements[n] = (id, delay);
-        n += 1;
-    }
-    // Last, so that where its value lies is what writing the elements returns.
-    if let Some(id) = transport_wide {
-        elements[n] = (id, &[0, 0]);
-        n += 1;
-    }
-    let at = (n > 0)
-        .then(|| rtp::with_extensions_at(packet, &elements[..n], out))
-        .flatten();
-    if at.is_none() {
-        out.clear();
-        out.extend_from_slice(packet);
-    }
-    at.filter(|_| transport_wide.is_some())
 }
