@@ -104,15 +104,17 @@ impl Worker {
                 self.stats.data.held_back += 1;
                 break;
             }
-            if self.held_until(now, key).is_some() {
-                let p = self.participants.get_mut(&key).expect("looked up above");
+            let held = self.held_until(now, key).is_some();
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
+            if held {
                 if !p.data.held {
                     p.data.held = true;
                     self.stats.data.held_for_receivers += 1;
                 }
                 break;
             }
-            let p = self.participants.get_mut(&key).expect("looked up above");
             p.data.held = false;
             let Some(message) = p.data.channels.read(now) else {
                 break;
