@@ -60,6 +60,31 @@ pub fn drain(h: &mut Harness, sent: &mut Vec<Transmit>) -> usize {
     rtp
 }
 
+/// What the subscribers do with the worker's output: each notes the transport-wide number of
+/// the RTP it got in `receivers[i]`, arrived at once. Returns the RTP datagrams (media, repairs
+/// and probes).
+fn receive(h: &mut Harness, receivers: &mut [crate::engine::twcc::TwccReceiver]) -> usize {
+    let mut copies = 0;
+    let mut plain = Vec::with_capacity(2048);
+    while let Some(o) = h.worker.poll_output() {
+        let Output::Transmit(t) = o else { continue };
+        let to = h.subscribers.iter().position(|a| *a == t.destination);
+        if let (Some(i), false) = (to, (192..=223).contains(&t.contents[1])) {
+            if h.clients[i + 1]
+                .unprotect_rtp(&t.contents, &mut plain)
+                .is_ok()
+            {
+                copies += 1;
+                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
+                    receivers[i].handle_packet(h.now, n);
+                }
+            }
+        }
+        h.worker.recycle(t.contents);
+    }
+    copies
+}
+
 /// Run the worker's timers that are due.
 fn fire_timers(h: &mut Harness) {
     while let Some(at) = h.worker.poll_timeout().filter(|at| *at <= h.now) {
@@ -215,6 +240,43 @@ impl FanOut {
             self.h.worker.handle_receive(now, None, publisher, &p);
         }
         drain(&mut self.h, &mut self.sent)
+    }
+
+    /// Transport-wide feedback messages the core has taken in.
+    pub fn feedback_taken(&self) -> u64 {
+        self.h.worker.stats().twcc_feedback_received
+    }
+
+    /// Forward the publisher's next packet 5 ms after the last; subscriber `i`'s
+    /// `receivers[i]` notes the transport-wide number of its copy, and with `feedback` every
+    /// subscriber then sends its transport-wide feedback, as a browser does every 50–100 ms.
+    /// Returns the RTP copies sent.
+    pub fn forward_with_feedback(
+        &mut self,
+        receivers: &mut [crate::engine::twcc::TwccReceiver],
+        feedback: bool,
+    ) -> usize {
+        let p = self.prepare();
+        let h = &mut self.h;
+        h.now += PACKET_INTERVAL;
+        let (now, publisher) = (h.now, h.publisher);
+        h.worker.handle_receive(now, None, publisher, &p);
+        fire_timers(h);
+        let mut copies = receive(h, receivers);
+        if feedback {
+            let mut message = Vec::with_capacity(1500);
+            for (i, receiver) in receivers.iter_mut().enumerate() {
+                while receiver.poll_feedback(now, 0x77, 0, &mut message) {
+                    if let Ok(sealed) = h.clients[i + 1].protect_rtcp(&message) {
+                        let from = h.subscribers[i];
+                        h.worker.handle_receive(now, None, from, &sealed);
+                    }
+                }
+            }
+            fire_timers(h);
+            copies += receive(h, receivers);
+        }
+        copies
     }
 
     /// Forward the publisher's next packet 5 ms after the last and return, decrypted, what

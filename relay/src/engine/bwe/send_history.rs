@@ -7,12 +7,12 @@
 //! unwrapped against the newest sent.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::rtcp::twcc::PacketStatus;
 
 /// Packets remembered: a second at 1,000 packets/s (8 Mbit/s of video), several times as long
-/// as feedback takes to come (every 50-100 ms). 24 KiB per subscriber, taken at its first
+/// as feedback takes to come (every 50-100 ms). 16 KiB per subscriber, taken at its first
 /// packet so that sending never allocates after.
 pub const HISTORY: usize = 1024;
 
@@ -31,9 +31,12 @@ pub struct PacketResult {
     pub probe: Option<u32>,
 }
 
+/// 16 bytes: the send time as microseconds since the history's first packet rather than an
+/// `Instant` (16 bytes of its own), as the history is kept for every subscriber.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
-    at: Instant,
+    /// Microseconds after [`SendHistory::epoch`].
+    at_us: u64,
     size: u16,
     /// The probe cluster, 0 for none.
     probe: u32,
@@ -49,6 +52,8 @@ pub struct SendHistory {
     /// `packets[i]` is sequence number `first + i`.
     packets: VecDeque<Sent>,
     first: i64,
+    /// When the first packet was sent: what the send times count from.
+    epoch: Option<Instant>,
 }
 
 impl SendHistory {
@@ -68,8 +73,11 @@ impl SendHistory {
             self.packets.pop_front();
             self.first += 1;
         }
+        let epoch = *self.epoch.get_or_insert(now);
+        let at_us =
+            u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX);
         self.packets.push_back(Sent {
-            at: now,
+            at_us,
             size: size.min(usize::from(u16::MAX)) as u16,
             probe: probe.unwrap_or(0),
             acked: false,
@@ -89,6 +97,10 @@ impl SendHistory {
     /// arrived for the first time, and packets reported lost for the first time. Numbers the
     /// history does not hold (never sent, or too old) are skipped.
     pub fn handle_feedback(&mut self, statuses: &[PacketStatus], out: &mut Vec<PacketResult>) {
+        let Some(epoch) = self.epoch else {
+            // Nothing sent yet: nothing to name.
+            return;
+        };
         for status in statuses {
             let sequence = self.unwrap(status.sequence);
             let Some(i) = usize::try_from(sequence - self.first).ok() else {
@@ -104,7 +116,7 @@ impl SendHistory {
             sent.acked = status.arrival_us.is_some();
             out.push(PacketResult {
                 sequence,
-                sent_at: sent.at,
+                sent_at: epoch + Duration::from_micros(sent.at_us),
                 size: usize::from(sent.size),
                 arrival_us: status.arrival_us,
                 probe: (sent.probe != 0).then_some(sent.probe),
@@ -115,8 +127,6 @@ impl SendHistory {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn status(sequence: u16, arrival_us: Option<i64>) -> PacketStatus {
@@ -184,5 +194,36 @@ mod tests {
         out.clear();
         h.handle_feedback(&[status((HISTORY + 20) as u16, Some(3))], &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn send_times_come_back_to_the_microsecond_in_sixteen_bytes_each() {
+        assert_eq!(std::mem::size_of::<Sent>(), 16);
+        let t0 = Instant::now();
+        let mut h = SendHistory::default();
+        let sent: Vec<Instant> = (0..3u64)
+            .map(|i| t0 + Duration::from_nanos(1_500_250 * i + 999))
+            .collect();
+        for at in &sent {
+            h.handle_sent(*at, 1200, None);
+        }
+        let mut out = Vec::new();
+        h.handle_feedback(
+            &[status(0, Some(1)), status(1, Some(2)), status(2, None)],
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+        for (r, at) in out.iter().zip(&sent) {
+            assert!(
+                *at - r.sent_at < Duration::from_micros(1),
+                "{:?}",
+                *at - r.sent_at
+            );
+        }
+        // Differences between send times, which the estimator uses, keep their microseconds.
+        assert_eq!(
+            out[2].sent_at - out[1].sent_at,
+            Duration::from_micros(1_500)
+        );
     }
 }
