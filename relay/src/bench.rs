@@ -256,12 +256,9 @@ impl FanOut {
         receivers: &mut [crate::engine::twcc::TwccReceiver],
         feedback: bool,
     ) -> usize {
-        let p = self.prepare();
+        self.publish_next();
         let h = &mut self.h;
-        h.now += PACKET_INTERVAL;
-        let (now, publisher) = (h.now, h.publisher);
-        h.worker.handle_receive(now, None, publisher, &p);
-        fire_timers(h);
+        let now = h.now;
         let mut copies = receive(h, receivers);
         if feedback {
             let mut message = Vec::with_capacity(1500);
@@ -282,13 +279,18 @@ impl FanOut {
     /// Forward the publisher's next packet 5 ms after the last and return, decrypted, what
     /// the first subscriber got: for workloads that need the numbers it was sent under.
     fn forward_to_first(&mut self) -> Vec<(Vec<u8>, usize)> {
+        self.publish_next();
+        self.h.rtp_to(0)
+    }
+
+    /// Hand the core the publisher's next packet 5 ms after the last, and run its timers.
+    fn publish_next(&mut self) {
         let p = self.prepare();
         let h = &mut self.h;
         h.now += PACKET_INTERVAL;
         let (now, publisher) = (h.now, h.publisher);
         h.worker.handle_receive(now, None, publisher, &p);
         fire_timers(h);
-        h.rtp_to(0)
     }
 
     /// [`FanOut::run`], for the set-up (which callgrind must not count).
