@@ -110,7 +110,12 @@ fn a_sender_over_its_rate_is_held_back_and_loses_nothing() {
 /// `count` reliable messages of `size` bytes from "pub" to everyone, numbered, queued in its
 /// SCTP client at once.
 fn offer(s: &mut DataHarness, count: u32, size: usize) {
-    for i in 0..count {
+    offer_from(s, 0, count, size);
+}
+
+/// [`offer`], numbered from `from`.
+fn offer_from(s: &mut DataHarness, from: u32, count: u32, size: usize) {
+    for i in from..from + count {
         let mut payload = i.to_be_bytes().to_vec();
         payload.resize(size, 0);
         let now = s.h.now;
@@ -205,6 +210,42 @@ fn a_receiver_that_stops_reading_holds_the_sender_for_a_few_seconds_at_most() {
         count as u64,
         "{stats:?}"
     );
+}
+
+/// Run until "sub0" has read `count` more messages (every one numbered `from` on, in order),
+/// "sub1" reading nothing; returns the 5 ms steps it took.
+fn until_sub0_has(s: &mut DataHarness, from: u32, count: u32) -> usize {
+    let mut got = Vec::new();
+    let mut steps = 0;
+    while got.len() < count as usize && steps < 20_000 {
+        s.run_for(Duration::from_millis(5));
+        got.extend(numbers(s, 1, usize::MAX));
+        steps += 1;
+    }
+    assert_eq!(got, (from..from + count).collect::<Vec<_>>());
+    steps
+}
+
+#[test]
+fn a_receiver_that_stalls_again_soon_after_a_full_hold_holds_no_one() {
+    let mut s = DataHarness::new(WorkerConfig::default());
+    // "sub1" stops reading: the sender is held for MAX_HOLD, then goes on.
+    offer(&mut s, 1024, 4096);
+    let steps = until_sub0_has(&mut s, 0, 1024);
+    assert!(steps * 5 >= MAX_HOLD.as_millis() as usize, "{steps} steps");
+    assert_eq!(s.h.worker.stats().data.held_for_receivers, 1);
+    // It reads again and drains.
+    for _ in 0..2000 {
+        s.run_for(Duration::from_millis(5));
+        numbers(&mut s, 2, usize::MAX);
+    }
+    // And stalls again at once: it holds no one now, "sub0" gets the next 4 MiB at the
+    // sender's rate.
+    let offered = 1024;
+    offer_from(&mut s, 1024, offered, 4096);
+    let steps = until_sub0_has(&mut s, 1024, offered);
+    assert!(steps * 5 < 4_000, "{} ms", steps * 5);
+    assert_eq!(s.h.worker.stats().data.held_for_receivers, 1);
 }
 
 #[test]

@@ -50,6 +50,12 @@ pub const RESUME_BELOW: usize = 512 * 1024;
 /// to it past [`MAX_BUFFERED`] are dropped.
 pub const MAX_HOLD: Duration = Duration::from_secs(5);
 
+/// How long a receiver that held its senders for all of [`MAX_HOLD`] holds no one again once
+/// it has drained: one that stalls again and again (a flaky link, or a participant that
+/// acknowledges in bursts on purpose) cannot keep its session's senders waiting most of the
+/// time.
+pub const HOLD_COOLDOWN: Duration = Duration::from_secs(30);
+
 /// Bytes of messages kept for a participant whose association is not up yet (it joined a
 /// moment ago): delivered once it is, so that a newcomer misses nothing sent after it joined.
 pub const MAX_PENDING: usize = 1024 * 1024;
@@ -84,6 +90,9 @@ pub struct ParticipantData {
     pub congested_since: Option<Instant>,
     /// Whether, as a sender, its messages wait for a congested receiver.
     pub held: bool,
+    /// Until when, as a receiver, it holds no one (it held its senders for all of
+    /// [`MAX_HOLD`] lately).
+    pub no_hold_until: Option<Instant>,
 }
 
 impl ParticipantData {
@@ -105,6 +114,7 @@ impl ParticipantData {
             pending_bytes: 0,
             congested_since: None,
             held: false,
+            no_hold_until: None,
         }
     }
 }

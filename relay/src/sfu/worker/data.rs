@@ -13,8 +13,9 @@ use crate::ids::{ParticipantKey, SessionKey, Uid};
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::data::envelope::{Addressed, Delivered};
 use crate::sfu::data::{
-    Relayed, RelayedData, HOLD_ABOVE, LOSSY_STREAM, MAX_BUFFERED, MAX_COPIES_PER_INPUT, MAX_HOLD,
-    MAX_MESSAGES_PER_INPUT, MAX_PENDING, RELIABLE_STREAM, RESUME_BELOW,
+    Relayed, RelayedData, HOLD_ABOVE, HOLD_COOLDOWN, LOSSY_STREAM, MAX_BUFFERED,
+    MAX_COPIES_PER_INPUT, MAX_HOLD, MAX_MESSAGES_PER_INPUT, MAX_PENDING, RELIABLE_STREAM,
+    RESUME_BELOW,
 };
 
 use super::{Output, Timer, Worker};
@@ -156,12 +157,15 @@ impl Worker {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        if p.data.congested_since.is_some()
-            && p.data.channels.buffered(RELIABLE_STREAM) <= RESUME_BELOW
-        {
-            p.data.congested_since = None;
-            let skey = p.session;
-            self.release_held(skey, key);
+        if let Some(since) = p.data.congested_since {
+            if p.data.channels.buffered(RELIABLE_STREAM) <= RESUME_BELOW {
+                p.data.congested_since = None;
+                if now.saturating_duration_since(since) >= MAX_HOLD {
+                    p.data.no_hold_until = Some(now + HOLD_COOLDOWN);
+                }
+                let skey = p.session;
+                self.release_held(skey, key);
+            }
         }
         let Some(p) = self.participants.get_mut(&key) else {
             return;
@@ -321,6 +325,7 @@ impl Worker {
             Ok(()) => {
                 if relayed.reliable
                     && r.data.congested_since.is_none()
+                    && r.data.no_hold_until.is_none_or(|until| now >= until)
                     && buffered + relayed.delivered.len() > HOLD_ABOVE
                 {
                     r.data.congested_since = Some(now);
