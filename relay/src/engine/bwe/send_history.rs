@@ -74,8 +74,9 @@ impl SendHistory {
             self.first += 1;
         }
         let epoch = *self.epoch.get_or_insert(now);
-        let at_us =
-            u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX);
+        // Seconds and microseconds apart: no 128-bit arithmetic on the per-copy path.
+        let since = now.saturating_duration_since(epoch);
+        let at_us = since.as_secs() * 1_000_000 + u64::from(since.subsec_micros());
         self.packets.push_back(Sent {
             at_us,
             size: size.min(usize::from(u16::MAX)) as u16,
