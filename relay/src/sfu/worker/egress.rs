@@ -69,19 +69,16 @@ impl Egress<'_> {
         mid: Option<&Arc<[u8]>>,
         rewrite: Rewrite,
     ) {
+        let mid_bytes = mid.map(|m| &m[..]);
+        let size = rewrite.size_hint(packet, mid_bytes);
         let held = match sub.transport.estimate() {
             None => false,
             Some(estimate) => {
                 sub.pacer.set_rate(estimate * PACING_FACTOR);
-                !sub.pacer.pass(
-                    now,
-                    priority,
-                    rewrite.size_hint(packet, mid.map(|m| &m[..])),
-                )
+                !sub.pacer.pass(now, priority, size)
             }
         };
         if let (true, Some(cached)) = (held, cached) {
-            let size = rewrite.size_hint(packet, mid.map(|m| &m[..]));
             let paced = Paced::Copy {
                 packet: cached.clone(),
                 mid: mid.cloned(),
@@ -91,7 +88,7 @@ impl Egress<'_> {
             self.drain(now, key, sub);
             return;
         }
-        let out = rewrite.outgoing(packet, mid.map(|m| &m[..]), self.pool.take());
+        let out = rewrite.outgoing(packet, mid_bytes, self.pool.take());
         if held {
             sub.pacer
                 .enqueue(now, priority, out.packet.len(), Paced::Built(out));
