@@ -108,8 +108,10 @@ pub(super) struct Shell {
     record: Option<crossbeam_channel::Sender<crate::record::recording::RecordPacket>>,
     dtls_inboxes: RefCell<HashMap<ParticipantKey, mpsc::Sender<Vec<u8>>>>,
     dtls_tasks: RefCell<HashMap<ParticipantKey, tokio::task::JoinHandle<()>>>,
-    /// Each connected participant's DTLS record layer, once its handshake is done.
-    dtls_records: RefCell<HashMap<ParticipantKey, RecordLayer>>,
+    /// Each connected participant's DTLS record layer, once its handshake is done. Boxed, as
+    /// the worker's participants are: a layer is about 2.2 KB, and the map's empty slots then
+    /// cost a pointer each.
+    dtls_records: RefCell<HashMap<ParticipantKey, Box<RecordLayer>>>,
     dtls_egress: mpsc::UnboundedSender<(ParticipantKey, Vec<u8>)>,
     /// The deadline the timer task sleeps until, and what wakes it when the worker's next
     /// deadline comes earlier than that.
@@ -303,7 +305,7 @@ impl Shell {
                 .dtls_records
                 .borrow_mut()
                 .get_mut(&key)
-                .and_then(RecordLayer::poll_output);
+                .and_then(|layer| layer.poll_output());
             match output {
                 None => break,
                 Some(RecordOutput::Data(packet)) => {
@@ -534,7 +536,7 @@ impl Shell {
                 Ok((keys, layer))
             }) {
                 Ok((keys, layer)) => {
-                    shell.dtls_records.borrow_mut().insert(key, layer);
+                    shell.dtls_records.borrow_mut().insert(key, Box::new(layer));
                     shell
                         .worker
                         .borrow_mut()

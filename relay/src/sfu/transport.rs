@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::engine::bwe::probe_sender::ProbeSender;
+use crate::engine::bwe::send_history::PacketResult;
 use crate::engine::bwe::{BandwidthEstimator, BweConfig};
 use crate::engine::client_hello::{self, ClientHello};
 use crate::engine::ice_lite::IceLite;
@@ -318,10 +319,16 @@ impl Transport {
         }
     }
 
-    /// The participant's transport-wide feedback about what the relay sent it.
-    pub fn handle_transport_feedback(&mut self, now: Instant, statuses: &[PacketStatus]) {
+    /// The participant's transport-wide feedback about what the relay sent it; `results` is
+    /// the core's room to work in ([`BandwidthEstimator::handle_feedback`]).
+    pub fn handle_transport_feedback(
+        &mut self,
+        now: Instant,
+        statuses: &[PacketStatus],
+        results: &mut Vec<PacketResult>,
+    ) {
         if let Some((_, b)) = self.bwe.as_mut() {
-            b.handle_feedback(now, statuses);
+            b.handle_feedback(now, statuses, results);
         }
     }
 

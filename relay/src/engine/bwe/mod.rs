@@ -76,7 +76,6 @@ pub struct BandwidthEstimator {
     acked: AckedBitrate,
     probes: ProbeEstimator,
     controller: ProbeController,
-    results: Vec<PacketResult>,
     estimate: f64,
     /// When the delay last said a queue was growing.
     last_overuse: Option<Instant>,
@@ -102,7 +101,6 @@ impl BandwidthEstimator {
             acked: AckedBitrate::default(),
             probes: ProbeEstimator::default(),
             controller: ProbeController::new(config.max),
-            results: Vec::new(),
             estimate: config.start.clamp(config.min, config.max),
             last_overuse: None,
             pushed_back: false,
@@ -157,11 +155,18 @@ impl BandwidthEstimator {
         self.history.handle_sent(now, size, probe) as u16
     }
 
-    /// One feedback message's statuses arrived at `now`.
-    pub fn handle_feedback(&mut self, now: Instant, statuses: &[PacketStatus]) {
-        let mut results = std::mem::take(&mut self.results);
+    /// One feedback message's statuses arrived at `now`. `results` is room to work in, kept
+    /// by the caller between calls and shared by a core's estimators (a message may name a
+    /// hundred packets, and room for that kept by each subscriber would cost it kilobytes);
+    /// what it holds before and after is of no meaning.
+    pub fn handle_feedback(
+        &mut self,
+        now: Instant,
+        statuses: &[PacketStatus],
+        results: &mut Vec<PacketResult>,
+    ) {
         results.clear();
-        self.history.handle_feedback(statuses, &mut results);
+        self.history.handle_feedback(statuses, results);
         let lost = results.iter().filter(|r| r.arrival_us.is_none()).count() as u32;
         let received = results.len() as u32 - lost;
         results.retain(|r| r.arrival_us.is_some());
@@ -171,7 +176,7 @@ impl BandwidthEstimator {
         }
         let mut usage = self.trendline.usage();
         let mut probe_rate = None;
-        for r in &results {
+        for r in results.iter() {
             let arrival = r.arrival_us.unwrap_or_default();
             self.acked.handle_packet(arrival, r.size);
             if let Some((cluster, measured)) = self.probes.handle_result(r) {
@@ -191,7 +196,6 @@ impl BandwidthEstimator {
                 usage = self.trendline.handle_delta(&delta);
             }
         }
-        self.results = results;
         if received == 0 && lost == 0 {
             return;
         }

@@ -11,9 +11,16 @@ use std::time::{Duration, Instant};
 
 use crate::engine::rtcp::twcc::PacketStatus;
 
-/// Packets remembered: a second at 1,000 packets/s (8 Mbit/s of video), several times as long
-/// as feedback takes to come (every 50-100 ms). 16 KiB per subscriber, taken at its first
-/// packet so that sending never allocates after.
+/// How long a sent packet is remembered at least: several times as long as feedback takes to
+/// come (every 50-100 ms, plus the way back).
+pub const KEEP: Duration = Duration::from_secs(1);
+/// Packets remembered at first: a second of a 2 Mbit/s subscriber's video and audio. 4 KiB,
+/// taken at its first packet.
+pub const HISTORY_START: usize = 256;
+/// Packets remembered at most: a second at 1,000 packets/s (8 Mbit/s of video). 16 KiB. The
+/// history doubles toward this only while the packet it would forget was sent less than
+/// [`KEEP`] ago, so a subscriber of a few hundred packets a second keeps the 4 KiB it started
+/// with and never allocates again.
 pub const HISTORY: usize = 1024;
 
 /// A sent packet, as the estimator sees it once feedback names it.
@@ -46,11 +53,15 @@ struct Sent {
     reported: bool,
 }
 
-/// The last [`HISTORY`] packets sent on one transport.
+/// The packets sent on one transport in the last [`KEEP`], or the last [`HISTORY`] of them if
+/// fewer, and perhaps a few more.
 #[derive(Debug, Default)]
 pub struct SendHistory {
     /// `packets[i]` is sequence number `first + i`.
     packets: VecDeque<Sent>,
+    /// Packets kept before the oldest goes: [`HISTORY_START`], doubled up to [`HISTORY`] while
+    /// that would forget a packet sent less than [`KEEP`] ago.
+    limit: usize,
     first: i64,
     /// When the first packet was sent: what the send times count from.
     epoch: Option<Instant>,
@@ -66,17 +77,27 @@ impl SendHistory {
     /// returned.
     pub fn handle_sent(&mut self, now: Instant, size: usize, probe: Option<u32>) -> i64 {
         let sequence = self.next_sequence();
-        if self.packets.capacity() == 0 {
-            self.packets.reserve_exact(HISTORY);
-        }
-        if self.packets.len() == HISTORY {
-            self.packets.pop_front();
-            self.first += 1;
+        if self.limit == 0 {
+            self.limit = HISTORY_START;
+            self.packets.reserve_exact(HISTORY_START);
         }
         let epoch = *self.epoch.get_or_insert(now);
         // Seconds and microseconds apart: no 128-bit arithmetic on the per-copy path.
         let since = now.saturating_duration_since(epoch);
         let at_us = since.as_secs() * 1_000_000 + u64::from(since.subsec_micros());
+        if self.packets.len() >= self.limit {
+            let recent = self
+                .packets
+                .front()
+                .is_some_and(|oldest| at_us.saturating_sub(oldest.at_us) < KEEP.as_micros() as u64);
+            if recent && self.limit < HISTORY {
+                self.limit = (self.limit * 2).min(HISTORY);
+                self.packets.reserve_exact(self.limit - self.packets.len());
+            } else {
+                self.packets.pop_front();
+                self.first += 1;
+            }
+        }
         self.packets.push_back(Sent {
             at_us,
             size: size.min(usize::from(u16::MAX)) as u16,
@@ -195,6 +216,58 @@ mod tests {
         out.clear();
         h.handle_feedback(&[status((HISTORY + 20) as u16, Some(3))], &mut out);
         assert!(out.is_empty());
+    }
+
+    /// Sends `n` packets `gap` apart from `t0`; returns when the last left.
+    fn send_every(h: &mut SendHistory, t0: Instant, gap: Duration, n: u32) -> Instant {
+        let mut at = t0;
+        for i in 0..n {
+            at = t0 + gap * i;
+            h.handle_sent(at, 1200, None);
+        }
+        at
+    }
+
+    /// Which of `sequences` feedback still finds.
+    fn found(h: &mut SendHistory, sequences: &[i64]) -> Vec<i64> {
+        let statuses: Vec<PacketStatus> = sequences
+            .iter()
+            .map(|&s| status(s as u16, Some(1)))
+            .collect();
+        let mut out = Vec::new();
+        h.handle_feedback(&statuses, &mut out);
+        out.iter().map(|r| r.sequence).collect()
+    }
+
+    #[test]
+    fn a_subscriber_of_200_packets_a_second_keeps_a_second_in_the_room_it_started_with() {
+        let mut h = SendHistory::default();
+        // Ten seconds at 200 packets/s.
+        send_every(&mut h, Instant::now(), Duration::from_millis(5), 2000);
+        assert_eq!(h.limit, HISTORY_START);
+        assert!(
+            h.packets.capacity() < 2 * HISTORY_START,
+            "{}",
+            h.packets.capacity()
+        );
+        // The last second's packets are there, the one sent 1.3 s before the last is not.
+        assert_eq!(found(&mut h, &[1745, 1800, 1999]), [1745, 1800, 1999]);
+        assert!(found(&mut h, &[1739]).is_empty());
+    }
+
+    #[test]
+    fn a_faster_subscriber_keeps_a_second_up_to_the_bound() {
+        // 1,000 packets/s: the history grows to hold a second.
+        let mut h = SendHistory::default();
+        send_every(&mut h, Instant::now(), Duration::from_millis(1), 3000);
+        assert_eq!(h.limit, HISTORY);
+        assert_eq!(found(&mut h, &[2000, 2999]), [2000, 2999]);
+        // 4,000 packets/s: no more than the bound, so a quarter of a second.
+        let mut h = SendHistory::default();
+        send_every(&mut h, Instant::now(), Duration::from_micros(250), 8000);
+        assert_eq!((h.limit, h.packets.len()), (HISTORY, HISTORY));
+        assert_eq!(found(&mut h, &[8000 - HISTORY as i64, 7999]), [6976, 7999]);
+        assert!(found(&mut h, &[6975]).is_empty());
     }
 
     #[test]

@@ -138,6 +138,7 @@ fn run_lossy(
     let mut in_flight: VecDeque<(Instant, u16)> = VecDeque::new();
     let mut feedback: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     let mut statuses: Vec<PacketStatus> = Vec::new();
+    let mut results = Vec::new();
     let mut next_media = t0;
     let mut probe: Option<ProbeSender> = None;
     let mut trace = Trace {
@@ -194,7 +195,7 @@ fn run_lossy(
                 message.truncate(message.len() - pad);
             }
             parse(&message, &mut statuses).expect("the relay's own feedback parses");
-            bwe.handle_feedback(now, &statuses);
+            bwe.handle_feedback(now, &statuses, &mut results);
         }
         if now.duration_since(t0).as_millis().is_multiple_of(100) {
             trace.estimates.push((secs, bwe.estimate()));

@@ -133,7 +133,7 @@ impl Worker {
             .renumbering
             .as_deref()
             .map(|r| Box::new(Renumber::new(r)));
-        self.participants.insert(key, participant);
+        self.participants.insert(key, Box::new(participant));
         Ok(creds)
     }
 

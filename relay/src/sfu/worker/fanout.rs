@@ -17,7 +17,7 @@ use crate::sfu::cross_core::RtpInfo;
 use crate::sfu::feed::layer::STALLED_AFTER;
 use crate::sfu::feed::packet_cache::Cached;
 use crate::sfu::feed::{dynacast, Feed};
-use crate::sfu::participant::{Outgoing, OutgoingKind, Participant};
+use crate::sfu::participant::{Outgoing, OutgoingKind};
 use crate::sfu::svc::{SvcForward, SvcFrame};
 
 use super::egress::Egress;
@@ -26,7 +26,7 @@ use super::*;
 /// The parts of a [`Worker`] that forwarding a packet to a feed's consumers writes to,
 /// borrowed apart from the sessions so that a feed can be borrowed at the same time.
 struct Outbox<'a> {
-    participants: &'a mut FastMap<ParticipantKey, Participant>,
+    participants: &'a mut Participants,
     egress: Egress<'a>,
     inactivity: Duration,
 }

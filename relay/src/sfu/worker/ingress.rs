@@ -541,7 +541,8 @@ impl Worker {
         let parsed = rtcp_engine::twcc::parse(packet, &mut statuses).is_some();
         if parsed {
             self.stats.twcc_feedback_received += 1;
-            p.transport.handle_transport_feedback(now, &statuses);
+            p.transport
+                .handle_transport_feedback(now, &statuses, &mut self.feedback_results);
         } else {
             self.stats.twcc_feedback_malformed += 1;
         }
@@ -748,7 +749,7 @@ impl Worker {
 /// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
 fn authenticated_source<'a>(
     by_addr: &HashMap<SocketAddr, ParticipantKey>,
-    participants: &'a mut FastMap<ParticipantKey, Participant>,
+    participants: &'a mut Participants,
     src: SocketAddr,
     len: usize,
     unknown: DropReason,

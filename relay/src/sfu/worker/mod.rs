@@ -31,6 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::control::Event;
+use crate::engine::bwe::send_history::PacketResult;
 use crate::engine::ice_lite::IceCredentials;
 use crate::engine::rtcp::twcc::PacketStatus;
 use crate::engine::rtcp::{Feedback, NtpClock};
@@ -196,12 +197,17 @@ impl Session {
     }
 }
 
+/// A core's participants by key. Each is boxed: a participant is about 8.6 KB, and a hash
+/// map keeps between an eighth and more than half of its slots empty, which then cost a
+/// pointer each rather than a participant's size (measured in `tests/memory.rs`).
+pub(crate) type Participants = FastMap<ParticipantKey, Box<Participant>>;
+
 /// The sans-IO state of one core.
 pub struct Worker {
     config: WorkerConfig,
     sessions: HashMap<SessionKey, Session>,
     session_keys: HashMap<Sid, SessionKey>,
-    participants: FastMap<ParticipantKey, Participant>,
+    participants: Participants,
     by_ufrag: HashMap<String, ParticipantKey>,
     by_addr: HashMap<SocketAddr, ParticipantKey>,
     outputs: VecDeque<Output>,
@@ -218,6 +224,8 @@ pub struct Worker {
     feedback: Vec<Feedback>,
     /// Scratch space for reading transport-wide feedback.
     statuses: Vec<PacketStatus>,
+    /// Scratch space for the estimators' reading of it, one for the core's subscribers.
+    feedback_results: Vec<PacketResult>,
     /// Scratch space for NACKs toward publishers, kept so that sending them allocates nothing.
     nack_seqs: Vec<u16>,
     nack_entries: Vec<(u16, u16)>,
@@ -258,6 +266,7 @@ impl Worker {
             rng: StdRng::seed_from_u64(seed),
             feedback: Vec::new(),
             statuses: Vec::new(),
+            feedback_results: Vec::new(),
             nack_seqs: Vec::new(),
             nack_entries: Vec::new(),
             pool: BufferPool::new(MAX_IDLE_BUFFERS),
@@ -388,7 +397,7 @@ fn transmit(
 /// the feed's description if it existed.
 fn remove_feed(
     session: &mut Session,
-    participants: &mut FastMap<ParticipantKey, Participant>,
+    participants: &mut Participants,
     fkey: FeedKey,
 ) -> Option<crate::control::FeedDescription> {
     let feed = session.feeds.remove(&fkey)?;
