@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
+    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
     SockaddrStorage,
 };
 use nix::sys::time::TimeSpec;
@@ -29,6 +29,10 @@ pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Most bytes one GSO send carries: one UDP datagram's worth.
 pub(crate) const GSO_MAX_BYTES: usize = 65_000;
+
+/// Most datagrams the GSO sends of one `sendmmsg` carry together (their segments' slices are
+/// on the stack: 4 KiB).
+pub(crate) const GSO_GROUP_SEGMENTS: usize = 256;
 
 /// What happened to a batch handed to [`BatchSocket::send`].
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub(crate) struct SendReport {
 pub(crate) struct BatchSocket {
     fd: RawFd,
     send_headers: MultiHeaders<SockaddrStorage>,
+    /// As `send_headers`, with room in each for the segment size of a GSO send.
+    gso_headers: MultiHeaders<SockaddrStorage>,
     recv_headers: MultiHeaders<SockaddrStorage>,
     recv_buffers: Vec<Vec<u8>>,
     /// Length, source and kernel receive time (`SO_TIMESTAMPNS`) of each datagram taken.
@@ -63,6 +69,7 @@ impl BatchSocket {
         BatchSocket {
             fd,
             send_headers: MultiHeaders::preallocate(BATCH, None),
+            gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
             recv_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
             recv_buffers: (0..BATCH).map(|_| vec![0u8; recv_buffer]).collect(),
             received: [(0, None, None); BATCH],
@@ -127,27 +134,54 @@ impl BatchSocket {
         report
     }
 
-    /// Send `segments`, all of one size except perhaps a shorter last one, to one destination
-    /// with a single UDP GSO send (`UDP_SEGMENT`): the kernel builds the datagrams, so a burst
-    /// to one subscriber costs one trip through the stack instead of one per packet.
-    pub(crate) fn send_segments(
+    /// Send runs of `transmits` (`runs`: index ranges, each to one destination, its datagrams
+    /// all of the first one's size except perhaps a shorter last one, and that size the same for
+    /// every run) with UDP GSO (`UDP_SEGMENT`): the kernel builds each run's datagrams, so a
+    /// burst to one subscriber costs one trip through the stack instead of one per packet, and
+    /// the runs go in one `sendmmsg`. Returns how many runs (from the first) the kernel took;
+    /// at most [`BATCH`] runs and [`GSO_GROUP_SEGMENTS`] datagrams go in one call. Allocates
+    /// nothing: the headers and their room for the segment size are the socket's own.
+    pub(crate) fn send_runs(
         &mut self,
-        destination: SocketAddr,
-        segments: &[&[u8]],
-    ) -> Result<(), Errno> {
-        let n = segments.len().min(GSO_MAX_SEGMENTS);
-        let size = segments.first().map_or(0, |s| s.len()) as u16;
-        let iov: [IoSlice<'_>; GSO_MAX_SEGMENTS] =
-            std::array::from_fn(|i| IoSlice::new(segments.get(i).copied().unwrap_or(&[])));
-        let to = SockaddrStorage::from(destination);
-        sendmsg(
+        transmits: &[Transmit],
+        runs: &[(usize, usize)],
+    ) -> Result<usize, Errno> {
+        let Some(&(first, _)) = runs.first() else {
+            return Ok(0);
+        };
+        let size = transmits[first].contents.len() as u16;
+        let mut iov = [IoSlice::new(&[]); GSO_GROUP_SEGMENTS];
+        let mut taken = 0;
+        let mut n = 0;
+        self.addresses.clear();
+        for &(start, end) in runs.iter().take(BATCH) {
+            let segments = end - start;
+            if segments > GSO_MAX_SEGMENTS || taken + segments > GSO_GROUP_SEGMENTS {
+                break;
+            }
+            for (slot, t) in iov[taken..].iter_mut().zip(&transmits[start..end]) {
+                *slot = IoSlice::new(&t.contents);
+            }
+            taken += segments;
+            self.addresses
+                .push(Some(SockaddrStorage::from(transmits[start].destination)));
+            n += 1;
+        }
+        let mut messages: [&[IoSlice<'_>]; BATCH] = [&[]; BATCH];
+        let mut at = 0;
+        for (message, &(start, end)) in messages.iter_mut().zip(&runs[..n]) {
+            *message = &iov[at..at + end - start];
+            at += end - start;
+        }
+        sendmmsg(
             self.fd,
-            &iov[..n],
-            &[ControlMessage::UdpGsoSegments(&size)],
+            &mut self.gso_headers,
+            &messages[..n],
+            &self.addresses,
+            [ControlMessage::UdpGsoSegments(&size)],
             MsgFlags::MSG_DONTWAIT,
-            Some(&to),
         )
-        .map(|_| ())
+        .map(|r| r.count())
     }
 
     /// Take up to [`BATCH`] datagrams that are already queued, without blocking; returns how
@@ -327,25 +361,70 @@ mod tests {
         assert!(receiver.received_at(BATCH).is_none());
     }
 
-    #[test]
-    fn a_burst_to_one_destination_goes_as_one_gso_send() {
-        let tx = socket();
-        let rx = socket();
-        let to = rx.local_addr().unwrap();
-        let packets: Vec<Vec<u8>> = (0..10u8)
-            .map(|i| vec![i; if i == 9 { 300 } else { 1200 }])
-            .collect();
-        let segments: Vec<&[u8]> = packets.iter().map(|p| &p[..]).collect();
-        BatchSocket::new(tx.as_raw_fd(), 2048)
-            .send_segments(to, &segments)
-            .unwrap();
-        // Without GRO on the receiving socket, the kernel delivers them as 10 datagrams.
+    /// Everything queued on `socket`.
+    fn drain(socket: &std::net::UdpSocket) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
-        let mut receiver = BatchSocket::new(rx.as_raw_fd(), 2048);
+        let mut receiver = BatchSocket::new(socket.as_raw_fd(), 2048);
         while receiver.recv() > 0 {
             got.extend((0..receiver.count).map(|i| receiver.datagram(i).unwrap().1.to_vec()));
         }
-        assert_eq!(got, packets);
+        got
+    }
+
+    #[test]
+    fn bursts_to_several_destinations_go_as_gso_sends_in_one_call() {
+        let tx = socket();
+        let receivers: Vec<std::net::UdpSocket> = (0..3).map(|_| socket()).collect();
+        // Ten packets to each, the last one shorter, as a keyframe's copies are.
+        let mut transmits = Vec::new();
+        let mut runs = Vec::new();
+        for (r, rx) in receivers.iter().enumerate() {
+            let start = transmits.len();
+            for i in 0..10u8 {
+                transmits.push(Transmit {
+                    destination: rx.local_addr().unwrap(),
+                    contents: vec![r as u8 * 16 + i; if i == 9 { 300 } else { 1200 }],
+                });
+            }
+            runs.push((start, transmits.len()));
+        }
+        let sent = BatchSocket::new(tx.as_raw_fd(), 2048)
+            .send_runs(&transmits, &runs)
+            .unwrap();
+        assert_eq!(sent, 3, "all three runs in one call");
+        // Without GRO on the receiving sockets, the kernel delivers each run as 10 datagrams,
+        // in order.
+        for (rx, &(start, end)) in receivers.iter().zip(&runs) {
+            let expected: Vec<Vec<u8>> = transmits[start..end]
+                .iter()
+                .map(|t| t.contents.clone())
+                .collect();
+            assert_eq!(drain(rx), expected);
+        }
+    }
+
+    #[test]
+    fn a_call_takes_no_more_runs_than_its_room_for_segments() {
+        let tx = socket();
+        let rx = socket();
+        let to = rx.local_addr().unwrap();
+        // Five runs of 60: four fill 240 of the 256 slices, the fifth waits for the next call.
+        let transmits: Vec<Transmit> = (0..300)
+            .map(|i| Transmit {
+                destination: to,
+                contents: vec![(i / 60) as u8; 100],
+            })
+            .collect();
+        let runs: Vec<(usize, usize)> = (0..5).map(|r| (r * 60, r * 60 + 60)).collect();
+        let mut batch = BatchSocket::new(tx.as_raw_fd(), 2048);
+        assert_eq!(batch.send_runs(&transmits, &runs).unwrap(), 4);
+        // Read in between: 300 datagrams at once would overflow the receiving socket.
+        let mut got = drain(&rx);
+        assert_eq!(batch.send_runs(&transmits, &runs[4..]).unwrap(), 1);
+        assert_eq!(batch.send_runs(&transmits, &[]).unwrap(), 0);
+        got.extend(drain(&rx));
+        assert_eq!(got.len(), 300);
+        assert!(got.iter().zip(&transmits).all(|(g, t)| *g == t.contents));
     }
 
     #[test]

@@ -22,7 +22,9 @@ use crate::control::Event;
 use crate::engine::dtls_record::{RecordLayer, RecordOutput};
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
-use crate::io::batch::{self, BatchSocket, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
+use crate::io::batch::{
+    self, BatchSocket, BATCH, GSO_GROUP_SEGMENTS, GSO_MAX_BYTES, GSO_MAX_SEGMENTS,
+};
 use crate::io::dtls::{self, ChannelConn};
 use crate::io::ice_tcp::{self, Connections};
 use crate::io::Egress;
@@ -439,10 +441,16 @@ impl Shell {
     }
 
     /// Copies to the same destination go together as one GSO send (a keyframe burst to a
-    /// subscriber); the rest by `sendmmsg`. Reorders across destinations, never within one.
+    /// subscriber), and GSO sends of one segment size together in one `sendmmsg` (the same
+    /// burst to every subscriber); the rest by `sendmmsg`. Reorders across destinations, never
+    /// within one.
     async fn send_grouped(self: &Rc<Self>, sends: &mut [Transmit]) {
         // Stable: each destination's packets keep their order.
         sends.sort_by_key(|t| t.destination);
+        // GSO runs waiting to go together: all of one segment size.
+        let mut runs = [(0usize, 0usize); BATCH];
+        let mut pending = 0;
+        let mut segments = 0;
         let mut singles_from = 0;
         let mut at = 0;
         while at < sends.len() {
@@ -451,38 +459,58 @@ impl Shell {
                 at = end;
                 continue;
             }
-            // Whatever single datagrams came before go first, as one batch.
+            // Whatever single datagrams came before go now, as one batch: order across
+            // destinations does not matter.
             if singles_from < at {
                 self.send_batched(&mut sends[singles_from..at]).await;
             }
-            let result = {
-                let segments: [&[u8]; GSO_MAX_SEGMENTS] = std::array::from_fn(|i| {
-                    sends
-                        .get(at + i)
-                        .filter(|_| at + i < end)
-                        .map_or(&[][..], |t| &t.contents[..])
-                });
-                self.batch
-                    .borrow_mut()
-                    .send_segments(sends[at].destination, &segments[..end - at])
-            };
+            singles_from = end;
+            let size = sends[at].contents.len();
+            let joins = pending == 0
+                || (sends[runs[0].0].contents.len() == size
+                    && pending < BATCH
+                    && segments + (end - at) <= GSO_GROUP_SEGMENTS);
+            if !joins {
+                self.send_runs(sends, &runs[..pending]).await;
+                pending = 0;
+                segments = 0;
+            }
+            runs[pending] = (at, end);
+            pending += 1;
+            segments += end - at;
+            at = end;
+        }
+        self.send_runs(sends, &runs[..pending]).await;
+        if singles_from < sends.len() {
+            self.send_batched(&mut sends[singles_from..]).await;
+        }
+    }
+
+    /// GSO runs of one segment size ([`BatchSocket::send_runs`]); what the kernel cannot take
+    /// now, or at all, goes datagram by datagram.
+    async fn send_runs(self: &Rc<Self>, sends: &mut [Transmit], runs: &[(usize, usize)]) {
+        let mut from = 0;
+        while from < runs.len() && self.gso.get() {
+            let result = self.batch.borrow_mut().send_runs(sends, &runs[from..]);
             match result {
-                Ok(()) => {
-                    self.worker.borrow_mut().handle_gso_sent(end - at);
-                    singles_from = end;
+                // Nothing taken cannot happen for a run within the kernel's limits (`gso_run`
+                // keeps to them); were it to, the rest goes one by one.
+                Ok(0) => break,
+                Ok(n) => {
+                    let datagrams = runs[from..from + n].iter().map(|(s, e)| e - s).sum();
+                    self.worker.borrow_mut().handle_gso_sent(datagrams);
+                    from += n;
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => singles_from = at,
+                Err(Errno::EAGAIN | Errno::EINTR) => break,
                 Err(e) => {
                     // No GSO here (old kernel, or a device without it): stop trying.
                     tracing::info!("UDP GSO unavailable ({e}); sending datagrams one by one");
                     self.gso.set(false);
-                    singles_from = at;
                 }
             }
-            at = end;
         }
-        if singles_from < sends.len() {
-            self.send_batched(&mut sends[singles_from..]).await;
+        for &(start, end) in &runs[from..] {
+            self.send_batched(&mut sends[start..end]).await;
         }
     }
 
