@@ -388,17 +388,27 @@ mod tests {
             }
             runs.push((start, transmits.len()));
         }
+        // And one datagram, smaller than the segment size, after the first receiver's run: a
+        // message of its own, which the kernel sends as it is.
+        transmits.push(Transmit {
+            destination: receivers[0].local_addr().unwrap(),
+            contents: vec![99; 120],
+        });
+        runs.push((30, 31));
         let sent = BatchSocket::new(tx.as_raw_fd(), 2048)
             .send_runs(&transmits, &runs)
             .unwrap();
-        assert_eq!(sent, 3, "all three runs in one call");
+        assert_eq!(sent, 4, "all four messages in one call");
         // Without GRO on the receiving sockets, the kernel delivers each run as 10 datagrams,
         // in order.
-        for (rx, &(start, end)) in receivers.iter().zip(&runs) {
-            let expected: Vec<Vec<u8>> = transmits[start..end]
+        for (r, rx) in receivers.iter().enumerate() {
+            let mut expected: Vec<Vec<u8>> = transmits[r * 10..r * 10 + 10]
                 .iter()
                 .map(|t| t.contents.clone())
                 .collect();
+            if r == 0 {
+                expected.push(vec![99; 120]);
+            }
             assert_eq!(drain(rx), expected);
         }
     }

@@ -22,10 +22,9 @@ use crate::control::Event;
 use crate::engine::dtls_record::{RecordLayer, RecordOutput};
 use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
-use crate::io::batch::{
-    self, BatchSocket, BATCH, GSO_GROUP_SEGMENTS, GSO_MAX_BYTES, GSO_MAX_SEGMENTS,
-};
+use crate::io::batch::{self, BatchSocket, BATCH};
 use crate::io::dtls::{self, ChannelConn};
+use crate::io::gso::{self, Run, Step};
 use crate::io::ice_tcp::{self, Connections};
 use crate::io::Egress;
 use crate::sfu::cross_core::CrossCore;
@@ -41,11 +40,6 @@ const RECV_BUFFER: usize = 4096;
 /// delay of 0.7 – 1.2 ms with 128, no better with 64 or 256, worse with 32 (1.7 – 6.7 ms), and
 /// 1024 was worse too when last measured.
 const MAX_PENDING_OUTPUTS: usize = 128;
-
-/// Shortest run of copies to one destination sent as a GSO send of its own; shorter runs go
-/// with the rest in `sendmmsg`. Even two pay: a paced 26-person conference cost 4.0 – 4.5 µs
-/// of CPU per copy with 2 here, 4.4 – 4.6 with 4 and 4.4 – 5.3 without GSO.
-const GSO_MIN_SEGMENTS: usize = 2;
 
 /// DTLS records queued per handshake before further ones are dropped.
 const DTLS_QUEUE: usize = 64;
@@ -104,6 +98,8 @@ pub(super) struct Shell {
     scratch: RefCell<Vec<Transmit>>,
     /// Whether UDP GSO works on this socket (turned off at the first refusal).
     gso: std::cell::Cell<bool>,
+    /// Reused between flushes: the steps of the last one's sending and the GSO runs they name.
+    gso_plan: RefCell<(Vec<Step>, Vec<Run>)>,
     local: SocketAddr,
     certificate: Certificate,
     events: mpsc::Sender<Event>,
@@ -161,6 +157,7 @@ pub(crate) fn run(setup: CoreSetup) {
             stamped,
             egress: setup.egress,
             scratch: RefCell::new(Vec::new()),
+            gso_plan: RefCell::new((Vec::new(), Vec::new())),
             gso: std::cell::Cell::new(setup.gso),
             local,
             certificate: setup.certificate,
@@ -442,53 +439,26 @@ impl Shell {
 
     /// Copies to the same destination go together as one GSO send (a keyframe burst to a
     /// subscriber), and GSO sends of one segment size together in one `sendmmsg` (the same
-    /// burst to every subscriber); the rest by `sendmmsg`. Reorders across destinations, never
-    /// within one.
+    /// burst to every subscriber); the rest by `sendmmsg` ([`gso::plan`]). Reorders across
+    /// destinations, never within one.
     async fn send_grouped(self: &Rc<Self>, sends: &mut [Transmit]) {
         // Stable: each destination's packets keep their order.
         sends.sort_by_key(|t| t.destination);
-        // GSO runs waiting to go together: all of one segment size.
-        let mut runs = [(0usize, 0usize); BATCH];
-        let mut pending = 0;
-        let mut segments = 0;
-        let mut singles_from = 0;
-        let mut at = 0;
-        while at < sends.len() {
-            let end = gso_run(sends, at);
-            if end - at < GSO_MIN_SEGMENTS {
-                at = end;
-                continue;
+        // Taken, not borrowed, across the awaits below.
+        let (mut steps, mut runs) = std::mem::take(&mut *self.gso_plan.borrow_mut());
+        gso::plan(sends, &mut steps, &mut runs);
+        for step in &steps {
+            match *step {
+                Step::Singles(start, end) => self.send_batched(&mut sends[start..end]).await,
+                Step::Runs(start, end) => self.send_runs(sends, &runs[start..end]).await,
             }
-            // Whatever single datagrams came before go now, as one batch: order across
-            // destinations does not matter.
-            if singles_from < at {
-                self.send_batched(&mut sends[singles_from..at]).await;
-            }
-            singles_from = end;
-            let size = sends[at].contents.len();
-            let joins = pending == 0
-                || (sends[runs[0].0].contents.len() == size
-                    && pending < BATCH
-                    && segments + (end - at) <= GSO_GROUP_SEGMENTS);
-            if !joins {
-                self.send_runs(sends, &runs[..pending]).await;
-                pending = 0;
-                segments = 0;
-            }
-            runs[pending] = (at, end);
-            pending += 1;
-            segments += end - at;
-            at = end;
         }
-        self.send_runs(sends, &runs[..pending]).await;
-        if singles_from < sends.len() {
-            self.send_batched(&mut sends[singles_from..]).await;
-        }
+        *self.gso_plan.borrow_mut() = (steps, runs);
     }
 
     /// GSO runs of one segment size ([`BatchSocket::send_runs`]); what the kernel cannot take
     /// now, or at all, goes datagram by datagram.
-    async fn send_runs(self: &Rc<Self>, sends: &mut [Transmit], runs: &[(usize, usize)]) {
+    async fn send_runs(self: &Rc<Self>, sends: &mut [Transmit], runs: &[Run]) {
         let mut from = 0;
         while from < runs.len() && self.gso.get() {
             let result = self.batch.borrow_mut().send_runs(sends, &runs[from..]);
@@ -605,28 +575,6 @@ fn copy_delays(
         (first + 1..=first + datagrams)
             .map(move |k| queued + Duration::from_nanos(sending_ns.saturating_mul(k) / total))
     })
-}
-
-/// The end of the run of datagrams from `at` that one GSO send can carry: same destination,
-/// all of the first one's size except perhaps a shorter last, within the kernel's limits.
-fn gso_run(sends: &[Transmit], at: usize) -> usize {
-    let first = &sends[at];
-    let size = first.contents.len();
-    let mut end = at + 1;
-    let mut bytes = size;
-    while end < sends.len()
-        && end - at < GSO_MAX_SEGMENTS
-        && sends[end].destination == first.destination
-        && sends[end].contents.len() <= size
-        && bytes + sends[end].contents.len() <= GSO_MAX_BYTES
-    {
-        bytes += sends[end].contents.len();
-        end += 1;
-        if sends[end - 1].contents.len() < size {
-            break;
-        }
-    }
-    end
 }
 
 async fn recv_loop(shell: Rc<Shell>) {
@@ -795,13 +743,6 @@ async fn dtls_egress_loop(
 mod tests {
     use super::*;
 
-    fn t(port: u16, len: usize) -> Transmit {
-        Transmit {
-            destination: SocketAddr::from(([127, 0, 0, 1], port)),
-            contents: vec![0; len],
-        }
-    }
-
     #[test]
     fn an_earlier_deadline_rearms_the_timer() {
         let t0 = Instant::now();
@@ -840,28 +781,5 @@ mod tests {
             [ms(2)]
         );
         assert_eq!(copy_delays(&[], span).count(), 0);
-    }
-
-    #[test]
-    fn gso_runs_follow_destination_size_and_limits() {
-        let sends = vec![
-            t(1, 1200),
-            t(1, 1200),
-            t(1, 300), // a shorter last segment ends the run
-            t(1, 1200),
-            t(2, 1200),
-            t(2, 1300), // longer than the first: not in the run
-            t(3, 100),
-        ];
-        assert_eq!(gso_run(&sends, 0), 3);
-        assert_eq!(gso_run(&sends, 3), 4);
-        assert_eq!(gso_run(&sends, 4), 5);
-        assert_eq!(gso_run(&sends, 5), 6);
-        assert_eq!(gso_run(&sends, 6), 7);
-        // Byte and segment limits.
-        let big: Vec<Transmit> = (0..100).map(|_| t(9, 1240)).collect();
-        assert_eq!(gso_run(&big, 0), GSO_MAX_BYTES / 1240);
-        let small: Vec<Transmit> = (0..100).map(|_| t(9, 100)).collect();
-        assert_eq!(gso_run(&small, 0), GSO_MAX_SEGMENTS);
     }
 }

@@ -5,6 +5,7 @@
 pub(crate) mod batch;
 pub(crate) mod core;
 pub mod dtls;
+pub(crate) mod gso;
 pub mod ice_tcp;
 pub(crate) mod socket;
 
