@@ -135,8 +135,10 @@ impl BatchSocket {
     }
 
     /// Send runs of `transmits` (`runs`: index ranges, each to one destination, its datagrams
-    /// all of the first one's size except perhaps a shorter last one, and that size the same for
-    /// every run) with UDP GSO (`UDP_SEGMENT`): the kernel builds each run's datagrams, so a
+    /// all of `size` bytes except perhaps a shorter last one; a run of one datagram may be
+    /// shorter, and the kernel sends it as it is) with UDP GSO (`UDP_SEGMENT` of `size`). The
+    /// size is the caller's: what is left of a group after a partial send may start with a
+    /// shorter datagram. UDP GSO: the kernel builds each run's datagrams, so a
     /// burst to one subscriber costs one trip through the stack instead of one per packet, and
     /// the runs go in one `sendmmsg`. Returns how many runs (from the first) the kernel took;
     /// at most [`BATCH`] runs and [`GSO_GROUP_SEGMENTS`] datagrams go in one call. Allocates
@@ -145,11 +147,11 @@ impl BatchSocket {
         &mut self,
         transmits: &[Transmit],
         runs: &[(usize, usize)],
+        size: u16,
     ) -> Result<usize, Errno> {
-        let Some(&(first, _)) = runs.first() else {
+        if runs.is_empty() {
             return Ok(0);
-        };
-        let size = transmits[first].contents.len() as u16;
+        }
         let mut iov = [IoSlice::new(&[]); GSO_GROUP_SEGMENTS];
         let mut taken = 0;
         let mut n = 0;
@@ -396,7 +398,7 @@ mod tests {
         });
         runs.push((30, 31));
         let sent = BatchSocket::new(tx.as_raw_fd(), 2048)
-            .send_runs(&transmits, &runs)
+            .send_runs(&transmits, &runs, 1200)
             .unwrap();
         assert_eq!(sent, 4, "all four messages in one call");
         // Without GRO on the receiving sockets, the kernel delivers each run as 10 datagrams,
@@ -414,6 +416,31 @@ mod tests {
     }
 
     #[test]
+    fn a_call_that_starts_with_a_smaller_datagram_keeps_the_groups_segment_size() {
+        // What is left of a group after a partial send may start with a one-datagram message
+        // (audio that follows a subscriber's video): the runs after it keep their size.
+        let tx = socket();
+        let (rx_a, rx_b) = (socket(), socket());
+        let mut transmits = vec![Transmit {
+            destination: rx_a.local_addr().unwrap(),
+            contents: vec![7; 120],
+        }];
+        transmits.extend((0..3u8).map(|i| Transmit {
+            destination: rx_b.local_addr().unwrap(),
+            contents: vec![i; 1200],
+        }));
+        let sent = BatchSocket::new(tx.as_raw_fd(), 2048)
+            .send_runs(&transmits, &[(0, 1), (1, 4)], 1200)
+            .unwrap();
+        assert_eq!(sent, 2);
+        assert_eq!(drain(&rx_a), [vec![7u8; 120]]);
+        assert_eq!(
+            drain(&rx_b),
+            [vec![0u8; 1200], vec![1; 1200], vec![2; 1200]]
+        );
+    }
+
+    #[test]
     fn a_call_takes_no_more_runs_than_its_room_for_segments() {
         let tx = socket();
         let rx = socket();
@@ -427,11 +454,11 @@ mod tests {
             .collect();
         let runs: Vec<(usize, usize)> = (0..5).map(|r| (r * 60, r * 60 + 60)).collect();
         let mut batch = BatchSocket::new(tx.as_raw_fd(), 2048);
-        assert_eq!(batch.send_runs(&transmits, &runs).unwrap(), 4);
+        assert_eq!(batch.send_runs(&transmits, &runs, 100).unwrap(), 4);
         // Read in between: 300 datagrams at once would overflow the receiving socket.
         let mut got = drain(&rx);
-        assert_eq!(batch.send_runs(&transmits, &runs[4..]).unwrap(), 1);
-        assert_eq!(batch.send_runs(&transmits, &[]).unwrap(), 0);
+        assert_eq!(batch.send_runs(&transmits, &runs[4..], 100).unwrap(), 1);
+        assert_eq!(batch.send_runs(&transmits, &[], 100).unwrap(), 0);
         got.extend(drain(&rx));
         assert_eq!(got.len(), 300);
         assert!(got.iter().zip(&transmits).all(|(g, t)| *g == t.contents));

@@ -459,9 +459,17 @@ impl Shell {
     /// GSO runs of one segment size ([`BatchSocket::send_runs`]); what the kernel cannot take
     /// now, or at all, goes datagram by datagram.
     async fn send_runs(self: &Rc<Self>, sends: &mut [Transmit], runs: &[Run]) {
+        // The group's segment size, from its first run (two or more datagrams: `gso::plan`),
+        // kept for what is left after a partial send.
+        let size = runs
+            .first()
+            .map_or(0, |&(start, _)| sends[start].contents.len()) as u16;
         let mut from = 0;
         while from < runs.len() && self.gso.get() {
-            let result = self.batch.borrow_mut().send_runs(sends, &runs[from..]);
+            let result = self
+                .batch
+                .borrow_mut()
+                .send_runs(sends, &runs[from..], size);
             match result {
                 // Nothing taken cannot happen for a run within the kernel's limits (`gso_run`
                 // keeps to them); were it to, the rest goes one by one.
