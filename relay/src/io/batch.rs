@@ -134,15 +134,15 @@ impl BatchSocket {
         report
     }
 
-    /// Send runs of `transmits` (`runs`: index ranges, each to one destination, its datagrams
-    /// all of `size` bytes except perhaps a shorter last one; a run of one datagram may be
-    /// shorter, and the kernel sends it as it is) with UDP GSO (`UDP_SEGMENT` of `size`). The
-    /// size is the caller's: what is left of a group after a partial send may start with a
-    /// shorter datagram. UDP GSO: the kernel builds each run's datagrams, so a
-    /// burst to one subscriber costs one trip through the stack instead of one per packet, and
-    /// the runs go in one `sendmmsg`. Returns how many runs (from the first) the kernel took;
-    /// at most [`BATCH`] runs and [`GSO_GROUP_SEGMENTS`] datagrams go in one call. Allocates
-    /// nothing: the headers and their room for the segment size are the socket's own.
+    /// Send runs of `transmits` in one `sendmmsg`, each as a UDP GSO send (`UDP_SEGMENT` of
+    /// `size`): the kernel builds each run's datagrams, so a burst to one subscriber costs one
+    /// trip through the stack instead of one per packet. `runs` are index ranges, each to one
+    /// destination, its datagrams all of `size` bytes but perhaps a shorter last one (a run of
+    /// one shorter datagram goes as it is). The size is the caller's, as what is left of a
+    /// group after a partial send may start with such a datagram. Returns how many runs, from
+    /// the first, the kernel took: at most [`BATCH`] runs and [`GSO_GROUP_SEGMENTS`]
+    /// datagrams per call. Allocates nothing: the headers and their room for the segment size
+    /// are the socket's own.
     pub(crate) fn send_runs(
         &mut self,
         transmits: &[Transmit],

@@ -86,11 +86,13 @@ impl SendHistory {
         let since = now.saturating_duration_since(epoch);
         let at_us = since.as_secs() * 1_000_000 + u64::from(since.subsec_micros());
         if self.packets.len() >= self.limit {
-            let recent = self
-                .packets
-                .front()
-                .is_some_and(|oldest| at_us.saturating_sub(oldest.at_us) < KEEP.as_micros() as u64);
-            if recent && self.limit < HISTORY {
+            // At the bound the oldest goes whatever its age: no need to read it (a cache line
+            // apart from the newest, on the per-copy path).
+            let grow = self.limit < HISTORY
+                && self.packets.front().is_some_and(|oldest| {
+                    at_us.saturating_sub(oldest.at_us) < KEEP.as_micros() as u64
+                });
+            if grow {
                 self.limit = (self.limit * 2).min(HISTORY);
                 self.packets.reserve_exact(self.limit - self.packets.len());
             } else {
