@@ -809,8 +809,10 @@ fn main() -> anyhow::Result<()> {
                 }
             });
         }
-        signalling::systemd::watchdog(hub.clone(), link.clone());
+        // Ready first: the watchdog's first ping comes at once, and systemd (and the
+        // service test) expect READY=1 before any WATCHDOG=1.
         signalling::systemd::ready();
+        signalling::systemd::watchdog(hub.clone(), link.clone());
         let finish = hub.clone();
         // Ctrl-C, or SIGTERM (what systemd and container runtimes send to stop a service).
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
