@@ -24,7 +24,7 @@ use crate::engine::srtp::SrtpProfile;
 use crate::ids::ParticipantKey;
 use crate::io::batch::{self, BatchSocket, BATCH};
 use crate::io::dtls::{self, ChannelConn};
-use crate::io::gso::{self, Run, Step};
+use crate::io::gso::{self, Grouping, Run, Step};
 use crate::io::ice_tcp::{self, Connections};
 use crate::io::Egress;
 use crate::sfu::cross_core::CrossCore;
@@ -100,6 +100,8 @@ pub(super) struct Shell {
     gso: std::cell::Cell<bool>,
     /// Reused between flushes: the steps of the last one's sending and the GSO runs they name.
     gso_plan: RefCell<(Vec<Step>, Vec<Run>)>,
+    /// Reused between flushes: sorts a flush's datagrams by destination for the plan.
+    grouping: RefCell<Grouping>,
     local: SocketAddr,
     certificate: Certificate,
     events: mpsc::Sender<Event>,
@@ -158,6 +160,7 @@ pub(crate) fn run(setup: CoreSetup) {
             egress: setup.egress,
             scratch: RefCell::new(Vec::new()),
             gso_plan: RefCell::new((Vec::new(), Vec::new())),
+            grouping: RefCell::new(Grouping::default()),
             gso: std::cell::Cell::new(setup.gso),
             local,
             certificate: setup.certificate,
@@ -441,9 +444,9 @@ impl Shell {
     /// subscriber), and GSO sends of one segment size together in one `sendmmsg` (the same
     /// burst to every subscriber); the rest by `sendmmsg` ([`gso::plan`]). Reorders across
     /// destinations, never within one.
-    async fn send_grouped(self: &Rc<Self>, sends: &mut [Transmit]) {
-        // Stable: each destination's packets keep their order.
-        sends.sort_by_key(|t| t.destination);
+    async fn send_grouped(self: &Rc<Self>, sends: &mut Vec<Transmit>) {
+        // Each destination's packets keep their order.
+        self.grouping.borrow_mut().group(sends);
         // Taken, not borrowed, across the awaits below.
         let (mut steps, mut runs) = std::mem::take(&mut *self.gso_plan.borrow_mut());
         gso::plan(sends, &mut steps, &mut runs);

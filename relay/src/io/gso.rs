@@ -9,6 +9,8 @@
 //! of another channel first).
 
 use crate::io::batch::{BATCH, GSO_GROUP_SEGMENTS, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
+use std::net::SocketAddr;
+
 use crate::sfu::worker::Transmit;
 
 /// Fewest datagrams to one destination worth a GSO send.
@@ -26,6 +28,63 @@ pub(crate) enum Step {
     /// be one datagram no larger than that size: one that must follow a run to its
     /// destination).
     Runs(usize, usize),
+}
+
+/// Sorts a flush's datagrams by destination, each destination's keeping their order (what
+/// [`plan`] takes), without allocating once its two buffers have grown.
+///
+/// A stable sort of the datagrams themselves (56 bytes each, compared as `SocketAddr`s) took
+/// a scratch allocation per flush of more than 73 and about 3% of a core's user time at
+/// fan-out 100. Here a `u128` per datagram (a key of its address, then its index) is sorted,
+/// and the datagrams are moved once, into their place.
+#[derive(Debug, Default)]
+pub(crate) struct Grouping {
+    keys: Vec<u128>,
+    spare: Vec<Transmit>,
+}
+
+impl Grouping {
+    /// Put `sends` in the order [`plan`] takes. Two addresses may share a key (IPv6 addresses
+    /// are folded into 64 bits); their datagrams then interleave, in their order, and only
+    /// make shorter runs.
+    pub(crate) fn group(&mut self, sends: &mut Vec<Transmit>) {
+        self.keys.clear();
+        self.keys.extend(
+            sends
+                .iter()
+                .enumerate()
+                .map(|(i, t)| u128::from(address_key(&t.destination)) << 64 | i as u128),
+        );
+        // Already grouped (one destination, or a flush of one subscriber's burst): no move.
+        if self.keys.is_sorted() {
+            return;
+        }
+        self.keys.sort_unstable();
+        self.spare.clear();
+        self.spare.extend(self.keys.iter().map(|&k| {
+            let t = &mut sends[k as u64 as usize];
+            Transmit {
+                destination: t.destination,
+                contents: std::mem::take(&mut t.contents),
+            }
+        }));
+        std::mem::swap(sends, &mut self.spare);
+        // Only emptied buffers are left here: nothing to free.
+        self.spare.clear();
+    }
+}
+
+/// 64 bits that tell most addresses apart: an IPv4 address and port exactly; an IPv6 one
+/// folded, with the top bit set.
+fn address_key(address: &SocketAddr) -> u64 {
+    match address {
+        SocketAddr::V4(a) => u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()),
+        SocketAddr::V6(a) => {
+            let bits = a.ip().to_bits();
+            let folded = (bits as u64 ^ (bits >> 64) as u64).rotate_left(16);
+            (folded ^ u64::from(a.port())) | 1 << 63
+        }
+    }
 }
 
 /// Plan the sending of `sends`, sorted by destination (stable): into `steps`, with the GSO runs
@@ -152,7 +211,6 @@ pub(crate) fn gso_run(sends: &[Transmit], at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
 
     fn t(port: u16, len: usize) -> Transmit {
         Transmit {
@@ -238,7 +296,60 @@ mod tests {
         assert_eq!(to_one, [0, 1, 2, 3], "{steps:?}");
     }
 
+    #[test]
+    fn grouping_a_grouped_flush_moves_nothing_and_allocates_nothing_again() {
+        let mut g = Grouping::default();
+        let mut sends: Vec<Transmit> = (0..200).map(|i| t(1 + (i % 7) as u16, 100 + i)).collect();
+        g.group(&mut sends);
+        let grown = (g.keys.capacity(), g.spare.capacity());
+        let before: Vec<usize> = sends.iter().map(|t| t.contents.len()).collect();
+        g.group(&mut sends);
+        let after: Vec<usize> = sends.iter().map(|t| t.contents.len()).collect();
+        assert_eq!(before, after);
+        let mut again: Vec<Transmit> = (0..200).map(|i| t(1 + (i % 5) as u16, 1)).collect();
+        g.group(&mut again);
+        assert_eq!((g.keys.capacity(), g.spare.capacity()), grown);
+    }
+
     proptest::proptest! {
+        /// Grouping gives what a stable sort by destination gives: every datagram once, each
+        /// destination's together and in order, for IPv4 and IPv6 addresses alike.
+        #[test]
+        fn grouping_is_a_stable_sort_by_destination(
+            datagrams in proptest::collection::vec((0usize..8, 1usize..1500), 0..400),
+        ) {
+            let addresses: [SocketAddr; 8] = [
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                "127.0.0.2:1".parse().unwrap(),
+                "10.0.0.1:50000".parse().unwrap(),
+                "[::1]:1".parse().unwrap(),
+                "[::1]:2".parse().unwrap(),
+                "[fe80::1]:1".parse().unwrap(),
+                "[2001:db8::7]:443".parse().unwrap(),
+            ];
+            let sends = || -> Vec<Transmit> {
+                datagrams
+                    .iter()
+                    .map(|&(a, len)| Transmit { destination: addresses[a], contents: vec![0; len] })
+                    .collect()
+            };
+            let mut expected = sends();
+            expected.sort_by_key(|t| address_key(&t.destination));
+            let mut grouped = sends();
+            Grouping::default().group(&mut grouped);
+            let view = |v: &[Transmit]| -> Vec<(SocketAddr, usize)> {
+                v.iter().map(|t| (t.destination, t.contents.len())).collect()
+            };
+            proptest::prop_assert_eq!(view(&grouped), view(&expected));
+            // These eight have eight keys: each destination's datagrams are together.
+            let mut seen = Vec::new();
+            for w in grouped.chunk_by(|a, b| a.destination == b.destination) {
+                proptest::prop_assert!(!seen.contains(&w[0].destination));
+                seen.push(w[0].destination);
+            }
+        }
+
         /// Whatever the flush, every datagram is sent once, each destination's in order, and
         /// every GSO step keeps to one segment size and the kernel's limits.
         #[test]
@@ -249,7 +360,7 @@ mod tests {
             ),
         ) {
             let mut sends: Vec<Transmit> = datagrams.iter().map(|&(p, len)| t(p, len)).collect();
-            sends.sort_by_key(|t| t.destination);
+            Grouping::default().group(&mut sends);
             let (mut steps, mut runs) = (Vec::new(), Vec::new());
             plan(&sends, &mut steps, &mut runs);
             let sent = order(&steps, &runs);
