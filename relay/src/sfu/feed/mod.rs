@@ -4,6 +4,7 @@
 //! limiter), the playout delay that leaves its subscribers time for those repairs, the cache
 //! that answers its subscribers' NACKs, and its subscribers.
 
+pub mod consumers;
 pub mod dynacast;
 pub mod layer;
 pub mod nack;
@@ -16,6 +17,7 @@ pub mod stall;
 
 pub use recv_stats::RecvStats;
 
+use consumers::Consumers;
 use dynacast::Dynacast;
 use speech::Speech;
 
@@ -26,7 +28,6 @@ use crate::engine::playout_delay::PlayoutDelay;
 use crate::engine::{dependency_descriptor, h264, rtp, vp8, vp9};
 use crate::ids::ParticipantKey;
 
-use super::consumer::Consumer;
 use super::cross_core::FeedRoute;
 use super::repair_wait::RepairWait;
 use super::svc::{SvcFrame, SvcStream};
@@ -49,7 +50,7 @@ pub struct Feed {
     /// Its streams: one, or one per simulcast layer, lowest quality first.
     pub layers: Vec<Layer>,
     /// Subscribers.
-    pub consumers: Vec<Consumer>,
+    pub consumers: Consumers,
     /// When the last packet arrived; None while the feed is stopped.
     pub last_packet_at: Option<Instant>,
     /// The id of the MID header extension in this feed's packets, if negotiated.
@@ -118,7 +119,7 @@ impl Feed {
             speech: Speech::default(),
             layers: layers_of(&description),
             description,
-            consumers: Vec::new(),
+            consumers: Consumers::default(),
             last_packet_at: None,
             mid_extension,
             twcc_extension,

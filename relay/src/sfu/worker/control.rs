@@ -47,7 +47,7 @@ impl Worker {
             Session {
                 sid,
                 participants: HashMap::new(),
-                feeds: HashMap::new(),
+                feeds: FastMap::default(),
                 feed_keys: HashMap::new(),
                 speaker_feeds: Vec::new(),
                 other_cores: Vec::new(),
@@ -263,7 +263,7 @@ impl Worker {
         // Its subscriptions.
         for fkey in p.subscriptions.values() {
             if let Some(feed) = session.feeds.get_mut(fkey) {
-                feed.consumers.retain(|c| c.subscriber != key);
+                feed.consumers.remove(key);
             }
         }
         // Its feeds, and every subscription to them.
@@ -492,7 +492,7 @@ impl Worker {
         if feed.publisher == key {
             return Err(ControlError::OwnFeed { uid: uid.clone() });
         }
-        if feed.consumers.iter().any(|c| c.subscriber == key) {
+        if feed.consumers.contains(key) {
             return Err(ControlError::AlreadySubscribed {
                 uid: uid.clone(),
                 feed_id: feed_id.clone(),
@@ -520,7 +520,9 @@ impl Worker {
             p.transport.enable_bwe(id, BweConfig::default());
             consumer.transport_wide = !(feed.is_video() && rtx_ssrc.is_none());
         }
-        feed.consumers.push(consumer);
+        // Checked above: it has none yet.
+        let pushed = feed.consumers.push(consumer);
+        debug_assert!(pushed.is_some(), "one consumer per subscriber");
         let info = SubscriptionInfo {
             feed_id: feed_id.clone(),
             ssrc: Ssrc(ssrc),
@@ -551,11 +553,7 @@ impl Worker {
         let session = &self.sessions[&skey];
         let fkey = *session.feed_keys.get(feed_id).ok_or_else(not_subscribed)?;
         let feed = session.feeds.get(&fkey).ok_or_else(not_subscribed)?;
-        let index = feed
-            .consumers
-            .iter()
-            .position(|c| c.subscriber == key)
-            .ok_or_else(not_subscribed)?;
+        let index = feed.consumers.position(key).ok_or_else(not_subscribed)?;
         Ok((skey, key, fkey, index))
     }
 

@@ -372,8 +372,8 @@ impl Worker {
             let feed = self.sessions.get(&p.session)?.feeds.get(&fkey)?;
             let index = feed
                 .consumers
-                .iter()
-                .position(|c| c.subscriber == subscriber && c.ssrc.0 == media_ssrc)?;
+                .position(subscriber)
+                .filter(|&i| feed.consumers[i].ssrc.0 == media_ssrc)?;
             Some((p.session, fkey, index))
         });
         let Some(((feed, mut out), index)) =

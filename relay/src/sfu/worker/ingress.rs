@@ -1,7 +1,6 @@
 //! Datagrams from the network and packets from other cores: demultiplexing, ICE-lite, routing
 //! of DTLS records to their handshake, SRTP in, fan-out, RTCP feedback.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -431,7 +430,7 @@ impl Worker {
         subscriber: ParticipantKey,
     ) -> Option<usize> {
         let feed = self.sessions.get(&skey)?.feeds.get(&fkey)?;
-        let c = feed.consumers.iter().find(|c| c.subscriber == subscriber)?;
+        let c = feed.consumers.find(subscriber)?;
         Some(usize::from(c.layers.current().unwrap_or(c.layers.target())))
     }
 
@@ -627,7 +626,7 @@ impl Worker {
                     session
                         .feeds
                         .get_mut(&fkey)
-                        .and_then(|f| f.consumers.iter_mut().find(|c| c.subscriber == key)),
+                        .and_then(|f| f.consumers.find_mut(key)),
                 ) {
                     c.retransmits.set_rtt(rtt);
                 }
@@ -748,7 +747,7 @@ impl Worker {
 /// The participant whose ICE-selected address is `src`, with the datagram counted to it;
 /// `unknown` if there is none. Only addresses that passed a verified check are in `by_addr`.
 fn authenticated_source<'a>(
-    by_addr: &HashMap<SocketAddr, ParticipantKey>,
+    by_addr: &FastMap<SocketAddr, ParticipantKey>,
     participants: &'a mut Participants,
     src: SocketAddr,
     len: usize,

@@ -177,7 +177,7 @@ enum Timer {
 struct Session {
     sid: Sid,
     participants: HashMap<Uid, ParticipantKey>,
-    feeds: HashMap<FeedKey, Feed>,
+    feeds: FastMap<FeedKey, Feed>,
     feed_keys: HashMap<FeedId, FeedKey>,
     /// The dominant speaker's video feeds: allocated right after screen shares.
     speaker_feeds: Vec<FeedId>,
@@ -205,11 +205,12 @@ pub(crate) type Participants = FastMap<ParticipantKey, Box<Participant>>;
 /// The sans-IO state of one core.
 pub struct Worker {
     config: WorkerConfig,
-    sessions: HashMap<SessionKey, Session>,
+    sessions: FastMap<SessionKey, Session>,
     session_keys: HashMap<Sid, SessionKey>,
     participants: Participants,
     by_ufrag: HashMap<String, ParticipantKey>,
-    by_addr: HashMap<SocketAddr, ParticipantKey>,
+    /// Looked up for every datagram received.
+    by_addr: FastMap<SocketAddr, ParticipantKey>,
     outputs: VecDeque<Output>,
     stats: CoreStats,
     next_key: u64,
@@ -250,11 +251,11 @@ impl Worker {
         };
         Worker {
             config,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             session_keys: HashMap::new(),
             participants: FastMap::default(),
             by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_addr: FastMap::default(),
             outputs: VecDeque::new(),
             stats,
             next_key: 1,

@@ -25,7 +25,7 @@ impl Worker {
             .iter()
             .filter_map(|fkey| {
                 let feed = session.feeds.get(fkey).filter(|f| f.is_video())?;
-                let c = feed.consumers.iter().find(|c| c.subscriber == key)?;
+                let c = feed.consumers.find(key)?;
                 let mut state = LayerState {
                     feed_id: feed.description.feed_id.clone(),
                     layers: feed.layers.len() as u8,
@@ -84,7 +84,7 @@ impl Worker {
             let Some(feed) = session.feeds.get(&fkey) else {
                 continue;
             };
-            let Some(index) = feed.consumers.iter().position(|c| c.subscriber == key) else {
+            let Some(index) = feed.consumers.position(key) else {
                 continue;
             };
             // A layer dynacast turned off costs what it did when it was on: a subscriber
@@ -396,9 +396,9 @@ impl Worker {
         let session = self.sessions.get(&p.session)?;
         p.subscriptions.values().find_map(|&fkey| {
             let feed = session.feeds.get(&fkey)?;
-            let index = feed.consumers.iter().position(|c| {
-                c.subscriber == key
-                    && c.transport_wide
+            let index = feed.consumers.position(key).filter(|&i| {
+                let c = &feed.consumers[i];
+                c.transport_wide
                     && c.retransmits.rtx_ssrc.is_some()
                     && c.rewriter.last_sent().is_some()
             })?;

@@ -109,8 +109,8 @@ impl Worker {
         let starved = p.subscriptions.values().any(|fkey| {
             session.feeds.get(fkey).is_some_and(|f| {
                 f.consumers
-                    .iter()
-                    .any(|c| c.subscriber == key && c.layers.paused() == Some(Pause::Bandwidth))
+                    .find(key)
+                    .is_some_and(|c| c.layers.paused() == Some(Pause::Bandwidth))
             })
         });
         let packets_in = p.usage.packets_in;
@@ -205,7 +205,7 @@ impl Worker {
             let Some(feed) = session.feeds.get(fkey) else {
                 continue;
             };
-            let Some(c) = feed.consumers.iter().find(|c| c.subscriber == key) else {
+            let Some(c) = feed.consumers.find(key) else {
                 continue;
             };
             let Some((last_ts, at)) = c.rewriter.last_sent() else {
