@@ -130,6 +130,15 @@ async def main(url, sid, token, count):
         joined = await request({"type": "join", "v": 1, "sid": sid, "name": "aiortc", "token": token, "data": True})
         await asyncio.wait_for(ready.wait(), 20)
         print(f"READY {joined['uid']}", flush=True)
+
+        async def progress():
+            # Says how far it got while the page's messages are late (a failing test's log).
+            while not all_in.is_set():
+                await asyncio.sleep(5)
+                if not all_in.is_set():
+                    print(f"aiortc: {received['n']} of {count} received so far", file=sys.stderr, flush=True)
+
+        asyncio.ensure_future(progress())
         # The page starts once it sees READY; this side sends its own once it has them all:
         # the page may not have joined yet when this side's channels open, and a message to
         # everyone reaches only who is there (docs/relay.md#data-channels).

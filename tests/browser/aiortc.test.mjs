@@ -63,8 +63,9 @@ test('aiortc and Chromium exchange data-channel messages through the relay', asy
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   const line = (re, ms) =>
-    until(async () => re.exec(out), (m) => m !== null, ms).catch((e) => {
-      throw new Error(`aiortc: ${e.message}; it printed ${JSON.stringify(out)}`);
+    until(async () => re.exec(out), (m) => m !== null, ms).catch(async (e) => {
+      const counts = await relayData().catch((err) => `no counters: ${err.message}`);
+      throw new Error(`aiortc: ${e.message}; it printed ${JSON.stringify(out)}; the relay: ${counts}`);
     });
   try {
     const page = await joinPage(browser.context, server, 'aiortc-data', 'chromium');
