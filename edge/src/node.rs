@@ -899,5 +899,8 @@ fn from_core(node: &Shared, message: CrossCore) {
                 drain(node, &peer);
             }
         }
+        // A hold by a core's receivers stays on this node: the senders of other nodes are not
+        // held back, and the bound on what waits for a receiver applies to their messages.
+        CrossCore::DataHold { .. } => {}
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use relay::control::Event;
-use relay::fuzzing::data::DataHarness;
+use relay::fuzzing::data::{DataHarness, SpreadDataHarness};
 use relay::ids::{ParticipantKey, Sid, Uid};
 use relay::sfu::data::envelope::address;
 use relay::sfu::data::{LOSSY_STREAM, MAX_HOLD, RELIABLE_STREAM};
@@ -435,4 +435,73 @@ fn messages_cross_to_the_participants_of_the_session_on_another_core() {
         [("far".to_owned(), b"from far".to_vec())]
     );
     assert!(read(&mut far_client).is_empty());
+}
+
+/// `count` reliable messages of 4 KiB from "pub" (core 0) to "far" (core 1), numbered,
+/// queued in its SCTP client at once.
+fn offer_far(s: &mut SpreadDataHarness, count: u32) {
+    for i in 0..count {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(4096, 0);
+        let now = s.sp.origin.now;
+        let bytes = Bytes::from(address(false, &["far"], &payload));
+        s.peers[0]
+            .3
+            .send(now, RELIABLE_STREAM, false, &bytes)
+            .unwrap();
+    }
+    s.pump();
+}
+
+#[test]
+fn a_slow_receiver_on_another_core_holds_the_sender_back_and_loses_nothing() {
+    let mut s = SpreadDataHarness::default();
+    // 16 MiB from "pub" (core 0) for "far" (core 1), offered at once; "far" reads 4 KiB every
+    // 5 ms, 800 KiB/s, five times slower than "pub" may send. Without a hold across cores,
+    // core 1 would have more than 8 MiB waiting for "far" within three seconds.
+    let count = 4096u32;
+    offer_far(&mut s, count);
+    let mut got = Vec::new();
+    let mut steps = 0;
+    while got.len() < count as usize && steps < 20_000 {
+        s.run_for(Duration::from_millis(5));
+        got.extend(
+            s.read_at_most(1, 1)
+                .into_iter()
+                .map(|(_, _, p)| u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+        );
+        steps += 1;
+    }
+    let far = s.sp.sink.stats().data;
+    let near = s.sp.origin.worker.stats().data;
+    assert_eq!(far.undeliverable, 0, "{far:?}");
+    assert_eq!(got, (0..count).collect::<Vec<_>>());
+    assert!(near.held_for_receivers > 0, "{near:?}");
+    // At the reader's pace: 4096 reads of one message every 5 ms.
+    assert!((4096..4400).contains(&steps), "{steps} steps of 5 ms");
+}
+
+#[test]
+fn a_receiver_on_another_core_that_leaves_lets_the_sender_go_on_at_once() {
+    let mut s = SpreadDataHarness::default();
+    offer_far(&mut s, 4096);
+    // "far" reads nothing: once 1 MiB waits for it, "pub" is held on its own core.
+    let mut steps = 0;
+    while s.sp.origin.worker.stats().data.held_for_receivers == 0 && steps < 2000 {
+        s.run_for(Duration::from_millis(5));
+        steps += 1;
+    }
+    let taken = s.sp.origin.worker.stats().data.messages_in;
+    s.run_for(Duration::from_millis(500));
+    let held = s.sp.origin.worker.stats().data;
+    assert!(held.held_for_receivers > 0, "{held:?}");
+    assert_eq!(held.messages_in, taken, "held: {held:?}");
+    // "far" leaves: "pub" goes on now, not when the hold would have run out (5 s).
+    s.sp.sink
+        .remove_participant(&Sid::from("s"), &Uid::from("far"))
+        .unwrap();
+    s.pump();
+    s.run_for(Duration::from_millis(100));
+    let after = s.sp.origin.worker.stats().data;
+    assert!(after.messages_in > taken + 100, "{after:?}");
 }

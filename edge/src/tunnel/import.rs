@@ -113,7 +113,7 @@ impl Tunnel {
                     Self::tell_layers(import, &mut self.outputs);
                 }
             }
-            CrossCore::Rtp { .. } | CrossCore::Data(_) => {}
+            CrossCore::Rtp { .. } | CrossCore::Data(_) | CrossCore::DataHold { .. } => {}
         }
     }
 

@@ -171,7 +171,9 @@ impl Tunnel {
                 self.ask_peer(message)
             }
             // Data-channel messages go to the peers of their session ([`Tunnel::send_data`]).
-            CrossCore::Data(_) => {}
+            // A hold is not carried to other nodes: there, the bound on what waits for a
+            // receiver is what applies.
+            CrossCore::Data(_) | CrossCore::DataHold { .. } => {}
         }
     }
 

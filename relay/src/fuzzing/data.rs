@@ -129,18 +129,25 @@ impl DataHarness {
     /// As [`DataHarness::received`], but at most `n` messages: an application that reads
     /// slowly, whose SCTP window closes while the rest waits.
     pub fn read_at_most(&mut self, i: usize, n: usize) -> Vec<(u16, String, Vec<u8>)> {
-        let now = self.h.now;
-        let got: Vec<Message> = std::iter::from_fn(|| self.peers[i].2.read(now))
-            .take(n)
-            .collect();
+        let got = take(&mut self.peers[i].2, self.h.now, n);
         self.pump();
-        got.into_iter()
-            .map(|m| {
-                let d = Delivered::parse(&m.data).expect("the relay's envelope reads");
-                (m.stream, d.from.to_owned(), d.payload.to_vec())
-            })
-            .collect()
+        got
     }
+}
+
+/// At most `n` messages `client` has for its application: (stream, sender, payload).
+fn take(
+    client: &mut DataChannels,
+    now: std::time::Instant,
+    n: usize,
+) -> Vec<(u16, String, Vec<u8>)> {
+    std::iter::from_fn(|| client.read(now))
+        .take(n)
+        .map(|m: Message| {
+            let d = Delivered::parse(&m.data).expect("the relay's envelope reads");
+            (m.stream, d.from.to_owned(), d.payload.to_vec())
+        })
+        .collect()
 }
 
 /// DCEP messages: what reads writes back the same.
@@ -236,6 +243,137 @@ fn sctp_packet(chunks: &[u8]) -> Vec<u8> {
     let sum = CRC32C.checksum(&p);
     p[8..12].copy_from_slice(&sum.to_le_bytes());
     p
+}
+
+/// Data channels across two cores of one session: "pub" (who may send) on core 0, "far" on
+/// core 1 ([`super::spread_harness`]), each with an SCTP client, and the cores' messages to
+/// each other carried at once.
+pub struct SpreadDataHarness {
+    /// The two cores and their clock (the origin's).
+    pub sp: super::SpreadHarness,
+    /// Each participant: its uid, the worker's key for it, its core, its SCTP client.
+    pub peers: Vec<(Uid, ParticipantKey, usize, DataChannels)>,
+    /// Messages the cores handed each other.
+    pub crossed: usize,
+}
+
+impl Default for SpreadDataHarness {
+    fn default() -> Self {
+        let mut sp = super::spread_harness(SrtpProfile::AeadAes128Gcm);
+        let sid = Sid::from("s");
+        let now = sp.origin.now;
+        sp.origin.worker.set_session_cores(&sid, &[0, 1]).unwrap();
+        sp.sink.set_session_cores(&sid, &[0, 1]).unwrap();
+        let mut peers = Vec::new();
+        for (uid, core) in [("pub", 0), ("far", 1)] {
+            let uid = Uid::from(uid);
+            let update = ParticipantConfig {
+                remote_ufrag: Some("peer".into()),
+                publish_data: uid.0 == "pub",
+                ..Default::default()
+            };
+            let worker = match core {
+                0 => &mut sp.origin.worker,
+                _ => &mut sp.sink,
+            };
+            worker.update_participant(&sid, &uid, update).unwrap();
+            let key = worker.participant_key(&sid, &uid).unwrap();
+            let channels = DataChannels::client(now, MAX_MESSAGE_SIZE as usize);
+            peers.push((uid, key, core, channels));
+        }
+        let mut s = SpreadDataHarness {
+            sp,
+            peers,
+            crossed: 0,
+        };
+        s.pump();
+        // Reading takes in the relay's OPENs (and answers them).
+        for i in 0..2 {
+            assert!(s.read_at_most(i, usize::MAX).is_empty());
+        }
+        s
+    }
+}
+
+impl SpreadDataHarness {
+    /// Move SCTP packets between the peers and their cores, and messages between the cores,
+    /// until none are left.
+    pub fn pump(&mut self) {
+        let now = self.sp.origin.now;
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for (_, key, core, channels) in &mut self.peers {
+                while let Some(p) = channels.poll_transmit() {
+                    match core {
+                        0 => self.sp.origin.worker.handle_sctp(now, *key, &p),
+                        _ => self.sp.sink.handle_sctp(now, *key, &p),
+                    }
+                    moved = true;
+                }
+            }
+            for core in 0..2 {
+                loop {
+                    let output = match core {
+                        0 => self.sp.origin.worker.poll_output(),
+                        _ => self.sp.sink.poll_output(),
+                    };
+                    let Some(output) = output else {
+                        break;
+                    };
+                    match output {
+                        Output::Sctp { key, packet } => {
+                            if let Some(peer) =
+                                self.peers.iter_mut().find(|p| p.1 == key && p.2 == core)
+                            {
+                                peer.3.handle_packet(now, &packet);
+                                moved = true;
+                            }
+                        }
+                        Output::CrossCore { core: 1, message } => {
+                            self.crossed += 1;
+                            self.sp.sink.handle_cross_core(now, message);
+                            moved = true;
+                        }
+                        Output::CrossCore { core: 0, message } => {
+                            self.crossed += 1;
+                            self.sp.origin.worker.handle_cross_core(now, message);
+                            moved = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("packets never stopped");
+    }
+
+    /// Let `d` pass in 5 ms steps, with everyone's timers.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.sp.origin.now + d;
+        while self.sp.origin.now < end {
+            self.sp.origin.now += Duration::from_millis(5);
+            let now = self.sp.origin.now;
+            for (_, _, _, c) in &mut self.peers {
+                c.handle_timeout(now);
+            }
+            self.sp.origin.run_timers();
+            while let Some(at) = self.sp.sink.poll_timeout().filter(|at| *at <= now) {
+                self.sp.sink.handle_timeout(at.max(now));
+            }
+            self.pump();
+        }
+    }
+
+    /// What peer `i` received since the last call, at most `n` messages: (stream, sender,
+    /// payload).
+    pub fn read_at_most(&mut self, i: usize, n: usize) -> Vec<(u16, String, Vec<u8>)> {
+        let got = take(&mut self.peers[i].3, self.sp.origin.now, n);
+        self.pump();
+        got
+    }
 }
 
 #[cfg(test)]

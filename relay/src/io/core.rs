@@ -666,7 +666,8 @@ async fn cross_core_loop(shell: Rc<Shell>, inbox: Receiver<CrossCore>, notify: A
                         CrossCore::Rtp { packet, .. } => packet.arrived,
                         CrossCore::KeyframeRequest { .. }
                         | CrossCore::LayersWanted { .. }
-                        | CrossCore::Data(_) => None,
+                        | CrossCore::Data(_)
+                        | CrossCore::DataHold { .. } => None,
                     };
                     let before = worker.packets_out();
                     worker.handle_cross_core(now, message);

@@ -5,14 +5,16 @@
 //! The core that receives a feed from its publisher (its origin) decrypts each packet once,
 //! forwards it to its own subscribers, and hands the decrypted packet to every other core
 //! with subscribers of the feed (its sinks) through a lock-free queue; those cores rewrite,
-//! encrypt and send it to theirs. Keyframe requests travel the other way.
+//! encrypt and send it to theirs. Keyframe requests travel the other way. Data-channel
+//! messages go to every core of the session, and a core whose receivers cannot keep up holds
+//! back the senders on the others.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::engine::playout_delay::PlayoutDelay;
-use crate::ids::{FeedKey, SessionKey};
+use crate::ids::{FeedKey, SessionKey, Sid};
 
 use super::svc::SvcFrame;
 
@@ -150,6 +152,19 @@ pub enum CrossCore {
     },
     /// A data-channel message for the session's participants on the receiving core.
     Data(super::data::Relayed),
+    /// Receivers of the session on `core` have more waiting on their reliable channel than
+    /// they take: the session's senders on the receiving core wait until `until` at most, as
+    /// that core's own are held (None: they no longer need to). A hold that is lost to a full
+    /// queue is not made good (the receivers' bound on what waits for them still applies), and
+    /// a release that is lost costs no more than the rest of the hold.
+    DataHold {
+        /// The session.
+        sid: Sid,
+        /// The core whose receivers hold.
+        core: usize,
+        /// Until when at most.
+        until: Option<Instant>,
+    },
     /// Sink → origin: a subscriber needs a keyframe.
     KeyframeRequest {
         /// The feed.

@@ -51,6 +51,7 @@ impl Worker {
                 feed_keys: HashMap::new(),
                 speaker_feeds: Vec::new(),
                 other_cores: Vec::new(),
+                remote_holds: Vec::new(),
             },
         );
         Ok(())

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::control::{Event, DATA_REFUSAL_REPEAT};
 use crate::engine::sctp::{DataEvent, Message};
-use crate::ids::{ParticipantKey, SessionKey, Uid};
+use crate::ids::{ParticipantKey, SessionKey, Sid, Uid};
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::data::envelope::{Addressed, Delivered};
 use crate::sfu::data::{
@@ -59,8 +59,8 @@ impl Worker {
         }
     }
 
-    /// Until when `key`'s messages wait for a receiver of its session on this core: the
-    /// earliest moment one that holds it gives up, or `None` if none does.
+    /// Until when `key`'s messages wait for a receiver of its session, on this core or on
+    /// another: the earliest moment one that holds it gives up, or `None` if none does.
     fn held_until(&self, now: Instant, key: ParticipantKey) -> Option<Instant> {
         let p = self.participants.get(&key)?;
         let session = self.sessions.get(&p.session)?;
@@ -70,19 +70,80 @@ impl Worker {
             .filter(|&&r| r != key)
             .filter_map(|r| self.participants.get(r)?.data.congested_since)
             .map(|since| since + MAX_HOLD)
+            .chain(session.remote_holds.iter().map(|&(_, until)| until))
             .filter(|&end| end > now)
             .min()
     }
 
     /// Let the senders that `key` (a receiver that drained, or left) held go on, at the next
-    /// input or timer.
+    /// input or timer, here and on the session's other cores.
     pub(super) fn release_held(&mut self, skey: SessionKey, key: ParticipantKey) {
+        self.wake_senders(skey, Some(key));
+        self.announce_hold(skey);
+    }
+
+    /// Queue the held senders of session `skey` (but `except`) to take in from next.
+    fn wake_senders(&mut self, skey: SessionKey, except: Option<ParticipantKey>) {
         let Some(session) = self.sessions.get(&skey) else {
             return;
         };
         for &s in session.participants.values() {
-            if s != key && self.participants.get(&s).is_some_and(|p| p.data.held) {
+            if Some(s) != except && self.participants.get(&s).is_some_and(|p| p.data.held) {
                 self.data_wake.push(s);
+            }
+        }
+    }
+
+    /// Tell the session's other cores until when this core's receivers of it hold its
+    /// senders: the latest end of their holds, or None. Sent when a hold starts or ends, which
+    /// is rare (a receiver falling behind by a megabyte, or catching up).
+    fn announce_hold(&mut self, skey: SessionKey) {
+        let Some(session) = self.sessions.get(&skey) else {
+            return;
+        };
+        if session.other_cores.is_empty() {
+            return;
+        }
+        let until = session
+            .participants
+            .values()
+            .filter_map(|r| self.participants.get(r)?.data.congested_since)
+            .map(|since| since + MAX_HOLD)
+            .max();
+        for &core in &session.other_cores {
+            self.outputs.push_back(Output::CrossCore {
+                core,
+                message: CrossCore::DataHold {
+                    sid: session.sid.clone(),
+                    core: self.config.core,
+                    until,
+                },
+            });
+        }
+    }
+
+    /// Receivers of session `sid` on `core` hold its senders here until `until`, or no longer.
+    pub(super) fn handle_data_hold(
+        &mut self,
+        now: Instant,
+        sid: &Sid,
+        core: usize,
+        until: Option<Instant>,
+    ) {
+        let Some(&skey) = self.session_keys.get(sid) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&skey) else {
+            return;
+        };
+        session
+            .remote_holds
+            .retain(|&(c, end)| c != core && end > now);
+        match until.filter(|&end| end > now) {
+            Some(end) => session.remote_holds.push((core, end)),
+            None => {
+                self.wake_senders(skey, None);
+                self.wake_held(now);
             }
         }
     }
@@ -329,6 +390,8 @@ impl Worker {
                     && buffered + relayed.delivered.len() > HOLD_ABOVE
                 {
                     r.data.congested_since = Some(now);
+                    let skey = r.session;
+                    self.announce_hold(skey);
                 }
                 self.stats.data.messages_out += 1;
                 self.stats.data.bytes_out += relayed.delivered.len() as u64;

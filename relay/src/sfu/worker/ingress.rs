@@ -389,6 +389,9 @@ impl Worker {
     pub fn handle_cross_core(&mut self, now: Instant, message: CrossCore) {
         match message {
             CrossCore::Data(relayed) => self.handle_cross_core_data(now, relayed),
+            CrossCore::DataHold { sid, core, until } => {
+                self.handle_data_hold(now, &sid, core, until)
+            }
             CrossCore::Rtp { route, packet } => {
                 self.stats.cross_core_rtp_in += 1;
                 let Some(&(skey, fkey)) = self.replicas.get(&route) else {

@@ -183,6 +183,9 @@ struct Session {
     speaker_feeds: Vec<FeedId>,
     /// The other cores the session spans, which its data-channel messages go to.
     other_cores: Vec<usize>,
+    /// The other cores whose receivers of the session hold its senders here, each until when
+    /// at most ([`CrossCore::DataHold`]).
+    remote_holds: Vec<(usize, Instant)>,
 }
 
 impl Session {
