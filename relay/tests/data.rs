@@ -505,3 +505,24 @@ fn a_receiver_on_another_core_that_leaves_lets_the_sender_go_on_at_once() {
     let after = s.sp.origin.worker.stats().data;
     assert!(after.messages_in > taken + 100, "{after:?}");
 }
+
+#[test]
+fn a_core_that_joins_a_session_learns_of_a_hold_already_on() {
+    let mut s = SpreadDataHarness::default();
+    let sid = Sid::from("s");
+    // Core 1 does not know of core 0 yet: what its receiver holds stays there.
+    s.sp.sink.set_session_cores(&sid, &[1]).unwrap();
+    offer_far(&mut s, 4096);
+    // "far" reads nothing: more than 1 MiB waits for it within a second.
+    s.run_for(Duration::from_secs(1));
+    assert_eq!(s.sp.origin.worker.stats().data.held_for_receivers, 0);
+    // Now it does: "pub" is held from then on.
+    s.sp.sink.set_session_cores(&sid, &[0, 1]).unwrap();
+    s.pump();
+    s.run_for(Duration::from_millis(100));
+    let taken = s.sp.origin.worker.stats().data.messages_in;
+    s.run_for(Duration::from_millis(500));
+    let held = s.sp.origin.worker.stats().data;
+    assert!(held.held_for_receivers > 0, "{held:?}");
+    assert_eq!(held.messages_in, taken, "{held:?}");
+}

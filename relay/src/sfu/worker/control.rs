@@ -186,6 +186,19 @@ impl Worker {
         let me = self.config.core;
         let session = self.sessions.get_mut(&skey).expect("session_key found it");
         session.other_cores = cores.iter().copied().filter(|c| *c != me).collect();
+        // A core that left holds no one here any more; one that joined learns of the holds
+        // of this core's receivers, if there are any.
+        let others = &session.other_cores;
+        session.remote_holds.retain(|(c, _)| others.contains(c));
+        let session = &self.sessions[&skey];
+        let holding = session.participants.values().any(|r| {
+            self.participants
+                .get(r)
+                .is_some_and(|p| p.data.congested_since.is_some())
+        });
+        if holding {
+            self.announce_hold(skey);
+        }
         Ok(())
     }
 

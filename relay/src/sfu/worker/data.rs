@@ -76,7 +76,8 @@ impl Worker {
     }
 
     /// Let the senders that `key` (a receiver that drained, or left) held go on, at the next
-    /// input or timer, here and on the session's other cores.
+    /// input or timer; and tell the session's other cores until when this core's receivers
+    /// still hold (no longer, where `key` was the last).
     pub(super) fn release_held(&mut self, skey: SessionKey, key: ParticipantKey) {
         self.wake_senders(skey, Some(key));
         self.announce_hold(skey);
@@ -97,7 +98,7 @@ impl Worker {
     /// Tell the session's other cores until when this core's receivers of it hold its
     /// senders: the latest end of their holds, or None. Sent when a hold starts or ends, which
     /// is rare (a receiver falling behind by a megabyte, or catching up).
-    fn announce_hold(&mut self, skey: SessionKey) {
+    pub(super) fn announce_hold(&mut self, skey: SessionKey) {
         let Some(session) = self.sessions.get(&skey) else {
             return;
         };
@@ -139,13 +140,12 @@ impl Worker {
         session
             .remote_holds
             .retain(|&(c, end)| c != core && end > now);
-        match until.filter(|&end| end > now) {
-            Some(end) => session.remote_holds.push((core, end)),
-            None => {
-                self.wake_senders(skey, None);
-                self.wake_held(now);
-            }
+        if let Some(end) = until.filter(|&end| end > now) {
+            session.remote_holds.push((core, end));
         }
+        // Held senders look again: the hold may end sooner than their timer was set for.
+        self.wake_senders(skey, None);
+        self.wake_held(now);
     }
 
     /// Take in what `key` sent, as far as its rate and the per-input bound allow, and route
