@@ -200,8 +200,11 @@ impl TwccReceiver {
         let (Some(highest), Some(epoch)) = (self.highest, self.epoch) else {
             return false;
         };
-        // The first packet reported must be one that arrived: the reference time is its.
-        let Some((base, first_arrival)) = self.first_arrival_from(self.next_base) else {
+        // The message starts right after the last one, with the packets lost since (as
+        // libwebrtc's receiver does): a sender whose packets arrive one per interval must see
+        // the ones lost in between. The reference time is the first arrival's.
+        let base = self.next_base;
+        let Some((_, first_arrival)) = self.first_arrival_from(base) else {
             self.unreported = false;
             return false;
         };
@@ -235,11 +238,14 @@ impl TwccReceiver {
             }
             end += 1;
         }
-        // Trailing packets that did not arrive are left for the next message, which must
-        // start with one that did.
-        while symbols.last() == Some(&SYMBOL_NOT_RECEIVED) {
-            symbols.pop();
-            end -= 1;
+        // Trailing packets that did not arrive are left for the next message (where one of
+        // them may have arrived by then), unless nothing in this one did: a run of losses
+        // longer than a message is reported as it stands.
+        if !deltas.is_empty() {
+            while symbols.last() == Some(&SYMBOL_NOT_RECEIVED) {
+                symbols.pop();
+                end -= 1;
+            }
         }
 
         out.clear();
@@ -443,6 +449,53 @@ mod tests {
         assert_eq!(statuses[1], (4, None));
         // An arrival before the one reported before it is a negative (large) delta.
         assert_eq!(statuses[2].1, Some(5_000));
+    }
+
+    /// Packets lost after the last one a message reported and before the next arrival are
+    /// reported lost by the next message, which starts right after its predecessor: a sender
+    /// whose packets arrive one per interval (a thin link) must see what its link drops.
+    #[test]
+    fn losses_between_two_messages_start_the_next_one() {
+        let t0 = Instant::now();
+        let mut r = TwccReceiver::new();
+        for seq in 0u16..3 {
+            r.handle_packet(t0 + MS * seq as u32, seq);
+        }
+        let (base, _, statuses) = read(&drain(&mut r, t0 + 50 * MS)[0]);
+        assert_eq!((base, statuses.len()), (0, 3));
+        // 3 to 7 lost, 8 arrives (16 ms after the reference, its arrival floored to 64 ms).
+        r.handle_packet(t0 + 80 * MS, 8);
+        let (base, _, statuses) = read(&drain(&mut r, t0 + 100 * MS)[0]);
+        assert_eq!(base, 3);
+        assert_eq!(
+            statuses,
+            vec![
+                (3, None),
+                (4, None),
+                (5, None),
+                (6, None),
+                (7, None),
+                (8, Some(16_000))
+            ]
+        );
+        // A run of losses longer than a message takes: reported lost in whole messages, then
+        // the arrival after them.
+        r.handle_packet(t0 + 200 * MS, 1000);
+        let sent = drain(&mut r, t0 + 200 * MS);
+        let mut next = 9u16;
+        let mut received = Vec::new();
+        for packet in &sent {
+            let (base, _, statuses) = read(packet);
+            assert_eq!(base, next);
+            next = base + statuses.len() as u16;
+            received.extend(
+                statuses
+                    .iter()
+                    .filter(|(_, t)| t.is_some())
+                    .map(|(s, _)| *s),
+            );
+        }
+        assert_eq!((next, received), (1001, vec![1000]));
     }
 
     #[test]

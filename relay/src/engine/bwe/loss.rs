@@ -31,6 +31,13 @@ const ENOUGH_PACKETS: u32 = 100;
 /// share the delay-based rate is cut to on a growing queue).
 const ACKED_FLOOR: f64 = 0.85;
 
+/// Loss above this is no lossy radio link's: a full queue or a policer drops what the path
+/// cannot carry, and the path carries about what the receiver acknowledged. A cut then goes
+/// to [`ACKED_FLOOR`] of that at once: taking half the loss off the rate each round trip (the
+/// rule for random loss) took 1 Mbit/s down to a 120 kbit/s link in over five seconds, the
+/// link's queue full and most of every keyframe lost all along.
+const HEAVY_LOSS: f64 = 0.3;
+
 /// The loss-based rate of one transport.
 #[derive(Debug)]
 pub struct LossBasedRate {
@@ -134,7 +141,11 @@ impl LossBasedRate {
                 // report of a burst sent at the starting guess would otherwise cut again,
                 // 1 Mbit/s to 75 kbit/s in four seconds on a link carrying 250.
                 let floor = acked.map_or(0.0, |a| ACKED_FLOOR * a).min(self.bitrate);
-                self.bitrate = (self.bitrate * (1.0 - 0.5 * loss)).max(floor);
+                let mut cut = self.bitrate * (1.0 - 0.5 * loss);
+                if loss > HEAVY_LOSS {
+                    cut = cut.min(floor);
+                }
+                self.bitrate = cut.max(floor);
                 self.last_decrease = Some(now);
             }
             self.last_increase = Some(now);

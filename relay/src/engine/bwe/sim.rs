@@ -120,13 +120,26 @@ fn run_lossy(
     random_loss: f64,
     capacity: impl Fn(f64) -> f64,
 ) -> Trace {
+    let queue = Duration::from_millis(500);
+    run_link(seconds, demand, delay, queue, random_loss, capacity)
+}
+
+/// [`run_lossy`] behind a queue of at most `queue`.
+fn run_link(
+    seconds: u64,
+    demand: f64,
+    delay: Duration,
+    queue: Duration,
+    random_loss: f64,
+    capacity: impl Fn(f64) -> f64,
+) -> Trace {
     let t0 = Instant::now();
     let mut bwe = BandwidthEstimator::new(BweConfig::default());
     bwe.set_rtt(2 * delay);
     let mut link = Link {
         capacity: capacity(0.0),
         delay,
-        queue_limit: Duration::from_millis(500),
+        queue_limit: queue,
         busy_until: None,
         sent: 0,
         dropped: 0,
@@ -305,4 +318,28 @@ fn five_percent_random_loss_holds_the_estimate() {
             t.report(5)
         );
     }
+}
+
+/// A link far below the starting guess (120 kbit/s, a 400 ms queue, the SVC test's link): the
+/// queue is full within tens of milliseconds and stays full, so the delay no longer grows and
+/// only loss says anything. The link carried what was acknowledged; the estimate gets there
+/// in one cut, not by halving the loss off the guess every round trip.
+#[test]
+fn a_link_far_below_the_starting_guess_is_found_at_the_first_loss_report() {
+    let trace = run_link(
+        10,
+        1_000_000.0,
+        Duration::from_millis(20),
+        Duration::from_millis(400),
+        0.0,
+        |_| 120_000.0,
+    );
+    let report = trace.report(2);
+    assert!(trace.at(2.0) < 150_000.0, "{report}");
+    // Not below what the link carries for long either.
+    assert!(trace.mean_between(3.0, 10.0) > 80_000.0, "{report}");
+    // After that only a probe toward the demand loses what the queue cannot hold (a cluster
+    // of 15 packets where 5 fit), about one packet in ten of these seconds.
+    let loss = trace.loss_between(2, 9);
+    assert!(loss < 0.15, "loss {loss} {:?}: {report}", trace.drops);
 }
