@@ -81,11 +81,7 @@ fn run_until(h: &mut Harness, until: Instant) -> Seen {
         while let Some(o) = h.worker.poll_output() {
             let Output::Transmit(t) = o else { continue };
             if t.destination == h.publisher {
-                let Ok(plain) = h.clients[0].unprotect_rtcp(&t.contents) else {
-                    continue;
-                };
-                let mut buf = Bytes::from(plain);
-                for p in rtcp::packet::unmarshal(&mut buf).expect("well-formed compound") {
+                for p in h.rtcp_to_publisher(&t.contents).unwrap_or_default() {
                     if let Some(n) = p.as_any().downcast_ref::<TransportLayerNack>() {
                         seen.nacks.push(n.clone());
                     }

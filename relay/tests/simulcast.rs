@@ -121,11 +121,7 @@ fn drain(h: &mut Harness) -> Seen {
             _ => continue,
         };
         if t.destination == h.publisher {
-            let Ok(plain) = h.clients[0].unprotect_rtcp(&t.contents) else {
-                continue;
-            };
-            let mut buf = Bytes::from(plain);
-            for p in rtcp::packet::unmarshal(&mut buf).expect("well-formed compound") {
+            for p in h.rtcp_to_publisher(&t.contents).unwrap_or_default() {
                 if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
                     seen.keyframes_asked.push(pli.media_ssrc);
                 }

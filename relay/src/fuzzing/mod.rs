@@ -388,6 +388,17 @@ impl Harness {
         packets
     }
 
+    /// The RTCP packets of a compound the worker sent the publisher; None where `sealed` is
+    /// not RTCP sealed with the publisher's keys (it sends RTP to no one but subscribers).
+    pub fn rtcp_to_publisher(
+        &mut self,
+        sealed: &[u8],
+    ) -> Option<Vec<Box<dyn ::rtcp::packet::Packet + Send + Sync>>> {
+        let plain = self.clients[0].unprotect_rtcp(sealed).ok()?;
+        let mut buf = bytes::Bytes::from(plain);
+        Some(::rtcp::packet::unmarshal(&mut buf).expect("the worker's compounds parse"))
+    }
+
     /// Hand the worker every timer due by now.
     pub fn run_timers(&mut self) {
         while let Some(at) = self.worker.poll_timeout().filter(|at| *at <= self.now) {

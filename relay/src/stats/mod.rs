@@ -138,7 +138,8 @@ pub struct CoreStats {
     pub rtp_forwarded: u64,
     /// Keyframe requests (PLI/FIR from subscribers, or for new subscribers) sent to publishers.
     pub keyframe_requests_forwarded: u64,
-    /// Keyframe requests not forwarded because one was sent to the publisher very recently.
+    /// Keyframe requests not forwarded: one was sent to the publisher very recently, or the
+    /// subscriber asking is still being sent the last keyframe.
     pub keyframe_requests_suppressed: u64,
     /// Transport-wide congestion control feedback messages sent to publishers.
     #[serde(default)]

@@ -2,6 +2,7 @@
 //! that keeps its stream continuous, what the sender reports toward it need, and the
 //! retransmissions it asked for.
 
+pub mod keyframe_in_flight;
 pub mod layers;
 pub mod picture_ids;
 pub mod retransmit;
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use crate::engine::playout_delay::PlayoutDelay;
 use crate::ids::{ParticipantKey, Ssrc};
+use keyframe_in_flight::KeyframeInFlight;
 use layers::Layers;
 use picture_ids::PictureIds;
 use retransmit::Retransmits;
@@ -61,6 +63,8 @@ pub struct Consumer {
     /// The best spatial and temporal layers of an SVC feed its link affords, where the
     /// allocator decided.
     pub svc_allocated: Option<(u8, u8)>,
+    /// The keyframe last sent to it, which a request for another waits for.
+    pub keyframe: KeyframeInFlight,
 }
 
 impl Consumer {
@@ -86,6 +90,7 @@ impl Consumer {
                 svc
             },
             svc_allocated: None,
+            keyframe: KeyframeInFlight::default(),
         }
     }
 

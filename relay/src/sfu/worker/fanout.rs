@@ -119,6 +119,11 @@ impl Outbox<'_> {
             .and_then(|l| l.cache.shared(info.ssrc, info.sequence));
         let mut keyframe_wanted = None;
         let clock_rate = feed.description.clock_rate;
+        // A keyframe begins here: its codec says so, or, with SVC, its frame refers to none.
+        let starts_keyframe = info.keyframe
+            || info.svc.as_ref().is_some_and(|f| {
+                f.start_of_frame && f.spatial_id == 0 && f.referenced_frames().is_empty()
+            });
         for c in &mut feed.consumers {
             let Some(sub) = self.participants.get_mut(&c.subscriber) else {
                 continue;
@@ -217,6 +222,10 @@ impl Outbox<'_> {
             }
             c.packets_sent = c.packets_sent.wrapping_add(1);
             c.octets_sent = c.octets_sent.wrapping_add(info.payload_len as u32);
+            if video {
+                c.keyframe
+                    .handle_sent(now, starts_keyframe, info.timestamp, info.payload_len);
+            }
             let priority = if video {
                 Priority::Video
             } else {

@@ -321,8 +321,9 @@ impl Worker {
                 feed_id: desc.feed_id.clone(),
             }));
         }
-        // Read only where a subscriber may switch at it.
-        let keyframe = feed.layers.len() > 1 && feed.starts_keyframe(&plain, &header);
+        // Read for video: a simulcast subscriber switches layers at a keyframe, and any
+        // subscriber's request for a keyframe waits for one on its way to it.
+        let keyframe = feed.is_video() && feed.starts_keyframe(&plain, &header);
         // An SVC frame's layers, where its descriptor can be read (one that cannot, its
         // structure lost, goes to everyone as it would without SVC).
         // Not for simulcast: each layer's stream would have descriptors of its own.
@@ -586,6 +587,18 @@ impl Worker {
                     return;
                 };
                 let skey = p.session;
+                // A keyframe sent to it may still be on its way: asking the publisher for
+                // another would only send a new one behind it.
+                let estimate = p.transport.estimate();
+                let arriving = session
+                    .feeds
+                    .get(&fkey)
+                    .and_then(|f| f.consumers.find(key))
+                    .is_some_and(|c| c.keyframe.arriving(now, c.retransmits.rtt(), estimate));
+                if arriving {
+                    self.stats.keyframe_requests_suppressed += 1;
+                    return;
+                }
                 let layer = self.wanted_layer(skey, fkey, key);
                 self.keyframe_request(now, skey, fkey, layer, false);
             }
