@@ -44,7 +44,8 @@ pub struct RtpInfo {
     pub playout_delay: Option<PlayoutDelay>,
     /// The feed's layer it belongs to (0 without simulcast).
     pub layer: u8,
-    /// Whether it is the first packet of a keyframe, where a subscriber can switch layers.
+    /// Whether it begins a keyframe (video): where a simulcast subscriber can switch layers,
+    /// and what a subscriber's request for a keyframe waits for.
     pub keyframe: bool,
     /// The picture size that keyframe gives, where its codec says it in its first packet.
     pub frame_size: Option<(u16, u16)>,

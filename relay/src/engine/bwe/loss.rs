@@ -1,7 +1,8 @@
 //! The loss-based rate: up while the receiver loses under 2% of packets, held between 2% and
 //! 10%, cut by half the loss above it (libwebrtc's classic `SendSideBandwidthEstimation`
-//! rules). Delay reacts first on a path with a queue; loss is what is left on a path that
-//! drops without queueing (a policer, a lossy radio link).
+//! rules), and over 30% cut to most of what the receiver acknowledged ([`HEAVY_LOSS`]). Delay
+//! reacts first on a path with a queue; loss is what is left on a path that drops without
+//! queueing (a policer, a lossy radio link), or on one whose queue stays full.
 
 use std::time::{Duration, Instant};
 
@@ -142,7 +143,9 @@ impl LossBasedRate {
                 // 1 Mbit/s to 75 kbit/s in four seconds on a link carrying 250.
                 let floor = acked.map_or(0.0, |a| ACKED_FLOOR * a).min(self.bitrate);
                 let mut cut = self.bitrate * (1.0 - 0.5 * loss);
-                if loss > HEAVY_LOSS {
+                // Without an acknowledged rate (what arrived spans too little time, as after
+                // an outage) only the rule for random loss applies: the floor would be zero.
+                if loss > HEAVY_LOSS && acked.is_some() {
                     cut = cut.min(floor);
                 }
                 self.bitrate = cut.max(floor);
@@ -204,6 +207,11 @@ mod tests {
         let mut low = LossBasedRate::new(100_000.0, 10_000.0, 10_000_000.0);
         let cut = low.update(t0 + MIN_SPAN, 50, 50, Some(256_000.0));
         assert_eq!(cut, 100_000.0);
+        // Over 30% lost with no acknowledged rate to go by (a few arrivals after an outage):
+        // half the loss off, not down to the minimum.
+        let mut outage = LossBasedRate::new(1_000_000.0, 10_000.0, 10_000_000.0);
+        let cut = outage.update(t0 + MIN_SPAN, 20, 80, None);
+        assert!((cut - 600_000.0).abs() < 1.0, "{cut}");
     }
 
     #[test]

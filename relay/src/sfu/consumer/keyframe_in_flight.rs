@@ -30,7 +30,9 @@ pub struct KeyframeInFlight {
 
 impl KeyframeInFlight {
     /// A copy of `bytes` payload bytes with the publisher's `timestamp` was sent at `now`;
-    /// `starts_keyframe` where it is the first packet of a keyframe.
+    /// `starts_keyframe` where it begins a keyframe. A keyframe may be begun by more than one
+    /// of its packets (H.264's parameter sets and its IDR slices each say so) or be repaired
+    /// late: one with the timestamp already counted adds to that keyframe.
     pub fn handle_sent(
         &mut self,
         now: Instant,
@@ -38,12 +40,10 @@ impl KeyframeInFlight {
         timestamp: u32,
         bytes: usize,
     ) {
-        if starts_keyframe {
-            self.sent = Some((now, timestamp, bytes));
-        } else if let Some((_, ts, total)) = self.sent.as_mut() {
-            if *ts == timestamp {
-                *total += bytes;
-            }
+        match self.sent.as_mut() {
+            Some((_, ts, total)) if *ts == timestamp => *total += bytes,
+            _ if starts_keyframe => self.sent = Some((now, timestamp, bytes)),
+            _ => {}
         }
     }
 
@@ -92,6 +92,19 @@ mod tests {
         // Never past MAX_WAIT, however slow the link.
         assert!(k.arriving(t0 + MAX_WAIT - MS, 100 * MS, Some(10_000.0)));
         assert!(!k.arriving(t0 + MAX_WAIT, 100 * MS, Some(10_000.0)));
+    }
+
+    #[test]
+    fn every_packet_of_a_keyframe_counts_however_many_say_they_begin_it() {
+        let t0 = Instant::now();
+        let mut k = KeyframeInFlight::default();
+        // H.264 in single NAL units: every slice of the IDR says it begins a keyframe.
+        for i in 0..10 {
+            k.handle_sent(t0 + 10 * MS * i, true, 9000, 1000);
+        }
+        // 80,000 bits at 120 kbit/s from the first: 667 ms, and 200 ms of round trips.
+        assert!(k.arriving(t0 + 860 * MS, 100 * MS, Some(120_000.0)));
+        assert!(!k.arriving(t0 + 870 * MS, 100 * MS, Some(120_000.0)));
     }
 
     #[test]
