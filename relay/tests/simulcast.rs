@@ -380,6 +380,85 @@ fn repairs_of_one_layer_survive_the_other_layers_packets() {
     assert_eq!(h.worker.stats().nacks_unanswerable, 0);
 }
 
+/// A keyframe whose first packet is lost on the publisher's link and repaired after the rest
+/// came: a subscriber waiting to move to that layer switches at the repair, so the packets
+/// after it went by before it was on the layer. They have their numbers in its stream, and
+/// when it asks for them they come from the cache on its RTX stream (before, the relay
+/// answered only numbers it had sent, and the keyframe was never whole: a freeze until the
+/// next one).
+#[test]
+fn a_keyframe_whose_first_packet_comes_late_reaches_a_subscriber_that_switches_at_it_whole() {
+    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    drain(&mut h);
+    // On layer 1 first (its keyframe comes before layer 2's).
+    send(&mut h, &packet(1, 1, true, true));
+    assert_eq!(drain(&mut h).to_subscriber.len(), 1);
+    // Layer 2's keyframe in three packets, 202 to 204; 202 comes last.
+    let key = packet(2, 2, true, true);
+    let numbered = |seq: u16, first: bool| {
+        let mut p = key.clone();
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        if !first {
+            let at = rtp::parse(&p).unwrap().header_len;
+            p[at] &= !0x10; // not the start of the frame
+        }
+        p
+    };
+    send(&mut h, &numbered(203, false));
+    send(&mut h, &numbered(204, false));
+    assert!(drain(&mut h).to_subscriber.is_empty(), "not on layer 2 yet");
+    send(&mut h, &numbered(202, true));
+    let switched = drain(&mut h).to_subscriber;
+    assert_eq!(switched.len(), 1, "the keyframe's first packet switches it");
+    let first = rtp::parse(&switched[0]).unwrap();
+    // The next frame keeps the numbering of layer 2's stream.
+    let mut next = packet(2, 3, false, false);
+    next[2..4].copy_from_slice(&205u16.to_be_bytes());
+    send(&mut h, &next);
+    let after = drain(&mut h).to_subscriber;
+    assert_eq!(
+        rtp::parse(&after[0]).unwrap().sequence,
+        first.sequence.wrapping_add(3)
+    );
+    // The subscriber sees the two numbers between missing and asks for them.
+    let nack = TransportLayerNack {
+        sender_ssrc: 1,
+        media_ssrc: first.ssrc,
+        nacks: vec![NackPair {
+            packet_id: first.sequence.wrapping_add(1),
+            lost_packets: 1,
+        }],
+    }
+    .marshal()
+    .unwrap();
+    let sealed = h.clients[1].protect_rtcp(&nack).expect("protect");
+    h.worker
+        .handle_receive(h.now, None, h.subscribers[0], &sealed);
+    let repairs = drain(&mut h).to_subscriber;
+    assert_eq!(h.worker.stats().nacks_unanswerable, 0);
+    // On its RTX stream, each with the number it asked for (RFC 4588) and layer 2's payload.
+    let osns: Vec<u16> = repairs
+        .iter()
+        .map(|p| {
+            let r = rtp::parse(p).unwrap();
+            assert_eq!(r.payload_type, RTX_PT);
+            assert_ne!(r.ssrc, first.ssrc);
+            let body = &p[r.header_len..r.header_len + r.payload_len];
+            assert_eq!(body[body.len() - 1], 2);
+            u16::from_be_bytes([body[0], body[1]])
+        })
+        .collect();
+    assert_eq!(
+        osns,
+        vec![
+            first.sequence.wrapping_add(1),
+            first.sequence.wrapping_add(2)
+        ]
+    );
+}
+
 /// The layer a subscriber is on stops (a publisher drops its best layer when its own estimate
 /// falls): after 300 ms without it, the subscriber takes the first keyframe of any layer it may
 /// have, and one is asked for, instead of freezing until the allocator moves it.

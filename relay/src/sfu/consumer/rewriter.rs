@@ -267,6 +267,19 @@ impl Rewriter {
     /// sequence number, and the offset to add to the incoming timestamp. None unless it was
     /// sent under the current anchor (and, within the reorder window, actually sent).
     pub fn original(&self, out_seq: u16) -> Option<Original> {
+        self.original_of(out_seq, true)
+    }
+
+    /// [`Rewriter::original`] of a number under the current anchor whether or not a packet
+    /// went out with it: a packet of a layer the subscriber switched to that came before the
+    /// switch's late first packet (a repair) has its number, and the subscriber asks for it.
+    /// Only for a repair on the RTX stream, which numbers its packets anew: sent as the
+    /// original it would seal a new packet under a number that may yet be used.
+    pub fn mapped(&self, out_seq: u16) -> Option<Original> {
+        self.original_of(out_seq, false)
+    }
+
+    fn original_of(&self, out_seq: u16, only_sent: bool) -> Option<Original> {
         let a = self.anchored?;
         let behind = (self.highest_out as u16).wrapping_sub(out_seq) as i16;
         let out_ext = self.highest_out.checked_sub(u64::try_from(behind).ok()?)?;
@@ -275,7 +288,7 @@ impl Rewriter {
         }
         let offset = offset_of_out(&a, &self.earlier, out_ext)?;
         let behind = behind as u16;
-        if behind < REORDER_WINDOW && self.sent & (1 << behind) == 0 {
+        if only_sent && behind < REORDER_WINDOW && self.sent & (1 << behind) == 0 {
             return None;
         }
         if out_ext < self.repairable_from {

@@ -261,7 +261,8 @@ impl Outbox<'_> {
         probe: Option<u32>,
     ) -> bool {
         let c = &mut feed.consumers[index];
-        let Some(original) = c.rewriter.original(out_seq) else {
+        let was_sent = c.rewriter.original(out_seq).is_some();
+        let Some(original) = c.rewriter.mapped(out_seq) else {
             return false;
         };
         let Some(Cached {
@@ -291,6 +292,11 @@ impl Outbox<'_> {
         // the repeat would have to carry the same number, which the estimator would then see
         // twice.
         if as_rtx.is_none() && (c.transport_wide || probe.is_some()) {
+            return false;
+        }
+        // A number nothing went out with yet (see `Rewriter::mapped`): asked for, on the RTX
+        // stream only.
+        if !was_sent && (as_rtx.is_none() || probe.is_some()) {
             return false;
         }
         if probe.is_none() && !c.retransmits.allow(now, out_seq) {
