@@ -86,6 +86,81 @@ fn a_view_without_a_cap_leaves_every_spatial_layer() {
     decode_targets(true);
 }
 
+/// A high frame lost on the publisher's link and repaired late is dropped for a subscriber of
+/// the low layer when it comes; the number it would have had stays a gap in that subscriber's
+/// stream, and asking for it gets nothing: not the high frame from the cache.
+#[test]
+fn a_number_left_by_a_late_frame_of_another_layer_is_not_answered_with_it() {
+    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+    use webrtc_util::marshal::Marshal;
+    let mut h = harness(2);
+    h.worker
+        .set_view(
+            h.now,
+            &Sid::from("s"),
+            &Uid::from("sub1"),
+            &FeedId::from("cam"),
+            View {
+                max_layer: Some(0),
+                ..View::default()
+            },
+        )
+        .unwrap();
+    let mut seen = [Vec::new(), Vec::new()];
+    received(&mut h, &mut seen);
+    // Frames 1 to 5 as in `decode_targets`; frame 4 (high, packet 103) comes after frame 5.
+    for (seq, picture, frame, template) in [
+        (100, 1, 1, 0),
+        (101, 1, 2, 2),
+        (102, 2, 3, 1),
+        (104, 3, 5, 1),
+        (103, 2, 4, 3),
+    ] {
+        send(&mut h, &packet(seq, picture, frame, template));
+    }
+    received(&mut h, &mut seen);
+    let low: Vec<u16> = seen[1].iter().map(|p| p.0).collect();
+    assert_eq!(seen[1].iter().map(|p| p.1).collect::<Vec<_>>(), [1, 3, 5]);
+    // Frame 5 went out two numbers after frame 3: the one between was frame 4's, had it been
+    // the low layer's.
+    assert_eq!(low[2], low[1].wrapping_add(2));
+    let ssrc = {
+        let mut ssrc = None;
+        // The subscriber's SSRC, from a sender report's absence: read it from a packet.
+        send(&mut h, &packet(105, 3, 6, 3));
+        send(&mut h, &packet(106, 4, 7, 1));
+        while let Some(o) = h.worker.poll_output() {
+            let Output::Transmit(t) = o else { continue };
+            if t.destination == h.subscribers[1] && !(192..=223).contains(&t.contents[1]) {
+                let mut plain = Vec::new();
+                h.clients[2]
+                    .unprotect_rtp(&t.contents, &mut plain)
+                    .expect("authentic");
+                ssrc = Some(rtp::parse(&plain).expect("rtp").ssrc);
+            }
+        }
+        ssrc.expect("frame 7 reached the small view")
+    };
+    let unanswerable = h.worker.stats().nacks_unanswerable;
+    let nack = TransportLayerNack {
+        sender_ssrc: 1,
+        media_ssrc: ssrc,
+        nacks: vec![NackPair {
+            packet_id: low[1].wrapping_add(1),
+            lost_packets: 0,
+        }],
+    }
+    .marshal()
+    .unwrap();
+    let sealed = h.clients[2].protect_rtcp(&nack).expect("protect");
+    h.worker
+        .handle_receive(h.now, None, h.subscribers[1], &sealed);
+    let mut after = [Vec::new(), Vec::new()];
+    received(&mut h, &mut after);
+    assert!(after[1].is_empty(), "sent {:?}", after[1]);
+    assert_eq!(h.worker.stats().nacks_unanswerable, unanswerable + 1);
+}
+
 fn decode_targets(first_reports_a_view: bool) {
     let mut h = harness(2);
     if first_reports_a_view {

@@ -273,8 +273,10 @@ impl Rewriter {
     /// [`Rewriter::original`] of a number under the current anchor whether or not a packet
     /// went out with it: a packet of a layer the subscriber switched to that came before the
     /// switch's late first packet (a repair) has its number, and the subscriber asks for it.
-    /// Only for a repair on the RTX stream, which numbers its packets anew: sent as the
-    /// original it would seal a new packet under a number that may yet be used.
+    /// Only for a repair on the RTX stream, which numbers its packets anew (sent as the
+    /// original it would seal a new packet under a number that may yet be used), and only of
+    /// a stream whose every packet the subscriber gets: under SVC a number may be one that a
+    /// frame of another decode target, dropped when it came late, would have had.
     pub fn mapped(&self, out_seq: u16) -> Option<Original> {
         self.original_of(out_seq, false)
     }

@@ -249,8 +249,8 @@ impl Outbox<'_> {
 impl Outbox<'_> {
     /// Send outgoing packet `out_seq` of consumer `index` of `feed` again, from the feed's
     /// cache: on the subscriber's RTX stream where it negotiated one, else as it was sent.
-    /// False when the packet cannot be sent again (no longer cached, never sent, or sent
-    /// again too often or too recently). With `probe`, as a packet of that probe cluster:
+    /// False when the packet cannot be sent again (no longer cached, never sent where only a
+    /// packet sent may be, or sent again too often or too recently). With `probe`, as a packet of that probe cluster:
     /// on the RTX stream only, and whether or not it was asked for.
     fn resend(
         &mut self,
@@ -295,8 +295,10 @@ impl Outbox<'_> {
             return false;
         }
         // A number nothing went out with yet (see `Rewriter::mapped`): asked for, on the RTX
-        // stream only.
-        if !was_sent && (as_rtx.is_none() || probe.is_some()) {
+        // stream only, and of a simulcast layer's stream, whose every packet the subscriber
+        // gets once it is on the layer. With SVC the number may be one a frame of another
+        // decode target would have had, which came late and was dropped.
+        if !was_sent && (as_rtx.is_none() || probe.is_some() || feed.layers.len() < 2) {
             return false;
         }
         if probe.is_none() && !c.retransmits.allow(now, out_seq) {
