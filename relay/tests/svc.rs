@@ -94,18 +94,7 @@ fn a_number_left_by_a_late_frame_of_another_layer_is_not_answered_with_it() {
     use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
     use webrtc_util::marshal::Marshal;
     let mut h = harness(2);
-    h.worker
-        .set_view(
-            h.now,
-            &Sid::from("s"),
-            &Uid::from("sub1"),
-            &FeedId::from("cam"),
-            View {
-                max_layer: Some(0),
-                ..View::default()
-            },
-        )
-        .unwrap();
+    show_small(&mut h, "sub1");
     let mut seen = [Vec::new(), Vec::new()];
     received(&mut h, &mut seen);
     // Frames 1 to 5 as in `decode_targets`; frame 4 (high, packet 103) comes after frame 5.
@@ -161,6 +150,22 @@ fn a_number_left_by_a_late_frame_of_another_layer_is_not_answered_with_it() {
     assert_eq!(h.worker.stats().nacks_unanswerable, unanswerable + 1);
 }
 
+/// Subscriber `uid` shows the video small: the low spatial layer at most.
+fn show_small(h: &mut Harness, uid: &str) {
+    h.worker
+        .set_view(
+            h.now,
+            &Sid::from("s"),
+            &Uid::from(uid),
+            &FeedId::from("cam"),
+            View {
+                max_layer: Some(0),
+                ..View::default()
+            },
+        )
+        .unwrap();
+}
+
 fn decode_targets(first_reports_a_view: bool) {
     let mut h = harness(2);
     if first_reports_a_view {
@@ -174,19 +179,8 @@ fn decode_targets(first_reports_a_view: bool) {
             )
             .unwrap();
     }
-    // The second subscriber shows the video small: the low spatial layer at most.
-    h.worker
-        .set_view(
-            h.now,
-            &Sid::from("s"),
-            &Uid::from("sub1"),
-            &FeedId::from("cam"),
-            View {
-                max_layer: Some(0),
-                ..View::default()
-            },
-        )
-        .unwrap();
+    // The second subscriber shows the video small.
+    show_small(&mut h, "sub1");
     let mut seen = [Vec::new(), Vec::new()];
     received(&mut h, &mut seen);
     // Picture 1 (the keyframe: frames 1, low, and 2, high), then pictures 2 and 3 (frames 3
