@@ -343,7 +343,6 @@ fn simulcast_descriptions_that_cannot_work_are_refused() {
 /// packets with the same sequence numbers meanwhile: each layer keeps its own packets.
 #[test]
 fn repairs_of_one_layer_survive_the_other_layers_packets() {
-    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
     let mut h = harness(1);
     publish_simulcast(&mut h);
     drain(&mut h);
@@ -356,19 +355,7 @@ fn repairs_of_one_layer_survive_the_other_layers_packets() {
     send(&mut h, &packet(0, 201, false, true));
     send(&mut h, &packet(1, 101 + 512, false, true));
     assert!(drain(&mut h).to_subscriber.is_empty());
-    let nack = TransportLayerNack {
-        sender_ssrc: 1,
-        media_ssrc: sent.ssrc,
-        nacks: vec![NackPair {
-            packet_id: sent.sequence,
-            lost_packets: 0,
-        }],
-    }
-    .marshal()
-    .unwrap();
-    let sealed = h.clients[1].protect_rtcp(&nack).expect("protect");
-    h.worker
-        .handle_receive(h.now, None, h.subscribers[0], &sealed);
+    h.nack_from_subscriber(0, sent.ssrc, sent.sequence, 0);
     let seen = drain(&mut h);
     assert_eq!(seen.to_subscriber.len(), 1, "the repair");
     let repair = &seen.to_subscriber[0];
@@ -388,7 +375,6 @@ fn repairs_of_one_layer_survive_the_other_layers_packets() {
 /// next one).
 #[test]
 fn a_keyframe_whose_first_packet_comes_late_reaches_a_subscriber_that_switches_at_it_whole() {
-    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
     let mut h = harness(1);
     publish_simulcast(&mut h);
     drain(&mut h);
@@ -423,19 +409,7 @@ fn a_keyframe_whose_first_packet_comes_late_reaches_a_subscriber_that_switches_a
         first.sequence.wrapping_add(3)
     );
     // The subscriber sees the two numbers between missing and asks for them.
-    let nack = TransportLayerNack {
-        sender_ssrc: 1,
-        media_ssrc: first.ssrc,
-        nacks: vec![NackPair {
-            packet_id: first.sequence.wrapping_add(1),
-            lost_packets: 1,
-        }],
-    }
-    .marshal()
-    .unwrap();
-    let sealed = h.clients[1].protect_rtcp(&nack).expect("protect");
-    h.worker
-        .handle_receive(h.now, None, h.subscribers[0], &sealed);
+    h.nack_from_subscriber(0, first.ssrc, first.sequence.wrapping_add(1), 1);
     let repairs = drain(&mut h).to_subscriber;
     assert_eq!(h.worker.stats().nacks_unanswerable, 0);
     // On its RTX stream, each with the number it asked for (RFC 4588) and layer 2's payload.

@@ -91,8 +91,6 @@ fn a_view_without_a_cap_leaves_every_spatial_layer() {
 /// stream, and asking for it gets nothing: not the high frame from the cache.
 #[test]
 fn a_number_left_by_a_late_frame_of_another_layer_is_not_answered_with_it() {
-    use rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
-    use webrtc_util::marshal::Marshal;
     let mut h = harness(2);
     show_small(&mut h, "sub1");
     let mut seen = [Vec::new(), Vec::new()];
@@ -131,19 +129,7 @@ fn a_number_left_by_a_late_frame_of_another_layer_is_not_answered_with_it() {
         ssrc.expect("frame 7 reached the small view")
     };
     let unanswerable = h.worker.stats().nacks_unanswerable;
-    let nack = TransportLayerNack {
-        sender_ssrc: 1,
-        media_ssrc: ssrc,
-        nacks: vec![NackPair {
-            packet_id: low[1].wrapping_add(1),
-            lost_packets: 0,
-        }],
-    }
-    .marshal()
-    .unwrap();
-    let sealed = h.clients[2].protect_rtcp(&nack).expect("protect");
-    h.worker
-        .handle_receive(h.now, None, h.subscribers[1], &sealed);
+    h.nack_from_subscriber(1, ssrc, low[1].wrapping_add(1), 0);
     let mut after = [Vec::new(), Vec::new()];
     received(&mut h, &mut after);
     assert!(after[1].is_empty(), "sent {:?}", after[1]);

@@ -399,6 +399,33 @@ impl Harness {
         Some(::rtcp::packet::unmarshal(&mut buf).expect("the worker's compounds parse"))
     }
 
+    /// Subscriber `i` asks for outgoing packets `first` and the `more` after it (RFC 4585
+    /// generic NACK, one entry) of its stream `media_ssrc`.
+    pub fn nack_from_subscriber(&mut self, i: usize, media_ssrc: u32, first: u16, more: u16) {
+        use ::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+        use webrtc_util::marshal::Marshal;
+        let lost_packets = if more >= 16 {
+            0xffff
+        } else {
+            (1u16 << more) - 1
+        };
+        let plain = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc,
+            nacks: vec![NackPair {
+                packet_id: first,
+                lost_packets,
+            }],
+        }
+        .marshal()
+        .expect("marshal");
+        let sealed = self.clients[i + 1]
+            .protect_rtcp(&plain)
+            .expect("the subscriber's keys seal");
+        self.worker
+            .handle_receive(self.now, None, self.subscribers[i], &sealed);
+    }
+
     /// Hand the worker every timer due by now.
     pub fn run_timers(&mut self) {
         while let Some(at) = self.worker.poll_timeout().filter(|at| *at <= self.now) {
