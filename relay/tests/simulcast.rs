@@ -497,6 +497,64 @@ fn a_layer_that_misses_three_frames_of_the_others_has_stopped() {
     assert_eq!(read(&seen.to_subscriber[0]).5, 1);
 }
 
+/// A subscriber that has had nothing yet and waits for its layer, which the publisher does
+/// not send (its link or its CPU cannot carry it, or nobody wanted it until now), is not left
+/// waiting: a keyframe of the best layer that flows is asked for, as when the layer it had
+/// stopped. (A page subscribing to a camera its publisher had just turned on again played
+/// nothing for 15 s: the layers below the top one passed with no keyframe, and only the top
+/// one's was asked for.)
+#[test]
+fn a_subscriber_that_waits_for_a_layer_not_sent_is_started_on_one_that_is() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
+    let view = |hidden| View {
+        hidden,
+        size: None,
+        max_layer: None,
+    };
+    h.worker
+        .set_view(h.now, &sid, &uid, &feed, view(true))
+        .unwrap();
+    let frame = Duration::from_millis(33);
+    // Layers 0 and 1 start with keyframes while the subscriber's video is hidden; layer 2
+    // never starts.
+    for f in 0..10 {
+        send(&mut h, &packet(0, f, f == 0, f == 0));
+        send(&mut h, &packet(1, f, f == 0, f == 0));
+        h.now += frame;
+    }
+    drain(&mut h);
+    // Shown: it waits for the best layer, which asks for a keyframe of it.
+    h.worker
+        .set_view(h.now, &sid, &uid, &feed, view(false))
+        .unwrap();
+    for f in 10..=20 {
+        send(&mut h, &packet(0, f, false, false));
+        send(&mut h, &packet(1, f, false, false));
+        h.now += frame;
+    }
+    let seen = drain(&mut h);
+    assert!(seen.to_subscriber.is_empty());
+    assert!(seen.keyframes_asked.contains(&SSRCS[1]), "{seen:?}");
+    assert!(!seen.keyframes_asked.contains(&SSRCS[0]), "{seen:?}");
+    // Asked for again while none comes, no more often than requests are limited to.
+    for f in 21..=50 {
+        send(&mut h, &packet(0, f, false, false));
+        send(&mut h, &packet(1, f, false, false));
+        h.now += frame;
+    }
+    let asked = drain(&mut h).keyframes_asked;
+    assert!((1..=2).contains(&asked.len()), "{asked:?}");
+    assert!(asked.iter().all(|s| *s == SSRCS[1]), "{asked:?}");
+    // Layer 1's keyframe starts it.
+    send(&mut h, &packet(1, 51, true, false));
+    send(&mut h, &packet(0, 51, false, false));
+    let seen = drain(&mut h);
+    assert_eq!(seen.to_subscriber.len(), 1);
+    assert_eq!(read(&seen.to_subscriber[0]).5, 1);
+}
+
 #[test]
 fn a_subscriber_gets_the_layer_that_covers_its_element_and_nothing_while_it_is_hidden() {
     let mut h = harness(1);

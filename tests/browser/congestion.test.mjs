@@ -3,7 +3,7 @@
 // unimpaired link instead of falling to 30 kbit/s, and a 1280x720 camera is sent at 1280x720.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying } from './harness.mjs';
+import { startServer, launch, joinPage, publishWebcam, subscribe, expectPlaying, freePort, scrape } from './harness.mjs';
 import { createLink, startLinkServer, launchBehind } from './link.mjs';
 
 /** The publisher's video sender and its transport, as getStats() reports them: with
@@ -36,6 +36,11 @@ async function sending(page) {
       const chosen = selected ? s.id === selected : s.nominated && s.state === 'succeeded';
       if (s.type === 'candidate-pair' && chosen && s.availableOutgoingBitrate !== undefined) {
         out.available = s.availableOutgoingBitrate;
+        out.rttMs = Math.round((s.currentRoundTripTime ?? 0) * 1000);
+      }
+      // What the relay's receiver reports say of the video: the worst layer's loss.
+      if (s.type === 'remote-inbound-rtp' && s.kind === 'video') {
+        out.lost = Math.max(out.lost ?? 0, s.packetsLost ?? 0);
       }
     });
     return out;
@@ -45,8 +50,23 @@ async function sending(page) {
 const RAMP_LIMIT_MS = 10_000;
 const TARGET = 1_500_000;
 
+/** The relay's counters that say what it made of the publisher's packets: those it dropped
+ * (by reason, only those that happened) and the transport-wide feedback it sent. */
+async function relayCounters(port) {
+  const { text } = await scrape(port);
+  const out = { dropped: {} };
+  for (const line of text.split('\n')) {
+    const m = /^webrtcai_relay_(dropped_total\{.*reason="([a-z_]+)".*\}|twcc_feedback_sent_total\{.*\}) (\S+)$/.exec(line);
+    if (!m || Number(m[3]) === 0) continue;
+    if (m[2]) out.dropped[m[2]] = (out.dropped[m[2]] ?? 0) + Number(m[3]);
+    else out.feedback = (out.feedback ?? 0) + Number(m[3]);
+  }
+  return out;
+}
+
 test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', async () => {
-  const server = await startServer();
+  const metricsPort = await freePort();
+  const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
   const browser = await launch();
   try {
     const a = await joinPage(browser.context, server, 'cc-1', 'alice');
@@ -62,7 +82,7 @@ test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', as
       const t = Date.now() - start;
       // And what the subscriber is sent: dynacast turns off the layers no one receives.
       const q = await b.evaluate(() => window.session.quality());
-      samples.push({ t, ...s, subscriber: { estimate: q.estimateBps, layer: q.subscriptions[0]?.current } });
+      samples.push({ t, ...s, subscriber: { estimate: q.estimateBps, layer: q.subscriptions[0]?.current }, relay: await relayCounters(metricsPort) });
       // Chromium sometimes reports no availableOutgoingBitrate at all (seen in a full suite,
       // the target at 3.15 Mbit/s from the first sample): then the target alone says it.
       if (reached === null && s.targetBitrate >= TARGET && (s.available === undefined || s.available >= TARGET)) reached = t;

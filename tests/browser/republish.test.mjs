@@ -27,7 +27,17 @@ test(`a camera published ${ROUNDS} times in one call plays every time`, { timeou
       try {
         await expectPlaying(bob, video, 15_000);
       } catch (e) {
-        throw new Error(`round ${round} (${ssrcs.size} SSRCs sent before, ${await replays()} packets refused as replays): ${e.message}`);
+        // What the publisher sent of each layer: one not sent is waited for in vain.
+        const layers = await alice.evaluate(async () => {
+          const out = [];
+          (await window.session.pc.getStats()).forEach((r) => {
+            if (r.type === 'outbound-rtp' && r.kind === 'video' && r.packetsSent > 0) {
+              out.push({ rid: r.rid, ssrc: r.ssrc, active: r.active, framesEncoded: r.framesEncoded, keyFramesEncoded: r.keyFramesEncoded, pliCount: r.pliCount, frameWidth: r.frameWidth, limitation: r.qualityLimitationReason });
+            }
+          });
+          return out;
+        });
+        throw new Error(`round ${round} (${ssrcs.size} SSRCs sent before, ${await replays()} packets refused as replays): ${e.message}; the publisher's layers: ${JSON.stringify(layers)}`);
       }
       // What the page sent with in this round, from its own statistics.
       const sent = await alice.evaluate(async () => {

@@ -132,10 +132,11 @@ impl Outbox<'_> {
                 continue;
             }
             if video {
-                let stopped = c
-                    .layers
-                    .current()
-                    .is_some_and(|cur| stalled.get(usize::from(cur)) == Some(&true));
+                // The layer it is sent, or, before its first keyframe, the one it waits
+                // for: where that one stopped (or never started), a keyframe of the best
+                // layer still flowing is asked for, not one of a layer that is not sent.
+                let awaited = c.layers.current().unwrap_or(c.layers.target());
+                let stopped = stalled.get(usize::from(awaited)) == Some(&true);
                 // A single stream is joined at any packet: its subscriber asks for the
                 // keyframe it needs, and a keyframe is not looked for in every codec.
                 let keyframe = info.keyframe || !simulcast;
