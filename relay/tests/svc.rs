@@ -136,6 +136,81 @@ fn a_number_left_by_a_late_frame_of_another_layer_is_not_answered_with_it() {
     assert_eq!(h.worker.stats().nacks_unanswerable, unanswerable + 1);
 }
 
+/// What subscriber `i` was sent: each RTP packet as it went on the wire, and decrypted where
+/// its SRTP index is new to the subscriber (a plain retransmission's is not).
+fn sent_to(h: &mut Harness, i: usize) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    h.run_timers();
+    let mut out = Vec::new();
+    while let Some(o) = h.worker.poll_output() {
+        let Output::Transmit(t) = o else { continue };
+        if t.destination != h.subscribers[i] || (192..=223).contains(&t.contents[1]) {
+            continue;
+        }
+        let mut plain = Vec::new();
+        let fresh = h.clients[i + 1].unprotect_rtp(&t.contents, &mut plain);
+        out.push((t.contents.to_vec(), fresh.is_ok().then_some(plain)));
+    }
+    out
+}
+
+/// The marker bit the relay puts on the end of a small view's picture (the publisher's is on
+/// the high layer's frame) is on a repair of that packet too: on the RTX stream it still ends
+/// the picture, and sent again as it was (a subscriber without RTX) it is the same packet
+/// under the same SRTP index, byte for byte; without the bit it was another packet sealed
+/// under a used index (with AES-GCM, a nonce used twice).
+#[test]
+fn a_repair_of_the_end_of_a_small_pictures_carries_its_marker_bit() {
+    for rtx in [true, false] {
+        let mut h = harness(2);
+        show_small(&mut h, "sub1");
+        if !rtx {
+            h.worker
+                .update_subscription(
+                    &Sid::from("s"),
+                    &Uid::from("sub1"),
+                    &FeedId::from("cam"),
+                    relay::control::SubscribeOptions {
+                        mid: Some("1".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        }
+        sent_to(&mut h, 1);
+        // Picture 1 (frames 1 low, 2 high), picture 2 (3 low, 4 high); the publisher sets
+        // the marker on the high frames only.
+        for (i, (picture, frame, template)) in [(1, 1, 0), (1, 2, 2), (2, 3, 1), (2, 4, 3)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut p = packet(100 + i as u16, picture, frame, template);
+            if frame % 2 == 0 {
+                p[1] |= 0x80;
+            }
+            send(&mut h, &p);
+        }
+        let first = sent_to(&mut h, 1);
+        assert_eq!(first.len(), 2, "rtx {rtx}");
+        let (sealed, plain) = &first[1];
+        let header = rtp::parse(plain.as_ref().expect("authentic")).unwrap();
+        assert!(header.marker, "rtx {rtx}: the relay ends the small picture");
+        h.now += Duration::from_millis(20);
+        h.nack_from_subscriber(1, header.ssrc, header.sequence, 0);
+        let repairs = sent_to(&mut h, 1);
+        assert_eq!(repairs.len(), 1, "rtx {rtx}");
+        let (again, repair) = &repairs[0];
+        if rtx {
+            let repair_header = rtp::parse(repair.as_ref().expect("authentic")).unwrap();
+            assert_ne!(repair_header.ssrc, header.ssrc);
+            assert!(repair_header.marker, "the repair lost the marker bit");
+        } else {
+            // The same index, so the same bytes (the marker bit among them), or a nonce
+            // used twice.
+            assert_eq!(again, sealed, "a plain retransmission is the packet sent");
+        }
+    }
+}
+
 /// Subscriber `uid` shows the video small: the low spatial layer at most.
 fn show_small(h: &mut Harness, uid: &str) {
     h.worker

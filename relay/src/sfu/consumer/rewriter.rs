@@ -38,6 +38,11 @@ pub struct Rewriter {
     last_sent_at: Option<Instant>,
     /// Bit `i` set: `highest_out - i` was sent.
     sent: u128,
+    /// Bit `i` set: `highest_out - i` went out with a marker bit the relay set, which its
+    /// original did not have (the end of what an SVC subscriber gets of a picture). A repair
+    /// must carry it too: as a plain retransmission it must be the packet sent, byte for
+    /// byte, and on the RTX stream it still ends the subscriber's picture.
+    marked: u128,
     /// The first outgoing number (extended) that NACKs are answered for ([`Self::forget_sent`]).
     repairable_from: u64,
     /// The outgoing timestamp the next re-anchor should give its packet
@@ -64,6 +69,9 @@ pub struct Original {
     pub sequence: u16,
     /// Added to the publisher's timestamp to give the subscriber's.
     pub ts_offset: u32,
+    /// Whether the relay set the marker bit on it ([`Rewriter::mark`]); None where it is
+    /// older than [`REORDER_WINDOW`] numbers, which are not remembered.
+    pub marked: Option<bool>,
 }
 
 /// Where the current stream of incoming packets is mapped. Incoming numbers are extended
@@ -106,6 +114,7 @@ impl Rewriter {
             last_out_ts: initial_ts,
             last_sent_at: None,
             sent: 0,
+            marked: 0,
             repairable_from: 0,
             next_anchor_ts: None,
             earlier: VecDeque::new(),
@@ -217,6 +226,11 @@ impl Rewriter {
             }
             self.sent = if shift >= 128 { 0 } else { self.sent << shift };
             self.sent |= 1;
+            self.marked = if shift >= 128 {
+                0
+            } else {
+                self.marked << shift
+            };
             self.highest_out = out_ext;
             a.highest_in = in_ext;
             self.last_out_ts = out_ts;
@@ -229,6 +243,15 @@ impl Rewriter {
             self.sent |= 1 << behind;
         }
         Some((out_ext as u16, out_ts))
+    }
+
+    /// Outgoing number `out_seq`, just given by [`Self::rewrite`], goes out with a marker bit
+    /// the relay set.
+    pub fn mark(&mut self, out_seq: u16) {
+        let behind = (self.highest_out as u16).wrapping_sub(out_seq);
+        if behind < REORDER_WINDOW {
+            self.marked |= 1 << behind;
+        }
     }
 
     /// Incoming packet `in_seq` of the anchored stream is not sent, on purpose (the
@@ -300,6 +323,7 @@ impl Rewriter {
             ssrc: a.in_ssrc,
             sequence: out_ext.wrapping_sub(offset) as u16,
             ts_offset: a.ts_offset,
+            marked: (behind < REORDER_WINDOW).then(|| self.marked & (1 << behind) != 0),
         })
     }
 
@@ -448,6 +472,36 @@ mod tests {
             r.rewrite(t0, 8, 50 + i, 0, 90_000);
         }
         assert_eq!(r.original(1004).map(|o| o.sequence), Some(51));
+    }
+
+    #[test]
+    fn a_marker_the_relay_set_is_remembered_within_the_window() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(1000, 0);
+        for seq in 0..3u16 {
+            let (out, _) = r.rewrite(t0, 7, seq, 0, 90_000).unwrap();
+            if seq == 1 {
+                r.mark(out);
+            }
+        }
+        let marked = |r: &Rewriter, out| r.original(out).unwrap().marked;
+        assert_eq!(marked(&r, 1000), Some(false));
+        assert_eq!(marked(&r, 1001), Some(true));
+        assert_eq!(marked(&r, 1002), Some(false));
+        // A late packet's number, marked behind the highest.
+        r.rewrite(t0, 7, 4, 0, 90_000).unwrap();
+        let (late, _) = r.rewrite(t0, 7, 3, 0, 90_000).unwrap();
+        r.mark(late);
+        assert_eq!(
+            (marked(&r, 1003), marked(&r, 1004)),
+            (Some(true), Some(false))
+        );
+        // Out of the window: not known either way.
+        for seq in 5..(5 + REORDER_WINDOW) {
+            r.rewrite(t0, 7, seq, 0, 90_000).unwrap();
+        }
+        assert_eq!(marked(&r, 1003), None);
+        assert_eq!(marked(&r, 1003 + REORDER_WINDOW), Some(false));
     }
 
     #[test]

@@ -210,6 +210,9 @@ impl Outbox<'_> {
             if let Some(r) = info.reference_timestamp {
                 c.reference_offset = Some(ts.wrapping_sub(r));
             }
+            if ends_picture {
+                c.rewriter.mark(seq);
+            }
             let transport_wide = sub
                 .transport
                 .next_transport_sequence()
@@ -302,6 +305,13 @@ impl Outbox<'_> {
         if !was_sent && (as_rtx.is_none() || probe.is_some() || feed.layers.len() < 2) {
             return false;
         }
+        // A marker bit the relay set is set again; an SVC packet too old for the rewriter to
+        // say whether it had one cannot be rebuilt as it was sent.
+        let marker = match original.marked {
+            Some(marked) => marked,
+            None if feed.svc_latest.is_some() => return false,
+            None => false,
+        };
         if probe.is_none() && !c.retransmits.allow(now, out_seq) {
             return false;
         }
@@ -316,6 +326,7 @@ impl Outbox<'_> {
         let mut rewrite = rewrite_for(c, feed.mid_extension, delay, transport_wide);
         rewrite.sequence = out_seq;
         rewrite.timestamp = header.timestamp.wrapping_add(original.ts_offset);
+        rewrite.marker = marker;
         if feed.layers.len() > 1 {
             if let Some(d) = vp8_descriptor(&feed.description, cached) {
                 rewrite.vp8 = c.picture_ids.map(original.ssrc, &d).map(|(p, t)| (d, p, t));
