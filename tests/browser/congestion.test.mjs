@@ -37,6 +37,8 @@ async function sending(page) {
       if (s.type === 'candidate-pair' && chosen && s.availableOutgoingBitrate !== undefined) {
         out.available = s.availableOutgoingBitrate;
         out.rttMs = Math.round((s.currentRoundTripTime ?? 0) * 1000);
+        // A move to another pair (another of the relay's addresses, or TCP) shows here.
+        out.pair = `${s.id} ${s.bytesReceived}`;
       }
       // What the relay's receiver reports say of the video: the worst layer's loss.
       if (s.type === 'remote-inbound-rtp' && s.kind === 'video') {
@@ -50,23 +52,26 @@ async function sending(page) {
 const RAMP_LIMIT_MS = 10_000;
 const TARGET = 1_500_000;
 
-/** The relay's counters that say what it made of the publisher's packets: those it dropped
- * (by reason, only those that happened) and the transport-wide feedback it sent. */
+/** The relay's counters that say what it made of the publisher's packets: all it received,
+ * those it dropped (by reason, only those that happened) and the transport-wide feedback it
+ * sent. */
 async function relayCounters(port) {
   const { text } = await scrape(port);
   const out = { dropped: {} };
   for (const line of text.split('\n')) {
-    const m = /^webrtcai_relay_(dropped_total\{.*reason="([a-z_]+)".*\}|twcc_feedback_sent_total\{.*\}) (\S+)$/.exec(line);
-    if (!m || Number(m[3]) === 0) continue;
-    if (m[2]) out.dropped[m[2]] = (out.dropped[m[2]] ?? 0) + Number(m[3]);
-    else out.feedback = (out.feedback ?? 0) + Number(m[3]);
+    const m = /^webrtcai_relay_(dropped_total\{.*reason="([a-z_]+)".*\}|(twcc_feedback_sent|packets_received|ice_tcp_packets_received)_total\{.*\}) (\S+)$/.exec(line);
+    if (!m || Number(m[4]) === 0) continue;
+    const key = m[2] ? null : { twcc_feedback_sent: 'feedback', packets_received: 'received', ice_tcp_packets_received: 'tcp' }[m[3]];
+    if (m[2]) out.dropped[m[2]] = (out.dropped[m[2]] ?? 0) + Number(m[4]);
+    else out[key] = (out[key] ?? 0) + Number(m[4]);
   }
   return out;
 }
 
 test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', async () => {
   const metricsPort = await freePort();
-  const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
+  // A participant's move to a new address is logged (info): one shows up in a failure.
+  const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`], log: `${process.env.RUST_LOG || 'warn'},relay::sfu::worker::ingress=info` });
   const browser = await launch();
   try {
     const a = await joinPage(browser.context, server, 'cc-1', 'alice');
@@ -82,7 +87,12 @@ test('a publisher ramps up to more than 1.5 Mbit/s within 10 s, at 1280x720', as
       const t = Date.now() - start;
       // And what the subscriber is sent: dynacast turns off the layers no one receives.
       const q = await b.evaluate(() => window.session.quality());
-      samples.push({ t, ...s, subscriber: { estimate: q.estimateBps, layer: q.subscriptions[0]?.current }, relay: await relayCounters(metricsPort) });
+      const decoded = await b.evaluate(async () => {
+        let n = 0;
+        (await window.session.pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0; });
+        return n;
+      });
+      samples.push({ t, ...s, subscriber: { estimate: q.estimateBps, layer: q.subscriptions[0]?.current, decoded }, relay: await relayCounters(metricsPort) });
       // Chromium sometimes reports no availableOutgoingBitrate at all (seen in a full suite,
       // the target at 3.15 Mbit/s from the first sample): then the target alone says it.
       if (reached === null && s.targetBitrate >= TARGET && (s.available === undefined || s.available >= TARGET)) reached = t;

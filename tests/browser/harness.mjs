@@ -65,7 +65,8 @@ export async function startServer(opts = {}) {
   // namespace of its own.
   const [cmd, ...cmdArgs] = [...(opts.wrapper || []), bin, ...args];
   const child = spawn(cmd, cmdArgs, {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    // `log`: the server's log filter for one test that needs more than the run's.
+    env: { ...process.env, RUST_LOG: opts.log || process.env.RUST_LOG || 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const base = `${opts.tls ? 'https' : 'http'}://${host}:${port}`;

@@ -72,6 +72,8 @@ impl Worker {
         let consent = p.transport.ice.poll_timeout();
         if let Some(previous) = outcome.selected_changed {
             if let Some(old) = previous {
+                // An operator asking why a participant's media paused finds it here.
+                tracing::info!(sid = %p.sid, uid = %p.uid, from = %old, to = %src, "participant moved to a new address");
                 self.outputs
                     .push_back(Output::Event(Event::ParticipantMigrated {
                         sid: p.sid.clone(),
