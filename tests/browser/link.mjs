@@ -130,10 +130,16 @@ export function createVethNamespace() {
     spawn: (cmd, args = [], opts = {}) => spawn('ip', ['netns', 'exec', ns, cmd, ...args], opts),
     closeSync() {
       open.delete(peer);
-      try {
-        ip('netns', 'del', ns);
-      } catch {
-        // already gone
+      // The pair goes now, from this side: left to the namespace's deletion, this end (with
+      // its 198.18.N.1) stayed here for a minute or more, and a later test's Chromium took it
+      // for a network of its own, moved its call onto it and lost the call for seconds when
+      // the device went.
+      for (const args of [['link', 'del', a], ['netns', 'del', ns]]) {
+        try {
+          ip(...args);
+        } catch {
+          // already gone
+        }
       }
     },
     async close() {
