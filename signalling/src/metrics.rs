@@ -303,7 +303,7 @@ impl Collector for Scrape {
         )?;
         w.counter(
             "relay_rtp_copies_not_sent",
-            "RTP copies made but not sent (the socket refused them).",
+            "RTP copies not sent: the number they would take was used already (a duplicate, or a packet too late for its subscriber's stream).",
             per_core(cores, |c| c.rtp_copies_not_sent),
         )?;
         w.counter(
