@@ -500,6 +500,71 @@ fn a_subscriber_that_asks_for_repairs_waits_for_a_second_one() {
     }
 }
 
+/// A subscriber with RTX and the playout-delay extension but no transport-wide numbers, sent a
+/// packet of a payload type that has no RTX pair (the harness camera's 97): asked for it, the
+/// relay cannot send it on the RTX stream, and sent again as it was it would carry the
+/// playout delay of now, which the request itself raised (the subscriber now waits for
+/// repairs), under the SRTP index of the first copy: other bytes under a used nonce. It is not
+/// sent again.
+#[test]
+fn a_packet_without_an_rtx_pair_is_not_resent_with_another_playout_delay() {
+    use relay::control::SubscribeOptions;
+    use relay::ids::{FeedId, Sid, Uid};
+
+    let mut h = harness(1);
+    let options = SubscribeOptions {
+        mid: Some("1".into()),
+        rtx: true,
+        playout_delay_extension: Some(12),
+        transport_cc_extension: None,
+    };
+    h.worker
+        .update_subscription(
+            &Sid::from("s"),
+            &Uid::from("sub0"),
+            &FeedId::from("cam"),
+            options,
+        )
+        .expect("update");
+    let pt97 = |seq| {
+        let mut p = media(seq);
+        p[1] = 97;
+        p
+    };
+    send_rtp(&mut h, 0, &pt97(1));
+    let seen = run_for(&mut h, Duration::from_millis(1));
+    let first = rtp::parse(&seen.to_subscriber[0]).unwrap();
+    // The subscriber's link loses the copy of 2.
+    send_rtp(&mut h, 0, &pt97(2));
+    let mut lost = None;
+    while let Some(o) = h.worker.poll_output() {
+        if let Output::Transmit(t) = o {
+            lost = Some(t.contents);
+        }
+    }
+    let lost = lost.expect("a copy of 2 was sent");
+    let unanswerable = h.worker.stats().nacks_unanswerable;
+    send_rtcp(
+        &mut h,
+        1,
+        &nack_packet(first.ssrc, first.sequence.wrapping_add(1), 0),
+    );
+    let mut resent = Vec::new();
+    while let Some(o) = h.worker.poll_output() {
+        if let Output::Transmit(t) = o {
+            if !(192..=223).contains(&t.contents[1]) {
+                resent.push(t.contents);
+            }
+        }
+    }
+    assert!(
+        resent.iter().all(|r| *r == lost),
+        "other bytes under the index of the first copy"
+    );
+    assert!(resent.is_empty());
+    assert_eq!(h.worker.stats().nacks_unanswerable, unanswerable + 1);
+}
+
 /// A subscriber whose answer left out RTX and the playout-delay extension: once signalling says
 /// so, its NACKs are answered with the packet exactly as first sent, on the media SSRC, and no
 /// playout delay is written. Nothing can be turned on that was not offered.

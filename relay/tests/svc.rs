@@ -211,6 +211,42 @@ fn a_repair_of_the_end_of_a_small_pictures_carries_its_marker_bit() {
     }
 }
 
+/// A packet further back than the rewriter remembers marks for (128 numbers: a large
+/// keyframe and what the pacer holds after it) is still repaired on the RTX stream, a new
+/// packet, with the marker bit as the publisher set it. (A subscriber of the whole L1T3 stream,
+/// whose numbers have no gaps: behind 128 skipped frames the rewriter no longer maps a number
+/// at all.)
+#[test]
+fn an_old_packet_of_an_svc_stream_is_still_repaired_on_the_rtx_stream() {
+    let mut h = harness(1);
+    sent_to(&mut h, 0);
+    // 80 pictures of L1T3, 160 packets, 2 ms apart: what a large keyframe and the frames
+    // after it put ahead of a repair.
+    let mut seq = 1000u16;
+    for picture in 0..80 {
+        for p in l1t3_packets(picture, &mut seq) {
+            send(&mut h, &p);
+        }
+        h.now += Duration::from_millis(2);
+        h.run_timers();
+    }
+    // The pacer lets them out at the subscriber's starting estimate.
+    let mut first = Vec::new();
+    for _ in 0..300 {
+        h.now += Duration::from_millis(10);
+        first.extend(sent_to(&mut h, 0));
+    }
+    assert_eq!(first.len(), 160);
+    // The keyframe's second packet, 158 numbers behind the newest.
+    let header = rtp::parse(first[1].1.as_ref().expect("authentic")).unwrap();
+    h.now += Duration::from_millis(20);
+    h.nack_from_subscriber(0, header.ssrc, header.sequence, 0);
+    let repairs = sent_to(&mut h, 0);
+    assert_eq!(repairs.len(), 1, "not repaired");
+    let repair = rtp::parse(repairs[0].1.as_ref().expect("authentic")).unwrap();
+    assert_ne!(repair.ssrc, header.ssrc, "on the RTX stream");
+}
+
 /// Subscriber `uid` shows the video small: the low spatial layer at most.
 fn show_small(h: &mut Harness, uid: &str) {
     h.worker

@@ -88,8 +88,9 @@ const MESSAGES = `
 
 // A bound for the whole test: it hung twice in some hundred runs (node, the server and
 // Chromium idle, the stall report below never coming), and a hang must fail, not stop the
-// suite.
-test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive complete and in order', { timeout: 480_000 }, async () => {
+// suite. At the bound the browser and the server are stopped, so that what waited on them
+// ends and the file's process can exit.
+test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive complete and in order', { timeout: 480_000 }, async (t) => {
   const metricsPort = await freePort();
   const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
   // The relay's data counters: what it dropped, and how often it held the sender for b.
@@ -101,6 +102,10 @@ test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive comp
   // Every data, DTLS and drop counter, for a failure's message.
   const relayCounters = async () => (await scrape(metricsPort)).text.split('\n').filter((l) => /^webrtcai_relay_\S*(data|dtls|drop)/.test(l)).join('; ');
   const browser = await launch();
+  t.signal.addEventListener('abort', () => {
+    browser.close().catch(() => {});
+    server.stop();
+  });
   const COUNT = Number(process.env.DATA_MESSAGES) || 10_000;
   try {
     const [a, b] = await Promise.all(['a', 'b'].map((n) => joinPage(browser.context, server, 'data-2', n)));
@@ -139,7 +144,10 @@ test('10,000 reliable messages of 1 B to 64 KiB, strings and binary, arrive comp
     }, COUNT);
     // A send that never returns fails the test with what each side saw, rather than hanging;
     // a page that does not answer says so.
-    const answer = (page, fn) => Promise.race([page.evaluate(fn), new Promise((r) => setTimeout(() => r('no answer in 5 s'), 5_000))]);
+    const answer = (page, fn) => Promise.race([
+      page.evaluate(fn).catch((e) => `no answer: ${e.message}`),
+      new Promise((r) => setTimeout(() => r('no answer in 5 s'), 5_000).unref()),
+    ]);
     const stuck = new Promise((_, reject) => {
       const timer = setTimeout(async () => {
         const at = await answer(a, () => ({ sent: window.progress, buffered: window.session._channels.reliable?.bufferedAmount, state: window.session._channels.reliable?.readyState }));

@@ -38,10 +38,10 @@ pub struct Rewriter {
     last_sent_at: Option<Instant>,
     /// Bit `i` set: `highest_out - i` was sent.
     sent: u128,
-    /// Bit `i` set: `highest_out - i` went out with a marker bit the relay set, which its
-    /// original did not have (the end of what an SVC subscriber gets of a picture). A repair
-    /// must carry it too: as a plain retransmission it must be the packet sent, byte for
-    /// byte, and on the RTX stream it still ends the subscriber's picture.
+    /// Bit `i` set: `highest_out - i` went out with the marker bit set by the relay (the end
+    /// of what an SVC subscriber gets of a picture, whether or not the publisher's packet had
+    /// it). A repair must carry it too: as a plain retransmission it must be the packet sent,
+    /// byte for byte, and on the RTX stream it still ends the subscriber's picture.
     marked: u128,
     /// The first outgoing number (extended) that NACKs are answered for ([`Self::forget_sent`]).
     repairable_from: u64,

@@ -48,7 +48,10 @@ pub struct PacketCache {
 
 impl PacketCache {
     /// Keep `packet` (SSRC `ssrc`, sequence number `seq`), forwarded with `playout_delay`,
-    /// replacing whatever held its slot.
+    /// replacing whatever held its slot: but for a second copy of the packet held (a late
+    /// original after its repair, or a packet sent twice), which leaves the first. The first
+    /// is the one forwarded: a copy waiting in a pacer is written from it, and a plain
+    /// retransmission must repeat it byte for byte under the index it went out with.
     pub fn insert(
         &mut self,
         ssrc: u32,
@@ -66,6 +69,11 @@ impl PacketCache {
                 .collect();
         }
         let slot = &mut self.slots[seq as usize % CACHE_PACKETS];
+        // The same number and timestamp: the same packet (the number alone could be one of
+        // a stream that jumped, 65,536 numbers on).
+        if slot.key == Some((ssrc, seq)) && slot.data.get(4..8) == packet.get(4..8) {
+            return;
+        }
         slot.key = Some((ssrc, seq));
         match Arc::get_mut(&mut slot.data) {
             Some(data) => {
@@ -194,11 +202,15 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_replaces_in_place() {
+    fn a_duplicate_leaves_the_copy_that_went_out() {
         let mut c = PacketCache::default();
-        c.insert(1, 5, b"first", None);
-        c.insert(1, 5, b"again", None);
-        assert_eq!(c.get(1, 5).map(|c| c.packet), Some(&b"again"[..]));
+        // Bytes 4..8 are an RTP packet's timestamp.
+        c.insert(1, 5, b"headTIMEfirst", None);
+        c.insert(1, 5, b"headTIMEagain", None);
+        assert_eq!(c.get(1, 5).map(|c| c.packet), Some(&b"headTIMEfirst"[..]));
+        // Another timestamp under the number: another packet, which takes the slot.
+        c.insert(1, 5, b"headNEXTthird", None);
+        assert_eq!(c.get(1, 5).map(|c| c.packet), Some(&b"headNEXTthird"[..]));
     }
 
     #[test]
@@ -210,7 +222,8 @@ mod tests {
         c.insert(1, 6, b"six", None);
         assert_eq!(c.get(1, 5).unwrap().playout_delay, Some(d));
         assert_eq!(c.get(1, 6).unwrap().playout_delay, None);
+        // A second copy of 5 leaves the first, and the delay it went out with.
         c.insert(1, 5, b"five", None);
-        assert_eq!(c.get(1, 5).unwrap().playout_delay, None);
+        assert_eq!(c.get(1, 5).unwrap().playout_delay, Some(d));
     }
 }

@@ -298,6 +298,15 @@ impl Outbox<'_> {
         if as_rtx.is_none() && (c.transport_wide || probe.is_some()) {
             return false;
         }
+        // Nor where its playout delay came from the subscriber's own wait for repairs (it
+        // negotiated RTX, but this payload type has none): the wait may have changed since,
+        // and the packet sent again under the same index must be the one sent.
+        if as_rtx.is_none()
+            && c.retransmits.rtx_ssrc.is_some()
+            && c.playout_delay_extension.is_some()
+        {
+            return false;
+        }
         // A number nothing went out with yet (see `Rewriter::mapped`): asked for, on the RTX
         // stream only, and of a simulcast layer's stream, whose every packet the subscriber
         // gets once it is on the layer. With SVC the number may be one a frame of another
@@ -305,11 +314,13 @@ impl Outbox<'_> {
         if !was_sent && (as_rtx.is_none() || probe.is_some() || feed.layers.len() < 2) {
             return false;
         }
-        // A marker bit the relay set is set again; an SVC packet too old for the rewriter to
-        // say whether it had one cannot be rebuilt as it was sent.
+        // A marker bit the relay set is set again. Where the number is too old for the
+        // rewriter to say: on the RTX stream, a new packet, as the publisher marked it (a
+        // keyframe of a few hundred packets must stay repairable); sent again as it was, an
+        // SVC packet might not be the one that went out, so it is not sent.
         let marker = match original.marked {
             Some(marked) => marked,
-            None if feed.svc_latest.is_some() => return false,
+            None if as_rtx.is_none() && feed.svc_latest.is_some() => return false,
             None => false,
         };
         if probe.is_none() && !c.retransmits.allow(now, out_seq) {
