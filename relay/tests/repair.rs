@@ -125,6 +125,37 @@ fn run_for(h: &mut Harness, d: Duration) -> Seen {
     run_until(h, until)
 }
 
+/// Signalling says the subscriber's answer took RTX or not, the playout-delay extension (id
+/// 12) or not, and no transport-wide numbers.
+fn answer(h: &mut Harness, rtx: bool, playout_delay: bool) {
+    let options = relay::control::SubscribeOptions {
+        mid: Some("1".into()),
+        rtx,
+        playout_delay_extension: playout_delay.then_some(12),
+        transport_cc_extension: None,
+    };
+    h.worker
+        .update_subscription(
+            &relay::ids::Sid::from("s"),
+            &relay::ids::Uid::from("sub0"),
+            &relay::ids::FeedId::from("cam"),
+            options,
+        )
+        .expect("update");
+}
+
+/// The last datagram the worker sent, as it went on the wire (the others are dropped): the
+/// copy of the packet just handed in, which the subscriber's link then loses.
+fn last_sent(h: &mut Harness) -> Option<Vec<u8>> {
+    let mut last = None;
+    while let Some(o) = h.worker.poll_output() {
+        if let Output::Transmit(t) = o {
+            last = Some(t.contents);
+        }
+    }
+    last
+}
+
 fn nacked(nacks: &[TransportLayerNack]) -> Vec<u16> {
     nacks
         .iter()
@@ -452,29 +483,13 @@ fn subscribers_wait_for_repairs_while_the_publisher_loses_packets() {
 /// the packets as first sent.
 #[test]
 fn a_subscriber_that_asks_for_repairs_waits_for_a_second_one() {
-    use relay::control::SubscribeOptions;
-    use relay::ids::{FeedId, Sid, Uid};
-
     let no_minimum = PlayoutDelay::new(Duration::ZERO, Duration::from_secs(10));
     // No round trip measured yet: the default 100 ms, twice, and 40 ms for the gap to show.
     let waiting = PlayoutDelay::new(Duration::from_millis(240), Duration::from_secs(10));
     for rtx in [true, false] {
         let mut h = harness(1);
         if !rtx {
-            let options = SubscribeOptions {
-                mid: Some("1".into()),
-                rtx: false,
-                playout_delay_extension: Some(12),
-                transport_cc_extension: None,
-            };
-            h.worker
-                .update_subscription(
-                    &Sid::from("s"),
-                    &Uid::from("sub0"),
-                    &FeedId::from("cam"),
-                    options,
-                )
-                .expect("update");
+            answer(&mut h, false, true);
         }
         send_rtp(&mut h, 0, &media(1));
         let seen = run_for(&mut h, Duration::from_millis(1));
@@ -508,24 +523,8 @@ fn a_subscriber_that_asks_for_repairs_waits_for_a_second_one() {
 /// sent again.
 #[test]
 fn a_packet_without_an_rtx_pair_is_not_resent_with_another_playout_delay() {
-    use relay::control::SubscribeOptions;
-    use relay::ids::{FeedId, Sid, Uid};
-
     let mut h = harness(1);
-    let options = SubscribeOptions {
-        mid: Some("1".into()),
-        rtx: true,
-        playout_delay_extension: Some(12),
-        transport_cc_extension: None,
-    };
-    h.worker
-        .update_subscription(
-            &Sid::from("s"),
-            &Uid::from("sub0"),
-            &FeedId::from("cam"),
-            options,
-        )
-        .expect("update");
+    answer(&mut h, true, true);
     let pt97 = |seq| {
         let mut p = media(seq);
         p[1] = 97;
@@ -536,13 +535,7 @@ fn a_packet_without_an_rtx_pair_is_not_resent_with_another_playout_delay() {
     let first = rtp::parse(&seen.to_subscriber[0]).unwrap();
     // The subscriber's link loses the copy of 2.
     send_rtp(&mut h, 0, &pt97(2));
-    let mut lost = None;
-    while let Some(o) = h.worker.poll_output() {
-        if let Output::Transmit(t) = o {
-            lost = Some(t.contents);
-        }
-    }
-    let lost = lost.expect("a copy of 2 was sent");
+    let lost = last_sent(&mut h).expect("a copy of 2 was sent");
     let unanswerable = h.worker.stats().nacks_unanswerable;
     send_rtcp(
         &mut h,
@@ -591,13 +584,7 @@ fn an_answer_without_rtx_gets_plain_retransmissions() {
     assert!(playout_delay(&seen.to_subscriber[0]).is_none());
     // The subscriber's link loses the copy of 2 (it never reaches its SRTP context).
     send_rtp(&mut h, 0, &media(2));
-    let mut lost = None;
-    while let Some(o) = h.worker.poll_output() {
-        if let Output::Transmit(t) = o {
-            lost = Some(t.contents);
-        }
-    }
-    let lost = lost.expect("a copy of 2 was sent");
+    let lost = last_sent(&mut h).expect("a copy of 2 was sent");
     send_rtp(&mut h, 0, &media(3));
     run_for(&mut h, Duration::from_millis(1));
     let seq = first.sequence.wrapping_add(1);
@@ -655,9 +642,6 @@ fn an_answer_without_rtx_gets_plain_retransmissions() {
 /// answered, where a plain repeat would seal other bytes under the same index.
 #[test]
 fn what_was_sent_before_repairs_turned_plain_is_not_repeated() {
-    use relay::control::SubscribeOptions;
-    use relay::ids::{FeedId, Sid, Uid};
-
     let mut h = harness(1);
     send_rtp(&mut h, 0, &media(1));
     let seen = run_for(&mut h, Duration::from_millis(1));
@@ -674,20 +658,7 @@ fn what_was_sent_before_repairs_turned_plain_is_not_repeated() {
     // lost on the way.
     send_rtp(&mut h, 0, &media(2));
     while h.worker.poll_output().is_some() {}
-    let options = SubscribeOptions {
-        mid: Some("1".into()),
-        rtx: false,
-        playout_delay_extension: Some(12),
-        transport_cc_extension: None,
-    };
-    h.worker
-        .update_subscription(
-            &Sid::from("s"),
-            &Uid::from("sub0"),
-            &FeedId::from("cam"),
-            options,
-        )
-        .expect("update");
+    answer(&mut h, false, true);
     let before = h.worker.stats().nacks_unanswerable;
     let lost = first.sequence.wrapping_add(1);
     send_rtcp(&mut h, 1, &nack_packet(first.ssrc, lost, 0));
