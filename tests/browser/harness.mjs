@@ -102,7 +102,35 @@ export async function startServer(opts = {}) {
 /** A fresh headless Chromium with fake camera, microphone and screen. With `{ prompt: false }`
  * there is no fake permission prompt either, and Chromium denies camera and microphone as it
  * does for a person who says no. */
+/** Delete the link devices (`lka-`, `lkb-`, `lva-`, `lvb-`, named by tests/browser/link.mjs
+ * with its process id) that a test process which is gone left in this namespace: a browser
+ * launched here would take one for a network of its own, move its calls onto it, and lose
+ * them when the device goes (three full suites' publisher ramp test). */
+function sweepStaleDevices() {
+  let links;
+  try {
+    links = execFileSync('ip', ['-o', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  } catch {
+    return; // no `ip` here: nothing of ours to sweep either
+  }
+  for (const [, dev, pid] of links.matchAll(/^\d+: (l(?:ka|kb|va|vb)-(\d+)-\d+)[@:]/gm)) {
+    if (Number(pid) === process.pid) continue;
+    try {
+      process.kill(Number(pid), 0);
+      continue; // its process lives: its test still uses it
+    } catch (e) {
+      if (e.code !== 'ESRCH') continue;
+    }
+    try {
+      execFileSync('ip', ['link', 'del', dev], { stdio: 'ignore' });
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
 export async function launch({ prompt = true, args = [] } = {}) {
+  sweepStaleDevices();
   const dir = mkdtempSync(join(tmpdir(), 'webrtcai-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
