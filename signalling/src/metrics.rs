@@ -445,8 +445,33 @@ impl Collector for Scrape {
         )?;
         w.counter(
             "relay_data_refused",
-            "Data-channel messages refused (malformed envelopes, unknown receivers).",
+            "Data-channel messages refused: their sender lacks the publish_data grant.",
             per_core(cores, |c| c.data.refused),
+        )?;
+        w.counter(
+            "relay_data_malformed",
+            "Data-channel messages dropped: an envelope or DCEP message that does not read, or a message on a stream no channel was opened on.",
+            per_core(cores, |c| c.data.malformed),
+        )?;
+        w.counter(
+            "relay_data_channels_opened",
+            "Data channels opened, by participants or by the relay.",
+            per_core(cores, |c| c.data.channels_opened),
+        )?;
+        w.counter(
+            "relay_data_sctp_packets_received",
+            "SCTP packets received from participants (over their DTLS).",
+            per_core(cores, |c| c.data.sctp_packets_in),
+        )?;
+        w.counter(
+            "relay_data_sctp_packets_sent",
+            "SCTP packets sent to participants.",
+            per_core(cores, |c| c.data.sctp_packets_out),
+        )?;
+        w.counter(
+            "relay_data_sctp_packets_not_sent",
+            "SCTP packets not sent: the participant's DTLS was not up, or its queue was full (SCTP sends them again).",
+            per_core(cores, |c| c.data.sctp_packets_dropped),
         )?;
         w.counter(
             "relay_recording_queue_full",

@@ -5,10 +5,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launch, joinPage, until, startProxy, waitEvent, freePort, scrape } from './harness.mjs';
 
-/** Collect the `data` events of a page in window.received (binary as arrays of bytes). */
+/** Collect the `data` events of a page in window.received (binary as arrays of bytes), and
+ * when its data channels opened, for a failure's report. */
 async function collect(page) {
   await page.evaluate(() => {
     window.received = [];
+    window.channelsAt = { collect: Date.now() };
+    window.session.pc.addEventListener('datachannel', ({ channel }) => {
+      window.channelsAt[channel.label] = Date.now();
+    });
     window.session.on('data', ({ from, data, reliable }) => {
       window.received.push({ from, reliable, text: typeof data === 'string', data: typeof data === 'string' ? data : Array.from(data) });
     });
@@ -17,8 +22,24 @@ async function collect(page) {
 
 const received = (page) => page.evaluate(() => window.received);
 
+/** In a failure's report: a page's data channels as its browser counts them (messages the
+ * channel delivered), and when they opened against when `collect` ran. */
+const channelReport = (page) =>
+  page.evaluate(async () => {
+    const stats = [...(await window.session.pc.getStats()).values()].filter((s) => s.type === 'data-channel');
+    return {
+      sctp: window.session.pc.sctp?.state ?? null,
+      at: window.channelsAt,
+      sentAt: window.sentAt ?? null,
+      channels: stats.map(({ label, state, messagesSent, messagesReceived }) => ({ label, state, messagesSent, messagesReceived })),
+      received: window.received.length,
+      errors: window.events.filter(({ ev }) => ev === 'error').map(({ v }) => v),
+    };
+  });
+
 test('strings and binary reach everyone else, or only the participants named', async () => {
-  const server = await startServer();
+  const metricsPort = await freePort();
+  const server = await startServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
   const browser = await launch();
   try {
     const pages = await Promise.all(['a', 'b', 'c'].map((n) => joinPage(browser.context, server, 'data-1', n)));
@@ -26,6 +47,7 @@ test('strings and binary reach everyone else, or only the participants named', a
     for (const p of pages) await collect(p);
     const uids = await Promise.all(pages.map((p) => p.evaluate(() => window.session.uid)));
     await a.evaluate(async ([, ub]) => {
+      window.sentAt = Date.now();
       await window.session.send('hello ✓');
       await window.session.send(new Uint8Array([1, 2, 3]));
       await window.session.send(new Uint8Array([9, 8, 7, 6]).buffer);
@@ -35,8 +57,13 @@ test('strings and binary reach everyone else, or only the participants named', a
       await window.session.send('only b', { to: [ub] });
       await window.session.send('lossy', { reliable: false });
     }, uids);
-    const gotB = await until(() => received(b), (r) => r.length >= 8, 10_000);
-    const gotC = await until(() => received(c), (r) => r.length >= 7, 10_000);
+    // What the relay handed on and each browser's channels delivered, where one is missing.
+    const explain = async () => ({
+      relay: (await scrape(metricsPort)).text.split('\n').filter((l) => /^webrtcai_relay_data_/.test(l)).join('; '),
+      pages: Object.fromEntries(await Promise.all(pages.map(async (p, i) => ['abc'[i], await channelReport(p)]))),
+    });
+    const gotB = await until(() => received(b), (r) => r.length >= 8, 10_000, explain);
+    const gotC = await until(() => received(c), (r) => r.length >= 7, 10_000, explain);
     await new Promise((r) => setTimeout(r, 500));
     const from = uids[0];
     const expectC = [

@@ -202,7 +202,7 @@ impl Worker {
                     tracing::debug!(uid = %p.uid, %reason, "data channel message dropped");
                 }
                 DataEvent::Lost(reason) => {
-                    tracing::debug!(uid = %p.uid, %reason, "data association lost");
+                    tracing::info!(uid = %p.uid, %reason, "data association lost");
                 }
                 DataEvent::ChannelClosed { .. } => {}
             }
