@@ -986,3 +986,96 @@ fn a_recording_follows_the_best_layer_flowing_from_a_keyframe_it_asks_for() {
     send(&mut h, &packet(1, 40, false, false));
     assert!(recorded(&mut h).0.is_empty());
 }
+
+/// What a subscriber with video alone got over a link that carries less than the lowest
+/// layer for 20 s, then 5 Mbit/s for 20 s: probe packets while the video was paused (padding,
+/// and packets of the video sent again), and when it resumed, in frames from the start.
+#[derive(Debug, Default)]
+struct PausedRun {
+    padding: u32,
+    resent: u32,
+    resumed_at: Option<u16>,
+}
+
+fn paused_then_widened() -> PausedRun {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    // Layer 0 at about 580 kbit/s (two 1200-byte packets a frame) into a 400 kbit/s link. No
+    // audio: nothing but the video and its probes brings feedback.
+    let mut link = Downlink::new(400_000.0, Duration::from_millis(10));
+    let t0 = h.now;
+    let mut run = PausedRun::default();
+    for frame in 0..1200u16 {
+        if frame == 600 {
+            link.set_capacity(5_000_000.0);
+        }
+        let keyframe = frame % 30 == 0;
+        for i in 0..2 {
+            let mut p = sized(0, frame, keyframe && i == 0, 1200);
+            p[2..4].copy_from_slice(&(frame * 2 + i).to_be_bytes());
+            send(&mut h, &p);
+        }
+        for i in 0..4 {
+            let mut p = sized(1, frame, keyframe && i == 0, 1200);
+            p[2..4].copy_from_slice(&(10_000 + frame * 4 + i).to_be_bytes());
+            send(&mut h, &p);
+        }
+        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
+        while h.now < next {
+            let stats = h.worker.stats();
+            let paused = stats.subscriptions_paused > stats.subscriptions_resumed;
+            if stats.subscriptions_resumed > 0 && run.resumed_at.is_none() {
+                run.resumed_at = Some(frame);
+            }
+            for (plain, wire) in h.rtp_to(0) {
+                let r = rtp::parse(&plain).expect("rtp");
+                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
+                    link.carry(h.now, wire, n);
+                }
+                match (paused, r.payload_type == RTX_PT, r.payload_len) {
+                    (true, true, 0) => run.padding += 1,
+                    (true, true, _) => run.resent += 1,
+                    _ => {}
+                }
+            }
+            link.deliver(&mut h, 0);
+            h.run_timers();
+            h.now += Duration::from_millis(1);
+        }
+        if frame == 599 {
+            let stats = h.worker.stats();
+            assert_eq!(
+                (stats.subscriptions_paused, stats.subscriptions_resumed),
+                (1, 0),
+                "paused on the narrow link, and not resumed there"
+            );
+        }
+    }
+    run
+}
+
+/// A subscriber whose only flow is a video paused for its link learns when the link widens:
+/// the relay keeps probing it (no feedback comes otherwise, and the allocator looked again
+/// only at feedback), and the video resumes.
+#[test]
+fn a_video_paused_for_bandwidth_resumes_when_the_link_widens_with_nothing_else_flowing() {
+    let run = paused_then_widened();
+    let resumed = run.resumed_at.expect("resumed");
+    assert!(
+        resumed < 600 + 10 * 30,
+        "resumed at frame {resumed}: {run:?}"
+    );
+}
+
+/// A video paused for its link is probed with padding alone: probes that sent its recent
+/// packets again (as they do for a video that flows) could complete a picture the subscriber
+/// got only in part before the pause, and its browser would show a frame of a paused video.
+#[test]
+fn a_video_paused_for_bandwidth_is_probed_with_padding_alone() {
+    let run = paused_then_widened();
+    assert!(run.padding + run.resent >= 20, "{run:?}");
+    assert_eq!(
+        run.resent, 0,
+        "packets of the video resent as probes while paused: {run:?}"
+    );
+}

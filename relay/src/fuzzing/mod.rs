@@ -459,6 +459,12 @@ impl Downlink {
         }
     }
 
+    /// The link carries `capacity` bit/s from now on (what is queued at the old rate keeps
+    /// its arrival time).
+    pub fn set_capacity(&mut self, capacity: f64) {
+        self.capacity = capacity;
+    }
+
     /// A packet of `wire` bytes with transport-wide number `number` enters the link at `now`;
     /// returns when it arrives.
     pub fn carry(&mut self, now: Instant, wire: usize, number: u16) -> Instant {

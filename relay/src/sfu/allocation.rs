@@ -37,6 +37,9 @@
 
 use std::time::{Duration, Instant};
 
+/// While a video is paused for its link, the allocator looks again this often, feedback or
+/// not (the probe controller spaces the probes it asks for).
+pub const LOOK_AGAIN_WHILE_PAUSED: Duration = Duration::from_secs(1);
 /// A video is paused only after this long without room for its lowest layer.
 pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 

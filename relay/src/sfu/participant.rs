@@ -74,6 +74,10 @@ pub struct Participant {
     pub usage: ParticipantUsage,
     /// Which layers its estimate affords.
     pub allocator: Allocator,
+    /// When the allocator looks again without waiting for feedback: a video of its is paused
+    /// for its link, and where nothing else flows to it no feedback comes but a probe's, so
+    /// looking only at feedback would never ask for the probe that ends the pause.
+    pub reallocate_at: Option<Instant>,
     /// What waits to be sent to it, where its link is estimated.
     pub pacer: Pacer<Paced>,
     /// Its data channels.
@@ -107,6 +111,7 @@ impl Participant {
             next_report: None,
             usage: ParticipantUsage::default(),
             allocator: Allocator::default(),
+            reallocate_at: None,
             pacer: Pacer::new(0.0),
             data,
             link: LinkQuality::default(),
@@ -150,12 +155,14 @@ impl Participant {
     }
 
     /// The first of the participant's deadlines: its transport's (consent, handshake,
-    /// congestion feedback, the next probe packet) and the next RTCP report.
+    /// congestion feedback, the next probe packet), the next RTCP report and the allocator's
+    /// next look at a paused video.
     pub fn next_deadline(&self) -> Option<Instant> {
         [
             self.transport.poll_timeout(),
             self.transport.probe_timeout(),
             self.next_report,
+            self.reallocate_at,
         ]
         .into_iter()
         .flatten()

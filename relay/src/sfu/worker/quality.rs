@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::control::{LayerState, Pause, SubscriberQuality};
 use crate::ids::{FeedId, FeedKey, ParticipantKey, SessionKey, Sid, Uid};
-use crate::sfu::allocation::Demand;
+use crate::sfu::allocation::{Demand, LOOK_AGAIN_WHILE_PAUSED};
 use crate::sfu::consumer::Consumer;
 use crate::sfu::cross_core::CrossCore;
 use crate::sfu::feed::Feed;
@@ -187,6 +187,7 @@ impl Worker {
         let decision = p
             .allocator
             .decide(now, estimate, fixed, congested, &demands);
+        let starved = decision.targets.iter().any(Option::is_none);
         p.transport.set_probe_limit(decision.probe_limit);
         if let Some(rate) = decision.probe {
             tracing::debug!(participant = key.0, estimate, rate, "probe");
@@ -248,6 +249,12 @@ impl Worker {
         }
         for (fkey, layer) in keyframes {
             self.keyframe_request(now, skey, fkey, Some(usize::from(layer)), false);
+        }
+        if let Some(p) = self.participants.get_mut(&key) {
+            p.reallocate_at = starved.then(|| now + LOOK_AGAIN_WHILE_PAUSED);
+            if let Some(at) = p.next_deadline() {
+                self.timers.arm(Timer::Participant(key), at);
+            }
         }
         self.send_probes(now, key);
     }
@@ -350,10 +357,10 @@ impl Worker {
 
     /// Send the probe packets due to `key`, on the RTX stream of one of its video
     /// subscriptions: recent packets of it again, as libwebrtc probes (large packets, so that
-    /// a cluster outlasts a shaper's burst allowance), or padding where none is cached. Its
-    /// browser counts them in its feedback and drops them.
+    /// a cluster outlasts a shaper's burst allowance), or padding where none is cached or the
+    /// video is paused. Its browser counts them in its feedback and drops them.
     pub(super) fn send_probes(&mut self, now: Instant, key: ParticipantKey) {
-        let stream = self.probe_stream(key);
+        let (stream, flowing) = self.probe_stream(key).unzip();
         let mut sent = 0u16;
         loop {
             let Some(p) = self.participants.get_mut(&key) else {
@@ -374,9 +381,12 @@ impl Worker {
                 .participants
                 .get(&key)
                 .map_or(0, |p| p.pacer.len().min(usize::from(u16::MAX / 2)) as u16);
-            let resent = self
-                .recent_packet(s, queued.wrapping_add(sent % 16))
-                .is_some_and(|seq| self.probe_with_resend(now, (s.0, s.1, s.2), seq, cluster));
+            // Not of a paused video: a packet of it again could complete a picture its
+            // subscriber had only in part, and the browser would show a frame of it.
+            let resent = flowing == Some(true)
+                && self
+                    .recent_packet(s, queued.wrapping_add(sent % 16))
+                    .is_some_and(|seq| self.probe_with_resend(now, (s.0, s.1, s.2), seq, cluster));
             if !resent && !self.send_padding(now, key, s, (cluster, id, number)) {
                 break;
             }
@@ -390,21 +400,37 @@ impl Worker {
     }
 
     /// A video subscription of `key` with an RTX stream its browser knows already (it has
-    /// had media): where probes go. Its session, feed, consumer index and RTX payload type.
-    fn probe_stream(&self, key: ParticipantKey) -> Option<(SessionKey, FeedKey, usize, u8)> {
+    /// had media), one that is not paused where there is one: where probes go. Its session,
+    /// feed, consumer index and RTX payload type, and whether it is not paused.
+    fn probe_stream(
+        &self,
+        key: ParticipantKey,
+    ) -> Option<((SessionKey, FeedKey, usize, u8), bool)> {
         let p = self.participants.get(&key)?;
         let session = self.sessions.get(&p.session)?;
-        p.subscriptions.values().find_map(|&fkey| {
-            let feed = session.feeds.get(&fkey)?;
-            let index = feed.consumers.position(key).filter(|&i| {
+        let mut paused = None;
+        for &fkey in p.subscriptions.values() {
+            let Some(feed) = session.feeds.get(&fkey) else {
+                continue;
+            };
+            let Some(index) = feed.consumers.position(key).filter(|&i| {
                 let c = &feed.consumers[i];
                 c.transport_wide
                     && c.retransmits.rtx_ssrc.is_some()
                     && c.rewriter.last_sent().is_some()
-            })?;
-            let rtx_pt = feed.description.rtx_payload_types.first()?.pt;
-            Some((p.session, fkey, index, rtx_pt))
-        })
+            }) else {
+                continue;
+            };
+            let Some(rtx) = feed.description.rtx_payload_types.first() else {
+                continue;
+            };
+            let stream = (p.session, fkey, index, rtx.pt);
+            if feed.consumers[index].layers.paused().is_none() {
+                return Some((stream, true));
+            }
+            paused.get_or_insert(stream);
+        }
+        paused.map(|s| (s, false))
     }
 
     /// The outgoing sequence number `back` behind the newest sent on probe stream `s`.

@@ -13,6 +13,7 @@ use rtcp::sender_report::SenderReport;
 use crate::control::{DisconnectReason, Event, Pause};
 use crate::engine::rtcp as rtcp_engine;
 use crate::ids::ParticipantKey;
+use crate::sfu::allocation::LOOK_AGAIN_WHILE_PAUSED;
 
 use super::*;
 
@@ -74,6 +75,16 @@ impl Worker {
         }
         if p.next_report.is_some_and(|t| t <= now) {
             self.send_reports(now, key);
+        }
+        if let Some(p) = self
+            .participants
+            .get_mut(&key)
+            .filter(|p| p.reallocate_at.is_some_and(|t| t <= now))
+        {
+            // Looked at again in a second where allocate() finds nothing due yet; it sets
+            // its own next look where it decides.
+            p.reallocate_at = Some(now + LOOK_AGAIN_WHILE_PAUSED);
+            self.allocate(now, key);
         }
         // Congestion feedback, if due: it is the only other thing in the transport's deadline.
         if self
