@@ -134,6 +134,39 @@ async function encodingsActive(page) {
   });
 }
 
+// Video alone (no audio to bring feedback): the relay keeps looking, and probing, while the
+// video is paused, so that it learns when the link widens.
+test('video alone, paused on a link too narrow for it, resumes when the link widens', async () => {
+  const server = await startLinkServer();
+  const open = [];
+  try {
+    const { links, browsers } = await linkedBrowsers(server, [1, 2], open);
+    const [pub, sub] = await Promise.all(browsers.map((b, i) => joinPage(b.context, server, 'adaptive-4', `p${i}`)));
+    const feed = await pub.evaluate(async () => {
+      const v = document.createElement('video');
+      document.body.append(v);
+      return (await window.session.publish({ source: 'webcam', audio: false, target: v })).feedId;
+    });
+    await subscribeInto(sub, feed, {});
+    await until(() => received(sub), (r) => r.framesDecoded > 30, 20_000);
+    await links[1].set({ down: { rate_kbit: NARROW_KBIT } });
+    await sub.waitForFunction(() => window.events.some((e) => e.ev === 'feed-paused'), null, { timeout: 20_000 });
+    assert.deepEqual(await seen(sub, 'feed-paused'), [{ feedId: feed, reason: 'bandwidth' }]);
+    await new Promise((r) => setTimeout(r, 3000));
+    const paused = await received(sub);
+    assert.equal(paused.audio, 0, 'no audio');
+    await links[1].set({ down: { rate_kbit: 0 } });
+    const liftedAt = Date.now();
+    await sub.waitForFunction(() => window.events.some((e) => e.ev === 'feed-resumed'), null, { timeout: RESUME_MS });
+    const resumed = Date.now() - liftedAt;
+    await until(() => received(sub), (r) => r.framesDecoded > paused.framesDecoded + 30, 10_000);
+    console.log(`adaptive: video alone resumed ${resumed} ms after the cap was lifted, decoding after ${Date.now() - liftedAt} ms`);
+  } finally {
+    for (const x of open.reverse()) await x.close();
+    server.stop();
+  }
+});
+
 test('layers nobody receives are turned off at the publisher, and on again when a subscriber wants one', async () => {
   const server = await startServer();
   const browser = await launch();
