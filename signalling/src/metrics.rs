@@ -307,6 +307,11 @@ impl Collector for Scrape {
             per_core(cores, |c| c.rtp_copies_not_sent),
         )?;
         w.counter(
+            "relay_datagrams_not_sent",
+            "Datagrams the kernel refused to send, each for its own destination (no route to it any more: a participant's network went away); lost, as on a network.",
+            per_core(cores, |c| c.datagrams_not_sent),
+        )?;
+        w.counter(
             "relay_cross_core_rtp",
             "RTP packets that came from another core of the session.",
             per_core(cores, |c| c.cross_core_rtp_in),

@@ -2,10 +2,12 @@
 // page rates its own connection from its statistics, and the relay rates each participant for
 // the others. A clean link is excellent; 15 % loss each way makes it poor for both views, and
 // back once the loss goes; a link that carries nothing is lost, the media connection's state
-// says so, and it comes back. getStats() summarises what is sent and received.
+// says so, and it comes back. getStats() summarises what is sent and received. A link that
+// goes away with its devices leaves the relay no route to its page: what it sends there is
+// refused, counted on /metrics, and the others' call goes on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { joinPage, publishWebcam, subscribe, expectPlaying, until } from './harness.mjs';
+import { joinPage, publishWebcam, subscribe, expectPlaying, until, freePort, scrape, videoState } from './harness.mjs';
 import { startLinkServer, linkedBrowsers } from './link.mjs';
 
 /** How `page` sees `uid`: from the relay for another, its own rating for itself. */
@@ -86,5 +88,37 @@ test('connection quality follows the link, for oneself and for the others; getSt
     console.log(`bob was told of alice: ${told.join(' → ')}`);
   } finally {
     for (const o of open.reverse()) await o.close?.() ?? o.stop?.();
+  }
+});
+
+test('a participant whose network goes away: what the relay sends it is refused, counted, and the call goes on for the others', async () => {
+  const metricsPort = await freePort();
+  const server = await startLinkServer({ args: ['--metrics-http', `127.0.0.1:${metricsPort}`] });
+  const open = [server];
+  try {
+    const { links, browsers } = await linkedBrowsers(server, [21, 22], open);
+    const gone = await joinPage(browsers[0].context, server, 'vanish', 'gone');
+    const pub = await joinPage(browsers[1].context, server, 'vanish', 'pub');
+    const stays = await joinPage(browsers[1].context, server, 'vanish', 'stays');
+    const feed = await publishWebcam(pub);
+    await expectPlaying(gone, await subscribe(gone, feed));
+    const staysVideo = await subscribe(stays, feed);
+    await expectPlaying(stays, staysVideo);
+    const notSent = async () => {
+      const { text } = await scrape(metricsPort);
+      return [...text.matchAll(/^webrtcai_relay_datagrams_not_sent_total\{core="\d+"\} (\S+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    };
+    assert.equal(await notSent(), 0, 'nothing refused while every network is there');
+    // The link and its devices go: the relay's route to the page goes with them.
+    await links[0].close();
+    const refused = await until(notSent, (n) => n > 50, 10_000);
+    console.log(`vanish: ${refused} datagrams refused within the first seconds`);
+    // The others' call goes on.
+    const before = await videoState(stays, staysVideo);
+    await new Promise((r) => setTimeout(r, 2000));
+    const after = await videoState(stays, staysVideo);
+    assert.ok(after.framesDecoded > before.framesDecoded + 20, JSON.stringify({ before, after }));
+  } finally {
+    for (const o of open.reverse()) await (o.close?.() ?? o.stop?.());
   }
 });

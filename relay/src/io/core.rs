@@ -425,18 +425,24 @@ impl Shell {
     /// ring with the datagram that did not fit, then carry on.
     async fn send_batched(self: &Rc<Self>, sends: &mut [Transmit]) {
         let mut from = 0;
+        let mut failed = 0;
         while from < sends.len() {
             let report = self.batch.borrow_mut().send(&sends[from..]);
+            failed += report.failed;
             let Some(blocked) = report.blocked_at else {
                 break;
             };
             let t = &mut sends[from + blocked];
-            let (_, buffer) = self
+            let (sent, buffer) = self
                 .socket
                 .send_to(std::mem::take(&mut t.contents), t.destination)
                 .await;
+            failed += usize::from(sent.is_err());
             t.contents = buffer;
             from += blocked + 1;
+        }
+        if failed > 0 {
+            self.worker.borrow_mut().handle_send_failed(failed);
         }
     }
 
@@ -502,8 +508,16 @@ impl Shell {
             self.socket.send_to(contents, t.destination)
         });
         let results = futures::future::join_all(ops).await;
-        for (t, (_, buffer)) in sends.iter_mut().zip(results) {
+        let mut failed = 0;
+        for (t, (sent, buffer)) in sends.iter_mut().zip(results) {
+            if let Err(e) = sent {
+                tracing::debug!("send to {}: {e}", t.destination);
+                failed += 1;
+            }
             t.contents = buffer;
+        }
+        if failed > 0 {
+            self.worker.borrow_mut().handle_send_failed(failed);
         }
     }
 

@@ -192,6 +192,11 @@ pub struct CoreStats {
     /// Datagrams that left in UDP GSO sends (bursts to one destination, one send each).
     #[serde(default)]
     pub gso_datagrams: u64,
+    /// Datagrams the kernel refused to send, each on its own account (no route to its
+    /// destination any more, say: the participant's network went away). Counted as sent when
+    /// they were handed over; lost, as on a network.
+    #[serde(default)]
+    pub datagrams_not_sent: u64,
     /// RTP packets received from other cores for the replicas of their feeds (sessions spread
     /// over cores); a core gets a feed's packets only while it has subscribers of the feed.
     #[serde(default)]
@@ -311,6 +316,7 @@ impl CoreStats {
         self.handshakes += other.handshakes;
         self.buffers_allocated += other.buffers_allocated;
         self.gso_datagrams += other.gso_datagrams;
+        self.datagrams_not_sent += other.datagrams_not_sent;
         self.cross_core_rtp_in += other.cross_core_rtp_in;
         self.rtp_copies_not_sent += other.rtp_copies_not_sent;
         self.simulcast_ssrcs_learnt += other.simulcast_ssrcs_learnt;

@@ -79,6 +79,11 @@ impl Worker {
         self.stats.gso_datagrams += datagrams as u64;
     }
 
+    /// The kernel refused `datagrams` of the last outputs, each for its own destination.
+    pub fn handle_send_failed(&mut self, datagrams: usize) {
+        self.stats.datagrams_not_sent += datagrams as u64;
+    }
+
     /// The ICE-TCP counters, which the I/O layer keeps here so that they reach the snapshot
     /// with the rest.
     pub fn ice_tcp_stats(&mut self) -> &mut crate::stats::IceTcpStats {
