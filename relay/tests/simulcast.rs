@@ -998,8 +998,19 @@ struct PausedRun {
 }
 
 fn paused_then_widened() -> PausedRun {
+    paused_then_widened_hiding(None)
+}
+
+/// [`paused_then_widened`], the video hidden from frame `hide.0` to frame `hide.1`.
+fn paused_then_widened_hiding(hide: Option<(u16, u16)>) -> PausedRun {
     let mut h = harness(1);
     publish_simulcast(&mut h);
+    let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
+    let view = |hidden| View {
+        hidden,
+        size: None,
+        max_layer: None,
+    };
     // Layer 0 at about 580 kbit/s (two 1200-byte packets a frame) into a 400 kbit/s link. No
     // audio: nothing but the video and its probes brings feedback.
     let mut link = Downlink::new(400_000.0, Duration::from_millis(10));
@@ -1008,6 +1019,11 @@ fn paused_then_widened() -> PausedRun {
     for frame in 0..1200u16 {
         if frame == 600 {
             link.set_capacity(5_000_000.0);
+        }
+        if let Some((from, to)) = hide.filter(|&(from, to)| frame == from || frame == to) {
+            h.worker
+                .set_view(h.now, &sid, &uid, &feed, view(frame == from && frame != to))
+                .unwrap();
         }
         let keyframe = frame % 30 == 0;
         for i in 0..2 {
@@ -1077,5 +1093,18 @@ fn a_video_paused_for_bandwidth_is_probed_with_padding_alone() {
     assert_eq!(
         run.resent, 0,
         "packets of the video resent as probes while paused: {run:?}"
+    );
+}
+
+/// A video paused for its link, then hidden, then shown again while still paused, with
+/// nothing else flowing: the allocator skips it while hidden, so its look while paused ends;
+/// shown again it is looked at anew, and resumes once the link has widened.
+#[test]
+fn a_paused_video_hidden_then_shown_again_resumes_when_the_link_widens() {
+    let run = paused_then_widened_hiding(Some((350, 650)));
+    let resumed = run.resumed_at.expect("resumed");
+    assert!(
+        resumed > 650 && resumed < 650 + 10 * 30,
+        "resumed at frame {resumed}: {run:?}"
     );
 }

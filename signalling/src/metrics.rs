@@ -475,7 +475,7 @@ impl Collector for Scrape {
         )?;
         w.counter(
             "relay_data_sctp_packets_not_sent",
-            "SCTP packets not sent: the participant's DTLS was not up, or its queue was full (SCTP sends them again).",
+            "SCTP packets not sent: the participant's DTLS record layer was not up or gone, or could not seal them (SCTP sends them again).",
             per_core(cores, |c| c.data.sctp_packets_dropped),
         )?;
         w.counter(

@@ -108,7 +108,8 @@ test('a link too narrow for the lowest layer pauses the video, keeps the audio, 
     console.log(`adaptive: quality while paused ${JSON.stringify(q)}`);
     assert.equal(q.subscriptions[0].paused, 'bandwidth');
     assert.ok(q.estimateBps < NARROW_KBIT * 1000 * 2, `estimate ${q.estimateBps}`);
-    // The cap lifted: resumed, and decoding again.
+    // The cap lifted: resumed (not before), and decoding again.
+    assert.deepEqual(await seen(sub, 'feed-resumed'), [], 'not resumed while the link is narrow');
     await links[1].set({ down: { rate_kbit: 0 } });
     const liftedAt = Date.now();
     await sub.waitForFunction(() => window.events.some((e) => e.ev === 'feed-resumed'), null, { timeout: RESUME_MS });
@@ -155,6 +156,7 @@ test('video alone, paused on a link too narrow for it, resumes when the link wid
     await new Promise((r) => setTimeout(r, 3000));
     const paused = await received(sub);
     assert.equal(paused.audio, 0, 'no audio');
+    assert.deepEqual(await seen(sub, 'feed-resumed'), [], 'not resumed while the link is narrow');
     await links[1].set({ down: { rate_kbit: 0 } });
     const liftedAt = Date.now();
     await sub.waitForFunction(() => window.events.some((e) => e.ev === 'feed-resumed'), null, { timeout: RESUME_MS });

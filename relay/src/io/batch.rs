@@ -186,6 +186,24 @@ impl BatchSocket {
         .map(|r| r.count())
     }
 
+    /// Whether `error`, from a send, is about the destination of the datagram it refused (no
+    /// route to it, a firewall, an address of another family), not about the socket or the
+    /// way of sending: the other destinations' datagrams go on as they were sent.
+    pub(crate) fn refused_for_destination(error: Errno) -> bool {
+        matches!(
+            error,
+            Errno::ENETUNREACH
+                | Errno::EHOSTUNREACH
+                | Errno::ENETDOWN
+                | Errno::EHOSTDOWN
+                | Errno::EACCES
+                | Errno::EPERM
+                | Errno::EADDRNOTAVAIL
+                | Errno::EAFNOSUPPORT
+                | Errno::ECONNREFUSED
+        )
+    }
+
     /// Take up to [`BATCH`] datagrams that are already queued, without blocking; returns how
     /// many there are, each then available through [`BatchSocket::datagram`] until the next
     /// call.
@@ -462,6 +480,24 @@ mod tests {
         got.extend(drain(&rx));
         assert_eq!(got.len(), 300);
         assert!(got.iter().zip(&transmits).all(|(g, t)| *g == t.contents));
+    }
+
+    #[test]
+    fn a_gso_send_refused_for_its_destination_says_so() {
+        // An IPv6 destination on an IPv4 socket, as a destination that has no route: the
+        // error is the destination's, and the core keeps sending with GSO to the others.
+        let tx = socket();
+        let transmits: Vec<Transmit> = (0..3)
+            .map(|_| Transmit {
+                destination: "[::1]:9".parse().unwrap(),
+                contents: vec![7; 1200],
+            })
+            .collect();
+        let error = BatchSocket::new(tx.as_raw_fd(), 2048)
+            .send_runs(&transmits, &[(0, 3)], 1200)
+            .unwrap_err();
+        assert!(BatchSocket::refused_for_destination(error), "{error}");
+        assert!(!BatchSocket::refused_for_destination(Errno::EINVAL));
     }
 
     #[test]

@@ -437,7 +437,10 @@ impl Shell {
                 .socket
                 .send_to(std::mem::take(&mut t.contents), t.destination)
                 .await;
-            failed += usize::from(sent.is_err());
+            if let Err(e) = sent {
+                tracing::debug!("send to {}: {e}", t.destination);
+                failed += 1;
+            }
             t.contents = buffer;
             from += blocked + 1;
         }
@@ -489,6 +492,10 @@ impl Shell {
                     from += n;
                 }
                 Err(Errno::EAGAIN | Errno::EINTR) => break,
+                // One destination refused (a participant's network went away): the rest of
+                // this flush goes datagram by datagram, which counts what is refused; GSO
+                // stays on.
+                Err(e) if BatchSocket::refused_for_destination(e) => break,
                 Err(e) => {
                     // No GSO here (old kernel, or a device without it): stop trying.
                     tracing::info!("UDP GSO unavailable ({e}); sending datagrams one by one");

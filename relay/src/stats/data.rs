@@ -10,8 +10,8 @@ pub struct DataStats {
     pub sctp_packets_in: u64,
     /// SCTP packets sent to participants.
     pub sctp_packets_out: u64,
-    /// SCTP packets not sent because the participant's DTLS queue was full (SCTP sends them
-    /// again).
+    /// SCTP packets not sent because the participant's DTLS record layer was not up or gone,
+    /// or could not seal them (SCTP sends them again).
     pub sctp_packets_dropped: u64,
     /// Data channels opened, by either side.
     pub channels_opened: u64,

@@ -668,8 +668,11 @@ impl Worker {
         self.pause_changed(sid, uid, feed_id.clone(), before, after);
         // A view that allows a better layer (or shows a hidden video) is acted on now, not at
         // the next feedback; one that does not leaves the allocator's choice alone (on a
-        // fresh subscriber's unproven estimate it would only move down).
-        let raised = best > best_before || (before == Some(Pause::Hidden) && after.is_none());
+        // fresh subscriber's unproven estimate it would only move down). A video shown again
+        // that is still paused for its link is looked at too: the allocator skipped it while
+        // hidden, and its look while paused starts at a decision.
+        let raised =
+            best > best_before || (before == Some(Pause::Hidden) && after != Some(Pause::Hidden));
         if estimated && raised {
             self.allocate(now, key);
         }

@@ -178,6 +178,10 @@ impl Worker {
             ));
         }
         if adaptive.is_empty() {
+            // Nothing left to look at again: a paused video unsubscribed, or hidden.
+            if let Some(p) = self.participants.get_mut(&key) {
+                p.reallocate_at = None;
+            }
             return;
         }
         adaptive.sort_by_key(|a| (a.0, a.1 .0));

@@ -13,7 +13,6 @@ use rtcp::sender_report::SenderReport;
 use crate::control::{DisconnectReason, Event, Pause};
 use crate::engine::rtcp as rtcp_engine;
 use crate::ids::ParticipantKey;
-use crate::sfu::allocation::LOOK_AGAIN_WHILE_PAUSED;
 
 use super::*;
 
@@ -81,9 +80,9 @@ impl Worker {
             .get_mut(&key)
             .filter(|p| p.reallocate_at.is_some_and(|t| t <= now))
         {
-            // Looked at again in a second where allocate() finds nothing due yet; it sets
-            // its own next look where it decides.
-            p.reallocate_at = Some(now + LOOK_AGAIN_WHILE_PAUSED);
+            // allocate() sets the next look where a video is still paused, and none where
+            // none is (a decision within the last second set its own look, later than now).
+            p.reallocate_at = None;
             self.allocate(now, key);
         }
         // Congestion feedback, if due: it is the only other thing in the transport's deadline.
