@@ -1108,3 +1108,64 @@ fn a_paused_video_hidden_then_shown_again_resumes_when_the_link_widens() {
         "resumed at frame {resumed}: {run:?}"
     );
 }
+
+/// A probe cluster whose stream goes away part way (the subscriber's only video
+/// unsubscribed) is given up: its packets could not be sent, and the next one stayed due,
+/// so the participant's timer was due at every turn of the core and it spun.
+#[test]
+fn a_probe_whose_stream_goes_away_is_given_up() {
+    let mut h = harness(1);
+    publish_simulcast(&mut h);
+    let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
+    let mut link = Downlink::new(10_000_000.0, Duration::from_millis(10));
+    let t0 = h.now;
+    let mut probing = false;
+    'frames: for frame in 0..300u16 {
+        let keyframe = frame % 30 == 0;
+        for i in 0..4 {
+            let mut p = sized(1, frame, keyframe && i == 0, 1200);
+            p[2..4].copy_from_slice(&(frame * 4 + i).to_be_bytes());
+            send(&mut h, &p);
+        }
+        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
+        while h.now < next {
+            for (plain, wire) in h.rtp_to(0) {
+                let r = rtp::parse(&plain).expect("rtp");
+                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
+                    link.carry(h.now, wire, n);
+                }
+                probing |= r.payload_type == RTX_PT;
+            }
+            if probing {
+                break 'frames;
+            }
+            link.deliver(&mut h, 0);
+            h.run_timers();
+            h.now += Duration::from_millis(1);
+        }
+    }
+    assert!(probing, "no probe started");
+    h.worker
+        .unsubscribe(&sid, &uid, &feed)
+        .expect("unsubscribed");
+    // A second of the core's timers, each bounded: a handful of deadlines a millisecond at
+    // most (reports, feedback), not one at every turn.
+    let mut turns = 0;
+    for _ in 0..1000 {
+        let mut here = 0;
+        while let Some(at) = h.worker.poll_timeout().filter(|at| *at <= h.now) {
+            h.worker.handle_timeout(at.max(h.now));
+            here += 1;
+            if here == 100 {
+                break;
+            }
+        }
+        turns += here;
+        h.rtp_to(0);
+        h.now += Duration::from_millis(1);
+    }
+    assert!(
+        turns < 200,
+        "{turns} timer turns in a second with nothing to send"
+    );
+}

@@ -376,6 +376,12 @@ impl Transport {
             .then(|| (probe.cluster(), *id, bwe.next_sequence()))
     }
 
+    /// Give up the cluster being sent: there is no stream to send it on any more (its packets
+    /// would stay due, and the participant's timer with them).
+    pub fn give_up_probe(&mut self) {
+        self.probe = None;
+    }
+
     /// A probe packet of cluster `cluster`, `size` bytes, left at `now`.
     pub fn handle_probe_sent(&mut self, now: Instant, size: usize, cluster: u32) {
         if let Some((_, b)) = self.bwe.as_mut() {

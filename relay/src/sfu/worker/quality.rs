@@ -374,8 +374,10 @@ impl Worker {
             else {
                 break;
             };
-            // poll_probe_packet starts nothing without a stream.
+            // poll_probe_packet starts nothing without a stream; one started while there was
+            // (its only video unsubscribed since) is given up, not left due for ever.
             let Some(s) = stream else {
+                p.transport.give_up_probe();
                 break;
             };
             // The last 16 packets sent, in turn: sent, not waiting in the pacer (a repair
