@@ -264,14 +264,37 @@ pub fn with_extensions_at(
     elements: &[(u8, &[u8])],
     out: &mut Vec<u8>,
 ) -> Option<usize> {
-    let at = write_extensions(packet, elements, out);
-    if at.is_none() {
-        out.clear();
-    }
-    at
+    write_with_extensions(packet, elements, out).map(|w| w.value_at)
 }
 
-fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) -> Option<usize> {
+/// Where [`write_with_extensions`] put things in its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Where the last element's value starts.
+    pub value_at: usize,
+    /// The copy's header length (where its payload starts).
+    pub header_len: usize,
+}
+
+/// [`with_extensions_at`], returning the copy's header length as well: a caller that
+/// rewrites the payload (a VP8 descriptor) finds it without walking the header again.
+pub fn write_with_extensions(
+    packet: &[u8],
+    elements: &[(u8, &[u8])],
+    out: &mut Vec<u8>,
+) -> Option<Written> {
+    let written = write_extensions(packet, elements, out);
+    if written.is_none() {
+        out.clear();
+    }
+    written
+}
+
+/// The packet's header read as [`header_len`] reads it, in the one walk that copies its
+/// elements: every copy to a subscriber goes through here, and the walk to check them
+/// before the walk to copy them cost about 60 instructions a copy (`benches/callgrind.sh`:
+/// header_rewrite 844 → 785, a copy at fan-out 100 5,566 → 5,512).
+fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) -> Option<Written> {
     out.clear();
     let mut ids = 0u16;
     for &(id, value) in elements {
@@ -280,12 +303,24 @@ fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) 
         }
         ids |= 1 << id;
     }
-    let header_len = header_len(packet)?;
+    if packet.len() < FIXED_HEADER_LEN || packet[0] >> 6 != 2 {
+        return None;
+    }
     let fixed = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
     let has_extension = packet[0] & 0x10 != 0;
+    let (profile, block, header_len) = if has_extension {
+        let ext = packet.get(fixed..fixed + 4)?;
+        let words = u16::from_be_bytes([ext[2], ext[3]]) as usize;
+        let end = fixed + 4 + 4 * words;
+        let profile = u16::from_be_bytes([ext[0], ext[1]]);
+        (Some(profile), packet.get(fixed + 4..end)?, end)
+    } else if fixed <= packet.len() {
+        (None, &[][..], fixed)
+    } else {
+        return None;
+    };
     // A packet in the two-byte form (RFC 8285 §4.3: what a browser sends when an element is
     // longer than 16 bytes, as the AV1 dependency descriptor's structure is) stays in it.
-    let profile = has_extension.then(|| u16::from_be_bytes([packet[fixed], packet[fixed + 1]]));
     let two_byte = match profile {
         None | Some(0xbede) => false,
         Some(p) if p & 0xfff0 == 0x1000 => true,
@@ -300,28 +335,27 @@ fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) 
         _ => out.extend_from_slice(&[0xbe, 0xde, 0, 0]),
     }
     let elements_start = out.len();
-    if has_extension {
-        let block = &packet[fixed + 4..header_len];
-        let mut i = 0;
-        while i < block.len() {
-            let b = block[i];
-            if b == 0 {
-                i += 1;
-                continue;
-            }
-            // header_len() checked that every element fits.
-            let (id, end) = if two_byte {
-                (b, i + 2 + block[i + 1] as usize)
-            } else if b >> 4 == 15 {
-                break;
-            } else {
-                (b >> 4, i + 2 + (b & 0x0f) as usize)
-            };
-            if id > 14 || ids & 1 << id == 0 {
-                out.extend_from_slice(&block[i..end]);
-            }
-            i = end;
+    let mut i = 0;
+    while i < block.len() {
+        let b = block[i];
+        if b == 0 {
+            i += 1;
+            continue;
         }
+        let (id, end) = if two_byte {
+            (b, i + 2 + usize::from(*block.get(i + 1)?))
+        } else if b >> 4 == 15 {
+            // A reserved id: the rest of the block is ignored (RFC 8285 §4.2).
+            break;
+        } else {
+            (b >> 4, i + 2 + usize::from(b & 0x0f))
+        };
+        // An element that runs past its block: the header is malformed.
+        let element = block.get(i..end)?;
+        if id > 14 || ids & 1 << id == 0 {
+            out.extend_from_slice(element);
+        }
+        i = end;
     }
     let mut last = out.len();
     for &(id, value) in elements {
@@ -338,8 +372,12 @@ fn write_extensions(packet: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) 
     }
     let words = ((out.len() - elements_start) / 4) as u16;
     out[elements_start - 2..elements_start].copy_from_slice(&words.to_be_bytes());
+    let copy_header_len = out.len();
     out.extend_from_slice(&packet[header_len..]);
-    Some(last)
+    Some(Written {
+        value_at: last,
+        header_len: copy_header_len,
+    })
 }
 
 #[cfg(test)]

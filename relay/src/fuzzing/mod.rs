@@ -95,6 +95,12 @@ pub fn rtp(data: &[u8]) {
         let _ = <::rtp::header::Header as webrtc_util::marshal::Unmarshal>::unmarshal(&mut buf);
         assert!(len <= data.len());
     }
+    // Setting elements reads the header as header_len does: where it refuses one, so does it.
+    if rtp::header_len(data).is_none() {
+        let mut out = Vec::new();
+        assert_eq!(rtp::with_extensions_at(data, &[(1, b"1")], &mut out), None);
+        assert!(out.is_empty());
+    }
     if let Some(h) = rtp::parse(data) {
         assert!(h.header_len <= data.len());
         assert!(h.header_len + h.payload_len <= data.len());
@@ -124,8 +130,10 @@ pub fn rtp(data: &[u8]) {
         // among whatever elements the publisher sent.
         let mut out = Vec::new();
         let delay = [0x01, 0x73, 0xe8];
-        if let Some(at) = rtp::with_extensions_at(data, &[(1, b"12"), (12, &delay)], &mut out) {
+        if let Some(w) = rtp::write_with_extensions(data, &[(1, b"12"), (12, &delay)], &mut out) {
+            let at = w.value_at;
             let got = rtp::parse(&out).expect("a packet with elements set stays valid");
+            assert_eq!(got.header_len, w.header_len);
             assert_eq!(&out[got.header_len..], &data[h.header_len..]);
             assert_eq!(got.payload_len, h.payload_len);
             assert_eq!(rtp::extension(&out, 1), Some(&b"12"[..]));

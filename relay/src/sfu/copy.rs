@@ -58,10 +58,10 @@ impl Rewrite {
             elements[n] = (id, &[0, 0]);
             n += 1;
         }
-        let at = (n > 0)
-            .then(|| rtp::with_extensions_at(packet, &elements[..n], out))
+        let written = (n > 0)
+            .then(|| rtp::write_with_extensions(packet, &elements[..n], out))
             .flatten();
-        if at.is_none() {
+        if written.is_none() {
             out.clear();
             out.extend_from_slice(packet);
         }
@@ -72,11 +72,16 @@ impl Rewrite {
         if let Some((d, picture_id, tl0)) = &self.vp8 {
             // The copy's extensions differ from the original's, so its payload starts
             // elsewhere; the payload itself is the same.
-            if let Some(h) = rtp::parse(out) {
-                vp8::rewrite(&mut out[h.header_len..], d, *picture_id, *tl0);
+            let payload_at = written
+                .map(|w| w.header_len)
+                .or_else(|| rtp::header_len(out));
+            if let Some(at) = payload_at {
+                vp8::rewrite(&mut out[at..], d, *picture_id, *tl0);
             }
         }
-        at.filter(|_| self.transport_wide.is_some())
+        written
+            .map(|w| w.value_at)
+            .filter(|_| self.transport_wide.is_some())
     }
 
     /// The copy of `packet` with `mid`, written into `buffer` (a pooled buffer), ready to leave.
