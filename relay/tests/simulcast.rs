@@ -508,11 +508,6 @@ fn a_subscriber_that_waits_for_a_layer_not_sent_is_started_on_one_that_is() {
     let mut h = harness(1);
     publish_simulcast(&mut h);
     let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
-    let view = |hidden| View {
-        hidden,
-        size: None,
-        max_layer: None,
-    };
     h.worker
         .set_view(h.now, &sid, &uid, &feed, view(true))
         .unwrap();
@@ -566,9 +561,8 @@ fn a_subscriber_gets_the_layer_that_covers_its_element_and_nothing_while_it_is_h
     drain(&mut h);
     let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
     let view = |hidden, size| View {
-        hidden,
         size,
-        max_layer: None,
+        ..view(hidden)
     };
 
     // Shown at 320x180: the lowest layer covers it, and is asked for.
@@ -794,16 +788,59 @@ fn a_top_layer_that_just_started_keeps_its_subscriber() {
 /// Run the worker 1 ms at a time to the end of frame `frame` (30 a second from `t0`): what it
 /// sends the subscriber crosses `link`, whose feedback comes back, and timers fire.
 fn to_end_of_frame(h: &mut Harness, link: &mut Downlink, t0: std::time::Instant, frame: u16) {
-    let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
-    while h.now < next {
-        for (plain, wire) in h.rtp_to(0) {
-            if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
-                link.carry(h.now, wire, n);
-            }
+    while h.now < end_of_frame(t0, frame) {
+        millisecond(h, link, |_, _| {});
+    }
+}
+
+/// When frame `frame` (30 a second from `t0`) ends.
+fn end_of_frame(t0: std::time::Instant, frame: u16) -> std::time::Instant {
+    t0 + Duration::from_micros(u64::from(frame + 1) * 33_333)
+}
+
+/// One millisecond of the worker: each packet it sends the subscriber is shown to `watch`
+/// (its plaintext and header, at `h.now`), then crosses `link`; the feedback comes back and
+/// timers fire.
+fn millisecond(
+    h: &mut Harness,
+    link: &mut Downlink,
+    mut watch: impl FnMut(&[u8], &rtp::RtpHeader),
+) {
+    for (plain, wire) in h.rtp_to(0) {
+        let r = rtp::parse(&plain).expect("rtp");
+        watch(&plain, &r);
+        if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
+            link.carry(h.now, wire, n);
         }
-        link.deliver(h, 0);
-        h.run_timers();
-        h.now += Duration::from_millis(1);
+    }
+    link.deliver(h, 0);
+    h.run_timers();
+    h.now += Duration::from_millis(1);
+}
+
+/// Frame `frame` of `layer` as `count` packets of `size` bytes numbered from `first`, sent
+/// to the worker; the first is the keyframe's start where it is one.
+fn send_frame(
+    h: &mut Harness,
+    layer: usize,
+    frame: u16,
+    keyframe: bool,
+    (count, size): (u16, usize),
+    first: u16,
+) {
+    for i in 0..count {
+        let mut p = sized(layer, frame, keyframe && i == 0, size);
+        p[2..4].copy_from_slice(&first.wrapping_add(i).to_be_bytes());
+        send(h, &p);
+    }
+}
+
+/// A subscriber's view of a video: shown or `hidden`, at no particular size.
+fn view(hidden: bool) -> View {
+    View {
+        hidden,
+        size: None,
+        max_layer: None,
     }
 }
 
@@ -833,23 +870,12 @@ fn a_probe_repeats_only_packets_that_left_the_pacer() {
     for frame in 0..300u16 {
         let keyframe = frame % 30 == 0;
         send(&mut h, &sized(0, frame, keyframe, 300));
-        for i in 0..if keyframe { 60 } else { 1 } {
-            let mut p = sized(1, frame, keyframe && i == 0, 1200);
-            p[2..4].copy_from_slice(&(frame * 100 + i).to_be_bytes());
-            send(&mut h, &p);
-        }
-        for i in 0..12 {
-            let mut p = sized(2, frame, keyframe && i == 0, 1000);
-            p[2..4].copy_from_slice(&(30_000 + frame * 12 + i).to_be_bytes());
-            send(&mut h, &p);
-        }
-        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
-        while h.now < next {
-            for (plain, wire) in h.rtp_to(0) {
-                let r = rtp::parse(&plain).expect("rtp");
-                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
-                    link.carry(h.now, wire, n);
-                }
+        let count = if keyframe { 60 } else { 1 };
+        send_frame(&mut h, 1, frame, keyframe, (count, 1200), frame * 100);
+        send_frame(&mut h, 2, frame, keyframe, (12, 1000), 30_000 + frame * 12);
+        while h.now < end_of_frame(t0, frame) {
+            let at = h.now - t0;
+            millisecond(&mut h, &mut link, |plain, r| {
                 if r.payload_type == RTX_PT && r.payload_len == 0 {
                     // Padding alone (nothing of this stream cached yet).
                     probes += 1;
@@ -858,17 +884,13 @@ fn a_probe_repeats_only_packets_that_left_the_pacer() {
                     let original = u16::from_be_bytes([body[0], body[1]]);
                     assert!(
                         departed.contains(&original),
-                        "a probe at {:?} repeats {original}, which has not left",
-                        h.now - t0
+                        "a probe at {at:?} repeats {original}, which has not left"
                     );
                     probes += 1;
                 } else if *media_ssrc.get_or_insert(r.ssrc) == r.ssrc {
                     departed.insert(r.sequence);
                 }
-            }
-            link.deliver(&mut h, 0);
-            h.run_timers();
-            h.now += Duration::from_millis(1);
+            });
         }
     }
     let stats = h.worker.stats();
@@ -1006,11 +1028,6 @@ fn paused_then_widened_hiding(hide: Option<(u16, u16)>) -> PausedRun {
     let mut h = harness(1);
     publish_simulcast(&mut h);
     let (sid, uid, feed) = (Sid::from("s"), Uid::from("sub0"), FeedId::from("cam"));
-    let view = |hidden| View {
-        hidden,
-        size: None,
-        max_layer: None,
-    };
     // Layer 0 at about 580 kbit/s (two 1200-byte packets a frame) into a 400 kbit/s link. No
     // audio: nothing but the video and its probes brings feedback.
     let mut link = Downlink::new(400_000.0, Duration::from_millis(10));
@@ -1026,37 +1043,21 @@ fn paused_then_widened_hiding(hide: Option<(u16, u16)>) -> PausedRun {
                 .unwrap();
         }
         let keyframe = frame % 30 == 0;
-        for i in 0..2 {
-            let mut p = sized(0, frame, keyframe && i == 0, 1200);
-            p[2..4].copy_from_slice(&(frame * 2 + i).to_be_bytes());
-            send(&mut h, &p);
-        }
-        for i in 0..4 {
-            let mut p = sized(1, frame, keyframe && i == 0, 1200);
-            p[2..4].copy_from_slice(&(10_000 + frame * 4 + i).to_be_bytes());
-            send(&mut h, &p);
-        }
-        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
-        while h.now < next {
+        send_frame(&mut h, 0, frame, keyframe, (2, 1200), frame * 2);
+        send_frame(&mut h, 1, frame, keyframe, (4, 1200), 10_000 + frame * 4);
+        while h.now < end_of_frame(t0, frame) {
             let stats = h.worker.stats();
             let paused = stats.subscriptions_paused > stats.subscriptions_resumed;
             if stats.subscriptions_resumed > 0 && run.resumed_at.is_none() {
                 run.resumed_at = Some(frame);
             }
-            for (plain, wire) in h.rtp_to(0) {
-                let r = rtp::parse(&plain).expect("rtp");
-                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
-                    link.carry(h.now, wire, n);
-                }
+            millisecond(&mut h, &mut link, |_, r| {
                 match (paused, r.payload_type == RTX_PT, r.payload_len) {
                     (true, true, 0) => run.padding += 1,
                     (true, true, _) => run.resent += 1,
                     _ => {}
                 }
-            }
-            link.deliver(&mut h, 0);
-            h.run_timers();
-            h.now += Duration::from_millis(1);
+            });
         }
         if frame == 599 {
             let stats = h.worker.stats();
@@ -1122,26 +1123,14 @@ fn a_probe_whose_stream_goes_away_is_given_up() {
     let mut probing = false;
     'frames: for frame in 0..300u16 {
         let keyframe = frame % 30 == 0;
-        for i in 0..4 {
-            let mut p = sized(1, frame, keyframe && i == 0, 1200);
-            p[2..4].copy_from_slice(&(frame * 4 + i).to_be_bytes());
-            send(&mut h, &p);
-        }
-        let next = t0 + Duration::from_micros(u64::from(frame + 1) * 33_333);
-        while h.now < next {
-            for (plain, wire) in h.rtp_to(0) {
-                let r = rtp::parse(&plain).expect("rtp");
-                if let Some(n) = rtp::transport_sequence(&plain, TWCC_EXTENSION) {
-                    link.carry(h.now, wire, n);
-                }
-                probing |= r.payload_type == RTX_PT;
-            }
+        send_frame(&mut h, 1, frame, keyframe, (4, 1200), frame * 4);
+        while h.now < end_of_frame(t0, frame) {
+            millisecond(&mut h, &mut link, |_, r| {
+                probing |= r.payload_type == RTX_PT
+            });
             if probing {
                 break 'frames;
             }
-            link.deliver(&mut h, 0);
-            h.run_timers();
-            h.now += Duration::from_millis(1);
         }
     }
     assert!(probing, "no probe started");
