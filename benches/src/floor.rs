@@ -210,11 +210,13 @@ fn count(
     }
 }
 
-/// Start the forwarder in `topology`'s namespace on `cpu`, run `scenario` through it and
-/// measure it as [`crate::scenario::run`] measures a server.
+/// Start the forwarder in `topology`'s namespace on `cpu` (sending through AF_XDP on its
+/// veth end where `xdp` says so), run `scenario` through it and measure it as
+/// [`crate::scenario::run`] measures a server.
 pub async fn run(
     topology: &Topology,
     cpu: usize,
+    xdp: bool,
     profile: Profile,
     scenario: Scenario,
     opts: &RunOptions,
@@ -224,6 +226,9 @@ pub async fn run(
     command.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
     command.push(binary()?.display().to_string());
     command.extend(["--serve".into(), forwarder.to_string()]);
+    if xdp {
+        command.extend(["--xdp-device".into(), topology.server_veth()]);
+    }
     let child: Child = Command::new(&command[0])
         .args(&command[1..])
         .stdout(Stdio::null())
@@ -232,7 +237,12 @@ pub async fn run(
         .context("starting udp_floor")?;
     let pid = child.id().context("udp_floor exited at once")?;
     // `ip netns exec` and `taskset` exec the forwarder in place: the pid is its own.
-    let result = measure(topology, pid, forwarder, profile, scenario, opts).await;
+    let kind = if xdp {
+        ServerKind::FloorXdp
+    } else {
+        ServerKind::Floor
+    };
+    let result = measure(topology, pid, forwarder, kind, profile, scenario, opts).await;
     drop(child);
     result
 }
@@ -241,6 +251,7 @@ async fn measure(
     topology: &Topology,
     pid: u32,
     forwarder: SocketAddr,
+    kind: ServerKind,
     profile: Profile,
     scenario: Scenario,
     opts: &RunOptions,
@@ -369,7 +380,7 @@ async fn measure(
         unprobed += r.unprobed;
     }
     let base = Record::of(crate::record::Run {
-        kind: ServerKind::Floor,
+        kind,
         cores: 1,
         scenario,
         receivers: receiver_count,

@@ -17,6 +17,7 @@ pub mod scenario;
 pub mod target;
 pub mod topology;
 pub mod traffic;
+pub mod xdp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

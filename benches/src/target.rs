@@ -63,6 +63,9 @@ pub enum ServerKind {
     Janus,
     /// The bare forwarder ([`crate::floor`]): what moving the bytes costs any server.
     Floor,
+    /// The bare forwarder sending through AF_XDP ([`crate::xdp`]) instead of `sendmmsg`:
+    /// what moving the bytes costs below the kernel's UDP send path.
+    FloorXdp,
 }
 
 impl ServerKind {
@@ -72,6 +75,7 @@ impl ServerKind {
             ServerKind::Relay => "webrtc.ai relay",
             ServerKind::Janus => "Janus 1.1.2 VideoRoom",
             ServerKind::Floor => "bare sendmmsg forwarder",
+            ServerKind::FloorXdp => "bare AF_XDP forwarder",
         }
     }
 }
@@ -243,7 +247,9 @@ impl Target {
                     quality,
                 })
             }
-            ServerKind::Floor => bail!("the bare forwarder is run by `floor::run`"),
+            ServerKind::Floor | ServerKind::FloorXdp => {
+                bail!("the bare forwarder is run by `floor::run`")
+            }
             ServerKind::Janus if feedback || quality => {
                 bail!("runs with browser feedback are implemented for the relay only")
             }

@@ -178,7 +178,7 @@ impl Topology {
         topo.remove();
         let ns = topo.namespace.as_str();
         let host = topo.host_veth.as_str();
-        let inner = format!("{name}-s");
+        let inner = topo.server_veth();
         let client = format!("{}/30", Self::CLIENT);
         let server = format!("{}/30", Self::SERVER);
         let no_ipv6 = format!("net.ipv6.conf.{host}.disable_ipv6=1");
@@ -275,7 +275,7 @@ impl Topology {
     /// What the link dropped so far, each way (the veth ends' `rx_dropped` and `tx_dropped`:
     /// a full ring on the receiving end counts on the sending one; and each end's queue).
     pub fn drops(&self) -> LinkDrops {
-        let inner = format!("{}-s", self.namespace);
+        let inner = self.server_veth();
         let ns = Some(self.namespace.as_str());
         let counter = |ns: Option<&str>, dev: &str, name: &str| -> u64 {
             let path = format!("/sys/class/net/{dev}/statistics/{name}");
@@ -299,6 +299,11 @@ impl Topology {
             peer_sockets: udp_receive_errors(None),
             server_sockets: udp_receive_errors(ns),
         }
+    }
+
+    /// The veth end in the server's namespace.
+    pub fn server_veth(&self) -> String {
+        format!("{}-s", self.namespace)
     }
 
     /// The command prefix that runs a program inside the server namespace.

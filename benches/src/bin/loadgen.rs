@@ -41,6 +41,9 @@ enum Which {
     /// The bare forwarder (`udp_floor --serve`): no crypto, no parsing, only the kernel's
     /// work of moving the same datagrams on the same path.
     Floor,
+    /// The bare forwarder sending through an AF_XDP socket on its veth end instead of
+    /// `sendmmsg` (`udp_floor --xdp-device`): the floor below the kernel's UDP send path.
+    FloorXdp,
 }
 
 /// Whether peers answer as browsers with repair and congestion control negotiated.
@@ -206,6 +209,7 @@ fn main() -> anyhow::Result<()> {
             Which::Janus => vec![ServerKind::Janus],
             Which::Both => vec![ServerKind::Relay, ServerKind::Janus],
             Which::Floor => vec![ServerKind::Floor],
+            Which::FloorXdp => vec![ServerKind::FloorXdp],
         })
         .collect();
     if kinds.contains(&ServerKind::Janus) {
@@ -446,8 +450,9 @@ async fn run_one(
     server_options: &ServerOptions,
     opts: &RunOptions,
 ) -> anyhow::Result<Record> {
-    if kind == ServerKind::Floor {
-        return floor::run(topology, server_options.cpu, profile, scenario, opts).await;
+    if matches!(kind, ServerKind::Floor | ServerKind::FloorXdp) {
+        let xdp = kind == ServerKind::FloorXdp;
+        return floor::run(topology, server_options.cpu, xdp, profile, scenario, opts).await;
     }
     let target = Target::start(
         kind,

@@ -15,8 +15,9 @@
 //! dropped, and every other datagram goes to every registered peer but its sender, until the
 //! process is killed.
 
+use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use clap::Parser;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use serde::Serialize;
+use webrtcai_benches::xdp;
 
 const BATCH: usize = 64;
 
@@ -55,6 +57,10 @@ struct Args {
     /// (the load generator confines the process).
     #[arg(long)]
     serve: Option<SocketAddr>,
+    /// With `--serve`: send through an AF_XDP socket on this device (the one that holds the
+    /// served address) instead of `sendmmsg`; reception stays on the UDP socket.
+    #[arg(long, requires = "serve")]
+    xdp_device: Option<String>,
 }
 
 /// Most peers a serving forwarder takes.
@@ -62,7 +68,7 @@ const MAX_PEERS: usize = 4096;
 
 /// Forward for the load generator until killed: 1-byte datagrams register their sender,
 /// anything longer goes to every registered peer but its sender.
-fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+fn serve(addr: SocketAddr, xdp_device: Option<&str>) -> anyhow::Result<()> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(4 << 20);
@@ -76,12 +82,34 @@ fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     let mut buffers = vec![vec![0u8; 2048]; BATCH];
     let mut peers: Vec<SockaddrStorage> = Vec::new();
     let mut destinations: Vec<Option<SockaddrStorage>> = Vec::with_capacity(MAX_PEERS);
+    let mut xdp = match xdp_device {
+        Some(device) => {
+            let SocketAddr::V4(source) = addr else {
+                anyhow::bail!("AF_XDP egress is IPv4 only");
+            };
+            let egress = xdp::Egress::open(device, 0, source)
+                .with_context(|| format!("opening an AF_XDP socket on {device}"))?;
+            Some((egress, HashMap::<Ipv4Addr, [u8; 6]>::new()))
+        }
+        None => None,
+    };
+    let mut reported = Instant::now();
     println!("serving on {addr}");
     loop {
         // Sleeps until readable, then takes what is queued, as the relay does.
         let mut poll = [PollFd::new(fd, PollFlags::POLLIN)];
         if !matches!(nix::poll::poll(&mut poll, -1), Ok(n) if n > 0) {
             continue;
+        }
+        if let Some((egress, _)) = &xdp {
+            if reported.elapsed() > Duration::from_secs(5) {
+                reported = Instant::now();
+                let s = egress.stats();
+                eprintln!(
+                    "udp_floor AF_XDP egress: {} sent, {} kicks, {} waits for the device, {} refused",
+                    s.completed, s.kicks, s.waits, s.dropped
+                );
+            }
         }
         let mut batch: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
         {
@@ -108,6 +136,28 @@ fn serve(addr: SocketAddr) -> anyhow::Result<()> {
             }
             destinations.clear();
             destinations.extend(peers.iter().filter(|p| **p != from).map(|p| Some(*p)));
+            if let Some((egress, macs)) = &mut xdp {
+                for to in destinations.iter().flatten() {
+                    let Some(to) = to
+                        .as_sockaddr_in()
+                        .map(|a| SocketAddrV4::new(Ipv4Addr::from(a.ip()), a.port()))
+                    else {
+                        continue;
+                    };
+                    if !macs.contains_key(to.ip()) {
+                        // Learnt when the peer registered (the kernel answered its ARP).
+                        macs.extend(xdp::neighbours()?);
+                    }
+                    let Some(&mac) = macs.get(to.ip()) else {
+                        continue;
+                    };
+                    // Blocking, as a full socket buffer holds the `sendmmsg` path.
+                    while !egress.push(to, mac, &buffer[..len]) {
+                        egress.flush()?;
+                    }
+                }
+                continue;
+            }
             for chunk in destinations.chunks(BATCH) {
                 let slices: Vec<[IoSlice<'_>; 1]> = chunk
                     .iter()
@@ -116,6 +166,9 @@ fn serve(addr: SocketAddr) -> anyhow::Result<()> {
                 // Blocking, as a full socket buffer holds the relay's sends too.
                 let _ = sendmmsg(fd, &mut tx_headers, &slices, chunk, [], MsgFlags::empty());
             }
+        }
+        if let Some((egress, _)) = &mut xdp {
+            egress.flush()?;
         }
     }
 }
@@ -302,7 +355,8 @@ async fn run(args: &Args, fanout: usize) -> anyhow::Result<Record> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve {
-        return tokio::task::spawn_blocking(move || serve(addr)).await?;
+        return tokio::task::spawn_blocking(move || serve(addr, args.xdp_device.as_deref()))
+            .await?;
     }
     println!(
         "{:>7} {:>12} {:>12} {:>14}",
