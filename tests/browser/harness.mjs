@@ -39,7 +39,7 @@ export async function freePort(host = '127.0.0.1') {
  * client and a WEB_ONLY key for pages on 127.0.0.1 (one that allows recording with
  * `recording`), recordings in a fresh directory (`recordings`); resolves once /healthz answers. With `host`
  * (an address this namespace has, e.g. link.mjs's SERVER_HOST) HTTP and media bind there and the
- * key's domain is that address instead. */
+ * key's domain is that address instead. The relay runs on one core unless `cores` says more. */
 export async function startServer(opts = {}) {
   const targetDir = process.env.CARGO_TARGET_DIR || join(root, 'target');
   const bin = process.env.WEBRTCAI_BIN || join(targetDir, 'debug', 'webrtcai');
@@ -60,7 +60,7 @@ export async function startServer(opts = {}) {
   const recordings = opts.recordings || join(mkdtempSync(join(tmpdir(), 'webrtcai-rec-')), 'recordings');
   // `tls`: { cert, key } PEM files: https and wss (the test trusts them itself).
   const tls = opts.tls ? ['--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key] : [];
-  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', '1', '--no-pin', '--recordings-dir', recordings, ...tls, ...(opts.args || [])];
+  const args = ['--db', db, '--http', `${host}:${port}`, ...bind, '--media-port', '0', '--cores', String(opts.cores ?? 1), '--no-pin', '--recordings-dir', recordings, ...tls, ...(opts.args || [])];
   // `wrapper`: a command that runs the server (its path and arguments appended), e.g. in a
   // namespace of its own.
   const [cmd, ...cmdArgs] = [...(opts.wrapper || []), bin, ...args];
