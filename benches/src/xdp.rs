@@ -3,8 +3,8 @@
 //! past the socket layer, routing, netfilter and the queueing discipline that `sendmmsg`
 //! goes through for every datagram.
 //!
-//! It answers one question of the floor: how much of the kernel's send path (about 1.5 µs per
-//! copy on these machines) a forwarder can leave behind. On a veth the socket runs in copy
+//! It answers one question of the floor: how much of the kernel's send path (1.5–2.5 µs per
+//! copy on the machines measured) a forwarder can leave behind. On a veth the socket runs in copy
 //! mode (veth has no zero-copy transmit): the kernel still builds one buffer per frame and
 //! copies the frame into it, so what is saved is everything above the driver. Reception is
 //! not changed: the forwarder's UDP socket still receives, and the kernel still answers ARP.
@@ -137,7 +137,8 @@ pub struct EgressStats {
     pub kicks: u64,
     /// Kicks the kernel refused because the device dropped a frame (`EBUSY`).
     pub dropped: u64,
-    /// Times the device's queue was stopped (its ring full) and the sender slept.
+    /// Times nothing moved (the device's queue stopped, or completions not back yet) and
+    /// the sender slept.
     pub waits: u64,
 }
 
@@ -225,13 +226,21 @@ pub fn device(name: &str) -> io::Result<Device> {
     let mtu = request(libc::SIOCGIFMTU)?;
     let index = request(libc::SIOCGIFINDEX)?;
     // SAFETY: each union field read is the one its ioctl wrote.
-    let (data, mtu, index) = unsafe {
+    let (family, data, mtu, index) = unsafe {
         (
+            hw.ifr_ifru.ifru_hwaddr.sa_family,
             hw.ifr_ifru.ifru_hwaddr.sa_data,
             mtu.ifr_ifru.ifru_mtu,
             index.ifr_ifru.ifru_ifindex,
         )
     };
+    // The frames written are Ethernet frames.
+    if family != libc::ARPHRD_ETHER {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{name} is not an Ethernet device"),
+        ));
+    }
     let mut mac = [0u8; 6];
     for (m, d) in mac.iter_mut().zip(data) {
         *m = d as u8;
@@ -252,16 +261,20 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// The neighbours the kernel has resolved in the calling thread's network namespace
-/// (`/proc/thread-self/net/arp`), by address: where a frame to each must go. The kernel
-/// fills it as it exchanges ARP with them.
-pub fn neighbours() -> io::Result<HashMap<Ipv4Addr, [u8; 6]>> {
+/// The neighbours on `device` that the kernel has resolved in the calling thread's network
+/// namespace (`/proc/thread-self/net/arp`), by address: where a frame to each must go. The
+/// kernel fills it as it exchanges ARP with them. Only peers on the device's own subnet are
+/// there: a peer behind a router would need the route's gateway, which nothing here looks up.
+pub fn neighbours(device: &str) -> io::Result<HashMap<Ipv4Addr, [u8; 6]>> {
     let text = std::fs::read_to_string("/proc/thread-self/net/arp")?;
     Ok(text
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(5) != Some(&device) {
+                return None;
+            }
             let ip = fields.first()?.parse().ok()?;
             let mac = parse_mac(fields.get(3)?)?;
             (mac != [0; 6]).then_some((ip, mac))
@@ -407,23 +420,23 @@ impl Egress {
     }
 
     /// Write one datagram to `to` (whose link-layer address is `mac`) into the transmit
-    /// ring, or return false where there is no room (no frame slot or no descriptor free
-    /// until the kernel sends: [`Egress::flush`]) or the payload is too large.
-    pub fn push(&mut self, to: SocketAddrV4, mac: [u8; 6], payload: &[u8]) -> bool {
+    /// ring. Where there is no room (no frame slot or no descriptor free until the kernel
+    /// sends and completes: [`Egress::make_room`]) nothing is written.
+    pub fn push(&mut self, to: SocketAddrV4, mac: [u8; 6], payload: &[u8]) -> Push {
         if payload.len() > self.max_payload {
-            return false;
+            return Push::TooLarge;
         }
         let in_ring = self
             .produced
             .wrapping_sub(self.tx.consumer().load(Ordering::Acquire));
         if in_ring >= TX_RING {
-            return false;
+            return Push::Full;
         }
         if self.free.is_empty() {
             self.reclaim();
         }
         let Some(addr) = self.free.pop() else {
-            return false;
+            return Push::Full;
         };
         // SAFETY: a frame slot inside the UMEM that the kernel does not hold.
         let frame = unsafe {
@@ -474,14 +487,13 @@ impl Egress {
         }
         self.produced = self.produced.wrapping_add(1);
         self.written += 1;
-        true
+        Push::Queued
     }
 
     /// Publish what was pushed and have the kernel send all of it, sleeping while the
     /// device's queue is stopped, as a blocking `sendmmsg` sleeps while its socket's buffer
-    /// is full. (A stopped queue does not wake an AF_XDP socket: there is nothing to wait on
-    /// but time. `sendmmsg` instead leaves what the device cannot take in the queueing
-    /// discipline, whose queue the kernel runs again on the CPU that makes room.)
+    /// is full. (`sendmmsg` instead leaves what the device cannot take in the queueing
+    /// discipline, which the kernel runs again when the device makes room.)
     pub fn flush(&mut self) -> io::Result<()> {
         if self.written > 0 {
             self.tx.producer().store(self.produced, Ordering::Release);
@@ -513,13 +525,57 @@ impl Egress {
             }
             self.reclaim();
             if self.tx.consumer().load(Ordering::Acquire) == before {
-                self.stats.waits += 1;
-                std::thread::sleep(std::time::Duration::from_micros(20));
+                self.wait();
             }
         }
         self.reclaim();
         Ok(())
     }
+
+    /// Send what is in the ring and wait until a frame slot is free again: the kernel
+    /// completes a frame when the buffer it copied it into is done with, which on a veth
+    /// is when the receiving end has taken it, perhaps a moment after the send.
+    pub fn make_room(&mut self) -> io::Result<()> {
+        self.flush()?;
+        while self.free.is_empty() {
+            self.wait();
+            self.reclaim();
+        }
+        Ok(())
+    }
+
+    /// Wait until every frame sent has completed, or until `deadline`; returns whether all
+    /// did.
+    pub fn settle(&mut self, deadline: std::time::Instant) -> io::Result<bool> {
+        self.flush()?;
+        while self.free.len() < FRAMES as usize {
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            self.wait();
+            self.reclaim();
+        }
+        Ok(true)
+    }
+
+    /// Nothing moved: sleep a little rather than spin (a stopped queue or a late completion
+    /// wakes no one; there is nothing to wait on but time).
+    fn wait(&mut self) {
+        self.stats.waits += 1;
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
+/// What [`Egress::push`] did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Push {
+    /// Written into the transmit ring, to go at the next [`Egress::flush`].
+    Queued,
+    /// No room until the kernel sends and completes what it has ([`Egress::make_room`]).
+    Full,
+    /// Longer than [`Egress::max_payload`]: never sent.
+    TooLarge,
 }
 
 #[cfg(test)]

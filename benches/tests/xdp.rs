@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use std::os::fd::AsRawFd;
 
-use webrtcai_benches::xdp::{neighbours, Egress};
+use webrtcai_benches::xdp::{neighbours, Egress, Push};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("running ip");
@@ -22,12 +22,14 @@ fn ip(args: &[&str]) {
 }
 
 /// A named network namespace, deleted when dropped.
-struct Namespace(&'static str);
+struct Namespace(String);
 
 impl Namespace {
-    fn create(name: &'static str) -> Namespace {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        ip(&["netns", "add", name]);
+    /// `name` and this process's id: runs at once do not meet.
+    fn create(name: &str) -> Namespace {
+        let name = format!("{name}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
         Namespace(name)
     }
 
@@ -40,7 +42,12 @@ impl Namespace {
             // SAFETY: moves only this short-lived thread into the namespace.
             let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            UdpSocket::bind(addr).unwrap()
+            let socket = UdpSocket::bind(addr).unwrap();
+            // Room for every datagram the test sends before it reads any.
+            socket2::SockRef::from(&socket)
+                .set_recv_buffer_size(1 << 20)
+                .unwrap();
+            socket
         })
         .join()
         .unwrap()
@@ -49,7 +56,7 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", self.0]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
 }
 
@@ -58,18 +65,24 @@ fn frames_sent_through_af_xdp_arrive_as_udp_datagrams() {
     // The sending end is in a namespace of this thread's own (the `ip` commands it runs
     // inherit it), the receiving end in a named one: nothing of the machine's network is
     // touched, and the datagrams cross the veth instead of being delivered locally.
+    // Needs root, as the suite's other network tests do (`./scripts/test` runs as root).
     std::thread::spawn(|| {
         // SAFETY: changes only this thread's network namespace.
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "unshare: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "unshare (needs root): {}",
+            std::io::Error::last_os_error()
+        );
         let far = Namespace::create("wai-xdp-test");
         ip(&[
-            "link", "add", "xa", "type", "veth", "peer", "name", "xb", "netns", far.0,
+            "link", "add", "xa", "type", "veth", "peer", "name", "xb", "netns", &far.0,
         ]);
         ip(&["addr", "add", "10.9.0.1/24", "dev", "xa"]);
         ip(&["link", "set", "xa", "up"]);
-        ip(&["-n", far.0, "addr", "add", "10.9.0.2/24", "dev", "xb"]);
-        ip(&["-n", far.0, "link", "set", "xb", "up"]);
+        ip(&["-n", &far.0, "addr", "add", "10.9.0.2/24", "dev", "xb"]);
+        ip(&["-n", &far.0, "link", "set", "xb", "up"]);
 
         let receiver = far.bind("10.9.0.2:0");
         receiver
@@ -84,7 +97,8 @@ fn frames_sent_through_af_xdp_arrive_as_udp_datagrams() {
         let mut buf = [0u8; 2048];
         assert_eq!(receiver.recv_from(&mut buf).unwrap().0, 1);
         let to = Ipv4Addr::new(10, 9, 0, 2);
-        let mac = neighbours().unwrap()[&to];
+        let mac = neighbours("xa").unwrap()[&to];
+        assert!(neighbours("lo").unwrap().is_empty());
 
         let source = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 1), 5004);
         let mut egress = Egress::open("xa", 0, source).unwrap();
@@ -100,15 +114,23 @@ fn frames_sent_through_af_xdp_arrive_as_udp_datagrams() {
             })
             .collect();
         for p in &payloads {
-            assert!(egress.push(to, mac, p));
+            assert_eq!(egress.push(to, mac, p), Push::Queued);
         }
-        assert!(!egress.push(to, mac, &vec![0; max + 1]));
+        assert_eq!(egress.push(to, mac, &vec![0; max + 1]), Push::TooLarge);
         egress.flush().unwrap();
-        for p in &payloads {
+        // Each payload's length is its own: they are told apart by it, whatever order the
+        // receiving end took them in.
+        let mut got = Vec::new();
+        for _ in &payloads {
             let (n, from) = receiver.recv_from(&mut buf).unwrap();
-            assert_eq!(&buf[..n], &p[..]);
             assert_eq!(from, std::net::SocketAddr::V4(source));
+            got.push(buf[..n].to_vec());
         }
+        got.sort_by_key(Vec::len);
+        assert!(got == payloads, "the datagrams are the payloads pushed");
+        // Every frame comes back to the sender once the receiving end is done with it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        assert!(egress.settle(deadline).unwrap());
         assert_eq!(egress.stats().completed, 100);
         assert_eq!(egress.stats().dropped, 0);
     })

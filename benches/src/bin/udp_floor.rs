@@ -63,6 +63,40 @@ struct Args {
     xdp_device: Option<String>,
 }
 
+/// A serving forwarder's AF_XDP egress and what it needs besides.
+struct XdpForwarder {
+    egress: xdp::Egress,
+    device: String,
+    /// Link-layer addresses of the peers, learnt when they registered (the kernel answered
+    /// their ARP).
+    macs: HashMap<Ipv4Addr, [u8; 6]>,
+    /// When the kernel's neighbours were last read.
+    looked_up: Option<Instant>,
+    /// Copies not sent: no link-layer address for the peer yet.
+    unresolved: u64,
+    /// Datagrams longer than the device's MTU allows: not sent.
+    too_large: u64,
+}
+
+impl XdpForwarder {
+    /// The link-layer address of `ip`, reading the kernel's neighbours again at most every
+    /// 100 ms while one is missing.
+    fn mac(&mut self, ip: Ipv4Addr) -> anyhow::Result<Option<[u8; 6]>> {
+        if let Some(mac) = self.macs.get(&ip) {
+            return Ok(Some(*mac));
+        }
+        if self
+            .looked_up
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return Ok(None);
+        }
+        self.looked_up = Some(Instant::now());
+        self.macs.extend(xdp::neighbours(&self.device)?);
+        Ok(self.macs.get(&ip).copied())
+    }
+}
+
 /// Most peers a serving forwarder takes.
 const MAX_PEERS: usize = 4096;
 
@@ -89,7 +123,14 @@ fn serve(addr: SocketAddr, xdp_device: Option<&str>) -> anyhow::Result<()> {
             };
             let egress = xdp::Egress::open(device, 0, source)
                 .with_context(|| format!("opening an AF_XDP socket on {device}"))?;
-            Some((egress, HashMap::<Ipv4Addr, [u8; 6]>::new()))
+            Some(XdpForwarder {
+                egress,
+                device: device.to_owned(),
+                macs: HashMap::new(),
+                looked_up: None,
+                unresolved: 0,
+                too_large: 0,
+            })
         }
         None => None,
     };
@@ -101,13 +142,14 @@ fn serve(addr: SocketAddr, xdp_device: Option<&str>) -> anyhow::Result<()> {
         if !matches!(nix::poll::poll(&mut poll, -1), Ok(n) if n > 0) {
             continue;
         }
-        if let Some((egress, _)) = &xdp {
+        if let Some(x) = &xdp {
             if reported.elapsed() > Duration::from_secs(5) {
                 reported = Instant::now();
-                let s = egress.stats();
+                let s = x.egress.stats();
                 eprintln!(
-                    "udp_floor AF_XDP egress: {} sent, {} kicks, {} waits for the device, {} refused",
-                    s.completed, s.kicks, s.waits, s.dropped
+                    "udp_floor AF_XDP egress: {} sent, {} kicks, {} waits, {} refused by the \
+                     device, {} to peers without a link-layer address, {} too large",
+                    s.completed, s.kicks, s.waits, s.dropped, x.unresolved, x.too_large
                 );
             }
         }
@@ -136,7 +178,7 @@ fn serve(addr: SocketAddr, xdp_device: Option<&str>) -> anyhow::Result<()> {
             }
             destinations.clear();
             destinations.extend(peers.iter().filter(|p| **p != from).map(|p| Some(*p)));
-            if let Some((egress, macs)) = &mut xdp {
+            if let Some(x) = &mut xdp {
                 for to in destinations.iter().flatten() {
                     let Some(to) = to
                         .as_sockaddr_in()
@@ -144,16 +186,20 @@ fn serve(addr: SocketAddr, xdp_device: Option<&str>) -> anyhow::Result<()> {
                     else {
                         continue;
                     };
-                    if !macs.contains_key(to.ip()) {
-                        // Learnt when the peer registered (the kernel answered its ARP).
-                        macs.extend(xdp::neighbours()?);
-                    }
-                    let Some(&mac) = macs.get(to.ip()) else {
+                    let Some(mac) = x.mac(*to.ip())? else {
+                        x.unresolved += 1;
                         continue;
                     };
-                    // Blocking, as a full socket buffer holds the `sendmmsg` path.
-                    while !egress.push(to, mac, &buffer[..len]) {
-                        egress.flush()?;
+                    loop {
+                        match x.egress.push(to, mac, &buffer[..len]) {
+                            xdp::Push::Queued => break,
+                            // Blocking, as a full socket buffer holds the `sendmmsg` path.
+                            xdp::Push::Full => x.egress.make_room()?,
+                            xdp::Push::TooLarge => {
+                                x.too_large += 1;
+                                break;
+                            }
+                        }
                     }
                 }
                 continue;
@@ -167,8 +213,8 @@ fn serve(addr: SocketAddr, xdp_device: Option<&str>) -> anyhow::Result<()> {
                 let _ = sendmmsg(fd, &mut tx_headers, &slices, chunk, [], MsgFlags::empty());
             }
         }
-        if let Some((egress, _)) = &mut xdp {
-            egress.flush()?;
+        if let Some(x) = &mut xdp {
+            x.egress.flush()?;
         }
     }
 }
