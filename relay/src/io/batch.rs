@@ -187,12 +187,14 @@ impl BatchSocket {
     }
 
     /// Whether `error`, from a send, is about the destination of the datagram it refused (no
-    /// route to it, a firewall, an address of another family), not about the socket or the
-    /// way of sending: the other destinations' datagrams go on as they were sent.
+    /// route to it, a firewall, an address of another family, a path whose MTU is smaller
+    /// than a GSO send's segments, which the kernel cannot fragment), not about the socket or
+    /// the way of sending: the other destinations' datagrams go on as they were sent.
     pub(crate) fn refused_for_destination(error: Errno) -> bool {
         matches!(
             error,
-            Errno::ENETUNREACH
+            Errno::EMSGSIZE
+                | Errno::ENETUNREACH
                 | Errno::EHOSTUNREACH
                 | Errno::ENETDOWN
                 | Errno::EHOSTDOWN
@@ -498,6 +500,44 @@ mod tests {
             .unwrap_err();
         assert!(BatchSocket::refused_for_destination(error), "{error}");
         assert!(!BatchSocket::refused_for_destination(Errno::EINVAL));
+    }
+
+    #[test]
+    fn a_gso_send_too_large_for_its_path_is_the_destinations() {
+        // Loopback with a 1,300-byte MTU, in a network namespace of this test's thread: a GSO
+        // segment cannot be fragmented, so a run of 1,400-byte datagrams is refused
+        // (EMSGSIZE), for that path only. The same datagrams sent one by one go, fragmented.
+        // Needs root, as the suite's other network tests do.
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare (needs root)");
+            for args in [
+                &["link", "set", "lo", "mtu", "1300"][..],
+                &["link", "set", "lo", "up"],
+            ] {
+                let status = std::process::Command::new("ip").args(args).status();
+                assert!(status.is_ok_and(|s| s.success()), "ip {args:?}");
+            }
+            let tx = socket();
+            let rx = socket();
+            let transmits: Vec<Transmit> = (0..3)
+                .map(|_| Transmit {
+                    destination: rx.local_addr().unwrap(),
+                    contents: vec![7; 1400],
+                })
+                .collect();
+            let mut batch = BatchSocket::new(tx.as_raw_fd(), 2048);
+            let error = batch.send_runs(&transmits, &[(0, 3)], 1400).unwrap_err();
+            assert_eq!(error, Errno::EMSGSIZE);
+            assert!(BatchSocket::refused_for_destination(error));
+            assert_eq!(batch.send(&transmits).sent, 3);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let got = drain(&rx);
+            assert_eq!(got.len(), 3);
+            assert!(got.iter().all(|d| d.len() == 1400));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

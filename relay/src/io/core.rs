@@ -492,9 +492,9 @@ impl Shell {
                     from += n;
                 }
                 Err(Errno::EAGAIN | Errno::EINTR) => break,
-                // One destination refused (a participant's network went away): the rest of
-                // this flush goes datagram by datagram, which counts what is refused; GSO
-                // stays on.
+                // One destination refused (a participant's network went away, or its path's
+                // MTU is under the segment size): the rest of this flush goes datagram by
+                // datagram, which fragments or counts what is refused; GSO stays on.
                 Err(e) if BatchSocket::refused_for_destination(e) => break,
                 Err(e) => {
                     // No GSO here (old kernel, or a device without it): stop trying.
