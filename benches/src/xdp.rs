@@ -151,9 +151,8 @@ pub struct Egress {
     fd: OwnedFd,
     /// Frame slots not in the kernel's hands, by offset into the UMEM.
     free: Vec<u64>,
-    /// Descriptors written since the producer index was last published.
-    written: u32,
-    /// The producer index as written (published or not).
+    /// The producer index as written; what the kernel sees is the ring's, published by
+    /// [`Egress::flush`].
     produced: u32,
     source: SocketAddrV4,
     source_mac: [u8; 6],
@@ -379,7 +378,6 @@ impl Egress {
                 .rev()
                 .map(|i| u64::from(i * FRAME_SIZE))
                 .collect(),
-            written: 0,
             produced,
             source,
             source_mac: mac,
@@ -486,7 +484,6 @@ impl Egress {
                 .write(desc);
         }
         self.produced = self.produced.wrapping_add(1);
-        self.written += 1;
         Push::Queued
     }
 
@@ -495,9 +492,9 @@ impl Egress {
     /// is full. (`sendmmsg` instead leaves what the device cannot take in the queueing
     /// discipline, which the kernel runs again when the device makes room.)
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.written > 0 {
+        // Only this side writes the producer index: what it holds is what was published.
+        if self.tx.producer().load(Ordering::Relaxed) != self.produced {
             self.tx.producer().store(self.produced, Ordering::Release);
-            self.written = 0;
         }
         // The kernel sends a bounded batch per call (32 frames) and says EAGAIN while more
         // are left, or while the completion ring has no room.
